@@ -1,0 +1,42 @@
+# infer-node: `make run` starts a single-node devnet, `make test` runs every check CI runs.
+# On a fresh Debian machine both first install what the build needs (libclang for RocksDB).
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build run test lint fmt bench clean
+
+all: build
+
+# RocksDB's build runs bindgen, which needs libclang; a C++ compiler builds RocksDB itself.
+deps:
+	@if command -v dpkg >/dev/null && { ! dpkg -s libclang-dev >/dev/null 2>&1 || ! command -v c++ >/dev/null; }; then \
+		echo "installing libclang-dev and g++ (needed to build RocksDB)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libclang-dev g++ >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+build: deps
+	$(CARGO) build --release -p infer-node
+
+# A working single-node devnet on the built-in configuration: mines a block every few
+# seconds into ~/.infer-node/devnet. Ctrl-C stops it cleanly; running it again resumes.
+run: build
+	./target/release/infer-node start
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --workspace
+
+bench: build
+	./target/release/infer-node bench pow
+	./target/release/infer-node bench validate
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,153 @@
+//! Fork choice and reorganisations: the branch with the most work wins, UTXOs and the
+//! mempool follow it, and a branch with less work is stored and kept aside.
+
+mod common;
+
+use common::*;
+use fai_ledger::chainstate::{BlockStatus, ChainEvent};
+use fai_ledger::mempool::{Mempool, MempoolConfig};
+use fai_ledger::testkit::{mine_on, spend};
+use fai_ledger::{BlockOutcome, TxOut, UtxoView};
+use fai_primitives::Amount;
+
+#[test]
+fn more_work_replaces_the_tip_and_restores_utxos_and_mempool() {
+    let mut chain = regtest();
+    let w = Wallet::new();
+    let coin = funded(&mut chain, &w, 0).remove(0);
+    chain.take_events();
+    let fork = chain.tip_hash();
+    let coins_at_fork = chain.all_coins().unwrap();
+
+    // Branch A: one block confirming a payment.
+    let pay = spend(
+        &chain,
+        &[(coin.0, coin.1.clone(), w.key.clone())],
+        vec![TxOut::pay("1".parse().unwrap(), w.hash)],
+    )
+    .unwrap();
+    let a1 = mine_on(&chain, fork, vec![pay.clone()], Wallet::new().hash, None).unwrap();
+    assert_eq!(
+        chain.accept_block(a1.clone(), now()).unwrap(),
+        BlockOutcome::TipChanged
+    );
+    let mut mempool = Mempool::new(MempoolConfig::default());
+    mempool.apply_chain_events(&chain.take_events(), &chain);
+    assert!(
+        chain.utxos().coin(&coin.0).unwrap().is_none(),
+        "spent on branch A"
+    );
+
+    // Branch B, first block: equal work, seen later: kept aside.
+    let b1 = mine_on(&chain, fork, vec![], Wallet::new().hash, None).unwrap();
+    assert_eq!(
+        chain.accept_block(b1.clone(), now()).unwrap(),
+        BlockOutcome::SideBranch
+    );
+    assert_eq!(chain.tip_hash(), a1.hash());
+    assert_eq!(
+        chain.entry(&b1.hash()).unwrap().status,
+        BlockStatus::HeaderValid
+    );
+    assert!(chain.take_events().is_empty());
+
+    // Second block of B: more work: reorganise.
+    let b2 = mine_on(&chain, b1.hash(), vec![], Wallet::new().hash, None).unwrap();
+    assert_eq!(
+        chain.accept_block(b2.clone(), now()).unwrap(),
+        BlockOutcome::TipChanged
+    );
+    assert_eq!(chain.tip_hash(), b2.hash());
+    let events = chain.take_events();
+    let kinds: Vec<(bool, u32)> = events
+        .iter()
+        .map(|e| match e {
+            ChainEvent::Connected { height, .. } => (true, *height),
+            ChainEvent::Disconnected { height, .. } => (false, *height),
+        })
+        .collect();
+    let h = chain.entry(&fork).unwrap().height;
+    assert_eq!(kinds, vec![(false, h + 1), (true, h + 1), (true, h + 2)]);
+
+    // The payment's coin is unspent again, and the payment is back in the mempool.
+    let coins: std::collections::HashMap<_, _> = chain.all_coins().unwrap().into_iter().collect();
+    assert!(coins.contains_key(&coin.0));
+    assert!(!coins.contains_key(&fai_ledger::OutPoint::new(pay.txid(), 0)));
+    for (op, c) in &coins_at_fork {
+        assert_eq!(coins.get(op), Some(c), "coin of the fork point lost");
+    }
+    assert_eq!(
+        coins.len(),
+        coins_at_fork.len() + 2,
+        "plus the coinbases of b1 and b2"
+    );
+    mempool.apply_chain_events(&events, &chain);
+    assert!(
+        mempool.contains(&pay.txid()),
+        "a disconnected transaction returns to the mempool"
+    );
+
+    // A grows back past B: the payment confirms again and leaves the mempool.
+    let a2 = mine_on(&chain, a1.hash(), vec![], Wallet::new().hash, None).unwrap();
+    chain.accept_block(a2.clone(), now()).unwrap();
+    assert_eq!(
+        chain.tip_hash(),
+        b2.hash(),
+        "equal work: the first seen stays"
+    );
+    let a3 = mine_on(&chain, a2.hash(), vec![], Wallet::new().hash, None).unwrap();
+    chain.accept_block(a3.clone(), now()).unwrap();
+    assert_eq!(chain.tip_hash(), a3.hash());
+    mempool.apply_chain_events(&chain.take_events(), &chain);
+    assert!(!mempool.contains(&pay.txid()));
+    assert!(chain.is_active(&a1.hash()) && !chain.is_active(&b1.hash()));
+}
+
+#[test]
+fn a_deep_reorganisation_restores_the_exact_utxo_set() {
+    let mut chain = regtest();
+    let w = Wallet::new();
+    let coins = funded(&mut chain, &w, 5);
+    let fork = chain.tip_hash();
+    let snapshot = chain.all_coins().unwrap();
+    let supply = chain.supply();
+
+    // Branch A: 20 blocks, spending the mature coins along the way.
+    let mut parent = fork;
+    for i in 0..20 {
+        let txs = match coins.get(i) {
+            Some(c) => vec![spend(
+                &chain,
+                &[(c.0, c.1.clone(), w.key.clone())],
+                vec![TxOut::pay(Amount::from_units(1000).unwrap(), w.hash)],
+            )
+            .unwrap()],
+            None => vec![],
+        };
+        let b = mine_on(&chain, parent, txs, Wallet::new().hash, None).unwrap();
+        chain.accept_block(b.clone(), now()).unwrap();
+        parent = b.hash();
+    }
+    assert_eq!(chain.height(), 101 + 5 + 20);
+    // Branch B: 21 empty blocks from the fork.
+    let mut parent = fork;
+    for _ in 0..21 {
+        let b = mine_on(&chain, parent, vec![], Wallet::new().hash, None).unwrap();
+        chain.accept_block(b.clone(), now()).unwrap();
+        parent = b.hash();
+    }
+    assert_eq!(chain.tip_hash(), parent);
+    let coins_now: std::collections::HashMap<_, _> =
+        chain.all_coins().unwrap().into_iter().collect();
+    for (op, c) in &snapshot {
+        assert_eq!(coins_now.get(op), Some(c));
+    }
+    assert_eq!(coins_now.len(), snapshot.len() + 21);
+    let subsidy = chain.params().block_subsidy(chain.height());
+    assert_eq!(
+        chain.supply(),
+        supply
+            .checked_add(subsidy.checked_mul(21).unwrap())
+            .unwrap()
+    );
+}

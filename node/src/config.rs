@@ -1,0 +1,230 @@
+//! The node's configuration: a TOML file with one table per part of the node. Unknown
+//! keys are refused with the key's name and line, so a typo never passes silently.
+//! With no file, the devnet configuration built into the binary is used.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use fai_primitives::Network;
+use serde::Deserialize;
+
+/// The devnet configuration, built in.
+pub const DEVNET_TOML: &str = include_str!("../../conf/devnet.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    #[serde(default)]
+    pub mining: MiningSection,
+    #[serde(default)]
+    pub mempool: MempoolSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// mainnet, testnet, devnet or regtest.
+    pub network: String,
+    /// Where the chain, keys and logs live; "~" is the home directory.
+    pub data_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MiningSection {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Reward address; empty means the node key's address.
+    #[serde(default)]
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolSection {
+    #[serde(default = "default_mempool_bytes")]
+    pub max_bytes: usize,
+    #[serde(default = "default_min_fee_rate")]
+    pub min_fee_rate: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_mempool_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_min_fee_rate() -> u64 {
+    1_000
+}
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for MiningSection {
+    fn default() -> Self {
+        MiningSection {
+            enabled: false,
+            threads: 1,
+            address: String::new(),
+        }
+    }
+}
+
+impl Default for MempoolSection {
+    fn default() -> Self {
+        MempoolSection {
+            max_bytes: default_mempool_bytes(),
+            min_fee_rate: default_min_fee_rate(),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: default_level(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let config: Config =
+            toml::from_str(text).with_context(|| format!("invalid configuration in {origin}"))?;
+        config
+            .check()
+            .with_context(|| format!("invalid configuration in {origin}"))?;
+        Ok(config)
+    }
+
+    /// Reads the file at `path`, or the built-in devnet configuration for `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            None => Config::parse(DEVNET_TOML, "the built-in devnet configuration"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read configuration file {}", p.display()))?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        self.network()?;
+        if self.mining.threads == 0 || self.mining.threads > 1024 {
+            bail!(
+                "mining.threads must be between 1 and 1024, not {}",
+                self.mining.threads
+            );
+        }
+        if self.mempool.max_bytes < 1_000_000 {
+            bail!("mempool.max_bytes must be at least 1000000 (one block)");
+        }
+        if self.log.level.parse::<tracing::Level>().is_err() {
+            bail!(
+                "log.level {:?} is not one of error, warn, info, debug, trace",
+                self.log.level
+            );
+        }
+        if !self.mining.address.is_empty() {
+            fai_primitives::Address::parse_for(&self.mining.address, self.network()?)
+                .context("mining.address")?;
+        }
+        Ok(())
+    }
+
+    pub fn network(&self) -> Result<Network> {
+        self.node.network.parse::<Network>().context("node.network")
+    }
+
+    /// The data directory with "~" expanded.
+    pub fn data_dir(&self) -> PathBuf {
+        expand_home(&self.node.data_dir)
+    }
+}
+
+/// Expands a leading "~" to $HOME.
+pub fn expand_home(path: &str) -> PathBuf {
+    expand_home_in(path, std::env::var_os("HOME"))
+}
+
+fn expand_home_in(path: &str, home: Option<std::ffi::OsString>) -> PathBuf {
+    match (path.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) => {
+            let mut p = PathBuf::from(home);
+            p.push(rest.trim_start_matches('/'));
+            p
+        }
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3, "devnet, testnet and mainnet.sample");
+        let builtin = Config::load(None).unwrap();
+        assert_eq!(builtin.network().unwrap(), Network::Devnet);
+        assert!(builtin.mining.enabled);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let text = DEVNET_TOML.replace("threads = 1", "threads = 1\nthreadz = 2");
+        let err = format!("{:#}", Config::parse(&text, "test.toml").unwrap_err());
+        assert!(err.contains("threadz"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+        let text = format!("{DEVNET_TOML}\n[rpcc]\nport = 1\n");
+        let err = format!("{:#}", Config::parse(&text, "x").unwrap_err());
+        assert!(err.contains("rpcc"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let bad_net = DEVNET_TOML.replace("network = \"devnet\"", "network = \"moon\"");
+        let err = format!("{:#}", Config::parse(&bad_net, "x").unwrap_err());
+        assert!(err.contains("unknown network"), "{err}");
+        let bad_addr = DEVNET_TOML.replace("address = \"\"", "address = \"fai1nope\"");
+        let err = format!("{:#}", Config::parse(&bad_addr, "x").unwrap_err());
+        assert!(err.contains("mining.address"), "{err}");
+        let zero = DEVNET_TOML.replace("threads = 1", "threads = 0");
+        assert!(Config::parse(&zero, "x").is_err());
+        assert!(Config::parse("not toml [", "x").is_err());
+    }
+
+    #[test]
+    fn home_is_expanded() {
+        std::env::set_var("HOME", "/home/op");
+        assert_eq!(
+            expand_home("~/.infer-node"),
+            PathBuf::from("/home/op/.infer-node")
+        );
+        assert_eq!(expand_home("/abs"), PathBuf::from("/abs"));
+    }
+}

@@ -1,0 +1,217 @@
+//! `infer-node`: the full node of the FAI network.
+//!
+//! Commands: `start` runs the node, `init` prepares a data directory, `keys` manages key
+//! files, `bench` measures this machine. Errors are printed with their causes and the
+//! process exits with status 1.
+
+mod bench;
+mod config;
+mod keys;
+mod mining;
+mod node;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fai_primitives::Address;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// The full node of the FAI network: a proof-of-work ledger of FAI, and (as it grows) the
+/// proof-of-inference chain where GPU owners sell LLM inference.
+#[derive(Parser)]
+#[command(name = "infer-node", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Without it, the built-in devnet configuration is used.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Data directory; overrides node.data_dir of the configuration.
+    #[arg(long, global = true, value_name = "DIR")]
+    datadir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node: ledger, mempool and miner, until Ctrl-C.
+    Start,
+    /// Create the data directory, its node key and the genesis block, then exit.
+    Init,
+    /// Create or show keys kept in the data directory.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Measure what this machine does (hashing, validation).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new key file (keys/NAME.key); an existing key is never overwritten.
+    New {
+        #[arg(long, default_value = "wallet")]
+        name: String,
+    },
+    /// Show a key's address and public key.
+    Show {
+        #[arg(long, default_value = keys::NODE_KEY)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Miner hash rate per thread against the raw SHA-256 compression rate.
+    Pow {
+        /// Hashing threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Print JSON instead of a line for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connecting a block of 2,000 transactions against raw signature verification.
+    Validate {
+        /// Transactions in the block.
+        #[arg(long, default_value_t = 2000)]
+        txs: usize,
+        /// Repetitions; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.datadir {
+        config.node.data_dir = dir.display().to_string();
+    }
+    Ok(config)
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Start => {
+            let config = load_config(&cli)?;
+            init_logging(&config.log.level);
+            node::run(config)
+        }
+        Command::Init => {
+            let config = load_config(&cli)?;
+            let network = config.network()?;
+            let dir = config.data_dir();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+            let (key, created) = keys::load_or_create(&dir, keys::NODE_KEY)?;
+            let chain = node::open_chain(&dir, network)?;
+            println!("data directory: {}", dir.display());
+            println!("network:        {network}");
+            println!("genesis:        {}", chain.params().genesis_hash());
+            println!("ledger height:  {}", chain.height());
+            println!(
+                "node key:       {} ({})",
+                Address::from_public_key(network, &key.public_key()),
+                if created { "created" } else { "existing" }
+            );
+            Ok(())
+        }
+        Command::Keys(cmd) => {
+            let config = load_config(&cli)?;
+            let network = config.network()?;
+            let dir = config.data_dir();
+            let (name, key, created) = match cmd {
+                KeysCommand::New { name } => (name, keys::create(&dir, name)?, true),
+                KeysCommand::Show { name } => (name, keys::load(&dir, name)?, false),
+            };
+            if created {
+                println!("created {}", keys::key_path(&dir, name)?.display());
+            }
+            println!("name:       {name}");
+            println!(
+                "address:    {}",
+                Address::from_public_key(network, &key.public_key())
+            );
+            println!("public key: {}", key.public_key());
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Pow {
+            threads,
+            seconds,
+            json,
+        }) => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1);
+            let r = bench::pow(threads, *seconds);
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "pow: {:.2} MH/s per thread ({:.2} MH/s on {} threads); raw SHA-256 {:.2} M compressions/s per thread; ratio {:.3} (goal >= 0.9)",
+                    r.hashes_per_sec / 1e6,
+                    r.total_hashes_per_sec / 1e6,
+                    r.threads,
+                    r.sha256_compressions_per_sec / 1e6,
+                    r.ratio
+                );
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Validate { txs, runs, json }) => {
+            anyhow::ensure!(
+                *txs >= 1 && *txs <= 5000,
+                "--txs must be between 1 and 5000"
+            );
+            let r = bench::validate(*txs, *runs)?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "validate: {} txs connected in {:.1} ms = {:.0} txs/s; raw ECDSA verify {:.0}/s on one thread; ratio {:.2} (goal >= 0.7; {} threads)",
+                    r.transactions,
+                    r.connect_seconds * 1e3,
+                    r.txs_per_sec,
+                    r.sig_verifies_per_sec,
+                    r.ratio,
+                    r.threads
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The mining service: builds a template on the tip, searches it on N threads, submits
+//! what it finds, and starts over when the tip changes, the template is 10 seconds old
+//! (new transactions, a fresher time) or the node shuts down.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use fai_ledger::miner::{solve, BlockTemplate};
+use fai_primitives::Hash160;
+use tracing::warn;
+
+use crate::node::{unix_now, Node};
+
+/// How long a template is searched before it is rebuilt.
+const TEMPLATE_LIFETIME: Duration = Duration::from_secs(10);
+
+/// Mines until the node shuts down. Errors only when the chain cannot be read or written.
+pub fn run(node: &Node, payout: Hash160, threads: usize) -> Result<()> {
+    while !node.shutdown.load(Ordering::SeqCst) {
+        let generation = node.tip_generation.load(Ordering::SeqCst);
+        let template = {
+            let chain = node.chain();
+            let mempool = node.mempool();
+            BlockTemplate::build(&chain, &mempool, payout, unix_now())?
+        };
+        let started = Instant::now();
+        let stop = || {
+            node.shutdown.load(Ordering::Relaxed)
+                || node.tip_generation.load(Ordering::Relaxed) != generation
+                || started.elapsed() > TEMPLATE_LIFETIME
+        };
+        let Some(block) = solve(&template, threads, &stop) else {
+            continue;
+        };
+        let mut chain = node.chain();
+        let result = chain.accept_block(block, unix_now());
+        let events = chain.take_events();
+        node.on_chain_events(&chain, &events);
+        match result {
+            Ok(_) => {}
+            Err(e) if e.consensus().is_some() => {
+                warn!(target: "infer_node::miner", "mined block refused: {e}")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

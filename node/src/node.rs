@@ -1,0 +1,178 @@
+//! `infer-node start`: opens the data directory, the ledger chainstate and the mempool,
+//! starts the services the configuration asks for, and runs until Ctrl-C or SIGTERM.
+//!
+//! Services today: the miner (one OS thread that drives N hashing threads). Every service
+//! is listed and spawned here; when a critical one fails, the node stops with its error.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use fai_ledger::chainstate::{ChainEvent, SCHEMA};
+use fai_ledger::mempool::{Mempool, MempoolConfig};
+use fai_ledger::{ChainParams, Chainstate};
+use fai_primitives::{Address, Amount, Network};
+use fai_storage::RocksStore;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::{keys, mining};
+
+/// State shared by the node's services.
+pub struct Node {
+    pub chain: Mutex<Chainstate>,
+    pub mempool: Mutex<Mempool>,
+    /// Bumped whenever the active tip changes, so miners drop stale work.
+    pub tip_generation: AtomicU64,
+    pub shutdown: AtomicBool,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    pub fn chain(&self) -> MutexGuard<'_, Chainstate> {
+        lock(&self.chain)
+    }
+
+    pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
+        lock(&self.mempool)
+    }
+
+    /// Logs and applies changes of the active chain (mempool, miners' work).
+    pub fn on_chain_events(&self, chain: &Chainstate, events: &[ChainEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            match event {
+                ChainEvent::Connected { height, block } => {
+                    let reward = block
+                        .transactions
+                        .first()
+                        .and_then(|cb| cb.output_value())
+                        .unwrap_or(Amount::ZERO);
+                    info!(
+                        target: "infer_node::ledger",
+                        height,
+                        hash = %block.hash(),
+                        reward = %reward,
+                        txs = block.transactions.len(),
+                        "block connected"
+                    );
+                }
+                ChainEvent::Disconnected { height, block } => {
+                    info!(target: "infer_node::ledger", height, hash = %block.hash(), "block disconnected");
+                }
+            }
+        }
+        self.mempool().apply_chain_events(events, chain);
+        self.tip_generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Opens (creating if needed) the ledger of `network` in `data_dir`.
+pub fn open_chain(data_dir: &Path, network: Network) -> Result<Chainstate> {
+    let path = data_dir.join("ledger");
+    std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let store = RocksStore::open(&path, SCHEMA)
+        .with_context(|| format!("cannot open the ledger database in {}", path.display()))?;
+    Chainstate::open(Arc::new(store), ChainParams::for_network(network))
+        .with_context(|| format!("cannot load the ledger in {}", path.display()))
+}
+
+/// Runs the node until it is told to stop.
+pub fn run(config: Config) -> Result<()> {
+    let network = config.network()?;
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let (node_key, created) = keys::load_or_create(&data_dir, keys::NODE_KEY)?;
+    let node_address = Address::from_public_key(network, &node_key.public_key());
+    if created {
+        info!(target: "infer_node", address = %node_address, "created the node key");
+    }
+    let chain = open_chain(&data_dir, network)?;
+    let payout = if config.mining.address.is_empty() {
+        node_address
+    } else {
+        Address::parse_for(&config.mining.address, network)?
+    };
+    let tip = chain.tip()?.clone();
+    info!(
+        target: "infer_node",
+        version = env!("CARGO_PKG_VERSION"),
+        %network,
+        data_dir = %data_dir.display(),
+        height = tip.height,
+        tip = %chain.tip_hash(),
+        "infer-node starting"
+    );
+    let node = Arc::new(Node {
+        chain: Mutex::new(chain),
+        mempool: Mutex::new(Mempool::new(MempoolConfig {
+            max_bytes: config.mempool.max_bytes,
+            min_fee_rate: config.mempool.min_fee_rate,
+        })),
+        tip_generation: AtomicU64::new(0),
+        shutdown: AtomicBool::new(false),
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
+
+    // Services.
+    let mut threads = Vec::new();
+    if config.mining.enabled {
+        info!(target: "infer_node", threads = config.mining.threads, address = %payout, "mining");
+        let node = node.clone();
+        let threads_n = config.mining.threads;
+        let failed = failed_tx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("miner".into())
+                .spawn(move || {
+                    if let Err(e) = mining::run(&node, payout.key_hash, threads_n) {
+                        let _ = failed.send(e.context("the miner stopped"));
+                    }
+                })
+                .context("cannot start the miner thread")?,
+        );
+    } else {
+        info!(target: "infer_node", "mining is off (mining.enabled = false)");
+    }
+
+    let outcome = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("cannot listen for Ctrl-C")?; info!(target: "infer_node", "Ctrl-C: shutting down"); Ok(()) }
+            _ = term.recv() => { info!(target: "infer_node", "SIGTERM: shutting down"); Ok(()) }
+            Some(e) = failed_rx.recv() => Err(e),
+        }
+    });
+    node.shutdown.store(true, Ordering::SeqCst);
+    for t in threads {
+        if t.join().is_err() {
+            error!(target: "infer_node", "a service thread panicked");
+        }
+    }
+    let chain = node.chain();
+    info!(target: "infer_node", height = chain.height(), tip = %chain.tip_hash(), "stopped");
+    outcome
+}

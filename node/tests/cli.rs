@@ -1,0 +1,239 @@
+//! The `infer-node` binary as an operator uses it: help, init, keys, a mining node that
+//! stops cleanly on Ctrl-C and resumes from its stored tip, bad configuration, benchmarks.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_infer-node");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn regtest_config(dir: &Path, mining: bool) -> std::path::PathBuf {
+    let path = dir.join("regtest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[mining]\nenabled = {mining}\nthreads = 1\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running node whose log lines are collected as they come.
+struct Running {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["start", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Running { child, log }
+    }
+
+    /// Waits up to `limit` for a log line satisfying `f`.
+    fn wait_for(&self, limit: Duration, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| f(l)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn interrupt(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "node did not stop on Ctrl-C");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+}
+
+/// The height field of a log line.
+fn height_of(line: &str) -> u32 {
+    let at = line.find("height=").expect("height field") + 7;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in ["start", "init", "keys", "bench", "--config", "--datadir"] {
+        assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn init_and_keys_manage_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = regtest_config(dir.path(), false);
+    let c = config.to_str().unwrap();
+    let out = run(&["init", "--config", c]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let init = text(&out.stdout);
+    assert!(init.contains("network:        regtest"), "{init}");
+    assert!(init.contains("ledger height:  0"), "{init}");
+    assert!(dir.path().join("data/keys/node.key").exists());
+
+    let out = run(&["keys", "new", "--name", "alice", "--config", c]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created = text(&out.stdout);
+    let address = created
+        .lines()
+        .find_map(|l| l.strip_prefix("address:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(address.starts_with("rfai1"), "{address}");
+
+    let shown = text(&run(&["keys", "show", "--name", "alice", "--config", c]).stdout);
+    assert!(shown.contains(&address));
+    let again = run(&["keys", "new", "--name", "alice", "--config", c]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("already exists"));
+    let missing = run(&["keys", "show", "--name", "bob", "--config", c]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("keys new --name bob"));
+}
+
+#[test]
+fn a_mining_node_stops_on_ctrl_c_and_resumes_from_its_tip() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = regtest_config(dir.path(), true);
+    let node = Running::start(&config);
+    let line = node.wait_for(Duration::from_secs(60), |l| {
+        l.contains("block connected") && height_of(l) >= 5
+    });
+    assert!(
+        line.contains("hash=") && line.contains("reward=1.5 FAI"),
+        "{line}"
+    );
+    let (status, log) = node.interrupt();
+    assert!(
+        status.success(),
+        "exit {status:?}; log:\n{}",
+        log.join("\n")
+    );
+    let stopped = log
+        .iter()
+        .find(|l| l.contains("stopped"))
+        .expect("a final log line");
+    let stopped_height = height_of(stopped);
+    assert!(stopped_height >= 5);
+
+    // Restart without mining: it reports the same tip it stopped at.
+    let config = regtest_config(dir.path(), false);
+    let node = Running::start(&config);
+    let line = node.wait_for(Duration::from_secs(30), |l| {
+        l.contains("infer-node starting")
+    });
+    assert_eq!(height_of(&line), stopped_height, "{line}");
+    let (status, _) = node.interrupt();
+    assert!(status.success());
+}
+
+#[test]
+fn a_config_with_an_unknown_key_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\nmining_threads = 4\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["start", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("mining_threads") && err.contains("bad.toml"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists());
+    let out = run(&["start", "--config", "/nonexistent/x.toml"]);
+    assert!(text(&out.stderr).contains("cannot read configuration file"));
+}
+
+#[test]
+fn benchmarks_print_json_with_their_ratios() {
+    let out = run(&[
+        "bench",
+        "pow",
+        "--threads",
+        "1",
+        "--seconds",
+        "0.2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["hashes_per_sec", "sha256_compressions_per_sec", "ratio"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    let out = run(&["bench", "validate", "--txs", "40", "--runs", "1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["transactions"], 40);
+    for key in ["txs_per_sec", "sig_verifies_per_sec", "ratio"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    let human = text(&run(&["bench", "pow", "--threads", "1", "--seconds", "0.1"]).stdout);
+    assert!(
+        human.starts_with("pow: ") && human.contains("ratio"),
+        "{human}"
+    );
+}
