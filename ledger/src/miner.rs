@@ -18,7 +18,7 @@ use crate::chainstate::Chainstate;
 use crate::mempool::Mempool;
 use crate::merkle;
 use crate::pow::{target_from_compact, MidstateHasher};
-use crate::tx::{OutPoint, Transaction, TxIn, TxOut, Unlock, SEQUENCE_FINAL};
+use crate::tx::{Transaction, TxIn, TxOut, Unlock};
 use crate::{ChainError, ConsensusError};
 
 /// Nonces hashed between two looks at `should_stop`.
@@ -63,16 +63,7 @@ impl BlockTemplate {
         let mut data = height.to_le_bytes().to_vec();
         data.extend_from_slice(&0u64.to_le_bytes());
         data.extend_from_slice(COINBASE_TAG);
-        let coinbase = Transaction {
-            version: 1,
-            inputs: vec![TxIn {
-                prevout: OutPoint::NULL,
-                sequence: SEQUENCE_FINAL,
-                unlock: Unlock::Coinbase(data),
-            }],
-            outputs: vec![TxOut::pay(reward, payout)],
-            lock_time: 0,
-        };
+        let coinbase = Transaction::coinbase(data, vec![TxOut::pay(reward, payout)]);
         let mut transactions = vec![coinbase];
         transactions.extend(selected.into_iter().map(|e| e.tx.clone()));
         let txids: Vec<Hash256> = transactions.iter().map(|t| t.txid().0).collect();

@@ -12,7 +12,7 @@ use primitive_types::U256;
 use crate::block::{Block, BlockHeader};
 use crate::difficulty::AsertParams;
 use crate::pow::target_from_compact;
-use crate::tx::{OutPoint, Transaction, TxIn, TxOut, Unlock, SEQUENCE_FINAL};
+use crate::tx::{Transaction, TxOut};
 
 /// The consensus parameters of one network.
 #[derive(Debug, Clone)]
@@ -123,19 +123,13 @@ impl ChainParams {
     pub fn genesis_block(&self) -> Block {
         let mut data = 0u32.to_le_bytes().to_vec();
         data.extend(self.genesis_message.bytes().take(96));
-        let coinbase = Transaction {
-            version: 1,
-            inputs: vec![TxIn {
-                prevout: OutPoint::NULL,
-                sequence: SEQUENCE_FINAL,
-                unlock: Unlock::Coinbase(data),
-            }],
-            outputs: vec![TxOut::data(
+        let coinbase = Transaction::coinbase(
+            data,
+            vec![TxOut::data(
                 Amount::ZERO,
                 self.network.name().as_bytes().to_vec(),
             )],
-            lock_time: 0,
-        };
+        );
         let merkle_root = coinbase.txid().0;
         Block {
             header: BlockHeader {

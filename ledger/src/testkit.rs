@@ -62,16 +62,7 @@ pub fn mine_on(
 pub fn coinbase(height: u32, payout: Hash160, reward: Amount) -> Transaction {
     let mut data = height.to_le_bytes().to_vec();
     data.extend_from_slice(b"test");
-    Transaction {
-        version: 1,
-        inputs: vec![TxIn {
-            prevout: OutPoint::NULL,
-            sequence: SEQUENCE_FINAL,
-            unlock: Unlock::Coinbase(data),
-        }],
-        outputs: vec![TxOut::pay(reward, payout)],
-        lock_time: 0,
-    }
+    Transaction::coinbase(data, vec![TxOut::pay(reward, payout)])
 }
 
 /// Recomputes the merkle root of `block` and searches a nonce for it (any network's

@@ -140,6 +140,20 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// A coinbase whose input carries `data` (the height first) and pays `outputs`.
+    pub fn coinbase(data: Vec<u8>, outputs: Vec<TxOut>) -> Self {
+        Transaction {
+            version: 1,
+            inputs: vec![TxIn {
+                prevout: OutPoint::NULL,
+                sequence: SEQUENCE_FINAL,
+                unlock: Unlock::Coinbase(data),
+            }],
+            outputs,
+            lock_time: 0,
+        }
+    }
+
     pub fn txid(&self) -> Txid {
         Txid(Hash256::sha256d(&self.to_bytes()))
     }

@@ -151,3 +151,46 @@ fn a_deep_reorganisation_restores_the_exact_utxo_set() {
             .unwrap()
     );
 }
+
+#[test]
+fn blocks_that_arrive_before_their_parents_wait_and_then_connect() {
+    // Build five blocks on a scratch chain, then feed them to another in reverse order.
+    let mut source = regtest();
+    let blocks = fai_ledger::testkit::extend(&mut source, 5, Wallet::new().hash, now()).unwrap();
+    let mut chain = regtest();
+    for b in blocks.iter().skip(1).rev() {
+        assert_eq!(
+            chain.accept_block(b.clone(), now()).unwrap(),
+            BlockOutcome::Orphan
+        );
+        assert_eq!(chain.height(), 0);
+    }
+    assert_eq!(chain.orphan_count(), 4);
+    assert_eq!(
+        chain.accept_block(blocks[1].clone(), now()).unwrap(),
+        BlockOutcome::Duplicate
+    );
+    assert_eq!(
+        chain.accept_block(blocks[0].clone(), now()).unwrap(),
+        BlockOutcome::TipChanged
+    );
+    assert_eq!(chain.height(), 5);
+    assert_eq!(chain.tip_hash(), source.tip_hash());
+    assert_eq!(chain.orphan_count(), 0);
+    assert_eq!(chain.take_events().len(), 5);
+}
+
+#[test]
+fn the_orphan_pool_is_bounded() {
+    let chain = regtest();
+    let mut target = regtest();
+    // Valid-looking blocks whose parents nobody has.
+    for i in 0..(fai_ledger::chainstate::MAX_ORPHANS + 40) {
+        let mut b = block_with(&chain, vec![]);
+        b.header.prev = fai_primitives::Hash256::sha256d(&(i as u64).to_le_bytes());
+        let b = fai_ledger::testkit::reseal(b);
+        assert_eq!(target.accept_block(b, now()).unwrap(), BlockOutcome::Orphan);
+    }
+    assert_eq!(target.orphan_count(), fai_ledger::chainstate::MAX_ORPHANS);
+    assert_eq!(target.height(), 0);
+}
