@@ -1,43 +1,48 @@
 //! Difficulty adjustment: ASERT ("absolutely scheduled exponentially rising targets",
 //! the aserti3-2d algorithm of Bitcoin Cash), recomputed at every block.
 //!
-//! The target of block h+1 depends only on the anchor (the genesis block: its target and
-//! time) and on block h's height and timestamp:
+//! The schedule is anchored at block 1, the first mined block of a chain: genesis is
+//! fixed in code long before a network launches, block 1 is mined when it does. Blocks 1
+//! and 2 carry the genesis target; after that, with block 1 at time `t1`, the target of
+//! the block after a parent at height `h >= 1` and time `t` is
 //!
 //! ```text
-//! target(h+1) = anchor_target * 2^((time(h) - anchor_time - spacing * h) / half_life)
+//! target = genesis_target * 2^((t - t1 - spacing * (h - 1)) / half_life)
 //! ```
 //!
-//! A chain that runs ahead of schedule by one half-life has half the anchor's target
+//! A chain that runs ahead of schedule by one half-life has half the genesis target
 //! (twice the difficulty); one behind by a half-life, twice the target. The power of two is
 //! computed in 16.16 fixed point with the cubic approximation of aserti3-2d, in integers
-//! only, so every node gets the same bits.
+//! only, so every node gets the same bits; the result is clamped to the network's
+//! proof-of-work limit.
 //!
 //! Timestamp manipulation is bounded: a block's time must exceed the median of the
-//! previous 11 and be at most `max_future_block_time` ahead of the validator's clock, and
+//! previous 11 and be at most `max_future_block_time` ahead of the validating node's clock;
 //! since the target depends on one timestamp, a lie moves one block's target by at most
 //! 2^(max_future_block_time / half_life) (1.06x on mainnet) before honest timestamps undo
 //! it. There are no retarget windows, so the time-warp attack on window edges has nothing to
-//! act on.
+//! act on. A backdated block 1 only makes the chain look late: difficulty then sits at the
+//! proof-of-work limit until the chain has caught up with its schedule.
 
-use primitive_types::U256;
-
-use crate::pow::{shl, shr};
+use primitive_types::{U256, U512};
 
 /// The parameters the adjustment uses.
 #[derive(Debug, Clone, Copy)]
 pub struct AsertParams {
+    /// The target of the anchor (the genesis target).
     pub anchor_target: U256,
+    /// The time of the anchor block (block 1).
     pub anchor_time: u32,
     pub target_spacing: u64,
     pub half_life: u64,
     pub pow_limit: U256,
 }
 
-/// The target required of the block after one at `parent_height` with `parent_time`.
-pub fn next_target(p: &AsertParams, parent_height: u32, parent_time: u32) -> U256 {
+/// The target required of the block after a parent `blocks_after_anchor` blocks above
+/// the anchor, with time `parent_time`.
+pub fn next_target(p: &AsertParams, blocks_after_anchor: u32, parent_time: u32) -> U256 {
     let half_life = i128::from(p.half_life.max(1));
-    let ideal = i128::from(p.target_spacing).saturating_mul(i128::from(parent_height));
+    let ideal = i128::from(p.target_spacing).saturating_mul(i128::from(blocks_after_anchor));
     let drift = i128::from(parent_time)
         .saturating_sub(i128::from(p.anchor_time))
         .saturating_sub(ideal);
@@ -52,23 +57,49 @@ pub fn next_target(p: &AsertParams, parent_height: u32, parent_time: u32) -> U25
         .saturating_add(5_127u128.saturating_mul(frac.saturating_mul(frac).saturating_mul(frac)))
         .saturating_add(1u128 << 47)
         >> 48;
-    let factor = U256::from(65_536u128.saturating_add(poly));
-    let Some(scaled) = p.anchor_target.checked_mul(factor) else {
+    // 512-bit intermediate: a target near 2^256 times a 17-bit factor must not overflow.
+    let factor = U512::from(65_536u128.saturating_add(poly));
+    let Some(scaled) = U512::from(p.anchor_target).checked_mul(factor) else {
         return p.pow_limit;
     };
     // Apply 2^shifts and undo the 16 fractional bits.
     let total_shift = shifts.saturating_sub(16);
-    let target = if total_shift >= 0 {
+    let wide = if total_shift >= 0 {
         let s = usize::try_from(total_shift).unwrap_or(usize::MAX);
         if scaled.bits().saturating_add(s) > 256 {
             return p.pow_limit;
         }
-        shl(scaled, s)
+        shl512(scaled, s)
     } else {
-        let s = usize::try_from(total_shift.unsigned_abs()).unwrap_or(usize::MAX);
-        shr(scaled, s)
+        shr512(
+            scaled,
+            usize::try_from(total_shift.unsigned_abs()).unwrap_or(usize::MAX),
+        )
+    };
+    let Ok(target) = U256::try_from(wide) else {
+        return p.pow_limit;
     };
     target.clamp(U256::one(), p.pow_limit)
+}
+
+/// `v << s`, zero past 512 bits (uint's shifts never panic; see `pow::shl`).
+#[allow(clippy::arithmetic_side_effects)]
+fn shl512(v: U512, s: usize) -> U512 {
+    if s >= 512 {
+        U512::zero()
+    } else {
+        v << s
+    }
+}
+
+/// `v >> s`, zero past 512 bits.
+#[allow(clippy::arithmetic_side_effects)]
+fn shr512(v: U512, s: usize) -> U512 {
+    if s >= 512 {
+        U512::zero()
+    } else {
+        v >> s
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +155,23 @@ mod tests {
         let p = params();
         assert_eq!(next_target(&p, 0, u32::MAX), p.pow_limit);
         assert_eq!(next_target(&p, u32::MAX, 0), U256::one());
+    }
+
+    #[test]
+    fn targets_near_the_top_of_the_range_do_not_overflow() {
+        let mut p = params();
+        p.anchor_target = U256::MAX >> 2;
+        p.pow_limit = U256::MAX >> 1;
+        assert_eq!(next_target(&p, 10, p.anchor_time + 600), p.anchor_target);
+        assert_eq!(
+            next_target(&p, 10, p.anchor_time + 600 + 3600),
+            p.anchor_target << 1
+        );
+        assert_eq!(next_target(&p, 10, p.anchor_time + 600 + 7200), p.pow_limit);
+        assert_eq!(
+            next_target(&p, 10, p.anchor_time + 600 - 3600),
+            p.anchor_target >> 1
+        );
     }
 
     #[test]

@@ -4,8 +4,6 @@
 
 use fai_primitives::{Amount, Hash160, Hash256, SecretKey};
 
-use crate::validation::header::required_bits;
-
 use crate::block::{Block, BlockHeader};
 use crate::chainstate::Chainstate;
 use crate::merkle;
@@ -37,7 +35,7 @@ pub fn mine_on(
         .entry(&parent)
         .ok_or_else(|| ChainError::Corrupt(format!("unknown parent {parent}")))?;
     let height = entry.height.saturating_add(1);
-    let bits = required_bits(chain.params(), entry.height, entry.header.time);
+    let bits = chain.required_bits(&parent)?;
     let time = chain
         .median_time_past(&parent)
         .saturating_add(1)

@@ -515,3 +515,37 @@ fn a_block_that_fails_to_connect_is_remembered_and_its_children_refused() {
         Err(ChainError::InvalidAncestor(_))
     ));
 }
+
+#[test]
+fn difficulty_follows_the_schedule_from_block_one() {
+    // A devnet-like chain with easy targets: 10-minute spacing, 10-minute half-life.
+    let mut params = regtest_params();
+    params.no_retarget = false;
+    params.genesis_bits = 0x2000_ffff;
+    params.target_spacing = 600;
+    params.half_life = 600;
+    let mut chain = chain_with(params.clone());
+    let genesis = chain.tip_hash();
+    // Blocks one second apart run ahead of schedule: each doubles the difficulty.
+    fai_ledger::testkit::extend(&mut chain, 4, Wallet::new().hash, now()).unwrap();
+    let bits = chain.required_bits(&chain.tip_hash()).unwrap();
+    let target = fai_ledger::pow::target_from_compact(bits).unwrap();
+    let genesis_target = fai_ledger::pow::target_from_compact(params.genesis_bits).unwrap();
+    assert!(target < genesis_target >> 2, "{bits:#x}");
+    // A block at the genesis difficulty is now refused.
+    let mut b = block_with(&chain, vec![]);
+    b.header.bits = params.genesis_bits;
+    assert!(matches!(
+        refused(&mut chain, reseal(b)),
+        ConsensusError::BadDifficulty { .. }
+    ));
+    // A branch from genesis has its own block 1 and its own schedule.
+    let side =
+        fai_ledger::testkit::mine_on(&chain, genesis, vec![], Wallet::new().hash, None).unwrap();
+    assert_eq!(side.header.bits, params.genesis_bits);
+    chain.accept_block(side.clone(), now()).unwrap();
+    assert_eq!(
+        chain.required_bits(&side.hash()).unwrap(),
+        params.genesis_bits
+    );
+}

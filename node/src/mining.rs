@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use fai_ledger::miner::{solve, BlockTemplate};
 use fai_primitives::Hash160;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::node::{unix_now, Node};
 
@@ -19,11 +19,19 @@ const TEMPLATE_LIFETIME: Duration = Duration::from_secs(10);
 pub fn run(node: &Node, payout: Hash160, threads: usize) -> Result<()> {
     while !node.shutdown.load(Ordering::SeqCst) {
         let generation = node.tip_generation.load(Ordering::SeqCst);
-        let template = {
+        let (template, max_future) = {
             let chain = node.chain();
             let mempool = node.mempool();
-            BlockTemplate::build(&chain, &mempool, payout, unix_now())?
+            let t = BlockTemplate::build(&chain, &mempool, payout, unix_now())?;
+            (t, u64::from(chain.params().max_future_block_time))
         };
+        // Blocks come faster than the clock (regtest): the median time past has run ahead,
+        // and a block stamped later than the allowed drift would be refused. Wait for it.
+        if u64::from(template.block.header.time) > unix_now().saturating_add(max_future) {
+            debug!(target: "infer_node::miner", "block time ahead of the clock; waiting");
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
         let started = Instant::now();
         let stop = || {
             node.shutdown.load(Ordering::Relaxed)

@@ -268,8 +268,46 @@ impl Chainstate {
             .height
             .checked_add(1)
             .ok_or_else(|| ChainError::Corrupt("height overflow".into()))?;
-        let bits = required_bits(&self.params, tip.height, tip.header.time);
+        let bits = self.required_bits(&self.tip_hash())?;
         Ok((height, bits, self.median_time_past(&self.tip_hash())))
+    }
+
+    /// The bits a child of the stored block `parent` must carry.
+    pub fn required_bits(&self, parent: &Hash256) -> Result<u32, ChainError> {
+        let entry = self
+            .entry(parent)
+            .ok_or_else(|| ChainError::Corrupt(format!("block {parent} not indexed")))?;
+        Ok(required_bits(
+            &self.params,
+            entry.height,
+            entry.header.time,
+            self.anchor_time(parent),
+        ))
+    }
+
+    /// The time of block 1 on the branch of `hash` (the difficulty anchor).
+    fn anchor_time(&self, hash: &Hash256) -> Option<u32> {
+        let anchor = self.ancestor(hash, 1)?;
+        self.entry(&anchor).map(|e| e.header.time)
+    }
+
+    /// The ancestor of `hash` at `height`: through the active chain's height index as soon
+    /// as the walk back reaches it, so only side-branch blocks are visited one by one.
+    pub fn ancestor(&self, hash: &Hash256, height: u32) -> Option<Hash256> {
+        let mut cursor = *hash;
+        loop {
+            let entry = self.index.get(&cursor)?;
+            if entry.height == height {
+                return Some(cursor);
+            }
+            if entry.height < height {
+                return None;
+            }
+            if self.hash_at(entry.height) == Some(cursor) {
+                return self.hash_at(height);
+            }
+            cursor = entry.header.prev;
+        }
     }
 
     /// Validates and stores `block`, moves the active chain to the most-work valid branch,
@@ -348,6 +386,7 @@ impl Chainstate {
         let ctx = HeaderContext {
             parent_height: parent.height,
             parent_time: parent.header.time,
+            anchor_time: self.anchor_time(&block.header.prev),
             median_time_past: self.median_time_past(&block.header.prev),
             now,
         };
