@@ -8,6 +8,7 @@ mod bench;
 mod config;
 mod keys;
 mod mining;
+mod models;
 mod node;
 
 use std::io::IsTerminal;
@@ -47,9 +48,41 @@ enum Command {
     /// Create or show keys kept in the data directory.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// List the models this node can run, or run one.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Measure what this machine does (hashing, validation).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Show the models in the store with their ids.
+    List,
+    /// Generate an answer and stream it to the terminal.
+    Run {
+        /// "fai-tiny" (built in; its text is nonsense by design) or a GGUF file.
+        model: String,
+        prompt: String,
+        #[arg(long, default_value = "")]
+        system: String,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: u32,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// 0 keeps every token.
+        #[arg(long, default_value_t = 0)]
+        top_k: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop when the answer ends with this (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +201,37 @@ fn run(cli: Cli) -> Result<()> {
             );
             println!("public key: {}", key.public_key());
             Ok(())
+        }
+        Command::Models(cmd) => {
+            let config = load_config(&cli)?;
+            let dir = config.data_dir();
+            match cmd {
+                ModelsCommand::List => models::list(&dir),
+                ModelsCommand::Run {
+                    model,
+                    prompt,
+                    system,
+                    max_tokens,
+                    temperature,
+                    top_p,
+                    top_k,
+                    seed,
+                    stop,
+                } => models::run(
+                    &dir,
+                    model,
+                    system,
+                    prompt,
+                    fai_engine::SamplingParams {
+                        max_tokens: *max_tokens,
+                        temperature: *temperature,
+                        top_p: *top_p,
+                        top_k: *top_k,
+                        seed: *seed,
+                        stop: stop.clone(),
+                    },
+                ),
+            }
         }
         Command::Bench(BenchCommand::Pow {
             threads,

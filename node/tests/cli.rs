@@ -237,3 +237,36 @@ fn benchmarks_print_json_with_their_ratios() {
         "{human}"
     );
 }
+
+#[test]
+fn the_built_in_model_is_listed_and_streams_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = regtest_config(dir.path(), false);
+    let c = config.to_str().unwrap();
+    let out = run(&["models", "list", "--config", c]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(listed.starts_with("fai-tiny"), "{listed}");
+    assert!(dir.path().join("data/models/fai-tiny.gguf").exists());
+
+    let args = [
+        "models",
+        "run",
+        "fai-tiny",
+        "hello there",
+        "--max-tokens",
+        "24",
+        "--config",
+        c,
+    ];
+    let first = run(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("tokens/s"));
+    let second = run(&args);
+    assert_eq!(first.stdout, second.stdout, "greedy answers repeat");
+    assert!(first.stdout.len() > 1);
+
+    let missing = run(&["models", "run", "/no/such.gguf", "hi", "--config", c]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("/no/such.gguf"));
+}

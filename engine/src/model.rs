@@ -1,0 +1,354 @@
+//! The engine's Llama forward pass, on candle's quantised matmuls.
+//!
+//! Unlike candle-transformers' `quantized_llama`, [`Llama::forward`] returns the logits of
+//! every position it is given, so a verifier can score a whole claimed output in one
+//! teacher-forced pass, and the weights are shared read-only (`&self`) while each
+//! sequence keeps its own [`KvCache`], so one loaded model serves many requests.
+//!
+//! Layer by layer: RMS norm, attention with interleaved rotary embeddings and grouped
+//! key/value heads, residual; RMS norm, SwiGLU feed-forward, residual; then a final norm
+//! and the output projection. GGUF names: `token_embd`, `blk.N.attn_{norm,q,k,v,output}`,
+//! `blk.N.ffn_{norm,gate,up,down}`, `output_norm`, `output` (tied to the embeddings when
+//! absent).
+
+use std::fs::File;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use crate::error::{EngineError, Result};
+use crate::gguf::meta_u32;
+
+/// Hyper-parameters of a Llama model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub ff_dim: usize,
+    pub context_length: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_heads.max(1)
+    }
+
+    /// Reads the `llama.*` metadata of a GGUF file.
+    pub fn from_gguf(content: &Content, path: &Path) -> Result<Self> {
+        let u = |k: &str| meta_u32(content, path, k).map(|v| v as usize);
+        let f = |k: &str, default: f32| {
+            content
+                .metadata
+                .get(k)
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(default)
+        };
+        let vocab_size = match content.tensor_infos.get("token_embd.weight") {
+            Some(info) => info.shape.dims().first().copied().unwrap_or(0),
+            None => {
+                return Err(EngineError::MissingTensor {
+                    path: path.to_path_buf(),
+                    name: "token_embd.weight".into(),
+                })
+            }
+        };
+        let config = LlamaConfig {
+            vocab_size,
+            dim: u("llama.embedding_length")?,
+            n_layers: u("llama.block_count")?,
+            n_heads: u("llama.attention.head_count")?,
+            n_kv_heads: u("llama.attention.head_count_kv")?,
+            ff_dim: u("llama.feed_forward_length")?,
+            context_length: u("llama.context_length")?,
+            rope_base: f("llama.rope.freq_base", 10_000.0),
+            rms_eps: f("llama.attention.layer_norm_rms_epsilon", 1e-5),
+        };
+        let bad = |what: &str| EngineError::NotGguf {
+            path: path.to_path_buf(),
+            detail: format!("inconsistent hyper-parameters: {what}"),
+        };
+        if config.n_heads == 0 || config.n_kv_heads == 0 || config.dim % config.n_heads != 0 {
+            return Err(bad("embedding length not divisible by head count"));
+        }
+        if config.n_heads % config.n_kv_heads != 0 || config.head_dim() % 2 != 0 {
+            return Err(bad("head counts"));
+        }
+        if config.context_length == 0 || config.context_length > 1 << 20 {
+            return Err(bad("context length"));
+        }
+        Ok(config)
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+/// A loaded Llama model.
+pub struct Llama {
+    pub config: LlamaConfig,
+    embeddings: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// Keys and values of the positions a sequence has seen, per layer.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn tensor(
+    content: &Content,
+    file: &mut File,
+    path: &Path,
+    name: &str,
+    device: &Device,
+) -> Result<QTensor> {
+    if !content.tensor_infos.contains_key(name) {
+        return Err(EngineError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+        });
+    }
+    Ok(content.tensor(file, name, device)?)
+}
+
+impl Llama {
+    /// Loads the weights named by `content` from `file`.
+    pub fn load(
+        content: &Content,
+        file: &mut File,
+        path: &Path,
+        config: LlamaConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut t = |name: &str| tensor(content, file, path, name, device);
+        let embed_q = t("token_embd.weight")?;
+        let embeddings = embed_q.dequantize(device)?;
+        let norm = t("output_norm.weight")?.dequantize(device)?;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            QMatMul::from_qtensor(t("output.weight")?)?
+        } else {
+            QMatMul::from_qtensor(embed_q)?
+        };
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let p = format!("blk.{i}");
+            let mut q = |n: &str| -> Result<QMatMul> {
+                Ok(QMatMul::from_qtensor(t(&format!("{p}.{n}.weight"))?)?)
+            };
+            let wq = q("attn_q")?;
+            let wk = q("attn_k")?;
+            let wv = q("attn_v")?;
+            let wo = q("attn_output")?;
+            let w_gate = q("ffn_gate")?;
+            let w_up = q("ffn_up")?;
+            let w_down = q("ffn_down")?;
+            layers.push(Layer {
+                attn_norm: t(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
+                ffn_norm: t(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
+                wq,
+                wk,
+                wv,
+                wo,
+                w_gate,
+                w_up,
+                w_down,
+            });
+        }
+        let (cos, sin) = rope_tables(&config, device)?;
+        Ok(Llama {
+            config,
+            embeddings,
+            layers,
+            norm,
+            output,
+            cos,
+            sin,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A cache for a new sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![None; self.layers.len()],
+            len: 0,
+        }
+    }
+
+    /// Runs `tokens` after the positions already in `cache` and returns the logits of
+    /// every one of them, shape `[tokens.len(), vocab]`, as f32.
+    ///
+    /// Errors: the context window would overflow, or a tensor operation failed.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let start = cache.len;
+        let seq = tokens.len();
+        if start + seq > self.config.context_length {
+            return Err(EngineError::PromptTooLong {
+                tokens: start + seq,
+                context: self.config.context_length,
+            });
+        }
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?;
+        let mask = causal_mask(seq, start, &self.device)?;
+        let cos = self.cos.narrow(0, start, seq)?;
+        let sin = self.sin.narrow(0, start, seq)?;
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.config.rms_eps)?;
+            let attn = self.attention(layer, &h, &cos, &sin, mask.as_ref(), slot)?;
+            x = (x + attn)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_eps)?;
+            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+            let up = layer.w_up.forward(&h)?;
+            x = (x + layer.w_down.forward(&(gate * up)?)?)?;
+        }
+        cache.len = start + seq;
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps)?;
+        let logits = self.output.forward(&x)?.squeeze(0)?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, seq, _) = x.dims3()?;
+        let hd = c.head_dim();
+        let q = layer
+            .wq
+            .forward(x)?
+            .reshape((b, seq, c.n_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = layer
+            .wk
+            .forward(x)?
+            .reshape((b, seq, c.n_kv_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = layer
+            .wv
+            .forward(x)?
+            .reshape((b, seq, c.n_kv_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let rep = c.n_heads / c.n_kv_heads;
+        let k = repeat_kv(&k, rep)?;
+        let v = repeat_kv(&v, rep)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        if let Some(m) = mask {
+            att = att.broadcast_add(m)?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v.contiguous()?)?;
+        let y = y.transpose(1, 2)?.reshape((b, seq, c.dim))?;
+        Ok(layer.wo.forward(&y)?)
+    }
+}
+
+/// Each key/value head repeated for the `rep` query heads that share it.
+fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, t, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .expand((b, h, rep, t, d))?
+        .reshape((b, h * rep, t, d))?)
+}
+
+/// The additive causal mask of `seq` new positions after `start` cached ones: 0 where a
+/// query may look, minus infinity where it may not. None for a single position.
+fn causal_mask(seq: usize, start: usize, device: &Device) -> Result<Option<Tensor>> {
+    if seq <= 1 {
+        return Ok(None);
+    }
+    let total = start + seq;
+    let data: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Some(Tensor::from_vec(data, (seq, total), device)?))
+}
+
+/// Cosine and sine tables of the rotary embedding for every position of the context.
+fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    let hd = c.head_dim();
+    let inv: Vec<f32> = (0..hd)
+        .step_by(2)
+        .map(|i| 1.0 / c.rope_base.powf(i as f32 / hd as f32))
+        .collect();
+    let inv = Tensor::from_vec(inv, (1, hd / 2), device)?;
+    let pos = Tensor::arange(0u32, c.context_length as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((c.context_length, 1))?;
+    let angles = pos.matmul(&inv)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+/// The log-softmax of a `[.., vocab]` logits tensor.
+pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::log_softmax(logits, D::Minus1)?)
+}

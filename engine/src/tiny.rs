@@ -1,0 +1,224 @@
+//! Models made from a seed: the built-in `fai-tiny` that serves the devnet and the tests,
+//! and larger ones for benchmarks. Each is a real Llama-architecture GGUF file, written
+//! deterministically (same spec, same bytes, same model id on every machine) and loaded by
+//! the same code as any downloaded model.
+//!
+//! Its weights are random, so its text is nonsense by design: it exists so that every
+//! node can run, verify and settle inference without downloading anything.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::chat::PLAIN_TEMPLATE;
+use crate::error::{EngineError, Result};
+use crate::tokenizer::ByteTokenizer;
+
+/// The file name of the built-in model in a model directory.
+pub const FAI_TINY_FILE: &str = "fai-tiny.gguf";
+
+/// The shape and seed of a generated model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TinySpec {
+    pub name: String,
+    pub seed: u64,
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub ff_dim: usize,
+    pub context_length: usize,
+    /// Storage of the matrices (Q8_0, Q4_0 or F32).
+    pub dtype: GgmlDType,
+    /// Scale of the output projection: larger makes the next-token distribution peakier.
+    pub output_scale: f32,
+}
+
+impl TinySpec {
+    /// `fai-tiny`: 64-wide, 2 layers, byte vocabulary, 2,048 tokens of context.
+    pub fn fai_tiny() -> Self {
+        TinySpec {
+            name: "fai-tiny".into(),
+            seed: 0x00fa_1717,
+            dim: 64,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            ff_dim: 128,
+            context_length: 2048,
+            dtype: GgmlDType::Q8_0,
+            output_scale: 6.0,
+        }
+    }
+
+    /// The number of weights.
+    pub fn parameters(&self) -> usize {
+        let v = ByteTokenizer::VOCAB_SIZE;
+        let hd = self.dim / self.n_heads;
+        let kv = self.n_kv_heads * hd;
+        let per_layer =
+            2 * self.dim + self.dim * self.dim * 2 + 2 * self.dim * kv + 3 * self.dim * self.ff_dim;
+        2 * v * self.dim + self.dim + self.n_layers * per_layer
+    }
+}
+
+/// Writes the model of `spec` as GGUF to `path` (through a temporary file, so a crash
+/// never leaves half a model behind).
+pub fn write_gguf(spec: &TinySpec, path: &Path) -> Result<()> {
+    let device = Device::Cpu;
+    let mut rng = ChaCha20Rng::seed_from_u64(spec.seed);
+    let v = ByteTokenizer::VOCAB_SIZE;
+    let hd = spec.dim / spec.n_heads.max(1);
+    let kv = spec.n_kv_heads * hd;
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let matrix = |rng: &mut ChaCha20Rng,
+                  name: String,
+                  rows: usize,
+                  cols: usize,
+                  scale: f32|
+     -> Result<(String, QTensor)> {
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+            .collect();
+        let t = Tensor::from_vec(data, (rows, cols), &device)?;
+        Ok((name, QTensor::quantize(&t, spec.dtype)?))
+    };
+    let ones = |name: String, n: usize| -> Result<(String, QTensor)> {
+        let t = Tensor::ones(n, candle_core::DType::F32, &device)?;
+        Ok((name, QTensor::quantize(&t, GgmlDType::F32)?))
+    };
+    let fan = |n: usize| 1.0 / (n as f32).sqrt();
+    tensors.push(matrix(
+        &mut rng,
+        "token_embd.weight".into(),
+        v,
+        spec.dim,
+        1.0,
+    )?);
+    for i in 0..spec.n_layers {
+        let p = format!("blk.{i}");
+        tensors.push(ones(format!("{p}.attn_norm.weight"), spec.dim)?);
+        tensors.push(matrix(
+            &mut rng,
+            format!("{p}.attn_q.weight"),
+            spec.dim,
+            spec.dim,
+            fan(spec.dim),
+        )?);
+        tensors.push(matrix(
+            &mut rng,
+            format!("{p}.attn_k.weight"),
+            kv,
+            spec.dim,
+            fan(spec.dim),
+        )?);
+        tensors.push(matrix(
+            &mut rng,
+            format!("{p}.attn_v.weight"),
+            kv,
+            spec.dim,
+            fan(spec.dim),
+        )?);
+        tensors.push(matrix(
+            &mut rng,
+            format!("{p}.attn_output.weight"),
+            spec.dim,
+            spec.dim,
+            fan(spec.dim),
+        )?);
+        tensors.push(ones(format!("{p}.ffn_norm.weight"), spec.dim)?);
+        tensors.push(matrix(
+            &mut rng,
+            format!("{p}.ffn_gate.weight"),
+            spec.ff_dim,
+            spec.dim,
+            fan(spec.dim),
+        )?);
+        tensors.push(matrix(
+            &mut rng,
+            format!("{p}.ffn_up.weight"),
+            spec.ff_dim,
+            spec.dim,
+            fan(spec.dim),
+        )?);
+        tensors.push(matrix(
+            &mut rng,
+            format!("{p}.ffn_down.weight"),
+            spec.dim,
+            spec.ff_dim,
+            fan(spec.ff_dim),
+        )?);
+    }
+    tensors.push(ones("output_norm.weight".into(), spec.dim)?);
+    tensors.push(matrix(
+        &mut rng,
+        "output.weight".into(),
+        v,
+        spec.dim,
+        spec.output_scale * fan(spec.dim),
+    )?);
+
+    let u = |x: usize| Value::U32(u32::try_from(x).unwrap_or(u32::MAX));
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("general.name", Value::String(spec.name.clone())),
+        ("llama.context_length", u(spec.context_length)),
+        ("llama.embedding_length", u(spec.dim)),
+        ("llama.block_count", u(spec.n_layers)),
+        ("llama.feed_forward_length", u(spec.ff_dim)),
+        ("llama.attention.head_count", u(spec.n_heads)),
+        ("llama.attention.head_count_kv", u(spec.n_kv_heads)),
+        ("llama.rope.dimension_count", u(hd)),
+        ("llama.rope.freq_base", Value::F32(10_000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        (
+            "tokenizer.ggml.model",
+            Value::String(ByteTokenizer::KIND.into()),
+        ),
+        (
+            "tokenizer.ggml.bos_token_id",
+            u(ByteTokenizer::BOS as usize),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id",
+            u(ByteTokenizer::EOS as usize),
+        ),
+        (
+            "tokenizer.chat_template",
+            Value::String(PLAIN_TEMPLATE.into()),
+        ),
+    ];
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+
+    let io = |source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("gguf.partial");
+    {
+        let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
+        gguf_file::write(&mut w, &md, &ts)?;
+        std::io::Write::flush(&mut w).map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// The path of `fai-tiny` in `dir`, writing it first if it is not there.
+pub fn ensure_fai_tiny(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(FAI_TINY_FILE);
+    if !path.exists() {
+        write_gguf(&TinySpec::fai_tiny(), &path)?;
+    }
+    Ok(path)
+}
