@@ -36,6 +36,10 @@ pub enum EngineError {
     UnsupportedTokenizer { path: PathBuf, kind: String },
     #[error("the prompt is {tokens} tokens; the model's context window is {context}")]
     PromptTooLong { tokens: usize, context: usize },
+    #[error("busy: {capacity} requests are already waiting; try again or another node")]
+    Busy { capacity: usize },
+    #[error("nothing to run: no tokens")]
+    NoTokens,
     #[error("invalid sampling parameters: {0}")]
     InvalidSampling(String),
     #[error("tensor computation failed: {0}")]

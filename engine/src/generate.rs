@@ -96,7 +96,7 @@ pub fn generate(
         });
     }
     let mut cache = model.model.new_cache();
-    let mut logits = last_row(&model.model.forward(&prompt, &mut cache)?)?;
+    let mut logits = last_row(&model.model.forward_last(&prompt, &mut cache, 1)?)?;
     let mut sampler = Sampler::new(&req.sampling);
     let mut decoder = StreamDecoder::default();
     let mut tokens = Vec::new();

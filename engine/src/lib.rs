@@ -16,14 +16,18 @@
 
 pub mod chat;
 pub mod error;
+pub mod fraud;
 pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod sampling;
+pub mod scheduler;
 pub mod tiny;
 pub mod tokenizer;
+pub mod verify;
 
 pub use error::{EngineError, Result};
 pub use generate::{generate, FinishReason, GenerateRequest, Generation};
 pub use gguf::{LoadedModel, ModelId};
 pub use sampling::{Sampler, SamplingParams};
+pub use verify::{Judge, Replay, Verdict, Verifier};

@@ -218,6 +218,16 @@ impl Llama {
     ///
     /// Errors: the context window would overflow, or a tensor operation failed.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.forward_last(tokens, cache, tokens.len())
+    }
+
+    /// Like [`Llama::forward`], but projects only the last `rows` positions to logits
+    /// (shape `[rows, vocab]`): the output projection is the largest matrix of a model,
+    /// and prefill needs one row, verification only the rows of the claimed output.
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache, rows: usize) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(EngineError::NoTokens);
+        }
         let start = cache.len;
         let seq = tokens.len();
         if start + seq > self.config.context_length {
@@ -244,6 +254,8 @@ impl Llama {
             x = (x + layer.w_down.forward(&(gate * up)?)?)?;
         }
         cache.len = start + seq;
+        let rows = rows.clamp(1, seq.max(1));
+        let x = x.narrow(1, seq - rows, rows)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps)?;
         let logits = self.output.forward(&x)?.squeeze(0)?;
         Ok(logits.to_dtype(DType::F32)?)

@@ -98,24 +98,33 @@ impl Sampler {
 
     /// The next token.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sample_traced(logits).0
+    }
+
+    /// The next token and, when sampling (not greedy), the uniform draw that chose it.
+    pub fn sample_traced(&mut self, logits: &[f32]) -> (u32, Option<f64>) {
         if self.is_greedy() {
-            return argmax(logits);
+            return (argmax(logits), None);
         }
         let candidates = self.candidates(logits);
         let u: f64 = self.rng.gen();
-        let total: f64 = candidates.iter().map(|(_, p)| p).sum();
-        let mut acc = 0.0;
-        for (token, p) in &candidates {
-            acc += p / total;
-            if u < acc {
-                return *token;
-            }
-        }
-        candidates.last().map_or(0, |(t, _)| *t)
+        let token = candidates
+            .iter()
+            .find(|(_, _, hi)| u < *hi)
+            .or(candidates.last())
+            .map_or(0, |(t, _, _)| *t);
+        (token, Some(u))
     }
 
-    /// The tokens sampling may pick from, with their probabilities (steps 1 to 4).
-    pub fn candidates(&self, logits: &[f32]) -> Vec<(u32, f64)> {
+    /// The tokens sampling may pick from, each with its interval [lo, hi) of the unit
+    /// line: a draw u picks the token whose interval holds it.
+    pub fn intervals(&self, logits: &[f32]) -> Vec<(u32, f64, f64)> {
+        self.candidates(logits)
+    }
+
+    /// The tokens sampling may pick from (steps 1 to 4), with their cumulative intervals,
+    /// renormalised over the kept tokens.
+    fn candidates(&self, logits: &[f32]) -> Vec<(u32, f64, f64)> {
         let mut order: Vec<(u32, f64)> = logits
             .iter()
             .enumerate()
@@ -143,7 +152,17 @@ impl Sampler {
             })
             .map_or(probs.len(), |i| i + 1);
         probs.truncate(keep);
+        let kept: f64 = probs.iter().map(|(_, p)| p).sum();
+        let mut lo = 0.0;
         probs
+            .into_iter()
+            .map(|(t, p)| {
+                let hi = lo + p / kept;
+                let item = (t, lo, hi);
+                lo = hi;
+                item
+            })
+            .collect()
     }
 }
 
@@ -196,10 +215,15 @@ mod tests {
     fn top_k_and_top_p_restrict_the_choices() {
         let logits = [5.0, 4.0, 3.0, 0.0, -2.0];
         let s = Sampler::new(&params(1.0, 2, 1.0, 0));
-        let c: Vec<u32> = s.candidates(&logits).iter().map(|c| c.0).collect();
+        let c: Vec<u32> = s.intervals(&logits).iter().map(|c| c.0).collect();
         assert_eq!(c, vec![0, 1]);
+        let last = s.intervals(&logits).last().unwrap().2;
+        assert!(
+            (last - 1.0).abs() < 1e-12,
+            "the intervals cover the unit line"
+        );
         let s = Sampler::new(&params(1.0, 0, 0.5, 0));
-        let c = s.candidates(&logits);
+        let c = s.intervals(&logits);
         assert_eq!(c.len(), 1, "the top token alone holds over half the mass");
         let mut s = Sampler::new(&params(1.0, 2, 1.0, 3));
         for _ in 0..100 {

@@ -5,6 +5,7 @@
 //! process exits with status 1.
 
 mod bench;
+mod bench_engine;
 mod config;
 mod keys;
 mod mining;
@@ -110,6 +111,25 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
         /// Print JSON instead of a line for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inference speed on a ~100M-parameter model against the memory-bandwidth roofline.
+    Engine {
+        #[arg(long, default_value_t = 128)]
+        prefill: usize,
+        #[arg(long, default_value_t = 64)]
+        decode: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cost of verifying a 256-token output against generating it, and the fraud suite.
+    Verify {
+        #[arg(long, default_value_t = 256)]
+        tokens: u32,
+        /// Prompts in the fraud suite (two cases of each kind per prompt).
+        #[arg(long, default_value_t = 50)]
+        prompts: usize,
         #[arg(long)]
         json: bool,
     },
@@ -253,6 +273,56 @@ fn run(cli: Cli) -> Result<()> {
                     r.sha256_compressions_per_sec / 1e6,
                     r.ratio
                 );
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Engine {
+            prefill,
+            decode,
+            json,
+        }) => {
+            let r = bench_engine::engine((*prefill).clamp(1, 900), (*decode).clamp(1, 100))?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for m in &r.models {
+                    println!(
+                        "engine {}: {:.1}M params, prefill {:.0} tok/s, decode {:.1} tok/s; roofline {:.1} tok/s ({:.1} GB/s over {:.0} MB); ratio {:.2} (goal >= 0.6)",
+                        m.dtype,
+                        m.parameters as f64 / 1e6,
+                        m.prefill_tokens_per_sec,
+                        m.decode_tokens_per_sec,
+                        m.roofline_tokens_per_sec,
+                        r.bandwidth_bytes_per_sec / 1e9,
+                        m.weight_bytes as f64 / 1e6,
+                        m.ratio
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Verify {
+            tokens,
+            prompts,
+            json,
+        }) => {
+            let r = bench_engine::verify((*tokens).clamp(1, 900), (*prompts).clamp(2, 500))?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "verify: {} tokens generated in {:.2} s; replay {:.3} s (ratio {:.3}), judge {:.3} s (ratio {:.3}); goal <= 0.1",
+                    r.output_tokens, r.generate_seconds, r.replay_seconds, r.replay_cost_ratio, r.judge_seconds, r.judge_cost_ratio
+                );
+                for row in &r.fraud {
+                    println!(
+                        "  {:<7} {:<16} {:>4} cases {:>6.1}% rejected",
+                        row.method,
+                        row.kind,
+                        row.cases,
+                        row.rate * 100.0
+                    );
+                }
             }
             Ok(())
         }

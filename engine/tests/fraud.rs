@@ -1,0 +1,49 @@
+//! The fraud suite on fai-tiny: `replay` must catch at least 99% of every kind of forgery
+//! and reject no honest result; `judge` is measured and reported, not held to a bar (on a
+//! random-weight model its opinion means nothing).
+
+use candle_core::Device;
+use fai_engine::fraud::{build, evaluate};
+use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
+use fai_engine::{Judge, LoadedModel, Replay};
+
+#[test]
+fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
+    let other_path = dir.path().join("other.gguf");
+    write_gguf(
+        &TinySpec {
+            seed: 4242,
+            ..TinySpec::fai_tiny()
+        },
+        &other_path,
+    )
+    .unwrap();
+    let other = LoadedModel::load(&other_path, &Device::Cpu).unwrap();
+
+    let prompts: Vec<String> = (0..60)
+        .map(|i| format!("question number {i}: what is {i} + {}?", i * 7))
+        .collect();
+    let cases = build(&model, &other, &prompts, 48, 11).unwrap();
+    let rows = evaluate(&Replay::default(), &model, &cases).unwrap();
+    for row in &rows {
+        eprintln!(
+            "{:<7} {:<16} {:>4} cases, {:>5.1}% rejected",
+            row.method,
+            row.kind,
+            row.cases,
+            row.rate() * 100.0
+        );
+    }
+    for row in &rows {
+        assert!(row.cases >= 50, "{row:?}");
+        if row.kind == "honest" {
+            assert_eq!(row.rejected, 0, "false rejections: {row:?}");
+        } else {
+            assert!(row.rate() >= 0.99, "{row:?}");
+        }
+    }
+    let judged = evaluate(&Judge, &model, &cases).unwrap();
+    assert_eq!(judged.iter().map(|r| r.cases).sum::<usize>(), cases.len());
+}
