@@ -38,6 +38,14 @@ pub struct Case {
     pub output: Vec<u32>,
 }
 
+/// The "other model" of the suite: fai-tiny's shape with another seed.
+pub fn other_model_spec() -> crate::tiny::TinySpec {
+    crate::tiny::TinySpec {
+        seed: 4242,
+        ..crate::tiny::TinySpec::fai_tiny()
+    }
+}
+
 /// Outputs shorter than this are left out: there is too little to judge.
 const MIN_TOKENS: usize = 12;
 

@@ -106,7 +106,7 @@ impl Sampler {
         if self.is_greedy() {
             return (argmax(logits), None);
         }
-        let candidates = self.candidates(logits);
+        let candidates = self.intervals(logits);
         let u: f64 = self.rng.gen();
         let token = candidates
             .iter()
@@ -116,15 +116,10 @@ impl Sampler {
         (token, Some(u))
     }
 
-    /// The tokens sampling may pick from, each with its interval [lo, hi) of the unit
-    /// line: a draw u picks the token whose interval holds it.
+    /// The tokens sampling may pick from (steps 1 to 4), each with its interval [lo, hi)
+    /// of the unit line, renormalised over the kept tokens: a draw u picks the token whose
+    /// interval holds it.
     pub fn intervals(&self, logits: &[f32]) -> Vec<(u32, f64, f64)> {
-        self.candidates(logits)
-    }
-
-    /// The tokens sampling may pick from (steps 1 to 4), with their cumulative intervals,
-    /// renormalised over the kept tokens.
-    fn candidates(&self, logits: &[f32]) -> Vec<(u32, f64, f64)> {
         let mut order: Vec<(u32, f64)> = logits
             .iter()
             .enumerate()

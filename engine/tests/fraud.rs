@@ -3,8 +3,8 @@
 //! random-weight model its opinion means nothing).
 
 use candle_core::Device;
-use fai_engine::fraud::{build, evaluate};
-use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
+use fai_engine::fraud::{self, build, evaluate};
+use fai_engine::tiny::{ensure_fai_tiny, write_gguf};
 use fai_engine::{Judge, LoadedModel, Replay};
 
 #[test]
@@ -12,14 +12,7 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
     let dir = tempfile::tempdir().unwrap();
     let model = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
     let other_path = dir.path().join("other.gguf");
-    write_gguf(
-        &TinySpec {
-            seed: 4242,
-            ..TinySpec::fai_tiny()
-        },
-        &other_path,
-    )
-    .unwrap();
+    write_gguf(&fraud::other_model_spec(), &other_path).unwrap();
     let other = LoadedModel::load(&other_path, &Device::Cpu).unwrap();
 
     let prompts: Vec<String> = (0..60)

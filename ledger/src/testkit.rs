@@ -7,7 +7,6 @@ use fai_primitives::{Amount, Hash160, Hash256, SecretKey};
 use crate::block::{Block, BlockHeader};
 use crate::chainstate::Chainstate;
 use crate::merkle;
-use crate::miner::{solve, BlockTemplate};
 use crate::sighash::{sign_transaction, SignError};
 use crate::tx::{OutPoint, Transaction, TxIn, TxOut, Unlock, SEQUENCE_FINAL};
 use crate::ChainError;
@@ -129,16 +128,4 @@ pub fn extend(
         blocks.push(b);
     }
     Ok(blocks)
-}
-
-/// A block built the way the miner builds it (template from `mempool`), mined on one
-/// thread.
-pub fn template_block(
-    chain: &Chainstate,
-    mempool: &crate::mempool::Mempool,
-    payout: Hash160,
-    now: u64,
-) -> Result<Block, ChainError> {
-    let t = BlockTemplate::build(chain, mempool, payout, now)?;
-    solve(&t, 1, &|| false).ok_or_else(|| ChainError::Corrupt("nonce space exhausted".into()))
 }

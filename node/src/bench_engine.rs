@@ -195,13 +195,7 @@ pub fn verify(output_tokens: u32, fraud_prompts: usize) -> Result<VerifyReport> 
 
     let tiny = LoadedModel::load(&ensure_fai_tiny(dir.path())?, &Device::Cpu)?;
     let other_path = dir.path().join("other.gguf");
-    write_gguf(
-        &TinySpec {
-            seed: 4242,
-            ..TinySpec::fai_tiny()
-        },
-        &other_path,
-    )?;
+    write_gguf(&fraud::other_model_spec(), &other_path)?;
     let other = LoadedModel::load(&other_path, &Device::Cpu)?;
     let prompts: Vec<String> = (0..fraud_prompts)
         .map(|i| format!("question {i}: what is {i} times {}?", i + 3))
