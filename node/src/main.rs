@@ -9,6 +9,7 @@ mod bench_engine;
 mod config;
 mod keys;
 mod mining;
+mod model_store;
 mod models;
 mod node;
 
@@ -61,6 +62,16 @@ enum Command {
 enum ModelsCommand {
     /// Show the models in the store with their ids.
     List,
+    /// Check a GGUF model file, compute its id and add it to the store (models.toml).
+    Import {
+        path: PathBuf,
+        /// Name in the store (default: the file's general.name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Price per million output tokens.
+        #[arg(long, default_value = "0 FAI")]
+        price: String,
+    },
     /// Generate an answer and stream it to the terminal.
     Run {
         /// "fai-tiny" (built in; its text is nonsense by design) or a GGUF file.
@@ -227,6 +238,9 @@ fn run(cli: Cli) -> Result<()> {
             let dir = config.data_dir();
             match cmd {
                 ModelsCommand::List => models::list(&dir),
+                ModelsCommand::Import { path, name, price } => {
+                    models::import(&dir, path, name.as_deref(), price)
+                }
                 ModelsCommand::Run {
                     model,
                     prompt,

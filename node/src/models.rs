@@ -1,6 +1,6 @@
-//! `infer-node models`: the models this node can run. Today the store holds the
-//! built-in `fai-tiny` (written into `<data_dir>/models/` on first use) and any GGUF file
-//! named by path; `run` streams the answer to the terminal.
+//! `infer-node models`: the models this node can run: the built-in `fai-tiny` (written
+//! into `<data_dir>/models/` on first use) and those imported into the store
+//! (`models.toml`); `run` streams an answer to the terminal.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,22 +11,51 @@ use candle_core::Device;
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{generate, GenerateRequest, LoadedModel, SamplingParams};
 
+use crate::model_store::{ModelEntry, ModelStore};
+
 /// The folder of model files in a data directory.
 pub fn models_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("models")
 }
 
-/// The file of `model`: "fai-tiny" (made on first use) or a path to a GGUF file.
+/// The file of `model`: "fai-tiny" (made on first use), a name in the store, or a path
+/// to a GGUF file.
 pub fn resolve(data_dir: &Path, model: &str) -> Result<PathBuf> {
     if model == "fai-tiny" {
         return ensure_fai_tiny(&models_dir(data_dir)).context("cannot write the built-in model");
     }
+    if let Some(entry) = ModelStore::load(data_dir)?.find(model) {
+        return Ok(entry.path.clone());
+    }
     let path = PathBuf::from(model);
     anyhow::ensure!(
         path.exists(),
-        "no model {model:?}: give \"fai-tiny\" or the path of a GGUF file"
+        "no model {model:?}: give \"fai-tiny\", a name from `infer-node models list`, or the path of a GGUF file"
     );
     Ok(path)
+}
+
+/// Checks the GGUF file at `path`, computes its id and adds it to the store.
+pub fn import(data_dir: &Path, path: &Path, name: Option<&str>, price: &str) -> Result<()> {
+    price.parse::<fai_primitives::Amount>().context("--price")?;
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("cannot read model file {}", path.display()))?;
+    let model = LoadedModel::load(&path, &Device::Cpu)?;
+    let name = name
+        .map(str::to_string)
+        .unwrap_or_else(|| model.name.clone());
+    let mut store = ModelStore::load(data_dir)?;
+    store.add(ModelEntry {
+        name: name.clone(),
+        id: model.id.to_string(),
+        path: path.clone(),
+        context_length: model.model.config.context_length,
+        price_per_million_tokens: price.to_string(),
+    })?;
+    store.save(data_dir)?;
+    println!("imported {name}: id {} ({})", model.id, path.display());
+    Ok(())
 }
 
 /// `text` with control characters (other than newline and tab) shown as U+FFFD, so a
@@ -43,20 +72,28 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Prints the built-in model's id, file and shape.
+/// Prints every model with its id, context, price and file.
 pub fn list(data_dir: &Path) -> Result<()> {
     let path = resolve(data_dir, "fai-tiny")?;
-    let model = LoadedModel::load(&path, &Device::Cpu)?;
-    let c = &model.model.config;
+    let tiny = LoadedModel::load(&path, &Device::Cpu)?;
     println!(
-        "{:<10} {}  context {}  {} layers x {} wide  {}",
-        model.name,
-        model.id,
-        c.context_length,
-        c.n_layers,
-        c.dim,
+        "{:<16} {}  context {:>6}  price {:>10}/M tokens  {}",
+        tiny.name,
+        tiny.id,
+        tiny.model.config.context_length,
+        "0 FAI",
         path.display()
     );
+    for m in ModelStore::load(data_dir)?.models {
+        println!(
+            "{:<16} {}  context {:>6}  price {:>10}/M tokens  {}",
+            m.name,
+            m.id,
+            m.context_length,
+            m.price_per_million_tokens,
+            m.path.display()
+        );
+    }
     Ok(())
 }
 
@@ -69,7 +106,18 @@ pub fn run(
     sampling: SamplingParams,
 ) -> Result<()> {
     let path = resolve(data_dir, model)?;
-    let model = LoadedModel::load(&path, &Device::Cpu)?;
+    let loaded = LoadedModel::load(&path, &Device::Cpu)?;
+    // A stored model must still be the file it was imported as.
+    if let Some(entry) = ModelStore::load(data_dir)?.find(model) {
+        anyhow::ensure!(
+            entry.id == loaded.id.to_string(),
+            "model {model}: {} has changed since it was imported (id {} now, {} in models.toml)",
+            path.display(),
+            loaded.id,
+            entry.id
+        );
+    }
+    let model = loaded;
     let request = GenerateRequest {
         system: system.to_string(),
         context: Vec::new(),

@@ -270,3 +270,103 @@ fn the_built_in_model_is_listed_and_streams_an_answer() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("/no/such.gguf"));
 }
+
+#[test]
+fn models_are_imported_into_the_store_listed_and_run_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = regtest_config(dir.path(), false);
+    let c = config.to_str().unwrap();
+    // A second model file, made the way the built-in one is (another seed).
+    let out = run(&["models", "list", "--config", c]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tiny = dir.path().join("data/models/fai-tiny.gguf");
+    let copy = dir.path().join("mine.gguf");
+    std::fs::copy(&tiny, &copy).unwrap();
+
+    let out = run(&[
+        "models",
+        "import",
+        copy.to_str().unwrap(),
+        "--name",
+        "mine",
+        "--price",
+        "0.5 FAI",
+        "--config",
+        c,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("imported mine"));
+    let listed = text(&run(&["models", "list", "--config", c]).stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("mine") && l.contains("0.5 FAI")),
+        "{listed}"
+    );
+
+    // The same file again (same id) is refused; so is a bad price.
+    let again = run(&[
+        "models",
+        "import",
+        copy.to_str().unwrap(),
+        "--name",
+        "mine2",
+        "--config",
+        c,
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already has mine"),
+        "{}",
+        text(&again.stderr)
+    );
+    let bad_price = run(&[
+        "models",
+        "import",
+        copy.to_str().unwrap(),
+        "--price",
+        "lots",
+        "--config",
+        c,
+    ]);
+    assert!(text(&bad_price.stderr).contains("--price"));
+
+    let by_name = run(&[
+        "models",
+        "run",
+        "mine",
+        "hi",
+        "--max-tokens",
+        "8",
+        "--config",
+        c,
+    ]);
+    assert!(by_name.status.success(), "{}", text(&by_name.stderr));
+
+    // A file changed after import is refused by name, with both ids shown.
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&copy, bytes).unwrap();
+    let changed = run(&["models", "run", "mine", "hi", "--config", c]);
+    assert_eq!(changed.status.code(), Some(1));
+    assert!(
+        text(&changed.stderr).contains("has changed since it was imported"),
+        "{}",
+        text(&changed.stderr)
+    );
+
+    // A store with an unknown key is refused by name.
+    let store = dir.path().join("data/models.toml");
+    let text_store = std::fs::read_to_string(&store)
+        .unwrap()
+        .replace("context_length", "ctx_len");
+    std::fs::write(&store, text_store).unwrap();
+    let broken = run(&["models", "list", "--config", c]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        text(&broken.stderr).contains("ctx_len"),
+        "{}",
+        text(&broken.stderr)
+    );
+}
