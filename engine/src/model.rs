@@ -302,12 +302,13 @@ impl Llama {
         let k = repeat_kv(&k, rep)?;
         let v = repeat_kv(&v, rep)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        // k.t() is a transposed view; the matmul reads it through its strides, no copy.
+        let mut att = (q.matmul(&k.t()?)? * scale)?;
         if let Some(m) = mask {
             att = att.broadcast_add(m)?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v.contiguous()?)?;
+        let y = att.matmul(&v)?;
         let y = y.transpose(1, 2)?.reshape((b, seq, c.dim))?;
         Ok(layer.wo.forward(&y)?)
     }
