@@ -111,14 +111,29 @@ pub struct Llama {
     device: Device,
 }
 
-/// Keys and values of the positions a sequence has seen, per layer.
-#[derive(Debug, Clone, Default)]
+/// Keys and values of the positions a sequence has seen, per layer, in buffers that grow
+/// by [`KV_CHUNK`] positions: appending a token writes one row instead of copying the
+/// whole cache, and attention reads the filled part through strides. Not `Clone`: the
+/// buffers are written in place.
+#[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<candle_nn::kv_cache::KvCache>,
     len: usize,
 }
 
+/// Positions a cache buffer grows by.
+pub const KV_CHUNK: usize = 256;
+
 impl KvCache {
+    fn with_layers(n: usize) -> Self {
+        KvCache {
+            layers: (0..n)
+                .map(|_| candle_nn::kv_cache::KvCache::new(2, KV_CHUNK))
+                .collect(),
+            len: 0,
+        }
+    }
+
     /// Positions held.
     pub fn len(&self) -> usize {
         self.len
@@ -207,10 +222,7 @@ impl Llama {
 
     /// A cache for a new sequence.
     pub fn new_cache(&self) -> KvCache {
-        KvCache {
-            layers: vec![None; self.layers.len()],
-            len: 0,
-        }
+        KvCache::with_layers(self.layers.len())
     }
 
     /// Runs `tokens` after the positions already in `cache` and returns the logits of
@@ -237,7 +249,7 @@ impl Llama {
             });
         }
         if cache.layers.len() != self.layers.len() {
-            cache.layers = vec![None; self.layers.len()];
+            *cache = self.new_cache();
         }
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?;
@@ -268,7 +280,7 @@ impl Llama {
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut candle_nn::kv_cache::KvCache,
     ) -> Result<Tensor> {
         let c = &self.config;
         let (b, seq, _) = x.dims3()?;
@@ -293,11 +305,7 @@ impl Llama {
             .contiguous()?;
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = cache.append(&k, &v)?;
         let rep = c.n_heads / c.n_kv_heads;
         let k = repeat_kv(&k, rep)?;
         let v = repeat_kv(&v, rep)?;

@@ -279,3 +279,34 @@ fn bad_model_files_get_errors_that_name_them() {
     );
     assert!(e.to_string().contains("mamba.gguf"));
 }
+
+#[test]
+fn the_kv_cache_grows_past_its_first_buffer_without_changing_the_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let tokens: Vec<u32> = (0..300u32).map(|i| (i * 37) % 256).collect();
+    let full = model
+        .model
+        .forward(&tokens, &mut model.model.new_cache())
+        .unwrap();
+    let mut cache = model.model.new_cache();
+    model.model.forward(&tokens[..250], &mut cache).unwrap();
+    for (i, t) in tokens.iter().enumerate().skip(250) {
+        let step: Vec<f32> = model
+            .model
+            .forward(&[*t], &mut cache)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<f32> = full.get(i).unwrap().to_vec1().unwrap();
+        let d = step
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-3, "position {i}: {d}");
+    }
+    assert_eq!(cache.len(), 300);
+}
