@@ -16,7 +16,7 @@
 use candle_core::Tensor;
 
 use crate::chat::format_plain;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::generate::{prompt_tokens, GenerateRequest};
 use crate::gguf::LoadedModel;
 use crate::model::log_softmax;
@@ -129,13 +129,7 @@ impl Replay {
         let mut all = prompt.clone();
         all.extend_from_slice(output);
         all.pop();
-        let context = model.model.config.context_length;
-        if all.len() >= context {
-            return Err(EngineError::PromptTooLong {
-                tokens: all.len() + 1,
-                context,
-            });
-        }
+        // The forward pass refuses a sequence longer than the context window.
         let mut cache = model.model.new_cache();
         let logits: Tensor = model.model.forward_last(&all, &mut cache, output.len())?;
         let logprobs = log_softmax(&logits)?.to_vec2::<f32>()?;
@@ -261,13 +255,6 @@ impl Verifier for Judge {
         let tokens = model
             .tokenizer
             .encode(&format_plain(JUDGE_SYSTEM, &[], &question));
-        let context = model.model.config.context_length;
-        if tokens.len() >= context {
-            return Err(EngineError::PromptTooLong {
-                tokens: tokens.len(),
-                context,
-            });
-        }
         let mut cache = model.model.new_cache();
         let row = model
             .model

@@ -11,8 +11,16 @@ use candle_core::{Device, Tensor};
 use fai_engine::chat::format_plain;
 use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
 use fai_engine::{
-    generate, EngineError, FinishReason, GenerateRequest, LoadedModel, SamplingParams,
+    generate, EngineError, FinishReason, GenerateRequest, LoadedModel, SamplingParams, Verifier,
 };
+
+/// The largest difference between two rows of logits.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
 
 fn tiny(dir: &Path) -> LoadedModel {
     LoadedModel::load(&ensure_fai_tiny(dir).unwrap(), &Device::Cpu).unwrap()
@@ -91,11 +99,7 @@ fn the_forward_pass_matches_the_reference_llama() {
     let all = model.model.forward(&tokens, &mut cache).unwrap();
     assert_eq!(all.dims(), &[tokens.len(), 258]);
     let ours: Vec<f32> = all.get(tokens.len() - 1).unwrap().to_vec1().unwrap();
-    let diff = ours
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = max_abs_diff(&ours, &expected);
     assert!(diff < 1e-3, "max difference {diff}");
 
     // Decoding token by token with the KV cache gives the same logits as one pass.
@@ -112,11 +116,7 @@ fn the_forward_pass_matches_the_reference_llama() {
             .to_vec1()
             .unwrap();
         let full: Vec<f32> = all.get(half + i).unwrap().to_vec1().unwrap();
-        let d = step
-            .iter()
-            .zip(&full)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let d = max_abs_diff(&step, &full);
         assert!(d < 1e-3, "position {}: {d}", half + i);
     }
 }
@@ -233,6 +233,15 @@ fn a_prompt_longer_than_the_context_is_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("context window"));
+    // A verifier handed a claim longer than the window says so too.
+    let claim = vec![b'a' as u32; 2100];
+    let err = fai_engine::Replay::default()
+        .verify(&model, &request("hi", SamplingParams::default()), &claim)
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::PromptTooLong { context: 2048, .. }),
+        "{err}"
+    );
 }
 
 fn load_err(path: &Path) -> EngineError {
@@ -301,11 +310,7 @@ fn the_kv_cache_grows_past_its_first_buffer_without_changing_the_logits() {
             .to_vec1()
             .unwrap();
         let want: Vec<f32> = full.get(i).unwrap().to_vec1().unwrap();
-        let d = step
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let d = max_abs_diff(&step, &want);
         assert!(d < 1e-3, "position {i}: {d}");
     }
     assert_eq!(cache.len(), 300);
