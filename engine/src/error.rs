@@ -20,7 +20,7 @@ pub enum EngineError {
         needed: u64,
         actual: u64,
     },
-    #[error("model file {path} has architecture {arch:?}; this engine runs llama (Llama 2/3, Mistral, TinyLlama)")]
+    #[error("model file {path} has architecture {arch:?}; this engine runs llama (Llama 2/3, Mistral, TinyLlama) and qwen2")]
     UnknownArchitecture { path: PathBuf, arch: String },
     #[error("model file {path} lacks metadata {key}")]
     MissingMetadata { path: PathBuf, key: String },
@@ -34,6 +34,12 @@ pub enum EngineError {
     },
     #[error("model file {path} uses tokenizer {kind:?}, which this engine cannot read yet")]
     UnsupportedTokenizer { path: PathBuf, kind: String },
+    #[error("tokenizer of model {path} cannot be read: {detail}")]
+    BadTokenizer { path: PathBuf, detail: String },
+    #[error("cannot tokenize the prompt: {0}")]
+    Tokenize(String),
+    #[error("chat template: {0}")]
+    Template(String),
     #[error("the prompt is {tokens} tokens; the model's context window is {context}")]
     PromptTooLong { tokens: usize, context: usize },
     #[error("busy: {capacity} requests are already waiting; try again or another node")]

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::Tensor;
 
-use crate::chat::{format_plain, Turn};
+use crate::chat::Turn;
 use crate::error::{EngineError, Result};
 use crate::gguf::LoadedModel;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::{ByteTokenizer, StreamDecoder};
+use crate::tokenizer::StreamDecoder;
 
 /// What to generate.
 #[derive(Debug, Clone, Default)]
@@ -46,10 +46,8 @@ pub struct Generation {
 }
 
 /// The prompt tokens of a request for `model`.
-pub fn prompt_tokens(model: &LoadedModel, req: &GenerateRequest) -> Vec<u32> {
-    model
-        .tokenizer
-        .encode(&format_plain(&req.system, &req.context, &req.input))
+pub fn prompt_tokens(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<u32>> {
+    model.chat_tokens(&req.system, &req.context, &req.input)
 }
 
 fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
@@ -87,7 +85,7 @@ pub fn generate(
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
     req.sampling.validate()?;
-    let prompt = prompt_tokens(model, req);
+    let prompt = prompt_tokens(model, req)?;
     let context = model.model.config.context_length;
     if prompt.len() >= context {
         return Err(EngineError::PromptTooLong {
@@ -109,7 +107,7 @@ pub fn generate(
             break;
         }
         let token = sampler.sample(&logits);
-        if token == ByteTokenizer::EOS {
+        if model.tokenizer.is_end(token) {
             finish = FinishReason::EndOfText;
             break;
         }

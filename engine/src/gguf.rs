@@ -15,9 +15,10 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::Device;
 use sha2::{Digest, Sha256};
 
+use crate::chat::{ChatTemplate, Turn};
 use crate::error::{EngineError, Result};
 use crate::model::{Llama, LlamaConfig};
-use crate::tokenizer::ByteTokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// The digest that names a model on the network.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,8 +54,10 @@ pub struct LoadedModel {
     pub path: PathBuf,
     pub name: String,
     pub model: Llama,
-    pub tokenizer: ByteTokenizer,
+    pub tokenizer: Tokenizer,
+    /// The template's source, as hashed into the id.
     pub chat_template: String,
+    pub chat: ChatTemplate,
 }
 
 impl fmt::Debug for LoadedModel {
@@ -159,44 +162,66 @@ pub fn meta_u32(content: &Content, path: &Path, key: &str) -> Result<u32> {
 }
 
 impl LoadedModel {
-    /// Loads the GGUF model at `path` onto `device`.
+    /// Loads the GGUF model at `path` onto `device`, with the tokenizer in its metadata.
     ///
     /// Errors: [`EngineError`] naming the file and what is wrong with it.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(path, None, device)
+    }
+
+    /// Loads the GGUF model at `path`; `tokenizer_json`, when given, replaces the
+    /// vocabulary of the GGUF metadata (a Hugging Face `tokenizer.json`).
+    pub fn load_with(path: &Path, tokenizer_json: Option<&Path>, device: &Device) -> Result<Self> {
         let content = read_content(path)?;
         let arch = meta_string(&content, path, "general.architecture")?;
-        if arch != "llama" {
-            return Err(EngineError::UnknownArchitecture {
-                path: path.to_path_buf(),
-                arch,
-            });
-        }
-        let kind = meta_string(&content, path, "tokenizer.ggml.model")?;
-        if kind != ByteTokenizer::KIND {
-            return Err(EngineError::UnsupportedTokenizer {
-                path: path.to_path_buf(),
-                kind,
+        let config = LlamaConfig::from_gguf(&content, path, &arch)?;
+        let tokenizer = match tokenizer_json {
+            Some(json) => Tokenizer::from_json_file(json, &content)?,
+            None => Tokenizer::from_gguf(&content, path)?,
+        };
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(EngineError::BadTokenizer {
+                path: tokenizer_json.unwrap_or(path).to_path_buf(),
+                detail: format!(
+                    "{} tokens, the model's embeddings have {}",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
             });
         }
         let chat_template =
             meta_string(&content, path, "tokenizer.chat_template").unwrap_or_default();
+        let chat = ChatTemplate::new(&chat_template)?;
         let name = meta_string(&content, path, "general.name").unwrap_or_else(|_| {
             path.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
-        let config = LlamaConfig::from_gguf(&content, path)?;
         let mut file = File::open(path).map_err(io(path))?;
         let model = Llama::load(&content, &mut file, path, config, device)?;
         let weights = file_sha256(path)?;
-        let id = ModelId::from_parts(&weights, ByteTokenizer::KIND.as_bytes(), &chat_template);
+        let id = ModelId::from_parts(&weights, tokenizer.identity(), &chat_template);
         Ok(LoadedModel {
             id,
             path: path.to_path_buf(),
             name,
             model,
-            tokenizer: ByteTokenizer,
+            tokenizer,
             chat_template,
+            chat,
         })
+    }
+
+    /// The prompt tokens for `input` after `system` and `context`, in the model's chat
+    /// format.
+    pub fn chat_tokens(&self, system: &str, context: &[Turn], input: &str) -> Result<Vec<u32>> {
+        let text = self.chat.render(
+            system,
+            context,
+            input,
+            self.tokenizer.bos_text(),
+            self.tokenizer.eos_text(),
+        )?;
+        self.tokenizer.encode(&text)
     }
 }

@@ -5,11 +5,16 @@
 //! teacher-forced pass, and the weights are shared read-only (`&self`) while each
 //! sequence keeps its own [`KvCache`], so one loaded model serves many requests.
 //!
-//! Layer by layer: RMS norm, attention with interleaved rotary embeddings and grouped
-//! key/value heads, residual; RMS norm, SwiGLU feed-forward, residual; then a final norm
-//! and the output projection. GGUF names: `token_embd`, `blk.N.attn_{norm,q,k,v,output}`,
+//! Layer by layer: RMS norm, attention with rotary embeddings and grouped key/value heads,
+//! residual; RMS norm, SwiGLU feed-forward, residual; then a final norm and the output
+//! projection. GGUF names: `token_embd`, `blk.N.attn_{norm,q,k,v,output}`,
 //! `blk.N.ffn_{norm,gate,up,down}`, `output_norm`, `output` (tied to the embeddings when
 //! absent).
+//!
+//! Two architectures share this code: `llama` (Llama 2/3, Mistral, TinyLlama: rotary
+//! embedding on interleaved pairs, as llama.cpp's converter lays out the weights) and
+//! `qwen2` (rotary embedding on the two halves of each head, NEOX style, and biases on
+//! the query, key and value projections, `blk.N.attn_{q,k,v}.bias`).
 
 use std::fs::File;
 use std::path::Path;
@@ -21,9 +26,39 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use crate::error::{EngineError, Result};
 use crate::gguf::meta_u32;
 
-/// Hyper-parameters of a Llama model.
+/// The architectures this forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    /// The `general.architecture` name, which also prefixes the hyper-parameter keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Rotary embedding on the halves of a head (NEOX) rather than interleaved pairs.
+    pub fn rope_halves(self) -> bool {
+        self == Arch::Qwen2
+    }
+
+    fn default_rope_base(self) -> f32 {
+        match self {
+            Arch::Llama => 10_000.0,
+            Arch::Qwen2 => 1_000_000.0,
+        }
+    }
+}
+
+/// Hyper-parameters of a Llama-family model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    pub arch: Arch,
     pub vocab_size: usize,
     pub dim: usize,
     pub n_layers: usize,
@@ -40,13 +75,24 @@ impl LlamaConfig {
         self.dim / self.n_heads.max(1)
     }
 
-    /// Reads the `llama.*` metadata of a GGUF file.
-    pub fn from_gguf(content: &Content, path: &Path) -> Result<Self> {
-        let u = |k: &str| meta_u32(content, path, k).map(|v| v as usize);
+    /// Reads the `<arch>.*` metadata of a GGUF file whose architecture is `arch`.
+    pub fn from_gguf(content: &Content, path: &Path, arch: &str) -> Result<Self> {
+        let arch = match arch {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => {
+                return Err(EngineError::UnknownArchitecture {
+                    path: path.to_path_buf(),
+                    arch: other.to_string(),
+                })
+            }
+        };
+        let prefix = arch.name();
+        let u = |k: &str| meta_u32(content, path, &format!("{prefix}.{k}")).map(|v| v as usize);
         let f = |k: &str, default: f32| {
             content
                 .metadata
-                .get(k)
+                .get(&format!("{prefix}.{k}"))
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(default)
         };
@@ -60,15 +106,16 @@ impl LlamaConfig {
             }
         };
         let config = LlamaConfig {
+            arch,
             vocab_size,
-            dim: u("llama.embedding_length")?,
-            n_layers: u("llama.block_count")?,
-            n_heads: u("llama.attention.head_count")?,
-            n_kv_heads: u("llama.attention.head_count_kv")?,
-            ff_dim: u("llama.feed_forward_length")?,
-            context_length: u("llama.context_length")?,
-            rope_base: f("llama.rope.freq_base", 10_000.0),
-            rms_eps: f("llama.attention.layer_norm_rms_epsilon", 1e-5),
+            dim: u("embedding_length")?,
+            n_layers: u("block_count")?,
+            n_heads: u("attention.head_count")?,
+            n_kv_heads: u("attention.head_count_kv")?,
+            ff_dim: u("feed_forward_length")?,
+            context_length: u("context_length")?,
+            rope_base: f("rope.freq_base", arch.default_rope_base()),
+            rms_eps: f("attention.layer_norm_rms_epsilon", 1e-5),
         };
         let bad = |what: &str| EngineError::NotGguf {
             path: path.to_path_buf(),
@@ -92,6 +139,8 @@ struct Layer {
     wq: QMatMul,
     wk: QMatMul,
     wv: QMatMul,
+    /// Query, key and value biases (Qwen2).
+    biases: Option<[Tensor; 3]>,
     wo: QMatMul,
     ffn_norm: Tensor,
     w_gate: QMatMul,
@@ -191,7 +240,22 @@ impl Llama {
             let w_gate = q("ffn_gate")?;
             let w_up = q("ffn_up")?;
             let w_down = q("ffn_down")?;
+            let bias_names = ["attn_q", "attn_k", "attn_v"].map(|n| format!("{p}.{n}.bias"));
+            let biases = if bias_names
+                .iter()
+                .any(|n| content.tensor_infos.contains_key(n))
+            {
+                let [bq, bk, bv] = &bias_names;
+                Some([
+                    t(bq)?.dequantize(device)?,
+                    t(bk)?.dequantize(device)?,
+                    t(bv)?.dequantize(device)?,
+                ])
+            } else {
+                None
+            };
             layers.push(Layer {
+                biases,
                 attn_norm: t(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
                 ffn_norm: t(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
                 wq,
@@ -285,26 +349,31 @@ impl Llama {
         let c = &self.config;
         let (b, seq, _) = x.dims3()?;
         let hd = c.head_dim();
-        let q = layer
-            .wq
-            .forward(x)?
-            .reshape((b, seq, c.n_heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = layer
-            .wk
-            .forward(x)?
-            .reshape((b, seq, c.n_kv_heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = layer
-            .wv
-            .forward(x)?
-            .reshape((b, seq, c.n_kv_heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
+        let (mut q, mut k, mut v) = (
+            layer.wq.forward(x)?,
+            layer.wk.forward(x)?,
+            layer.wv.forward(x)?,
+        );
+        if let Some([bq, bk, bv]) = &layer.biases {
+            q = q.broadcast_add(bq)?;
+            k = k.broadcast_add(bk)?;
+            v = v.broadcast_add(bv)?;
+        }
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, seq, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let (q, k, v) = (
+            heads(q, c.n_heads)?,
+            heads(k, c.n_kv_heads)?,
+            heads(v, c.n_kv_heads)?,
+        );
+        let rope = if c.arch.rope_halves() {
+            candle_nn::rotary_emb::rope
+        } else {
+            candle_nn::rotary_emb::rope_i
+        };
+        let q = rope(&q, cos, sin)?;
+        let k = rope(&k, cos, sin)?;
         let (k, v) = cache.append(&k, &v)?;
         let rep = c.n_heads / c.n_kv_heads;
         let k = repeat_kv(&k, rep)?;

@@ -1,7 +1,8 @@
 //! Models made from a seed: the built-in `fai-tiny` that serves the devnet and the tests,
-//! and larger ones for benchmarks. Each is a real Llama-architecture GGUF file, written
-//! deterministically (same spec, same bytes, same model id on every machine) and loaded by
-//! the same code as any downloaded model.
+//! larger ones for benchmarks, and models with real-style vocabularies (SentencePiece,
+//! byte-level BPE) and the `qwen2` architecture for tests. Each is a real GGUF file,
+//! written deterministically (same spec, same bytes, same model id on every machine) and
+//! loaded by the same code as any downloaded model.
 //!
 //! Its weights are random, so its text is nonsense by design: it exists so that every
 //! node can run, verify and settle inference without downloading anything.
@@ -18,15 +19,42 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::chat::PLAIN_TEMPLATE;
 use crate::error::{EngineError, Result};
+use crate::gguf::read_content;
+use crate::model::Arch;
 use crate::tokenizer::ByteTokenizer;
 
 /// The file name of the built-in model in a model directory.
 pub const FAI_TINY_FILE: &str = "fai-tiny.gguf";
 
+/// The vocabulary written into a generated model.
+#[derive(Debug, Clone)]
+pub enum TinyVocab {
+    /// `fai-tiny`'s byte tokenizer.
+    Bytes,
+    /// `size` tokens described by `tokenizer.ggml.*` entries (model, tokens, types...).
+    Metadata {
+        size: usize,
+        entries: Vec<(String, Value)>,
+    },
+}
+
+impl TinyVocab {
+    pub fn size(&self) -> usize {
+        match self {
+            TinyVocab::Bytes => ByteTokenizer::VOCAB_SIZE,
+            TinyVocab::Metadata { size, .. } => *size,
+        }
+    }
+}
+
 /// The shape and seed of a generated model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TinySpec {
     pub name: String,
+    pub arch: Arch,
+    pub vocab: TinyVocab,
+    /// The chat template stored in the file.
+    pub chat_template: String,
     pub seed: u64,
     pub dim: usize,
     pub n_layers: usize,
@@ -45,6 +73,9 @@ impl TinySpec {
     pub fn fai_tiny() -> Self {
         TinySpec {
             name: "fai-tiny".into(),
+            arch: Arch::Llama,
+            vocab: TinyVocab::Bytes,
+            chat_template: PLAIN_TEMPLATE.into(),
             seed: 0x00fa_1717,
             dim: 64,
             n_layers: 2,
@@ -59,7 +90,7 @@ impl TinySpec {
 
     /// The number of weights.
     pub fn parameters(&self) -> usize {
-        let v = ByteTokenizer::VOCAB_SIZE;
+        let v = self.vocab.size();
         let hd = self.dim / self.n_heads;
         let kv = self.n_kv_heads * hd;
         let per_layer =
@@ -73,7 +104,7 @@ impl TinySpec {
 pub fn write_gguf(spec: &TinySpec, path: &Path) -> Result<()> {
     let device = Device::Cpu;
     let mut rng = ChaCha20Rng::seed_from_u64(spec.seed);
-    let v = ByteTokenizer::VOCAB_SIZE;
+    let v = spec.vocab.size();
     let hd = spec.dim / spec.n_heads.max(1);
     let kv = spec.n_kv_heads * hd;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
@@ -132,6 +163,16 @@ pub fn write_gguf(spec: &TinySpec, path: &Path) -> Result<()> {
             spec.dim,
             fan(spec.dim),
         )?);
+        if spec.arch == Arch::Qwen2 {
+            for (name, n) in [("attn_q", spec.dim), ("attn_k", kv), ("attn_v", kv)] {
+                let data: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.5f32..0.5)).collect();
+                let t = Tensor::from_vec(data, n, &device)?;
+                tensors.push((
+                    format!("{p}.{name}.bias"),
+                    QTensor::quantize(&t, GgmlDType::F32)?,
+                ));
+            }
+        }
         tensors.push(ones(format!("{p}.ffn_norm.weight"), spec.dim)?);
         tensors.push(matrix(
             &mut rng,
@@ -165,36 +206,45 @@ pub fn write_gguf(spec: &TinySpec, path: &Path) -> Result<()> {
     )?);
 
     let u = |x: usize| Value::U32(u32::try_from(x).unwrap_or(u32::MAX));
-    let metadata: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String("llama".into())),
-        ("general.name", Value::String(spec.name.clone())),
-        ("llama.context_length", u(spec.context_length)),
-        ("llama.embedding_length", u(spec.dim)),
-        ("llama.block_count", u(spec.n_layers)),
-        ("llama.feed_forward_length", u(spec.ff_dim)),
-        ("llama.attention.head_count", u(spec.n_heads)),
-        ("llama.attention.head_count_kv", u(spec.n_kv_heads)),
-        ("llama.rope.dimension_count", u(hd)),
-        ("llama.rope.freq_base", Value::F32(10_000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+    let a = spec.arch.name();
+    let mut metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(a.into())),
+        ("general.name".into(), Value::String(spec.name.clone())),
+        (format!("{a}.context_length"), u(spec.context_length)),
+        (format!("{a}.embedding_length"), u(spec.dim)),
+        (format!("{a}.block_count"), u(spec.n_layers)),
+        (format!("{a}.feed_forward_length"), u(spec.ff_dim)),
+        (format!("{a}.attention.head_count"), u(spec.n_heads)),
+        (format!("{a}.attention.head_count_kv"), u(spec.n_kv_heads)),
+        (format!("{a}.rope.dimension_count"), u(hd)),
+        (format!("{a}.rope.freq_base"), Value::F32(10_000.0)),
         (
-            "tokenizer.ggml.model",
-            Value::String(ByteTokenizer::KIND.into()),
-        ),
-        (
-            "tokenizer.ggml.bos_token_id",
-            u(ByteTokenizer::BOS as usize),
-        ),
-        (
-            "tokenizer.ggml.eos_token_id",
-            u(ByteTokenizer::EOS as usize),
-        ),
-        (
-            "tokenizer.chat_template",
-            Value::String(PLAIN_TEMPLATE.into()),
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
         ),
     ];
-    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    match &spec.vocab {
+        TinyVocab::Bytes => metadata.extend([
+            (
+                "tokenizer.ggml.model".into(),
+                Value::String(ByteTokenizer::KIND.into()),
+            ),
+            (
+                "tokenizer.ggml.bos_token_id".into(),
+                u(ByteTokenizer::BOS as usize),
+            ),
+            (
+                "tokenizer.ggml.eos_token_id".into(),
+                u(ByteTokenizer::EOS as usize),
+            ),
+        ]),
+        TinyVocab::Metadata { entries, .. } => metadata.extend(entries.iter().cloned()),
+    }
+    metadata.push((
+        "tokenizer.chat_template".into(),
+        Value::String(spec.chat_template.clone()),
+    ));
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
 
     let io = |source| EngineError::Io {
@@ -214,10 +264,18 @@ pub fn write_gguf(spec: &TinySpec, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The path of `fai-tiny` in `dir`, writing it first if it is not there.
+/// The path of `fai-tiny` in `dir`, writing it first if it is not there or was written
+/// by an older build (another chat template).
 pub fn ensure_fai_tiny(dir: &Path) -> Result<PathBuf> {
     let path = dir.join(FAI_TINY_FILE);
-    if !path.exists() {
+    let current = path.exists()
+        && read_content(&path).is_ok_and(|c| {
+            c.metadata
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.to_string().ok())
+                .is_some_and(|t| t == PLAIN_TEMPLATE)
+        });
+    if !current {
         write_gguf(&TinySpec::fai_tiny(), &path)?;
     }
     Ok(path)

@@ -15,7 +15,6 @@
 
 use candle_core::Tensor;
 
-use crate::chat::format_plain;
 use crate::error::Result;
 use crate::generate::{prompt_tokens, GenerateRequest};
 use crate::gguf::LoadedModel;
@@ -117,7 +116,7 @@ impl Replay {
         output: &[u32],
     ) -> Result<ReplayStats> {
         request.sampling.validate()?;
-        let prompt = prompt_tokens(model, request);
+        let prompt = prompt_tokens(model, request)?;
         if output.is_empty() {
             return Ok(ReplayStats {
                 tokens: 0,
@@ -252,23 +251,22 @@ impl Verifier for Judge {
             "Question: {}\nAnswer: {}\nYES or NO?",
             request.input, answer
         );
-        let tokens = model
-            .tokenizer
-            .encode(&format_plain(JUDGE_SYSTEM, &[], &question));
+        let tokens = model.chat_tokens(JUDGE_SYSTEM, &[], &question)?;
         let mut cache = model.model.new_cache();
         let row = model
             .model
             .forward_last(&tokens, &mut cache, 1)?
             .get(0)?
             .to_vec1::<f32>()?;
-        let yes = row
-            .get(usize::from(b'Y'))
-            .copied()
-            .unwrap_or(f32::NEG_INFINITY);
-        let no = row
-            .get(usize::from(b'N'))
-            .copied()
-            .unwrap_or(f32::NEG_INFINITY);
+        let logit = |words: &[&str]| {
+            model
+                .tokenizer
+                .token_of(words)
+                .and_then(|t| row.get(t as usize).copied())
+                .unwrap_or(f32::NEG_INFINITY)
+        };
+        let yes = logit(&["YES", " YES", "Yes", " Yes", "Y", " Y"]);
+        let no = logit(&["NO", " NO", "No", " No", "N", " N"]);
         let score = 1.0 / (1.0 + (f64::from(no) - f64::from(yes)).exp());
         Ok(Verdict {
             method: "judge",

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::{Device, Tensor};
-use fai_engine::chat::format_plain;
 use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
 use fai_engine::{
     generate, EngineError, FinishReason, GenerateRequest, LoadedModel, SamplingParams, Verifier,
@@ -71,9 +70,7 @@ fn the_forward_pass_matches_the_reference_llama() {
     let dir = tempfile::tempdir().unwrap();
     let path = ensure_fai_tiny(dir.path()).unwrap();
     let model = LoadedModel::load(&path, &Device::Cpu).unwrap();
-    let tokens = model
-        .tokenizer
-        .encode(&format_plain("", &[], "what is a block?"));
+    let tokens = model.chat_tokens("", &[], "what is a block?").unwrap();
 
     let mut file = std::fs::File::open(&path).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::Device;
-use fai_engine::scheduler::Scheduler;
+use fai_engine::scheduler::{Event, Scheduler};
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{EngineError, FinishReason, GenerateRequest, LoadedModel, SamplingParams};
 
@@ -85,4 +85,48 @@ fn invalid_requests_are_refused_before_queueing() {
         scheduler.submit(bad),
         Err(EngineError::InvalidSampling(_))
     ));
+}
+
+#[test]
+fn async_code_reads_a_job_as_a_stream() {
+    use futures_util::StreamExt;
+    let (_dir, model) = model();
+    let scheduler = Scheduler::start(model, 1, 4);
+    let job = scheduler.submit(request("stream me", 40)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let events: Vec<Event> = runtime.block_on(job.collect());
+    let (last, pieces) = events.split_last().unwrap();
+    let Event::Done(g) = last else {
+        panic!("the last event is {last:?}")
+    };
+    let text: String = pieces
+        .iter()
+        .map(|e| match e {
+            Event::Text(t) => t.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(text, g.text);
+    assert!(!g.tokens.is_empty());
+}
+
+#[test]
+fn dropping_a_job_cancels_its_generation() {
+    let (_dir, model) = model();
+    let scheduler = Scheduler::start(model, 1, 1);
+    let mut job = scheduler.submit(request("a long answer", 1900)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // Wait until it is generating, then hang up.
+    let first = runtime.block_on(job.next()).unwrap();
+    assert!(matches!(first, Event::Text(_)), "{first:?}");
+    drop(job);
+    // One worker, first in first out: when the next job is done, the dropped one ended.
+    let (_, result) = scheduler.submit(request("next", 5)).unwrap().wait();
+    assert!(result.is_ok());
+    let stats = scheduler.stats();
+    assert_eq!((stats.cancelled, stats.finished, stats.running), (1, 1, 0));
 }

@@ -34,6 +34,7 @@ fn bench_spec(dtype: GgmlDType) -> TinySpec {
         context_length: 1024,
         dtype,
         output_scale: 6.0,
+        ..TinySpec::fai_tiny()
     }
 }
 

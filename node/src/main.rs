@@ -65,6 +65,9 @@ enum ModelsCommand {
     /// Check a GGUF model file, compute its id and add it to the store (models.toml).
     Import {
         path: PathBuf,
+        /// A Hugging Face tokenizer.json to use instead of the file's own vocabulary.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
         /// Name in the store (default: the file's general.name).
         #[arg(long)]
         name: Option<String>,
@@ -238,9 +241,12 @@ fn run(cli: Cli) -> Result<()> {
             let dir = config.data_dir();
             match cmd {
                 ModelsCommand::List => models::list(&dir),
-                ModelsCommand::Import { path, name, price } => {
-                    models::import(&dir, path, name.as_deref(), price)
-                }
+                ModelsCommand::Import {
+                    path,
+                    tokenizer,
+                    name,
+                    price,
+                } => models::import(&dir, path, tokenizer.as_deref(), name.as_deref(), price),
                 ModelsCommand::Run {
                     model,
                     prompt,

@@ -8,6 +8,7 @@
 //! name = "tinyllama-q8"
 //! id = "5c0f…"                      # sha256 model id, checked when the model loads
 //! path = "/models/tinyllama.Q8_0.gguf"
+//! tokenizer = "/models/tinyllama.tokenizer.json"  # optional: replaces the GGUF vocabulary
 //! context_length = 2048
 //! price_per_million_tokens = "0.5 FAI"
 //! ```
@@ -30,6 +31,9 @@ pub struct ModelEntry {
     pub name: String,
     pub id: String,
     pub path: PathBuf,
+    /// A Hugging Face tokenizer.json used instead of the GGUF file's own vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
     pub context_length: usize,
     /// FAI per million output tokens, as "0.5 FAI".
     pub price_per_million_tokens: String,

@@ -18,30 +18,71 @@ pub fn models_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("models")
 }
 
-/// The file of `model`: "fai-tiny" (made on first use), a name in the store, or a path
+/// The files of a model: its GGUF file and, optionally, a tokenizer.json.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    pub path: PathBuf,
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelFiles {
+    pub fn load(&self) -> Result<LoadedModel> {
+        Ok(LoadedModel::load_with(
+            &self.path,
+            self.tokenizer.as_deref(),
+            &Device::Cpu,
+        )?)
+    }
+}
+
+/// The files of `model`: "fai-tiny" (made on first use), a name in the store, or a path
 /// to a GGUF file.
-pub fn resolve(data_dir: &Path, model: &str) -> Result<PathBuf> {
+pub fn resolve(data_dir: &Path, model: &str) -> Result<ModelFiles> {
     if model == "fai-tiny" {
-        return ensure_fai_tiny(&models_dir(data_dir)).context("cannot write the built-in model");
+        let path =
+            ensure_fai_tiny(&models_dir(data_dir)).context("cannot write the built-in model")?;
+        return Ok(ModelFiles {
+            path,
+            tokenizer: None,
+        });
     }
     if let Some(entry) = ModelStore::load(data_dir)?.find(model) {
-        return Ok(entry.path.clone());
+        return Ok(ModelFiles {
+            path: entry.path.clone(),
+            tokenizer: entry.tokenizer.clone(),
+        });
     }
     let path = PathBuf::from(model);
     anyhow::ensure!(
         path.exists(),
         "no model {model:?}: give \"fai-tiny\", a name from `infer-node models list`, or the path of a GGUF file"
     );
-    Ok(path)
+    Ok(ModelFiles {
+        path,
+        tokenizer: None,
+    })
 }
 
-/// Checks the GGUF file at `path`, computes its id and adds it to the store.
-pub fn import(data_dir: &Path, path: &Path, name: Option<&str>, price: &str) -> Result<()> {
+/// Checks the GGUF file at `path` (with `tokenizer`, a tokenizer.json, when given),
+/// computes its id and adds it to the store.
+pub fn import(
+    data_dir: &Path,
+    path: &Path,
+    tokenizer: Option<&Path>,
+    name: Option<&str>,
+    price: &str,
+) -> Result<()> {
     price.parse::<fai_primitives::Amount>().context("--price")?;
-    let path = path
-        .canonicalize()
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
-    let model = LoadedModel::load(&path, &Device::Cpu)?;
+    let canonical = |p: &Path| {
+        p.canonicalize()
+            .with_context(|| format!("cannot read {}", p.display()))
+    };
+    let files = ModelFiles {
+        path: canonical(path)?,
+        tokenizer: tokenizer.map(canonical).transpose()?,
+    };
+    let model = files.load()?;
+    let path = files.path;
     let name = name
         .map(str::to_string)
         .unwrap_or_else(|| model.name.clone());
@@ -50,6 +91,7 @@ pub fn import(data_dir: &Path, path: &Path, name: Option<&str>, price: &str) -> 
         name: name.clone(),
         id: model.id.to_string(),
         path: path.clone(),
+        tokenizer: files.tokenizer,
         context_length: model.model.config.context_length,
         price_per_million_tokens: price.to_string(),
     })?;
@@ -74,8 +116,9 @@ fn printable(text: &str) -> String {
 
 /// Prints every model with its id, context, price and file.
 pub fn list(data_dir: &Path) -> Result<()> {
-    let path = resolve(data_dir, "fai-tiny")?;
-    let tiny = LoadedModel::load(&path, &Device::Cpu)?;
+    let files = resolve(data_dir, "fai-tiny")?;
+    let tiny = files.load()?;
+    let path = files.path;
     println!(
         "{:<16} {}  context {:>6}  price {:>10}/M tokens  {}",
         tiny.name,
@@ -105,8 +148,9 @@ pub fn run(
     prompt: &str,
     sampling: SamplingParams,
 ) -> Result<()> {
-    let path = resolve(data_dir, model)?;
-    let loaded = LoadedModel::load(&path, &Device::Cpu)?;
+    let files = resolve(data_dir, model)?;
+    let loaded = files.load()?;
+    let path = files.path;
     // A stored model must still be the file it was imported as.
     if let Some(entry) = ModelStore::load(data_dir)?.find(model) {
         anyhow::ensure!(

@@ -343,6 +343,57 @@ fn models_are_imported_into_the_store_listed_and_run_by_name() {
     ]);
     assert!(by_name.status.success(), "{}", text(&by_name.stderr));
 
+    // The same weights with a tokenizer.json are another model, with their own id.
+    let byte_char = |b: u8| {
+        let printable = |x: u8| matches!(x, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        if printable(b) {
+            char::from(b)
+        } else {
+            char::from_u32(256 + (0..b).filter(|x| !printable(*x)).count() as u32).unwrap()
+        }
+    };
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..=255u8)
+        .map(|b| (byte_char(b).to_string(), serde_json::json!(b)))
+        .collect();
+    let tokenizer = dir.path().join("tokenizer.json");
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 257, "content": "<|end|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "post_processor": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "vocab": vocab, "merges": []},
+    });
+    std::fs::write(&tokenizer, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = run(&[
+        "models",
+        "import",
+        copy.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--name",
+        "mine-json",
+        "--config",
+        c,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let store = std::fs::read_to_string(dir.path().join("data/models.toml")).unwrap();
+    assert!(store.contains("tokenizer = "), "{store}");
+    let by_name = run(&[
+        "models",
+        "run",
+        "mine-json",
+        "hi",
+        "--max-tokens",
+        "8",
+        "--config",
+        c,
+    ]);
+    assert!(by_name.status.success(), "{}", text(&by_name.stderr));
+
     // A file changed after import is refused by name, with both ids shown.
     let mut bytes = std::fs::read(&copy).unwrap();
     let last = bytes.len() - 1;
