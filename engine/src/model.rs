@@ -136,16 +136,94 @@ impl LlamaConfig {
 
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    /// Query, key and value projections.
+    qkv: Projection,
     /// Query, key and value biases (Qwen2).
     biases: Option<[Tensor; 3]>,
     wo: QMatMul,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
+    /// Gate and up projections.
+    gate_up: Projection,
     w_down: QMatMul,
+}
+
+/// Projections that read the same input, fused into one matrix when their storage types
+/// agree: the rows of quantised blocks are simply stacked, so one matmul call (one pass
+/// of the worker pool) replaces several, and each output is a view of the fused result.
+/// Every output row is the same dot product as unfused, so results do not change.
+enum Projection {
+    Fused { matrix: QMatMul, rows: Vec<usize> },
+    Separate(Vec<QMatMul>),
+}
+
+impl Projection {
+    fn new(parts: Vec<QTensor>, device: &Device) -> Result<Self> {
+        let same_dtype = parts.windows(2).all(|w| match w {
+            [a, b] => a.dtype() == b.dtype(),
+            _ => true,
+        });
+        let dims: Vec<(usize, usize)> = parts
+            .iter()
+            .map(|p| p.shape().dims2())
+            .collect::<candle_core::Result<_>>()?;
+        let same_cols = dims.windows(2).all(|w| match w {
+            [a, b] => a.1 == b.1,
+            _ => true,
+        });
+        let first = parts.first().map(|p| p.dtype());
+        if let (true, true, Some(dtype), Some(&(_, cols))) =
+            (same_dtype, same_cols, first, dims.first())
+        {
+            let mut bytes = Vec::new();
+            for p in &parts {
+                bytes.extend_from_slice(&p.data()?);
+            }
+            let rows: Vec<usize> = dims.iter().map(|d| d.0).collect();
+            let total = rows.iter().sum();
+            let fused = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                dtype,
+                &bytes,
+                vec![total, cols],
+                device,
+            )?;
+            return Ok(Projection::Fused {
+                matrix: QMatMul::from_qtensor(fused)?,
+                rows,
+            });
+        }
+        Ok(Projection::Separate(
+            parts
+                .into_iter()
+                .map(QMatMul::from_qtensor)
+                .collect::<candle_core::Result<_>>()?,
+        ))
+    }
+
+    /// The `N` outputs for `x`.
+    fn forward<const N: usize>(&self, x: &Tensor) -> Result<[Tensor; N]> {
+        let outputs: Vec<Tensor> = match self {
+            Projection::Fused { matrix, rows } => {
+                let y = matrix.forward(x)?;
+                let mut start = 0;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(y.narrow(D::Minus1, start, *r)?);
+                    start += r;
+                }
+                out
+            }
+            Projection::Separate(ms) => ms
+                .iter()
+                .map(|m| m.forward(x))
+                .collect::<candle_core::Result<_>>()?,
+        };
+        outputs.try_into().map_err(|v: Vec<Tensor>| {
+            EngineError::Compute(candle_core::Error::Msg(format!(
+                "projection has {} outputs, {N} expected",
+                v.len()
+            )))
+        })
+    }
 }
 
 /// A loaded Llama model.
@@ -233,13 +311,11 @@ impl Llama {
             let mut q = |n: &str| -> Result<QMatMul> {
                 Ok(QMatMul::from_qtensor(t(&format!("{p}.{n}.weight"))?)?)
             };
-            let wq = q("attn_q")?;
-            let wk = q("attn_k")?;
-            let wv = q("attn_v")?;
             let wo = q("attn_output")?;
-            let w_gate = q("ffn_gate")?;
-            let w_up = q("ffn_up")?;
             let w_down = q("ffn_down")?;
+            let mut qt = |n: &str| t(&format!("{p}.{n}.weight"));
+            let qkv = Projection::new(vec![qt("attn_q")?, qt("attn_k")?, qt("attn_v")?], device)?;
+            let gate_up = Projection::new(vec![qt("ffn_gate")?, qt("ffn_up")?], device)?;
             let bias_names = ["attn_q", "attn_k", "attn_v"].map(|n| format!("{p}.{n}.bias"));
             let biases = if bias_names
                 .iter()
@@ -258,12 +334,9 @@ impl Llama {
                 biases,
                 attn_norm: t(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
                 ffn_norm: t(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
-                wq,
-                wk,
-                wv,
+                qkv,
                 wo,
-                w_gate,
-                w_up,
+                gate_up,
                 w_down,
             });
         }
@@ -325,8 +398,8 @@ impl Llama {
             let attn = self.attention(layer, &h, &cos, &sin, mask.as_ref(), slot)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_eps)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
+            let [gate, up] = layer.gate_up.forward::<2>(&h)?;
+            let gate = candle_nn::ops::silu(&gate)?;
             x = (x + layer.w_down.forward(&(gate * up)?)?)?;
         }
         cache.len = start + seq;
@@ -349,11 +422,7 @@ impl Llama {
         let c = &self.config;
         let (b, seq, _) = x.dims3()?;
         let hd = c.head_dim();
-        let (mut q, mut k, mut v) = (
-            layer.wq.forward(x)?,
-            layer.wk.forward(x)?,
-            layer.wv.forward(x)?,
-        );
+        let [mut q, mut k, mut v] = layer.qkv.forward::<3>(x)?;
         if let Some([bq, bk, bv]) = &layer.biases {
             q = q.broadcast_add(bq)?;
             k = k.broadcast_add(bk)?;
