@@ -118,6 +118,16 @@ pub trait KeyValueStore: Send + Sync {
 
     /// Every key and value of `column`, in key order.
     fn scan(&self, column: &'static str) -> Result<Vec<KeyValue>>;
+
+    /// At most `limit` entries of `column` whose keys start with `prefix` and are at most
+    /// `upper`, from the greatest key down: the newest versions of a versioned key.
+    fn scan_back(
+        &self,
+        column: &'static str,
+        prefix: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>>;
 }
 
 /// Reads the stored format version, writes `expected` into a new database, and fails on

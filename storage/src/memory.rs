@@ -74,4 +74,22 @@ impl KeyValueStore for MemoryStore {
         let col = cols.get(column).ok_or_else(|| unknown(column))?;
         Ok(col.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
+
+    fn scan_back(
+        &self,
+        column: &'static str,
+        prefix: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>> {
+        let cols = self.columns.read().unwrap_or_else(|e| e.into_inner());
+        let col = cols.get(column).ok_or_else(|| unknown(column))?;
+        Ok(col
+            .range(..=upper.to_vec())
+            .rev()
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }

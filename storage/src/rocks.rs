@@ -84,4 +84,26 @@ impl KeyValueStore for RocksStore {
             })
             .collect()
     }
+
+    fn scan_back(
+        &self,
+        column: &'static str,
+        prefix: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(column)?,
+            IteratorMode::From(upper, rocksdb::Direction::Reverse),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
 }

@@ -108,6 +108,28 @@ mod tests {
             err.to_string().contains("corrupt value in column numbers"),
             "{err}"
         );
+
+        // Scanning back: keys under a prefix, at most an upper bound, newest first.
+        let mut versions = WriteBatch::new();
+        for key in [&b"a\x01"[..], b"k\x01", b"k\x03", b"k\x05", b"l\x00"] {
+            versions.put("numbers", key.to_vec(), key.to_vec());
+        }
+        store.write(versions).unwrap();
+        let keys = |prefix: &[u8], upper: &[u8], limit| -> Vec<Vec<u8>> {
+            store
+                .scan_back("numbers", prefix, upper, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(
+            keys(b"k", b"k\x04", 10),
+            vec![b"k\x03".to_vec(), b"k\x01".to_vec()]
+        );
+        assert_eq!(keys(b"k", b"k\xff", 1), vec![b"k\x05".to_vec()]);
+        assert!(keys(b"k", b"k\x00", 10).is_empty());
+        assert!(keys(b"m", b"m\xff", 10).is_empty());
     }
 
     #[test]

@@ -1,0 +1,163 @@
+;; staking: FAI staked by verifiers, locked for whole reward cycles, and the verifier set.
+;;
+;; A reward cycle is `cycle-length` ledger blocks (burn-block-height). A stake made during
+;; cycle c is locked until the start of cycle c + 1 + cycles. The verifier set of a cycle is
+;; the five largest stakes when the cycle begins: the consensus calls `begin-cycle` in the
+;; first inference block of each cycle, which records the current leaders. Ranking: larger
+;; amount first, then the earlier stake (the ledger height of the first deposit), then the
+;; smaller principal hash.
+;;
+;; Functions that only the consensus may call check that tx-sender is the boot principal,
+;; which deployed this contract and has no private key.
+
+(define-constant CONSENSUS tx-sender)
+(define-constant MAX-LOCK-CYCLES u12)
+(define-constant MAX-STAKERS u200)
+(define-constant SET-SIZE u5)
+
+(define-constant ERR-NOT-CONSENSUS (err u1))
+(define-constant ERR-ZERO-AMOUNT (err u2))
+(define-constant ERR-BAD-CYCLES (err u3))
+(define-constant ERR-INSUFFICIENT-FUNDS (err u4))
+(define-constant ERR-NO-STAKE (err u5))
+(define-constant ERR-LOCKED (err u6))
+(define-constant ERR-TOO-MANY-STAKERS (err u7))
+(define-constant ERR-BELOW-MINIMUM (err u8))
+(define-constant ERR-UNKNOWN-CYCLE (err u9))
+(define-constant ERR-BAD-PARAMETER (err u10))
+
+(define-data-var cycle-length uint u100)
+(define-data-var min-stake uint u1)
+(define-data-var stakers (list 200 principal) (list))
+(define-data-var leaders (list 5 principal) (list))
+;; The staker being removed, for the filter in `unstake` (Clarity has no closures).
+(define-data-var removing principal CONSENSUS)
+
+(define-map stakes principal {amount: uint, since: uint, unlock-cycle: uint})
+(define-map verifier-sets uint (list 5 principal))
+
+;; --- read-only ---
+
+(define-read-only (current-cycle)
+  (/ burn-block-height (var-get cycle-length)))
+
+(define-read-only (get-cycle-length)
+  (var-get cycle-length))
+
+(define-read-only (get-stake (who principal))
+  (map-get? stakes who))
+
+(define-read-only (get-leaders)
+  (var-get leaders))
+
+;; The verifier set of `cycle`, as recorded when it began.
+(define-read-only (get-verifier-set (cycle uint))
+  (ok (unwrap! (map-get? verifier-sets cycle) ERR-UNKNOWN-CYCLE)))
+
+(define-read-only (is-verifier (who principal) (cycle uint))
+  (is-some (index-of? (default-to (list) (map-get? verifier-sets cycle)) who)))
+
+;; --- ranking ---
+
+(define-private (amount-of (who principal))
+  (default-to u0 (get amount (map-get? stakes who))))
+
+(define-private (since-of (who principal))
+  (default-to u0 (get since (map-get? stakes who))))
+
+(define-private (hash-of (who principal))
+  (match (principal-destruct? who)
+    ok-parts (get hash-bytes ok-parts)
+    err-parts (get hash-bytes err-parts)))
+
+;; Whether `a` ranks before `b`.
+(define-private (ranks-before (a principal) (b principal))
+  (let ((amount-a (amount-of a)) (amount-b (amount-of b)))
+    (if (is-eq amount-a amount-b)
+        (if (is-eq (since-of a) (since-of b))
+            (< (hash-of a) (hash-of b))
+            (< (since-of a) (since-of b)))
+        (> amount-a amount-b))))
+
+(define-private (insert-step
+    (q principal)
+    (state {p: principal, out: (list 6 principal), placed: bool}))
+  (let ((p (get p state)) (out (get out state)))
+    (if (and (not (get placed state)) (ranks-before p q))
+        {p: p,
+         out: (unwrap-panic (as-max-len?
+                (append (unwrap-panic (as-max-len? (append out p) u6)) q) u6)),
+         placed: true}
+        {p: p,
+         out: (default-to out (as-max-len? (append out q) u6)),
+         placed: (get placed state)})))
+
+;; `ranked` (sorted, at most five) with `p` inserted in its place, cut to five.
+(define-private (insert-ranked (p principal) (ranked (list 5 principal)))
+  (let ((state (fold insert-step ranked {p: p, out: (list), placed: false}))
+        (out (if (get placed state)
+                 (get out state)
+                 (default-to (get out state) (as-max-len? (append (get out state) p) u6)))))
+    (default-to (list) (as-max-len? (default-to (list) (slice? out u0 (min-len (len out)))) u5))))
+
+(define-private (min-len (n uint))
+  (if (< n SET-SIZE) n SET-SIZE))
+
+(define-private (recompute-leaders)
+  (var-set leaders (fold insert-ranked (var-get stakers) (list))))
+
+(define-private (is-not-removed (who principal))
+  (not (is-eq who (var-get removing))))
+
+;; --- public ---
+
+;; Stakes `amount` more micro-FAI, locked for `cycles` whole cycles after this one.
+(define-public (stake (amount uint) (cycles uint))
+  (let ((who tx-sender)
+        (existing (map-get? stakes tx-sender))
+        (unlock (+ (current-cycle) u1 cycles)))
+    (asserts! (> amount u0) ERR-ZERO-AMOUNT)
+    (asserts! (and (>= cycles u1) (<= cycles MAX-LOCK-CYCLES)) ERR-BAD-CYCLES)
+    (asserts! (>= (+ amount (amount-of who)) (var-get min-stake)) ERR-BELOW-MINIMUM)
+    (asserts! (or (is-some existing) (< (len (var-get stakers)) MAX-STAKERS))
+              ERR-TOO-MANY-STAKERS)
+    (unwrap! (stx-transfer? amount who (as-contract tx-sender)) ERR-INSUFFICIENT-FUNDS)
+    (match existing
+      s (map-set stakes who {amount: (+ amount (get amount s)),
+                             since: (get since s),
+                             unlock-cycle: (if (> unlock (get unlock-cycle s)) unlock (get unlock-cycle s))})
+      (begin
+        (map-set stakes who {amount: amount, since: burn-block-height, unlock-cycle: unlock})
+        (var-set stakers (unwrap-panic (as-max-len? (append (var-get stakers) who) u200)))))
+    (recompute-leaders)
+    (ok (get-stake who))))
+
+;; Withdraws the whole stake once its lock has ended.
+(define-public (unstake)
+  (let ((who tx-sender)
+        (s (unwrap! (map-get? stakes tx-sender) ERR-NO-STAKE)))
+    (asserts! (>= (current-cycle) (get unlock-cycle s)) ERR-LOCKED)
+    (try! (as-contract (stx-transfer? (get amount s) tx-sender who)))
+    (map-delete stakes who)
+    (var-set removing who)
+    (var-set stakers (filter is-not-removed (var-get stakers)))
+    (var-set removing CONSENSUS)
+    (recompute-leaders)
+    (ok (get amount s))))
+
+;; --- consensus only ---
+
+;; Records the leaders as the verifier set of the current cycle (once per cycle).
+(define-public (begin-cycle)
+  (begin
+    (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
+    (ok (map-insert verifier-sets (current-cycle) (var-get leaders)))))
+
+;; Sets the cycle length and the minimum stake (at genesis).
+(define-public (configure (length uint) (minimum uint))
+  (begin
+    (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
+    (asserts! (and (> length u0) (> minimum u0)) ERR-BAD-PARAMETER)
+    (var-set cycle-length length)
+    (var-set min-stake minimum)
+    (ok true)))

@@ -1,0 +1,476 @@
+//! Contract state on the node's key-value store, addressed by inference block.
+//!
+//! **Choice: a versioned key space.** Every value the VM writes in block B at height h is
+//! stored under `kind | len(key) | key | h | B` and never overwritten. To read key k as
+//! seen from a block, the store walks k's versions from the greatest height at or below
+//! the reading height downwards and takes the first whose block is on the reading chain
+//! (`chain[h] == B`). Blocks on an orphaned fork therefore simply stop being visible:
+//! when the ledger reorganises and the inference chain follows, state follows the
+//! surviving chain with nothing to undo, and `at-block` can read any past block.
+//!
+//! Cost: a read is one reverse seek (plus one step per orphaned version of that key above
+//! the answer); a write is one entry per changed key per block; old versions and orphaned
+//! ones stay on disk until pruned (not done yet: the space grows with the number of
+//! writes, as in a MARF). The chain of block ids by height is kept in memory per reading
+//! tip (32 bytes a block).
+//!
+//! Writes of the block being executed stay in memory ([`BlockStore`]) and reach the disk
+//! in one atomic batch with the block's index entry when the block is committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clarity::types::chainstate::{BlockHeaderHash, StacksBlockId};
+use clarity::util::hash::Sha512Trunc256Sum;
+use clarity::vm::database::clarity_store::{make_contract_hash_key, ContractCommitment};
+use clarity::vm::database::{ClarityBackingStore, ClarityDeserializable};
+use clarity::vm::errors::{CheckErrors, InterpreterResult, RuntimeErrorType};
+use clarity::vm::types::QualifiedContractIdentifier;
+use fai_primitives::codec::{Decode, Encode, Reader};
+use fai_primitives::CodecError;
+use fai_storage::{KeyValueStore, WriteBatch};
+
+use crate::error::{ClarityError, Result};
+
+/// The column of versioned values (data and contract metadata).
+pub const STATE_COLUMN: &str = "clarity_state";
+/// The column of the block index: id -> [`BlockInfo`], and consensus hash -> id.
+pub const BLOCKS_COLUMN: &str = "clarity_blocks";
+
+const KIND_DATA: u8 = b'd';
+const KIND_META: u8 = b'm';
+const INDEX_BLOCK: u8 = b'b';
+const INDEX_CONSENSUS: u8 = b'c';
+
+/// What the VM knows of an inference block: its place in the chain and its ledger anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockInfo {
+    pub id: [u8; 32],
+    /// The parent's id; the genesis block names itself.
+    pub parent: [u8; 32],
+    pub height: u32,
+    /// The ledger block the inference block is anchored to.
+    pub ledger_hash: [u8; 32],
+    pub ledger_height: u32,
+    /// Unix time of the ledger anchor.
+    pub time: u64,
+    pub vrf_seed: [u8; 32],
+    /// Hash160 of the producer's key.
+    pub producer: [u8; 20],
+    /// Ledger FAI (base units) the producer's winning commit paid, and all commits of
+    /// its sortition together.
+    pub commit_spent: u64,
+    pub commit_total: u64,
+    /// The inference subsidy the block earned.
+    pub reward: u64,
+}
+
+impl Encode for BlockInfo {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.id.encode_to(out);
+        self.parent.encode_to(out);
+        self.height.encode_to(out);
+        self.ledger_hash.encode_to(out);
+        self.ledger_height.encode_to(out);
+        self.time.encode_to(out);
+        self.vrf_seed.encode_to(out);
+        self.producer.encode_to(out);
+        self.commit_spent.encode_to(out);
+        self.commit_total.encode_to(out);
+        self.reward.encode_to(out);
+    }
+}
+
+impl Decode for BlockInfo {
+    fn decode_from(r: &mut Reader<'_>) -> std::result::Result<Self, CodecError> {
+        Ok(BlockInfo {
+            id: Decode::decode_from(r)?,
+            parent: Decode::decode_from(r)?,
+            height: Decode::decode_from(r)?,
+            ledger_hash: Decode::decode_from(r)?,
+            ledger_height: Decode::decode_from(r)?,
+            time: Decode::decode_from(r)?,
+            vrf_seed: Decode::decode_from(r)?,
+            producer: Decode::decode_from(r)?,
+            commit_spent: Decode::decode_from(r)?,
+            commit_total: Decode::decode_from(r)?,
+            reward: Decode::decode_from(r)?,
+        })
+    }
+}
+
+impl BlockInfo {
+    /// The 20-byte consensus hash Clarity's burnchain lookups go through: the id's head.
+    pub fn consensus_hash(&self) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        for (o, b) in out.iter_mut().zip(self.id.iter()) {
+            *o = *b;
+        }
+        out
+    }
+}
+
+/// The versioned contract state of one database.
+#[derive(Clone)]
+pub struct ClarityStore {
+    kv: Arc<dyn KeyValueStore>,
+}
+
+fn versioned_prefix(kind: u8, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len().saturating_add(5));
+    out.push(kind);
+    out.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn versioned_key(kind: u8, key: &str, height: u32, block: &[u8; 32]) -> Vec<u8> {
+    let mut out = versioned_prefix(kind, key);
+    out.extend_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(block);
+    out
+}
+
+fn metadata_key(contract: &QualifiedContractIdentifier, key: &str) -> String {
+    format!("{contract}::{key}")
+}
+
+fn corrupt(detail: impl Into<String>) -> ClarityError {
+    ClarityError::Storage(fai_storage::StorageError::Corrupt {
+        column: STATE_COLUMN,
+        detail: detail.into(),
+    })
+}
+
+impl ClarityStore {
+    pub fn new(kv: Arc<dyn KeyValueStore>) -> Self {
+        ClarityStore { kv }
+    }
+
+    /// The index entry of block `id`.
+    pub fn block(&self, id: &[u8; 32]) -> Result<Option<BlockInfo>> {
+        let mut key = vec![INDEX_BLOCK];
+        key.extend_from_slice(id);
+        match self.kv.get(BLOCKS_COLUMN, &key)? {
+            None => Ok(None),
+            Some(bytes) => BlockInfo::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(format!("block index entry: {e}"))),
+        }
+    }
+
+    /// The block whose consensus hash is `hash`.
+    pub fn block_by_consensus_hash(&self, hash: &[u8; 20]) -> Result<Option<BlockInfo>> {
+        let mut key = vec![INDEX_CONSENSUS];
+        key.extend_from_slice(hash);
+        match self.kv.get(BLOCKS_COLUMN, &key)? {
+            None => Ok(None),
+            Some(id) => {
+                let id: [u8; 32] = id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("consensus hash index entry"))?;
+                self.block(&id)
+            }
+        }
+    }
+
+    /// The ids of the chain ending at `tip`, by height (genesis first).
+    pub fn chain_to(&self, tip: &[u8; 32]) -> Result<Vec<[u8; 32]>> {
+        let mut ids = Vec::new();
+        let mut at = *tip;
+        let mut expected: Option<u32> = None;
+        loop {
+            let info = self
+                .block(&at)?
+                .ok_or_else(|| ClarityError::UnknownBlock(hex::encode(at)))?;
+            if expected.is_some_and(|h| h != info.height) {
+                return Err(corrupt(format!(
+                    "block {} is at height {}, its child says {expected:?}",
+                    hex::encode(at),
+                    info.height
+                )));
+            }
+            ids.push(at);
+            match info.height.checked_sub(1) {
+                None => break,
+                Some(h) => expected = Some(h),
+            }
+            at = info.parent;
+        }
+        ids.reverse();
+        Ok(ids)
+    }
+
+    /// The newest version of `key` visible from `chain` at heights up to `max_height`.
+    fn versioned_get(
+        &self,
+        kind: u8,
+        key: &str,
+        chain: &[[u8; 32]],
+        max_height: u32,
+    ) -> Result<Option<String>> {
+        let prefix = versioned_prefix(kind, key);
+        let mut upper = versioned_key(kind, key, max_height, &[0xff; 32]);
+        loop {
+            let batch = self.kv.scan_back(STATE_COLUMN, &prefix, &upper, 16)?;
+            let full = batch.len() == 16;
+            for (k, v) in &batch {
+                let tail = k
+                    .get(prefix.len()..)
+                    .filter(|t| t.len() == 36)
+                    .ok_or_else(|| corrupt("versioned key of the wrong length"))?;
+                let (h, id) = tail.split_at(4);
+                let height = u32::from_be_bytes(h.try_into().map_err(|_| corrupt("height"))?);
+                if chain
+                    .get(height as usize)
+                    .is_some_and(|c| c.as_slice() == id)
+                {
+                    let text = String::from_utf8(v.clone())
+                        .map_err(|_| corrupt("a value that is not UTF-8"))?;
+                    return Ok(Some(text));
+                }
+            }
+            match (full, batch.last()) {
+                (true, Some((k, _))) => {
+                    // Continue strictly below the last key seen (all versions of a key
+                    // have the same length, so this is a decrement of its tail).
+                    upper = k.clone();
+                    for b in upper.iter_mut().rev() {
+                        match b.checked_sub(1) {
+                            Some(lower) => {
+                                *b = lower;
+                                break;
+                            }
+                            None => *b = 0xff,
+                        }
+                    }
+                    if upper >= *k {
+                        return Ok(None);
+                    }
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// A view for executing block `info` on top of its parent (writes stay in memory
+    /// until [`ClarityStore::commit`]); for the genesis block the parent is none.
+    pub fn block_store(&self, info: BlockInfo) -> Result<BlockStore> {
+        let chain = if info.height == 0 {
+            Vec::new()
+        } else {
+            let chain = self.chain_to(&info.parent)?;
+            if chain.len() != info.height as usize {
+                return Err(ClarityError::UnknownBlock(format!(
+                    "{} is not at height {} above its parent",
+                    hex::encode(info.id),
+                    info.height
+                )));
+            }
+            chain
+        };
+        let side = clarity::rusqlite::Connection::open_in_memory()
+            .map_err(|e| ClarityError::Vm(format!("cannot open the VM's scratch database: {e}")))?;
+        Ok(BlockStore {
+            side,
+            store: self.clone(),
+            chain,
+            open: info,
+            reading: None,
+            data: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            error: None,
+        })
+    }
+
+    /// Writes the block's index entry and every value it wrote, atomically.
+    pub fn commit(&self, block: BlockStore) -> Result<()> {
+        if let Some(e) = block.error {
+            return Err(e);
+        }
+        let info = block.open;
+        let mut batch = WriteBatch::new();
+        let mut key = vec![INDEX_BLOCK];
+        key.extend_from_slice(&info.id);
+        batch.put(BLOCKS_COLUMN, key, info.to_bytes());
+        let mut ckey = vec![INDEX_CONSENSUS];
+        ckey.extend_from_slice(&info.consensus_hash());
+        batch.put(BLOCKS_COLUMN, ckey, info.id.to_vec());
+        for (k, v) in block.data {
+            batch.put(
+                STATE_COLUMN,
+                versioned_key(KIND_DATA, &k, info.height, &info.id),
+                v.into_bytes(),
+            );
+        }
+        for (k, v) in block.metadata {
+            batch.put(
+                STATE_COLUMN,
+                versioned_key(KIND_META, &k, info.height, &info.id),
+                v.into_bytes(),
+            );
+        }
+        self.kv.write(batch)?;
+        Ok(())
+    }
+}
+
+/// The VM's view of the store while one block executes (or a read-only call runs on top
+/// of a block). Reads see the block's own writes, then the versions on its chain.
+///
+/// The VM's store interface cannot return errors; a storage failure during execution is
+/// kept here and fails the block when it is committed.
+pub struct BlockStore {
+    /// The VM's interface asks for an SQLite connection; this one stays empty.
+    side: clarity::rusqlite::Connection,
+    store: ClarityStore,
+    /// Ids of the parent chain by height: `chain[h]` for `h < open.height`.
+    chain: Vec<[u8; 32]>,
+    open: BlockInfo,
+    /// Under `at-block`: the height of the block being read; its chain is a prefix.
+    reading: Option<u32>,
+    data: BTreeMap<String, String>,
+    metadata: BTreeMap<String, String>,
+    error: Option<ClarityError>,
+}
+
+impl BlockStore {
+    pub fn info(&self) -> &BlockInfo {
+        &self.open
+    }
+
+    /// Whether the VM wrote anything.
+    pub fn is_dirty(&self) -> bool {
+        !self.data.is_empty() || !self.metadata.is_empty()
+    }
+
+    fn read(&mut self, kind: u8, key: &str) -> Option<String> {
+        let own = match kind {
+            KIND_DATA => &self.data,
+            _ => &self.metadata,
+        };
+        let max_height = match self.reading {
+            None => {
+                if let Some(v) = own.get(key) {
+                    return Some(v.clone());
+                }
+                self.open.height.checked_sub(1)?
+            }
+            Some(h) => h,
+        };
+        match self.store.versioned_get(kind, key, &self.chain, max_height) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(target: "infer_node::clarity", "contract state read failed: {e}");
+                self.error.get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    fn block_id_at(&self, height: u32) -> Option<StacksBlockId> {
+        if height == self.open.height {
+            return Some(StacksBlockId(self.open.id));
+        }
+        self.chain.get(height as usize).map(|id| StacksBlockId(*id))
+    }
+}
+
+impl ClarityBackingStore for BlockStore {
+    fn put_all(&mut self, items: Vec<(String, String)>) {
+        for (k, v) in items {
+            self.data.insert(k, v);
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Option<String> {
+        self.read(KIND_DATA, key)
+    }
+
+    fn get_with_proof(&mut self, key: &str) -> Option<(String, Vec<u8>)> {
+        self.get(key).map(|v| (v, Vec::new()))
+    }
+
+    fn set_block_hash(&mut self, bhh: StacksBlockId) -> InterpreterResult<StacksBlockId> {
+        let previous = match self.reading {
+            None => StacksBlockId(self.open.id),
+            Some(h) => self.block_id_at(h).unwrap_or(StacksBlockId(self.open.id)),
+        };
+        if bhh.0 == self.open.id {
+            self.reading = None;
+            return Ok(previous);
+        }
+        match self.chain.iter().position(|id| *id == bhh.0) {
+            Some(h) => {
+                self.reading = Some(u32::try_from(h).unwrap_or(u32::MAX));
+                Ok(previous)
+            }
+            None => Err(RuntimeErrorType::UnknownBlockHeaderHash(BlockHeaderHash(bhh.0)).into()),
+        }
+    }
+
+    fn get_block_at_height(&mut self, height: u32) -> Option<StacksBlockId> {
+        self.block_id_at(height)
+    }
+
+    fn get_current_block_height(&mut self) -> u32 {
+        self.reading.unwrap_or(self.open.height)
+    }
+
+    fn get_open_chain_tip_height(&mut self) -> u32 {
+        self.open.height
+    }
+
+    fn get_open_chain_tip(&mut self) -> StacksBlockId {
+        StacksBlockId(self.open.id)
+    }
+
+    fn get_side_store(&mut self) -> &clarity::rusqlite::Connection {
+        // Metadata lives in this store; the VM's SQLite helpers are never used.
+        &self.side
+    }
+
+    fn get_contract_hash(
+        &mut self,
+        contract: &QualifiedContractIdentifier,
+    ) -> InterpreterResult<(StacksBlockId, Sha512Trunc256Sum)> {
+        let value = self
+            .get(&make_contract_hash_key(contract))
+            .ok_or_else(|| CheckErrors::NoSuchContract(contract.to_string()))?;
+        if value.len() != 72 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CheckErrors::NoSuchContract(contract.to_string()).into());
+        }
+        let commitment = ContractCommitment::deserialize(&value);
+        let id = self
+            .block_id_at(commitment.block_height)
+            .ok_or_else(|| CheckErrors::NoSuchContract(contract.to_string()))?;
+        Ok((id, commitment.hash))
+    }
+
+    fn insert_metadata(&mut self, contract: &QualifiedContractIdentifier, key: &str, value: &str) {
+        self.metadata
+            .insert(metadata_key(contract, key), value.to_string());
+    }
+
+    fn get_metadata(
+        &mut self,
+        contract: &QualifiedContractIdentifier,
+        key: &str,
+    ) -> InterpreterResult<Option<String>> {
+        // An unknown contract is an error, not "no such field": the VM relies on it.
+        if self.get(&make_contract_hash_key(contract)).is_none() {
+            return Err(CheckErrors::NoSuchContract(contract.to_string()).into());
+        }
+        Ok(self.read(KIND_META, &metadata_key(contract, key)))
+    }
+
+    fn get_metadata_manual(
+        &mut self,
+        _at_height: u32,
+        contract: &QualifiedContractIdentifier,
+        key: &str,
+    ) -> InterpreterResult<Option<String>> {
+        self.get_metadata(contract, key)
+    }
+}
