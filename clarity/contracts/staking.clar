@@ -12,7 +12,7 @@
 
 (define-constant CONSENSUS tx-sender)
 (define-constant MAX-LOCK-CYCLES u12)
-(define-constant MAX-STAKERS u200)
+(define-constant MAX-STAKERS u100)
 (define-constant SET-SIZE u5)
 
 (define-constant ERR-NOT-CONSENSUS (err u1))
@@ -28,7 +28,7 @@
 
 (define-data-var cycle-length uint u100)
 (define-data-var min-stake uint u1)
-(define-data-var stakers (list 200 principal) (list))
+(define-data-var stakers (list 100 principal) (list))
 (define-data-var leaders (list 5 principal) (list))
 ;; The staker being removed, for the filter in `unstake` (Clarity has no closures).
 (define-data-var removing principal CONSENSUS)
@@ -109,6 +109,14 @@
 (define-private (is-not-removed (who principal))
   (not (is-eq who (var-get removing))))
 
+;; The leaders without `who`.
+(define-private (leaders-without (who principal))
+  (begin
+    (var-set removing who)
+    (let ((rest (filter is-not-removed (var-get leaders))))
+      (var-set removing CONSENSUS)
+      rest)))
+
 ;; --- public ---
 
 ;; Stakes `amount` more micro-FAI, locked for `cycles` whole cycles after this one.
@@ -128,8 +136,9 @@
                              unlock-cycle: (if (> unlock (get unlock-cycle s)) unlock (get unlock-cycle s))})
       (begin
         (map-set stakes who {amount: amount, since: burn-block-height, unlock-cycle: unlock})
-        (var-set stakers (unwrap-panic (as-max-len? (append (var-get stakers) who) u200)))))
-    (recompute-leaders)
+        (var-set stakers (unwrap-panic (as-max-len? (append (var-get stakers) who) u100)))))
+    ;; A stake only grows: its owner moves up among the leaders or enters them.
+    (var-set leaders (insert-ranked who (leaders-without who)))
     (ok (get-stake who))))
 
 ;; Withdraws the whole stake once its lock has ended.
@@ -142,7 +151,8 @@
     (var-set removing who)
     (var-set stakers (filter is-not-removed (var-get stakers)))
     (var-set removing CONSENSUS)
-    (recompute-leaders)
+    ;; A leader leaving lets the best of the others in: rank everyone again.
+    (if (is-some (index-of? (var-get leaders) who)) (recompute-leaders) true)
     (ok (get amount s))))
 
 ;; --- consensus only ---

@@ -758,6 +758,26 @@ impl ClarityVm {
         })
     }
 
+    /// Runs `f` on a database that reads the state of `tip` (its stack empty; `f` opens
+    /// and discards its own layers: nothing it does is committed).
+    fn read_at<T>(
+        &self,
+        what: &str,
+        tip: &[u8; 32],
+        ledger: &dyn LedgerView,
+        f: impl for<'a> FnOnce(ClarityDatabase<'a>) -> Result<T>,
+    ) -> Result<T> {
+        guarded(what, || {
+            let mut block = self.store.block_store(self.reading_block(tip)?)?;
+            let headers = self.headers();
+            let burn = Burnchain {
+                store: &self.store,
+                ledger,
+            };
+            f(ClarityDatabase::new(&mut block, &headers, &burn))
+        })
+    }
+
     /// Calls read-only function `function` of contract `name` by `issuer` on the state of
     /// block `tip`, within the read-only cost limit. Returns the value and its cost.
     #[allow(clippy::too_many_arguments)]
@@ -771,15 +791,8 @@ impl ClarityVm {
         function: &str,
         args: &[Value],
     ) -> Result<(Value, ExecutionCost)> {
-        guarded("read-only call", || {
-            let id = self.contract_id(issuer, name)?;
-            let mut block = self.store.block_store(self.reading_block(tip)?)?;
-            let headers = self.headers();
-            let burn = Burnchain {
-                store: &self.store,
-                ledger,
-            };
-            let mut db = ClarityDatabase::new(&mut block, &headers, &burn);
+        let id = self.contract_id(issuer, name)?;
+        self.read_at("read-only call", tip, ledger, |mut db| {
             let tracker = LimitedCostTracker::new(
                 self.mainnet(),
                 self.chain_id(),
@@ -828,16 +841,9 @@ impl ClarityVm {
         ledger: &dyn LedgerView,
         key_hash: [u8; 20],
     ) -> Result<(u128, u64)> {
-        guarded("account query", || {
-            let mut block = self.store.block_store(self.reading_block(tip)?)?;
-            let headers = self.headers();
-            let burn = Burnchain {
-                store: &self.store,
-                ledger,
-            };
-            let mut db = ClarityDatabase::new(&mut block, &headers, &burn);
+        let who = self.principal(key_hash);
+        self.read_at("account query", tip, ledger, |mut db| {
             db.begin();
-            let who = self.principal(key_hash);
             let balance = db.get_account_stx_balance(&who).get_total_balance();
             let nonce = db.get_account_nonce(&who);
             db.roll_back();
@@ -847,14 +853,7 @@ impl ClarityVm {
 
     /// All FAI on this layer at `tip`.
     pub fn liquid_supply(&self, tip: &[u8; 32], ledger: &dyn LedgerView) -> Result<u128> {
-        guarded("supply query", || {
-            let mut block = self.store.block_store(self.reading_block(tip)?)?;
-            let headers = self.headers();
-            let burn = Burnchain {
-                store: &self.store,
-                ledger,
-            };
-            let mut db = ClarityDatabase::new(&mut block, &headers, &burn);
+        self.read_at("supply query", tip, ledger, |mut db| {
             db.begin();
             let supply = db.get_total_liquid_ustx();
             db.roll_back();
