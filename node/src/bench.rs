@@ -196,7 +196,7 @@ pub fn validate(n: usize, runs: usize) -> Result<ValidateReport> {
 }
 
 /// Raw ECDSA verifications per second on this thread.
-fn sig_verify_rate(duration: Duration) -> f64 {
+pub(crate) fn sig_verify_rate(duration: Duration) -> f64 {
     let items: Vec<_> = (0..256u32)
         .map(|i| {
             let key = SecretKey::generate();

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_engine;
+mod bench_poi;
 mod config;
 mod keys;
 mod mining;
@@ -148,6 +149,17 @@ enum BenchCommand {
         json: bool,
     },
     /// Connecting a block of 2,000 transactions against raw signature verification.
+    /// Assembling and verifying an inference block of receipts against raw signature checks.
+    Poi {
+        /// Receipts in the block.
+        #[arg(long, default_value_t = 1000)]
+        receipts: usize,
+        /// Repetitions; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
     Validate {
         /// Transactions in the block.
         #[arg(long, default_value_t = 2000)]
@@ -343,6 +355,32 @@ fn run(cli: Cli) -> Result<()> {
                         row.rate * 100.0
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Poi {
+            receipts,
+            runs,
+            json,
+        }) => {
+            anyhow::ensure!(
+                (1..=10_000).contains(receipts),
+                "--receipts must be between 1 and 10000"
+            );
+            let r = bench_poi::poi(*receipts, *runs)?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "poi: block of {} receipts assembled in {:.1} ms, verified in {:.1} ms = {:.0} receipts/s; raw ECDSA verify {:.0}/s on one thread; ratio {:.2} (goal >= 0.5; {} threads)",
+                    r.receipts,
+                    r.assemble_ms,
+                    r.verify_ms,
+                    r.receipts_per_sec,
+                    r.sig_verifies_per_sec,
+                    r.ratio,
+                    r.threads
+                );
             }
             Ok(())
         }

@@ -231,6 +231,26 @@ fn benchmarks_print_json_with_their_ratios() {
     for key in ["txs_per_sec", "sig_verifies_per_sec", "ratio"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
+    let out = run(&["bench", "poi", "--receipts", "60", "--runs", "1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["receipts"], 60);
+    for key in [
+        "assemble_ms",
+        "verify_ms",
+        "receipts_per_sec",
+        "sig_verifies_per_sec",
+        "ratio",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    let bad = run(&["bench", "poi", "--receipts", "0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("--receipts"),
+        "{}",
+        text(&bad.stderr)
+    );
     let human = text(&run(&["bench", "pow", "--threads", "1", "--seconds", "0.1"]).stdout);
     assert!(
         human.starts_with("pow: ") && human.contains("ratio"),

@@ -1,0 +1,137 @@
+//! Inference blocks: a header that anchors the block in the ledger and commits to its
+//! content, and a body of inferences (stubs and receipts: hashes, never text).
+//!
+//! The block id is sha256d of the header without the producer's signature; the producer
+//! signs the id. A tenure's first block carries the VRF proof that proves the next seed.
+
+use fai_primitives::codec::{write_vec, Decode, Encode, Reader};
+use fai_primitives::{CodecError, Hash256, PublicKey, SecretKey, Signature};
+use fai_vrf::{Proof, PROOF_LEN};
+
+use crate::types::{merkle_root, Inference, MAX_BLOCK_RECEIPTS};
+
+/// The header of an inference block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferenceHeader {
+    pub version: u32,
+    pub height: u32,
+    pub parent: [u8; 32],
+    /// The ledger block the tenure was won in.
+    pub ledger_anchor: [u8; 32],
+    pub ledger_height: u32,
+    /// Merkle root of the VM transactions' ids.
+    pub tx_root: Hash256,
+    /// Merkle root of the inferences (stub txid, then receipt hash).
+    pub results_root: Hash256,
+    /// The contract state after the block.
+    pub state_root: [u8; 32],
+    /// Present in a tenure's first block.
+    pub vrf_proof: Option<Proof>,
+    pub producer: PublicKey,
+    pub signature: Signature,
+}
+
+impl InferenceHeader {
+    fn encode_unsigned(&self, out: &mut Vec<u8>) {
+        self.version.encode_to(out);
+        self.height.encode_to(out);
+        self.parent.encode_to(out);
+        self.ledger_anchor.encode_to(out);
+        self.ledger_height.encode_to(out);
+        self.tx_root.encode_to(out);
+        self.results_root.encode_to(out);
+        self.state_root.encode_to(out);
+        match &self.vrf_proof {
+            None => out.push(0),
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(&p.0);
+            }
+        }
+        self.producer.encode_to(out);
+    }
+
+    /// The block id.
+    pub fn id(&self) -> Hash256 {
+        let mut out = b"fai-inference-block/v1".to_vec();
+        self.encode_unsigned(&mut out);
+        Hash256::sha256d(&out)
+    }
+
+    pub fn sign(&mut self, key: &SecretKey) {
+        self.signature = key.sign(&self.id());
+    }
+
+    pub fn signature_valid(&self) -> bool {
+        self.producer.verify(&self.id(), &self.signature)
+    }
+}
+
+impl Encode for InferenceHeader {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.encode_unsigned(out);
+        self.signature.encode_to(out);
+    }
+}
+
+impl Decode for InferenceHeader {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(InferenceHeader {
+            version: r.read_u32()?,
+            height: r.read_u32()?,
+            parent: r.read_array()?,
+            ledger_anchor: r.read_array()?,
+            ledger_height: r.read_u32()?,
+            tx_root: Decode::decode_from(r)?,
+            results_root: Decode::decode_from(r)?,
+            state_root: r.read_array()?,
+            vrf_proof: match r.read_u8()? {
+                0 => None,
+                1 => Some(Proof(r.read_array::<PROOF_LEN>()?)),
+                _ => {
+                    return Err(CodecError::Invalid {
+                        what: "VRF proof flag",
+                        reason: "neither 0 nor 1",
+                    })
+                }
+            },
+            producer: Decode::decode_from(r)?,
+            signature: Decode::decode_from(r)?,
+        })
+    }
+}
+
+/// An inference block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferenceBlock {
+    pub header: InferenceHeader,
+    pub inferences: Vec<Inference>,
+}
+
+impl InferenceBlock {
+    /// The results root of `inferences`.
+    pub fn results_root_of(inferences: &[Inference]) -> Hash256 {
+        let leaves: Vec<Hash256> = inferences
+            .iter()
+            .map(|i| Hash256::sha256d_parts(&[&i.stub.txid().0, &i.receipt.signing_digest().0]))
+            .collect();
+        merkle_root(&leaves)
+    }
+}
+
+impl Encode for InferenceBlock {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.header.encode_to(out);
+        write_vec(out, &self.inferences);
+    }
+}
+
+impl Decode for InferenceBlock {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(InferenceBlock {
+            header: Decode::decode_from(r)?,
+            // A stub and a receipt take well over 200 bytes.
+            inferences: r.read_vec("inferences", MAX_BLOCK_RECEIPTS, 200)?,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! What a ledger block means for the inference layer: the register ops it carries, the
+//! valid commits (bids) of its sortition, and its peg-ins. A pure function of the block,
+//! its height, the verifier set and the registers already on the ledger: after a ledger
+//! reorganisation the node simply reads the new branch's blocks again.
+//!
+//! Rules:
+//! - only a transaction's first op counts; coinbases carry none;
+//! - a commit must name a register op at a lower ledger height; each register bids at most
+//!   once per block (the first valid commit);
+//! - a commit pays its bid in the same transaction: with a verifier set, the same nonzero
+//!   amount to every member's address (pay-to-key-hash outputs), the bid being the sum;
+//!   without a set (before anyone stakes) the value of the op's own data output, burnt;
+//! - a peg-in credits the value of its own data output (which can never be spent) to the
+//!   inference address it names; a zero value is no peg-in.
+
+use fai_ledger::{Block, OutputKind};
+use fai_primitives::Hash160;
+
+use crate::ops::{Op, RegisterRef};
+use crate::sortition::Bid;
+
+/// A register op on the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    pub at: RegisterRef,
+    pub vrf_key: [u8; 32],
+    pub address: Hash160,
+    pub models: Vec<[u8; 8]>,
+}
+
+/// The inference layer's reading of one ledger block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerBlockOps {
+    pub registers: Vec<Register>,
+    pub bids: Vec<Bid>,
+    pub peg_ins: Vec<(Hash160, u64)>,
+}
+
+/// Reads the ops of `block` at `height`, given the `verifiers` of the current cycle and a
+/// lookup of registers already on the chain.
+pub fn read_block(
+    block: &Block,
+    height: u32,
+    verifiers: &[Hash160],
+    registers: impl Fn(&RegisterRef) -> Option<Register>,
+) -> LedgerBlockOps {
+    let mut out = LedgerBlockOps::default();
+    for (index, tx) in block.transactions.iter().enumerate().skip(1) {
+        let Some((op, op_value)) = tx.outputs.iter().find_map(|o| match &o.kind {
+            OutputKind::Data(d) => Op::parse(d).map(|op| (op, o.value.units())),
+            OutputKind::PayToKeyHash(_) => None,
+        }) else {
+            continue;
+        };
+        let Ok(tx_index) = u16::try_from(index) else {
+            continue;
+        };
+        match op {
+            Op::Register {
+                vrf_key,
+                address,
+                models,
+            } => out.registers.push(Register {
+                at: RegisterRef { height, tx_index },
+                vrf_key,
+                address,
+                models,
+            }),
+            Op::PegIn { address } => {
+                if op_value > 0 {
+                    out.peg_ins.push((address, op_value));
+                }
+            }
+            Op::Commit {
+                register,
+                parent,
+                seed,
+            } => {
+                if register.height >= height || out.bids.iter().any(|b| b.register == register) {
+                    continue;
+                }
+                let Some(reg) = registers(&register) else {
+                    continue;
+                };
+                let amount = if verifiers.is_empty() {
+                    op_value
+                } else {
+                    let paid: Vec<u64> = verifiers
+                        .iter()
+                        .map(|v| {
+                            tx.outputs
+                                .iter()
+                                .filter(|o| o.kind == OutputKind::PayToKeyHash(*v))
+                                .map(|o| o.value.units())
+                                .fold(0u64, u64::saturating_add)
+                        })
+                        .collect();
+                    let first = paid.first().copied().unwrap_or(0);
+                    if first == 0 || paid.iter().any(|p| *p != first) {
+                        continue;
+                    }
+                    paid.iter().copied().fold(0u64, u64::saturating_add)
+                };
+                if amount == 0 {
+                    continue;
+                }
+                out.bids.push(Bid {
+                    register,
+                    vrf_key: reg.vrf_key,
+                    producer: reg.address,
+                    parent,
+                    amount,
+                    seed,
+                });
+            }
+        }
+    }
+    out
+}

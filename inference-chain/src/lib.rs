@@ -1,0 +1,33 @@
+//! Proof of Inference: the inference chain's rules as pure functions over data.
+//!
+//! - [`ops`]: the cross-layer operations carried in ledger data outputs (register, commit,
+//!   peg-in), parsed strictly.
+//! - [`ledger_ops`]: a ledger block read for the inference layer: registers, valid bids,
+//!   peg-ins.
+//! - [`sortition`]: the sortition hash, the draw weighted by commitments, and the VRF
+//!   proof that carries the seed from tenure to tenure.
+//! - [`types`], [`block`]: inference transactions (their text-free stubs in blocks),
+//!   result receipts, block headers, with bounded canonical encodings.
+//! - [`quorum`]: the verifiers' votes, finality at 3 of 5, per-inference majorities.
+//! - [`settlement`]: fees, shares, refunds, slashing and the producer subsidy.
+//! - [`payloads`]: the store of prompts and outputs, reclaimed six ledger blocks after
+//!   finality.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod block;
+pub mod ledger_ops;
+pub mod ops;
+pub mod payloads;
+pub mod quorum;
+pub mod settlement;
+pub mod sortition;
+pub mod types;

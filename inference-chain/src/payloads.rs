@@ -1,0 +1,125 @@
+//! The payload store: the text of inferences (prompt and output), kept only as long as
+//! verification and disputes need it. When a block becomes final its inferences are
+//! marked with the ledger height of finality; once the ledger is [`RECLAIM_DEPTH`] blocks
+//! past that height the text is deleted (the paper's disk reclamation). Blocks keep the
+//! hashes forever.
+//!
+//! Layout in [`PAYLOADS_COLUMN`]: `p ‖ txid` → prompt, `o ‖ txid` → output,
+//! `f ‖ height (u32 BE) ‖ txid` → nothing (the reclamation index, in height order).
+
+use std::sync::Arc;
+
+use fai_primitives::codec::{Decode, Encode};
+use fai_primitives::Hash256;
+use fai_storage::{KeyValueStore, StorageError, WriteBatch};
+
+use crate::types::Prompt;
+
+pub const PAYLOADS_COLUMN: &str = "payloads";
+/// Ledger blocks after finality before text is deleted.
+pub const RECLAIM_DEPTH: u32 = 6;
+
+fn key(prefix: u8, txid: &Hash256) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(&txid.0);
+    k
+}
+
+fn final_key(height: u32, txid: &Hash256) -> Vec<u8> {
+    let mut k = vec![b'f'];
+    k.extend_from_slice(&height.to_be_bytes());
+    k.extend_from_slice(&txid.0);
+    k
+}
+
+/// Prompts and outputs by inference transaction id.
+#[derive(Clone)]
+pub struct PayloadStore {
+    kv: Arc<dyn KeyValueStore>,
+}
+
+impl PayloadStore {
+    pub fn new(kv: Arc<dyn KeyValueStore>) -> Self {
+        PayloadStore { kv }
+    }
+
+    pub fn put_prompt(&self, txid: &Hash256, prompt: &Prompt) -> Result<(), StorageError> {
+        let mut b = WriteBatch::new();
+        b.put(PAYLOADS_COLUMN, key(b'p', txid), prompt.to_bytes());
+        self.kv.write(b)
+    }
+
+    pub fn put_output(&self, txid: &Hash256, output: &str) -> Result<(), StorageError> {
+        let mut b = WriteBatch::new();
+        b.put(PAYLOADS_COLUMN, key(b'o', txid), output.as_bytes().to_vec());
+        self.kv.write(b)
+    }
+
+    pub fn prompt(&self, txid: &Hash256) -> Result<Option<Prompt>, StorageError> {
+        match self.kv.get(PAYLOADS_COLUMN, &key(b'p', txid))? {
+            None => Ok(None),
+            Some(bytes) => {
+                Prompt::from_bytes(&bytes)
+                    .map(Some)
+                    .map_err(|e| StorageError::Corrupt {
+                        column: PAYLOADS_COLUMN,
+                        detail: format!("prompt of {txid}: {e}"),
+                    })
+            }
+        }
+    }
+
+    pub fn output(&self, txid: &Hash256) -> Result<Option<String>, StorageError> {
+        match self.kv.get(PAYLOADS_COLUMN, &key(b'o', txid))? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| StorageError::Corrupt {
+                    column: PAYLOADS_COLUMN,
+                    detail: format!("output of {txid} is not UTF-8"),
+                }),
+        }
+    }
+
+    /// Records that the inferences `txids` are in a block final at ledger height `height`.
+    pub fn mark_final(&self, txids: &[Hash256], height: u32) -> Result<(), StorageError> {
+        let mut b = WriteBatch::new();
+        for txid in txids {
+            b.put(PAYLOADS_COLUMN, final_key(height, txid), Vec::new());
+        }
+        self.kv.write(b)
+    }
+
+    /// Deletes the text of every inference final at least [`RECLAIM_DEPTH`] ledger blocks
+    /// below `ledger_height`; returns how many inferences it reclaimed.
+    pub fn reclaim(&self, ledger_height: u32) -> Result<usize, StorageError> {
+        let Some(limit) = ledger_height.checked_sub(RECLAIM_DEPTH) else {
+            return Ok(0);
+        };
+        let mut upper = final_key(limit, &Hash256([0xff; 32]));
+        let mut reclaimed = 0usize;
+        loop {
+            let found = self.kv.scan_back(PAYLOADS_COLUMN, b"f", &upper, 512)?;
+            if found.is_empty() {
+                return Ok(reclaimed);
+            }
+            let mut b = WriteBatch::new();
+            for (k, _) in &found {
+                let Some(txid) = k.get(5..37).and_then(|t| <[u8; 32]>::try_from(t).ok()) else {
+                    continue;
+                };
+                let txid = Hash256(txid);
+                b.delete(PAYLOADS_COLUMN, key(b'p', &txid));
+                b.delete(PAYLOADS_COLUMN, key(b'o', &txid));
+                b.delete(PAYLOADS_COLUMN, k.clone());
+                reclaimed = reclaimed.saturating_add(1);
+            }
+            let last = found.last().map(|(k, _)| k.clone());
+            self.kv.write(b)?;
+            match last {
+                Some(k) if found.len() == 512 => upper = k,
+                _ => return Ok(reclaimed),
+            }
+        }
+    }
+}

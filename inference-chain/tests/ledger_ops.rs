@@ -1,0 +1,217 @@
+//! Cross-layer operations in real ledger blocks: registers, commits that pay the verifier
+//! set, peg-ins, and the sortition they feed; malformed or underpaid ops are ignored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fai_inference_chain::ledger_ops::{read_block, Register};
+use fai_inference_chain::ops::{build_register, Op, RegisterRef};
+use fai_inference_chain::sortition::{self, genesis_seed};
+use fai_ledger::chainstate::SCHEMA;
+use fai_ledger::{testkit, Block, ChainParams, Chainstate, OutPoint, TxOut};
+use fai_primitives::{Amount, Hash160, Network, SecretKey};
+use fai_storage::MemoryStore;
+
+const NOW: u64 = 2_000_000_000;
+
+fn units(n: u64) -> Amount {
+    Amount::from_units(n).unwrap()
+}
+
+struct Funded {
+    chain: Chainstate,
+    key: SecretKey,
+    coins: Vec<(OutPoint, TxOut)>,
+}
+
+/// A regtest chain whose first `n` coinbases, paid to one key, are mature.
+fn funded(n: usize) -> Funded {
+    let store = Arc::new(MemoryStore::open(SCHEMA).unwrap());
+    let mut chain = Chainstate::open(store, ChainParams::for_network(Network::Regtest)).unwrap();
+    let key = SecretKey::from_bytes(&[3; 32]).unwrap();
+    let blocks =
+        testkit::extend(&mut chain, 101 + n as u32, key.public_key().hash160(), NOW).unwrap();
+    let coins = blocks
+        .iter()
+        .take(n)
+        .map(|b| {
+            let cb = &b.transactions[0];
+            (OutPoint::new(cb.txid(), 0), cb.outputs[0].clone())
+        })
+        .collect();
+    Funded { chain, key, coins }
+}
+
+impl Funded {
+    /// Spends the next coin into `outputs` plus change back to the key.
+    fn tx(&mut self, mut outputs: Vec<TxOut>) -> fai_ledger::Transaction {
+        let (op, out) = self.coins.remove(0);
+        let spent: u64 = outputs.iter().map(|o| o.value.units()).sum();
+        outputs.push(TxOut::pay(
+            units(out.value.units() - spent - 1_000),
+            self.key.public_key().hash160(),
+        ));
+        testkit::spend(&self.chain, &[(op, out, self.key.clone())], outputs).unwrap()
+    }
+
+    fn mine(&mut self, txs: Vec<fai_ledger::Transaction>) -> (Block, u32) {
+        let block = testkit::mine_on_tip(&self.chain, txs, Hash160([0; 20]), None).unwrap();
+        self.chain.accept_block(block.clone(), NOW).unwrap();
+        (block, self.chain.height())
+    }
+}
+
+fn data(op: &Op, value: u64) -> TxOut {
+    TxOut::data(units(value), op.encode())
+}
+
+#[test]
+fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
+    let mut f = funded(10);
+    let verifiers = [
+        Hash160([0xe1; 20]),
+        Hash160([0xe2; 20]),
+        Hash160([0xe3; 20]),
+    ];
+    let vrf_a = fai_vrf::SecretKey::from_seed([0xa; 32]);
+    let vrf_b = fai_vrf::SecretKey::from_seed([0xb; 32]);
+    let reg_a = build_register(vrf_a.public().0, Hash160([0xaa; 20]), &[[0x7a; 32]]).unwrap();
+    let reg_b = build_register(vrf_b.public().0, Hash160([0xbb; 20]), &[[0x7a; 32]]).unwrap();
+    let txs = vec![f.tx(vec![data(&reg_a, 0)]), f.tx(vec![data(&reg_b, 0)])];
+    let (block, height) = f.mine(txs);
+    let first = read_block(&block, height, &verifiers, |_| None);
+    assert_eq!(first.registers.len(), 2);
+    assert!(first.bids.is_empty());
+    let known: HashMap<RegisterRef, Register> =
+        first.registers.iter().map(|r| (r.at, r.clone())).collect();
+    let lookup = |r: &RegisterRef| known.get(r).cloned();
+
+    let seed = genesis_seed("regtest");
+    let commit = |reg: &Register, vrf: &fai_vrf::SecretKey| Op::Commit {
+        register: reg.at,
+        parent: [0x11; 32],
+        seed: sortition::next_seed(&fai_vrf::proof_to_hash(&vrf.prove(&seed).unwrap()).unwrap()),
+    };
+    let (ra, rb) = (&first.registers[0], &first.registers[1]);
+    let pay = |each: u64| {
+        verifiers
+            .iter()
+            .map(|v| TxOut::pay(units(each), *v))
+            .collect::<Vec<_>>()
+    };
+    let with = |mut outs: Vec<TxOut>, op: TxOut| {
+        outs.push(op);
+        outs
+    };
+    let txs = vec![
+        // A pays 3 x 1,000; B pays 3 x 3,000.
+        f.tx(with(pay(1_000), data(&commit(ra, &vrf_a), 0))),
+        f.tx(with(pay(3_000), data(&commit(rb, &vrf_b), 0))),
+        // A second bid by A in the same block is ignored.
+        f.tx(with(pay(5_000), data(&commit(ra, &vrf_a), 0))),
+        // Unequal payments: ignored.
+        f.tx(vec![
+            TxOut::pay(units(10), verifiers[0]),
+            TxOut::pay(units(20), verifiers[1]),
+            TxOut::pay(units(10), verifiers[2]),
+            data(&commit(rb, &vrf_b), 0),
+        ]),
+        // A peg-in of 5,000 units, and one of nothing.
+        f.tx(vec![data(
+            &Op::PegIn {
+                address: Hash160([0xcc; 20]),
+            },
+            5_000,
+        )]),
+        f.tx(vec![data(
+            &Op::PegIn {
+                address: Hash160([0xcd; 20]),
+            },
+            0,
+        )]),
+        // Not an op at all.
+        f.tx(vec![TxOut::data(units(0), b"FIX-not-an-op".to_vec())]),
+    ];
+    let (block, height) = f.mine(txs);
+    let ops = read_block(&block, height, &verifiers, lookup);
+    let amounts: Vec<(Hash160, u64)> = ops.bids.iter().map(|b| (b.producer, b.amount)).collect();
+    assert_eq!(
+        amounts,
+        vec![(Hash160([0xaa; 20]), 3_000), (Hash160([0xbb; 20]), 9_000)]
+    );
+    assert_eq!(ops.peg_ins, vec![(Hash160([0xcc; 20]), 5_000)]);
+
+    // The sortition picks one of them; its committed seed is the next seed, which its
+    // tenure proof must prove.
+    let ledger_hash = block.header.hash().0;
+    let s = sortition::run(&seed, &ledger_hash, &ops.bids);
+    let winner = s.winner.clone().unwrap();
+    assert_eq!(s.total, 12_000);
+    assert_eq!(s.next_seed, winner.seed);
+    let vrf = if winner.producer == Hash160([0xaa; 20]) {
+        &vrf_a
+    } else {
+        &vrf_b
+    };
+    assert!(sortition::tenure_proof_matches(
+        &winner,
+        &seed,
+        &vrf.prove(&seed).unwrap()
+    ));
+    let other = if winner.producer == Hash160([0xaa; 20]) {
+        &vrf_b
+    } else {
+        &vrf_a
+    };
+    assert!(!sortition::tenure_proof_matches(
+        &winner,
+        &seed,
+        &other.prove(&seed).unwrap()
+    ));
+    // The same block read again (after a reorganisation back to it) gives the same draw.
+    assert_eq!(
+        sortition::run(
+            &seed,
+            &ledger_hash,
+            &read_block(&block, height, &verifiers, lookup).bids
+        ),
+        s
+    );
+}
+
+#[test]
+fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_register() {
+    let mut f = funded(4);
+    let vrf = fai_vrf::SecretKey::from_seed([0xa; 32]);
+    let reg = build_register(vrf.public().0, Hash160([0xaa; 20]), &[[0x7a; 32]]).unwrap();
+    let tx = f.tx(vec![data(&reg, 0)]);
+    let (block, height) = f.mine(vec![tx]);
+    let registers = read_block(&block, height, &[], |_| None).registers;
+    let at = registers[0].at;
+    let commit = Op::Commit {
+        register: at,
+        parent: [0; 32],
+        seed: [9; 32],
+    };
+    let future = Op::Commit {
+        register: RegisterRef {
+            height: height + 1,
+            tx_index: 1,
+        },
+        parent: [0; 32],
+        seed: [9; 32],
+    };
+    let txs = vec![
+        f.tx(vec![data(&commit, 2_500)]),
+        f.tx(vec![data(&future, 9_999)]),
+    ];
+    let (block, height) = f.mine(txs);
+    let ops = read_block(&block, height, &[], |r| {
+        registers.iter().find(|x| x.at == *r).cloned()
+    });
+    assert_eq!(ops.bids.len(), 1);
+    assert_eq!(ops.bids[0].amount, 2_500);
+    // No bids at all: no winner, the seed stays.
+    let s = sortition::run(&[4; 32], &[5; 32], &[]);
+    assert_eq!((s.winner, s.next_seed), (None, [4; 32]));
+}

@@ -1,0 +1,325 @@
+//! Proof-of-Inference rules on real data: encodings and their limits, signatures, the
+//! quorum's edges, the payload store on RocksDB, and an honest quorum running the real
+//! engine rejecting forged results.
+
+use std::sync::Arc;
+
+use fai_inference_chain::block::{InferenceBlock, InferenceHeader};
+use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
+use fai_inference_chain::quorum::{tally, Vote};
+use fai_inference_chain::settlement::settle;
+use fai_inference_chain::types::*;
+use fai_primitives::codec::{Decode, Encode};
+use fai_primitives::{Amount, Hash160, Hash256, SecretKey, Signature};
+use proptest::prelude::*;
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_bytes(&[n; 32]).unwrap()
+}
+
+fn stub(sender: &SecretKey, prompt: &Prompt, nonce: u64) -> InferenceStub {
+    let mut s = InferenceStub {
+        sender: sender.public_key(),
+        nonce,
+        chain_id: 3,
+        model: [0x7a; 32],
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens: 64,
+            temperature_milli: 700,
+            top_p_milli: 950,
+            top_k: 40,
+            seed: 11,
+            stop: vec!["\n\n".into()],
+        },
+        max_fee: Amount::from_units(100_000).unwrap(),
+        expiry: 500,
+        signature: Signature([0; 64]),
+    };
+    s.sign(sender);
+    s
+}
+
+fn receipt(node: &SecretKey, tx: Hash256, output: &str) -> ResultReceipt {
+    let mut r = ResultReceipt {
+        tx,
+        output_hash: ResultReceipt::hash_output(output),
+        tokens: output.len() as u32,
+        node: node.public_key(),
+        signature: Signature([0; 64]),
+    };
+    r.sign(node);
+    r
+}
+
+#[test]
+fn prompts_of_tens_of_kilobytes_round_trip_and_limits_hold() {
+    let prompt = Prompt {
+        system: "s".repeat(40_000),
+        context: vec![Turn {
+            role: Role::Assistant,
+            text: "é".repeat(20_000),
+        }],
+        input: "q".repeat(60_000),
+    };
+    let tx = InferenceTx {
+        stub: stub(&key(1), &prompt, 0),
+        prompt,
+    };
+    assert!(tx.is_consistent());
+    let bytes = tx.to_bytes();
+    assert_eq!(InferenceTx::from_bytes(&bytes).unwrap(), tx);
+    // One byte short, one byte more: errors, not panics.
+    assert!(InferenceTx::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(InferenceTx::from_bytes(&longer).is_err());
+
+    let too_big = Prompt {
+        input: "q".repeat(70_000),
+        ..Prompt::default()
+    };
+    let err = Prompt::from_bytes(&too_big.to_bytes()).unwrap_err();
+    assert!(err.to_string().contains("input too large"), "{err}");
+    let too_long_context = Prompt {
+        context: (0..5)
+            .map(|_| Turn {
+                role: Role::User,
+                text: "x".repeat(60_000),
+            })
+            .collect(),
+        ..Prompt::default()
+    };
+    let err = Prompt::from_bytes(&too_long_context.to_bytes()).unwrap_err();
+    assert!(err.to_string().contains("context too large"), "{err}");
+
+    // A changed prompt no longer matches the signed stub; a changed stub fails its signature.
+    let mut changed = tx.clone();
+    changed.prompt.input.push('!');
+    assert!(!changed.is_consistent());
+    let mut forged = tx.stub.clone();
+    forged.max_fee = Amount::from_units(1).unwrap();
+    assert!(!forged.signature_valid());
+}
+
+#[test]
+fn bad_sampling_is_refused_when_decoding() {
+    let p = Prompt::default();
+    for (field, value) in [
+        ("max_tokens", 0u32),
+        ("max_tokens", 40_000),
+        ("temperature", 6_000),
+        ("top_p", 0),
+    ] {
+        let mut s = stub(&key(1), &p, 0);
+        match field {
+            "max_tokens" => s.sampling.max_tokens = value,
+            "temperature" => s.sampling.temperature_milli = value,
+            _ => s.sampling.top_p_milli = value,
+        }
+        let err = InferenceStub::from_bytes(&s.to_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("invalid sampling"),
+            "{field}: {err}"
+        );
+    }
+}
+
+fn block_with(inferences: Vec<Inference>, producer: &SecretKey) -> InferenceBlock {
+    let mut header = InferenceHeader {
+        version: 1,
+        height: 7,
+        parent: [1; 32],
+        ledger_anchor: [2; 32],
+        ledger_height: 40,
+        tx_root: Hash256([0; 32]),
+        results_root: InferenceBlock::results_root_of(&inferences),
+        state_root: [3; 32],
+        vrf_proof: Some(
+            fai_vrf::SecretKey::from_seed([4; 32])
+                .prove(b"seed")
+                .unwrap(),
+        ),
+        producer: producer.public_key(),
+        signature: Signature([0; 64]),
+    };
+    header.sign(producer);
+    InferenceBlock { header, inferences }
+}
+
+#[test]
+fn blocks_round_trip_and_their_producer_signature_covers_the_header() {
+    let inferences: Vec<Inference> = (0..3)
+        .map(|i| {
+            let s = stub(&key(1), &Prompt::default(), i);
+            let r = receipt(&key(2), s.txid(), "answer");
+            Inference {
+                stub: s,
+                receipt: r,
+            }
+        })
+        .collect();
+    let block = block_with(inferences, &key(9));
+    assert!(block.header.signature_valid());
+    assert_eq!(
+        InferenceBlock::from_bytes(&block.to_bytes()).unwrap(),
+        block
+    );
+    let mut moved = block.header.clone();
+    moved.ledger_height += 1;
+    assert!(!moved.signature_valid());
+}
+
+#[test]
+fn quorum_edges() {
+    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
+    let set: Vec<Hash160> = verifiers.iter().map(|k| k.public_key().hash160()).collect();
+    let block = Hash256([5; 32]);
+    let vote = |k: &SecretKey, v: Vec<bool>| Vote::new(k, block, v);
+
+    // 2 of 5: not final, and nothing is accepted by a non-final block's votes.
+    let two: Vec<Vote> = verifiers[..2]
+        .iter()
+        .map(|k| vote(k, vec![true, false]))
+        .collect();
+    let t = tally(&set, &block, 2, &two);
+    assert!(!t.is_final);
+    assert_eq!(t.signers.len(), 2);
+    // 3 of 5: final; per inference the majority of the signers decides.
+    let three = vec![
+        vote(&verifiers[0], vec![true, false]),
+        vote(&verifiers[1], vec![true, true]),
+        vote(&verifiers[2], vec![false, false]),
+    ];
+    let t = tally(&set, &block, 2, &three);
+    assert!(t.is_final);
+    assert_eq!(t.accepted, vec![true, false]);
+    // A verifier outside the set, the same verifier twice, another block, the wrong
+    // number of verdicts, a bad signature: none of them counts.
+    let outsider = key(99);
+    let mut tampered = vote(&verifiers[3], vec![true, true]);
+    tampered.verdicts[0] = false;
+    let noise = vec![
+        vote(&verifiers[0], vec![true, true]),
+        vote(&verifiers[0], vec![true, true]),
+        vote(&outsider, vec![true, true]),
+        Vote::new(&verifiers[1], Hash256([6; 32]), vec![true, true]),
+        vote(&verifiers[2], vec![true]),
+        tampered,
+    ];
+    let t = tally(&set, &block, 2, &noise);
+    assert_eq!(t.signers, vec![set[0]]);
+    assert!(!t.is_final);
+    // Four signers split 2 / 2 on an inference: no strict majority, rejected.
+    let four = vec![
+        vote(&verifiers[0], vec![true]),
+        vote(&verifiers[1], vec![true]),
+        vote(&verifiers[2], vec![false]),
+        vote(&verifiers[3], vec![false]),
+    ];
+    let t = tally(&set, &block, 1, &four);
+    assert!(t.is_final);
+    assert_eq!(t.accepted, vec![false]);
+}
+
+#[test]
+fn the_payload_store_forgets_text_six_ledger_blocks_after_finality() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = fai_storage::Schema {
+        columns: &[PAYLOADS_COLUMN],
+        format_version: 1,
+    };
+    let kv = Arc::new(fai_storage::RocksStore::open(dir.path(), schema).unwrap());
+    let store = PayloadStore::new(kv);
+    let prompt = Prompt {
+        system: "be brief".into(),
+        context: vec![],
+        input: "what is a block?".into(),
+    };
+    let s = stub(&key(1), &prompt, 0);
+    let txid = s.txid();
+    store.put_prompt(&txid, &prompt).unwrap();
+    store.put_output(&txid, "a batch of transactions").unwrap();
+    let other = stub(&key(1), &prompt, 1).txid();
+    store.put_prompt(&other, &prompt).unwrap();
+
+    store.mark_final(&[txid], 10).unwrap();
+    store.mark_final(&[other], 12).unwrap();
+    assert_eq!(store.reclaim(15).unwrap(), 0);
+    assert_eq!(store.prompt(&txid).unwrap(), Some(prompt.clone()));
+    assert_eq!(store.reclaim(16).unwrap(), 1);
+    assert_eq!(store.prompt(&txid).unwrap(), None);
+    assert_eq!(store.output(&txid).unwrap(), None);
+    // The hash in the block stays, and still names the text that was served.
+    assert_eq!(s.prompt_hash, prompt.hash());
+    assert!(store.prompt(&other).unwrap().is_some());
+    assert_eq!(store.reclaim(18).unwrap(), 1);
+    assert_eq!(store.prompt(&other).unwrap(), None);
+    assert_eq!(store.reclaim(30).unwrap(), 0);
+}
+
+/// Five verifiers replay each result with the real engine on the built-in model: every
+/// kind of forgery of the engine's fraud suite is rejected by the quorum and settles as a
+/// refund and a slash; honest results are accepted and paid.
+#[test]
+fn an_honest_quorum_rejects_forged_results_with_the_real_engine() {
+    use candle_core::Device;
+    use fai_engine::fraud::{build, other_model_spec};
+    use fai_engine::tiny::{ensure_fai_tiny, write_gguf};
+    use fai_engine::{LoadedModel, Replay, Verifier};
+    let dir = tempfile::tempdir().unwrap();
+    let model = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
+    let other_path = dir.path().join("other.gguf");
+    write_gguf(&other_model_spec(), &other_path).unwrap();
+    let other = LoadedModel::load(&other_path, &Device::Cpu).unwrap();
+    let prompts = vec![
+        "the price of a block".to_string(),
+        "who signs the blocks".to_string(),
+    ];
+    let cases = build(&model, &other, &prompts, 48, 21).unwrap();
+    assert!(cases.len() >= 12, "{} cases", cases.len());
+
+    let verifiers: Vec<SecretKey> = (20..25).map(key).collect();
+    let set: Vec<Hash160> = verifiers.iter().map(|k| k.public_key().hash160()).collect();
+    let block = Hash256([8; 32]);
+    let votes: Vec<Vote> = verifiers
+        .iter()
+        .map(|k| {
+            let verdicts = cases
+                .iter()
+                .map(|c| {
+                    Replay::default()
+                        .verify(&model, &c.request, &c.output)
+                        .unwrap()
+                        .accepted
+                })
+                .collect();
+            Vote::new(k, block, verdicts)
+        })
+        .collect();
+    let t = tally(&set, &block, cases.len(), &votes);
+    assert!(t.is_final);
+    let (max_fee, price, bond) = (10_000u64, 1_000_000_000u64, 50_000u64);
+    for (case, accepted) in cases.iter().zip(&t.accepted) {
+        let s = settle(*accepted, max_fee, price, case.output.len() as u32, bond);
+        if case.kind == "honest" {
+            assert!(*accepted, "an honest result was rejected");
+            assert!(s.node > 0 && s.slash == 0 && s.refund < max_fee);
+        } else {
+            assert!(!*accepted, "a {} forgery was accepted", case.kind);
+            assert_eq!((s.refund, s.node, s.producer), (max_fee, 0, 0));
+            assert!(s.slash > 0);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = InferenceBlock::from_bytes(&data);
+        let _ = InferenceTx::from_bytes(&data);
+        let _ = ResultReceipt::from_bytes(&data);
+    }
+}
