@@ -29,6 +29,7 @@ use clarity::vm::types::QualifiedContractIdentifier;
 use fai_primitives::codec::{Decode, Encode, Reader};
 use fai_primitives::CodecError;
 use fai_storage::{KeyValueStore, WriteBatch};
+use sha2::{Digest, Sha256};
 
 use crate::error::{ClarityError, Result};
 
@@ -41,6 +42,7 @@ const KIND_DATA: u8 = b'd';
 const KIND_META: u8 = b'm';
 const INDEX_BLOCK: u8 = b'b';
 const INDEX_CONSENSUS: u8 = b'c';
+const INDEX_ROOT: u8 = b'r';
 
 /// What the VM knows of an inference block: its place in the chain and its ledger anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,13 +286,51 @@ impl ClarityStore {
         })
     }
 
-    /// Writes the block's index entry and every value it wrote, atomically.
-    pub fn commit(&self, block: BlockStore) -> Result<()> {
+    /// The state root after block `id`.
+    pub fn state_root(&self, id: &[u8; 32]) -> Result<Option<[u8; 32]>> {
+        let mut key = vec![INDEX_ROOT];
+        key.extend_from_slice(id);
+        match self.kv.get(BLOCKS_COLUMN, &key)? {
+            None => Ok(None),
+            Some(v) => v
+                .as_slice()
+                .try_into()
+                .map(Some)
+                .map_err(|_| corrupt("state root of the wrong length")),
+        }
+    }
+
+    /// Writes the block's index entry and every value it wrote, atomically, and returns
+    /// the block's state root: sha256("fai-state/v1" ‖ parent's root ‖ each data write in
+    /// key order, length-prefixed), a commitment to the whole state by induction.
+    /// Contract metadata (analysis, the parsed contract) is left out, as Stacks keeps it
+    /// out of its MARF: the VM serialises it from hash maps, in no fixed order, and it is
+    /// derived from the source, whose hash is data.
+    pub fn commit(&self, block: BlockStore) -> Result<[u8; 32]> {
         if let Some(e) = block.error {
             return Err(e);
         }
         let info = block.open;
+        let parent_root = if info.height == 0 {
+            [0; 32]
+        } else {
+            self.state_root(&info.parent)?
+                .ok_or_else(|| ClarityError::UnknownBlock(hex::encode(info.parent)))?
+        };
+        let mut h = Sha256::new();
+        h.update(b"fai-state/v1");
+        h.update(parent_root);
+        for (k, v) in &block.data {
+            h.update((k.len() as u64).to_le_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v.as_bytes());
+        }
+        let root: [u8; 32] = h.finalize().into();
         let mut batch = WriteBatch::new();
+        let mut rkey = vec![INDEX_ROOT];
+        rkey.extend_from_slice(&info.id);
+        batch.put(BLOCKS_COLUMN, rkey, root.to_vec());
         let mut key = vec![INDEX_BLOCK];
         key.extend_from_slice(&info.id);
         batch.put(BLOCKS_COLUMN, key, info.to_bytes());
@@ -312,7 +352,7 @@ impl ClarityStore {
             );
         }
         self.kv.write(batch)?;
-        Ok(())
+        Ok(root)
     }
 }
 

@@ -44,6 +44,12 @@ pub enum BlockOp {
     Tx(VmTransaction),
     /// New FAI for `to`: the inference subsidy or a peg-in (consensus only).
     Mint { to: [u8; 20], amount: u128 },
+    /// FAI moved by the consensus (escrow of inference fees and their settlement).
+    Move {
+        from: [u8; 20],
+        to: [u8; 20],
+        amount: u128,
+    },
     /// A boot contract's function called by the consensus, as the boot principal.
     System {
         contract: String,

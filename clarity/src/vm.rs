@@ -85,11 +85,13 @@ impl VmConfig {
     }
 }
 
-/// The results of a block's operations, in order, and what the included ones cost.
+/// The results of a block's operations, in order, what the included ones cost, and the
+/// state root after the block.
 #[derive(Debug, Clone)]
 pub struct BlockResult {
     pub outcomes: Vec<Result<Receipt, String>>,
     pub cost: ExecutionCost,
+    pub state_root: [u8; 32],
 }
 
 /// A model approved in the genesis block.
@@ -458,6 +460,26 @@ impl ClarityVm {
                     .map_err(|e| ClarityError::Vm(format!("mint failed: {e}")));
                 (db, outcome)
             }
+            BlockOp::Move { from, to, amount } => {
+                let (from, to, amount) = (self.principal(*from), self.principal(*to), *amount);
+                let tracker = LimitedCostTracker::new_free();
+                let (db, _, r) = self.with_env(db, tracker, |env| {
+                    env.stx_transfer(&from, &to, amount, &BuffData::empty())
+                })?;
+                let outcome = r
+                    .map(|(value, _, evs)| Receipt {
+                        result: value,
+                        committed: true,
+                        events: events(evs),
+                        cost: ExecutionCost::zero(),
+                    })
+                    .map_err(|_| {
+                        ClarityError::TransferFailed(format!(
+                            "{amount} from {from} to {to}: not enough funds"
+                        ))
+                    });
+                (db, outcome)
+            }
             BlockOp::System {
                 contract,
                 function,
@@ -664,13 +686,14 @@ impl ClarityVm {
                     outcomes.push(outcome.map_err(|e| e.to_string()));
                 }
                 db.commit();
-                BlockResult {
-                    outcomes,
-                    cost: used,
-                }
+                (outcomes, used)
             };
-            self.store.commit(block)?;
-            Ok(result)
+            let state_root = self.store.commit(block)?;
+            Ok(BlockResult {
+                outcomes: result.0,
+                cost: result.1,
+                state_root,
+            })
         })
     }
 
@@ -731,13 +754,14 @@ impl ClarityVm {
                     outcomes.push(outcome.map_err(|e| e.to_string()));
                 }
                 db.commit();
-                BlockResult {
-                    outcomes,
-                    cost: used,
-                }
+                (outcomes, used)
             };
-            self.store.commit(block)?;
-            Ok(result)
+            let state_root = self.store.commit(block)?;
+            Ok(BlockResult {
+                outcomes: result.0,
+                cost: result.1,
+                state_root,
+            })
         })
     }
 

@@ -478,3 +478,36 @@ fn bad_contracts_and_calls_get_clear_errors() {
     let e = vm.account(&[0x55; 32], &ledger, ALICE).unwrap_err();
     assert!(matches!(e, ClarityError::UnknownBlock(_)), "{e}");
 }
+
+#[test]
+fn consensus_moves_and_state_roots_are_deterministic() {
+    let ledger = ledger(4);
+    let g = genesis_info(&ledger);
+    let b1 = child(&g, 1, &ledger, 2);
+    let ops = [
+        BlockOp::Move {
+            from: ALICE,
+            to: BOB,
+            amount: 400,
+        },
+        BlockOp::Move {
+            from: BOB,
+            to: ALICE,
+            amount: 10_000,
+        },
+    ];
+    let mut roots = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = vm_on(open_store(dir.path()), config());
+        let genesis = vm.genesis(g, &ledger, &genesis_settings(), &[mint(ALICE, 1_000)]).unwrap();
+        let r = vm.execute_block(b1, &ledger, &ops).unwrap();
+        assert!(r.outcomes[0].is_ok());
+        assert!(r.outcomes[1].as_ref().unwrap_err().contains("not enough funds"));
+        assert_eq!(vm.account(&b1.id, &ledger, BOB).unwrap().0, 400);
+        assert_eq!(vm.store().state_root(&b1.id).unwrap(), Some(r.state_root));
+        assert_ne!(genesis.state_root, r.state_root);
+        roots.push(r.state_root);
+    }
+    assert_eq!(roots[0], roots[1], "the same blocks give the same state root");
+}
