@@ -500,14 +500,22 @@ fn consensus_moves_and_state_roots_are_deterministic() {
     for _ in 0..2 {
         let dir = tempfile::tempdir().unwrap();
         let vm = vm_on(open_store(dir.path()), config());
-        let genesis = vm.genesis(g, &ledger, &genesis_settings(), &[mint(ALICE, 1_000)]).unwrap();
+        let genesis = vm
+            .genesis(g, &ledger, &genesis_settings(), &[mint(ALICE, 1_000)])
+            .unwrap();
         let r = vm.execute_block(b1, &ledger, &ops).unwrap();
         assert!(r.outcomes[0].is_ok());
-        assert!(r.outcomes[1].as_ref().unwrap_err().contains("not enough funds"));
+        assert!(r.outcomes[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("not enough funds"));
         assert_eq!(vm.account(&b1.id, &ledger, BOB).unwrap().0, 400);
         assert_eq!(vm.store().state_root(&b1.id).unwrap(), Some(r.state_root));
         assert_ne!(genesis.state_root, r.state_root);
         roots.push(r.state_root);
     }
-    assert_eq!(roots[0], roots[1], "the same blocks give the same state root");
+    assert_eq!(
+        roots[0], roots[1],
+        "the same blocks give the same state root"
+    );
 }

@@ -6,6 +6,8 @@
 //!   peg-ins.
 //! - [`sortition`]: the sortition hash, the draw weighted by commitments, and the VRF
 //!   proof that carries the seed from tenure to tenure.
+//! - [`tracker`]: the sortition records of every ledger block read, by hash, so that
+//!   both sides of a fork coexist and a reorganisation needs no undo.
 //! - [`types`], [`block`]: inference transactions (their text-free stubs in blocks),
 //!   result receipts, block headers, with bounded canonical encodings.
 //! - [`quorum`]: the verifiers' votes, finality at 3 of 5, per-inference majorities.
@@ -30,4 +32,5 @@ pub mod payloads;
 pub mod quorum;
 pub mod settlement;
 pub mod sortition;
+pub mod tracker;
 pub mod types;
