@@ -1,5 +1,6 @@
 //! Inference blocks: a header that anchors the block in the ledger and commits to its
-//! content, and a body of inferences (stubs and receipts: hashes, never text).
+//! content, and a body of VM transactions, inferences (stubs and receipts: hashes, never
+//! text) and the verifiers' votes on the parent block.
 //!
 //! The block id is sha256d of the header without the producer's signature; the producer
 //! signs the id. A tenure's first block carries the VRF proof that proves the next seed.
@@ -8,7 +9,9 @@ use fai_primitives::codec::{write_vec, Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash256, PublicKey, SecretKey, Signature};
 use fai_vrf::{Proof, PROOF_LEN};
 
+use crate::quorum::Vote;
 use crate::types::{merkle_root, Inference, MAX_BLOCK_RECEIPTS};
+use crate::vmtx::SignedVmTx;
 
 /// The header of an inference block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct InferenceHeader {
     pub tx_root: Hash256,
     /// Merkle root of the inferences (stub txid, then receipt hash).
     pub results_root: Hash256,
+    /// Merkle root of the verifiers' votes on the parent block carried in the body.
+    pub votes_root: Hash256,
     /// The contract state after the block.
     pub state_root: [u8; 32],
     /// Present in a tenure's first block.
@@ -40,6 +45,7 @@ impl InferenceHeader {
         self.ledger_height.encode_to(out);
         self.tx_root.encode_to(out);
         self.results_root.encode_to(out);
+        self.votes_root.encode_to(out);
         self.state_root.encode_to(out);
         match &self.vrf_proof {
             None => out.push(0),
@@ -84,6 +90,7 @@ impl Decode for InferenceHeader {
             ledger_height: r.read_u32()?,
             tx_root: Decode::decode_from(r)?,
             results_root: Decode::decode_from(r)?,
+            votes_root: Decode::decode_from(r)?,
             state_root: r.read_array()?,
             vrf_proof: match r.read_u8()? {
                 0 => None,
@@ -105,10 +112,34 @@ impl Decode for InferenceHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InferenceBlock {
     pub header: InferenceHeader,
+    /// VM transactions, in execution order.
+    pub vm_txs: Vec<SignedVmTx>,
     pub inferences: Vec<Inference>,
+    /// The verifiers' votes on the parent block: its finality certificate, settled here.
+    pub parent_votes: Vec<Vote>,
 }
 
+/// VM transactions one block may carry.
+pub const MAX_BLOCK_VM_TXS: u64 = 5_000;
+
 impl InferenceBlock {
+    /// The transactions root of `txs`.
+    pub fn tx_root_of(txs: &[SignedVmTx]) -> Hash256 {
+        merkle_root(&txs.iter().map(SignedVmTx::txid).collect::<Vec<_>>())
+    }
+
+    /// The votes root of `votes`.
+    pub fn votes_root_of(votes: &[Vote]) -> Hash256 {
+        merkle_root(&votes.iter().map(Vote::signing_digest).collect::<Vec<_>>())
+    }
+
+    /// Whether the header's roots commit to this body.
+    pub fn roots_match(&self) -> bool {
+        self.header.tx_root == Self::tx_root_of(&self.vm_txs)
+            && self.header.results_root == Self::results_root_of(&self.inferences)
+            && self.header.votes_root == Self::votes_root_of(&self.parent_votes)
+    }
+
     /// The results root of `inferences`.
     pub fn results_root_of(inferences: &[Inference]) -> Hash256 {
         let leaves: Vec<Hash256> = inferences
@@ -122,7 +153,9 @@ impl InferenceBlock {
 impl Encode for InferenceBlock {
     fn encode_to(&self, out: &mut Vec<u8>) {
         self.header.encode_to(out);
+        write_vec(out, &self.vm_txs);
         write_vec(out, &self.inferences);
+        write_vec(out, &self.parent_votes);
     }
 }
 
@@ -130,8 +163,11 @@ impl Decode for InferenceBlock {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(InferenceBlock {
             header: Decode::decode_from(r)?,
+            vm_txs: r.read_vec("VM transactions", MAX_BLOCK_VM_TXS, 100)?,
             // A stub and a receipt take well over 200 bytes.
             inferences: r.read_vec("inferences", MAX_BLOCK_RECEIPTS, 200)?,
+            // A verifier key, block id and signature: 129 bytes and more.
+            parent_votes: r.read_vec("votes", 64, 129)?,
         })
     }
 }

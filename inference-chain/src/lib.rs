@@ -10,6 +10,7 @@
 //!   both sides of a fork coexist and a reorganisation needs no undo.
 //! - [`types`], [`block`]: inference transactions (their text-free stubs in blocks),
 //!   result receipts, block headers, with bounded canonical encodings.
+//! - [`vmtx`]: signed VM transactions (transfer, deploy, call) with Clarity arguments.
 //! - [`quorum`]: the verifiers' votes, finality at 3 of 5, per-inference majorities.
 //! - [`settlement`]: fees, shares, refunds, slashing and the producer subsidy.
 //! - [`payloads`]: the store of prompts and outputs, reclaimed six ledger blocks after
@@ -34,3 +35,4 @@ pub mod settlement;
 pub mod sortition;
 pub mod tracker;
 pub mod types;
+pub mod vmtx;

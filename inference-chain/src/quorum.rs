@@ -4,8 +4,10 @@
 //! signers accepted it. Signatures from outside the set, over another block, with the
 //! wrong number of verdicts or that do not verify are ignored; a verifier counts once.
 
-use fai_primitives::codec::Encode;
-use fai_primitives::{Hash160, Hash256, PublicKey, SecretKey, Signature};
+use fai_primitives::codec::{Decode, Encode, Reader};
+use fai_primitives::{CodecError, Hash160, Hash256, PublicKey, SecretKey, Signature};
+
+use crate::types::MAX_BLOCK_RECEIPTS;
 
 /// One verifier's signed verdicts on one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,42 @@ impl Vote {
         };
         v.signature = key.sign(&v.signing_digest());
         v
+    }
+}
+
+impl Encode for Vote {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.verifier.encode_to(out);
+        self.block.encode_to(out);
+        fai_primitives::codec::write_len(out, self.verdicts.len());
+        out.extend(self.verdicts.iter().map(|v| u8::from(*v)));
+        self.signature.encode_to(out);
+    }
+}
+
+impl Decode for Vote {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let verifier = Decode::decode_from(r)?;
+        let block = Decode::decode_from(r)?;
+        let n = r.read_len("verdicts", MAX_BLOCK_RECEIPTS)?;
+        let verdicts = r
+            .read_slice(n)?
+            .iter()
+            .map(|b| match b {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(CodecError::Invalid {
+                    what: "verdict",
+                    reason: "neither 0 nor 1",
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Vote {
+            verifier,
+            block,
+            verdicts,
+            signature: Decode::decode_from(r)?,
+        })
     }
 }
 

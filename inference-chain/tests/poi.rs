@@ -134,6 +134,7 @@ fn block_with(inferences: Vec<Inference>, producer: &SecretKey) -> InferenceBloc
         ledger_height: 40,
         tx_root: Hash256([0; 32]),
         results_root: InferenceBlock::results_root_of(&inferences),
+        votes_root: Hash256([0; 32]),
         state_root: [3; 32],
         vrf_proof: Some(
             fai_vrf::SecretKey::from_seed([4; 32])
@@ -144,7 +145,12 @@ fn block_with(inferences: Vec<Inference>, producer: &SecretKey) -> InferenceBloc
         signature: Signature([0; 64]),
     };
     header.sign(producer);
-    InferenceBlock { header, inferences }
+    InferenceBlock {
+        header,
+        vm_txs: vec![],
+        inferences,
+        parent_votes: vec![],
+    }
 }
 
 #[test]

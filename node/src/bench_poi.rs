@@ -117,6 +117,7 @@ pub fn poi(receipts: usize, runs: usize) -> Result<PoiReport> {
             ledger_height: 10,
             tx_root: Hash256([0; 32]),
             results_root: InferenceBlock::results_root_of(&list),
+            votes_root: Hash256([0; 32]),
             state_root: [2; 32],
             vrf_proof: None,
             producer: producer.public_key(),
@@ -125,7 +126,9 @@ pub fn poi(receipts: usize, runs: usize) -> Result<PoiReport> {
         header.sign(&producer);
         let bytes = InferenceBlock {
             header,
+            vm_txs: Vec::new(),
             inferences: list.clone(),
+            parent_votes: Vec::new(),
         }
         .to_bytes();
         best_assemble = best_assemble.min(started.elapsed().as_secs_f64());
