@@ -157,11 +157,13 @@
 
 ;; --- consensus only ---
 
-;; Records the leaders as the verifier set of the current cycle (once per cycle).
-(define-public (begin-cycle)
+;; Records the leaders as the verifier set of `cycle` (once per cycle). The consensus
+;; names the cycle of the block's own ledger anchor (burn-block-height here is the
+;; parent's).
+(define-public (begin-cycle (cycle uint))
   (begin
     (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
-    (ok (map-insert verifier-sets (current-cycle) (var-get leaders)))))
+    (ok (map-insert verifier-sets cycle (var-get leaders)))))
 
 ;; Sets the cycle length and the minimum stake (at genesis).
 (define-public (configure (length uint) (minimum uint))

@@ -98,7 +98,7 @@ impl Repl {
             let out = r.call(&account(n), "staking", "stake", &format!("u{amount} u1"));
             assert!(out.starts_with("(ok (some"), "{out}");
         }
-        assert_eq!(r.call(BOOT, "staking", "begin-cycle", ""), "(ok true)");
+        assert_eq!(r.call(BOOT, "staking", "begin-cycle", "u0"), "(ok true)");
         r
     }
 }
@@ -214,11 +214,11 @@ fn the_verifier_set_is_the_five_largest_stakes_at_the_cycle_start() {
     r.advance(1);
     r.call(&account(8), "staking", "stake", "u500 u1");
     assert_eq!(
-        r.call(&account(1), "staking", "begin-cycle", ""),
+        r.call(&account(1), "staking", "begin-cycle", "u0"),
         "(err u1)"
     );
-    assert_eq!(r.call(BOOT, "staking", "begin-cycle", ""), "(ok true)");
-    assert_eq!(r.call(BOOT, "staking", "begin-cycle", ""), "(ok false)");
+    assert_eq!(r.call(BOOT, "staking", "begin-cycle", "u0"), "(ok true)");
+    assert_eq!(r.call(BOOT, "staking", "begin-cycle", "u0"), "(ok false)");
     let expected = format!(
         "(ok ({} {} {} {} {}))",
         account(2),

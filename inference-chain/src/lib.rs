@@ -13,6 +13,9 @@
 //! - [`vmtx`]: signed VM transactions (transfer, deploy, call) with Clarity arguments.
 //! - [`quorum`]: the verifiers' votes, finality at 3 of 5, per-inference majorities.
 //! - [`settlement`]: fees, shares, refunds, slashing and the producer subsidy.
+//! - [`chain`]: the chain itself: blocks of sortition winners checked, run through the
+//!   VM (settlement of the parent, peg-ins, cycles, VM transactions, fee escrow) and
+//!   stored; the canonical tip as of any ledger block.
 //! - [`payloads`]: the store of prompts and outputs, reclaimed six ledger blocks after
 //!   finality.
 #![cfg_attr(
@@ -27,6 +30,7 @@
 )]
 
 pub mod block;
+pub mod chain;
 pub mod ledger_ops;
 pub mod ops;
 pub mod payloads;

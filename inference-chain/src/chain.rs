@@ -1,0 +1,733 @@
+//! The inference chain: follows the ledger, accepts the blocks of sortition winners, runs
+//! them through the Clarity VM, and settles each block's inferences in its child, which
+//! carries the verifiers' votes on it (its finality certificate).
+//!
+//! One block per tenure: the winner of the sortition at ledger block L produces one block
+//! anchored at L, on the parent its commit named. What a block at height h executes, in
+//! order:
+//! 1. settlement of its parent's inferences: with votes from a majority of the parent's
+//!    verifier set, each inference is paid (90% node, 10% parent's producer, rest back to
+//!    the sender) or refunded with the node's bond slashed, reputation is recorded, and
+//!    the parent's producer earns the subsidy; without a majority everything is refunded
+//!    and nobody earns anything;
+//! 2. the peg-ins of its ledger branch newly six blocks deep (mints);
+//! 3. `staking.begin-cycle` when its ledger anchor starts a new reward cycle;
+//! 4. its VM transactions, each paying its fee to the producer;
+//! 5. the escrow of its inferences' max fees.
+//!
+//! Every one of these must succeed (a contract call may return `(err ..)`); the state
+//! root after them must be the header's. The VM keys the block's state by its execution
+//! id (the header without state root and signature), so it can run before the root is
+//! known.
+//!
+//! The canonical tip as of a ledger block is the block anchored at the nearest ledger
+//! ancestor that has one; blocks on a losing ledger branch stay stored but are no longer
+//! on any canonical chain, and neither is their state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use clarity::vm::types::{PrincipalData, SequenceData, StandardPrincipalData};
+use fai_clarity::{BlockInfo, BlockOp, ClarityVm, Genesis, Value, VmConfig};
+use fai_ledger::Chainstate;
+use fai_primitives::{Hash160, Hash256, Network, SecretKey, Signature};
+use fai_storage::KeyValueStore;
+use sha2::{Digest, Sha256};
+
+use crate::block::{InferenceBlock, InferenceHeader};
+use crate::quorum::{tally, Vote};
+use crate::settlement::{producer_subsidy, settle};
+use crate::sortition::tenure_proof_matches;
+use crate::tracker::SortitionTracker;
+use crate::types::Inference;
+use crate::vmtx::SignedVmTx;
+
+/// Why a block is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] fai_ledger::ChainError),
+    #[error("contract VM: {0}")]
+    Vm(#[from] fai_clarity::ClarityError),
+    #[error("invalid block: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> BlockError {
+    BlockError::Invalid(msg.into())
+}
+
+/// What a chain needs to know.
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    pub network: Network,
+    pub chain_id: u32,
+    pub vm: VmConfig,
+    pub genesis: Genesis,
+    /// Ledger blocks per reward cycle (the same as `genesis.cycle_length`).
+    pub cycle_length: u32,
+}
+
+/// A stored block and what its children need of it.
+#[derive(Debug, Clone)]
+pub struct BlockRecord {
+    pub id: [u8; 32],
+    /// The id its state is stored under in the VM.
+    pub exec_id: [u8; 32],
+    pub height: u32,
+    pub anchor: Hash256,
+    pub anchor_height: u32,
+    /// Ledger height through which peg-ins are credited on this chain.
+    pub pegged_through: u32,
+    pub cycle: u32,
+    pub producer: [u8; 20],
+    /// None for the genesis block.
+    pub block: Option<InferenceBlock>,
+}
+
+/// The account that holds inference fees between inclusion and settlement; nobody has
+/// its key (the hash of a tag).
+pub fn escrow_account() -> [u8; 20] {
+    let h: [u8; 32] = Sha256::digest(b"fai-inference-escrow/v1").into();
+    let mut out = [0u8; 20];
+    out.copy_from_slice(h.get(..20).unwrap_or(&[0; 20]));
+    out
+}
+
+/// The execution id of a header: its hash without the state root and signature.
+pub fn execution_id(h: &InferenceHeader) -> [u8; 32] {
+    let mut copy = h.clone();
+    copy.state_root = [0; 32];
+    copy.signature = Signature([0; 64]);
+    let mut out = b"fai-inference-exec/v1".to_vec();
+    out.extend_from_slice(&copy.id().0);
+    Hash256::sha256d(&out).0
+}
+
+fn standard_hash(v: &Value) -> Option<[u8; 20]> {
+    match v {
+        Value::Principal(PrincipalData::Standard(StandardPrincipalData(_, h))) => Some(*h),
+        _ => None,
+    }
+}
+
+fn tuple_uint(v: &Value, name: &str) -> Option<u128> {
+    match v {
+        Value::Tuple(t) => match t.get(name).ok()? {
+            Value::UInt(n) => Some(*n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The inference chain on one database.
+pub struct InferenceChain {
+    vm: ClarityVm,
+    config: ChainConfig,
+    tracker: SortitionTracker,
+    blocks: HashMap<[u8; 32], BlockRecord>,
+    by_anchor: HashMap<Hash256, [u8; 32]>,
+    genesis_id: [u8; 32],
+}
+
+impl InferenceChain {
+    /// Opens the chain, building the genesis state anchored at the ledger's genesis.
+    pub fn open(
+        kv: Arc<dyn KeyValueStore>,
+        config: ChainConfig,
+        ledger: &Chainstate,
+    ) -> Result<Self, BlockError> {
+        let vm = ClarityVm::new(kv, config.vm.clone());
+        let genesis_id: [u8; 32] = Sha256::new()
+            .chain_update(b"fai-inference-genesis/v1")
+            .chain_update(config.network.to_string().as_bytes())
+            .finalize()
+            .into();
+        let anchor = ledger
+            .hash_at(0)
+            .ok_or_else(|| invalid("the ledger has no genesis"))?;
+        if vm.store().block(&genesis_id)?.is_none() {
+            let info = BlockInfo {
+                id: genesis_id,
+                parent: genesis_id,
+                height: 0,
+                ledger_hash: anchor.0,
+                ledger_height: 0,
+                time: 0,
+                vrf_seed: [0; 32],
+                producer: [0; 20],
+                commit_spent: 0,
+                commit_total: 0,
+                reward: 0,
+            };
+            vm.genesis(info, ledger, &config.genesis, &[])?;
+        }
+        let genesis = BlockRecord {
+            id: genesis_id,
+            exec_id: genesis_id,
+            height: 0,
+            anchor,
+            anchor_height: 0,
+            pegged_through: 0,
+            cycle: u32::MAX,
+            producer: [0; 20],
+            block: None,
+        };
+        let mut blocks = HashMap::new();
+        blocks.insert(genesis_id, genesis);
+        Ok(InferenceChain {
+            vm,
+            tracker: SortitionTracker::new(&config.network.to_string()),
+            config,
+            blocks,
+            by_anchor: HashMap::new(),
+            genesis_id,
+        })
+    }
+
+    pub fn vm(&self) -> &ClarityVm {
+        &self.vm
+    }
+
+    pub fn tracker(&self) -> &SortitionTracker {
+        &self.tracker
+    }
+
+    pub fn genesis_id(&self) -> [u8; 32] {
+        self.genesis_id
+    }
+
+    pub fn block(&self, id: &[u8; 32]) -> Option<&BlockRecord> {
+        self.blocks.get(id)
+    }
+
+    fn cycle(&self, ledger_height: u32) -> u32 {
+        ledger_height
+            .checked_div(self.config.cycle_length)
+            .unwrap_or(0)
+    }
+
+    /// The canonical tip as of ledger block `ledger_hash`.
+    pub fn tip_as_of(&self, ledger: &Chainstate, ledger_hash: &Hash256) -> &BlockRecord {
+        let genesis = self.blocks.get(&self.genesis_id);
+        let Some(height) = ledger.entry(ledger_hash).map(|e| e.height) else {
+            return genesis
+                .or_else(|| self.blocks.values().next())
+                .unwrap_or_else(|| unreachable_record());
+        };
+        for h in (0..=height).rev() {
+            let Some(hash) = ledger.ancestor(ledger_hash, h) else {
+                break;
+            };
+            if let Some(rec) = self.by_anchor.get(&hash).and_then(|id| self.blocks.get(id)) {
+                return rec;
+            }
+        }
+        genesis.unwrap_or_else(|| unreachable_record())
+    }
+
+    /// The canonical tip as of the ledger's active tip.
+    pub fn tip(&self, ledger: &Chainstate) -> &BlockRecord {
+        self.tip_as_of(ledger, &ledger.tip_hash())
+    }
+
+    /// The verifier set of `cycle` in the state of block `at`; empty if not recorded.
+    pub fn verifier_set(&self, ledger: &Chainstate, at: &BlockRecord, cycle: u32) -> Vec<Hash160> {
+        let result = self.vm.call_read_only(
+            &at.exec_id,
+            ledger,
+            [0; 20],
+            [0; 20],
+            "staking",
+            "get-verifier-set",
+            &[Value::UInt(u128::from(cycle))],
+        );
+        match result {
+            Ok((Value::Response(r), _)) if r.committed => match *r.data {
+                Value::Sequence(SequenceData::List(list)) => list
+                    .data
+                    .iter()
+                    .filter_map(standard_hash)
+                    .map(Hash160)
+                    .collect(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Reads ledger block `hash` (and its unread ancestors) for the sortitions.
+    pub fn on_ledger_block(
+        &mut self,
+        ledger: &Chainstate,
+        hash: &Hash256,
+    ) -> Result<(), BlockError> {
+        let mut pending = Vec::new();
+        let mut at = *hash;
+        while self.tracker.record(&at).is_none() {
+            let entry = ledger
+                .entry(&at)
+                .ok_or_else(|| invalid(format!("unknown ledger block {at}")))?;
+            pending.push(at);
+            if entry.height == 0 {
+                break;
+            }
+            at = entry.header.prev;
+        }
+        for hash in pending.into_iter().rev() {
+            let Some(entry) = ledger.entry(&hash) else {
+                continue;
+            };
+            let (height, parent) = (entry.height, entry.header.prev);
+            // Commits in this block pay the set of its cycle, as recorded at the tip the
+            // parent ledger block saw.
+            let set = if height == 0 {
+                Vec::new()
+            } else {
+                let tip = self.tip_as_of(ledger, &parent);
+                self.verifier_set(ledger, tip, self.cycle(height))
+            };
+            self.tracker.connect(ledger, &hash, &|_| set.clone())?;
+        }
+        Ok(())
+    }
+
+    /// The seed a commit in the ledger block after `ledger_hash` must prove (its VRF input).
+    pub fn seed_after(&self, ledger_hash: &Hash256) -> Option<[u8; 32]> {
+        self.tracker
+            .record(ledger_hash)
+            .map(|r| r.sortition.next_seed)
+    }
+
+    fn read(
+        &self,
+        ledger: &Chainstate,
+        at: &BlockRecord,
+        contract: &str,
+        function: &str,
+        args: &[Value],
+    ) -> Result<Value, BlockError> {
+        Ok(self
+            .vm
+            .call_read_only(
+                &at.exec_id,
+                ledger,
+                [0; 20],
+                [0; 20],
+                contract,
+                function,
+                args,
+            )?
+            .0)
+    }
+
+    /// Checks a block against the sortition, its parent and its contents, runs it, and
+    /// stores it. Returns its id.
+    pub fn accept(
+        &mut self,
+        ledger: &Chainstate,
+        block: InferenceBlock,
+    ) -> Result<[u8; 32], BlockError> {
+        let h = &block.header;
+        let id = h.id().0;
+        if self.blocks.contains_key(&id) {
+            return Ok(id);
+        }
+        if !h.signature_valid() {
+            return Err(invalid("the producer's signature does not verify"));
+        }
+        if !block.roots_match() {
+            return Err(invalid("the header's roots do not match the body"));
+        }
+        let anchor = Hash256(h.ledger_anchor);
+        let record = self
+            .tracker
+            .record(&anchor)
+            .ok_or_else(|| invalid("unknown ledger anchor"))?
+            .clone();
+        if record.ledger_height != h.ledger_height {
+            return Err(invalid("ledger height differs from the anchor's"));
+        }
+        let winner = record
+            .sortition
+            .winner
+            .clone()
+            .ok_or_else(|| invalid("no sortition winner at the anchor"))?;
+        if h.producer.hash160() != winner.producer {
+            return Err(invalid("the producer did not win the sortition"));
+        }
+        if h.parent != winner.parent {
+            return Err(invalid(
+                "the parent is not the one the winning commit named",
+            ));
+        }
+        if self.by_anchor.contains_key(&anchor) {
+            return Err(invalid("the tenure already has its block"));
+        }
+        let parent = self
+            .blocks
+            .get(&h.parent)
+            .ok_or_else(|| invalid("unknown parent block"))?
+            .clone();
+        if parent.anchor_height >= h.ledger_height
+            || ledger.ancestor(&anchor, parent.anchor_height) != Some(parent.anchor)
+        {
+            return Err(invalid("the parent is not on the anchor's ledger branch"));
+        }
+        if Some(h.height) != parent.height.checked_add(1) {
+            return Err(invalid("height is not the parent's plus one"));
+        }
+        let proof = h
+            .vrf_proof
+            .ok_or_else(|| invalid("a tenure's block must carry its VRF proof"))?;
+        if !tenure_proof_matches(&winner, &record.seed, &proof) {
+            return Err(invalid("the VRF proof does not prove the committed seed"));
+        }
+        self.check_inferences(ledger, &parent, h.height, &block.inferences)?;
+        for tx in &block.vm_txs {
+            if !tx.signature_valid() || tx.chain_id != self.config.chain_id {
+                return Err(invalid("a VM transaction's signature or chain id is wrong"));
+            }
+        }
+        let exec_id = execution_id(h);
+        let ops = self.block_ops(ledger, &parent, &block, anchor)?;
+        let info = BlockInfo {
+            id: exec_id,
+            parent: parent.exec_id,
+            height: h.height,
+            ledger_hash: anchor.0,
+            ledger_height: h.ledger_height,
+            time: ledger
+                .entry(&anchor)
+                .map(|e| u64::from(e.header.time))
+                .unwrap_or(0),
+            vrf_seed: winner.seed,
+            producer: winner.producer.0,
+            commit_spent: winner.amount,
+            commit_total: record.sortition.total,
+            reward: producer_subsidy(h.ledger_height).units(),
+        };
+        let result = self.vm.execute_block(info, ledger, &ops.ops)?;
+        if let Some((i, e)) = result
+            .outcomes
+            .iter()
+            .enumerate()
+            .find_map(|(i, o)| o.as_ref().err().map(|e| (i, e)))
+        {
+            return Err(invalid(format!("operation {i} of the block failed: {e}")));
+        }
+        if result.state_root != h.state_root {
+            return Err(invalid("the state root differs from the header's"));
+        }
+        self.by_anchor.insert(anchor, id);
+        self.blocks.insert(
+            id,
+            BlockRecord {
+                id,
+                exec_id,
+                height: h.height,
+                anchor,
+                anchor_height: h.ledger_height,
+                pegged_through: ops.pegged_through,
+                cycle: self.cycle(h.ledger_height),
+                producer: winner.producer.0,
+                block: Some(block),
+            },
+        );
+        Ok(id)
+    }
+
+    fn check_inferences(
+        &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
+        height: u32,
+        list: &[Inference],
+    ) -> Result<(), BlockError> {
+        let mut seen = HashSet::new();
+        for inf in list {
+            let txid = inf.stub.txid();
+            if !seen.insert(txid) {
+                return Err(invalid("an inference appears twice"));
+            }
+            let s = &inf.stub;
+            if !s.signature_valid() || !inf.receipt.signature_valid() || inf.receipt.tx != txid {
+                return Err(invalid("an inference's signatures do not verify"));
+            }
+            if s.chain_id != self.config.chain_id || s.expiry < height {
+                return Err(invalid("an inference is for another chain or expired"));
+            }
+            if inf.receipt.tokens > s.sampling.max_tokens {
+                return Err(invalid("a receipt claims more tokens than allowed"));
+            }
+            let model = Value::buff_from(s.model.to_vec()).map_err(|e| invalid(e.to_string()))?;
+            if self.read(
+                ledger,
+                parent,
+                "model-registry",
+                "is-approved",
+                std::slice::from_ref(&model),
+            )? != Value::Bool(true)
+            {
+                return Err(invalid("an inference names a model that is not approved"));
+            }
+            let node: Value = self.vm.principal(inf.receipt.node.hash160().0).into();
+            if self.read(ledger, parent, "node-registry", "serves", &[node, model])?
+                != Value::Bool(true)
+            {
+                return Err(invalid("an inference's node does not serve its model"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The VM operations of a block (see the module documentation).
+    fn block_ops(
+        &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
+        block: &InferenceBlock,
+        anchor: Hash256,
+    ) -> Result<BlockOps, BlockError> {
+        let escrow = escrow_account();
+        let mut ops = Vec::new();
+        let system = |contract: &str, function: &str, args: Vec<Value>| BlockOp::System {
+            contract: contract.into(),
+            function: function.into(),
+            args,
+        };
+        // 1. The parent's settlement.
+        if let Some(pb) = &parent.block {
+            let set = self.verifier_set(ledger, parent, parent.cycle);
+            let t = tally(
+                &set,
+                &Hash256(parent.id),
+                pb.inferences.len(),
+                &block.parent_votes,
+            );
+            for (inf, accepted) in pb.inferences.iter().zip(&t.accepted) {
+                let sender = inf.stub.sender.hash160().0;
+                let node = inf.receipt.node.hash160().0;
+                let max_fee = inf.stub.max_fee.units();
+                if !t.is_final {
+                    ops.push(BlockOp::Move {
+                        from: escrow,
+                        to: sender,
+                        amount: u128::from(max_fee),
+                    });
+                    continue;
+                }
+                let node_value: Value = self.vm.principal(node).into();
+                let entry = self.read(
+                    ledger,
+                    parent,
+                    "node-registry",
+                    "get-node",
+                    std::slice::from_ref(&node_value),
+                )?;
+                let entry = match entry {
+                    Value::Optional(o) => o.data.map(|d| *d),
+                    _ => None,
+                };
+                let price = entry
+                    .as_ref()
+                    .and_then(|e| tuple_uint(e, "price"))
+                    .unwrap_or(0);
+                let bond = entry
+                    .as_ref()
+                    .and_then(|e| tuple_uint(e, "bond"))
+                    .unwrap_or(0);
+                let s = settle(
+                    *accepted,
+                    max_fee,
+                    u64::try_from(price).unwrap_or(u64::MAX),
+                    inf.receipt.tokens,
+                    u64::try_from(bond).unwrap_or(u64::MAX),
+                );
+                for (to, amount) in [
+                    (node, s.node),
+                    (parent.producer, s.producer),
+                    (sender, s.refund),
+                ] {
+                    if amount > 0 {
+                        ops.push(BlockOp::Move {
+                            from: escrow,
+                            to,
+                            amount: u128::from(amount),
+                        });
+                    }
+                }
+                if s.slash > 0 {
+                    ops.push(system(
+                        "node-registry",
+                        "slash",
+                        vec![node_value.clone(), Value::UInt(u128::from(s.slash))],
+                    ));
+                }
+                let txid = Value::buff_from(inf.stub.txid().0.to_vec())
+                    .map_err(|e| invalid(e.to_string()))?;
+                ops.push(system(
+                    "reputation",
+                    "record-result",
+                    vec![
+                        txid,
+                        self.vm.principal(sender).into(),
+                        node_value,
+                        Value::Bool(*accepted),
+                    ],
+                ));
+            }
+            if t.is_final {
+                ops.push(BlockOp::Mint {
+                    to: parent.producer,
+                    amount: u128::from(producer_subsidy(parent.anchor_height).units()),
+                });
+            }
+        }
+        // 2. Peg-ins newly six blocks deep on this branch.
+        let (pegged_through, peg_ins) =
+            self.tracker
+                .confirmed_peg_ins(ledger, &anchor, parent.pegged_through);
+        for (to, amount) in peg_ins {
+            ops.push(BlockOp::Mint {
+                to: to.0,
+                amount: u128::from(amount),
+            });
+        }
+        // 3. A new reward cycle records its verifier set.
+        let cycle = self.cycle(block.header.ledger_height);
+        if cycle != parent.cycle {
+            ops.push(system(
+                "staking",
+                "begin-cycle",
+                vec![Value::UInt(u128::from(cycle))],
+            ));
+        }
+        // 4. VM transactions and their fees.
+        let producer = block.header.producer.hash160().0;
+        for tx in &block.vm_txs {
+            let vm_tx = tx.to_vm().map_err(|e| invalid(e.to_string()))?;
+            if tx.fee.units() > 0 {
+                ops.push(BlockOp::Move {
+                    from: vm_tx.sender,
+                    to: producer,
+                    amount: u128::from(tx.fee.units()),
+                });
+            }
+            ops.push(BlockOp::Tx(vm_tx));
+        }
+        // 5. Escrow of this block's inference fees.
+        for inf in &block.inferences {
+            ops.push(BlockOp::Move {
+                from: inf.stub.sender.hash160().0,
+                to: escrow,
+                amount: u128::from(inf.stub.max_fee.units()),
+            });
+        }
+        Ok(BlockOps {
+            ops,
+            pegged_through,
+        })
+    }
+
+    /// Builds, runs and signs the block of the tenure won at ledger block `anchor`: what a
+    /// winning inference node does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn produce(
+        &mut self,
+        ledger: &Chainstate,
+        anchor: Hash256,
+        producer: &SecretKey,
+        vrf: &fai_vrf::SecretKey,
+        vm_txs: Vec<SignedVmTx>,
+        inferences: Vec<Inference>,
+        parent_votes: Vec<Vote>,
+    ) -> Result<InferenceBlock, BlockError> {
+        let record = self
+            .tracker
+            .record(&anchor)
+            .ok_or_else(|| invalid("unknown ledger anchor"))?
+            .clone();
+        let winner = record
+            .sortition
+            .winner
+            .clone()
+            .ok_or_else(|| invalid("no sortition winner at the anchor"))?;
+        let parent = self
+            .blocks
+            .get(&winner.parent)
+            .ok_or_else(|| invalid("unknown parent block"))?
+            .clone();
+        let proof = vrf
+            .prove(&record.seed)
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut header = InferenceHeader {
+            version: 1,
+            height: parent.height.saturating_add(1),
+            parent: parent.id,
+            ledger_anchor: anchor.0,
+            ledger_height: record.ledger_height,
+            tx_root: InferenceBlock::tx_root_of(&vm_txs),
+            results_root: InferenceBlock::results_root_of(&inferences),
+            votes_root: InferenceBlock::votes_root_of(&parent_votes),
+            state_root: [0; 32],
+            vrf_proof: Some(proof),
+            producer: producer.public_key(),
+            signature: Signature([0; 64]),
+        };
+        let block = InferenceBlock {
+            header: header.clone(),
+            vm_txs,
+            inferences,
+            parent_votes,
+        };
+        // Run it once to learn the state root (the VM keys state by execution id).
+        let ops = self.block_ops(ledger, &parent, &block, anchor)?;
+        let info = BlockInfo {
+            id: execution_id(&header),
+            parent: parent.exec_id,
+            height: header.height,
+            ledger_hash: anchor.0,
+            ledger_height: header.ledger_height,
+            time: ledger
+                .entry(&anchor)
+                .map(|e| u64::from(e.header.time))
+                .unwrap_or(0),
+            vrf_seed: winner.seed,
+            producer: winner.producer.0,
+            commit_spent: winner.amount,
+            commit_total: record.sortition.total,
+            reward: producer_subsidy(header.ledger_height).units(),
+        };
+        let result = self.vm.execute_block(info, ledger, &ops.ops)?;
+        if let Some(e) = result.outcomes.iter().find_map(|o| o.as_ref().err()) {
+            return Err(invalid(format!("an operation of the block fails: {e}")));
+        }
+        header.state_root = result.state_root;
+        header.sign(producer);
+        Ok(InferenceBlock { header, ..block })
+    }
+}
+
+struct BlockOps {
+    ops: Vec<BlockOp>,
+    pegged_through: u32,
+}
+
+fn unreachable_record() -> &'static BlockRecord {
+    // The genesis record is inserted by `open` and never removed; this is only reached
+    // if that invariant is broken, and then a harmless empty record is better than a panic.
+    static EMPTY: std::sync::OnceLock<BlockRecord> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| BlockRecord {
+        id: [0; 32],
+        exec_id: [0; 32],
+        height: 0,
+        anchor: Hash256([0; 32]),
+        anchor_height: 0,
+        pegged_through: 0,
+        cycle: 0,
+        producer: [0; 20],
+        block: None,
+    })
+}

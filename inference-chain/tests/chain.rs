@@ -1,0 +1,616 @@
+//! The inference chain end to end on real parts: a regtest ledger, the Clarity VM on
+//! RocksDB, the engine on the built-in model. Peg-ins fund the actors; verifiers stake and
+//! a node registers through VM transactions; a tenure's block carries an honest and a
+//! forged result; five verifiers replay both and vote; the next block settles: the
+//! honest result is paid, the forged one refunded with the node's bond slashed, and every
+//! amount adds up. A ledger reorganisation then moves the canonical chain to the other
+//! branch, where the same transaction is settled once.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use candle_core::Device;
+use fai_clarity::{Genesis, GenesisModel, Value, VmConfig};
+use fai_engine::tiny::ensure_fai_tiny;
+use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
+use fai_inference_chain::chain::{escrow_account, ChainConfig, InferenceChain};
+use fai_inference_chain::ops::{build_register, Op, RegisterRef};
+use fai_inference_chain::quorum::Vote;
+use fai_inference_chain::settlement::{fee, producer_subsidy};
+use fai_inference_chain::sortition::next_seed;
+use fai_inference_chain::types::*;
+use fai_inference_chain::vmtx::{value_bytes, SignedVmTx, VmPayload};
+use fai_ledger::chainstate::SCHEMA;
+use fai_ledger::{testkit, Block, ChainParams, Chainstate, OutPoint, Transaction, TxOut};
+use fai_primitives::{Amount, Hash160, Hash256, Network, SecretKey, Signature};
+use fai_storage::{MemoryStore, RocksStore, Schema};
+
+const NOW: u64 = 2_000_000_000;
+const CHAIN_ID: u32 = 0x8000_0002;
+const PRICE: u64 = 1_000_000_000; // 10 FAI per million output tokens
+const BOND: u128 = 50_000;
+const MAX_FEE: u64 = 100_000;
+
+fn units(n: u64) -> Amount {
+    Amount::from_units(n).unwrap()
+}
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_bytes(&[n; 32]).unwrap()
+}
+
+fn hash(k: &SecretKey) -> Hash160 {
+    k.public_key().hash160()
+}
+
+struct Ledger {
+    chain: Chainstate,
+    key: SecretKey,
+    coins: Vec<(OutPoint, TxOut)>,
+}
+
+impl Ledger {
+    fn new(coins: usize) -> Self {
+        let store = Arc::new(MemoryStore::open(SCHEMA).unwrap());
+        let mut chain =
+            Chainstate::open(store, ChainParams::for_network(Network::Regtest)).unwrap();
+        let key = key(99);
+        let blocks = testkit::extend(&mut chain, 101 + coins as u32, hash(&key), NOW).unwrap();
+        let coins = blocks
+            .iter()
+            .take(coins)
+            .map(|b| {
+                (
+                    OutPoint::new(b.transactions[0].txid(), 0),
+                    b.transactions[0].outputs[0].clone(),
+                )
+            })
+            .collect();
+        Ledger { chain, key, coins }
+    }
+
+    fn tx(&mut self, mut outputs: Vec<TxOut>) -> Transaction {
+        let (point, out) = self.coins.remove(0);
+        let spent: u64 = outputs.iter().map(|o| o.value.units()).sum();
+        outputs.push(TxOut::pay(
+            units(out.value.units() - spent - 1_000),
+            hash(&self.key),
+        ));
+        testkit::spend(&self.chain, &[(point, out, self.key.clone())], outputs).unwrap()
+    }
+
+    fn op(&mut self, op: &Op, value: u64) -> Transaction {
+        self.tx(vec![TxOut::data(units(value), op.encode())])
+    }
+
+    fn mine_on(&mut self, parent: Hash256, txs: Vec<Transaction>) -> Block {
+        let block = testkit::mine_on(&self.chain, parent, txs, Hash160([0; 20]), None).unwrap();
+        self.chain.accept_block(block.clone(), NOW).unwrap();
+        block
+    }
+
+    fn mine(&mut self, txs: Vec<Transaction>) -> Block {
+        let tip = self.chain.tip_hash();
+        self.mine_on(tip, txs)
+    }
+}
+
+fn sampling(s: &Sampling) -> SamplingParams {
+    SamplingParams {
+        max_tokens: s.max_tokens,
+        temperature: s.temperature_milli as f32 / 1000.0,
+        top_p: s.top_p_milli as f32 / 1000.0,
+        top_k: s.top_k,
+        seed: s.seed,
+        stop: s.stop.clone(),
+    }
+}
+
+fn request(prompt: &Prompt, s: &Sampling) -> GenerateRequest {
+    GenerateRequest {
+        system: prompt.system.clone(),
+        context: vec![],
+        input: prompt.input.clone(),
+        sampling: sampling(s),
+    }
+}
+
+struct World {
+    ledger: Ledger,
+    chain: InferenceChain,
+    model: LoadedModel,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    producer: SecretKey,
+    vrf: fai_vrf::SecretKey,
+    register: RegisterRef,
+}
+
+impl World {
+    /// The seed-committing commit of the producer on `parent_block`, paying `each` to
+    /// every address of `verifiers` (or burning 1,000 units when there are none).
+    fn commit(&mut self, parent_block: [u8; 32], verifiers: &[Hash160], each: u64) -> Transaction {
+        let seed_in = self
+            .chain
+            .seed_after(&self.ledger.chain.tip_hash())
+            .unwrap();
+        let proof = self.vrf.prove(&seed_in).unwrap();
+        let op = Op::Commit {
+            register: self.register,
+            parent: parent_block,
+            seed: next_seed(&fai_vrf::proof_to_hash(&proof).unwrap()),
+        };
+        let mut outputs: Vec<TxOut> = verifiers
+            .iter()
+            .map(|v| TxOut::pay(units(each), *v))
+            .collect();
+        outputs.push(TxOut::data(
+            units(if verifiers.is_empty() { 1_000 } else { 0 }),
+            op.encode(),
+        ));
+        self.ledger.tx(outputs)
+    }
+
+    fn connect(&mut self, block: &Block) -> Hash256 {
+        let h = block.header.hash();
+        self.chain.on_ledger_block(&self.ledger.chain, &h).unwrap();
+        h
+    }
+
+    fn balance(&self, at: &[u8; 32], who: [u8; 20]) -> u128 {
+        let exec = self.chain.block(at).unwrap().exec_id;
+        self.chain
+            .vm()
+            .account(&exec, &self.ledger.chain, who)
+            .unwrap()
+            .0
+    }
+
+    fn read(&self, at: &[u8; 32], contract: &str, function: &str, args: &[Value]) -> Value {
+        let exec = self.chain.block(at).unwrap().exec_id;
+        self.chain
+            .vm()
+            .call_read_only(
+                &exec,
+                &self.ledger.chain,
+                [1; 20],
+                [0; 20],
+                contract,
+                function,
+                args,
+            )
+            .unwrap()
+            .0
+    }
+}
+
+fn principal(chain: &InferenceChain, k: &SecretKey) -> Value {
+    chain.vm().principal(hash(k).0).into()
+}
+
+#[test]
+fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let model =
+        LoadedModel::load(&ensure_fai_tiny(model_dir.path()).unwrap(), &Device::Cpu).unwrap();
+    let mut ledger = Ledger::new(24);
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema {
+        columns: &[fai_clarity::STATE_COLUMN, fai_clarity::BLOCKS_COLUMN],
+        format_version: 1,
+    };
+    let kv = Arc::new(RocksStore::open(dir.path(), schema).unwrap());
+    let config = ChainConfig {
+        network: Network::Regtest,
+        chain_id: CHAIN_ID,
+        vm: VmConfig::for_network(Network::Regtest),
+        genesis: Genesis {
+            cycle_length: 5,
+            min_stake: 100,
+            min_bond: 1_000,
+            withdraw_delay: 10,
+            models: vec![GenesisModel {
+                id: model.id.0,
+                name: "fai-tiny".into(),
+                arch: "llama".into(),
+                context_length: 2048,
+                method: "replay".into(),
+            }],
+        },
+        cycle_length: 5,
+    };
+    let chain = InferenceChain::open(kv, config, &ledger.chain).unwrap();
+
+    // The actors, funded by peg-ins; the producer registers.
+    let (producer, user, node) = (key(1), key(2), key(3));
+    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
+    let vrf = fai_vrf::SecretKey::from_seed([1; 32]);
+    let mut txs = vec![ledger.op(
+        &build_register(vrf.public().0, hash(&producer), &[model.id.0]).unwrap(),
+        0,
+    )];
+    for (who, amount) in [
+        (&user, 10_000_000u64),
+        (&node, 10_000_000),
+        (&producer, 1_000_000),
+    ] {
+        txs.push(ledger.op(&Op::PegIn { address: hash(who) }, amount));
+    }
+    for v in &verifiers {
+        txs.push(ledger.op(&Op::PegIn { address: hash(v) }, 1_000_000));
+    }
+    let funding = ledger.mine(txs);
+    let mut w = World {
+        ledger,
+        chain,
+        model,
+        _dirs: (model_dir, dir),
+        producer,
+        vrf,
+        register: RegisterRef {
+            height: 0,
+            tx_index: 1,
+        },
+    };
+    let funding_hash = w.connect(&funding);
+    w.register = w.chain.tracker().record(&funding_hash).unwrap().registers[0].at;
+    for _ in 0..6 {
+        let b = w.ledger.mine(vec![]);
+        w.connect(&b);
+    }
+
+    // Tenure 1: verifiers stake and the node registers, in VM transactions.
+    let genesis = w.chain.genesis_id();
+    let commit = w.commit(genesis, &[], 0);
+    let l1 = w.ledger.mine(vec![commit]);
+    let l1 = w.connect(&l1);
+    let mut vm_txs: Vec<SignedVmTx> = verifiers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let args = vec![
+                value_bytes(&Value::UInt(10_000 - 1_000 * i as u128)),
+                value_bytes(&Value::UInt(2)),
+            ];
+            SignedVmTx::new(
+                v,
+                0,
+                CHAIN_ID,
+                Amount::ZERO,
+                VmPayload::Call {
+                    issuer: Hash160([0; 20]),
+                    name: "staking".into(),
+                    function: "stake".into(),
+                    args,
+                },
+            )
+        })
+        .collect();
+    let models = Value::list_from(vec![Value::buff_from(w.model.id.0.to_vec()).unwrap()]).unwrap();
+    let register_args = vec![
+        value_bytes(&models),
+        value_bytes(&Value::UInt(u128::from(PRICE))),
+        value_bytes(&Value::string_ascii_from_bytes(b"/ip4/127.0.0.1/tcp/7070".to_vec()).unwrap()),
+        value_bytes(&Value::UInt(BOND)),
+    ];
+    vm_txs.push(SignedVmTx::new(
+        &node,
+        0,
+        CHAIN_ID,
+        units(10),
+        VmPayload::Call {
+            issuer: Hash160([0; 20]),
+            name: "node-registry".into(),
+            function: "register".into(),
+            args: register_args,
+        },
+    ));
+    let b1 = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            l1,
+            &w.producer,
+            &w.vrf,
+            vm_txs,
+            vec![],
+            vec![],
+        )
+        .unwrap();
+    let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, b1_id);
+    assert_eq!(w.balance(&b1_id, hash(&node).0), 10_000_000 - BOND - 10);
+    assert_eq!(w.balance(&b1_id, hash(&verifiers[0]).0), 1_000_000 - 10_000);
+    // A second block for the same tenure, or a block by someone who did not win: refused.
+    assert!(
+        w.chain.accept(&w.ledger.chain, b1.clone()).is_ok(),
+        "the same block again is a no-op"
+    );
+    let mut stranger = b1.clone();
+    stranger.header.producer = key(77).public_key();
+    stranger.header.sign(&key(77));
+    let err = w.chain.accept(&w.ledger.chain, stranger).unwrap_err();
+    assert!(err.to_string().contains("did not win"), "{err}");
+
+    // Into the next reward cycle, where the five stakers are the verifier set.
+    while (w.ledger.chain.height() + 1) % 5 != 0 {
+        let b = w.ledger.mine(vec![]);
+        w.connect(&b);
+    }
+    let fork_point = w.ledger.chain.tip_hash();
+
+    // Tenure 2: an honest and a forged result for the same user.
+    let prompt = Prompt {
+        system: String::new(),
+        context: vec![],
+        input: "what does a verifier check".into(),
+    };
+    let mk_stub = |nonce: u64, seed: u64| {
+        let mut s = InferenceStub {
+            sender: user.public_key(),
+            nonce,
+            chain_id: CHAIN_ID,
+            model: w.model.id.0,
+            prompt_hash: prompt.hash(),
+            sampling: Sampling {
+                max_tokens: 40,
+                temperature_milli: 800,
+                top_p_milli: 1000,
+                top_k: 40,
+                seed,
+                stop: vec![],
+            },
+            max_fee: units(MAX_FEE),
+            expiry: 1_000,
+            signature: Signature([0; 64]),
+        };
+        s.sign(&user);
+        s
+    };
+    let generate = |s: &Sampling, seed: u64| {
+        let mut req = request(&prompt, s);
+        req.sampling.seed = seed;
+        fai_engine::generate(&w.model, &req, &AtomicBool::new(false), |_| {}).unwrap()
+    };
+    let honest_stub = mk_stub(0, 5);
+    let honest = generate(&honest_stub.sampling, 5);
+    let forged_stub = mk_stub(1, 6);
+    let forged = generate(&forged_stub.sampling, 7); // sampled with another seed than declared
+    let receipt_for = |s: &InferenceStub, text: &str, tokens: usize| {
+        let mut r = ResultReceipt {
+            tx: s.txid(),
+            output_hash: ResultReceipt::hash_output(text),
+            tokens: tokens as u32,
+            node: node.public_key(),
+            signature: Signature([0; 64]),
+        };
+        r.sign(&node);
+        r
+    };
+    let inferences = vec![
+        Inference {
+            receipt: receipt_for(&honest_stub, &honest.text, honest.tokens.len()),
+            stub: honest_stub.clone(),
+        },
+        Inference {
+            receipt: receipt_for(&forged_stub, &forged.text, forged.tokens.len()),
+            stub: forged_stub.clone(),
+        },
+    ];
+    let commit = w.commit(b1_id, &[], 0);
+    let l2 = w.ledger.mine(vec![commit]);
+    let l2 = w.connect(&l2);
+    let b2 = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            l2,
+            &w.producer,
+            &w.vrf,
+            vec![],
+            inferences.clone(),
+            vec![],
+        )
+        .unwrap();
+    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
+    assert_eq!(w.balance(&b2_id, escrow_account()), 2 * u128::from(MAX_FEE));
+    let set = w.chain.verifier_set(
+        &w.ledger.chain,
+        w.chain.block(&b2_id).unwrap(),
+        w.chain.block(&b2_id).unwrap().cycle,
+    );
+    let mut expected_set: Vec<Hash160> = verifiers.iter().map(hash).collect();
+    expected_set.truncate(5);
+    assert_eq!(set, expected_set);
+
+    // The verifiers replay both results with the engine and vote.
+    let claims = [
+        (&honest_stub, &honest.tokens),
+        (&forged_stub, &forged.tokens),
+    ];
+    let votes: Vec<Vote> = verifiers
+        .iter()
+        .map(|v| {
+            let verdicts = claims
+                .iter()
+                .map(|(s, tokens)| {
+                    Replay::default()
+                        .verify(&w.model, &request(&prompt, &s.sampling), tokens)
+                        .unwrap()
+                        .accepted
+                })
+                .collect();
+            Vote::new(v, Hash256(b2_id), verdicts)
+        })
+        .collect();
+    assert!(votes.iter().all(|v| v.verdicts == vec![true, false]));
+
+    // Tenure 3 carries the votes; its commit pays the verifier set.
+    let commit = w.commit(b2_id, &set, 200);
+    let l3 = w.ledger.mine(vec![commit]);
+    let l3_hash = w.connect(&l3);
+    let b3 = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            l3_hash,
+            &w.producer,
+            &w.vrf,
+            vec![],
+            vec![],
+            votes[..3].to_vec(),
+        )
+        .unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+
+    let paid = fee(MAX_FEE, PRICE, honest.tokens.len() as u32);
+    let forged_fee = fee(MAX_FEE, PRICE, forged.tokens.len() as u32);
+    assert!(paid > 0 && paid < MAX_FEE);
+    let node_share = paid * 9 / 10;
+    let producer_share = paid - node_share;
+    let b2_anchor_height = w.chain.block(&b2_id).unwrap().anchor_height;
+    let subsidy = u128::from(producer_subsidy(b2_anchor_height).units());
+    assert_eq!(
+        w.balance(&b3_id, hash(&user).0),
+        10_000_000 - u128::from(paid)
+    );
+    assert_eq!(
+        w.balance(&b3_id, hash(&node).0),
+        10_000_000 - BOND - 10 + u128::from(node_share)
+    );
+    assert_eq!(
+        w.balance(&b3_id, hash(&w.producer).0),
+        1_000_000 + 10 + u128::from(producer_share) + subsidy
+    );
+    assert_eq!(w.balance(&b3_id, escrow_account()), 0);
+    let slash = u128::from(forged_fee * 3).min(BOND);
+    let entry = w.read(
+        &b3_id,
+        "node-registry",
+        "get-node",
+        &[principal(&w.chain, &node)],
+    );
+    assert!(
+        entry
+            .to_string()
+            .contains(&format!("(bond u{})", BOND - slash)),
+        "{entry}"
+    );
+    let rep = w.read(
+        &b3_id,
+        "reputation",
+        "get-record",
+        &[principal(&w.chain, &node)],
+    );
+    assert!(
+        rep.to_string().contains("(accepted u1)") && rep.to_string().contains("(rejected u1)"),
+        "{rep}"
+    );
+    // Supply: what was pegged in, plus the subsidy, less the slashed bond.
+    let pegged: u128 = 10_000_000 * 2 + 1_000_000 + 5 * 1_000_000;
+    let exec = w.chain.block(&b3_id).unwrap().exec_id;
+    assert_eq!(
+        w.chain.vm().liquid_supply(&exec, &w.ledger.chain).unwrap(),
+        pegged + subsidy - slash
+    );
+
+    // A longer ledger branch from before tenure 2: the producer wins there too and
+    // includes the honest inference again, on the same parent.
+    let commit = w.commit_on(fork_point, b1_id);
+    let f1 = w.ledger.mine_on(fork_point, vec![commit]);
+    let f1_hash = w.connect(&f1);
+    let alt = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            f1_hash,
+            &w.producer,
+            &w.vrf,
+            vec![],
+            vec![inferences[0].clone()],
+            vec![],
+        )
+        .unwrap();
+    let alt_id = w.chain.accept(&w.ledger.chain, alt).unwrap();
+    let mut tip = f1_hash;
+    for _ in 0..2 {
+        let b = w.ledger.mine_on(tip, vec![]);
+        tip = w.connect(&b);
+    }
+    assert!(
+        w.ledger.chain.is_active(&tip),
+        "the new branch has more work"
+    );
+    // The canonical chain follows the ledger: tenure 2 and 3 are orphaned with their state.
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, alt_id);
+    assert_eq!(
+        w.balance(&alt_id, hash(&user).0),
+        10_000_000 - u128::from(MAX_FEE),
+        "one escrow only"
+    );
+    assert_eq!(w.balance(&alt_id, escrow_account()), u128::from(MAX_FEE));
+    let rep = w.read(
+        &alt_id,
+        "reputation",
+        "get-record",
+        &[principal(&w.chain, &node)],
+    );
+    assert!(rep.to_string().contains("(accepted u0)"), "{rep}");
+
+    // The next tenure on the surviving branch settles it, once.
+    let alt_rec = w.chain.block(&alt_id).unwrap().clone();
+    let set = w
+        .chain
+        .verifier_set(&w.ledger.chain, &alt_rec, alt_rec.cycle);
+    assert_eq!(set.len(), 5);
+    let votes: Vec<Vote> = verifiers[1..4]
+        .iter()
+        .map(|v| Vote::new(v, Hash256(alt_id), vec![true]))
+        .collect();
+    let commit = w.commit(alt_id, &set, 200);
+    let next = w.ledger.mine(vec![commit]);
+    let next_hash = w.connect(&next);
+    let settled = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            next_hash,
+            &w.producer,
+            &w.vrf,
+            vec![],
+            vec![],
+            votes,
+        )
+        .unwrap();
+    let settled_id = w.chain.accept(&w.ledger.chain, settled).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, settled_id);
+    assert_eq!(
+        w.balance(&settled_id, hash(&user).0),
+        10_000_000 - u128::from(paid)
+    );
+    assert_eq!(w.balance(&settled_id, escrow_account()), 0);
+    let rep = w.read(
+        &settled_id,
+        "reputation",
+        "get-record",
+        &[principal(&w.chain, &node)],
+    );
+    assert!(
+        rep.to_string().contains("(accepted u1)") && rep.to_string().contains("(rejected u0)"),
+        "{rep}"
+    );
+}
+
+impl World {
+    /// A commit for a ledger block built on `ledger_parent` (another branch than the tip).
+    fn commit_on(&mut self, ledger_parent: Hash256, parent_block: [u8; 32]) -> Transaction {
+        let seed_in = self.chain.seed_after(&ledger_parent).unwrap();
+        let proof = self.vrf.prove(&seed_in).unwrap();
+        let op = Op::Commit {
+            register: self.register,
+            parent: parent_block,
+            seed: next_seed(&fai_vrf::proof_to_hash(&proof).unwrap()),
+        };
+        // Tenure 1's state recorded no verifier set for this cycle: the bid is burnt.
+        self.ledger.tx(vec![TxOut::data(units(1_000), op.encode())])
+    }
+}
