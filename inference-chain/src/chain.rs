@@ -20,6 +20,9 @@
 //! id (the header without state root and signature), so it can run before the root is
 //! known.
 //!
+//! With a payload store, the text of the inferences a block settles is marked with the
+//! block's ledger height and deleted six ledger blocks later.
+//!
 //! The canonical tip as of a ledger block is the block anchored at the nearest ledger
 //! ancestor that has one; blocks on a losing ledger branch stay stored but are no longer
 //! on any canonical chain, and neither is their state.
@@ -35,6 +38,7 @@ use fai_storage::KeyValueStore;
 use sha2::{Digest, Sha256};
 
 use crate::block::{InferenceBlock, InferenceHeader};
+use crate::payloads::PayloadStore;
 use crate::quorum::{tally, Vote};
 use crate::settlement::{producer_subsidy, settle};
 use crate::sortition::tenure_proof_matches;
@@ -129,9 +133,21 @@ pub struct InferenceChain {
     blocks: HashMap<[u8; 32], BlockRecord>,
     by_anchor: HashMap<Hash256, [u8; 32]>,
     genesis_id: [u8; 32],
+    payloads: Option<PayloadStore>,
 }
 
 impl InferenceChain {
+    /// Keeps the text of inferences in `store` and reclaims it once settled and six
+    /// ledger blocks deep.
+    pub fn with_payloads(mut self, store: PayloadStore) -> Self {
+        self.payloads = Some(store);
+        self
+    }
+
+    pub fn payloads(&self) -> Option<&PayloadStore> {
+        self.payloads.as_ref()
+    }
+
     /// Opens the chain, building the genesis state anchored at the ledger's genesis.
     pub fn open(
         kv: Arc<dyn KeyValueStore>,
@@ -183,6 +199,7 @@ impl InferenceChain {
             blocks,
             by_anchor: HashMap::new(),
             genesis_id,
+            payloads: None,
         })
     }
 
@@ -289,6 +306,11 @@ impl InferenceChain {
                 self.verifier_set(ledger, tip, self.cycle(height))
             };
             self.tracker.connect(ledger, &hash, &|_| set.clone())?;
+        }
+        if let (Some(store), Some(entry)) = (&self.payloads, ledger.entry(hash)) {
+            store
+                .reclaim(entry.height)
+                .map_err(|e| invalid(format!("payload store: {e}")))?;
         }
         Ok(())
     }
@@ -420,6 +442,11 @@ impl InferenceChain {
         if result.state_root != h.state_root {
             return Err(invalid("the state root differs from the header's"));
         }
+        if let Some(store) = &self.payloads {
+            store
+                .mark_final(&ops.settled, h.ledger_height)
+                .map_err(|e| invalid(format!("payload store: {e}")))?;
+        }
         self.by_anchor.insert(anchor, id);
         self.blocks.insert(
             id,
@@ -492,6 +519,7 @@ impl InferenceChain {
     ) -> Result<BlockOps, BlockError> {
         let escrow = escrow_account();
         let mut ops = Vec::new();
+        let mut settled = Vec::new();
         let system = |contract: &str, function: &str, args: Vec<Value>| BlockOp::System {
             contract: contract.into(),
             function: function.into(),
@@ -507,6 +535,7 @@ impl InferenceChain {
                 &block.parent_votes,
             );
             for (inf, accepted) in pb.inferences.iter().zip(&t.accepted) {
+                settled.push(inf.stub.txid());
                 let sender = inf.stub.sender.hash160().0;
                 let node = inf.receipt.node.hash160().0;
                 let max_fee = inf.stub.max_fee.units();
@@ -628,6 +657,7 @@ impl InferenceChain {
         Ok(BlockOps {
             ops,
             pegged_through,
+            settled,
         })
     }
 
@@ -713,6 +743,9 @@ impl InferenceChain {
 struct BlockOps {
     ops: Vec<BlockOp>,
     pegged_through: u32,
+    /// The parent's inferences this block settles (paid or refunded): their text may go
+    /// once the ledger is six blocks past this block's anchor.
+    settled: Vec<Hash256>,
 }
 
 fn unreachable_record() -> &'static BlockRecord {

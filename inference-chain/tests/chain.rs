@@ -15,6 +15,7 @@ use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
 use fai_inference_chain::chain::{escrow_account, ChainConfig, InferenceChain};
 use fai_inference_chain::ops::{build_register, Op, RegisterRef};
+use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
 use fai_inference_chain::quorum::Vote;
 use fai_inference_chain::settlement::{fee, producer_subsidy};
 use fai_inference_chain::sortition::next_seed;
@@ -195,10 +196,15 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let mut ledger = Ledger::new(24);
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema {
-        columns: &[fai_clarity::STATE_COLUMN, fai_clarity::BLOCKS_COLUMN],
+        columns: &[
+            fai_clarity::STATE_COLUMN,
+            fai_clarity::BLOCKS_COLUMN,
+            PAYLOADS_COLUMN,
+        ],
         format_version: 1,
     };
     let kv = Arc::new(RocksStore::open(dir.path(), schema).unwrap());
+    let payloads = PayloadStore::new(kv.clone());
     let config = ChainConfig {
         network: Network::Regtest,
         chain_id: CHAIN_ID,
@@ -218,7 +224,9 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         },
         cycle_length: 5,
     };
-    let chain = InferenceChain::open(kv, config, &ledger.chain).unwrap();
+    let chain = InferenceChain::open(kv, config, &ledger.chain)
+        .unwrap()
+        .with_payloads(payloads);
 
     // The actors, funded by peg-ins; the producer registers.
     let (producer, user, node) = (key(1), key(2), key(3));
