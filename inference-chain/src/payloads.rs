@@ -4,7 +4,8 @@
 //! past that height the text is deleted (the paper's disk reclamation). Blocks keep the
 //! hashes forever.
 //!
-//! Layout in [`PAYLOADS_COLUMN`]: `p ‖ txid` → prompt, `o ‖ txid` → output,
+//! Layout in [`PAYLOADS_COLUMN`]: `p ‖ txid` → prompt, `o ‖ txid` → output text,
+//! `t ‖ txid` → output token ids (u32 LE each: what verifiers replay),
 //! `f ‖ height (u32 BE) ‖ txid` → nothing (the reclamation index, in height order).
 
 use std::sync::Arc;
@@ -53,6 +54,29 @@ impl PayloadStore {
         let mut b = WriteBatch::new();
         b.put(PAYLOADS_COLUMN, key(b'o', txid), output.as_bytes().to_vec());
         self.kv.write(b)
+    }
+
+    pub fn put_tokens(&self, txid: &Hash256, tokens: &[u32]) -> Result<(), StorageError> {
+        let mut b = WriteBatch::new();
+        let bytes = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        b.put(PAYLOADS_COLUMN, key(b't', txid), bytes);
+        self.kv.write(b)
+    }
+
+    pub fn tokens(&self, txid: &Hash256) -> Result<Option<Vec<u32>>, StorageError> {
+        match self.kv.get(PAYLOADS_COLUMN, &key(b't', txid))? {
+            None => Ok(None),
+            Some(bytes) if bytes.len() % 4 == 0 => Ok(Some(
+                bytes
+                    .chunks_exact(4)
+                    .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_le_bytes))
+                    .collect(),
+            )),
+            Some(_) => Err(StorageError::Corrupt {
+                column: PAYLOADS_COLUMN,
+                detail: format!("tokens of {txid} are not whole u32s"),
+            }),
+        }
     }
 
     pub fn prompt(&self, txid: &Hash256) -> Result<Option<Prompt>, StorageError> {
@@ -111,6 +135,7 @@ impl PayloadStore {
                 let txid = Hash256(txid);
                 b.delete(PAYLOADS_COLUMN, key(b'p', &txid));
                 b.delete(PAYLOADS_COLUMN, key(b'o', &txid));
+                b.delete(PAYLOADS_COLUMN, key(b't', &txid));
                 b.delete(PAYLOADS_COLUMN, k.clone());
                 reclaimed = reclaimed.saturating_add(1);
             }

@@ -1,0 +1,225 @@
+//! What a verifier does with an inference block: for each inference, take its payload
+//! (prompt, output text, output token ids), check it against the hashes the block
+//! carries, and replay the output with the engine under the declared sampling. A payload
+//! that is missing, or does not match its hashes, is a rejection: a producer that
+//! includes a receipt whose payload nobody can fetch gets that receipt rejected.
+
+use fai_engine::chat::{Role as ChatRole, Turn as ChatTurn};
+use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
+use fai_inference_chain::block::InferenceBlock;
+use fai_inference_chain::payloads::PayloadStore;
+use fai_inference_chain::types::{Inference, Prompt, ResultReceipt, Role, Sampling};
+
+/// The engine's sampling for a transaction's declared sampling.
+pub fn sampling_params(s: &Sampling) -> SamplingParams {
+    SamplingParams {
+        max_tokens: s.max_tokens,
+        temperature: s.temperature_milli as f32 / 1000.0,
+        top_p: s.top_p_milli as f32 / 1000.0,
+        top_k: s.top_k,
+        seed: s.seed,
+        stop: s.stop.clone(),
+    }
+}
+
+/// The engine's request for a prompt and sampling.
+pub fn request(prompt: &Prompt, sampling: &Sampling) -> GenerateRequest {
+    GenerateRequest {
+        system: prompt.system.clone(),
+        context: prompt
+            .context
+            .iter()
+            .map(|t| ChatTurn {
+                role: match t.role {
+                    Role::User => ChatRole::User,
+                    Role::Assistant => ChatRole::Assistant,
+                },
+                text: t.text.clone(),
+            })
+            .collect(),
+        input: prompt.input.clone(),
+        sampling: sampling_params(sampling),
+    }
+}
+
+/// The verdict on one inference, with the reason for a rejection.
+pub fn verdict(
+    model: &LoadedModel,
+    payloads: &PayloadStore,
+    inf: &Inference,
+) -> Result<(), String> {
+    let txid = inf.stub.txid();
+    if inf.stub.model != model.id.0 {
+        return Err(format!(
+            "model {} is not the one loaded",
+            hex::encode(inf.stub.model)
+        ));
+    }
+    let prompt = payloads
+        .prompt(&txid)
+        .map_err(|e| e.to_string())?
+        .ok_or("no prompt for this transaction")?;
+    if prompt.hash() != inf.stub.prompt_hash {
+        return Err("the prompt does not match its hash".into());
+    }
+    let output = payloads
+        .output(&txid)
+        .map_err(|e| e.to_string())?
+        .ok_or("no output for this transaction")?;
+    if ResultReceipt::hash_output(&output) != inf.receipt.output_hash {
+        return Err("the output does not match its hash".into());
+    }
+    let tokens = payloads
+        .tokens(&txid)
+        .map_err(|e| e.to_string())?
+        .ok_or("no output tokens for this transaction")?;
+    if tokens.len() != inf.receipt.tokens as usize || model.tokenizer.decode(&tokens) != output {
+        return Err("the output tokens do not spell the output".into());
+    }
+    let v = Replay::default()
+        .verify(model, &request(&prompt, &inf.stub.sampling), &tokens)
+        .map_err(|e| e.to_string())?;
+    if v.accepted {
+        Ok(())
+    } else {
+        Err(v.reasons.join("; "))
+    }
+}
+
+/// One verdict per inference of `block`, in order (true accepts).
+pub fn verdicts(model: &LoadedModel, payloads: &PayloadStore, block: &InferenceBlock) -> Vec<bool> {
+    block
+        .inferences
+        .iter()
+        .map(|inf| verdict(model, payloads, inf).is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use candle_core::Device;
+    use fai_engine::tiny::ensure_fai_tiny;
+    use fai_inference_chain::payloads::PAYLOADS_COLUMN;
+    use fai_inference_chain::types::InferenceStub;
+    use fai_primitives::{Amount, SecretKey, Signature};
+
+    use super::*;
+
+    #[test]
+    fn missing_or_mismatched_payloads_and_forged_outputs_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
+        let schema = fai_storage::Schema {
+            columns: &[PAYLOADS_COLUMN],
+            format_version: 1,
+        };
+        let kv = Arc::new(fai_storage::RocksStore::open(&dir.path().join("db"), schema).unwrap());
+        let payloads = PayloadStore::new(kv);
+        let (user, node) = (
+            SecretKey::from_bytes(&[2; 32]).unwrap(),
+            SecretKey::from_bytes(&[3; 32]).unwrap(),
+        );
+        let prompt = Prompt {
+            input: "who verifies the verifiers".into(),
+            ..Prompt::default()
+        };
+        let make = |nonce: u64, tokens: &[u32]| {
+            let mut stub = InferenceStub {
+                sender: user.public_key(),
+                nonce,
+                chain_id: 1,
+                model: model.id.0,
+                prompt_hash: prompt.hash(),
+                sampling: Sampling {
+                    max_tokens: 32,
+                    temperature_milli: 700,
+                    top_p_milli: 1000,
+                    top_k: 40,
+                    seed: 3,
+                    stop: vec![],
+                },
+                max_fee: Amount::from_units(1_000).unwrap(),
+                expiry: 100,
+                signature: Signature([0; 64]),
+            };
+            stub.sign(&user);
+            let text = model.tokenizer.decode(tokens);
+            let mut receipt = ResultReceipt {
+                tx: stub.txid(),
+                output_hash: ResultReceipt::hash_output(&text),
+                tokens: tokens.len() as u32,
+                node: node.public_key(),
+                signature: Signature([0; 64]),
+            };
+            receipt.sign(&node);
+            (Inference { stub, receipt }, text)
+        };
+        let honest_tokens = {
+            let (inf, _) = make(0, &[]);
+            fai_engine::generate(
+                &model,
+                &request(&prompt, &inf.stub.sampling),
+                &AtomicBool::new(false),
+                |_| {},
+            )
+            .unwrap()
+            .tokens
+        };
+        let store = |inf: &Inference, text: &str, tokens: &[u32]| {
+            let txid = inf.stub.txid();
+            payloads.put_prompt(&txid, &prompt).unwrap();
+            payloads.put_output(&txid, text).unwrap();
+            payloads.put_tokens(&txid, tokens).unwrap();
+        };
+
+        let (honest, text) = make(0, &honest_tokens);
+        store(&honest, &text, &honest_tokens);
+        assert_eq!(verdict(&model, &payloads, &honest), Ok(()));
+
+        // Nobody has the payload.
+        let (missing, _) = make(1, &honest_tokens);
+        assert!(verdict(&model, &payloads, &missing)
+            .unwrap_err()
+            .contains("no prompt"));
+
+        // The stored output is not the one the receipt hashed.
+        let (swapped, _) = make(2, &honest_tokens);
+        store(&swapped, "something else", &honest_tokens);
+        assert!(verdict(&model, &payloads, &swapped)
+            .unwrap_err()
+            .contains("does not match"));
+
+        // Tokens the model would not have sampled.
+        let forged_tokens: Vec<u32> = honest_tokens.iter().map(|t| (t + 1) % 256).collect();
+        let (forged, text) = make(3, &forged_tokens);
+        store(&forged, &text, &forged_tokens);
+        assert!(verdict(&model, &payloads, &forged).is_err());
+
+        let block = InferenceBlock {
+            header: fai_inference_chain::block::InferenceHeader {
+                version: 1,
+                height: 1,
+                parent: [0; 32],
+                ledger_anchor: [0; 32],
+                ledger_height: 1,
+                tx_root: fai_primitives::Hash256([0; 32]),
+                results_root: fai_primitives::Hash256([0; 32]),
+                votes_root: fai_primitives::Hash256([0; 32]),
+                state_root: [0; 32],
+                vrf_proof: None,
+                producer: node.public_key(),
+                signature: Signature([0; 64]),
+            },
+            vm_txs: vec![],
+            inferences: vec![honest, missing, swapped, forged],
+            parent_votes: vec![],
+        };
+        assert_eq!(
+            verdicts(&model, &payloads, &block),
+            vec![true, false, false, false]
+        );
+    }
+}
