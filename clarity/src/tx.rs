@@ -50,6 +50,14 @@ pub enum BlockOp {
         to: [u8; 20],
         amount: u128,
     },
+    /// The escrow of an inference transaction's max fee: a move that spends the sender's
+    /// next nonce, so the same inference cannot be charged twice.
+    Escrow {
+        from: [u8; 20],
+        to: [u8; 20],
+        amount: u128,
+        nonce: u64,
+    },
     /// A boot contract's function called by the consensus, as the boot principal.
     System {
         contract: String,

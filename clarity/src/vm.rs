@@ -460,6 +460,45 @@ impl ClarityVm {
                     .map_err(|e| ClarityError::Vm(format!("mint failed: {e}")));
                 (db, outcome)
             }
+            BlockOp::Escrow {
+                from,
+                to,
+                amount,
+                nonce,
+            } => {
+                let sender = self.principal(*from);
+                let expected = db.get_account_nonce(&sender);
+                if expected != *nonce {
+                    (
+                        db,
+                        Err(ClarityError::BadNonce {
+                            expected,
+                            got: *nonce,
+                        }),
+                    )
+                } else {
+                    let (to, amount) = (self.principal(*to), *amount);
+                    let tracker = LimitedCostTracker::new_free();
+                    let (mut db, _, r) = self.with_env(db, tracker, |env| {
+                        env.stx_transfer(&sender, &to, amount, &BuffData::empty())
+                    })?;
+                    let outcome = match r {
+                        Ok((value, _, evs)) => {
+                            db.set_account_nonce(&sender, nonce.saturating_add(1));
+                            Ok(Receipt {
+                                result: value,
+                                committed: true,
+                                events: events(evs),
+                                cost: ExecutionCost::zero(),
+                            })
+                        }
+                        Err(_) => Err(ClarityError::TransferFailed(format!(
+                            "escrow of {amount} from {sender}: not enough funds"
+                        ))),
+                    };
+                    (db, outcome)
+                }
+            }
             BlockOp::Move { from, to, amount } => {
                 let (from, to, amount) = (self.principal(*from), self.principal(*to), *amount);
                 let tracker = LimitedCostTracker::new_free();

@@ -13,7 +13,8 @@
 //! 2. the peg-ins of its ledger branch newly six blocks deep (mints);
 //! 3. `staking.begin-cycle` when its ledger anchor starts a new reward cycle;
 //! 4. its VM transactions, each paying its fee to the producer;
-//! 5. the escrow of its inferences' max fees.
+//! 5. the escrow of its inferences' max fees, each spending its sender's next nonce (the
+//!    account nonce VM transactions use too), so no inference is charged twice.
 //!
 //! Every one of these must succeed (a contract call may return `(err ..)`); the state
 //! root after them must be the header's. The VM keys the block's state by its execution
@@ -33,8 +34,9 @@ use std::sync::Arc;
 use clarity::vm::types::{PrincipalData, SequenceData, StandardPrincipalData};
 use fai_clarity::{BlockInfo, BlockOp, ClarityVm, Genesis, Value, VmConfig};
 use fai_ledger::Chainstate;
-use fai_primitives::{Hash160, Hash256, Network, SecretKey, Signature};
-use fai_storage::KeyValueStore;
+use fai_primitives::codec::{Decode, Encode, Reader};
+use fai_primitives::{CodecError, Hash160, Hash256, Network, SecretKey, Signature};
+use fai_storage::{KeyValueStore, WriteBatch};
 use sha2::{Digest, Sha256};
 
 use crate::block::{InferenceBlock, InferenceHeader};
@@ -89,6 +91,50 @@ pub struct BlockRecord {
     pub block: Option<InferenceBlock>,
 }
 
+/// The column of accepted inference blocks: id -> record (see [`BlockRecord`]).
+pub const INFERENCE_BLOCKS_COLUMN: &str = "inference_blocks";
+
+impl Encode for BlockRecord {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.exec_id.encode_to(out);
+        self.height.encode_to(out);
+        self.anchor.encode_to(out);
+        self.anchor_height.encode_to(out);
+        self.pegged_through.encode_to(out);
+        self.cycle.encode_to(out);
+        self.producer.encode_to(out);
+        match &self.block {
+            None => out.push(0),
+            Some(b) => {
+                out.push(1);
+                b.encode_to(out);
+            }
+        }
+    }
+}
+
+impl BlockRecord {
+    fn decode_with_id(id: [u8; 32], bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new(bytes);
+        let rec = BlockRecord {
+            id,
+            exec_id: r.read_array()?,
+            height: r.read_u32()?,
+            anchor: Decode::decode_from(&mut r)?,
+            anchor_height: r.read_u32()?,
+            pegged_through: r.read_u32()?,
+            cycle: r.read_u32()?,
+            producer: r.read_array()?,
+            block: match r.read_u8()? {
+                0 => None,
+                _ => Some(Decode::decode_from(&mut r)?),
+            },
+        };
+        r.finish()?;
+        Ok(rec)
+    }
+}
+
 /// The account that holds inference fees between inclusion and settlement; nobody has
 /// its key (the hash of a tag).
 pub fn escrow_account() -> [u8; 20] {
@@ -127,6 +173,7 @@ fn tuple_uint(v: &Value, name: &str) -> Option<u128> {
 
 /// The inference chain on one database.
 pub struct InferenceChain {
+    kv: Arc<dyn KeyValueStore>,
     vm: ClarityVm,
     config: ChainConfig,
     tracker: SortitionTracker,
@@ -148,13 +195,16 @@ impl InferenceChain {
         self.payloads.as_ref()
     }
 
-    /// Opens the chain, building the genesis state anchored at the ledger's genesis.
+    /// Opens the chain: builds the genesis state anchored at the ledger's genesis the
+    /// first time, and loads the blocks accepted before. The sortition records are not
+    /// stored: feed the ledger's blocks to [`InferenceChain::on_ledger_block`] (the tip is
+    /// enough; its unread ancestors are read first).
     pub fn open(
         kv: Arc<dyn KeyValueStore>,
         config: ChainConfig,
         ledger: &Chainstate,
     ) -> Result<Self, BlockError> {
-        let vm = ClarityVm::new(kv, config.vm.clone());
+        let vm = ClarityVm::new(kv.clone(), config.vm.clone());
         let genesis_id: [u8; 32] = Sha256::new()
             .chain_update(b"fai-inference-genesis/v1")
             .chain_update(config.network.to_string().as_bytes())
@@ -192,12 +242,27 @@ impl InferenceChain {
         };
         let mut blocks = HashMap::new();
         blocks.insert(genesis_id, genesis);
+        let mut by_anchor = HashMap::new();
+        for (key, value) in kv
+            .scan(INFERENCE_BLOCKS_COLUMN)
+            .map_err(|e| invalid(format!("block store: {e}")))?
+        {
+            let id: [u8; 32] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid("block store: a key of the wrong length"))?;
+            let rec = BlockRecord::decode_with_id(id, &value)
+                .map_err(|e| invalid(format!("block store: block {}: {e}", hex::encode(id))))?;
+            by_anchor.insert(rec.anchor, id);
+            blocks.insert(id, rec);
+        }
         Ok(InferenceChain {
+            kv,
             vm,
             tracker: SortitionTracker::new(&config.network.to_string()),
             config,
             blocks,
-            by_anchor: HashMap::new(),
+            by_anchor,
             genesis_id,
             payloads: None,
         })
@@ -297,13 +362,10 @@ impl InferenceChain {
                 continue;
             };
             let (height, parent) = (entry.height, entry.header.prev);
-            // Commits in this block pay the set of its cycle, as recorded at the tip the
-            // parent ledger block saw.
             let set = if height == 0 {
                 Vec::new()
             } else {
-                let tip = self.tip_as_of(ledger, &parent);
-                self.verifier_set(ledger, tip, self.cycle(height))
+                self.commit_set(ledger, &parent)
             };
             self.tracker.connect(ledger, &hash, &|_| set.clone())?;
         }
@@ -313,6 +375,17 @@ impl InferenceChain {
                 .map_err(|e| invalid(format!("payload store: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The addresses a commit in the ledger block after `parent` must pay, equally: the
+    /// verifier set of that block's cycle as recorded at the canonical tip `parent` sees.
+    /// Empty (the bid is burnt) while the cycle has no recorded set, as in its first block.
+    pub fn commit_set(&self, ledger: &Chainstate, parent: &Hash256) -> Vec<Hash160> {
+        let Some(height) = ledger.entry(parent).map(|e| e.height.saturating_add(1)) else {
+            return Vec::new();
+        };
+        let tip = self.tip_as_of(ledger, parent);
+        self.verifier_set(ledger, tip, self.cycle(height))
     }
 
     /// The seed a commit in the ledger block after `ledger_hash` must prove (its VRF input).
@@ -447,21 +520,24 @@ impl InferenceChain {
                 .mark_final(&ops.settled, h.ledger_height)
                 .map_err(|e| invalid(format!("payload store: {e}")))?;
         }
-        self.by_anchor.insert(anchor, id);
-        self.blocks.insert(
+        let rec = BlockRecord {
             id,
-            BlockRecord {
-                id,
-                exec_id,
-                height: h.height,
-                anchor,
-                anchor_height: h.ledger_height,
-                pegged_through: ops.pegged_through,
-                cycle: self.cycle(h.ledger_height),
-                producer: winner.producer.0,
-                block: Some(block),
-            },
-        );
+            exec_id,
+            height: h.height,
+            anchor,
+            anchor_height: h.ledger_height,
+            pegged_through: ops.pegged_through,
+            cycle: self.cycle(h.ledger_height),
+            producer: winner.producer.0,
+            block: Some(block),
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(INFERENCE_BLOCKS_COLUMN, id.to_vec(), rec.to_bytes());
+        self.kv
+            .write(batch)
+            .map_err(|e| invalid(format!("block store: {e}")))?;
+        self.by_anchor.insert(anchor, id);
+        self.blocks.insert(id, rec);
         Ok(id)
     }
 
@@ -648,10 +724,11 @@ impl InferenceChain {
         }
         // 5. Escrow of this block's inference fees.
         for inf in &block.inferences {
-            ops.push(BlockOp::Move {
+            ops.push(BlockOp::Escrow {
                 from: inf.stub.sender.hash160().0,
                 to: escrow,
                 amount: u128::from(inf.stub.max_fee.units()),
+                nonce: inf.stub.nonce,
             });
         }
         Ok(BlockOps {
@@ -659,6 +736,48 @@ impl InferenceChain {
             pegged_through,
             settled,
         })
+    }
+
+    /// The ids of the chain ending at `tip`, newest first.
+    fn ancestry(&self, tip: &[u8; 32]) -> Vec<[u8; 32]> {
+        let mut out = Vec::new();
+        let mut at = *tip;
+        while let Some(rec) = self.blocks.get(&at) {
+            out.push(at);
+            match &rec.block {
+                Some(b) if out.len() <= self.blocks.len() => at = b.header.parent,
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// After a reorganisation from `old_tip` to `new_tip`: the inferences of the orphaned
+    /// blocks that the new chain does not hold, to go back to the mempool.
+    pub fn orphaned_inferences(&self, old_tip: &[u8; 32], new_tip: &[u8; 32]) -> Vec<Inference> {
+        let new_chain = self.ancestry(new_tip);
+        let new_ids: HashSet<[u8; 32]> = new_chain.iter().copied().collect();
+        let held: HashSet<Hash256> = new_chain
+            .iter()
+            .filter_map(|id| self.blocks.get(id)?.block.as_ref())
+            .flat_map(|b| b.inferences.iter().map(|i| i.stub.txid()))
+            .collect();
+        let mut out = Vec::new();
+        for id in self.ancestry(old_tip) {
+            if new_ids.contains(&id) {
+                break;
+            }
+            if let Some(b) = self.blocks.get(&id).and_then(|r| r.block.as_ref()) {
+                out.extend(
+                    b.inferences
+                        .iter()
+                        .filter(|i| !held.contains(&i.stub.txid()))
+                        .cloned(),
+                );
+            }
+        }
+        out.reverse();
+        out
     }
 
     /// Builds, runs and signs the block of the tenure won at ledger block `anchor`: what a

@@ -13,7 +13,9 @@ use candle_core::Device;
 use fai_clarity::{Genesis, GenesisModel, Value, VmConfig};
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
-use fai_inference_chain::chain::{escrow_account, ChainConfig, InferenceChain};
+use fai_inference_chain::chain::{
+    escrow_account, ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN,
+};
 use fai_inference_chain::ops::{build_register, Op, RegisterRef};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
 use fai_inference_chain::quorum::Vote;
@@ -119,7 +121,7 @@ fn request(prompt: &Prompt, s: &Sampling) -> GenerateRequest {
 struct World {
     ledger: Ledger,
     chain: InferenceChain,
-    model: LoadedModel,
+    model: Arc<LoadedModel>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     producer: SecretKey,
     vrf: fai_vrf::SecretKey,
@@ -129,17 +131,27 @@ struct World {
 impl World {
     /// The seed-committing commit of the producer on `parent_block`, paying `each` to
     /// every address of `verifiers` (or burning 1,000 units when there are none).
-    fn commit(&mut self, parent_block: [u8; 32], verifiers: &[Hash160], each: u64) -> Transaction {
-        let seed_in = self
-            .chain
-            .seed_after(&self.ledger.chain.tip_hash())
-            .unwrap();
+    fn commit(&mut self, parent_block: [u8; 32], each: u64) -> Transaction {
+        let tip = self.ledger.chain.tip_hash();
+        self.commit_on(tip, parent_block, each)
+    }
+
+    /// A commit for a ledger block built on `ledger_parent`, paying `each` to every
+    /// address of the set the chain requires there (or burning 1,000 units without one).
+    fn commit_on(
+        &mut self,
+        ledger_parent: Hash256,
+        parent_block: [u8; 32],
+        each: u64,
+    ) -> Transaction {
+        let seed_in = self.chain.seed_after(&ledger_parent).unwrap();
         let proof = self.vrf.prove(&seed_in).unwrap();
         let op = Op::Commit {
             register: self.register,
             parent: parent_block,
             seed: next_seed(&fai_vrf::proof_to_hash(&proof).unwrap()),
         };
+        let verifiers = self.chain.commit_set(&self.ledger.chain, &ledger_parent);
         let mut outputs: Vec<TxOut> = verifiers
             .iter()
             .map(|v| TxOut::pay(units(each), *v))
@@ -184,28 +196,8 @@ impl World {
     }
 }
 
-fn principal(chain: &InferenceChain, k: &SecretKey) -> Value {
-    chain.vm().principal(hash(k).0).into()
-}
-
-#[test]
-fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
-    let model_dir = tempfile::tempdir().unwrap();
-    let model =
-        LoadedModel::load(&ensure_fai_tiny(model_dir.path()).unwrap(), &Device::Cpu).unwrap();
-    let mut ledger = Ledger::new(24);
-    let dir = tempfile::tempdir().unwrap();
-    let schema = Schema {
-        columns: &[
-            fai_clarity::STATE_COLUMN,
-            fai_clarity::BLOCKS_COLUMN,
-            PAYLOADS_COLUMN,
-        ],
-        format_version: 1,
-    };
-    let kv = Arc::new(RocksStore::open(dir.path(), schema).unwrap());
-    let payloads = PayloadStore::new(kv.clone());
-    let config = ChainConfig {
+fn config_for(model: &LoadedModel) -> ChainConfig {
+    ChainConfig {
         network: Network::Regtest,
         chain_id: CHAIN_ID,
         vm: VmConfig::for_network(Network::Regtest),
@@ -223,7 +215,34 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
             }],
         },
         cycle_length: 5,
+    }
+}
+
+fn principal(chain: &InferenceChain, k: &SecretKey) -> Value {
+    chain.vm().principal(hash(k).0).into()
+}
+
+#[test]
+fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
+    let model_dir = tempfile::tempdir().unwrap();
+    let model =
+        LoadedModel::load(&ensure_fai_tiny(model_dir.path()).unwrap(), &Device::Cpu).unwrap();
+    let mut ledger = Ledger::new(24);
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema {
+        columns: &[
+            fai_clarity::STATE_COLUMN,
+            fai_clarity::BLOCKS_COLUMN,
+            PAYLOADS_COLUMN,
+            INFERENCE_BLOCKS_COLUMN,
+        ],
+        format_version: 1,
     };
+    let kv = Arc::new(RocksStore::open(dir.path(), schema).unwrap());
+    let payloads = PayloadStore::new(kv.clone());
+    let kv_again = kv.clone();
+    let config_again = config_for(&model);
+    let config = config_for(&model);
     let chain = InferenceChain::open(kv, config, &ledger.chain)
         .unwrap()
         .with_payloads(payloads);
@@ -250,7 +269,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let mut w = World {
         ledger,
         chain,
-        model,
+        model: Arc::new(model),
         _dirs: (model_dir, dir),
         producer,
         vrf,
@@ -268,7 +287,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
 
     // Tenure 1: verifiers stake and the node registers, in VM transactions.
     let genesis = w.chain.genesis_id();
-    let commit = w.commit(genesis, &[], 0);
+    let commit = w.commit(genesis, 0);
     let l1 = w.ledger.mine(vec![commit]);
     let l1 = w.connect(&l1);
     let mut vm_txs: Vec<SignedVmTx> = verifiers
@@ -352,12 +371,13 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         context: vec![],
         input: "what does a verifier check".into(),
     };
+    let model = w.model.clone();
     let mk_stub = |nonce: u64, seed: u64| {
         let mut s = InferenceStub {
             sender: user.public_key(),
             nonce,
             chain_id: CHAIN_ID,
-            model: w.model.id.0,
+            model: model.id.0,
             prompt_hash: prompt.hash(),
             sampling: Sampling {
                 max_tokens: 40,
@@ -377,7 +397,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let generate = |s: &Sampling, seed: u64| {
         let mut req = request(&prompt, s);
         req.sampling.seed = seed;
-        fai_engine::generate(&w.model, &req, &AtomicBool::new(false), |_| {}).unwrap()
+        fai_engine::generate(&model, &req, &AtomicBool::new(false), |_| {}).unwrap()
     };
     let honest_stub = mk_stub(0, 5);
     let honest = generate(&honest_stub.sampling, 5);
@@ -404,7 +424,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
             stub: forged_stub.clone(),
         },
     ];
-    let commit = w.commit(b1_id, &[], 0);
+    let commit = w.commit(b1_id, 0);
     let l2 = w.ledger.mine(vec![commit]);
     let l2 = w.connect(&l2);
     let b2 = w
@@ -453,7 +473,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     assert!(votes.iter().all(|v| v.verdicts == vec![true, false]));
 
     // Tenure 3 carries the votes; its commit pays the verifier set.
-    let commit = w.commit(b2_id, &set, 200);
+    let commit = w.commit(b2_id, 200);
     let l3 = w.ledger.mine(vec![commit]);
     let l3_hash = w.connect(&l3);
     let b3 = w
@@ -523,7 +543,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
 
     // A longer ledger branch from before tenure 2: the producer wins there too and
     // includes the honest inference again, on the same parent.
-    let commit = w.commit_on(fork_point, b1_id);
+    let commit = w.commit_on(fork_point, b1_id, 200);
     let f1 = w.ledger.mine_on(fork_point, vec![commit]);
     let f1_hash = w.connect(&f1);
     let alt = w
@@ -548,8 +568,11 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         w.ledger.chain.is_active(&tip),
         "the new branch has more work"
     );
-    // The canonical chain follows the ledger: tenure 2 and 3 are orphaned with their state.
+    // The canonical chain follows the ledger: tenure 2 and 3 are orphaned with their state,
+    // and of their inferences the one the new chain lacks goes back to the mempool.
     assert_eq!(w.chain.tip(&w.ledger.chain).id, alt_id);
+    let back = w.chain.orphaned_inferences(&b3_id, &alt_id);
+    assert_eq!(back, vec![inferences[1].clone()]);
     assert_eq!(
         w.balance(&alt_id, hash(&user).0),
         10_000_000 - u128::from(MAX_FEE),
@@ -574,7 +597,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .iter()
         .map(|v| Vote::new(v, Hash256(alt_id), vec![true]))
         .collect();
-    let commit = w.commit(alt_id, &set, 200);
+    let commit = w.commit(alt_id, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
     let settled = w
@@ -606,19 +629,135 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         rep.to_string().contains("(accepted u1)") && rep.to_string().contains("(rejected u0)"),
         "{rep}"
     );
-}
 
-impl World {
-    /// A commit for a ledger block built on `ledger_parent` (another branch than the tip).
-    fn commit_on(&mut self, ledger_parent: Hash256, parent_block: [u8; 32]) -> Transaction {
-        let seed_in = self.chain.seed_after(&ledger_parent).unwrap();
-        let proof = self.vrf.prove(&seed_in).unwrap();
-        let op = Op::Commit {
-            register: self.register,
-            parent: parent_block,
-            seed: next_seed(&fai_vrf::proof_to_hash(&proof).unwrap()),
-        };
-        // Tenure 1's state recorded no verifier set for this cycle: the bid is burnt.
-        self.ledger.tx(vec![TxOut::data(units(1_000), op.encode())])
+    // Charging an inference again (its nonce is spent) makes a block invalid; a block
+    // that only two verifiers sign is not final: its inference is refunded, its producer
+    // earns nothing, and reputation does not move.
+    let alt_rec = w.chain.block(&settled_id).unwrap().clone();
+    let set = w
+        .chain
+        .verifier_set(&w.ledger.chain, &alt_rec, alt_rec.cycle);
+    assert_eq!(set.len(), 5);
+    // Nonce 1: on this branch the forged inference (nonce 1) was never included.
+    let third_stub = mk_stub(1, 9);
+    let third = generate(&third_stub.sampling, 9);
+    let third_inf = Inference {
+        receipt: receipt_for(&third_stub, &third.text, third.tokens.len()),
+        stub: third_stub,
+    };
+    let third_txid = third_inf.stub.txid();
+    let store = w.chain.payloads().unwrap().clone();
+    store.put_prompt(&third_txid, &prompt).unwrap();
+    store.put_output(&third_txid, &third.text).unwrap();
+    let commit = w.commit(settled_id, 200);
+    let next = w.ledger.mine(vec![commit]);
+    let next_hash = w.connect(&next);
+    let replay = vec![inferences[0].clone()];
+    let err = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            next_hash,
+            &w.producer,
+            &w.vrf,
+            vec![],
+            replay,
+            vec![],
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("nonce 0 is not the account's next nonce 1"),
+        "{err}"
+    );
+    let x = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            next_hash,
+            &w.producer,
+            &w.vrf,
+            vec![],
+            vec![third_inf],
+            vec![],
+        )
+        .unwrap();
+    let x_id = w.chain.accept(&w.ledger.chain, x).unwrap();
+    let producer_before = w.balance(&x_id, hash(&w.producer).0);
+    let user_before = w.balance(&x_id, hash(&user).0);
+    assert_eq!(
+        user_before,
+        10_000_000 - u128::from(paid) - u128::from(MAX_FEE)
+    );
+    let two: Vec<Vote> = verifiers[..2]
+        .iter()
+        .map(|v| Vote::new(v, Hash256(x_id), vec![true]))
+        .collect();
+    let commit = w.commit(x_id, 200);
+    let next = w.ledger.mine(vec![commit]);
+    let next_hash = w.connect(&next);
+    let y = w
+        .chain
+        .produce(
+            &w.ledger.chain,
+            next_hash,
+            &w.producer,
+            &w.vrf,
+            vec![],
+            vec![],
+            two,
+        )
+        .unwrap();
+    let y_id = w.chain.accept(&w.ledger.chain, y).unwrap();
+    assert_eq!(
+        w.balance(&y_id, hash(&user).0),
+        10_000_000 - u128::from(paid),
+        "refunded"
+    );
+    assert_eq!(
+        w.balance(&y_id, hash(&w.producer).0),
+        producer_before,
+        "no share, no subsidy"
+    );
+    assert_eq!(w.balance(&y_id, escrow_account()), 0);
+    let rep = w.read(
+        &y_id,
+        "reputation",
+        "get-record",
+        &[principal(&w.chain, &node)],
+    );
+    assert!(rep.to_string().contains("(accepted u1)"), "{rep}");
+
+    // Settled: the text stays six more ledger blocks, then only the hashes remain.
+    for _ in 0..5 {
+        let b = w.ledger.mine(vec![]);
+        w.connect(&b);
+        assert_eq!(store.prompt(&third_txid).unwrap(), Some(prompt.clone()));
     }
+    let b = w.ledger.mine(vec![]);
+    w.connect(&b);
+    assert_eq!(store.prompt(&third_txid).unwrap(), None);
+    assert_eq!(store.output(&third_txid).unwrap(), None);
+    let x_block = w.chain.block(&x_id).unwrap().block.clone().unwrap();
+    assert_eq!(x_block.inferences[0].stub.prompt_hash, prompt.hash());
+    assert_eq!(
+        x_block.inferences[0].receipt.output_hash,
+        ResultReceipt::hash_output(&third.text)
+    );
+
+    // Reopened from the same database: the same blocks, tip and state.
+    let mut reopened = InferenceChain::open(kv_again, config_again, &w.ledger.chain).unwrap();
+    reopened
+        .on_ledger_block(&w.ledger.chain, &w.ledger.chain.tip_hash())
+        .unwrap();
+    assert_eq!(reopened.tip(&w.ledger.chain).id, y_id);
+    let exec = reopened.block(&y_id).unwrap().exec_id;
+    assert_eq!(
+        reopened
+            .vm()
+            .account(&exec, &w.ledger.chain, hash(&user).0)
+            .unwrap()
+            .0,
+        10_000_000 - u128::from(paid)
+    );
 }
