@@ -16,6 +16,7 @@ mod node;
 // The verifier service that calls it arrives with networking (p2p votes); tested now.
 #[cfg_attr(not(test), allow(dead_code))]
 mod verifier;
+mod wallet;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -54,12 +55,49 @@ enum Command {
     /// Create or show keys kept in the data directory.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Wallets: a BIP39 mnemonic in a passphrase-encrypted keystore (wallets/NAME.json).
+    /// The passphrase is asked for, or read from FAI_WALLET_PASSPHRASE.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
     /// List the models this node can run, or run one.
     #[command(subcommand)]
     Models(ModelsCommand),
     /// Measure what this machine does (hashing, validation).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Make a wallet with a fresh 24-word mnemonic (write it down: it is the wallet).
+    New {
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a wallet from a mnemonic read from standard input.
+    Import {
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a message with the wallet's key, to prove that you hold the address.
+    SignMessage {
+        message: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a wallet's address.
+    Address {
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +287,69 @@ fn run(cli: Cli) -> Result<()> {
                 Address::from_public_key(network, &key.public_key())
             );
             println!("public key: {}", key.public_key());
+            Ok(())
+        }
+        Command::Wallet(cmd) => {
+            let config = load_config(&cli)?;
+            let network = config.network()?;
+            let dir = config.data_dir();
+            let (name, address, mnemonic, json) = match cmd {
+                WalletCommand::New { name, json } => {
+                    let pass = wallet::passphrase(true)?;
+                    let (w, m) = wallet::create(&dir, name, network, &pass)?;
+                    (name, w.address, Some(m.to_string()), *json)
+                }
+                WalletCommand::Import { name, json } => {
+                    let mut phrase = String::new();
+                    std::io::stdin().read_line(&mut phrase)?;
+                    let pass = wallet::passphrase(true)?;
+                    (
+                        name,
+                        wallet::import(&dir, name, network, &phrase, &pass)?.address,
+                        None,
+                        *json,
+                    )
+                }
+                WalletCommand::Address { name, json } => {
+                    (name, wallet::address(&dir, name, network)?, None, *json)
+                }
+                WalletCommand::SignMessage {
+                    message,
+                    name,
+                    json,
+                } => {
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let signature = w.key.sign(&wallet::message_digest(message));
+                    let public_key = w.key.public_key().to_string();
+                    let signature = hex::encode(signature.0);
+                    if *json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"address": w.address.to_string(), "public_key": public_key, "signature": signature})
+                        );
+                    } else {
+                        println!(
+                            "address:    {}\npublic key: {public_key}\nsignature:  {signature}",
+                            w.address
+                        );
+                    }
+                    return Ok(());
+                }
+            };
+            if json {
+                let mut v = serde_json::json!({"name": name, "address": address.to_string()});
+                if let Some(m) = &mnemonic {
+                    v["mnemonic"] = serde_json::json!(m);
+                }
+                println!("{v}");
+            } else {
+                println!("wallet:  {name}");
+                println!("address: {address}");
+                if let Some(m) = mnemonic {
+                    println!("mnemonic (write it down; anyone who has it owns the wallet):\n  {m}");
+                }
+            }
             Ok(())
         }
         Command::Models(cmd) => {

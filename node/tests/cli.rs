@@ -441,3 +441,121 @@ fn models_are_imported_into_the_store_listed_and_run_by_name() {
         text(&broken.stderr)
     );
 }
+
+#[test]
+fn wallets_are_made_imported_and_shown_with_a_passphrase_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = regtest_config(dir.path(), false);
+    let c = config.to_str().unwrap();
+    let wallet = |args: &[&str], pass: Option<&str>, stdin: &str| {
+        use std::io::Write;
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match pass {
+            Some(p) => cmd.env("FAI_WALLET_PASSPHRASE", p),
+            None => cmd.env_remove("FAI_WALLET_PASSPHRASE"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = wallet(
+        &["wallet", "new", "--json", "--config", c],
+        Some("a long passphrase"),
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let address = v["address"].as_str().unwrap().to_string();
+    let mnemonic = v["mnemonic"].as_str().unwrap().to_string();
+    assert!(address.starts_with("rfai1"), "{address}");
+    assert_eq!(mnemonic.split_whitespace().count(), 24);
+
+    // The address needs no passphrase; a second "new" never overwrites.
+    let out = wallet(&["wallet", "address", "--config", c], None, "");
+    assert!(
+        text(&out.stdout).contains(&address),
+        "{}",
+        text(&out.stderr)
+    );
+    let again = wallet(
+        &["wallet", "new", "--config", c],
+        Some("a long passphrase"),
+        "",
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Importing the mnemonic elsewhere gives the same address; a bad one is refused.
+    let out = wallet(
+        &[
+            "wallet", "import", "--name", "copy", "--json", "--config", c,
+        ],
+        Some("another passphrase"),
+        &format!("{mnemonic}\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["address"], address.as_str());
+    let bad = wallet(
+        &["wallet", "import", "--name", "bad", "--config", c],
+        Some("another passphrase"),
+        "twelve words that are not a mnemonic at all\n",
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("mnemonic"),
+        "{}",
+        text(&bad.stderr)
+    );
+    // Signing needs the passphrase; the wrong one is refused.
+    let signed = wallet(
+        &[
+            "wallet",
+            "sign-message",
+            "it is me",
+            "--json",
+            "--config",
+            c,
+        ],
+        Some("a long passphrase"),
+        "",
+    );
+    assert!(signed.status.success(), "{}", text(&signed.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&signed.stdout).unwrap();
+    assert_eq!(v["address"], address.as_str());
+    assert_eq!(v["signature"].as_str().unwrap().len(), 128);
+    let wrong = wallet(
+        &["wallet", "sign-message", "x", "--config", c],
+        Some("not the passphrase"),
+        "",
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        text(&wrong.stderr).contains("wrong passphrase"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let short = wallet(
+        &["wallet", "new", "--name", "s", "--config", c],
+        Some("short"),
+        "",
+    );
+    assert!(
+        text(&short.stderr).contains("at least 8"),
+        "{}",
+        text(&short.stderr)
+    );
+}
