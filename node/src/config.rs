@@ -21,6 +21,53 @@ pub struct Config {
     pub mempool: MempoolSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub rpc: RpcSection,
+}
+
+/// The RPC server (REST under /v2, loopback by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address and port to listen on.
+    #[serde(default = "default_rpc_listen")]
+    pub listen: String,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_rpc_body")]
+    pub max_body_bytes: usize,
+    /// Engine worker threads serving inference requests.
+    #[serde(default = "one")]
+    pub engine_workers: usize,
+    /// Inference requests that may wait for a worker before the node answers "busy".
+    #[serde(default = "default_queue")]
+    pub engine_queue: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_rpc_listen() -> String {
+    "127.0.0.1:7080".into()
+}
+fn default_rpc_body() -> usize {
+    1024 * 1024
+}
+fn default_queue() -> usize {
+    8
+}
+
+impl Default for RpcSection {
+    fn default() -> Self {
+        RpcSection {
+            enabled: true,
+            listen: default_rpc_listen(),
+            max_body_bytes: default_rpc_body(),
+            engine_workers: 1,
+            engine_queue: default_queue(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +177,21 @@ impl Config {
                 "mining.threads must be between 1 and 1024, not {}",
                 self.mining.threads
             );
+        }
+        if self.rpc.listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!(
+                "rpc.listen {:?} is not an address and port such as 127.0.0.1:7080",
+                self.rpc.listen
+            );
+        }
+        if self.rpc.max_body_bytes < 1024 || self.rpc.max_body_bytes > 64 * 1024 * 1024 {
+            bail!("rpc.max_body_bytes must be between 1024 and 67108864");
+        }
+        if self.rpc.engine_workers == 0
+            || self.rpc.engine_workers > 64
+            || self.rpc.engine_queue > 4096
+        {
+            bail!("rpc.engine_workers must be 1 to 64 and rpc.engine_queue at most 4096");
         }
         if self.mempool.max_bytes < 1_000_000 {
             bail!("mempool.max_bytes must be at least 1000000 (one block)");

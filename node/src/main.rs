@@ -13,6 +13,7 @@ mod mining;
 mod model_store;
 mod models;
 mod node;
+mod rpc;
 // The verifier service that calls it arrives with networking (p2p votes); tested now.
 #[cfg_attr(not(test), allow(dead_code))]
 mod verifier;

@@ -1,8 +1,10 @@
 //! `infer-node start`: opens the data directory, the ledger chainstate and the mempool,
 //! starts the services the configuration asks for, and runs until Ctrl-C or SIGTERM.
 //!
-//! Services today: the miner (one OS thread that drives N hashing threads). Every service
-//! is listed and spawned here; when a critical one fails, the node stops with its error.
+//! Services today: the miner (one OS thread that drives N hashing threads) and the RPC
+//! server (on the async runtime, with the inference engine's worker threads behind it).
+//! Every service is listed and spawned here; when a critical one fails, the node stops
+//! with its error.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,6 +158,17 @@ pub fn run(config: Config) -> Result<()> {
     } else {
         info!(target: "infer_node", "mining is off (mining.enabled = false)");
     }
+    if config.rpc.enabled {
+        start_rpc(
+            &runtime,
+            &config,
+            &data_dir,
+            network,
+            &node,
+            node_key,
+            failed_tx.clone(),
+        )?;
+    }
 
     let outcome = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -175,4 +188,53 @@ pub fn run(config: Config) -> Result<()> {
     let chain = node.chain();
     info!(target: "infer_node", height = chain.height(), tip = %chain.tip_hash(), "stopped");
     outcome
+}
+
+/// Loads the served model, starts the engine's workers and the RPC server.
+fn start_rpc(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    data_dir: &Path,
+    network: Network,
+    node: &Arc<Node>,
+    key: fai_primitives::SecretKey,
+    failed: tokio::sync::mpsc::UnboundedSender<anyhow::Error>,
+) -> Result<()> {
+    let model_path = fai_engine::tiny::ensure_fai_tiny(&crate::models::models_dir(data_dir))
+        .context("cannot write the built-in model")?;
+    let model = Arc::new(fai_engine::LoadedModel::load(
+        &model_path,
+        &candle_core::Device::Cpu,
+    )?);
+    let scheduler = Arc::new(fai_engine::scheduler::Scheduler::start(
+        model.clone(),
+        config.rpc.engine_workers,
+        config.rpc.engine_queue,
+    ));
+    let listener = std::net::TcpListener::bind(&config.rpc.listen)
+        .with_context(|| format!("cannot listen on {} (rpc.listen)", config.rpc.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot configure the RPC socket")?;
+    let address = listener.local_addr().context("RPC socket")?;
+    info!(target: "infer_node", model = %model.name, id = %model.id, "serving model");
+    let state = Arc::new(crate::rpc::RpcState::new(
+        node.clone(),
+        network,
+        model,
+        scheduler,
+        key,
+    ));
+    let app = crate::rpc::router(state, config.rpc.max_body_bytes);
+    runtime.spawn(async move {
+        let served = async {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app).await
+        };
+        if let Err(e) = served.await {
+            let _ = failed.send(anyhow::Error::new(e).context("the RPC server stopped"));
+        }
+    });
+    info!(target: "infer_node", "RPC listening on http://{address}/v2/info");
+    Ok(())
 }

@@ -22,7 +22,7 @@ fn regtest_config(dir: &Path, mining: bool) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[mining]\nenabled = {mining}\nthreads = 1\n",
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[mining]\nenabled = {mining}\nthreads = 1\n\n[rpc]\nlisten = \"127.0.0.1:0\"\n",
             dir.join("data").display()
         ),
     )

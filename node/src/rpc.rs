@@ -1,0 +1,398 @@
+//! The RPC server: REST under `/v2` (loopback by default), server-sent events for
+//! streamed inference, Prometheus metrics on `/metrics`.
+//!
+//! | method | path | answer |
+//! | --- | --- | --- |
+//! | GET | `/v2/info` | network, chain id, version, ledger height and tip, peers, sync state, served models |
+//! | GET | `/v2/ledger/blocks/{height or hash}` | a ledger block's header fields and transaction ids |
+//! | GET | `/v2/mempool` | ledger mempool size |
+//! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
+//! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
+//! | GET | `/metrics` | Prometheus text |
+//!
+//! Every refusal is a 4xx (or 503 when the engine's queue is full) with a JSON body
+//! `{"error": "..."}` that says what was wrong; the node keeps serving.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fai_engine::scheduler::{Event, Scheduler};
+use fai_engine::{EngineError, LoadedModel};
+use fai_inference_chain::types::{InferenceTx, ResultReceipt};
+use fai_primitives::codec::{Decode, Encode};
+use fai_primitives::{Hash256, Network, SecretKey, Signature};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::node::Node;
+use crate::verifier;
+
+/// The chain id inference transactions of `network` must carry.
+pub fn chain_id(network: Network) -> u32 {
+    match network {
+        Network::Mainnet => 0x0000_0001,
+        Network::Testnet => 0x8000_0000,
+        Network::Devnet => 0x8000_0001,
+        Network::Regtest => 0x8000_0002,
+    }
+}
+
+/// Inferences remembered for `GET /v2/inference/{txid}`.
+const REMEMBERED: usize = 10_000;
+
+#[derive(Debug, Clone)]
+enum InferenceState {
+    Running,
+    Done(ResultReceipt),
+    Failed(String),
+}
+
+#[derive(Default)]
+struct InferenceLog {
+    states: HashMap<Hash256, InferenceState>,
+    order: VecDeque<Hash256>,
+}
+
+impl InferenceLog {
+    /// Records a new inference; false if it was submitted before.
+    fn start(&mut self, txid: Hash256) -> bool {
+        if self.states.contains_key(&txid) {
+            return false;
+        }
+        self.states.insert(txid, InferenceState::Running);
+        self.order.push_back(txid);
+        while self.order.len() > REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.states.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn set(&mut self, txid: Hash256, state: InferenceState) {
+        if let Some(s) = self.states.get_mut(&txid) {
+            *s = state;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    inference_accepted: AtomicU64,
+    inference_refused: AtomicU64,
+    busy: AtomicU64,
+}
+
+/// What the handlers share.
+pub struct RpcState {
+    pub node: Arc<Node>,
+    pub network: Network,
+    pub model: Arc<LoadedModel>,
+    pub scheduler: Arc<Scheduler>,
+    pub key: SecretKey,
+    log: Mutex<InferenceLog>,
+    counters: Counters,
+}
+
+impl RpcState {
+    pub fn new(
+        node: Arc<Node>,
+        network: Network,
+        model: Arc<LoadedModel>,
+        scheduler: Arc<Scheduler>,
+        key: SecretKey,
+    ) -> Self {
+        RpcState {
+            node,
+            network,
+            model,
+            scheduler,
+            key,
+            log: Mutex::new(InferenceLog::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, InferenceLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A refusal: a status and a message, sent as `{"error": message}`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// The router of the RPC.
+pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v2/info", get(info))
+        .route("/v2/ledger/blocks/{id}", get(ledger_block))
+        .route("/v2/mempool", get(mempool))
+        .route("/v2/inference", post(inference))
+        .route("/v2/inference/{txid}", get(inference_state))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /v2/info".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
+    let (height, tip) = {
+        let chain = s.node.chain();
+        (chain.height(), chain.tip_hash().to_string())
+    };
+    Json(json!({
+        "network": s.network.to_string(),
+        "chain_id": chain_id(s.network),
+        "version": env!("CARGO_PKG_VERSION"),
+        "ledger": {"height": height, "tip": tip},
+        "peers": 0,
+        "sync": "synced",
+        "models": [{
+            "name": s.model.name,
+            "id": s.model.id.to_string(),
+            "context_length": s.model.model.config.context_length,
+        }],
+    }))
+}
+
+async fn ledger_block(
+    State(s): State<Arc<RpcState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let chain = s.node.chain();
+    let hash = if !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit()) {
+        let height: u32 = id
+            .parse()
+            .map_err(|_| bad(format!("height {id} is out of range")))?;
+        chain.hash_at(height).ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no ledger block at height {height}"),
+            )
+        })?
+    } else {
+        id.parse::<Hash256>()
+            .map_err(|_| bad(format!("{id:?} is neither a height nor a block hash")))?
+    };
+    let entry = chain
+        .entry(&hash)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no ledger block {hash}")))?
+        .clone();
+    let block = chain
+        .block(&hash)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("block {hash} is not stored")))?;
+    Ok(Json(json!({
+        "hash": hash.to_string(),
+        "height": entry.height,
+        "active": chain.is_active(&hash),
+        "prev": entry.header.prev.to_string(),
+        "time": entry.header.time,
+        "bits": format!("{:08x}", entry.header.bits),
+        "transactions": block.transactions.iter().map(|t| t.txid().to_string()).collect::<Vec<_>>(),
+    })))
+}
+
+async fn mempool(State(s): State<Arc<RpcState>>) -> Json<Value> {
+    let m = s.node.mempool();
+    Json(json!({"transactions": m.len(), "bytes": m.bytes()}))
+}
+
+/// Parses and checks an inference transaction from a request body.
+fn parse_inference(
+    s: &RpcState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<InferenceTx, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError(
+            e.status(),
+            format!("cannot read the body: {}", e.body_text()),
+        )
+    })?;
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+    let hex_tx = v.get("tx").and_then(Value::as_str).ok_or_else(|| {
+        bad("the body must be {\"tx\": \"<hex of a signed inference transaction>\"}")
+    })?;
+    let bytes = hex::decode(hex_tx).map_err(|_| bad("\"tx\" is not hex"))?;
+    let tx = InferenceTx::from_bytes(&bytes)
+        .map_err(|e| bad(format!("bad inference transaction: {e}")))?;
+    if !tx.is_consistent() {
+        return Err(bad(
+            "the signature does not verify or the prompt does not match its hash",
+        ));
+    }
+    if tx.stub.chain_id != chain_id(s.network) {
+        return Err(bad(format!(
+            "chain id {:#x} is not this network's ({:#x})",
+            tx.stub.chain_id,
+            chain_id(s.network)
+        )));
+    }
+    if tx.stub.model != s.model.id.0 {
+        return Err(bad(format!(
+            "this node does not serve model {}; it serves {}",
+            hex::encode(tx.stub.model),
+            s.model.id
+        )));
+    }
+    Ok(tx)
+}
+
+async fn inference(
+    State(s): State<Arc<RpcState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let tx = match parse_inference(&s, body) {
+        Ok(tx) => tx,
+        Err(e) => {
+            s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+            return e.into_response();
+        }
+    };
+    let txid = tx.stub.txid();
+    if !s.log().start(txid) {
+        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+        return ApiError(
+            StatusCode::CONFLICT,
+            format!("inference {txid} was already submitted"),
+        )
+        .into_response();
+    }
+    let job = match s
+        .scheduler
+        .submit(verifier::request(&tx.prompt, &tx.stub.sampling))
+    {
+        Ok(job) => job,
+        Err(e) => {
+            s.log().set(txid, InferenceState::Failed(e.to_string()));
+            let status = match e {
+                EngineError::Busy { .. } => {
+                    s.counters.busy.fetch_add(1, Ordering::Relaxed);
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+            return ApiError(status, e.to_string()).into_response();
+        }
+    };
+    s.counters
+        .inference_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    let state = s.clone();
+    let stream = job.map(move |event| -> Result<SseEvent, Infallible> {
+        Ok(match event {
+            Event::Text(text) => SseEvent::default()
+                .event("token")
+                .data(json!({"text": text}).to_string()),
+            Event::Done(g) => {
+                let mut receipt = ResultReceipt {
+                    tx: txid,
+                    output_hash: ResultReceipt::hash_output(&g.text),
+                    tokens: u32::try_from(g.tokens.len()).unwrap_or(u32::MAX),
+                    node: state.key.public_key(),
+                    signature: Signature([0; 64]),
+                };
+                receipt.sign(&state.key);
+                state.log().set(txid, InferenceState::Done(receipt.clone()));
+                SseEvent::default()
+                    .event("receipt")
+                    .data(receipt_json(&receipt, Some(&g.text)).to_string())
+            }
+            Event::Failed(e) => {
+                state.log().set(txid, InferenceState::Failed(e.clone()));
+                SseEvent::default()
+                    .event("error")
+                    .data(json!({"error": e}).to_string())
+            }
+        })
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn receipt_json(r: &ResultReceipt, text: Option<&str>) -> Value {
+    let mut v = json!({
+        "txid": r.tx.to_string(),
+        "output_hash": r.output_hash.to_string(),
+        "tokens": r.tokens,
+        "node": r.node.to_string(),
+        "receipt": hex::encode(r.to_bytes()),
+    });
+    if let Some(t) = text {
+        v["text"] = json!(t);
+    }
+    v
+}
+
+async fn inference_state(
+    State(s): State<Arc<RpcState>>,
+    Path(txid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: Hash256 = txid
+        .parse()
+        .map_err(|_| bad(format!("{txid:?} is not a transaction id")))?;
+    let state = s.log().states.get(&id).cloned().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("this node has not run inference {id}"),
+        )
+    })?;
+    Ok(Json(match state {
+        InferenceState::Running => json!({"txid": id.to_string(), "state": "running"}),
+        InferenceState::Done(r) => {
+            json!({"txid": id.to_string(), "state": "done", "receipt": receipt_json(&r, None)})
+        }
+        InferenceState::Failed(e) => json!({"txid": id.to_string(), "state": "failed", "error": e}),
+    }))
+}
+
+async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
+    let height = s.node.chain().height();
+    let mempool = s.node.mempool().len();
+    let jobs = s.scheduler.stats();
+    let c = &s.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let text = format!(
+        "# HELP infer_ledger_height Height of the active ledger tip.\n# TYPE infer_ledger_height gauge\ninfer_ledger_height {height}\n\
+# HELP infer_mempool_transactions Ledger transactions waiting.\n# TYPE infer_mempool_transactions gauge\ninfer_mempool_transactions {mempool}\n\
+# HELP infer_engine_jobs_running Inference jobs being generated.\n# TYPE infer_engine_jobs_running gauge\ninfer_engine_jobs_running {}\n\
+# HELP infer_engine_jobs_total Inference jobs ended, by outcome.\n# TYPE infer_engine_jobs_total counter\ninfer_engine_jobs_total{{outcome=\"finished\"}} {}\ninfer_engine_jobs_total{{outcome=\"cancelled\"}} {}\ninfer_engine_jobs_total{{outcome=\"failed\"}} {}\n\
+# HELP infer_rpc_inference_requests_total Inference requests, by answer.\n# TYPE infer_rpc_inference_requests_total counter\ninfer_rpc_inference_requests_total{{answer=\"accepted\"}} {}\ninfer_rpc_inference_requests_total{{answer=\"refused\"}} {}\ninfer_rpc_inference_requests_total{{answer=\"busy\"}} {}\n",
+        jobs.running,
+        jobs.finished,
+        jobs.cancelled,
+        jobs.failed,
+        get(&c.inference_accepted),
+        get(&c.inference_refused),
+        get(&c.busy),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

@@ -1,0 +1,276 @@
+//! The RPC against a running node (the real binary on loopback), through plain HTTP/1.1:
+//! every endpoint's success path, its bad-input paths, and a streamed inference whose
+//! tokens arrive as events before a signed receipt.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, ResultReceipt, Sampling};
+use fai_primitives::codec::{Decode, Encode};
+use fai_primitives::{Amount, SecretKey, Signature};
+
+const BIN: &str = env!("CARGO_BIN_EXE_infer-node");
+
+struct Node {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &Path) -> Node {
+    let port = free_port();
+    let config = dir.join("regtest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 262144\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["start", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Node { child, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return node;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the node's RPC never came up");
+}
+
+/// One request; returns the status and the body.
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn signed_tx(
+    model: [u8; 32],
+    chain_id: u32,
+    nonce: u64,
+    input: &str,
+    max_tokens: u32,
+) -> InferenceTx {
+    let key = SecretKey::from_bytes(&[7; 32]).unwrap();
+    let prompt = Prompt {
+        system: "be brief".into(),
+        context: vec![],
+        input: input.into(),
+    };
+    let mut stub = InferenceStub {
+        sender: key.public_key(),
+        nonce,
+        chain_id,
+        model,
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens,
+            temperature_milli: 800,
+            top_p_milli: 1000,
+            top_k: 40,
+            seed: 5,
+            stop: vec![],
+        },
+        max_fee: Amount::from_units(10_000).unwrap(),
+        expiry: 100,
+        signature: Signature([0; 64]),
+    };
+    stub.sign(&key);
+    InferenceTx { stub, prompt }
+}
+
+fn body_of(tx: &InferenceTx) -> Vec<u8> {
+    serde_json::json!({"tx": hex::encode(tx.to_bytes())})
+        .to_string()
+        .into_bytes()
+}
+
+/// Server-sent events: (event, data) pairs.
+fn events(body: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    // Chunked transfer framing is interleaved; events are "event: x\ndata: y\n\n".
+    let mut event = String::new();
+    for line in body.lines() {
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.trim().to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((event.clone(), d.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let port = node.port;
+
+    let (status, body) = http(port, "GET", "/v2/info", b"");
+    assert_eq!(status, 200, "{body}");
+    let info = json(&body);
+    assert_eq!(info["network"], "regtest");
+    assert_eq!(info["ledger"]["height"], 0);
+    let chain_id = info["chain_id"].as_u64().unwrap() as u32;
+    let model_hex = info["models"][0]["id"].as_str().unwrap().to_string();
+    let model: [u8; 32] = hex::decode(&model_hex).unwrap().try_into().unwrap();
+
+    // Ledger blocks by height and by hash; unknown and malformed ids.
+    let (status, body) = http(port, "GET", "/v2/ledger/blocks/0", b"");
+    assert_eq!(status, 200, "{body}");
+    let genesis = json(&body);
+    let hash = genesis["hash"].as_str().unwrap().to_string();
+    let (status, body) = http(port, "GET", &format!("/v2/ledger/blocks/{hash}"), b"");
+    assert_eq!((status, json(&body)["height"].as_u64()), (200, Some(0)));
+    let (status, body) = http(port, "GET", "/v2/ledger/blocks/999", b"");
+    assert_eq!(status, 404);
+    assert!(json(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("height 999"));
+    let (status, body) = http(port, "GET", "/v2/ledger/blocks/not-a-hash", b"");
+    assert_eq!(status, 400);
+    assert!(json(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("neither a height nor"));
+    let (status, body) = http(port, "GET", "/v2/mempool", b"");
+    assert_eq!(
+        (status, json(&body)["transactions"].as_u64()),
+        (200, Some(0))
+    );
+    let (status, body) = http(port, "GET", "/v2/nothing", b"");
+    assert_eq!(status, 404);
+    assert!(json(&body)["error"].is_string());
+
+    // A streamed inference: token events, then the signed receipt.
+    let tx = signed_tx(model, chain_id, 0, "tell me about blocks", 60);
+    let (status, body) = http(port, "POST", "/v2/inference", &body_of(&tx));
+    assert_eq!(status, 200, "{body}");
+    let evs = events(&body);
+    let tokens: Vec<String> = evs
+        .iter()
+        .filter(|(e, _)| e == "token")
+        .map(|(_, d)| json(d)["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(tokens.len() > 1, "{body}");
+    let (last, data) = evs.last().unwrap();
+    assert_eq!(last, "receipt", "{body}");
+    let receipt_json = json(data);
+    let receipt =
+        ResultReceipt::from_bytes(&hex::decode(receipt_json["receipt"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert!(receipt.signature_valid());
+    assert_eq!(receipt.tx, tx.stub.txid());
+    let text: String = tokens.concat();
+    assert_eq!(receipt.output_hash, ResultReceipt::hash_output(&text));
+    assert_eq!(receipt_json["text"].as_str().unwrap(), text);
+
+    // Its state, by id.
+    let (status, body) = http(
+        port,
+        "GET",
+        &format!("/v2/inference/{}", tx.stub.txid()),
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "done");
+    let (status, _) = http(
+        port,
+        "GET",
+        &format!("/v2/inference/{}", "ab".repeat(32)),
+        b"",
+    );
+    assert_eq!(status, 404);
+
+    // Refusals, each a JSON error that says what was wrong.
+    let refuse = |body: Vec<u8>, code: u16, says: &str| {
+        let (status, text) = http(port, "POST", "/v2/inference", &body);
+        assert_eq!(status, code, "{text}");
+        let err = json(&text)["error"].as_str().unwrap().to_string();
+        assert!(err.contains(says), "{err} should say {says}");
+    };
+    refuse(b"{not json".to_vec(), 400, "malformed JSON");
+    refuse(b"{\"tx\": \"zz\"}".to_vec(), 400, "not hex");
+    refuse(
+        b"{\"tx\": \"00\"}".to_vec(),
+        400,
+        "bad inference transaction",
+    );
+    let mut tampered = signed_tx(model, chain_id, 1, "x", 10);
+    tampered.stub.max_fee = Amount::from_units(1).unwrap();
+    refuse(body_of(&tampered), 400, "signature");
+    refuse(
+        body_of(&signed_tx(model, chain_id + 1, 2, "x", 10)),
+        400,
+        "chain id",
+    );
+    refuse(
+        body_of(&signed_tx([9; 32], chain_id, 3, "x", 10)),
+        400,
+        "does not serve model",
+    );
+    refuse(body_of(&tx), 409, "already submitted");
+    let huge = format!("{{\"tx\": \"{}\"}}", "0".repeat(300_000));
+    refuse(huge.into_bytes(), 413, "cannot read the body");
+
+    // Metrics count what happened; the node still serves.
+    let (status, body) = http(port, "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("infer_engine_jobs_total{outcome=\"finished\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("infer_rpc_inference_requests_total{answer=\"accepted\"} 1"),
+        "{body}"
+    );
+    assert_eq!(http(port, "GET", "/v2/info", b"").0, 200);
+}
