@@ -7,6 +7,7 @@
 mod bench;
 mod bench_engine;
 mod bench_poi;
+mod bench_rpc;
 mod config;
 mod keys;
 mod mining;
@@ -190,7 +191,6 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Connecting a block of 2,000 transactions against raw signature verification.
     /// Assembling and verifying an inference block of receipts against raw signature checks.
     Poi {
         /// Receipts in the block.
@@ -202,6 +202,15 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time to first token through POST /v2/inference against the engine's own.
+    Rpc {
+        /// Requests measured (the median is reported).
+        #[arg(long, default_value_t = 15)]
+        requests: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connecting a block of 2,000 transactions against raw signature verification.
     Validate {
         /// Transactions in the block.
         #[arg(long, default_value_t = 2000)]
@@ -485,6 +494,22 @@ fn run(cli: Cli) -> Result<()> {
                     r.sig_verifies_per_sec,
                     r.ratio,
                     r.threads
+                );
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Rpc { requests, json }) => {
+            anyhow::ensure!(
+                (1..=1000).contains(requests),
+                "--requests must be between 1 and 1000"
+            );
+            let r = bench_rpc::rpc(*requests)?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "rpc: time to first token {:.2} ms through POST /v2/inference, {:.2} ms in the engine; overhead {:.2} ms (median of {}; goal <= 2 ms)",
+                    r.rpc_ttft_ms, r.engine_ttft_ms, r.overhead_ms, r.requests
                 );
             }
             Ok(())

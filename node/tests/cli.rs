@@ -244,6 +244,13 @@ fn benchmarks_print_json_with_their_ratios() {
     ] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
+    let out = run(&["bench", "rpc", "--requests", "3", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["rpc_ttft_ms", "engine_ttft_ms"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    assert!(v["overhead_ms"].is_number(), "{v}");
     let bad = run(&["bench", "poi", "--receipts", "0"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(

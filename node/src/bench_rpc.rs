@@ -1,0 +1,165 @@
+//! `infer-node bench rpc`: the time to first token of an inference request through the
+//! RPC on loopback (HTTP, JSON, signature checks, the engine's queue, server-sent events)
+//! against the engine's own time to first token for the same request, in the same run.
+//! Both include the prompt's prefill; the difference is what the RPC adds.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use fai_engine::scheduler::Scheduler;
+use fai_engine::tiny::ensure_fai_tiny;
+use fai_engine::LoadedModel;
+use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, Sampling};
+use fai_ledger::mempool::{Mempool, MempoolConfig};
+use fai_primitives::codec::Encode;
+use fai_primitives::{Amount, Network, SecretKey, Signature};
+use serde::Serialize;
+
+use crate::node::{open_chain, Node};
+use crate::rpc::{chain_id, router, RpcState};
+use crate::verifier;
+
+#[derive(Serialize)]
+pub struct RpcReport {
+    pub requests: usize,
+    pub rpc_ttft_ms: f64,
+    pub engine_ttft_ms: f64,
+    pub overhead_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn transaction(model: [u8; 32], nonce: u64) -> InferenceTx {
+    let key = SecretKey::from_bytes(&[7; 32]).unwrap_or_else(|_| SecretKey::generate());
+    let prompt = Prompt {
+        system: "You are a helpful assistant.".into(),
+        context: vec![],
+        input: "How does a proof-of-work chain pick the winning branch?".into(),
+    };
+    let mut stub = InferenceStub {
+        sender: key.public_key(),
+        nonce,
+        chain_id: chain_id(Network::Regtest),
+        model,
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens: 16,
+            temperature_milli: 700,
+            top_p_milli: 1000,
+            top_k: 40,
+            seed: 1,
+            stop: vec![],
+        },
+        max_fee: Amount::from_units(10_000).unwrap_or(Amount::ZERO),
+        expiry: 100,
+        signature: Signature([0; 64]),
+    };
+    stub.sign(&key);
+    InferenceTx { stub, prompt }
+}
+
+/// Milliseconds from sending the request to the first token event.
+fn rpc_ttft(port: u16, tx: &InferenceTx) -> Result<f64> {
+    let body = serde_json::json!({"tx": hex::encode(tx.to_bytes())}).to_string();
+    let request = format!(
+        "POST /v2/inference HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let started = Instant::now();
+    s.write_all(request.as_bytes())?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let first = loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!(
+                "the stream ended before a token: {}",
+                String::from_utf8_lossy(&seen)
+            );
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if seen.windows(12).any(|w| w == b"event: token") {
+            break started.elapsed();
+        }
+    };
+    // Let the job finish before the next request.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    Ok(first.as_secs_f64() * 1e3)
+}
+
+pub fn rpc(requests: usize) -> Result<RpcReport> {
+    let dir = tempfile::tempdir()?;
+    let model = Arc::new(LoadedModel::load(
+        &ensure_fai_tiny(dir.path())?,
+        &Device::Cpu,
+    )?);
+    let chain = open_chain(&dir.path().join("data"), Network::Regtest)?;
+    let node = Arc::new(Node {
+        chain: Mutex::new(chain),
+        mempool: Mutex::new(Mempool::new(MempoolConfig {
+            max_bytes: 1 << 20,
+            min_fee_rate: 1_000,
+        })),
+        tip_generation: Default::default(),
+        shutdown: Default::default(),
+    });
+    let scheduler = Arc::new(Scheduler::start(model.clone(), 1, 8));
+    let state = Arc::new(RpcState::new(
+        node,
+        Network::Regtest,
+        model.clone(),
+        scheduler,
+        SecretKey::generate(),
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let app = router(state, 1 << 20);
+    runtime.spawn(async move {
+        if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
+            let _ = axum::serve(l, app).await;
+        }
+    });
+
+    let mut engine = Vec::new();
+    let mut through_rpc = Vec::new();
+    // One warm-up of each, then alternate so both see the same machine state.
+    for i in 0..=requests {
+        let tx = transaction(model.id.0, i as u64);
+        let request = verifier::request(&tx.prompt, &tx.stub.sampling);
+        let started = Instant::now();
+        let mut first = None;
+        fai_engine::generate(&model, &request, &AtomicBool::new(false), |_| {
+            first.get_or_insert_with(|| started.elapsed());
+        })?;
+        let engine_ms = first.context("the engine produced no text")?.as_secs_f64() * 1e3;
+        let rpc_ms = rpc_ttft(port, &tx)?;
+        if i > 0 {
+            engine.push(engine_ms);
+            through_rpc.push(rpc_ms);
+        }
+    }
+    let (r, e) = (median(through_rpc), median(engine));
+    Ok(RpcReport {
+        requests,
+        rpc_ttft_ms: r,
+        engine_ttft_ms: e,
+        overhead_ms: r - e,
+    })
+}
