@@ -9,6 +9,7 @@ mod bench_engine;
 mod bench_poi;
 mod bench_rpc;
 mod config;
+mod http_client;
 mod keys;
 mod mining;
 mod model_store;
@@ -88,6 +89,25 @@ enum WalletCommand {
     /// Sign a message with the wallet's key, to prove that you hold the address.
     SignMessage {
         message: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The wallet's balance on the ledger, from the node's RPC.
+    Balance {
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send FAI on the ledger: `wallet send ADDRESS "1.5 FAI"`.
+    Send {
+        to: String,
+        amount: String,
+        /// The fee paid to the miner.
+        #[arg(long, default_value = "0.00001 FAI")]
+        fee: String,
         #[arg(long, default_value = "default")]
         name: String,
         #[arg(long)]
@@ -322,6 +342,47 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 WalletCommand::Address { name, json } => {
                     (name, wallet::address(&dir, name, network)?, None, *json)
+                }
+                WalletCommand::Balance { name, json } => {
+                    let address = wallet::address(&dir, name, network)?;
+                    let v = http_client::call(
+                        &config.rpc.listen,
+                        "GET",
+                        &format!("/v2/ledger/accounts/{address}"),
+                        None,
+                    )?;
+                    if *json {
+                        println!("{v}");
+                    } else {
+                        println!(
+                            "{address}: {} spendable, {} base units maturing, {} outputs, at height {}",
+                            v["balance"].as_str().unwrap_or("?"),
+                            v["immature_units"],
+                            v["utxos"],
+                            v["height"]
+                        );
+                    }
+                    return Ok(());
+                }
+                WalletCommand::Send {
+                    to,
+                    amount,
+                    fee,
+                    name,
+                    json,
+                } => {
+                    let to = Address::parse_for(to, network)?;
+                    let amount: fai_primitives::Amount = amount.parse().context("amount")?;
+                    let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let txid = wallet::send(&config.rpc.listen, network, &w, to, amount, fee)?;
+                    if *json {
+                        println!("{}", serde_json::json!({"txid": txid}));
+                    } else {
+                        println!("sent {amount} to {to}: transaction {txid}");
+                    }
+                    return Ok(());
                 }
                 WalletCommand::SignMessage {
                     message,

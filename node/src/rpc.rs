@@ -6,6 +6,9 @@
 //! | GET | `/v2/info` | network, chain id, version, ledger height and tip, peers, sync state, served models |
 //! | GET | `/v2/ledger/blocks/{height or hash}` | a ledger block's header fields and transaction ids |
 //! | GET | `/v2/mempool` | ledger mempool size |
+//! | GET | `/v2/ledger/accounts/{address}` | spendable and immature balance on the ledger |
+//! | GET | `/v2/ledger/accounts/{address}/utxos` | the address's unspent outputs |
+//! | POST | `/v2/transactions` | body `{"tx": "<hex of a signed ledger transaction>"}`: into the mempool, answers its id |
 //! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
 //! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
 //! | GET | `/metrics` | Prometheus text |
@@ -147,6 +150,9 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .route("/v2/info", get(info))
         .route("/v2/ledger/blocks/{id}", get(ledger_block))
         .route("/v2/mempool", get(mempool))
+        .route("/v2/ledger/accounts/{address}", get(account))
+        .route("/v2/ledger/accounts/{address}/utxos", get(utxos))
+        .route("/v2/transactions", post(submit_transaction))
         .route("/v2/inference", post(inference))
         .route("/v2/inference/{txid}", get(inference_state))
         .route("/metrics", get(metrics))
@@ -223,11 +229,111 @@ async fn mempool(State(s): State<Arc<RpcState>>) -> Json<Value> {
     Json(json!({"transactions": m.len(), "bytes": m.bytes()}))
 }
 
-/// Parses and checks an inference transaction from a request body.
-fn parse_inference(
-    s: &RpcState,
+/// An address's coins, with what decides which are spendable.
+struct AccountCoins {
+    tip: u32,
+    maturity: u32,
+    coins: Vec<(fai_ledger::OutPoint, fai_ledger::Coin)>,
+}
+
+/// The coins of `address` (checked against the network).
+fn coins_of(s: &RpcState, address: &str) -> Result<AccountCoins, ApiError> {
+    let a =
+        fai_primitives::Address::parse_for(address, s.network).map_err(|e| bad(e.to_string()))?;
+    let chain = s.node.chain();
+    let coins = chain
+        .all_coins()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .into_iter()
+        .filter(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(a.key_hash))
+        .collect();
+    Ok(AccountCoins {
+        tip: chain.height(),
+        maturity: chain.params().coinbase_maturity,
+        coins,
+    })
+}
+
+fn spendable(coin: &fai_ledger::Coin, tip: u32, maturity: u32) -> bool {
+    !coin.coinbase || tip.saturating_add(1).saturating_sub(coin.height) >= maturity
+}
+
+async fn account(
+    State(s): State<Arc<RpcState>>,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let AccountCoins {
+        tip,
+        maturity,
+        coins,
+    } = coins_of(&s, &address)?;
+    let (mut ready, mut immature) = (0u64, 0u64);
+    for (_, c) in &coins {
+        let v = c.output.value.units();
+        if spendable(c, tip, maturity) {
+            ready = ready.saturating_add(v);
+        } else {
+            immature = immature.saturating_add(v);
+        }
+    }
+    let fai = |u: u64| {
+        fai_primitives::Amount::from_units(u)
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    };
+    Ok(Json(json!({
+        "address": address,
+        "balance": fai(ready),
+        "balance_units": ready,
+        "immature_units": immature,
+        "utxos": coins.len(),
+        "height": tip,
+    })))
+}
+
+async fn utxos(
+    State(s): State<Arc<RpcState>>,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let AccountCoins {
+        tip,
+        maturity,
+        coins,
+    } = coins_of(&s, &address)?;
+    Ok(Json(json!(coins
+        .iter()
+        .map(|(op, c)| json!({
+            "txid": op.txid.to_string(),
+            "vout": op.vout,
+            "value_units": c.output.value.units(),
+            "height": c.height,
+            "coinbase": c.coinbase,
+            "spendable": spendable(c, tip, maturity),
+        }))
+        .collect::<Vec<_>>())))
+}
+
+async fn submit_transaction(
+    State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<InferenceTx, ApiError> {
+) -> Result<Json<Value>, ApiError> {
+    let bytes = hex_field(
+        body,
+        "the body must be {\"tx\": \"<hex of a signed ledger transaction>\"}",
+    )?;
+    let tx = fai_ledger::Transaction::from_bytes(&bytes)
+        .map_err(|e| bad(format!("bad transaction: {e}")))?;
+    let chain = s.node.chain();
+    let mut mempool = s.node.mempool();
+    let txid = mempool
+        .accept(tx, &chain)
+        .map_err(|e| bad(format!("transaction refused: {e}")))?;
+    Ok(Json(json!({"txid": txid.to_string()})))
+}
+
+/// The bytes of the `"tx"` field (hex) of a JSON request body; `usage` tells the client
+/// what the body must be.
+fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>, ApiError> {
     let body = body.map_err(|e| {
         ApiError(
             e.status(),
@@ -236,10 +342,22 @@ fn parse_inference(
     })?;
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-    let hex_tx = v.get("tx").and_then(Value::as_str).ok_or_else(|| {
-        bad("the body must be {\"tx\": \"<hex of a signed inference transaction>\"}")
-    })?;
-    let bytes = hex::decode(hex_tx).map_err(|_| bad("\"tx\" is not hex"))?;
+    let field = v
+        .get("tx")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(usage))?;
+    hex::decode(field).map_err(|_| bad("\"tx\" is not hex"))
+}
+
+/// Parses and checks an inference transaction from a request body.
+fn parse_inference(
+    s: &RpcState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<InferenceTx, ApiError> {
+    let bytes = hex_field(
+        body,
+        "the body must be {\"tx\": \"<hex of a signed inference transaction>\"}",
+    )?;
     let tx = InferenceTx::from_bytes(&bytes)
         .map_err(|e| bad(format!("bad inference transaction: {e}")))?;
     if !tx.is_consistent() {

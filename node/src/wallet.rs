@@ -275,6 +275,101 @@ pub fn open(data_dir: &Path, name: &str, network: Network, passphrase: &str) -> 
     Ok(Wallet { key, address })
 }
 
+/// Builds, signs and submits a ledger transaction paying `amount` to `to` from the
+/// wallet's spendable outputs (oldest first), with change back to the wallet.
+pub fn send(
+    rpc: &str,
+    network: Network,
+    w: &Wallet,
+    to: Address,
+    amount: fai_primitives::Amount,
+    fee: fai_primitives::Amount,
+) -> Result<String> {
+    use fai_ledger::{OutPoint, Transaction, TxIn, TxOut, Txid, Unlock};
+    let utxos = crate::http_client::call(
+        rpc,
+        "GET",
+        &format!("/v2/ledger/accounts/{}/utxos", w.address),
+        None,
+    )?;
+    let mut coins: Vec<&serde_json::Value> = utxos
+        .as_array()
+        .context("the node's UTXO list is not a list")?
+        .iter()
+        .filter(|u| u["spendable"].as_bool() == Some(true))
+        .collect();
+    coins.sort_by_key(|u| u["height"].as_u64());
+    let need = amount
+        .checked_add(fee)
+        .context("amount plus fee overflows")?
+        .units();
+    let (mut picked, mut total) = (Vec::new(), 0u64);
+    for u in coins {
+        if total >= need {
+            break;
+        }
+        let txid: fai_primitives::Hash256 = u["txid"]
+            .as_str()
+            .context("a UTXO without txid")?
+            .parse()
+            .context("a UTXO's txid")?;
+        let value = u["value_units"].as_u64().context("a UTXO without value")?;
+        let vout = u32::try_from(u["vout"].as_u64().context("a UTXO without vout")?)?;
+        picked.push((OutPoint::new(Txid(txid), vout), value));
+        total = total.saturating_add(value);
+    }
+    if total < need {
+        bail!(
+            "not enough spendable FAI: {} available, {} needed with the fee",
+            fai_primitives::Amount::from_units(total).unwrap_or(fai_primitives::Amount::ZERO),
+            fai_primitives::Amount::from_units(need).unwrap_or(fai_primitives::Amount::ZERO)
+        );
+    }
+    let mut outputs = vec![TxOut::pay(amount, to.key_hash)];
+    let change = total - need;
+    if change > 0 {
+        outputs.push(TxOut::pay(
+            fai_primitives::Amount::from_units(change)?,
+            w.address.key_hash,
+        ));
+    }
+    let mut tx = Transaction {
+        version: 1,
+        inputs: picked
+            .iter()
+            .map(|(op, _)| TxIn {
+                prevout: *op,
+                sequence: fai_ledger::tx::SEQUENCE_FINAL,
+                unlock: Unlock::Key {
+                    pubkey: w.key.public_key(),
+                    signature: fai_primitives::Signature([0; 64]),
+                },
+            })
+            .collect(),
+        outputs,
+        lock_time: 0,
+    };
+    let spent: Vec<(TxOut, SecretKey)> = picked
+        .iter()
+        .map(|(_, v)| {
+            Ok((
+                TxOut::pay(fai_primitives::Amount::from_units(*v)?, w.address.key_hash),
+                w.key.clone(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let magic = fai_ledger::ChainParams::for_network(network).magic;
+    fai_ledger::sighash::sign_transaction(&mut tx, magic, &spent)
+        .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+    let answer = crate::http_client::call(
+        rpc,
+        "POST",
+        "/v2/transactions",
+        Some(&serde_json::json!({"tx": hex::encode(fai_primitives::codec::Encode::to_bytes(&tx))})),
+    )?;
+    Ok(answer["txid"].as_str().unwrap_or_default().to_string())
+}
+
 /// What `wallet sign-message` signs: sha256d("FAI signed message:\n" ‖ message).
 pub fn message_digest(message: &str) -> fai_primitives::Hash256 {
     fai_primitives::Hash256::sha256d_parts(&[b"FAI signed message:\n", message.as_bytes()])

@@ -274,3 +274,141 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     );
     assert_eq!(http(port, "GET", "/v2/info", b"").0, 200);
 }
+
+fn cli(args: &[&str], pass: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("FAI_WALLET_PASSPHRASE", pass)
+        .output()
+        .unwrap()
+}
+
+/// A mining node pays a wallet; the wallet sees its balance and sends FAI through the RPC
+/// to another wallet, whose balance shows it once mined.
+#[test]
+fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!(
+        "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\n",
+        dir.path().join("data").display()
+    );
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, &base).unwrap();
+    let c = plain.to_str().unwrap();
+    let alice = cli(
+        &["wallet", "new", "--name", "alice", "--json", "--config", c],
+        "passphrase-a",
+    );
+    assert!(
+        alice.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    let alice: serde_json::Value = serde_json::from_slice(&alice.stdout).unwrap();
+    let alice = alice["address"].as_str().unwrap().to_string();
+    let bob = cli(
+        &["wallet", "new", "--name", "bob", "--json", "--config", c],
+        "passphrase-b",
+    );
+    let bob: serde_json::Value = serde_json::from_slice(&bob.stdout).unwrap();
+    let bob = bob["address"].as_str().unwrap().to_string();
+
+    let mining = dir.path().join("mining.toml");
+    std::fs::write(
+        &mining,
+        format!("{base}\n[mining]\nenabled = true\nthreads = 1\naddress = \"{alice}\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["start", "--config", mining.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = Node { child, port };
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out waiting for {what}");
+    };
+    let height = || {
+        TcpStream::connect(("127.0.0.1", port)).ok()?;
+        json(&http(port, "GET", "/v2/info", b"").1)["ledger"]["height"].as_u64()
+    };
+    wait_for("102 blocks", &|| height().is_some_and(|h| h >= 102));
+
+    let out = cli(
+        &[
+            "wallet", "balance", "--name", "alice", "--json", "--config", c,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let balance: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        balance["balance_units"].as_u64().unwrap() >= 150_000_000,
+        "{balance}"
+    );
+
+    let out = cli(
+        &[
+            "wallet", "send", &bob, "1 FAI", "--name", "alice", "--json", "--config", c,
+        ],
+        "passphrase-a",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["txid"].as_str().unwrap().len(), 64);
+    let bob_units = || {
+        json(&http(port, "GET", &format!("/v2/ledger/accounts/{bob}"), b"").1)["balance_units"]
+            .as_u64()
+    };
+    wait_for("bob's payment to be mined", &|| {
+        bob_units() == Some(100_000_000)
+    });
+
+    // Refusals: more than Alice has, a wrong passphrase, garbage transactions.
+    let out = cli(
+        &[
+            "wallet",
+            "send",
+            &bob,
+            "1000000 FAI",
+            "--name",
+            "alice",
+            "--config",
+            c,
+        ],
+        "passphrase-a",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not enough spendable"));
+    let out = cli(
+        &[
+            "wallet", "send", &bob, "1 FAI", "--name", "alice", "--config", c,
+        ],
+        "wrong one",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    let (status, body) = http(port, "POST", "/v2/transactions", b"{\"tx\": \"00\"}");
+    assert_eq!(status, 400);
+    assert!(json(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("bad transaction"));
+    let (status, body) = http(port, "GET", "/v2/ledger/accounts/not-an-address", b"");
+    assert_eq!(status, 400, "{body}");
+}
