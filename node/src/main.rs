@@ -113,6 +113,28 @@ enum WalletCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask for an inference: the answer streams to the terminal, then the signed receipt.
+    Infer {
+        prompt: String,
+        /// Model id (hex); default: the first model the node serves.
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value = "0.001 FAI")]
+        max_fee: String,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: u32,
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        /// Sampling seed; default: random.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "")]
+        system: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a wallet's address.
     Address {
         #[arg(long, default_value = "default")]
@@ -381,6 +403,51 @@ fn run(cli: Cli) -> Result<()> {
                         println!("{}", serde_json::json!({"txid": txid}));
                     } else {
                         println!("sent {amount} to {to}: transaction {txid}");
+                    }
+                    return Ok(());
+                }
+                WalletCommand::Infer {
+                    prompt,
+                    model,
+                    max_fee,
+                    max_tokens,
+                    temperature,
+                    seed,
+                    system,
+                    name,
+                    json,
+                } => {
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let request = wallet::InferRequest {
+                        system: system.clone(),
+                        prompt: prompt.clone(),
+                        model: model.clone(),
+                        max_fee: max_fee.parse().context("--max-fee")?,
+                        max_tokens: *max_tokens,
+                        temperature: *temperature,
+                        seed: seed.unwrap_or_else(rand::random),
+                        nonce: wallet::next_nonce(&dir, name)?,
+                    };
+                    let mut out = std::io::stdout().lock();
+                    let quiet = *json;
+                    let result = wallet::infer(&config.rpc.listen, &w, &request, |piece| {
+                        if !quiet {
+                            use std::io::Write;
+                            let _ = out.write_all(models::printable(piece).as_bytes());
+                            let _ = out.flush();
+                        }
+                    })?;
+                    drop(out);
+                    if *json {
+                        println!("{}", result);
+                    } else {
+                        println!(
+                            "\n[receipt: transaction {}, {} tokens, node {}]",
+                            result["txid"].as_str().unwrap_or("?"),
+                            result["tokens"],
+                            result["node"].as_str().unwrap_or("?")
+                        );
                     }
                     return Ok(());
                 }

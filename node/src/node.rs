@@ -236,5 +236,13 @@ fn start_rpc(
         }
     });
     info!(target: "infer_node", "RPC listening on http://{address}/v2/info");
+    let config_flag = match network {
+        Network::Devnet => String::new(),
+        _ => " --config <your file>".to_string(),
+    };
+    info!(
+        target: "infer_node",
+        "first inference: `infer-node wallet new{config_flag}` once, then `infer-node wallet infer \"hello\"{config_flag}` (fai-tiny's text is nonsense by design)"
+    );
     Ok(())
 }

@@ -370,6 +370,127 @@ pub fn send(
     Ok(answer["txid"].as_str().unwrap_or_default().to_string())
 }
 
+/// What `wallet infer` asks for.
+pub struct InferRequest {
+    pub system: String,
+    pub prompt: String,
+    /// Hex model id; none: the node's first model.
+    pub model: Option<String>,
+    pub max_fee: fai_primitives::Amount,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub seed: u64,
+    pub nonce: u64,
+}
+
+/// The next inference nonce of wallet `name` (a counter beside the keystore). The
+/// inference layer will check nonces against the sender's account; until the node runs
+/// that layer, the counter keeps each request distinct.
+pub fn next_nonce(data_dir: &Path, name: &str) -> Result<u64> {
+    let path = wallet_path(data_dir, name)?.with_extension("nonce");
+    let current = match fs::read_to_string(&path) {
+        Ok(t) => t
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("{} is damaged", path.display()))?,
+        Err(_) => 0,
+    };
+    fs::write(&path, current.saturating_add(1).to_string())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(current)
+}
+
+/// Signs an inference transaction, posts it to the node, calls `on_text` with each piece
+/// of the answer as it streams, and returns the receipt (JSON, its signature checked).
+pub fn infer(
+    rpc: &str,
+    w: &Wallet,
+    req: &InferRequest,
+    mut on_text: impl FnMut(&str),
+) -> Result<serde_json::Value> {
+    use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, ResultReceipt, Sampling};
+    use fai_primitives::codec::{Decode, Encode};
+    let info = crate::http_client::call(rpc, "GET", "/v2/info", None)?;
+    let model_hex = match &req.model {
+        Some(m) => m.clone(),
+        None => info["models"][0]["id"]
+            .as_str()
+            .context("the node serves no model")?
+            .to_string(),
+    };
+    let model: [u8; 32] = hex::decode(&model_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("--model must be 64 hex digits")?;
+    let chain_id = u32::try_from(
+        info["chain_id"]
+            .as_u64()
+            .context("the node gave no chain id")?,
+    )?;
+    if !(0.0..=5.0).contains(&req.temperature) {
+        bail!("--temperature must be between 0 and 5");
+    }
+    let prompt = Prompt {
+        system: req.system.clone(),
+        context: vec![],
+        input: req.prompt.clone(),
+    };
+    let mut stub = InferenceStub {
+        sender: w.key.public_key(),
+        nonce: req.nonce,
+        chain_id,
+        model,
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens: req.max_tokens,
+            temperature_milli: (req.temperature * 1000.0).round() as u32,
+            top_p_milli: 1000,
+            top_k: 40,
+            seed: req.seed,
+            stop: vec![],
+        },
+        max_fee: req.max_fee,
+        expiry: u32::MAX,
+        signature: fai_primitives::Signature([0; 64]),
+    };
+    stub.sign(&w.key);
+    let tx = InferenceTx { stub, prompt };
+    let txid = tx.stub.txid();
+    let mut receipt = None;
+    let mut failure = None;
+    crate::http_client::stream_events(
+        rpc,
+        "/v2/inference",
+        &serde_json::json!({"tx": hex::encode(tx.to_bytes())}),
+        |event, data| {
+            let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+            match event {
+                "token" => on_text(v["text"].as_str().unwrap_or_default()),
+                "receipt" => receipt = Some(v),
+                "error" => {
+                    failure = Some(v["error"].as_str().unwrap_or("unknown error").to_string())
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = failure {
+        bail!("the inference failed: {e}");
+    }
+    let v = receipt.context("the node closed the stream without a receipt")?;
+    let r = v["receipt"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| ResultReceipt::from_bytes(&b).ok())
+        .context("the node's receipt does not decode")?;
+    let text = v["text"].as_str().unwrap_or_default();
+    if !r.signature_valid() || r.tx != txid || r.output_hash != ResultReceipt::hash_output(text) {
+        bail!("the node's receipt does not match the answer");
+    }
+    Ok(v)
+}
+
 /// What `wallet sign-message` signs: sha256d("FAI signed message:\n" ‖ message).
 pub fn message_digest(message: &str) -> fai_primitives::Hash256 {
     fai_primitives::Hash256::sha256d_parts(&[b"FAI signed message:\n", message.as_bytes()])

@@ -213,6 +213,72 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     assert_eq!(receipt.output_hash, ResultReceipt::hash_output(&text));
     assert_eq!(receipt_json["text"].as_str().unwrap(), text);
 
+    // The wallet does the same from the command line: streamed, then the checked receipt.
+    let config = dir.path().join("regtest.toml");
+    let c = config.to_str().unwrap();
+    let made = cli(
+        &["wallet", "new", "--name", "u", "--config", c],
+        "passphrase-u",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = cli(
+        &[
+            "wallet",
+            "infer",
+            "what is a block?",
+            "--name",
+            "u",
+            "--max-tokens",
+            "30",
+            "--seed",
+            "4",
+            "--json",
+            "--config",
+            c,
+        ],
+        "passphrase-u",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["tokens"].as_u64().unwrap() >= 1, "{v}");
+    let out = cli(
+        &[
+            "wallet",
+            "infer",
+            "and a ledger?",
+            "--name",
+            "u",
+            "--config",
+            c,
+        ],
+        "passphrase-u",
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("[receipt: transaction"), "{shown}");
+    let out = cli(
+        &[
+            "wallet",
+            "infer",
+            "x",
+            "--name",
+            "u",
+            "--model",
+            &"00".repeat(32),
+            "--config",
+            c,
+        ],
+        "passphrase-u",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not serve model"));
+
     // Its state, by id.
     let (status, body) = http(
         port,
@@ -265,11 +331,11 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     let (status, body) = http(port, "GET", "/metrics", b"");
     assert_eq!(status, 200);
     assert!(
-        body.contains("infer_engine_jobs_total{outcome=\"finished\"} 1"),
+        body.contains("infer_engine_jobs_total{outcome=\"finished\"} 3"),
         "{body}"
     );
     assert!(
-        body.contains("infer_rpc_inference_requests_total{answer=\"accepted\"} 1"),
+        body.contains("infer_rpc_inference_requests_total{answer=\"accepted\"} 3"),
         "{body}"
     );
     assert_eq!(http(port, "GET", "/v2/info", b"").0, 200);
