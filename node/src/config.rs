@@ -43,6 +43,9 @@ pub struct RpcSection {
     /// Inference requests that may wait for a worker before the node answers "busy".
     #[serde(default = "default_queue")]
     pub engine_queue: usize,
+    /// Bearer token of the admin calls (`/v2/admin/...`); empty turns them off.
+    #[serde(default)]
+    pub admin_token: String,
 }
 
 fn yes() -> bool {
@@ -66,6 +69,7 @@ impl Default for RpcSection {
             max_body_bytes: default_rpc_body(),
             engine_workers: 1,
             engine_queue: default_queue(),
+            admin_token: String::new(),
         }
     }
 }
@@ -186,6 +190,9 @@ impl Config {
         }
         if self.rpc.max_body_bytes < 1024 || self.rpc.max_body_bytes > 64 * 1024 * 1024 {
             bail!("rpc.max_body_bytes must be between 1024 and 67108864");
+        }
+        if !self.rpc.admin_token.is_empty() && self.rpc.admin_token.len() < 16 {
+            bail!("rpc.admin_token must have at least 16 characters (or be empty to turn admin calls off)");
         }
         if self.rpc.engine_workers == 0
             || self.rpc.engine_workers > 64

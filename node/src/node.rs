@@ -158,15 +158,11 @@ pub fn run(config: Config) -> Result<()> {
     } else {
         info!(target: "infer_node", "mining is off (mining.enabled = false)");
     }
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     if config.rpc.enabled {
+        let channels = (failed_tx.clone(), shutdown_tx);
         start_rpc(
-            &runtime,
-            &config,
-            &data_dir,
-            network,
-            &node,
-            node_key,
-            failed_tx.clone(),
+            &runtime, &config, &data_dir, network, &node, node_key, channels,
         )?;
     }
 
@@ -177,6 +173,7 @@ pub fn run(config: Config) -> Result<()> {
             r = tokio::signal::ctrl_c() => { r.context("cannot listen for Ctrl-C")?; info!(target: "infer_node", "Ctrl-C: shutting down"); Ok(()) }
             _ = term.recv() => { info!(target: "infer_node", "SIGTERM: shutting down"); Ok(()) }
             Some(e) = failed_rx.recv() => Err(e),
+            Some(()) = shutdown_rx.recv() => { info!(target: "infer_node", "admin shutdown: shutting down"); Ok(()) }
         }
     });
     node.shutdown.store(true, Ordering::SeqCst);
@@ -198,7 +195,10 @@ fn start_rpc(
     network: Network,
     node: &Arc<Node>,
     key: fai_primitives::SecretKey,
-    failed: tokio::sync::mpsc::UnboundedSender<anyhow::Error>,
+    (failed, shutdown): (
+        tokio::sync::mpsc::UnboundedSender<anyhow::Error>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ),
 ) -> Result<()> {
     let model_path = fai_engine::tiny::ensure_fai_tiny(&crate::models::models_dir(data_dir))
         .context("cannot write the built-in model")?;
@@ -218,13 +218,11 @@ fn start_rpc(
         .context("cannot configure the RPC socket")?;
     let address = listener.local_addr().context("RPC socket")?;
     info!(target: "infer_node", model = %model.name, id = %model.id, "serving model");
-    let state = Arc::new(crate::rpc::RpcState::new(
-        node.clone(),
-        network,
-        model,
-        scheduler,
-        key,
-    ));
+    let mut state = crate::rpc::RpcState::new(node.clone(), network, model, scheduler, key);
+    if !config.rpc.admin_token.is_empty() {
+        state.admin = Some((config.rpc.admin_token.clone(), shutdown));
+    }
+    let state = Arc::new(state);
     let app = crate::rpc::router(state, config.rpc.max_body_bytes);
     runtime.spawn(async move {
         let served = async {

@@ -12,6 +12,7 @@
 //! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
 //! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
 //! | GET | `/metrics` | Prometheus text |
+//! | POST | `/v2/admin/shutdown` | with `Authorization: Bearer <rpc.admin_token>`: stops the node cleanly |
 //!
 //! Every refusal is a 4xx (or 503 when the engine's queue is full) with a JSON body
 //! `{"error": "..."}` that says what was wrong; the node keeps serving.
@@ -98,6 +99,8 @@ struct Counters {
 
 /// What the handlers share.
 pub struct RpcState {
+    /// The admin token and where a shutdown request goes; none: admin calls are off.
+    pub admin: Option<(String, tokio::sync::mpsc::UnboundedSender<()>)>,
     pub node: Arc<Node>,
     pub network: Network,
     pub model: Arc<LoadedModel>,
@@ -116,6 +119,7 @@ impl RpcState {
         key: SecretKey,
     ) -> Self {
         RpcState {
+            admin: None,
             node,
             network,
             model,
@@ -156,6 +160,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .route("/v2/inference", post(inference))
         .route("/v2/inference/{txid}", get(inference_state))
         .route("/metrics", get(metrics))
+        .route("/v2/admin/shutdown", post(admin_shutdown))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -490,6 +495,38 @@ async fn inference_state(
         }
         InferenceState::Failed(e) => json!({"txid": id.to_string(), "state": "failed", "error": e}),
     }))
+}
+
+async fn admin_shutdown(
+    State(s): State<Arc<RpcState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let Some((token, shutdown)) = &s.admin else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "admin calls are off (rpc.admin_token is empty)".into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compare every byte, so the time taken does not tell how much of a guess was right.
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        ));
+    }
+    let _ = shutdown.send(());
+    Ok(Json(json!({"shutting_down": true})))
 }
 
 async fn metrics(State(s): State<Arc<RpcState>>) -> Response {

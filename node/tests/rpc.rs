@@ -327,6 +327,10 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     let huge = format!("{{\"tx\": \"{}\"}}", "0".repeat(300_000));
     refuse(huge.into_bytes(), 413, "cannot read the body");
 
+    // Admin calls are off without a token.
+    let (status, body) = http(port, "POST", "/v2/admin/shutdown", b"");
+    assert_eq!(status, 403, "{body}");
+
     // Metrics count what happened; the node still serves.
     let (status, body) = http(port, "GET", "/metrics", b"");
     assert_eq!(status, 200);
@@ -477,4 +481,54 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
         .contains("bad transaction"));
     let (status, body) = http(port, "GET", "/v2/ledger/accounts/not-an-address", b"");
     assert_eq!(status, 400, "{body}");
+}
+
+/// With a token, `POST /v2/admin/shutdown` stops the node cleanly; a wrong token is 401.
+#[test]
+fn an_admin_with_the_token_stops_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("admin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"0123456789abcdef-secret\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["start", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut node = Node { child, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the RPC never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let call = |token: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "POST /v2/admin/shutdown HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(call("guess").starts_with("HTTP/1.1 401"));
+    assert!(call("0123456789abcdef-secret").starts_with("HTTP/1.1 200"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
