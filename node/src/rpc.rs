@@ -12,6 +12,7 @@
 //! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
 //! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
 //! | GET | `/metrics` | Prometheus text |
+//! | GET | `/v2/openapi.json` | the OpenAPI document of all of the above, generated from this module |
 //! | POST | `/v2/admin/shutdown` | with `Authorization: Bearer <rpc.admin_token>`: stops the node cleanly |
 //!
 //! Every refusal is a 4xx (or 503 when the engine's queue is full) with a JSON body
@@ -148,6 +149,33 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
+    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, admin_shutdown, metrics),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// The `bearer` security scheme of the admin calls.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
 /// The router of the RPC.
 pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
     Router::new()
@@ -160,6 +188,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .route("/v2/inference", post(inference))
         .route("/v2/inference/{txid}", get(inference_state))
         .route("/metrics", get(metrics))
+        .route("/v2/openapi.json", get(openapi))
         .route("/v2/admin/shutdown", post(admin_shutdown))
         .fallback(|| async {
             ApiError(
@@ -171,6 +200,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height and tip, peers, sync state, served models", content_type = "application/json")))]
 async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
     let (height, tip) = {
         let chain = s.node.chain();
@@ -191,6 +221,7 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(get, path = "/v2/ledger/blocks/{id}", tag = "ledger", params(("id" = String, Path, description = "a height or a block hash")), responses((status = 200, description = "header fields and transaction ids", content_type = "application/json"), (status = 400, description = "neither a height nor a hash"), (status = 404, description = "no such block")))]
 async fn ledger_block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
@@ -229,6 +260,7 @@ async fn ledger_block(
     })))
 }
 
+#[utoipa::path(get, path = "/v2/mempool", tag = "ledger", responses((status = 200, description = "transactions and bytes waiting", content_type = "application/json")))]
 async fn mempool(State(s): State<Arc<RpcState>>) -> Json<Value> {
     let m = s.node.mempool();
     Json(json!({"transactions": m.len(), "bytes": m.bytes()}))
@@ -263,6 +295,7 @@ fn spendable(coin: &fai_ledger::Coin, tip: u32, maturity: u32) -> bool {
     !coin.coinbase || tip.saturating_add(1).saturating_sub(coin.height) >= maturity
 }
 
+#[utoipa::path(get, path = "/v2/ledger/accounts/{address}", tag = "ledger", params(("address" = String, Path, description = "a bech32m address of this network")), responses((status = 200, description = "spendable and maturing balance", content_type = "application/json"), (status = 400, description = "not an address of this network")))]
 async fn account(
     State(s): State<Arc<RpcState>>,
     Path(address): Path<String>,
@@ -296,6 +329,7 @@ async fn account(
     })))
 }
 
+#[utoipa::path(get, path = "/v2/ledger/accounts/{address}/utxos", tag = "ledger", params(("address" = String, Path, description = "a bech32m address of this network")), responses((status = 200, description = "unspent outputs", content_type = "application/json"), (status = 400, description = "not an address of this network")))]
 async fn utxos(
     State(s): State<Arc<RpcState>>,
     Path(address): Path<String>,
@@ -318,6 +352,7 @@ async fn utxos(
         .collect::<Vec<_>>())))
 }
 
+#[utoipa::path(post, path = "/v2/transactions", tag = "ledger", request_body(content = String, description = "{\"tx\": \"<hex of a signed ledger transaction>\"}", content_type = "application/json"), responses((status = 200, description = "the transaction id", content_type = "application/json"), (status = 400, description = "malformed, invalid or refused by the mempool"), (status = 413, description = "body over rpc.max_body_bytes")))]
 async fn submit_transaction(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -387,6 +422,7 @@ fn parse_inference(
     Ok(tx)
 }
 
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain or unserved model"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -475,6 +511,7 @@ fn receipt_json(r: &ResultReceipt, text: Option<&str>) -> Value {
     v
 }
 
+#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "running, done (with the receipt) or failed", content_type = "application/json"), (status = 404, description = "this node has not run it")))]
 async fn inference_state(
     State(s): State<Arc<RpcState>>,
     Path(txid): Path<String>,
@@ -497,6 +534,7 @@ async fn inference_state(
     }))
 }
 
+#[utoipa::path(post, path = "/v2/admin/shutdown", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "the node stops"), (status = 401, description = "missing or wrong token"), (status = 403, description = "admin calls are off")))]
 async fn admin_shutdown(
     State(s): State<Arc<RpcState>>,
     headers: axum::http::HeaderMap,
@@ -529,6 +567,7 @@ async fn admin_shutdown(
     Ok(Json(json!({"shutting_down": true})))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
     let height = s.node.chain().height();
     let mempool = s.node.mempool().len();

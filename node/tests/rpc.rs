@@ -327,6 +327,44 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     let huge = format!("{{\"tx\": \"{}\"}}", "0".repeat(300_000));
     refuse(huge.into_bytes(), 413, "cannot read the body");
 
+    // The OpenAPI document lists every endpoint, and the operator's guide lists no
+    // endpoint that the document lacks.
+    let (status, body) = http(port, "GET", "/v2/openapi.json", b"");
+    assert_eq!(status, 200);
+    let doc = json(&body);
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v2/info",
+        "/v2/ledger/blocks/{id}",
+        "/v2/mempool",
+        "/v2/ledger/accounts/{address}",
+        "/v2/ledger/accounts/{address}/utxos",
+        "/v2/transactions",
+        "/v2/inference",
+        "/v2/inference/{txid}",
+        "/v2/admin/shutdown",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operator.md"))
+            .unwrap();
+    for line in guide
+        .lines()
+        .filter(|l| l.starts_with("| GET |") || l.starts_with("| POST |"))
+    {
+        let path = line.split('`').nth(1).unwrap();
+        let path = path.replace("{height or hash}", "{id}");
+        assert!(
+            paths.contains_key(&path) || path == "/v2/openapi.json",
+            "docs/operator.md lists {path}, which the OpenAPI document lacks"
+        );
+    }
+
     // Admin calls are off without a token.
     let (status, body) = http(port, "POST", "/v2/admin/shutdown", b"");
     assert_eq!(status, 403, "{body}");
