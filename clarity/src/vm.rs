@@ -194,6 +194,22 @@ fn events(list: Vec<StacksTransactionEvent>) -> Vec<VmEvent> {
         .collect()
 }
 
+/// The receipt of a contract call: kept in full when it returned `(ok ..)`.
+fn call_receipt(value: Value, evs: Vec<StacksTransactionEvent>, cost: ExecutionCost) -> Receipt {
+    Receipt {
+        committed: matches!(
+            value,
+            Value::Response(ResponseData {
+                committed: true,
+                ..
+            })
+        ),
+        result: value,
+        events: events(evs),
+        cost,
+    }
+}
+
 /// What went wrong in the VM, with cost overruns told apart.
 enum Failure {
     Cost(ExecutionCost),
@@ -536,18 +552,7 @@ impl ClarityVm {
                     env.execute_transaction(boot, None, id.clone(), function, &atoms)
                 })?;
                 let outcome = r
-                    .map(|(value, _, evs)| Receipt {
-                        committed: matches!(
-                            value,
-                            Value::Response(ResponseData {
-                                committed: true,
-                                ..
-                            })
-                        ),
-                        result: value,
-                        events: events(evs),
-                        cost,
-                    })
+                    .map(|(value, _, evs)| call_receipt(value, evs, cost))
                     .map_err(|e| ClarityError::CallFailed(format!("{id} {function}: {e}")));
                 (db, outcome)
             }
@@ -635,18 +640,7 @@ impl ClarityVm {
                     env.execute_transaction(sender.clone(), None, id.clone(), function, &atoms)
                 })?;
                 let r = r
-                    .map(|(value, _, evs)| Receipt {
-                        committed: matches!(
-                            value,
-                            Value::Response(ResponseData {
-                                committed: true,
-                                ..
-                            })
-                        ),
-                        result: value,
-                        events: events(evs),
-                        cost: cost.clone(),
-                    })
+                    .map(|(value, _, evs)| call_receipt(value, evs, cost.clone()))
                     .map_err(|e| {
                         classify(e, |m| {
                             ClarityError::CallFailed(format!("{id} {function}: {m}"))

@@ -487,23 +487,14 @@ impl InferenceChain {
         }
         let exec_id = execution_id(h);
         let ops = self.block_ops(ledger, &parent, &block, anchor)?;
-        let info = BlockInfo {
-            id: exec_id,
-            parent: parent.exec_id,
-            height: h.height,
-            ledger_hash: anchor.0,
-            ledger_height: h.ledger_height,
-            time: ledger
-                .entry(&anchor)
-                .map(|e| u64::from(e.header.time))
-                .unwrap_or(0),
-            vrf_seed: winner.seed,
-            producer: winner.producer.0,
-            commit_spent: winner.amount,
-            commit_total: record.sortition.total,
-            reward: producer_subsidy(h.ledger_height).units(),
-        };
-        let result = self.vm.execute_block(info, ledger, &ops.ops)?;
+        let result = self.execute(
+            ledger,
+            &parent,
+            h,
+            &winner,
+            record.sortition.total,
+            &ops.ops,
+        )?;
         if let Some((i, e)) = result
             .outcomes
             .iter()
@@ -583,6 +574,37 @@ impl InferenceChain {
             }
         }
         Ok(())
+    }
+
+    /// Runs a block's operations in the VM on top of `parent`, keyed by the header's
+    /// execution id.
+    fn execute(
+        &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
+        header: &InferenceHeader,
+        winner: &crate::sortition::Bid,
+        commit_total: u64,
+        ops: &[BlockOp],
+    ) -> Result<fai_clarity::BlockResult, BlockError> {
+        let anchor = Hash256(header.ledger_anchor);
+        let info = BlockInfo {
+            id: execution_id(header),
+            parent: parent.exec_id,
+            height: header.height,
+            ledger_hash: anchor.0,
+            ledger_height: header.ledger_height,
+            time: ledger
+                .entry(&anchor)
+                .map(|e| u64::from(e.header.time))
+                .unwrap_or(0),
+            vrf_seed: winner.seed,
+            producer: winner.producer.0,
+            commit_spent: winner.amount,
+            commit_total,
+            reward: producer_subsidy(header.ledger_height).units(),
+        };
+        Ok(self.vm.execute_block(info, ledger, ops)?)
     }
 
     /// The VM operations of a block (see the module documentation).
@@ -833,23 +855,14 @@ impl InferenceChain {
         };
         // Run it once to learn the state root (the VM keys state by execution id).
         let ops = self.block_ops(ledger, &parent, &block, anchor)?;
-        let info = BlockInfo {
-            id: execution_id(&header),
-            parent: parent.exec_id,
-            height: header.height,
-            ledger_hash: anchor.0,
-            ledger_height: header.ledger_height,
-            time: ledger
-                .entry(&anchor)
-                .map(|e| u64::from(e.header.time))
-                .unwrap_or(0),
-            vrf_seed: winner.seed,
-            producer: winner.producer.0,
-            commit_spent: winner.amount,
-            commit_total: record.sortition.total,
-            reward: producer_subsidy(header.ledger_height).units(),
-        };
-        let result = self.vm.execute_block(info, ledger, &ops.ops)?;
+        let result = self.execute(
+            ledger,
+            &parent,
+            &header,
+            &winner,
+            record.sortition.total,
+            &ops.ops,
+        )?;
         if let Some(e) = result.outcomes.iter().find_map(|o| o.as_ref().err()) {
             return Err(invalid(format!("an operation of the block fails: {e}")));
         }
