@@ -94,6 +94,9 @@ pub struct BlockResult {
     pub state_root: [u8; 32],
 }
 
+/// Each operation's outcome and what the included ones cost.
+type Outcomes = (Vec<Result<Receipt, String>>, ExecutionCost);
+
 /// A model approved in the genesis block.
 #[derive(Debug, Clone)]
 pub struct GenesisModel {
@@ -692,6 +695,65 @@ impl ClarityVm {
         Ok((db, outcome))
     }
 
+    /// Opens block `info` over its parent's state, lets `body` run operations in one
+    /// layer of the VM's database, and commits the block's writes atomically.
+    fn in_block<F>(
+        &self,
+        what: &str,
+        info: BlockInfo,
+        ledger: &dyn LedgerView,
+        body: F,
+    ) -> Result<BlockResult>
+    where
+        F: for<'a> FnOnce(
+            ClarityDatabase<'a>,
+            &'a Headers<'a>,
+            &'a Burnchain<'a>,
+        ) -> Result<(ClarityDatabase<'a>, Outcomes)>,
+    {
+        guarded(what, || {
+            let mut block = self.store.block_store(info)?;
+            let headers = self.headers();
+            let burn = Burnchain {
+                store: &self.store,
+                ledger,
+            };
+            let (outcomes, cost) = {
+                let mut db = ClarityDatabase::new(&mut block, &headers, &burn);
+                db.begin();
+                let (mut db, result) = body(db, &headers, &burn)?;
+                db.commit();
+                result
+            };
+            let state_root = self.store.commit(block)?;
+            Ok(BlockResult {
+                outcomes,
+                cost,
+                state_root,
+            })
+        })
+    }
+
+    /// Runs `ops` in order, each in its own layer; `check` may refuse an outcome.
+    fn run_ops<'a, 'o>(
+        &self,
+        mut db: ClarityDatabase<'a>,
+        headers: &'a Headers<'a>,
+        burn: &'a Burnchain<'a>,
+        ops: impl Iterator<Item = &'o BlockOp>,
+        check: impl Fn(&BlockOp, &Result<Receipt>) -> Result<()>,
+    ) -> Result<(ClarityDatabase<'a>, Outcomes)> {
+        let mut used = ExecutionCost::zero();
+        let mut outcomes = Vec::new();
+        for op in ops {
+            let (next, outcome) = self.run_op(db, headers, burn, op, &mut used)?;
+            db = next;
+            check(op, &outcome)?;
+            outcomes.push(outcome.map_err(|e| e.to_string()));
+        }
+        Ok((db, (outcomes, used)))
+    }
+
     /// Executes the operations of block `info` on its parent's state and commits the
     /// block's state atomically. Operations that fail are rolled back and reported; the
     /// caller decides whether such a block is valid.
@@ -701,32 +763,8 @@ impl ClarityVm {
         ledger: &dyn LedgerView,
         ops: &[BlockOp],
     ) -> Result<BlockResult> {
-        guarded("block execution", || {
-            let mut block = self.store.block_store(info)?;
-            let headers = self.headers();
-            let burn = Burnchain {
-                store: &self.store,
-                ledger,
-            };
-            let result = {
-                let mut db = ClarityDatabase::new(&mut block, &headers, &burn);
-                db.begin();
-                let mut used = ExecutionCost::zero();
-                let mut outcomes = Vec::with_capacity(ops.len());
-                for op in ops {
-                    let (next, outcome) = self.run_op(db, &headers, &burn, op, &mut used)?;
-                    db = next;
-                    outcomes.push(outcome.map_err(|e| e.to_string()));
-                }
-                db.commit();
-                (outcomes, used)
-            };
-            let state_root = self.store.commit(block)?;
-            Ok(BlockResult {
-                outcomes: result.0,
-                cost: result.1,
-                state_root,
-            })
+        self.in_block("block execution", info, ledger, |db, headers, burn| {
+            self.run_ops(db, headers, burn, ops.iter(), |_, _| Ok(()))
         })
     }
 
@@ -739,62 +777,45 @@ impl ClarityVm {
         genesis: &Genesis,
         ops: &[BlockOp],
     ) -> Result<BlockResult> {
-        guarded("genesis", || {
-            let mut block = self.store.block_store(info)?;
-            let headers = self.headers();
-            let burn = Burnchain {
-                store: &self.store,
-                ledger,
-            };
-            let result = {
-                let mut db = ClarityDatabase::new(&mut block, &headers, &burn);
+        let settings = boot::settings(genesis)?;
+        self.in_block("genesis", info, ledger, |mut db, headers, burn| {
+            db.set_clarity_epoch_version(EPOCH);
+            for (name, source, version) in boot::contracts(self.mainnet()) {
+                let id = self.boot_contract(name)?;
                 db.begin();
-                db.set_clarity_epoch_version(EPOCH);
-                for (name, source, version) in boot::contracts(self.mainnet()) {
-                    let id = self.boot_contract(name)?;
-                    db.begin();
-                    let (next, _, r) = self.deploy(
-                        db,
-                        &headers,
-                        &burn,
-                        LimitedCostTracker::new_free(),
-                        &id,
-                        &source,
-                        version,
-                    )?;
-                    db = next;
-                    match r {
-                        Ok(_) => db.commit(),
-                        Err(Failure::Other(e)) => return Err(e),
-                        Err(Failure::Cost(_)) => {
-                            return Err(ClarityError::Vm(format!("boot contract {name}: cost")))
-                        }
+                let (next, _, r) = self.deploy(
+                    db,
+                    headers,
+                    burn,
+                    LimitedCostTracker::new_free(),
+                    &id,
+                    &source,
+                    version,
+                )?;
+                db = next;
+                match r {
+                    Ok(_) => db.commit(),
+                    Err(Failure::Other(e)) => return Err(e),
+                    Err(Failure::Cost(_)) => {
+                        return Err(ClarityError::Vm(format!("boot contract {name}: cost")))
                     }
                 }
-                let mut used = ExecutionCost::zero();
-                let mut outcomes = Vec::new();
-                for op in boot::settings(genesis)?.iter().chain(ops) {
-                    let (next, outcome) = self.run_op(db, &headers, &burn, op, &mut used)?;
-                    db = next;
-                    if let (BlockOp::System { function, .. }, Ok(r)) = (op, &outcome) {
-                        if !r.committed {
-                            return Err(ClarityError::Vm(format!(
-                                "genesis setting {function} failed: {}",
-                                r.result
-                            )));
-                        }
+            }
+            self.run_ops(
+                db,
+                headers,
+                burn,
+                settings.iter().chain(ops),
+                |op, outcome| match (op, outcome) {
+                    (BlockOp::System { function, .. }, Ok(r)) if !r.committed => {
+                        Err(ClarityError::Vm(format!(
+                            "genesis setting {function} failed: {}",
+                            r.result
+                        )))
                     }
-                    outcomes.push(outcome.map_err(|e| e.to_string()));
-                }
-                db.commit();
-                (outcomes, used)
-            };
-            let state_root = self.store.commit(block)?;
-            Ok(BlockResult {
-                outcomes: result.0,
-                cost: result.1,
-                state_root,
-            })
+                    _ => Ok(()),
+                },
+            )
         })
     }
 
