@@ -114,6 +114,7 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
         })),
         tip_generation: Default::default(),
         shutdown: Default::default(),
+        p2p: Default::default(),
     });
     let scheduler = Arc::new(Scheduler::start(model.clone(), 1, 8));
     let state = Arc::new(RpcState::new(

@@ -23,6 +23,72 @@ pub struct Config {
     pub log: LogSection,
     #[serde(default)]
     pub rpc: RpcSection,
+    #[serde(default)]
+    pub p2p: P2pSection,
+}
+
+/// The peer-to-peer network (libp2p over TCP with noise and yamux).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Multiaddress to listen on. Empty: the network's default (see
+    /// [`P2pSection::listen_address`]).
+    #[serde(default)]
+    pub listen: String,
+    /// Peers to contact at start, as multiaddresses ending in `/p2p/<peer id>`.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Connections kept open at most, in and out together.
+    #[serde(default = "default_max_peers")]
+    pub max_peers: u32,
+    /// How long a peer that sent invalid data stays banned, in seconds.
+    #[serde(default = "default_ban_seconds")]
+    pub ban_seconds: u64,
+    /// Sync and payload requests served per peer and second (a burst of 4x is allowed).
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
+}
+
+fn default_max_peers() -> u32 {
+    50
+}
+fn default_ban_seconds() -> u64 {
+    3600
+}
+fn default_requests_per_second() -> u32 {
+    100
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        P2pSection {
+            enabled: true,
+            listen: String::new(),
+            bootstrap: Vec::new(),
+            max_peers: default_max_peers(),
+            ban_seconds: default_ban_seconds(),
+            requests_per_second: default_requests_per_second(),
+        }
+    }
+}
+
+impl P2pSection {
+    /// The address to listen on: `listen`, or the network's default (all interfaces on
+    /// mainnet and testnet, loopback on devnet, a free loopback port on regtest).
+    pub fn listen_address(&self, network: Network) -> String {
+        if !self.listen.is_empty() {
+            return self.listen.clone();
+        }
+        match network {
+            Network::Mainnet => "/ip4/0.0.0.0/tcp/7090",
+            Network::Testnet => "/ip4/0.0.0.0/tcp/17090",
+            Network::Devnet => "/ip4/127.0.0.1/tcp/27090",
+            Network::Regtest => "/ip4/127.0.0.1/tcp/0",
+        }
+        .to_string()
+    }
 }
 
 /// The RPC server (REST under /v2, loopback by default).
@@ -90,6 +156,10 @@ pub struct MiningSection {
     pub enabled: bool,
     #[serde(default = "one")]
     pub threads: usize,
+    /// Pause after each block found, in milliseconds (paces regtest, where a block takes
+    /// a few hashes).
+    #[serde(default)]
+    pub block_interval_ms: u64,
     /// Reward address; empty means the node key's address.
     #[serde(default)]
     pub address: String,
@@ -129,6 +199,7 @@ impl Default for MiningSection {
         MiningSection {
             enabled: false,
             threads: 1,
+            block_interval_ms: 0,
             address: String::new(),
         }
     }
@@ -199,6 +270,22 @@ impl Config {
             || self.rpc.engine_queue > 4096
         {
             bail!("rpc.engine_workers must be 1 to 64 and rpc.engine_queue at most 4096");
+        }
+        let listen = self.p2p.listen_address(self.network()?);
+        if listen.parse::<libp2p::Multiaddr>().is_err() {
+            bail!("p2p.listen {listen:?} is not a multiaddress such as /ip4/0.0.0.0/tcp/7090");
+        }
+        for peer in &self.p2p.bootstrap {
+            crate::p2p::parse_peer_address(peer).context("p2p.bootstrap")?;
+        }
+        if self.mining.block_interval_ms > 3_600_000 {
+            bail!("mining.block_interval_ms must be at most 3600000 (an hour)");
+        }
+        if self.p2p.max_peers == 0 || self.p2p.max_peers > 10_000 {
+            bail!("p2p.max_peers must be between 1 and 10000");
+        }
+        if self.p2p.requests_per_second == 0 {
+            bail!("p2p.requests_per_second must be at least 1");
         }
         if self.mempool.max_bytes < 1_000_000 {
             bail!("mempool.max_bytes must be at least 1000000 (one block)");

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_engine;
+mod bench_gossip;
 mod bench_poi;
 mod bench_rpc;
 mod config;
@@ -15,6 +16,7 @@ mod mining;
 mod model_store;
 mod models;
 mod node;
+mod p2p;
 mod rpc;
 // The verifier service that calls it arrives with networking (p2p votes); tested now.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -244,11 +246,15 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Time to first token through POST /v2/inference against the engine's own.
+    /// Time to first token through POST /v2/inference against the engine's own, and the
+    /// time a transaction takes to reach all of five local nodes by gossip.
     Rpc {
         /// Requests measured (the median is reported).
         #[arg(long, default_value_t = 15)]
         requests: usize,
+        /// Transactions gossiped (the median and 99th percentile are reported).
+        #[arg(long, default_value_t = 200)]
+        gossip_txs: usize,
         #[arg(long)]
         json: bool,
     },
@@ -626,18 +632,37 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench(BenchCommand::Rpc { requests, json }) => {
+        Command::Bench(BenchCommand::Rpc {
+            requests,
+            gossip_txs,
+            json,
+        }) => {
             anyhow::ensure!(
                 (1..=1000).contains(requests),
                 "--requests must be between 1 and 1000"
             );
+            anyhow::ensure!(
+                (1..=5000).contains(gossip_txs),
+                "--gossip-txs must be between 1 and 5000"
+            );
             let r = bench_rpc::rpc(*requests)?;
+            let g = bench_gossip::gossip(*gossip_txs)?;
             if *json {
-                println!("{}", serde_json::to_string(&r)?);
+                let mut all = serde_json::to_value(&r)?;
+                if let (Some(all), serde_json::Value::Object(g)) =
+                    (all.as_object_mut(), serde_json::to_value(&g)?)
+                {
+                    all.extend(g);
+                }
+                println!("{all}");
             } else {
                 println!(
                     "rpc: time to first token {:.2} ms through POST /v2/inference, {:.2} ms in the engine; overhead {:.2} ms (median of {}; goal <= 2 ms)",
                     r.rpc_ttft_ms, r.engine_ttft_ms, r.overhead_ms, r.requests
+                );
+                println!(
+                    "gossip: a transaction reaches all {} nodes in {:.2} ms (median), {:.2} ms (p99) over {} transactions; one hop's floor {:.2} ms; ratio {:.2}",
+                    g.nodes, g.gossip_p50_ms, g.gossip_p99_ms, g.transactions, g.gossip_floor_ms, g.gossip_ratio
                 );
             }
             Ok(())

@@ -10,13 +10,17 @@ use fai_ledger::miner::{solve, BlockTemplate};
 use fai_primitives::Hash160;
 use tracing::{debug, warn};
 
+use fai_primitives::Encode;
+
 use crate::node::{unix_now, Node};
+use crate::p2p::Topic;
 
 /// How long a template is searched before it is rebuilt.
 const TEMPLATE_LIFETIME: Duration = Duration::from_secs(10);
 
-/// Mines until the node shuts down. Errors only when the chain cannot be read or written.
-pub fn run(node: &Node, payout: Hash160, threads: usize) -> Result<()> {
+/// Mines until the node shuts down, resting `pause` after each block found. Errors only
+/// when the chain cannot be read or written.
+pub fn run(node: &Node, payout: Hash160, threads: usize, pause: Duration) -> Result<()> {
     while !node.shutdown.load(Ordering::SeqCst) {
         let generation = node.tip_generation.load(Ordering::SeqCst);
         let (template, max_future) = {
@@ -41,12 +45,19 @@ pub fn run(node: &Node, payout: Hash160, threads: usize) -> Result<()> {
         let Some(block) = solve(&template, threads, &stop) else {
             continue;
         };
+        let encoded = block.to_bytes();
         let mut chain = node.chain();
         let result = chain.accept_block(block, unix_now());
         let events = chain.take_events();
         node.on_chain_events(&chain, &events);
+        drop(chain);
         match result {
-            Ok(_) => {}
+            Ok(_) => {
+                node.publish(Topic::LedgerBlock, encoded);
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+            }
             Err(e) if e.consensus().is_some() => {
                 warn!(target: "infer_node::miner", "mined block refused: {e}")
             }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -20,6 +20,7 @@ use fai_storage::RocksStore;
 use tracing::{error, info};
 
 use crate::config::Config;
+use crate::p2p::{P2pHandle, Topic};
 use crate::{keys, mining};
 
 /// State shared by the node's services.
@@ -29,6 +30,8 @@ pub struct Node {
     /// Bumped whenever the active tip changes, so miners drop stale work.
     pub tip_generation: AtomicU64,
     pub shutdown: AtomicBool,
+    /// The network, once it runs (absent with `p2p.enabled = false`).
+    pub p2p: OnceLock<P2pHandle>,
 }
 
 /// Seconds since the Unix epoch.
@@ -50,6 +53,13 @@ impl Node {
 
     pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
         lock(&self.mempool)
+    }
+
+    /// Gossips `data` on `topic` when the network runs.
+    pub fn publish(&self, topic: Topic, data: Vec<u8>) {
+        if let Some(p2p) = self.p2p.get() {
+            p2p.publish(topic, data);
+        }
     }
 
     /// Logs and applies changes of the active chain (mempool, miners' work).
@@ -129,6 +139,7 @@ pub fn run(config: Config) -> Result<()> {
         })),
         tip_generation: AtomicU64::new(0),
         shutdown: AtomicBool::new(false),
+        p2p: OnceLock::new(),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -144,12 +155,13 @@ pub fn run(config: Config) -> Result<()> {
         info!(target: "infer_node", threads = config.mining.threads, address = %payout, "mining");
         let node = node.clone();
         let threads_n = config.mining.threads;
+        let pause = std::time::Duration::from_millis(config.mining.block_interval_ms);
         let failed = failed_tx.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("miner".into())
                 .spawn(move || {
-                    if let Err(e) = mining::run(&node, payout.key_hash, threads_n) {
+                    if let Err(e) = mining::run(&node, payout.key_hash, threads_n, pause) {
                         let _ = failed.send(e.context("the miner stopped"));
                     }
                 })
@@ -157,6 +169,16 @@ pub fn run(config: Config) -> Result<()> {
         );
     } else {
         info!(target: "infer_node", "mining is off (mining.enabled = false)");
+    }
+    let mut network_task = None;
+    if config.p2p.enabled {
+        let identity = crate::p2p::identity(&node_key)?;
+        let (handle, task) =
+            crate::p2p::service::start(&runtime, node.clone(), network, identity, &config.p2p)?;
+        let _ = node.p2p.set(handle);
+        network_task = Some(task);
+    } else {
+        info!(target: "infer_node", "the p2p network is off (p2p.enabled = false)");
     }
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     if config.rpc.enabled {
@@ -173,6 +195,11 @@ pub fn run(config: Config) -> Result<()> {
             r = tokio::signal::ctrl_c() => { r.context("cannot listen for Ctrl-C")?; info!(target: "infer_node", "Ctrl-C: shutting down"); Ok(()) }
             _ = term.recv() => { info!(target: "infer_node", "SIGTERM: shutting down"); Ok(()) }
             Some(e) = failed_rx.recv() => Err(e),
+            Some(r) = async { match network_task.as_mut() { Some(t) => Some(t.await), None => None } } => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context("the p2p network stopped")),
+                Err(e) => Err(anyhow::anyhow!("the p2p network task failed: {e}")),
+            },
             Some(()) = shutdown_rx.recv() => { info!(target: "infer_node", "admin shutdown: shutting down"); Ok(()) }
         }
     });

@@ -14,9 +14,14 @@
 //! | GET | `/metrics` | Prometheus text |
 //! | GET | `/v2/openapi.json` | the OpenAPI document of all of the above, generated from this module |
 //! | POST | `/v2/admin/shutdown` | with `Authorization: Bearer <rpc.admin_token>`: stops the node cleanly |
+//! | GET | `/v2/admin/peers` | admin: connected peers (address, direction, score, height) and bans |
+//! | POST | `/v2/admin/bans` | admin: body `{"peer_id": "...", "seconds": N}` bans a peer |
+//! | DELETE | `/v2/admin/bans/{peer_id}` | admin: lifts a ban |
 //!
 //! Every refusal is a 4xx (or 503 when the engine's queue is full) with a JSON body
 //! `{"error": "..."}` that says what was wrong; the node keeps serving.
+
+mod admin;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -153,7 +158,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
-    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, admin_shutdown, metrics),
+    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -189,7 +194,13 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .route("/v2/inference/{txid}", get(inference_state))
         .route("/metrics", get(metrics))
         .route("/v2/openapi.json", get(openapi))
-        .route("/v2/admin/shutdown", post(admin_shutdown))
+        .route("/v2/admin/shutdown", post(admin::admin_shutdown))
+        .route("/v2/admin/peers", get(admin::admin_peers))
+        .route("/v2/admin/bans", post(admin::admin_ban))
+        .route(
+            "/v2/admin/bans/{peer_id}",
+            axum::routing::delete(admin::admin_unban),
+        )
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -206,13 +217,32 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
         let chain = s.node.chain();
         (chain.height(), chain.tip_hash().to_string())
     };
+    let (peers, sync, p2p) = match s.node.p2p.get() {
+        Some(net) => {
+            let status = &net.status;
+            let syncing = status.syncing.load(std::sync::atomic::Ordering::Relaxed);
+            let peer_id = status.peer_id.lock().map(|p| p.clone()).unwrap_or_default();
+            let listen = status.listen.lock().map(|l| l.clone()).unwrap_or_default();
+            (
+                status.peers.load(std::sync::atomic::Ordering::Relaxed),
+                if syncing { "syncing" } else { "synced" },
+                json!({
+                    "peer_id": peer_id,
+                    "listen": listen,
+                    "best_peer_height": status.best_peer_height.load(std::sync::atomic::Ordering::Relaxed),
+                }),
+            )
+        }
+        None => (0, "offline", Value::Null),
+    };
     Json(json!({
         "network": s.network.to_string(),
         "chain_id": chain_id(s.network),
         "version": env!("CARGO_PKG_VERSION"),
         "ledger": {"height": height, "tip": tip},
-        "peers": 0,
-        "sync": "synced",
+        "peers": peers,
+        "sync": sync,
+        "p2p": p2p,
         "models": [{
             "name": s.model.name,
             "id": s.model.id.to_string(),
@@ -363,11 +393,14 @@ async fn submit_transaction(
     )?;
     let tx = fai_ledger::Transaction::from_bytes(&bytes)
         .map_err(|e| bad(format!("bad transaction: {e}")))?;
-    let chain = s.node.chain();
-    let mut mempool = s.node.mempool();
-    let txid = mempool
-        .accept(tx, &chain)
-        .map_err(|e| bad(format!("transaction refused: {e}")))?;
+    let txid = {
+        let chain = s.node.chain();
+        let mut mempool = s.node.mempool();
+        mempool
+            .accept(tx, &chain)
+            .map_err(|e| bad(format!("transaction refused: {e}")))?
+    };
+    s.node.publish(crate::p2p::Topic::LedgerTx, bytes);
     Ok(Json(json!({"txid": txid.to_string()})))
 }
 
@@ -532,39 +565,6 @@ async fn inference_state(
         }
         InferenceState::Failed(e) => json!({"txid": id.to_string(), "state": "failed", "error": e}),
     }))
-}
-
-#[utoipa::path(post, path = "/v2/admin/shutdown", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "the node stops"), (status = 401, description = "missing or wrong token"), (status = 403, description = "admin calls are off")))]
-async fn admin_shutdown(
-    State(s): State<Arc<RpcState>>,
-    headers: axum::http::HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let Some((token, shutdown)) = &s.admin else {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "admin calls are off (rpc.admin_token is empty)".into(),
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    // Compare every byte, so the time taken does not tell how much of a guess was right.
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
-        ));
-    }
-    let _ = shutdown.send(());
-    Ok(Json(json!({"shutting_down": true})))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]

@@ -3,36 +3,18 @@
 //! tokens arrive as events before a signed receipt.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, ResultReceipt, Sampling};
 use fai_primitives::codec::{Decode, Encode};
 use fai_primitives::{Amount, SecretKey, Signature};
 
-const BIN: &str = env!("CARGO_BIN_EXE_infer-node");
+mod common;
 
-struct Node {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{cli, free_port, http, json, Node, BIN};
 
 fn start(dir: &Path) -> Node {
     let port = free_port();
@@ -60,35 +42,6 @@ fn start(dir: &Path) -> Node {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("the node's RPC never came up");
-}
-
-/// One request; returns the status and the body.
-fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
 fn signed_tx(
@@ -381,14 +334,6 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
         "{body}"
     );
     assert_eq!(http(port, "GET", "/v2/info", b"").0, 200);
-}
-
-fn cli(args: &[&str], pass: &str) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("FAI_WALLET_PASSPHRASE", pass)
-        .output()
-        .unwrap()
 }
 
 /// A mining node pays a wallet; the wallet sees its balance and sends FAI through the RPC

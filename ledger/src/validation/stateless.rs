@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use fai_primitives::Encode;
 
 use super::ConsensusError;
-use crate::block::Block;
+use crate::block::{Block, BlockHeader};
 use crate::params::ChainParams;
 use crate::pow::{hash_meets_target, target_from_compact};
 use crate::tx::{
@@ -113,11 +113,20 @@ pub fn check_block(block: &Block, params: &ChainParams) -> Result<(), ConsensusE
 /// The header's hash meets the target its bits encode, and that target is within the
 /// network's limit.
 pub fn check_proof_of_work(block: &Block, params: &ChainParams) -> Result<(), ConsensusError> {
-    let target = target_from_compact(block.header.bits)?;
+    check_header_proof_of_work(&block.header, params)
+}
+
+/// [`check_proof_of_work`] on a header alone (headers-first sync checks a peer's headers
+/// before it downloads their blocks).
+pub fn check_header_proof_of_work(
+    header: &BlockHeader,
+    params: &ChainParams,
+) -> Result<(), ConsensusError> {
+    let target = target_from_compact(header.bits)?;
     if target > params.pow_limit() {
         return Err(ConsensusError::TargetAboveLimit);
     }
-    if !hash_meets_target(&block.hash(), &target) {
+    if !hash_meets_target(&header.hash(), &target) {
         return Err(ConsensusError::HighHash);
     }
     Ok(())

@@ -1,0 +1,319 @@
+//! What nodes say to each other: the gossip topics and the sync request-response protocol.
+//!
+//! Sync messages use the project's canonical codec (bounded decoding, no trailing bytes),
+//! one request and one response per libp2p stream. A stream is read up to a fixed size
+//! before anything is decoded, so a peer cannot make the node buffer more than
+//! [`MAX_RESPONSE_BYTES`] per request.
+
+use std::io;
+
+use async_trait::async_trait;
+use fai_ledger::block::{Block, BlockHeader};
+use fai_primitives::codec::{write_var_bytes, write_vec, Decode, Encode, Reader};
+use fai_primitives::{CodecError, Hash256, Network};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+
+/// Gossip topics. Each network has its own names, so nodes of different networks that
+/// meet never mix their messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    LedgerBlock,
+    LedgerTx,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::LedgerBlock, Topic::LedgerTx];
+
+    fn name(self) -> &'static str {
+        match self {
+            Topic::LedgerBlock => "ledger-block",
+            Topic::LedgerTx => "ledger-tx",
+        }
+    }
+
+    /// The gossipsub topic string, e.g. `/fai/devnet/ledger-block/1`.
+    pub fn topic(self, network: Network) -> String {
+        format!("/fai/{network}/{}/1", self.name())
+    }
+
+    /// The largest message accepted on this topic: a maximal block or transaction with
+    /// room for its framing.
+    pub fn max_bytes(self) -> usize {
+        match self {
+            Topic::LedgerBlock => 1_100_000,
+            Topic::LedgerTx => 110_000,
+        }
+    }
+}
+
+/// The sync protocol's name on `network`.
+pub fn sync_protocol(network: Network) -> StreamProtocol {
+    // Only these four names exist; the unwrap-free constructor wants a 'static str.
+    StreamProtocol::new(match network {
+        Network::Mainnet => "/fai/mainnet/sync/1",
+        Network::Testnet => "/fai/testnet/sync/1",
+        Network::Devnet => "/fai/devnet/sync/1",
+        Network::Regtest => "/fai/regtest/sync/1",
+    })
+}
+
+/// Hashes in a block locator, at most.
+pub const MAX_LOCATOR: usize = 64;
+/// Headers in one response, at most.
+pub const MAX_HEADERS: usize = 2_000;
+/// Blocks asked for in one request, at most. The server stops adding blocks to a response
+/// past [`SERVE_BYTES`], so a response stays far below [`MAX_RESPONSE_BYTES`].
+pub const MAX_BLOCKS_PER_REQUEST: usize = 128;
+/// The bytes of blocks served in one response, at most (the last block may pass it).
+pub const SERVE_BYTES: usize = 8 * 1024 * 1024;
+/// A request's encoded size, at most.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// A response's encoded size, at most: [`SERVE_BYTES`] plus one maximal block, with room.
+pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+
+/// A sync request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// The peer's genesis, tip, height and chain work.
+    Status,
+    /// Headers of the peer's active chain after the first locator hash it knows.
+    LedgerHeaders { locator: Vec<Hash256> },
+    /// These blocks, in this order (unknown ones are left out).
+    LedgerBlocks { hashes: Vec<Hash256> },
+}
+
+/// A sync response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Status(Status),
+    LedgerHeaders(Vec<BlockHeader>),
+    LedgerBlocks(Vec<Block>),
+    /// The request was not served (rate limit, overload); the text says why.
+    Refused(String),
+}
+
+/// A node's view of its ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub genesis: Hash256,
+    pub height: u32,
+    pub tip: Hash256,
+    /// Total work of the active chain, big-endian.
+    pub chain_work: [u8; 32],
+}
+
+impl Encode for Request {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Request::Status => out.push(0),
+            Request::LedgerHeaders { locator } => {
+                out.push(1);
+                write_vec(out, locator);
+            }
+            Request::LedgerBlocks { hashes } => {
+                out.push(2);
+                write_vec(out, hashes);
+            }
+        }
+    }
+}
+
+impl Decode for Request {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(match r.read_u8()? {
+            0 => Request::Status,
+            1 => Request::LedgerHeaders {
+                locator: r.read_vec("locator", MAX_LOCATOR as u64, 32)?,
+            },
+            2 => Request::LedgerBlocks {
+                hashes: r.read_vec("block hashes", MAX_BLOCKS_PER_REQUEST as u64, 32)?,
+            },
+            _ => {
+                return Err(CodecError::Invalid {
+                    what: "sync request",
+                    reason: "unknown kind",
+                })
+            }
+        })
+    }
+}
+
+impl Encode for Response {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Response::Status(s) => {
+                out.push(0);
+                s.genesis.encode_to(out);
+                s.height.encode_to(out);
+                s.tip.encode_to(out);
+                out.extend_from_slice(&s.chain_work);
+            }
+            Response::LedgerHeaders(headers) => {
+                out.push(1);
+                write_vec(out, headers);
+            }
+            Response::LedgerBlocks(blocks) => {
+                out.push(2);
+                write_vec(out, blocks);
+            }
+            Response::Refused(reason) => {
+                out.push(3);
+                let bytes = reason.as_bytes();
+                write_var_bytes(out, bytes.get(..200).unwrap_or(bytes));
+            }
+        }
+    }
+}
+
+impl Decode for Response {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(match r.read_u8()? {
+            0 => Response::Status(Status {
+                genesis: Hash256::decode_from(r)?,
+                height: r.read_u32()?,
+                tip: Hash256::decode_from(r)?,
+                chain_work: r.read_array()?,
+            }),
+            1 => Response::LedgerHeaders(r.read_vec("headers", MAX_HEADERS as u64, 80)?),
+            2 => Response::LedgerBlocks(r.read_vec("blocks", MAX_BLOCKS_PER_REQUEST as u64, 81)?),
+            3 => {
+                let bytes = r.read_var_bytes("reason", 200)?;
+                Response::Refused(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            _ => {
+                return Err(CodecError::Invalid {
+                    what: "sync response",
+                    reason: "unknown kind",
+                })
+            }
+        })
+    }
+}
+
+/// Reads one message of at most `max` bytes (the stream ends after it) and decodes it.
+async fn read_message<T, M>(io: &mut T, max: usize) -> io::Result<M>
+where
+    T: AsyncRead + Unpin + Send,
+    M: Decode,
+{
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    io.take(limit).read_to_end(&mut bytes).await?;
+    if bytes.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message over {max} bytes"),
+        ));
+    }
+    M::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn write_message<T, M>(io: &mut T, message: &M) -> io::Result<()>
+where
+    T: AsyncWrite + Unpin + Send,
+    M: Encode,
+{
+    io.write_all(&message.to_bytes()).await?;
+    io.close().await
+}
+
+/// The request-response codec of the sync protocol.
+#[derive(Clone, Default)]
+pub struct SyncCodec;
+
+#[async_trait]
+impl libp2p::request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_message(io, MAX_REQUEST_BYTES).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_message(io, MAX_RESPONSE_BYTES).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_message(io, &request).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_message(io, &response).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_bad_bytes_are_errors() {
+        let requests = [
+            Request::Status,
+            Request::LedgerHeaders {
+                locator: vec![Hash256([1; 32]), Hash256([2; 32])],
+            },
+            Request::LedgerBlocks {
+                hashes: vec![Hash256([3; 32])],
+            },
+        ];
+        for r in requests {
+            assert_eq!(Request::from_bytes(&r.to_bytes()).unwrap(), r);
+        }
+        let status = Response::Status(Status {
+            genesis: Hash256([9; 32]),
+            height: 7,
+            tip: Hash256([8; 32]),
+            chain_work: [1; 32],
+        });
+        assert_eq!(Response::from_bytes(&status.to_bytes()).unwrap(), status);
+        let refused = Response::Refused("slow down".into());
+        assert_eq!(Response::from_bytes(&refused.to_bytes()).unwrap(), refused);
+        // Unknown kinds, truncation, trailing bytes and oversized lists are refused.
+        assert!(Request::from_bytes(&[9]).is_err());
+        assert!(Request::from_bytes(&[]).is_err());
+        let mut long = vec![1u8, 0xfd, 0x00, 0x01]; // a locator of 256 hashes
+        long.extend(std::iter::repeat_n(0u8, 256 * 32));
+        assert!(Request::from_bytes(&long).is_err());
+        let mut trailing = Request::Status.to_bytes();
+        trailing.push(0);
+        assert!(Request::from_bytes(&trailing).is_err());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..5_000 {
+            let len = rng.gen_range(0..300);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let _ = Request::from_bytes(&bytes);
+            let _ = Response::from_bytes(&bytes);
+        }
+    }
+}

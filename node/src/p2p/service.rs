@@ -1,0 +1,629 @@
+//! The network loop: one tokio task that owns the swarm and reacts to its events, to the
+//! node's commands and to the validator's verdicts, plus a one-second tick for bans,
+//! status polls and progress.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use fai_ledger::Chainstate;
+use fai_primitives::{Hash256, Network};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, identity, kad, Multiaddr, PeerId, Swarm};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::behaviour::{self, Behaviour, BehaviourEvent, Limits};
+use super::peers::{Offence, PeerBook};
+use super::protocol::{
+    Request, Response, Status, Topic, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS, SERVE_BYTES,
+};
+use super::sync::Sync;
+use super::validate::{self, Verdict, Work};
+use super::{BanReport, Command, NetStatus, P2pHandle, PeerReport, PeersReport};
+use crate::config::P2pSection;
+use crate::node::Node;
+
+/// Gossip and sync work waiting for the validator, at most.
+const WORK_QUEUE: usize = 512;
+/// How often idle nodes ask their peers for their status.
+const STATUS_EVERY: Duration = Duration::from_secs(15);
+
+/// A connected peer.
+struct Peer {
+    address: Multiaddr,
+    inbound: bool,
+    status: Option<Status>,
+}
+
+/// Starts the network: binds the listen address, dials the bootstrap peers, and spawns
+/// the loop and the validator thread. Returns the handle and the loop's task.
+pub fn start(
+    runtime: &tokio::runtime::Runtime,
+    node: Arc<Node>,
+    network: Network,
+    key: identity::Keypair,
+    config: &P2pSection,
+) -> Result<(P2pHandle, tokio::task::JoinHandle<Result<()>>)> {
+    let _guard = runtime.enter();
+    let mut swarm = behaviour::swarm(
+        key,
+        network,
+        &Limits {
+            max_peers: config.max_peers,
+        },
+    )?;
+    let listen: Multiaddr = config
+        .listen_address(network)
+        .parse()
+        .context("p2p.listen")?;
+    swarm
+        .listen_on(listen.clone())
+        .with_context(|| format!("cannot listen on {listen} (p2p.listen)"))?;
+    for text in &config.bootstrap {
+        let (peer, address) = super::parse_peer_address(text)?;
+        swarm
+            .behaviour_mut()
+            .kad
+            .add_address(&peer, address.clone());
+        if let Err(e) = swarm.dial(address) {
+            warn!(target: "infer_node::p2p", %peer, "cannot dial bootstrap peer: {e}");
+        }
+    }
+    if !config.bootstrap.is_empty() {
+        // Look ourselves up through the bootstrap peers: fills the routing table with the
+        // peers near us, which are then dialled.
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+    }
+
+    let status = Arc::new(NetStatus::default());
+    if let Ok(mut id) = status.peer_id.lock() {
+        *id = swarm.local_peer_id().to_string();
+    }
+    let (command_tx, command_rx) = mpsc::channel(1024);
+    let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
+    let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
+    let validator_node = node.clone();
+    std::thread::Builder::new()
+        .name("p2p-validate".into())
+        .spawn(move || validate::run(validator_node, work_rx, verdict_tx))
+        .context("cannot start the validator thread")?;
+
+    let topics = Topic::ALL
+        .into_iter()
+        .map(|t| (IdentTopic::new(t.topic(network)).hash(), t))
+        .collect();
+    let service = Service {
+        swarm,
+        node,
+        network,
+        status: status.clone(),
+        book: PeerBook::new(
+            Duration::from_secs(config.ban_seconds),
+            config.requests_per_second,
+        ),
+        ban_time: Duration::from_secs(config.ban_seconds),
+        peers: HashMap::new(),
+        topics,
+        work: work_tx,
+        sync: None,
+        in_flight: HashMap::new(),
+        last_status_poll: Instant::now(),
+        last_sync_request: None,
+        retry_at: None,
+    };
+    let task = runtime.spawn(service.run(command_rx, verdict_rx));
+    Ok((P2pHandle::new(command_tx, status), task))
+}
+
+/// What an outbound request was for.
+enum Pending {
+    Status,
+    Sync,
+}
+
+struct Service {
+    swarm: Swarm<Behaviour>,
+    node: Arc<Node>,
+    network: Network,
+    status: Arc<NetStatus>,
+    book: PeerBook,
+    ban_time: Duration,
+    peers: HashMap<PeerId, Peer>,
+    topics: HashMap<TopicHash, Topic>,
+    work: mpsc::Sender<Work>,
+    sync: Option<Sync>,
+    in_flight: HashMap<OutboundRequestId, Pending>,
+    last_status_poll: Instant,
+    /// The sync request in flight, kept to ask again after a refusal.
+    last_sync_request: Option<Request>,
+    /// When to ask again (the peer refused: over its rate limit).
+    retry_at: Option<Instant>,
+}
+
+impl Service {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut verdicts: mpsc::UnboundedReceiver<Verdict>,
+    ) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(command) = commands.recv() => self.on_command(command),
+                Some(verdict) = verdicts.recv() => self.on_verdict(verdict)?,
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chainstate> {
+        self.node.chain()
+    }
+
+    fn our_status(&self) -> Status {
+        let chain = self.chain();
+        let work = chain
+            .tip()
+            .map(|e| e.chain_work.to_big_endian())
+            .unwrap_or([0; 32]);
+        Status {
+            genesis: chain.hash_at(0).unwrap_or(Hash256::ZERO),
+            height: chain.height(),
+            tip: chain.tip_hash(),
+            chain_work: work,
+        }
+    }
+
+    fn request(&mut self, peer: PeerId, request: Request, pending: Pending) {
+        if matches!(pending, Pending::Sync) {
+            self.last_sync_request = Some(request.clone());
+        }
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+        self.in_flight.insert(id, pending);
+    }
+
+    fn punish(&mut self, peer: PeerId, offence: Offence, why: &str) {
+        warn!(target: "infer_node::p2p", %peer, ?offence, "peer misbehaved: {why}");
+        if self.book.punish(peer, offence, why, Instant::now()) {
+            self.enforce_ban(peer, why);
+        }
+    }
+
+    fn enforce_ban(&mut self, peer: PeerId, why: &str) {
+        warn!(target: "infer_node::p2p", %peer, seconds = self.ban_time.as_secs(), "peer banned: {why}");
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.blocked.block_peer(peer);
+        behaviour.kad.remove_peer(&peer);
+        if self.sync.as_ref().is_some_and(|s| s.peer == peer) {
+            self.end_sync("abandoned: the peer was banned");
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with_p2p(*self.swarm.local_peer_id());
+                if let Ok(full) = full {
+                    info!(target: "infer_node::p2p", "p2p listening on {full}");
+                    if let Ok(mut listen) = self.status.listen.lock() {
+                        listen.push(full.to_string());
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                let address = endpoint.get_remote_address().clone();
+                info!(target: "infer_node::p2p", peer = %peer_id, %address, "peer connected");
+                self.peers.insert(
+                    peer_id,
+                    Peer {
+                        address,
+                        inbound: endpoint.is_listener(),
+                        status: None,
+                    },
+                );
+                self.status.peers.store(self.peers.len(), Ordering::Relaxed);
+                self.request(peer_id, Request::Status, Pending::Status);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                debug!(target: "infer_node::p2p", peer = %peer_id, "peer disconnected");
+                self.peers.remove(&peer_id);
+                self.book.disconnected(&peer_id);
+                self.status.peers.store(self.peers.len(), Ordering::Relaxed);
+                if self.sync.as_ref().is_some_and(|s| s.peer == peer_id) {
+                    self.end_sync("abandoned: the peer disconnected");
+                }
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let serves_kad = info.protocols.iter().any(|p| {
+                    p.as_ref()
+                        .starts_with(&format!("/fai/{}/kad", self.network))
+                });
+                if serves_kad {
+                    for address in info.listen_addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, address);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+                let connected = self.swarm.is_connected(&peer);
+                if !connected && !self.book.is_banned(&peer) {
+                    let _ = self.swarm.dial(peer);
+                }
+            }
+            BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let Some(&topic) = self.topics.get(&message.topic) else {
+            return;
+        };
+        let work = Work::Gossip {
+            id: id.clone(),
+            source,
+            topic,
+            data: message.data,
+        };
+        if self.work.try_send(work).is_err() {
+            // The validator is behind: drop the message (it is not forwarded).
+            let gossip = &mut self.swarm.behaviour_mut().gossip;
+            gossip.report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+        }
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.serve(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(pending) = self.in_flight.remove(&request_id) {
+                        self.on_response(peer, pending, response);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(Pending::Sync) = self.in_flight.remove(&request_id) {
+                    if self.sync.as_ref().is_some_and(|s| s.peer == peer) {
+                        self.end_sync(&format!("abandoned: {error}"));
+                    }
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(target: "infer_node::p2p", %peer, "inbound sync request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Answers a peer's sync request.
+    fn serve(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let response = if !self.book.allow_request(peer, Instant::now()) {
+            self.punish(peer, Offence::TooManyRequests, "over the request rate");
+            Response::Refused("too many requests".into())
+        } else {
+            match request {
+                Request::Status => Response::Status(self.our_status()),
+                Request::LedgerHeaders { locator } => {
+                    Response::LedgerHeaders(self.headers_after(&locator))
+                }
+                Request::LedgerBlocks { hashes } => Response::LedgerBlocks(self.blocks(&hashes)),
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, response);
+    }
+
+    /// Headers of our active chain after the first locator hash on it (genesis when none).
+    fn headers_after(&self, locator: &[Hash256]) -> Vec<fai_ledger::BlockHeader> {
+        let chain = self.chain();
+        let fork = locator
+            .iter()
+            .find(|h| chain.is_active(h))
+            .and_then(|h| chain.entry(h))
+            .map_or(0, |e| e.height);
+        let mut headers = Vec::new();
+        let mut height = fork.saturating_add(1);
+        while headers.len() < MAX_HEADERS && height <= chain.height() {
+            match chain.hash_at(height).and_then(|h| chain.entry(&h)) {
+                Some(entry) => headers.push(entry.header),
+                None => break,
+            }
+            height = height.saturating_add(1);
+        }
+        headers
+    }
+
+    fn blocks(&self, hashes: &[Hash256]) -> Vec<fai_ledger::Block> {
+        let chain = self.chain();
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        for hash in hashes.iter().take(MAX_BLOCKS_PER_REQUEST) {
+            match chain.block(hash) {
+                Ok(Some(block)) => {
+                    bytes = bytes.saturating_add(block.size());
+                    blocks.push(block);
+                }
+                _ => break,
+            }
+            if bytes >= SERVE_BYTES {
+                break;
+            }
+        }
+        blocks
+    }
+
+    fn on_response(&mut self, peer: PeerId, pending: Pending, response: Response) {
+        match (pending, response) {
+            (pending, Response::Refused(why)) => {
+                debug!(target: "infer_node::p2p", %peer, "request refused: {why}");
+                if matches!(pending, Pending::Sync)
+                    && self.sync.as_ref().is_some_and(|s| s.peer == peer)
+                {
+                    // Over the peer's rate: ask again in a second.
+                    self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+            (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
+            (Pending::Sync, Response::LedgerHeaders(headers)) => {
+                if self.sync.as_ref().is_none_or(|s| s.peer != peer) {
+                    return;
+                }
+                let next = {
+                    let chain = self.node.chain();
+                    match self.sync.as_mut() {
+                        Some(sync) => sync.on_headers(&chain, headers),
+                        None => return,
+                    }
+                };
+                match next {
+                    Ok(Some(request)) => self.request(peer, request, Pending::Sync),
+                    Ok(None) => self.end_sync("done"),
+                    Err((offence, why)) => self.punish(peer, offence, &why),
+                }
+            }
+            (Pending::Sync, Response::LedgerBlocks(blocks)) => {
+                let Some(sync) = self.sync.as_mut().filter(|s| s.peer == peer) else {
+                    return;
+                };
+                match sync.on_blocks(blocks) {
+                    Ok(blocks) => {
+                        if self
+                            .work
+                            .try_send(Work::SyncBlocks { peer, blocks })
+                            .is_err()
+                        {
+                            self.end_sync("paused: the validator is busy");
+                        }
+                    }
+                    Err((offence, why)) => self.punish(peer, offence, &why),
+                }
+            }
+            _ => self.punish(peer, Offence::Malformed, "a response of the wrong kind"),
+        }
+    }
+
+    fn on_status(&mut self, peer: PeerId, status: Status) {
+        let ours = self.our_status();
+        if status.genesis != ours.genesis {
+            info!(target: "infer_node::p2p", %peer, "peer is on another chain (genesis {}); disconnecting", status.genesis);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        let best = self.status.best_peer_height.load(Ordering::Relaxed);
+        self.status
+            .best_peer_height
+            .store(best.max(status.height), Ordering::Relaxed);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.status = Some(status);
+        }
+        self.maybe_sync();
+    }
+
+    /// Starts a catch-up with the peer that has the most work, if it has more than we do.
+    fn maybe_sync(&mut self) {
+        if self.sync.is_some() {
+            return;
+        }
+        let ours = self.our_status().chain_work;
+        let best = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| p.status.as_ref().map(|s| (*id, s)))
+            .filter(|(_, s)| s.chain_work > ours)
+            .max_by_key(|(_, s)| s.chain_work)
+            .map(|(id, s)| (id, s.height));
+        let Some((peer, height)) = best else {
+            return;
+        };
+        let (sync, request) = {
+            let chain = self.node.chain();
+            Sync::begin(&chain, peer, height)
+        };
+        self.sync = Some(sync);
+        self.status.syncing.store(true, Ordering::Relaxed);
+        self.request(peer, request, Pending::Sync);
+    }
+
+    fn end_sync(&mut self, why: &str) {
+        if let Some(sync) = self.sync.take() {
+            let peer = sync.peer;
+            {
+                let chain = self.node.chain();
+                sync.finish(&chain, why);
+            }
+            // The peer's status is stale now; ask again (it may have grown meanwhile).
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.status = None;
+            }
+            if self.peers.contains_key(&peer) && !self.book.is_banned(&peer) {
+                self.request(peer, Request::Status, Pending::Status);
+            }
+        }
+        self.status.syncing.store(false, Ordering::Relaxed);
+        self.maybe_sync();
+    }
+
+    fn on_verdict(&mut self, verdict: Verdict) -> Result<()> {
+        match verdict {
+            Verdict::Gossip {
+                id,
+                source,
+                acceptance,
+                offence,
+                behind,
+            } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossip
+                    .report_message_validation_result(&id, &source, acceptance);
+                if let Some((offence, why)) = offence {
+                    self.punish(source, offence, &why);
+                }
+                if behind && self.sync.is_none() && self.peers.contains_key(&source) {
+                    self.request(source, Request::Status, Pending::Status);
+                }
+            }
+            Verdict::SyncBlocks {
+                peer,
+                offence,
+                fatal,
+            } => {
+                if let Some(e) = fatal {
+                    anyhow::bail!(e);
+                }
+                if let Some((offence, why)) = offence {
+                    self.punish(peer, offence, &why);
+                    return Ok(());
+                }
+                let next = {
+                    let chain = self.node.chain();
+                    match self.sync.as_mut().filter(|s| s.peer == peer) {
+                        Some(sync) => sync.next_request(&chain),
+                        None => return Ok(()),
+                    }
+                };
+                match next {
+                    Some(request) => self.request(peer, request, Pending::Sync),
+                    None => self.end_sync("done"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { topic, data } => {
+                let topic = IdentTopic::new(topic.topic(self.network));
+                if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, data) {
+                    debug!(target: "infer_node::p2p", "not gossiped: {e}");
+                }
+            }
+            Command::Peers(reply) => {
+                let now = Instant::now();
+                let report = PeersReport {
+                    peers: self
+                        .peers
+                        .iter()
+                        .map(|(id, p)| PeerReport {
+                            peer_id: id.to_string(),
+                            address: p.address.to_string(),
+                            inbound: p.inbound,
+                            score: self.book.score(id),
+                            height: p.status.as_ref().map(|s| s.height),
+                        })
+                        .collect(),
+                    bans: self
+                        .book
+                        .bans()
+                        .map(|b| BanReport {
+                            peer_id: b.peer.to_string(),
+                            seconds_left: b.until.saturating_duration_since(now).as_secs(),
+                            reason: b.reason.clone(),
+                        })
+                        .collect(),
+                };
+                let _ = reply.send(report);
+            }
+            Command::Ban { peer, time } => {
+                self.book
+                    .ban(peer, "banned by the operator".into(), time, Instant::now());
+                let behaviour = self.swarm.behaviour_mut();
+                behaviour.blocked.block_peer(peer);
+                behaviour.kad.remove_peer(&peer);
+            }
+            Command::Unban(peer, reply) => {
+                let had = self.book.unban(&peer);
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                let _ = reply.send(had);
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.book.forgive();
+        if self.retry_at.is_some_and(|t| t <= Instant::now()) {
+            self.retry_at = None;
+            let peer = self.sync.as_ref().map(|s| s.peer);
+            if let (Some(peer), Some(request)) = (peer, self.last_sync_request.clone()) {
+                self.request(peer, request, Pending::Sync);
+            }
+        }
+        for peer in self.book.expire(Instant::now()) {
+            info!(target: "infer_node::p2p", %peer, "ban expired");
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+        if self.sync.is_none() && self.last_status_poll.elapsed() >= STATUS_EVERY {
+            self.last_status_poll = Instant::now();
+            let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+            for peer in peers {
+                self.request(peer, Request::Status, Pending::Status);
+            }
+        }
+    }
+}

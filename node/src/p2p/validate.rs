@@ -1,0 +1,195 @@
+//! Checks what peers send against the chain and the mempool, on a thread of its own so
+//! that block validation never stalls the network loop.
+//!
+//! The network loop hands over gossip messages and synced blocks ([`Work`]); the verdicts
+//! come back ([`Verdict`]): what gossipsub should do with the message (forward, drop,
+//! penalise) and which offence, if any, the sender committed.
+
+use std::sync::Arc;
+
+use fai_ledger::block::Block;
+use fai_ledger::mempool::MempoolError;
+use fai_ledger::{BlockOutcome, ChainError, ConsensusError, Transaction};
+use fai_primitives::codec::Decode;
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::peers::Offence;
+use super::protocol::Topic;
+use crate::node::{unix_now, Node};
+
+/// Something to check.
+pub enum Work {
+    Gossip {
+        id: MessageId,
+        source: PeerId,
+        topic: Topic,
+        data: Vec<u8>,
+    },
+    /// Blocks downloaded by sync, in chain order.
+    SyncBlocks { peer: PeerId, blocks: Vec<Block> },
+}
+
+/// The outcome of one piece of [`Work`].
+pub enum Verdict {
+    Gossip {
+        id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+        offence: Option<(Offence, String)>,
+        /// The message was a block whose parent is unknown: the sender is ahead of us.
+        behind: bool,
+    },
+    SyncBlocks {
+        peer: PeerId,
+        /// The offence that ended the batch, if any.
+        offence: Option<(Offence, String)>,
+        /// A storage failure: the node cannot go on.
+        fatal: Option<String>,
+    },
+}
+
+/// Runs until the work channel closes (the network loop ended).
+pub fn run(
+    node: Arc<Node>,
+    mut work: mpsc::Receiver<Work>,
+    verdicts: mpsc::UnboundedSender<Verdict>,
+) {
+    while let Some(item) = work.blocking_recv() {
+        let verdict = match item {
+            Work::Gossip {
+                id,
+                source,
+                topic,
+                data,
+            } => {
+                let (acceptance, offence, behind) = match topic {
+                    Topic::LedgerBlock => gossip_block(&node, &data),
+                    Topic::LedgerTx => gossip_tx(&node, &data),
+                };
+                Verdict::Gossip {
+                    id,
+                    source,
+                    acceptance,
+                    offence,
+                    behind,
+                }
+            }
+            Work::SyncBlocks { peer, blocks } => {
+                let (offence, fatal) = sync_blocks(&node, blocks);
+                Verdict::SyncBlocks {
+                    peer,
+                    offence,
+                    fatal,
+                }
+            }
+        };
+        if verdicts.send(verdict).is_err() {
+            return;
+        }
+    }
+}
+
+type GossipOutcome = (MessageAcceptance, Option<(Offence, String)>, bool);
+
+fn reject(offence: Offence, why: String) -> GossipOutcome {
+    (MessageAcceptance::Reject, Some((offence, why)), false)
+}
+
+fn ignore() -> GossipOutcome {
+    (MessageAcceptance::Ignore, None, false)
+}
+
+/// Whether a consensus error says the block is bad, rather than early for our clock.
+fn blames_sender(e: &ConsensusError) -> bool {
+    !matches!(e, ConsensusError::TimeTooNew { .. })
+}
+
+/// Accepts one block into the chain; the outcome for gossip.
+fn accept_block(node: &Node, block: Block) -> Result<BlockOutcome, ChainError> {
+    let mut chain = node.chain();
+    let result = chain.accept_block(block, unix_now());
+    let events = chain.take_events();
+    node.on_chain_events(&chain, &events);
+    result
+}
+
+fn gossip_block(node: &Node, data: &[u8]) -> GossipOutcome {
+    let block = match Block::from_bytes(data) {
+        Ok(b) => b,
+        Err(e) => return reject(Offence::Malformed, format!("undecodable block: {e}")),
+    };
+    let hash = block.hash();
+    match accept_block(node, block) {
+        Ok(BlockOutcome::TipChanged) | Ok(BlockOutcome::SideBranch) => {
+            debug!(target: "infer_node::p2p", %hash, "gossiped block accepted");
+            (MessageAcceptance::Accept, None, false)
+        }
+        Ok(BlockOutcome::Duplicate) => ignore(),
+        Ok(BlockOutcome::Orphan) => (MessageAcceptance::Ignore, None, true),
+        Err(ChainError::Consensus(e)) if !blames_sender(&e) => ignore(),
+        Err(e @ (ChainError::Consensus(_) | ChainError::InvalidAncestor(_))) => {
+            warn!(target: "infer_node::p2p", %hash, "invalid block from the network: {e}");
+            reject(Offence::InvalidBlock, format!("block {hash}: {e}"))
+        }
+        Err(e) => {
+            warn!(target: "infer_node::p2p", %hash, "cannot store a gossiped block: {e}");
+            ignore()
+        }
+    }
+}
+
+fn gossip_tx(node: &Node, data: &[u8]) -> GossipOutcome {
+    let tx = match Transaction::from_bytes(data) {
+        Ok(t) => t,
+        Err(e) => return reject(Offence::Malformed, format!("undecodable transaction: {e}")),
+    };
+    let chain = node.chain();
+    let result = node.mempool().accept(tx, &chain);
+    match result {
+        Ok(txid) => {
+            debug!(target: "infer_node::p2p", %txid, "gossiped transaction accepted");
+            (MessageAcceptance::Accept, None, false)
+        }
+        // Known already, spent by another in our mempool, too cheap or a full mempool:
+        // our state, not the sender's fault.
+        Err(
+            MempoolError::AlreadyKnown(_)
+            | MempoolError::Conflict { .. }
+            | MempoolError::FeeTooLow { .. }
+            | MempoolError::Full(_),
+        ) => ignore(),
+        // Missing inputs can be a block we have not seen yet.
+        Err(MempoolError::Chain(ChainError::Consensus(ConsensusError::MissingInput {
+            ..
+        }))) => ignore(),
+        Err(MempoolError::Chain(ChainError::Storage(e))) => {
+            warn!(target: "infer_node::p2p", "mempool storage error: {e}");
+            ignore()
+        }
+        Err(e) => reject(Offence::InvalidTransaction, format!("transaction: {e}")),
+    }
+}
+
+fn sync_blocks(node: &Node, blocks: Vec<Block>) -> (Option<(Offence, String)>, Option<String>) {
+    for block in blocks {
+        let hash = block.hash();
+        match accept_block(node, block) {
+            Ok(_) => {}
+            Err(ChainError::Consensus(e)) if !blames_sender(&e) => {
+                info!(target: "infer_node::p2p", %hash, "synced block is ahead of our clock: {e}");
+                return (None, None);
+            }
+            Err(e @ (ChainError::Consensus(_) | ChainError::InvalidAncestor(_))) => {
+                return (
+                    Some((Offence::InvalidBlock, format!("synced block {hash}: {e}"))),
+                    None,
+                )
+            }
+            Err(e) => return (None, Some(format!("cannot store synced block {hash}: {e}"))),
+        }
+    }
+    (None, None)
+}

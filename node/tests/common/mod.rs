@@ -1,0 +1,73 @@
+//! Helpers shared by the tests that drive the real binary: free ports, plain HTTP/1.1
+//! requests, the CLI with a wallet passphrase, and a child process killed on drop.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_infer-node");
+
+/// A running node, killed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request; returns the status and the body.
+pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(port, method, path, "", body)
+}
+
+/// One request with extra header lines (each ending in CRLF).
+pub fn http_with(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+pub fn cli(args: &[&str], pass: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("FAI_WALLET_PASSPHRASE", pass)
+        .output()
+        .unwrap()
+}

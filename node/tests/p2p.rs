@@ -1,0 +1,393 @@
+//! Nodes on loopback, each the real binary in its own process with its own data
+//! directory: blocks and transactions gossip to every node, a late node syncs the ledger
+//! from scratch while the network keeps mining, and a peer that sends an invalid block
+//! is banned.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{cli, free_port, http, http_with, json, Node, BIN};
+use futures::StreamExt;
+use libp2p::{gossipsub, identity, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+struct Peer {
+    node: Node,
+    log: PathBuf,
+}
+
+/// Starts a regtest node named `name` in `dir`; `mine_to` turns mining on.
+fn start(dir: &Path, name: &str, mine_to: Option<&str>, bootstrap: &[String]) -> Peer {
+    start_on(free_port(), dir, name, mine_to, bootstrap)
+}
+
+fn start_on(
+    port: u16,
+    dir: &Path,
+    name: &str,
+    mine_to: Option<&str>,
+    bootstrap: &[String],
+) -> Peer {
+    let mining = match mine_to {
+        // Ten blocks a second: enough to watch, little enough to leave the CPU to the rest.
+        Some(address) => format!(
+            "[mining]\nenabled = true\nthreads = 1\nblock_interval_ms = 100\naddress = \"{address}\"\n"
+        ),
+        None => String::new(),
+    };
+    let peers: Vec<String> = bootstrap.iter().map(|b| format!("\"{b}\"")).collect();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/0\"\nbootstrap = [{}]\n\n{mining}",
+            dir.join(name).display(),
+            peers.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(BIN)
+        .args(["start", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let peer = Peer {
+        node: Node { child, port },
+        log,
+    };
+    wait_for(&format!("{name}'s RPC"), 60, &|| peer.info().is_some());
+    peer
+}
+
+impl Peer {
+    fn info(&self) -> Option<serde_json::Value> {
+        std::net::TcpStream::connect(("127.0.0.1", self.node.port)).ok()?;
+        let (status, body) = http(self.node.port, "GET", "/v2/info", b"");
+        (status == 200).then(|| json(&body))
+    }
+
+    fn height(&self) -> u64 {
+        self.info()
+            .and_then(|i| i["ledger"]["height"].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn hash_at(&self, height: u64) -> Option<String> {
+        let (status, body) = http(
+            self.node.port,
+            "GET",
+            &format!("/v2/ledger/blocks/{height}"),
+            b"",
+        );
+        (status == 200).then(|| json(&body)["hash"].as_str().unwrap_or("").to_string())
+    }
+
+    fn peers(&self) -> u64 {
+        self.info().and_then(|i| i["peers"].as_u64()).unwrap_or(0)
+    }
+
+    /// The node's p2p address, `/ip4/127.0.0.1/tcp/N/p2p/<id>`.
+    fn address(&self) -> String {
+        let mut address = None;
+        wait_for("a p2p listen address", 30, &|| {
+            self.info()
+                .and_then(|i| i["p2p"]["listen"][0].as_str().map(str::to_string))
+                .is_some()
+        });
+        if let Some(info) = self.info() {
+            address = info["p2p"]["listen"][0].as_str().map(str::to_string);
+        }
+        address.unwrap()
+    }
+
+    fn balance(&self, address: &str) -> u64 {
+        let (_, body) = http(
+            self.node.port,
+            "GET",
+            &format!("/v2/ledger/accounts/{address}"),
+            b"",
+        );
+        json(&body)["balance_units"].as_u64().unwrap_or(0)
+    }
+
+    fn admin(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+        let (status, body) = http_with(self.node.port, method, path, &auth, body.as_bytes());
+        (status, json(&body))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn wait_for(what: &str, seconds: u64, check: &dyn Fn() -> bool) {
+    if !wait(seconds, check) {
+        panic!("timed out after {seconds} s waiting for {what}");
+    }
+}
+
+fn wait(seconds: u64, check: &dyn Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// The end of a node's log, for failure messages.
+fn tail(peer: &Peer) -> String {
+    let log = peer.log();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn wallet(config: &Path, name: &str) -> String {
+    let out = cli(
+        &[
+            "wallet",
+            "new",
+            "--name",
+            name,
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        "passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["address"].as_str().unwrap().to_string()
+}
+
+/// Three nodes in a line (a <- b <- c): a's blocks reach c, c's transaction reaches the
+/// miner a, c discovers a through the DHT, and a fourth node started later with an
+/// empty data directory syncs the whole ledger while a keeps mining.
+#[test]
+fn three_nodes_gossip_and_a_late_node_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The wallets send through node c's RPC.
+    let c_port = free_port();
+    let c_config = d.join("wallets.toml");
+    std::fs::write(
+        &c_config,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{c_port}\"\n",
+            d.join("wallets").display()
+        ),
+    )
+    .unwrap();
+    let alice = wallet(&c_config, "alice");
+    let bob = wallet(&c_config, "bob");
+
+    let a = start(d, "a", Some(&alice), &[]);
+    let b = start(d, "b", None, &[a.address()]);
+    let c = start_on(c_port, d, "c", None, &[b.address()]);
+
+    // Blocks mined by a reach c, through b.
+    wait_for("a to mine 110 blocks", 180, &|| a.height() >= 110);
+    wait_for("c to have a's block 110", 120, &|| {
+        c.hash_at(110).is_some() && c.hash_at(110) == a.hash_at(110)
+    });
+    assert_eq!(b.hash_at(110), a.hash_at(110));
+    // c was told only of b, and found a through the DHT.
+    wait_for("c to connect to a as well", 60, &|| c.peers() >= 2);
+
+    // A payment sent to c, a node that does not mine, is mined by a.
+    let out = cli(
+        &[
+            "wallet",
+            "send",
+            &bob,
+            "1 FAI",
+            "--name",
+            "alice",
+            "--json",
+            "--config",
+            c_config.to_str().unwrap(),
+        ],
+        "passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("bob's payment to be mined by a", 60, &|| {
+        a.balance(&bob) == 100_000_000
+    });
+    wait_for("b and c to see it", 60, &|| {
+        b.balance(&bob) == 100_000_000 && c.balance(&bob) == 100_000_000
+    });
+
+    // A late node with an empty data directory catches up while a keeps mining.
+    let start_height = a.height();
+    let late = start(d, "late", None, &[a.address()]);
+    assert!(
+        wait(180, &|| late.height() >= start_height),
+        "the late node is at {} of {start_height}; its log:\n{}",
+        late.height(),
+        tail(&late)
+    );
+    wait_for("the late node to agree with a", 60, &|| {
+        late.hash_at(start_height) == a.hash_at(start_height)
+    });
+    assert_eq!(late.balance(&bob), 100_000_000);
+    let log = late.log();
+    assert!(log.contains("syncing the ledger"), "{log}");
+    assert!(log.contains("ledger sync done"), "{log}");
+}
+
+/// A peer (this test, on libp2p) gossips a block that breaks consensus: the node refuses
+/// it, bans the peer, closes the connection and refuses to talk to it again.
+#[test]
+fn a_peer_that_sends_an_invalid_block_is_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "honest", None, &[]);
+    let (_, address) = {
+        let text = node.address();
+        let address: Multiaddr = text.parse().unwrap();
+        (text, address)
+    };
+    let genesis = node.hash_at(0).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let key = identity::Keypair::generate_ed25519();
+    let me = PeerId::from(key.public());
+    let banned = runtime.block_on(async {
+        let mut swarm = SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|key| {
+                let config = gossipsub::ConfigBuilder::default()
+                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .build()
+                    .unwrap();
+                let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    config,
+                )
+                .unwrap();
+                behaviour
+            })
+            .unwrap()
+            .build();
+        let topic = gossipsub::IdentTopic::new("/fai/regtest/ledger-block/1");
+        swarm.behaviour_mut().subscribe(&topic).unwrap();
+        swarm.dial(address.clone()).unwrap();
+
+        // Wait until the node has told us it listens on the block topic.
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let libp2p::swarm::SwarmEvent::Behaviour(gossipsub::Event::Subscribed {
+                    topic: t,
+                    ..
+                }) = swarm.select_next_some().await
+                {
+                    if t == topic.hash() {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            ready.is_ok(),
+            "the node never subscribed to the block topic"
+        );
+
+        // A block on genesis whose merkle root is wrong (and whose nonce is whatever).
+        let prev: fai_primitives::Hash256 = genesis.parse().unwrap();
+        let block = fai_ledger::Block {
+            header: fai_ledger::BlockHeader {
+                version: 1,
+                prev,
+                merkle_root: fai_primitives::Hash256([0x11; 32]),
+                time: 1_793_491_300,
+                bits: 0x207f_ffff,
+                nonce: 1,
+            },
+            transactions: vec![fai_ledger::testkit::coinbase(
+                1,
+                fai_primitives::Hash160([3; 20]),
+                fai_primitives::Amount::from_units(1).unwrap(),
+            )],
+        };
+        use fai_primitives::Encode;
+        swarm
+            .behaviour_mut()
+            .publish(topic.clone(), block.to_bytes())
+            .unwrap();
+
+        // The node closes the connection.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let libp2p::swarm::SwarmEvent::ConnectionClosed { .. } =
+                    swarm.select_next_some().await
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    });
+    assert!(banned, "the node kept the connection open");
+
+    let (status, peers) = node.admin("GET", "/v2/admin/peers", "");
+    assert_eq!(status, 200, "{peers}");
+    let bans = peers["bans"].as_array().unwrap();
+    let ban = bans
+        .iter()
+        .find(|b| b["peer_id"] == me.to_string())
+        .unwrap_or_else(|| panic!("no ban for {me}: {peers}"));
+    assert!(ban["reason"].as_str().unwrap().contains("block"), "{ban}");
+    assert!(ban["seconds_left"].as_u64().unwrap() > 3000, "{ban}");
+    assert!(node.log().contains("peer banned"));
+    // The node still serves and its chain did not take the block.
+    assert_eq!(node.height(), 0);
+
+    // The operator lifts the ban; a second lift is a 404; bad input is a 400.
+    let (status, _) = node.admin("DELETE", &format!("/v2/admin/bans/{me}"), "");
+    assert_eq!(status, 200);
+    let (status, _) = node.admin("DELETE", &format!("/v2/admin/bans/{me}"), "");
+    assert_eq!(status, 404);
+    let (status, body) = node.admin(
+        "POST",
+        "/v2/admin/bans",
+        "{\"peer_id\": \"nope\", \"seconds\": 5}",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = node.admin(
+        "POST",
+        "/v2/admin/bans",
+        &format!("{{\"peer_id\": \"{me}\", \"seconds\": 60}}"),
+    );
+    assert_eq!(status, 200);
+    let (_, peers) = node.admin("GET", "/v2/admin/peers", "");
+    assert!(peers["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["peer_id"] == me.to_string()));
+}
