@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test lint fmt bench clean
+.PHONY: all deps pydeps build run test lint fmt bench clean
 
 all: build
 
@@ -28,7 +28,14 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: lint
+# The OpenAI-compatible proxy is tested with the official openai Python package.
+pydeps:
+	@python3 -c "import openai" 2>/dev/null || { \
+		{ python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3 python3-pip >/dev/null; }; } && \
+		echo "installing the openai Python package (for the wallet serve test)" && \
+		{ python3 -m pip install -q openai 2>/dev/null || python3 -m pip install -q --break-system-packages openai; }; }
+
+test: lint pydeps
 	$(CARGO) test --workspace
 
 bench: build

@@ -22,6 +22,7 @@ mod rpc;
 #[cfg_attr(not(test), allow(dead_code))]
 mod verifier;
 mod wallet;
+mod wallet_serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -136,6 +137,17 @@ enum WalletCommand {
         name: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models) on loopback that
+    /// signs each request with this wallet and sends it to the node.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:7081")]
+        listen: String,
+        /// The most one request may cost.
+        #[arg(long, default_value = "0.001 FAI")]
+        max_fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
     },
     /// Show a wallet's address.
     Address {
@@ -427,6 +439,7 @@ fn run(cli: Cli) -> Result<()> {
                     let w = wallet::open(&dir, name, network, &pass)?;
                     let request = wallet::InferRequest {
                         system: system.clone(),
+                        context: Vec::new(),
                         prompt: prompt.clone(),
                         model: model.clone(),
                         max_fee: max_fee.parse().context("--max-fee")?,
@@ -456,6 +469,22 @@ fn run(cli: Cli) -> Result<()> {
                         );
                     }
                     return Ok(());
+                }
+                WalletCommand::Serve {
+                    listen,
+                    max_fee,
+                    name,
+                } => {
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let proxy = wallet_serve::Proxy::new(
+                        config.rpc.listen.clone(),
+                        w,
+                        dir.clone(),
+                        name.clone(),
+                        max_fee.parse().context("--max-fee")?,
+                    );
+                    return wallet_serve::run(proxy, listen);
                 }
                 WalletCommand::SignMessage {
                     message,

@@ -373,6 +373,8 @@ pub fn send(
 /// What `wallet infer` asks for.
 pub struct InferRequest {
     pub system: String,
+    /// Earlier turns of the conversation.
+    pub context: Vec<fai_inference_chain::types::Turn>,
     pub prompt: String,
     /// Hex model id; none: the node's first model.
     pub model: Option<String>,
@@ -432,7 +434,7 @@ pub fn infer(
     }
     let prompt = Prompt {
         system: req.system.clone(),
-        context: vec![],
+        context: req.context.clone(),
         input: req.prompt.clone(),
     };
     let mut stub = InferenceStub {

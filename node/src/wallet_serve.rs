@@ -1,0 +1,423 @@
+//! `infer-node wallet serve`: a local OpenAI-compatible server. Each chat completion is
+//! turned into an inference transaction signed with the wallet's key and sent to the
+//! node's `POST /v2/inference`; the node's token stream comes back as OpenAI chunks (with
+//! `stream: true`) or as one completion. Existing OpenAI clients work unchanged with
+//! `base_url = http://127.0.0.1:7081/v1`; the API key they send is not checked (the server
+//! listens on loopback and spends this wallet's FAI: keep it there).
+//!
+//! | method | path | answer |
+//! | --- | --- | --- |
+//! | GET | `/v1/models` | the node's models, by name |
+//! | POST | `/v1/chat/completions` | a completion, or server-sent chunks ending in `[DONE]` |
+//!
+//! Errors use OpenAI's shape: `{"error": {"message", "type", "code"}}`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fai_inference_chain::types::{Role, Turn};
+use fai_primitives::Amount;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::wallet::{self, InferRequest, Wallet};
+
+/// What the proxy needs.
+pub struct Proxy {
+    /// The node's RPC address.
+    pub rpc: String,
+    pub wallet: Wallet,
+    /// The data directory and wallet name (for the nonce counter).
+    pub data_dir: std::path::PathBuf,
+    pub name: String,
+    /// The most one request may cost.
+    pub max_fee: Amount,
+    /// Tokens when the request names none.
+    pub default_max_tokens: u32,
+    /// Serialises nonce allocation.
+    nonce_lock: Mutex<()>,
+}
+
+impl Proxy {
+    pub fn new(
+        rpc: String,
+        wallet: Wallet,
+        data_dir: std::path::PathBuf,
+        name: String,
+        max_fee: Amount,
+    ) -> Self {
+        Proxy {
+            rpc,
+            wallet,
+            data_dir,
+            name,
+            max_fee,
+            default_max_tokens: 256,
+            nonce_lock: Mutex::new(()),
+        }
+    }
+
+    fn next_nonce(&self) -> Result<u64> {
+        let _guard = self.nonce_lock.lock().unwrap_or_else(|e| e.into_inner());
+        wallet::next_nonce(&self.data_dir, &self.name)
+    }
+}
+
+/// An OpenAI-style error.
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = if self.0.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "api_error"
+        };
+        let body = json!({"error": {"message": self.2, "type": kind, "code": self.1}});
+        (self.0, Json(body)).into_response()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "invalid_request", message.into())
+}
+
+fn upstream(e: anyhow::Error) -> ApiError {
+    ApiError(StatusCode::BAD_GATEWAY, "node_error", format!("{e:#}"))
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+}
+
+/// The fields of a chat completion request the network uses; others are ignored.
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+/// A message's text: a string, or the text parts of a list of content parts.
+fn text_of(content: &Option<Value>) -> Result<String, ApiError> {
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => text.push_str(part["text"].as_str().unwrap_or_default()),
+                    _ => return Err(invalid("only text content is supported")),
+                }
+            }
+            Ok(text)
+        }
+        Some(_) => Err(invalid(
+            "message content must be a string or a list of parts",
+        )),
+    }
+}
+
+/// The system text, earlier turns and the final user message of a conversation.
+fn conversation(messages: &[Message]) -> Result<(String, Vec<Turn>, String), ApiError> {
+    let (last, earlier) = messages
+        .split_last()
+        .ok_or_else(|| invalid("messages must not be empty"))?;
+    if last.role != "user" {
+        return Err(invalid("the last message must have the role \"user\""));
+    }
+    let mut system = Vec::new();
+    let mut turns = Vec::new();
+    for m in earlier {
+        let text = text_of(&m.content)?;
+        match m.role.as_str() {
+            "system" | "developer" => system.push(text),
+            "user" => turns.push(Turn {
+                role: Role::User,
+                text,
+            }),
+            "assistant" => turns.push(Turn {
+                role: Role::Assistant,
+                text,
+            }),
+            other => {
+                return Err(invalid(format!(
+                    "messages with role {other:?} are not supported"
+                )))
+            }
+        }
+    }
+    Ok((system.join("\n\n"), turns, text_of(&last.content)?))
+}
+
+/// The node's models: (name, id hex).
+fn node_models(rpc: &str) -> Result<Vec<(String, String)>> {
+    let info = crate::http_client::call(rpc, "GET", "/v2/info", None)?;
+    Ok(info["models"]
+        .as_array()
+        .map(|models| {
+            models
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m["name"].as_str()?.to_string(),
+                        m["id"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| upstream(anyhow::anyhow!("worker failed: {e}")))?
+        .map_err(upstream)
+}
+
+async fn models(State(p): State<Arc<Proxy>>) -> Result<Json<Value>, ApiError> {
+    let rpc = p.rpc.clone();
+    let models = blocking(move || node_models(&rpc)).await?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": models.iter().map(|(name, id)| json!({
+            "id": name, "object": "model", "created": 0, "owned_by": "fai-network", "fai_model_id": id,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+fn now() -> u64 {
+    crate::node::unix_now()
+}
+
+async fn chat(State(p): State<Arc<Proxy>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ChatRequest =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("malformed request: {e}")))?;
+    let (system, context, input) = conversation(&request.messages)?;
+    let rpc = p.rpc.clone();
+    let models = blocking(move || node_models(&rpc)).await?;
+    let Some((name, id)) = models
+        .into_iter()
+        .find(|(name, id)| *name == request.model || *id == request.model)
+    else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "the node serves no model {:?}; see /v1/models",
+                request.model
+            ),
+        ));
+    };
+    let max_tokens = request
+        .max_completion_tokens
+        .or(request.max_tokens)
+        .unwrap_or(p.default_max_tokens);
+    if max_tokens == 0 || max_tokens > 8192 {
+        return Err(invalid("max_tokens must be 1 to 8192"));
+    }
+    let temperature = request.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(invalid("temperature must be between 0 and 2"));
+    }
+    let nonce = p.next_nonce().map_err(upstream)?;
+    let infer = InferRequest {
+        system,
+        context,
+        prompt: input,
+        model: Some(id),
+        max_fee: p.max_fee,
+        max_tokens,
+        temperature,
+        seed: request.seed.unwrap_or_else(rand::random),
+        nonce,
+    };
+    let created = now();
+    let (pieces_tx, pieces_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let proxy = p.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        wallet::infer(&proxy.rpc, &proxy.wallet, &infer, |piece| {
+            let _ = pieces_tx.send(piece.to_string());
+        })
+    });
+    let finish = move |receipt: &Value| {
+        let tokens = receipt["tokens"].as_u64().unwrap_or(0);
+        if tokens >= u64::from(max_tokens) {
+            "length"
+        } else {
+            "stop"
+        }
+    };
+
+    if !request.stream {
+        let receipt = job
+            .await
+            .map_err(|e| upstream(anyhow::anyhow!("worker failed: {e}")))?
+            .map_err(upstream)?;
+        let text = receipt["text"].as_str().unwrap_or_default().to_string();
+        let tokens = receipt["tokens"].as_u64().unwrap_or(0);
+        return Ok(Json(json!({
+            "id": format!("chatcmpl-{}", receipt["txid"].as_str().unwrap_or_default()),
+            "object": "chat.completion",
+            "created": created,
+            "model": name,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish(&receipt),
+            }],
+            "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
+            "fai_receipt": receipt,
+        }))
+        .into_response());
+    }
+
+    let chunk = {
+        let name = name.clone();
+        move |delta: Value, finish_reason: Value| {
+            json!({
+                "id": format!("chatcmpl-{nonce}-{created}"),
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            })
+        }
+    };
+    let first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    let pieces = tokio_stream_of(pieces_rx).map({
+        let chunk = chunk.clone();
+        move |piece| chunk(json!({"content": piece}), Value::Null)
+    });
+    let tail = futures::stream::once(async move {
+        match job.await {
+            Ok(Ok(receipt)) => vec![chunk(json!({}), json!(finish(&receipt)))],
+            Ok(Err(e)) => vec![json!({"error": {"message": format!("{e:#}"), "type": "api_error", "code": "node_error"}})],
+            Err(e) => vec![json!({"error": {"message": format!("worker failed: {e}"), "type": "api_error", "code": "node_error"}})],
+        }
+    })
+    .flat_map(futures::stream::iter);
+    let events = futures::stream::once(async move { first })
+        .chain(pieces)
+        .chain(tail)
+        .map(|v| Ok::<_, Infallible>(Event::default().data(v.to_string())))
+        .chain(futures::stream::once(async {
+            Ok(Event::default().data("[DONE]"))
+        }));
+    Ok(Sse::new(events).into_response())
+}
+
+/// A stream of what an unbounded receiver yields until its sender is dropped.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The router of the proxy.
+pub fn router(proxy: Arc<Proxy>) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; this server offers /v1/models and /v1/chat/completions".into(),
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .with_state(proxy)
+}
+
+/// Serves until Ctrl-C.
+pub fn run(proxy: Proxy, listen: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let address = listener.local_addr()?;
+        eprintln!(
+            "OpenAI-compatible server on http://{address}/v1 (wallet {}, node {}, at most {} per request); Ctrl-C stops it",
+            proxy.name, proxy.rpc, proxy.max_fee
+        );
+        let app = router(Arc::new(proxy));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the server stopped")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: Value) -> Message {
+        Message {
+            role: role.into(),
+            content: Some(content),
+        }
+    }
+
+    #[test]
+    fn a_conversation_becomes_system_turns_and_input() {
+        let (system, turns, input) = conversation(&[
+            msg("system", json!("be brief")),
+            msg("user", json!("hi")),
+            msg("assistant", json!("hello")),
+            msg(
+                "user",
+                json!([{"type": "text", "text": "how "}, {"type": "text", "text": "are you"}]),
+            ),
+        ])
+        .map_err(|e| e.2)
+        .unwrap();
+        assert_eq!(system, "be brief");
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[1].role, Role::Assistant);
+        assert_eq!(input, "how are you");
+    }
+
+    #[test]
+    fn bad_conversations_are_refused_with_a_reason() {
+        let err = |m: &[Message]| conversation(m).map(|_| ()).unwrap_err().2;
+        assert!(err(&[]).contains("empty"));
+        assert!(err(&[msg("assistant", json!("x"))]).contains("last message"));
+        assert!(err(&[msg("tool", json!("x")), msg("user", json!("y"))]).contains("tool"));
+        assert!(err(&[msg("user", json!([{"type": "image_url"}]))]).contains("text"));
+        assert!(err(&[msg("user", json!(5))]).contains("string"));
+    }
+}

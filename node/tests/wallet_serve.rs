@@ -1,0 +1,119 @@
+//! `wallet serve` driven by the official `openai` Python package (installed by
+//! `make test`): models, a completion, a streamed completion and OpenAI-style errors,
+//! through the proxy to a running node's `POST /v2/inference`.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{cli, free_port, Node, BIN};
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} never came up");
+}
+
+#[test]
+fn an_openai_client_uses_the_network_through_wallet_serve() {
+    let has_openai = Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_openai,
+        "this test needs python3 with the openai package: `make test` installs it (pip install openai)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("regtest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\n\n[p2p]\nenabled = false\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let out = cli(
+        &["wallet", "new", "--name", "w", "--config", c],
+        "passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = Command::new(BIN)
+        .args(["start", "--config", c])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = Node { child: node, port };
+    wait_port(port, "the node's RPC");
+
+    let proxy_port = free_port();
+    let listen = format!("127.0.0.1:{proxy_port}");
+    let proxy = Command::new(BIN)
+        .args([
+            "wallet", "serve", "--name", "w", "--listen", &listen, "--config", c,
+        ])
+        .env("FAI_WALLET_PASSPHRASE", "passphrase")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _proxy = Node {
+        child: proxy,
+        port: proxy_port,
+    };
+    wait_port(proxy_port, "wallet serve");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let out = Command::new("python3")
+        .args([script, &format!("http://{listen}/v1")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the openai client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(seen["models"], serde_json::json!(["fai-tiny"]), "{seen}");
+    let completion = &seen["completion"];
+    assert!(
+        !completion["content"].as_str().unwrap().is_empty(),
+        "{seen}"
+    );
+    let tokens = completion["completion_tokens"].as_u64().unwrap();
+    assert!((1..=12).contains(&tokens), "{seen}");
+    let expected = if tokens == 12 { "length" } else { "stop" };
+    assert_eq!(completion["finish_reason"], expected, "{seen}");
+
+    // The stream arrives in several pieces whose text is the whole answer; the same
+    // greedy request without a system prompt may differ from the first, so only its
+    // shape is checked.
+    let pieces = seen["stream"]["pieces"].as_array().unwrap();
+    assert!(pieces.len() >= 2, "{seen}");
+    assert!(seen["stream"]["finish_reason"].is_string(), "{seen}");
+
+    assert_eq!(seen["unknown_model"], "model_not_found", "{seen}");
+    assert!(
+        seen["bad_messages"]
+            .as_str()
+            .unwrap()
+            .contains("last message"),
+        "{seen}"
+    );
+}
