@@ -136,6 +136,8 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             tip_generation: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             p2p: OnceLock::new(),
+            inference: OnceLock::new(),
+            producer: OnceLock::new(),
         });
         let config = P2pSection {
             listen: "/ip4/127.0.0.1/tcp/0".into(),

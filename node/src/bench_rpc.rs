@@ -115,6 +115,8 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
         tip_generation: Default::default(),
         shutdown: Default::default(),
         p2p: Default::default(),
+        inference: Default::default(),
+        producer: Default::default(),
     });
     let scheduler = Arc::new(Scheduler::start(model.clone(), 1, 8));
     let state = Arc::new(RpcState::new(

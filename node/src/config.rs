@@ -25,6 +25,33 @@ pub struct Config {
     pub rpc: RpcSection,
     #[serde(default)]
     pub p2p: P2pSection,
+    #[serde(default)]
+    pub inference: InferenceSection,
+}
+
+/// The inference-node role on the proof-of-inference chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSection {
+    /// Register as an inference node, bid at every ledger block, produce won tenures.
+    #[serde(default)]
+    pub produce: bool,
+    /// The bid paid at every ledger block, e.g. "0.001 FAI".
+    #[serde(default = "default_bid")]
+    pub bid: String,
+}
+
+fn default_bid() -> String {
+    "0.001 FAI".into()
+}
+
+impl Default for InferenceSection {
+    fn default() -> Self {
+        InferenceSection {
+            produce: false,
+            bid: default_bid(),
+        }
+    }
 }
 
 /// The peer-to-peer network (libp2p over TCP with noise and yamux).
@@ -277,6 +304,14 @@ impl Config {
         }
         for peer in &self.p2p.bootstrap {
             crate::p2p::parse_peer_address(peer).context("p2p.bootstrap")?;
+        }
+        let bid: fai_primitives::Amount = self
+            .inference
+            .bid
+            .parse()
+            .with_context(|| format!("inference.bid {:?}", self.inference.bid))?;
+        if bid.units() == 0 {
+            bail!("inference.bid must be more than zero");
         }
         if self.mining.block_interval_ms > 3_600_000 {
             bail!("mining.block_interval_ms must be at most 3600000 (an hour)");

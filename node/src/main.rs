@@ -11,12 +11,14 @@ mod bench_poi;
 mod bench_rpc;
 mod config;
 mod http_client;
+mod inference;
 mod keys;
 mod mining;
 mod model_store;
 mod models;
 mod node;
 mod p2p;
+mod producer;
 mod rpc;
 // The verifier service that calls it arrives with networking (p2p votes); tested now.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -108,6 +110,20 @@ enum WalletCommand {
     Send {
         to: String,
         amount: String,
+        /// The fee paid to the miner.
+        #[arg(long, default_value = "0.00001 FAI")]
+        fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move FAI from the ledger to the inference layer (credited six ledger blocks later).
+    PegIn {
+        amount: String,
+        /// The inference-layer address credited; default: this wallet's.
+        #[arg(long)]
+        to: Option<String>,
         /// The fee paid to the miner.
         #[arg(long, default_value = "0.00001 FAI")]
         fee: String,
@@ -385,22 +401,42 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 WalletCommand::Balance { name, json } => {
                     let address = wallet::address(&dir, name, network)?;
-                    let v = http_client::call(
+                    let mut v = http_client::call(
                         &config.rpc.listen,
                         "GET",
                         &format!("/v2/ledger/accounts/{address}"),
                         None,
                     )?;
+                    let layer2 = http_client::call(
+                        &config.rpc.listen,
+                        "GET",
+                        &format!("/v2/inference-chain/accounts/{address}"),
+                        None,
+                    )?;
                     if *json {
+                        v["inference"] = layer2;
                         println!("{v}");
                     } else {
                         println!(
-                            "{address}: {} spendable, {} base units maturing, {} outputs, at height {}",
+                            "ledger:          {} spendable, {} base units maturing, {} outputs, at height {}",
                             v["balance"].as_str().unwrap_or("?"),
                             v["immature_units"],
                             v["utxos"],
                             v["height"]
                         );
+                        let units = layer2["balance_units"].as_u64().unwrap_or(0);
+                        println!(
+                            "inference layer: {}, nonce {}, stake {}",
+                            fai_primitives::Amount::from_units(units)
+                                .unwrap_or(fai_primitives::Amount::ZERO),
+                            layer2["nonce"],
+                            if layer2["stake"].is_null() {
+                                "none".to_string()
+                            } else {
+                                layer2["stake"].to_string()
+                            }
+                        );
+                        println!("address:         {address}");
                     }
                     return Ok(());
                 }
@@ -421,6 +457,32 @@ fn run(cli: Cli) -> Result<()> {
                         println!("{}", serde_json::json!({"txid": txid}));
                     } else {
                         println!("sent {amount} to {to}: transaction {txid}");
+                    }
+                    return Ok(());
+                }
+                WalletCommand::PegIn {
+                    amount,
+                    to,
+                    fee,
+                    name,
+                    json,
+                } => {
+                    let amount: fai_primitives::Amount = amount.parse().context("amount")?;
+                    let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let to = match to {
+                        Some(t) => Address::parse_for(t, network)?,
+                        None => w.address,
+                    };
+                    let txid = wallet::peg_in(&config.rpc.listen, network, &w, to, amount, fee)?;
+                    if *json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"txid": txid, "to": to.to_string()})
+                        );
+                    } else {
+                        println!("pegged in {amount} for {to}: ledger transaction {txid}; the inference layer credits it six ledger blocks after it is mined");
                     }
                     return Ok(());
                 }

@@ -48,12 +48,16 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pause: Duration) -> Res
         let encoded = block.to_bytes();
         let mut chain = node.chain();
         let result = chain.accept_block(block, unix_now());
+        // Gossip the block before reacting to it, so that peers have it before anything
+        // anchored in it (this node's tenure block).
+        if result.is_ok() {
+            node.publish(Topic::LedgerBlock, encoded);
+        }
         let events = chain.take_events();
         node.on_chain_events(&chain, &events);
         drop(chain);
         match result {
             Ok(_) => {
-                node.publish(Topic::LedgerBlock, encoded);
                 if !pause.is_zero() {
                     std::thread::sleep(pause);
                 }

@@ -15,13 +15,14 @@ use anyhow::{Context, Result};
 use fai_ledger::chainstate::{ChainEvent, SCHEMA};
 use fai_ledger::mempool::{Mempool, MempoolConfig};
 use fai_ledger::{ChainParams, Chainstate};
-use fai_primitives::{Address, Amount, Network};
+use fai_primitives::{Address, Amount, Encode, Network};
 use fai_storage::RocksStore;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::p2p::{P2pHandle, Topic};
 use crate::{keys, mining};
+use fai_inference_chain::chain::InferenceChain;
 
 /// State shared by the node's services.
 pub struct Node {
@@ -32,6 +33,10 @@ pub struct Node {
     pub shutdown: AtomicBool,
     /// The network, once it runs (absent with `p2p.enabled = false`).
     pub p2p: OnceLock<P2pHandle>,
+    /// The proof-of-inference chain, once open; fed every ledger block connected.
+    pub inference: OnceLock<Mutex<InferenceChain>>,
+    /// The inference-node role, when `inference.produce` is on.
+    pub producer: OnceLock<Mutex<crate::producer::Producer>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -53,6 +58,11 @@ impl Node {
 
     pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
         lock(&self.mempool)
+    }
+
+    /// The inference chain, when the node runs it. Lock order: the ledger first.
+    pub fn inference(&self) -> Option<MutexGuard<'_, InferenceChain>> {
+        self.inference.get().map(lock)
     }
 
     /// Gossips `data` on `topic` when the network runs.
@@ -85,11 +95,40 @@ impl Node {
                     );
                 }
                 ChainEvent::Disconnected { height, block } => {
+                    // Nothing to undo in the inference chain: its sortition records are
+                    // kept per ledger block, so the other branch's stay valid.
                     info!(target: "infer_node::ledger", height, hash = %block.hash(), "block disconnected");
                 }
             }
         }
-        self.mempool().apply_chain_events(events, chain);
+        let connected = events
+            .iter()
+            .any(|e| matches!(e, ChainEvent::Connected { .. }));
+        let mut inference = self.inference();
+        if let Some(inference) = inference.as_mut() {
+            for event in events {
+                if let ChainEvent::Connected { block, .. } = event {
+                    if let Err(e) = inference.on_ledger_block(chain, &block.hash()) {
+                        warn!(target: "infer_node::inference", "cannot follow ledger block {}: {e}", block.hash());
+                    }
+                }
+            }
+        }
+        let mut mempool = self.mempool();
+        mempool.apply_chain_events(events, chain);
+        // The inference-node role: produce a won tenure, commit for the next block (into
+        // the mempool before the miner hears of the new tip).
+        let produced = match (inference.as_mut(), self.producer.get()) {
+            (Some(inference), Some(producer)) if connected => {
+                lock(producer).on_tip(chain, inference, &mut mempool)
+            }
+            _ => None,
+        };
+        drop(mempool);
+        drop(inference);
+        if let Some(block) = produced {
+            self.publish(Topic::InferenceBlock, block.to_bytes());
+        }
         self.tip_generation.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -106,6 +145,21 @@ pub fn open_chain(data_dir: &Path, network: Network) -> Result<Chainstate> {
 
 /// Runs the node until it is told to stop.
 pub fn run(config: Config) -> Result<()> {
+    // The runtime and the signal handlers first: a Ctrl-C or SIGTERM during a slow start
+    // (opening the databases) is then a clean stop once the start is done.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (mut interrupt, mut term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _guard = runtime.enter();
+        (
+            signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+            signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        )
+    };
     let network = config.network()?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
@@ -140,13 +194,31 @@ pub fn run(config: Config) -> Result<()> {
         tip_generation: AtomicU64::new(0),
         shutdown: AtomicBool::new(false),
         p2p: OnceLock::new(),
+        inference: OnceLock::new(),
+        producer: OnceLock::new(),
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // The built-in model: served by the RPC, and approved at genesis of the inference
+    // chain on every network but mainnet.
+    let model_path = fai_engine::tiny::ensure_fai_tiny(&crate::models::models_dir(&data_dir))
+        .context("cannot write the built-in model")?;
+    let model = Arc::new(fai_engine::LoadedModel::load(
+        &model_path,
+        &candle_core::Device::Cpu,
+    )?);
+    {
+        let chain = node.chain();
+        let inference = crate::inference::open(&data_dir, network, &chain, model.id.0)?;
+        let _ = node.inference.set(Mutex::new(inference));
+    }
+    if config.inference.produce {
+        let bid: Amount = config.inference.bid.parse().context("inference.bid")?;
+        let vrf = crate::producer::vrf_key(&node_key);
+        info!(target: "infer_node", %bid, "inference node: registering, then bidding at every ledger block");
+        let producer = crate::producer::Producer::new(node_key.clone(), vrf, vec![model.id.0], bid);
+        let _ = node.producer.set(Mutex::new(producer));
+    }
+
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
 
     // Services.
@@ -184,15 +256,19 @@ pub fn run(config: Config) -> Result<()> {
     if config.rpc.enabled {
         let channels = (failed_tx.clone(), shutdown_tx);
         start_rpc(
-            &runtime, &config, &data_dir, network, &node, node_key, channels,
+            &runtime,
+            &config,
+            model.clone(),
+            network,
+            &node,
+            node_key,
+            channels,
         )?;
     }
 
     let outcome = runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot listen for SIGTERM")?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => { r.context("cannot listen for Ctrl-C")?; info!(target: "infer_node", "Ctrl-C: shutting down"); Ok(()) }
+            _ = interrupt.recv() => { info!(target: "infer_node", "Ctrl-C: shutting down"); Ok(()) }
             _ = term.recv() => { info!(target: "infer_node", "SIGTERM: shutting down"); Ok(()) }
             Some(e) = failed_rx.recv() => Err(e),
             Some(r) = async { match network_task.as_mut() { Some(t) => Some(t.await), None => None } } => match r {
@@ -214,11 +290,12 @@ pub fn run(config: Config) -> Result<()> {
     outcome
 }
 
-/// Loads the served model, starts the engine's workers and the RPC server.
+/// Starts the engine's workers on the served model, and the RPC server.
+#[allow(clippy::too_many_arguments)]
 fn start_rpc(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
-    data_dir: &Path,
+    model: Arc<fai_engine::LoadedModel>,
     network: Network,
     node: &Arc<Node>,
     key: fai_primitives::SecretKey,
@@ -227,12 +304,6 @@ fn start_rpc(
         tokio::sync::mpsc::UnboundedSender<()>,
     ),
 ) -> Result<()> {
-    let model_path = fai_engine::tiny::ensure_fai_tiny(&crate::models::models_dir(data_dir))
-        .context("cannot write the built-in model")?;
-    let model = Arc::new(fai_engine::LoadedModel::load(
-        &model_path,
-        &candle_core::Device::Cpu,
-    )?);
     let scheduler = Arc::new(fai_engine::scheduler::Scheduler::start(
         model.clone(),
         config.rpc.engine_workers,

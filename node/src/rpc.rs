@@ -11,6 +11,10 @@
 //! | POST | `/v2/transactions` | body `{"tx": "<hex of a signed ledger transaction>"}`: into the mempool, answers its id |
 //! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
 //! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
+//! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
+//! | GET | `/v2/inference-chain/accounts/{address}` | balance, nonce, stake, reputation and node registration on the inference layer |
+//! | GET | `/v2/models` | the served models with their registry entry and approval |
+//! | POST | `/v2/contracts/call-read` | a read-only contract call: `{"contract", "function", "args": [hex Clarity values]}` |
 //! | GET | `/metrics` | Prometheus text |
 //! | GET | `/v2/openapi.json` | the OpenAPI document of all of the above, generated from this module |
 //! | POST | `/v2/admin/shutdown` | with `Authorization: Bearer <rpc.admin_token>`: stops the node cleanly |
@@ -22,6 +26,7 @@
 //! `{"error": "..."}` that says what was wrong; the node keeps serving.
 
 mod admin;
+mod layer2;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -158,7 +163,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
-    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
+    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::account, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -192,6 +197,13 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .route("/v2/transactions", post(submit_transaction))
         .route("/v2/inference", post(inference))
         .route("/v2/inference/{txid}", get(inference_state))
+        .route("/v2/inference-chain", get(layer2::chain_info))
+        .route(
+            "/v2/inference-chain/accounts/{address}",
+            get(layer2::account),
+        )
+        .route("/v2/models", get(layer2::models))
+        .route("/v2/contracts/call-read", post(layer2::call_read))
         .route("/metrics", get(metrics))
         .route("/v2/openapi.json", get(openapi))
         .route("/v2/admin/shutdown", post(admin::admin_shutdown))

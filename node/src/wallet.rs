@@ -285,7 +285,48 @@ pub fn send(
     amount: fai_primitives::Amount,
     fee: fai_primitives::Amount,
 ) -> Result<String> {
+    let output = fai_ledger::TxOut::pay(amount, to.key_hash);
+    pay(rpc, network, w, output, fee)
+}
+
+/// Moves `amount` from the ledger to the inference layer: a ledger transaction whose data
+/// output holds the peg-in op (naming `to`, the wallet itself by default) and the amount,
+/// which can never be spent again on the ledger. The inference layer credits it six
+/// ledger blocks later.
+pub fn peg_in(
+    rpc: &str,
+    network: Network,
+    w: &Wallet,
+    to: Address,
+    amount: fai_primitives::Amount,
+    fee: fai_primitives::Amount,
+) -> Result<String> {
+    if amount.units() == 0 {
+        bail!("a peg-in of zero does nothing");
+    }
+    let op = fai_inference_chain::ops::Op::PegIn {
+        address: to.key_hash,
+    };
+    pay(
+        rpc,
+        network,
+        w,
+        fai_ledger::TxOut::data(amount, op.encode()),
+        fee,
+    )
+}
+
+/// Pays `output` from the wallet's oldest spendable coins, change back to the wallet,
+/// signs and submits the transaction; returns its id.
+fn pay(
+    rpc: &str,
+    network: Network,
+    w: &Wallet,
+    output: fai_ledger::TxOut,
+    fee: fai_primitives::Amount,
+) -> Result<String> {
     use fai_ledger::{OutPoint, Transaction, TxIn, TxOut, Txid, Unlock};
+    let amount = output.value;
     let utxos = crate::http_client::call(
         rpc,
         "GET",
@@ -325,7 +366,7 @@ pub fn send(
             fai_primitives::Amount::from_units(need).unwrap_or(fai_primitives::Amount::ZERO)
         );
     }
-    let mut outputs = vec![TxOut::pay(amount, to.key_hash)];
+    let mut outputs = vec![output];
     let change = total - need;
     if change > 0 {
         outputs.push(TxOut::pay(

@@ -32,6 +32,18 @@ fn start_on(
     mine_to: Option<&str>,
     bootstrap: &[String],
 ) -> Peer {
+    start_with(port, dir, name, mine_to, bootstrap, "")
+}
+
+/// `mine_to`: mine, paying that address ("" for the node's own key); `extra`: more TOML.
+fn start_with(
+    port: u16,
+    dir: &Path,
+    name: &str,
+    mine_to: Option<&str>,
+    bootstrap: &[String],
+    extra: &str,
+) -> Peer {
     let mining = match mine_to {
         // Ten blocks a second: enough to watch, little enough to leave the CPU to the rest.
         Some(address) => format!(
@@ -44,7 +56,7 @@ fn start_on(
     std::fs::write(
         &config,
         format!(
-            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/0\"\nbootstrap = [{}]\n\n{mining}",
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/0\"\nbootstrap = [{}]\n\n{mining}\n{extra}",
             dir.join(name).display(),
             peers.join(", ")
         ),
@@ -390,4 +402,89 @@ fn a_peer_that_sends_an_invalid_block_is_banned() {
         .unwrap()
         .iter()
         .any(|b| b["peer_id"] == me.to_string()));
+}
+
+/// Two miners; one is also an inference node. It registers, bids at every ledger block,
+/// wins the tenures (it is the only bidder) and produces inference blocks, which the other
+/// node accepts by gossip; a wallet's peg-in, sent to the other node, is credited on the
+/// inference layer of both six ledger blocks after it is mined.
+#[test]
+fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let b_port = free_port();
+    let wallets = d.join("wallets.toml");
+    std::fs::write(
+        &wallets,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{b_port}\"\n",
+            d.join("wallets").display()
+        ),
+    )
+    .unwrap();
+    let alice = wallet(&wallets, "alice");
+
+    let a = start_with(
+        free_port(),
+        d,
+        "producer",
+        Some(""),
+        &[],
+        "[inference]\nproduce = true\nbid = \"0.001 FAI\"\n",
+    );
+    let b = start_with(b_port, d, "follower", Some(&alice), &[a.address()], "");
+    let layer2 = |p: &Peer| json(&http(p.node.port, "GET", "/v2/inference-chain", b"").1);
+    let inference_height = |p: &Peer| layer2(p)["tip"]["height"].as_u64().unwrap_or(0);
+
+    assert!(
+        wait(180, &|| inference_height(&a) >= 3),
+        "no inference blocks; the producer's log:\n{}",
+        tail(&a)
+    );
+    assert!(
+        wait(60, &|| inference_height(&b) >= 3),
+        "the follower did not take the inference blocks; its log:\n{}",
+        tail(&b)
+    );
+    assert!(a.log().contains("registered as an inference node"));
+
+    // Alice pegs in through the follower once her mining rewards have matured.
+    wait_for("alice's coins to mature", 120, &|| {
+        a.balance(&alice) >= 500_000_000
+    });
+    let out = cli(
+        &[
+            "wallet",
+            "peg-in",
+            "5 FAI",
+            "--name",
+            "alice",
+            "--json",
+            "--config",
+            wallets.to_str().unwrap(),
+        ],
+        "passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let credited = |p: &Peer| {
+        let (_, body) = http(
+            p.node.port,
+            "GET",
+            &format!("/v2/inference-chain/accounts/{alice}"),
+            b"",
+        );
+        json(&body)["balance_units"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        wait(120, &|| credited(&a) == 500_000_000),
+        "the peg-in was not credited on the producer; its log:\n{}",
+        tail(&a)
+    );
+    wait_for("the follower to credit it too", 60, &|| {
+        credited(&b) == 500_000_000
+    });
 }

@@ -143,6 +143,85 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     assert_eq!(status, 404);
     assert!(json(&body)["error"].is_string());
 
+    // The inference layer at genesis: no blocks past it, no verifier set yet, fai-tiny
+    // approved from the start; an empty account; read-only contract calls.
+    let (status, body) = http(port, "GET", "/v2/inference-chain", b"");
+    assert_eq!(status, 200, "{body}");
+    let layer2 = json(&body);
+    assert_eq!(layer2["tip"]["height"], 0, "{layer2}");
+    assert_eq!(layer2["tip"]["id"], layer2["genesis"], "{layer2}");
+    assert_eq!(layer2["verifier_set"], serde_json::json!([]), "{layer2}");
+    assert_eq!(layer2["liquid_supply_units"], 0, "{layer2}");
+    let (status, body) = http(port, "GET", "/v2/models", b"");
+    assert_eq!(status, 200, "{body}");
+    let models = json(&body);
+    assert_eq!(models[0]["name"], "fai-tiny", "{models}");
+    assert_eq!(models[0]["approved"], true, "{models}");
+    assert_eq!(models[0]["registry"]["method"], "replay", "{models}");
+    let someone = fai_primitives::Address::from_public_key(
+        fai_primitives::Network::Regtest,
+        &SecretKey::from_bytes(&[9; 32]).unwrap().public_key(),
+    );
+    let (status, body) = http(
+        port,
+        "GET",
+        &format!("/v2/inference-chain/accounts/{someone}"),
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let account = json(&body);
+    assert_eq!(
+        (account["balance_units"].as_u64(), account["nonce"].as_u64()),
+        (Some(0), Some(0)),
+        "{account}"
+    );
+    assert!(account["stake"].is_null(), "{account}");
+    assert!(account["inference_node"].is_null(), "{account}");
+    let (status, _) = http(port, "GET", "/v2/inference-chain/accounts/fai1nope", b"");
+    assert_eq!(status, 400);
+    // staking.get-cycle-length, then bad calls.
+    let call = |body: &str| http(port, "POST", "/v2/contracts/call-read", body.as_bytes());
+    let (status, body) = call(r#"{"contract": "staking", "function": "get-cycle-length"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["json"], 5, "{body}");
+    // get-stake of a principal: the argument is a Clarity value's consensus bytes.
+    let mut principal = vec![0x05, 26];
+    principal.extend_from_slice(&someone.key_hash.0);
+    let (status, body) = call(&format!(
+        r#"{{"contract": "staking", "function": "get-stake", "args": ["{}"]}}"#,
+        hex::encode(&principal)
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert!(json(&body)["json"].is_null(), "{body}");
+    assert_eq!(json(&body)["result"], "09", "none: {body}");
+    for (bad, why) in [
+        (r#"{"contract": "staking"}"#, "the body must be"),
+        (
+            r#"{"contract": "nope", "function": "f"}"#,
+            "contract call failed",
+        ),
+        (
+            r#"{"contract": "staking", "function": "get-stake", "args": ["zz"]}"#,
+            "not hex",
+        ),
+        (
+            r#"{"contract": "staking", "function": "get-stake", "args": ["ff00"]}"#,
+            "argument 0",
+        ),
+        (
+            r#"{"contract": "staking", "function": "no-such-function"}"#,
+            "contract call failed",
+        ),
+        ("not json", "malformed JSON"),
+    ] {
+        let (status, body) = call(bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            json(&body)["error"].as_str().unwrap().contains(why),
+            "{bad}: {body}"
+        );
+    }
+
     // A streamed inference: token events, then the signed receipt.
     let tx = signed_tx(model, chain_id, 0, "tell me about blocks", 60);
     let (status, body) = http(port, "POST", "/v2/inference", &body_of(&tx));
@@ -433,6 +512,50 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
     wait_for("bob's payment to be mined", &|| {
         bob_units() == Some(100_000_000)
     });
+
+    // A peg-in: a ledger transaction whose data output carries the amount and the op.
+    let out = cli(
+        &[
+            "wallet", "peg-in", "2 FAI", "--to", &bob, "--name", "alice", "--json", "--config", c,
+        ],
+        "passphrase-a",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pegged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let peg_txid = pegged["txid"].as_str().unwrap().to_string();
+    assert_eq!(pegged["to"], bob.as_str());
+    let mined_in = || {
+        let tip = height()?;
+        (tip.saturating_sub(20)..=tip).find(|h| {
+            json(&http(port, "GET", &format!("/v2/ledger/blocks/{h}"), b"").1)["transactions"]
+                .as_array()
+                .is_some_and(|txs| txs.iter().any(|t| t == peg_txid.as_str()))
+        })
+    };
+    wait_for("the peg-in to be mined", &|| mined_in().is_some());
+    // Both layers in the wallet's balance; the inference layer credits the peg-in only
+    // in an inference block six ledger blocks on (none is produced here).
+    let out = cli(
+        &[
+            "wallet", "balance", "--name", "bob", "--json", "--config", c,
+        ],
+        "",
+    );
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(both["balance_units"], 100_000_000, "{both}");
+    assert_eq!(both["inference"]["nonce"], 0, "{both}");
+    assert!(both["inference"]["balance_units"].is_u64(), "{both}");
+    let out = cli(
+        &[
+            "wallet", "peg-in", "0 FAI", "--name", "alice", "--config", c,
+        ],
+        "passphrase-a",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zero"));
 
     // Refusals: more than Alice has, a wrong passphrase, garbage transactions.
     let out = cli(

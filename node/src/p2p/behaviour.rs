@@ -56,7 +56,7 @@ pub fn build(key: &identity::Keypair, network: Network, limits: &Limits) -> Resu
         .validate_messages()
         .message_id_fn(content_id)
         .heartbeat_interval(Duration::from_millis(700))
-        .max_transmit_size(Topic::LedgerBlock.max_bytes());
+        .max_transmit_size(Topic::InferenceBlock.max_bytes());
     for topic in Topic::ALL {
         gossip_config.max_transmit_size_for_topic(
             topic.max_bytes(),

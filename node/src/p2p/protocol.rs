@@ -20,15 +20,17 @@ use libp2p::StreamProtocol;
 pub enum Topic {
     LedgerBlock,
     LedgerTx,
+    InferenceBlock,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 2] = [Topic::LedgerBlock, Topic::LedgerTx];
+    pub const ALL: [Topic; 3] = [Topic::LedgerBlock, Topic::LedgerTx, Topic::InferenceBlock];
 
     fn name(self) -> &'static str {
         match self {
             Topic::LedgerBlock => "ledger-block",
             Topic::LedgerTx => "ledger-tx",
+            Topic::InferenceBlock => "inference-block",
         }
     }
 
@@ -43,6 +45,7 @@ impl Topic {
         match self {
             Topic::LedgerBlock => 1_100_000,
             Topic::LedgerTx => 110_000,
+            Topic::InferenceBlock => 2_100_000,
         }
     }
 }

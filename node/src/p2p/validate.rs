@@ -7,10 +7,13 @@
 
 use std::sync::Arc;
 
+use fai_inference_chain::block::InferenceBlock;
+use fai_inference_chain::chain::BlockError;
 use fai_ledger::block::Block;
 use fai_ledger::mempool::MempoolError;
 use fai_ledger::{BlockOutcome, ChainError, ConsensusError, Transaction};
 use fai_primitives::codec::Decode;
+use fai_primitives::Hash256;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -57,7 +60,16 @@ pub fn run(
     mut work: mpsc::Receiver<Work>,
     verdicts: mpsc::UnboundedSender<Verdict>,
 ) {
+    let mut waiting = Waiting::default();
     while let Some(item) = work.blocking_recv() {
+        let ledger_work = matches!(
+            item,
+            Work::SyncBlocks { .. }
+                | Work::Gossip {
+                    topic: Topic::LedgerBlock,
+                    ..
+                }
+        );
         let verdict = match item {
             Work::Gossip {
                 id,
@@ -68,6 +80,13 @@ pub fn run(
                 let (acceptance, offence, behind) = match topic {
                     Topic::LedgerBlock => gossip_block(&node, &data),
                     Topic::LedgerTx => gossip_tx(&node, &data),
+                    Topic::InferenceBlock => {
+                        let outcome = gossip_inference_block(&node, &data);
+                        if outcome.2 {
+                            waiting.push(data.clone());
+                        }
+                        outcome
+                    }
                 };
                 Verdict::Gossip {
                     id,
@@ -88,6 +107,41 @@ pub fn run(
         };
         if verdicts.send(verdict).is_err() {
             return;
+        }
+        if ledger_work {
+            waiting.retry(&node);
+        }
+    }
+}
+
+/// Inference blocks that arrived before their ledger anchor or parent: kept (a few) and
+/// tried again after each ledger block.
+#[derive(Default)]
+struct Waiting(std::collections::VecDeque<Vec<u8>>);
+
+impl Waiting {
+    const MAX: usize = 64;
+
+    fn push(&mut self, data: Vec<u8>) {
+        if self.0.len() >= Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back(data);
+    }
+
+    fn retry(&mut self, node: &Node) {
+        // Accepting one may make another's parent known: go round until nothing moves.
+        loop {
+            let before = self.0.len();
+            let pending: Vec<Vec<u8>> = self.0.drain(..).collect();
+            for data in pending {
+                if gossip_inference_block(node, &data).2 {
+                    self.0.push_back(data);
+                }
+            }
+            if self.0.len() == before {
+                return;
+            }
         }
     }
 }
@@ -170,6 +224,46 @@ fn gossip_tx(node: &Node, data: &[u8]) -> GossipOutcome {
             ignore()
         }
         Err(e) => reject(Offence::InvalidTransaction, format!("transaction: {e}")),
+    }
+}
+
+fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
+    let block = match InferenceBlock::from_bytes(data) {
+        Ok(b) => b,
+        Err(e) => {
+            return reject(
+                Offence::Malformed,
+                format!("undecodable inference block: {e}"),
+            )
+        }
+    };
+    let ledger = node.chain();
+    let Some(mut chain) = node.inference() else {
+        return ignore();
+    };
+    let id = block.header.id();
+    if chain.block(&id.0).is_some() {
+        return ignore();
+    }
+    // A block anchored in a ledger block or on a parent we do not have yet is not the
+    // sender's fault: we are behind.
+    let anchor = Hash256(block.header.ledger_anchor);
+    if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
+        return (MessageAcceptance::Ignore, None, true);
+    }
+    match chain.accept(&ledger, block) {
+        Ok(_) => {
+            info!(target: "infer_node::inference", id = %hex::encode(id.0), "inference block accepted");
+            (MessageAcceptance::Accept, None, false)
+        }
+        Err(BlockError::Invalid(why)) => {
+            warn!(target: "infer_node::p2p", "invalid inference block {}: {why}", hex::encode(id.0));
+            reject(Offence::Malformed, format!("inference block: {why}"))
+        }
+        Err(e) => {
+            warn!(target: "infer_node::p2p", "cannot check inference block {}: {e}", hex::encode(id.0));
+            ignore()
+        }
     }
 }
 

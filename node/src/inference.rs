@@ -1,0 +1,107 @@
+//! The proof-of-inference chain inside the node: its database (`<data_dir>/inference`),
+//! the genesis settings of each network, and following the ledger.
+//!
+//! The node feeds every ledger block it connects to the chain (sortitions are a function
+//! of the ledger), so the chain's tip, verifier sets and contract state are always those
+//! as of the ledger's active tip. Producing, verifying and gossiping inference blocks
+//! build on this.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use fai_clarity::{Genesis, GenesisModel, VmConfig};
+use fai_inference_chain::chain::{ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN};
+use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
+use fai_ledger::Chainstate;
+use fai_primitives::Network;
+use fai_storage::{RocksStore, Schema};
+use tracing::info;
+
+/// The columns of the inference database.
+pub const SCHEMA: Schema = Schema {
+    columns: &[
+        fai_clarity::STATE_COLUMN,
+        fai_clarity::BLOCKS_COLUMN,
+        PAYLOADS_COLUMN,
+        INFERENCE_BLOCKS_COLUMN,
+    ],
+    format_version: 1,
+};
+
+/// FAI in base units, for the genesis table.
+const fn fai(n: u64) -> u128 {
+    n as u128 * fai_primitives::amount::COIN as u128
+}
+
+/// The genesis settings of `network`'s inference chain. `tiny` is fai-tiny's model id,
+/// approved from the start everywhere but mainnet (where models enter by the registry's
+/// vote).
+pub fn chain_config(network: Network, tiny: [u8; 32]) -> ChainConfig {
+    // (ledger blocks per reward cycle, minimum stake, minimum bond, withdrawal delay)
+    let (cycle_length, min_stake, min_bond, withdraw_delay) = match network {
+        // Two-minute blocks: a day per cycle, a week's delay.
+        Network::Mainnet => (720, fai(1_000), fai(100), 5_040),
+        // One-minute blocks: a day per cycle.
+        Network::Testnet => (1_440, fai(10), fai(1), 2_880),
+        // Five-second blocks: 100 s per cycle.
+        Network::Devnet => (20, fai(1), fai(1) / 10, 40),
+        Network::Regtest => (5, fai(1), fai(1) / 10, 10),
+    };
+    let models = match network {
+        Network::Mainnet => Vec::new(),
+        _ => vec![GenesisModel {
+            id: tiny,
+            name: "fai-tiny".into(),
+            arch: "llama".into(),
+            context_length: 2048,
+            method: "replay".into(),
+        }],
+    };
+    ChainConfig {
+        network,
+        chain_id: crate::rpc::chain_id(network),
+        vm: VmConfig::for_network(network),
+        genesis: Genesis {
+            cycle_length: u128::from(cycle_length),
+            min_stake,
+            min_bond,
+            withdraw_delay,
+            models,
+        },
+        cycle_length,
+    }
+}
+
+/// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
+/// up to its tip.
+pub fn open(
+    data_dir: &Path,
+    network: Network,
+    ledger: &Chainstate,
+    tiny: [u8; 32],
+) -> Result<InferenceChain> {
+    let path = data_dir.join("inference");
+    std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let kv =
+        Arc::new(RocksStore::open(&path, SCHEMA).with_context(|| {
+            format!("cannot open the inference database in {}", path.display())
+        })?);
+    let started = std::time::Instant::now();
+    let mut chain = InferenceChain::open(kv.clone(), chain_config(network, tiny), ledger)
+        .context("cannot open the inference chain")?
+        .with_payloads(PayloadStore::new(kv));
+    chain
+        .on_ledger_block(ledger, &ledger.tip_hash())
+        .context("cannot read the ledger into the inference chain")?;
+    let tip = chain.tip(ledger);
+    info!(
+        target: "infer_node::inference",
+        height = tip.height,
+        id = %hex::encode(tip.id),
+        ledger_height = ledger.height(),
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "inference chain ready"
+    );
+    Ok(chain)
+}

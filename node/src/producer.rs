@@ -1,0 +1,299 @@
+//! The inference-node role: register once on the ledger, commit a bid at every ledger
+//! block, and produce the tenure block whenever the sortition picks this node.
+//!
+//! It runs inside [`crate::node::Node::on_chain_events`], with the ledger locked, right
+//! after the inference chain has read the new ledger blocks and before the miner sees
+//! the new tip, so that the commit for the next block is in the mempool when the next
+//! template is built. Every step is best effort: a failure is logged and retried at the
+//! next ledger block; nothing here can stop the node.
+//!
+//! - Register: a ledger transaction whose data output carries the register op (the VRF
+//!   key, the node's address, the models it serves). It is found again in the block that
+//!   mines it, which gives its reference (height, index).
+//! - Commit: at each new tip, a transaction with the commit op (the register reference,
+//!   the inference tip it builds on, the VRF output over the tip's seed) paying the bid
+//!   equally to the verifier set that block requires, or burning it while there is none.
+//! - Produce: when the sortition at a new ledger block names this node, build, run and
+//!   sign the tenure block on the parent the commit named, accept it, and gossip it.
+
+use fai_inference_chain::block::InferenceBlock;
+use fai_inference_chain::chain::InferenceChain;
+use fai_inference_chain::ops::{build_register, Op, RegisterRef};
+use fai_inference_chain::sortition::next_seed;
+use fai_ledger::mempool::Mempool;
+use fai_ledger::sighash::sign_transaction;
+use fai_ledger::tx::SEQUENCE_FINAL;
+use fai_ledger::{Chainstate, OutPoint, OutputKind, Transaction, TxIn, TxOut, Txid, Unlock};
+use fai_primitives::{Amount, Hash160, Hash256, SecretKey, Signature};
+use tracing::{info, warn};
+
+/// The node's VRF key: derived from the node key, so it survives restarts and needs no
+/// file of its own.
+pub fn vrf_key(node_key: &SecretKey) -> fai_vrf::SecretKey {
+    let mut seed = b"fai vrf key".to_vec();
+    seed.extend_from_slice(&node_key.to_bytes());
+    fai_vrf::SecretKey::from_seed(Hash256::sha256d(&seed).0)
+}
+
+/// What the role needs to know.
+pub struct Producer {
+    key: SecretKey,
+    address: Hash160,
+    vrf: fai_vrf::SecretKey,
+    models: Vec<[u8; 32]>,
+    /// Paid per ledger block to the verifier set.
+    bid: Amount,
+    fee: Amount,
+    register: Option<RegisterRef>,
+    /// The register transaction sent and not yet found in a block, with the ledger
+    /// height it was sent at.
+    pending_register: Option<(Txid, u32)>,
+    /// Ledger blocks whose tenure this node has produced.
+    produced: std::collections::HashSet<Hash256>,
+}
+
+impl Producer {
+    pub fn new(
+        key: SecretKey,
+        vrf: fai_vrf::SecretKey,
+        models: Vec<[u8; 32]>,
+        bid: Amount,
+    ) -> Self {
+        let address = key.public_key().hash160();
+        Producer {
+            key,
+            address,
+            vrf,
+            models,
+            bid,
+            fee: Amount::from_units(10_000).unwrap_or(Amount::ZERO),
+            register: None,
+            pending_register: None,
+            produced: Default::default(),
+        }
+    }
+
+    /// Reacts to a new ledger tip: finds the register, produces a won tenure, commits
+    /// for the next block. Returns the block produced, if any, for gossip.
+    pub fn on_tip(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &mut InferenceChain,
+        mempool: &mut Mempool,
+    ) -> Option<InferenceBlock> {
+        let tip = ledger.tip_hash();
+        self.find_register(ledger);
+        let produced = self.produce(ledger, chain, tip);
+        if self.register.is_none() {
+            if self.pending_register.is_none() {
+                self.send_register(ledger, mempool);
+            }
+        } else if let Err(e) = self.commit(ledger, chain, mempool, tip) {
+            warn!(target: "infer_node::producer", "no commit for the next ledger block: {e}");
+        }
+        produced
+    }
+
+    /// Looks for the pending register transaction in the last blocks of the active chain.
+    fn find_register(&mut self, ledger: &Chainstate) {
+        let Some((txid, sent_at)) = self.pending_register else {
+            return;
+        };
+        let height = ledger.height();
+        for h in (sent_at.saturating_add(1)..=height).rev() {
+            let Some(block) = ledger
+                .hash_at(h)
+                .and_then(|b| ledger.block(&b).ok().flatten())
+            else {
+                continue;
+            };
+            if let Some(index) = block.transactions.iter().position(|t| t.txid() == txid) {
+                let Ok(tx_index) = u16::try_from(index) else {
+                    continue;
+                };
+                self.register = Some(RegisterRef {
+                    height: h,
+                    tx_index,
+                });
+                self.pending_register = None;
+                info!(target: "infer_node::producer", height = h, tx_index, "registered as an inference node");
+                return;
+            }
+        }
+        // Not mined within ten blocks (evicted, or lost in a reorg): send it again.
+        if height > sent_at.saturating_add(10) {
+            self.pending_register = None;
+        }
+    }
+
+    fn send_register(&mut self, ledger: &Chainstate, mempool: &mut Mempool) {
+        let op = match build_register(self.vrf.public().0, self.address, &self.models) {
+            Ok(op) => op,
+            Err(e) => {
+                warn!(target: "infer_node::producer", "cannot build the register op: {e}");
+                return;
+            }
+        };
+        match self.pay(
+            ledger,
+            mempool,
+            vec![TxOut::data(Amount::ZERO, op.encode())],
+        ) {
+            Ok(txid) => {
+                info!(target: "infer_node::producer", %txid, "register transaction sent");
+                self.pending_register = Some((txid, ledger.height()));
+            }
+            Err(e) => info!(target: "infer_node::producer", "cannot register yet: {e}"),
+        }
+    }
+
+    fn commit(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        mempool: &mut Mempool,
+        tip: Hash256,
+    ) -> Result<Txid, String> {
+        let register = self.register.ok_or("not registered")?;
+        let seed = chain
+            .seed_after(&tip)
+            .ok_or("the tip's sortition is unknown")?;
+        let proof = self.vrf.prove(&seed).map_err(|e| e.to_string())?;
+        let output = fai_vrf::proof_to_hash(&proof).map_err(|e| e.to_string())?;
+        let op = Op::Commit {
+            register,
+            parent: chain.tip(ledger).id,
+            seed: next_seed(&output),
+        };
+        let set = chain.commit_set(ledger, &tip);
+        let mut outputs: Vec<TxOut> = Vec::new();
+        if set.is_empty() {
+            outputs.push(TxOut::data(self.bid, op.encode()));
+        } else {
+            let n = u64::try_from(set.len()).unwrap_or(1);
+            let each = Amount::from_units(self.bid.units() / n).map_err(|e| e.to_string())?;
+            outputs.extend(set.iter().map(|v| TxOut::pay(each, *v)));
+            outputs.push(TxOut::data(Amount::ZERO, op.encode()));
+        }
+        self.pay(ledger, mempool, outputs)
+    }
+
+    fn produce(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &mut InferenceChain,
+        anchor: Hash256,
+    ) -> Option<InferenceBlock> {
+        let won = chain
+            .tracker()
+            .record(&anchor)
+            .and_then(|r| r.sortition.winner.as_ref())
+            .is_some_and(|w| Some(w.register) == self.register && w.producer == self.address);
+        if !won || self.produced.contains(&anchor) {
+            return None;
+        }
+        self.produced.insert(anchor);
+        let block = match chain.produce(
+            ledger,
+            anchor,
+            &self.key,
+            &self.vrf,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: {e}");
+                return None;
+            }
+        };
+        match chain.accept(ledger, block.clone()) {
+            Ok(id) => {
+                info!(
+                    target: "infer_node::producer",
+                    height = block.header.height,
+                    id = %hex::encode(id),
+                    ledger_height = block.header.ledger_height,
+                    "inference block produced"
+                );
+                Some(block)
+            }
+            Err(e) => {
+                warn!(target: "infer_node::producer", "own tenure block refused: {e}");
+                None
+            }
+        }
+    }
+
+    /// Pays `outputs` from this node's spendable coins (change back to it) into the
+    /// mempool; returns the transaction id.
+    fn pay(
+        &self,
+        ledger: &Chainstate,
+        mempool: &mut Mempool,
+        mut outputs: Vec<TxOut>,
+    ) -> Result<Txid, String> {
+        let need = outputs
+            .iter()
+            .try_fold(self.fee, |sum, o| sum.checked_add(o.value))
+            .ok_or("amounts overflow")?;
+        let maturity = ledger.params().coinbase_maturity;
+        let height = ledger.height();
+        let coins = ledger.all_coins().map_err(|e| e.to_string())?;
+        let mut candidates: Vec<_> = coins
+            .into_iter()
+            .filter(|(_, c)| c.output.kind == OutputKind::PayToKeyHash(self.address))
+            .filter(|(_, c)| !c.coinbase || height.saturating_sub(c.height) >= maturity)
+            .filter(|(_, c)| c.output.value >= need)
+            .collect();
+        candidates.sort_by_key(|(_, c)| c.output.value);
+        let change_index = outputs.len();
+        outputs.push(TxOut::pay(Amount::ZERO, self.address));
+        let mut last_error = String::from("no spendable coin large enough");
+        for (outpoint, coin) in candidates {
+            let change = coin.output.value.checked_sub(need).ok_or("underflow")?;
+            if let Some(o) = outputs.get_mut(change_index) {
+                o.value = change;
+            }
+            // No zero-value change output.
+            let spend: Vec<TxOut> = outputs
+                .iter()
+                .filter(|o| o.value.units() > 0 || !o.is_spendable())
+                .cloned()
+                .collect();
+            let tx = sign(ledger, outpoint, coin.output.clone(), &self.key, spend)?;
+            match mempool.accept(tx, ledger) {
+                Ok(txid) => return Ok(txid),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// A transaction spending one coin of `key` into `outputs`, signed.
+fn sign(
+    ledger: &Chainstate,
+    outpoint: OutPoint,
+    coin: TxOut,
+    key: &SecretKey,
+    outputs: Vec<TxOut>,
+) -> Result<Transaction, String> {
+    let mut tx = Transaction {
+        version: 1,
+        inputs: vec![TxIn {
+            prevout: outpoint,
+            sequence: SEQUENCE_FINAL,
+            unlock: Unlock::Key {
+                pubkey: key.public_key(),
+                signature: Signature([0; 64]),
+            },
+        }],
+        outputs,
+        lock_time: 0,
+    };
+    sign_transaction(&mut tx, ledger.params().magic, &[(coin, key.clone())])
+        .map_err(|e| e.to_string())?;
+    Ok(tx)
+}

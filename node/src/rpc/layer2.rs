@@ -1,0 +1,283 @@
+//! The inference layer over the RPC: the chain's tip and verifier set, accounts (balance,
+//! nonce, stake, reputation), the served models with their registry status, and
+//! read-only contract calls. Everything is read as of the inference tip that the ledger's
+//! active tip sees.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use clarity::vm::types::{CharType, SequenceData};
+use fai_clarity::Value;
+use fai_inference_chain::chain::InferenceChain;
+use fai_inference_chain::vmtx::{value_bytes, value_from_bytes};
+use fai_ledger::Chainstate;
+use fai_primitives::Address;
+use serde_json::{json, Value as JsonValue};
+
+use super::{bad, ApiError, RpcState};
+
+/// Contract calls take at most this many arguments.
+const MAX_ARGS: usize = 16;
+
+fn unavailable() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the inference chain is not open".into(),
+    )
+}
+
+fn vm_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        format!("contract call failed: {e}"),
+    )
+}
+
+/// A Clarity value as JSON: integers as numbers when they fit in 64 bits (else strings),
+/// buffers as hex, optionals as the value or null, responses as `{"ok": ..}` or `{"err": ..}`.
+pub fn value_json(v: &Value) -> JsonValue {
+    match v {
+        Value::UInt(n) => u64::try_from(*n).map_or_else(|_| json!(n.to_string()), |n| json!(n)),
+        Value::Int(n) => i64::try_from(*n).map_or_else(|_| json!(n.to_string()), |n| json!(n)),
+        Value::Bool(b) => json!(b),
+        Value::Optional(o) => o.data.as_deref().map_or(JsonValue::Null, value_json),
+        Value::Response(r) => {
+            let key = if r.committed { "ok" } else { "err" };
+            json!({ key: value_json(&r.data) })
+        }
+        Value::Tuple(t) => JsonValue::Object(
+            t.data_map
+                .iter()
+                .map(|(k, v)| (k.to_string(), value_json(v)))
+                .collect(),
+        ),
+        Value::Sequence(SequenceData::List(l)) => {
+            JsonValue::Array(l.data.iter().map(value_json).collect())
+        }
+        Value::Sequence(SequenceData::Buffer(b)) => json!(hex::encode(&b.data)),
+        Value::Sequence(SequenceData::String(CharType::ASCII(s))) => {
+            json!(String::from_utf8_lossy(&s.data))
+        }
+        Value::Sequence(SequenceData::String(CharType::UTF8(s))) => {
+            json!(String::from_utf8_lossy(&s.data.concat()))
+        }
+        Value::Principal(_) | Value::CallableContract(_) => json!(v.to_string()),
+    }
+}
+
+/// Runs `f` on the inference chain and the ledger, as of the ledger's tip.
+fn with_chain<T>(
+    s: &RpcState,
+    f: impl FnOnce(&InferenceChain, &Chainstate) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let ledger = s.node.chain();
+    let chain = s.node.inference().ok_or_else(unavailable)?;
+    f(&chain, &ledger)
+}
+
+fn read(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+    issuer: [u8; 20],
+    contract: &str,
+    function: &str,
+    args: &[Value],
+) -> Result<Value, ApiError> {
+    let tip = chain.tip(ledger).exec_id;
+    chain
+        .vm()
+        .call_read_only(&tip, ledger, [0; 20], issuer, contract, function, args)
+        .map(|(v, _)| v)
+        .map_err(vm_error)
+}
+
+#[utoipa::path(get, path = "/v2/inference-chain", tag = "inference", responses((status = 200, description = "the tip (id, height, ledger anchor, cycle, producer), genesis id, the current cycle's verifier set and the liquid supply", content_type = "application/json"), (status = 503, description = "the inference chain is not open")))]
+pub async fn chain_info(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
+    let network = s.network;
+    with_chain(&s, |chain, ledger| {
+        let tip = chain.tip(ledger);
+        let set = chain.verifier_set(ledger, tip, tip.cycle);
+        let supply = chain
+            .vm()
+            .liquid_supply(&tip.exec_id, ledger)
+            .map_err(vm_error)?;
+        Ok(Json(json!({
+            "tip": {
+                "id": hex::encode(tip.id),
+                "height": tip.height,
+                "ledger_anchor": tip.anchor.to_string(),
+                "ledger_anchor_height": tip.anchor_height,
+                "cycle": tip.cycle,
+                "producer": Address::new(network, fai_primitives::Hash160(tip.producer)).to_string(),
+            },
+            "genesis": hex::encode(chain.genesis_id()),
+            "verifier_set": set.iter().map(|h| Address::new(network, *h).to_string()).collect::<Vec<_>>(),
+            "liquid_supply_units": u64::try_from(supply).unwrap_or(u64::MAX),
+        })))
+    })
+}
+
+#[utoipa::path(get, path = "/v2/inference-chain/accounts/{address}", tag = "inference", params(("address" = String, Path, description = "an address of this network")), responses((status = 200, description = "balance, nonce, stake and reputation on the inference layer", content_type = "application/json"), (status = 400, description = "not an address of this network")))]
+pub async fn account(
+    State(s): State<Arc<RpcState>>,
+    Path(text): Path<String>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let address = Address::parse_for(&text, s.network).map_err(|e| bad(e.to_string()))?;
+    let key_hash = address.key_hash.0;
+    with_chain(&s, |chain, ledger| {
+        let tip = chain.tip(ledger).exec_id;
+        let (balance, nonce) = chain
+            .vm()
+            .account(&tip, ledger, key_hash)
+            .map_err(vm_error)?;
+        let who = Value::Principal(chain.vm().principal(key_hash));
+        let stake = read(
+            chain,
+            ledger,
+            [0; 20],
+            "staking",
+            "get-stake",
+            std::slice::from_ref(&who),
+        )?;
+        let reputation = read(
+            chain,
+            ledger,
+            [0; 20],
+            "reputation",
+            "get-record",
+            std::slice::from_ref(&who),
+        )?;
+        let node = read(chain, ledger, [0; 20], "node-registry", "get-node", &[who])?;
+        Ok(Json(json!({
+            "address": address.to_string(),
+            "balance_units": u64::try_from(balance).unwrap_or(u64::MAX),
+            "nonce": nonce,
+            "stake": value_json(&stake),
+            "reputation": value_json(&reputation),
+            "inference_node": value_json(&node),
+        })))
+    })
+}
+
+#[utoipa::path(get, path = "/v2/models", tag = "inference", responses((status = 200, description = "the models this node serves, with their registry entry (null when not registered) and whether they are approved", content_type = "application/json")))]
+pub async fn models(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
+    let model = s.model.clone();
+    with_chain(&s, |chain, ledger| {
+        let id = Value::buff_from(model.id.0.to_vec()).map_err(vm_error)?;
+        let entry = read(
+            chain,
+            ledger,
+            [0; 20],
+            "model-registry",
+            "get-model",
+            std::slice::from_ref(&id),
+        )?;
+        let approved = read(
+            chain,
+            ledger,
+            [0; 20],
+            "model-registry",
+            "is-approved",
+            &[id],
+        )?;
+        Ok(Json(json!([{
+            "name": model.name,
+            "id": model.id.to_string(),
+            "context_length": model.model.config.context_length,
+            "served_here": true,
+            "registry": value_json(&entry),
+            "approved": value_json(&approved),
+        }])))
+    })
+}
+
+#[utoipa::path(post, path = "/v2/contracts/call-read", tag = "inference", request_body(content = String, description = "{\"contract\": \"staking\" or \"<address>.<name>\", \"function\": \"get-stake\", \"args\": [\"<hex of a Clarity value>\", ...]}", content_type = "application/json"), responses((status = 200, description = "the result, as hex and as JSON", content_type = "application/json"), (status = 400, description = "malformed request, unknown contract or function, or a failing call")))]
+pub async fn call_read(
+    State(s): State<Arc<RpcState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let v: JsonValue =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+    let usage = "the body must be {\"contract\": \"...\", \"function\": \"...\", \"args\": [\"<hex>\", ...]}";
+    let contract = v
+        .get("contract")
+        .and_then(JsonValue::as_str)
+        .ok_or_else(|| bad(usage))?;
+    let function = v
+        .get("function")
+        .and_then(JsonValue::as_str)
+        .ok_or_else(|| bad(usage))?;
+    let raw_args = match v.get("args") {
+        None => Vec::new(),
+        Some(JsonValue::Array(a)) => a.clone(),
+        Some(_) => return Err(bad(usage)),
+    };
+    if raw_args.len() > MAX_ARGS {
+        return Err(bad(format!("at most {MAX_ARGS} arguments")));
+    }
+    let mut args = Vec::with_capacity(raw_args.len());
+    for (i, a) in raw_args.iter().enumerate() {
+        let bytes = a
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| bad(format!("argument {i} is not hex")))?;
+        args.push(value_from_bytes(&bytes).map_err(|e| bad(format!("argument {i}: {e}")))?);
+    }
+    let (issuer, name) = match contract.split_once('.') {
+        None => ([0; 20], contract),
+        Some((address, name)) => (
+            Address::parse_for(address, s.network)
+                .map_err(|e| bad(format!("contract issuer: {e}")))?
+                .key_hash
+                .0,
+            name,
+        ),
+    };
+    with_chain(&s, |chain, ledger| {
+        let result = read(chain, ledger, issuer, name, function, &args)?;
+        Ok(Json(json!({
+            "result": hex::encode(value_bytes(&result)),
+            "json": value_json(&result),
+        })))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clarity::vm::types::PrincipalData;
+
+    #[test]
+    fn clarity_values_become_readable_json() {
+        assert_eq!(value_json(&Value::UInt(5)), json!(5));
+        assert_eq!(
+            value_json(&Value::UInt(u128::MAX)),
+            json!(u128::MAX.to_string())
+        );
+        assert_eq!(value_json(&Value::none()), JsonValue::Null);
+        assert_eq!(
+            value_json(&Value::some(Value::Bool(true)).unwrap()),
+            json!(true)
+        );
+        assert_eq!(
+            value_json(&Value::okay(Value::Int(-3)).unwrap()),
+            json!({"ok": -3})
+        );
+        assert_eq!(
+            value_json(&Value::buff_from(vec![0xab, 0x01]).unwrap()),
+            json!("ab01")
+        );
+        let text = Value::string_ascii_from_bytes(b"replay".to_vec()).unwrap();
+        assert_eq!(value_json(&text), json!("replay"));
+        let p = PrincipalData::parse("ST000000000000000000002AMW42H").unwrap();
+        assert!(value_json(&Value::Principal(p))
+            .as_str()
+            .unwrap()
+            .starts_with("ST"));
+    }
+}
