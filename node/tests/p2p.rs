@@ -487,4 +487,17 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     wait_for("the follower to credit it too", 60, &|| {
         credited(&b) == 500_000_000
     });
+
+    // A node started now, with an empty data directory, syncs both chains: the ledger
+    // headers first, then the inference blocks it missed, and the same account state.
+    let target = inference_height(&a);
+    let late = start(d, "late", None, &[a.address()]);
+    assert!(
+        wait(120, &|| inference_height(&late) >= target),
+        "the late node's inference chain is at {} of {target}; its log:\n{}",
+        inference_height(&late),
+        tail(&late)
+    );
+    assert_eq!(credited(&late), 500_000_000);
+    assert!(late.log().contains("syncing inference blocks"));
 }

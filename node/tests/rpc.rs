@@ -449,7 +449,7 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
     let mining = dir.path().join("mining.toml");
     std::fs::write(
         &mining,
-        format!("{base}\n[mining]\nenabled = true\nthreads = 1\naddress = \"{alice}\"\n"),
+        format!("{base}\n[mining]\nenabled = true\nthreads = 1\nblock_interval_ms = 20\naddress = \"{alice}\"\n"),
     )
     .unwrap();
     let child = Command::new(BIN)
@@ -527,10 +527,11 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
     );
     let pegged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let peg_txid = pegged["txid"].as_str().unwrap().to_string();
+    let sent_at = height().unwrap();
     assert_eq!(pegged["to"], bob.as_str());
     let mined_in = || {
         let tip = height()?;
-        (tip.saturating_sub(20)..=tip).find(|h| {
+        (sent_at..=tip).find(|h| {
             json(&http(port, "GET", &format!("/v2/ledger/blocks/{h}"), b"").1)["transactions"]
                 .as_array()
                 .is_some_and(|txs| txs.iter().any(|t| t == peg_txid.as_str()))

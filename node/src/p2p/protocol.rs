@@ -8,6 +8,7 @@
 use std::io;
 
 use async_trait::async_trait;
+use fai_inference_chain::block::InferenceBlock;
 use fai_ledger::block::{Block, BlockHeader};
 use fai_primitives::codec::{write_var_bytes, write_vec, Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash256, Network};
@@ -70,6 +71,8 @@ pub const MAX_HEADERS: usize = 2_000;
 pub const MAX_BLOCKS_PER_REQUEST: usize = 128;
 /// The bytes of blocks served in one response, at most (the last block may pass it).
 pub const SERVE_BYTES: usize = 8 * 1024 * 1024;
+/// Inference blocks in one response, at most.
+pub const MAX_INFERENCE_BLOCKS_PER_RESPONSE: usize = 64;
 /// A request's encoded size, at most.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// A response's encoded size, at most: [`SERVE_BYTES`] plus one maximal block, with room.
@@ -84,6 +87,8 @@ pub enum Request {
     LedgerHeaders { locator: Vec<Hash256> },
     /// These blocks, in this order (unknown ones are left out).
     LedgerBlocks { hashes: Vec<Hash256> },
+    /// The peer's canonical inference blocks from this height on, in order.
+    InferenceBlocks { from_height: u32 },
 }
 
 /// A sync response.
@@ -92,6 +97,7 @@ pub enum Response {
     Status(Status),
     LedgerHeaders(Vec<BlockHeader>),
     LedgerBlocks(Vec<Block>),
+    InferenceBlocks(Vec<InferenceBlock>),
     /// The request was not served (rate limit, overload); the text says why.
     Refused(String),
 }
@@ -104,6 +110,8 @@ pub struct Status {
     pub tip: Hash256,
     /// Total work of the active chain, big-endian.
     pub chain_work: [u8; 32],
+    /// The height of the inference tip as of the ledger tip.
+    pub inference_height: u32,
 }
 
 impl Encode for Request {
@@ -118,6 +126,10 @@ impl Encode for Request {
                 out.push(2);
                 write_vec(out, hashes);
             }
+            Request::InferenceBlocks { from_height } => {
+                out.push(3);
+                from_height.encode_to(out);
+            }
         }
     }
 }
@@ -131,6 +143,9 @@ impl Decode for Request {
             },
             2 => Request::LedgerBlocks {
                 hashes: r.read_vec("block hashes", MAX_BLOCKS_PER_REQUEST as u64, 32)?,
+            },
+            3 => Request::InferenceBlocks {
+                from_height: r.read_u32()?,
             },
             _ => {
                 return Err(CodecError::Invalid {
@@ -151,6 +166,7 @@ impl Encode for Response {
                 s.height.encode_to(out);
                 s.tip.encode_to(out);
                 out.extend_from_slice(&s.chain_work);
+                s.inference_height.encode_to(out);
             }
             Response::LedgerHeaders(headers) => {
                 out.push(1);
@@ -158,6 +174,10 @@ impl Encode for Response {
             }
             Response::LedgerBlocks(blocks) => {
                 out.push(2);
+                write_vec(out, blocks);
+            }
+            Response::InferenceBlocks(blocks) => {
+                out.push(4);
                 write_vec(out, blocks);
             }
             Response::Refused(reason) => {
@@ -177,9 +197,15 @@ impl Decode for Response {
                 height: r.read_u32()?,
                 tip: Hash256::decode_from(r)?,
                 chain_work: r.read_array()?,
+                inference_height: r.read_u32()?,
             }),
             1 => Response::LedgerHeaders(r.read_vec("headers", MAX_HEADERS as u64, 80)?),
             2 => Response::LedgerBlocks(r.read_vec("blocks", MAX_BLOCKS_PER_REQUEST as u64, 81)?),
+            4 => Response::InferenceBlocks(r.read_vec(
+                "inference blocks",
+                MAX_INFERENCE_BLOCKS_PER_RESPONSE as u64,
+                100,
+            )?),
             3 => {
                 let bytes = r.read_var_bytes("reason", 200)?;
                 Response::Refused(String::from_utf8_lossy(&bytes).into_owned())
@@ -284,6 +310,7 @@ mod tests {
             Request::LedgerBlocks {
                 hashes: vec![Hash256([3; 32])],
             },
+            Request::InferenceBlocks { from_height: 9 },
         ];
         for r in requests {
             assert_eq!(Request::from_bytes(&r.to_bytes()).unwrap(), r);
@@ -293,6 +320,7 @@ mod tests {
             height: 7,
             tip: Hash256([8; 32]),
             chain_work: [1; 32],
+            inference_height: 3,
         });
         assert_eq!(Response::from_bytes(&status.to_bytes()).unwrap(), status);
         let refused = Response::Refused("slow down".into());

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use fai_inference_chain::block::InferenceBlock;
 use fai_ledger::Chainstate;
+use fai_primitives::Encode;
 use fai_primitives::{Hash256, Network};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
@@ -21,7 +23,8 @@ use tracing::{debug, info, warn};
 use super::behaviour::{self, Behaviour, BehaviourEvent, Limits};
 use super::peers::{Offence, PeerBook};
 use super::protocol::{
-    Request, Response, Status, Topic, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS, SERVE_BYTES,
+    Request, Response, Status, Topic, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS,
+    MAX_INFERENCE_BLOCKS_PER_RESPONSE, SERVE_BYTES,
 };
 use super::sync::Sync;
 use super::validate::{self, Verdict, Work};
@@ -116,6 +119,7 @@ pub fn start(
         last_status_poll: Instant::now(),
         last_sync_request: None,
         retry_at: None,
+        inference_sync: None,
     };
     let task = runtime.spawn(service.run(command_rx, verdict_rx));
     Ok((P2pHandle::new(command_tx, status), task))
@@ -125,6 +129,7 @@ pub fn start(
 enum Pending {
     Status,
     Sync,
+    InferenceSync,
 }
 
 struct Service {
@@ -144,6 +149,8 @@ struct Service {
     last_sync_request: Option<Request>,
     /// When to ask again (the peer refused: over its rate limit).
     retry_at: Option<Instant>,
+    /// The peer inference blocks are being fetched from.
+    inference_sync: Option<PeerId>,
 }
 
 impl Service {
@@ -173,11 +180,13 @@ impl Service {
             .tip()
             .map(|e| e.chain_work.to_big_endian())
             .unwrap_or([0; 32]);
+        let inference_height = self.node.inference().map_or(0, |c| c.tip(&chain).height);
         Status {
             genesis: chain.hash_at(0).unwrap_or(Hash256::ZERO),
             height: chain.height(),
             tip: chain.tip_hash(),
             chain_work: work,
+            inference_height,
         }
     }
 
@@ -323,13 +332,15 @@ impl Service {
                 request_id,
                 error,
                 ..
-            } => {
-                if let Some(Pending::Sync) = self.in_flight.remove(&request_id) {
-                    if self.sync.as_ref().is_some_and(|s| s.peer == peer) {
-                        self.end_sync(&format!("abandoned: {error}"));
-                    }
+            } => match self.in_flight.remove(&request_id) {
+                Some(Pending::Sync) if self.sync.as_ref().is_some_and(|s| s.peer == peer) => {
+                    self.end_sync(&format!("abandoned: {error}"));
                 }
-            }
+                Some(Pending::InferenceSync) if self.inference_sync == Some(peer) => {
+                    self.inference_sync = None;
+                }
+                _ => {}
+            },
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(target: "infer_node::p2p", %peer, "inbound sync request failed: {error}");
             }
@@ -349,6 +360,9 @@ impl Service {
                     Response::LedgerHeaders(self.headers_after(&locator))
                 }
                 Request::LedgerBlocks { hashes } => Response::LedgerBlocks(self.blocks(&hashes)),
+                Request::InferenceBlocks { from_height } => {
+                    Response::InferenceBlocks(self.inference_blocks(from_height))
+                }
             }
         };
         let _ = self
@@ -397,6 +411,70 @@ impl Service {
         blocks
     }
 
+    /// Our canonical inference blocks from `from_height` on (as of the ledger tip), at
+    /// most a response's worth.
+    fn inference_blocks(&self, from_height: u32) -> Vec<InferenceBlock> {
+        let ledger = self.chain();
+        let Some(chain) = self.node.inference() else {
+            return Vec::new();
+        };
+        let mut at = chain.tip(&ledger).clone();
+        let mut blocks = Vec::new();
+        while at.height >= from_height.max(1) {
+            let Some(block) = at.block.clone() else {
+                break;
+            };
+            let parent = block.header.parent;
+            blocks.push(block);
+            match chain.block(&parent) {
+                Some(p) => at = p.clone(),
+                None => break,
+            }
+        }
+        blocks.reverse();
+        blocks.truncate(MAX_INFERENCE_BLOCKS_PER_RESPONSE);
+        let mut bytes = 0usize;
+        blocks
+            .into_iter()
+            .take_while(|b| {
+                bytes = bytes.saturating_add(b.to_bytes().len());
+                bytes <= SERVE_BYTES
+            })
+            .collect()
+    }
+
+    /// Asks the peer whose inference chain is longest for the blocks we lack, once the
+    /// ledger is caught up.
+    fn maybe_sync_inference(&mut self) {
+        if self.sync.is_some() || self.inference_sync.is_some() {
+            return;
+        }
+        let ours = {
+            let ledger = self.chain();
+            self.node.inference().map(|c| c.tip(&ledger).height)
+        };
+        let Some(ours) = ours else {
+            return;
+        };
+        let best = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| p.status.as_ref().map(|s| (*id, s.inference_height)))
+            .filter(|(_, h)| *h > ours)
+            .max_by_key(|(_, h)| *h);
+        if let Some((peer, height)) = best {
+            info!(target: "infer_node::sync", %peer, from = ours + 1, to = height, "syncing inference blocks");
+            self.inference_sync = Some(peer);
+            self.request(
+                peer,
+                Request::InferenceBlocks {
+                    from_height: ours.saturating_add(1),
+                },
+                Pending::InferenceSync,
+            );
+        }
+    }
+
     fn on_response(&mut self, peer: PeerId, pending: Pending, response: Response) {
         match (pending, response) {
             (pending, Response::Refused(why)) => {
@@ -409,6 +487,22 @@ impl Service {
                 }
             }
             (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
+            (Pending::InferenceSync, Response::InferenceBlocks(blocks)) => {
+                if self.inference_sync != Some(peer) {
+                    return;
+                }
+                if blocks.is_empty() {
+                    self.inference_sync = None;
+                    return;
+                }
+                if self
+                    .work
+                    .try_send(Work::SyncInferenceBlocks { peer, blocks })
+                    .is_err()
+                {
+                    self.inference_sync = None;
+                }
+            }
             (Pending::Sync, Response::LedgerHeaders(headers)) => {
                 if self.sync.as_ref().is_none_or(|s| s.peer != peer) {
                     return;
@@ -478,6 +572,7 @@ impl Service {
             .max_by_key(|(_, s)| s.chain_work)
             .map(|(id, s)| (id, s.height));
         let Some((peer, height)) = best else {
+            self.maybe_sync_inference();
             return;
         };
         let (sync, request) = {
@@ -526,6 +621,20 @@ impl Service {
                 }
                 if behind && self.sync.is_none() && self.peers.contains_key(&source) {
                     self.request(source, Request::Status, Pending::Status);
+                }
+            }
+            Verdict::SyncInferenceBlocks {
+                peer,
+                received,
+                offence,
+                stalled,
+            } => {
+                self.inference_sync = None;
+                if let Some((offence, why)) = offence {
+                    self.punish(peer, offence, &why);
+                } else if !stalled && received == MAX_INFERENCE_BLOCKS_PER_RESPONSE {
+                    // A full batch: there may be more.
+                    self.maybe_sync_inference();
                 }
             }
             Verdict::SyncBlocks {

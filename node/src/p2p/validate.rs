@@ -33,6 +33,11 @@ pub enum Work {
     },
     /// Blocks downloaded by sync, in chain order.
     SyncBlocks { peer: PeerId, blocks: Vec<Block> },
+    /// Inference blocks downloaded by sync, in chain order.
+    SyncInferenceBlocks {
+        peer: PeerId,
+        blocks: Vec<InferenceBlock>,
+    },
 }
 
 /// The outcome of one piece of [`Work`].
@@ -52,6 +57,14 @@ pub enum Verdict {
         /// A storage failure: the node cannot go on.
         fatal: Option<String>,
     },
+    SyncInferenceBlocks {
+        peer: PeerId,
+        /// Blocks received (all were taken unless `offence` or `stalled`).
+        received: usize,
+        offence: Option<(Offence, String)>,
+        /// A block could not be placed (unknown anchor or parent): stop for now.
+        stalled: bool,
+    },
 }
 
 /// Runs until the work channel closes (the network loop ended).
@@ -65,6 +78,7 @@ pub fn run(
         let ledger_work = matches!(
             item,
             Work::SyncBlocks { .. }
+                | Work::SyncInferenceBlocks { .. }
                 | Work::Gossip {
                     topic: Topic::LedgerBlock,
                     ..
@@ -102,6 +116,16 @@ pub fn run(
                     peer,
                     offence,
                     fatal,
+                }
+            }
+            Work::SyncInferenceBlocks { peer, blocks } => {
+                let received = blocks.len();
+                let (offence, stalled) = sync_inference_blocks(&node, blocks);
+                Verdict::SyncInferenceBlocks {
+                    peer,
+                    received,
+                    offence,
+                    stalled,
                 }
             }
         };
@@ -265,6 +289,42 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
             ignore()
         }
     }
+}
+
+/// Accepts synced inference blocks in order; the offence that stopped them, or whether
+/// one could not be placed yet.
+fn sync_inference_blocks(
+    node: &Node,
+    blocks: Vec<InferenceBlock>,
+) -> (Option<(Offence, String)>, bool) {
+    let ledger = node.chain();
+    let Some(mut chain) = node.inference() else {
+        return (None, true);
+    };
+    for block in blocks {
+        let id = block.header.id();
+        if chain.block(&id.0).is_some() {
+            continue;
+        }
+        let anchor = Hash256(block.header.ledger_anchor);
+        if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
+            return (None, true);
+        }
+        match chain.accept(&ledger, block) {
+            Ok(_) => {}
+            Err(BlockError::Invalid(why)) => {
+                return (
+                    Some((Offence::Malformed, format!("synced inference block: {why}"))),
+                    false,
+                )
+            }
+            Err(e) => {
+                warn!(target: "infer_node::p2p", "cannot check a synced inference block: {e}");
+                return (None, true);
+            }
+        }
+    }
+    (None, false)
 }
 
 fn sync_blocks(node: &Node, blocks: Vec<Block>) -> (Option<(Offence, String)>, Option<String>) {
