@@ -121,6 +121,7 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
         .map(|_| tempfile::tempdir())
         .collect::<Result<_, _>>()?;
     let mut nodes: Vec<Arc<Node>> = Vec::new();
+    let mut validators = Vec::new();
     let mut bootstrap: Vec<String> = Vec::new();
     for dir in &dirs {
         let mut chain = open_chain(dir.path(), Network::Regtest)?;
@@ -137,6 +138,7 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             shutdown: AtomicBool::new(false),
             p2p: OnceLock::new(),
             inference: OnceLock::new(),
+            vm_mempool: Default::default(),
             producer: OnceLock::new(),
         });
         let config = P2pSection {
@@ -145,10 +147,11 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             ..P2pSection::default()
         };
         let identity = libp2p::identity::Keypair::generate_ed25519();
-        let (handle, _task) =
+        let running =
             p2p::service::start(&runtime, node.clone(), Network::Regtest, identity, &config)?;
-        let status = handle.status.clone();
-        let _ = node.p2p.set(handle);
+        validators.push(running.validator);
+        let status = running.handle.status.clone();
+        let _ = node.p2p.set(running.handle);
         if bootstrap.is_empty() {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -224,7 +227,12 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
     checks.sort_by(f64::total_cmp);
     let floor = floor_ms(size, percentile(&checks, 0.5))?;
     let p50 = percentile(&times, 0.5);
+    // The network loops first, then their validator threads, then the databases.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    for v in validators {
+        let _ = v.join();
+    }
+    drop(nodes);
     Ok(GossipReport {
         nodes: NODES,
         transactions: times.len(),

@@ -116,6 +116,7 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
         shutdown: Default::default(),
         p2p: Default::default(),
         inference: Default::default(),
+        vm_mempool: Default::default(),
         producer: Default::default(),
     });
     let scheduler = Arc::new(Scheduler::start(model.clone(), 1, 8));

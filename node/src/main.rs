@@ -23,6 +23,7 @@ mod rpc;
 // The verifier service that calls it arrives with networking (p2p votes); tested now.
 #[cfg_attr(not(test), allow(dead_code))]
 mod verifier;
+mod vm_mempool;
 mod wallet;
 mod wallet_serve;
 
@@ -125,6 +126,53 @@ enum WalletCommand {
         #[arg(long)]
         to: Option<String>,
         /// The fee paid to the miner.
+        #[arg(long, default_value = "0.00001 FAI")]
+        fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pay FAI on the inference layer.
+    Transfer {
+        to: String,
+        amount: String,
+        #[arg(long, default_value = "")]
+        memo: String,
+        /// The fee paid to the block producer.
+        #[arg(long, default_value = "0.00001 FAI")]
+        fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stake FAI in the staking contract for whole reward cycles (the five largest stakes
+    /// are the verifier set).
+    Stake {
+        amount: String,
+        #[arg(long, default_value_t = 1)]
+        cycles: u32,
+        #[arg(long, default_value = "0.00001 FAI")]
+        fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw the whole stake once its lock has ended.
+    Unstake {
+        #[arg(long, default_value = "0.00001 FAI")]
+        fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rate an inference you paid for, 1 to 5.
+    Rate {
+        txid: String,
+        score: u32,
         #[arg(long, default_value = "0.00001 FAI")]
         fee: String,
         #[arg(long, default_value = "default")]
@@ -313,6 +361,60 @@ fn main() -> ExitCode {
     }
 }
 
+/// The VM payload of a wallet command of the inference layer, and a phrase saying it.
+fn vm_payload(
+    cmd: &WalletCommand,
+    network: fai_primitives::Network,
+) -> Result<(fai_inference_chain::vmtx::VmPayload, String)> {
+    use fai_clarity::Value;
+    Ok(match cmd {
+        WalletCommand::Transfer {
+            to, amount, memo, ..
+        } => {
+            let to = Address::parse_for(to, network)?;
+            let amount: fai_primitives::Amount = amount.parse().context("amount")?;
+            anyhow::ensure!(memo.len() <= 34, "--memo may have at most 34 bytes");
+            (
+                fai_inference_chain::vmtx::VmPayload::Transfer {
+                    to: to.key_hash,
+                    amount,
+                    memo: memo.as_bytes().to_vec(),
+                },
+                format!("sent {amount} to {to}"),
+            )
+        }
+        WalletCommand::Stake { amount, cycles, .. } => {
+            let amount: fai_primitives::Amount = amount.parse().context("amount")?;
+            anyhow::ensure!((1..=12).contains(cycles), "--cycles must be 1 to 12");
+            (
+                wallet::boot_call(
+                    "staking",
+                    "stake",
+                    &[
+                        Value::UInt(u128::from(amount.units())),
+                        Value::UInt(u128::from(*cycles)),
+                    ],
+                ),
+                format!("staked {amount} for {cycles} cycle(s)"),
+            )
+        }
+        WalletCommand::Unstake { .. } => (
+            wallet::boot_call("staking", "unstake", &[]),
+            "unstaked".to_string(),
+        ),
+        WalletCommand::Rate { txid, score, .. } => {
+            anyhow::ensure!((1..=5).contains(score), "the score must be 1 to 5");
+            let tx: fai_primitives::Hash256 = txid.parse().context("the inference txid")?;
+            let tx = Value::buff_from(tx.0.to_vec()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (
+                wallet::boot_call("reputation", "rate", &[tx, Value::UInt(u128::from(*score))]),
+                format!("rated {txid} {score}/5"),
+            )
+        }
+        _ => anyhow::bail!("not an inference-layer command"),
+    })
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.datadir {
@@ -457,6 +559,28 @@ fn run(cli: Cli) -> Result<()> {
                         println!("{}", serde_json::json!({"txid": txid}));
                     } else {
                         println!("sent {amount} to {to}: transaction {txid}");
+                    }
+                    return Ok(());
+                }
+                WalletCommand::Transfer {
+                    name, fee, json, ..
+                }
+                | WalletCommand::Stake {
+                    name, fee, json, ..
+                }
+                | WalletCommand::Unstake { name, fee, json }
+                | WalletCommand::Rate {
+                    name, fee, json, ..
+                } => {
+                    let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
+                    let (payload, what) = vm_payload(cmd, network)?;
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let txid = wallet::vm_send(&config.rpc.listen, &w, payload, fee)?;
+                    if *json {
+                        println!("{}", serde_json::json!({"txid": txid}));
+                    } else {
+                        println!("{what}: inference-layer transaction {txid} (it runs in the next inference block)");
                     }
                     return Ok(());
                 }

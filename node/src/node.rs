@@ -35,6 +35,8 @@ pub struct Node {
     pub p2p: OnceLock<P2pHandle>,
     /// The proof-of-inference chain, once open; fed every ledger block connected.
     pub inference: OnceLock<Mutex<InferenceChain>>,
+    /// Signed VM transactions waiting for an inference block.
+    pub vm_mempool: Mutex<crate::vm_mempool::VmMempool>,
     /// The inference-node role, when `inference.produce` is on.
     pub producer: OnceLock<Mutex<crate::producer::Producer>>,
 }
@@ -58,6 +60,11 @@ impl Node {
 
     pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
         lock(&self.mempool)
+    }
+
+    /// The VM transaction pool. Lock order: after the inference chain.
+    pub fn vm_mempool(&self) -> MutexGuard<'_, crate::vm_mempool::VmMempool> {
+        lock(&self.vm_mempool)
     }
 
     /// The inference chain, when the node runs it. Lock order: the ledger first.
@@ -118,14 +125,20 @@ impl Node {
         mempool.apply_chain_events(events, chain);
         // The inference-node role: produce a won tenure, commit for the next block (into
         // the mempool before the miner hears of the new tip).
-        let produced = match (inference.as_mut(), self.producer.get()) {
+        let (produced, made) = match (inference.as_mut(), self.producer.get()) {
             (Some(inference), Some(producer)) if connected => {
-                lock(producer).on_tip(chain, inference, &mut mempool)
+                let mut vm_pool = self.vm_mempool();
+                let mut producer = lock(producer);
+                let block = producer.on_tip(chain, inference, &mut mempool, &mut vm_pool);
+                (block, producer.take_outbox())
             }
-            _ => None,
+            _ => (None, Vec::new()),
         };
         drop(mempool);
         drop(inference);
+        for tx in made {
+            self.publish(Topic::LedgerTx, tx);
+        }
         if let Some(block) = produced {
             self.publish(Topic::InferenceBlock, block.to_bytes());
         }
@@ -195,6 +208,7 @@ pub fn run(config: Config) -> Result<()> {
         shutdown: AtomicBool::new(false),
         p2p: OnceLock::new(),
         inference: OnceLock::new(),
+        vm_mempool: Default::default(),
         producer: OnceLock::new(),
     });
 
@@ -243,12 +257,14 @@ pub fn run(config: Config) -> Result<()> {
         info!(target: "infer_node", "mining is off (mining.enabled = false)");
     }
     let mut network_task = None;
+    let mut validator = None;
     if config.p2p.enabled {
         let identity = crate::p2p::identity(&node_key)?;
-        let (handle, task) =
+        let running =
             crate::p2p::service::start(&runtime, node.clone(), network, identity, &config.p2p)?;
-        let _ = node.p2p.set(handle);
-        network_task = Some(task);
+        let _ = node.p2p.set(running.handle);
+        network_task = Some(running.task);
+        validator = Some(running.validator);
     } else {
         info!(target: "infer_node", "the p2p network is off (p2p.enabled = false)");
     }
@@ -285,8 +301,19 @@ pub fn run(config: Config) -> Result<()> {
             error!(target: "infer_node", "a service thread panicked");
         }
     }
-    let chain = node.chain();
-    info!(target: "infer_node", height = chain.height(), tip = %chain.tip_hash(), "stopped");
+    // Stop every task (the RPC, the network loop) and the threads that hold the node, so
+    // that the databases close here and not while the process exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    if let Some(v) = validator {
+        if v.join().is_err() {
+            error!(target: "infer_node", "the p2p validator thread panicked");
+        }
+    }
+    {
+        let chain = node.chain();
+        info!(target: "infer_node", height = chain.height(), tip = %chain.tip_hash(), "stopped");
+    }
+    drop(node);
     outcome
 }
 

@@ -21,11 +21,16 @@ use fai_inference_chain::chain::InferenceChain;
 use fai_inference_chain::ops::{build_register, Op, RegisterRef};
 use fai_inference_chain::sortition::next_seed;
 use fai_ledger::mempool::Mempool;
+
+use crate::vm_mempool::VmMempool;
 use fai_ledger::sighash::sign_transaction;
 use fai_ledger::tx::SEQUENCE_FINAL;
 use fai_ledger::{Chainstate, OutPoint, OutputKind, Transaction, TxIn, TxOut, Txid, Unlock};
-use fai_primitives::{Amount, Hash160, Hash256, SecretKey, Signature};
+use fai_primitives::{Amount, Encode, Hash160, Hash256, SecretKey, Signature};
 use tracing::{info, warn};
+
+/// The bytes of VM transactions one produced block carries at most.
+const MAX_VM_TX_BYTES: usize = 512 * 1024;
 
 /// The node's VRF key: derived from the node key, so it survives restarts and needs no
 /// file of its own.
@@ -50,6 +55,10 @@ pub struct Producer {
     pending_register: Option<(Txid, u32)>,
     /// Ledger blocks whose tenure this node has produced.
     produced: std::collections::HashSet<Hash256>,
+    /// Ledger transactions made (register, commits) to gossip.
+    outbox: Vec<Vec<u8>>,
+    /// Whether the lack of a spendable coin was logged already.
+    told_unfunded: bool,
 }
 
 impl Producer {
@@ -70,6 +79,8 @@ impl Producer {
             register: None,
             pending_register: None,
             produced: Default::default(),
+            outbox: Vec::new(),
+            told_unfunded: false,
         }
     }
 
@@ -80,10 +91,11 @@ impl Producer {
         ledger: &Chainstate,
         chain: &mut InferenceChain,
         mempool: &mut Mempool,
+        vm_pool: &mut VmMempool,
     ) -> Option<InferenceBlock> {
         let tip = ledger.tip_hash();
         self.find_register(ledger);
-        let produced = self.produce(ledger, chain, tip);
+        let produced = self.produce(ledger, chain, vm_pool, tip);
         if self.register.is_none() {
             if self.pending_register.is_none() {
                 self.send_register(ledger, mempool);
@@ -92,6 +104,11 @@ impl Producer {
             warn!(target: "infer_node::producer", "no commit for the next ledger block: {e}");
         }
         produced
+    }
+
+    /// The ledger transactions made since the last call, to gossip.
+    pub fn take_outbox(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// Looks for the pending register transaction in the last blocks of the active chain.
@@ -143,7 +160,11 @@ impl Producer {
                 info!(target: "infer_node::producer", %txid, "register transaction sent");
                 self.pending_register = Some((txid, ledger.height()));
             }
-            Err(e) => info!(target: "infer_node::producer", "cannot register yet: {e}"),
+            Err(e) if !self.told_unfunded => {
+                self.told_unfunded = true;
+                info!(target: "infer_node::producer", "cannot register yet ({e}); waiting for a spendable coin of the node key");
+            }
+            Err(_) => {}
         }
     }
 
@@ -182,6 +203,7 @@ impl Producer {
         &mut self,
         ledger: &Chainstate,
         chain: &mut InferenceChain,
+        vm_pool: &mut VmMempool,
         anchor: Hash256,
     ) -> Option<InferenceBlock> {
         let won = chain
@@ -193,21 +215,47 @@ impl Producer {
             return None;
         }
         self.produced.insert(anchor);
-        let block = match chain.produce(
+        let vm_txs = vm_pool.select(chain, ledger, MAX_VM_TX_BYTES);
+        let attempt = chain.produce(
             ledger,
             anchor,
             &self.key,
             &self.vrf,
+            vm_txs.clone(),
             Vec::new(),
             Vec::new(),
-            Vec::new(),
-        ) {
+        );
+        let block = match attempt {
             Ok(b) => b,
+            Err(e) if !vm_txs.is_empty() => {
+                // A waiting transaction cannot run (its sender spent the fee meanwhile):
+                // drop them all and produce without.
+                warn!(target: "infer_node::producer", "VM transactions dropped: {e}");
+                for tx in &vm_txs {
+                    vm_pool.remove(&tx.txid());
+                }
+                match chain.produce(
+                    ledger,
+                    anchor,
+                    &self.key,
+                    &self.vrf,
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                ) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: {e}");
+                        return None;
+                    }
+                }
+            }
             Err(e) => {
                 warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: {e}");
                 return None;
             }
         };
+        vm_pool.remove_included(&block);
         match chain.accept(ledger, block.clone()) {
             Ok(id) => {
                 info!(
@@ -229,7 +277,7 @@ impl Producer {
     /// Pays `outputs` from this node's spendable coins (change back to it) into the
     /// mempool; returns the transaction id.
     fn pay(
-        &self,
+        &mut self,
         ledger: &Chainstate,
         mempool: &mut Mempool,
         mut outputs: Vec<TxOut>,
@@ -263,8 +311,12 @@ impl Producer {
                 .cloned()
                 .collect();
             let tx = sign(ledger, outpoint, coin.output.clone(), &self.key, spend)?;
+            let bytes = tx.to_bytes();
             match mempool.accept(tx, ledger) {
-                Ok(txid) => return Ok(txid),
+                Ok(txid) => {
+                    self.outbox.push(bytes);
+                    return Ok(txid);
+                }
                 Err(e) => last_error = e.to_string(),
             }
         }

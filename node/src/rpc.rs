@@ -13,6 +13,7 @@
 //! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
 //! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
 //! | GET | `/v2/inference-chain/accounts/{address}` | balance, nonce, stake, reputation and node registration on the inference layer |
+//! | POST | `/v2/inference-chain/transactions` | body `{"tx": "<hex of a signed VM transaction>"}`: into the VM pool (and gossip), answers its id |
 //! | GET | `/v2/models` | the served models with their registry entry and approval |
 //! | POST | `/v2/contracts/call-read` | a read-only contract call: `{"contract", "function", "args": [hex Clarity values]}` |
 //! | GET | `/metrics` | Prometheus text |
@@ -163,7 +164,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
-    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::account, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
+    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::account, layer2::submit_vm_transaction, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -201,6 +202,10 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .route(
             "/v2/inference-chain/accounts/{address}",
             get(layer2::account),
+        )
+        .route(
+            "/v2/inference-chain/transactions",
+            post(layer2::submit_vm_transaction),
         )
         .route("/v2/models", get(layer2::models))
         .route("/v2/contracts/call-read", post(layer2::call_read))
@@ -305,7 +310,10 @@ async fn ledger_block(
 #[utoipa::path(get, path = "/v2/mempool", tag = "ledger", responses((status = 200, description = "transactions and bytes waiting", content_type = "application/json")))]
 async fn mempool(State(s): State<Arc<RpcState>>) -> Json<Value> {
     let m = s.node.mempool();
-    Json(json!({"transactions": m.len(), "bytes": m.bytes()}))
+    let (transactions, bytes) = (m.len(), m.bytes());
+    drop(m);
+    let vm_transactions = s.node.vm_mempool().len();
+    Json(json!({"transactions": transactions, "bytes": bytes, "vm_transactions": vm_transactions}))
 }
 
 /// An address's coins, with what decides which are spendable.

@@ -316,6 +316,56 @@ pub fn peg_in(
     )
 }
 
+/// Signs a VM transaction of the inference layer with the wallet's next nonce (the
+/// account's, past the transactions already waiting) and submits it; returns its id.
+pub fn vm_send(
+    rpc: &str,
+    w: &Wallet,
+    payload: fai_inference_chain::vmtx::VmPayload,
+    fee: fai_primitives::Amount,
+) -> Result<String> {
+    let info = crate::http_client::call(rpc, "GET", "/v2/info", None)?;
+    let chain_id = u32::try_from(
+        info["chain_id"]
+            .as_u64()
+            .context("the node gave no chain id")?,
+    )?;
+    let account = crate::http_client::call(
+        rpc,
+        "GET",
+        &format!("/v2/inference-chain/accounts/{}", w.address),
+        None,
+    )?;
+    let nonce = account["next_nonce"]
+        .as_u64()
+        .context("the node gave no nonce")?;
+    let tx = fai_inference_chain::vmtx::SignedVmTx::new(&w.key, nonce, chain_id, fee, payload);
+    let answer = crate::http_client::call(
+        rpc,
+        "POST",
+        "/v2/inference-chain/transactions",
+        Some(&serde_json::json!({"tx": hex::encode(fai_primitives::codec::Encode::to_bytes(&tx))})),
+    )?;
+    Ok(answer["txid"].as_str().unwrap_or_default().to_string())
+}
+
+/// A call of a boot contract's public function with Clarity arguments.
+pub fn boot_call(
+    contract: &str,
+    function: &str,
+    args: &[fai_clarity::Value],
+) -> fai_inference_chain::vmtx::VmPayload {
+    fai_inference_chain::vmtx::VmPayload::Call {
+        issuer: fai_primitives::Hash160([0; 20]),
+        name: contract.into(),
+        function: function.into(),
+        args: args
+            .iter()
+            .map(fai_inference_chain::vmtx::value_bytes)
+            .collect(),
+    }
+}
+
 /// Pays `output` from the wallet's oldest spendable coins, change back to the wallet,
 /// signs and submits the transaction; returns its id.
 fn pay(

@@ -32,22 +32,23 @@ fn start_on(
     mine_to: Option<&str>,
     bootstrap: &[String],
 ) -> Peer {
-    start_with(port, dir, name, mine_to, bootstrap, "")
+    start_with(port, dir, name, mine_to, 100, bootstrap, "")
 }
 
-/// `mine_to`: mine, paying that address ("" for the node's own key); `extra`: more TOML.
+/// `mine_to`: mine, paying that address ("" for the node's own key), resting `pace_ms`
+/// after each block; `extra`: more TOML.
 fn start_with(
     port: u16,
     dir: &Path,
     name: &str,
     mine_to: Option<&str>,
+    pace_ms: u64,
     bootstrap: &[String],
     extra: &str,
 ) -> Peer {
     let mining = match mine_to {
-        // Ten blocks a second: enough to watch, little enough to leave the CPU to the rest.
         Some(address) => format!(
-            "[mining]\nenabled = true\nthreads = 1\nblock_interval_ms = 100\naddress = \"{address}\"\n"
+            "[mining]\nenabled = true\nthreads = 1\nblock_interval_ms = {pace_ms}\naddress = \"{address}\"\n"
         ),
         None => String::new(),
     };
@@ -429,10 +430,21 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
         d,
         "producer",
         Some(""),
+        100,
         &[],
         "[inference]\nproduce = true\nbid = \"0.001 FAI\"\n",
     );
-    let b = start_with(b_port, d, "follower", Some(&alice), &[a.address()], "");
+    // The follower mines too (Alice's coins), ten times slower: the ledger forks rarely,
+    // as on a network where block times are long against propagation.
+    let b = start_with(
+        b_port,
+        d,
+        "follower",
+        Some(&alice),
+        1000,
+        &[a.address()],
+        "",
+    );
     let layer2 = |p: &Peer| json(&http(p.node.port, "GET", "/v2/inference-chain", b"").1);
     let inference_height = |p: &Peer| layer2(p)["tip"]["height"].as_u64().unwrap_or(0);
 
@@ -488,6 +500,60 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
         credited(&b) == 500_000_000
     });
 
+    // On the inference layer: Alice pays Bob and stakes, by VM transactions sent to the
+    // follower and run in the producer's blocks.
+    let bob = wallet(&wallets, "bob");
+    let w = wallets.to_str().unwrap();
+    let vm = |args: &[&str]| {
+        let mut all = vec!["wallet"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--name", "alice", "--json", "--config", w]);
+        let out = cli(&all, "passphrase");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    vm(&["transfer", &bob, "1 FAI"]);
+    // The stake takes the next nonce while the transfer still waits.
+    vm(&["stake", "2 FAI", "--cycles", "1"]);
+    let account = |p: &Peer, who: &str| {
+        let (_, body) = http(
+            p.node.port,
+            "GET",
+            &format!("/v2/inference-chain/accounts/{who}"),
+            b"",
+        );
+        json(&body)
+    };
+    assert!(
+        wait(60, &|| account(&b, &bob)["balance_units"] == 100_000_000),
+        "bob was not paid: {}; the producer's log:\n{}",
+        account(&b, &bob),
+        tail(&a)
+    );
+    wait_for("alice's stake", 60, &|| {
+        account(&b, &alice)["stake"]["amount"] == 200_000_000
+    });
+    let alice_now = account(&a, &alice);
+    assert_eq!(alice_now["nonce"], 2, "{alice_now}");
+    // 5 FAI pegged in, 1 paid, 2 staked (locked in the contract), two fees of 1,000 units.
+    assert_eq!(
+        alice_now["balance_units"],
+        500_000_000 - 300_000_000 - 2_000,
+        "{alice_now}"
+    );
+    // A malformed VM transaction is refused with the reason.
+    let (status, body) = http(
+        a.node.port,
+        "POST",
+        "/v2/inference-chain/transactions",
+        b"{\"tx\": \"00\"}",
+    );
+    assert_eq!(status, 400, "{body}");
+    let credited = |p: &Peer| account(p, &alice)["balance_units"].as_u64().unwrap_or(0);
+
     // A node started now, with an empty data directory, syncs both chains: the ledger
     // headers first, then the inference blocks it missed, and the same account state.
     let target = inference_height(&a);
@@ -498,6 +564,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
         inference_height(&late),
         tail(&late)
     );
-    assert_eq!(credited(&late), 500_000_000);
+    assert_eq!(credited(&late), 500_000_000 - 300_000_000 - 2_000);
+    assert_eq!(account(&late, &bob)["balance_units"], 100_000_000);
     assert!(late.log().contains("syncing inference blocks"));
 }

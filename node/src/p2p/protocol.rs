@@ -22,16 +22,24 @@ pub enum Topic {
     LedgerBlock,
     LedgerTx,
     InferenceBlock,
+    /// Signed VM transactions of the inference layer.
+    VmTx,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 3] = [Topic::LedgerBlock, Topic::LedgerTx, Topic::InferenceBlock];
+    pub const ALL: [Topic; 4] = [
+        Topic::LedgerBlock,
+        Topic::LedgerTx,
+        Topic::InferenceBlock,
+        Topic::VmTx,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Topic::LedgerBlock => "ledger-block",
             Topic::LedgerTx => "ledger-tx",
             Topic::InferenceBlock => "inference-block",
+            Topic::VmTx => "vm-tx",
         }
     }
 
@@ -47,6 +55,7 @@ impl Topic {
             Topic::LedgerBlock => 1_100_000,
             Topic::LedgerTx => 110_000,
             Topic::InferenceBlock => 2_100_000,
+            Topic::VmTx => 200_000,
         }
     }
 }

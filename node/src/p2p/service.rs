@@ -44,15 +44,23 @@ struct Peer {
     status: Option<Status>,
 }
 
+/// The running network: its handle, the loop's task, and the validator thread (which
+/// ends once the loop is gone; join it before the databases close).
+pub struct Running {
+    pub handle: P2pHandle,
+    pub task: tokio::task::JoinHandle<Result<()>>,
+    pub validator: std::thread::JoinHandle<()>,
+}
+
 /// Starts the network: binds the listen address, dials the bootstrap peers, and spawns
-/// the loop and the validator thread. Returns the handle and the loop's task.
+/// the loop and the validator thread.
 pub fn start(
     runtime: &tokio::runtime::Runtime,
     node: Arc<Node>,
     network: Network,
     key: identity::Keypair,
     config: &P2pSection,
-) -> Result<(P2pHandle, tokio::task::JoinHandle<Result<()>>)> {
+) -> Result<Running> {
     let _guard = runtime.enter();
     let mut swarm = behaviour::swarm(
         key,
@@ -92,7 +100,7 @@ pub fn start(
     let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
     let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
     let validator_node = node.clone();
-    std::thread::Builder::new()
+    let validator = std::thread::Builder::new()
         .name("p2p-validate".into())
         .spawn(move || validate::run(validator_node, work_rx, verdict_tx))
         .context("cannot start the validator thread")?;
@@ -122,7 +130,11 @@ pub fn start(
         inference_sync: None,
     };
     let task = runtime.spawn(service.run(command_rx, verdict_rx));
-    Ok((P2pHandle::new(command_tx, status), task))
+    Ok(Running {
+        handle: P2pHandle::new(command_tx, status),
+        task,
+        validator,
+    })
 }
 
 /// What an outbound request was for.
@@ -485,6 +497,10 @@ impl Service {
                     // Over the peer's rate: ask again in a second.
                     self.retry_at = Some(Instant::now() + Duration::from_secs(1));
                 }
+                if matches!(pending, Pending::InferenceSync) && self.inference_sync == Some(peer) {
+                    // Asked again at the next status poll.
+                    self.inference_sync = None;
+                }
             }
             (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
             (Pending::InferenceSync, Response::InferenceBlocks(blocks)) => {
@@ -556,6 +572,7 @@ impl Service {
             p.status = Some(status);
         }
         self.maybe_sync();
+        self.maybe_sync_inference();
     }
 
     /// Starts a catch-up with the peer that has the most work, if it has more than we do.
@@ -572,7 +589,6 @@ impl Service {
             .max_by_key(|(_, s)| s.chain_work)
             .map(|(id, s)| (id, s.height));
         let Some((peer, height)) = best else {
-            self.maybe_sync_inference();
             return;
         };
         let (sync, request) = {
@@ -591,6 +607,9 @@ impl Service {
                 let chain = self.node.chain();
                 sync.finish(&chain, why);
             }
+            // The ledger has caught up with this peer: fetch the inference blocks it
+            // has and we lack (its status still says how many), before the next round.
+            self.maybe_sync_inference();
             // The peer's status is stale now; ask again (it may have grown meanwhile).
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.status = None;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::BlockError;
+use fai_inference_chain::vmtx::SignedVmTx;
 use fai_ledger::block::Block;
 use fai_ledger::mempool::MempoolError;
 use fai_ledger::{BlockOutcome, ChainError, ConsensusError, Transaction};
@@ -94,6 +95,7 @@ pub fn run(
                 let (acceptance, offence, behind) = match topic {
                     Topic::LedgerBlock => gossip_block(&node, &data),
                     Topic::LedgerTx => gossip_tx(&node, &data),
+                    Topic::VmTx => gossip_vm_tx(&node, &data),
                     Topic::InferenceBlock => {
                         let outcome = gossip_inference_block(&node, &data);
                         if outcome.2 {
@@ -251,6 +253,32 @@ fn gossip_tx(node: &Node, data: &[u8]) -> GossipOutcome {
     }
 }
 
+fn gossip_vm_tx(node: &Node, data: &[u8]) -> GossipOutcome {
+    use crate::vm_mempool::VmMempoolError as E;
+    let tx = match SignedVmTx::from_bytes(data) {
+        Ok(t) => t,
+        Err(e) => {
+            return reject(
+                Offence::Malformed,
+                format!("undecodable VM transaction: {e}"),
+            )
+        }
+    };
+    let ledger = node.chain();
+    let Some(chain) = node.inference() else {
+        return ignore();
+    };
+    let chain_id = crate::rpc::chain_id(ledger.params().network);
+    let result = node.vm_mempool().accept(tx, chain_id, &chain, &ledger);
+    match result {
+        Ok(_) => (MessageAcceptance::Accept, None, false),
+        Err(e @ (E::BadSignature | E::WrongChain(_))) => {
+            reject(Offence::InvalidTransaction, format!("VM transaction: {e}"))
+        }
+        Err(_) => ignore(),
+    }
+}
+
 fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
     let block = match InferenceBlock::from_bytes(data) {
         Ok(b) => b,
@@ -275,8 +303,11 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
     if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
         return (MessageAcceptance::Ignore, None, true);
     }
+    let included: Vec<Hash256> = block.vm_txs.iter().map(|t| t.txid()).collect();
     match chain.accept(&ledger, block) {
         Ok(_) => {
+            let mut pool = node.vm_mempool();
+            included.iter().for_each(|t| pool.remove(t));
             info!(target: "infer_node::inference", id = %hex::encode(id.0), "inference block accepted");
             (MessageAcceptance::Accept, None, false)
         }
@@ -310,8 +341,12 @@ fn sync_inference_blocks(
         if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
             return (None, true);
         }
+        let included: Vec<Hash256> = block.vm_txs.iter().map(|t| t.txid()).collect();
         match chain.accept(&ledger, block) {
-            Ok(_) => {}
+            Ok(_) => {
+                let mut pool = node.vm_mempool();
+                included.iter().for_each(|t| pool.remove(t));
+            }
             Err(BlockError::Invalid(why)) => {
                 return (
                     Some((Offence::Malformed, format!("synced inference block: {why}"))),

@@ -13,8 +13,9 @@ use axum::Json;
 use clarity::vm::types::{CharType, SequenceData};
 use fai_clarity::Value;
 use fai_inference_chain::chain::InferenceChain;
-use fai_inference_chain::vmtx::{value_bytes, value_from_bytes};
+use fai_inference_chain::vmtx::{value_bytes, value_from_bytes, SignedVmTx};
 use fai_ledger::Chainstate;
+use fai_primitives::codec::Decode;
 use fai_primitives::Address;
 use serde_json::{json, Value as JsonValue};
 
@@ -152,15 +153,43 @@ pub async fn account(
             std::slice::from_ref(&who),
         )?;
         let node = read(chain, ledger, [0; 20], "node-registry", "get-node", &[who])?;
+        let next_nonce = s.node.vm_mempool().next_nonce(key_hash, nonce);
         Ok(Json(json!({
             "address": address.to_string(),
             "balance_units": u64::try_from(balance).unwrap_or(u64::MAX),
             "nonce": nonce,
+            "next_nonce": next_nonce,
             "stake": value_json(&stake),
             "reputation": value_json(&reputation),
             "inference_node": value_json(&node),
         })))
     })
+}
+
+#[utoipa::path(post, path = "/v2/inference-chain/transactions", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed VM transaction>\"}", content_type = "application/json"), responses((status = 200, description = "the transaction id; it waits for an inference block", content_type = "application/json"), (status = 400, description = "malformed, badly signed, wrong chain, nonce used, fee too low or unpayable"), (status = 409, description = "already waiting"), (status = 503, description = "the pool is full")))]
+pub async fn submit_vm_transaction(
+    State(s): State<Arc<RpcState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<JsonValue>, ApiError> {
+    use crate::vm_mempool::VmMempoolError as E;
+    let bytes = super::hex_field(
+        body,
+        "the body must be {\"tx\": \"<hex of a signed VM transaction>\"}",
+    )?;
+    let tx = SignedVmTx::from_bytes(&bytes).map_err(|e| bad(format!("bad VM transaction: {e}")))?;
+    let chain_id = super::chain_id(s.network);
+    let id = with_chain(&s, |chain, ledger| {
+        s.node
+            .vm_mempool()
+            .accept(tx, chain_id, chain, ledger)
+            .map_err(|e| match e {
+                E::Known(_) | E::NonceTaken(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+                E::Full => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                _ => bad(format!("VM transaction refused: {e}")),
+            })
+    })?;
+    s.node.publish(crate::p2p::Topic::VmTx, bytes);
+    Ok(Json(json!({"txid": id.to_string()})))
 }
 
 #[utoipa::path(get, path = "/v2/models", tag = "inference", responses((status = 200, description = "the models this node serves, with their registry entry (null when not registered) and whether they are approved", content_type = "application/json")))]
