@@ -8,12 +8,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use fai_ledger::mempool::{Mempool, MempoolConfig};
+use fai_ledger::mempool::MempoolConfig;
 use fai_ledger::testkit;
 use fai_ledger::{Block, OutPoint, Transaction, TxOut};
 use fai_primitives::codec::Encode;
@@ -128,19 +127,13 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
         for b in &blocks {
             chain.accept_block(b.clone(), unix_now())?;
         }
-        let node = Arc::new(Node {
-            chain: Mutex::new(chain),
-            mempool: Mutex::new(Mempool::new(MempoolConfig {
+        let node = Arc::new(Node::new(
+            chain,
+            MempoolConfig {
                 max_bytes: 64 << 20,
                 min_fee_rate: 1_000,
-            })),
-            tip_generation: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
-            p2p: OnceLock::new(),
-            inference: OnceLock::new(),
-            vm_mempool: Default::default(),
-            producer: OnceLock::new(),
-        });
+            },
+        ));
         let config = P2pSection {
             listen: "/ip4/127.0.0.1/tcp/0".into(),
             bootstrap: bootstrap.clone(),

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +15,7 @@ use fai_engine::scheduler::Scheduler;
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::LoadedModel;
 use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, Sampling};
-use fai_ledger::mempool::{Mempool, MempoolConfig};
+use fai_ledger::mempool::MempoolConfig;
 use fai_primitives::codec::Encode;
 use fai_primitives::{Amount, Network, SecretKey, Signature};
 use serde::Serialize;
@@ -106,19 +106,13 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
         &Device::Cpu,
     )?);
     let chain = open_chain(&dir.path().join("data"), Network::Regtest)?;
-    let node = Arc::new(Node {
-        chain: Mutex::new(chain),
-        mempool: Mutex::new(Mempool::new(MempoolConfig {
+    let node = Arc::new(Node::new(
+        chain,
+        MempoolConfig {
             max_bytes: 1 << 20,
             min_fee_rate: 1_000,
-        })),
-        tip_generation: Default::default(),
-        shutdown: Default::default(),
-        p2p: Default::default(),
-        inference: Default::default(),
-        vm_mempool: Default::default(),
-        producer: Default::default(),
-    });
+        },
+    ));
     let scheduler = Arc::new(Scheduler::start(model.clone(), 1, 8));
     let state = Arc::new(RpcState::new(
         node,

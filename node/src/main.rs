@@ -213,6 +213,16 @@ enum WalletCommand {
         #[arg(long, default_value = "default")]
         name: String,
     },
+    /// The wallet's recent transactions on both layers.
+    History {
+        /// Ledger blocks to look back.
+        #[arg(long, default_value_t = 1000)]
+        blocks: u32,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a wallet's address.
     Address {
         #[arg(long, default_value = "default")]
@@ -424,7 +434,10 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // libp2p's own chatter (its peer id, a lone node's failed DHT bootstrap) stays out of
+    // the log unless RUST_LOG asks for it; the node logs what operators need.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},libp2p_swarm=warn,libp2p_kad=error")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -581,6 +594,48 @@ fn run(cli: Cli) -> Result<()> {
                         println!("{}", serde_json::json!({"txid": txid}));
                     } else {
                         println!("{what}: inference-layer transaction {txid} (it runs in the next inference block)");
+                    }
+                    return Ok(());
+                }
+                WalletCommand::History { blocks, name, json } => {
+                    let address = wallet::address(&dir, name, network)?;
+                    let v = http_client::call(
+                        &config.rpc.listen,
+                        "GET",
+                        &format!("/v2/accounts/{address}/history?blocks={blocks}"),
+                        None,
+                    )?;
+                    if *json {
+                        println!("{v}");
+                        return Ok(());
+                    }
+                    println!(
+                        "{address}, ledger blocks {} to {}:",
+                        v["from_height"], v["to_height"]
+                    );
+                    for item in v["ledger"].as_array().into_iter().flatten() {
+                        println!(
+                            "  ledger    height {:>7}  {:<9} {}  {}",
+                            item["height"],
+                            item["kind"].as_str().unwrap_or("?"),
+                            item["txid"].as_str().unwrap_or("?"),
+                            fai_primitives::Amount::from_units(
+                                item["received_units"].as_u64().unwrap_or(0)
+                            )
+                            .unwrap_or(fai_primitives::Amount::ZERO)
+                        );
+                    }
+                    for item in v["inference"].as_array().into_iter().flatten() {
+                        println!(
+                            "  inference height {:>7}  {:<9} {}  {}",
+                            item["inference_height"],
+                            item["kind"].as_str().unwrap_or("?"),
+                            item["txid"].as_str().unwrap_or("?"),
+                            fai_primitives::Amount::from_units(
+                                item["amount_units"].as_u64().unwrap_or(0)
+                            )
+                            .unwrap_or(fai_primitives::Amount::ZERO)
+                        );
                     }
                     return Ok(());
                 }

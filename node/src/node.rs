@@ -54,6 +54,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Node {
+    /// A node over `chain` with an empty mempool; the network, the inference chain and
+    /// the producer are set once they run.
+    pub fn new(chain: Chainstate, mempool: MempoolConfig) -> Self {
+        Node {
+            chain: Mutex::new(chain),
+            mempool: Mutex::new(Mempool::new(mempool)),
+            tip_generation: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+            p2p: OnceLock::new(),
+            inference: OnceLock::new(),
+            vm_mempool: Default::default(),
+            producer: OnceLock::new(),
+        }
+    }
+
     pub fn chain(&self) -> MutexGuard<'_, Chainstate> {
         lock(&self.chain)
     }
@@ -198,19 +213,13 @@ pub fn run(config: Config) -> Result<()> {
         tip = %chain.tip_hash(),
         "infer-node starting"
     );
-    let node = Arc::new(Node {
-        chain: Mutex::new(chain),
-        mempool: Mutex::new(Mempool::new(MempoolConfig {
+    let node = Arc::new(Node::new(
+        chain,
+        MempoolConfig {
             max_bytes: config.mempool.max_bytes,
             min_fee_rate: config.mempool.min_fee_rate,
-        })),
-        tip_generation: AtomicU64::new(0),
-        shutdown: AtomicBool::new(false),
-        p2p: OnceLock::new(),
-        inference: OnceLock::new(),
-        vm_mempool: Default::default(),
-        producer: OnceLock::new(),
-    });
+        },
+    ));
 
     // The built-in model: served by the RPC, and approved at genesis of the inference
     // chain on every network but mainnet.

@@ -53,8 +53,9 @@ pub struct Producer {
     /// The register transaction sent and not yet found in a block, with the ledger
     /// height it was sent at.
     pending_register: Option<(Txid, u32)>,
-    /// Ledger blocks whose tenure this node has produced.
-    produced: std::collections::HashSet<Hash256>,
+    /// The last ledger blocks whose tenure this node has produced (a reorg can bring
+    /// one back as the tip; it is not produced twice).
+    produced: std::collections::VecDeque<Hash256>,
     /// Ledger transactions made (register, commits) to gossip.
     outbox: Vec<Vec<u8>>,
     /// Whether the lack of a spendable coin was logged already.
@@ -214,7 +215,10 @@ impl Producer {
         if !won || self.produced.contains(&anchor) {
             return None;
         }
-        self.produced.insert(anchor);
+        if self.produced.len() >= 256 {
+            self.produced.pop_front();
+        }
+        self.produced.push_back(anchor);
         let vm_txs = vm_pool.select(chain, ledger, MAX_VM_TX_BYTES);
         let attempt = chain.produce(
             ledger,

@@ -14,6 +14,7 @@
 //! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
 //! | GET | `/v2/inference-chain/accounts/{address}` | balance, nonce, stake, reputation and node registration on the inference layer |
 //! | POST | `/v2/inference-chain/transactions` | body `{"tx": "<hex of a signed VM transaction>"}`: into the VM pool (and gossip), answers its id |
+//! | GET | `/v2/accounts/{address}/history` | the address's ledger and inference-layer transactions in the last `?blocks=` ledger blocks |
 //! | GET | `/v2/models` | the served models with their registry entry and approval |
 //! | POST | `/v2/contracts/call-read` | a read-only contract call: `{"contract", "function", "args": [hex Clarity values]}` |
 //! | GET | `/metrics` | Prometheus text |
@@ -27,6 +28,7 @@
 //! `{"error": "..."}` that says what was wrong; the node keeps serving.
 
 mod admin;
+mod history;
 mod layer2;
 
 use std::collections::{HashMap, VecDeque};
@@ -164,7 +166,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
-    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::account, layer2::submit_vm_transaction, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
+    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::account, layer2::submit_vm_transaction, history::history, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -208,6 +210,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
             post(layer2::submit_vm_transaction),
         )
         .route("/v2/models", get(layer2::models))
+        .route("/v2/accounts/{address}/history", get(history::history))
         .route("/v2/contracts/call-read", post(layer2::call_read))
         .route("/metrics", get(metrics))
         .route("/v2/openapi.json", get(openapi))

@@ -544,6 +544,37 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
         500_000_000 - 300_000_000 - 2_000,
         "{alice_now}"
     );
+    // Alice's history shows both layers.
+    let out = cli(
+        &[
+            "wallet", "history", "--name", "alice", "--json", "--config", w,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds = |layer: &str| -> Vec<String> {
+        history[layer]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(kinds("ledger").contains(&"peg-in".to_string()), "{history}");
+    assert!(
+        kinds("ledger").contains(&"coinbase".to_string()),
+        "{history}"
+    );
+    assert_eq!(
+        kinds("inference"),
+        vec!["called staking.stake".to_string(), "sent".to_string()],
+        "{history}"
+    );
     // A malformed VM transaction is refused with the reason.
     let (status, body) = http(
         a.node.port,
