@@ -41,6 +41,18 @@ pub async fn history(
     if blocks == 0 || blocks > MAX_BLOCKS {
         return Err(bad(format!("blocks must be 1 to {MAX_BLOCKS}")));
     }
+    // Reading thousands of blocks from disk: off the async runtime.
+    tokio::task::spawn_blocking(move || scan(&s, address, blocks))
+        .await
+        .map_err(|e| {
+            ApiError(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the history scan failed: {e}"),
+            )
+        })
+}
+
+fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<Value> {
     let who = address.key_hash;
     let ledger = s.node.chain();
     let tip = ledger.height();
@@ -128,11 +140,11 @@ pub async fn history(
             }
         }
     }
-    Ok(Json(json!({
+    Json(json!({
         "address": address.to_string(),
         "from_height": from,
         "to_height": tip,
         "ledger": ledger_items,
         "inference": inference_items,
-    })))
+    }))
 }
