@@ -12,6 +12,8 @@
 //! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
 //! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
 //! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
+//! | GET | `/v2/inference-chain/blocks/{height or id}` | an inference block: header fields, VM transaction ids, counts of inferences and votes |
+//! | GET | `/v2/inference-nodes` | registered inference nodes: models, registry entry (price, bond), reputation |
 //! | GET | `/v2/inference-chain/accounts/{address}` | balance, nonce, stake, reputation and node registration on the inference layer |
 //! | POST | `/v2/inference-chain/transactions` | body `{"tx": "<hex of a signed VM transaction>"}`: into the VM pool (and gossip), answers its id |
 //! | GET | `/v2/accounts/{address}/history` | the address's ledger and inference-layer transactions in the last `?blocks=` ledger blocks |
@@ -166,7 +168,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
-    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::account, layer2::submit_vm_transaction, history::history, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
+    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::block, layer2::inference_nodes, layer2::account, layer2::submit_vm_transaction, history::history, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -201,6 +203,8 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .route("/v2/inference", post(inference))
         .route("/v2/inference/{txid}", get(inference_state))
         .route("/v2/inference-chain", get(layer2::chain_info))
+        .route("/v2/inference-chain/blocks/{id}", get(layer2::block))
+        .route("/v2/inference-nodes", get(layer2::inference_nodes))
         .route(
             "/v2/inference-chain/accounts/{address}",
             get(layer2::account),

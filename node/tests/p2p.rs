@@ -544,6 +544,38 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
         500_000_000 - 300_000_000 - 2_000,
         "{alice_now}"
     );
+    // The producer is listed as an inference node, and its blocks can be read back.
+    let (status, body) = http(a.node.port, "GET", "/v2/inference-nodes", b"");
+    assert_eq!(status, 200, "{body}");
+    let nodes = json(&body);
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(nodes[0]["models"].as_array().unwrap().len(), 1, "{nodes}");
+    let (status, body) = http(a.node.port, "GET", "/v2/inference-chain/blocks/1", b"");
+    assert_eq!(status, 200, "{body}");
+    let first = json(&body);
+    assert_eq!(first["height"], 1, "{first}");
+    assert_eq!(first["producer"], nodes[0]["address"], "{first}");
+    let id = first["id"].as_str().unwrap().to_string();
+    let (status, body) = http(
+        b.node.port,
+        "GET",
+        &format!("/v2/inference-chain/blocks/{id}"),
+        b"",
+    );
+    assert_eq!(
+        (status, json(&body)["height"].clone()),
+        (200, serde_json::json!(1)),
+        "{body}"
+    );
+    let (status, _) = http(
+        a.node.port,
+        "GET",
+        "/v2/inference-chain/blocks/99999999",
+        b"",
+    );
+    assert_eq!(status, 404);
+    let (status, _) = http(a.node.port, "GET", "/v2/inference-chain/blocks/zz", b"");
+    assert_eq!(status, 400);
     // Alice's history shows both layers.
     let out = cli(
         &[

@@ -122,6 +122,102 @@ pub async fn chain_info(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue
     })
 }
 
+#[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)")), responses((status = 200, description = "the header fields, VM transaction ids, inferences and votes carried", content_type = "application/json"), (status = 400, description = "neither a height nor an id"), (status = 404, description = "no such block")))]
+pub async fn block(
+    State(s): State<Arc<RpcState>>,
+    Path(id): Path<String>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let network = s.network;
+    let by_height = !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit());
+    let wanted: Option<[u8; 32]> = if by_height {
+        None
+    } else {
+        Some(
+            hex::decode(&id)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| bad(format!("{id:?} is neither a height nor a block id")))?,
+        )
+    };
+    with_chain(&s, |chain, ledger| {
+        let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no inference block {id}"));
+        let record = match wanted {
+            Some(block_id) => chain.block(&block_id).cloned().ok_or_else(not_found)?,
+            None => {
+                let height: u32 = id.parse().map_err(|_| bad("height out of range"))?;
+                let mut at = chain.tip(ledger).clone();
+                while at.height > height {
+                    let parent = at.block.as_ref().map(|b| b.header.parent);
+                    match parent.and_then(|p| chain.block(&p)) {
+                        Some(p) => at = p.clone(),
+                        None => break,
+                    }
+                }
+                if at.height != height {
+                    return Err(not_found());
+                }
+                at
+            }
+        };
+        let body = record.block.as_ref();
+        Ok(Json(json!({
+            "id": hex::encode(record.id),
+            "height": record.height,
+            "parent": body.map(|b| hex::encode(b.header.parent)),
+            "ledger_anchor": record.anchor.to_string(),
+            "ledger_anchor_height": record.anchor_height,
+            "cycle": record.cycle,
+            "producer": Address::new(network, fai_primitives::Hash160(record.producer)).to_string(),
+            "state_root": body.map(|b| hex::encode(b.header.state_root)),
+            "vm_transactions": body.map_or(Vec::new(), |b| b.vm_txs.iter().map(|t| t.txid().to_string()).collect()),
+            "inferences": body.map_or(0, |b| b.inferences.len()),
+            "parent_votes": body.map_or(0, |b| b.parent_votes.len()),
+        })))
+    })
+}
+
+#[utoipa::path(get, path = "/v2/inference-nodes", tag = "inference", responses((status = 200, description = "inference nodes registered on the active ledger chain: address, models served (id prefixes), node-registry entry (price, bond) and reputation", content_type = "application/json")))]
+pub async fn inference_nodes(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
+    let network = s.network;
+    with_chain(&s, |chain, ledger| {
+        // The register ops on the active ledger chain, newest last; one entry per address.
+        let mut nodes: Vec<(fai_primitives::Hash160, Vec<[u8; 8]>, u32)> = Vec::new();
+        for height in 0..=ledger.height() {
+            let Some(record) = ledger
+                .hash_at(height)
+                .and_then(|h| chain.tracker().record(&h))
+            else {
+                continue;
+            };
+            for r in &record.registers {
+                nodes.retain(|(a, _, _)| *a != r.address);
+                nodes.push((r.address, r.models.clone(), r.at.height));
+            }
+        }
+        let mut out = Vec::new();
+        for (address, models, height) in nodes {
+            let who = Value::Principal(chain.vm().principal(address.0));
+            let entry = read(
+                chain,
+                ledger,
+                [0; 20],
+                "node-registry",
+                "get-node",
+                std::slice::from_ref(&who),
+            )?;
+            let score = read(chain, ledger, [0; 20], "reputation", "get-score", &[who])?;
+            out.push(json!({
+                "address": Address::new(network, address).to_string(),
+                "registered_at": height,
+                "models": models.iter().map(hex::encode).collect::<Vec<_>>(),
+                "registry": value_json(&entry),
+                "reputation": value_json(&score),
+            }));
+        }
+        Ok(Json(JsonValue::Array(out)))
+    })
+}
+
 #[utoipa::path(get, path = "/v2/inference-chain/accounts/{address}", tag = "inference", params(("address" = String, Path, description = "an address of this network")), responses((status = 200, description = "balance, nonce, stake and reputation on the inference layer", content_type = "application/json"), (status = 400, description = "not an address of this network")))]
 pub async fn account(
     State(s): State<Arc<RpcState>>,
