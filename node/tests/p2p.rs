@@ -631,3 +631,145 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     assert_eq!(account(&late, &bob)["balance_units"], 100_000_000);
     assert!(late.log().contains("syncing inference blocks"));
 }
+
+/// Raw bytes over the sync protocol, for a test peer that speaks it by hand.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+#[async_trait::async_trait]
+impl libp2p::request_response::Codec for RawCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        use futures::AsyncReadExt;
+        let mut out = Vec::new();
+        io.take(1 << 20).read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn read_response<T>(&mut self, p: &Self::Protocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        self.read_request(p, io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        use futures::AsyncWriteExt;
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        p: &Self::Protocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        self.write_request(p, io, res).await
+    }
+}
+
+/// A peer floods the node with sync requests: past its burst they are refused (the
+/// node does not queue them), and a peer that keeps going is banned; the node keeps
+/// serving its RPC throughout.
+#[test]
+fn a_peer_that_floods_sync_requests_is_refused_then_banned() {
+    use libp2p::request_response::{self, ProtocolSupport};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "flooded", None, &[]);
+    let address: Multiaddr = node.address().parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let key = identity::Keypair::generate_ed25519();
+    let me = PeerId::from(key.public());
+    let (answered, refused, closed) = runtime.block_on(async {
+        let mut swarm = SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(
+                        libp2p::StreamProtocol::new("/fai/regtest/sync/1"),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default().with_max_concurrent_streams(1000),
+                )
+            })
+            .unwrap()
+            .build();
+        let peer = match address.iter().last() {
+            Some(libp2p::multiaddr::Protocol::P2p(p)) => p,
+            _ => panic!("no peer id in {address}"),
+        };
+        swarm.dial(address.clone()).unwrap();
+        let (mut answered, mut refused, mut sent) = (0u32, 0u32, 0u32);
+        let mut closed = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline && !closed {
+            // Keep 20 requests (a status request is one byte, 0) in flight: under the
+            // node's 32 streams per connection, so its rate limit is what answers.
+            while sent < answered + refused + 20 && sent < 3_000 && swarm.is_connected(&peer) {
+                swarm.behaviour_mut().send_request(&peer, vec![0]);
+                sent += 1;
+            }
+            let event =
+                tokio::time::timeout(Duration::from_secs(5), swarm.select_next_some()).await;
+            match event {
+                Ok(libp2p::swarm::SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                })) => match response.first() {
+                    Some(0) => answered += 1,
+                    Some(3) => refused += 1,
+                    other => panic!("unexpected response kind {other:?}"),
+                },
+                Ok(libp2p::swarm::SwarmEvent::ConnectionClosed { .. }) => closed = true,
+                Ok(_) => {}
+                Err(_) if sent >= 3_000 => break,
+                Err(_) => {}
+            }
+        }
+        (answered, refused, closed)
+    });
+    // The burst (four seconds' worth of the default 100 a second) was served, the rest
+    // refused, and the flooder was cut off.
+    eprintln!("flood: {answered} answered, {refused} refused, closed {closed}");
+    assert!(answered >= 300, "answered {answered}");
+    assert!(refused > 0, "nothing refused ({answered} answered)");
+    assert!(
+        closed,
+        "the node kept the flooder ({answered} answered, {refused} refused)"
+    );
+    let (status, peers) = node.admin("GET", "/v2/admin/peers", "");
+    assert_eq!(status, 200);
+    let ban = peers["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["peer_id"] == me.to_string())
+        .unwrap_or_else(|| panic!("no ban for the flooder: {peers}"));
+    assert!(ban["reason"].as_str().unwrap().contains("rate"), "{ban}");
+    assert_eq!(node.height(), 0);
+}
