@@ -479,10 +479,23 @@ fn parse_inference(
             s.model.id
         )));
     }
+    let height = s.node.chain().height();
+    if tx.stub.expiry < height {
+        return Err(bad(format!(
+            "the transaction expired at ledger height {} (the ledger is at {height})",
+            tx.stub.expiry
+        )));
+    }
+    if !layer2::model_approved(s, tx.stub.model) {
+        return Err(bad(format!(
+            "model {} is not approved in the model registry",
+            s.model.id
+        )));
+    }
     Ok(tx)
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain or unserved model"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,

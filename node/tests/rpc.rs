@@ -588,6 +588,21 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
         .contains("bad transaction"));
     let (status, body) = http(port, "GET", "/v2/ledger/accounts/not-an-address", b"");
     assert_eq!(status, 400, "{body}");
+
+    // An inference transaction whose expiry (ledger height 100) has passed is refused.
+    let info = json(&http(port, "GET", "/v2/info", b"").1);
+    let model: [u8; 32] = hex::decode(info["models"][0]["id"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let chain_id = info["chain_id"].as_u64().unwrap() as u32;
+    let late = signed_tx(model, chain_id, 0, "too late", 8);
+    let (status, body) = http(port, "POST", "/v2/inference", &body_of(&late));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
 }
 
 /// With a token, `POST /v2/admin/shutdown` stops the node cleanly; a wrong token is 401.

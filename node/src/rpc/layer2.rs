@@ -70,6 +70,28 @@ pub fn value_json(v: &Value) -> JsonValue {
     }
 }
 
+/// Whether the model registry approves `model` as of the tip (true when the inference
+/// chain is not open: the node then has no registry to consult).
+pub fn model_approved(s: &RpcState, model: [u8; 32]) -> bool {
+    let Ok(id) = Value::buff_from(model.to_vec()) else {
+        return false;
+    };
+    with_chain(s, |chain, ledger| {
+        read(
+            chain,
+            ledger,
+            [0; 20],
+            "model-registry",
+            "is-approved",
+            &[id],
+        )
+    })
+    .map_or_else(
+        |e| e.0 == StatusCode::SERVICE_UNAVAILABLE,
+        |v| v == Value::Bool(true),
+    )
+}
+
 /// Runs `f` on the inference chain and the ledger, as of the ledger's tip.
 fn with_chain<T>(
     s: &RpcState,
