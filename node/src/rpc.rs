@@ -609,14 +609,30 @@ async fn inference_state(
 
 #[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
-    let height = s.node.chain().height();
+    let (height, inference_height) = {
+        let ledger = s.node.chain();
+        let inference = s.node.inference().map_or(0, |c| c.tip(&ledger).height);
+        (ledger.height(), inference)
+    };
     let mempool = s.node.mempool().len();
+    let vm_pool = s.node.vm_mempool().len();
+    let (peers, syncing) = s.node.p2p.get().map_or((0, false), |p| {
+        (
+            p.status.peers.load(Ordering::Relaxed),
+            p.status.syncing.load(Ordering::Relaxed),
+        )
+    });
+    let syncing = u8::from(syncing);
     let jobs = s.scheduler.stats();
     let c = &s.counters;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let text = format!(
         "# HELP infer_ledger_height Height of the active ledger tip.\n# TYPE infer_ledger_height gauge\ninfer_ledger_height {height}\n\
 # HELP infer_mempool_transactions Ledger transactions waiting.\n# TYPE infer_mempool_transactions gauge\ninfer_mempool_transactions {mempool}\n\
+# HELP infer_inference_height Height of the inference tip as of the ledger tip.\n# TYPE infer_inference_height gauge\ninfer_inference_height {inference_height}\n\
+# HELP infer_vm_pool_transactions Inference-layer VM transactions waiting.\n# TYPE infer_vm_pool_transactions gauge\ninfer_vm_pool_transactions {vm_pool}\n\
+# HELP infer_p2p_peers Connected peers.\n# TYPE infer_p2p_peers gauge\ninfer_p2p_peers {peers}\n\
+# HELP infer_p2p_syncing 1 while catching up with a peer.\n# TYPE infer_p2p_syncing gauge\ninfer_p2p_syncing {syncing}\n\
 # HELP infer_engine_jobs_running Inference jobs being generated.\n# TYPE infer_engine_jobs_running gauge\ninfer_engine_jobs_running {}\n\
 # HELP infer_engine_jobs_total Inference jobs ended, by outcome.\n# TYPE infer_engine_jobs_total counter\ninfer_engine_jobs_total{{outcome=\"finished\"}} {}\ninfer_engine_jobs_total{{outcome=\"cancelled\"}} {}\ninfer_engine_jobs_total{{outcome=\"failed\"}} {}\n\
 # HELP infer_rpc_inference_requests_total Inference requests, by answer.\n# TYPE infer_rpc_inference_requests_total counter\ninfer_rpc_inference_requests_total{{answer=\"accepted\"}} {}\ninfer_rpc_inference_requests_total{{answer=\"refused\"}} {}\ninfer_rpc_inference_requests_total{{answer=\"busy\"}} {}\n",

@@ -412,6 +412,14 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
         body.contains("infer_rpc_inference_requests_total{answer=\"accepted\"} 3"),
         "{body}"
     );
+    for gauge in [
+        "infer_inference_height 0",
+        "infer_vm_pool_transactions 0",
+        "infer_p2p_peers 0",
+        "infer_p2p_syncing 0",
+    ] {
+        assert!(body.contains(gauge), "{gauge} missing: {body}");
+    }
     assert_eq!(http(port, "GET", "/v2/info", b"").0, 200);
 }
 
