@@ -613,29 +613,22 @@ fn run(cli: Cli) -> Result<()> {
                         "{address}, ledger blocks {} to {}:",
                         v["from_height"], v["to_height"]
                     );
-                    for item in v["ledger"].as_array().into_iter().flatten() {
-                        println!(
-                            "  ledger    height {:>7}  {:<9} {}  {}",
-                            item["height"],
-                            item["kind"].as_str().unwrap_or("?"),
-                            item["txid"].as_str().unwrap_or("?"),
-                            fai_primitives::Amount::from_units(
-                                item["received_units"].as_u64().unwrap_or(0)
-                            )
-                            .unwrap_or(fai_primitives::Amount::ZERO)
-                        );
-                    }
-                    for item in v["inference"].as_array().into_iter().flatten() {
-                        println!(
-                            "  inference height {:>7}  {:<9} {}  {}",
-                            item["inference_height"],
-                            item["kind"].as_str().unwrap_or("?"),
-                            item["txid"].as_str().unwrap_or("?"),
-                            fai_primitives::Amount::from_units(
-                                item["amount_units"].as_u64().unwrap_or(0)
-                            )
-                            .unwrap_or(fai_primitives::Amount::ZERO)
-                        );
+                    // (list, its height field, its amount field)
+                    for (layer, height, amount) in [
+                        ("ledger", "height", "received_units"),
+                        ("inference", "inference_height", "amount_units"),
+                    ] {
+                        for item in v[layer].as_array().into_iter().flatten() {
+                            let units = item[amount].as_u64().unwrap_or(0);
+                            println!(
+                                "  {layer:<9} height {:>7}  {:<9} {}  {}",
+                                item[height],
+                                item["kind"].as_str().unwrap_or("?"),
+                                item["txid"].as_str().unwrap_or("?"),
+                                fai_primitives::Amount::from_units(units)
+                                    .unwrap_or(fai_primitives::Amount::ZERO)
+                            );
+                        }
                     }
                     return Ok(());
                 }

@@ -165,6 +165,21 @@ fn tail(peer: &Peer) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// A configuration for the wallet commands: keystores in `dir/wallets`, sending to the
+/// node whose RPC listens on `port`.
+fn wallet_config(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("wallets.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.join("wallets").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 fn wallet(config: &Path, name: &str) -> String {
     let out = cli(
         &[
@@ -196,15 +211,7 @@ fn three_nodes_gossip_and_a_late_node_syncs() {
     let d = dir.path();
     // The wallets send through node c's RPC.
     let c_port = free_port();
-    let c_config = d.join("wallets.toml");
-    std::fs::write(
-        &c_config,
-        format!(
-            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{c_port}\"\n",
-            d.join("wallets").display()
-        ),
-    )
-    .unwrap();
+    let c_config = wallet_config(d, c_port);
     let alice = wallet(&c_config, "alice");
     let bob = wallet(&c_config, "bob");
 
@@ -414,15 +421,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let b_port = free_port();
-    let wallets = d.join("wallets.toml");
-    std::fs::write(
-        &wallets,
-        format!(
-            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{b_port}\"\n",
-            d.join("wallets").display()
-        ),
-    )
-    .unwrap();
+    let wallets = wallet_config(d, b_port);
     let alice = wallet(&wallets, "alice");
 
     let a = start_with(
