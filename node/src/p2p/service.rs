@@ -128,6 +128,7 @@ pub fn start(
         last_sync_request: None,
         retry_at: None,
         inference_sync: None,
+        inference_retry_at: None,
     };
     let task = runtime.spawn(service.run(command_rx, verdict_rx));
     Ok(Running {
@@ -163,6 +164,9 @@ struct Service {
     retry_at: Option<Instant>,
     /// The peer inference blocks are being fetched from.
     inference_sync: Option<PeerId>,
+    /// When to try the inference sync again (it stalled on a block whose ledger anchor
+    /// had not arrived yet, or the peer refused).
+    inference_retry_at: Option<Instant>,
 }
 
 impl Service {
@@ -498,8 +502,8 @@ impl Service {
                     self.retry_at = Some(Instant::now() + Duration::from_secs(1));
                 }
                 if matches!(pending, Pending::InferenceSync) && self.inference_sync == Some(peer) {
-                    // Asked again at the next status poll.
                     self.inference_sync = None;
+                    self.retry_inference_sync_in(Duration::from_secs(1));
                 }
             }
             (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
@@ -651,7 +655,10 @@ impl Service {
                 self.inference_sync = None;
                 if let Some((offence, why)) = offence {
                     self.punish(peer, offence, &why);
-                } else if !stalled && received == MAX_INFERENCE_BLOCKS_PER_RESPONSE {
+                } else if stalled {
+                    // A block's ledger anchor has not reached us yet: it will soon.
+                    self.retry_inference_sync_in(Duration::from_secs(2));
+                } else if received == MAX_INFERENCE_BLOCKS_PER_RESPONSE {
                     // A full batch: there may be more.
                     self.maybe_sync_inference();
                 }
@@ -733,8 +740,16 @@ impl Service {
         }
     }
 
+    fn retry_inference_sync_in(&mut self, delay: Duration) {
+        self.inference_retry_at = Some(Instant::now() + delay);
+    }
+
     fn on_tick(&mut self) {
         self.book.forgive();
+        if self.inference_retry_at.is_some_and(|t| t <= Instant::now()) {
+            self.inference_retry_at = None;
+            self.maybe_sync_inference();
+        }
         if self.retry_at.is_some_and(|t| t <= Instant::now()) {
             self.retry_at = None;
             let peer = self.sync.as_ref().map(|s| s.peer);

@@ -49,6 +49,7 @@ pub enum Verdict {
         acceptance: MessageAcceptance,
         offence: Option<(Offence, String)>,
         /// The message was a block whose parent is unknown: the sender is ahead of us.
+        /// (A transaction whose inputs are unknown waits here instead, without asking.)
         behind: bool,
     },
     SyncBlocks {
@@ -74,7 +75,10 @@ pub fn run(
     mut work: mpsc::Receiver<Work>,
     verdicts: mpsc::UnboundedSender<Verdict>,
 ) {
-    let mut waiting = Waiting::default();
+    // Inference blocks that came before their anchor or parent, transactions that came
+    // before the block creating their inputs.
+    let mut waiting_blocks = Waiting::new(64);
+    let mut waiting_txs = Waiting::new(256);
     while let Some(item) = work.blocking_recv() {
         let ledger_work = matches!(
             item,
@@ -94,12 +98,18 @@ pub fn run(
             } => {
                 let (acceptance, offence, behind) = match topic {
                     Topic::LedgerBlock => gossip_block(&node, &data),
-                    Topic::LedgerTx => gossip_tx(&node, &data),
+                    Topic::LedgerTx => {
+                        let outcome = gossip_tx(&node, &data);
+                        if outcome.2 {
+                            waiting_txs.push(data.clone());
+                        }
+                        outcome
+                    }
                     Topic::VmTx => gossip_vm_tx(&node, &data),
                     Topic::InferenceBlock => {
                         let outcome = gossip_inference_block(&node, &data);
                         if outcome.2 {
-                            waiting.push(data.clone());
+                            waiting_blocks.push(data.clone());
                         }
                         outcome
                     }
@@ -109,7 +119,7 @@ pub fn run(
                     source,
                     acceptance,
                     offence,
-                    behind,
+                    behind: behind && topic != Topic::LedgerTx,
                 }
             }
             Work::SyncBlocks { peer, blocks } => {
@@ -135,37 +145,62 @@ pub fn run(
             return;
         }
         if ledger_work {
-            waiting.retry(&node);
+            waiting_blocks.retry(|data| gossip_inference_block(&node, data).2);
+            waiting_txs.retry(|data| gossip_tx(&node, data).2);
         }
     }
 }
 
-/// Inference blocks that arrived before their ledger anchor or parent: kept (a few) and
-/// tried again after each ledger block.
-#[derive(Default)]
-struct Waiting(std::collections::VecDeque<Vec<u8>>);
+/// Gossip that came too early (an inference block before its ledger anchor or parent, a
+/// transaction before the block that creates its inputs): kept, a bounded number for a
+/// bounded number of rounds, and tried again after each piece of ledger work.
+struct Waiting {
+    /// The message and the rounds it has waited.
+    items: std::collections::VecDeque<(Vec<u8>, u32)>,
+    max: usize,
+}
 
 impl Waiting {
-    const MAX: usize = 64;
+    /// Rounds (ledger blocks or sync batches) after which a message is given up on.
+    const MAX_ROUNDS: u32 = 64;
 
-    fn push(&mut self, data: Vec<u8>) {
-        if self.0.len() >= Self::MAX {
-            self.0.pop_front();
+    fn new(max: usize) -> Self {
+        Self {
+            items: std::collections::VecDeque::new(),
+            max,
         }
-        self.0.push_back(data);
     }
 
-    fn retry(&mut self, node: &Node) {
+    fn push(&mut self, data: Vec<u8>) {
+        if self.items.iter().any(|(d, _)| *d == data) {
+            return;
+        }
+        if self.items.len() >= self.max {
+            self.items.pop_front();
+        }
+        self.items.push_back((data, 0));
+    }
+
+    /// Tries each message again with `still_early`, which handles it and says whether it
+    /// must go on waiting.
+    fn retry(&mut self, mut still_early: impl FnMut(&[u8]) -> bool) {
+        let mut first = true;
         // Accepting one may make another's parent known: go round until nothing moves.
         loop {
-            let before = self.0.len();
-            let pending: Vec<Vec<u8>> = self.0.drain(..).collect();
-            for data in pending {
-                if gossip_inference_block(node, &data).2 {
-                    self.0.push_back(data);
+            let before = self.items.len();
+            let pending: Vec<(Vec<u8>, u32)> = self.items.drain(..).collect();
+            for (data, rounds) in pending {
+                let rounds = if first {
+                    rounds.saturating_add(1)
+                } else {
+                    rounds
+                };
+                if still_early(&data) && rounds < Self::MAX_ROUNDS {
+                    self.items.push_back((data, rounds));
                 }
             }
-            if self.0.len() == before {
+            first = false;
+            if self.items.len() == before {
                 return;
             }
         }
@@ -241,10 +276,10 @@ fn gossip_tx(node: &Node, data: &[u8]) -> GossipOutcome {
             | MempoolError::FeeTooLow { .. }
             | MempoolError::Full(_),
         ) => ignore(),
-        // Missing inputs can be a block we have not seen yet.
+        // Missing inputs can be a block we have not seen yet: the transaction waits.
         Err(MempoolError::Chain(ChainError::Consensus(ConsensusError::MissingInput {
             ..
-        }))) => ignore(),
+        }))) => (MessageAcceptance::Ignore, None, true),
         Err(MempoolError::Chain(ChainError::Storage(e))) => {
             warn!(target: "infer_node::p2p", "mempool storage error: {e}");
             ignore()
@@ -381,4 +416,68 @@ fn sync_blocks(node: &Node, blocks: Vec<Block>) -> (Option<(Offence, String)>, O
         }
     }
     (None, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Waiting;
+
+    #[test]
+    fn an_early_message_is_kept_until_it_can_be_handled() {
+        let mut waiting = Waiting::new(4);
+        waiting.push(b"tx".to_vec());
+        waiting.push(b"tx".to_vec());
+        let mut seen = 0;
+        waiting.retry(|_| {
+            seen += 1;
+            true
+        });
+        assert_eq!(seen, 1, "a message pushed twice is kept once");
+        assert_eq!(waiting.items.len(), 1);
+        let mut handled = Vec::new();
+        waiting.retry(|d| {
+            handled.push(d.to_vec());
+            false
+        });
+        assert_eq!(handled, vec![b"tx".to_vec()]);
+        assert!(waiting.items.is_empty());
+    }
+
+    #[test]
+    fn one_accepted_message_can_release_another_in_the_same_round() {
+        // "child" waits for "parent"; both arrive out of order.
+        let mut waiting = Waiting::new(4);
+        waiting.push(b"child".to_vec());
+        waiting.push(b"parent".to_vec());
+        let mut have_parent = false;
+        waiting.retry(|d| {
+            if d == b"parent" {
+                have_parent = true;
+                false
+            } else {
+                !have_parent
+            }
+        });
+        assert!(waiting.items.is_empty());
+    }
+
+    #[test]
+    fn waiting_is_bounded_in_count_and_in_rounds() {
+        let mut waiting = Waiting::new(3);
+        for i in 0..5u8 {
+            waiting.push(vec![i]);
+        }
+        let kept: Vec<u8> = waiting.items.iter().map(|(d, _)| d[0]).collect();
+        assert_eq!(kept, vec![2, 3, 4], "the oldest give way");
+        for _ in 0..Waiting::MAX_ROUNDS - 1 {
+            waiting.retry(|_| true);
+        }
+        assert_eq!(waiting.items.len(), 3);
+        waiting.retry(|_| true);
+        assert!(
+            waiting.items.is_empty(),
+            "given up after {} rounds",
+            Waiting::MAX_ROUNDS
+        );
+    }
 }
