@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use crate::block::{InferenceBlock, InferenceHeader};
 use crate::payloads::PayloadStore;
 use crate::quorum::{tally, Vote};
-use crate::settlement::{producer_subsidy, settle};
+use crate::settlement::{producer_subsidy, settle, Settlement};
 use crate::sortition::tenure_proof_matches;
 use crate::tracker::SortitionTracker;
 use crate::types::Inference;
@@ -625,53 +625,20 @@ impl InferenceChain {
         };
         // 1. The parent's settlement.
         if let Some(pb) = &parent.block {
-            let set = self.verifier_set(ledger, parent, parent.cycle);
-            let t = tally(
-                &set,
-                &Hash256(parent.id),
-                pb.inferences.len(),
-                &block.parent_votes,
-            );
-            for (inf, accepted) in pb.inferences.iter().zip(&t.accepted) {
+            let (is_final, list) = self.settlements(ledger, parent, &block.parent_votes)?;
+            for (inf, (accepted, s)) in pb.inferences.iter().zip(&list) {
                 settled.push(inf.stub.txid());
                 let sender = inf.stub.sender.hash160().0;
                 let node = inf.receipt.node.hash160().0;
-                let max_fee = inf.stub.max_fee.units();
-                if !t.is_final {
+                if !is_final {
                     ops.push(BlockOp::Move {
                         from: escrow,
                         to: sender,
-                        amount: u128::from(max_fee),
+                        amount: u128::from(s.refund),
                     });
                     continue;
                 }
                 let node_value: Value = self.vm.principal(node).into();
-                let entry = self.read(
-                    ledger,
-                    parent,
-                    "node-registry",
-                    "get-node",
-                    std::slice::from_ref(&node_value),
-                )?;
-                let entry = match entry {
-                    Value::Optional(o) => o.data.map(|d| *d),
-                    _ => None,
-                };
-                let price = entry
-                    .as_ref()
-                    .and_then(|e| tuple_uint(e, "price"))
-                    .unwrap_or(0);
-                let bond = entry
-                    .as_ref()
-                    .and_then(|e| tuple_uint(e, "bond"))
-                    .unwrap_or(0);
-                let s = settle(
-                    *accepted,
-                    max_fee,
-                    u64::try_from(price).unwrap_or(u64::MAX),
-                    inf.receipt.tokens,
-                    u64::try_from(bond).unwrap_or(u64::MAX),
-                );
                 for (to, amount) in [
                     (node, s.node),
                     (parent.producer, s.producer),
@@ -705,7 +672,7 @@ impl InferenceChain {
                     ],
                 ));
             }
-            if t.is_final {
+            if is_final {
                 ops.push(BlockOp::Mint {
                     to: parent.producer,
                     amount: u128::from(producer_subsidy(parent.anchor_height).units()),
@@ -758,6 +725,60 @@ impl InferenceChain {
             pegged_through,
             settled,
         })
+    }
+
+    /// How the inferences of block `rec` are settled by a child carrying `votes`: whether
+    /// the votes make it final, and per inference whether it is accepted and where its
+    /// max fee goes. Without finality every inference is refunded in full.
+    pub fn settlements(
+        &self,
+        ledger: &Chainstate,
+        rec: &BlockRecord,
+        votes: &[crate::quorum::Vote],
+    ) -> Result<(bool, Vec<(bool, Settlement)>), BlockError> {
+        let Some(block) = &rec.block else {
+            return Ok((false, Vec::new()));
+        };
+        let set = self.verifier_set(ledger, rec, rec.cycle);
+        let t = tally(&set, &Hash256(rec.id), block.inferences.len(), votes);
+        let mut out = Vec::with_capacity(block.inferences.len());
+        for (inf, accepted) in block.inferences.iter().zip(&t.accepted) {
+            let max_fee = inf.stub.max_fee.units();
+            if !t.is_final {
+                let refund = Settlement {
+                    refund: max_fee,
+                    ..Settlement::default()
+                };
+                out.push((false, refund));
+                continue;
+            }
+            let node_value: Value = self.vm.principal(inf.receipt.node.hash160().0).into();
+            let entry = match self.read(
+                ledger,
+                rec,
+                "node-registry",
+                "get-node",
+                std::slice::from_ref(&node_value),
+            )? {
+                Value::Optional(o) => o.data.map(|d| *d),
+                _ => None,
+            };
+            let field = |name: &str| {
+                entry
+                    .as_ref()
+                    .and_then(|e| tuple_uint(e, name))
+                    .map_or(0, |v| u64::try_from(v).unwrap_or(u64::MAX))
+            };
+            let s = settle(
+                *accepted,
+                max_fee,
+                field("price"),
+                inf.receipt.tokens,
+                field("bond"),
+            );
+            out.push((*accepted, s));
+        }
+        Ok((t.is_final, out))
     }
 
     /// The ids of the chain ending at `tip`, newest first.

@@ -39,10 +39,32 @@ pub struct InferenceSection {
     /// The bid paid at every ledger block, e.g. "0.001 FAI".
     #[serde(default = "default_bid")]
     pub bid: String,
+    /// The price per million output tokens listed in the node registry; requests whose
+    /// max fee does not cover it for their max tokens are refused.
+    #[serde(default = "default_price")]
+    pub price: String,
+    /// The bond deposited in the node registry; empty: the network's minimum.
+    #[serde(default)]
+    pub bond: String,
+    /// Stake this much as a verifier (the five largest stakes verify); empty: no stake.
+    #[serde(default)]
+    pub stake: String,
+    /// What the node moves from the ledger to the inference layer (at least what the
+    /// bond, the stake and their fees need) when it has too little there.
+    #[serde(default = "default_peg_in")]
+    pub peg_in: String,
 }
 
 fn default_bid() -> String {
     "0.001 FAI".into()
+}
+
+fn default_price() -> String {
+    "0.01 FAI".into()
+}
+
+fn default_peg_in() -> String {
+    "5 FAI".into()
 }
 
 impl Default for InferenceSection {
@@ -50,7 +72,44 @@ impl Default for InferenceSection {
         InferenceSection {
             produce: false,
             bid: default_bid(),
+            price: default_price(),
+            bond: String::new(),
+            stake: String::new(),
+            peg_in: default_peg_in(),
         }
+    }
+}
+
+/// An optional amount: empty is none.
+fn optional_amount(text: &str, key: &str) -> Result<Option<fai_primitives::Amount>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let amount: fai_primitives::Amount = text.parse().with_context(|| format!("{key} {text:?}"))?;
+    if amount.units() == 0 {
+        bail!("{key} must be more than zero (or empty)");
+    }
+    Ok(Some(amount))
+}
+
+impl InferenceSection {
+    pub fn price(&self) -> Result<fai_primitives::Amount> {
+        self.price
+            .parse()
+            .with_context(|| format!("inference.price {:?}", self.price))
+    }
+
+    pub fn bond(&self) -> Result<Option<fai_primitives::Amount>> {
+        optional_amount(&self.bond, "inference.bond")
+    }
+
+    pub fn stake(&self) -> Result<Option<fai_primitives::Amount>> {
+        optional_amount(&self.stake, "inference.stake")
+    }
+
+    pub fn peg_in(&self) -> Result<fai_primitives::Amount> {
+        optional_amount(&self.peg_in, "inference.peg_in")?
+            .context("inference.peg_in must be an amount such as \"5 FAI\"")
     }
 }
 
@@ -313,6 +372,10 @@ impl Config {
         if bid.units() == 0 {
             bail!("inference.bid must be more than zero");
         }
+        self.inference.price()?;
+        self.inference.bond()?;
+        self.inference.stake()?;
+        self.inference.peg_in()?;
         if self.mining.block_interval_ms > 3_600_000 {
             bail!("mining.block_interval_ms must be at most 3600000 (an hour)");
         }

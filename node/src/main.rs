@@ -19,11 +19,15 @@ mod models;
 mod node;
 mod p2p;
 mod producer;
+mod result_pool;
+mod roles;
 mod rpc;
 // The verifier service that calls it arrives with networking (p2p votes); tested now.
 #[cfg_attr(not(test), allow(dead_code))]
 mod verifier;
+mod verify_service;
 mod vm_mempool;
+mod vote_pool;
 mod wallet;
 mod wallet_serve;
 
@@ -680,7 +684,7 @@ fn run(cli: Cli) -> Result<()> {
                         max_tokens: *max_tokens,
                         temperature: *temperature,
                         seed: seed.unwrap_or_else(rand::random),
-                        nonce: wallet::next_nonce(&dir, name)?,
+                        nonce: wallet::next_nonce(&config.rpc.listen, &w.address)?,
                     };
                     let mut out = std::io::stdout().lock();
                     let quiet = *json;
@@ -714,7 +718,6 @@ fn run(cli: Cli) -> Result<()> {
                     let proxy = wallet_serve::Proxy::new(
                         config.rpc.listen.clone(),
                         w,
-                        dir.clone(),
                         name.clone(),
                         max_fee.parse().context("--max-fee")?,
                     );

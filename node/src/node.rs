@@ -39,6 +39,14 @@ pub struct Node {
     pub vm_mempool: Mutex<crate::vm_mempool::VmMempool>,
     /// The inference-node role, when `inference.produce` is on.
     pub producer: OnceLock<Mutex<crate::producer::Producer>>,
+    /// Peg-in, registry entry and stake of the node key, when a role needs them.
+    pub roles: OnceLock<Mutex<crate::roles::Roles>>,
+    /// Served inferences waiting for a block. Lock order: after the VM pool.
+    pub results: Mutex<crate::result_pool::ResultPool>,
+    /// Verifiers' votes waiting for the child block. Lock order: after the results.
+    pub votes: Mutex<crate::vote_pool::VotePool>,
+    /// The verifier thread, which votes on the blocks of the sets the node key is in.
+    pub verifier: OnceLock<crate::verify_service::VerifierHandle>,
 }
 
 /// Seconds since the Unix epoch.
@@ -66,6 +74,71 @@ impl Node {
             inference: OnceLock::new(),
             vm_mempool: Default::default(),
             producer: OnceLock::new(),
+            roles: OnceLock::new(),
+            results: Default::default(),
+            votes: Default::default(),
+            verifier: OnceLock::new(),
+        }
+    }
+
+    /// The served inferences waiting for a block. Lock order: after the VM pool.
+    pub fn results(&self) -> MutexGuard<'_, crate::result_pool::ResultPool> {
+        lock(&self.results)
+    }
+
+    /// The next free nonce of `sender` on the inference layer: past the account's nonce
+    /// and every nonce a waiting VM transaction or inference holds.
+    pub fn next_nonce(&self, sender: [u8; 20], account_nonce: u64) -> u64 {
+        let vm = self.vm_mempool();
+        let results = self.results();
+        let mut next = account_nonce;
+        while vm.holds(sender, next) || results.holds(sender, next) {
+            next = next.saturating_add(1);
+        }
+        next
+    }
+
+    /// The votes waiting for a block. Lock order: last.
+    pub fn votes(&self) -> MutexGuard<'_, crate::vote_pool::VotePool> {
+        lock(&self.votes)
+    }
+
+    /// After an inference block was accepted (produced here, gossiped or synced): its
+    /// transactions leave the pools, and the verifier votes on it when the node key is in
+    /// its verifier set. The caller holds the ledger and the inference chain.
+    pub fn after_inference_block(
+        &self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        block: &fai_inference_chain::block::InferenceBlock,
+    ) {
+        self.vm_mempool().remove_included(block);
+        {
+            let tip = chain.tip(ledger).exec_id;
+            let mut results = self.results();
+            let mut senders = std::collections::HashSet::new();
+            for inf in &block.inferences {
+                results.remove(&inf.stub.txid());
+                senders.insert(inf.stub.sender.hash160().0);
+            }
+            for sender in senders {
+                if let Ok((_, nonce)) = chain.vm().account(&tip, ledger, sender) {
+                    results.prune_sender(sender, nonce);
+                }
+            }
+        }
+        let Some(verifier) = self.verifier.get() else {
+            return;
+        };
+        let id = block.header.id();
+        let Some(record) = chain.block(&id.0) else {
+            return;
+        };
+        if chain
+            .verifier_set(ledger, record, record.cycle)
+            .contains(&verifier.address)
+        {
+            verifier.offer(id, block.clone());
         }
     }
 
@@ -140,19 +213,42 @@ impl Node {
         mempool.apply_chain_events(events, chain);
         // The inference-node role: produce a won tenure, commit for the next block (into
         // the mempool before the miner hears of the new tip).
-        let (produced, made) = match (inference.as_mut(), self.producer.get()) {
+        let (produced, mut made) = match (inference.as_mut(), self.producer.get()) {
             (Some(inference), Some(producer)) if connected => {
                 let mut vm_pool = self.vm_mempool();
+                let mut results = self.results();
+                let votes = self.votes();
                 let mut producer = lock(producer);
-                let block = producer.on_tip(chain, inference, &mut mempool, &mut vm_pool);
+                let pools = crate::producer::Pools {
+                    vm: &mut vm_pool,
+                    results: &mut results,
+                    votes: &votes,
+                };
+                let block = producer.on_tip(chain, inference, &mut mempool, pools);
                 (block, producer.take_outbox())
             }
             _ => (None, Vec::new()),
         };
+        if let (Some(inference), Some(block)) = (inference.as_ref(), produced.as_ref()) {
+            self.after_inference_block(chain, inference, block);
+        }
+        let mut made_vm = Vec::new();
+        if let (Some(inference), Some(roles)) = (inference.as_ref(), self.roles.get()) {
+            if connected {
+                let mut roles = lock(roles);
+                roles.on_tip(chain, inference, &mut mempool, &mut self.vm_mempool());
+                let m = roles.take_made();
+                made.extend(m.ledger);
+                made_vm = m.vm;
+            }
+        }
         drop(mempool);
         drop(inference);
         for tx in made {
             self.publish(Topic::LedgerTx, tx);
+        }
+        for tx in made_vm {
+            self.publish(Topic::VmTx, tx);
         }
         if let Some(block) = produced {
             self.publish(Topic::InferenceBlock, block.to_bytes());
@@ -241,6 +337,39 @@ pub fn run(config: Config) -> Result<()> {
         let producer = crate::producer::Producer::new(node_key.clone(), vrf, vec![model.id.0], bid);
         let _ = node.producer.set(Mutex::new(producer));
     }
+    let stake = config.inference.stake()?;
+    if config.inference.produce || stake.is_some() {
+        let genesis = crate::inference::chain_config(network, model.id.0).genesis;
+        let min_bond = u64::try_from(genesis.min_bond)
+            .ok()
+            .and_then(|b| Amount::from_units(b).ok())
+            .unwrap_or(Amount::ZERO);
+        let offer = config.inference.produce.then(|| crate::roles::Offer {
+            models: vec![model.id.0],
+            price: config.inference.price().unwrap_or(Amount::ZERO),
+            bond: config.inference.bond().ok().flatten().unwrap_or(min_bond),
+            address: format!("http://{}", config.rpc.listen),
+        });
+        if let Some(stake) = stake {
+            info!(target: "infer_node", %stake, "verifier: staking once the node key has FAI on the inference layer");
+        }
+        let roles = crate::roles::Roles::new(
+            node_key.clone(),
+            crate::rpc::chain_id(network),
+            offer,
+            stake,
+            config.inference.peg_in()?,
+        );
+        let _ = node.roles.set(Mutex::new(roles));
+    }
+    let mut verifier_thread = None;
+    if let Some(payloads) = node.inference().and_then(|c| c.payloads().cloned()) {
+        let (handle, thread) =
+            crate::verify_service::start(node.clone(), node_key.clone(), model.clone(), payloads)
+                .context("cannot start the verifier thread")?;
+        let _ = node.verifier.set(handle);
+        verifier_thread = Some(thread);
+    }
 
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
 
@@ -305,7 +434,7 @@ pub fn run(config: Config) -> Result<()> {
         }
     });
     node.shutdown.store(true, Ordering::SeqCst);
-    for t in threads {
+    for t in threads.into_iter().chain(verifier_thread) {
         if t.join().is_err() {
             error!(target: "infer_node", "a service thread panicked");
         }
@@ -353,6 +482,7 @@ fn start_rpc(
     let address = listener.local_addr().context("RPC socket")?;
     info!(target: "infer_node", model = %model.name, id = %model.id, "serving model");
     let mut state = crate::rpc::RpcState::new(node.clone(), network, model, scheduler, key);
+    state.price = config.inference.price()?;
     if !config.rpc.admin_token.is_empty() {
         state.admin = Some((config.rpc.admin_token.clone(), shutdown));
     }

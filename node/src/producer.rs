@@ -22,7 +22,11 @@ use fai_inference_chain::ops::{build_register, Op, RegisterRef};
 use fai_inference_chain::sortition::next_seed;
 use fai_ledger::mempool::Mempool;
 
+use crate::result_pool::ResultPool;
 use crate::vm_mempool::VmMempool;
+use crate::vote_pool::VotePool;
+use fai_inference_chain::types::Inference;
+use fai_inference_chain::vmtx::SignedVmTx;
 use fai_ledger::sighash::sign_transaction;
 use fai_ledger::tx::SEQUENCE_FINAL;
 use fai_ledger::{Chainstate, OutPoint, OutputKind, Transaction, TxIn, TxOut, Txid, Unlock};
@@ -31,6 +35,50 @@ use tracing::{info, warn};
 
 /// The bytes of VM transactions one produced block carries at most.
 const MAX_VM_TX_BYTES: usize = 512 * 1024;
+/// Inferences one produced block carries at most.
+const MAX_BLOCK_INFERENCES: usize = 1_000;
+/// When a block with every waiting inference fails, how many are tried one by one.
+const MAX_RETRIED_INFERENCES: usize = 64;
+
+/// The pools a produced block takes from.
+pub struct Pools<'a> {
+    pub vm: &'a mut VmMempool,
+    pub results: &'a mut ResultPool,
+    pub votes: &'a VotePool,
+}
+
+/// The served inferences that can go into a block after `vm_txs`: per sender, the run of
+/// consecutive nonces from the account's nonce past its VM transactions.
+fn select_inferences(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+    vm_txs: &[SignedVmTx],
+    results: &ResultPool,
+) -> Vec<Inference> {
+    let tip = chain.tip(ledger).exec_id;
+    let mut after_vm: std::collections::HashMap<[u8; 20], u64> = Default::default();
+    for tx in vm_txs {
+        let next = after_vm.entry(tx.sender.hash160().0).or_default();
+        *next = (*next).max(tx.nonce.saturating_add(1));
+    }
+    let mut out = Vec::new();
+    for sender in results.senders() {
+        let from = match after_vm.get(&sender) {
+            Some(n) => *n,
+            None => match chain.vm().account(&tip, ledger, sender) {
+                Ok((_, nonce)) => nonce,
+                Err(_) => continue,
+            },
+        };
+        for inf in results.run_from(sender, from) {
+            if out.len() >= MAX_BLOCK_INFERENCES {
+                return out;
+            }
+            out.push(inf);
+        }
+    }
+    out
+}
 
 /// The node's VRF key: derived from the node key, so it survives restarts and needs no
 /// file of its own.
@@ -92,11 +140,11 @@ impl Producer {
         ledger: &Chainstate,
         chain: &mut InferenceChain,
         mempool: &mut Mempool,
-        vm_pool: &mut VmMempool,
+        pools: Pools<'_>,
     ) -> Option<InferenceBlock> {
         let tip = ledger.tip_hash();
         self.find_register(ledger);
-        let produced = self.produce(ledger, chain, vm_pool, tip);
+        let produced = self.produce(ledger, chain, pools, tip);
         if self.register.is_none() {
             if self.pending_register.is_none() {
                 self.send_register(ledger, mempool);
@@ -204,62 +252,75 @@ impl Producer {
         &mut self,
         ledger: &Chainstate,
         chain: &mut InferenceChain,
-        vm_pool: &mut VmMempool,
+        pools: Pools<'_>,
         anchor: Hash256,
     ) -> Option<InferenceBlock> {
-        let won = chain
+        let winner = chain
             .tracker()
             .record(&anchor)
-            .and_then(|r| r.sortition.winner.as_ref())
-            .is_some_and(|w| Some(w.register) == self.register && w.producer == self.address);
-        if !won || self.produced.contains(&anchor) {
+            .and_then(|r| r.sortition.winner.clone())
+            .filter(|w| Some(w.register) == self.register && w.producer == self.address)?;
+        if self.produced.contains(&anchor) {
             return None;
         }
         if self.produced.len() >= 256 {
             self.produced.pop_front();
         }
         self.produced.push_back(anchor);
-        let vm_txs = vm_pool.select(chain, ledger, MAX_VM_TX_BYTES);
-        let attempt = chain.produce(
-            ledger,
-            anchor,
-            &self.key,
-            &self.vrf,
-            vm_txs.clone(),
-            Vec::new(),
-            Vec::new(),
-        );
-        let block = match attempt {
-            Ok(b) => b,
-            Err(e) if !vm_txs.is_empty() => {
-                // A waiting transaction cannot run (its sender spent the fee meanwhile):
-                // drop them all and produce without.
-                warn!(target: "infer_node::producer", "VM transactions dropped: {e}");
-                for tx in &vm_txs {
-                    vm_pool.remove(&tx.txid());
+        let Pools { vm, results, votes } = pools;
+        // The parent's finality certificate: the votes on the block the commit named.
+        let parent_votes = votes.votes_on(&Hash256(winner.parent));
+        let mut vm_txs = vm.select(chain, ledger, MAX_VM_TX_BYTES);
+        let inferences = select_inferences(chain, ledger, &vm_txs, results);
+        let mut attempt = |vm_txs: &[SignedVmTx], infs: &[Inference]| {
+            chain.produce(
+                ledger,
+                anchor,
+                &self.key,
+                &self.vrf,
+                vm_txs.to_vec(),
+                infs.to_vec(),
+                parent_votes.clone(),
+            )
+        };
+        let block = match attempt(&vm_txs, &inferences) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                // Something waiting cannot run (a sender spent the fee or the max fee
+                // meanwhile, a nonce went to another transaction): without the VM
+                // transactions if they fail on their own, then the inferences one by
+                // one, dropping those that fail.
+                warn!(target: "infer_node::producer", "a waiting transaction cannot run: {e}");
+                let mut last = attempt(&vm_txs, &[]);
+                if last.is_err() && !vm_txs.is_empty() {
+                    for tx in &vm_txs {
+                        vm.remove(&tx.txid());
+                    }
+                    vm_txs.clear();
+                    last = attempt(&vm_txs, &[]);
                 }
-                match chain.produce(
-                    ledger,
-                    anchor,
-                    &self.key,
-                    &self.vrf,
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                ) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: {e}");
-                        return None;
+                let mut taken: Vec<Inference> = Vec::new();
+                for inf in inferences.iter().take(MAX_RETRIED_INFERENCES) {
+                    taken.push(inf.clone());
+                    match attempt(&vm_txs, &taken) {
+                        Ok(b) => last = Ok(b),
+                        Err(e) => {
+                            warn!(target: "infer_node::producer", txid = %inf.stub.txid(), "inference dropped: {e}");
+                            results.remove(&inf.stub.txid());
+                            taken.pop();
+                        }
                     }
                 }
+                last
             }
+        };
+        let block = match block {
+            Ok(b) => b,
             Err(e) => {
                 warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: {e}");
                 return None;
             }
         };
-        vm_pool.remove_included(&block);
         match chain.accept(ledger, block.clone()) {
             Ok(id) => {
                 info!(
@@ -279,53 +340,65 @@ impl Producer {
     }
 
     /// Pays `outputs` from this node's spendable coins (change back to it) into the
-    /// mempool; returns the transaction id.
+    /// mempool, to gossip; returns the transaction id.
     fn pay(
         &mut self,
         ledger: &Chainstate,
         mempool: &mut Mempool,
-        mut outputs: Vec<TxOut>,
+        outputs: Vec<TxOut>,
     ) -> Result<Txid, String> {
-        let need = outputs
-            .iter()
-            .try_fold(self.fee, |sum, o| sum.checked_add(o.value))
-            .ok_or("amounts overflow")?;
-        let maturity = ledger.params().coinbase_maturity;
-        let height = ledger.height();
-        let coins = ledger.all_coins().map_err(|e| e.to_string())?;
-        let mut candidates: Vec<_> = coins
-            .into_iter()
-            .filter(|(_, c)| c.output.kind == OutputKind::PayToKeyHash(self.address))
-            .filter(|(_, c)| !c.coinbase || height.saturating_sub(c.height) >= maturity)
-            .filter(|(_, c)| c.output.value >= need)
-            .collect();
-        candidates.sort_by_key(|(_, c)| c.output.value);
-        let change_index = outputs.len();
-        outputs.push(TxOut::pay(Amount::ZERO, self.address));
-        let mut last_error = String::from("no spendable coin large enough");
-        for (outpoint, coin) in candidates {
-            let change = coin.output.value.checked_sub(need).ok_or("underflow")?;
-            if let Some(o) = outputs.get_mut(change_index) {
-                o.value = change;
-            }
-            // No zero-value change output.
-            let spend: Vec<TxOut> = outputs
-                .iter()
-                .filter(|o| o.value.units() > 0 || !o.is_spendable())
-                .cloned()
-                .collect();
-            let tx = sign(ledger, outpoint, coin.output.clone(), &self.key, spend)?;
-            let bytes = tx.to_bytes();
-            match mempool.accept(tx, ledger) {
-                Ok(txid) => {
-                    self.outbox.push(bytes);
-                    return Ok(txid);
-                }
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        Err(last_error)
+        let (txid, bytes) = pay_from(ledger, mempool, &self.key, self.fee, outputs)?;
+        self.outbox.push(bytes);
+        Ok(txid)
     }
+}
+
+/// Pays `outputs` and `fee` from one spendable coin of `key` (change back to it) into the
+/// mempool; returns the transaction id and bytes.
+pub fn pay_from(
+    ledger: &Chainstate,
+    mempool: &mut Mempool,
+    key: &SecretKey,
+    fee: Amount,
+    mut outputs: Vec<TxOut>,
+) -> Result<(Txid, Vec<u8>), String> {
+    let address = key.public_key().hash160();
+    let need = outputs
+        .iter()
+        .try_fold(fee, |sum, o| sum.checked_add(o.value))
+        .ok_or("amounts overflow")?;
+    let maturity = ledger.params().coinbase_maturity;
+    let height = ledger.height();
+    let coins = ledger.all_coins().map_err(|e| e.to_string())?;
+    let mut candidates: Vec<_> = coins
+        .into_iter()
+        .filter(|(_, c)| c.output.kind == OutputKind::PayToKeyHash(address))
+        .filter(|(_, c)| !c.coinbase || height.saturating_sub(c.height) >= maturity)
+        .filter(|(_, c)| c.output.value >= need)
+        .collect();
+    candidates.sort_by_key(|(_, c)| c.output.value);
+    let change_index = outputs.len();
+    outputs.push(TxOut::pay(Amount::ZERO, address));
+    let mut last_error = String::from("no spendable coin large enough");
+    for (outpoint, coin) in candidates {
+        let change = coin.output.value.checked_sub(need).ok_or("underflow")?;
+        if let Some(o) = outputs.get_mut(change_index) {
+            o.value = change;
+        }
+        // No zero-value change output.
+        let spend: Vec<TxOut> = outputs
+            .iter()
+            .filter(|o| o.value.units() > 0 || !o.is_spendable())
+            .cloned()
+            .collect();
+        let tx = sign(ledger, outpoint, coin.output.clone(), key, spend)?;
+        let bytes = tx.to_bytes();
+        match mempool.accept(tx, ledger) {
+            Ok(txid) => return Ok((txid, bytes)),
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(last_error)
 }
 
 /// A transaction spending one coin of `key` into `outputs`, signed.

@@ -10,7 +10,7 @@
 //! | GET | `/v2/ledger/accounts/{address}/utxos` | the address's unspent outputs |
 //! | POST | `/v2/transactions` | body `{"tx": "<hex of a signed ledger transaction>"}`: into the mempool, answers its id |
 //! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
-//! | GET | `/v2/inference/{txid}` | the state of an inference this node ran: `running`, `done` (with its receipt) or `failed` |
+//! | GET | `/v2/inference/{txid}` | the state of an inference: `serving`, `pending`, `in_block`, `settled` (final or not, accepted or not, the amounts), `dropped` or `failed` |
 //! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
 //! | GET | `/v2/inference-chain/blocks/{height or id}` | an inference block: header fields, VM transaction ids, counts of inferences and votes |
 //! | GET | `/v2/inference-nodes` | registered inference nodes: models, registry entry (price, bond), reputation |
@@ -122,6 +122,9 @@ pub struct RpcState {
     pub model: Arc<LoadedModel>,
     pub scheduler: Arc<Scheduler>,
     pub key: SecretKey,
+    /// This node's price per million output tokens: a request whose max fee does not
+    /// cover its max tokens at this price is refused.
+    pub price: fai_primitives::Amount,
     log: Mutex<InferenceLog>,
     counters: Counters,
 }
@@ -141,6 +144,7 @@ impl RpcState {
             model,
             scheduler,
             key,
+            price: fai_primitives::Amount::ZERO,
             log: Mutex::new(InferenceLog::default()),
             counters: Counters::default(),
         }
@@ -314,13 +318,16 @@ async fn ledger_block(
     })))
 }
 
-#[utoipa::path(get, path = "/v2/mempool", tag = "ledger", responses((status = 200, description = "transactions and bytes waiting", content_type = "application/json")))]
+#[utoipa::path(get, path = "/v2/mempool", tag = "ledger", responses((status = 200, description = "ledger transactions and bytes waiting, VM transactions and served inferences waiting", content_type = "application/json")))]
 async fn mempool(State(s): State<Arc<RpcState>>) -> Json<Value> {
     let m = s.node.mempool();
     let (transactions, bytes) = (m.len(), m.bytes());
     drop(m);
     let vm_transactions = s.node.vm_mempool().len();
-    Json(json!({"transactions": transactions, "bytes": bytes, "vm_transactions": vm_transactions}))
+    let inferences = s.node.results().len();
+    Json(
+        json!({"transactions": transactions, "bytes": bytes, "vm_transactions": vm_transactions, "inferences": inferences}),
+    )
 }
 
 /// An address's coins, with what decides which are spendable.
@@ -479,11 +486,51 @@ fn parse_inference(
             s.model.id
         )));
     }
-    let height = s.node.chain().height();
-    if tx.stub.expiry < height {
+    let owed = fai_inference_chain::settlement::fee(
+        u64::MAX,
+        s.price.units(),
+        tx.stub.sampling.max_tokens,
+    );
+    if tx.stub.max_fee.units() < owed {
         return Err(bad(format!(
-            "the transaction expired at ledger height {} (the ledger is at {height})",
+            "fee too low: the max fee {} does not cover {} tokens at this node's price of {} per million (at least {})",
+            tx.stub.max_fee,
+            tx.stub.sampling.max_tokens,
+            s.price,
+            fai_primitives::Amount::from_units(owed).unwrap_or(fai_primitives::Amount::MAX),
+        )));
+    }
+    let (height, account_nonce) = {
+        let ledger = s.node.chain();
+        match s.node.inference() {
+            Some(chain) => {
+                let tip = chain.tip(&ledger);
+                let nonce = chain
+                    .vm()
+                    .account(&tip.exec_id, &*ledger, tx.stub.sender.hash160().0)
+                    .map(|(_, n)| n)
+                    .map_err(|e| {
+                        ApiError(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the inference chain cannot be read: {e}"),
+                        )
+                    })?;
+                (tip.height, nonce)
+            }
+            None => (0, 0),
+        }
+    };
+    // The earliest block that could carry it is the next one.
+    if tx.stub.expiry <= height {
+        return Err(bad(format!(
+            "the transaction expired at inference height {} (the inference chain is at {height})",
             tx.stub.expiry
+        )));
+    }
+    if tx.stub.nonce < account_nonce {
+        return Err(bad(format!(
+            "nonce {} was used already: the sender's account is at nonce {account_nonce}",
+            tx.stub.nonce
         )));
     }
     if !layer2::model_approved(s, tx.stub.model) {
@@ -516,12 +563,31 @@ async fn inference(
         )
         .into_response();
     }
+    let sender = tx.stub.sender.hash160().0;
+    let nonce = tx.stub.nonce;
+    // The nonce is held from now on, so that no other transaction takes it.
+    let taken = s.node.vm_mempool().holds(sender, nonce);
+    let reserved = if taken {
+        Err(crate::result_pool::PoolError::NonceTaken { nonce })
+    } else {
+        s.node.results().reserve(sender, nonce, txid)
+    };
+    if let Err(e) = reserved {
+        s.log().set(txid, InferenceState::Failed(e.to_string()));
+        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+        return ApiError(
+            StatusCode::CONFLICT,
+            format!("{e}; ask GET /v2/inference-chain/accounts/{{address}} for next_nonce"),
+        )
+        .into_response();
+    }
     let job = match s
         .scheduler
         .submit(verifier::request(&tx.prompt, &tx.stub.sampling))
     {
         Ok(job) => job,
         Err(e) => {
+            s.node.results().release(sender, nonce, txid);
             s.log().set(txid, InferenceState::Failed(e.to_string()));
             let status = match e {
                 EngineError::Busy { .. } => {
@@ -553,11 +619,22 @@ async fn inference(
                 };
                 receipt.sign(&state.key);
                 state.log().set(txid, InferenceState::Done(receipt.clone()));
+                let served = crate::result_pool::ServedInference {
+                    inference: fai_inference_chain::types::Inference {
+                        stub: tx.stub.clone(),
+                        receipt: receipt.clone(),
+                    },
+                    prompt: tx.prompt.clone(),
+                    output: g.text.clone(),
+                    tokens: g.tokens.clone(),
+                };
+                publish_result(&state, served);
                 SseEvent::default()
                     .event("receipt")
                     .data(receipt_json(&receipt, Some(&g.text)).to_string())
             }
             Event::Failed(e) => {
+                state.node.results().release(sender, nonce, txid);
                 state.log().set(txid, InferenceState::Failed(e.clone()));
                 SseEvent::default()
                     .event("error")
@@ -568,6 +645,35 @@ async fn inference(
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// Keeps a served inference's text for verifiers, puts it in the pool for the next
+/// block, and gossips it to the other producers and verifiers.
+fn publish_result(s: &RpcState, served: crate::result_pool::ServedInference) {
+    let txid = served.inference.stub.txid();
+    {
+        let _ledger = s.node.chain();
+        if let Some(store) = s
+            .node
+            .inference()
+            .as_ref()
+            .and_then(|c| c.payloads().cloned())
+        {
+            let stored = store
+                .put_prompt(&txid, &served.prompt)
+                .and_then(|()| store.put_output(&txid, &served.output))
+                .and_then(|()| store.put_tokens(&txid, &served.tokens));
+            if let Err(e) = stored {
+                tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's text: {e}");
+            }
+        }
+    }
+    let bytes = served.to_bytes();
+    if let Err(e) = s.node.results().add(served.inference) {
+        tracing::warn!(target: "infer_node::rpc", %txid, "served inference not pooled: {e}");
+        return;
+    }
+    s.node.publish(crate::p2p::Topic::Result, bytes);
 }
 
 fn receipt_json(r: &ResultReceipt, text: Option<&str>) -> Value {
@@ -584,7 +690,7 @@ fn receipt_json(r: &ResultReceipt, text: Option<&str>) -> Value {
     v
 }
 
-#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "running, done (with the receipt) or failed", content_type = "application/json"), (status = 404, description = "this node has not run it")))]
+#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "serving, pending (waiting for a block), in_block, settled (final or refunded without a quorum; accepted, and where the max fee went), dropped or failed", content_type = "application/json"), (status = 400, description = "not a transaction id"), (status = 404, description = "unknown to this node")))]
 async fn inference_state(
     State(s): State<Arc<RpcState>>,
     Path(txid): Path<String>,
@@ -592,19 +698,89 @@ async fn inference_state(
     let id: Hash256 = txid
         .parse()
         .map_err(|_| bad(format!("{txid:?} is not a transaction id")))?;
-    let state = s.log().states.get(&id).cloned().ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("this node has not run inference {id}"),
-        )
-    })?;
-    Ok(Json(match state {
-        InferenceState::Running => json!({"txid": id.to_string(), "state": "running"}),
-        InferenceState::Done(r) => {
-            json!({"txid": id.to_string(), "state": "done", "receipt": receipt_json(&r, None)})
+    let state = s.clone();
+    let on_chain = tokio::task::spawn_blocking(move || find_on_chain(&state, id))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    if let Some(v) = on_chain {
+        return Ok(Json(v));
+    }
+    let served = s.log().states.get(&id).cloned();
+    let pending = s.node.results().contains(&id);
+    Ok(Json(match served {
+        _ if pending => json!({"txid": id.to_string(), "state": "pending"}),
+        Some(InferenceState::Running) => json!({"txid": id.to_string(), "state": "serving"}),
+        Some(InferenceState::Done(r)) => {
+            // Served, and no longer waiting: dropped (expired, or its fee could not be
+            // escrowed) before a block took it.
+            json!({"txid": id.to_string(), "state": "dropped", "receipt": receipt_json(&r, None)})
         }
-        InferenceState::Failed(e) => json!({"txid": id.to_string(), "state": "failed", "error": e}),
+        Some(InferenceState::Failed(e)) => {
+            json!({"txid": id.to_string(), "state": "failed", "error": e})
+        }
+        None => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("inference {id} is unknown to this node (not served here, not waiting, not in the last {SEARCHED_BLOCKS} inference blocks)"),
+            ))
+        }
     }))
+}
+
+/// Inference blocks searched back from the tip for `GET /v2/inference/{txid}`.
+const SEARCHED_BLOCKS: usize = 10_000;
+
+/// The inference's place on the canonical inference chain: the block that carries it and
+/// the child that settles it.
+fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<Value>, ApiError> {
+    let ledger = s.node.chain();
+    let Some(chain) = s.node.inference() else {
+        return Ok(None);
+    };
+    let mut child: Option<&fai_inference_chain::chain::BlockRecord> = None;
+    let mut at = chain.tip(&ledger).id;
+    for _ in 0..SEARCHED_BLOCKS {
+        let Some(rec) = chain.block(&at) else { break };
+        let Some(block) = &rec.block else { break };
+        if let Some((index, inf)) = block
+            .inferences
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.stub.txid() == id)
+        {
+            let mut v = json!({
+                "txid": id.to_string(),
+                "state": "in_block",
+                "block": {"id": hex::encode(rec.id), "height": rec.height},
+                "max_fee_units": inf.stub.max_fee.units(),
+                "receipt": receipt_json(&inf.receipt, None),
+            });
+            let Some(settler) = child.and_then(|c| c.block.as_ref().map(|b| (c, b))) else {
+                return Ok(Some(v));
+            };
+            let (is_final, list) = chain
+                .settlements(&ledger, rec, &settler.1.parent_votes)
+                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            let Some((accepted, st)) = list.get(index) else {
+                return Ok(Some(v));
+            };
+            v["state"] = json!("settled");
+            v["settled_in"] = json!({"id": hex::encode(settler.0.id), "height": settler.0.height});
+            v["final"] = json!(is_final);
+            v["accepted"] = json!(is_final && *accepted);
+            v["settlement"] = json!({
+                "fee_units": if is_final { st.fee } else { 0 },
+                "node_units": st.node,
+                "producer_units": st.producer,
+                "refund_units": st.refund,
+                "slashed_units": st.slash,
+            });
+            return Ok(Some(v));
+        }
+        child = Some(rec);
+        at = block.header.parent;
+    }
+    Ok(None)
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
@@ -616,6 +792,7 @@ async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
     };
     let mempool = s.node.mempool().len();
     let vm_pool = s.node.vm_mempool().len();
+    let results_pool = s.node.results().len();
     let (peers, syncing) = s.node.p2p.get().map_or((0, false), |p| {
         (
             p.status.peers.load(Ordering::Relaxed),
@@ -631,6 +808,7 @@ async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
 # HELP infer_mempool_transactions Ledger transactions waiting.\n# TYPE infer_mempool_transactions gauge\ninfer_mempool_transactions {mempool}\n\
 # HELP infer_inference_height Height of the inference tip as of the ledger tip.\n# TYPE infer_inference_height gauge\ninfer_inference_height {inference_height}\n\
 # HELP infer_vm_pool_transactions Inference-layer VM transactions waiting.\n# TYPE infer_vm_pool_transactions gauge\ninfer_vm_pool_transactions {vm_pool}\n\
+# HELP infer_result_pool_inferences Served inferences waiting for an inference block.\n# TYPE infer_result_pool_inferences gauge\ninfer_result_pool_inferences {results_pool}\n\
 # HELP infer_p2p_peers Connected peers.\n# TYPE infer_p2p_peers gauge\ninfer_p2p_peers {peers}\n\
 # HELP infer_p2p_syncing 1 while catching up with a peer.\n# TYPE infer_p2p_syncing gauge\ninfer_p2p_syncing {syncing}\n\
 # HELP infer_engine_jobs_running Inference jobs being generated.\n# TYPE infer_engine_jobs_running gauge\ninfer_engine_jobs_running {}\n\

@@ -106,6 +106,13 @@ impl VmMempool {
         Ok(id)
     }
 
+    /// Whether a waiting transaction of `sender` has `nonce`.
+    pub fn holds(&self, sender: [u8; 20], nonce: u64) -> bool {
+        self.by_sender
+            .get(&sender)
+            .is_some_and(|q| q.contains_key(&nonce))
+    }
+
     /// The next nonce of `sender` counting its waiting transactions, given the
     /// account's nonce.
     pub fn next_nonce(&self, sender: [u8; 20], account_nonce: u64) -> u64 {

@@ -330,15 +330,7 @@ pub fn vm_send(
             .as_u64()
             .context("the node gave no chain id")?,
     )?;
-    let account = crate::http_client::call(
-        rpc,
-        "GET",
-        &format!("/v2/inference-chain/accounts/{}", w.address),
-        None,
-    )?;
-    let nonce = account["next_nonce"]
-        .as_u64()
-        .context("the node gave no nonce")?;
+    let nonce = next_nonce(rpc, &w.address)?;
     let tx = fai_inference_chain::vmtx::SignedVmTx::new(&w.key, nonce, chain_id, fee, payload);
     let answer = crate::http_client::call(
         rpc,
@@ -476,21 +468,18 @@ pub struct InferRequest {
     pub nonce: u64,
 }
 
-/// The next inference nonce of wallet `name` (a counter beside the keystore). The
-/// inference layer will check nonces against the sender's account; until the node runs
-/// that layer, the counter keeps each request distinct.
-pub fn next_nonce(data_dir: &Path, name: &str) -> Result<u64> {
-    let path = wallet_path(data_dir, name)?.with_extension("nonce");
-    let current = match fs::read_to_string(&path) {
-        Ok(t) => t
-            .trim()
-            .parse::<u64>()
-            .with_context(|| format!("{} is damaged", path.display()))?,
-        Err(_) => 0,
-    };
-    fs::write(&path, current.saturating_add(1).to_string())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(current)
+/// The next free nonce of `address` on the inference layer, as the node counts it: the
+/// account's nonce past every VM transaction and inference of it still waiting.
+pub fn next_nonce(rpc: &str, address: &Address) -> Result<u64> {
+    let account = crate::http_client::call(
+        rpc,
+        "GET",
+        &format!("/v2/inference-chain/accounts/{address}"),
+        None,
+    )?;
+    account["next_nonce"]
+        .as_u64()
+        .context("the node gave no nonce")
 }
 
 /// Signs an inference transaction, posts it to the node, calls `on_text` with each piece

@@ -36,39 +36,39 @@ pub struct Proxy {
     /// The node's RPC address.
     pub rpc: String,
     pub wallet: Wallet,
-    /// The data directory and wallet name (for the nonce counter).
-    pub data_dir: std::path::PathBuf,
+    /// The wallet's name, shown at start.
     pub name: String,
     /// The most one request may cost.
     pub max_fee: Amount,
     /// Tokens when the request names none.
     pub default_max_tokens: u32,
     /// Serialises nonce allocation.
-    nonce_lock: Mutex<()>,
+    /// The last inference nonce used, so that requests served at once take distinct
+    /// nonces before the node has heard of the earlier ones.
+    last_nonce: Mutex<Option<u64>>,
 }
 
 impl Proxy {
-    pub fn new(
-        rpc: String,
-        wallet: Wallet,
-        data_dir: std::path::PathBuf,
-        name: String,
-        max_fee: Amount,
-    ) -> Self {
+    pub fn new(rpc: String, wallet: Wallet, name: String, max_fee: Amount) -> Self {
         Proxy {
             rpc,
             wallet,
-            data_dir,
             name,
             max_fee,
             default_max_tokens: 256,
-            nonce_lock: Mutex::new(()),
+            last_nonce: Mutex::new(None),
         }
     }
 
     fn next_nonce(&self) -> Result<u64> {
-        let _guard = self.nonce_lock.lock().unwrap_or_else(|e| e.into_inner());
-        wallet::next_nonce(&self.data_dir, &self.name)
+        let mut last = self.last_nonce.lock().unwrap_or_else(|e| e.into_inner());
+        let from_node = wallet::next_nonce(&self.rpc, &self.wallet.address)?;
+        let next = match *last {
+            Some(l) => from_node.max(l.saturating_add(1)),
+            None => from_node,
+        };
+        *last = Some(next);
+        Ok(next)
     }
 }
 

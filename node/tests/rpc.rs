@@ -51,6 +51,18 @@ fn signed_tx(
     input: &str,
     max_tokens: u32,
 ) -> InferenceTx {
+    signed_tx_expiring(model, chain_id, nonce, input, max_tokens, 100)
+}
+
+/// A signed inference transaction that may go into inference blocks up to `expiry`.
+fn signed_tx_expiring(
+    model: [u8; 32],
+    chain_id: u32,
+    nonce: u64,
+    input: &str,
+    max_tokens: u32,
+    expiry: u32,
+) -> InferenceTx {
     let key = SecretKey::from_bytes(&[7; 32]).unwrap();
     let prompt = Prompt {
         system: "be brief".into(),
@@ -72,7 +84,7 @@ fn signed_tx(
             stop: vec![],
         },
         max_fee: Amount::from_units(10_000).unwrap(),
-        expiry: 100,
+        expiry,
         signature: Signature([0; 64]),
     };
     stub.sign(&key);
@@ -319,7 +331,9 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
         b"",
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(json(&body)["state"], "done");
+    // Served, and waiting for an inference block (this node produces none).
+    assert_eq!(json(&body)["state"], "pending", "{body}");
+    assert_eq!(json(&http(port, "GET", "/v2/mempool", b"").1)["inferences"], 3);
     let (status, _) = http(
         port,
         "GET",
@@ -356,6 +370,19 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
         "does not serve model",
     );
     refuse(body_of(&tx), 409, "already submitted");
+    // The same sender's nonce 0 again, for another prompt: the first one holds it.
+    refuse(
+        body_of(&signed_tx(model, chain_id, 0, "another question", 10)),
+        409,
+        "nonce 0 of this sender is taken",
+    );
+    // 32,768 tokens at this node's price (0.01 FAI per million) cost more than the
+    // 10,000 units the transaction offers.
+    refuse(
+        body_of(&signed_tx(model, chain_id, 4, "x", 32_768)),
+        400,
+        "fee too low",
+    );
     let huge = format!("{{\"tx\": \"{}\"}}", "0".repeat(300_000));
     refuse(huge.into_bytes(), 413, "cannot read the body");
 
@@ -597,14 +624,14 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
     let (status, body) = http(port, "GET", "/v2/ledger/accounts/not-an-address", b"");
     assert_eq!(status, 400, "{body}");
 
-    // An inference transaction whose expiry (ledger height 100) has passed is refused.
+    // An inference transaction whose expiry (inference height 0) has passed is refused.
     let info = json(&http(port, "GET", "/v2/info", b"").1);
     let model: [u8; 32] = hex::decode(info["models"][0]["id"].as_str().unwrap())
         .unwrap()
         .try_into()
         .unwrap();
     let chain_id = info["chain_id"].as_u64().unwrap() as u32;
-    let late = signed_tx(model, chain_id, 0, "too late", 8);
+    let late = signed_tx_expiring(model, chain_id, 0, "too late", 8, 0);
     let (status, body) = http(port, "POST", "/v2/inference", &body_of(&late));
     assert_eq!(status, 400, "{body}");
     assert!(

@@ -24,14 +24,20 @@ pub enum Topic {
     InferenceBlock,
     /// Signed VM transactions of the inference layer.
     VmTx,
+    /// Served inferences: stub, receipt and text, for producers and verifiers.
+    Result,
+    /// Verifiers' votes on inference blocks.
+    Vote,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 4] = [
+    pub const ALL: [Topic; 6] = [
         Topic::LedgerBlock,
         Topic::LedgerTx,
         Topic::InferenceBlock,
         Topic::VmTx,
+        Topic::Result,
+        Topic::Vote,
     ];
 
     fn name(self) -> &'static str {
@@ -40,6 +46,8 @@ impl Topic {
             Topic::LedgerTx => "ledger-tx",
             Topic::InferenceBlock => "inference-block",
             Topic::VmTx => "vm-tx",
+            Topic::Result => "result",
+            Topic::Vote => "vote",
         }
     }
 
@@ -56,6 +64,10 @@ impl Topic {
             Topic::LedgerTx => 110_000,
             Topic::InferenceBlock => 2_100_000,
             Topic::VmTx => 200_000,
+            // A prompt (400 KiB), an output (512 KiB) and its tokens (128 KiB) at most.
+            Topic::Result => 1_200_000,
+            // 10,000 verdicts.
+            Topic::Vote => 12_000,
         }
     }
 }

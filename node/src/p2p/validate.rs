@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::BlockError;
+use fai_inference_chain::quorum::Vote;
 use fai_inference_chain::vmtx::SignedVmTx;
 use fai_ledger::block::Block;
 use fai_ledger::mempool::MempoolError;
@@ -23,6 +24,7 @@ use tracing::{debug, info, warn};
 use super::peers::Offence;
 use super::protocol::Topic;
 use crate::node::{unix_now, Node};
+use crate::result_pool::ServedInference;
 
 /// Something to check.
 pub enum Work {
@@ -79,13 +81,14 @@ pub fn run(
     // before the block creating their inputs.
     let mut waiting_blocks = Waiting::new(64);
     let mut waiting_txs = Waiting::new(256);
+    let mut waiting_votes = Waiting::new(64);
     while let Some(item) = work.blocking_recv() {
         let ledger_work = matches!(
             item,
             Work::SyncBlocks { .. }
                 | Work::SyncInferenceBlocks { .. }
                 | Work::Gossip {
-                    topic: Topic::LedgerBlock,
+                    topic: Topic::LedgerBlock | Topic::InferenceBlock,
                     ..
                 }
         );
@@ -106,6 +109,14 @@ pub fn run(
                         outcome
                     }
                     Topic::VmTx => gossip_vm_tx(&node, &data),
+                    Topic::Result => gossip_result(&node, &data),
+                    Topic::Vote => {
+                        let outcome = gossip_vote(&node, &data);
+                        if outcome.2 {
+                            waiting_votes.push(data.clone());
+                        }
+                        outcome
+                    }
                     Topic::InferenceBlock => {
                         let outcome = gossip_inference_block(&node, &data);
                         if outcome.2 {
@@ -119,7 +130,7 @@ pub fn run(
                     source,
                     acceptance,
                     offence,
-                    behind: behind && topic != Topic::LedgerTx,
+                    behind: behind && matches!(topic, Topic::LedgerBlock | Topic::InferenceBlock),
                 }
             }
             Work::SyncBlocks { peer, blocks } => {
@@ -147,6 +158,7 @@ pub fn run(
         if ledger_work {
             waiting_blocks.retry(|data| gossip_inference_block(&node, data).2);
             waiting_txs.retry(|data| gossip_tx(&node, data).2);
+            waiting_votes.retry(|data| gossip_vote(&node, data).2);
         }
     }
 }
@@ -314,6 +326,103 @@ fn gossip_vm_tx(node: &Node, data: &[u8]) -> GossipOutcome {
     }
 }
 
+fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
+    let served = match ServedInference::from_bytes(data) {
+        Ok(s) => s,
+        Err(e) => return reject(Offence::Malformed, format!("undecodable result: {e}")),
+    };
+    if let Err(why) = served.check() {
+        return reject(Offence::InvalidTransaction, format!("result: {why}"));
+    }
+    let txid = served.inference.stub.txid();
+    if node.results().contains(&txid) {
+        return ignore();
+    }
+    {
+        let ledger = node.chain();
+        let Some(chain) = node.inference() else {
+            return ignore();
+        };
+        let stub = &served.inference.stub;
+        if stub.chain_id != crate::rpc::chain_id(ledger.params().network) {
+            return reject(
+                Offence::InvalidTransaction,
+                "result for another chain".into(),
+            );
+        }
+        let tip = chain.tip(&ledger).exec_id;
+        match chain.vm().account(&tip, &*ledger, stub.sender.hash160().0) {
+            // Included already, or its nonce went to another transaction.
+            Ok((_, nonce)) if stub.nonce < nonce => return ignore(),
+            Ok(_) => {}
+            Err(_) => return ignore(),
+        }
+        // The text, for verifiers (kept until the block that settles it is six deep).
+        if let Some(store) = chain.payloads() {
+            let stored = store
+                .put_prompt(&txid, &served.prompt)
+                .and_then(|()| store.put_output(&txid, &served.output))
+                .and_then(|()| store.put_tokens(&txid, &served.tokens));
+            if let Err(e) = stored {
+                warn!(target: "infer_node::p2p", "cannot store a result's text: {e}");
+                return ignore();
+            }
+        }
+    }
+    match node.results().add(served.inference) {
+        Ok(_) => (MessageAcceptance::Accept, None, false),
+        Err(_) => ignore(),
+    }
+}
+
+fn gossip_vote(node: &Node, data: &[u8]) -> GossipOutcome {
+    let vote = match Vote::from_bytes(data) {
+        Ok(v) => v,
+        Err(e) => return reject(Offence::Malformed, format!("undecodable vote: {e}")),
+    };
+    if !vote
+        .verifier
+        .verify(&vote.signing_digest(), &vote.signature)
+    {
+        return reject(Offence::InvalidTransaction, "vote: bad signature".into());
+    }
+    let who = vote.verifier.hash160();
+    if node.votes().has_voted(&vote.block, &who) {
+        return ignore();
+    }
+    {
+        let ledger = node.chain();
+        let Some(chain) = node.inference() else {
+            return ignore();
+        };
+        // A block we do not have (yet): not the sender's fault; the vote waits.
+        let Some(record) = chain.block(&vote.block.0) else {
+            return (MessageAcceptance::Ignore, None, true);
+        };
+        let inferences = record.block.as_ref().map_or(0, |b| b.inferences.len());
+        if vote.verdicts.len() != inferences {
+            return reject(
+                Offence::InvalidTransaction,
+                "vote: not one verdict per inference".into(),
+            );
+        }
+        if !chain
+            .verifier_set(&ledger, record, record.cycle)
+            .contains(&who)
+        {
+            return reject(
+                Offence::InvalidTransaction,
+                "vote: not from the block's verifier set".into(),
+            );
+        }
+    }
+    if node.votes().add(vote) {
+        (MessageAcceptance::Accept, None, false)
+    } else {
+        ignore()
+    }
+}
+
 fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
     let block = match InferenceBlock::from_bytes(data) {
         Ok(b) => b,
@@ -338,11 +447,9 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
     if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
         return (MessageAcceptance::Ignore, None, true);
     }
-    let included: Vec<Hash256> = block.vm_txs.iter().map(|t| t.txid()).collect();
-    match chain.accept(&ledger, block) {
+    match chain.accept(&ledger, block.clone()) {
         Ok(_) => {
-            let mut pool = node.vm_mempool();
-            included.iter().for_each(|t| pool.remove(t));
+            node.after_inference_block(&ledger, &chain, &block);
             info!(target: "infer_node::inference", id = %hex::encode(id.0), "inference block accepted");
             (MessageAcceptance::Accept, None, false)
         }
@@ -376,12 +483,8 @@ fn sync_inference_blocks(
         if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
             return (None, true);
         }
-        let included: Vec<Hash256> = block.vm_txs.iter().map(|t| t.txid()).collect();
-        match chain.accept(&ledger, block) {
-            Ok(_) => {
-                let mut pool = node.vm_mempool();
-                included.iter().for_each(|t| pool.remove(t));
-            }
+        match chain.accept(&ledger, block.clone()) {
+            Ok(_) => node.after_inference_block(&ledger, &chain, &block),
             Err(BlockError::Invalid(why)) => {
                 return (
                     Some((Offence::Malformed, format!("synced inference block: {why}"))),

@@ -271,7 +271,7 @@ pub async fn account(
             std::slice::from_ref(&who),
         )?;
         let node = read(chain, ledger, [0; 20], "node-registry", "get-node", &[who])?;
-        let next_nonce = s.node.vm_mempool().next_nonce(key_hash, nonce);
+        let next_nonce = s.node.next_nonce(key_hash, nonce);
         Ok(Json(json!({
             "address": address.to_string(),
             "balance_units": u64::try_from(balance).unwrap_or(u64::MAX),

@@ -1,0 +1,375 @@
+//! Served inferences waiting for an inference block, and the nonces of those still being
+//! served.
+//!
+//! When a node has served an inference (the stream ended with a receipt), it keeps the
+//! stub and receipt here, stores the text in the chain's payload store, and gossips
+//! [`ServedInference`] (stub, receipt and text) so that every inference node can put it
+//! in a block and every verifier can replay it. The pool is bounded: per sender and in
+//! all.
+//!
+//! The escrow of an inference spends its sender's account nonce, the same counter VM
+//! transactions use; [`ResultPool::next_nonce`] with the VM pool's gives a wallet the
+//! next free one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use fai_inference_chain::types::{Inference, Prompt, ResultReceipt, MAX_OUTPUT_TOKENS};
+use fai_primitives::codec::{write_var_bytes, Decode, Encode, Reader};
+use fai_primitives::{CodecError, Hash256};
+
+/// Inferences kept for one sender.
+pub const MAX_PER_SENDER: usize = 64;
+/// Inferences kept in all.
+pub const MAX_TOTAL: usize = 10_000;
+/// The longest output text a served inference may carry (32,768 tokens of up to 16 bytes).
+pub const MAX_OUTPUT_BYTES: u64 = 512 * 1024;
+
+/// A served inference with its text: what the result topic carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedInference {
+    pub inference: Inference,
+    pub prompt: Prompt,
+    pub output: String,
+    /// The output's token ids, what verifiers replay.
+    pub tokens: Vec<u32>,
+}
+
+impl ServedInference {
+    /// Whether the text matches the hashes and both signatures verify; the reason if not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let (stub, receipt) = (&self.inference.stub, &self.inference.receipt);
+        if !stub.signature_valid() {
+            return Err("the sender's signature does not verify");
+        }
+        if !receipt.signature_valid() || receipt.tx != stub.txid() {
+            return Err("the receipt is not signed for this transaction");
+        }
+        if stub.prompt_hash != self.prompt.hash() {
+            return Err("the prompt does not match its hash");
+        }
+        if receipt.output_hash != ResultReceipt::hash_output(&self.output) {
+            return Err("the output does not match its hash");
+        }
+        if self.tokens.len() != receipt.tokens as usize || receipt.tokens > stub.sampling.max_tokens
+        {
+            return Err("the token count is not the receipt's");
+        }
+        Ok(())
+    }
+}
+
+impl Encode for ServedInference {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.inference.encode_to(out);
+        self.prompt.encode_to(out);
+        write_var_bytes(out, self.output.as_bytes());
+        fai_primitives::codec::write_len(out, self.tokens.len());
+        for t in &self.tokens {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+    }
+}
+
+impl Decode for ServedInference {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let inference = Decode::decode_from(r)?;
+        let prompt = Decode::decode_from(r)?;
+        let output =
+            String::from_utf8(r.read_var_bytes("output", MAX_OUTPUT_BYTES)?).map_err(|_| {
+                CodecError::Invalid {
+                    what: "output",
+                    reason: "not UTF-8",
+                }
+            })?;
+        let n = r.read_len("output tokens", u64::from(MAX_OUTPUT_TOKENS))?;
+        let bytes = r.read_slice(n.saturating_mul(4))?;
+        let tokens = bytes
+            .chunks_exact(4)
+            .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_le_bytes))
+            .collect();
+        Ok(ServedInference {
+            inference,
+            prompt,
+            output,
+            tokens,
+        })
+    }
+}
+
+/// Why the pool does not take an inference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("inference {0} is known already")]
+    Known(Hash256),
+    #[error("nonce {nonce} of this sender is taken by a waiting transaction")]
+    NonceTaken { nonce: u64 },
+    #[error("this sender has {MAX_PER_SENDER} inferences waiting already")]
+    SenderFull,
+}
+
+/// A nonce held for an inference still being served (no receipt yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Serving(Hash256),
+    Waiting(Hash256),
+}
+
+impl Slot {
+    fn txid(&self) -> Hash256 {
+        match self {
+            Slot::Serving(t) | Slot::Waiting(t) => *t,
+        }
+    }
+}
+
+/// Inferences waiting for a block, by sender and nonce.
+#[derive(Default)]
+pub struct ResultPool {
+    waiting: HashMap<Hash256, Inference>,
+    by_sender: HashMap<[u8; 20], BTreeMap<u64, Slot>>,
+    /// Insertion order of the waiting ones, for eviction when full.
+    order: std::collections::VecDeque<Hash256>,
+}
+
+impl ResultPool {
+    /// Holds `nonce` of `sender` for an inference that is being served.
+    pub fn reserve(
+        &mut self,
+        sender: [u8; 20],
+        nonce: u64,
+        txid: Hash256,
+    ) -> Result<(), PoolError> {
+        let slots = self.by_sender.entry(sender).or_default();
+        if let Some(slot) = slots.get(&nonce) {
+            return Err(if slot.txid() == txid {
+                PoolError::Known(txid)
+            } else {
+                PoolError::NonceTaken { nonce }
+            });
+        }
+        if slots.len() >= MAX_PER_SENDER {
+            return Err(PoolError::SenderFull);
+        }
+        slots.insert(nonce, Slot::Serving(txid));
+        Ok(())
+    }
+
+    /// Lets go of a nonce held for an inference that failed.
+    pub fn release(&mut self, sender: [u8; 20], nonce: u64, txid: Hash256) {
+        if let Some(slots) = self.by_sender.get_mut(&sender) {
+            if slots.get(&nonce) == Some(&Slot::Serving(txid)) {
+                slots.remove(&nonce);
+            }
+            if slots.is_empty() {
+                self.by_sender.remove(&sender);
+            }
+        }
+    }
+
+    /// Adds a served inference (its nonce may be held by [`ResultPool::reserve`]).
+    pub fn add(&mut self, inference: Inference) -> Result<Hash256, PoolError> {
+        let txid = inference.stub.txid();
+        if self.waiting.contains_key(&txid) {
+            return Err(PoolError::Known(txid));
+        }
+        let sender = inference.stub.sender.hash160().0;
+        let nonce = inference.stub.nonce;
+        let slots = self.by_sender.entry(sender).or_default();
+        match slots.get(&nonce) {
+            Some(Slot::Serving(t)) if *t == txid => {}
+            Some(_) => return Err(PoolError::NonceTaken { nonce }),
+            None if slots.len() >= MAX_PER_SENDER => return Err(PoolError::SenderFull),
+            None => {}
+        }
+        slots.insert(nonce, Slot::Waiting(txid));
+        self.waiting.insert(txid, inference);
+        self.order.push_back(txid);
+        while self.waiting.len() > MAX_TOTAL {
+            match self.order.pop_front() {
+                Some(old) => self.remove(&old),
+                None => break,
+            }
+        }
+        Ok(txid)
+    }
+
+    pub fn contains(&self, txid: &Hash256) -> bool {
+        self.waiting.contains_key(txid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Forgets an inference (included in a block, or given up on).
+    pub fn remove(&mut self, txid: &Hash256) {
+        let Some(inf) = self.waiting.remove(txid) else {
+            return;
+        };
+        let sender = inf.stub.sender.hash160().0;
+        if let Some(slots) = self.by_sender.get_mut(&sender) {
+            if slots.get(&inf.stub.nonce).map(Slot::txid) == Some(*txid) {
+                slots.remove(&inf.stub.nonce);
+            }
+            if slots.is_empty() {
+                self.by_sender.remove(&sender);
+            }
+        }
+        self.order.retain(|t| t != txid);
+    }
+
+    /// Forgets what a sender's account nonce has passed (included elsewhere, or the
+    /// nonce went to a VM transaction).
+    pub fn prune_sender(&mut self, sender: [u8; 20], account_nonce: u64) {
+        let stale: Vec<Hash256> = match self.by_sender.get(&sender) {
+            Some(slots) => slots
+                .range(..account_nonce)
+                .filter_map(|(_, s)| match s {
+                    Slot::Waiting(t) => Some(*t),
+                    Slot::Serving(_) => None,
+                })
+                .collect(),
+            None => return,
+        };
+        for t in stale {
+            self.remove(&t);
+        }
+    }
+
+    /// Whether `nonce` of `sender` is held.
+    pub fn holds(&self, sender: [u8; 20], nonce: u64) -> bool {
+        self.by_sender
+            .get(&sender)
+            .is_some_and(|s| s.contains_key(&nonce))
+    }
+
+    /// The waiting inferences of `sender` from `nonce` on, consecutive, in nonce order.
+    pub fn run_from(&self, sender: [u8; 20], mut nonce: u64) -> Vec<Inference> {
+        let mut out = Vec::new();
+        let Some(slots) = self.by_sender.get(&sender) else {
+            return out;
+        };
+        while let Some(Slot::Waiting(t)) = slots.get(&nonce) {
+            match self.waiting.get(t) {
+                Some(inf) => out.push(inf.clone()),
+                None => break,
+            }
+            nonce = nonce.saturating_add(1);
+        }
+        out
+    }
+
+    /// The senders with inferences waiting.
+    pub fn senders(&self) -> Vec<[u8; 20]> {
+        self.by_sender.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fai_inference_chain::types::{InferenceStub, Sampling};
+    use fai_primitives::{Amount, SecretKey, Signature};
+
+    use super::*;
+
+    fn served(key: &SecretKey, node: &SecretKey, nonce: u64) -> ServedInference {
+        let prompt = Prompt {
+            input: format!("question {nonce}"),
+            ..Prompt::default()
+        };
+        let mut stub = InferenceStub {
+            sender: key.public_key(),
+            nonce,
+            chain_id: 7,
+            model: [1; 32],
+            prompt_hash: prompt.hash(),
+            sampling: Sampling {
+                max_tokens: 8,
+                temperature_milli: 0,
+                top_p_milli: 1000,
+                top_k: 0,
+                seed: 0,
+                stop: vec![],
+            },
+            max_fee: Amount::from_units(1_000).unwrap(),
+            expiry: 100,
+            signature: Signature([0; 64]),
+        };
+        stub.sign(key);
+        let output = "an answer".to_string();
+        let mut receipt = ResultReceipt {
+            tx: stub.txid(),
+            output_hash: ResultReceipt::hash_output(&output),
+            tokens: 3,
+            node: node.public_key(),
+            signature: Signature([0; 64]),
+        };
+        receipt.sign(node);
+        ServedInference {
+            inference: Inference { stub, receipt },
+            prompt,
+            output,
+            tokens: vec![5, 6, 7],
+        }
+    }
+
+    #[test]
+    fn a_served_inference_round_trips_and_its_text_must_match() {
+        let (user, node) = (
+            SecretKey::from_bytes(&[4; 32]).unwrap(),
+            SecretKey::from_bytes(&[5; 32]).unwrap(),
+        );
+        let s = served(&user, &node, 0);
+        assert_eq!(s.check(), Ok(()));
+        let back = ServedInference::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(back, s);
+        let mut other = s.clone();
+        other.output.push('!');
+        assert_eq!(other.check(), Err("the output does not match its hash"));
+        let mut other = s.clone();
+        other.prompt.input.push('?');
+        assert_eq!(other.check(), Err("the prompt does not match its hash"));
+        let mut other = s.clone();
+        other.tokens.pop();
+        assert_eq!(other.check(), Err("the token count is not the receipt's"));
+        let bytes = s.to_bytes();
+        assert!(ServedInference::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn nonces_are_held_while_serving_and_runs_are_consecutive() {
+        let (user, node) = (
+            SecretKey::from_bytes(&[4; 32]).unwrap(),
+            SecretKey::from_bytes(&[5; 32]).unwrap(),
+        );
+        let sender = user.public_key().hash160().0;
+        let mut pool = ResultPool::default();
+        let a = served(&user, &node, 0).inference;
+        let b = served(&user, &node, 1).inference;
+        let d = served(&user, &node, 3).inference;
+        pool.reserve(sender, 0, a.stub.txid()).unwrap();
+        assert!(pool.holds(sender, 0));
+        assert_eq!(
+            pool.reserve(sender, 0, b.stub.txid()),
+            Err(PoolError::NonceTaken { nonce: 0 })
+        );
+        assert!(pool.run_from(sender, 0).is_empty(), "still being served");
+        pool.add(a.clone()).unwrap();
+        pool.add(b.clone()).unwrap();
+        pool.add(d).unwrap();
+        assert_eq!(pool.add(b.clone()), Err(PoolError::Known(b.stub.txid())));
+        let run: Vec<u64> = pool
+            .run_from(sender, 0)
+            .iter()
+            .map(|i| i.stub.nonce)
+            .collect();
+        assert_eq!(run, vec![0, 1], "nonce 2 is missing: 3 waits");
+        pool.prune_sender(sender, 2);
+        assert!(!pool.contains(&a.stub.txid()) && !pool.contains(&b.stub.txid()));
+        assert_eq!(pool.len(), 1);
+        // A failed serve lets its nonce go.
+        pool.reserve(sender, 2, Hash256([9; 32])).unwrap();
+        pool.release(sender, 2, Hash256([9; 32]));
+        assert!(!pool.holds(sender, 2));
+    }
+}

@@ -1,0 +1,234 @@
+//! What the node does on the inference layer for its operator, with its own key: moves
+//! FAI there (a peg-in from the ledger), registers in the node registry with a bond and
+//! a price (an inference node, `inference.produce`), and stakes (a verifier,
+//! `inference.stake`).
+//!
+//! Checked at every ledger tip, right after the producer; each step is taken once its
+//! state says it is needed and retried if it has not landed after a while:
+//! - nothing to do once the registry lists the node (when producing) and the stake is
+//!   there (when staking);
+//! - otherwise, with the inference-layer balance to pay for what is missing, the VM
+//!   transactions go into the VM pool (and to peers);
+//! - otherwise a peg-in of `inference.peg_in` (at least what is missing) is sent on the
+//!   ledger, once the node key has a spendable coin; it is credited six ledger blocks
+//!   later.
+
+use fai_clarity::Value;
+use fai_inference_chain::chain::InferenceChain;
+use fai_inference_chain::ops::Op;
+use fai_inference_chain::vmtx::{value_bytes, SignedVmTx, VmPayload};
+use fai_ledger::mempool::Mempool;
+use fai_ledger::{Chainstate, TxOut};
+use fai_primitives::{Amount, Encode, Hash160, SecretKey};
+use tracing::{info, warn};
+
+use crate::vm_mempool::{VmMempool, MIN_FEE};
+
+/// Ledger blocks to wait for a step to land before trying it again.
+const RETRY_AFTER: u32 = 20;
+/// Cycles a stake is locked for (the contract's maximum is 12).
+const STAKE_CYCLES: u128 = 12;
+
+/// The node's offer in the node registry.
+pub struct Offer {
+    pub models: Vec<[u8; 32]>,
+    /// Per million output tokens.
+    pub price: Amount,
+    pub bond: Amount,
+    /// Where wallets reach the node (its RPC address).
+    pub address: String,
+}
+
+pub struct Roles {
+    key: SecretKey,
+    address: Hash160,
+    chain_id: u32,
+    offer: Option<Offer>,
+    stake: Option<Amount>,
+    peg_in: Amount,
+    peg_in_sent_at: Option<u32>,
+    vm_sent_at: Option<u32>,
+    told_unfunded: bool,
+    /// Ledger transactions and VM transactions made, to gossip.
+    ledger_out: Vec<Vec<u8>>,
+    vm_out: Vec<Vec<u8>>,
+}
+
+/// The transactions made at one tip, to gossip.
+#[derive(Default)]
+pub struct Made {
+    pub ledger: Vec<Vec<u8>>,
+    pub vm: Vec<Vec<u8>>,
+}
+
+impl Roles {
+    pub fn new(
+        key: SecretKey,
+        chain_id: u32,
+        offer: Option<Offer>,
+        stake: Option<Amount>,
+        peg_in: Amount,
+    ) -> Self {
+        Roles {
+            address: key.public_key().hash160(),
+            key,
+            chain_id,
+            offer,
+            stake,
+            peg_in,
+            peg_in_sent_at: None,
+            vm_sent_at: None,
+            told_unfunded: false,
+            ledger_out: Vec::new(),
+            vm_out: Vec::new(),
+        }
+    }
+
+    /// The transactions made since the last call.
+    pub fn take_made(&mut self) -> Made {
+        Made {
+            ledger: std::mem::take(&mut self.ledger_out),
+            vm: std::mem::take(&mut self.vm_out),
+        }
+    }
+
+    fn read(
+        &self,
+        chain: &InferenceChain,
+        ledger: &Chainstate,
+        contract: &str,
+        function: &str,
+    ) -> Option<Value> {
+        let tip = chain.tip(ledger).exec_id;
+        let me: Value = chain.vm().principal(self.address.0).into();
+        chain
+            .vm()
+            .call_read_only(&tip, ledger, [0; 20], [0; 20], contract, function, &[me])
+            .ok()
+            .map(|(v, _)| v)
+    }
+
+    fn is_none(v: Option<Value>) -> bool {
+        matches!(v, Some(Value::Optional(o)) if o.data.is_none())
+    }
+
+    /// Takes the next step, if one is needed and not already under way.
+    pub fn on_tip(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        mempool: &mut Mempool,
+        vm_pool: &mut VmMempool,
+    ) {
+        let height = ledger.height();
+        let need_register = self.offer.is_some()
+            && Self::is_none(self.read(chain, ledger, "node-registry", "get-node"));
+        let need_stake =
+            self.stake.is_some() && Self::is_none(self.read(chain, ledger, "staking", "get-stake"));
+        if !need_register && !need_stake {
+            return;
+        }
+        let recent = |at: Option<u32>| at.is_some_and(|a| height < a.saturating_add(RETRY_AFTER));
+        if recent(self.vm_sent_at) {
+            return;
+        }
+        let tip = chain.tip(ledger).exec_id;
+        let Ok((balance, nonce)) = chain.vm().account(&tip, ledger, self.address.0) else {
+            return;
+        };
+        let mut cost = 0u128;
+        let mut calls = Vec::new();
+        if let (true, Some(offer)) = (need_register, &self.offer) {
+            cost = cost.saturating_add(u128::from(offer.bond.units()));
+            calls.push(("node-registry", "register", register_args(offer)));
+        }
+        if let (true, Some(stake)) = (need_stake, self.stake) {
+            cost = cost.saturating_add(u128::from(stake.units()));
+            calls.push((
+                "staking",
+                "stake",
+                Some(vec![
+                    Value::UInt(u128::from(stake.units())),
+                    Value::UInt(STAKE_CYCLES),
+                ]),
+            ));
+        }
+        let fees = u128::from(MIN_FEE).saturating_mul(calls.len() as u128);
+        cost = cost.saturating_add(fees);
+        if balance >= cost {
+            let mut next = vm_pool.next_nonce(self.address.0, nonce);
+            for (contract, function, args) in calls {
+                let Some(args) = args else {
+                    warn!(target: "infer_node::roles", "cannot build the {contract}.{function} call");
+                    continue;
+                };
+                let payload = VmPayload::Call {
+                    issuer: Hash160([0; 20]),
+                    name: contract.into(),
+                    function: function.into(),
+                    args: args.iter().map(value_bytes).collect(),
+                };
+                let fee = Amount::from_units(MIN_FEE).unwrap_or(Amount::ZERO);
+                let tx = SignedVmTx::new(&self.key, next, self.chain_id, fee, payload);
+                let bytes = tx.to_bytes();
+                match vm_pool.accept(tx, self.chain_id, chain, ledger) {
+                    Ok(txid) => {
+                        info!(target: "infer_node::roles", %txid, "{contract}.{function} sent");
+                        self.vm_out.push(bytes);
+                        next = next.saturating_add(1);
+                    }
+                    Err(e) => {
+                        warn!(target: "infer_node::roles", "{contract}.{function} not sent: {e}")
+                    }
+                }
+            }
+            self.vm_sent_at = Some(height);
+            return;
+        }
+        if recent(self.peg_in_sent_at) {
+            return;
+        }
+        let missing = cost.saturating_sub(balance);
+        let amount = u64::try_from(missing)
+            .ok()
+            .and_then(|m| Amount::from_units(m.max(self.peg_in.units())).ok())
+            .unwrap_or(self.peg_in);
+        let op = Op::PegIn {
+            address: self.address,
+        };
+        let fee = Amount::from_units(10_000).unwrap_or(Amount::ZERO);
+        match crate::producer::pay_from(
+            ledger,
+            mempool,
+            &self.key,
+            fee,
+            vec![TxOut::data(amount, op.encode())],
+        ) {
+            Ok((txid, bytes)) => {
+                info!(target: "infer_node::roles", %txid, %amount, "peg-in sent (credited on the inference layer six ledger blocks after it is mined)");
+                self.ledger_out.push(bytes);
+                self.peg_in_sent_at = Some(height);
+            }
+            Err(e) if !self.told_unfunded => {
+                self.told_unfunded = true;
+                info!(target: "infer_node::roles", "no peg-in yet ({e}); waiting for a spendable coin of the node key");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// `node-registry.register` arguments: models, price, address, bond.
+fn register_args(offer: &Offer) -> Option<Vec<Value>> {
+    let models = offer
+        .models
+        .iter()
+        .map(|m| Value::buff_from(m.to_vec()).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some(vec![
+        Value::list_from(models).ok()?,
+        Value::UInt(u128::from(offer.price.units())),
+        Value::string_ascii_from_bytes(offer.address.as_bytes().to_vec()).ok()?,
+        Value::UInt(u128::from(offer.bond.units())),
+    ])
+}

@@ -1,0 +1,103 @@
+//! The verifier role: every inference block accepted while the node key is in the block's
+//! verifier set is replayed here, on a thread of its own (the engine's forward passes
+//! must not hold up the chain or the network), and the node's signed vote goes into the
+//! vote pool and out on the vote topic. The child block carries the votes.
+//!
+//! The queue is bounded: when the node cannot keep up, the oldest blocks are not voted on
+//! (their inferences are refunded, as for any block without a quorum).
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use fai_engine::LoadedModel;
+use fai_inference_chain::block::InferenceBlock;
+use fai_inference_chain::payloads::PayloadStore;
+use fai_inference_chain::quorum::Vote;
+use fai_primitives::{Encode, Hash256, SecretKey};
+use tracing::{info, warn};
+
+use crate::node::Node;
+use crate::p2p::Topic;
+
+/// Blocks waiting to be replayed.
+const QUEUE: usize = 64;
+
+/// Hands blocks to the verifier thread.
+pub struct VerifierHandle {
+    queue: SyncSender<(Hash256, InferenceBlock)>,
+    /// The verifier's address (who the set must name).
+    pub address: fai_primitives::Hash160,
+}
+
+impl VerifierHandle {
+    /// Queues `block` for a vote; false if the queue is full.
+    pub fn offer(&self, id: Hash256, block: InferenceBlock) -> bool {
+        match self.queue.try_send((id, block)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                warn!(target: "infer_node::verifier", block = %id, "verifier queue full: block not voted on");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Starts the verifier thread; it ends when the node drops the handle.
+pub fn start(
+    node: Arc<Node>,
+    key: SecretKey,
+    model: Arc<LoadedModel>,
+    payloads: PayloadStore,
+) -> std::io::Result<(VerifierHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = sync_channel(QUEUE);
+    let address = key.public_key().hash160();
+    let thread = std::thread::Builder::new()
+        .name("verifier".into())
+        .spawn(move || run(&node, &key, &model, &payloads, rx))?;
+    Ok((VerifierHandle { queue: tx, address }, thread))
+}
+
+fn run(
+    node: &Node,
+    key: &SecretKey,
+    model: &LoadedModel,
+    payloads: &PayloadStore,
+    rx: Receiver<(Hash256, InferenceBlock)>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        if node.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let (id, block) = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let verdicts: Vec<bool> = block
+            .inferences
+            .iter()
+            .map(|inf| match crate::verifier::verdict(model, payloads, inf) {
+                Ok(()) => true,
+                Err(why) => {
+                    warn!(target: "infer_node::verifier", txid = %inf.stub.txid(), node = %inf.receipt.node, "inference rejected: {why}");
+                    false
+                }
+            })
+            .collect();
+        let accepted = verdicts.iter().filter(|v| **v).count();
+        let vote = Vote::new(key, id, verdicts);
+        info!(
+            target: "infer_node::verifier",
+            block = %id,
+            height = block.header.height,
+            inferences = block.inferences.len(),
+            accepted,
+            "voted"
+        );
+        let bytes = vote.to_bytes();
+        node.votes().add(vote);
+        node.publish(Topic::Vote, bytes);
+    }
+}
