@@ -702,7 +702,8 @@ impl InferenceChain {
         let producer = block.header.producer.hash160().0;
         for tx in &block.vm_txs {
             let vm_tx = tx.to_vm().map_err(|e| invalid(e.to_string()))?;
-            if tx.fee.units() > 0 {
+            // A producer's own transaction pays its fee to itself: nothing moves.
+            if tx.fee.units() > 0 && vm_tx.sender != producer {
                 ops.push(BlockOp::Move {
                     from: vm_tx.sender,
                     to: producer,

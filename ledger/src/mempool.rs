@@ -131,6 +131,11 @@ impl Mempool {
         self.entries.get(txid)
     }
 
+    /// Whether a waiting transaction spends `outpoint`.
+    pub fn spends(&self, outpoint: &OutPoint) -> bool {
+        self.spends.contains_key(outpoint)
+    }
+
     pub fn contains(&self, txid: &Txid) -> bool {
         self.entries.contains_key(txid)
     }

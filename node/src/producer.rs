@@ -353,8 +353,12 @@ impl Producer {
     }
 }
 
-/// Pays `outputs` and `fee` from one spendable coin of `key` (change back to it) into the
-/// mempool; returns the transaction id and bytes.
+/// Inputs one payment of the node takes at most.
+const MAX_INPUTS: usize = 100;
+
+/// Pays `outputs` from the spendable coins of `key` not spent in the mempool, the
+/// largest first (change back to it), with `fee` plus 200 base units per input; into
+/// the mempool. Returns the transaction id and bytes.
 pub fn pay_from(
     ledger: &Chainstate,
     mempool: &mut Mempool,
@@ -363,9 +367,9 @@ pub fn pay_from(
     mut outputs: Vec<TxOut>,
 ) -> Result<(Txid, Vec<u8>), String> {
     let address = key.public_key().hash160();
-    let need = outputs
+    let sending = outputs
         .iter()
-        .try_fold(fee, |sum, o| sum.checked_add(o.value))
+        .try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value))
         .ok_or("amounts overflow")?;
     let maturity = ledger.params().coinbase_maturity;
     let height = ledger.height();
@@ -374,55 +378,66 @@ pub fn pay_from(
         .into_iter()
         .filter(|(_, c)| c.output.kind == OutputKind::PayToKeyHash(address))
         .filter(|(_, c)| !c.coinbase || height.saturating_sub(c.height) >= maturity)
-        .filter(|(_, c)| c.output.value >= need)
+        .filter(|(o, _)| !mempool.spends(o))
         .collect();
-    candidates.sort_by_key(|(_, c)| c.output.value);
-    let change_index = outputs.len();
-    outputs.push(TxOut::pay(Amount::ZERO, address));
-    let mut last_error = String::from("no spendable coin large enough");
-    for (outpoint, coin) in candidates {
-        let change = coin.output.value.checked_sub(need).ok_or("underflow")?;
-        if let Some(o) = outputs.get_mut(change_index) {
-            o.value = change;
-        }
-        // No zero-value change output.
-        let spend: Vec<TxOut> = outputs
-            .iter()
-            .filter(|o| o.value.units() > 0 || !o.is_spendable())
-            .cloned()
-            .collect();
-        let tx = sign(ledger, outpoint, coin.output.clone(), key, spend)?;
-        let bytes = tx.to_bytes();
-        match mempool.accept(tx, ledger) {
-            Ok(txid) => return Ok((txid, bytes)),
-            Err(e) => last_error = e.to_string(),
+    candidates.sort_by_key(|(_, c)| std::cmp::Reverse(c.output.value));
+    let (mut picked, mut total) = (Vec::new(), Amount::ZERO);
+    let mut need = sending.checked_add(fee).ok_or("amounts overflow")?;
+    for (outpoint, coin) in candidates.into_iter().take(MAX_INPUTS) {
+        total = total
+            .checked_add(coin.output.value)
+            .ok_or("amounts overflow")?;
+        picked.push((outpoint, coin.output));
+        let per_input = Amount::from_units(200u64.saturating_mul(picked.len() as u64))
+            .map_err(|e| e.to_string())?;
+        need = sending
+            .checked_add(fee)
+            .and_then(|n| n.checked_add(per_input))
+            .ok_or("amounts overflow")?;
+        if total >= need {
+            break;
         }
     }
-    Err(last_error)
+    if picked.is_empty() || total < need {
+        return Err(format!("not enough spendable coins ({total} of {need})"));
+    }
+    let change = total.checked_sub(need).ok_or("underflow")?;
+    if change.units() > 0 {
+        outputs.push(TxOut::pay(change, address));
+    }
+    let tx = sign(ledger, &picked, key, outputs)?;
+    let bytes = tx.to_bytes();
+    let txid = mempool.accept(tx, ledger).map_err(|e| e.to_string())?;
+    Ok((txid, bytes))
 }
 
-/// A transaction spending one coin of `key` into `outputs`, signed.
+/// A transaction spending coins of `key` into `outputs`, signed.
 fn sign(
     ledger: &Chainstate,
-    outpoint: OutPoint,
-    coin: TxOut,
+    coins: &[(OutPoint, TxOut)],
     key: &SecretKey,
     outputs: Vec<TxOut>,
 ) -> Result<Transaction, String> {
     let mut tx = Transaction {
         version: 1,
-        inputs: vec![TxIn {
-            prevout: outpoint,
-            sequence: SEQUENCE_FINAL,
-            unlock: Unlock::Key {
-                pubkey: key.public_key(),
-                signature: Signature([0; 64]),
-            },
-        }],
+        inputs: coins
+            .iter()
+            .map(|(outpoint, _)| TxIn {
+                prevout: *outpoint,
+                sequence: SEQUENCE_FINAL,
+                unlock: Unlock::Key {
+                    pubkey: key.public_key(),
+                    signature: Signature([0; 64]),
+                },
+            })
+            .collect(),
         outputs,
         lock_time: 0,
     };
-    sign_transaction(&mut tx, ledger.params().magic, &[(coin, key.clone())])
-        .map_err(|e| e.to_string())?;
+    let spent: Vec<(TxOut, SecretKey)> = coins
+        .iter()
+        .map(|(_, coin)| (coin.clone(), key.clone()))
+        .collect();
+    sign_transaction(&mut tx, ledger.params().magic, &spent).map_err(|e| e.to_string())?;
     Ok(tx)
 }

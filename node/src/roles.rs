@@ -20,7 +20,7 @@ use fai_inference_chain::vmtx::{value_bytes, SignedVmTx, VmPayload};
 use fai_ledger::mempool::Mempool;
 use fai_ledger::{Chainstate, TxOut};
 use fai_primitives::{Amount, Encode, Hash160, SecretKey};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::vm_mempool::{VmMempool, MIN_FEE};
 
@@ -213,7 +213,7 @@ impl Roles {
                 self.told_unfunded = true;
                 info!(target: "infer_node::roles", "no peg-in yet ({e}); waiting for a spendable coin of the node key");
             }
-            Err(_) => {}
+            Err(e) => debug!(target: "infer_node::roles", "no peg-in: {e}"),
         }
     }
 }

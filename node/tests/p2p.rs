@@ -776,3 +776,143 @@ fn a_peer_that_floods_sync_requests_is_refused_then_banned() {
     assert!(ban["reason"].as_str().unwrap().contains("rate"), "{ban}");
     assert_eq!(node.height(), 0);
 }
+
+/// The whole inference flow on two nodes: the producer pegs in, registers in the node
+/// registry and stakes by itself, so it becomes the verifier set; a wallet pegs in and
+/// buys an inference from it; the answer streams back, goes into a block, the verifier
+/// votes on it, the next block carries the votes (final) and settles the fee: exact
+/// amounts on both nodes.
+#[test]
+fn a_served_inference_is_verified_and_settled_on_both_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a_port = free_port();
+    let b_port = free_port();
+    let wallets = wallet_config(d, a_port);
+    let w = wallets.to_str().unwrap();
+    let alice = wallet(&wallets, "alice");
+    let a = start_with(
+        a_port,
+        d,
+        "server",
+        Some(""),
+        250,
+        &[],
+        "[inference]\nproduce = true\nstake = \"1 FAI\"\nprice = \"0.01 FAI\"\n",
+    );
+    let b = start_with(b_port, d, "watcher", Some(&alice), 1000, &[a.address()], "");
+    let get = |p: &Peer, path: &str| json(&http(p.node.port, "GET", path, b"").1);
+
+    // The server's own steps: registered with a bond and a price, staked, and named in
+    // the verifier set of a cycle.
+    assert!(
+        wait(240, &|| {
+            get(&a, "/v2/inference-chain")["verifier_set"]
+                .as_array()
+                .is_some_and(|s| s.len() == 1)
+        }),
+        "the server never became a verifier; its log:\n{}",
+        tail(&a)
+    );
+    let nodes = get(&a, "/v2/inference-nodes");
+    let server = nodes[0]["address"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(&a, "/v2/inference-chain")["verifier_set"][0],
+        server.as_str()
+    );
+    let me = get(&a, &format!("/v2/inference-chain/accounts/{server}"));
+    assert_eq!(me["stake"]["amount"], 100_000_000, "{me}");
+    assert!(a.log().contains("node-registry.register sent"));
+
+    // Alice moves 5 FAI to the inference layer.
+    wait_for("alice's coins to mature", 180, &|| {
+        a.balance(&alice) >= 500_000_000
+    });
+    let out = cli(
+        &[
+            "wallet", "peg-in", "5 FAI", "--name", "alice", "--json", "--config", w,
+        ],
+        "passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let balance = |p: &Peer| {
+        get(p, &format!("/v2/inference-chain/accounts/{alice}"))["balance_units"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait(120, &|| balance(&a) == 500_000_000),
+        "the peg-in was not credited; the server's log:\n{}",
+        tail(&a)
+    );
+
+    // She buys an inference: streamed, then the receipt.
+    let out = cli(
+        &[
+            "wallet",
+            "infer",
+            "what is settled?",
+            "--name",
+            "alice",
+            "--max-fee",
+            "0.001 FAI",
+            "--max-tokens",
+            "24",
+            "--seed",
+            "9",
+            "--json",
+            "--config",
+            w,
+        ],
+        "passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let txid = receipt["txid"].as_str().unwrap().to_string();
+    let tokens = receipt["tokens"].as_u64().unwrap();
+    assert!(tokens >= 1);
+
+    // It goes into a block, is voted on and settled; both nodes say so.
+    let state = |p: &Peer| get(p, &format!("/v2/inference/{txid}"));
+    assert!(
+        wait(120, &|| state(&a)["state"] == "settled"
+            && state(&b)["state"] == "settled"),
+        "not settled: {} / {}; the server's log:\n{}",
+        state(&a),
+        state(&b),
+        tail(&a)
+    );
+    let s = state(&b);
+    assert_eq!(s["final"], true, "{s}");
+    assert_eq!(s["accepted"], true, "{s}");
+    // 0.01 FAI per million tokens is one base unit per token: 90% to the server
+    // (rounded down), the rest to the producer (the server too), the rest of the 0.001
+    // FAI max fee back to Alice.
+    let fee = tokens;
+    let node_share = fee * 9 / 10;
+    assert_eq!(s["settlement"]["fee_units"], fee, "{s}");
+    assert_eq!(s["settlement"]["node_units"], node_share, "{s}");
+    assert_eq!(s["settlement"]["producer_units"], fee - node_share, "{s}");
+    assert_eq!(s["settlement"]["refund_units"], 100_000 - fee, "{s}");
+    assert_eq!(s["settlement"]["slashed_units"], 0, "{s}");
+    assert_eq!(s, state(&a), "both nodes settle it alike");
+    // Alice paid exactly the fee, on both nodes.
+    assert!(
+        wait(30, &|| balance(&a) == 500_000_000 - fee
+            && balance(&b) == 500_000_000 - fee),
+        "alice's balance: {} / {}",
+        balance(&a),
+        balance(&b)
+    );
+    assert!(a.log().contains("voted"));
+    let record = get(&a, &format!("/v2/inference-chain/accounts/{server}"))["reputation"].clone();
+    assert!(!record.is_null(), "the server's result is on its record");
+}

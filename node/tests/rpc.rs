@@ -333,7 +333,10 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     assert_eq!(status, 200, "{body}");
     // Served, and waiting for an inference block (this node produces none).
     assert_eq!(json(&body)["state"], "pending", "{body}");
-    assert_eq!(json(&http(port, "GET", "/v2/mempool", b"").1)["inferences"], 3);
+    assert_eq!(
+        json(&http(port, "GET", "/v2/mempool", b"").1)["inferences"],
+        3
+    );
     let (status, _) = http(
         port,
         "GET",
