@@ -354,8 +354,37 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
         match chain.vm().account(&tip, &*ledger, stub.sender.hash160().0) {
             // Included already, or its nonce went to another transaction.
             Ok((_, nonce)) if stub.nonce < nonce => return ignore(),
+            // A sender who cannot pay the max fee: no block can take it, so its text is
+            // not worth keeping.
+            Ok((balance, _)) if balance < u128::from(stub.max_fee.units()) => return ignore(),
             Ok(_) => {}
             Err(_) => return ignore(),
+        }
+        // Only a registered node serving the model (a bond at stake) gets its results
+        // stored and forwarded.
+        let serves = fai_clarity::Value::buff_from(stub.model.to_vec())
+            .ok()
+            .and_then(|model| {
+                let node: fai_clarity::Value = chain
+                    .vm()
+                    .principal(served.inference.receipt.node.hash160().0)
+                    .into();
+                chain
+                    .vm()
+                    .call_read_only(
+                        &tip,
+                        &*ledger,
+                        [0; 20],
+                        [0; 20],
+                        "node-registry",
+                        "serves",
+                        &[node, model],
+                    )
+                    .ok()
+            })
+            .is_some_and(|(v, _)| v == fai_clarity::Value::Bool(true));
+        if !serves {
+            return ignore();
         }
         // The text, for verifiers (kept until the block that settles it is six deep).
         if let Some(store) = chain.payloads() {
