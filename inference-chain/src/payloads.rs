@@ -63,6 +63,22 @@ impl PayloadStore {
         self.kv.write(b)
     }
 
+    /// Stores an inference's whole text in one write: prompt, output and output tokens.
+    pub fn put_all(
+        &self,
+        txid: &Hash256,
+        prompt: &Prompt,
+        output: &str,
+        tokens: &[u32],
+    ) -> Result<(), StorageError> {
+        let mut b = WriteBatch::new();
+        b.put(PAYLOADS_COLUMN, key(b'p', txid), prompt.to_bytes());
+        b.put(PAYLOADS_COLUMN, key(b'o', txid), output.as_bytes().to_vec());
+        let bytes = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        b.put(PAYLOADS_COLUMN, key(b't', txid), bytes);
+        self.kv.write(b)
+    }
+
     pub fn tokens(&self, txid: &Hash256) -> Result<Option<Vec<u32>>, StorageError> {
         match self.kv.get(PAYLOADS_COLUMN, &key(b't', txid))? {
             None => Ok(None),

@@ -58,6 +58,17 @@ impl ServedInference {
     }
 }
 
+impl ServedInference {
+    /// Keeps the text for verifiers, until the block that settles it is six deep.
+    pub fn store_text(
+        &self,
+        store: &fai_inference_chain::payloads::PayloadStore,
+    ) -> Result<(), fai_storage::StorageError> {
+        let txid = self.inference.stub.txid();
+        store.put_all(&txid, &self.prompt, &self.output, &self.tokens)
+    }
+}
+
 impl Encode for ServedInference {
     fn encode_to(&self, out: &mut Vec<u8>) {
         self.inference.encode_to(out);

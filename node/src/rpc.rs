@@ -125,6 +125,8 @@ pub struct RpcState {
     /// This node's price per million output tokens: a request whose max fee does not
     /// cover its max tokens at this price is refused.
     pub price: fai_primitives::Amount,
+    /// Where served inferences' text is kept (the inference chain's payload store).
+    payloads: Option<fai_inference_chain::payloads::PayloadStore>,
     log: Mutex<InferenceLog>,
     counters: Counters,
 }
@@ -137,6 +139,8 @@ impl RpcState {
         scheduler: Arc<Scheduler>,
         key: SecretKey,
     ) -> Self {
+        // Taken alone (no other lock held), the inference chain's lock is safe here.
+        let payloads = node.inference().and_then(|c| c.payloads().cloned());
         RpcState {
             admin: None,
             node,
@@ -145,6 +149,7 @@ impl RpcState {
             scheduler,
             key,
             price: fai_primitives::Amount::ZERO,
+            payloads,
             log: Mutex::new(InferenceLog::default()),
             counters: Counters::default(),
         }
@@ -651,22 +656,8 @@ async fn inference(
 /// block, and gossips it to the other producers and verifiers.
 fn publish_result(s: &RpcState, served: crate::result_pool::ServedInference) {
     let txid = served.inference.stub.txid();
-    {
-        let _ledger = s.node.chain();
-        if let Some(store) = s
-            .node
-            .inference()
-            .as_ref()
-            .and_then(|c| c.payloads().cloned())
-        {
-            let stored = store
-                .put_prompt(&txid, &served.prompt)
-                .and_then(|()| store.put_output(&txid, &served.output))
-                .and_then(|()| store.put_tokens(&txid, &served.tokens));
-            if let Err(e) = stored {
-                tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's text: {e}");
-            }
-        }
+    if let Some(Err(e)) = s.payloads.as_ref().map(|store| served.store_text(store)) {
+        tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's text: {e}");
     }
     let bytes = served.to_bytes();
     if let Err(e) = s.node.results().add(served.inference) {

@@ -388,11 +388,7 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
         }
         // The text, for verifiers (kept until the block that settles it is six deep).
         if let Some(store) = chain.payloads() {
-            let stored = store
-                .put_prompt(&txid, &served.prompt)
-                .and_then(|()| store.put_output(&txid, &served.output))
-                .and_then(|()| store.put_tokens(&txid, &served.tokens));
-            if let Err(e) = stored {
+            if let Err(e) = served.store_text(store) {
                 warn!(target: "infer_node::p2p", "cannot store a result's text: {e}");
                 return ignore();
             }
