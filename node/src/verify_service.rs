@@ -58,6 +58,26 @@ pub fn start(
     Ok((VerifierHandle { queue: tx, address }, thread))
 }
 
+/// How long a block's missing text is waited for (fetched from the peer that sent the
+/// block) before the inferences without it are rejected.
+const TEXT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn wait_for_text(node: &Node, payloads: &PayloadStore, block: &InferenceBlock) {
+    let deadline = std::time::Instant::now() + TEXT_WAIT;
+    let missing = || {
+        block
+            .inferences
+            .iter()
+            .any(|i| !matches!(payloads.prompt(&i.stub.txid()), Ok(Some(_))))
+    };
+    while missing()
+        && std::time::Instant::now() < deadline
+        && !node.shutdown.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn run(
     node: &Node,
     key: &SecretKey,
@@ -75,6 +95,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        wait_for_text(node, payloads, &block);
         let verdicts: Vec<bool> = block
             .inferences
             .iter()

@@ -689,12 +689,78 @@ impl libp2p::request_response::Codec for RawCodec {
     }
 }
 
+/// A libp2p peer that speaks the sync protocol in raw bytes, dialling `address` (which
+/// ends in the node's peer id); call inside a tokio runtime.
+fn raw_sync_peer(
+    key: identity::Keypair,
+    address: &Multiaddr,
+) -> (
+    libp2p::Swarm<libp2p::request_response::Behaviour<RawCodec>>,
+    PeerId,
+) {
+    use libp2p::request_response::{self, ProtocolSupport};
+    let mut swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(
+                    libp2p::StreamProtocol::new("/fai/regtest/sync/1"),
+                    ProtocolSupport::Full,
+                )],
+                request_response::Config::default().with_max_concurrent_streams(1000),
+            )
+        })
+        .unwrap()
+        .build();
+    let peer = match address.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(p)) => p,
+        _ => panic!("no peer id in {address}"),
+    };
+    swarm.dial(address.clone()).unwrap();
+    (swarm, peer)
+}
+
+/// One raw sync request to the node at `address`, and its raw answer.
+fn raw_sync_request(address: &str, request: Vec<u8>) -> Vec<u8> {
+    use libp2p::request_response;
+    let address: Multiaddr = address.parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (mut swarm, peer) = raw_sync_peer(identity::Keypair::generate_ed25519(), &address);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut sent = false;
+        while tokio::time::Instant::now() < deadline {
+            if !sent && swarm.is_connected(&peer) {
+                swarm.behaviour_mut().send_request(&peer, request.clone());
+                sent = true;
+            }
+            let event =
+                tokio::time::timeout(Duration::from_secs(1), swarm.select_next_some()).await;
+            if let Ok(libp2p::swarm::SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            })) = event
+            {
+                return response;
+            }
+        }
+        panic!("no answer to the sync request");
+    })
+}
+
 /// A peer floods the node with sync requests: past its burst they are refused (the
 /// node does not queue them), and a peer that keeps going is banned; the node keeps
 /// serving its RPC throughout.
 #[test]
 fn a_peer_that_floods_sync_requests_is_refused_then_banned() {
-    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::request_response;
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), "flooded", None, &[]);
     let address: Multiaddr = node.address().parse().unwrap();
@@ -702,31 +768,7 @@ fn a_peer_that_floods_sync_requests_is_refused_then_banned() {
     let key = identity::Keypair::generate_ed25519();
     let me = PeerId::from(key.public());
     let (answered, refused, closed) = runtime.block_on(async {
-        let mut swarm = SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    RawCodec,
-                    [(
-                        libp2p::StreamProtocol::new("/fai/regtest/sync/1"),
-                        ProtocolSupport::Full,
-                    )],
-                    request_response::Config::default().with_max_concurrent_streams(1000),
-                )
-            })
-            .unwrap()
-            .build();
-        let peer = match address.iter().last() {
-            Some(libp2p::multiaddr::Protocol::P2p(p)) => p,
-            _ => panic!("no peer id in {address}"),
-        };
-        swarm.dial(address.clone()).unwrap();
+        let (mut swarm, peer) = raw_sync_peer(key, &address);
         let (mut answered, mut refused, mut sent) = (0u32, 0u32, 0u32);
         let mut closed = false;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -796,7 +838,7 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
         d,
         "server",
         Some(""),
-        250,
+        400,
         &[],
         "[inference]\nproduce = true\nstake = \"1 FAI\"\nprice = \"0.01 FAI\"\n",
     );
@@ -880,8 +922,29 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     let tokens = receipt["tokens"].as_u64().unwrap();
     assert!(tokens >= 1);
 
-    // It goes into a block, is voted on and settled; both nodes say so.
+    // It goes into a block. A verifier that missed the result gossip fetches the text by
+    // the block's id: the server answers with the inference and its text (payloads,
+    // kind 5, one entry), until it reclaims it.
     let state = |p: &Peer| get(p, &format!("/v2/inference/{txid}"));
+    let mut block = String::new();
+    wait_for("the inference in a block", 60, &|| {
+        state(&a)["block"]["id"].is_string()
+    });
+    block.push_str(state(&a)["block"]["id"].as_str().unwrap());
+    let fetch_text = || {
+        let mut request = vec![4u8];
+        request.extend(hex::decode(&block).unwrap());
+        raw_sync_request(&a.address(), request)
+    };
+    let answer = fetch_text();
+    assert_eq!(answer.get(..2), Some(&[5u8, 1][..]), "{answer:?}");
+    let text = receipt["text"].as_str().unwrap().as_bytes();
+    assert!(
+        answer.windows(text.len()).any(|w| w == text),
+        "the answer text is not in the fetched payload"
+    );
+
+    // It is voted on and settled; both nodes say so.
     assert!(
         wait(120, &|| state(&a)["state"] == "settled"
             && state(&b)["state"] == "settled"),
@@ -913,6 +976,13 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
         balance(&b)
     );
     assert!(a.log().contains("voted"));
+
+    // Once settled and six ledger blocks deep, the text is gone from the server: a
+    // fetch gets an empty list.
+    assert!(
+        wait(60, &|| fetch_text().get(..2) == Some(&[5u8, 0][..])),
+        "the server still holds the text"
+    );
     let record = get(&a, &format!("/v2/inference-chain/accounts/{server}"))["reputation"].clone();
     assert!(!record.is_null(), "the server's result is on its record");
 }

@@ -9,11 +9,14 @@ use std::io;
 
 use async_trait::async_trait;
 use fai_inference_chain::block::InferenceBlock;
+use fai_inference_chain::types::MAX_BLOCK_RECEIPTS;
 use fai_ledger::block::{Block, BlockHeader};
 use fai_primitives::codec::{write_var_bytes, write_vec, Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash256, Network};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
+
+use crate::result_pool::ServedInference;
 
 /// Gossip topics. Each network has its own names, so nodes of different networks that
 /// meet never mix their messages.
@@ -110,6 +113,9 @@ pub enum Request {
     LedgerBlocks { hashes: Vec<Hash256> },
     /// The peer's canonical inference blocks from this height on, in order.
     InferenceBlocks { from_height: u32 },
+    /// The text (prompt, output, tokens) of the inferences of this inference block that
+    /// the peer still keeps: what a verifier that missed the result gossip replays.
+    Payloads { block: Hash256 },
 }
 
 /// A sync response.
@@ -119,6 +125,8 @@ pub enum Response {
     LedgerHeaders(Vec<BlockHeader>),
     LedgerBlocks(Vec<Block>),
     InferenceBlocks(Vec<InferenceBlock>),
+    /// Served inferences of the block asked for, with their text.
+    Payloads(Vec<ServedInference>),
     /// The request was not served (rate limit, overload); the text says why.
     Refused(String),
 }
@@ -151,6 +159,10 @@ impl Encode for Request {
                 out.push(3);
                 from_height.encode_to(out);
             }
+            Request::Payloads { block } => {
+                out.push(4);
+                block.encode_to(out);
+            }
         }
     }
 }
@@ -167,6 +179,9 @@ impl Decode for Request {
             },
             3 => Request::InferenceBlocks {
                 from_height: r.read_u32()?,
+            },
+            4 => Request::Payloads {
+                block: Hash256::decode_from(r)?,
             },
             _ => {
                 return Err(CodecError::Invalid {
@@ -201,6 +216,10 @@ impl Encode for Response {
                 out.push(4);
                 write_vec(out, blocks);
             }
+            Response::Payloads(list) => {
+                out.push(5);
+                write_vec(out, list);
+            }
             Response::Refused(reason) => {
                 out.push(3);
                 let bytes = reason.as_bytes();
@@ -227,6 +246,8 @@ impl Decode for Response {
                 MAX_INFERENCE_BLOCKS_PER_RESPONSE as u64,
                 100,
             )?),
+            // A stub, a receipt and an empty text take well over 300 bytes.
+            5 => Response::Payloads(r.read_vec("payloads", MAX_BLOCK_RECEIPTS, 300)?),
             3 => {
                 let bytes = r.read_var_bytes("reason", 200)?;
                 Response::Refused(String::from_utf8_lossy(&bytes).into_owned())
@@ -332,6 +353,9 @@ mod tests {
                 hashes: vec![Hash256([3; 32])],
             },
             Request::InferenceBlocks { from_height: 9 },
+            Request::Payloads {
+                block: Hash256([3; 32]),
+            },
         ];
         for r in requests {
             assert_eq!(Request::from_bytes(&r.to_bytes()).unwrap(), r);
@@ -344,6 +368,8 @@ mod tests {
             inference_height: 3,
         });
         assert_eq!(Response::from_bytes(&status.to_bytes()).unwrap(), status);
+        let none = Response::Payloads(Vec::new());
+        assert_eq!(Response::from_bytes(&none.to_bytes()).unwrap(), none);
         let refused = Response::Refused("slow down".into());
         assert_eq!(Response::from_bytes(&refused.to_bytes()).unwrap(), refused);
         // Unknown kinds, truncation, trailing bytes and oversized lists are refused.

@@ -143,6 +143,8 @@ enum Pending {
     Status,
     Sync,
     InferenceSync,
+    /// The text of an inference block's inferences.
+    Payloads(Hash256),
 }
 
 struct Service {
@@ -379,6 +381,7 @@ impl Service {
                 Request::InferenceBlocks { from_height } => {
                     Response::InferenceBlocks(self.inference_blocks(from_height))
                 }
+                Request::Payloads { block } => Response::Payloads(self.payloads(&block)),
             }
         };
         let _ = self
@@ -406,6 +409,47 @@ impl Service {
             height = height.saturating_add(1);
         }
         headers
+    }
+
+    /// The inferences of inference block `id` whose text we still keep, with it.
+    fn payloads(&self, id: &Hash256) -> Vec<crate::result_pool::ServedInference> {
+        let _ledger = self.chain();
+        let Some(chain) = self.node.inference() else {
+            return Vec::new();
+        };
+        let (Some(block), Some(store)) = (
+            chain.block(&id.0).and_then(|r| r.block.as_ref()),
+            chain.payloads(),
+        ) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for inf in &block.inferences {
+            let txid = inf.stub.txid();
+            let text = (
+                store.prompt(&txid),
+                store.output(&txid),
+                store.tokens(&txid),
+            );
+            if let (Ok(Some(prompt)), Ok(Some(output)), Ok(Some(tokens))) = text {
+                bytes = bytes
+                    .saturating_add(output.len())
+                    .saturating_add(tokens.len().saturating_mul(4))
+                    .saturating_add(prompt.input.len())
+                    .saturating_add(prompt.system.len());
+                out.push(crate::result_pool::ServedInference {
+                    inference: inf.clone(),
+                    prompt,
+                    output,
+                    tokens,
+                });
+            }
+            if bytes >= SERVE_BYTES {
+                break;
+            }
+        }
+        out
     }
 
     fn blocks(&self, hashes: &[Hash256]) -> Vec<fai_ledger::Block> {
@@ -507,6 +551,13 @@ impl Service {
                 }
             }
             (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
+            (Pending::Payloads(block), Response::Payloads(list)) => {
+                if !list.is_empty() {
+                    // Dropped when the validator is busy: the verifier then rejects what
+                    // it cannot replay, as for any missing text.
+                    let _ = self.work.try_send(Work::Payloads { peer, block, list });
+                }
+            }
             (Pending::InferenceSync, Response::InferenceBlocks(blocks)) => {
                 if self.inference_sync != Some(peer) {
                     return;
@@ -634,11 +685,21 @@ impl Service {
                 acceptance,
                 offence,
                 behind,
+                wants_payloads,
             } => {
                 self.swarm
                     .behaviour_mut()
                     .gossip
                     .report_message_validation_result(&id, &source, acceptance);
+                if let Some(block) = wants_payloads {
+                    if self.peers.contains_key(&source) {
+                        self.request(
+                            source,
+                            Request::Payloads { block },
+                            Pending::Payloads(block),
+                        );
+                    }
+                }
                 if let Some((offence, why)) = offence {
                     self.punish(source, offence, &why);
                 }
@@ -646,6 +707,10 @@ impl Service {
                     self.request(source, Request::Status, Pending::Status);
                 }
             }
+            Verdict::Punish {
+                peer,
+                offence: (offence, why),
+            } => self.punish(peer, offence, &why),
             Verdict::SyncInferenceBlocks {
                 peer,
                 received,

@@ -41,6 +41,12 @@ pub enum Work {
         peer: PeerId,
         blocks: Vec<InferenceBlock>,
     },
+    /// The text of inference block `block`'s inferences, fetched from a peer.
+    Payloads {
+        peer: PeerId,
+        block: Hash256,
+        list: Vec<ServedInference>,
+    },
 }
 
 /// The outcome of one piece of [`Work`].
@@ -53,6 +59,13 @@ pub enum Verdict {
         /// The message was a block whose parent is unknown: the sender is ahead of us.
         /// (A transaction whose inputs are unknown waits here instead, without asking.)
         behind: bool,
+        /// An inference block accepted whose inferences' text we lack: ask the sender.
+        wants_payloads: Option<Hash256>,
+    },
+    /// Fetched text that does not belong to the block it was asked for.
+    Punish {
+        peer: PeerId,
+        offence: (Offence, String),
     },
     SyncBlocks {
         peer: PeerId,
@@ -125,14 +138,28 @@ pub fn run(
                         outcome
                     }
                 };
+                let wants_payloads = match (topic, &acceptance) {
+                    (Topic::InferenceBlock, MessageAcceptance::Accept) => {
+                        missing_text(&node, &data)
+                    }
+                    _ => None,
+                };
                 Verdict::Gossip {
                     id,
                     source,
                     acceptance,
                     offence,
                     behind: behind && matches!(topic, Topic::LedgerBlock | Topic::InferenceBlock),
+                    wants_payloads,
                 }
             }
+            Work::Payloads { peer, block, list } => match store_payloads(&node, &block, list) {
+                Ok(()) => continue,
+                Err(why) => Verdict::Punish {
+                    peer,
+                    offence: (Offence::InvalidTransaction, why),
+                },
+            },
             Work::SyncBlocks { peer, blocks } => {
                 let (offence, fatal) = sync_blocks(&node, blocks);
                 Verdict::SyncBlocks {
@@ -398,6 +425,46 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
         Ok(_) => (MessageAcceptance::Accept, None, false),
         Err(_) => ignore(),
     }
+}
+
+/// The id of inference block `data` when we lack the text of one of its inferences.
+fn missing_text(node: &Node, data: &[u8]) -> Option<Hash256> {
+    let block = InferenceBlock::from_bytes(data).ok()?;
+    let _ledger = node.chain();
+    let chain = node.inference()?;
+    let store = chain.payloads()?;
+    block
+        .inferences
+        .iter()
+        .any(|i| !matches!(store.prompt(&i.stub.txid()), Ok(Some(_))))
+        .then(|| block.header.id())
+}
+
+/// Stores fetched text after checking that each piece belongs to an inference of `block`
+/// and matches its hashes.
+fn store_payloads(node: &Node, block: &Hash256, list: Vec<ServedInference>) -> Result<(), String> {
+    let _ledger = node.chain();
+    let Some(chain) = node.inference() else {
+        return Ok(());
+    };
+    let (Some(carried), Some(store)) = (
+        chain.block(&block.0).and_then(|r| r.block.as_ref()),
+        chain.payloads(),
+    ) else {
+        return Ok(());
+    };
+    for served in list {
+        if !carried.inferences.contains(&served.inference) {
+            return Err("fetched text for an inference the block does not carry".into());
+        }
+        served
+            .check()
+            .map_err(|why| format!("fetched text: {why}"))?;
+        if let Err(e) = served.store_text(store) {
+            warn!(target: "infer_node::p2p", "cannot store fetched text: {e}");
+        }
+    }
+    Ok(())
 }
 
 fn gossip_vote(node: &Node, data: &[u8]) -> GossipOutcome {
