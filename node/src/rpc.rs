@@ -9,7 +9,7 @@
 //! | GET | `/v2/ledger/accounts/{address}` | spendable and immature balance on the ledger |
 //! | GET | `/v2/ledger/accounts/{address}/utxos` | the address's unspent outputs |
 //! | POST | `/v2/transactions` | body `{"tx": "<hex of a signed ledger transaction>"}`: into the mempool, answers its id |
-//! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error` |
+//! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error`; relayed to a registered node serving the model when this node is not registered for it (`relayed` first) |
 //! | GET | `/v2/inference/{txid}` | the state of an inference: `serving`, `pending`, `in_block`, `settled` (final or not, accepted or not, the amounts), `dropped` or `failed` |
 //! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
 //! | GET | `/v2/inference-chain/blocks/{height or id}` | an inference block: header fields, VM transaction ids, counts of inferences and votes |
@@ -32,6 +32,7 @@
 mod admin;
 mod history;
 mod layer2;
+mod relay;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -461,6 +462,33 @@ fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>
     hex::decode(field).map_err(|_| bad("\"tx\" is not hex"))
 }
 
+/// What serving `tx` here needs beyond [`parse_inference`]: this node's model, and a max
+/// fee that covers the max tokens at this node's price.
+fn check_served_here(s: &RpcState, tx: &InferenceTx) -> Result<(), ApiError> {
+    if tx.stub.model != s.model.id.0 {
+        return Err(bad(format!(
+            "this node does not serve model {}, nor does a registered node within the max fee; it serves {}",
+            hex::encode(tx.stub.model),
+            s.model.id
+        )));
+    }
+    let owed = fai_inference_chain::settlement::fee(
+        u64::MAX,
+        s.price.units(),
+        tx.stub.sampling.max_tokens,
+    );
+    if tx.stub.max_fee.units() < owed {
+        return Err(bad(format!(
+            "fee too low: the max fee {} does not cover {} tokens at this node's price of {} per million (at least {})",
+            tx.stub.max_fee,
+            tx.stub.sampling.max_tokens,
+            s.price,
+            fai_primitives::Amount::from_units(owed).unwrap_or(fai_primitives::Amount::MAX),
+        )));
+    }
+    Ok(())
+}
+
 /// Parses and checks an inference transaction from a request body.
 fn parse_inference(
     s: &RpcState,
@@ -482,27 +510,6 @@ fn parse_inference(
             "chain id {:#x} is not this network's ({:#x})",
             tx.stub.chain_id,
             chain_id(s.network)
-        )));
-    }
-    if tx.stub.model != s.model.id.0 {
-        return Err(bad(format!(
-            "this node does not serve model {}; it serves {}",
-            hex::encode(tx.stub.model),
-            s.model.id
-        )));
-    }
-    let owed = fai_inference_chain::settlement::fee(
-        u64::MAX,
-        s.price.units(),
-        tx.stub.sampling.max_tokens,
-    );
-    if tx.stub.max_fee.units() < owed {
-        return Err(bad(format!(
-            "fee too low: the max fee {} does not cover {} tokens at this node's price of {} per million (at least {})",
-            tx.stub.max_fee,
-            tx.stub.sampling.max_tokens,
-            s.price,
-            fai_primitives::Amount::from_units(owed).unwrap_or(fai_primitives::Amount::MAX),
         )));
     }
     let (height, account_nonce) = {
@@ -541,13 +548,13 @@ fn parse_inference(
     if !layer2::model_approved(s, tx.stub.model) {
         return Err(bad(format!(
             "model {} is not approved in the model registry",
-            s.model.id
+            hex::encode(tx.stub.model)
         )));
     }
     Ok(tx)
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error; relayed {node, address} first when the request goes to a registered node serving the model", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -559,6 +566,24 @@ async fn inference(
             return e.into_response();
         }
     };
+    // Not registered for this model while another node is: relay to it.
+    let target = {
+        let (state, tx) = (s.clone(), tx.clone());
+        tokio::task::spawn_blocking(move || relay::choose(&state, &tx))
+            .await
+            .ok()
+            .flatten()
+    };
+    if let Some(target) = target {
+        s.counters
+            .inference_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        return relay::relay(s, tx, target);
+    }
+    if let Err(e) = check_served_here(&s, &tx) {
+        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+        return e.into_response();
+    }
     let txid = tx.stub.txid();
     if !s.log().start(txid) {
         s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);

@@ -983,6 +983,55 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
         wait(60, &|| fetch_text().get(..2) == Some(&[5u8, 0][..])),
         "the server still holds the text"
     );
+
+    // Asked of the watcher, which is not registered for the model, the request is
+    // relayed to the server: the answer streams back through the watcher, the receipt
+    // is the server's, and it settles like the first.
+    let via_b = d.join("wallets-b.toml");
+    std::fs::write(
+        &via_b,
+        std::fs::read_to_string(&wallets)
+            .unwrap()
+            .replace(&format!(":{a_port}"), &format!(":{b_port}")),
+    )
+    .unwrap();
+    let out = cli(
+        &[
+            "wallet",
+            "infer",
+            "relay me",
+            "--name",
+            "alice",
+            "--max-fee",
+            "0.001 FAI",
+            "--max-tokens",
+            "16",
+            "--seed",
+            "3",
+            "--json",
+            "--config",
+            via_b.to_str().unwrap(),
+        ],
+        "passphrase",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let relayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        relayed["node"], receipt["node"],
+        "served by the server: {relayed}"
+    );
+    let second = relayed["txid"].as_str().unwrap().to_string();
+    let state2 = |p: &Peer| get(p, &format!("/v2/inference/{second}"));
+    assert!(
+        wait(120, &|| state2(&b)["state"] == "settled"),
+        "the relayed inference did not settle: {}",
+        state2(&b)
+    );
+    assert_eq!(state2(&b)["accepted"], true, "{}", state2(&b));
     let record = get(&a, &format!("/v2/inference-chain/accounts/{server}"))["reputation"].clone();
     assert!(!record.is_null(), "the server's result is on its record");
 }

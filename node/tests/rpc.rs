@@ -321,7 +321,12 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
         ],
         "passphrase-u",
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not serve model"));
+    // A model nobody approved: refused before any node is looked for.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not approved"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Its state, by id.
     let (status, body) = http(
@@ -370,7 +375,7 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     refuse(
         body_of(&signed_tx([9; 32], chain_id, 3, "x", 10)),
         400,
-        "does not serve model",
+        "is not approved",
     );
     refuse(body_of(&tx), 409, "already submitted");
     // The same sender's nonce 0 again, for another prompt: the first one holds it.

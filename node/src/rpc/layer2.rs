@@ -70,6 +70,28 @@ pub fn value_json(v: &Value) -> JsonValue {
     }
 }
 
+/// The inference nodes registered by register ops on the active ledger chain (newest
+/// last, one per address): address, model id prefixes, registration height.
+pub fn registered_nodes(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+) -> Vec<(fai_primitives::Hash160, Vec<[u8; 8]>, u32)> {
+    let mut nodes: Vec<(fai_primitives::Hash160, Vec<[u8; 8]>, u32)> = Vec::new();
+    for height in 0..=ledger.height() {
+        let Some(record) = ledger
+            .hash_at(height)
+            .and_then(|h| chain.tracker().record(&h))
+        else {
+            continue;
+        };
+        for r in &record.registers {
+            nodes.retain(|(a, _, _)| *a != r.address);
+            nodes.push((r.address, r.models.clone(), r.at.height));
+        }
+    }
+    nodes
+}
+
 /// Whether the model registry approves `model` as of the tip (true when the inference
 /// chain is not open: the node then has no registry to consult).
 pub fn model_approved(s: &RpcState, model: [u8; 32]) -> bool {
@@ -202,22 +224,8 @@ pub async fn block(
 pub async fn inference_nodes(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
     let network = s.network;
     with_chain(&s, |chain, ledger| {
-        // The register ops on the active ledger chain, newest last; one entry per address.
-        let mut nodes: Vec<(fai_primitives::Hash160, Vec<[u8; 8]>, u32)> = Vec::new();
-        for height in 0..=ledger.height() {
-            let Some(record) = ledger
-                .hash_at(height)
-                .and_then(|h| chain.tracker().record(&h))
-            else {
-                continue;
-            };
-            for r in &record.registers {
-                nodes.retain(|(a, _, _)| *a != r.address);
-                nodes.push((r.address, r.models.clone(), r.at.height));
-            }
-        }
         let mut out = Vec::new();
-        for (address, models, height) in nodes {
+        for (address, models, height) in registered_nodes(chain, ledger) {
             let who = Value::Principal(chain.vm().principal(address.0));
             let entry = read(
                 chain,
