@@ -511,6 +511,7 @@ impl InferenceChain {
                 .mark_final(&ops.settled, h.ledger_height)
                 .map_err(|e| invalid(format!("payload store: {e}")))?;
         }
+        let rec_anchor_height = h.ledger_height;
         let rec = BlockRecord {
             id,
             exec_id,
@@ -529,7 +530,64 @@ impl InferenceChain {
             .map_err(|e| invalid(format!("block store: {e}")))?;
         self.by_anchor.insert(anchor, id);
         self.blocks.insert(id, rec);
+        let anchor_height = rec_anchor_height;
+        self.reread_sortitions_after(ledger, anchor_height)?;
         Ok(id)
+    }
+
+    /// After a block anchored at ledger height `anchor_height` is accepted: the ledger
+    /// blocks after it on the active chain were read with the verifier sets known then
+    /// (a syncing node reads the ledger before the inference blocks). Where a set differs
+    /// from the one the chain gives now, the records from there on are read again.
+    fn reread_sortitions_after(
+        &mut self,
+        ledger: &Chainstate,
+        anchor_height: u32,
+    ) -> Result<(), BlockError> {
+        let mut sets: HashMap<([u8; 32], u32), Vec<Hash160>> = HashMap::new();
+        let Some(first) = anchor_height.checked_add(1) else {
+            return Ok(());
+        };
+        let mut stale = None;
+        // The canonical tip as of each parent, walking up: it changes where a block is
+        // anchored (only ledger blocks on the active chain are looked at).
+        let Some(mut tip) = ledger
+            .hash_at(anchor_height)
+            .map(|h| self.tip_as_of(ledger, &h))
+        else {
+            return Ok(());
+        };
+        for height in first..=ledger.height() {
+            let (Some(hash), Some(parent)) = (
+                ledger.hash_at(height),
+                ledger.hash_at(height.saturating_sub(1)),
+            ) else {
+                break;
+            };
+            let Some(record) = self.tracker.record(&hash) else {
+                break;
+            };
+            if let Some(rec) = self
+                .by_anchor
+                .get(&parent)
+                .and_then(|id| self.blocks.get(id))
+            {
+                tip = rec;
+            }
+            let cycle = self.cycle(height);
+            let set = sets
+                .entry((tip.exec_id, cycle))
+                .or_insert_with(|| self.verifier_set(ledger, tip, cycle));
+            if *set != record.commit_set {
+                stale = Some(height);
+                break;
+            }
+        }
+        if let Some(height) = stale {
+            self.tracker.forget_from(height);
+            self.on_ledger_block(ledger, &ledger.tip_hash())?;
+        }
+        Ok(())
     }
 
     fn check_inferences(

@@ -6,8 +6,12 @@
 //! sortitions run with the seeds of their own ancestors) and the old branch's records are
 //! simply no longer asked about.
 //!
-//! The records are a pure function of the ledger, so they are rebuilt from the ledger at
-//! start-up rather than stored.
+//! The records are a function of the ledger and of the verifier sets commits must pay,
+//! which come from the inference chain as of each block's parent. Each record keeps the
+//! set it was read with: a node that reads ledger blocks before the inference blocks
+//! anchored in them (a node syncing) reads them again once it has those blocks (see
+//! `InferenceChain::accept`). They are rebuilt from the ledger at start-up rather than
+//! stored.
 
 use std::collections::HashMap;
 
@@ -28,6 +32,8 @@ pub struct SortitionRecord {
     pub sortition: Sortition,
     pub registers: Vec<Register>,
     pub peg_ins: Vec<(Hash160, u64)>,
+    /// The verifier set the block's commits had to pay, as this record was read with.
+    pub commit_set: Vec<Hash160>,
 }
 
 /// Sortition records of the ledger blocks read so far.
@@ -119,12 +125,19 @@ impl SortitionTracker {
                     sortition,
                     registers: ops.registers,
                     peg_ins: ops.peg_ins,
+                    commit_set: set,
                 },
             );
         }
         self.records
             .get(hash)
             .ok_or_else(|| ChainError::Corrupt(format!("ledger block {hash} was not read")))
+    }
+
+    /// Forgets the records of every ledger block at `height` and above, on every branch,
+    /// to read them again (with other commit sets).
+    pub fn forget_from(&mut self, height: u32) {
+        self.records.retain(|_, r| r.ledger_height < height);
     }
 
     /// The records of ledger block `tip`'s branch at heights `from..=to`, oldest first
