@@ -123,6 +123,33 @@ enum WalletCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Register this wallet's key as an inference node on the ledger (its VRF key, derived
+    /// from the wallet key, its address, the models it serves). A node with
+    /// `inference.produce` does this for its own key.
+    Register {
+        /// Model ids (hex) served; default: the node's first model.
+        #[arg(long)]
+        model: Vec<String>,
+        #[arg(long, default_value = "0.0001 FAI")]
+        fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bid for the sortition of the next ledger block, as the inference node registered
+    /// at HEIGHT:INDEX (the register transaction's block height and position there).
+    Commit {
+        register: String,
+        #[arg(long, default_value = "0.001 FAI")]
+        bid: String,
+        #[arg(long, default_value = "0.0001 FAI")]
+        fee: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Move FAI from the ledger to the inference layer (credited six ledger blocks later).
     PegIn {
         amount: String,
@@ -633,6 +660,67 @@ fn run(cli: Cli) -> Result<()> {
                                     .unwrap_or(fai_primitives::Amount::ZERO)
                             );
                         }
+                    }
+                    return Ok(());
+                }
+                WalletCommand::Register {
+                    model,
+                    fee,
+                    name,
+                    json,
+                } => {
+                    let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
+                    let mut models = Vec::new();
+                    for m in model {
+                        let id: [u8; 32] = hex::decode(m)
+                            .ok()
+                            .and_then(|b| b.try_into().ok())
+                            .context("--model must be 64 hex digits")?;
+                        models.push(id);
+                    }
+                    if models.is_empty() {
+                        let info = http_client::call(&config.rpc.listen, "GET", "/v2/info", None)?;
+                        let id = info["models"][0]["id"]
+                            .as_str()
+                            .and_then(|h| hex::decode(h).ok())
+                            .and_then(|b| b.try_into().ok())
+                            .context("the node serves no model; name one with --model")?;
+                        models.push(id);
+                    }
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let txid = wallet::register(&config.rpc.listen, network, &w, &models, fee)?;
+                    if *json {
+                        println!("{}", serde_json::json!({"txid": txid}));
+                    } else {
+                        println!("register sent: ledger transaction {txid}; once mined, commit with `wallet commit HEIGHT:INDEX` (its block height and position)");
+                    }
+                    return Ok(());
+                }
+                WalletCommand::Commit {
+                    register,
+                    bid,
+                    fee,
+                    name,
+                    json,
+                } => {
+                    let (height, index) = register
+                        .split_once(':')
+                        .context("the register reference is HEIGHT:INDEX")?;
+                    let register = fai_inference_chain::ops::RegisterRef {
+                        height: height.parse().context("the register height")?,
+                        tx_index: index.parse().context("the register index")?,
+                    };
+                    let bid: fai_primitives::Amount = bid.parse().context("--bid")?;
+                    anyhow::ensure!(bid.units() > 0, "--bid must be more than zero");
+                    let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
+                    let pass = wallet::passphrase(false)?;
+                    let w = wallet::open(&dir, name, network, &pass)?;
+                    let txid = wallet::commit(&config.rpc.listen, network, &w, register, bid, fee)?;
+                    if *json {
+                        println!("{}", serde_json::json!({"txid": txid}));
+                    } else {
+                        println!("commit sent: ledger transaction {txid}, bidding {bid} for the next ledger block");
                     }
                     return Ok(());
                 }

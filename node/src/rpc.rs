@@ -285,7 +285,7 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
     }))
 }
 
-#[utoipa::path(get, path = "/v2/ledger/blocks/{id}", tag = "ledger", params(("id" = String, Path, description = "a height or a block hash")), responses((status = 200, description = "header fields and transaction ids", content_type = "application/json"), (status = 400, description = "neither a height nor a hash"), (status = 404, description = "no such block")))]
+#[utoipa::path(get, path = "/v2/ledger/blocks/{id}", tag = "ledger", params(("id" = String, Path, description = "a height or a block hash")), responses((status = 200, description = "header fields, transaction ids, and the sortition it held (total bid, winner with its bid and register reference)", content_type = "application/json"), (status = 400, description = "neither a height nor a hash"), (status = 404, description = "no such block")))]
 async fn ledger_block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
@@ -313,7 +313,21 @@ async fn ledger_block(
         .block(&hash)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("block {hash} is not stored")))?;
+    // The sortition this block held: the commits in it and who won.
+    let sortition = s.node.inference().and_then(|c| {
+        c.tracker().record(&hash).map(|r| {
+            json!({
+                "total_bid_units": r.sortition.total,
+                "winner": r.sortition.winner.as_ref().map(|w| json!({
+                    "address": fai_primitives::Address::new(s.network, w.producer).to_string(),
+                    "bid_units": w.amount,
+                    "register": format!("{}:{}", w.register.height, w.register.tx_index),
+                })),
+            })
+        })
+    });
     Ok(Json(json!({
+        "sortition": sortition,
         "hash": hash.to_string(),
         "height": entry.height,
         "active": chain.is_active(&hash),

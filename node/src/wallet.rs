@@ -286,7 +286,7 @@ pub fn send(
     fee: fai_primitives::Amount,
 ) -> Result<String> {
     let output = fai_ledger::TxOut::pay(amount, to.key_hash);
-    pay(rpc, network, w, output, fee)
+    pay(rpc, network, w, vec![output], fee)
 }
 
 /// Moves `amount` from the ledger to the inference layer: a ledger transaction whose data
@@ -311,9 +311,84 @@ pub fn peg_in(
         rpc,
         network,
         w,
-        fai_ledger::TxOut::data(amount, op.encode()),
+        vec![fai_ledger::TxOut::data(amount, op.encode())],
         fee,
     )
+}
+
+/// Registers the wallet's key as an inference node on the ledger: a register op with its
+/// VRF key (derived from the wallet key, as a node derives its own), its address and the
+/// models it serves. Returns the ledger transaction id; the register reference a commit
+/// names is (the height of the block that mines it, its index there).
+pub fn register(
+    rpc: &str,
+    network: Network,
+    w: &Wallet,
+    models: &[[u8; 32]],
+    fee: fai_primitives::Amount,
+) -> Result<String> {
+    let vrf = crate::producer::vrf_key(&w.key);
+    let op = fai_inference_chain::ops::build_register(vrf.public().0, w.address.key_hash, models)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    pay(
+        rpc,
+        network,
+        w,
+        vec![fai_ledger::TxOut::data(
+            fai_primitives::Amount::ZERO,
+            op.encode(),
+        )],
+        fee,
+    )
+}
+
+/// Bids `bid` for the sortition of the next ledger block: a commit op naming `register`,
+/// the node's inference tip and the wallet's VRF output over the tip's seed, paying the
+/// bid equally to the verifier set the next block requires (burnt while there is none).
+pub fn commit(
+    rpc: &str,
+    network: Network,
+    w: &Wallet,
+    register: fai_inference_chain::ops::RegisterRef,
+    bid: fai_primitives::Amount,
+    fee: fai_primitives::Amount,
+) -> Result<String> {
+    use fai_ledger::TxOut;
+    let info = crate::http_client::call(rpc, "GET", "/v2/inference-chain", None)?;
+    let hex32 = |v: &serde_json::Value, what: &str| -> Result<[u8; 32]> {
+        hex::decode(
+            v.as_str()
+                .with_context(|| format!("the node gave no {what}"))?,
+        )
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("the node's {what} is not 32 bytes of hex"))
+    };
+    let seed = hex32(&info["next_commit"]["seed"], "seed to prove")?;
+    let parent = hex32(&info["tip"]["id"], "inference tip")?;
+    let set: Vec<Address> = info["next_commit"]["pays"]
+        .as_array()
+        .context("the node gave no commit set")?
+        .iter()
+        .map(|a| Address::parse_for(a.as_str().unwrap_or_default(), network))
+        .collect::<Result<_, _>>()?;
+    let vrf = crate::producer::vrf_key(&w.key);
+    let proof = vrf.prove(&seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let output = fai_vrf::proof_to_hash(&proof).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let op = fai_inference_chain::ops::Op::Commit {
+        register,
+        parent,
+        seed: fai_inference_chain::sortition::next_seed(&output),
+    };
+    let mut outputs = Vec::new();
+    if set.is_empty() {
+        outputs.push(TxOut::data(bid, op.encode()));
+    } else {
+        let each = fai_primitives::Amount::from_units(bid.units() / set.len() as u64)?;
+        outputs.extend(set.iter().map(|a| TxOut::pay(each, a.key_hash)));
+        outputs.push(TxOut::data(fai_primitives::Amount::ZERO, op.encode()));
+    }
+    pay(rpc, network, w, outputs, fee)
 }
 
 /// Signs a VM transaction of the inference layer with the wallet's next nonce (the
@@ -364,11 +439,16 @@ fn pay(
     rpc: &str,
     network: Network,
     w: &Wallet,
-    output: fai_ledger::TxOut,
+    mut outputs: Vec<fai_ledger::TxOut>,
     fee: fai_primitives::Amount,
 ) -> Result<String> {
     use fai_ledger::{OutPoint, Transaction, TxIn, TxOut, Txid, Unlock};
-    let amount = output.value;
+    let amount = outputs
+        .iter()
+        .try_fold(fai_primitives::Amount::ZERO, |sum, o| {
+            sum.checked_add(o.value)
+        })
+        .context("the amounts overflow")?;
     let utxos = crate::http_client::call(
         rpc,
         "GET",
@@ -408,7 +488,6 @@ fn pay(
             fai_primitives::Amount::from_units(need).unwrap_or(fai_primitives::Amount::ZERO)
         );
     }
-    let mut outputs = vec![output];
     let change = total - need;
     if change > 0 {
         outputs.push(TxOut::pay(
