@@ -105,3 +105,35 @@ pub fn open(
     );
     Ok(chain)
 }
+
+/// A read-only call of a boot contract in the state of the inference tip as of the
+/// ledger's tip; none when it fails.
+pub fn read_boot(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+    contract: &str,
+    function: &str,
+    args: &[fai_clarity::Value],
+) -> Option<fai_clarity::Value> {
+    let tip = chain.tip(ledger).exec_id;
+    chain
+        .vm()
+        .call_read_only(&tip, ledger, [0; 20], [0; 20], contract, function, args)
+        .ok()
+        .map(|(v, _)| v)
+}
+
+/// Whether the node registry lists `node` for `model` (registered, not leaving).
+pub fn serves(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+    node: fai_primitives::Hash160,
+    model: [u8; 32],
+) -> bool {
+    let Ok(model) = fai_clarity::Value::buff_from(model.to_vec()) else {
+        return false;
+    };
+    let node: fai_clarity::Value = chain.vm().principal(node.0).into();
+    read_boot(chain, ledger, "node-registry", "serves", &[node, model])
+        == Some(fai_clarity::Value::Bool(true))
+}

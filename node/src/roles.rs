@@ -99,13 +99,8 @@ impl Roles {
         contract: &str,
         function: &str,
     ) -> Option<Value> {
-        let tip = chain.tip(ledger).exec_id;
         let me: Value = chain.vm().principal(self.address.0).into();
-        chain
-            .vm()
-            .call_read_only(&tip, ledger, [0; 20], [0; 20], contract, function, &[me])
-            .ok()
-            .map(|(v, _)| v)
+        crate::inference::read_boot(chain, ledger, contract, function, &[me])
     }
 
     fn is_none(v: Option<Value>) -> bool {

@@ -183,26 +183,32 @@ fn wallet_config(dir: &Path, port: u16) -> PathBuf {
     path
 }
 
-fn wallet(config: &Path, name: &str) -> String {
-    let out = cli(
-        &[
-            "wallet",
-            "new",
-            "--name",
-            name,
-            "--json",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        "passphrase",
-    );
+/// Runs `infer-node wallet ARGS --name NAME --json --config CONFIG`, which must succeed;
+/// its JSON answer.
+fn wallet_json(config: &Path, name: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["wallet"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--name",
+        name,
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let out = cli(&all, "passphrase");
     assert!(
         out.status.success(),
-        "{}",
+        "wallet {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["address"].as_str().unwrap().to_string()
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wallet(config: &Path, name: &str) -> String {
+    wallet_json(config, name, &["new"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Three nodes in a line (a <- b <- c): a's blocks reach c, c's transaction reaches the
@@ -470,24 +476,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     wait_for("alice's coins to mature", 120, &|| {
         a.balance(&alice) >= 500_000_000
     });
-    let out = cli(
-        &[
-            "wallet",
-            "peg-in",
-            "5 FAI",
-            "--name",
-            "alice",
-            "--json",
-            "--config",
-            wallets.to_str().unwrap(),
-        ],
-        "passphrase",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wallet_json(&wallets, "alice", &["peg-in", "5 FAI"]);
     let credited = |p: &Peer| {
         let (_, body) = http(
             p.node.port,
@@ -510,17 +499,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     // producer's blocks; the follower sees the result.
     let bob = wallet(&wallets, "bob");
     let w = wallets.to_str().unwrap();
-    let vm = |args: &[&str]| {
-        let mut all = vec!["wallet"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--name", "alice", "--json", "--config", w]);
-        let out = cli(&all, "passphrase");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let vm = |args: &[&str]| wallet_json(&wallets, "alice", args);
     vm(&["transfer", &bob, "1 FAI"]);
     // The stake takes the next nonce while the transfer still waits.
     vm(&["stake", "2 FAI", "--cycles", "1"]);
@@ -615,19 +594,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     );
     // Alice registers her key as an inference node from her wallet, then bids: the
     // sortition of a ledger block names her, with her bid and register reference.
-    let cli_ok = |args: &[&str]| -> serde_json::Value {
-        let mut all = vec!["wallet"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--name", "alice", "--json", "--config", w]);
-        let out = cli(&all, "passphrase");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let register_txid = cli_ok(&["register"])["txid"].as_str().unwrap().to_string();
+    let register_txid = vm(&["register"])["txid"].as_str().unwrap().to_string();
     let listed = || {
         json(&http(a.node.port, "GET", "/v2/inference-nodes", b"").1)
             .as_array()
@@ -657,7 +624,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
     // Her commit is a valid ledger transaction and is mined. (It counts in the sortition
     // only if mined in the block right after the tip it proves, which blocks every
     // 100 ms do not leave time for.)
-    let commit = cli_ok(&["commit", &reference, "--bid", "0.5 FAI"])["txid"]
+    let commit = vm(&["commit", &reference, "--bid", "0.5 FAI"])["txid"]
         .as_str()
         .unwrap()
         .to_string();
@@ -908,7 +875,6 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     let a_port = free_port();
     let b_port = free_port();
     let wallets = wallet_config(d, a_port);
-    let w = wallets.to_str().unwrap();
     let alice = wallet(&wallets, "alice");
     let a = start_with(
         a_port,
@@ -947,17 +913,7 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     wait_for("alice's coins to mature", 180, &|| {
         a.balance(&alice) >= 500_000_000
     });
-    let out = cli(
-        &[
-            "wallet", "peg-in", "5 FAI", "--name", "alice", "--json", "--config", w,
-        ],
-        "passphrase",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wallet_json(&wallets, "alice", &["peg-in", "5 FAI"]);
     let balance = |p: &Peer| {
         get(p, &format!("/v2/inference-chain/accounts/{alice}"))["balance_units"]
             .as_u64()
@@ -970,31 +926,20 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     );
 
     // She buys an inference: streamed, then the receipt.
-    let out = cli(
+    let receipt = wallet_json(
+        &wallets,
+        "alice",
         &[
-            "wallet",
             "infer",
             "what is settled?",
-            "--name",
-            "alice",
             "--max-fee",
             "0.001 FAI",
             "--max-tokens",
             "24",
             "--seed",
             "9",
-            "--json",
-            "--config",
-            w,
         ],
-        "passphrase",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let txid = receipt["txid"].as_str().unwrap().to_string();
     let tokens = receipt["tokens"].as_u64().unwrap();
     assert!(tokens >= 1);
@@ -1072,31 +1017,20 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
             .replace(&format!(":{a_port}"), &format!(":{b_port}")),
     )
     .unwrap();
-    let out = cli(
+    let relayed = wallet_json(
+        &via_b,
+        "alice",
         &[
-            "wallet",
             "infer",
             "relay me",
-            "--name",
-            "alice",
             "--max-fee",
             "0.001 FAI",
             "--max-tokens",
             "16",
             "--seed",
             "3",
-            "--json",
-            "--config",
-            via_b.to_str().unwrap(),
         ],
-        "passphrase",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let relayed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         relayed["node"], receipt["node"],
         "served by the server: {relayed}"

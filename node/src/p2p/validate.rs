@@ -389,27 +389,8 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
         }
         // Only a registered node serving the model (a bond at stake) gets its results
         // stored and forwarded.
-        let serves = fai_clarity::Value::buff_from(stub.model.to_vec())
-            .ok()
-            .and_then(|model| {
-                let node: fai_clarity::Value = chain
-                    .vm()
-                    .principal(served.inference.receipt.node.hash160().0)
-                    .into();
-                chain
-                    .vm()
-                    .call_read_only(
-                        &tip,
-                        &*ledger,
-                        [0; 20],
-                        [0; 20],
-                        "node-registry",
-                        "serves",
-                        &[node, model],
-                    )
-                    .ok()
-            })
-            .is_some_and(|(v, _)| v == fai_clarity::Value::Bool(true));
+        let node = served.inference.receipt.node.hash160();
+        let serves = crate::inference::serves(&chain, &ledger, node, stub.model);
         if !serves {
             return ignore();
         }

@@ -37,36 +37,21 @@ pub struct Target {
 pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
     let ledger = s.node.chain();
     let chain = s.node.inference()?;
-    let tip = chain.tip(&ledger).exec_id;
-    let model = Value::buff_from(tx.stub.model.to_vec()).ok()?;
-    let read = |function: &str, args: &[Value]| {
-        chain
-            .vm()
-            .call_read_only(
-                &tip,
-                &*ledger,
-                [0; 20],
-                [0; 20],
-                "node-registry",
-                function,
-                args,
-            )
-            .ok()
-            .map(|(v, _)| v)
-    };
+    let model = tx.stub.model;
     let principal = |who: Hash160| -> Value { chain.vm().principal(who.0).into() };
+    let read = |contract: &str, function: &str, who: Hash160| {
+        crate::inference::read_boot(&chain, &ledger, contract, function, &[principal(who)])
+    };
     let me = s.key.public_key().hash160();
-    if read("serves", &[principal(me), model.clone()]) == Some(Value::Bool(true)) {
+    if crate::inference::serves(&chain, &ledger, me, model) {
         return None;
     }
     let mut best: Option<(Target, u64)> = None;
     for (node, _, _) in registered_nodes(&chain, &ledger) {
-        if node == me
-            || read("serves", &[principal(node), model.clone()]) != Some(Value::Bool(true))
-        {
+        if node == me || !crate::inference::serves(&chain, &ledger, node, model) {
             continue;
         }
-        let Some(entry) = read("get-node", &[principal(node)]).map(|v| value_json(&v)) else {
+        let Some(entry) = read("node-registry", "get-node", node).map(|v| value_json(&v)) else {
             continue;
         };
         let (Some(price), Some(address)) = (entry["price"].as_u64(), entry["address"].as_str())
@@ -81,19 +66,8 @@ pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
         if owed > tx.stub.max_fee.units() {
             continue;
         }
-        let acceptance = chain
-            .vm()
-            .call_read_only(
-                &tip,
-                &*ledger,
-                [0; 20],
-                [0; 20],
-                "reputation",
-                "get-score",
-                &[principal(node)],
-            )
-            .ok()
-            .and_then(|(v, _)| value_json(&v)["acceptance"].as_u64())
+        let acceptance = read("reputation", "get-score", node)
+            .and_then(|v| value_json(&v)["acceptance"].as_u64())
             .unwrap_or(0);
         let better = match &best {
             None => true,
