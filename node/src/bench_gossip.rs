@@ -140,8 +140,14 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             ..P2pSection::default()
         };
         let identity = libp2p::identity::Keypair::generate_ed25519();
-        let running =
-            p2p::service::start(&runtime, node.clone(), Network::Regtest, identity, &config)?;
+        let running = p2p::service::start(
+            &runtime,
+            node.clone(),
+            Network::Regtest,
+            identity,
+            None,
+            &config,
+        )?;
         validators.push(running.validator);
         let status = running.handle.status.clone();
         let _ = node.p2p.set(running.handle);

@@ -398,8 +398,14 @@ pub fn run(config: Config) -> Result<()> {
     let mut validator = None;
     if config.p2p.enabled {
         let identity = crate::p2p::identity(&node_key)?;
-        let running =
-            crate::p2p::service::start(&runtime, node.clone(), network, identity, &config.p2p)?;
+        let running = crate::p2p::service::start(
+            &runtime,
+            node.clone(),
+            network,
+            identity,
+            Some(&node_key),
+            &config.p2p,
+        )?;
         let _ = node.p2p.set(running.handle);
         network_task = Some(running.task);
         validator = Some(running.validator);
@@ -487,6 +493,8 @@ fn start_rpc(
         state.admin = Some((config.rpc.admin_token.clone(), shutdown));
     }
     let state = Arc::new(state);
+    // Relayed requests from peers, on libp2p streams.
+    runtime.spawn(crate::rpc::relay::serve_streams(state.clone()));
     let app = crate::rpc::router(state, config.rpc.max_body_bytes);
     runtime.spawn(async move {
         let served = async {

@@ -9,7 +9,7 @@
 //! | GET | `/v2/ledger/accounts/{address}` | spendable and immature balance on the ledger |
 //! | GET | `/v2/ledger/accounts/{address}/utxos` | the address's unspent outputs |
 //! | POST | `/v2/transactions` | body `{"tx": "<hex of a signed ledger transaction>"}`: into the mempool, answers its id |
-//! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error`; relayed to a registered node serving the model when this node is not registered for it (`relayed` first) |
+//! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error`; relayed to a registered node serving the model when this node is not registered for it (`relayed` first: `via` libp2p or http) |
 //! | GET | `/v2/inference/{txid}` | the state of an inference: `serving`, `pending`, `in_block`, `settled` (final or not, accepted or not, the amounts), `dropped` or `failed` |
 //! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
 //! | GET | `/v2/inference-chain/blocks/{height or id}` | an inference block: header fields, VM transaction ids, counts of inferences and votes |
@@ -32,7 +32,7 @@
 mod admin;
 mod history;
 mod layer2;
-mod relay;
+pub mod relay;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -512,7 +512,13 @@ fn parse_inference(
         body,
         "the body must be {\"tx\": \"<hex of a signed inference transaction>\"}",
     )?;
-    let tx = InferenceTx::from_bytes(&bytes)
+    check_inference(s, &bytes)
+}
+
+/// Decodes and checks a signed inference transaction: signature, chain, expiry, nonce
+/// and model approval (what any node can check, serving the model or not).
+fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiError> {
+    let tx = InferenceTx::from_bytes(bytes)
         .map_err(|e| bad(format!("bad inference transaction: {e}")))?;
     if !tx.is_consistent() {
         return Err(bad(
@@ -568,7 +574,7 @@ fn parse_inference(
     Ok(tx)
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error; relayed {node, address} first when the request goes to a registered node serving the model", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -594,18 +600,36 @@ async fn inference(
             .fetch_add(1, Ordering::Relaxed);
         return relay::relay(s, tx, target);
     }
-    if let Err(e) = check_served_here(&s, &tx) {
-        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
-        return e.into_response();
+    match serve_here(&s, tx) {
+        Ok(events) => Sse::new(events.map(|(event, data)| -> Result<SseEvent, Infallible> {
+            Ok(SseEvent::default().event(event).data(data))
+        }))
+        .keep_alive(KeepAlive::default())
+        .into_response(),
+        Err(e) => e.into_response(),
     }
+}
+
+/// Runs a checked inference transaction on this node's engine: the events (`token`,
+/// then `receipt` or `error`, each with its JSON data) as they come. The result is
+/// pooled and gossiped once done. Refused (and counted) when this node does not serve
+/// the model at that fee, the transaction was submitted already, its nonce is taken,
+/// or the engine is full.
+fn serve_here(
+    s: &Arc<RpcState>,
+    tx: InferenceTx,
+) -> Result<impl futures::Stream<Item = (&'static str, String)> + Send + 'static, ApiError> {
+    let refused = |e: ApiError| {
+        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+        e
+    };
+    check_served_here(s, &tx).map_err(refused)?;
     let txid = tx.stub.txid();
     if !s.log().start(txid) {
-        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
-        return ApiError(
+        return Err(refused(ApiError(
             StatusCode::CONFLICT,
             format!("inference {txid} was already submitted"),
-        )
-        .into_response();
+        )));
     }
     let sender = tx.stub.sender.hash160().0;
     let nonce = tx.stub.nonce;
@@ -618,12 +642,10 @@ async fn inference(
     };
     if let Err(e) = reserved {
         s.log().set(txid, InferenceState::Failed(e.to_string()));
-        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
-        return ApiError(
+        return Err(refused(ApiError(
             StatusCode::CONFLICT,
             format!("{e}; ask GET /v2/inference-chain/accounts/{{address}} for next_nonce"),
-        )
-        .into_response();
+        )));
     }
     let job = match s
         .scheduler
@@ -640,55 +662,43 @@ async fn inference(
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
-            return ApiError(status, e.to_string()).into_response();
+            return Err(refused(ApiError(status, e.to_string())));
         }
     };
     s.counters
         .inference_accepted
         .fetch_add(1, Ordering::Relaxed);
     let state = s.clone();
-    let stream = job.map(move |event| -> Result<SseEvent, Infallible> {
-        Ok(match event {
-            Event::Text(text) => SseEvent::default()
-                .event("token")
-                .data(json!({"text": text}).to_string()),
-            Event::Done(g) => {
-                let mut receipt = ResultReceipt {
-                    tx: txid,
-                    output_hash: ResultReceipt::hash_output(&g.text),
-                    tokens: u32::try_from(g.tokens.len()).unwrap_or(u32::MAX),
-                    node: state.key.public_key(),
-                    signature: Signature([0; 64]),
-                };
-                receipt.sign(&state.key);
-                state.log().set(txid, InferenceState::Done(receipt.clone()));
-                let served = crate::result_pool::ServedInference {
-                    inference: fai_inference_chain::types::Inference {
-                        stub: tx.stub.clone(),
-                        receipt: receipt.clone(),
-                    },
-                    prompt: tx.prompt.clone(),
-                    output: g.text.clone(),
-                    tokens: g.tokens.clone(),
-                };
-                publish_result(&state, served);
-                SseEvent::default()
-                    .event("receipt")
-                    .data(receipt_json(&receipt, Some(&g.text)).to_string())
-            }
-            Event::Failed(e) => {
-                state.node.results().release(sender, nonce, txid);
-                state.log().set(txid, InferenceState::Failed(e.clone()));
-                SseEvent::default()
-                    .event("error")
-                    .data(json!({"error": e}).to_string())
-            }
-        })
-    });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    Ok(job.map(move |event| match event {
+        Event::Text(text) => ("token", json!({"text": text}).to_string()),
+        Event::Done(g) => {
+            let mut receipt = ResultReceipt {
+                tx: txid,
+                output_hash: ResultReceipt::hash_output(&g.text),
+                tokens: u32::try_from(g.tokens.len()).unwrap_or(u32::MAX),
+                node: state.key.public_key(),
+                signature: Signature([0; 64]),
+            };
+            receipt.sign(&state.key);
+            state.log().set(txid, InferenceState::Done(receipt.clone()));
+            let served = crate::result_pool::ServedInference {
+                inference: fai_inference_chain::types::Inference {
+                    stub: tx.stub.clone(),
+                    receipt: receipt.clone(),
+                },
+                prompt: tx.prompt.clone(),
+                output: g.text.clone(),
+                tokens: g.tokens.clone(),
+            };
+            publish_result(&state, served);
+            ("receipt", receipt_json(&receipt, Some(&g.text)).to_string())
+        }
+        Event::Failed(e) => {
+            state.node.results().release(sender, nonce, txid);
+            state.log().set(txid, InferenceState::Failed(e.clone()));
+            ("error", json!({"error": e}).to_string())
+        }
+    }))
 }
 
 /// Keeps a served inference's text for verifiers, puts it in the pool for the next

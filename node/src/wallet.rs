@@ -619,6 +619,7 @@ pub fn infer(
     let txid = tx.stub.txid();
     let mut receipt = None;
     let mut failure = None;
+    let mut relayed = None;
     crate::http_client::stream_events(
         rpc,
         "/v2/inference",
@@ -628,6 +629,7 @@ pub fn infer(
             match event {
                 "token" => on_text(v["text"].as_str().unwrap_or_default()),
                 "receipt" => receipt = Some(v),
+                "relayed" => relayed = Some(v),
                 "error" => {
                     failure = Some(v["error"].as_str().unwrap_or("unknown error").to_string())
                 }
@@ -639,7 +641,7 @@ pub fn infer(
     if let Some(e) = failure {
         bail!("the inference failed: {e}");
     }
-    let v = receipt.context("the node closed the stream without a receipt")?;
+    let mut v = receipt.context("the node closed the stream without a receipt")?;
     let r = v["receipt"]
         .as_str()
         .and_then(|h| hex::decode(h).ok())
@@ -648,6 +650,9 @@ pub fn infer(
     let text = v["text"].as_str().unwrap_or_default();
     if !r.signature_valid() || r.tx != txid || r.output_hash != ResultReceipt::hash_output(text) {
         bail!("the node's receipt does not match the answer");
+    }
+    if let (Some(relayed), Some(map)) = (relayed, v.as_object_mut()) {
+        map.insert("relayed".into(), relayed);
     }
     Ok(v)
 }

@@ -299,28 +299,18 @@ fn a_peer_that_sends_an_invalid_block_is_banned() {
     let key = identity::Keypair::generate_ed25519();
     let me = PeerId::from(key.public());
     let banned = runtime.block_on(async {
-        let mut swarm = SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|key| {
-                let config = gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::Strict)
-                    .build()
-                    .unwrap();
-                let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    config,
-                )
+        let mut swarm = test_swarm(key, |key| {
+            let config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()
                 .unwrap();
-                behaviour
-            })
-            .unwrap()
-            .build();
+            let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                config,
+            )
+            .unwrap();
+            behaviour
+        });
         let topic = gossipsub::IdentTopic::new("/fai/regtest/ledger-block/1");
         swarm.behaviour_mut().subscribe(&topic).unwrap();
         swarm.dial(address.clone()).unwrap();
@@ -750,7 +740,28 @@ fn raw_sync_peer(
     PeerId,
 ) {
     use libp2p::request_response::{self, ProtocolSupport};
-    let mut swarm = SwarmBuilder::with_existing_identity(key)
+    let mut swarm = test_swarm(key, |_| {
+        request_response::Behaviour::with_codec(
+            RawCodec,
+            [(
+                libp2p::StreamProtocol::new("/fai/regtest/sync/1"),
+                ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_max_concurrent_streams(1000),
+        )
+    });
+    let peer = peer_in(address);
+    swarm.dial(address.clone()).unwrap();
+    (swarm, peer)
+}
+
+/// A swarm over TCP (noise, yamux) with `key` as identity, carrying what `behaviour`
+/// makes: the raw peers these tests play.
+fn test_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    key: identity::Keypair,
+    behaviour: impl FnOnce(&identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default(),
@@ -758,24 +769,80 @@ fn raw_sync_peer(
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(
-                    libp2p::StreamProtocol::new("/fai/regtest/sync/1"),
-                    ProtocolSupport::Full,
-                )],
-                request_response::Config::default().with_max_concurrent_streams(1000),
-            )
-        })
+        .with_behaviour(|key| behaviour(key))
         .unwrap()
-        .build();
-    let peer = match address.iter().last() {
+        .build()
+}
+
+/// The peer id at the end of a `/p2p/` address.
+fn peer_in(address: &Multiaddr) -> PeerId {
+    match address.iter().last() {
         Some(libp2p::multiaddr::Protocol::P2p(p)) => p,
         _ => panic!("no peer id in {address}"),
-    };
-    swarm.dial(address.clone()).unwrap();
-    (swarm, peer)
+    }
+}
+
+/// Opens a relay stream to the node at `address`, writes `frame` to it, and reads
+/// back what the node answers until it closes the stream.
+fn raw_relay(address: &str, frame: Vec<u8>) -> Vec<u8> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let address: Multiaddr = address.parse().unwrap();
+    let peer = peer_in(&address);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut swarm = test_swarm(identity::Keypair::generate_ed25519(), |_| {
+            libp2p_stream::Behaviour::new()
+        });
+        let mut control = swarm.behaviour().new_control();
+        swarm.dial(address).unwrap();
+        tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        let exchange = async {
+            let mut stream = control
+                .open_stream(peer, libp2p::StreamProtocol::new("/fai/regtest/relay/1"))
+                .await
+                .unwrap();
+            stream.write_all(&frame).await.unwrap();
+            stream.flush().await.unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            answer
+        };
+        tokio::time::timeout(Duration::from_secs(30), exchange)
+            .await
+            .expect("the node neither answered nor closed the relay stream")
+    })
+}
+
+/// Bad relayed requests on a libp2p stream: bytes that are no inference transaction get
+/// an error frame that says so; a frame announcing more than the limit is not read (the
+/// stream is closed unanswered); the node keeps serving.
+#[test]
+fn a_malformed_relayed_request_is_answered_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "relayer", None, &[]);
+    let address = node.address();
+    // Frame: kind 0 (request), big-endian length, bytes.
+    let mut garbage = vec![0u8, 0, 0, 0, 5];
+    garbage.extend_from_slice(b"hello");
+    let answer = raw_relay(&address, garbage);
+    assert_eq!(answer.first(), Some(&3), "an error frame: {answer:?}");
+    let error: serde_json::Value = serde_json::from_slice(answer.get(5..).unwrap()).unwrap();
+    assert_eq!(error["status"], 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad inference transaction"),
+        "{error}"
+    );
+    // 64 MiB announced: refused before reading.
+    let huge = vec![0u8, 4, 0, 0, 0];
+    assert!(raw_relay(&address, huge).is_empty());
+    assert!(node.info().is_some(), "the node still serves its RPC");
 }
 
 /// One raw sync request to the node at `address`, and its raw answer.
@@ -1041,6 +1108,14 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     assert_eq!(
         relayed["node"], receipt["node"],
         "served by the server: {relayed}"
+    );
+    // It went over a libp2p stream to the server's peer id (the server proved its node
+    // key in its status), not to its registered HTTP address.
+    assert_eq!(relayed["relayed"]["via"], "libp2p", "{relayed}");
+    assert_eq!(
+        relayed["relayed"]["peer"],
+        a.info().unwrap()["p2p"]["peer_id"],
+        "{relayed}"
     );
     let second = relayed["txid"].as_str().unwrap().to_string();
     let state2 = |p: &Peer| get(p, &format!("/v2/inference/{second}"));

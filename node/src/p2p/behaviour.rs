@@ -23,6 +23,8 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossip: gossipsub::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
+    /// Raw streams: relayed inference requests and their answers.
+    pub stream: libp2p_stream::Behaviour,
 }
 
 /// Connection limits of a node.
@@ -114,6 +116,7 @@ pub fn build(key: &identity::Keypair, network: Network, limits: &Limits) -> Resu
                 .with_request_timeout(Duration::from_secs(30))
                 .with_max_concurrent_streams(32),
         ),
+        stream: libp2p_stream::Behaviour::new(),
     })
 }
 

@@ -77,6 +77,8 @@ pub struct NetStatus {
     pub syncing: AtomicBool,
     /// The best height a peer announced.
     pub best_peer_height: AtomicU32,
+    /// Connected peers by the node key their status proved (its hash).
+    pub nodes: Mutex<std::collections::HashMap<fai_primitives::Hash160, PeerId>>,
 }
 
 /// The node's side of the network loop.
@@ -84,11 +86,32 @@ pub struct NetStatus {
 pub struct P2pHandle {
     commands: mpsc::Sender<Command>,
     pub status: Arc<NetStatus>,
+    streams: Option<libp2p_stream::Control>,
 }
 
 impl P2pHandle {
     pub fn new(commands: mpsc::Sender<Command>, status: Arc<NetStatus>) -> Self {
-        P2pHandle { commands, status }
+        P2pHandle {
+            commands,
+            status,
+            streams: None,
+        }
+    }
+
+    /// Opens and accepts raw streams through `control`.
+    pub fn with_streams(mut self, control: libp2p_stream::Control) -> Self {
+        self.streams = Some(control);
+        self
+    }
+
+    /// A handle to open and accept raw streams (relayed inference).
+    pub fn streams(&self) -> Option<libp2p_stream::Control> {
+        self.streams.clone()
+    }
+
+    /// The connected peer run by the node whose key hashes to `node`, if any.
+    pub fn peer_of(&self, node: fai_primitives::Hash160) -> Option<PeerId> {
+        self.status.nodes.lock().ok()?.get(&node).copied()
     }
 
     /// Gossips `data` on `topic`; dropped (and logged) when the loop is overwhelmed.

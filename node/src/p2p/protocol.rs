@@ -12,9 +12,9 @@ use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::types::MAX_BLOCK_RECEIPTS;
 use fai_ledger::block::{Block, BlockHeader};
 use fai_primitives::codec::{write_var_bytes, write_vec, Decode, Encode, Reader};
-use fai_primitives::{CodecError, Hash256, Network};
+use fai_primitives::{CodecError, Hash256, Network, PublicKey, SecretKey, Signature};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::StreamProtocol;
+use libp2p::{PeerId, StreamProtocol};
 
 use crate::result_pool::ServedInference;
 
@@ -86,6 +86,46 @@ pub fn sync_protocol(network: Network) -> StreamProtocol {
     })
 }
 
+/// The protocol of relayed inference streams: one signed inference transaction in, its
+/// events out (see `rpc::relay`).
+pub fn relay_protocol(network: Network) -> StreamProtocol {
+    StreamProtocol::new(match network {
+        Network::Mainnet => "/fai/mainnet/relay/1",
+        Network::Testnet => "/fai/testnet/relay/1",
+        Network::Devnet => "/fai/devnet/relay/1",
+        Network::Regtest => "/fai/regtest/relay/1",
+    })
+}
+
+/// Proof that a peer id is run by the holder of a node key: the key's signature over
+/// the peer id. Peers learn from it which connection reaches which registered inference
+/// node (relayed requests go there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeProof {
+    pub key: PublicKey,
+    pub signature: Signature,
+}
+
+impl NodeProof {
+    fn digest(peer: &PeerId) -> Hash256 {
+        let mut bytes = b"fai node peer ".to_vec();
+        bytes.extend_from_slice(&peer.to_bytes());
+        Hash256::sha256d(&bytes)
+    }
+
+    pub fn sign(key: &SecretKey, peer: &PeerId) -> Self {
+        NodeProof {
+            key: key.public_key(),
+            signature: key.sign(&Self::digest(peer)),
+        }
+    }
+
+    /// Whether this proof was made for `peer`.
+    pub fn verify(&self, peer: &PeerId) -> bool {
+        self.key.verify(&Self::digest(peer), &self.signature)
+    }
+}
+
 /// Hashes in a block locator, at most.
 pub const MAX_LOCATOR: usize = 64;
 /// Headers in one response, at most.
@@ -141,6 +181,8 @@ pub struct Status {
     pub chain_work: [u8; 32],
     /// The height of the inference tip as of the ledger tip.
     pub inference_height: u32,
+    /// The node key behind this peer id.
+    pub node: Option<Box<NodeProof>>,
 }
 
 impl Encode for Request {
@@ -203,6 +245,14 @@ impl Encode for Response {
                 s.tip.encode_to(out);
                 out.extend_from_slice(&s.chain_work);
                 s.inference_height.encode_to(out);
+                match &s.node {
+                    None => out.push(0),
+                    Some(proof) => {
+                        out.push(1);
+                        proof.key.encode_to(out);
+                        proof.signature.encode_to(out);
+                    }
+                }
             }
             Response::LedgerHeaders(headers) => {
                 out.push(1);
@@ -238,6 +288,19 @@ impl Decode for Response {
                 tip: Hash256::decode_from(r)?,
                 chain_work: r.read_array()?,
                 inference_height: r.read_u32()?,
+                node: match r.read_u8()? {
+                    0 => None,
+                    1 => Some(Box::new(NodeProof {
+                        key: PublicKey::decode_from(r)?,
+                        signature: Signature::decode_from(r)?,
+                    })),
+                    _ => {
+                        return Err(CodecError::Invalid {
+                            what: "status",
+                            reason: "node proof flag",
+                        })
+                    }
+                },
             }),
             1 => Response::LedgerHeaders(r.read_vec("headers", MAX_HEADERS as u64, 80)?),
             2 => Response::LedgerBlocks(r.read_vec("blocks", MAX_BLOCKS_PER_REQUEST as u64, 81)?),
@@ -366,8 +429,23 @@ mod tests {
             tip: Hash256([8; 32]),
             chain_work: [1; 32],
             inference_height: 3,
+            node: None,
         });
         assert_eq!(Response::from_bytes(&status.to_bytes()).unwrap(), status);
+        let key = SecretKey::generate();
+        let peer = PeerId::random();
+        let proven = Response::Status(Status {
+            genesis: Hash256([9; 32]),
+            height: 7,
+            tip: Hash256([8; 32]),
+            chain_work: [1; 32],
+            inference_height: 3,
+            node: Some(Box::new(NodeProof::sign(&key, &peer))),
+        });
+        assert_eq!(Response::from_bytes(&proven.to_bytes()).unwrap(), proven);
+        let proof = NodeProof::sign(&key, &peer);
+        assert!(proof.verify(&peer));
+        assert!(!proof.verify(&PeerId::random()), "made for another peer id");
         let none = Response::Payloads(Vec::new());
         assert_eq!(Response::from_bytes(&none.to_bytes()).unwrap(), none);
         let refused = Response::Refused("slow down".into());

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::behaviour::{self, Behaviour, BehaviourEvent, Limits};
 use super::peers::{Offence, PeerBook};
 use super::protocol::{
-    Request, Response, Status, Topic, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS,
+    NodeProof, Request, Response, Status, Topic, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS,
     MAX_INFERENCE_BLOCKS_PER_RESPONSE, SERVE_BYTES,
 };
 use super::sync::Sync;
@@ -59,6 +59,7 @@ pub fn start(
     node: Arc<Node>,
     network: Network,
     key: identity::Keypair,
+    node_key: Option<&fai_primitives::SecretKey>,
     config: &P2pSection,
 ) -> Result<Running> {
     let _guard = runtime.enter();
@@ -92,6 +93,8 @@ pub fn start(
         let _ = swarm.behaviour_mut().kad.bootstrap();
     }
 
+    let proof = node_key.map(|k| Box::new(NodeProof::sign(k, swarm.local_peer_id())));
+    let streams = swarm.behaviour().stream.new_control();
     let status = Arc::new(NetStatus::default());
     if let Ok(mut id) = status.peer_id.lock() {
         *id = swarm.local_peer_id().to_string();
@@ -129,10 +132,11 @@ pub fn start(
         retry_at: None,
         inference_sync: None,
         inference_retry_at: None,
+        proof,
     };
     let task = runtime.spawn(service.run(command_rx, verdict_rx));
     Ok(Running {
-        handle: P2pHandle::new(command_tx, status),
+        handle: P2pHandle::new(command_tx, status).with_streams(streams),
         task,
         validator,
     })
@@ -169,6 +173,8 @@ struct Service {
     /// When to try the inference sync again (it stalled on a block whose ledger anchor
     /// had not arrived yet, or the peer refused).
     inference_retry_at: Option<Instant>,
+    /// This node's key behind its peer id, sent in its status.
+    proof: Option<Box<NodeProof>>,
 }
 
 impl Service {
@@ -205,6 +211,7 @@ impl Service {
             tip: chain.tip_hash(),
             chain_work: work,
             inference_height,
+            node: self.proof.clone(),
         }
     }
 
@@ -271,6 +278,9 @@ impl Service {
                 debug!(target: "infer_node::p2p", peer = %peer_id, "peer disconnected");
                 self.peers.remove(&peer_id);
                 self.book.disconnected(&peer_id);
+                if let Ok(mut nodes) = self.status.nodes.lock() {
+                    nodes.retain(|_, p| *p != peer_id);
+                }
                 self.status.peers.store(self.peers.len(), Ordering::Relaxed);
                 if self.sync.as_ref().is_some_and(|s| s.peer == peer_id) {
                     self.end_sync("abandoned: the peer disconnected");
@@ -618,6 +628,15 @@ impl Service {
             info!(target: "infer_node::p2p", %peer, "peer is on another chain (genesis {}); disconnecting", status.genesis);
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
+        }
+        if let Some(proof) = &status.node {
+            if !proof.verify(&peer) {
+                self.punish(peer, Offence::Malformed, "a node proof for another peer id");
+                return;
+            }
+            if let Ok(mut nodes) = self.status.nodes.lock() {
+                nodes.insert(proof.key.hash160(), peer);
+            }
         }
         let best = self.status.best_peer_height.load(Ordering::Relaxed);
         self.status

@@ -4,13 +4,22 @@
 //! A node is worth relaying to when the node registry lists it for the model (bond
 //! deposited, not leaving), its price covers the request's max tokens within the
 //! sender's max fee, and it is not this node. Among those, the cheapest wins, then the
-//! best acceptance record. The request goes unchanged (the sender signed it) to the RPC
-//! address the node registered, and its events (tokens, the serving node's receipt, or
-//! an error) are passed on as they arrive; the serving node pools, gossips and gets paid
-//! for the result. Without such a node, this node serves the request itself.
+//! best acceptance record. The request goes unchanged (the sender signed it), and its
+//! events (tokens, the serving node's receipt, or an error) are passed on as they
+//! arrive; the serving node pools, gossips and gets paid for the result. Without such a
+//! node, this node serves the request itself.
+//!
+//! The request travels on a libp2p stream (`/fai/<network>/relay/1`) when the chosen
+//! node is a connected peer (its status proves which node key runs it), else to the RPC
+//! address it registered. On the stream, each side writes frames: a kind byte, a
+//! big-endian u32 length, then that many bytes. The relaying node sends one request
+//! frame (the transaction's bytes); the serving node answers with event frames (`token`,
+//! `receipt` or `error`, the same JSON data as the event stream) and closes it.
 
 use std::convert::Infallible;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +27,10 @@ use fai_clarity::Value;
 use fai_inference_chain::types::InferenceTx;
 use fai_primitives::codec::Encode;
 use fai_primitives::Hash160;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use serde_json::json;
+
+use crate::p2p::protocol::relay_protocol;
 
 use super::layer2::{registered_nodes, value_json};
 use super::RpcState;
@@ -90,23 +102,54 @@ pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
     best.map(|(t, _)| t)
 }
 
-/// Sends `tx` to `target` and streams its events back: first `relayed` (where it went),
-/// then the serving node's `token`, `receipt` or `error` events.
+/// Sends `tx` to `target` and streams its events back: first `relayed` (where it went
+/// and how: `via` is `libp2p` with the peer id, or `http` with the address), then the
+/// serving node's `token`, `receipt` or `error` events.
 pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
     let (events, rx) = tokio::sync::mpsc::channel::<(String, String)>(256);
-    let network = s.network;
-    let first = (
-        "relayed".to_string(),
-        json!({
-            "node": fai_primitives::Address::new(network, target.node).to_string(),
-            "address": target.address,
-        })
-        .to_string(),
-    );
+    tokio::spawn(async move {
+        let node = fai_primitives::Address::new(s.network, target.node).to_string();
+        let p2p = s.node.p2p.get().cloned();
+        let peer = p2p.as_ref().and_then(|p| p.peer_of(target.node));
+        if let (Some(p2p), Some(peer)) = (p2p, peer) {
+            match open_relay_stream(&p2p, peer, s.network, &tx).await {
+                Ok(stream) => {
+                    let first = json!({"node": node, "via": "libp2p", "peer": peer.to_string()});
+                    if events
+                        .send(("relayed".into(), first.to_string()))
+                        .await
+                        .is_ok()
+                    {
+                        pass_on_stream(stream, &events, tx.stub.txid()).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(target: "infer_node::rpc", %peer, "relay stream not opened ({e}); using the registered address")
+                }
+            }
+        }
+        let first = json!({"node": node, "via": "http", "address": target.address});
+        let _ =
+            tokio::task::spawn_blocking(move || relay_over_http(tx, target, events, first)).await;
+    });
+    let stream = tokio_stream_of(rx);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Relays over the serving node's registered RPC address.
+fn relay_over_http(
+    tx: InferenceTx,
+    target: Target,
+    events: tokio::sync::mpsc::Sender<(String, String)>,
+    first: serde_json::Value,
+) {
     let body = json!({"tx": hex::encode(tx.to_bytes())});
     let txid = tx.stub.txid();
-    tokio::task::spawn_blocking(move || {
-        let _ = events.blocking_send(first);
+    {
+        let _ = events.blocking_send(("relayed".into(), first.to_string()));
         let result = crate::http_client::stream_events(
             &target.address,
             "/v2/inference",
@@ -124,11 +167,215 @@ pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
                 json!({"error": format!("relayed to {}: {e}", target.address)}).to_string(),
             ));
         }
-    });
-    let stream = tokio_stream_of(rx);
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    }
+}
+
+/// How long opening a relay stream and sending the request may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the serving node may stay silent between two events (it may queue the
+/// request behind others before the first token).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest request frame: an inference transaction's prompt and context fit well.
+pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;
+/// The largest event frame (a receipt carries the whole output text).
+pub const MAX_EVENT_BYTES: u32 = 4 * 1024 * 1024;
+/// The most bytes one relayed answer may carry in all.
+const MAX_ANSWER_BYTES: u64 = 16 * 1024 * 1024;
+/// Relayed requests served at once; more streams are closed unanswered.
+const MAX_SERVED_STREAMS: usize = 32;
+
+const FRAME_REQUEST: u8 = 0;
+const FRAME_TOKEN: u8 = 1;
+const FRAME_RECEIPT: u8 = 2;
+const FRAME_ERROR: u8 = 3;
+
+fn event_kind(event: &str) -> u8 {
+    match event {
+        "token" => FRAME_TOKEN,
+        "receipt" => FRAME_RECEIPT,
+        _ => FRAME_ERROR,
+    }
+}
+
+fn event_name(kind: u8) -> Option<&'static str> {
+    match kind {
+        FRAME_TOKEN => Some("token"),
+        FRAME_RECEIPT => Some("receipt"),
+        FRAME_ERROR => Some("error"),
+        _ => None,
+    }
+}
+
+/// Writes one frame: kind, big-endian length, bytes.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: u8,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
+    let mut head = [0u8; 5];
+    head[0] = kind;
+    head[1..].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&head).await?;
+    w.write_all(bytes).await
+}
+
+/// Reads one frame of at most `max` bytes; `None` at a clean end of the stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        let n = r.read(&mut head[got..]).await?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended inside a frame header",
+            ));
+        }
+        got += n;
+    }
+    let [kind, a, b, c, d] = head;
+    let len = u32::from_be_bytes([a, b, c, d]);
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes is over the limit of {max}"),
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    r.read_exact(&mut bytes).await?;
+    Ok(Some((kind, bytes)))
+}
+
+/// Opens a relay stream to `peer` and sends it `tx`.
+async fn open_relay_stream(
+    p2p: &crate::p2p::P2pHandle,
+    peer: libp2p::PeerId,
+    network: fai_primitives::Network,
+    tx: &InferenceTx,
+) -> anyhow::Result<libp2p::Stream> {
+    let mut control = p2p
+        .streams()
+        .ok_or_else(|| anyhow::anyhow!("this node opens no streams"))?;
+    let open = async {
+        let mut stream = control
+            .open_stream(peer, relay_protocol(network))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        write_frame(&mut stream, FRAME_REQUEST, &tx.to_bytes()).await?;
+        stream.flush().await?;
+        anyhow::Ok(stream)
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, open)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))?
+}
+
+/// Passes the serving node's event frames on until it closes the stream.
+async fn pass_on_stream(
+    stream: libp2p::Stream,
+    events: &tokio::sync::mpsc::Sender<(String, String)>,
+    txid: fai_primitives::Hash256,
+) {
+    let mut stream = stream.take(MAX_ANSWER_BYTES);
+    let mut ended = false;
+    let failure = loop {
+        let frame =
+            match tokio::time::timeout(EVENT_TIMEOUT, read_frame(&mut stream, MAX_EVENT_BYTES))
+                .await
+            {
+                Err(_) => break Some("the serving node went silent".to_string()),
+                Ok(Err(e)) => break Some(e.to_string()),
+                Ok(Ok(None)) => {
+                    break (!ended).then(|| "the serving node closed the stream early".to_string())
+                }
+                Ok(Ok(Some(frame))) => frame,
+            };
+        let (kind, bytes) = frame;
+        let (Some(name), Ok(data)) = (event_name(kind), String::from_utf8(bytes)) else {
+            break Some("the serving node sent a malformed frame".to_string());
+        };
+        ended = kind != FRAME_TOKEN;
+        if events.send((name.to_string(), data)).await.is_err() {
+            return; // the client went away
+        }
+    };
+    if let Some(why) = failure {
+        tracing::warn!(target: "infer_node::rpc", %txid, "relay failed: {why}");
+        let error = json!({"error": format!("relayed over libp2p: {why}")}).to_string();
+        let _ = events.send(("error".into(), error)).await;
+    }
+}
+
+/// Serves relayed requests that peers open streams for, until the network stops:
+/// each is checked as `POST /v2/inference` checks it, then run here, its events
+/// written back as frames.
+pub async fn serve_streams(s: Arc<RpcState>) {
+    let Some(mut control) = s.node.p2p.get().and_then(|p| p.streams()) else {
+        return;
+    };
+    let mut incoming = match control.accept(relay_protocol(s.network)) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            tracing::warn!(target: "infer_node::rpc", "relayed requests are not served: {e}");
+            return;
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SERVED_STREAMS));
+    while let Some((peer, stream)) = incoming.next().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(target: "infer_node::rpc", %peer, "relay stream refused: {MAX_SERVED_STREAMS} in progress");
+            continue;
+        };
+        let s = s.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(s, stream).await {
+                tracing::debug!(target: "infer_node::rpc", %peer, "relay stream ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_stream(s: Arc<RpcState>, mut stream: libp2p::Stream) -> io::Result<()> {
+    let request = tokio::time::timeout(OPEN_TIMEOUT, read_frame(&mut stream, MAX_REQUEST_BYTES))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request in time"))??;
+    let Some((FRAME_REQUEST, bytes)) = request else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the first frame is not a request",
+        ));
+    };
+    let checked = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            super::check_inference(&s, &bytes).and_then(|tx| super::serve_here(&s, tx))
+        })
+        .await
+        .map_err(io::Error::other)?
+    };
+    match checked {
+        Err(e) => {
+            let error = json!({"error": e.1, "status": e.0.as_u16()}).to_string();
+            write_frame(&mut stream, FRAME_ERROR, error.as_bytes()).await?;
+        }
+        Ok(events) => {
+            let mut events = std::pin::pin!(events);
+            while let Some((event, data)) = events.next().await {
+                write_frame(&mut stream, event_kind(event), data.as_bytes()).await?;
+                stream.flush().await?;
+            }
+        }
+    }
+    stream.close().await
 }
 
 fn tokio_stream_of(
@@ -138,4 +385,49 @@ fn tokio_stream_of(
         rx.poll_recv(cx)
             .map(|o| o.map(|(event, data)| Ok(SseEvent::default().event(event).data(data))))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], max: u32) -> io::Result<Option<(u8, Vec<u8>)>> {
+        futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(bytes), max))
+    }
+
+    #[test]
+    fn frames_round_trip_and_bad_ones_are_errors() {
+        let mut bytes = Vec::new();
+        futures::executor::block_on(async {
+            write_frame(&mut bytes, FRAME_TOKEN, b"{\"text\":\"hi\"}")
+                .await
+                .unwrap();
+            write_frame(&mut bytes, FRAME_RECEIPT, b"").await.unwrap();
+        });
+        let mut cursor = futures::io::Cursor::new(bytes.as_slice());
+        let first = futures::executor::block_on(read_frame(&mut cursor, 100)).unwrap();
+        assert_eq!(first, Some((FRAME_TOKEN, b"{\"text\":\"hi\"}".to_vec())));
+        let second = futures::executor::block_on(read_frame(&mut cursor, 100)).unwrap();
+        assert_eq!(second, Some((FRAME_RECEIPT, Vec::new())));
+        let end = futures::executor::block_on(read_frame(&mut cursor, 100)).unwrap();
+        assert_eq!(end, None, "a clean end");
+        // Over the limit: refused before the body is read.
+        let err = read(&bytes, 4).unwrap_err();
+        assert!(err.to_string().contains("over the limit of 4"), "{err}");
+        // Cut inside the header or the body.
+        assert_eq!(
+            read(&bytes[..3], 100).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        assert_eq!(
+            read(&bytes[..8], 100).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        // Event names and kinds map both ways; unknown kinds have no name.
+        for name in ["token", "receipt", "error"] {
+            assert_eq!(event_name(event_kind(name)), Some(name));
+        }
+        assert_eq!(event_name(FRAME_REQUEST), None);
+        assert_eq!(event_name(9), None);
+    }
 }
