@@ -92,7 +92,8 @@ const DEVNET: ChainParams = ChainParams {
     half_life: 120,
     max_future_block_time: 60,
     halving_interval: 2_100_000,
-    coinbase_maturity: 100,
+    // A devnet is for trying things: its rewards are spendable within a minute.
+    coinbase_maturity: 10,
     max_block_size: 1_000_000,
 };
 

@@ -27,6 +27,44 @@ pub struct Config {
     pub p2p: P2pSection,
     #[serde(default)]
     pub inference: InferenceSection,
+    #[serde(default)]
+    pub dev_wallet: DevWalletSection,
+}
+
+/// A wallet for trying the network, made by the node at its first start and funded
+/// from its mining rewards: devnet and regtest only (its passphrase is in the file).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevWalletSection {
+    /// The wallet's name (wallets/NAME.json in the data dir); empty: no dev wallet.
+    #[serde(default)]
+    pub name: String,
+    /// Its keystore's passphrase, at least 8 characters.
+    #[serde(default)]
+    pub passphrase: String,
+    /// Paid to it on the ledger while it has no ledger coin and an untouched
+    /// inference-layer account.
+    #[serde(default)]
+    pub ledger: String,
+    /// Pegged in for it on the inference layer in the same transaction.
+    #[serde(default)]
+    pub inference: String,
+}
+
+impl DevWalletSection {
+    /// The wallet's name and what to fund it with on each layer, when there is one.
+    pub fn gift(&self) -> Result<Option<(String, fai_primitives::Amount, fai_primitives::Amount)>> {
+        if self.name.is_empty() {
+            return Ok(None);
+        }
+        let ledger = optional_amount(&self.ledger, "dev_wallet.ledger")?;
+        let inference = optional_amount(&self.inference, "dev_wallet.inference")?;
+        Ok(Some((
+            self.name.clone(),
+            ledger.unwrap_or(fai_primitives::Amount::ZERO),
+            inference.unwrap_or(fai_primitives::Amount::ZERO),
+        )))
+    }
 }
 
 /// The inference-node role on the proof-of-inference chain.
@@ -376,6 +414,14 @@ impl Config {
         self.inference.bond()?;
         self.inference.stake()?;
         self.inference.peg_in()?;
+        if self.dev_wallet.gift()?.is_some() {
+            if !matches!(self.network()?, Network::Devnet | Network::Regtest) {
+                bail!("dev_wallet is for devnet and regtest only: its passphrase is in the configuration");
+            }
+            if self.dev_wallet.passphrase.len() < 8 {
+                bail!("dev_wallet.passphrase must have at least 8 characters");
+            }
+        }
         if self.mining.block_interval_ms > 3_600_000 {
             bail!("mining.block_interval_ms must be at most 3600000 (an hour)");
         }

@@ -4,12 +4,14 @@
 //! files, `bench` measures this machine. Errors are printed with their causes and the
 //! process exits with status 1.
 
+mod banner;
 mod bench;
 mod bench_engine;
 mod bench_gossip;
 mod bench_poi;
 mod bench_rpc;
 mod config;
+mod devnet;
 mod http_client;
 mod inference;
 mod keys;
@@ -78,6 +80,25 @@ enum Command {
     /// Measure what this machine does (hashing, validation).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the RPC's OpenAPI document (JSON), or with --markdown the RPC reference
+    /// (docs/rpc.md).
+    Openapi {
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Run a local network of N devnet nodes, each its own process with its own data
+    /// directory and ports, wired to each other; Ctrl-C stops them all.
+    Devnet {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Node i's RPC port is this plus i.
+        #[arg(long, default_value_t = 7100)]
+        rpc_port: u16,
+        /// Node i's p2p port is this plus i.
+        #[arg(long, default_value_t = 27100)]
+        p2p_port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -456,6 +477,21 @@ fn vm_payload(
     })
 }
 
+/// How this program was started, with the flags that name its configuration and data:
+/// a wallet command to the same node needs them.
+fn invocation(cli: &Cli) -> String {
+    let mut out = std::env::args()
+        .next()
+        .unwrap_or_else(|| "infer-node".to_string());
+    if let Some(config) = &cli.config {
+        out.push_str(&format!(" --config {}", config.display()));
+    }
+    if let Some(dir) = &cli.datadir {
+        out.push_str(&format!(" --datadir {}", dir.display()));
+    }
+    out
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.datadir {
@@ -478,10 +514,40 @@ fn init_logging(level: &str) {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
+        Command::Openapi { markdown } => {
+            let doc = rpc::docs::openapi_json();
+            if *markdown {
+                print!("{}", rpc::docs::markdown(&doc));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            }
+            Ok(())
+        }
+        Command::Devnet {
+            nodes,
+            rpc_port,
+            p2p_port,
+        } => {
+            init_logging("info");
+            let base = match &cli.datadir {
+                Some(dir) => dir.clone(),
+                None => crate::config::expand_home("~/.infer-node/devnet-nodes"),
+            };
+            let program = std::env::current_exe().context("cannot find this program's path")?;
+            devnet::run(
+                &devnet::Options {
+                    nodes: *nodes,
+                    base,
+                    rpc_port: *rpc_port,
+                    p2p_port: *p2p_port,
+                },
+                &program,
+            )
+        }
         Command::Start => {
             let config = load_config(&cli)?;
             init_logging(&config.log.level);
-            node::run(config)
+            node::run(config, invocation(&cli))
         }
         Command::Init => {
             let config = load_config(&cli)?;

@@ -267,8 +267,20 @@ pub fn open_chain(data_dir: &Path, network: Network) -> Result<Chainstate> {
         .with_context(|| format!("cannot load the ledger in {}", path.display()))
 }
 
+/// Ctrl-C and SIGTERM, as streams on `runtime`.
+pub fn stop_signals(
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _guard = runtime.enter();
+    Ok((
+        signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+        signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+    ))
+}
+
 /// Runs the node until it is told to stop.
-pub fn run(config: Config) -> Result<()> {
+pub fn run(config: Config, invocation: String) -> Result<()> {
     // The runtime and the signal handlers first: a Ctrl-C or SIGTERM during a slow start
     // (opening the databases) is then a clean stop once the start is done.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -276,14 +288,7 @@ pub fn run(config: Config) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (mut interrupt, mut term) = {
-        use tokio::signal::unix::{signal, SignalKind};
-        let _guard = runtime.enter();
-        (
-            signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
-            signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-        )
-    };
+    let (mut interrupt, mut term) = stop_signals(&runtime)?;
     let network = config.network()?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
@@ -338,7 +343,8 @@ pub fn run(config: Config) -> Result<()> {
         let _ = node.producer.set(Mutex::new(producer));
     }
     let stake = config.inference.stake()?;
-    if config.inference.produce || stake.is_some() {
+    let dev_wallet = dev_wallet(&config, &data_dir, network)?;
+    if config.inference.produce || stake.is_some() || dev_wallet.is_some() {
         let genesis = crate::inference::chain_config(network, model.id.0).genesis;
         let min_bond = u64::try_from(genesis.min_bond)
             .ok()
@@ -353,13 +359,20 @@ pub fn run(config: Config) -> Result<()> {
         if let Some(stake) = stake {
             info!(target: "infer_node", %stake, "verifier: staking once the node key has FAI on the inference layer");
         }
-        let roles = crate::roles::Roles::new(
+        let mut roles = crate::roles::Roles::new(
             node_key.clone(),
             crate::rpc::chain_id(network),
             offer,
             stake,
             config.inference.peg_in()?,
         );
+        if let Some(w) = &dev_wallet {
+            roles = roles.with_gift(crate::roles::Gift {
+                to: Address::parse_for(&w.address, network)?.key_hash,
+                ledger: w.ledger,
+                inference: w.inference,
+            });
+        }
         let _ = node.roles.set(Mutex::new(roles));
     }
     let mut verifier_thread = None;
@@ -415,15 +428,38 @@ pub fn run(config: Config) -> Result<()> {
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     if config.rpc.enabled {
         let channels = (failed_tx.clone(), shutdown_tx);
-        start_rpc(
+        let rpc = start_rpc(
             &runtime,
             &config,
             model.clone(),
             network,
             &node,
-            node_key,
+            node_key.clone(),
             channels,
         )?;
+        let peer_id = crate::p2p::identity(&node_key)?.public().to_peer_id();
+        let banner = crate::banner::Banner {
+            version: env!("CARGO_PKG_VERSION"),
+            network: network.to_string(),
+            data_dir: data_dir.display().to_string(),
+            mining: config.mining.enabled.then_some(config.mining.threads),
+            produce: node
+                .producer
+                .get()
+                .map(|_| config.inference.bid.parse())
+                .transpose()?,
+            price: config.inference.price()?,
+            stake,
+            model: (model.name.clone(), model.id.to_string()),
+            rpc: rpc.to_string(),
+            p2p: config
+                .p2p
+                .enabled
+                .then(|| (config.p2p.listen_address(network), peer_id.to_string())),
+            wallet: dev_wallet,
+            invocation,
+        };
+        println!("{}", banner.render());
     }
 
     let outcome = runtime.block_on(async {
@@ -474,7 +510,7 @@ fn start_rpc(
         tokio::sync::mpsc::UnboundedSender<anyhow::Error>,
         tokio::sync::mpsc::UnboundedSender<()>,
     ),
-) -> Result<()> {
+) -> Result<std::net::SocketAddr> {
     let scheduler = Arc::new(fai_engine::scheduler::Scheduler::start(
         model.clone(),
         config.rpc.engine_workers,
@@ -506,13 +542,32 @@ fn start_rpc(
         }
     });
     info!(target: "infer_node", "RPC listening on http://{address}/v2/info");
-    let config_flag = match network {
-        Network::Devnet => String::new(),
-        _ => " --config <your file>".to_string(),
+    Ok(address)
+}
+
+/// The configured dev wallet: made at the first start, its address read after.
+fn dev_wallet(
+    config: &Config,
+    data_dir: &Path,
+    network: Network,
+) -> Result<Option<crate::banner::DevWallet>> {
+    let Some((name, ledger, inference)) = config.dev_wallet.gift()? else {
+        return Ok(None);
     };
-    info!(
-        target: "infer_node",
-        "first inference: `infer-node wallet new{config_flag}` once, then `infer-node wallet infer \"hello\"{config_flag}` (fai-tiny's text is nonsense by design)"
-    );
-    Ok(())
+    let address = if crate::wallet::wallet_path(data_dir, &name)?.exists() {
+        crate::wallet::address(data_dir, &name, network)?
+    } else {
+        let passphrase = &config.dev_wallet.passphrase;
+        let (w, _) = crate::wallet::create(data_dir, &name, network, passphrase)
+            .with_context(|| format!("cannot create the dev wallet {name}"))?;
+        info!(target: "infer_node", address = %w.address, "created the dev wallet {name}");
+        w.address
+    };
+    Ok(Some(crate::banner::DevWallet {
+        name,
+        address: address.to_string(),
+        passphrase: config.dev_wallet.passphrase.clone(),
+        ledger,
+        inference,
+    }))
 }

@@ -12,6 +12,9 @@
 //! - otherwise a peg-in of `inference.peg_in` (at least what is missing) is sent on the
 //!   ledger, once the node key has a spendable coin; it is credited six ledger blocks
 //!   later.
+//! - then, with a dev wallet configured (devnet, regtest), one ledger transaction that
+//!   pays it and pegs in for it, while it has no ledger coin and an untouched
+//!   inference-layer account.
 
 use fai_clarity::Value;
 use fai_inference_chain::chain::InferenceChain;
@@ -28,6 +31,16 @@ use crate::vm_mempool::{VmMempool, MIN_FEE};
 const RETRY_AFTER: u32 = 20;
 /// Cycles a stake is locked for (the contract's maximum is 12).
 const STAKE_CYCLES: u128 = 12;
+
+/// What the node gives a dev wallet once its own roles are in place.
+#[derive(Clone, Debug)]
+pub struct Gift {
+    pub to: Hash160,
+    /// Paid to it on the ledger.
+    pub ledger: Amount,
+    /// Pegged in for it.
+    pub inference: Amount,
+}
 
 /// The node's offer in the node registry.
 pub struct Offer {
@@ -49,6 +62,8 @@ pub struct Roles {
     peg_in_sent_at: Option<u32>,
     vm_sent_at: Option<u32>,
     told_unfunded: bool,
+    gift: Option<Gift>,
+    gift_sent_at: Option<u32>,
     /// Ledger transactions and VM transactions made, to gossip.
     ledger_out: Vec<Vec<u8>>,
     vm_out: Vec<Vec<u8>>,
@@ -79,9 +94,17 @@ impl Roles {
             peg_in_sent_at: None,
             vm_sent_at: None,
             told_unfunded: false,
+            gift: None,
+            gift_sent_at: None,
             ledger_out: Vec::new(),
             vm_out: Vec::new(),
         }
+    }
+
+    /// Funds `gift.to` once the node's own roles are in place.
+    pub fn with_gift(mut self, gift: Gift) -> Self {
+        self.gift = Some(gift);
+        self
     }
 
     /// The transactions made since the last call.
@@ -121,6 +144,7 @@ impl Roles {
         let need_stake =
             self.stake.is_some() && Self::is_none(self.read(chain, ledger, "staking", "get-stake"));
         if !need_register && !need_stake {
+            self.give(ledger, chain, mempool);
             return;
         }
         let recent = |at: Option<u32>| at.is_some_and(|a| height < a.saturating_add(RETRY_AFTER));
@@ -209,6 +233,58 @@ impl Roles {
                 info!(target: "infer_node::roles", "no peg-in yet ({e}); waiting for a spendable coin of the node key");
             }
             Err(e) => debug!(target: "infer_node::roles", "no peg-in: {e}"),
+        }
+    }
+}
+
+impl Roles {
+    /// Sends the dev wallet its gift, unless it has been funded (then the gift is
+    /// dropped) or one is under way.
+    fn give(&mut self, ledger: &Chainstate, chain: &InferenceChain, mempool: &mut Mempool) {
+        let Some(gift) = self.gift.clone() else {
+            return;
+        };
+        let height = ledger.height();
+        if self
+            .gift_sent_at
+            .is_some_and(|at| height < at.saturating_add(RETRY_AFTER))
+        {
+            return;
+        }
+        let tip = chain.tip(ledger).exec_id;
+        let Ok((balance, nonce)) = chain.vm().account(&tip, ledger, gift.to.0) else {
+            return;
+        };
+        let Ok(coins) = ledger.all_coins() else {
+            return;
+        };
+        let has_coin = coins
+            .iter()
+            .any(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(gift.to));
+        if balance > 0 || nonce > 0 || has_coin {
+            self.gift = None;
+            return;
+        }
+        let mut outputs = Vec::new();
+        if gift.ledger.units() > 0 {
+            outputs.push(TxOut::pay(gift.ledger, gift.to));
+        }
+        if gift.inference.units() > 0 {
+            let op = Op::PegIn { address: gift.to };
+            outputs.push(TxOut::data(gift.inference, op.encode()));
+        }
+        if outputs.is_empty() {
+            self.gift = None;
+            return;
+        }
+        let fee = Amount::from_units(10_000).unwrap_or(Amount::ZERO);
+        match crate::producer::pay_from(ledger, mempool, &self.key, fee, outputs) {
+            Ok((txid, bytes)) => {
+                info!(target: "infer_node::roles", %txid, ledger = %gift.ledger, inference = %gift.inference, "dev wallet funded (the inference part is credited six ledger blocks after it is mined)");
+                self.ledger_out.push(bytes);
+                self.gift_sent_at = Some(height);
+            }
+            Err(e) => debug!(target: "infer_node::roles", "dev wallet not funded yet: {e}"),
         }
     }
 }

@@ -30,6 +30,7 @@
 //! `{"error": "..."}` that says what was wrong; the node keeps serving.
 
 mod admin;
+pub mod docs;
 mod history;
 mod layer2;
 pub mod relay;

@@ -7,9 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{cli, free_port, http, http_with, json, Node, BIN};
+use common::{cli, free_port, http, http_with, json, wait, Node, BIN};
 use futures::StreamExt;
 use libp2p::{gossipsub, identity, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
 
@@ -145,17 +145,6 @@ fn wait_for(what: &str, seconds: u64, check: &dyn Fn() -> bool) {
     if !wait(seconds, check) {
         panic!("timed out after {seconds} s waiting for {what}");
     }
-}
-
-fn wait(seconds: u64, check: &dyn Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 /// The end of a node's log, for failure messages.

@@ -36,6 +36,8 @@ use crate::node::Node;
 const WORK_QUEUE: usize = 512;
 /// How often idle nodes ask their peers for their status.
 const STATUS_EVERY: Duration = Duration::from_secs(15);
+/// How often bootstrap peers that are not connected are dialled again.
+const REDIAL_EVERY: Duration = Duration::from_secs(5);
 
 /// A connected peer.
 struct Peer {
@@ -77,8 +79,10 @@ pub fn start(
     swarm
         .listen_on(listen.clone())
         .with_context(|| format!("cannot listen on {listen} (p2p.listen)"))?;
+    let mut bootstrap = Vec::new();
     for text in &config.bootstrap {
         let (peer, address) = super::parse_peer_address(text)?;
+        bootstrap.push((peer, address.clone()));
         swarm
             .behaviour_mut()
             .kad
@@ -133,6 +137,8 @@ pub fn start(
         inference_sync: None,
         inference_retry_at: None,
         proof,
+        bootstrap,
+        last_redial: Instant::now(),
     };
     let task = runtime.spawn(service.run(command_rx, verdict_rx));
     Ok(Running {
@@ -175,6 +181,9 @@ struct Service {
     inference_retry_at: Option<Instant>,
     /// This node's key behind its peer id, sent in its status.
     proof: Option<Box<NodeProof>>,
+    /// The configured bootstrap peers, dialled again while not connected.
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    last_redial: Instant,
 }
 
 impl Service {
@@ -844,6 +853,17 @@ impl Service {
         for peer in self.book.expire(Instant::now()) {
             info!(target: "infer_node::p2p", %peer, "ban expired");
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+        // A bootstrap peer that was down at start, or restarted since, is dialled again
+        // (a node alone would otherwise wait for the DHT's next round).
+        if self.last_redial.elapsed() >= REDIAL_EVERY {
+            self.last_redial = Instant::now();
+            for (peer, address) in &self.bootstrap {
+                if !self.swarm.is_connected(peer) && !self.book.is_banned(peer) {
+                    debug!(target: "infer_node::p2p", %peer, "dialling the bootstrap peer again");
+                    let _ = self.swarm.dial(address.clone());
+                }
+            }
         }
         if self.sync.is_none() && self.last_status_poll.elapsed() >= STATUS_EVERY {
             self.last_status_poll = Instant::now();

@@ -22,6 +22,18 @@ impl Drop for Node {
     }
 }
 
+/// Whether `check` holds within `seconds` (asked every 200 ms, and once more at the end).
+pub fn wait(seconds: u64, check: &dyn Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
