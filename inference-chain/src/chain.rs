@@ -57,10 +57,20 @@ pub enum BlockError {
     Vm(#[from] fai_clarity::ClarityError),
     #[error("invalid block: {0}")]
     Invalid(String),
+    /// The block fails a check that depends on this node's view of the sortitions (the
+    /// ledger branch it follows, the verifier sets of the inference blocks it has): a
+    /// node on another branch, or missing an inference block, may see it valid. Not the
+    /// sender's fault; it may be accepted later.
+    #[error("not verifiable on this node's view yet: {0}")]
+    Unverifiable(String),
 }
 
 fn invalid(msg: impl Into<String>) -> BlockError {
     BlockError::Invalid(msg.into())
+}
+
+fn unverifiable(msg: impl Into<String>) -> BlockError {
+    BlockError::Unverifiable(msg.into())
 }
 
 /// What a chain needs to know.
@@ -436,10 +446,12 @@ impl InferenceChain {
             return Err(invalid("the header's roots do not match the body"));
         }
         let anchor = Hash256(h.ledger_anchor);
+        // The sortition record: what this node read of the anchor with the verifier sets
+        // it knows. Checks against it are unverifiable, not invalid, when they fail.
         let record = self
             .tracker
             .record(&anchor)
-            .ok_or_else(|| invalid("unknown ledger anchor"))?
+            .ok_or_else(|| unverifiable("the ledger anchor is not on this node's branch"))?
             .clone();
         if record.ledger_height != h.ledger_height {
             return Err(invalid("ledger height differs from the anchor's"));
@@ -448,12 +460,12 @@ impl InferenceChain {
             .sortition
             .winner
             .clone()
-            .ok_or_else(|| invalid("no sortition winner at the anchor"))?;
+            .ok_or_else(|| unverifiable("no sortition winner at the anchor"))?;
         if h.producer.hash160() != winner.producer {
-            return Err(invalid("the producer did not win the sortition"));
+            return Err(unverifiable("the producer did not win the sortition"));
         }
         if h.parent != winner.parent {
-            return Err(invalid(
+            return Err(unverifiable(
                 "the parent is not the one the winning commit named",
             ));
         }
@@ -477,7 +489,9 @@ impl InferenceChain {
             .vrf_proof
             .ok_or_else(|| invalid("a tenure's block must carry its VRF proof"))?;
         if !tenure_proof_matches(&winner, &record.seed, &proof) {
-            return Err(invalid("the VRF proof does not prove the committed seed"));
+            return Err(unverifiable(
+                "the VRF proof does not prove the committed seed",
+            ));
         }
         self.check_inferences(ledger, &parent, h.height, &block.inferences)?;
         for tx in &block.vm_txs {

@@ -5,8 +5,10 @@
 //!
 //! Rules:
 //! - only a transaction's first op counts; coinbases carry none;
-//! - a commit must name a register op at a lower ledger height; each register bids at most
-//!   once per block (the first valid commit);
+//! - a commit must name a register op at a lower ledger height, and the block it is in
+//!   must follow the ledger block it names (its first four bytes): a commit mined late
+//!   or on another branch proved another seed and is no bid; each register bids at
+//!   most once per block (the first valid commit);
 //! - a commit pays its bid in the same transaction: with a verifier set, the same nonzero
 //!   amount to every member's address (pay-to-key-hash outputs), the bid being the sum;
 //!   without a set (before anyone stakes) the value of the op's own data output, burnt;
@@ -75,8 +77,12 @@ pub fn read_block(
                 register,
                 parent,
                 seed,
+                after,
             } => {
-                if register.height >= height || out.bids.iter().any(|b| b.register == register) {
+                if register.height >= height
+                    || block.header.prev.0.get(..4) != Some(&after[..])
+                    || out.bids.iter().any(|b| b.register == register)
+                {
                     continue;
                 }
                 let Some(reg) = registers(&register) else {

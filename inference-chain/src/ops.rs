@@ -41,11 +41,14 @@ pub enum Op {
     },
     /// A bid for the sortition of the block it is in, building on `parent`. `seed` is
     /// the bidder's VRF output over the current seed: if it wins, it is the next seed,
-    /// and its first block must prove it.
+    /// and its first block must prove it. `after` is the first four bytes of the ledger
+    /// block the bid follows: it counts only in a block whose parent that is (the seed
+    /// it proved is that block's).
     Commit {
         register: RegisterRef,
         parent: [u8; 32],
         seed: [u8; 32],
+        after: [u8; 4],
     },
     /// Locks the output's value on the ledger for `address` on the inference layer.
     PegIn { address: Hash160 },
@@ -82,12 +85,14 @@ impl Op {
                 register,
                 parent,
                 seed,
+                after,
             } => {
                 out.push(b'C');
                 out.extend_from_slice(&register.height.to_le_bytes());
                 out.extend_from_slice(&register.tx_index.to_le_bytes());
                 out.extend_from_slice(parent);
                 out.extend_from_slice(seed);
+                out.extend_from_slice(after);
             }
             Op::PegIn { address } => {
                 out.push(b'P');
@@ -123,13 +128,14 @@ impl Op {
                     models,
                 })
             }
-            b'C' if body.len() == 70 => Some(Op::Commit {
+            b'C' if body.len() == 74 => Some(Op::Commit {
                 register: RegisterRef {
                     height: u32::from_le_bytes(body.get(..4)?.try_into().ok()?),
                     tx_index: u16::from_le_bytes(body.get(4..6)?.try_into().ok()?),
                 },
                 parent: body.get(6..38)?.try_into().ok()?,
                 seed: body.get(38..70)?.try_into().ok()?,
+                after: body.get(70..74)?.try_into().ok()?,
             }),
             b'P' if body.len() == 20 => Some(Op::PegIn {
                 address: Hash160(body.try_into().ok()?),
@@ -181,6 +187,7 @@ mod tests {
                 },
                 parent: [6; 32],
                 seed: [8; 32],
+                after: [9; 4],
             },
             Op::PegIn {
                 address: Hash160([7; 20]),

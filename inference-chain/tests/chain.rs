@@ -150,6 +150,7 @@ impl World {
             register: self.register,
             parent: parent_block,
             seed: next_seed(&fai_vrf::proof_to_hash(&proof).unwrap()),
+            after: ledger_parent.0[..4].try_into().unwrap(),
         };
         let verifiers = self.chain.commit_set(&self.ledger.chain, &ledger_parent);
         let mut outputs: Vec<TxOut> = verifiers

@@ -87,10 +87,12 @@ fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
     let lookup = |r: &RegisterRef| known.get(r).cloned();
 
     let seed = genesis_seed("regtest");
+    let after: [u8; 4] = f.chain.tip_hash().0[..4].try_into().unwrap();
     let commit = |reg: &Register, vrf: &fai_vrf::SecretKey| Op::Commit {
         register: reg.at,
         parent: [0x11; 32],
         seed: sortition::next_seed(&fai_vrf::proof_to_hash(&vrf.prove(&seed).unwrap()).unwrap()),
+        after,
     };
     let (ra, rb) = (&first.registers[0], &first.registers[1]);
     let pay = |each: u64| {
@@ -188,10 +190,12 @@ fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_regist
     let (block, height) = f.mine(vec![tx]);
     let registers = read_block(&block, height, &[], |_| None).registers;
     let at = registers[0].at;
+    let after: [u8; 4] = f.chain.tip_hash().0[..4].try_into().unwrap();
     let commit = Op::Commit {
         register: at,
         parent: [0; 32],
         seed: [9; 32],
+        after,
     };
     let future = Op::Commit {
         register: RegisterRef {
@@ -200,8 +204,18 @@ fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_regist
         },
         parent: [0; 32],
         seed: [9; 32],
+        after,
+    };
+    // A commit made after another ledger block (late, or on another branch) proved
+    // another seed: it is no bid, and the register's valid commit after it counts.
+    let stale = Op::Commit {
+        register: at,
+        parent: [0; 32],
+        seed: [9; 32],
+        after: [after[0] ^ 1, after[1], after[2], after[3]],
     };
     let txs = vec![
+        f.tx(vec![data(&stale, 7_777)]),
         f.tx(vec![data(&commit, 2_500)]),
         f.tx(vec![data(&future, 9_999)]),
     ];

@@ -71,11 +71,13 @@ impl Ledger {
     }
 }
 
-fn commit(at: fai_inference_chain::ops::RegisterRef, seed: u8) -> Op {
+/// A commit to be mined in a block on ledger block `after`.
+fn commit(at: fai_inference_chain::ops::RegisterRef, seed: u8, after: Hash256) -> Op {
     Op::Commit {
         register: at,
         parent: [0; 32],
         seed: [seed; 32],
+        after: after.0[..4].try_into().unwrap(),
     }
 }
 
@@ -99,7 +101,7 @@ fn sortitions_follow_the_ledger_through_a_reorganisation() {
 
     // Branch A: P1 commits, P2 registers; then P2 commits.
     let p2 = build_register([2; 32], Hash160([0xa2; 20]), &[[0x7a; 32]]).unwrap();
-    let txs = vec![l.tx(&commit(p1_at, 0x11), 500), l.tx(&p2, 0)];
+    let txs = vec![l.tx(&commit(p1_at, 0x11, trunk_hash), 500), l.tx(&p2, 0)];
     let a1 = l.mine_on(trunk_hash, txs);
     let a1_rec = tracker
         .connect(&l.chain, &a1.header.hash(), &none)
@@ -110,7 +112,7 @@ fn sortitions_follow_the_ledger_through_a_reorganisation() {
         Hash160([0xa1; 20])
     );
     let p2_at = a1_rec.registers[0].at;
-    let txs = vec![l.tx(&commit(p2_at, 0x22), 800)];
+    let txs = vec![l.tx(&commit(p2_at, 0x22, a1.header.hash()), 800)];
     let a2 = l.mine_on(a1.header.hash(), txs);
     let a2_rec = tracker
         .connect(&l.chain, &a2.header.hash(), &none)
@@ -129,9 +131,9 @@ fn sortitions_follow_the_ledger_through_a_reorganisation() {
     // Branch B, longer: an empty block, P1's commit, and a commit naming P2's register,
     // which is not on this branch.
     let b1 = l.mine_on(trunk_hash, vec![]);
-    let txs = vec![l.tx(&commit(p1_at, 0x33), 300)];
+    let txs = vec![l.tx(&commit(p1_at, 0x33, b1.header.hash()), 300)];
     let b2 = l.mine_on(b1.header.hash(), txs);
-    let txs = vec![l.tx(&commit(p2_at, 0x44), 900)];
+    let txs = vec![l.tx(&commit(p2_at, 0x44, b2.header.hash()), 900)];
     let b3 = l.mine_on(b2.header.hash(), txs);
     assert!(
         l.chain.is_active(&b3.header.hash()),

@@ -37,8 +37,13 @@ pub struct Member {
     pub p2p: String,
 }
 
-/// Writes each node's data directory, node key and configuration file.
-pub fn prepare(o: &Options) -> Result<Vec<Member>> {
+/// Changes node i's configuration (a TOML table) before it is written.
+pub type Tweak<'a> = &'a dyn Fn(usize, &mut toml::Table);
+
+/// Writes each node's data directory, node key and configuration file: the built-in
+/// devnet configuration with the node's own directory, ports and bootstrap peer, then
+/// `tweak`.
+pub fn prepare(o: &Options, tweak: Tweak<'_>) -> Result<Vec<Member>> {
     if o.nodes == 0 || o.nodes > MAX_NODES {
         bail!("--nodes must be between 1 and {MAX_NODES}");
     }
@@ -64,7 +69,7 @@ pub fn prepare(o: &Options) -> Result<Vec<Member>> {
         let rpc = format!("127.0.0.1:{}", usize::from(o.rpc_port) + i);
         let p2p = format!("/ip4/127.0.0.1/tcp/{}", usize::from(o.p2p_port) + i);
         let bootstrap: Vec<String> = first_address.iter().cloned().collect();
-        let text = member_config(&dir, &rpc, &p2p, &bootstrap, i == 0)?;
+        let text = member_config(i, &dir, &rpc, &p2p, &bootstrap, tweak)?;
         let config = dir.join("infer-node.toml");
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
@@ -84,11 +89,12 @@ pub fn prepare(o: &Options) -> Result<Vec<Member>> {
 /// The built-in devnet configuration with this node's data directory, ports and
 /// bootstrap peers; the dev wallet only on the first node.
 fn member_config(
+    i: usize,
     dir: &Path,
     rpc: &str,
     p2p: &str,
     bootstrap: &[String],
-    keeps_wallet: bool,
+    tweak: Tweak<'_>,
 ) -> Result<String> {
     let mut table: toml::Table = DEVNET_TOML
         .parse()
@@ -109,9 +115,10 @@ fn member_config(
         "bootstrap",
         toml::Value::Array(bootstrap.iter().map(|b| b.as_str().into()).collect()),
     )?;
-    if !keeps_wallet {
+    if i > 0 {
         set("dev_wallet", "name", "".into())?;
     }
+    tweak(i, &mut table);
     let text = toml::to_string(&table).context("cannot write a node's configuration")?;
     // What a node would refuse is refused here, before any process starts.
     Config::parse(&text, "a devnet node's configuration")?;
@@ -120,7 +127,7 @@ fn member_config(
 
 /// Starts the nodes (the first, then the rest once its RPC answers) and waits.
 pub fn run(o: &Options, program: &Path) -> Result<()> {
-    let members = prepare(o)?;
+    let members = prepare(o, &|_, _| {})?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,7 +136,7 @@ pub fn run(o: &Options, program: &Path) -> Result<()> {
     let mut children: Vec<(String, Child)> = Vec::new();
     let outcome = runtime.block_on(async {
         for (i, m) in members.iter().enumerate() {
-            let child = spawn(program, m)?;
+            let child = spawn(program, m, None)?;
             children.push((m.name.clone(), child));
             if i == 0 {
                 wait_for_rpc(&m.rpc, Duration::from_secs(120)).await?;
@@ -154,11 +161,25 @@ pub fn run(o: &Options, program: &Path) -> Result<()> {
     outcome
 }
 
-fn spawn(program: &Path, m: &Member) -> Result<Child> {
-    let mut child = Command::new(program)
+/// Starts a member: its output goes to `log` (a file), or else to this program's
+/// standard output, each line prefixed with its name.
+pub fn spawn(program: &Path, m: &Member, log: Option<&Path>) -> Result<Child> {
+    let mut command = Command::new(program);
+    command
         .args(["start", "--config"])
         .arg(&m.config)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    if let Some(path) = log {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let copy = file.try_clone()?;
+        return command
+            .stdout(file)
+            .stderr(copy)
+            .spawn()
+            .with_context(|| format!("cannot start {}", m.name));
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -185,7 +206,7 @@ fn spawn(program: &Path, m: &Member) -> Result<Child> {
     Ok(child)
 }
 
-async fn wait_for_rpc(address: &str, limit: Duration) -> Result<()> {
+pub async fn wait_for_rpc(address: &str, limit: Duration) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < limit {
         let address = address.to_string();
@@ -221,7 +242,7 @@ fn print_summary(members: &[Member], program: &Path) {
 }
 
 /// Asks every node to stop (SIGTERM), then kills those still running after 30 s.
-fn stop(children: &mut [(String, Child)]) {
+pub fn stop(children: &mut [(String, Child)]) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     for (_, child) in children.iter() {
@@ -259,7 +280,7 @@ mod tests {
             rpc_port: 7300,
             p2p_port: 27300,
         };
-        let members = prepare(&o).unwrap();
+        let members = prepare(&o, &|_, _| {}).unwrap();
         assert_eq!(members.len(), 3);
         let configs: Vec<Config> = members
             .iter()
@@ -281,7 +302,7 @@ mod tests {
         assert_eq!(configs[1].p2p.bootstrap, vec![members[0].p2p.clone()]);
         assert_eq!(configs[2].p2p.bootstrap, vec![members[0].p2p.clone()]);
         // Prepared again (a restart), the keys and so the peer ids stay.
-        let again = prepare(&o).unwrap();
+        let again = prepare(&o, &|_, _| {}).unwrap();
         assert_eq!(again[0].p2p, members[0].p2p);
 
         let with = |nodes: usize, rpc_port: u16| Options {
@@ -291,10 +312,10 @@ mod tests {
             p2p_port: 27300,
         };
         for bad in [0, MAX_NODES + 1] {
-            let err = prepare(&with(bad, 7300)).unwrap_err();
+            let err = prepare(&with(bad, 7300), &|_, _| {}).unwrap_err();
             assert!(err.to_string().contains("--nodes"), "{err}");
         }
-        let err = prepare(&with(3, 65_534)).unwrap_err();
+        let err = prepare(&with(3, 65_534), &|_, _| {}).unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ mod banner;
 mod bench;
 mod bench_engine;
 mod bench_gossip;
+mod bench_network;
 mod bench_poi;
 mod bench_rpc;
 mod config;
@@ -342,6 +343,18 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// A local network of N nodes (processes) under a steady load of inference
+    /// transactions: settled per second against the engine alone.
+    Network {
+        /// Nodes (2 to 8); all mine and stake, the first two serve.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Inference transactions sent.
+        #[arg(long, default_value_t = 40)]
+        requests: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Miner hash rate per thread against the raw SHA-256 compression rate.
     Pow {
         /// Hashing threads (default: all cores).
@@ -1048,6 +1061,26 @@ fn run(cli: Cli) -> Result<()> {
                     r.sig_verifies_per_sec,
                     r.ratio,
                     r.threads
+                );
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Network {
+            nodes,
+            requests,
+            json,
+        }) => {
+            anyhow::ensure!(
+                (1..=1000).contains(requests),
+                "--requests must be between 1 and 1000"
+            );
+            let r = bench_network::network(*nodes, *requests)?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "network: {:.2} inference transactions settled per second over {} nodes ({} requests: {} accepted, {} rejected, {} without quorum, {} dropped, in {:.1} s; settled {:.2} s after the receipt at the median); the engine alone: {:.2} per second; ratio {:.2} (goal >= 0.5)",
+                    r.settled_per_sec, r.nodes, r.requests, r.accepted, r.rejected, r.unconfirmed, r.dropped, r.seconds, r.settle_latency_s, r.engine_per_sec, r.ratio
                 );
             }
             Ok(())

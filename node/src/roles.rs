@@ -155,6 +155,15 @@ impl Roles {
         let Ok((balance, nonce)) = chain.vm().account(&tip, ledger, self.address.0) else {
             return;
         };
+        // Still waiting here (peers or producers may have missed them): sent again, not
+        // replaced by new ones behind them.
+        let waiting = vm_pool.waiting_run(self.address.0, nonce);
+        if !waiting.is_empty() {
+            debug!(target: "infer_node::roles", count = waiting.len(), "sending the waiting transactions again");
+            self.vm_out.extend(waiting.iter().map(|tx| tx.to_bytes()));
+            self.vm_sent_at = Some(height);
+            return;
+        }
         let mut cost = 0u128;
         let mut calls = Vec::new();
         if let (true, Some(offer)) = (need_register, &self.offer) {

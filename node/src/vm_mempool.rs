@@ -125,6 +125,19 @@ impl VmMempool {
         next
     }
 
+    /// The waiting transactions of `sender` from `account_nonce` on, consecutive.
+    pub fn waiting_run(&self, sender: [u8; 20], account_nonce: u64) -> Vec<SignedVmTx> {
+        let mut out = Vec::new();
+        let mut next = account_nonce;
+        if let Some(queue) = self.by_sender.get(&sender) {
+            while let Some(tx) = queue.get(&next).and_then(|id| self.by_id.get(id)) {
+                out.push(tx.clone());
+                next = next.saturating_add(1);
+            }
+        }
+        out
+    }
+
     /// Transactions that can run next on the tip: per sender, the run of consecutive
     /// nonces from the account's nonce; at most `max_bytes` in all.
     pub fn select(

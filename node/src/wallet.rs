@@ -365,6 +365,7 @@ pub fn commit(
         .with_context(|| format!("the node's {what} is not 32 bytes of hex"))
     };
     let seed = hex32(&info["next_commit"]["seed"], "seed to prove")?;
+    let after = hex32(&info["next_commit"]["after"], "ledger tip")?;
     let parent = hex32(&info["tip"]["id"], "inference tip")?;
     let set: Vec<Address> = info["next_commit"]["pays"]
         .as_array()
@@ -379,6 +380,7 @@ pub fn commit(
         register,
         parent,
         seed: fai_inference_chain::sortition::next_seed(&output),
+        after: crate::producer::commit_after(&fai_primitives::Hash256(after)),
     };
     let mut outputs = Vec::new();
     if set.is_empty() {

@@ -36,6 +36,8 @@ use crate::node::Node;
 const WORK_QUEUE: usize = 512;
 /// How often idle nodes ask their peers for their status.
 const STATUS_EVERY: Duration = Duration::from_secs(15);
+/// The furthest below its tip a node asks for inference blocks after stalls.
+const MAX_INFERENCE_REWIND: u32 = 32;
 /// How often bootstrap peers that are not connected are dialled again.
 const REDIAL_EVERY: Duration = Duration::from_secs(5);
 
@@ -136,6 +138,7 @@ pub fn start(
         retry_at: None,
         inference_sync: None,
         inference_retry_at: None,
+        inference_rewind: 0,
         proof,
         bootstrap,
         last_redial: Instant::now(),
@@ -179,6 +182,9 @@ struct Service {
     /// When to try the inference sync again (it stalled on a block whose ledger anchor
     /// had not arrived yet, or the peer refused).
     inference_retry_at: Option<Instant>,
+    /// How far below our inference tip the next inference sync starts (doubles after a
+    /// stall, back to zero once a sync goes through).
+    inference_rewind: u32,
     /// This node's key behind its peer id, sent in its status.
     proof: Option<Box<NodeProof>>,
     /// The configured bootstrap peers, dialled again while not connected.
@@ -542,13 +548,18 @@ impl Service {
             .filter(|(_, h)| *h > ours)
             .max_by_key(|(_, h)| *h);
         if let Some((peer, height)) = best {
-            info!(target: "infer_node::sync", %peer, from = ours + 1, to = height, "syncing inference blocks");
+            // After a stall, ask from further back: the peer's chain may fork from ours
+            // below our tip (a ledger reorganisation moved the inference tip), and the
+            // blocks we have are skipped.
+            let from = ours
+                .saturating_add(1)
+                .saturating_sub(self.inference_rewind)
+                .max(1);
+            info!(target: "infer_node::sync", %peer, from, to = height, "syncing inference blocks");
             self.inference_sync = Some(peer);
             self.request(
                 peer,
-                Request::InferenceBlocks {
-                    from_height: ours.saturating_add(1),
-                },
+                Request::InferenceBlocks { from_height: from },
                 Pending::InferenceSync,
             );
         }
@@ -749,11 +760,20 @@ impl Service {
                 if let Some((offence, why)) = offence {
                     self.punish(peer, offence, &why);
                 } else if stalled {
-                    // A block's ledger anchor has not reached us yet: it will soon.
+                    // A block's ledger anchor has not reached us yet (it will soon), or
+                    // its parent is a block we lack below our tip: next time from further
+                    // back.
+                    self.inference_rewind = self
+                        .inference_rewind
+                        .saturating_mul(2)
+                        .clamp(1, MAX_INFERENCE_REWIND);
                     self.retry_inference_sync_in(Duration::from_secs(2));
-                } else if received == MAX_INFERENCE_BLOCKS_PER_RESPONSE {
-                    // A full batch: there may be more.
-                    self.maybe_sync_inference();
+                } else {
+                    self.inference_rewind = 0;
+                    if received == MAX_INFERENCE_BLOCKS_PER_RESPONSE {
+                        // A full batch: there may be more.
+                        self.maybe_sync_inference();
+                    }
                 }
             }
             Verdict::SyncBlocks {

@@ -95,6 +95,9 @@ pub fn run(
     let mut waiting_blocks = Waiting::new(64);
     let mut waiting_txs = Waiting::new(256);
     let mut waiting_votes = Waiting::new(64);
+    // VM transactions whose sender's balance this node does not see yet (a peg-in
+    // credited by an inference block it has not accepted yet).
+    let mut waiting_vm_txs = Waiting::new(256);
     while let Some(item) = work.blocking_recv() {
         let ledger_work = matches!(
             item,
@@ -121,7 +124,13 @@ pub fn run(
                         }
                         outcome
                     }
-                    Topic::VmTx => gossip_vm_tx(&node, &data),
+                    Topic::VmTx => {
+                        let outcome = gossip_vm_tx(&node, &data);
+                        if outcome.2 {
+                            waiting_vm_txs.push(data.clone());
+                        }
+                        outcome
+                    }
                     Topic::Result => gossip_result(&node, &data),
                     Topic::Vote => {
                         let outcome = gossip_vote(&node, &data);
@@ -186,6 +195,7 @@ pub fn run(
             waiting_blocks.retry(|data| gossip_inference_block(&node, data).2);
             waiting_txs.retry(|data| gossip_tx(&node, data).2);
             waiting_votes.retry(|data| gossip_vote(&node, data).2);
+            waiting_vm_txs.retry(|data| gossip_vm_tx(&node, data).2);
         }
     }
 }
@@ -349,6 +359,9 @@ fn gossip_vm_tx(node: &Node, data: &[u8]) -> GossipOutcome {
         Err(e @ (E::BadSignature | E::WrongChain(_))) => {
             reject(Offence::InvalidTransaction, format!("VM transaction: {e}"))
         }
+        // The sender may be credited by an inference block this node has not yet:
+        // tried again after the next blocks.
+        Err(E::CannotPay { .. }) => (MessageAcceptance::Ignore, None, true),
         Err(_) => ignore(),
     }
 }
@@ -530,6 +543,12 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
             warn!(target: "infer_node::p2p", "invalid inference block {}: {why}", hex::encode(id.0));
             reject(Offence::Malformed, format!("inference block: {why}"))
         }
+        Err(BlockError::Unverifiable(why)) => {
+            // Another branch's or a later view's block: not forwarded, nobody punished;
+            // the inference sync fetches it if this node comes to that view.
+            debug!(target: "infer_node::p2p", "inference block {} not verifiable here: {why}", hex::encode(id.0));
+            ignore()
+        }
         Err(e) => {
             warn!(target: "infer_node::p2p", "cannot check inference block {}: {e}", hex::encode(id.0));
             ignore()
@@ -563,6 +582,10 @@ fn sync_inference_blocks(
                     Some((Offence::Malformed, format!("synced inference block: {why}"))),
                     false,
                 )
+            }
+            Err(BlockError::Unverifiable(why)) => {
+                debug!(target: "infer_node::p2p", "synced inference block not verifiable here yet: {why}");
+                return (None, true);
             }
             Err(e) => {
                 warn!(target: "infer_node::p2p", "cannot check a synced inference block: {e}");

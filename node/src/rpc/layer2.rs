@@ -140,7 +140,7 @@ fn read(
         .map_err(vm_error)
 }
 
-#[utoipa::path(get, path = "/v2/inference-chain", tag = "inference", responses((status = 200, description = "the tip (id, height, ledger anchor, cycle, producer), genesis id, the current cycle's verifier set, the liquid supply, and what a commit in the next ledger block proves (seed) and pays (addresses)", content_type = "application/json"), (status = 503, description = "the inference chain is not open")))]
+#[utoipa::path(get, path = "/v2/inference-chain", tag = "inference", responses((status = 200, description = "the tip (id, height, ledger anchor, cycle, producer), genesis id, the current cycle's verifier set, the liquid supply, and what a commit in the next ledger block proves (seed), pays (addresses) and follows (after: the ledger tip)", content_type = "application/json"), (status = 503, description = "the inference chain is not open")))]
 pub async fn chain_info(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
     let network = s.network;
     with_chain(&s, |chain, ledger| {
@@ -170,7 +170,7 @@ pub async fn chain_info(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue
             "verifier_set": set.iter().map(|h| Address::new(network, *h).to_string()).collect::<Vec<_>>(),
             "liquid_supply_units": u64::try_from(supply).unwrap_or(u64::MAX),
             // What a commit in the next ledger block proves and pays.
-            "next_commit": {"seed": next_seed, "pays": pays},
+            "next_commit": {"seed": next_seed, "pays": pays, "after": hex::encode(ledger_tip.0)},
         })))
     })
 }

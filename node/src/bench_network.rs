@@ -1,0 +1,380 @@
+//! `infer-node bench network`: a local network of N nodes (separate processes on
+//! loopback, regtest with fast blocks) under a steady load of inference transactions on
+//! the built-in model, against the same requests run straight on the engine in the same
+//! run.
+//!
+//! Every node mines and stakes (so all of them verify, up to the five largest stakes);
+//! the first two serve the model as inference nodes, and the first funds a dev wallet
+//! that signs the load. Once the wallet is funded, both servers are registered and the
+//! verifier set is full, the load starts: `requests` transactions with consecutive
+//! nonces, sent over RPC to the two servers by two clients at once. It ends when every
+//! one is settled (final, accepted or not) on the first node. `settled_per_sec` counts
+//! them over that time; `engine_per_sec` is the same requests generated one after the
+//! other by the engine in this process; `ratio` is the first over the second. Mining,
+//! every verifier's replay and the servers' engines share this machine's cores.
+
+use std::path::Path;
+use std::process::Child;
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use fai_inference_chain::types::{Prompt, Sampling};
+use fai_primitives::{Address, Amount, Network};
+use serde::Serialize;
+
+use crate::devnet::{self, Member, Options};
+use crate::http_client::call;
+use crate::wallet::{self, InferRequest};
+
+const PASSPHRASE: &str = "bench-network";
+const MAX_TOKENS: u32 = 16;
+/// Requests in flight at once (spread over the serving nodes).
+const CLIENTS: usize = 4;
+
+#[derive(Serialize)]
+pub struct NetworkReport {
+    pub nodes: usize,
+    pub requests: usize,
+    /// Settled and accepted by the verifiers.
+    pub accepted: usize,
+    /// Settled and rejected (refunded).
+    pub rejected: usize,
+    /// Settled without a quorum of votes (refunded).
+    pub unconfirmed: usize,
+    /// Never put in a block (refused by the producer or expired).
+    pub dropped: usize,
+    /// From the first request sent to the last one settled.
+    pub seconds: f64,
+    pub settled_per_sec: f64,
+    pub engine_per_sec: f64,
+    pub ratio: f64,
+    /// Seconds from a request's receipt to its settlement, at the median.
+    pub settle_latency_s: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Final and accepted: paid.
+    Accepted,
+    /// Final and rejected by the verifiers: refunded.
+    Rejected,
+    /// Settled without a quorum of votes: refunded.
+    Unconfirmed,
+    /// Never put in a block.
+    Dropped,
+}
+
+/// The prompt and sampling of request `i`: different prompts and seeds, the same length.
+fn request(i: usize) -> (Prompt, Sampling) {
+    let prompt = Prompt {
+        system: String::new(),
+        context: vec![],
+        input: format!("Question {i}: what does a verifier check?"),
+    };
+    let sampling = Sampling {
+        max_tokens: MAX_TOKENS,
+        temperature_milli: 700,
+        top_p_milli: 1000,
+        top_k: 40,
+        seed: i as u64,
+        stop: vec![],
+    };
+    (prompt, sampling)
+}
+
+/// `n` consecutive free loopback ports.
+fn free_ports(n: usize) -> Result<u16> {
+    for _ in 0..100 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let Some(last) = usize::from(base).checked_add(n) else {
+            continue;
+        };
+        if last > 65_535 {
+            continue;
+        }
+        let all_free = (usize::from(base)..last)
+            .filter_map(|p| u16::try_from(p).ok())
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} consecutive free ports on loopback")
+}
+
+/// A miner's rest after its block, for `nodes` miners to make about a block a second.
+fn nodes_pause(nodes: usize) -> i64 {
+    i64::try_from(nodes).unwrap_or(8).saturating_mul(1_000)
+}
+
+/// The nodes' configuration: regtest, about a ledger block a second, two servers, a
+/// funded wallet on the first.
+fn tweak(nodes: usize, i: usize, table: &mut toml::Table) {
+    let mut set = |section: &str, key: &str, value: toml::Value| {
+        if let Some(t) = table.get_mut(section).and_then(toml::Value::as_table_mut) {
+            t.insert(key.into(), value);
+        }
+    };
+    set("node", "network", "regtest".into());
+    // Each miner rests after its block, so that the network makes about one ledger
+    // block a second: time for every verifier to replay and vote before the next
+    // inference block settles the last.
+    set(
+        "mining",
+        "block_interval_ms",
+        toml::Value::Integer(nodes_pause(nodes)),
+    );
+    set("inference", "produce", (i < 2).into());
+    if i == 0 {
+        set("dev_wallet", "passphrase", PASSPHRASE.into());
+        set("dev_wallet", "ledger", "".into());
+        set("dev_wallet", "inference", "20 FAI".into());
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
+
+pub fn network(nodes: usize, requests: usize) -> Result<NetworkReport> {
+    if !(2..=8).contains(&nodes) {
+        bail!("--nodes must be between 2 and 8");
+    }
+    let dir = tempfile::tempdir()?;
+    let program = std::env::current_exe().context("cannot find this program's path")?;
+    let o = Options {
+        nodes,
+        base: dir.path().to_path_buf(),
+        rpc_port: free_ports(nodes)?,
+        p2p_port: free_ports(nodes)?,
+    };
+    let members = devnet::prepare(&o, &|i, table| tweak(nodes, i, table))?;
+    let mut children: Vec<(String, Child)> = Vec::new();
+    let outcome = (|| {
+        for m in &members {
+            let log = dir.path().join(format!("{}.log", m.name));
+            children.push((m.name.clone(), devnet::spawn(&program, m, Some(&log))?));
+        }
+        measure(&members, dir.path(), requests)
+    })();
+    devnet::stop(&mut children);
+    if outcome.is_err() {
+        // Kept for a look at what went wrong.
+        let kept = dir.keep();
+        return outcome
+            .with_context(|| format!("the nodes' data and logs are kept in {}", kept.display()));
+    }
+    outcome
+}
+
+fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkReport> {
+    let first = members.first().context("no nodes")?;
+    let servers: Vec<&Member> = members.iter().take(2).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for m in members {
+        runtime.block_on(devnet::wait_for_rpc(&m.rpc, Duration::from_secs(120)))?;
+    }
+    let data0 = dir.join("node-0");
+    let w = wallet::open(&data0, "default", Network::Regtest, PASSPHRASE)?;
+    let address = w.address.to_string();
+    let needed = Amount::from_units(100_000u64.saturating_mul(requests as u64))?;
+    eprintln!("bench network: waiting for the wallet's peg-in, the servers' registration and the verifier set");
+    let status = Mutex::new(String::new());
+    let ready = wait_until("the network to be ready", Duration::from_secs(300), || {
+        let funded = call(
+            &first.rpc,
+            "GET",
+            &format!("/v2/inference-chain/accounts/{address}"),
+            None,
+        )
+        .ok()
+        .and_then(|a| a["balance_units"].as_u64())
+        .is_some_and(|b| b >= needed.units());
+        let registered = call(&first.rpc, "GET", "/v2/inference-nodes", None)
+            .ok()
+            .and_then(|n| n.as_array().map(Vec::len))
+            .unwrap_or(0);
+        let verifiers = call(&first.rpc, "GET", "/v2/inference-chain", None)
+            .ok()
+            .and_then(|c| c["verifier_set"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if let Ok(mut s) = status.lock() {
+            *s = format!("wallet funded: {funded}, servers registered: {registered} of {}, verifiers: {verifiers} of {}", servers.len(), members.len().min(5));
+        }
+        funded && registered >= servers.len() && verifiers >= members.len().min(5)
+    });
+    if let Err(e) = ready {
+        bail!(
+            "{e} ({})",
+            status.lock().map(|s| s.clone()).unwrap_or_default()
+        );
+    }
+
+    // The load: consecutive nonces, two clients, each to its own server.
+    let nonce = wallet::next_nonce(&first.rpc, &Address::parse_for(&address, Network::Regtest)?)?;
+    let receipts: Mutex<Vec<(usize, String, Instant)>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            let (w, receipts, failures, next) = (&w, &receipts, &failures, &next);
+            let servers = &servers;
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= requests {
+                    break;
+                }
+                let Some(server) = servers.get(i % servers.len()) else {
+                    break;
+                };
+                {
+                    let (prompt, sampling) = request(i);
+                    let req = InferRequest {
+                        system: prompt.system,
+                        context: prompt.context,
+                        prompt: prompt.input,
+                        model: None,
+                        max_fee: Amount::from_units(100_000).unwrap_or(Amount::ZERO),
+                        max_tokens: sampling.max_tokens,
+                        temperature: 0.7,
+                        seed: sampling.seed,
+                        nonce: nonce.saturating_add(i as u64),
+                    };
+                    match wallet::infer(&server.rpc, w, &req, |_| {}) {
+                        Ok(r) => {
+                            let txid = r["txid"].as_str().unwrap_or_default().to_string();
+                            if let Ok(mut v) = receipts.lock() {
+                                v.push((i, txid, Instant::now()));
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut v) = failures.lock() {
+                                v.push(format!("request {i}: {e:#}"));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap_or_default();
+    if let Some(f) = failures.first() {
+        bail!(
+            "{} of {requests} requests failed; the first: {f}",
+            failures.len()
+        );
+    }
+    let receipts = receipts.into_inner().unwrap_or_default();
+    // Each ends settled (final, accepted or not) or dropped (it never reached a block).
+    let mut ended_at: Vec<Option<(Instant, Ending)>> = vec![None; receipts.len()];
+    let pending = |ended_at: &[Option<(Instant, Ending)>]| {
+        receipts
+            .iter()
+            .zip(ended_at)
+            .filter(|(_, e)| e.is_none())
+            .map(|((i, txid, _), _)| format!("{i}:{txid}"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let waited = wait_until("every request to settle", Duration::from_secs(300), || {
+        for (slot, (_, txid, _)) in ended_at.iter_mut().zip(&receipts) {
+            if slot.is_some() {
+                continue;
+            }
+            if let Ok(state) = call(&first.rpc, "GET", &format!("/v2/inference/{txid}"), None) {
+                let ending = match state["state"].as_str() {
+                    Some("settled") => {
+                        Some(match (state["final"] == true, state["accepted"] == true) {
+                            (true, true) => Ending::Accepted,
+                            (true, false) => Ending::Rejected,
+                            (false, _) => Ending::Unconfirmed,
+                        })
+                    }
+                    Some("dropped") | Some("failed") => Some(Ending::Dropped),
+                    _ => None,
+                };
+                *slot = ending.map(|e| (Instant::now(), e));
+            }
+        }
+        ended_at.iter().all(Option::is_some)
+    });
+    if let Err(e) = waited {
+        bail!("{e}; still open: {}", pending(&ended_at));
+    }
+    let count = |what: Ending| {
+        ended_at
+            .iter()
+            .flatten()
+            .filter(|(_, e)| *e == what)
+            .count()
+    };
+    let (accepted, rejected, unconfirmed, dropped) = (
+        count(Ending::Accepted),
+        count(Ending::Rejected),
+        count(Ending::Unconfirmed),
+        count(Ending::Dropped),
+    );
+    let settled_at: Vec<Option<(Instant, bool)>> = ended_at
+        .iter()
+        .map(|e| e.and_then(|(t, e)| (e != Ending::Dropped).then_some((t, e == Ending::Accepted))))
+        .collect();
+    let ended = settled_at
+        .iter()
+        .flatten()
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap_or(started);
+    let seconds = ended.duration_since(started).as_secs_f64();
+    let mut latencies: Vec<f64> = settled_at
+        .iter()
+        .zip(&receipts)
+        .filter_map(|(s, (_, _, got))| s.map(|(t, _)| t.duration_since(*got).as_secs_f64()))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let settle_latency_s = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
+
+    // The same requests straight on the engine, one after the other.
+    let model = fai_engine::LoadedModel::load(
+        &fai_engine::tiny::ensure_fai_tiny(&dir.join("engine-models"))?,
+        &Device::Cpu,
+    )?;
+    let engine_started = Instant::now();
+    for i in 0..requests {
+        let (prompt, sampling) = request(i);
+        let r = crate::verifier::request(&prompt, &sampling);
+        fai_engine::generate(&model, &r, &AtomicBool::new(false), |_| {})?;
+    }
+    let engine_seconds = engine_started.elapsed().as_secs_f64();
+    // Settled with a final verdict; those refunded for want of votes do not count.
+    let settled_per_sec = (accepted + rejected) as f64 / seconds.max(1e-9);
+    let engine_per_sec = requests as f64 / engine_seconds.max(1e-9);
+    Ok(NetworkReport {
+        nodes: members.len(),
+        requests,
+        accepted,
+        rejected,
+        unconfirmed,
+        dropped,
+        seconds,
+        settled_per_sec,
+        engine_per_sec,
+        ratio: settled_per_sec / engine_per_sec,
+        settle_latency_s,
+    })
+}
