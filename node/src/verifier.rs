@@ -73,7 +73,21 @@ pub fn verdict(
         .tokens(&txid)
         .map_err(|e| e.to_string())?
         .ok_or("no output tokens for this transaction")?;
-    if tokens.len() != inf.receipt.tokens as usize || model.tokenizer.decode(&tokens) != output {
+    // The output is the tokens' text, cut before the first stop string (the token that
+    // completed it is among the tokens, as generation counts it).
+    let mut spelled = model.tokenizer.decode(&tokens);
+    if let Some(at) = inf
+        .stub
+        .sampling
+        .stop
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| spelled.find(s.as_str()))
+        .min()
+    {
+        spelled.truncate(at);
+    }
+    if tokens.len() != inf.receipt.tokens as usize || spelled != output {
         return Err("the output tokens do not spell the output".into());
     }
     let v = Replay::default()
@@ -126,7 +140,7 @@ mod tests {
             input: "who verifies the verifiers".into(),
             ..Prompt::default()
         };
-        let make = |nonce: u64, tokens: &[u32]| {
+        let make_with = |nonce: u64, tokens: &[u32], stop: Vec<String>| {
             let mut stub = InferenceStub {
                 sender: user.public_key(),
                 nonce,
@@ -139,7 +153,7 @@ mod tests {
                     top_p_milli: 1000,
                     top_k: 40,
                     seed: 3,
-                    stop: vec![],
+                    stop,
                 },
                 max_fee: Amount::from_units(1_000).unwrap(),
                 expiry: 100,
@@ -157,6 +171,7 @@ mod tests {
             receipt.sign(&node);
             (Inference { stub, receipt }, text)
         };
+        let make = |nonce: u64, tokens: &[u32]| make_with(nonce, tokens, vec![]);
         let honest_tokens = {
             let (inf, _) = make(0, &[]);
             fai_engine::generate(
@@ -178,6 +193,28 @@ mod tests {
         let (honest, text) = make(0, &honest_tokens);
         store(&honest, &text, &honest_tokens);
         assert_eq!(verdict(&model, &payloads, &honest), Ok(()));
+
+        // With a stop string met halfway: the output stops before it, while the tokens
+        // include the one that completed it; an honest answer all the same.
+        let stop = text
+            .chars()
+            .nth(text.chars().count() / 2)
+            .unwrap()
+            .to_string();
+        let (asked, _) = make_with(4, &[], vec![stop.clone()]);
+        let g = fai_engine::generate(
+            &model,
+            &request(&prompt, &asked.stub.sampling),
+            &AtomicBool::new(false),
+            |_| {},
+        )
+        .unwrap();
+        assert!(!g.text.contains(&stop) && g.tokens.len() < honest_tokens.len());
+        let (mut stopped, _) = make_with(4, &g.tokens, vec![stop]);
+        stopped.receipt.output_hash = ResultReceipt::hash_output(&g.text);
+        stopped.receipt.sign(&node);
+        store(&stopped, &g.text, &g.tokens);
+        assert_eq!(verdict(&model, &payloads, &stopped), Ok(()));
 
         // Nobody has the payload.
         let (missing, _) = make(1, &honest_tokens);
