@@ -5,11 +5,13 @@
 //!
 //! Every node mines and stakes (so all of them verify, up to the five largest stakes);
 //! the first two serve the model as inference nodes, and the first funds a dev wallet
-//! that signs the load. Once the wallet is funded, both servers are registered and the
-//! verifier set is full, the load starts: `requests` transactions with consecutive
-//! nonces, sent over RPC to the two servers by two clients at once. It ends when every
-//! one is settled (final, accepted or not) on the first node. `settled_per_sec` counts
-//! them over that time; `engine_per_sec` is the same requests generated one after the
+//! that funds the load. Once the wallet is funded, both servers are registered and the
+//! verifier set is full, the wallet funds 8 senders on the inference layer, and the load
+//! starts: `requests` transactions, round robin over the senders (consecutive nonces
+//! each, at most 48 of a sender waiting for a block), sent over RPC to the two servers by
+//! four clients at once. It ends when every one is settled on the first node: final
+//! (accepted or rejected), without a quorum of votes (refunded), or dropped.
+//! `settled_per_sec` counts the final ones over that time; `engine_per_sec` is the same requests generated one after the
 //! other by the engine in this process; `ratio` is the first over the second. Mining,
 //! every verifier's replay and the servers' engines share this machine's cores.
 
@@ -33,6 +35,10 @@ const PASSPHRASE: &str = "bench-network";
 const MAX_TOKENS: u32 = 16;
 /// Requests in flight at once (spread over the serving nodes).
 const CLIENTS: usize = 4;
+/// A sender's inferences served but not in a block yet, at most (nodes hold 64).
+const MAX_WAITING: u64 = 48;
+/// Wallets the load is signed by.
+const SENDERS: usize = 8;
 
 #[derive(Serialize)]
 pub struct NetworkReport {
@@ -225,14 +231,58 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
     }
 
     // The load: consecutive nonces, two clients, each to its own server.
-    let nonce = wallet::next_nonce(&first.rpc, &Address::parse_for(&address, Network::Regtest)?)?;
+    // Senders: a node keeps 64 inferences of one sender waiting for a block at most, so
+    // the load comes from several, funded from the dev wallet on the inference layer.
+    let senders: Vec<wallet::Wallet> = (0..SENDERS)
+        .map(|_| {
+            let key = fai_primitives::SecretKey::generate();
+            let address = Address::from_public_key(Network::Regtest, &key.public_key());
+            wallet::Wallet { key, address }
+        })
+        .collect();
+    let share = needed
+        .units()
+        .div_ceil(SENDERS as u64)
+        .saturating_add(1_000_000);
+    for s in &senders {
+        let payload = fai_inference_chain::vmtx::VmPayload::Transfer {
+            to: s.address.key_hash,
+            amount: Amount::from_units(share)?,
+            memo: Vec::new(),
+        };
+        wallet::vm_send(
+            &first.rpc,
+            &w,
+            payload,
+            Amount::from_units(crate::vm_mempool::MIN_FEE)?,
+        )?;
+    }
+    let balance = |a: &Address| {
+        call(
+            &first.rpc,
+            "GET",
+            &format!("/v2/inference-chain/accounts/{a}"),
+            None,
+        )
+        .ok()
+        .and_then(|v| v["balance_units"].as_u64())
+        .unwrap_or(0)
+    };
+    wait_until("the senders' funding", Duration::from_secs(120), || {
+        senders.iter().all(|s| balance(&s.address) >= share)
+    })?;
+    let nonces: Vec<u64> = senders
+        .iter()
+        .map(|s| wallet::next_nonce(&first.rpc, &s.address))
+        .collect::<Result<_>>()?;
     let receipts: Mutex<Vec<(usize, String, Instant)>> = Mutex::new(Vec::new());
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let (senders, nonces) = (&senders, &nonces);
     std::thread::scope(|s| {
         for _ in 0..CLIENTS {
-            let (w, receipts, failures, next) = (&w, &receipts, &failures, &next);
+            let (receipts, failures, next) = (&receipts, &failures, &next);
             let servers = &servers;
             s.spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -242,6 +292,27 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
                 let Some(server) = servers.get(i % servers.len()) else {
                     break;
                 };
+                let (Some(sender), Some(&first_nonce)) =
+                    (senders.get(i % SENDERS), nonces.get(i % SENDERS))
+                else {
+                    break;
+                };
+                let nonce = first_nonce.saturating_add((i / SENDERS) as u64);
+                // A sender may have 64 inferences waiting for a block: keep under that.
+                let path = format!("/v2/inference-chain/accounts/{}", sender.address);
+                let waited = wait_until("room for the sender", Duration::from_secs(120), || {
+                    let included = call(&first.rpc, "GET", &path, None)
+                        .ok()
+                        .and_then(|a| a["nonce"].as_u64())
+                        .unwrap_or(first_nonce);
+                    nonce.saturating_sub(included) < MAX_WAITING
+                });
+                if let Err(e) = waited {
+                    if let Ok(mut v) = failures.lock() {
+                        v.push(format!("request {i}: {e}"));
+                    }
+                    break;
+                }
                 {
                     let (prompt, sampling) = request(i);
                     let req = InferRequest {
@@ -253,9 +324,9 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
                         max_tokens: sampling.max_tokens,
                         temperature: 0.7,
                         seed: sampling.seed,
-                        nonce: nonce.saturating_add(i as u64),
+                        nonce,
                     };
-                    match wallet::infer(&server.rpc, w, &req, |_| {}) {
+                    match wallet::infer(&server.rpc, sender, &req, |_| {}) {
                         Ok(r) => {
                             let txid = r["txid"].as_str().unwrap_or_default().to_string();
                             if let Ok(mut v) = receipts.lock() {

@@ -350,7 +350,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         nodes: usize,
         /// Inference transactions sent.
-        #[arg(long, default_value_t = 40)]
+        #[arg(long, default_value_t = 400)]
         requests: usize,
         #[arg(long)]
         json: bool,
