@@ -80,7 +80,7 @@ pub fn read_block(
                 after,
             } => {
                 if register.height >= height
-                    || block.header.prev.0.get(..4) != Some(&after[..])
+                    || crate::ops::commit_after(&block.header.prev) != after
                     || out.bids.iter().any(|b| b.register == register)
                 {
                     continue;

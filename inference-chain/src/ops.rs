@@ -54,6 +54,16 @@ pub enum Op {
     PegIn { address: Hash160 },
 }
 
+/// What a commit for the block after ledger block `tip` names of it (`Op::Commit`'s
+/// `after`): the hash's first four bytes.
+pub fn commit_after(tip: &fai_primitives::Hash256) -> [u8; 4] {
+    let mut after = [0u8; 4];
+    if let Some(head) = tip.0.get(..4) {
+        after.copy_from_slice(head);
+    }
+    after
+}
+
 /// Why an op cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {

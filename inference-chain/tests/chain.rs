@@ -16,7 +16,7 @@ use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier}
 use fai_inference_chain::chain::{
     escrow_account, ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN,
 };
-use fai_inference_chain::ops::{build_register, Op, RegisterRef};
+use fai_inference_chain::ops::{build_register, commit_after, Op, RegisterRef};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
 use fai_inference_chain::quorum::Vote;
 use fai_inference_chain::settlement::{fee, producer_subsidy};
@@ -150,7 +150,7 @@ impl World {
             register: self.register,
             parent: parent_block,
             seed: next_seed(&fai_vrf::proof_to_hash(&proof).unwrap()),
-            after: ledger_parent.0[..4].try_into().unwrap(),
+            after: commit_after(&ledger_parent),
         };
         let verifiers = self.chain.commit_set(&self.ledger.chain, &ledger_parent);
         let mut outputs: Vec<TxOut> = verifiers

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fai_inference_chain::ledger_ops::{read_block, Register};
-use fai_inference_chain::ops::{build_register, Op, RegisterRef};
+use fai_inference_chain::ops::{build_register, commit_after, Op, RegisterRef};
 use fai_inference_chain::sortition::{self, genesis_seed};
 use fai_ledger::chainstate::SCHEMA;
 use fai_ledger::{testkit, Block, ChainParams, Chainstate, OutPoint, TxOut};
@@ -87,7 +87,7 @@ fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
     let lookup = |r: &RegisterRef| known.get(r).cloned();
 
     let seed = genesis_seed("regtest");
-    let after: [u8; 4] = f.chain.tip_hash().0[..4].try_into().unwrap();
+    let after = commit_after(&f.chain.tip_hash());
     let commit = |reg: &Register, vrf: &fai_vrf::SecretKey| Op::Commit {
         register: reg.at,
         parent: [0x11; 32],
@@ -190,7 +190,7 @@ fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_regist
     let (block, height) = f.mine(vec![tx]);
     let registers = read_block(&block, height, &[], |_| None).registers;
     let at = registers[0].at;
-    let after: [u8; 4] = f.chain.tip_hash().0[..4].try_into().unwrap();
+    let after = commit_after(&f.chain.tip_hash());
     let commit = Op::Commit {
         register: at,
         parent: [0; 32],

@@ -77,7 +77,7 @@ fn commit(at: fai_inference_chain::ops::RegisterRef, seed: u8, after: Hash256) -
         register: at,
         parent: [0; 32],
         seed: [seed; 32],
-        after: after.0[..4].try_into().unwrap(),
+        after: fai_inference_chain::ops::commit_after(&after),
     }
 }
 

@@ -505,6 +505,20 @@ fn invocation(cli: &Cli) -> String {
     out
 }
 
+/// Prints a benchmark's report: its JSON with `json`, else the line for people.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    line: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{}", line());
+    }
+    Ok(())
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.datadir {
@@ -975,18 +989,16 @@ fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .max(1);
             let r = bench::pow(threads, *seconds);
-            if *json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
+            print_report(*json, &r, || {
+                format!(
                     "pow: {:.2} MH/s per thread ({:.2} MH/s on {} threads); raw SHA-256 {:.2} M compressions/s per thread; ratio {:.3} (goal >= 0.9)",
                     r.hashes_per_sec / 1e6,
                     r.total_hashes_per_sec / 1e6,
                     r.threads,
                     r.sha256_compressions_per_sec / 1e6,
                     r.ratio
-                );
-            }
+                )
+            })?;
             Ok(())
         }
         Command::Bench(BenchCommand::Engine {
@@ -1049,10 +1061,8 @@ fn run(cli: Cli) -> Result<()> {
                 "--receipts must be between 1 and 10000"
             );
             let r = bench_poi::poi(*receipts, *runs)?;
-            if *json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
+            print_report(*json, &r, || {
+                format!(
                     "poi: block of {} receipts assembled in {:.1} ms, verified in {:.1} ms = {:.0} receipts/s; raw ECDSA verify {:.0}/s on one thread; ratio {:.2} (goal >= 0.5; {} threads)",
                     r.receipts,
                     r.assemble_ms,
@@ -1061,8 +1071,8 @@ fn run(cli: Cli) -> Result<()> {
                     r.sig_verifies_per_sec,
                     r.ratio,
                     r.threads
-                );
-            }
+                )
+            })?;
             Ok(())
         }
         Command::Bench(BenchCommand::Network {
@@ -1075,14 +1085,12 @@ fn run(cli: Cli) -> Result<()> {
                 "--requests must be between 1 and 1000"
             );
             let r = bench_network::network(*nodes, *requests)?;
-            if *json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
+            print_report(*json, &r, || {
+                format!(
                     "network: {:.2} inference transactions settled per second over {} nodes ({} requests: {} accepted, {} rejected, {} without quorum, {} dropped, in {:.1} s; settled {:.2} s after the receipt at the median); the engine alone: {:.2} per second; ratio {:.2} (goal >= 0.5)",
                     r.settled_per_sec, r.nodes, r.requests, r.accepted, r.rejected, r.unconfirmed, r.dropped, r.seconds, r.settle_latency_s, r.engine_per_sec, r.ratio
-                );
-            }
+                )
+            })?;
             Ok(())
         }
         Command::Bench(BenchCommand::Rpc {
@@ -1126,10 +1134,8 @@ fn run(cli: Cli) -> Result<()> {
                 "--txs must be between 1 and 5000"
             );
             let r = bench::validate(*txs, *runs)?;
-            if *json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
+            print_report(*json, &r, || {
+                format!(
                     "validate: {} txs connected in {:.1} ms = {:.0} txs/s; raw ECDSA verify {:.0}/s on one thread; ratio {:.2} (goal >= 0.7; {} threads)",
                     r.transactions,
                     r.connect_seconds * 1e3,
@@ -1137,8 +1143,8 @@ fn run(cli: Cli) -> Result<()> {
                     r.sig_verifies_per_sec,
                     r.ratio,
                     r.threads
-                );
-            }
+                )
+            })?;
             Ok(())
         }
     }

@@ -234,7 +234,7 @@ impl Producer {
             register,
             parent: chain.tip(ledger).id,
             seed: next_seed(&output),
-            after: commit_after(&tip),
+            after: fai_inference_chain::ops::commit_after(&tip),
         };
         let set = chain.commit_set(ledger, &tip);
         let mut outputs: Vec<TxOut> = Vec::new();
@@ -352,13 +352,6 @@ impl Producer {
         self.outbox.push(bytes);
         Ok(txid)
     }
-}
-
-/// What a commit for the block after ledger block `tip` names of it.
-pub fn commit_after(tip: &Hash256) -> [u8; 4] {
-    let mut after = [0u8; 4];
-    after.copy_from_slice(tip.0.get(..4).unwrap_or(&[0; 4]));
-    after
 }
 
 /// Inputs one payment of the node takes at most.

@@ -380,7 +380,7 @@ pub fn commit(
         register,
         parent,
         seed: fai_inference_chain::sortition::next_seed(&output),
-        after: crate::producer::commit_after(&fai_primitives::Hash256(after)),
+        after: fai_inference_chain::ops::commit_after(&fai_primitives::Hash256(after)),
     };
     let mut outputs = Vec::new();
     if set.is_empty() {
