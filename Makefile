@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps build run test lint fmt bench clean
+.PHONY: all deps pydeps build run test test-e2e lint fmt bench clean
 
 all: build
 
@@ -26,7 +26,7 @@ run: build
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features infer-node/test-cheats -- -D warnings
 
 # The OpenAI-compatible proxy is tested with the official openai Python package.
 pydeps:
@@ -35,8 +35,14 @@ pydeps:
 		echo "installing the openai Python package (for the wallet serve test)" && \
 		{ python3 -m pip install -q openai 2>/dev/null || python3 -m pip install -q --break-system-packages openai; }; }
 
+# Test builds carry the test-cheats feature, so that the end-to-end tests can run a node
+# that forges its answers (release builds refuse that setting).
 test: lint pydeps
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features infer-node/test-cheats
+
+# The slow end-to-end scenarios too: five-node networks through crashes and a partition.
+test-e2e: deps
+	$(CARGO) test -p infer-node --features test-cheats --test e2e -- --include-ignored
 
 bench: build
 	./target/release/infer-node bench pow

@@ -29,6 +29,20 @@ pub struct Config {
     pub inference: InferenceSection,
     #[serde(default)]
     pub dev_wallet: DevWalletSection,
+    #[serde(default)]
+    pub testing: TestingSection,
+}
+
+/// Misbehaviour for tests of the network's defences: refused unless the program was
+/// built with the `test-cheats` feature (never in a release an operator runs), and on
+/// mainnet and testnet always.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingSection {
+    /// Serve forged outputs: the tokens of each answer are replaced by others, which
+    /// the receipt signs as if generated.
+    #[serde(default)]
+    pub forge_outputs: bool,
 }
 
 /// A wallet for trying the network, made by the node at its first start and funded
@@ -422,6 +436,14 @@ impl Config {
                 bail!("dev_wallet.passphrase must have at least 8 characters");
             }
         }
+        if self.testing.forge_outputs {
+            if !cfg!(feature = "test-cheats") {
+                bail!("testing.forge_outputs needs a program built with the test-cheats feature");
+            }
+            if !matches!(self.network()?, Network::Devnet | Network::Regtest) {
+                bail!("testing.forge_outputs is for devnet and regtest only");
+            }
+        }
         if self.mining.block_interval_ms > 3_600_000 {
             bail!("mining.block_interval_ms must be at most 3600000 (an hour)");
         }
@@ -476,6 +498,29 @@ fn expand_home_in(path: &str, home: Option<std::ffi::OsString>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forged_outputs_need_a_test_build_and_a_test_network() {
+        let with = |network: &str| {
+            Config::parse(
+                &format!(
+                    "[node]\nnetwork = \"{network}\"\ndata_dir = \"/tmp/x\"\n[testing]\nforge_outputs = true\n"
+                ),
+                "test",
+            )
+        };
+        for network in ["mainnet", "testnet"] {
+            let err = format!("{:#}", with(network).unwrap_err());
+            assert!(err.contains("testing.forge_outputs"), "{err}");
+        }
+        let regtest = with("regtest");
+        if cfg!(feature = "test-cheats") {
+            assert!(regtest.unwrap().testing.forge_outputs);
+        } else {
+            let err = format!("{:#}", regtest.unwrap_err());
+            assert!(err.contains("test-cheats"), "{err}");
+        }
+    }
 
     #[test]
     fn every_shipped_config_file_parses() {

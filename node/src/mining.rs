@@ -1,6 +1,15 @@
 //! The mining service: builds a template on the tip, searches it on N threads, submits
-//! what it finds, and starts over when the tip changes, the template is 10 seconds old
-//! (new transactions, a fresher time) or the node shuts down.
+//! what it finds, and starts over when the tip changes, a commit for the tip arrives
+//! after it (the sortition should see every bid), the template is 10 seconds old (new
+//! transactions, a fresher time) or the node shuts down.
+//!
+//! Paced (`mining.block_interval_ms`, for regtest, whose blocks take a few hashes): on
+//! each tip the miner first waits a random time drawn from an exponential distribution
+//! of that mean, starting again when the tip changes meanwhile, as the search for a
+//! real proof of work would take. N paced miners then find blocks like N real ones of
+//! equal hash rate: one every mean / N on average, rarely two at once (a fixed pause
+//! would have every idle miner answer each block at the same instant, a fork each time),
+//! and the template is built after the wait, with what arrived since the tip.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,11 +27,42 @@ use crate::p2p::Topic;
 /// How long a template is searched before it is rebuilt.
 const TEMPLATE_LIFETIME: Duration = Duration::from_secs(10);
 
-/// Mines until the node shuts down, resting `pause` after each block found. Errors only
-/// when the chain cannot be read or written.
-pub fn run(node: &Node, payout: Hash160, threads: usize, pause: Duration) -> Result<()> {
+/// The longest paced wait, in means: the exponential's tail beyond it is cut.
+const MAX_WAIT_MEANS: f64 = 8.0;
+
+/// A wait drawn from the exponential distribution of mean `mean`.
+fn paced_wait(mean: Duration) -> Duration {
+    // 1 - U lies in (0, 1]: its logarithm is finite.
+    let u: f64 = 1.0 - rand::random::<f64>();
+    mean.mul_f64((-u.ln()).min(MAX_WAIT_MEANS))
+}
+
+/// Sleeps `wait` unless the tip changes or the node stops first; whether it slept it all.
+fn rest(node: &Node, generation: u64, wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    loop {
+        if node.shutdown.load(Ordering::Relaxed)
+            || node.tip_generation.load(Ordering::Relaxed) != generation
+        {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+}
+
+/// Mines until the node shuts down, each tip after a paced wait of mean `pace` (none when
+/// zero). Errors only when the chain cannot be read or written.
+pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Result<()> {
     while !node.shutdown.load(Ordering::SeqCst) {
         let generation = node.tip_generation.load(Ordering::SeqCst);
+        let commits = node.commit_generation.load(Ordering::SeqCst);
+        if !pace.is_zero() && !rest(node, generation, paced_wait(pace)) {
+            continue;
+        }
         let (template, max_future) = {
             let chain = node.chain();
             let mempool = node.mempool();
@@ -40,6 +80,7 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pause: Duration) -> Res
         let stop = || {
             node.shutdown.load(Ordering::Relaxed)
                 || node.tip_generation.load(Ordering::Relaxed) != generation
+                || node.commit_generation.load(Ordering::Relaxed) != commits
                 || started.elapsed() > TEMPLATE_LIFETIME
         };
         let Some(block) = solve(&template, threads, &stop) else {
@@ -57,11 +98,7 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pause: Duration) -> Res
         node.on_chain_events(&chain, &events);
         drop(chain);
         match result {
-            Ok(_) => {
-                if !pause.is_zero() {
-                    std::thread::sleep(pause);
-                }
-            }
+            Ok(_) => {}
             Err(e) if e.consensus().is_some() => {
                 warn!(target: "infer_node::miner", "mined block refused: {e}")
             }
@@ -69,4 +106,23 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pause: Duration) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paced_waits_average_their_mean_and_are_capped() {
+        let mean = Duration::from_millis(1_000);
+        let draws: Vec<Duration> = (0..20_000).map(|_| paced_wait(mean)).collect();
+        let total: Duration = draws.iter().sum();
+        let average = total.as_secs_f64() / draws.len() as f64;
+        // The standard error of the average is 1/sqrt(20000) of the mean: 0.7%.
+        assert!((0.96..1.04).contains(&average), "average wait {average} s");
+        assert!(draws.iter().all(|d| *d <= mean.mul_f64(MAX_WAIT_MEANS)));
+        // Memoryless, not a fixed pause: short and long waits both occur.
+        assert!(draws.iter().any(|d| *d < mean / 10));
+        assert!(draws.iter().any(|d| *d > mean * 3));
+    }
 }

@@ -30,6 +30,9 @@ pub struct Node {
     pub mempool: Mutex<Mempool>,
     /// Bumped whenever the active tip changes, so miners drop stale work.
     pub tip_generation: AtomicU64,
+    /// Bumped whenever a commit for the tip enters the mempool after the tip, so that
+    /// miners rebuild their template with it.
+    pub commit_generation: AtomicU64,
     pub shutdown: AtomicBool,
     /// The network, once it runs (absent with `p2p.enabled = false`).
     pub p2p: OnceLock<P2pHandle>,
@@ -69,6 +72,7 @@ impl Node {
             chain: Mutex::new(chain),
             mempool: Mutex::new(Mempool::new(mempool)),
             tip_generation: AtomicU64::new(0),
+            commit_generation: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             p2p: OnceLock::new(),
             inference: OnceLock::new(),
@@ -255,6 +259,52 @@ impl Node {
         }
         self.tip_generation.fetch_add(1, Ordering::SeqCst);
     }
+
+    /// After an inference block from a peer was accepted: the producer's commit that
+    /// waited for it goes out. The caller holds the ledger and the inference chain.
+    pub fn after_peer_inference_block(&self, ledger: &Chainstate, chain: &InferenceChain) {
+        let Some(producer) = self.producer.get() else {
+            return;
+        };
+        let mut mempool = self.mempool();
+        let mut producer = lock(producer);
+        if producer.on_inference_block(ledger, chain, &mut mempool) {
+            self.send_commits(producer.take_outbox());
+        }
+    }
+
+    /// Commits that waited too long for a tenure block go out without it. Called every
+    /// few tens of milliseconds by the producer's timer thread.
+    pub fn producer_tick(&self) {
+        let Some(producer) = self.producer.get() else {
+            return;
+        };
+        let spacing = {
+            let chain = self.chain();
+            let spacing = chain.params().target_spacing;
+            drop(chain);
+            spacing
+        };
+        if !lock(producer).overdue(spacing) {
+            return;
+        }
+        let ledger = self.chain();
+        let Some(chain) = self.inference() else {
+            return;
+        };
+        let mut mempool = self.mempool();
+        let mut producer = lock(producer);
+        if producer.on_overdue(&ledger, &chain, &mut mempool) {
+            self.send_commits(producer.take_outbox());
+        }
+    }
+
+    fn send_commits(&self, txs: Vec<Vec<u8>>) {
+        self.commit_generation.fetch_add(1, Ordering::SeqCst);
+        for tx in txs {
+            self.publish(Topic::LedgerTx, tx);
+        }
+    }
 }
 
 /// Opens (creating if needed) the ledger of `network` in `data_dir`.
@@ -407,6 +457,20 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
     } else {
         info!(target: "infer_node", "mining is off (mining.enabled = false)");
     }
+    if node.producer.get().is_some() {
+        let node = node.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("producer-timer".into())
+                .spawn(move || {
+                    while !node.shutdown.load(Ordering::SeqCst) {
+                        node.producer_tick();
+                        std::thread::sleep(std::time::Duration::from_millis(25));
+                    }
+                })
+                .context("cannot start the producer's timer thread")?,
+        );
+    }
     let mut network_task = None;
     let mut validator = None;
     if config.p2p.enabled {
@@ -525,6 +589,10 @@ fn start_rpc(
     info!(target: "infer_node", model = %model.name, id = %model.id, "serving model");
     let mut state = crate::rpc::RpcState::new(node.clone(), network, model, scheduler, key);
     state.price = config.inference.price()?;
+    state.forge_outputs = config.testing.forge_outputs;
+    if state.forge_outputs {
+        tracing::warn!(target: "infer_node", "testing.forge_outputs: this node serves forged answers");
+    }
     if !config.rpc.admin_token.is_empty() {
         state.admin = Some((config.rpc.admin_token.clone(), shutdown));
     }

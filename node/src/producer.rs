@@ -13,6 +13,9 @@
 //! - Commit: at each new tip, a transaction with the commit op (the register reference,
 //!   the inference tip it builds on, the VRF output over the tip's seed) paying the bid
 //!   equally to the verifier set that block requires, or burning it while there is none.
+//!   When another node won the tip's sortition, the commit waits for that node's tenure
+//!   block (a quarter of the ledger's target spacing at most), so that it names that
+//!   block as its parent: committed on the block before, a win would orphan it.
 //! - Produce: when the sortition at a new ledger block names this node, build, run and
 //!   sign the tenure block on the parent the commit named, accept it, and gossip it.
 
@@ -31,6 +34,7 @@ use fai_ledger::sighash::sign_transaction;
 use fai_ledger::tx::SEQUENCE_FINAL;
 use fai_ledger::{Chainstate, OutPoint, OutputKind, Transaction, TxIn, TxOut, Txid, Unlock};
 use fai_primitives::{Amount, Encode, Hash160, Hash256, SecretKey, Signature};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// The bytes of VM transactions one produced block carries at most.
@@ -80,6 +84,16 @@ fn select_inferences(
     out
 }
 
+/// Whether someone won the sortition at ledger block `tip` and its tenure block is not
+/// here yet.
+fn tenure_block_missing(ledger: &Chainstate, chain: &InferenceChain, tip: &Hash256) -> bool {
+    let won = chain
+        .tracker()
+        .record(tip)
+        .is_some_and(|r| r.sortition.winner.is_some());
+    won && chain.tip(ledger).anchor != *tip
+}
+
 /// The node's VRF key: derived from the node key, so it survives restarts and needs no
 /// file of its own.
 pub fn vrf_key(node_key: &SecretKey) -> fai_vrf::SecretKey {
@@ -108,6 +122,9 @@ pub struct Producer {
     outbox: Vec<Vec<u8>>,
     /// Whether the lack of a spendable coin was logged already.
     told_unfunded: bool,
+    /// The ledger tip whose commit waits for the tenure block another node won there,
+    /// and since when.
+    awaiting: Option<(Hash256, Instant)>,
 }
 
 impl Producer {
@@ -130,6 +147,7 @@ impl Producer {
             produced: Default::default(),
             outbox: Vec::new(),
             told_unfunded: false,
+            awaiting: None,
         }
     }
 
@@ -145,14 +163,77 @@ impl Producer {
         let tip = ledger.tip_hash();
         self.find_register(ledger);
         let produced = self.produce(ledger, chain, pools, tip);
+        self.awaiting = None;
         if self.register.is_none() {
             if self.pending_register.is_none() {
                 self.send_register(ledger, mempool);
             }
-        } else if let Err(e) = self.commit(ledger, chain, mempool, tip) {
-            warn!(target: "infer_node::producer", "no commit for the next ledger block: {e}");
+        } else if tenure_block_missing(ledger, chain, &tip) {
+            self.awaiting = Some((tip, Instant::now()));
+        } else {
+            self.commit_now(ledger, chain, mempool, tip);
         }
         produced
+    }
+
+    /// After an inference block was accepted: the awaited tenure block is here, commit.
+    /// Whether a commit was made.
+    pub fn on_inference_block(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        mempool: &mut Mempool,
+    ) -> bool {
+        let tip = ledger.tip_hash();
+        match self.awaiting {
+            Some((at, _)) if at == tip && !tenure_block_missing(ledger, chain, &tip) => {
+                self.awaiting = None;
+                self.commit_now(ledger, chain, mempool, tip)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the awaited tenure block is overdue: then [`Producer::on_overdue`] commits
+    /// without it.
+    pub fn overdue(&self, target_spacing: u64) -> bool {
+        let limit = Duration::from_millis(target_spacing.saturating_mul(250));
+        self.awaiting
+            .is_some_and(|(_, since)| since.elapsed() >= limit)
+    }
+
+    /// Commits on the tip as it is, the winner's tenure block not having come in time.
+    /// Whether a commit was made.
+    pub fn on_overdue(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        mempool: &mut Mempool,
+    ) -> bool {
+        let Some((at, _)) = self.awaiting.take() else {
+            return false;
+        };
+        if at != ledger.tip_hash() {
+            return false;
+        }
+        info!(target: "infer_node::producer", tip = %at, "the tenure block did not come in time; committing on the block before it");
+        self.commit_now(ledger, chain, mempool, at)
+    }
+
+    fn commit_now(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        mempool: &mut Mempool,
+        tip: Hash256,
+    ) -> bool {
+        match self.commit(ledger, chain, mempool, tip) {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(target: "infer_node::producer", "no commit for the next ledger block: {e}");
+                false
+            }
+        }
     }
 
     /// The ledger transactions made since the last call, to gossip.

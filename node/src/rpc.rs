@@ -127,6 +127,8 @@ pub struct RpcState {
     /// This node's price per million output tokens: a request whose max fee does not
     /// cover its max tokens at this price is refused.
     pub price: fai_primitives::Amount,
+    /// `testing.forge_outputs` (test builds only): answers are forged.
+    pub forge_outputs: bool,
     /// Where served inferences' text is kept (the inference chain's payload store).
     payloads: Option<fai_inference_chain::payloads::PayloadStore>,
     log: Mutex<InferenceLog>,
@@ -151,6 +153,7 @@ impl RpcState {
             scheduler,
             key,
             price: fai_primitives::Amount::ZERO,
+            forge_outputs: false,
             payloads,
             log: Mutex::new(InferenceLog::default()),
             counters: Counters::default(),
@@ -246,11 +249,15 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height and tip, peers, sync state, served models", content_type = "application/json")))]
+#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models", content_type = "application/json")))]
 async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
-    let (height, tip) = {
+    let (height, tip, supply) = {
         let chain = s.node.chain();
-        (chain.height(), chain.tip_hash().to_string())
+        (
+            chain.height(),
+            chain.tip_hash().to_string(),
+            chain.supply().units(),
+        )
     };
     let (peers, sync, p2p) = match s.node.p2p.get() {
         Some(net) => {
@@ -274,7 +281,8 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
         "network": s.network.to_string(),
         "chain_id": chain_id(s.network),
         "version": env!("CARGO_PKG_VERSION"),
-        "ledger": {"height": height, "tip": tip},
+        "ledger": {"height": height, "tip": tip, "supply_units": supply},
+        "address": fai_primitives::Address::new(s.network, s.key.public_key().hash160()).to_string(),
         "peers": peers,
         "sync": sync,
         "p2p": p2p,
@@ -673,6 +681,11 @@ fn serve_here(
     Ok(job.map(move |event| match event {
         Event::Text(text) => ("token", json!({"text": text}).to_string()),
         Event::Done(g) => {
+            let g = if state.forge_outputs {
+                forged(&state.model, g)
+            } else {
+                g
+            };
             let mut receipt = ResultReceipt {
                 tx: txid,
                 output_hash: ResultReceipt::hash_output(&g.text),
@@ -700,6 +713,17 @@ fn serve_here(
             ("error", json!({"error": e}).to_string())
         }
     }))
+}
+
+/// `testing.forge_outputs`: every token replaced by its neighbour in the vocabulary and
+/// the text spelled from those, so that the answer is self-consistent (its tokens spell
+/// it, its receipt signs it) and yet not what the model generates.
+fn forged(model: &LoadedModel, mut g: fai_engine::Generation) -> fai_engine::Generation {
+    for t in &mut g.tokens {
+        *t = if *t > 0 { *t - 1 } else { 1 };
+    }
+    g.text = model.tokenizer.decode(&g.tokens);
+    g
 }
 
 /// Keeps a served inference's text for verifiers, puts it in the pool for the next
@@ -731,7 +755,7 @@ fn receipt_json(r: &ResultReceipt, text: Option<&str>) -> Value {
     v
 }
 
-#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "serving, pending (waiting for a block), in_block, settled (final or refunded without a quorum; accepted, and where the max fee went), dropped or failed", content_type = "application/json"), (status = 400, description = "not a transaction id"), (status = 404, description = "unknown to this node")))]
+#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "serving, pending (waiting for a block), in_block, settled (final or refunded without a quorum; accepted, and where the max fee went), dropped or failed; once in a block, whether this node still holds its text (payload_held)", content_type = "application/json"), (status = 400, description = "not a transaction id"), (status = 404, description = "unknown to this node")))]
 async fn inference_state(
     State(s): State<Arc<RpcState>>,
     Path(txid): Path<String>,
@@ -768,6 +792,16 @@ async fn inference_state(
     }))
 }
 
+/// Whether this node still keeps the inference's prompt, output or output tokens (they
+/// are deleted six ledger blocks after the block settling it).
+fn payload_held(s: &RpcState, id: &Hash256) -> bool {
+    s.payloads.as_ref().is_some_and(|store| {
+        matches!(store.prompt(id), Ok(Some(_)))
+            || matches!(store.output(id), Ok(Some(_)))
+            || matches!(store.tokens(id), Ok(Some(_)))
+    })
+}
+
 /// Inference blocks searched back from the tip for `GET /v2/inference/{txid}`.
 const SEARCHED_BLOCKS: usize = 10_000;
 
@@ -795,6 +829,7 @@ fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<Value>, ApiError> {
                 "block": {"id": hex::encode(rec.id), "height": rec.height},
                 "max_fee_units": inf.stub.max_fee.units(),
                 "receipt": receipt_json(&inf.receipt, None),
+                "payload_held": payload_held(s, &id),
             });
             let Some(settler) = child.and_then(|c| c.block.as_ref().map(|b| (c, b))) else {
                 return Ok(Some(v));
@@ -810,7 +845,9 @@ fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<Value>, ApiError> {
             v["final"] = json!(is_final);
             v["accepted"] = json!(is_final && *accepted);
             v["settlement"] = json!({
-                "fee_units": if is_final { st.fee } else { 0 },
+                // What the sender paid: nothing when refunded (a rejected inference's
+                // fee only sizes the node's slash).
+                "fee_units": if is_final && *accepted { st.fee } else { 0 },
                 "node_units": st.node,
                 "producer_units": st.producer,
                 "refund_units": st.refund,

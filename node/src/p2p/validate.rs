@@ -305,16 +305,31 @@ fn gossip_block(node: &Node, data: &[u8]) -> GossipOutcome {
     }
 }
 
+/// Whether a ledger transaction's op is a commit (only a transaction's first op counts).
+fn carries_commit(tx: &Transaction) -> bool {
+    let first_op = tx.outputs.iter().find_map(|o| match &o.kind {
+        fai_ledger::OutputKind::Data(d) => fai_inference_chain::ops::Op::parse(d),
+        _ => None,
+    });
+    matches!(first_op, Some(fai_inference_chain::ops::Op::Commit { .. }))
+}
+
 fn gossip_tx(node: &Node, data: &[u8]) -> GossipOutcome {
     let tx = match Transaction::from_bytes(data) {
         Ok(t) => t,
         Err(e) => return reject(Offence::Malformed, format!("undecodable transaction: {e}")),
     };
     let chain = node.chain();
+    let commit = carries_commit(&tx);
     let result = node.mempool().accept(tx, &chain);
     match result {
         Ok(txid) => {
             debug!(target: "infer_node::p2p", %txid, "gossiped transaction accepted");
+            if commit {
+                // A bid for the next sortition: miners rebuild their template with it.
+                node.commit_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             (MessageAcceptance::Accept, None, false)
         }
         // Known already, spent by another in our mempool, too cheap or a full mempool:
@@ -536,6 +551,7 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
     match chain.accept(&ledger, block.clone()) {
         Ok(_) => {
             node.after_inference_block(&ledger, &chain, &block);
+            node.after_peer_inference_block(&ledger, &chain);
             info!(target: "infer_node::inference", id = %hex::encode(id.0), "inference block accepted");
             (MessageAcceptance::Accept, None, false)
         }
@@ -576,7 +592,10 @@ fn sync_inference_blocks(
             return (None, true);
         }
         match chain.accept(&ledger, block.clone()) {
-            Ok(_) => node.after_inference_block(&ledger, &chain, &block),
+            Ok(_) => {
+                node.after_inference_block(&ledger, &chain, &block);
+                node.after_peer_inference_block(&ledger, &chain);
+            }
             Err(BlockError::Invalid(why)) => {
                 return (
                     Some((Offence::Malformed, format!("synced inference block: {why}"))),

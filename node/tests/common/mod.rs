@@ -2,6 +2,8 @@
 //! requests, the CLI with a wallet passphrase, and a child process killed on drop.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command};
