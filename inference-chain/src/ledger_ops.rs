@@ -10,8 +10,10 @@
 //!   or on another branch proved another seed and is no bid; each register bids at
 //!   most once per block (the first valid commit);
 //! - a commit pays its bid in the same transaction: with a verifier set, the same nonzero
-//!   amount to every member's address (pay-to-key-hash outputs), the bid being the sum;
-//!   without a set (before anyone stakes) the value of the op's own data output, burnt;
+//!   amount to every member's address (pay-to-key-hash outputs) but the committer's own
+//!   (the register's address: what goes there is change), the bid being the sum; without
+//!   a set (before anyone stakes), or with a set of the committer alone, the value of the
+//!   op's own data output, burnt;
 //! - a peg-in credits the value of its own data output (which can never be spent) to the
 //!   inference address it names; a zero value is no peg-in.
 
@@ -88,15 +90,19 @@ pub fn read_block(
                 let Some(reg) = registers(&register) else {
                     continue;
                 };
-                let amount = if verifiers.is_empty() {
+                // The committer does not pay itself: what goes to its own address is
+                // change, and a set of itself alone is no set.
+                let payees: Vec<&Hash160> =
+                    verifiers.iter().filter(|v| **v != reg.address).collect();
+                let amount = if payees.is_empty() {
                     op_value
                 } else {
-                    let paid: Vec<u64> = verifiers
+                    let paid: Vec<u64> = payees
                         .iter()
                         .map(|v| {
                             tx.outputs
                                 .iter()
-                                .filter(|o| o.kind == OutputKind::PayToKeyHash(*v))
+                                .filter(|o| o.kind == OutputKind::PayToKeyHash(**v))
                                 .map(|o| o.value.units())
                                 .fold(0u64, u64::saturating_add)
                         })

@@ -229,3 +229,60 @@ fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_regist
     let s = sortition::run(&[4; 32], &[5; 32], &[]);
     assert_eq!((s.winner, s.next_seed), (None, [4; 32]));
 }
+
+/// An inference node that also verifies does not pay itself: its commit pays the rest of
+/// the set equally, with its change back to its own address, and that is its bid. With a
+/// set of itself alone, the bid is burnt as without a set.
+#[test]
+fn a_committer_in_the_verifier_set_pays_the_others_and_keeps_its_change() {
+    let mut f = funded(6);
+    let me = Hash160([0xaa; 20]);
+    let others = [Hash160([0xe1; 20]), Hash160([0xe2; 20])];
+    let vrf = fai_vrf::SecretKey::from_seed([0xa; 32]);
+    let reg = build_register(vrf.public().0, me, &[[0x7a; 32]]).unwrap();
+    let txs = vec![f.tx(vec![data(&reg, 0)])];
+    let (block, height) = f.mine(txs);
+    let registers = read_block(&block, height, &[], |_| None).registers;
+    let lookup = |r: &RegisterRef| registers.iter().find(|x| x.at == *r).cloned();
+    let commit = |after| Op::Commit {
+        register: registers[0].at,
+        parent: [0x11; 32],
+        seed: [0x22; 32],
+        after,
+    };
+
+    let set = [others[0], me, others[1]];
+    let after = commit_after(&f.chain.tip_hash());
+    let txs = vec![f.tx(vec![
+        TxOut::pay(units(2_000), others[0]),
+        TxOut::pay(units(2_000), others[1]),
+        // Change: not part of the bid.
+        TxOut::pay(units(777_777), me),
+        data(&commit(after), 0),
+    ])];
+    let (block, height) = f.mine(txs);
+    let ops = read_block(&block, height, &set, lookup);
+    let bids: Vec<(Hash160, u64)> = ops.bids.iter().map(|b| (b.producer, b.amount)).collect();
+    assert_eq!(bids, vec![(me, 4_000)]);
+
+    // Paying one of the others less is no bid.
+    let after = commit_after(&f.chain.tip_hash());
+    let txs = vec![f.tx(vec![
+        TxOut::pay(units(2_000), others[0]),
+        TxOut::pay(units(1_000), others[1]),
+        data(&commit(after), 0),
+    ])];
+    let (block, height) = f.mine(txs);
+    assert!(read_block(&block, height, &set, lookup).bids.is_empty());
+
+    // A set of the committer alone: the data output's value is the bid, burnt.
+    let after = commit_after(&f.chain.tip_hash());
+    let txs = vec![f.tx(vec![
+        TxOut::pay(units(5_000), me),
+        data(&commit(after), 3_000),
+    ])];
+    let (block, height) = f.mine(txs);
+    let ops = read_block(&block, height, &[me], lookup);
+    let bids: Vec<(Hash160, u64)> = ops.bids.iter().map(|b| (b.producer, b.amount)).collect();
+    assert_eq!(bids, vec![(me, 3_000)]);
+}

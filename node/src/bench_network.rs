@@ -154,7 +154,7 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> R
     bail!("timed out after {limit:?} waiting for {what}")
 }
 
-pub fn network(nodes: usize, requests: usize) -> Result<NetworkReport> {
+pub fn network(nodes: usize, requests: usize, keep: bool) -> Result<NetworkReport> {
     if !(2..=8).contains(&nodes) {
         bail!("--nodes must be between 2 and 8");
     }
@@ -176,6 +176,11 @@ pub fn network(nodes: usize, requests: usize) -> Result<NetworkReport> {
         measure(&members, dir.path(), requests)
     })();
     devnet::stop(&mut children);
+    if keep && outcome.is_ok() {
+        let kept = dir.keep();
+        eprintln!("the nodes' data and logs are kept in {}", kept.display());
+        return outcome;
+    }
     if outcome.is_err() {
         // Kept for a look at what went wrong.
         let kept = dir.keep();
@@ -200,7 +205,7 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
     let needed = Amount::from_units(100_000u64.saturating_mul(requests as u64))?;
     eprintln!("bench network: waiting for the wallet's peg-in, the servers' registration and the verifier set");
     let status = Mutex::new(String::new());
-    let ready = wait_until("the network to be ready", Duration::from_secs(300), || {
+    let ready = wait_until("the network to be ready", Duration::from_secs(600), || {
         let funded = call(
             &first.rpc,
             "GET",

@@ -352,6 +352,9 @@ enum BenchCommand {
         /// Inference transactions sent.
         #[arg(long, default_value_t = 400)]
         requests: usize,
+        /// Keep the nodes' data directories and logs (always kept on a failure).
+        #[arg(long)]
+        keep: bool,
         #[arg(long)]
         json: bool,
     },
@@ -1078,13 +1081,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Network {
             nodes,
             requests,
+            keep,
             json,
         }) => {
             anyhow::ensure!(
                 (1..=1000).contains(requests),
                 "--requests must be between 1 and 1000"
             );
-            let r = bench_network::network(*nodes, *requests)?;
+            let r = bench_network::network(*nodes, *requests, *keep)?;
             print_report(*json, &r, || {
                 format!(
                     "network: {:.2} inference transactions settled per second over {} nodes ({} requests: {} accepted, {} rejected, {} without quorum, {} dropped, in {:.1} s; settled {:.2} s after the receipt at the median); the engine alone: {:.2} per second; ratio {:.2} (goal >= 0.5)",

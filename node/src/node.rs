@@ -231,10 +231,12 @@ impl Node {
                 let block = producer.on_tip(chain, inference, &mut mempool, pools);
                 (block, producer.take_outbox())
             }
-            _ => (None, Vec::new()),
+            _ => (Vec::new(), Vec::new()),
         };
-        if let (Some(inference), Some(block)) = (inference.as_ref(), produced.as_ref()) {
-            self.after_inference_block(chain, inference, block);
+        if let Some(inference) = inference.as_ref() {
+            for block in &produced {
+                self.after_inference_block(chain, inference, block);
+            }
         }
         let mut made_vm = Vec::new();
         if let (Some(inference), Some(roles)) = (inference.as_ref(), self.roles.get()) {
@@ -254,7 +256,7 @@ impl Node {
         for tx in made_vm {
             self.publish(Topic::VmTx, tx);
         }
-        if let Some(block) = produced {
+        for block in produced {
             self.publish(Topic::InferenceBlock, block.to_bytes());
         }
         self.tip_generation.fetch_add(1, Ordering::SeqCst);
@@ -273,12 +275,68 @@ impl Node {
         }
     }
 
-    /// Commits that waited too long for a tenure block go out without it. Called every
-    /// few tens of milliseconds by the producer's timer thread.
+    /// After a vote came in: a tenure of this node waiting for its parent's votes may
+    /// go now.
+    pub fn after_vote(&self) {
+        let Some(producer) = self.producer.get() else {
+            return;
+        };
+        if lock(producer).has_pending_tenure() {
+            self.produce_pending_tenure();
+        }
+    }
+
+    /// Produces the tenure waiting for its parent's votes if it is ready (the votes are
+    /// here, or it waited long enough), gossips it and the commit after it.
+    fn produce_pending_tenure(&self) {
+        let Some(producer) = self.producer.get() else {
+            return;
+        };
+        let ledger = self.chain();
+        let Some(mut chain) = self.inference() else {
+            return;
+        };
+        let mut mempool = self.mempool();
+        let mut vm = self.vm_mempool();
+        let mut results = self.results();
+        let votes = self.votes();
+        let mut producer = lock(producer);
+        if !producer.tenure_ready(&ledger, &chain, &votes) {
+            return;
+        }
+        let pools = crate::producer::Pools {
+            vm: &mut vm,
+            results: &mut results,
+            votes: &votes,
+        };
+        let block = producer.produce_pending(&ledger, &mut chain, &mut mempool, pools);
+        let outbox = producer.take_outbox();
+        drop(producer);
+        drop(votes);
+        drop(results);
+        drop(vm);
+        drop(mempool);
+        if let Some(b) = &block {
+            self.after_inference_block(&ledger, &chain, b);
+        }
+        drop(chain);
+        drop(ledger);
+        if let Some(b) = block {
+            self.publish(Topic::InferenceBlock, b.to_bytes());
+        }
+        self.send_commits(outbox);
+    }
+
+    /// A tenure waiting for votes, or a commit waiting for a tenure block, that waited as
+    /// long as it may goes out. Called every few tens of milliseconds by the producer's
+    /// timer thread.
     pub fn producer_tick(&self) {
         let Some(producer) = self.producer.get() else {
             return;
         };
+        if lock(producer).has_pending_tenure() {
+            self.produce_pending_tenure();
+        }
         let spacing = {
             let chain = self.chain();
             let spacing = chain.params().target_spacing;
@@ -300,6 +358,9 @@ impl Node {
     }
 
     fn send_commits(&self, txs: Vec<Vec<u8>>) {
+        if txs.is_empty() {
+            return;
+        }
         self.commit_generation.fetch_add(1, Ordering::SeqCst);
         for tx in txs {
             self.publish(Topic::LedgerTx, tx);

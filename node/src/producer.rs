@@ -14,10 +14,14 @@
 //!   the inference tip it builds on, the VRF output over the tip's seed) paying the bid
 //!   equally to the verifier set that block requires, or burning it while there is none.
 //!   When another node won the tip's sortition, the commit waits for that node's tenure
-//!   block (a quarter of the ledger's target spacing at most), so that it names that
-//!   block as its parent: committed on the block before, a win would orphan it.
+//!   block (0.6 of the ledger's target spacing at most), so that it names that block as
+//!   its parent: committed on the block before, a win would orphan it.
 //! - Produce: when the sortition at a new ledger block names this node, build, run and
 //!   sign the tenure block on the parent the commit named, accept it, and gossip it.
+//!   The block carries the votes on its parent, which make the parent final (else its
+//!   inferences are refunded): while fewer than a majority of the parent's verifier set
+//!   have voted, the tenure waits for more votes (0.4 of the ledger's target spacing at
+//!   most), then the commit for the next block follows it.
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
@@ -51,6 +55,23 @@ pub struct Pools<'a> {
     pub votes: &'a VotePool,
 }
 
+impl Pools<'_> {
+    fn reborrow(&mut self) -> Pools<'_> {
+        Pools {
+            vm: &mut *self.vm,
+            results: &mut *self.results,
+            votes: self.votes,
+        }
+    }
+}
+
+/// The longest wait of a won tenure for its parent's votes, per second of the ledger's
+/// target spacing.
+const TENURE_WAIT_MS_PER_SPACING_S: u64 = 400;
+/// The longest wait of a commit for the tenure block another node won, per second of
+/// the ledger's target spacing: longer than the tenure's wait, which it includes.
+const COMMIT_WAIT_MS_PER_SPACING_S: u64 = 600;
+
 /// The served inferences that can go into a block after `vm_txs`: per sender, the run of
 /// consecutive nonces from the account's nonce past its VM transactions.
 fn select_inferences(
@@ -82,6 +103,41 @@ fn select_inferences(
         }
     }
     out
+}
+
+/// Whether the block the winner at ledger block `anchor` builds on has votes from a
+/// majority of its verifier set here (or needs none: the genesis, no set).
+fn parent_has_quorum(
+    ledger: &Chainstate,
+    chain: &InferenceChain,
+    votes: &VotePool,
+    anchor: &Hash256,
+) -> bool {
+    let Some(parent) = chain
+        .tracker()
+        .record(anchor)
+        .and_then(|r| r.sortition.winner.as_ref())
+        .map(|w| w.parent)
+    else {
+        return true;
+    };
+    let Some(record) = chain.block(&parent) else {
+        return true;
+    };
+    if record.block.is_none() {
+        return true;
+    }
+    let set = chain.verifier_set(ledger, record, record.cycle);
+    if set.is_empty() {
+        return true;
+    }
+    let needed = (set.len() / 2).saturating_add(1);
+    let have = votes
+        .votes_on(&Hash256(parent))
+        .iter()
+        .filter(|v| set.contains(&v.verifier.hash160()))
+        .count();
+    have >= needed
 }
 
 /// Whether someone won the sortition at ledger block `tip` and its tenure block is not
@@ -125,6 +181,9 @@ pub struct Producer {
     /// The ledger tip whose commit waits for the tenure block another node won there,
     /// and since when.
     awaiting: Option<(Hash256, Instant)>,
+    /// The ledger block of a tenure won here that waits for its parent's votes, and
+    /// since when.
+    pending_tenure: Option<(Hash256, Instant)>,
 }
 
 impl Producer {
@@ -148,32 +207,113 @@ impl Producer {
             outbox: Vec::new(),
             told_unfunded: false,
             awaiting: None,
+            pending_tenure: None,
         }
     }
 
-    /// Reacts to a new ledger tip: finds the register, produces a won tenure, commits
-    /// for the next block. Returns the block produced, if any, for gossip.
+    /// Reacts to a new ledger tip: finds the register, produces a won tenure (or lets it
+    /// wait for its parent's votes), commits for the next block. Returns the blocks
+    /// produced, for gossip.
     pub fn on_tip(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &mut InferenceChain,
+        mempool: &mut Mempool,
+        mut pools: Pools<'_>,
+    ) -> Vec<InferenceBlock> {
+        let tip = ledger.tip_hash();
+        self.find_register(ledger);
+        let mut produced = Vec::new();
+        // A tenure still waiting for votes when the next ledger block came: produced now,
+        // late (it is still the tip as of this block when nobody won here).
+        if let Some((anchor, _)) = self.pending_tenure.take() {
+            if anchor != tip {
+                produced.extend(self.produce(ledger, chain, pools.reborrow(), anchor));
+            }
+        }
+        self.awaiting = None;
+        if self.register.is_none() {
+            if self.pending_register.is_none() {
+                self.send_register(ledger, mempool);
+            }
+            return produced;
+        }
+        if self.won(chain, &tip)
+            && !self.produced.contains(&tip)
+            && !parent_has_quorum(ledger, chain, pools.votes, &tip)
+        {
+            self.pending_tenure = Some((tip, Instant::now()));
+            return produced;
+        }
+        produced.extend(self.produce(ledger, chain, pools, tip));
+        self.commit_after_tenure(ledger, chain, mempool, tip);
+        produced
+    }
+
+    /// Whether a won tenure waits for its parent's votes.
+    pub fn has_pending_tenure(&self) -> bool {
+        self.pending_tenure.is_some()
+    }
+
+    /// Whether the waiting tenure can be produced: its parent has a quorum of votes now,
+    /// or it has waited as long as it may.
+    pub fn tenure_ready(
+        &self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        votes: &VotePool,
+    ) -> bool {
+        let Some((anchor, since)) = self.pending_tenure else {
+            return false;
+        };
+        let limit = ledger
+            .params()
+            .target_spacing
+            .saturating_mul(TENURE_WAIT_MS_PER_SPACING_S);
+        since.elapsed() >= Duration::from_millis(limit)
+            || parent_has_quorum(ledger, chain, votes, &anchor)
+    }
+
+    /// Produces the waiting tenure (on the tip it was won at) and commits after it.
+    pub fn produce_pending(
         &mut self,
         ledger: &Chainstate,
         chain: &mut InferenceChain,
         mempool: &mut Mempool,
         pools: Pools<'_>,
     ) -> Option<InferenceBlock> {
-        let tip = ledger.tip_hash();
-        self.find_register(ledger);
-        let produced = self.produce(ledger, chain, pools, tip);
-        self.awaiting = None;
-        if self.register.is_none() {
-            if self.pending_register.is_none() {
-                self.send_register(ledger, mempool);
-            }
-        } else if tenure_block_missing(ledger, chain, &tip) {
+        let (anchor, _) = self.pending_tenure.take()?;
+        if anchor != ledger.tip_hash() {
+            return None;
+        }
+        let block = self.produce(ledger, chain, pools, anchor);
+        self.commit_after_tenure(ledger, chain, mempool, anchor);
+        block
+    }
+
+    /// Whether the sortition at ledger block `anchor` names this node.
+    fn won(&self, chain: &InferenceChain, anchor: &Hash256) -> bool {
+        chain
+            .tracker()
+            .record(anchor)
+            .and_then(|r| r.sortition.winner.as_ref())
+            .is_some_and(|w| Some(w.register) == self.register && w.producer == self.address)
+    }
+
+    /// Commits for the block after `tip` now, or once the tenure block won at `tip` by
+    /// another node is here.
+    fn commit_after_tenure(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        mempool: &mut Mempool,
+        tip: Hash256,
+    ) {
+        if tenure_block_missing(ledger, chain, &tip) {
             self.awaiting = Some((tip, Instant::now()));
         } else {
             self.commit_now(ledger, chain, mempool, tip);
         }
-        produced
     }
 
     /// After an inference block was accepted: the awaited tenure block is here, commit.
@@ -197,7 +337,8 @@ impl Producer {
     /// Whether the awaited tenure block is overdue: then [`Producer::on_overdue`] commits
     /// without it.
     pub fn overdue(&self, target_spacing: u64) -> bool {
-        let limit = Duration::from_millis(target_spacing.saturating_mul(250));
+        let limit =
+            Duration::from_millis(target_spacing.saturating_mul(COMMIT_WAIT_MS_PER_SPACING_S));
         self.awaiting
             .is_some_and(|(_, since)| since.elapsed() >= limit)
     }
@@ -317,14 +458,20 @@ impl Producer {
             seed: next_seed(&output),
             after: fai_inference_chain::ops::commit_after(&tip),
         };
-        let set = chain.commit_set(ledger, &tip);
+        // The verifier set but this node: it does not pay itself (its change comes back
+        // to its own address).
+        let payees: Vec<Hash160> = chain
+            .commit_set(ledger, &tip)
+            .into_iter()
+            .filter(|v| *v != self.address)
+            .collect();
         let mut outputs: Vec<TxOut> = Vec::new();
-        if set.is_empty() {
+        if payees.is_empty() {
             outputs.push(TxOut::data(self.bid, op.encode()));
         } else {
-            let n = u64::try_from(set.len()).unwrap_or(1);
+            let n = u64::try_from(payees.len()).unwrap_or(1);
             let each = Amount::from_units(self.bid.units() / n).map_err(|e| e.to_string())?;
-            outputs.extend(set.iter().map(|v| TxOut::pay(each, *v)));
+            outputs.extend(payees.iter().map(|v| TxOut::pay(each, *v)));
             outputs.push(TxOut::data(Amount::ZERO, op.encode()));
         }
         self.pay(ledger, mempool, outputs)

@@ -120,5 +120,6 @@ fn run(
         let bytes = vote.to_bytes();
         node.votes().add(vote);
         node.publish(Topic::Vote, bytes);
+        node.after_vote();
     }
 }

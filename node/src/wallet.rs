@@ -344,7 +344,8 @@ pub fn register(
 
 /// Bids `bid` for the sortition of the next ledger block: a commit op naming `register`,
 /// the node's inference tip and the wallet's VRF output over the tip's seed, paying the
-/// bid equally to the verifier set the next block requires (burnt while there is none).
+/// bid equally to the verifier set the next block requires, but the wallet itself (burnt
+/// while there is no set, or a set of the wallet alone).
 pub fn commit(
     rpc: &str,
     network: Network,
@@ -382,6 +383,8 @@ pub fn commit(
         seed: fai_inference_chain::sortition::next_seed(&output),
         after: fai_inference_chain::ops::commit_after(&fai_primitives::Hash256(after)),
     };
+    // The committer does not pay itself.
+    let set: Vec<Address> = set.into_iter().filter(|a| *a != w.address).collect();
     let mut outputs = Vec::new();
     if set.is_empty() {
         outputs.push(TxOut::data(bid, op.encode()));

@@ -368,8 +368,9 @@ fn five_nodes_settle_inferences_exactly_and_reclaim_their_text() {
     );
     assert_ledger_supply(net);
     // Commitments: each inference node's bid (0.001 FAI a ledger block) is paid in equal
-    // parts to the verifier set (five, or fewer in a cycle before the last stake). The
-    // stakers that do not mine got nothing else on the ledger but alice's payment.
+    // parts to the verifier set but itself (four of five, or fewer in a cycle before the
+    // last stake). The stakers that do not mine got nothing else on the ledger but
+    // alice's payment.
     for staker in &r.nodes[3..] {
         let history = net.get(0, &format!("/v2/accounts/{staker}/history?blocks=1000"));
         let received: Vec<u64> = history["ledger"]
@@ -379,11 +380,11 @@ fn five_nodes_settle_inferences_exactly_and_reclaim_their_text() {
             .filter(|item| item["kind"] == "received")
             .map(|item| units(&item["received_units"]))
             .collect();
-        let shares: Vec<u64> = (1..=5).map(|n| BID / n).collect();
+        let shares: Vec<u64> = (1..=4).map(|n| BID / n).collect();
         let commits = received.iter().filter(|u| shares.contains(u)).count();
         assert!(
-            received.contains(&(BID / 5)),
-            "{staker} was paid no fifth of a bid: {history}"
+            received.contains(&(BID / 4)),
+            "{staker} was paid no quarter of a bid: {history}"
         );
         assert_eq!(
             received.len(),

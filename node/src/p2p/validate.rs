@@ -518,6 +518,7 @@ fn gossip_vote(node: &Node, data: &[u8]) -> GossipOutcome {
         }
     }
     if node.votes().add(vote) {
+        node.after_vote();
         (MessageAcceptance::Accept, None, false)
     } else {
         ignore()
