@@ -181,6 +181,16 @@ fn buy(net: &Net, node: usize, name: &str, i: usize) -> Value {
     .unwrap_or_else(|e| panic!("inference {i} by {name} failed: {e}"))
 }
 
+/// An inference bought with its id and buyer.
+type Bought = (String, &'static str, Value);
+
+/// Inference `i`: alice's (asking node 0) when `i` is even, bob's (node 1) when odd.
+fn buy_turn(net: &Net, i: usize) -> Bought {
+    let (node, name) = if i % 2 == 0 { (0, "alice") } else { (1, "bob") };
+    let receipt = buy(net, node, name, i);
+    (receipt["txid"].as_str().unwrap().to_string(), name, receipt)
+}
+
 /// The state of `txid` on node `i`.
 fn state(net: &Net, i: usize, txid: &str) -> Value {
     net.get(i, &format!("/v2/inference/{txid}"))
@@ -280,16 +290,15 @@ fn five_nodes_settle_inferences_exactly_and_reclaim_their_text() {
     let net = &r.net;
 
     // 20 inferences, ten per wallet, each from the node that keeps the wallet.
-    let mut receipts: Vec<(String, &str, Value)> = Vec::new();
+    let mut receipts: Vec<Bought> = Vec::new();
     for i in 0..20 {
-        let (node, name) = if i % 2 == 0 { (0, "alice") } else { (1, "bob") };
-        let receipt = buy(net, node, name, i);
+        let (txid, name, receipt) = buy_turn(net, i);
         let text = receipt["text"].as_str().unwrap_or_default();
         assert!(
             units(&receipt["tokens"]) > 0 && !text.is_empty(),
             "{receipt}"
         );
-        receipts.push((receipt["txid"].as_str().unwrap().to_string(), name, receipt));
+        receipts.push((txid, name, receipt));
     }
     let txids: Vec<String> = receipts.iter().map(|(t, _, _)| t.clone()).collect();
     // While settled and less than six ledger blocks deep, the text is still kept.
@@ -411,17 +420,7 @@ fn a_node_serving_forged_answers_is_rejected_slashed_and_rated_down() {
     assert!(bond_before > 0);
 
     // Bob asks node 1, the cheater; alice asks node 0, honest.
-    let mut receipts: Vec<(String, &str, Value)> = Vec::new();
-    for i in 0..8 {
-        let (node, name) = if i % 2 == 0 { (0, "alice") } else { (1, "bob") };
-        let receipt = buy(net, node, name, i);
-        assert_eq!(
-            receipt["node"].as_str().map(|k| k.len()),
-            Some(66),
-            "{receipt}"
-        );
-        receipts.push((receipt["txid"].as_str().unwrap().to_string(), name, receipt));
-    }
+    let receipts: Vec<Bought> = (0..8).map(|i| buy_turn(net, i)).collect();
     let txids: Vec<String> = receipts.iter().map(|(t, _, _)| t.clone()).collect();
     let settled = settled_everywhere(net, &txids);
 
@@ -499,7 +498,7 @@ fn converged(net: &Net) -> bool {
 
 /// Every node tells the same about every inference and every wallet: settled once, the
 /// same way, and the wallets paid exactly the accepted fees.
-fn assert_all_agree(r: &Ready, receipts: &[(String, &str, Value)]) {
+fn assert_all_agree(r: &Ready, receipts: &[Bought]) {
     let net = &r.net;
     let txids: Vec<String> = receipts.iter().map(|(t, _, _)| t.clone()).collect();
     let settled = settled_everywhere(net, &txids);
@@ -539,15 +538,7 @@ fn assert_all_agree(r: &Ready, receipts: &[(String, &str, Value)]) {
 #[ignore = "slow: make test-e2e"]
 fn crashed_nodes_catch_up_and_lose_nothing() {
     let mut r = ready(false);
-    let mut receipts: Vec<(String, &str, Value)> = Vec::new();
-    let buy_one = |r: &Ready, receipts: &mut Vec<(String, &str, Value)>, i: usize| {
-        let (node, name) = if i % 2 == 0 { (0, "alice") } else { (1, "bob") };
-        let receipt = buy(&r.net, node, name, i);
-        receipts.push((receipt["txid"].as_str().unwrap().to_string(), name, receipt));
-    };
-    for i in 0..4 {
-        buy_one(&r, &mut receipts, i);
-    }
+    let mut receipts: Vec<Bought> = (0..4).map(|i| buy_turn(&r.net, i)).collect();
     // Node 3 holds the last one's text once it is in a block; kill both then.
     let last = receipts.last().unwrap().0.clone();
     r.net
@@ -567,9 +558,7 @@ fn crashed_nodes_catch_up_and_lose_nothing() {
     r.net.kill(2);
     r.net.kill(3);
     // The others go on: three verifiers of five are still a quorum.
-    for i in 4..8 {
-        buy_one(&r, &mut receipts, i);
-    }
+    receipts.extend((4..8).map(|i| buy_turn(&r.net, i)));
     r.net.spawn(2);
     r.net.spawn(3);
     r.net.wait_for(60, "the restarted nodes' RPC", &|| {
@@ -606,9 +595,7 @@ fn crashed_nodes_catch_up_and_lose_nothing() {
             "node 3 lost the text of {last} before it was due: {s}"
         );
     }
-    for i in 8..12 {
-        buy_one(&r, &mut receipts, i);
-    }
+    receipts.extend((8..12).map(|i| buy_turn(&r.net, i)));
     r.net.wait_for(180, "the restarted nodes to catch up", &|| {
         converged(&r.net)
     });
@@ -623,12 +610,7 @@ fn crashed_nodes_catch_up_and_lose_nothing() {
 fn a_partition_heals_onto_the_most_work_chain() {
     let r = ready(false);
     let net = &r.net;
-    let mut receipts: Vec<(String, &str, Value)> = Vec::new();
-    for i in 0..4 {
-        let (node, name) = if i % 2 == 0 { (0, "alice") } else { (1, "bob") };
-        let receipt = buy(net, node, name, i);
-        receipts.push((receipt["txid"].as_str().unwrap().to_string(), name, receipt));
-    }
+    let mut receipts: Vec<Bought> = (0..4).map(|i| buy_turn(net, i)).collect();
     // Settled before the split: the branch that wins must keep them as they are.
     let early: Vec<String> = receipts.iter().map(|(t, _, _)| t.clone()).collect();
     let before = settled_everywhere(net, &early);
@@ -667,11 +649,7 @@ fn a_partition_heals_onto_the_most_work_chain() {
     });
     // Both sides mine their own branch; inferences bought on the left (two verifiers of
     // five) cannot be final there.
-    for i in 4..8 {
-        let (node, name) = if i % 2 == 0 { (0, "alice") } else { (1, "bob") };
-        let receipt = buy(net, node, name, i);
-        receipts.push((receipt["txid"].as_str().unwrap().to_string(), name, receipt));
-    }
+    receipts.extend((4..8).map(|i| buy_turn(net, i)));
     // Each side mines its own branch (two miners on the left, one on the right), until
     // one is clearly longer: with equal work per block on regtest, it has the most work.
     net.wait_for(120, "both sides to mine apart", &|| {
