@@ -337,12 +337,7 @@ impl Node {
         if lock(producer).has_pending_tenure() {
             self.produce_pending_tenure();
         }
-        let spacing = {
-            let chain = self.chain();
-            let spacing = chain.params().target_spacing;
-            drop(chain);
-            spacing
-        };
+        let spacing = self.chain().params().target_spacing;
         if !lock(producer).overdue(spacing) {
             return;
         }

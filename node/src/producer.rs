@@ -26,7 +26,9 @@
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
 use fai_inference_chain::ops::{build_register, Op, RegisterRef};
+use fai_inference_chain::quorum::tally;
 use fai_inference_chain::sortition::next_seed;
+use fai_inference_chain::sortition::Bid;
 use fai_ledger::mempool::Mempool;
 
 use crate::result_pool::ResultPool;
@@ -105,8 +107,9 @@ fn select_inferences(
     out
 }
 
-/// Whether the block the winner at ledger block `anchor` builds on has votes from a
-/// majority of its verifier set here (or needs none: the genesis, no set).
+/// Whether the votes here on the block the winner at ledger block `anchor` builds on
+/// would make it final, counted as the consensus counts them (or it needs none: the
+/// genesis, no set).
 fn parent_has_quorum(
     ledger: &Chainstate,
     chain: &InferenceChain,
@@ -121,23 +124,18 @@ fn parent_has_quorum(
     else {
         return true;
     };
-    let Some(record) = chain.block(&parent) else {
+    let Some((record, block)) = chain
+        .block(&parent)
+        .and_then(|r| r.block.as_ref().map(|b| (r, b)))
+    else {
         return true;
     };
-    if record.block.is_none() {
-        return true;
-    }
     let set = chain.verifier_set(ledger, record, record.cycle);
     if set.is_empty() {
         return true;
     }
-    let needed = (set.len() / 2).saturating_add(1);
-    let have = votes
-        .votes_on(&Hash256(parent))
-        .iter()
-        .filter(|v| set.contains(&v.verifier.hash160()))
-        .count();
-    have >= needed
+    let id = Hash256(parent);
+    tally(&set, &id, block.inferences.len(), &votes.votes_on(&id)).is_final
 }
 
 /// Whether someone won the sortition at ledger block `tip` and its tenure block is not
@@ -238,7 +236,7 @@ impl Producer {
             }
             return produced;
         }
-        if self.won(chain, &tip)
+        if self.winning_bid(chain, &tip).is_some()
             && !self.produced.contains(&tip)
             && !parent_has_quorum(ledger, chain, pools.votes, &tip)
         {
@@ -291,13 +289,13 @@ impl Producer {
         block
     }
 
-    /// Whether the sortition at ledger block `anchor` names this node.
-    fn won(&self, chain: &InferenceChain, anchor: &Hash256) -> bool {
+    /// This node's bid, when the sortition at ledger block `anchor` picked it.
+    fn winning_bid(&self, chain: &InferenceChain, anchor: &Hash256) -> Option<Bid> {
         chain
             .tracker()
             .record(anchor)
-            .and_then(|r| r.sortition.winner.as_ref())
-            .is_some_and(|w| Some(w.register) == self.register && w.producer == self.address)
+            .and_then(|r| r.sortition.winner.clone())
+            .filter(|w| Some(w.register) == self.register && w.producer == self.address)
     }
 
     /// Commits for the block after `tip` now, or once the tenure block won at `tip` by
@@ -484,11 +482,7 @@ impl Producer {
         pools: Pools<'_>,
         anchor: Hash256,
     ) -> Option<InferenceBlock> {
-        let winner = chain
-            .tracker()
-            .record(&anchor)
-            .and_then(|r| r.sortition.winner.clone())
-            .filter(|w| Some(w.register) == self.register && w.producer == self.address)?;
+        let winner = self.winning_bid(chain, &anchor)?;
         if self.produced.contains(&anchor) {
             return None;
         }
