@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps build run test test-e2e lint fmt bench clean
+.PHONY: all deps pydeps build build-cuda run test test-e2e lint fmt bench clean
 
 all: build
 
@@ -18,6 +18,16 @@ deps:
 
 build: deps
 	$(CARGO) build --release -p infer-node
+
+# The CUDA engine, into its own target directory (`make run`'s binary stays CPU-only). No GPU
+# or CUDA toolkit is needed to build: scripts/cuda-toolchain.sh installs the CUDA 13.0
+# compiler and libraries from PyPI wheels and a link stub of the driver library.
+# CUDA_COMPUTE_CAP picks the GPU generation (90: H100/H200, 89: RTX 40xx, 86: RTX 30xx).
+CUDA_TARGET_DIR ?= target/cuda
+build-cuda: deps
+	@command -v xz >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq xz-utils >/dev/null; }
+	eval "$$(scripts/cuda-toolchain.sh)" && CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) build --release -p infer-node --features cuda
+	@echo "built $(CUDA_TARGET_DIR)/release/infer-node: it needs the GPU driver's libcuda.so.1 and the CUDA 13 libraries (libcublas, libcudart, libcurand) at run time"
 
 # A working single-node devnet on the built-in configuration: mines a block every few
 # seconds into ~/.infer-node/devnet. Ctrl-C stops it cleanly; running it again resumes.

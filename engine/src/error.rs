@@ -26,12 +26,6 @@ pub enum EngineError {
     MissingMetadata { path: PathBuf, key: String },
     #[error("model file {path} lacks tensor {name}")]
     MissingTensor { path: PathBuf, name: String },
-    #[error("model file {path} needs {needed} bytes of memory, {available} are available")]
-    TooLarge {
-        path: PathBuf,
-        needed: u64,
-        available: u64,
-    },
     #[error("model file {path} uses tokenizer {kind:?}, which this engine cannot read yet")]
     UnsupportedTokenizer { path: PathBuf, kind: String },
     #[error("tokenizer of model {path} cannot be read: {detail}")]
@@ -48,6 +42,19 @@ pub enum EngineError {
     NoTokens,
     #[error("invalid sampling parameters: {0}")]
     InvalidSampling(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error(
+        "model {name} does not fit: it needs {} MiB of {device} memory, {} MiB are free",
+        needed.div_ceil(1 << 20),
+        available / (1 << 20)
+    )]
+    DoesNotFit {
+        name: String,
+        device: String,
+        needed: u64,
+        available: u64,
+    },
     #[error("tensor computation failed: {0}")]
     Compute(#[from] candle_core::Error),
 }

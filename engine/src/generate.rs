@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use crate::chat::Turn;
 use crate::error::{EngineError, Result};
 use crate::gguf::LoadedModel;
+use crate::model::{BatchItem, KvCache};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::StreamDecoder;
 
@@ -50,7 +51,7 @@ pub fn prompt_tokens(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<u
     model.chat_tokens(&req.system, &req.context, &req.input)
 }
 
-fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
     let rows = logits.dim(0)?;
     Ok(logits.get(rows.saturating_sub(1))?.to_vec1::<f32>()?)
 }
@@ -74,6 +75,158 @@ fn holdback(text: &str, stops: &[String]) -> usize {
     keep
 }
 
+/// One request being generated: the state between two forward passes, so that a
+/// scheduler can advance many sequences with one batched pass per step
+/// ([`crate::model::Llama::forward_batch`]) and [`generate`] one alone, with the same
+/// stopping, streaming and sampling rules.
+pub struct Sequence {
+    sampling: SamplingParams,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    cache: KvCache,
+    /// What the next forward pass reads: the prompt, then each sampled token.
+    pending: Vec<u32>,
+    context: usize,
+    prompt_tokens: usize,
+    tokens: Vec<u32>,
+    text: String,
+    emitted: usize,
+    finish: Option<FinishReason>,
+    failed: bool,
+}
+
+impl Sequence {
+    /// Checks and tokenizes `req` for `model`.
+    ///
+    /// Errors: invalid sampling parameters, or a prompt that does not fit the context
+    /// window.
+    pub fn start(model: &LoadedModel, req: &GenerateRequest) -> Result<Self> {
+        req.sampling.validate()?;
+        let prompt = prompt_tokens(model, req)?;
+        let context = model.model.config.context_length;
+        if prompt.len() >= context {
+            return Err(EngineError::PromptTooLong {
+                tokens: prompt.len(),
+                context,
+            });
+        }
+        if prompt.is_empty() {
+            return Err(EngineError::NoTokens);
+        }
+        Ok(Sequence {
+            sampler: Sampler::new(&req.sampling),
+            sampling: req.sampling.clone(),
+            decoder: StreamDecoder::default(),
+            cache: model.model.new_cache(),
+            prompt_tokens: prompt.len(),
+            pending: prompt,
+            context,
+            tokens: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            finish: (req.sampling.max_tokens == 0).then_some(FinishReason::Length),
+            failed: false,
+        })
+    }
+
+    /// Whether generation has ended (then [`Sequence::finish`] gives the result).
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// The next forward pass's input for this sequence: its tokens, its cache, one row.
+    pub fn batch_item(&mut self) -> BatchItem<'_, '_> {
+        BatchItem {
+            tokens: &self.pending,
+            cache: &mut self.cache,
+            rows: 1,
+        }
+    }
+
+    /// Tokens the next forward pass reads for this sequence.
+    pub fn pending_tokens(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Stops the sequence before its next token.
+    pub fn cancel(&mut self) {
+        if self.finish.is_none() {
+            self.finish = Some(FinishReason::Cancelled);
+        }
+    }
+
+    /// Ends the sequence after an error (which its owner reports).
+    pub fn fail(&mut self) {
+        self.failed = true;
+        self.cancel();
+    }
+
+    /// Whether the sequence ended in an error.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Takes the logits of the last position just run, chooses the next token, and
+    /// returns the text that is now safe to stream (possibly empty).
+    pub fn advance(&mut self, model: &LoadedModel, logits: &[f32]) -> String {
+        if self.finish.is_some() {
+            return String::new();
+        }
+        let token = self.sampler.sample(logits);
+        if model.tokenizer.is_end(token) {
+            self.finish = Some(FinishReason::EndOfText);
+            return String::new();
+        }
+        self.tokens.push(token);
+        self.text
+            .push_str(&self.decoder.push(model.tokenizer.token_bytes(token)));
+        if let Some(at) = self
+            .sampling
+            .stop
+            .iter()
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min()
+        {
+            self.text.truncate(at);
+            self.finish = Some(FinishReason::Stop);
+            return String::new();
+        }
+        let ready = self.text.len() - holdback(&self.text, &self.sampling.stop);
+        let mut piece = String::new();
+        if ready > self.emitted {
+            piece = self.text[self.emitted..ready].to_string();
+            self.emitted = ready;
+        }
+        if self.tokens.len() >= self.sampling.max_tokens as usize
+            || self.cache.len() >= self.context
+        {
+            self.finish = Some(FinishReason::Length);
+        } else {
+            self.pending.clear();
+            self.pending.push(token);
+        }
+        piece
+    }
+
+    /// The result, and the text not yet streamed.
+    pub fn finish(mut self) -> (Generation, String) {
+        let finish = self.finish.unwrap_or(FinishReason::Cancelled);
+        if finish != FinishReason::Stop {
+            self.text.push_str(&self.decoder.finish());
+        }
+        let tail = self.text.get(self.emitted..).unwrap_or("").to_string();
+        (
+            Generation {
+                prompt_tokens: self.prompt_tokens,
+                tokens: self.tokens,
+                text: self.text,
+                finish,
+            },
+            tail,
+        )
+    }
+}
+
 /// Generates the answer to `req`, calling `on_text` with each new piece of text.
 ///
 /// Errors: invalid sampling parameters, a prompt that does not fit the context window,
@@ -84,68 +237,56 @@ pub fn generate(
     cancel: &AtomicBool,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
-    req.sampling.validate()?;
-    let prompt = prompt_tokens(model, req)?;
-    let context = model.model.config.context_length;
-    if prompt.len() >= context {
-        return Err(EngineError::PromptTooLong {
-            tokens: prompt.len(),
-            context,
-        });
-    }
-    let mut cache = model.model.new_cache();
-    let mut logits = last_row(&model.model.forward_last(&prompt, &mut cache, 1)?)?;
-    let mut sampler = Sampler::new(&req.sampling);
-    let mut decoder = StreamDecoder::default();
-    let mut tokens = Vec::new();
-    let mut text = String::new();
-    let mut emitted = 0usize;
-    let mut finish = FinishReason::Length;
-    for _ in 0..req.sampling.max_tokens {
+    let mut seq = Sequence::start(model, req)?;
+    while !seq.is_finished() {
         if cancel.load(Ordering::Relaxed) {
-            finish = FinishReason::Cancelled;
+            seq.cancel();
             break;
         }
-        let token = sampler.sample(&logits);
-        if model.tokenizer.is_end(token) {
-            finish = FinishReason::EndOfText;
-            break;
+        let logits = model.model.forward_batch(&mut [seq.batch_item()])?;
+        let row = last_row(logits.first().ok_or(EngineError::NoTokens)?)?;
+        let piece = seq.advance(model, &row);
+        if !piece.is_empty() {
+            on_text(&piece);
         }
-        tokens.push(token);
-        text.push_str(&decoder.push(model.tokenizer.token_bytes(token)));
-        if let Some(at) = req
-            .sampling
-            .stop
-            .iter()
-            .filter_map(|s| text.find(s.as_str()))
-            .min()
-        {
-            text.truncate(at);
-            finish = FinishReason::Stop;
-            break;
-        }
-        let ready = text.len() - holdback(&text, &req.sampling.stop);
-        if ready > emitted {
-            on_text(&text[emitted..ready]);
-            emitted = ready;
-        }
-        if cache.len() >= context {
-            break;
-        }
-        logits = last_row(&model.model.forward(&[token], &mut cache)?)?;
     }
-    if finish != FinishReason::Stop {
-        text.push_str(&decoder.finish());
+    let (generation, tail) = seq.finish();
+    if !tail.is_empty() {
+        on_text(&tail);
     }
-    if text.len() > emitted {
-        on_text(&text[emitted..]);
+    Ok(generation)
+}
+
+/// Generates the answers to `requests` together, one batched forward pass per step until
+/// every one has ended (the scheduler's loop without its queue). On the CPU each answer is
+/// exactly what [`generate`] gives alone.
+///
+/// Errors: any request that cannot start, or a failed tensor operation.
+pub fn generate_batch(
+    model: &LoadedModel,
+    requests: &[GenerateRequest],
+) -> Result<Vec<Generation>> {
+    let mut seqs: Vec<Sequence> = requests
+        .iter()
+        .map(|r| Sequence::start(model, r))
+        .collect::<Result<_>>()?;
+    loop {
+        let mut running: Vec<&mut Sequence> =
+            seqs.iter_mut().filter(|s| !s.is_finished()).collect();
+        if running.is_empty() {
+            break;
+        }
+        let rows = {
+            let mut items: Vec<BatchItem<'_, '_>> =
+                running.iter_mut().map(|s| s.batch_item()).collect();
+            model.model.forward_batch(&mut items)?
+        };
+        for (seq, logits) in running.into_iter().zip(rows) {
+            let row = last_row(&logits)?;
+            seq.advance(model, &row);
+        }
     }
-    Ok(Generation {
-        prompt_tokens: prompt.len(),
-        tokens,
-        text,
-        finish,
-    })
+    Ok(seqs.into_iter().map(|s| s.finish().0).collect())
 }
 
 #[cfg(test)]

@@ -92,14 +92,6 @@ pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Memory the system can still give, from /proc/meminfo (None where unknown).
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
-}
-
 /// The header of a GGUF file, checked against the file's real size.
 pub fn read_content(path: &Path) -> Result<Content> {
     let mut file = File::open(path).map_err(io(path))?;
@@ -121,15 +113,6 @@ pub fn read_content(path: &Path) -> Result<Content> {
             needed,
             actual,
         });
-    }
-    if let Some(available) = available_memory() {
-        if actual > available {
-            return Err(EngineError::TooLarge {
-                path: path.to_path_buf(),
-                needed: actual,
-                available,
-            });
-        }
     }
     Ok(content)
 }
@@ -159,6 +142,28 @@ pub fn meta_u32(content: &Content, path: &Path, key: &str) -> Result<u32> {
             path: path.to_path_buf(),
             key: key.to_string(),
         })
+}
+
+/// Device memory a model needs loaded, in bytes: its weights as stored, the embedding
+/// table widened to f32, and the rotary tables.
+pub fn memory_needed(config: &LlamaConfig, file_bytes: u64) -> u64 {
+    let f32s = |n: usize| (n as u64).saturating_mul(4);
+    let embeddings = f32s(config.vocab_size.saturating_mul(config.dim));
+    let rope = f32s(config.context_length.saturating_mul(config.head_dim()));
+    file_bytes.saturating_add(embeddings).saturating_add(rope)
+}
+
+/// Refuses a model that needs more memory than `device` has free (when that is known).
+pub fn check_fits(name: &str, device: &crate::device::DeviceInfo, needed: u64) -> Result<()> {
+    match device.memory_free {
+        Some(available) if needed > available => Err(EngineError::DoesNotFit {
+            name: name.to_string(),
+            device: device.kind.clone(),
+            needed,
+            available,
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl LoadedModel {
@@ -197,6 +202,12 @@ impl LoadedModel {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
+        let file_bytes = std::fs::metadata(path).map_err(io(path))?.len();
+        check_fits(
+            &name,
+            &crate::device::describe(device),
+            memory_needed(&config, file_bytes),
+        )?;
         let mut file = File::open(path).map_err(io(path))?;
         let model = Llama::load(&content, &mut file, path, config, device)?;
         let weights = file_sha256(path)?;
@@ -223,5 +234,37 @@ impl LoadedModel {
             self.tokenizer.eos_text(),
         )?;
         self.tokenizer.encode(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceInfo;
+
+    #[test]
+    fn a_model_larger_than_the_free_memory_is_refused_with_what_it_needs() {
+        let gpu = DeviceInfo {
+            kind: "cuda:0".into(),
+            memory_total: Some(8 << 30),
+            memory_free: Some(6 << 30),
+        };
+        let err = check_fits("llama-8b", &gpu, 9 << 30)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("llama-8b") && err.contains("9216 MiB"),
+            "{err}"
+        );
+        assert!(
+            err.contains("cuda:0") && err.contains("6144 MiB are free"),
+            "{err}"
+        );
+        assert!(check_fits("small", &gpu, 1 << 30).is_ok());
+        let unknown = DeviceInfo {
+            memory_free: None,
+            ..gpu
+        };
+        assert!(check_fits("any", &unknown, u64::MAX).is_ok());
     }
 }

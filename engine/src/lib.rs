@@ -6,6 +6,7 @@
 //!   architecture, too large), and the model id every node agrees on.
 //! - [`model`]: the engine's own Llama forward pass on candle's quantised matmuls; it
 //!   returns the logits of every position, which verification needs.
+//! - [`device`]: the CPU or a CUDA GPU, chosen by the operator, and its memory.
 //! - [`tokenizer`], [`chat`]: text to tokens and back, and the chat prompt format.
 //! - [`sampling`]: greedy and ChaCha-seeded sampling with temperature, top-k and top-p.
 //! - [`generate`]: the generation loop with the KV cache, stop strings and cancellation.
@@ -15,6 +16,7 @@
 //! worker threads, never on an async runtime.
 
 pub mod chat;
+pub mod device;
 pub mod error;
 pub mod fraud;
 pub mod generate;
@@ -26,6 +28,7 @@ pub mod tiny;
 pub mod tokenizer;
 pub mod verify;
 
+pub use device::{DeviceChoice, DeviceInfo};
 pub use error::{EngineError, Result};
 pub use generate::{generate, FinishReason, GenerateRequest, Generation};
 pub use gguf::{LoadedModel, ModelId};

@@ -374,62 +374,132 @@ impl Llama {
     /// (shape `[rows, vocab]`): the output projection is the largest matrix of a model,
     /// and prefill needs one row, verification only the rows of the claimed output.
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache, rows: usize) -> Result<Tensor> {
-        if tokens.is_empty() {
-            return Err(EngineError::NoTokens);
-        }
-        let start = cache.len;
-        let seq = tokens.len();
-        if start + seq > self.config.context_length {
-            return Err(EngineError::PromptTooLong {
-                tokens: start + seq,
-                context: self.config.context_length,
+        let mut items = [BatchItem {
+            tokens,
+            cache,
+            rows,
+        }];
+        let mut out = self.forward_batch(&mut items)?;
+        out.pop().ok_or(EngineError::NoTokens)
+    }
+
+    /// Runs several sequences in one pass: each item's tokens continue its own cache. The
+    /// matrices (projections, feed-forward, output) see the rows of every item at once,
+    /// so their weights are read once per step rather than once per sequence; attention
+    /// runs per item over its own cache. Returns, per item in order, the logits of its
+    /// last `rows` positions (`[rows, vocab]`, f32).
+    ///
+    /// On the CPU each row is computed exactly as it would be alone (a matmul row does
+    /// not depend on the other rows), so batching changes no token there.
+    ///
+    /// Errors: an item with no tokens or that would overflow the context window (nothing
+    /// is run then), or a tensor operation failed.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_, '_>]) -> Result<Vec<Tensor>> {
+        let mut spans = Vec::with_capacity(items.len());
+        let mut all = Vec::new();
+        for item in items.iter_mut() {
+            if item.tokens.is_empty() {
+                return Err(EngineError::NoTokens);
+            }
+            if item.cache.layers.len() != self.layers.len() {
+                *item.cache = self.new_cache();
+            }
+            let start = item.cache.len;
+            let seq = item.tokens.len();
+            let end = start.saturating_add(seq);
+            if end > self.config.context_length {
+                return Err(EngineError::PromptTooLong {
+                    tokens: end,
+                    context: self.config.context_length,
+                });
+            }
+            spans.push(Span {
+                offset: all.len(),
+                start,
+                seq,
+                rows: item.rows.clamp(1, seq),
             });
+            all.extend_from_slice(item.tokens);
         }
-        if cache.layers.len() != self.layers.len() {
-            *cache = self.new_cache();
+        if all.is_empty() {
+            return Ok(Vec::new());
         }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?;
-        let mask = causal_mask(seq, start, &self.device)?;
-        let cos = self.cos.narrow(0, start, seq)?;
-        let sin = self.sin.narrow(0, start, seq)?;
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        let ids = Tensor::new(all.as_slice(), &self.device)?;
+        let mut x = self.embeddings.index_select(&ids, 0)?;
+        let per_item = spans
+            .iter()
+            .map(|s| {
+                Ok(SpanTables {
+                    mask: causal_mask(s.seq, s.start, &self.device)?,
+                    cos: self.cos.narrow(0, s.start, s.seq)?,
+                    sin: self.sin.narrow(0, s.start, s.seq)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (l, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.config.rms_eps)?;
-            let attn = self.attention(layer, &h, &cos, &sin, mask.as_ref(), slot)?;
-            x = (x + attn)?;
+            let [mut q, mut k, mut v] = layer.qkv.forward::<3>(&h)?;
+            if let Some([bq, bk, bv]) = &layer.biases {
+                q = q.broadcast_add(bq)?;
+                k = k.broadcast_add(bk)?;
+                v = v.broadcast_add(bv)?;
+            }
+            let mut outs = Vec::with_capacity(spans.len());
+            for ((span, tables), item) in spans.iter().zip(&per_item).zip(items.iter_mut()) {
+                let slot = item.cache.layers.get_mut(l).ok_or(EngineError::NoTokens)?;
+                let part = |t: &Tensor| t.narrow(0, span.offset, span.seq);
+                outs.push(self.attention(&part(&q)?, &part(&k)?, &part(&v)?, tables, slot)?);
+            }
+            let y = if outs.len() == 1 {
+                outs.pop().ok_or(EngineError::NoTokens)?
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
+            x = (x + layer.wo.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_eps)?;
             let [gate, up] = layer.gate_up.forward::<2>(&h)?;
             let gate = candle_nn::ops::silu(&gate)?;
             x = (x + layer.w_down.forward(&(gate * up)?)?)?;
         }
-        cache.len = start + seq;
-        let rows = rows.clamp(1, seq.max(1));
-        let x = x.narrow(1, seq - rows, rows)?;
+        for (span, item) in spans.iter().zip(items.iter_mut()) {
+            item.cache.len = span.start + span.seq;
+        }
+        // Only the rows that become logits go through the final norm and the output.
+        let picked: Vec<Tensor> = spans
+            .iter()
+            .map(|s| x.narrow(0, s.offset + s.seq - s.rows, s.rows))
+            .collect::<candle_core::Result<_>>()?;
+        let x = if picked.len() == 1 {
+            picked.into_iter().next().ok_or(EngineError::NoTokens)?
+        } else {
+            Tensor::cat(&picked, 0)?
+        };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps)?;
-        let logits = self.output.forward(&x)?.squeeze(0)?;
-        Ok(logits.to_dtype(DType::F32)?)
+        let logits = self.output.forward(&x)?.to_dtype(DType::F32)?;
+        let mut out = Vec::with_capacity(spans.len());
+        let mut at = 0;
+        for s in &spans {
+            out.push(logits.narrow(0, at, s.rows)?);
+            at += s.rows;
+        }
+        Ok(out)
     }
 
+    /// Attention of one sequence's new positions (`q`, `k`, `v`: `[seq, heads * hd]`)
+    /// over its cache, which takes the new keys and values; returns `[seq, dim]`.
     fn attention(
         &self,
-        layer: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        tables: &SpanTables,
         cache: &mut candle_nn::kv_cache::KvCache,
     ) -> Result<Tensor> {
         let c = &self.config;
-        let (b, seq, _) = x.dims3()?;
+        let seq = q.dim(0)?;
         let hd = c.head_dim();
-        let [mut q, mut k, mut v] = layer.qkv.forward::<3>(x)?;
-        if let Some([bq, bk, bv]) = &layer.biases {
-            q = q.broadcast_add(bq)?;
-            k = k.broadcast_add(bk)?;
-            v = v.broadcast_add(bv)?;
-        }
-        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, seq, n, hd))?.transpose(1, 2)?.contiguous()?)
+        let heads = |t: &Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((1, seq, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
         let (q, k, v) = (
             heads(q, c.n_heads)?,
@@ -441,8 +511,8 @@ impl Llama {
         } else {
             candle_nn::rotary_emb::rope_i
         };
-        let q = rope(&q, cos, sin)?;
-        let k = rope(&k, cos, sin)?;
+        let q = rope(&q, &tables.cos, &tables.sin)?;
+        let k = rope(&k, &tables.cos, &tables.sin)?;
         let (k, v) = cache.append(&k, &v)?;
         let rep = c.n_heads / c.n_kv_heads;
         let k = repeat_kv(&k, rep)?;
@@ -450,14 +520,36 @@ impl Llama {
         let scale = 1.0 / (hd as f64).sqrt();
         // k.t() is a transposed view; the matmul reads it through its strides, no copy.
         let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(m) = mask {
+        if let Some(m) = &tables.mask {
             att = att.broadcast_add(m)?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?;
-        let y = y.transpose(1, 2)?.reshape((b, seq, c.dim))?;
-        Ok(layer.wo.forward(&y)?)
+        Ok(y.transpose(1, 2)?.reshape((seq, c.dim))?)
     }
+}
+
+/// One sequence of a batched forward pass: its new tokens, its cache, and how many of its
+/// last positions to return logits for.
+pub struct BatchItem<'t, 'c> {
+    pub tokens: &'t [u32],
+    pub cache: &'c mut KvCache,
+    pub rows: usize,
+}
+
+/// Where one item's rows sit in the batch, and its positions.
+struct Span {
+    offset: usize,
+    start: usize,
+    seq: usize,
+    rows: usize,
+}
+
+/// The per-item inputs of attention: mask and rotary tables at its positions.
+struct SpanTables {
+    mask: Option<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
 }
 
 /// Each key/value head repeated for the `rep` query heads that share it.

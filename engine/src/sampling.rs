@@ -161,6 +161,94 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// Whether `claimed` is a near-tie: some logits within `drift` (per logit, in raw
+    /// logit units) of `logits` would make this sampler pick `claimed` with the draw `u`
+    /// (`None` for greedy). Numeric drift between devices, kernels, batch shapes and
+    /// thread counts moves logits by that much at most; a token it can flip is never
+    /// evidence against the node that produced it.
+    ///
+    /// Greedy: `claimed`'s logit is within `2 * drift` of the largest. Sampled: the
+    /// draw lies in the widest interval `claimed` can have under such logits: its lower
+    /// edge when every token surely ranked above it is lowered and the rest raised, its
+    /// upper edge when every token that may rank above it is raised and the rest lowered,
+    /// stretched by top-p's renormalisation (to the unit line's end where top-k could cut
+    /// right after it); a token that top-k or top-p exclude under every such logits never
+    /// is.
+    pub fn could_pick(&self, logits: &[f32], u: Option<f64>, claimed: u32, drift: f32) -> bool {
+        let Some(&value) = logits.get(claimed as usize) else {
+            return false;
+        };
+        if !value.is_finite() {
+            return false;
+        }
+        let drift = f64::from(drift.max(0.0));
+        let Some(u) = u else {
+            let best = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            return f64::from(value) + 2.0 * drift >= f64::from(best);
+        };
+        let t = self.temperature.max(1e-6);
+        let e = drift / t;
+        let sc = f64::from(value) / t;
+        let scaled = |l: f32| f64::from(l) / t;
+        let max = logits
+            .iter()
+            .map(|l| scaled(*l))
+            .filter(|s| s.is_finite())
+            .fold(sc, f64::max);
+        let weight = |s: f64, shift: f64| (s + shift - max).exp();
+        // Surely above: ranked before `claimed` under every drift; possibly above: under some.
+        let (mut surely, mut possibly) = (0usize, 0usize);
+        let (mut w_surely_low, mut w_others_high) = (0f64, weight(sc, e));
+        let mut w_possibly_high = 0f64;
+        let mut rest_low: Vec<f64> = Vec::new();
+        for (i, l) in logits.iter().enumerate() {
+            if i == claimed as usize || !l.is_finite() {
+                continue;
+            }
+            let s = scaled(*l);
+            if s - sc > 2.0 * e {
+                surely += 1;
+                w_surely_low += weight(s, -e);
+            } else {
+                w_others_high += weight(s, e);
+            }
+            if s - sc >= -2.0 * e {
+                possibly += 1;
+                w_possibly_high += weight(s, e);
+            } else {
+                rest_low.push(weight(s, -e));
+            }
+        }
+        if self.top_k > 0 && surely >= self.top_k {
+            return false;
+        }
+        let lo = w_surely_low / (w_surely_low + w_others_high);
+        if self.top_p < 1.0 && lo >= self.top_p {
+            return false;
+        }
+        // Top-k keeps only the highest of the tokens after `claimed`.
+        let w_rest_low: f64 = if self.top_k > 0 {
+            rest_low.sort_by(|a, b| b.total_cmp(a));
+            let kept = self.top_k.saturating_sub(possibly + 1);
+            rest_low.iter().take(kept).sum()
+        } else {
+            rest_low.iter().sum()
+        };
+        let through = w_possibly_high + weight(sc, e);
+        let hi_untruncated = through / (through + w_rest_low);
+        // Top-p keeps a prefix holding at least `top_p` of the mass and renormalises over
+        // it, which stretches every edge by at most 1 / top_p (to the end of the line
+        // where `claimed` may be the last token kept); top-k may cut right after it.
+        let hi = if self.top_k > 0 && possibly + 1 >= self.top_k {
+            1.0
+        } else {
+            (hi_untruncated / self.top_p).min(1.0)
+        };
+        u >= lo && u <= hi
+    }
+}
+
 /// The index of the largest logit (the lowest among equals; NaN never wins).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0usize;
@@ -233,5 +321,84 @@ mod tests {
         assert!(params(1.0, 0, 0.0, 0).validate().is_err());
         assert!(params(1.0, 0, 1.5, 0).validate().is_err());
         assert!(params(0.7, 40, 0.9, 0).validate().is_ok());
+    }
+
+    #[test]
+    fn greedy_near_ties_are_within_twice_the_drift_of_the_best() {
+        let s = Sampler::new(&params(0.0, 0, 1.0, 0));
+        let logits = [2.0, 1.95, 1.0];
+        assert!(s.could_pick(&logits, None, 1, 0.05));
+        assert!(!s.could_pick(&logits, None, 1, 0.02));
+        assert!(!s.could_pick(&logits, None, 2, 0.05));
+        assert!(
+            !s.could_pick(&logits, None, 7, 0.05),
+            "out of the vocabulary"
+        );
+    }
+
+    #[test]
+    fn sampled_near_ties_cover_a_swap_of_equal_tokens_and_nothing_far() {
+        // Tokens 0 and 1 are nearly equal: drift may swap their order, so with a draw
+        // in the first's interval either may be chosen; token 3 is far from the draw.
+        let logits = [3.0, 2.99, 1.0, 0.0];
+        let s = Sampler::new(&params(1.0, 0, 1.0, 0));
+        let iv = s.intervals(&logits);
+        let u = iv[0].1 + 0.01;
+        assert_eq!(iv[0].0, 0);
+        assert!(s.could_pick(&logits, Some(u), 1, 0.05));
+        assert!(!s.could_pick(&logits, Some(u), 3, 0.05));
+        assert!(!s.could_pick(&logits, Some(u), 2, 0.05));
+        // A draw just past an edge may pick the token on the other side.
+        let edge = iv[1].2;
+        assert!(s.could_pick(&logits, Some(edge + 1e-4), 1, 0.05));
+        assert!(!s.could_pick(&logits, Some(edge + 0.2), 1, 0.05));
+    }
+
+    #[test]
+    fn sampled_near_ties_respect_top_k_and_top_p() {
+        let logits = [5.0, 4.0, 3.0, 0.0, -2.0];
+        // Top-2: token 2 is surely outside, whatever the draw.
+        let s = Sampler::new(&params(1.0, 2, 1.0, 0));
+        assert!(!s.could_pick(&logits, Some(0.99), 2, 0.05));
+        // Top-3 with token 2 possibly the last kept: the draw at the end of the line is its.
+        let s = Sampler::new(&params(1.0, 3, 1.0, 0));
+        assert!(s.could_pick(&logits, Some(0.999), 2, 0.05));
+        // Top-p 0.5: token 0 alone holds more than half; token 3 is never kept.
+        let s = Sampler::new(&params(1.0, 0, 0.5, 0));
+        assert!(!s.could_pick(&logits, Some(0.999), 3, 0.05));
+    }
+
+    #[test]
+    fn every_choice_under_drifted_logits_is_a_near_tie_of_the_true_ones() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let drift = 0.05f32;
+        let mut flips = 0;
+        for case in 0..4000 {
+            let n = 6 + case % 40;
+            // Few distinct values: ties and near-ties are common.
+            let logits: Vec<f32> = (0..n).map(|_| rng.gen_range(0..8) as f32 * 0.3).collect();
+            let moved: Vec<f32> = logits
+                .iter()
+                .map(|l| l + rng.gen_range(-drift..=drift))
+                .collect();
+            let p = params(
+                [0.0, 0.2, 0.7, 1.0, 1.5][case % 5],
+                [0, 3, 10][case % 3],
+                [1.0, 0.9, 0.6][case % 3],
+                case as u64,
+            );
+            let mut a = Sampler::new(&p);
+            let mut b = Sampler::new(&p);
+            let (chosen, draw) = a.sample_traced(&moved);
+            let (derived, _) = b.sample_traced(&logits);
+            if chosen != derived {
+                flips += 1;
+                assert!(
+                    b.could_pick(&logits, draw, chosen, drift),
+                    "case {case}: {logits:?} {moved:?} {p:?} {draw:?}: {chosen} not a near-tie"
+                );
+            }
+        }
+        assert!(flips > 100, "the drift flipped only {flips} choices");
     }
 }

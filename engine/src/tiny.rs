@@ -88,6 +88,48 @@ impl TinySpec {
         }
     }
 
+    /// A model 8x wider than fai-tiny (512 wide, 4 layers, 8 query and 2 key/value
+    /// heads), Q8_0, byte vocabulary: wide enough for near-ties between kernels, which
+    /// fai-tiny's peaked logits hide, to show. The tests and `bench verify` use it.
+    pub fn wide() -> Self {
+        TinySpec {
+            name: "fai-wide-512".into(),
+            seed: 2,
+            dim: 512,
+            n_layers: 4,
+            n_heads: 8,
+            n_kv_heads: 2,
+            ff_dim: 1536,
+            context_length: 1024,
+            ..TinySpec::fai_tiny()
+        }
+    }
+
+    /// The benchmark shapes, byte vocabulary: `100m` (768 wide, 12 layers, about 85M
+    /// weights), `1b` (2048 wide, 22 layers, grouped key/value heads: TinyLlama's body),
+    /// `8b` (4096 wide, 32 layers: Llama 3 8B's body).
+    pub fn bench_shape(shape: &str, dtype: GgmlDType) -> Option<Self> {
+        let (dim, n_layers, n_heads, n_kv_heads, ff_dim) = match shape {
+            "100m" => (768, 12, 12, 12, 2048),
+            "1b" => (2048, 22, 32, 4, 5632),
+            "8b" => (4096, 32, 32, 8, 14336),
+            _ => return None,
+        };
+        Some(TinySpec {
+            name: format!("bench-{shape}-{dtype:?}").to_lowercase(),
+            seed: 0xbe7c,
+            dim,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            ff_dim,
+            context_length: 1024,
+            dtype,
+            output_scale: 6.0,
+            ..TinySpec::fai_tiny()
+        })
+    }
+
     /// The number of weights.
     pub fn parameters(&self) -> usize {
         let v = self.vocab.size();

@@ -5,20 +5,21 @@
 //! - [`Replay`]: one teacher-forced forward pass over prompt + claimed output gives the
 //!   verifier's own logits at every claimed position. Each claimed token is re-derived with
 //!   the request's declared sampling and seed (the same ChaCha draws, in the same order).
-//!   An exact re-derivation is a match. Numeric drift (another kernel, batch shape or GPU
-//!   moves logits by a few hundredths) is tolerated: a greedy claim whose logit is within
-//!   `drift_logit` of the best, or a sampled claim whose interval of the unit line lies
-//!   within `drift_prob` of the draw. Anything else is a hard mismatch. The verdict weighs
-//!   the match rate, the tolerated rate and the mean log-probability of the claims.
+//!   A claimed token that is not re-derived is a near-tie when logits within the drift
+//!   bound of the verifier's would pick it ([`Sampler::could_pick`]): numeric drift between
+//!   devices, kernels, batch shapes and thread counts flips exactly those, so they never
+//!   count against the node. Any other token is a hard mismatch, and an answer with more
+//!   than `max_mismatches` of them (none by default) is rejected, whatever its length.
+//!   Replays batch: [`Verifier::verify_batch`] scores many answers in one pass.
 //! - [`Judge`] (the paper's): a prompt asks the same model whether the output answers the
 //!   input, and one forward pass compares the next-token logits of "YES" and "NO".
 
 use candle_core::Tensor;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::generate::{prompt_tokens, GenerateRequest};
 use crate::gguf::LoadedModel;
-use crate::model::log_softmax;
+use crate::model::{log_softmax, BatchItem};
 use crate::sampling::Sampler;
 
 /// A verifier's decision about one result, with its evidence.
@@ -42,35 +43,38 @@ pub trait Verifier {
         request: &GenerateRequest,
         output: &[u32],
     ) -> Result<Verdict>;
+
+    /// Verdicts on several results, in order; a method that can batches them.
+    fn verify_batch(
+        &self,
+        model: &LoadedModel,
+        cases: &[(&GenerateRequest, &[u32])],
+    ) -> Vec<Result<Verdict>> {
+        cases
+            .iter()
+            .map(|(request, output)| self.verify(model, request, output))
+            .collect()
+    }
 }
 
 /// Teacher-forced re-derivation of every claimed token.
 #[derive(Debug, Clone)]
 pub struct Replay {
-    /// Greedy: how far below the best logit a claimed token may be and count as drift.
+    /// How far numeric drift may move each logit (raw logit units): a claimed token that
+    /// logits this close to the verifier's would pick is a near-tie.
     pub drift_logit: f32,
-    /// Sampled: how far (on the unit line) the draw may miss the claimed token's interval.
-    pub drift_prob: f64,
-    /// The least share of tokens re-derived exactly, for greedy requests: drift only
-    /// flips near-ties there.
-    pub greedy_min_match_rate: f64,
-    /// The same for sampled requests, where drift near an interval edge flips more often.
-    pub sampled_min_match_rate: f64,
-    /// The least share of tokens exact or within drift.
-    pub min_tolerated_rate: f64,
-    /// The lowest mean log-probability (natural log) of the claimed tokens.
-    pub min_mean_logprob: f64,
+    /// Hard mismatches (neither re-derived nor a near-tie) an answer may hold.
+    pub max_mismatches: usize,
+    /// Most tokens (prompts and outputs) one batched replay pass reads.
+    pub batch_tokens: usize,
 }
 
 impl Default for Replay {
     fn default() -> Self {
         Replay {
-            drift_logit: 0.1,
-            drift_prob: 0.05,
-            greedy_min_match_rate: 0.97,
-            sampled_min_match_rate: 0.85,
-            min_tolerated_rate: 0.95,
-            min_mean_logprob: -4.0,
+            drift_logit: 0.05,
+            max_mismatches: 0,
+            batch_tokens: 4096,
         }
     }
 }
@@ -79,35 +83,32 @@ impl Default for Replay {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayStats {
     pub tokens: usize,
+    /// Re-derived exactly.
     pub exact: usize,
-    pub tolerated: usize,
+    /// Not re-derived, but a near-tie.
+    pub near_ties: usize,
+    /// Mean log-probability (natural log) of the claimed tokens under the verifier.
     pub mean_logprob: f64,
 }
 
-impl Replay {
-    /// Whether a claimed token that was not re-derived is explained by numeric drift.
-    fn within_drift(
-        &self,
-        row: &[f32],
-        intervals: &[(u32, f64, f64)],
-        draw: Option<f64>,
-        claimed: u32,
-    ) -> bool {
-        let Some(&value) = row.get(claimed as usize) else {
-            return false;
-        };
-        match draw {
-            None => {
-                let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                value >= best - self.drift_logit
-            }
-            Some(u) => intervals
-                .iter()
-                .find(|(t, _, _)| *t == claimed)
-                .is_some_and(|(_, lo, hi)| u >= lo - self.drift_prob && u < hi + self.drift_prob),
-        }
+impl ReplayStats {
+    /// Claimed tokens neither re-derived nor near-ties.
+    pub fn mismatches(&self) -> usize {
+        self.tokens
+            .saturating_sub(self.exact)
+            .saturating_sub(self.near_ties)
     }
+}
 
+/// One replay to run: the tokens through the model and the claimed output.
+struct Prepared<'a> {
+    index: usize,
+    request: &'a GenerateRequest,
+    input: Vec<u32>,
+    output: &'a [u32],
+}
+
+impl Replay {
     /// The statistics of one replay.
     pub fn measure(
         &self,
@@ -115,38 +116,141 @@ impl Replay {
         request: &GenerateRequest,
         output: &[u32],
     ) -> Result<ReplayStats> {
-        request.sampling.validate()?;
-        let prompt = prompt_tokens(model, request)?;
-        if output.is_empty() {
-            return Ok(ReplayStats {
-                tokens: 0,
-                exact: 0,
-                tolerated: 0,
-                mean_logprob: 0.0,
+        self.measure_batch(model, &[(request, output)])
+            .pop()
+            .unwrap_or(Err(EngineError::NoTokens))
+    }
+
+    /// The statistics of several replays, in order, run in as few batched forward
+    /// passes as [`Replay::batch_tokens`] allows. A case that cannot run (bad sampling,
+    /// longer than the context window) gets its own error; a failed pass fails its cases.
+    pub fn measure_batch(
+        &self,
+        model: &LoadedModel,
+        cases: &[(&GenerateRequest, &[u32])],
+    ) -> Vec<Result<ReplayStats>> {
+        let mut results: Vec<Option<Result<ReplayStats>>> = cases.iter().map(|_| None).collect();
+        let mut ready: Vec<Prepared<'_>> = Vec::new();
+        let context = model.model.config.context_length;
+        for (index, (request, output)) in cases.iter().enumerate() {
+            let prepared = request.sampling.validate().and_then(|()| {
+                let mut input = prompt_tokens(model, request)?;
+                if input.is_empty() {
+                    return Err(EngineError::NoTokens);
+                }
+                let len = input.len() + output.len().saturating_sub(1);
+                if len > context {
+                    return Err(EngineError::PromptTooLong {
+                        tokens: len,
+                        context,
+                    });
+                }
+                input
+                    .extend_from_slice(output.get(..output.len().saturating_sub(1)).unwrap_or(&[]));
+                Ok(input)
             });
+            match prepared {
+                Err(e) => results[index] = Some(Err(e)),
+                Ok(_) if output.is_empty() => {
+                    results[index] = Some(Ok(ReplayStats {
+                        tokens: 0,
+                        exact: 0,
+                        near_ties: 0,
+                        mean_logprob: 0.0,
+                    }))
+                }
+                Ok(input) => ready.push(Prepared {
+                    index,
+                    request,
+                    input,
+                    output,
+                }),
+            }
         }
-        let mut all = prompt.clone();
-        all.extend_from_slice(output);
-        all.pop();
-        // The forward pass refuses a sequence longer than the context window.
-        let mut cache = model.model.new_cache();
-        let logits: Tensor = model.model.forward_last(&all, &mut cache, output.len())?;
-        let logprobs = log_softmax(&logits)?.to_vec2::<f32>()?;
+        let mut chunk: Vec<Prepared<'_>> = Vec::new();
+        let mut chunk_tokens = 0usize;
+        let mut run = |chunk: &mut Vec<Prepared<'_>>| {
+            for (index, r) in self.run_chunk(model, chunk) {
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(r);
+                }
+            }
+            chunk.clear();
+        };
+        for p in ready {
+            if !chunk.is_empty() && chunk_tokens + p.input.len() > self.batch_tokens {
+                run(&mut chunk);
+                chunk_tokens = 0;
+            }
+            chunk_tokens += p.input.len();
+            chunk.push(p);
+        }
+        if !chunk.is_empty() {
+            run(&mut chunk);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(EngineError::NoTokens)))
+            .collect()
+    }
+
+    /// One batched teacher-forced pass over `chunk`, then each claimed token scored.
+    fn run_chunk(
+        &self,
+        model: &LoadedModel,
+        chunk: &[Prepared<'_>],
+    ) -> Vec<(usize, Result<ReplayStats>)> {
+        let mut caches: Vec<_> = chunk.iter().map(|_| model.model.new_cache()).collect();
+        let pass = {
+            let mut items: Vec<BatchItem<'_, '_>> = chunk
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|(p, cache)| BatchItem {
+                    tokens: &p.input,
+                    cache,
+                    rows: p.output.len(),
+                })
+                .collect();
+            model.model.forward_batch(&mut items)
+        };
+        match pass {
+            Ok(all) => chunk
+                .iter()
+                .zip(all)
+                .map(|(p, logits)| (p.index, self.score(p.request, p.output, &logits)))
+                .collect(),
+            Err(e) => {
+                let message = e.to_string();
+                chunk
+                    .iter()
+                    .map(|p| {
+                        let err = candle_core::Error::Msg(message.clone());
+                        (p.index, Err(EngineError::Compute(err)))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Re-derives each claimed token from the verifier's logits at its position.
+    fn score(
+        &self,
+        request: &GenerateRequest,
+        output: &[u32],
+        logits: &Tensor,
+    ) -> Result<ReplayStats> {
+        let logprobs = log_softmax(logits)?.to_vec2::<f32>()?;
         let rows = logits.to_vec2::<f32>()?;
         let mut sampler = Sampler::new(&request.sampling);
-        let (mut exact, mut tolerated, mut lp_sum) = (0usize, 0usize, 0f64);
+        let (mut exact, mut near_ties, mut lp_sum) = (0usize, 0usize, 0f64);
         for ((row, lp), claimed) in rows.iter().zip(&logprobs).zip(output) {
-            let intervals = if sampler.is_greedy() {
-                Vec::new()
-            } else {
-                sampler.intervals(row)
-            };
+            // The draw is taken for every token, so the stream stays aligned.
+            let probe = sampler.clone();
             let (derived, draw) = sampler.sample_traced(row);
             if derived == *claimed {
                 exact += 1;
-                tolerated += 1;
-            } else if self.within_drift(row, &intervals, draw, *claimed) {
-                tolerated += 1;
+            } else if probe.could_pick(row, draw, *claimed, self.drift_logit) {
+                near_ties += 1;
             }
             lp_sum += f64::from(
                 lp.get(*claimed as usize)
@@ -158,9 +262,39 @@ impl Replay {
         Ok(ReplayStats {
             tokens: output.len(),
             exact,
-            tolerated,
-            mean_logprob: lp_sum / output.len() as f64,
+            near_ties,
+            mean_logprob: lp_sum / output.len().max(1) as f64,
         })
+    }
+
+    /// The verdict for measured statistics.
+    pub fn judge_stats(&self, s: &ReplayStats) -> Verdict {
+        if s.tokens == 0 {
+            return Verdict {
+                method: "replay",
+                accepted: true,
+                score: 1.0,
+                reasons: vec!["empty output".into()],
+            };
+        }
+        let hard = s.mismatches();
+        let mut reasons = vec![format!(
+            "{} of {} tokens re-derived exactly, {} near-ties, mean log-probability {:.2}",
+            s.exact, s.tokens, s.near_ties, s.mean_logprob
+        )];
+        let accepted = hard <= self.max_mismatches;
+        if !accepted {
+            reasons.push(format!(
+                "{hard} tokens are neither re-derived nor near-ties (at most {} allowed)",
+                self.max_mismatches
+            ));
+        }
+        Verdict {
+            method: "replay",
+            accepted,
+            score: 1.0 - hard as f64 / s.tokens as f64,
+            reasons,
+        }
     }
 }
 
@@ -175,55 +309,18 @@ impl Verifier for Replay {
         request: &GenerateRequest,
         output: &[u32],
     ) -> Result<Verdict> {
-        let s = self.measure(model, request, output)?;
-        if s.tokens == 0 {
-            return Ok(Verdict {
-                method: "replay",
-                accepted: true,
-                score: 1.0,
-                reasons: vec!["empty output".into()],
-            });
-        }
-        let n = s.tokens as f64;
-        let match_rate = s.exact as f64 / n;
-        let tolerated_rate = s.tolerated as f64 / n;
-        let mut reasons = vec![format!(
-            "{} of {} tokens re-derived exactly, {} within drift, mean log-probability {:.2}",
-            s.exact,
-            s.tokens,
-            s.tolerated - s.exact,
-            s.mean_logprob
-        )];
-        let mut accepted = true;
-        let min_match = if request.sampling.temperature > 0.0 {
-            self.sampled_min_match_rate
-        } else {
-            self.greedy_min_match_rate
-        };
-        if match_rate < min_match {
-            accepted = false;
-            reasons.push(format!("match rate {match_rate:.3} below {min_match}"));
-        }
-        if tolerated_rate < self.min_tolerated_rate {
-            accepted = false;
-            reasons.push(format!(
-                "{} tokens neither re-derived nor within numeric drift",
-                s.tokens - s.tolerated
-            ));
-        }
-        if s.mean_logprob < self.min_mean_logprob {
-            accepted = false;
-            reasons.push(format!(
-                "mean log-probability below {}",
-                self.min_mean_logprob
-            ));
-        }
-        Ok(Verdict {
-            method: "replay",
-            accepted,
-            score: match_rate.min(tolerated_rate),
-            reasons,
-        })
+        Ok(self.judge_stats(&self.measure(model, request, output)?))
+    }
+
+    fn verify_batch(
+        &self,
+        model: &LoadedModel,
+        cases: &[(&GenerateRequest, &[u32])],
+    ) -> Vec<Result<Verdict>> {
+        self.measure_batch(model, cases)
+            .into_iter()
+            .map(|r| r.map(|s| self.judge_stats(&s)))
+            .collect()
     }
 }
 

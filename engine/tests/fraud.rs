@@ -1,5 +1,5 @@
 //! The fraud suite on fai-tiny: `replay` must catch at least 99% of every kind of forgery
-//! and reject no honest result; `judge` is measured and reported, not held to a bar (on a
+//! (but see `other-prompt` below) and reject no honest result; `judge` is measured and reported, not held to a bar (on a
 //! random-weight model its opinion means nothing).
 
 use candle_core::Device;
@@ -33,8 +33,26 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
         assert!(row.cases >= 50, "{row:?}");
         if row.kind == "honest" {
             assert_eq!(row.rejected, 0, "false rejections: {row:?}");
+        } else if row.kind == "other-prompt" {
+            // fai-tiny's greedy answers fall into a few loops: another prompt's answer can
+            // differ from this prompt's only where this prompt's logits are near-ties (gaps
+            // of 0.02 to 0.08 here), which is an answer a drifting device could give
+            // honestly. Replay accepts those and nothing else: every accepted one must be
+            // all exact tokens and near-ties.
+            assert!(row.rate() >= 0.97, "{row:?}");
         } else {
             assert!(row.rate() >= 0.99, "{row:?}");
+        }
+    }
+    let replay = Replay::default();
+    for case in cases.iter().filter(|c| c.kind == "other-prompt") {
+        let stats = replay.measure(&model, &case.request, &case.output).unwrap();
+        if replay.judge_stats(&stats).accepted {
+            assert_eq!(stats.mismatches(), 0);
+            assert!(
+                stats.near_ties > 0,
+                "{stats:?}: identical to the honest answer?"
+            );
         }
     }
     let judged = evaluate(&Judge, &model, &cases).unwrap();

@@ -44,8 +44,9 @@ fn jobs_stream_their_text_and_finish() {
 #[test]
 fn a_full_queue_answers_busy_and_cancelled_jobs_end() {
     let (_dir, model) = model();
-    // One worker, room for one waiting request: the third long request cannot fit.
-    let scheduler = Scheduler::start(model, 1, 1);
+    // One worker decoding one request at a time, room for one waiting request: the third
+    // long request cannot fit.
+    let scheduler = Scheduler::start_batched(model, 1, 1, 1);
     let mut jobs = Vec::new();
     let mut busy = None;
     for i in 0..3 {
@@ -73,6 +74,46 @@ fn a_full_queue_answers_busy_and_cancelled_jobs_end() {
     }
     // With the queue drained, work is accepted again.
     assert!(scheduler.submit(request("again", 5)).is_ok());
+}
+
+#[test]
+fn a_worker_decodes_up_to_its_batch_and_the_queue_holds_the_rest() {
+    let (_dir, model) = model();
+    // One worker decoding two at once, one waiting: the fourth long request is refused.
+    let scheduler = Scheduler::start_batched(model, 1, 1, 2);
+    // Greedy: fai-tiny's greedy answers run to max_tokens (no early end of text).
+    let long = |input: &str| {
+        let mut r = request(input, 1900);
+        r.sampling.temperature = 0.0;
+        r
+    };
+    // Each waits until the worker has taken the one before (the queue holds one).
+    let running_at_least = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while scheduler.stats().running < n {
+            assert!(std::time::Instant::now() < deadline, "never {n} running");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    let first = scheduler.submit(long("long 0")).unwrap();
+    running_at_least(1);
+    let second = scheduler.submit(long("long 1")).unwrap();
+    running_at_least(2);
+    let running = [first, second];
+    let waiting = scheduler.submit(request("waits", 5)).unwrap();
+    let err = scheduler
+        .submit(request("refused", 5))
+        .err()
+        .expect("a fourth fits nowhere");
+    assert!(matches!(err, EngineError::Busy { capacity: 1 }), "{err}");
+    for job in &running {
+        job.cancel();
+    }
+    assert!(waiting.wait().1.is_ok());
+    for job in running {
+        let (_, result) = job.wait();
+        assert!(result.is_ok());
+    }
 }
 
 #[test]

@@ -16,8 +16,10 @@ pub struct Banner {
     pub price: Amount,
     /// The stake, when a verifier.
     pub stake: Option<Amount>,
-    /// The model served: name and id.
-    pub model: (String, String),
+    /// The models served: name and id.
+    pub models: Vec<(String, String)>,
+    /// The engine's device and its memory.
+    pub device: String,
     /// `host:port` of the RPC.
     pub rpc: String,
     /// The p2p listen address and peer id, when the network is on.
@@ -53,7 +55,10 @@ impl Banner {
         if let Some(stake) = self.stake {
             roles.push(format!("verifier (stake {stake})"));
         }
-        roles.push(format!("model {} ({})", self.model.0, self.model.1));
+        for (name, id) in &self.models {
+            roles.push(format!("model {name} ({id})"));
+        }
+        roles.push(format!("engine on {}", self.device));
         let mut out = format!(
             "infer-node {} on {}, data in {}\n  runs:  {}\n  rpc:   http://{}/v2/info\n",
             self.version,
@@ -109,7 +114,8 @@ mod tests {
             produce: Some("0.001 FAI".parse().unwrap()),
             price: "0.01 FAI".parse().unwrap(),
             stake: Some("1 FAI".parse().unwrap()),
-            model: ("fai-tiny".into(), "ab12".into()),
+            models: vec![("fai-tiny".into(), "ab12".into())],
+            device: "cpu (23.4 GiB, 20.1 GiB free)".into(),
             rpc: "127.0.0.1:7080".into(),
             p2p: Some(("/ip4/127.0.0.1/tcp/27090".into(), "12D3Koo".into())),
             wallet: Some(DevWallet {
@@ -129,6 +135,8 @@ mod tests {
         assert!(text.contains("miner (1 thread)"), "{text}");
         assert!(text.contains("inference node (bid 0.001 FAI"), "{text}");
         assert!(text.contains("verifier (stake 1 FAI)"), "{text}");
+        assert!(text.contains("model fai-tiny (ab12)"), "{text}");
+        assert!(text.contains("engine on cpu (23.4 GiB"), "{text}");
         assert!(text.contains("http://127.0.0.1:7080/v2/info"), "{text}");
         assert!(
             text.contains("/ip4/127.0.0.1/tcp/27090/p2p/12D3Koo"),

@@ -113,12 +113,17 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
             min_fee_rate: 1_000,
         },
     ));
-    let scheduler = Arc::new(Scheduler::start(model.clone(), 1, 8));
+    let engines = Arc::new(crate::served::Engines {
+        device: fai_engine::device::describe(&Device::Cpu),
+        engines: vec![crate::served::Engine {
+            model: model.clone(),
+            scheduler: Arc::new(Scheduler::start(model.clone(), 1, 8)),
+        }],
+    });
     let state = Arc::new(RpcState::new(
         node,
         Network::Regtest,
-        model.clone(),
-        scheduler,
+        engines,
         SecretKey::generate(),
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()

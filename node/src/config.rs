@@ -24,6 +24,8 @@ pub struct Config {
     #[serde(default)]
     pub rpc: RpcSection,
     #[serde(default)]
+    pub engine: EngineSection,
+    #[serde(default)]
     pub p2p: P2pSection,
     #[serde(default)]
     pub inference: InferenceSection,
@@ -31,6 +33,71 @@ pub struct Config {
     pub dev_wallet: DevWalletSection,
     #[serde(default)]
     pub testing: TestingSection,
+    /// Warnings about deprecated keys found while parsing, logged at start.
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
+}
+
+/// The inference engine: where it runs, what it serves, how much work it takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// `auto` (a CUDA GPU when the binary has CUDA and one is present, else the CPU),
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Models of the model store this node sells inference on (each must be approved in
+    /// the model registry); the built-in fai-tiny by default.
+    #[serde(default = "default_serve")]
+    pub serve: Vec<String>,
+    /// Engine worker threads per served model, each decoding a batch of requests.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Inference requests that may wait for a worker before the node answers "busy".
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// Requests a worker decodes together (continuous batching); 1 decodes one at a time.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_serve() -> Vec<String> {
+    vec!["fai-tiny".into()]
+}
+fn default_max_batch() -> usize {
+    fai_engine::scheduler::DEFAULT_MAX_BATCH
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            device: default_device(),
+            serve: default_serve(),
+            workers: None,
+            queue: None,
+            max_batch: default_max_batch(),
+        }
+    }
+}
+
+impl EngineSection {
+    /// Worker threads per model.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or(1)
+    }
+
+    /// Requests that may wait.
+    pub fn queue(&self) -> usize {
+        self.queue.unwrap_or_else(default_queue)
+    }
+
+    /// The device asked for.
+    pub fn device(&self) -> Result<fai_engine::DeviceChoice> {
+        self.device.parse().context("engine.device")
+    }
 }
 
 /// Misbehaviour for tests of the network's defences: refused unless the program was
@@ -241,12 +308,12 @@ pub struct RpcSection {
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_rpc_body")]
     pub max_body_bytes: usize,
-    /// Engine worker threads serving inference requests.
-    #[serde(default = "one")]
-    pub engine_workers: usize,
-    /// Inference requests that may wait for a worker before the node answers "busy".
-    #[serde(default = "default_queue")]
-    pub engine_queue: usize,
+    /// Deprecated: `engine.workers`.
+    #[serde(default)]
+    pub engine_workers: Option<usize>,
+    /// Deprecated: `engine.queue`.
+    #[serde(default)]
+    pub engine_queue: Option<usize>,
     /// Bearer token of the admin calls (`/v2/admin/...`); empty turns them off.
     #[serde(default)]
     pub admin_token: String,
@@ -271,8 +338,8 @@ impl Default for RpcSection {
             enabled: true,
             listen: default_rpc_listen(),
             max_body_bytes: default_rpc_body(),
-            engine_workers: 1,
-            engine_queue: default_queue(),
+            engine_workers: None,
+            engine_queue: None,
             admin_token: String::new(),
         }
     }
@@ -363,8 +430,11 @@ impl Default for LogSection {
 impl Config {
     /// Parses and checks configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).with_context(|| format!("invalid configuration in {origin}"))?;
+        config
+            .migrate()
+            .with_context(|| format!("invalid configuration in {origin}"))?;
         config
             .check()
             .with_context(|| format!("invalid configuration in {origin}"))?;
@@ -381,6 +451,34 @@ impl Config {
                 Config::parse(&text, &p.display().to_string())
             }
         }
+    }
+
+    /// Moves deprecated keys to their new place, with a warning for each.
+    fn migrate(&mut self) -> Result<()> {
+        for (old, new, value, target) in [
+            (
+                "rpc.engine_workers",
+                "engine.workers",
+                self.rpc.engine_workers.take(),
+                &mut self.engine.workers,
+            ),
+            (
+                "rpc.engine_queue",
+                "engine.queue",
+                self.rpc.engine_queue.take(),
+                &mut self.engine.queue,
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            if target.is_some() {
+                bail!("{old} and {new} are both set: keep only {new}");
+            }
+            *target = Some(value);
+            self.deprecations.push(format!(
+                "{old} is deprecated: write it as {new} = {value} in [engine]"
+            ));
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<()> {
@@ -403,11 +501,20 @@ impl Config {
         if !self.rpc.admin_token.is_empty() && self.rpc.admin_token.len() < 16 {
             bail!("rpc.admin_token must have at least 16 characters (or be empty to turn admin calls off)");
         }
-        if self.rpc.engine_workers == 0
-            || self.rpc.engine_workers > 64
-            || self.rpc.engine_queue > 4096
-        {
-            bail!("rpc.engine_workers must be 1 to 64 and rpc.engine_queue at most 4096");
+        if self.engine.workers() == 0 || self.engine.workers() > 64 || self.engine.queue() > 4096 {
+            bail!("engine.workers must be 1 to 64 and engine.queue at most 4096");
+        }
+        if self.engine.max_batch == 0 || self.engine.max_batch > 256 {
+            bail!("engine.max_batch must be 1 to 256");
+        }
+        self.engine.device()?;
+        if self.engine.serve.len() > 64 {
+            bail!("engine.serve lists at most 64 models");
+        }
+        for name in &self.engine.serve {
+            if name.is_empty() || name.len() > 128 {
+                bail!("engine.serve: a model name has 1 to 128 characters");
+            }
         }
         let listen = self.p2p.listen_address(self.network()?);
         if listen.parse::<libp2p::Multiaddr>().is_err() {
@@ -561,6 +668,42 @@ mod tests {
         let zero = DEVNET_TOML.replace("threads = 1", "threads = 0");
         assert!(Config::parse(&zero, "x").is_err());
         assert!(Config::parse("not toml [", "x").is_err());
+    }
+
+    #[test]
+    fn the_old_engine_keys_still_parse_with_a_warning() {
+        let base = "[node]\nnetwork = \"regtest\"\ndata_dir = \"/tmp/x\"\n";
+        let old = format!("{base}[rpc]\nengine_workers = 3\nengine_queue = 20\n");
+        let c = Config::parse(&old, "old.toml").unwrap();
+        assert_eq!((c.engine.workers(), c.engine.queue()), (3, 20));
+        assert_eq!(c.deprecations.len(), 2);
+        assert!(
+            c.deprecations[0].contains("engine.workers"),
+            "{:?}",
+            c.deprecations
+        );
+        let both = format!("{old}\n[engine]\nworkers = 2\n");
+        let err = format!("{:#}", Config::parse(&both, "x").unwrap_err());
+        assert!(err.contains("keep only engine.workers"), "{err}");
+        let new = format!(
+            "{base}[engine]\ndevice = \"cpu\"\nworkers = 2\nserve = [\"fai-tiny\", \"llama-3b\"]\n"
+        );
+        let c = Config::parse(&new, "x").unwrap();
+        assert!(c.deprecations.is_empty());
+        assert_eq!(c.engine.workers(), 2);
+        assert_eq!(c.engine.device().unwrap(), fai_engine::DeviceChoice::Cpu);
+        assert_eq!(c.engine.serve, vec!["fai-tiny", "llama-3b"]);
+        let shipped = Config::load(None).unwrap();
+        assert!(
+            shipped.deprecations.is_empty(),
+            "the shipped files use [engine]"
+        );
+        let bad = format!("{base}[engine]\ndevice = \"tpu\"\n");
+        let err = format!("{:#}", Config::parse(&bad, "x").unwrap_err());
+        assert!(
+            err.contains("engine.device") && err.contains("cuda:N"),
+            "{err}"
+        );
     }
 
     #[test]

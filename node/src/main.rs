@@ -8,6 +8,7 @@ mod banner;
 mod bench;
 mod bench_engine;
 mod bench_gossip;
+mod bench_gpu;
 mod bench_network;
 mod bench_poi;
 mod bench_rpc;
@@ -25,6 +26,7 @@ mod producer;
 mod result_pool;
 mod roles;
 mod rpc;
+mod served;
 // The verifier service that calls it arrives with networking (p2p votes); tested now.
 #[cfg_attr(not(test), allow(dead_code))]
 mod verifier;
@@ -324,6 +326,9 @@ enum ModelsCommand {
         /// Stop when the answer ends with this (repeatable).
         #[arg(long)]
         stop: Vec<String>,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: fai_engine::DeviceChoice,
     },
 }
 
@@ -370,24 +375,58 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Inference speed on a ~100M-parameter model against the memory-bandwidth roofline.
+    /// Inference speed against the device's memory-bandwidth roofline, and batched
+    /// decoding at 1, 8, 32 and 64 streams.
     Engine {
         #[arg(long, default_value_t = 128)]
         prefill: usize,
         #[arg(long, default_value_t = 64)]
         decode: usize,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: fai_engine::DeviceChoice,
+        /// The model's shape: 100m, 1b or 8b (byte vocabulary, generated on the spot).
+        #[arg(long, default_value = "100m")]
+        shape: String,
+        /// The storage types measured (repeatable): q8_0, q4_0, q4_k; default all three.
+        #[arg(long)]
+        dtype: Vec<String>,
+        /// Stream counts of the batched figures, comma-separated; empty skips them.
+        #[arg(long, default_value = "1,8,32,64")]
+        streams: String,
         #[arg(long)]
         json: bool,
     },
-    /// The cost of verifying a 256-token output against generating it, and the fraud suite.
+    /// The cost of verifying a 256-token output against generating it (alone and
+    /// batched), and the fraud suite on fai-tiny and a model 8x wider.
     Verify {
         #[arg(long, default_value_t = 256)]
         tokens: u32,
         /// Prompts in the fraud suite (two cases of each kind per prompt).
         #[arg(long, default_value_t = 50)]
         prompts: usize,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: fai_engine::DeviceChoice,
         #[arg(long)]
         json: bool,
+    },
+    /// The checks for a GPU machine, in priority order, each result written as soon as
+    /// it is known: CUDA against CPU (answers made on one replayed on the other), then
+    /// the engine and verify benchmarks on the GPU at the 1B and 8B shapes.
+    GpuCheck {
+        /// The device checked (the CPU is the reference).
+        #[arg(long, default_value = "cuda")]
+        device: fai_engine::DeviceChoice,
+        /// A file that receives one JSON line per result (besides stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Answers per model and mode in the agreement checks.
+        #[arg(long, default_value_t = 100)]
+        answers: usize,
+        /// Stop after the agreement checks.
+        #[arg(long)]
+        quick: bool,
     },
     /// Assembling and verifying an inference block of receipts against raw signature checks.
     Poi {
@@ -967,6 +1006,7 @@ fn run(cli: Cli) -> Result<()> {
                     top_k,
                     seed,
                     stop,
+                    device,
                 } => models::run(
                     &dir,
                     model,
@@ -980,6 +1020,7 @@ fn run(cli: Cli) -> Result<()> {
                         seed: *seed,
                         stop: stop.clone(),
                     },
+                    *device,
                 ),
             }
         }
@@ -1007,53 +1048,60 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Engine {
             prefill,
             decode,
+            device,
+            shape,
+            dtype,
+            streams,
             json,
         }) => {
-            let r = bench_engine::engine((*prefill).clamp(1, 900), (*decode).clamp(1, 100))?;
+            let mut opts = bench_engine::EngineOptions::new(
+                *device,
+                shape,
+                (*prefill).clamp(1, 900),
+                (*decode).clamp(1, 100),
+            );
+            opts.streams = streams
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<usize>().map(|n| n.clamp(1, 256)))
+                .collect::<Result<_, _>>()
+                .context("--streams: numbers separated by commas")?;
+            if !dtype.is_empty() {
+                opts.dtypes = dtype
+                    .iter()
+                    .map(|d| bench_engine::parse_dtype(d))
+                    .collect::<Result<_>>()?;
+            }
+            let r = bench_engine::engine(&opts)?;
             if *json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                for m in &r.models {
-                    println!(
-                        "engine {}: {:.1}M params, prefill {:.0} tok/s, decode {:.1} tok/s; roofline {:.1} tok/s ({:.1} GB/s over {:.0} MB); ratio {:.2} (goal >= 0.6)",
-                        m.dtype,
-                        m.parameters as f64 / 1e6,
-                        m.prefill_tokens_per_sec,
-                        m.decode_tokens_per_sec,
-                        m.roofline_tokens_per_sec,
-                        r.bandwidth_bytes_per_sec / 1e9,
-                        m.weight_bytes as f64 / 1e6,
-                        m.ratio
-                    );
-                }
+                println!("{}", bench_engine::engine_lines(&r));
             }
             Ok(())
         }
         Command::Bench(BenchCommand::Verify {
             tokens,
             prompts,
+            device,
             json,
         }) => {
-            let r = bench_engine::verify((*tokens).clamp(1, 900), (*prompts).clamp(2, 500))?;
+            let r =
+                bench_engine::verify(*device, (*tokens).clamp(1, 900), (*prompts).clamp(2, 500))?;
             if *json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!(
-                    "verify: {} tokens generated in {:.2} s; replay {:.3} s (ratio {:.3}), judge {:.3} s (ratio {:.3}); goal <= 0.1",
-                    r.output_tokens, r.generate_seconds, r.replay_seconds, r.replay_cost_ratio, r.judge_seconds, r.judge_cost_ratio
-                );
-                for row in &r.fraud {
-                    println!(
-                        "  {:<7} {:<16} {:>4} cases {:>6.1}% rejected",
-                        row.method,
-                        row.kind,
-                        row.cases,
-                        row.rate * 100.0
-                    );
-                }
+                println!("{}", bench_engine::verify_lines(&r));
             }
             Ok(())
         }
+        Command::Bench(BenchCommand::GpuCheck {
+            device,
+            out,
+            answers,
+            quick,
+        }) => bench_gpu::run(*device, out.as_deref(), (*answers).clamp(1, 1000), *quick),
         Command::Bench(BenchCommand::Poi {
             receipts,
             runs,

@@ -26,13 +26,24 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// Loads the model on the CPU (to read its id and metadata).
     pub fn load(&self) -> Result<LoadedModel> {
+        self.load_on(&Device::Cpu)
+    }
+
+    /// Loads the model on `device`.
+    pub fn load_on(&self, device: &Device) -> Result<LoadedModel> {
         Ok(LoadedModel::load_with(
             &self.path,
             self.tokenizer.as_deref(),
-            &Device::Cpu,
+            device,
         )?)
     }
+}
+
+/// The id of the built-in model (written into the store on first use).
+pub fn fai_tiny_id(data_dir: &Path) -> Result<[u8; 32]> {
+    Ok(resolve(data_dir, "fai-tiny")?.load()?.id.0)
 }
 
 /// The files of `model`: "fai-tiny" (made on first use), a name in the store, or a path
@@ -147,9 +158,11 @@ pub fn run(
     system: &str,
     prompt: &str,
     sampling: SamplingParams,
+    device: fai_engine::DeviceChoice,
 ) -> Result<()> {
     let files = resolve(data_dir, model)?;
-    let loaded = files.load()?;
+    let device = device.open()?;
+    let loaded = files.load_on(&device)?;
     let path = files.path;
     // A stored model must still be the file it was imported as.
     if let Some(entry) = ModelStore::load(data_dir)?.find(model) {
@@ -177,12 +190,13 @@ pub fn run(
     let secs = started.elapsed().as_secs_f64();
     writeln!(out)?;
     eprintln!(
-        "[{} tokens in {:.2} s, {:.0} tokens/s, finished: {:?}; model {}]",
+        "[{} tokens in {:.2} s, {:.0} tokens/s, finished: {:?}; model {} on {}]",
         result.tokens.len(),
         secs,
         result.tokens.len() as f64 / secs.max(1e-9),
         result.finish,
-        model.id
+        model.id,
+        fai_engine::device::describe(&device).kind
     );
     Ok(())
 }

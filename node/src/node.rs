@@ -428,36 +428,35 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
         },
     ));
 
-    // The built-in model: served by the RPC, and approved at genesis of the inference
-    // chain on every network but mainnet.
-    let model_path = fai_engine::tiny::ensure_fai_tiny(&crate::models::models_dir(&data_dir))
-        .context("cannot write the built-in model")?;
-    let model = Arc::new(fai_engine::LoadedModel::load(
-        &model_path,
-        &candle_core::Device::Cpu,
-    )?);
+    for warning in &config.deprecations {
+        tracing::warn!(target: "infer_node", "configuration: {warning}");
+    }
+    // The models of engine.serve, on the engine's device. The built-in model is approved
+    // at genesis of the inference chain on every network but mainnet.
+    let loaded = crate::served::LoadedModels::load(&data_dir, &config.engine)?;
+    let tiny_id = crate::models::fai_tiny_id(&data_dir)?;
     {
         let chain = node.chain();
-        let inference = crate::inference::open(&data_dir, network, &chain, model.id.0)?;
+        let inference = crate::inference::open(&data_dir, network, &chain, tiny_id)?;
         let _ = node.inference.set(Mutex::new(inference));
     }
     if config.inference.produce {
         let bid: Amount = config.inference.bid.parse().context("inference.bid")?;
         let vrf = crate::producer::vrf_key(&node_key);
         info!(target: "infer_node", %bid, "inference node: registering, then bidding at every ledger block");
-        let producer = crate::producer::Producer::new(node_key.clone(), vrf, vec![model.id.0], bid);
+        let producer = crate::producer::Producer::new(node_key.clone(), vrf, loaded.ids(), bid);
         let _ = node.producer.set(Mutex::new(producer));
     }
     let stake = config.inference.stake()?;
     let dev_wallet = dev_wallet(&config, &data_dir, network)?;
     if config.inference.produce || stake.is_some() || dev_wallet.is_some() {
-        let genesis = crate::inference::chain_config(network, model.id.0).genesis;
+        let genesis = crate::inference::chain_config(network, tiny_id).genesis;
         let min_bond = u64::try_from(genesis.min_bond)
             .ok()
             .and_then(|b| Amount::from_units(b).ok())
             .unwrap_or(Amount::ZERO);
         let offer = config.inference.produce.then(|| crate::roles::Offer {
-            models: vec![model.id.0],
+            models: loaded.ids(),
             price: config.inference.price().unwrap_or(Amount::ZERO),
             bond: config.inference.bond().ok().flatten().unwrap_or(min_bond),
             address: format!("http://{}", config.rpc.listen),
@@ -483,9 +482,13 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
     }
     let mut verifier_thread = None;
     if let Some(payloads) = node.inference().and_then(|c| c.payloads().cloned()) {
-        let (handle, thread) =
-            crate::verify_service::start(node.clone(), node_key.clone(), model.clone(), payloads)
-                .context("cannot start the verifier thread")?;
+        let (handle, thread) = crate::verify_service::start(
+            node.clone(),
+            node_key.clone(),
+            loaded.models.clone(),
+            payloads,
+        )
+        .context("cannot start the verifier thread")?;
         let _ = node.verifier.set(handle);
         verifier_thread = Some(thread);
     }
@@ -551,7 +554,7 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
         let rpc = start_rpc(
             &runtime,
             &config,
-            model.clone(),
+            &loaded,
             network,
             &node,
             node_key.clone(),
@@ -570,7 +573,12 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
                 .transpose()?,
             price: config.inference.price()?,
             stake,
-            model: (model.name.clone(), model.id.to_string()),
+            models: loaded
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), m.id.to_string()))
+                .collect(),
+            device: loaded.device.to_string(),
             rpc: rpc.to_string(),
             p2p: config
                 .p2p
@@ -617,12 +625,12 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
     outcome
 }
 
-/// Starts the engine's workers on the served model, and the RPC server.
+/// Starts the engine's workers on the served models, and the RPC server.
 #[allow(clippy::too_many_arguments)]
 fn start_rpc(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
-    model: Arc<fai_engine::LoadedModel>,
+    loaded: &crate::served::LoadedModels,
     network: Network,
     node: &Arc<Node>,
     key: fai_primitives::SecretKey,
@@ -631,19 +639,25 @@ fn start_rpc(
         tokio::sync::mpsc::UnboundedSender<()>,
     ),
 ) -> Result<std::net::SocketAddr> {
-    let scheduler = Arc::new(fai_engine::scheduler::Scheduler::start(
-        model.clone(),
-        config.rpc.engine_workers,
-        config.rpc.engine_queue,
-    ));
+    let engines = Arc::new(crate::served::Engines::start(loaded, &config.engine));
     let listener = std::net::TcpListener::bind(&config.rpc.listen)
         .with_context(|| format!("cannot listen on {} (rpc.listen)", config.rpc.listen))?;
     listener
         .set_nonblocking(true)
         .context("cannot configure the RPC socket")?;
     let address = listener.local_addr().context("RPC socket")?;
-    info!(target: "infer_node", model = %model.name, id = %model.id, "serving model");
-    let mut state = crate::rpc::RpcState::new(node.clone(), network, model, scheduler, key);
+    info!(target: "infer_node", models = %engines.describe(), device = %engines.device, "serving");
+    let mut state = crate::rpc::RpcState::new(node.clone(), network, engines.clone(), key);
+    for e in &engines.engines {
+        if !crate::rpc::layer2::model_approved(&state, e.model.id.0) {
+            tracing::warn!(
+                target: "infer_node",
+                model = %e.model.name,
+                id = %e.model.id,
+                "this model is not approved in the model registry: requests for it are refused until it is"
+            );
+        }
+    }
     state.price = config.inference.price()?;
     state.forge_outputs = config.testing.forge_outputs;
     if state.forge_outputs {

@@ -32,7 +32,7 @@
 mod admin;
 pub mod docs;
 mod history;
-mod layer2;
+pub mod layer2;
 pub mod relay;
 
 use std::collections::{HashMap, VecDeque};
@@ -48,7 +48,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fai_engine::scheduler::{Event, Scheduler};
+use fai_engine::scheduler::Event;
 use fai_engine::{EngineError, LoadedModel};
 use fai_inference_chain::types::{InferenceTx, ResultReceipt};
 use fai_primitives::codec::{Decode, Encode};
@@ -121,8 +121,8 @@ pub struct RpcState {
     pub admin: Option<(String, tokio::sync::mpsc::UnboundedSender<()>)>,
     pub node: Arc<Node>,
     pub network: Network,
-    pub model: Arc<LoadedModel>,
-    pub scheduler: Arc<Scheduler>,
+    /// The models served here, each with its scheduler, and the device they run on.
+    pub engines: Arc<crate::served::Engines>,
     pub key: SecretKey,
     /// This node's price per million output tokens: a request whose max fee does not
     /// cover its max tokens at this price is refused.
@@ -139,8 +139,7 @@ impl RpcState {
     pub fn new(
         node: Arc<Node>,
         network: Network,
-        model: Arc<LoadedModel>,
-        scheduler: Arc<Scheduler>,
+        engines: Arc<crate::served::Engines>,
         key: SecretKey,
     ) -> Self {
         // Taken alone (no other lock held), the inference chain's lock is safe here.
@@ -149,8 +148,7 @@ impl RpcState {
             admin: None,
             node,
             network,
-            model,
-            scheduler,
+            engines,
             key,
             price: fai_primitives::Amount::ZERO,
             forge_outputs: false,
@@ -249,7 +247,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models", content_type = "application/json")))]
+#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models, the engine's device and its memory", content_type = "application/json")))]
 async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
     let (height, tip, supply) = {
         let chain = s.node.chain();
@@ -286,11 +284,16 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
         "peers": peers,
         "sync": sync,
         "p2p": p2p,
-        "models": [{
-            "name": s.model.name,
-            "id": s.model.id.to_string(),
-            "context_length": s.model.model.config.context_length,
-        }],
+        "models": s.engines.engines.iter().map(|e| json!({
+            "name": e.model.name,
+            "id": e.model.id.to_string(),
+            "context_length": e.model.model.config.context_length,
+        })).collect::<Vec<_>>(),
+        "engine": {
+            "device": s.engines.device.kind,
+            "memory_total_bytes": s.engines.device.memory_total,
+            "memory_free_bytes": s.engines.device.memory_free,
+        },
     }))
 }
 
@@ -488,11 +491,11 @@ fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>
 /// What serving `tx` here needs beyond [`parse_inference`]: this node's model, and a max
 /// fee that covers the max tokens at this node's price.
 fn check_served_here(s: &RpcState, tx: &InferenceTx) -> Result<(), ApiError> {
-    if tx.stub.model != s.model.id.0 {
+    if s.engines.get(&tx.stub.model).is_none() {
         return Err(bad(format!(
             "this node does not serve model {}, nor does a registered node within the max fee; it serves {}",
             hex::encode(tx.stub.model),
-            s.model.id
+            s.engines.describe()
         )));
     }
     let owed = fai_inference_chain::settlement::fee(
@@ -656,7 +659,12 @@ fn serve_here(
             format!("{e}; ask GET /v2/inference-chain/accounts/{{address}} for next_nonce"),
         )));
     }
-    let job = match s
+    let Some(engine) = s.engines.get(&tx.stub.model) else {
+        s.node.results().release(sender, nonce, txid);
+        return Err(refused(bad("model not served here")));
+    };
+    let model = engine.model.clone();
+    let job = match engine
         .scheduler
         .submit(verifier::request(&tx.prompt, &tx.stub.sampling))
     {
@@ -682,7 +690,7 @@ fn serve_here(
         Event::Text(text) => ("token", json!({"text": text}).to_string()),
         Event::Done(g) => {
             let g = if state.forge_outputs {
-                forged(&state.model, g)
+                forged(&model, g)
             } else {
                 g
             };
@@ -878,7 +886,7 @@ async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
         )
     });
     let syncing = u8::from(syncing);
-    let jobs = s.scheduler.stats();
+    let jobs = s.engines.stats();
     let c = &s.counters;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let text = format!(

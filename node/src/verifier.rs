@@ -42,6 +42,22 @@ pub fn request(prompt: &Prompt, sampling: &Sampling) -> GenerateRequest {
     }
 }
 
+/// The verdict on one inference by whichever of `models` it names; an inference on a
+/// model not loaded here is rejected (a verifier loads every model it must replay).
+pub fn verdict_among(
+    models: &[std::sync::Arc<LoadedModel>],
+    payloads: &PayloadStore,
+    inf: &Inference,
+) -> Result<(), String> {
+    match models.iter().find(|m| m.id.0 == inf.stub.model) {
+        Some(model) => verdict(model, payloads, inf),
+        None => Err(format!(
+            "model {} is not loaded here",
+            hex::encode(inf.stub.model)
+        )),
+    }
+}
+
 /// The verdict on one inference, with the reason for a rejection.
 pub fn verdict(
     model: &LoadedModel,

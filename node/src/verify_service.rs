@@ -47,14 +47,19 @@ impl VerifierHandle {
 pub fn start(
     node: Arc<Node>,
     key: SecretKey,
-    model: Arc<LoadedModel>,
+    models: Vec<Arc<LoadedModel>>,
     payloads: PayloadStore,
 ) -> std::io::Result<(VerifierHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = sync_channel(QUEUE);
     let address = key.public_key().hash160();
+    let names: Vec<String> = models
+        .iter()
+        .map(|m| format!("{} ({})", m.name, m.id))
+        .collect();
+    info!(target: "infer_node::verifier", models = %names.join(", "), "verifier replays inferences on these models");
     let thread = std::thread::Builder::new()
         .name("verifier".into())
-        .spawn(move || run(&node, &key, &model, &payloads, rx))?;
+        .spawn(move || run(&node, &key, &models, &payloads, rx))?;
     Ok((VerifierHandle { queue: tx, address }, thread))
 }
 
@@ -81,7 +86,7 @@ fn wait_for_text(node: &Node, payloads: &PayloadStore, block: &InferenceBlock) {
 fn run(
     node: &Node,
     key: &SecretKey,
-    model: &LoadedModel,
+    models: &[Arc<LoadedModel>],
     payloads: &PayloadStore,
     rx: Receiver<(Hash256, InferenceBlock)>,
 ) {
@@ -99,7 +104,7 @@ fn run(
         let verdicts: Vec<bool> = block
             .inferences
             .iter()
-            .map(|inf| match crate::verifier::verdict(model, payloads, inf) {
+            .map(|inf| match crate::verifier::verdict_among(models, payloads, inf) {
                 Ok(()) => true,
                 Err(why) => {
                     warn!(target: "infer_node::verifier", txid = %inf.stub.txid(), node = %inf.receipt.node, "inference rejected: {why}");

@@ -566,3 +566,49 @@ fn wallets_are_made_imported_and_shown_with_a_passphrase_from_the_environment() 
         text(&short.stderr)
     );
 }
+
+#[test]
+fn asking_a_cpu_build_for_cuda_says_how_to_get_it() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = regtest_config(dir.path(), false);
+    let c = config.to_str().unwrap();
+    let out = run(&[
+        "models", "run", "fai-tiny", "hi", "--device", "cuda", "--config", c,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("make build-cuda"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&[
+        "models", "run", "fai-tiny", "hi", "--device", "tpu", "--config", c,
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("cuda:N"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&[
+        "models",
+        "run",
+        "fai-tiny",
+        "hi",
+        "--max-tokens",
+        "4",
+        "--device",
+        "cpu",
+        "--config",
+        c,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("on cpu"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -697,3 +697,97 @@ fn an_admin_with_the_token_stops_the_node() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A node serves every model of `engine.serve` on the configured device: `/v2/info` lists
+/// them and the device; a model not approved in the registry is refused by name until it
+/// is; a name that is not in the store stops the node at start with a clear error.
+#[test]
+fn a_node_serves_the_models_of_engine_serve_and_names_its_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spec = fai_engine::tiny::TinySpec {
+        name: "second".into(),
+        seed: 77,
+        ..fai_engine::tiny::TinySpec::fai_tiny()
+    };
+    let file = dir.path().join("second.gguf");
+    fai_engine::tiny::write_gguf(&spec, &file).unwrap();
+    let port = free_port();
+    let config = dir.path().join("regtest.toml");
+    let write = |serve: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\n\n[engine]\ndevice = \"cpu\"\nserve = [{serve}]\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("\"fai-tiny\", \"nope\"");
+    let c = config.to_str().unwrap();
+    let out = cli(&["start", "--config", c], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("engine.serve") && err.contains("nope"),
+        "{err}"
+    );
+
+    let out = cli(
+        &[
+            "models",
+            "import",
+            file.to_str().unwrap(),
+            "--name",
+            "second",
+            "--config",
+            c,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write("\"fai-tiny\", \"second\"");
+    let child = Command::new(BIN)
+        .args(["start", "--config", c])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = Node { child, port };
+    assert!(common::wait(60, &|| TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let info = json(&http(port, "GET", "/v2/info", b"").1);
+    let names: Vec<&str> = info["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fai-tiny", "second"], "{info}");
+    assert_eq!(info["engine"]["device"], "cpu", "{info}");
+    assert!(
+        info["engine"]["memory_total_bytes"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+    let second = info["models"][1]["id"].as_str().unwrap();
+    let model: [u8; 32] = hex::decode(second).unwrap().try_into().unwrap();
+    let chain_id = info["chain_id"].as_u64().unwrap() as u32;
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v2/inference",
+        &body_of(&signed_tx(model, chain_id, 0, "hello", 10)),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is not approved"), "{body}");
+    let models = json(&http(port, "GET", "/v2/models", b"").1);
+    assert_eq!(models.as_array().unwrap().len(), 2, "{models}");
+}

@@ -329,33 +329,38 @@ pub async fn submit_vm_transaction(
 
 #[utoipa::path(get, path = "/v2/models", tag = "inference", responses((status = 200, description = "the models this node serves, with their registry entry (null when not registered) and whether they are approved", content_type = "application/json")))]
 pub async fn models(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
-    let model = s.model.clone();
+    let engines = s.engines.clone();
     with_chain(&s, |chain, ledger| {
-        let id = Value::buff_from(model.id.0.to_vec()).map_err(vm_error)?;
-        let entry = read(
-            chain,
-            ledger,
-            [0; 20],
-            "model-registry",
-            "get-model",
-            std::slice::from_ref(&id),
-        )?;
-        let approved = read(
-            chain,
-            ledger,
-            [0; 20],
-            "model-registry",
-            "is-approved",
-            &[id],
-        )?;
-        Ok(Json(json!([{
-            "name": model.name,
-            "id": model.id.to_string(),
-            "context_length": model.model.config.context_length,
-            "served_here": true,
-            "registry": value_json(&entry),
-            "approved": value_json(&approved),
-        }])))
+        let mut out = Vec::new();
+        for e in &engines.engines {
+            let model = &e.model;
+            let id = Value::buff_from(model.id.0.to_vec()).map_err(vm_error)?;
+            let entry = read(
+                chain,
+                ledger,
+                [0; 20],
+                "model-registry",
+                "get-model",
+                std::slice::from_ref(&id),
+            )?;
+            let approved = read(
+                chain,
+                ledger,
+                [0; 20],
+                "model-registry",
+                "is-approved",
+                &[id],
+            )?;
+            out.push(json!({
+                "name": model.name,
+                "id": model.id.to_string(),
+                "context_length": model.model.config.context_length,
+                "served_here": true,
+                "registry": value_json(&entry),
+                "approved": value_json(&approved),
+            }));
+        }
+        Ok(Json(JsonValue::Array(out)))
     })
 }
 
