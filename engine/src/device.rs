@@ -83,8 +83,12 @@ impl DeviceChoice {
                          (build it with `make build-cuda`, or set engine.device = \"cpu\")"
                     )));
                 }
-                Device::new_cuda(n)
-                    .map_err(|e| EngineError::Device(format!("cannot open CUDA GPU {n}: {e}")))
+                Device::new_cuda(n).map_err(|e| {
+                    // The first line: candle appends a backtrace when RUST_BACKTRACE is set.
+                    let e = e.to_string();
+                    let first = e.lines().next().unwrap_or_default();
+                    EngineError::Device(format!("cannot open CUDA GPU {n}: {first}"))
+                })
             }
         }
     }

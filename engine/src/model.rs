@@ -514,17 +514,24 @@ impl Llama {
         let q = rope(&q, &tables.cos, &tables.sin)?;
         let k = rope(&k, &tables.cos, &tables.sin)?;
         let (k, v) = cache.append(&k, &v)?;
-        let rep = c.n_heads / c.n_kv_heads;
-        let k = repeat_kv(&k, rep)?;
-        let v = repeat_kv(&v, rep)?;
+        // The query heads that share a key/value head are consecutive: grouped as the rows
+        // of one matrix, they multiply their key/value head where it lies in the cache,
+        // which is never copied per step.
+        let groups = c.n_kv_heads;
+        let rep = c.n_heads / groups;
+        let len = k.dim(2)?;
+        let q = q.reshape((1, groups, rep * seq, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         // k.t() is a transposed view; the matmul reads it through its strides, no copy.
         let mut att = (q.matmul(&k.t()?)? * scale)?;
         if let Some(m) = &tables.mask {
-            att = att.broadcast_add(m)?;
+            att = att
+                .reshape((1, groups, rep, seq, len))?
+                .broadcast_add(m)?
+                .reshape((1, groups, rep * seq, len))?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?;
+        let y = att.matmul(&v)?.reshape((1, c.n_heads, seq, hd))?;
         Ok(y.transpose(1, 2)?.reshape((seq, c.dim))?)
     }
 }
@@ -550,17 +557,6 @@ struct SpanTables {
     mask: Option<Tensor>,
     cos: Tensor,
     sin: Tensor,
-}
-
-/// Each key/value head repeated for the `rep` query heads that share it.
-fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
-    if rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, h, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .expand((b, h, rep, t, d))?
-        .reshape((b, h * rep, t, d))?)
 }
 
 /// The additive causal mask of `seq` new positions after `start` cached ones: 0 where a

@@ -106,11 +106,12 @@ impl TinySpec {
     }
 
     /// The benchmark shapes, byte vocabulary: `100m` (768 wide, 12 layers, about 85M
-    /// weights), `1b` (2048 wide, 22 layers, grouped key/value heads: TinyLlama's body),
+    /// weights), `100m-gqa` (the same with 4 key/value heads for 12 query heads), `1b` (2048 wide, 22 layers, grouped key/value heads: TinyLlama's body),
     /// `8b` (4096 wide, 32 layers: Llama 3 8B's body).
     pub fn bench_shape(shape: &str, dtype: GgmlDType) -> Option<Self> {
         let (dim, n_layers, n_heads, n_kv_heads, ff_dim) = match shape {
             "100m" => (768, 12, 12, 12, 2048),
+            "100m-gqa" => (768, 12, 12, 4, 2048),
             "1b" => (2048, 22, 32, 4, 5632),
             "8b" => (4096, 32, 32, 8, 14336),
             _ => return None,

@@ -29,7 +29,7 @@ use fai_engine::{
 use serde::Serialize;
 
 /// The shapes `--shape` accepts.
-pub const SHAPES: [&str; 3] = ["100m", "1b", "8b"];
+pub const SHAPES: [&str; 4] = ["100m", "100m-gqa", "1b", "8b"];
 
 /// Writes and loads the benchmark model of `shape` and `dtype`; returns it with the bytes
 /// a decode step reads.

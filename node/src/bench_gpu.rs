@@ -164,7 +164,13 @@ pub fn run(device: DeviceChoice, out: Option<&Path>, answers: usize, quick: bool
         })
         .transpose()?;
     let mut sink = Sink { file };
-    let gpu = device.open()?;
+    let gpu = match device.open() {
+        Ok(d) => d,
+        Err(e) => {
+            sink.emit(json!({"check": "device", "error": e.to_string()}));
+            return Err(e.into());
+        }
+    };
     let info = fai_engine::device::describe(&gpu);
     sink.emit(json!({
         "check": "device", "device": info.kind, "memory_total_bytes": info.memory_total,

@@ -385,7 +385,7 @@ enum BenchCommand {
         /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: fai_engine::DeviceChoice,
-        /// The model's shape: 100m, 1b or 8b (byte vocabulary, generated on the spot).
+        /// The model's shape: 100m, 100m-gqa, 1b or 8b (byte vocabulary, generated on the spot).
         #[arg(long, default_value = "100m")]
         shape: String,
         /// The storage types measured (repeatable): q8_0, q4_0, q4_k; default all three.
