@@ -176,12 +176,6 @@ fn cuda_info(_device: &Device) -> DeviceInfo {
     }
 }
 
-/// Memory free for a model on `device` (bytes), when known: what a load is checked
-/// against.
-pub fn free_memory(device: &Device) -> Option<u64> {
-    describe(device).memory_free
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,11 +143,6 @@ impl Sequence {
         }
     }
 
-    /// Tokens the next forward pass reads for this sequence.
-    pub fn pending_tokens(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Stops the sequence before its next token.
     pub fn cancel(&mut self) {
         if self.finish.is_none() {

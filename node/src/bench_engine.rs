@@ -22,7 +22,7 @@ use fai_engine::fraud;
 use fai_engine::generate::generate_batch;
 use fai_engine::model::BatchItem;
 use fai_engine::sampling::argmax;
-use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
+use fai_engine::tiny::{write_gguf, TinySpec};
 use fai_engine::{
     generate, DeviceChoice, GenerateRequest, Judge, LoadedModel, Replay, SamplingParams, Verifier,
 };
@@ -400,11 +400,7 @@ pub fn verify(
         .collect();
     for spec in [TinySpec::fai_tiny(), TinySpec::wide()] {
         let path = dir.path().join(format!("{}.gguf", spec.name));
-        if spec.name == "fai-tiny" {
-            ensure_fai_tiny(dir.path())?;
-        } else {
-            write_gguf(&spec, &path)?;
-        }
+        write_gguf(&spec, &path)?;
         let other_spec = TinySpec {
             seed: spec.seed ^ 0x4242,
             name: format!("{}-other", spec.name),
