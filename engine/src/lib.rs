@@ -15,6 +15,7 @@
 //! The engine depends on `fai-primitives` only; CPU work here is blocking and belongs on
 //! worker threads, never on an async runtime.
 
+pub mod attention;
 pub mod chat;
 pub mod device;
 pub mod error;

@@ -23,6 +23,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
+use crate::attention::{self, Heads, HostKv, RopeTable};
 use crate::error::{EngineError, Result};
 use crate::gguf::meta_u32;
 
@@ -235,32 +236,32 @@ pub struct Llama {
     output: QMatMul,
     cos: Tensor,
     sin: Tensor,
+    /// The rotary tables in host memory, for attention on the CPU (None on a GPU).
+    host_rope: Option<RopeTable>,
     device: Device,
 }
 
-/// Keys and values of the positions a sequence has seen, per layer, in buffers that grow
-/// by [`KV_CHUNK`] positions: appending a token writes one row instead of copying the
-/// whole cache, and attention reads the filled part through strides. Not `Clone`: the
-/// buffers are written in place.
+/// Keys and values of the positions a sequence has seen, per layer. On the CPU they live
+/// in host vectors that a decode step appends one row to and attention reads in place
+/// ([`crate::attention`]); on a GPU in candle buffers that grow by [`KV_CHUNK`] positions
+/// and that attention reads through strides. Not `Clone`: the buffers are written in place.
 #[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<candle_nn::kv_cache::KvCache>,
+    layers: Vec<LayerKv>,
     len: usize,
 }
 
-/// Positions a cache buffer grows by.
+/// One layer's cache, where the model's device wants it.
+#[derive(Debug)]
+enum LayerKv {
+    Host(HostKv),
+    Device(candle_nn::kv_cache::KvCache),
+}
+
+/// Positions a device cache buffer grows by.
 pub const KV_CHUNK: usize = 256;
 
 impl KvCache {
-    fn with_layers(n: usize) -> Self {
-        KvCache {
-            layers: (0..n)
-                .map(|_| candle_nn::kv_cache::KvCache::new(2, KV_CHUNK))
-                .collect(),
-            len: 0,
-        }
-    }
-
     /// Positions held.
     pub fn len(&self) -> usize {
         self.len
@@ -341,6 +342,15 @@ impl Llama {
             });
         }
         let (cos, sin) = rope_tables(&config, device)?;
+        let host_rope = if device.is_cpu() {
+            Some(RopeTable::from_tensors(
+                &cos,
+                &sin,
+                config.arch.rope_halves(),
+            )?)
+        } else {
+            None
+        };
         Ok(Llama {
             config,
             embeddings,
@@ -349,6 +359,7 @@ impl Llama {
             output,
             cos,
             sin,
+            host_rope,
             device: device.clone(),
         })
     }
@@ -359,7 +370,25 @@ impl Llama {
 
     /// A cache for a new sequence.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::with_layers(self.layers.len())
+        let layer = || {
+            if self.host_rope.is_some() {
+                LayerKv::Host(HostKv::default())
+            } else {
+                LayerKv::Device(candle_nn::kv_cache::KvCache::new(2, KV_CHUNK))
+            }
+        };
+        KvCache {
+            layers: (0..self.layers.len()).map(|_| layer()).collect(),
+            len: 0,
+        }
+    }
+
+    fn heads(&self) -> Heads {
+        Heads {
+            query: self.config.n_heads,
+            kv: self.config.n_kv_heads,
+            dim: self.config.head_dim(),
+        }
     }
 
     /// Runs `tokens` after the positions already in `cache` and returns the logits of
@@ -444,17 +473,7 @@ impl Llama {
                 k = k.broadcast_add(bk)?;
                 v = v.broadcast_add(bv)?;
             }
-            let mut outs = Vec::with_capacity(spans.len());
-            for ((span, tables), item) in spans.iter().zip(&per_item).zip(items.iter_mut()) {
-                let slot = item.cache.layers.get_mut(l).ok_or(EngineError::NoTokens)?;
-                let part = |t: &Tensor| t.narrow(0, span.offset, span.seq);
-                outs.push(self.attention(&part(&q)?, &part(&k)?, &part(&v)?, tables, slot)?);
-            }
-            let y = if outs.len() == 1 {
-                outs.pop().ok_or(EngineError::NoTokens)?
-            } else {
-                Tensor::cat(&outs, 0)?
-            };
+            let y = self.attention_layer(l, [q, k, v], &spans, &per_item, items)?;
             x = (x + layer.wo.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.config.rms_eps)?;
             let [gate, up] = layer.gate_up.forward::<2>(&h)?;
@@ -485,8 +504,78 @@ impl Llama {
         Ok(out)
     }
 
+    /// Attention of layer `l` for every item (`q`, `k`, `v`: the rows of all items),
+    /// returning `[rows, dim]`. On the CPU all items at once in host loops over their
+    /// caches ([`crate::attention`]), where a position's arithmetic does not depend on how
+    /// many positions the pass holds: decoding token by token and a verifier's one
+    /// teacher-forced pass compute the same bits. On a GPU per item, through candle.
+    fn attention_layer(
+        &self,
+        l: usize,
+        [q, k, v]: [Tensor; 3],
+        spans: &[Span],
+        tables: &[SpanTables],
+        items: &mut [BatchItem<'_, '_>],
+    ) -> Result<Tensor> {
+        let total: usize = spans.iter().map(|s| s.seq).sum();
+        if let Some(rope) = &self.host_rope {
+            let heads = self.heads();
+            let width = heads.query * heads.dim;
+            let kv_width = heads.kv * heads.dim;
+            let rows = |t: &Tensor| -> Result<Vec<f32>> {
+                Ok(t.to_dtype(DType::F32)?
+                    .contiguous()?
+                    .flatten_all()?
+                    .to_vec1()?)
+            };
+            let (mut qh, mut kh, vh) = (rows(&q)?, rows(&k)?, rows(&v)?);
+            let mut out = vec![0f32; total * width];
+            // Each item's rows, cut off the front of the batch's buffers in order.
+            let (mut q_rest, mut k_rest, mut v_rest, mut out_rest) =
+                (&mut qh[..], &mut kh[..], &vh[..], &mut out[..]);
+            let mut steps = Vec::with_capacity(spans.len());
+            for (span, item) in spans.iter().zip(items.iter_mut()) {
+                let (q, qr) = split_rows(q_rest, span.seq * width)?;
+                let (k, kr) = split_rows(k_rest, span.seq * kv_width)?;
+                let (v, vr) = v_rest
+                    .split_at_checked(span.seq * kv_width)
+                    .ok_or_else(cache_mismatch)?;
+                let (o, or) = split_rows(out_rest, span.seq * width)?;
+                (q_rest, k_rest, v_rest, out_rest) = (qr, kr, vr, or);
+                let Some(LayerKv::Host(cache)) = item.cache.layers.get_mut(l) else {
+                    return Err(cache_mismatch());
+                };
+                steps.push(attention::Step {
+                    cache,
+                    start: span.start,
+                    q,
+                    k,
+                    v,
+                    out: o,
+                });
+            }
+            attention::attend_all(heads, rope, &mut steps)?;
+            drop(steps);
+            return Ok(Tensor::from_vec(out, (total, width), &self.device)?);
+        }
+        let mut outs = Vec::with_capacity(spans.len());
+        for ((span, tables), item) in spans.iter().zip(tables).zip(items.iter_mut()) {
+            let Some(LayerKv::Device(slot)) = item.cache.layers.get_mut(l) else {
+                return Err(cache_mismatch());
+            };
+            let part = |t: &Tensor| t.narrow(0, span.offset, span.seq);
+            outs.push(self.attention(&part(&q)?, &part(&k)?, &part(&v)?, tables, slot)?);
+        }
+        Ok(if outs.len() == 1 {
+            outs.pop().ok_or(EngineError::NoTokens)?
+        } else {
+            Tensor::cat(&outs, 0)?
+        })
+    }
+
     /// Attention of one sequence's new positions (`q`, `k`, `v`: `[seq, heads * hd]`)
-    /// over its cache, which takes the new keys and values; returns `[seq, dim]`.
+    /// over its device cache, which takes the new keys and values, through candle's
+    /// matmuls; returns `[seq, dim]`.
     fn attention(
         &self,
         q: &Tensor,
@@ -534,6 +623,18 @@ impl Llama {
         let y = att.matmul(&v)?.reshape((1, c.n_heads, seq, hd))?;
         Ok(y.transpose(1, 2)?.reshape((seq, c.dim))?)
     }
+}
+
+/// The first `n` values of `rows` and the rest.
+fn split_rows(rows: &mut [f32], n: usize) -> Result<(&mut [f32], &mut [f32])> {
+    rows.split_at_mut_checked(n).ok_or_else(cache_mismatch)
+}
+
+/// A cache whose layers do not match the model (made by another model or device).
+fn cache_mismatch() -> EngineError {
+    EngineError::Compute(candle_core::Error::Msg(
+        "the sequence's cache does not belong to this model's device".into(),
+    ))
 }
 
 /// One sequence of a batched forward pass: its new tokens, its cache, and how many of its

@@ -1,5 +1,6 @@
 //! Batched forward passes and continuous batching: on the CPU a sequence's logits and
-//! tokens are exactly what it gets alone, whatever else shares the pass.
+//! tokens are exactly what it gets alone, whatever else shares the pass, and exactly what
+//! one teacher-forced pass over the same tokens gives (a verifier's replay).
 
 mod common;
 
@@ -9,6 +10,60 @@ use std::sync::Arc;
 use fai_engine::generate;
 use fai_engine::model::BatchItem;
 use fai_engine::scheduler::Scheduler;
+
+#[test]
+fn decoding_token_by_token_and_one_teacher_forced_pass_give_the_same_logits_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in common::models(dir.path()) {
+        let m = &model.model;
+        let prompt = model
+            .chat_tokens(
+                "",
+                &[],
+                "a prompt long enough to span a few dozen positions",
+            )
+            .unwrap();
+        let output: Vec<u32> = (0..60).map(|i| (i * 37 % 200) + 3).collect();
+        // The verifier: every position at once (the last output token is predicted, not
+        // read).
+        let all: Vec<u32> = prompt
+            .iter()
+            .chain(&output[..output.len() - 1])
+            .copied()
+            .collect();
+        let replayed = m
+            .forward_last(&all, &mut m.new_cache(), output.len())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        // The server: prefill, then one token per pass.
+        let mut cache = m.new_cache();
+        let mut decoded = m
+            .forward_last(&prompt, &mut cache, 1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for t in &output[..output.len() - 1] {
+            decoded.extend(
+                m.forward(&[*t], &mut cache)
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap(),
+            );
+        }
+        let worst = decoded
+            .iter()
+            .flatten()
+            .zip(replayed.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(
+            decoded, replayed,
+            "{}: logits differ by up to {worst}",
+            model.name
+        );
+    }
+}
 
 #[test]
 fn a_batched_pass_gives_each_sequence_its_own_logits_bit_for_bit() {

@@ -1,0 +1,481 @@
+//! Attention on the CPU: every new position of every sequence over its cache, in plain
+//! loops over host memory.
+//!
+//! Two reasons for not using candle's tensor operations here. Speed: a decode step ran
+//! attention as about ten candle operations per sequence and layer (reshapes, rotary
+//! embedding, cache append, two matmuls, mask, softmax), each allocating its output; for
+//! the 100M benchmark shape that was 1.3 ms of a 7.6 ms single-stream step and 11 of
+//! 27 ms with eight streams. Exactness: candle's masked matmul over many positions
+//! rounds differently from its one-position path, and through the quantised
+//! activations of the next layer that moved logits of a Q8_0 model 512 wide by up to
+//! 0.09 between decoding token by token and a verifier's teacher-forced pass, more than
+//! replay's drift bound. Here the arithmetic of a position depends only on its query and
+//! the cache, never on how many positions the pass holds or on the other sequences of a
+//! batch, so a CPU decodes and replays the same bits.
+//!
+//! Work is spread over candle's CPU worker pool, one item per sequence and key/value
+//! head; the cache keeps each key/value head's positions contiguous.
+
+use candle_core::Tensor;
+
+use crate::error::{EngineError, Result};
+
+/// The heads of a model's attention.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    /// Query heads.
+    pub query: usize,
+    /// Key/value heads (each shared by `query / kv` consecutive query heads).
+    pub kv: usize,
+    /// Values per head.
+    pub dim: usize,
+}
+
+impl Heads {
+    fn query_width(&self) -> usize {
+        self.query * self.dim
+    }
+
+    fn kv_width(&self) -> usize {
+        self.kv * self.dim
+    }
+
+    /// Query heads per key/value head (at least 1).
+    fn group(&self) -> usize {
+        (self.query / self.kv.max(1)).max(1)
+    }
+}
+
+/// The rotary embedding's cosine and sine for every position of the context, per pair of
+/// a head's values, and which values pair up.
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// Pairs per head (head dimension / 2).
+    pairs: usize,
+    /// NEOX style: value `i` pairs with `i + pairs`; otherwise `2i` with `2i + 1`.
+    halves: bool,
+}
+
+impl RopeTable {
+    /// The tables from the `[context, head_dim / 2]` tensors the candle path uses, so that
+    /// both paths rotate by the same numbers.
+    pub fn from_tensors(cos: &Tensor, sin: &Tensor, halves: bool) -> Result<Self> {
+        let (_, pairs) = cos.dims2()?;
+        Ok(RopeTable {
+            cos: cos.flatten_all()?.to_vec1()?,
+            sin: sin.flatten_all()?.to_vec1()?,
+            pairs,
+            halves,
+        })
+    }
+
+    /// Rotates every head of `row` (heads of `2 * pairs` values) to position `pos`.
+    fn rotate(&self, row: &mut [f32], pos: usize) -> Result<()> {
+        let at = pos.checked_mul(self.pairs).ok_or(EngineError::NoTokens)?;
+        let (cos, sin) = match (
+            self.cos.get(at..at.saturating_add(self.pairs)),
+            self.sin.get(at..at.saturating_add(self.pairs)),
+        ) {
+            (Some(c), Some(s)) => (c, s),
+            _ => {
+                return Err(EngineError::Compute(candle_core::Error::Msg(format!(
+                    "position {pos} is beyond the rotary table"
+                ))))
+            }
+        };
+        for head in row.chunks_exact_mut(2 * self.pairs) {
+            if self.halves {
+                let (a, b) = head.split_at_mut(self.pairs);
+                for (((x, y), c), s) in a.iter_mut().zip(b.iter_mut()).zip(cos).zip(sin) {
+                    let (x0, y0) = (*x, *y);
+                    *x = x0 * c - y0 * s;
+                    *y = x0 * s + y0 * c;
+                }
+            } else {
+                for ((pair, c), s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+                    if let [x, y] = pair {
+                        let (x0, y0) = (*x, *y);
+                        *x = x0 * c - y0 * s;
+                        *y = x0 * s + y0 * c;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One layer's keys (rotated) and values of a sequence, per key/value head, position
+/// after position (`[kv head][positions][head dim]`): attention streams through one
+/// head's keys and values contiguously. Appending a position extends every head.
+#[derive(Debug, Default)]
+pub struct HostKv {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    positions: usize,
+}
+
+impl HostKv {
+    /// Appends the already rotated keys and the values of `rows` positions
+    /// (`[rows][kv heads x head dim]` each).
+    fn append(&mut self, heads: Heads, keys: &[f32], values: &[f32]) {
+        if self.keys.len() != heads.kv {
+            self.keys.resize_with(heads.kv, Vec::new);
+            self.values.resize_with(heads.kv, Vec::new);
+        }
+        for (key, value) in keys
+            .chunks_exact(heads.kv_width())
+            .zip(values.chunks_exact(heads.kv_width()))
+        {
+            for ((kh, vh), (k, v)) in self.keys.iter_mut().zip(self.values.iter_mut()).zip(
+                key.chunks_exact(heads.dim)
+                    .zip(value.chunks_exact(heads.dim)),
+            ) {
+                kh.extend_from_slice(k);
+                vh.extend_from_slice(v);
+            }
+            self.positions += 1;
+        }
+    }
+}
+
+/// One sequence's part of a host attention step: its new rows (queries and keys
+/// unrotated on entry), its cache and its output rows.
+pub struct Step<'a> {
+    pub cache: &'a mut HostKv,
+    /// Position of the first new row.
+    pub start: usize,
+    /// `[rows][query width]`.
+    pub q: &'a mut [f32],
+    /// `[rows][kv width]`.
+    pub k: &'a mut [f32],
+    /// `[rows][kv width]`.
+    pub v: &'a [f32],
+    /// `[rows][query width]`, written.
+    pub out: &'a mut [f32],
+}
+
+impl Step<'_> {
+    /// Checks the shapes, rotates the new queries and keys and appends the new keys and
+    /// values to the cache.
+    fn prepare(&mut self, heads: Heads, rope: &RopeTable) -> Result<usize> {
+        let (qw, kw) = (heads.query_width(), heads.kv_width());
+        if qw == 0 || kw == 0 {
+            return Err(EngineError::NoTokens);
+        }
+        let rows = self.q.len() / qw;
+        if self.k.len() != rows * kw || self.v.len() != rows * kw || self.out.len() != rows * qw {
+            return Err(EngineError::Compute(candle_core::Error::Msg(format!(
+                "attention rows disagree: q {}, k {}, v {}, out {} values",
+                self.q.len(),
+                self.k.len(),
+                self.v.len(),
+                self.out.len()
+            ))));
+        }
+        let held = self.cache.positions;
+        if held != self.start {
+            return Err(EngineError::Compute(candle_core::Error::Msg(format!(
+                "cache holds {held} positions, the step starts at {}",
+                self.start
+            ))));
+        }
+        for (i, (q, k)) in self
+            .q
+            .chunks_exact_mut(qw)
+            .zip(self.k.chunks_exact_mut(kw))
+            .enumerate()
+        {
+            rope.rotate(q, self.start + i)?;
+            rope.rotate(k, self.start + i)?;
+        }
+        self.cache.append(heads, self.k, self.v);
+        Ok(rows)
+    }
+}
+
+/// Output of one (sequence, key/value head) unit: `[rows][group heads x head dim]`.
+#[derive(Default)]
+struct Unit {
+    out: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// Attention of every step: each sequence's new rows over its cache and themselves
+/// (causal). Runs on candle's CPU worker pool, one work item per sequence and key/value
+/// head, so the two matmul-free halves of a decode step use every core.
+pub fn attend_all(heads: Heads, rope: &RopeTable, steps: &mut [Step<'_>]) -> Result<()> {
+    let mut rows = Vec::with_capacity(steps.len());
+    for step in steps.iter_mut() {
+        rows.push(step.prepare(heads, rope)?);
+    }
+    let units: Vec<std::sync::Mutex<Unit>> = (0..steps.len() * heads.kv)
+        .map(|_| Default::default())
+        .collect();
+    let shared: &[Step<'_>] = steps;
+    candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
+        for u in range {
+            let (s, g) = (u / heads.kv, u % heads.kv);
+            if let (Some(step), Some(&rows), Some(unit)) =
+                (shared.get(s), rows.get(s), units.get(u))
+            {
+                let mut unit = unit.lock().unwrap_or_else(|e| e.into_inner());
+                attend_group(heads, step, rows, g, &mut unit);
+            }
+        }
+    });
+    // Scatter each unit's heads into its rows of the output.
+    let span = heads.group() * heads.dim;
+    for (u, unit) in units.into_iter().enumerate() {
+        let (s, g) = (u / heads.kv, u % heads.kv);
+        let unit = unit.into_inner().unwrap_or_else(|e| e.into_inner());
+        let Some(step) = steps.get_mut(s) else {
+            continue;
+        };
+        for (row, part) in step
+            .out
+            .chunks_exact_mut(heads.query_width())
+            .zip(unit.out.chunks_exact(span))
+        {
+            if let Some(dst) = row.get_mut(g * span..(g + 1) * span) {
+                dst.copy_from_slice(part);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The query heads of key/value head `g` for every new row of `step` (its cache already
+/// holds them), into `unit.out`: one pass over the head's keys scores all its query heads,
+/// one pass over its values sums them.
+fn attend_group(heads: Heads, step: &Step<'_>, rows: usize, g: usize, unit: &mut Unit) {
+    let (qw, hd) = (heads.query_width(), heads.dim);
+    let group = heads.group();
+    let scale = 1.0 / (hd as f32).sqrt();
+    unit.out.clear();
+    unit.out.resize(rows * group * hd, 0.0);
+    let (Some(keys), Some(values)) = (step.cache.keys.get(g), step.cache.values.get(g)) else {
+        return;
+    };
+    for (i, (q_row, out_rows)) in step
+        .q
+        .chunks_exact(qw)
+        .zip(unit.out.chunks_exact_mut(group * hd))
+        .enumerate()
+    {
+        let len = step.start + i + 1;
+        let q_heads = q_row
+            .get(g * group * hd..(g + 1) * group * hd)
+            .unwrap_or(&[]);
+        let keys = keys.get(..len * hd).unwrap_or(&[]);
+        let values = values.get(..len * hd).unwrap_or(&[]);
+        // scores: [group][len]
+        unit.scores.clear();
+        unit.scores.resize(group * len, 0.0);
+        for (j, key) in keys.chunks_exact(hd).enumerate() {
+            for (h, q) in q_heads.chunks_exact(hd).enumerate() {
+                if let Some(s) = unit.scores.get_mut(h * len + j) {
+                    *s = dot(q, key) * scale;
+                }
+            }
+        }
+        for head_scores in unit.scores.chunks_exact_mut(len) {
+            softmax(head_scores);
+        }
+        for (j, value) in values.chunks_exact(hd).enumerate() {
+            for (h, out) in out_rows.chunks_exact_mut(hd).enumerate() {
+                let w = unit.scores.get(h * len + j).copied().unwrap_or(0.0);
+                for (o, x) in out.iter_mut().zip(value) {
+                    *o = x.mul_add(w, *o);
+                }
+            }
+        }
+    }
+}
+
+/// Values of one vector register (AVX, f32).
+const LANES: usize = 8;
+/// Independent chains of fused multiply-adds in [`dot`].
+const CHAINS: usize = 4;
+
+/// `a . b` over the shorter of the two: [`CHAINS`] independent register-wide partial
+/// sums, added as a tree (a running sum of the lanes would be one long dependency chain).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [[0f32; LANES]; CHAINS];
+    let (ca, cb) = (
+        a.chunks_exact(LANES * CHAINS),
+        b.chunks_exact(LANES * CHAINS),
+    );
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((chain, xa), xb) in acc
+            .iter_mut()
+            .zip(xa.chunks_exact(LANES))
+            .zip(xb.chunks_exact(LANES))
+        {
+            for ((s, x), y) in chain.iter_mut().zip(xa).zip(xb) {
+                *s = x.mul_add(*y, *s);
+            }
+        }
+    }
+    let [a0, a1, a2, a3] = acc;
+    let mut v = [0f32; LANES];
+    for ((((v, a), b), c), d) in v.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+        *v = (a + b) + (c + d);
+    }
+    let [v0, v1, v2, v3, v4, v5, v6, v7] = v;
+    (((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))) + tail
+}
+
+/// Softmax in place: `exp(x - max) / sum`.
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    if sum > 0.0 {
+        let inv = 1.0 / sum;
+        x.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One sequence's step of `q.len() / query width` rows.
+    fn attend(
+        heads: Heads,
+        rope: &RopeTable,
+        cache: &mut HostKv,
+        start: usize,
+        (q, k, v): (&mut [f32], &mut [f32], &[f32]),
+        out: &mut [f32],
+    ) -> Result<()> {
+        let mut steps = [Step {
+            cache,
+            start,
+            q,
+            k,
+            v,
+            out,
+        }];
+        attend_all(heads, rope, &mut steps)
+    }
+
+    /// Plain attention of one position over `keys`/`values` (`[len][dim]`), as a formula.
+    fn reference(q: &[f32], keys: &[Vec<f32>], values: &[Vec<f32>]) -> Vec<f32> {
+        let scale = 1.0 / (q.len() as f64).sqrt();
+        let s: Vec<f64> = keys
+            .iter()
+            .map(|k| {
+                q.iter()
+                    .zip(k)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        (0..q.len())
+            .map(|d| {
+                (e.iter()
+                    .zip(values)
+                    .map(|(w, v)| w * v[d] as f64)
+                    .sum::<f64>()
+                    / sum) as f32
+            })
+            .collect()
+    }
+
+    fn value(i: usize) -> f32 {
+        ((i * 7919 % 1000) as f32 / 500.0) - 1.0
+    }
+
+    #[test]
+    fn grouped_heads_attend_causally_to_their_own_key_value_head() {
+        // 4 query heads over 2 key/value heads of 8 values; no rotation (a table of
+        // angle 0) so that the reference is the bare formula. Six positions: a step of
+        // three, then three steps of one.
+        let heads = Heads {
+            query: 4,
+            kv: 2,
+            dim: 8,
+        };
+        let rope = RopeTable {
+            cos: vec![1.0; 64 * 4],
+            sin: vec![0.0; 64 * 4],
+            pairs: 4,
+            halves: false,
+        };
+        let row = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| value(i + seed)).collect() };
+        let qs: Vec<Vec<f32>> = (0..6).map(|p| row(32, 100 * p)).collect();
+        let ks: Vec<Vec<f32>> = (0..6).map(|p| row(16, 100 * p + 37)).collect();
+        let vs: Vec<Vec<f32>> = (0..6).map(|p| row(16, 100 * p + 71)).collect();
+        let mut cache = HostKv::default();
+        for (start, end) in [(0, 3), (3, 4), (4, 5), (5, 6)] {
+            let mut q = qs[start..end].concat();
+            let mut k = ks[start..end].concat();
+            let v = vs[start..end].concat();
+            let mut out = vec![0.0; q.len()];
+            attend(
+                heads,
+                &rope,
+                &mut cache,
+                start,
+                (&mut q, &mut k, &v),
+                &mut out,
+            )
+            .unwrap();
+            for (p, out_row) in (start..end).zip(out.chunks(32)) {
+                for h in 0..4 {
+                    let g = h / 2;
+                    let head = |r: &Vec<f32>| r[g * 8..g * 8 + 8].to_vec();
+                    let keys: Vec<Vec<f32>> = ks[..=p].iter().map(head).collect();
+                    let values: Vec<Vec<f32>> = vs[..=p].iter().map(head).collect();
+                    let want = reference(&qs[p][h * 8..h * 8 + 8], &keys, &values);
+                    for (a, b) in out_row[h * 8..h * 8 + 8].iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-5, "position {p} head {h}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_that_does_not_continue_the_cache_is_refused() {
+        let heads = Heads {
+            query: 1,
+            kv: 1,
+            dim: 2,
+        };
+        let rope = RopeTable {
+            cos: vec![1.0; 4],
+            sin: vec![0.0; 4],
+            pairs: 1,
+            halves: true,
+        };
+        let (mut q, mut k, v, mut out) = ([1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0; 2]);
+        let mut run = |cache: &mut HostKv, pos| {
+            attend(heads, &rope, cache, pos, (&mut q, &mut k, &v), &mut out)
+        };
+        assert!(run(&mut HostKv::default(), 3).is_err());
+        // Positions 0 to 3 fit the rotary table; position 4 is an error, not a panic.
+        let mut cache = HostKv::default();
+        for pos in 0..5 {
+            assert_eq!(run(&mut cache, pos).is_ok(), pos < 4, "position {pos}");
+        }
+    }
+}
