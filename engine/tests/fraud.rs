@@ -34,12 +34,15 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
         if row.kind == "honest" {
             assert_eq!(row.rejected, 0, "false rejections: {row:?}");
         } else if row.kind == "other-prompt" {
-            // fai-tiny's greedy answers fall into a few loops: another prompt's answer can
-            // differ from this prompt's only where this prompt's logits are near-ties (gaps
-            // of 0.02 to 0.08 here), which is an answer a drifting device could give
-            // honestly. Replay accepts those and nothing else: every accepted one must be
-            // all exact tokens and near-ties.
-            assert!(row.rate() >= 0.97, "{row:?}");
+            // fai-tiny's greedy answers fall into a few loops that barely depend on the
+            // prompt: another prompt's answer can differ from this prompt's only where
+            // this prompt's logits are near-ties, which is an answer a device drifting by
+            // the bound could give honestly. With the drift bound at 0.15 (what separates
+            // two x86 CPU kernel families, tests/cross_kernel.rs) about 84% are caught
+            // here (98% at 0.05, a bound that rejected honest answers across CPUs); the
+            // 512-wide model catches 96.5% (bench verify). Replay accepts those and
+            // nothing else: every accepted one must be all exact tokens and near-ties.
+            assert!(row.rate() >= 0.80, "{row:?}");
         } else {
             assert!(row.rate() >= 0.99, "{row:?}");
         }
