@@ -19,7 +19,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use clarity::consts::{CHAIN_ID_MAINNET, CHAIN_ID_TESTNET};
 use clarity::vm::analysis::{run_analysis, AnalysisDatabase};
 use clarity::vm::ast::{build_ast_with_rules, ASTRules};
 use clarity::vm::contexts::OwnedEnvironment;
@@ -250,12 +249,7 @@ impl ClarityVm {
     }
 
     fn chain_id(&self) -> u32 {
-        match self.config.network {
-            Network::Mainnet => CHAIN_ID_MAINNET,
-            Network::Testnet => CHAIN_ID_TESTNET,
-            Network::Devnet => CHAIN_ID_TESTNET | 1,
-            Network::Regtest => CHAIN_ID_TESTNET | 2,
-        }
+        self.config.network.chain_id()
     }
 
     /// The version byte of principals on this network (`S P..` on mainnet, `S T..` else).

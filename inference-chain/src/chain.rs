@@ -77,7 +77,6 @@ fn unverifiable(msg: impl Into<String>) -> BlockError {
 #[derive(Debug, Clone)]
 pub struct ChainConfig {
     pub network: Network,
-    pub chain_id: u32,
     pub vm: VmConfig,
     pub genesis: Genesis,
     /// Ledger blocks per reward cycle (the same as `genesis.cycle_length`).
@@ -495,7 +494,7 @@ impl InferenceChain {
         }
         self.check_inferences(ledger, &parent, h.height, &block.inferences)?;
         for tx in &block.vm_txs {
-            if !tx.signature_valid() || tx.chain_id != self.config.chain_id {
+            if !tx.signature_valid() || tx.chain_id != self.config.network.chain_id() {
                 return Err(invalid("a VM transaction's signature or chain id is wrong"));
             }
         }
@@ -621,7 +620,7 @@ impl InferenceChain {
             if !s.signature_valid() || !inf.receipt.signature_valid() || inf.receipt.tx != txid {
                 return Err(invalid("an inference's signatures do not verify"));
             }
-            if s.chain_id != self.config.chain_id || s.expiry < height {
+            if s.chain_id != self.config.network.chain_id() || s.expiry < height {
                 return Err(invalid("an inference is for another chain or expired"));
             }
             if inf.receipt.tokens > s.sampling.max_tokens {

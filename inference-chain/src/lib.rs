@@ -16,6 +16,8 @@
 //! - [`chain`]: the chain itself: blocks of sortition winners checked, run through the
 //!   VM (settlement of the parent, peg-ins, cycles, VM transactions, fee escrow) and
 //!   stored; the canonical tip as of any ledger block.
+//! - [`params`]: each network's settings of the chain (genesis, VM).
+//! - [`served`]: a served inference with its text, as the result topic carries it.
 //! - [`payloads`]: the store of prompts and outputs, reclaimed six ledger blocks after
 //!   finality.
 #![cfg_attr(
@@ -33,8 +35,10 @@ pub mod block;
 pub mod chain;
 pub mod ledger_ops;
 pub mod ops;
+pub mod params;
 pub mod payloads;
 pub mod quorum;
+pub mod served;
 pub mod settlement;
 pub mod sortition;
 pub mod tracker;

@@ -14,11 +14,19 @@
 //! Nobody can grind the seed: it comes from a VRF output of the last winner, which is
 //! fixed by its key and the seed before it.
 
-use fai_primitives::Hash160;
+use fai_primitives::{Hash160, Hash256, SecretKey};
 use fai_vrf::{Output, Proof, PublicKey, VrfError};
 use sha2::{Digest, Sha256};
 
 use crate::ops::RegisterRef;
+
+/// A node's VRF key, derived from its node key: it survives restarts, needs no file of
+/// its own, and the wallet can derive it to register the node.
+pub fn vrf_key(node_key: &SecretKey) -> fai_vrf::SecretKey {
+    let mut seed = b"fai vrf key".to_vec();
+    seed.extend_from_slice(&node_key.to_bytes());
+    fai_vrf::SecretKey::from_seed(Hash256::sha256d(&seed).0)
+}
 
 /// A commit that takes part in a sortition.
 #[derive(Debug, Clone, PartialEq, Eq)]

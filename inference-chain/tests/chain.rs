@@ -200,7 +200,6 @@ impl World {
 fn config_for(model: &LoadedModel) -> ChainConfig {
     ChainConfig {
         network: Network::Regtest,
-        chain_id: CHAIN_ID,
         vm: VmConfig::for_network(Network::Regtest),
         genesis: Genesis {
             cycle_length: 5,

@@ -21,7 +21,7 @@ use fai_primitives::{Amount, Network, SecretKey, Signature};
 use serde::Serialize;
 
 use crate::node::{open_chain, Node};
-use crate::rpc::{chain_id, router, RpcState};
+use crate::rpc::{router, RpcState};
 use crate::verifier;
 
 #[derive(Serialize)]
@@ -47,7 +47,7 @@ fn transaction(model: [u8; 32], nonce: u64) -> InferenceTx {
     let mut stub = InferenceStub {
         sender: key.public_key(),
         nonce,
-        chain_id: chain_id(Network::Regtest),
+        chain_id: Network::Regtest.chain_id(),
         model,
         prompt_hash: prompt.hash(),
         sampling: Sampling {

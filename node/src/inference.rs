@@ -1,5 +1,6 @@
-//! The proof-of-inference chain inside the node: its database (`<data_dir>/inference`),
-//! the genesis settings of each network, and following the ledger.
+//! The proof-of-inference chain inside the node: its database (`<data_dir>/inference`)
+//! and following the ledger (the settings of each network are the chain crate's,
+//! `ChainConfig::for_network`).
 //!
 //! The node feeds every ledger block it connects to the chain (sortitions are a function
 //! of the ledger), so the chain's tip, verifier sets and contract state are always those
@@ -10,7 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use fai_clarity::{Genesis, GenesisModel, VmConfig};
 use fai_inference_chain::chain::{ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
 use fai_ledger::Chainstate;
@@ -29,50 +29,6 @@ pub const SCHEMA: Schema = Schema {
     format_version: 1,
 };
 
-/// FAI in base units, for the genesis table.
-const fn fai(n: u64) -> u128 {
-    n as u128 * fai_primitives::amount::COIN as u128
-}
-
-/// The genesis settings of `network`'s inference chain. `tiny` is fai-tiny's model id,
-/// approved from the start everywhere but mainnet (where models enter by the registry's
-/// vote).
-pub fn chain_config(network: Network, tiny: [u8; 32]) -> ChainConfig {
-    // (ledger blocks per reward cycle, minimum stake, minimum bond, withdrawal delay)
-    let (cycle_length, min_stake, min_bond, withdraw_delay) = match network {
-        // Two-minute blocks: a day per cycle, a week's delay.
-        Network::Mainnet => (720, fai(1_000), fai(100), 5_040),
-        // One-minute blocks: a day per cycle.
-        Network::Testnet => (1_440, fai(10), fai(1), 2_880),
-        // Five-second blocks: 100 s per cycle.
-        Network::Devnet => (20, fai(1), fai(1) / 10, 40),
-        Network::Regtest => (5, fai(1), fai(1) / 10, 10),
-    };
-    let models = match network {
-        Network::Mainnet => Vec::new(),
-        _ => vec![GenesisModel {
-            id: tiny,
-            name: "fai-tiny".into(),
-            arch: "llama".into(),
-            context_length: 2048,
-            method: "replay".into(),
-        }],
-    };
-    ChainConfig {
-        network,
-        chain_id: crate::rpc::chain_id(network),
-        vm: VmConfig::for_network(network),
-        genesis: Genesis {
-            cycle_length: u128::from(cycle_length),
-            min_stake,
-            min_bond,
-            withdraw_delay,
-            models,
-        },
-        cycle_length,
-    }
-}
-
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
 /// up to its tip.
 pub fn open(
@@ -88,9 +44,10 @@ pub fn open(
             format!("cannot open the inference database in {}", path.display())
         })?);
     let started = std::time::Instant::now();
-    let mut chain = InferenceChain::open(kv.clone(), chain_config(network, tiny), ledger)
-        .context("cannot open the inference chain")?
-        .with_payloads(PayloadStore::new(kv));
+    let mut chain =
+        InferenceChain::open(kv.clone(), ChainConfig::for_network(network, tiny), ledger)
+            .context("cannot open the inference chain")?
+            .with_payloads(PayloadStore::new(kv));
     chain
         .on_ledger_block(ledger, &ledger.tip_hash())
         .context("cannot read the ledger into the inference chain")?;

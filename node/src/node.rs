@@ -442,7 +442,7 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
     }
     if config.inference.produce {
         let bid: Amount = config.inference.bid.parse().context("inference.bid")?;
-        let vrf = crate::producer::vrf_key(&node_key);
+        let vrf = fai_inference_chain::sortition::vrf_key(&node_key);
         info!(target: "infer_node", %bid, "inference node: registering, then bidding at every ledger block");
         let producer = crate::producer::Producer::new(node_key.clone(), vrf, loaded.ids(), bid);
         let _ = node.producer.set(Mutex::new(producer));
@@ -450,7 +450,8 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
     let stake = config.inference.stake()?;
     let dev_wallet = dev_wallet(&config, &data_dir, network)?;
     if config.inference.produce || stake.is_some() || dev_wallet.is_some() {
-        let genesis = crate::inference::chain_config(network, tiny_id).genesis;
+        let genesis =
+            fai_inference_chain::chain::ChainConfig::for_network(network, tiny_id).genesis;
         let min_bond = u64::try_from(genesis.min_bond)
             .ok()
             .and_then(|b| Amount::from_units(b).ok())
@@ -466,7 +467,7 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
         }
         let mut roles = crate::roles::Roles::new(
             node_key.clone(),
-            crate::rpc::chain_id(network),
+            network.chain_id(),
             offer,
             stake,
             config.inference.peg_in()?,

@@ -148,14 +148,6 @@ fn tenure_block_missing(ledger: &Chainstate, chain: &InferenceChain, tip: &Hash2
     won && chain.tip(ledger).anchor != *tip
 }
 
-/// The node's VRF key: derived from the node key, so it survives restarts and needs no
-/// file of its own.
-pub fn vrf_key(node_key: &SecretKey) -> fai_vrf::SecretKey {
-    let mut seed = b"fai vrf key".to_vec();
-    seed.extend_from_slice(&node_key.to_bytes());
-    fai_vrf::SecretKey::from_seed(Hash256::sha256d(&seed).0)
-}
-
 /// What the role needs to know.
 pub struct Producer {
     key: SecretKey,

@@ -59,16 +59,6 @@ use serde_json::{json, Value};
 use crate::node::Node;
 use crate::verifier;
 
-/// The chain id inference transactions of `network` must carry.
-pub fn chain_id(network: Network) -> u32 {
-    match network {
-        Network::Mainnet => 0x0000_0001,
-        Network::Testnet => 0x8000_0000,
-        Network::Devnet => 0x8000_0001,
-        Network::Regtest => 0x8000_0002,
-    }
-}
-
 /// Inferences remembered for `GET /v2/inference/{txid}`.
 const REMEMBERED: usize = 10_000;
 
@@ -277,7 +267,7 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
     };
     Json(json!({
         "network": s.network.to_string(),
-        "chain_id": chain_id(s.network),
+        "chain_id": s.network.chain_id(),
         "version": env!("CARGO_PKG_VERSION"),
         "ledger": {"height": height, "tip": tip, "supply_units": supply},
         "address": fai_primitives::Address::new(s.network, s.key.public_key().hash160()).to_string(),
@@ -537,11 +527,11 @@ fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiError> 
             "the signature does not verify or the prompt does not match its hash",
         ));
     }
-    if tx.stub.chain_id != chain_id(s.network) {
+    if tx.stub.chain_id != s.network.chain_id() {
         return Err(bad(format!(
             "chain id {:#x} is not this network's ({:#x})",
             tx.stub.chain_id,
-            chain_id(s.network)
+            s.network.chain_id()
         )));
     }
     let (height, account_nonce) = {
@@ -703,7 +693,7 @@ fn serve_here(
             };
             receipt.sign(&state.key);
             state.log().set(txid, InferenceState::Done(receipt.clone()));
-            let served = crate::result_pool::ServedInference {
+            let served = fai_inference_chain::served::ServedInference {
                 inference: fai_inference_chain::types::Inference {
                     stub: tx.stub.clone(),
                     receipt: receipt.clone(),
@@ -736,7 +726,7 @@ fn forged(model: &LoadedModel, mut g: fai_engine::Generation) -> fai_engine::Gen
 
 /// Keeps a served inference's text for verifiers, puts it in the pool for the next
 /// block, and gossips it to the other producers and verifiers.
-fn publish_result(s: &RpcState, served: crate::result_pool::ServedInference) {
+fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInference) {
     let txid = served.inference.stub.txid();
     if let Some(Err(e)) = s.payloads.as_ref().map(|store| served.store_text(store)) {
         tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's text: {e}");

@@ -327,7 +327,7 @@ pub fn register(
     models: &[[u8; 32]],
     fee: fai_primitives::Amount,
 ) -> Result<String> {
-    let vrf = crate::producer::vrf_key(&w.key);
+    let vrf = fai_inference_chain::sortition::vrf_key(&w.key);
     let op = fai_inference_chain::ops::build_register(vrf.public().0, w.address.key_hash, models)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     pay(
@@ -374,7 +374,7 @@ pub fn commit(
         .iter()
         .map(|a| Address::parse_for(a.as_str().unwrap_or_default(), network))
         .collect::<Result<_, _>>()?;
-    let vrf = crate::producer::vrf_key(&w.key);
+    let vrf = fai_inference_chain::sortition::vrf_key(&w.key);
     let proof = vrf.prove(&seed).map_err(|e| anyhow::anyhow!("{e}"))?;
     let output = fai_vrf::proof_to_hash(&proof).map_err(|e| anyhow::anyhow!("{e}"))?;
     let op = fai_inference_chain::ops::Op::Commit {

@@ -40,6 +40,19 @@ impl Network {
         }
     }
 
+    /// The chain id every transaction of this network signs over (inference and VM
+    /// transactions; Clarity contracts read it as `chain-id`), so that a transaction
+    /// signed for one network is invalid on every other. Test networks set the high bit,
+    /// as Stacks does.
+    pub fn chain_id(self) -> u32 {
+        match self {
+            Network::Mainnet => 0x0000_0001,
+            Network::Testnet => 0x8000_0000,
+            Network::Devnet => 0x8000_0001,
+            Network::Regtest => 0x8000_0002,
+        }
+    }
+
     /// The network whose addresses start with `hrp`.
     pub fn from_hrp(hrp: &str) -> Option<Network> {
         Network::ALL.into_iter().find(|n| n.hrp() == hrp)
@@ -65,5 +78,25 @@ impl FromStr for Network {
             .into_iter()
             .find(|n| n.name() == s)
             .ok_or_else(|| UnknownNetwork(s.chars().take(40).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_network_has_its_own_chain_id_and_only_mainnet_lacks_the_test_bit() {
+        let ids: Vec<u32> = Network::ALL.iter().map(|n| n.chain_id()).collect();
+        for (i, a) in ids.iter().enumerate() {
+            assert!(!ids[i + 1..].contains(a), "{ids:?}");
+        }
+        for n in Network::ALL {
+            assert_eq!(
+                n.chain_id() & 0x8000_0000 == 0,
+                n == Network::Mainnet,
+                "{n}"
+            );
+        }
     }
 }

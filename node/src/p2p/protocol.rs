@@ -16,7 +16,7 @@ use fai_primitives::{CodecError, Hash256, Network, PublicKey, SecretKey, Signatu
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 
-use crate::result_pool::ServedInference;
+use fai_inference_chain::served::ServedInference;
 
 /// Gossip topics. Each network has its own names, so nodes of different networks that
 /// meet never mix their messages.

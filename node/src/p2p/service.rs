@@ -437,7 +437,7 @@ impl Service {
     }
 
     /// The inferences of inference block `id` whose text we still keep, with it.
-    fn payloads(&self, id: &Hash256) -> Vec<crate::result_pool::ServedInference> {
+    fn payloads(&self, id: &Hash256) -> Vec<fai_inference_chain::served::ServedInference> {
         let _ledger = self.chain();
         let Some(chain) = self.node.inference() else {
             return Vec::new();
@@ -463,7 +463,7 @@ impl Service {
                     .saturating_add(tokens.len().saturating_mul(4))
                     .saturating_add(prompt.input.len())
                     .saturating_add(prompt.system.len());
-                out.push(crate::result_pool::ServedInference {
+                out.push(fai_inference_chain::served::ServedInference {
                     inference: inf.clone(),
                     prompt,
                     output,

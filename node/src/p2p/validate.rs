@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::peers::Offence;
 use super::protocol::Topic;
 use crate::node::{unix_now, Node};
-use crate::result_pool::ServedInference;
+use fai_inference_chain::served::ServedInference;
 
 /// Something to check.
 pub enum Work {
@@ -367,7 +367,7 @@ fn gossip_vm_tx(node: &Node, data: &[u8]) -> GossipOutcome {
     let Some(chain) = node.inference() else {
         return ignore();
     };
-    let chain_id = crate::rpc::chain_id(ledger.params().network);
+    let chain_id = ledger.params().network.chain_id();
     let result = node.vm_mempool().accept(tx, chain_id, &chain, &ledger);
     match result {
         Ok(_) => (MessageAcceptance::Accept, None, false),
@@ -399,7 +399,7 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
             return ignore();
         };
         let stub = &served.inference.stub;
-        if stub.chain_id != crate::rpc::chain_id(ledger.params().network) {
+        if stub.chain_id != ledger.params().network.chain_id() {
             return reject(
                 Offence::InvalidTransaction,
                 "result for another chain".into(),

@@ -312,7 +312,7 @@ pub async fn submit_vm_transaction(
         "the body must be {\"tx\": \"<hex of a signed VM transaction>\"}",
     )?;
     let tx = SignedVmTx::from_bytes(&bytes).map_err(|e| bad(format!("bad VM transaction: {e}")))?;
-    let chain_id = super::chain_id(s.network);
+    let chain_id = s.network.chain_id();
     let id = with_chain(&s, |chain, ledger| {
         s.node
             .vm_mempool()
