@@ -1,12 +1,55 @@
 //! The node's configuration: a TOML file with one table per part of the node. Unknown
 //! keys are refused with the key's name and line, so a typo never passes silently.
-//! With no file, the devnet configuration built into the binary is used.
+//! Networks and amounts are parsed into their types as the file is read (an error names
+//! the key and its line); the other checks run right after. With no file, the devnet
+//! configuration built into the binary is used.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
-use fai_primitives::Network;
-use serde::Deserialize;
+use fai_primitives::{Amount, Network};
+use serde::{Deserialize, Deserializer};
+
+/// A value read from its text form through its type's `FromStr`.
+fn parsed<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    // The error shows the key's line and value; the type says what is wrong with it.
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+/// An optional amount: empty is none, and zero is refused (leave it empty instead).
+fn optional_amount<'de, D>(d: D) -> std::result::Result<Option<Amount>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let amount: Amount = text.parse().map_err(serde::de::Error::custom)?;
+    if amount.units() == 0 {
+        return Err(serde::de::Error::custom(
+            "must be more than zero (or empty)",
+        ));
+    }
+    Ok(Some(amount))
+}
+
+/// `thousandths` thousandths of a FAI.
+fn milli_fai(thousandths: u64) -> Amount {
+    Amount::ONE_FAI
+        .checked_mul(thousandths)
+        .and_then(|a| a.checked_div(1000))
+        .unwrap_or(Amount::ZERO)
+}
 
 /// The devnet configuration, built in.
 pub const DEVNET_TOML: &str = include_str!("../../conf/devnet.toml");
@@ -125,26 +168,24 @@ pub struct DevWalletSection {
     pub passphrase: String,
     /// Paid to it on the ledger while it has no ledger coin and an untouched
     /// inference-layer account.
-    #[serde(default)]
-    pub ledger: String,
+    #[serde(default, deserialize_with = "optional_amount")]
+    pub ledger: Option<Amount>,
     /// Pegged in for it on the inference layer in the same transaction.
-    #[serde(default)]
-    pub inference: String,
+    #[serde(default, deserialize_with = "optional_amount")]
+    pub inference: Option<Amount>,
 }
 
 impl DevWalletSection {
     /// The wallet's name and what to fund it with on each layer, when there is one.
-    pub fn gift(&self) -> Result<Option<(String, fai_primitives::Amount, fai_primitives::Amount)>> {
+    pub fn gift(&self) -> Option<(String, Amount, Amount)> {
         if self.name.is_empty() {
-            return Ok(None);
+            return None;
         }
-        let ledger = optional_amount(&self.ledger, "dev_wallet.ledger")?;
-        let inference = optional_amount(&self.inference, "dev_wallet.inference")?;
-        Ok(Some((
+        Some((
             self.name.clone(),
-            ledger.unwrap_or(fai_primitives::Amount::ZERO),
-            inference.unwrap_or(fai_primitives::Amount::ZERO),
-        )))
+            self.ledger.unwrap_or(Amount::ZERO),
+            self.inference.unwrap_or(Amount::ZERO),
+        ))
     }
 }
 
@@ -156,34 +197,34 @@ pub struct InferenceSection {
     #[serde(default)]
     pub produce: bool,
     /// The bid paid at every ledger block, e.g. "0.001 FAI".
-    #[serde(default = "default_bid")]
-    pub bid: String,
+    #[serde(default = "default_bid", deserialize_with = "parsed")]
+    pub bid: Amount,
     /// The price per million output tokens listed in the node registry; requests whose
     /// max fee does not cover it for their max tokens are refused.
-    #[serde(default = "default_price")]
-    pub price: String,
+    #[serde(default = "default_price", deserialize_with = "parsed")]
+    pub price: Amount,
     /// The bond deposited in the node registry; empty: the network's minimum.
-    #[serde(default)]
-    pub bond: String,
+    #[serde(default, deserialize_with = "optional_amount")]
+    pub bond: Option<Amount>,
     /// Stake this much as a verifier (the five largest stakes verify); empty: no stake.
-    #[serde(default)]
-    pub stake: String,
+    #[serde(default, deserialize_with = "optional_amount")]
+    pub stake: Option<Amount>,
     /// What the node moves from the ledger to the inference layer (at least what the
     /// bond, the stake and their fees need) when it has too little there.
-    #[serde(default = "default_peg_in")]
-    pub peg_in: String,
+    #[serde(default = "default_peg_in", deserialize_with = "parsed")]
+    pub peg_in: Amount,
 }
 
-fn default_bid() -> String {
-    "0.001 FAI".into()
+fn default_bid() -> Amount {
+    milli_fai(1)
 }
 
-fn default_price() -> String {
-    "0.01 FAI".into()
+fn default_price() -> Amount {
+    milli_fai(10)
 }
 
-fn default_peg_in() -> String {
-    "5 FAI".into()
+fn default_peg_in() -> Amount {
+    milli_fai(5_000)
 }
 
 impl Default for InferenceSection {
@@ -192,43 +233,10 @@ impl Default for InferenceSection {
             produce: false,
             bid: default_bid(),
             price: default_price(),
-            bond: String::new(),
-            stake: String::new(),
+            bond: None,
+            stake: None,
             peg_in: default_peg_in(),
         }
-    }
-}
-
-/// An optional amount: empty is none.
-fn optional_amount(text: &str, key: &str) -> Result<Option<fai_primitives::Amount>> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    let amount: fai_primitives::Amount = text.parse().with_context(|| format!("{key} {text:?}"))?;
-    if amount.units() == 0 {
-        bail!("{key} must be more than zero (or empty)");
-    }
-    Ok(Some(amount))
-}
-
-impl InferenceSection {
-    pub fn price(&self) -> Result<fai_primitives::Amount> {
-        self.price
-            .parse()
-            .with_context(|| format!("inference.price {:?}", self.price))
-    }
-
-    pub fn bond(&self) -> Result<Option<fai_primitives::Amount>> {
-        optional_amount(&self.bond, "inference.bond")
-    }
-
-    pub fn stake(&self) -> Result<Option<fai_primitives::Amount>> {
-        optional_amount(&self.stake, "inference.stake")
-    }
-
-    pub fn peg_in(&self) -> Result<fai_primitives::Amount> {
-        optional_amount(&self.peg_in, "inference.peg_in")?
-            .context("inference.peg_in must be an amount such as \"5 FAI\"")
     }
 }
 
@@ -349,7 +357,8 @@ impl Default for RpcSection {
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     /// mainnet, testnet, devnet or regtest.
-    pub network: String,
+    #[serde(deserialize_with = "parsed")]
+    pub network: Network,
     /// Where the chain, keys and logs live; "~" is the home directory.
     pub data_dir: String,
 }
@@ -482,7 +491,6 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
-        self.network()?;
         if self.mining.threads == 0 || self.mining.threads > 1024 {
             bail!(
                 "mining.threads must be between 1 and 1024, not {}",
@@ -516,27 +524,21 @@ impl Config {
                 bail!("engine.serve: a model name has 1 to 128 characters");
             }
         }
-        let listen = self.p2p.listen_address(self.network()?);
+        let listen = self.p2p.listen_address(self.network());
         if listen.parse::<libp2p::Multiaddr>().is_err() {
             bail!("p2p.listen {listen:?} is not a multiaddress such as /ip4/0.0.0.0/tcp/7090");
         }
         for peer in &self.p2p.bootstrap {
             crate::p2p::parse_peer_address(peer).context("p2p.bootstrap")?;
         }
-        let bid: fai_primitives::Amount = self
-            .inference
-            .bid
-            .parse()
-            .with_context(|| format!("inference.bid {:?}", self.inference.bid))?;
-        if bid.units() == 0 {
+        if self.inference.bid.units() == 0 {
             bail!("inference.bid must be more than zero");
         }
-        self.inference.price()?;
-        self.inference.bond()?;
-        self.inference.stake()?;
-        self.inference.peg_in()?;
-        if self.dev_wallet.gift()?.is_some() {
-            if !matches!(self.network()?, Network::Devnet | Network::Regtest) {
+        if self.inference.peg_in.units() == 0 {
+            bail!("inference.peg_in must be more than zero");
+        }
+        if self.dev_wallet.gift().is_some() {
+            if !matches!(self.network(), Network::Devnet | Network::Regtest) {
                 bail!("dev_wallet is for devnet and regtest only: its passphrase is in the configuration");
             }
             if self.dev_wallet.passphrase.len() < 8 {
@@ -547,7 +549,7 @@ impl Config {
             if !cfg!(feature = "test-cheats") {
                 bail!("testing.forge_outputs needs a program built with the test-cheats feature");
             }
-            if !matches!(self.network()?, Network::Devnet | Network::Regtest) {
+            if !matches!(self.network(), Network::Devnet | Network::Regtest) {
                 bail!("testing.forge_outputs is for devnet and regtest only");
             }
         }
@@ -570,14 +572,14 @@ impl Config {
             );
         }
         if !self.mining.address.is_empty() {
-            fai_primitives::Address::parse_for(&self.mining.address, self.network()?)
+            fai_primitives::Address::parse_for(&self.mining.address, self.network())
                 .context("mining.address")?;
         }
         Ok(())
     }
 
-    pub fn network(&self) -> Result<Network> {
-        self.node.network.parse::<Network>().context("node.network")
+    pub fn network(&self) -> Network {
+        self.node.network
     }
 
     /// The data directory with "~" expanded.
@@ -642,7 +644,7 @@ mod tests {
         }
         assert_eq!(seen, 3, "devnet, testnet and mainnet.sample");
         let builtin = Config::load(None).unwrap();
-        assert_eq!(builtin.network().unwrap(), Network::Devnet);
+        assert_eq!(builtin.network(), Network::Devnet);
         assert!(builtin.mining.enabled);
     }
 
@@ -704,6 +706,37 @@ mod tests {
             err.contains("engine.device") && err.contains("cuda:N"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn amounts_are_parsed_once_when_read_and_errors_name_the_key() {
+        let base = "[node]\nnetwork = \"regtest\"\ndata_dir = \"/tmp/x\"\n";
+        let c = Config::parse(base, "x").unwrap();
+        assert_eq!(c.network(), Network::Regtest);
+        assert_eq!(c.inference.bid, "0.001 FAI".parse().unwrap());
+        assert_eq!(c.inference.price, "0.01 FAI".parse().unwrap());
+        assert_eq!(c.inference.peg_in, "5 FAI".parse().unwrap());
+        assert_eq!((c.inference.bond, c.inference.stake), (None, None));
+        let c = Config::parse(
+            &format!("{base}[inference]\nstake = \"2.5 FAI\"\nbond = \"\"\n"),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.inference.stake, Some("2.5 FAI".parse().unwrap()));
+        assert_eq!(c.inference.bond, None);
+        for (section, key, value, says) in [
+            ("inference", "bid", "lots", "lots"),
+            ("inference", "stake", "0 FAI", "more than zero"),
+            ("inference", "peg_in", "", "peg_in"),
+            ("dev_wallet", "ledger", "1 FAI 2", "1 FAI 2"),
+        ] {
+            let text = format!("{base}[{section}]\n{key} = \"{value}\"\n");
+            let err = format!("{:#}", Config::parse(&text, "x").unwrap_err());
+            assert!(
+                err.contains(key) && err.contains(says),
+                "{key} = {value:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `infer-node`: the full node of the FAI network.
 //!
 //! Commands: `start` runs the node, `init` prepares a data directory, `keys` manages key
-//! files, `bench` measures this machine. Errors are printed with their causes and the
-//! process exits with status 1.
+//! files, `wallet` holds FAI and buys inference, `models` lists and runs the models this
+//! node can serve, `devnet` starts a local network, `openapi` prints the RPC's reference,
+//! `bench` measures this machine. Errors are printed with their causes and the process
+//! exits with status 1.
 
 mod banner;
 mod bench;
@@ -47,8 +49,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
-/// The full node of the FAI network: a proof-of-work ledger of FAI, and (as it grows) the
-/// proof-of-inference chain where GPU owners sell LLM inference.
+/// The full node of the FAI network: a proof-of-work ledger of FAI, and the
+/// proof-of-inference chain where anyone with a GPU or CPU sells LLM inference and anyone
+/// with a wallet buys it.
 #[derive(Parser)]
 #[command(name = "infer-node", version, about, long_about = None)]
 struct Cli {
@@ -66,7 +69,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the node: ledger, mempool and miner, until Ctrl-C.
+    /// Run the node until Ctrl-C: the ledger and its miner, peers, the inference chain,
+    /// the RPC and the inference engine, and the roles the configuration turns on
+    /// (inference node, verifier).
     Start,
     /// Create the data directory, its node key and the genesis block, then exit.
     Init,
@@ -80,7 +85,8 @@ enum Command {
     /// List the models this node can run, or run one.
     #[command(subcommand)]
     Models(ModelsCommand),
-    /// Measure what this machine does (hashing, validation).
+    /// Measure what this machine does: mining, block validation, inference (engine,
+    /// replay, GPU), inference blocks, the RPC, gossip and a local network under load.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Print the RPC's OpenAPI document (JSON), or with --markdown the RPC reference
@@ -620,7 +626,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Init => {
             let config = load_config(&cli)?;
-            let network = config.network()?;
+            let network = config.network();
             let dir = config.data_dir();
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -639,7 +645,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Keys(cmd) => {
             let config = load_config(&cli)?;
-            let network = config.network()?;
+            let network = config.network();
             let dir = config.data_dir();
             let (name, key, created) = match cmd {
                 KeysCommand::New { name } => (name, keys::create(&dir, name)?, true),
@@ -658,7 +664,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Wallet(cmd) => {
             let config = load_config(&cli)?;
-            let network = config.network()?;
+            let network = config.network();
             let dir = config.data_dir();
             let (name, address, mnemonic, json) = match cmd {
                 WalletCommand::New { name, json } => {

@@ -1,10 +1,13 @@
 //! `infer-node start`: opens the data directory, the ledger chainstate and the mempool,
 //! starts the services the configuration asks for, and runs until Ctrl-C or SIGTERM.
 //!
-//! Services today: the miner (one OS thread that drives N hashing threads) and the RPC
-//! server (on the async runtime, with the inference engine's worker threads behind it).
-//! Every service is listed and spawned here; when a critical one fails, the node stops
-//! with its error.
+//! Services: the miner (one OS thread that drives N hashing threads), the p2p network
+//! (ledger blocks, transactions, inference blocks, served inferences and votes), the
+//! proof-of-inference chain fed every ledger block, the inference-node role (register,
+//! bid, produce tenure blocks) and the verifier (replays the blocks of the sets the node
+//! key is in, votes), the RPC server on the async runtime with the inference engine's
+//! workers behind it. Every service is listed and spawned here; when a critical one
+//! fails, the node stops with its error.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -395,7 +398,7 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let (mut interrupt, mut term) = stop_signals(&runtime)?;
-    let network = config.network()?;
+    let network = config.network();
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -441,13 +444,13 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
         let _ = node.inference.set(Mutex::new(inference));
     }
     if config.inference.produce {
-        let bid: Amount = config.inference.bid.parse().context("inference.bid")?;
+        let bid = config.inference.bid;
         let vrf = fai_inference_chain::sortition::vrf_key(&node_key);
         info!(target: "infer_node", %bid, "inference node: registering, then bidding at every ledger block");
         let producer = crate::producer::Producer::new(node_key.clone(), vrf, loaded.ids(), bid);
         let _ = node.producer.set(Mutex::new(producer));
     }
-    let stake = config.inference.stake()?;
+    let stake = config.inference.stake;
     let dev_wallet = dev_wallet(&config, &data_dir, network)?;
     if config.inference.produce || stake.is_some() || dev_wallet.is_some() {
         let genesis =
@@ -458,8 +461,8 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
             .unwrap_or(Amount::ZERO);
         let offer = config.inference.produce.then(|| crate::roles::Offer {
             models: loaded.ids(),
-            price: config.inference.price().unwrap_or(Amount::ZERO),
-            bond: config.inference.bond().ok().flatten().unwrap_or(min_bond),
+            price: config.inference.price,
+            bond: config.inference.bond.unwrap_or(min_bond),
             address: format!("http://{}", config.rpc.listen),
         });
         if let Some(stake) = stake {
@@ -470,7 +473,7 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
             network.chain_id(),
             offer,
             stake,
-            config.inference.peg_in()?,
+            config.inference.peg_in,
         );
         if let Some(w) = &dev_wallet {
             roles = roles.with_gift(crate::roles::Gift {
@@ -567,12 +570,8 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
             network: network.to_string(),
             data_dir: data_dir.display().to_string(),
             mining: config.mining.enabled.then_some(config.mining.threads),
-            produce: node
-                .producer
-                .get()
-                .map(|_| config.inference.bid.parse())
-                .transpose()?,
-            price: config.inference.price()?,
+            produce: node.producer.get().map(|_| config.inference.bid),
+            price: config.inference.price,
             stake,
             models: loaded
                 .models
@@ -659,7 +658,7 @@ fn start_rpc(
             );
         }
     }
-    state.price = config.inference.price()?;
+    state.price = config.inference.price;
     state.forge_outputs = config.testing.forge_outputs;
     if state.forge_outputs {
         tracing::warn!(target: "infer_node", "testing.forge_outputs: this node serves forged answers");
@@ -690,7 +689,7 @@ fn dev_wallet(
     data_dir: &Path,
     network: Network,
 ) -> Result<Option<crate::banner::DevWallet>> {
-    let Some((name, ledger, inference)) = config.dev_wallet.gift()? else {
+    let Some((name, ledger, inference)) = config.dev_wallet.gift() else {
         return Ok(None);
     };
     let address = if crate::wallet::wallet_path(data_dir, &name)?.exists() {
