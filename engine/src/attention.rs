@@ -73,17 +73,18 @@ impl RopeTable {
 
     /// Rotates every head of `row` (heads of `2 * pairs` values) to position `pos`.
     fn rotate(&self, row: &mut [f32], pos: usize) -> Result<()> {
-        let at = pos.checked_mul(self.pairs).ok_or(EngineError::NoTokens)?;
+        let beyond = || {
+            EngineError::Compute(candle_core::Error::Msg(format!(
+                "position {pos} is beyond the rotary table"
+            )))
+        };
+        let at = pos.checked_mul(self.pairs).ok_or_else(beyond)?;
         let (cos, sin) = match (
             self.cos.get(at..at.saturating_add(self.pairs)),
             self.sin.get(at..at.saturating_add(self.pairs)),
         ) {
             (Some(c), Some(s)) => (c, s),
-            _ => {
-                return Err(EngineError::Compute(candle_core::Error::Msg(format!(
-                    "position {pos} is beyond the rotary table"
-                ))))
-            }
+            _ => return Err(beyond()),
         };
         for head in row.chunks_exact_mut(2 * self.pairs) {
             if self.halves {

@@ -455,8 +455,11 @@ impl Llama {
         }
         let ids = Tensor::new(all.as_slice(), &self.device)?;
         let mut x = self.embeddings.index_select(&ids, 0)?;
+        // Masks and rotary slices for candle's attention; the CPU's host attention needs
+        // neither (a prefill's mask alone is rows x positions floats).
         let per_item = spans
             .iter()
+            .filter(|_| self.host_rope.is_none())
             .map(|s| {
                 Ok(SpanTables {
                     mask: causal_mask(s.seq, s.start, &self.device)?,
