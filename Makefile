@@ -51,8 +51,10 @@ test: lint pydeps
 	$(CARGO) test --workspace --features infer-node/test-cheats
 
 # The slow end-to-end scenarios too: five-node networks through crashes and a partition.
+# The suites in tests/ drive the binary, which is built first (with test-cheats).
 test-e2e: deps
-	$(CARGO) test -p infer-node --features test-cheats --test e2e -- --include-ignored
+	$(CARGO) build --workspace --features infer-node/test-cheats
+	$(CARGO) test --workspace --features infer-node/test-cheats --test e2e -- --include-ignored
 
 bench: build
 	./target/release/infer-node bench pow

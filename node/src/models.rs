@@ -113,7 +113,7 @@ pub fn import(
 
 /// `text` with control characters (other than newline and tab) shown as U+FFFD, so a
 /// model's output cannot drive the terminal with escape sequences.
-pub(crate) fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_control() && c != '\n' && c != '\t' {

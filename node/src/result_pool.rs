@@ -125,6 +125,10 @@ impl ResultPool {
         self.waiting.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
     /// Forgets an inference (included in a block, or given up on).
     pub fn remove(&mut self, txid: &Hash256) {
         let Some(inf) = self.waiting.remove(txid) else {

@@ -55,6 +55,10 @@ impl VmMempool {
         self.by_id.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// Checks `tx` against the inference tip as of the ledger's tip and keeps it.
     pub fn accept(
         &mut self,

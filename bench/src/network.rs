@@ -27,9 +27,9 @@ use fai_inference_chain::types::{Prompt, Sampling};
 use fai_primitives::{Address, Amount, Network};
 use serde::Serialize;
 
-use crate::devnet::{self, Member, Options};
-use crate::http_client::call;
-use crate::wallet::{self, InferRequest};
+use fai_node::devnet::{self, Member, Options};
+use fai_node::http_client::call;
+use fai_node::wallet::{self, InferRequest};
 
 const PASSPHRASE: &str = "bench-network";
 const MAX_TOKENS: u32 = 16;
@@ -259,7 +259,7 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
             &first.rpc,
             &w,
             payload,
-            Amount::from_units(crate::vm_mempool::MIN_FEE)?,
+            Amount::from_units(fai_node::vm_mempool::MIN_FEE)?,
         )?;
     }
     let balance = |a: &Address| {
@@ -433,7 +433,7 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
     let engine_started = Instant::now();
     for i in 0..requests {
         let (prompt, sampling) = request(i);
-        let r = crate::verifier::request(&prompt, &sampling);
+        let r = fai_node::verifier::request(&prompt, &sampling);
         fai_engine::generate(&model, &r, &AtomicBool::new(false), |_| {})?;
     }
     let engine_seconds = engine_started.elapsed().as_secs_f64();

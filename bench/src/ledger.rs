@@ -123,7 +123,7 @@ fn validate_fixture(n: usize) -> Result<ValidateFixture> {
     let params = ChainParams::for_network(Network::Regtest);
     let store = fai_storage::MemoryStore::open(SCHEMA)?;
     let mut chain = Chainstate::open(Arc::new(store), params)?;
-    let now = crate::node::unix_now();
+    let now = fai_node::node::unix_now();
     let owner = SecretKey::generate();
     let owner_hash = owner.public_key().hash160();
     let mut setup = extend(&mut chain, 101, owner_hash, now)?;
@@ -162,7 +162,7 @@ fn validate_fixture(n: usize) -> Result<ValidateFixture> {
 
 pub fn validate(n: usize, runs: usize) -> Result<ValidateReport> {
     let fixture = validate_fixture(n)?;
-    let now = crate::node::unix_now();
+    let now = fai_node::node::unix_now();
     let mut best = f64::INFINITY;
     for _ in 0..runs.max(1) {
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -196,7 +196,7 @@ pub fn validate(n: usize, runs: usize) -> Result<ValidateReport> {
 }
 
 /// Raw ECDSA verifications per second on this thread.
-pub(crate) fn sig_verify_rate(duration: Duration) -> f64 {
+pub fn sig_verify_rate(duration: Duration) -> f64 {
     let items: Vec<_> = (0..256u32)
         .map(|i| {
             let key = SecretKey::generate();

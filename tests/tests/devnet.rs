@@ -4,15 +4,13 @@
 //! serves, verifies and settles by itself; `infer-node devnet --nodes N` runs N nodes
 //! wired to each other and stops them all.
 
-mod common;
-
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cli, free_port, http, json, wait, Node, BIN};
+use fai_tests::{bin, cli, free_port, http, json, wait, Node};
 
 /// Collects a child's standard output as it comes (a thread per child).
 fn capture(child: &mut Child) -> Arc<Mutex<String>> {
@@ -50,7 +48,7 @@ fn the_builtin_devnet_prints_its_banner_and_makes_the_dev_wallet() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("devnet");
     let data_flag = data.to_str().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["--datadir", data_flag, "start"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -80,7 +78,8 @@ fn the_builtin_devnet_prints_its_banner_and_makes_the_dev_wallet() {
         assert!(text.contains(part), "{part:?} not in the banner:\n{text}");
     }
     let command = format!(
-        "FAI_WALLET_PASSPHRASE=devnet-wallet {BIN} --datadir {data_flag} wallet infer \"hello\"\n"
+        "FAI_WALLET_PASSPHRASE=devnet-wallet {} --datadir {data_flag} wallet infer \"hello\"\n",
+        bin().display()
     );
     assert!(
         text.contains(&command),
@@ -169,7 +168,7 @@ fn a_lone_node_funds_its_dev_wallet_which_buys_a_settled_inference() {
     let port = free_port();
     let config = regtest_config(dir.path(), port);
     let config_flag = config.to_str().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["start", "--config", config_flag])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -282,7 +281,7 @@ fn the_devnet_command_runs_wired_nodes_and_stops_them() {
     let dir = tempfile::tempdir().unwrap();
     let rpc = free_ports(2);
     let p2p = free_ports(2);
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args([
             "--datadir",
             dir.path().to_str().unwrap(),

@@ -19,9 +19,9 @@ use fai_primitives::codec::Encode;
 use fai_primitives::{Amount, Network, SecretKey};
 use serde::Serialize;
 
-use crate::config::P2pSection;
-use crate::node::{open_chain, unix_now, Node};
-use crate::p2p::{self, Topic};
+use fai_node::config::P2pSection;
+use fai_node::node::{open_chain, unix_now, Node};
+use fai_node::p2p::{self, Topic};
 
 /// Nodes in the bench network.
 const NODES: usize = 5;

@@ -12,9 +12,7 @@ use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, ResultRecei
 use fai_primitives::codec::{Decode, Encode};
 use fai_primitives::{Amount, SecretKey, Signature};
 
-mod common;
-
-use common::{cli, free_port, http, json, Node, BIN};
+use fai_tests::{bin, cli, free_port, http, json, Node};
 
 fn start(dir: &Path) -> Node {
     let port = free_port();
@@ -27,7 +25,7 @@ fn start(dir: &Path) -> Node {
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["start", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -495,7 +493,7 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
         format!("{base}\n[mining]\nenabled = true\nthreads = 1\nblock_interval_ms = 20\naddress = \"{alice}\"\n"),
     )
     .unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["start", "--config", mining.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -662,7 +660,7 @@ fn an_admin_with_the_token_stops_the_node() {
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["start", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -752,14 +750,14 @@ fn a_node_serves_the_models_of_engine_serve_and_names_its_device() {
         String::from_utf8_lossy(&out.stderr)
     );
     write("\"fai-tiny\", \"second\"");
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["start", "--config", c])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _node = Node { child, port };
-    assert!(common::wait(60, &|| TcpStream::connect((
+    assert!(fai_tests::wait(60, &|| TcpStream::connect((
         "127.0.0.1",
         port
     ))

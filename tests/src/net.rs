@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use super::{free_port, http_with, json, wait, BIN};
+use super::{bin, free_port, http_with, json, wait};
 
 /// The admin token every node of a test network accepts.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
@@ -156,7 +156,7 @@ impl Net {
             .append(true)
             .open(m.dir.join("node.log"))
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(["start", "--config"])
             .arg(&m.config)
             .stdin(Stdio::null())
@@ -196,7 +196,7 @@ impl Net {
 
     /// The CLI against node `i`'s configuration (its wallets and RPC).
     pub fn cli(&self, i: usize, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .arg("--config")
             .arg(&self.nodes[i].config)
             .args(args)

@@ -3,13 +3,11 @@
 //! from scratch while the network keeps mining, and a peer that sends an invalid block
 //! is banned.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{cli, free_port, http, http_with, json, wait, Node, BIN};
+use fai_tests::{bin, cli, free_port, http, http_with, json, wait, Node};
 use futures::StreamExt;
 use libp2p::{gossipsub, identity, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
 
@@ -64,7 +62,7 @@ fn start_with(
     )
     .unwrap();
     let log = dir.join(format!("{name}.log"));
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["start", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

@@ -184,16 +184,16 @@ pub fn run(device: DeviceChoice, out: Option<&Path>, answers: usize, quick: bool
     let engine = |sink: &mut Sink, shape: &str, dtypes: Vec<GgmlDType>| {
         let name = format!("engine-{shape}");
         sink.step(&name, |s| {
-            let mut opts = crate::bench_engine::EngineOptions::new(device, shape, 128, 64);
+            let mut opts = crate::engine::EngineOptions::new(device, shape, 128, 64);
             opts.dtypes = dtypes;
-            let r = crate::bench_engine::engine(&opts)?;
+            let r = crate::engine::engine(&opts)?;
             s.emit(json!({"check": name, "report": r}));
             Ok(())
         });
     };
     engine(&mut sink, "1b", vec![GgmlDType::Q8_0, GgmlDType::Q4K]);
     sink.step("verify", |s| {
-        let r = crate::bench_engine::verify(device, 256, 20)?;
+        let r = crate::engine::verify(device, 256, 20)?;
         s.emit(json!({"check": "verify", "report": r}));
         Ok(())
     });

@@ -2,13 +2,11 @@
 //! `make test`): models, a completion, a streamed completion and OpenAI-style errors,
 //! through the proxy to a running node's `POST /v2/inference`.
 
-mod common;
-
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cli, free_port, Node, BIN};
+use fai_tests::{bin, cli, free_port, Node};
 
 fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -52,7 +50,7 @@ fn an_openai_client_uses_the_network_through_wallet_serve() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let node = Command::new(BIN)
+    let node = Command::new(bin())
         .args(["start", "--config", c])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -63,7 +61,7 @@ fn an_openai_client_uses_the_network_through_wallet_serve() {
 
     let proxy_port = free_port();
     let listen = format!("127.0.0.1:{proxy_port}");
-    let proxy = Command::new(BIN)
+    let proxy = Command::new(bin())
         .args([
             "wallet", "serve", "--name", "w", "--listen", &listen, "--config", c,
         ])
@@ -78,7 +76,7 @@ fn an_openai_client_uses_the_network_through_wallet_serve() {
     };
     wait_port(proxy_port, "wallet serve");
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/openai_client.py");
     let out = Command::new("python3")
         .args([script, &format!("http://{listen}/v1")])
         .output()

@@ -7,17 +7,16 @@
 //! - `five_nodes_settle_inferences_exactly_and_reclaim_their_text` (make test): 20
 //!   inferences over RPC, all settled, every unit accounted for on both layers, and
 //!   their text gone from every node six ledger blocks after settlement.
-//! - `a_node_serving_forged_answers_is_rejected_slashed_and_rated_down` (make test,
-//!   `test-cheats` builds): node 1 forges its answers.
+//! - `a_node_serving_forged_answers_is_rejected_slashed_and_rated_down` (make test): node 1
+//!   forges its answers, which needs a binary built with the `test-cheats` feature (as
+//!   `make test` and `make test-e2e` build it; any other refuses the setting at start).
 //! - `crashed_nodes_catch_up_and_lose_nothing` and `a_partition_heals_onto_the_most_work_chain`
 //!   (`make test-e2e`): kill -9 and restart, and a 2 | 3 split by bans.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::net::{Net, Role};
 use fai_primitives::{Address, Hash160, Network};
+use fai_tests::net::{Net, Role};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -414,7 +413,6 @@ fn five_nodes_settle_inferences_exactly_and_reclaim_their_text() {
     });
 }
 
-#[cfg(feature = "test-cheats")]
 #[test]
 fn a_node_serving_forged_answers_is_rejected_slashed_and_rated_down() {
     let r = ready(true);

@@ -150,7 +150,7 @@ pub fn poi(receipts: usize, runs: usize) -> Result<PoiReport> {
         best_verify = best_verify.min(started.elapsed().as_secs_f64());
     }
     let receipts_per_sec = receipts as f64 / best_verify;
-    let sig = crate::bench::sig_verify_rate(Duration::from_millis(600));
+    let sig = crate::ledger::sig_verify_rate(Duration::from_millis(600));
     Ok(PoiReport {
         receipts,
         threads: rayon::current_num_threads(),

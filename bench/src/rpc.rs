@@ -20,9 +20,9 @@ use fai_primitives::codec::Encode;
 use fai_primitives::{Amount, Network, SecretKey, Signature};
 use serde::Serialize;
 
-use crate::node::{open_chain, Node};
-use crate::rpc::{router, RpcState};
-use crate::verifier;
+use fai_node::node::{open_chain, Node};
+use fai_node::rpc::{router, RpcState};
+use fai_node::verifier;
 
 #[derive(Serialize)]
 pub struct RpcReport {
@@ -113,9 +113,9 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
             min_fee_rate: 1_000,
         },
     ));
-    let engines = Arc::new(crate::served::Engines {
+    let engines = Arc::new(fai_node::served::Engines {
         device: fai_engine::device::describe(&Device::Cpu),
-        engines: vec![crate::served::Engine {
+        engines: vec![fai_node::served::Engine {
             model: model.clone(),
             scheduler: Arc::new(Scheduler::start(model.clone(), 1, 8)),
         }],

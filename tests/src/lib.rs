@@ -1,15 +1,48 @@
-//! Helpers shared by the tests that drive the real binary: free ports, plain HTTP/1.1
-//! requests, the CLI with a wallet passphrase, and a child process killed on drop.
-#![allow(dead_code)]
+//! The end-to-end suites (`tests/*.rs`) and the helpers they share: the path of the
+//! `infer-node` binary they drive, free ports, plain HTTP/1.1 requests, the CLI with a
+//! wallet passphrase, a child process killed on drop, and (`net`) a local network of node
+//! processes.
+//!
+//! The binary is not built by this package (Cargo builds a package's binaries only for its
+//! own tests): `cargo test --workspace` builds it with the `infer-node` package, whose own
+//! CLI tests need it, and `make test-e2e` builds it first. `INFER_NODE_BIN` names another.
 
 pub mod net;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_infer-node");
+/// The `infer-node` binary under test: `INFER_NODE_BIN`, else the one Cargo built next to
+/// this test (`target/<profile>/infer-node`). Panics, saying how to build it, when it is
+/// missing.
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let path = match std::env::var_os("INFER_NODE_BIN") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                // A test runs as target/<profile>/deps/<name>-<hash>.
+                let exe = std::env::current_exe().expect("the test's own path");
+                let profile_dir = exe
+                    .parent()
+                    .and_then(Path::parent)
+                    .expect("a test runs in target/<profile>/deps");
+                profile_dir.join(format!("infer-node{}", std::env::consts::EXE_SUFFIX))
+            }
+        };
+        assert!(
+            path.is_file(),
+            "no infer-node binary at {}: build it first (cargo build -p infer-node --features test-cheats), \
+             or name one in INFER_NODE_BIN",
+            path.display()
+        );
+        path
+    })
+}
 
 /// A running node, killed when dropped.
 pub struct Node {
@@ -79,7 +112,7 @@ pub fn json(body: &str) -> serde_json::Value {
 }
 
 pub fn cli(args: &[&str], pass: &str) -> std::process::Output {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env("FAI_WALLET_PASSPHRASE", pass)
         .output()

@@ -1,0 +1,319 @@
+//! `infer-node bench`: the command line of the benchmarks in `fai-bench`, each printed
+//! as a line for people or, with `--json`, one JSON object.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use fai_bench as b;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// A local network of N nodes (processes) under a steady load of inference
+    /// transactions: settled per second against the engine alone.
+    Network {
+        /// Nodes (2 to 8); all mine and stake, the first two serve.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Inference transactions sent.
+        #[arg(long, default_value_t = 400)]
+        requests: usize,
+        /// Keep the nodes' data directories and logs (always kept on a failure).
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Miner hash rate per thread against the raw SHA-256 compression rate.
+    Pow {
+        /// Hashing threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Print JSON instead of a line for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inference speed against the device's memory-bandwidth roofline, and batched
+    /// decoding at 1, 8, 32 and 64 streams.
+    Engine {
+        #[arg(long, default_value_t = 128)]
+        prefill: usize,
+        #[arg(long, default_value_t = 64)]
+        decode: usize,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: fai_engine::DeviceChoice,
+        /// The model's shape: 100m, 100m-gqa, 1b or 8b (byte vocabulary, generated on the spot).
+        #[arg(long, default_value = "100m")]
+        shape: String,
+        /// The storage types measured (repeatable): q8_0, q4_0, q4_k; default all three.
+        #[arg(long)]
+        dtype: Vec<String>,
+        /// Stream counts of the batched figures, comma-separated; empty skips them.
+        #[arg(long, default_value = "1,8,32,64")]
+        streams: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cost of verifying a 256-token output against generating it (alone and
+    /// batched), and the fraud suite on fai-tiny and a model 8x wider.
+    Verify {
+        #[arg(long, default_value_t = 256)]
+        tokens: u32,
+        /// Prompts in the fraud suite (two cases of each kind per prompt).
+        #[arg(long, default_value_t = 50)]
+        prompts: usize,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: fai_engine::DeviceChoice,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The checks for a GPU machine, in priority order, each result written as soon as
+    /// it is known: CUDA against CPU (answers made on one replayed on the other), then
+    /// the engine and verify benchmarks on the GPU at the 1B and 8B shapes.
+    GpuCheck {
+        /// The device checked (the CPU is the reference).
+        #[arg(long, default_value = "cuda")]
+        device: fai_engine::DeviceChoice,
+        /// A file that receives one JSON line per result (besides stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Answers per model and mode in the agreement checks.
+        #[arg(long, default_value_t = 100)]
+        answers: usize,
+        /// Stop after the agreement checks.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Assembling and verifying an inference block of receipts against raw signature checks.
+    Poi {
+        /// Receipts in the block.
+        #[arg(long, default_value_t = 1000)]
+        receipts: usize,
+        /// Repetitions; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time to first token through POST /v2/inference against the engine's own, and the
+    /// time a transaction takes to reach all of five local nodes by gossip.
+    Rpc {
+        /// Requests measured (the median is reported).
+        #[arg(long, default_value_t = 15)]
+        requests: usize,
+        /// Transactions gossiped (the median and 99th percentile are reported).
+        #[arg(long, default_value_t = 200)]
+        gossip_txs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connecting a block of 2,000 transactions against raw signature verification.
+    Validate {
+        /// Transactions in the block.
+        #[arg(long, default_value_t = 2000)]
+        txs: usize,
+        /// Repetitions; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: &BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Pow {
+            threads,
+            seconds,
+            json,
+        } => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1);
+            let r = b::ledger::pow(threads, *seconds);
+            print_report(*json, &r, || {
+                format!(
+                        "pow: {:.2} MH/s per thread ({:.2} MH/s on {} threads); raw SHA-256 {:.2} M compressions/s per thread; ratio {:.3} (goal >= 0.9)",
+                        r.hashes_per_sec / 1e6,
+                        r.total_hashes_per_sec / 1e6,
+                        r.threads,
+                        r.sha256_compressions_per_sec / 1e6,
+                        r.ratio
+                    )
+            })?;
+            Ok(())
+        }
+        BenchCommand::Engine {
+            prefill,
+            decode,
+            device,
+            shape,
+            dtype,
+            streams,
+            json,
+        } => {
+            let mut opts = b::engine::EngineOptions::new(
+                *device,
+                shape,
+                (*prefill).clamp(1, 900),
+                (*decode).clamp(1, 100),
+            );
+            opts.streams = streams
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<usize>().map(|n| n.clamp(1, 256)))
+                .collect::<Result<_, _>>()
+                .context("--streams: numbers separated by commas")?;
+            if !dtype.is_empty() {
+                opts.dtypes = dtype
+                    .iter()
+                    .map(|d| b::engine::parse_dtype(d))
+                    .collect::<Result<_>>()?;
+            }
+            let r = b::engine::engine(&opts)?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", b::engine::engine_lines(&r));
+            }
+            Ok(())
+        }
+        BenchCommand::Verify {
+            tokens,
+            prompts,
+            device,
+            json,
+        } => {
+            let r = b::engine::verify(*device, (*tokens).clamp(1, 900), (*prompts).clamp(2, 500))?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", b::engine::verify_lines(&r));
+            }
+            Ok(())
+        }
+        BenchCommand::GpuCheck {
+            device,
+            out,
+            answers,
+            quick,
+        } => b::gpu::run(*device, out.as_deref(), (*answers).clamp(1, 1000), *quick),
+        BenchCommand::Poi {
+            receipts,
+            runs,
+            json,
+        } => {
+            anyhow::ensure!(
+                (1..=10_000).contains(receipts),
+                "--receipts must be between 1 and 10000"
+            );
+            let r = b::poi::poi(*receipts, *runs)?;
+            print_report(*json, &r, || {
+                format!(
+                        "poi: block of {} receipts assembled in {:.1} ms, verified in {:.1} ms = {:.0} receipts/s; raw ECDSA verify {:.0}/s on one thread; ratio {:.2} (goal >= 0.5; {} threads)",
+                        r.receipts,
+                        r.assemble_ms,
+                        r.verify_ms,
+                        r.receipts_per_sec,
+                        r.sig_verifies_per_sec,
+                        r.ratio,
+                        r.threads
+                    )
+            })?;
+            Ok(())
+        }
+        BenchCommand::Network {
+            nodes,
+            requests,
+            keep,
+            json,
+        } => {
+            anyhow::ensure!(
+                (1..=1000).contains(requests),
+                "--requests must be between 1 and 1000"
+            );
+            let r = b::network::network(*nodes, *requests, *keep)?;
+            print_report(*json, &r, || {
+                format!(
+                        "network: {:.2} inference transactions settled per second over {} nodes ({} requests: {} accepted, {} rejected, {} without quorum, {} dropped, in {:.1} s; settled {:.2} s after the receipt at the median); the engine alone: {:.2} per second; ratio {:.2} (goal >= 0.5)",
+                        r.settled_per_sec, r.nodes, r.requests, r.accepted, r.rejected, r.unconfirmed, r.dropped, r.seconds, r.settle_latency_s, r.engine_per_sec, r.ratio
+                    )
+            })?;
+            Ok(())
+        }
+        BenchCommand::Rpc {
+            requests,
+            gossip_txs,
+            json,
+        } => {
+            anyhow::ensure!(
+                (1..=1000).contains(requests),
+                "--requests must be between 1 and 1000"
+            );
+            anyhow::ensure!(
+                (1..=5000).contains(gossip_txs),
+                "--gossip-txs must be between 1 and 5000"
+            );
+            let r = b::rpc::rpc(*requests)?;
+            let g = b::gossip::gossip(*gossip_txs)?;
+            if *json {
+                let mut all = serde_json::to_value(&r)?;
+                if let (Some(all), serde_json::Value::Object(g)) =
+                    (all.as_object_mut(), serde_json::to_value(&g)?)
+                {
+                    all.extend(g);
+                }
+                println!("{all}");
+            } else {
+                println!(
+                        "rpc: time to first token {:.2} ms through POST /v2/inference, {:.2} ms in the engine; overhead {:.2} ms (median of {}; goal <= 2 ms)",
+                        r.rpc_ttft_ms, r.engine_ttft_ms, r.overhead_ms, r.requests
+                    );
+                println!(
+                        "gossip: a transaction reaches all {} nodes in {:.2} ms (median), {:.2} ms (p99) over {} transactions; one hop's floor {:.2} ms; ratio {:.2}",
+                        g.nodes, g.gossip_p50_ms, g.gossip_p99_ms, g.transactions, g.gossip_floor_ms, g.gossip_ratio
+                    );
+            }
+            Ok(())
+        }
+        BenchCommand::Validate { txs, runs, json } => {
+            anyhow::ensure!(
+                *txs >= 1 && *txs <= 5000,
+                "--txs must be between 1 and 5000"
+            );
+            let r = b::ledger::validate(*txs, *runs)?;
+            print_report(*json, &r, || {
+                format!(
+                        "validate: {} txs connected in {:.1} ms = {:.0} txs/s; raw ECDSA verify {:.0}/s on one thread; ratio {:.2} (goal >= 0.7; {} threads)",
+                        r.transactions,
+                        r.connect_seconds * 1e3,
+                        r.txs_per_sec,
+                        r.sig_verifies_per_sec,
+                        r.ratio,
+                        r.threads
+                    )
+            })?;
+            Ok(())
+        }
+    }
+}
+
+/// Prints a benchmark's report: its JSON with `json`, else the line for people.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    line: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{}", line());
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! `infer-node start`: runs the node until Ctrl-C or SIGTERM (see `fai_node::node`).
+
+use anyhow::Result;
+use fai_node::node;
+
+use crate::{init_logging, invocation, load_config, Cli};
+
+pub fn run(cli: &Cli) -> Result<()> {
+    let config = load_config(cli)?;
+    init_logging(&config.log.level);
+    node::run(config, invocation(cli))
+}

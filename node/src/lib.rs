@@ -1,0 +1,36 @@
+//! The infer-node daemon as a library: the services `infer-node start` runs and the
+//! state they share.
+//!
+//! Owns: the node's configuration (`config`), its data directory's keys and model store,
+//! the shared state (`node::Node`) and the services around it: the miner, the p2p
+//! network, the inference-node role (producer, roles), the verifier, the pools of served
+//! inferences, votes and VM transactions, the RPC with its relay and docs, and the
+//! devnet launcher. The wallet and its OpenAI-compatible proxy live here until they move
+//! to their own crate.
+//!
+//! Depends on the protocol crates (primitives, ledger, inference-chain, clarity, vrf),
+//! storage and the engine. Must not depend on the benchmarks (`fai-bench`) or the command
+//! line (`infer-node`): both depend on this crate.
+
+pub mod banner;
+pub mod config;
+pub mod devnet;
+pub mod http_client;
+pub mod inference;
+pub mod keys;
+pub mod mining;
+pub mod model_store;
+pub mod models;
+pub mod node;
+pub mod p2p;
+pub mod producer;
+pub mod result_pool;
+pub mod roles;
+pub mod rpc;
+pub mod served;
+pub mod verifier;
+pub mod verify_service;
+pub mod vm_mempool;
+pub mod vote_pool;
+pub mod wallet;
+pub mod wallet_serve;
