@@ -27,8 +27,8 @@ use fai_inference_chain::types::{Prompt, Sampling};
 use fai_primitives::{Address, Amount, Network};
 use serde::Serialize;
 
+use fai_api::blocking::Client as Node;
 use fai_node::devnet::{self, Member, Options};
-use fai_node::http_client::call;
 use fai_node::wallet::{self, InferRequest};
 
 const PASSPHRASE: &str = "bench-network";
@@ -205,24 +205,13 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
     let needed = Amount::from_units(100_000u64.saturating_mul(requests as u64))?;
     eprintln!("bench network: waiting for the wallet's peg-in, the servers' registration and the verifier set");
     let status = Mutex::new(String::new());
+    let node0 = Node::new(&first.rpc)?;
     let ready = wait_until("the network to be ready", Duration::from_secs(600), || {
-        let funded = call(
-            &first.rpc,
-            "GET",
-            &format!("/v2/inference-chain/accounts/{address}"),
-            None,
-        )
-        .ok()
-        .and_then(|a| a["balance_units"].as_u64())
-        .is_some_and(|b| b >= needed.units());
-        let registered = call(&first.rpc, "GET", "/v2/inference-nodes", None)
-            .ok()
-            .and_then(|n| n.as_array().map(Vec::len))
-            .unwrap_or(0);
-        let verifiers = call(&first.rpc, "GET", "/v2/inference-chain", None)
-            .ok()
-            .and_then(|c| c["verifier_set"].as_array().map(Vec::len))
-            .unwrap_or(0);
+        let funded = node0
+            .inference_account(&address)
+            .is_ok_and(|a| a.balance_units >= needed.units());
+        let registered = node0.inference_nodes().map_or(0, |n| n.len());
+        let verifiers = node0.inference_chain().map_or(0, |c| c.verifier_set.len());
         if let Ok(mut s) = status.lock() {
             *s = format!("wallet funded: {funded}, servers registered: {registered} of {}, verifiers: {verifiers} of {}", servers.len(), members.len().min(5));
         }
@@ -256,29 +245,23 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
             memo: Vec::new(),
         };
         wallet::vm_send(
-            &first.rpc,
+            &node0,
             &w,
             payload,
             Amount::from_units(fai_node::vm_mempool::MIN_FEE)?,
         )?;
     }
     let balance = |a: &Address| {
-        call(
-            &first.rpc,
-            "GET",
-            &format!("/v2/inference-chain/accounts/{a}"),
-            None,
-        )
-        .ok()
-        .and_then(|v| v["balance_units"].as_u64())
-        .unwrap_or(0)
+        node0
+            .inference_account(&a.to_string())
+            .map_or(0, |v| v.balance_units)
     };
     wait_until("the senders' funding", Duration::from_secs(120), || {
         senders.iter().all(|s| balance(&s.address) >= share)
     })?;
     let nonces: Vec<u64> = senders
         .iter()
-        .map(|s| wallet::next_nonce(&first.rpc, &s.address))
+        .map(|s| wallet::next_nonce(&node0, &s.address))
         .collect::<Result<_>>()?;
     let receipts: Mutex<Vec<(usize, String, Instant)>> = Mutex::new(Vec::new());
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -289,58 +272,75 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         for _ in 0..CLIENTS {
             let (receipts, failures, next) = (&receipts, &failures, &next);
             let servers = &servers;
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= requests {
-                    break;
-                }
-                let Some(server) = servers.get(i % servers.len()) else {
-                    break;
-                };
-                let (Some(sender), Some(&first_nonce)) =
-                    (senders.get(i % SENDERS), nonces.get(i % SENDERS))
-                else {
-                    break;
-                };
-                let nonce = first_nonce.saturating_add((i / SENDERS) as u64);
-                // A sender may have 64 inferences waiting for a block: keep under that.
-                let path = format!("/v2/inference-chain/accounts/{}", sender.address);
-                let waited = wait_until("room for the sender", Duration::from_secs(120), || {
-                    let included = call(&first.rpc, "GET", &path, None)
-                        .ok()
-                        .and_then(|a| a["nonce"].as_u64())
-                        .unwrap_or(first_nonce);
-                    nonce.saturating_sub(included) < MAX_WAITING
+            s.spawn(move || {
+                // Each client thread its own connections.
+                let clients = Node::new(&first.rpc).and_then(|f| {
+                    let servers: Result<Vec<Node>, _> =
+                        servers.iter().map(|m| Node::new(&m.rpc)).collect();
+                    Ok((f, servers?))
                 });
-                if let Err(e) = waited {
-                    if let Ok(mut v) = failures.lock() {
-                        v.push(format!("request {i}: {e}"));
-                    }
-                    break;
-                }
-                {
-                    let (prompt, sampling) = request(i);
-                    let req = InferRequest {
-                        system: prompt.system,
-                        context: prompt.context,
-                        prompt: prompt.input,
-                        model: None,
-                        max_fee: Amount::from_units(100_000).unwrap_or(Amount::ZERO),
-                        max_tokens: sampling.max_tokens,
-                        temperature: 0.7,
-                        seed: sampling.seed,
-                        nonce,
-                    };
-                    match wallet::infer(&server.rpc, sender, &req, |_| {}) {
-                        Ok(r) => {
-                            let txid = r["txid"].as_str().unwrap_or_default().to_string();
-                            if let Ok(mut v) = receipts.lock() {
-                                v.push((i, txid, Instant::now()));
-                            }
+                let (first_node, server_nodes) = match clients {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if let Ok(mut v) = failures.lock() {
+                            v.push(format!("client: {e}"));
                         }
-                        Err(e) => {
-                            if let Ok(mut v) = failures.lock() {
-                                v.push(format!("request {i}: {e:#}"));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= requests {
+                        break;
+                    }
+                    let Some(server) = server_nodes.get(i % server_nodes.len()) else {
+                        break;
+                    };
+                    let (Some(sender), Some(&first_nonce)) =
+                        (senders.get(i % SENDERS), nonces.get(i % SENDERS))
+                    else {
+                        break;
+                    };
+                    let nonce = first_nonce.saturating_add((i / SENDERS) as u64);
+                    // A sender may have 64 inferences waiting for a block: keep under that.
+                    let sender_address = sender.address.to_string();
+                    let waited =
+                        wait_until("room for the sender", Duration::from_secs(120), || {
+                            let included = first_node
+                                .inference_account(&sender_address)
+                                .map_or(first_nonce, |a| a.nonce);
+                            nonce.saturating_sub(included) < MAX_WAITING
+                        });
+                    if let Err(e) = waited {
+                        if let Ok(mut v) = failures.lock() {
+                            v.push(format!("request {i}: {e}"));
+                        }
+                        break;
+                    }
+                    {
+                        let (prompt, sampling) = request(i);
+                        let req = InferRequest {
+                            system: prompt.system,
+                            context: prompt.context,
+                            prompt: prompt.input,
+                            model: None,
+                            max_fee: Amount::from_units(100_000).unwrap_or(Amount::ZERO),
+                            max_tokens: sampling.max_tokens,
+                            temperature: 0.7,
+                            seed: sampling.seed,
+                            nonce,
+                        };
+                        match wallet::infer(server, sender, &req, |_| {}) {
+                            Ok(r) => {
+                                let txid = r.receipt.txid;
+                                if let Ok(mut v) = receipts.lock() {
+                                    v.push((i, txid, Instant::now()));
+                                }
+                            }
+                            Err(e) => {
+                                if let Ok(mut v) = failures.lock() {
+                                    v.push(format!("request {i}: {e:#}"));
+                                }
                             }
                         }
                     }
@@ -373,16 +373,16 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
             if slot.is_some() {
                 continue;
             }
-            if let Ok(state) = call(&first.rpc, "GET", &format!("/v2/inference/{txid}"), None) {
-                let ending = match state["state"].as_str() {
-                    Some("settled") => {
-                        Some(match (state["final"] == true, state["accepted"] == true) {
+            if let Ok(state) = node0.inference_status(txid) {
+                let ending = match state.state.as_str() {
+                    "settled" => Some(
+                        match (state.is_final == Some(true), state.accepted == Some(true)) {
                             (true, true) => Ending::Accepted,
                             (true, false) => Ending::Rejected,
                             (false, _) => Ending::Unconfirmed,
-                        })
-                    }
-                    Some("dropped") | Some("failed") => Some(Ending::Dropped),
+                        },
+                    ),
+                    "dropped" | "failed" => Some(Ending::Dropped),
                     _ => None,
                 };
                 *slot = ending.map(|e| (Instant::now(), e));

@@ -3,11 +3,9 @@
 //! against the engine's own time to first token for the same request, in the same run.
 //! Both include the prompt's prefill; the difference is what the RPC adds.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -66,36 +64,26 @@ fn transaction(model: [u8; 32], nonce: u64) -> InferenceTx {
     InferenceTx { stub, prompt }
 }
 
-/// Milliseconds from sending the request to the first token event.
-fn rpc_ttft(port: u16, tx: &InferenceTx) -> Result<f64> {
-    let body = serde_json::json!({"tx": hex::encode(tx.to_bytes())}).to_string();
-    let request = format!(
-        "POST /v2/inference HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+/// Milliseconds from sending the request to the first token event, through the typed
+/// client (the request is drained to its end before the next one).
+fn rpc_ttft(node: &fai_api::blocking::Client, tx: &InferenceTx) -> Result<f64> {
     let started = Instant::now();
-    s.write_all(request.as_bytes())?;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let first = loop {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            bail!(
-                "the stream ended before a token: {}",
-                String::from_utf8_lossy(&seen)
-            );
+    let mut first = None;
+    let mut failure = None;
+    node.inference(&tx.to_bytes(), |event| {
+        match event {
+            fai_api::InferenceEvent::Token(_) => {
+                first.get_or_insert_with(|| started.elapsed());
+            }
+            fai_api::InferenceEvent::Error(e) => failure = Some(e.error),
+            _ => {}
         }
-        seen.extend_from_slice(&buf[..n]);
-        if seen.windows(12).any(|w| w == b"event: token") {
-            break started.elapsed();
-        }
-    };
-    // Let the job finish before the next request.
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
+        true
+    })?;
+    if let Some(e) = failure {
+        bail!("the inference failed: {e}");
+    }
+    let first = first.context("the stream ended before a token")?;
     Ok(first.as_secs_f64() * 1e3)
 }
 
@@ -140,6 +128,7 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
         }
     });
 
+    let client = fai_api::blocking::Client::new(&format!("127.0.0.1:{port}"))?;
     let mut engine = Vec::new();
     let mut through_rpc = Vec::new();
     // One warm-up of each, then alternate so both see the same machine state.
@@ -152,7 +141,7 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
             first.get_or_insert_with(|| started.elapsed());
         })?;
         let engine_ms = first.context("the engine produced no text")?.as_secs_f64() * 1e3;
-        let rpc_ms = rpc_ttft(port, &tx)?;
+        let rpc_ms = rpc_ttft(&client, &tx)?;
         if i > 0 {
             engine.push(engine_ms);
             through_rpc.push(rpc_ms);

@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use fai_node::{http_client, models, wallet, wallet_serve};
+use fai_api::blocking::Client as Node;
+use fai_node::config::Config;
+use fai_node::{models, wallet, wallet_serve};
 use fai_primitives::Address;
 
 use crate::{load_config, Cli};
@@ -217,39 +219,27 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
         }
         WalletCommand::Balance { name, json } => {
             let address = wallet::address(&dir, name, network)?;
-            let mut v = http_client::call(
-                &config.rpc.listen,
-                "GET",
-                &format!("/v2/ledger/accounts/{address}"),
-                None,
-            )?;
-            let layer2 = http_client::call(
-                &config.rpc.listen,
-                "GET",
-                &format!("/v2/inference-chain/accounts/{address}"),
-                None,
-            )?;
+            let node = node(&config)?;
+            let ledger = node.ledger_account(&address.to_string())?;
+            let layer2 = node.inference_account(&address.to_string())?;
             if *json {
-                v["inference"] = layer2;
+                let mut v = serde_json::to_value(&ledger)?;
+                v["inference"] = serde_json::to_value(&layer2)?;
                 println!("{v}");
             } else {
                 println!(
                     "ledger:          {} spendable, {} base units maturing, {} outputs, at height {}",
-                    v["balance"].as_str().unwrap_or("?"),
-                    v["immature_units"],
-                    v["utxos"],
-                    v["height"]
+                    ledger.balance, ledger.immature_units, ledger.utxos, ledger.height
                 );
-                let units = layer2["balance_units"].as_u64().unwrap_or(0);
                 println!(
                     "inference layer: {}, nonce {}, stake {}",
-                    fai_primitives::Amount::from_units(units)
+                    fai_primitives::Amount::from_units(layer2.balance_units)
                         .unwrap_or(fai_primitives::Amount::ZERO),
-                    layer2["nonce"],
-                    if layer2["stake"].is_null() {
+                    layer2.nonce,
+                    if layer2.stake.is_null() {
                         "none".to_string()
                     } else {
-                        layer2["stake"].to_string()
+                        layer2.stake.to_string()
                     }
                 );
                 println!("address:         {address}");
@@ -268,7 +258,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
             let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
-            let txid = wallet::send(&config.rpc.listen, network, &w, to, amount, fee)?;
+            let txid = wallet::send(&node(&config)?, network, &w, to, amount, fee)?;
             if *json {
                 println!("{}", serde_json::json!({"txid": txid}));
             } else {
@@ -290,7 +280,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
             let (payload, what) = vm_payload(cmd, network)?;
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
-            let txid = wallet::vm_send(&config.rpc.listen, &w, payload, fee)?;
+            let txid = wallet::vm_send(&node(&config)?, &w, payload, fee)?;
             if *json {
                 println!("{}", serde_json::json!({"txid": txid}));
             } else {
@@ -300,36 +290,39 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
         }
         WalletCommand::History { blocks, name, json } => {
             let address = wallet::address(&dir, name, network)?;
-            let v = http_client::call(
-                &config.rpc.listen,
-                "GET",
-                &format!("/v2/accounts/{address}/history?blocks={blocks}"),
-                None,
-            )?;
+            let history = node(&config)?.history(&address.to_string(), *blocks)?;
             if *json {
-                println!("{v}");
+                println!("{}", serde_json::to_string(&history)?);
                 return Ok(());
             }
             println!(
                 "{address}, ledger blocks {} to {}:",
-                v["from_height"], v["to_height"]
+                history.from_height, history.to_height
             );
-            // (list, its height field, its amount field)
-            for (layer, height, amount) in [
-                ("ledger", "height", "received_units"),
-                ("inference", "inference_height", "amount_units"),
-            ] {
-                for item in v[layer].as_array().into_iter().flatten() {
-                    let units = item[amount].as_u64().unwrap_or(0);
-                    println!(
-                        "  {layer:<9} height {:>7}  {:<9} {}  {}",
-                        item[height],
-                        item["kind"].as_str().unwrap_or("?"),
-                        item["txid"].as_str().unwrap_or("?"),
-                        fai_primitives::Amount::from_units(units)
-                            .unwrap_or(fai_primitives::Amount::ZERO)
-                    );
-                }
+            let line = |layer: &str, height: u32, kind: &str, txid: &str, units: u64| {
+                println!(
+                    "  {layer:<9} height {height:>7}  {kind:<9} {txid}  {}",
+                    fai_primitives::Amount::from_units(units)
+                        .unwrap_or(fai_primitives::Amount::ZERO)
+                );
+            };
+            for item in &history.ledger {
+                line(
+                    "ledger",
+                    item.height,
+                    &item.kind,
+                    &item.txid,
+                    item.received_units,
+                );
+            }
+            for item in &history.inference {
+                line(
+                    "inference",
+                    item.inference_height,
+                    &item.kind,
+                    &item.txid,
+                    item.amount_units,
+                );
             }
             return Ok(());
         }
@@ -349,17 +342,18 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
                 models.push(id);
             }
             if models.is_empty() {
-                let info = http_client::call(&config.rpc.listen, "GET", "/v2/info", None)?;
-                let id = info["models"][0]["id"]
-                    .as_str()
-                    .and_then(|h| hex::decode(h).ok())
+                let info = node(&config)?.info()?;
+                let id = info
+                    .models
+                    .first()
+                    .and_then(|m| hex::decode(&m.id).ok())
                     .and_then(|b| b.try_into().ok())
                     .context("the node serves no model; name one with --model")?;
                 models.push(id);
             }
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
-            let txid = wallet::register(&config.rpc.listen, network, &w, &models, fee)?;
+            let txid = wallet::register(&node(&config)?, network, &w, &models, fee)?;
             if *json {
                 println!("{}", serde_json::json!({"txid": txid}));
             } else {
@@ -386,7 +380,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
             let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
-            let txid = wallet::commit(&config.rpc.listen, network, &w, register, bid, fee)?;
+            let txid = wallet::commit(&node(&config)?, network, &w, register, bid, fee)?;
             if *json {
                 println!("{}", serde_json::json!({"txid": txid}));
             } else {
@@ -409,7 +403,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
                 Some(t) => Address::parse_for(t, network)?,
                 None => w.address,
             };
-            let txid = wallet::peg_in(&config.rpc.listen, network, &w, to, amount, fee)?;
+            let txid = wallet::peg_in(&node(&config)?, network, &w, to, amount, fee)?;
             if *json {
                 println!(
                     "{}",
@@ -433,6 +427,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
         } => {
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
+            let rpc = node(&config)?;
             let request = wallet::InferRequest {
                 system: system.clone(),
                 context: Vec::new(),
@@ -442,11 +437,11 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
                 max_tokens: *max_tokens,
                 temperature: *temperature,
                 seed: seed.unwrap_or_else(rand::random),
-                nonce: wallet::next_nonce(&config.rpc.listen, &w.address)?,
+                nonce: wallet::next_nonce(&rpc, &w.address)?,
             };
             let mut out = std::io::stdout().lock();
             let quiet = *json;
-            let result = wallet::infer(&config.rpc.listen, &w, &request, |piece| {
+            let result = wallet::infer(&rpc, &w, &request, |piece| {
                 if !quiet {
                     use std::io::Write;
                     let _ = out.write_all(models::printable(piece).as_bytes());
@@ -455,13 +450,11 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
             })?;
             drop(out);
             if *json {
-                println!("{}", result);
+                println!("{}", serde_json::to_string(&result)?);
             } else {
                 println!(
                     "\n[receipt: transaction {}, {} tokens, node {}]",
-                    result["txid"].as_str().unwrap_or("?"),
-                    result["tokens"],
-                    result["node"].as_str().unwrap_or("?")
+                    result.receipt.txid, result.receipt.tokens, result.receipt.node
                 );
             }
             return Ok(());
@@ -478,7 +471,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
                 w,
                 name.clone(),
                 max_fee.parse().context("--max-fee")?,
-            );
+            )?;
             return wallet_serve::run(proxy, listen);
         }
         WalletCommand::SignMessage {
@@ -573,4 +566,9 @@ fn vm_payload(
         }
         _ => anyhow::bail!("not an inference-layer command"),
     })
+}
+
+/// The client of the node the configuration names (`rpc.listen`).
+fn node(config: &Config) -> Result<Node> {
+    Ok(Node::new(&config.rpc.listen)?)
 }

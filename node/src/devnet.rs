@@ -208,14 +208,9 @@ pub fn spawn(program: &Path, m: &Member, log: Option<&Path>) -> Result<Child> {
 
 pub async fn wait_for_rpc(address: &str, limit: Duration) -> Result<()> {
     let started = Instant::now();
+    let node = fai_api::Client::new(address)?;
     while started.elapsed() < limit {
-        let address = address.to_string();
-        let up = tokio::task::spawn_blocking(move || {
-            crate::http_client::call(&address, "GET", "/v2/info", None).is_ok()
-        })
-        .await
-        .unwrap_or(false);
-        if up {
+        if node.info().await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

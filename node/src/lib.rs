@@ -15,7 +15,6 @@
 pub mod banner;
 pub mod config;
 pub mod devnet;
-pub mod http_client;
 pub mod inference;
 pub mod keys;
 pub mod mining;

@@ -48,13 +48,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fai_api as api;
 use fai_engine::scheduler::Event;
 use fai_engine::{EngineError, LoadedModel};
 use fai_inference_chain::types::{InferenceTx, ResultReceipt};
 use fai_primitives::codec::{Decode, Encode};
 use fai_primitives::{Hash256, Network, SecretKey, Signature};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::node::Node;
 use crate::verifier;
@@ -158,7 +159,7 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        (self.0, Json(api::ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -170,7 +171,8 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
-    paths(info, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::block, layer2::inference_nodes, layer2::account, layer2::submit_vm_transaction, history::history, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
+    components(schemas(api::InferenceEvent)),
+    paths(info, openapi, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::block, layer2::inference_nodes, layer2::account, layer2::submit_vm_transaction, history::history, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -189,6 +191,7 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+#[utoipa::path(get, path = "/v2/openapi.json", tag = "node", responses((status = 200, description = "this document (OpenAPI 3.1)", body = Value)))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }
@@ -237,8 +240,8 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models, the engine's device and its memory", content_type = "application/json")))]
-async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
+#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models, the engine's device and its memory", body = api::NodeInfo)))]
+async fn info(State(s): State<Arc<RpcState>>) -> Json<api::NodeInfo> {
     let (height, tip, supply) = {
         let chain = s.node.chain();
         (
@@ -250,48 +253,57 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<Value> {
     let (peers, sync, p2p) = match s.node.p2p.get() {
         Some(net) => {
             let status = &net.status;
-            let syncing = status.syncing.load(std::sync::atomic::Ordering::Relaxed);
+            let syncing = status.syncing.load(Ordering::Relaxed);
             let peer_id = status.peer_id.lock().map(|p| p.clone()).unwrap_or_default();
             let listen = status.listen.lock().map(|l| l.clone()).unwrap_or_default();
             (
-                status.peers.load(std::sync::atomic::Ordering::Relaxed),
+                status.peers.load(Ordering::Relaxed),
                 if syncing { "syncing" } else { "synced" },
-                json!({
-                    "peer_id": peer_id,
-                    "listen": listen,
-                    "best_peer_height": status.best_peer_height.load(std::sync::atomic::Ordering::Relaxed),
+                Some(api::P2pInfo {
+                    peer_id,
+                    listen,
+                    best_peer_height: status.best_peer_height.load(Ordering::Relaxed),
                 }),
             )
         }
-        None => (0, "offline", Value::Null),
+        None => (0, "offline", None),
     };
-    Json(json!({
-        "network": s.network.to_string(),
-        "chain_id": s.network.chain_id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "ledger": {"height": height, "tip": tip, "supply_units": supply},
-        "address": fai_primitives::Address::new(s.network, s.key.public_key().hash160()).to_string(),
-        "peers": peers,
-        "sync": sync,
-        "p2p": p2p,
-        "models": s.engines.engines.iter().map(|e| json!({
-            "name": e.model.name,
-            "id": e.model.id.to_string(),
-            "context_length": e.model.model.config.context_length,
-        })).collect::<Vec<_>>(),
-        "engine": {
-            "device": s.engines.device.kind,
-            "memory_total_bytes": s.engines.device.memory_total,
-            "memory_free_bytes": s.engines.device.memory_free,
+    Json(api::NodeInfo {
+        network: s.network.to_string(),
+        chain_id: s.network.chain_id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ledger: api::LedgerSummary {
+            height,
+            tip,
+            supply_units: supply,
         },
-    }))
+        address: fai_primitives::Address::new(s.network, s.key.public_key().hash160()).to_string(),
+        peers,
+        sync: sync.to_string(),
+        p2p,
+        models: s
+            .engines
+            .engines
+            .iter()
+            .map(|e| api::ServedModel {
+                name: e.model.name.clone(),
+                id: e.model.id.to_string(),
+                context_length: e.model.model.config.context_length,
+            })
+            .collect(),
+        engine: api::EngineInfo {
+            device: s.engines.device.kind.clone(),
+            memory_total_bytes: s.engines.device.memory_total,
+            memory_free_bytes: s.engines.device.memory_free,
+        },
+    })
 }
 
-#[utoipa::path(get, path = "/v2/ledger/blocks/{id}", tag = "ledger", params(("id" = String, Path, description = "a height or a block hash")), responses((status = 200, description = "header fields, transaction ids, and the sortition it held (total bid, winner with its bid and register reference)", content_type = "application/json"), (status = 400, description = "neither a height nor a hash"), (status = 404, description = "no such block")))]
+#[utoipa::path(get, path = "/v2/ledger/blocks/{id}", tag = "ledger", params(("id" = String, Path, description = "a height or a block hash")), responses((status = 200, description = "header fields, transaction ids, and the sortition it held (total bid, winner with its bid and register reference)", body = api::LedgerBlock), (status = 400, description = "neither a height nor a hash", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody)))]
 async fn ledger_block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::LedgerBlock>, ApiError> {
     let chain = s.node.chain();
     let hash = if !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit()) {
         let height: u32 = id
@@ -317,39 +329,44 @@ async fn ledger_block(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("block {hash} is not stored")))?;
     // The sortition this block held: the commits in it and who won.
     let sortition = s.node.inference().and_then(|c| {
-        c.tracker().record(&hash).map(|r| {
-            json!({
-                "total_bid_units": r.sortition.total,
-                "winner": r.sortition.winner.as_ref().map(|w| json!({
-                    "address": fai_primitives::Address::new(s.network, w.producer).to_string(),
-                    "bid_units": w.amount,
-                    "register": format!("{}:{}", w.register.height, w.register.tx_index),
-                })),
-            })
+        c.tracker().record(&hash).map(|r| api::Sortition {
+            total_bid_units: r.sortition.total,
+            winner: r.sortition.winner.as_ref().map(|w| api::SortitionWinner {
+                address: fai_primitives::Address::new(s.network, w.producer).to_string(),
+                bid_units: w.amount,
+                register: format!("{}:{}", w.register.height, w.register.tx_index),
+            }),
         })
     });
-    Ok(Json(json!({
-        "sortition": sortition,
-        "hash": hash.to_string(),
-        "height": entry.height,
-        "active": chain.is_active(&hash),
-        "prev": entry.header.prev.to_string(),
-        "time": entry.header.time,
-        "bits": format!("{:08x}", entry.header.bits),
-        "transactions": block.transactions.iter().map(|t| t.txid().to_string()).collect::<Vec<_>>(),
-    })))
+    Ok(Json(api::LedgerBlock {
+        sortition,
+        hash: hash.to_string(),
+        height: entry.height,
+        active: chain.is_active(&hash),
+        prev: entry.header.prev.to_string(),
+        time: entry.header.time,
+        bits: format!("{:08x}", entry.header.bits),
+        transactions: block
+            .transactions
+            .iter()
+            .map(|t| t.txid().to_string())
+            .collect(),
+    }))
 }
 
-#[utoipa::path(get, path = "/v2/mempool", tag = "ledger", responses((status = 200, description = "ledger transactions and bytes waiting, VM transactions and served inferences waiting", content_type = "application/json")))]
-async fn mempool(State(s): State<Arc<RpcState>>) -> Json<Value> {
+#[utoipa::path(get, path = "/v2/mempool", tag = "ledger", responses((status = 200, description = "ledger transactions and bytes waiting, VM transactions and served inferences waiting", body = api::MempoolInfo)))]
+async fn mempool(State(s): State<Arc<RpcState>>) -> Json<api::MempoolInfo> {
     let m = s.node.mempool();
     let (transactions, bytes) = (m.len(), m.bytes());
     drop(m);
     let vm_transactions = s.node.vm_mempool().len();
     let inferences = s.node.results().len();
-    Json(
-        json!({"transactions": transactions, "bytes": bytes, "vm_transactions": vm_transactions, "inferences": inferences}),
-    )
+    Json(api::MempoolInfo {
+        transactions,
+        bytes,
+        vm_transactions,
+        inferences,
+    })
 }
 
 /// An address's coins, with what decides which are spendable.
@@ -381,11 +398,11 @@ fn spendable(coin: &fai_ledger::Coin, tip: u32, maturity: u32) -> bool {
     !coin.coinbase || tip.saturating_add(1).saturating_sub(coin.height) >= maturity
 }
 
-#[utoipa::path(get, path = "/v2/ledger/accounts/{address}", tag = "ledger", params(("address" = String, Path, description = "a bech32m address of this network")), responses((status = 200, description = "spendable and maturing balance", content_type = "application/json"), (status = 400, description = "not an address of this network")))]
+#[utoipa::path(get, path = "/v2/ledger/accounts/{address}", tag = "ledger", params(("address" = String, Path, description = "a bech32m address of this network")), responses((status = 200, description = "spendable and maturing balance", body = api::LedgerAccount), (status = 400, description = "not an address of this network", body = api::ErrorBody)))]
 async fn account(
     State(s): State<Arc<RpcState>>,
     Path(address): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::LedgerAccount>, ApiError> {
     let AccountCoins {
         tip,
         maturity,
@@ -405,44 +422,46 @@ async fn account(
             .map(|a| a.to_string())
             .unwrap_or_default()
     };
-    Ok(Json(json!({
-        "address": address,
-        "balance": fai(ready),
-        "balance_units": ready,
-        "immature_units": immature,
-        "utxos": coins.len(),
-        "height": tip,
-    })))
+    Ok(Json(api::LedgerAccount {
+        address,
+        balance: fai(ready),
+        balance_units: ready,
+        immature_units: immature,
+        utxos: coins.len(),
+        height: tip,
+    }))
 }
 
-#[utoipa::path(get, path = "/v2/ledger/accounts/{address}/utxos", tag = "ledger", params(("address" = String, Path, description = "a bech32m address of this network")), responses((status = 200, description = "unspent outputs", content_type = "application/json"), (status = 400, description = "not an address of this network")))]
+#[utoipa::path(get, path = "/v2/ledger/accounts/{address}/utxos", tag = "ledger", params(("address" = String, Path, description = "a bech32m address of this network")), responses((status = 200, description = "unspent outputs", body = Vec<api::Utxo>), (status = 400, description = "not an address of this network", body = api::ErrorBody)))]
 async fn utxos(
     State(s): State<Arc<RpcState>>,
     Path(address): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<api::Utxo>>, ApiError> {
     let AccountCoins {
         tip,
         maturity,
         coins,
     } = coins_of(&s, &address)?;
-    Ok(Json(json!(coins
-        .iter()
-        .map(|(op, c)| json!({
-            "txid": op.txid.to_string(),
-            "vout": op.vout,
-            "value_units": c.output.value.units(),
-            "height": c.height,
-            "coinbase": c.coinbase,
-            "spendable": spendable(c, tip, maturity),
-        }))
-        .collect::<Vec<_>>())))
+    Ok(Json(
+        coins
+            .iter()
+            .map(|(op, c)| api::Utxo {
+                txid: op.txid.to_string(),
+                vout: op.vout,
+                value_units: c.output.value.units(),
+                height: c.height,
+                coinbase: c.coinbase,
+                spendable: spendable(c, tip, maturity),
+            })
+            .collect(),
+    ))
 }
 
-#[utoipa::path(post, path = "/v2/transactions", tag = "ledger", request_body(content = String, description = "{\"tx\": \"<hex of a signed ledger transaction>\"}", content_type = "application/json"), responses((status = 200, description = "the transaction id", content_type = "application/json"), (status = 400, description = "malformed, invalid or refused by the mempool"), (status = 413, description = "body over rpc.max_body_bytes")))]
+#[utoipa::path(post, path = "/v2/transactions", tag = "ledger", request_body(content = api::TxSubmission, description = "a signed ledger transaction in hex"), responses((status = 200, description = "the transaction id", body = api::TxAccepted), (status = 400, description = "malformed, invalid or refused by the mempool", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody)))]
 async fn submit_transaction(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::TxAccepted>, ApiError> {
     let bytes = hex_field(
         body,
         "the body must be {\"tx\": \"<hex of a signed ledger transaction>\"}",
@@ -457,7 +476,9 @@ async fn submit_transaction(
             .map_err(|e| bad(format!("transaction refused: {e}")))?
     };
     s.node.publish(crate::p2p::Topic::LedgerTx, bytes);
-    Ok(Json(json!({"txid": txid.to_string()})))
+    Ok(Json(api::TxAccepted {
+        txid: txid.to_string(),
+    }))
 }
 
 /// The bytes of the `"tx"` field (hex) of a JSON request body; `usage` tells the client
@@ -471,11 +492,8 @@ fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>
     })?;
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-    let field = v
-        .get("tx")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(usage))?;
-    hex::decode(field).map_err(|_| bad("\"tx\" is not hex"))
+    let submission: api::TxSubmission = serde_json::from_value(v).map_err(|_| bad(usage))?;
+    hex::decode(submission.tx).map_err(|_| bad("\"tx\" is not hex"))
 }
 
 /// What serving `tx` here needs beyond [`parse_inference`]: this node's model, and a max
@@ -576,7 +594,7 @@ fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiError> 
     Ok(tx)
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed inference transaction>\"}", content_type = "application/json"), responses((status = 200, description = "server-sent events: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream"), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired"), (status = 409, description = "already submitted"), (status = 413, description = "body over rpc.max_body_bytes"), (status = 503, description = "the engine queue is full")))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the engine queue is full", body = api::ErrorBody)))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -603,8 +621,8 @@ async fn inference(
         return relay::relay(s, tx, target);
     }
     match serve_here(&s, tx) {
-        Ok(events) => Sse::new(events.map(|(event, data)| -> Result<SseEvent, Infallible> {
-            Ok(SseEvent::default().event(event).data(data))
+        Ok(events) => Sse::new(events.map(|event| -> Result<SseEvent, Infallible> {
+            Ok(SseEvent::default().event(event.name()).data(event.data()))
         }))
         .keep_alive(KeepAlive::default())
         .into_response(),
@@ -620,7 +638,7 @@ async fn inference(
 fn serve_here(
     s: &Arc<RpcState>,
     tx: InferenceTx,
-) -> Result<impl futures::Stream<Item = (&'static str, String)> + Send + 'static, ApiError> {
+) -> Result<impl futures::Stream<Item = api::InferenceEvent> + Send + 'static, ApiError> {
     let refused = |e: ApiError| {
         s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
         e
@@ -677,7 +695,7 @@ fn serve_here(
         .fetch_add(1, Ordering::Relaxed);
     let state = s.clone();
     Ok(job.map(move |event| match event {
-        Event::Text(text) => ("token", json!({"text": text}).to_string()),
+        Event::Text(text) => api::InferenceEvent::Token(api::Token { text }),
         Event::Done(g) => {
             let g = if state.forge_outputs {
                 forged(&model, g)
@@ -703,12 +721,12 @@ fn serve_here(
                 tokens: g.tokens.clone(),
             };
             publish_result(&state, served);
-            ("receipt", receipt_json(&receipt, Some(&g.text)).to_string())
+            api::InferenceEvent::Receipt(receipt_body(&receipt, Some(g.text)))
         }
         Event::Failed(e) => {
             state.node.results().release(sender, nonce, txid);
             state.log().set(txid, InferenceState::Failed(e.clone()));
-            ("error", json!({"error": e}).to_string())
+            api::InferenceEvent::error(e)
         }
     }))
 }
@@ -739,25 +757,22 @@ fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInfer
     s.node.publish(crate::p2p::Topic::Result, bytes);
 }
 
-fn receipt_json(r: &ResultReceipt, text: Option<&str>) -> Value {
-    let mut v = json!({
-        "txid": r.tx.to_string(),
-        "output_hash": r.output_hash.to_string(),
-        "tokens": r.tokens,
-        "node": r.node.to_string(),
-        "receipt": hex::encode(r.to_bytes()),
-    });
-    if let Some(t) = text {
-        v["text"] = json!(t);
+fn receipt_body(r: &ResultReceipt, text: Option<String>) -> api::Receipt {
+    api::Receipt {
+        txid: r.tx.to_string(),
+        output_hash: r.output_hash.to_string(),
+        tokens: r.tokens,
+        node: r.node.to_string(),
+        receipt: hex::encode(r.to_bytes()),
+        text,
     }
-    v
 }
 
-#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "serving, pending (waiting for a block), in_block, settled (final or refunded without a quorum; accepted, and where the max fee went), dropped or failed; once in a block, whether this node still holds its text (payload_held)", content_type = "application/json"), (status = 400, description = "not a transaction id"), (status = 404, description = "unknown to this node")))]
+#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "serving, pending (waiting for a block), in_block, settled (final or refunded without a quorum; accepted, and where the max fee went), dropped or failed; once in a block, whether this node still holds its text (payload_held)", body = api::InferenceStatus), (status = 400, description = "not a transaction id", body = api::ErrorBody), (status = 404, description = "unknown to this node", body = api::ErrorBody)))]
 async fn inference_state(
     State(s): State<Arc<RpcState>>,
     Path(txid): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::InferenceStatus>, ApiError> {
     let id: Hash256 = txid
         .parse()
         .map_err(|_| bad(format!("{txid:?} is not a transaction id")))?;
@@ -770,17 +785,22 @@ async fn inference_state(
     }
     let served = s.log().states.get(&id).cloned();
     let pending = s.node.results().contains(&id);
+    let status = |state: &str| api::InferenceStatus::new(id.to_string(), state);
     Ok(Json(match served {
-        _ if pending => json!({"txid": id.to_string(), "state": "pending"}),
-        Some(InferenceState::Running) => json!({"txid": id.to_string(), "state": "serving"}),
+        _ if pending => status("pending"),
+        Some(InferenceState::Running) => status("serving"),
         Some(InferenceState::Done(r)) => {
             // Served, and no longer waiting: dropped (expired, or its fee could not be
             // escrowed) before a block took it.
-            json!({"txid": id.to_string(), "state": "dropped", "receipt": receipt_json(&r, None)})
+            api::InferenceStatus {
+                receipt: Some(receipt_body(&r, None)),
+                ..status("dropped")
+            }
         }
-        Some(InferenceState::Failed(e)) => {
-            json!({"txid": id.to_string(), "state": "failed", "error": e})
-        }
+        Some(InferenceState::Failed(e)) => api::InferenceStatus {
+            error: Some(e),
+            ..status("failed")
+        },
         None => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
@@ -805,7 +825,7 @@ const SEARCHED_BLOCKS: usize = 10_000;
 
 /// The inference's place on the canonical inference chain: the block that carries it and
 /// the child that settles it.
-fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<Value>, ApiError> {
+fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<api::InferenceStatus>, ApiError> {
     let ledger = s.node.chain();
     let Some(chain) = s.node.inference() else {
         return Ok(None);
@@ -821,14 +841,16 @@ fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<Value>, ApiError> {
             .enumerate()
             .find(|(_, i)| i.stub.txid() == id)
         {
-            let mut v = json!({
-                "txid": id.to_string(),
-                "state": "in_block",
-                "block": {"id": hex::encode(rec.id), "height": rec.height},
-                "max_fee_units": inf.stub.max_fee.units(),
-                "receipt": receipt_json(&inf.receipt, None),
-                "payload_held": payload_held(s, &id),
-            });
+            let mut v = api::InferenceStatus {
+                block: Some(api::BlockRef {
+                    id: hex::encode(rec.id),
+                    height: rec.height,
+                }),
+                max_fee_units: Some(inf.stub.max_fee.units()),
+                receipt: Some(receipt_body(&inf.receipt, None)),
+                payload_held: Some(payload_held(s, &id)),
+                ..api::InferenceStatus::new(id.to_string(), "in_block")
+            };
             let Some(settler) = child.and_then(|c| c.block.as_ref().map(|b| (c, b))) else {
                 return Ok(Some(v));
             };
@@ -838,18 +860,21 @@ fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<Value>, ApiError> {
             let Some((accepted, st)) = list.get(index) else {
                 return Ok(Some(v));
             };
-            v["state"] = json!("settled");
-            v["settled_in"] = json!({"id": hex::encode(settler.0.id), "height": settler.0.height});
-            v["final"] = json!(is_final);
-            v["accepted"] = json!(is_final && *accepted);
-            v["settlement"] = json!({
+            v.state = "settled".to_string();
+            v.settled_in = Some(api::BlockRef {
+                id: hex::encode(settler.0.id),
+                height: settler.0.height,
+            });
+            v.is_final = Some(is_final);
+            v.accepted = Some(is_final && *accepted);
+            v.settlement = Some(api::SettlementAmounts {
                 // What the sender paid: nothing when refunded (a rejected inference's
                 // fee only sizes the node's slash).
-                "fee_units": if is_final && *accepted { st.fee } else { 0 },
-                "node_units": st.node,
-                "producer_units": st.producer,
-                "refund_units": st.refund,
-                "slashed_units": st.slash,
+                fee_units: if is_final && *accepted { st.fee } else { 0 },
+                node_units: st.node,
+                producer_units: st.producer,
+                refund_units: st.refund,
+                slashed_units: st.slash,
             });
             return Ok(Some(v));
         }
@@ -859,7 +884,7 @@ fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<Value>, ApiError> {
     Ok(None)
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
     let (height, inference_height) = {
         let ledger = s.node.chain();

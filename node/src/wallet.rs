@@ -19,6 +19,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use bip39::Mnemonic;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use fai_api::blocking::Client as Node;
 use fai_primitives::{Address, Network, SecretKey};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -278,7 +279,7 @@ pub fn open(data_dir: &Path, name: &str, network: Network, passphrase: &str) -> 
 /// Builds, signs and submits a ledger transaction paying `amount` to `to` from the
 /// wallet's spendable outputs (oldest first), with change back to the wallet.
 pub fn send(
-    rpc: &str,
+    node: &Node,
     network: Network,
     w: &Wallet,
     to: Address,
@@ -286,7 +287,7 @@ pub fn send(
     fee: fai_primitives::Amount,
 ) -> Result<String> {
     let output = fai_ledger::TxOut::pay(amount, to.key_hash);
-    pay(rpc, network, w, vec![output], fee)
+    pay(node, network, w, vec![output], fee)
 }
 
 /// Moves `amount` from the ledger to the inference layer: a ledger transaction whose data
@@ -294,7 +295,7 @@ pub fn send(
 /// which can never be spent again on the ledger. The inference layer credits it six
 /// ledger blocks later.
 pub fn peg_in(
-    rpc: &str,
+    node: &Node,
     network: Network,
     w: &Wallet,
     to: Address,
@@ -308,7 +309,7 @@ pub fn peg_in(
         address: to.key_hash,
     };
     pay(
-        rpc,
+        node,
         network,
         w,
         vec![fai_ledger::TxOut::data(amount, op.encode())],
@@ -321,7 +322,7 @@ pub fn peg_in(
 /// models it serves. Returns the ledger transaction id; the register reference a commit
 /// names is (the height of the block that mines it, its index there).
 pub fn register(
-    rpc: &str,
+    node: &Node,
     network: Network,
     w: &Wallet,
     models: &[[u8; 32]],
@@ -331,7 +332,7 @@ pub fn register(
     let op = fai_inference_chain::ops::build_register(vrf.public().0, w.address.key_hash, models)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     pay(
-        rpc,
+        node,
         network,
         w,
         vec![fai_ledger::TxOut::data(
@@ -347,7 +348,7 @@ pub fn register(
 /// bid equally to the verifier set the next block requires, but the wallet itself (burnt
 /// while there is no set, or a set of the wallet alone).
 pub fn commit(
-    rpc: &str,
+    node: &Node,
     network: Network,
     w: &Wallet,
     register: fai_inference_chain::ops::RegisterRef,
@@ -355,24 +356,21 @@ pub fn commit(
     fee: fai_primitives::Amount,
 ) -> Result<String> {
     use fai_ledger::TxOut;
-    let info = crate::http_client::call(rpc, "GET", "/v2/inference-chain", None)?;
-    let hex32 = |v: &serde_json::Value, what: &str| -> Result<[u8; 32]> {
-        hex::decode(
-            v.as_str()
-                .with_context(|| format!("the node gave no {what}"))?,
-        )
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("the node's {what} is not 32 bytes of hex"))
+    let info = node.inference_chain()?;
+    let hex32 = |v: Option<&str>, what: &str| -> Result<[u8; 32]> {
+        hex::decode(v.with_context(|| format!("the node gave no {what}"))?)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("the node's {what} is not 32 bytes of hex"))
     };
-    let seed = hex32(&info["next_commit"]["seed"], "seed to prove")?;
-    let after = hex32(&info["next_commit"]["after"], "ledger tip")?;
-    let parent = hex32(&info["tip"]["id"], "inference tip")?;
-    let set: Vec<Address> = info["next_commit"]["pays"]
-        .as_array()
-        .context("the node gave no commit set")?
+    let seed = hex32(info.next_commit.seed.as_deref(), "seed to prove")?;
+    let after = hex32(Some(&info.next_commit.after), "ledger tip")?;
+    let parent = hex32(Some(&info.tip.id), "inference tip")?;
+    let set: Vec<Address> = info
+        .next_commit
+        .pays
         .iter()
-        .map(|a| Address::parse_for(a.as_str().unwrap_or_default(), network))
+        .map(|a| Address::parse_for(a, network))
         .collect::<Result<_, _>>()?;
     let vrf = fai_inference_chain::sortition::vrf_key(&w.key);
     let proof = vrf.prove(&seed).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -393,32 +391,22 @@ pub fn commit(
         outputs.extend(set.iter().map(|a| TxOut::pay(each, a.key_hash)));
         outputs.push(TxOut::data(fai_primitives::Amount::ZERO, op.encode()));
     }
-    pay(rpc, network, w, outputs, fee)
+    pay(node, network, w, outputs, fee)
 }
 
 /// Signs a VM transaction of the inference layer with the wallet's next nonce (the
 /// account's, past the transactions already waiting) and submits it; returns its id.
 pub fn vm_send(
-    rpc: &str,
+    node: &Node,
     w: &Wallet,
     payload: fai_inference_chain::vmtx::VmPayload,
     fee: fai_primitives::Amount,
 ) -> Result<String> {
-    let info = crate::http_client::call(rpc, "GET", "/v2/info", None)?;
-    let chain_id = u32::try_from(
-        info["chain_id"]
-            .as_u64()
-            .context("the node gave no chain id")?,
-    )?;
-    let nonce = next_nonce(rpc, &w.address)?;
+    let chain_id = node.info()?.chain_id;
+    let nonce = next_nonce(node, &w.address)?;
     let tx = fai_inference_chain::vmtx::SignedVmTx::new(&w.key, nonce, chain_id, fee, payload);
-    let answer = crate::http_client::call(
-        rpc,
-        "POST",
-        "/v2/inference-chain/transactions",
-        Some(&serde_json::json!({"tx": hex::encode(fai_primitives::codec::Encode::to_bytes(&tx))})),
-    )?;
-    Ok(answer["txid"].as_str().unwrap_or_default().to_string())
+    let answer = node.submit_vm_transaction(&fai_primitives::codec::Encode::to_bytes(&tx))?;
+    Ok(answer.txid)
 }
 
 /// A call of a boot contract's public function with Clarity arguments.
@@ -441,7 +429,7 @@ pub fn boot_call(
 /// Pays `output` from the wallet's oldest spendable coins, change back to the wallet,
 /// signs and submits the transaction; returns its id.
 fn pay(
-    rpc: &str,
+    node: &Node,
     network: Network,
     w: &Wallet,
     mut outputs: Vec<fai_ledger::TxOut>,
@@ -454,19 +442,9 @@ fn pay(
             sum.checked_add(o.value)
         })
         .context("the amounts overflow")?;
-    let utxos = crate::http_client::call(
-        rpc,
-        "GET",
-        &format!("/v2/ledger/accounts/{}/utxos", w.address),
-        None,
-    )?;
-    let mut coins: Vec<&serde_json::Value> = utxos
-        .as_array()
-        .context("the node's UTXO list is not a list")?
-        .iter()
-        .filter(|u| u["spendable"].as_bool() == Some(true))
-        .collect();
-    coins.sort_by_key(|u| u["height"].as_u64());
+    let utxos = node.utxos(&w.address.to_string())?;
+    let mut coins: Vec<&fai_api::Utxo> = utxos.iter().filter(|u| u.spendable).collect();
+    coins.sort_by_key(|u| u.height);
     let need = amount
         .checked_add(fee)
         .context("amount plus fee overflows")?
@@ -476,14 +454,9 @@ fn pay(
         if total >= need {
             break;
         }
-        let txid: fai_primitives::Hash256 = u["txid"]
-            .as_str()
-            .context("a UTXO without txid")?
-            .parse()
-            .context("a UTXO's txid")?;
-        let value = u["value_units"].as_u64().context("a UTXO without value")?;
-        let vout = u32::try_from(u["vout"].as_u64().context("a UTXO without vout")?)?;
-        picked.push((OutPoint::new(Txid(txid), vout), value));
+        let txid: fai_primitives::Hash256 = u.txid.parse().context("a UTXO's txid")?;
+        let value = u.value_units;
+        picked.push((OutPoint::new(Txid(txid), u.vout), value));
         total = total.saturating_add(value);
     }
     if total < need {
@@ -528,13 +501,8 @@ fn pay(
     let magic = fai_ledger::ChainParams::for_network(network).magic;
     fai_ledger::sighash::sign_transaction(&mut tx, magic, &spent)
         .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
-    let answer = crate::http_client::call(
-        rpc,
-        "POST",
-        "/v2/transactions",
-        Some(&serde_json::json!({"tx": hex::encode(fai_primitives::codec::Encode::to_bytes(&tx))})),
-    )?;
-    Ok(answer["txid"].as_str().unwrap_or_default().to_string())
+    let answer = node.submit_transaction(&fai_primitives::codec::Encode::to_bytes(&tx))?;
+    Ok(answer.txid)
 }
 
 /// What `wallet infer` asks for.
@@ -554,45 +522,44 @@ pub struct InferRequest {
 
 /// The next free nonce of `address` on the inference layer, as the node counts it: the
 /// account's nonce past every VM transaction and inference of it still waiting.
-pub fn next_nonce(rpc: &str, address: &Address) -> Result<u64> {
-    let account = crate::http_client::call(
-        rpc,
-        "GET",
-        &format!("/v2/inference-chain/accounts/{address}"),
-        None,
-    )?;
-    account["next_nonce"]
-        .as_u64()
-        .context("the node gave no nonce")
+pub fn next_nonce(node: &Node, address: &Address) -> Result<u64> {
+    Ok(node.inference_account(&address.to_string())?.next_nonce)
+}
+
+/// What `wallet infer` gets back: the receipt (with the answer's text, its signature
+/// checked against the answer) and, when the node relayed the request, where to.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Answer {
+    #[serde(flatten)]
+    pub receipt: fai_api::Receipt,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed: Option<fai_api::Relayed>,
 }
 
 /// Signs an inference transaction, posts it to the node, calls `on_text` with each piece
 /// of the answer as it streams, and returns the receipt (JSON, its signature checked).
 pub fn infer(
-    rpc: &str,
+    node: &Node,
     w: &Wallet,
     req: &InferRequest,
     mut on_text: impl FnMut(&str),
-) -> Result<serde_json::Value> {
+) -> Result<Answer> {
     use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, ResultReceipt, Sampling};
     use fai_primitives::codec::{Decode, Encode};
-    let info = crate::http_client::call(rpc, "GET", "/v2/info", None)?;
+    let info = node.info()?;
     let model_hex = match &req.model {
         Some(m) => m.clone(),
-        None => info["models"][0]["id"]
-            .as_str()
-            .context("the node serves no model")?
-            .to_string(),
+        None => info
+            .models
+            .first()
+            .map(|m| m.id.clone())
+            .context("the node serves no model")?,
     };
     let model: [u8; 32] = hex::decode(&model_hex)
         .ok()
         .and_then(|b| b.try_into().ok())
         .context("--model must be 64 hex digits")?;
-    let chain_id = u32::try_from(
-        info["chain_id"]
-            .as_u64()
-            .context("the node gave no chain id")?,
-    )?;
+    let chain_id = info.chain_id;
     if !(0.0..=5.0).contains(&req.temperature) {
         bail!("--temperature must be between 0 and 5");
     }
@@ -625,41 +592,28 @@ pub fn infer(
     let mut receipt = None;
     let mut failure = None;
     let mut relayed = None;
-    crate::http_client::stream_events(
-        rpc,
-        "/v2/inference",
-        &serde_json::json!({"tx": hex::encode(tx.to_bytes())}),
-        |event, data| {
-            let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-            match event {
-                "token" => on_text(v["text"].as_str().unwrap_or_default()),
-                "receipt" => receipt = Some(v),
-                "relayed" => relayed = Some(v),
-                "error" => {
-                    failure = Some(v["error"].as_str().unwrap_or("unknown error").to_string())
-                }
-                _ => {}
-            }
-            Ok(())
-        },
-    )?;
+    node.inference(&tx.to_bytes(), |event| {
+        match event {
+            fai_api::InferenceEvent::Token(t) => on_text(&t.text),
+            fai_api::InferenceEvent::Receipt(r) => receipt = Some(r),
+            fai_api::InferenceEvent::Relayed(r) => relayed = Some(r),
+            fai_api::InferenceEvent::Error(e) => failure = Some(e.error),
+        }
+        true
+    })?;
     if let Some(e) = failure {
         bail!("the inference failed: {e}");
     }
-    let mut v = receipt.context("the node closed the stream without a receipt")?;
-    let r = v["receipt"]
-        .as_str()
-        .and_then(|h| hex::decode(h).ok())
+    let receipt = receipt.context("the node closed the stream without a receipt")?;
+    let r = hex::decode(&receipt.receipt)
+        .ok()
         .and_then(|b| ResultReceipt::from_bytes(&b).ok())
         .context("the node's receipt does not decode")?;
-    let text = v["text"].as_str().unwrap_or_default();
+    let text = receipt.text.as_deref().unwrap_or_default();
     if !r.signature_valid() || r.tx != txid || r.output_hash != ResultReceipt::hash_output(text) {
         bail!("the node's receipt does not match the answer");
     }
-    if let (Some(relayed), Some(map)) = (relayed, v.as_object_mut()) {
-        map.insert("relayed".into(), relayed);
-    }
-    Ok(v)
+    Ok(Answer { receipt, relayed })
 }
 
 /// What `wallet sign-message` signs: sha256d("FAI signed message:\n" ‖ message).

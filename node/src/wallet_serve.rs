@@ -13,7 +13,7 @@
 //! Errors use OpenAI's shape: `{"error": {"message", "type", "code"}}`.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -35,6 +35,8 @@ use crate::wallet::{self, InferRequest, Wallet};
 pub struct Proxy {
     /// The node's RPC address.
     pub rpc: String,
+    /// Its client.
+    node: fai_api::Client,
     pub wallet: Wallet,
     /// The wallet's name, shown at start.
     pub name: String,
@@ -42,27 +44,32 @@ pub struct Proxy {
     pub max_fee: Amount,
     /// Tokens when the request names none.
     pub default_max_tokens: u32,
-    /// Serialises nonce allocation.
     /// The last inference nonce used, so that requests served at once take distinct
-    /// nonces before the node has heard of the earlier ones.
-    last_nonce: Mutex<Option<u64>>,
+    /// nonces before the node has heard of the earlier ones (held while asking the node:
+    /// it serialises nonce allocation).
+    last_nonce: tokio::sync::Mutex<Option<u64>>,
 }
 
 impl Proxy {
-    pub fn new(rpc: String, wallet: Wallet, name: String, max_fee: Amount) -> Self {
-        Proxy {
+    pub fn new(rpc: String, wallet: Wallet, name: String, max_fee: Amount) -> Result<Self> {
+        Ok(Proxy {
+            node: fai_api::Client::new(&rpc)?,
             rpc,
             wallet,
             name,
             max_fee,
             default_max_tokens: 256,
-            last_nonce: Mutex::new(None),
-        }
+            last_nonce: tokio::sync::Mutex::new(None),
+        })
     }
 
-    fn next_nonce(&self) -> Result<u64> {
-        let mut last = self.last_nonce.lock().unwrap_or_else(|e| e.into_inner());
-        let from_node = wallet::next_nonce(&self.rpc, &self.wallet.address)?;
+    async fn next_nonce(&self) -> Result<u64> {
+        let mut last = self.last_nonce.lock().await;
+        let from_node = self
+            .node
+            .inference_account(&self.wallet.address.to_string())
+            .await?
+            .next_nonce;
         let next = match *last {
             Some(l) => from_node.max(l.saturating_add(1)),
             None => from_node,
@@ -173,36 +180,13 @@ fn conversation(messages: &[Message]) -> Result<(String, Vec<Turn>, String), Api
 }
 
 /// The node's models: (name, id hex).
-fn node_models(rpc: &str) -> Result<Vec<(String, String)>> {
-    let info = crate::http_client::call(rpc, "GET", "/v2/info", None)?;
-    Ok(info["models"]
-        .as_array()
-        .map(|models| {
-            models
-                .iter()
-                .filter_map(|m| {
-                    Some((
-                        m["name"].as_str()?.to_string(),
-                        m["id"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| upstream(anyhow::anyhow!("worker failed: {e}")))?
-        .map_err(upstream)
+async fn node_models(p: &Proxy) -> Result<Vec<(String, String)>, ApiError> {
+    let info = p.node.info().await.map_err(|e| upstream(e.into()))?;
+    Ok(info.models.into_iter().map(|m| (m.name, m.id)).collect())
 }
 
 async fn models(State(p): State<Arc<Proxy>>) -> Result<Json<Value>, ApiError> {
-    let rpc = p.rpc.clone();
-    let models = blocking(move || node_models(&rpc)).await?;
+    let models = node_models(&p).await?;
     Ok(Json(json!({
         "object": "list",
         "data": models.iter().map(|(name, id)| json!({
@@ -219,8 +203,7 @@ async fn chat(State(p): State<Arc<Proxy>>, body: Bytes) -> Result<Response, ApiE
     let request: ChatRequest =
         serde_json::from_slice(&body).map_err(|e| invalid(format!("malformed request: {e}")))?;
     let (system, context, input) = conversation(&request.messages)?;
-    let rpc = p.rpc.clone();
-    let models = blocking(move || node_models(&rpc)).await?;
+    let models = node_models(&p).await?;
     let Some((name, id)) = models
         .into_iter()
         .find(|(name, id)| *name == request.model || *id == request.model)
@@ -245,7 +228,7 @@ async fn chat(State(p): State<Arc<Proxy>>, body: Bytes) -> Result<Response, ApiE
     if !(0.0..=2.0).contains(&temperature) {
         return Err(invalid("temperature must be between 0 and 2"));
     }
-    let nonce = p.next_nonce().map_err(upstream)?;
+    let nonce = p.next_nonce().await.map_err(upstream)?;
     let infer = InferRequest {
         system,
         context,
@@ -261,13 +244,13 @@ async fn chat(State(p): State<Arc<Proxy>>, body: Bytes) -> Result<Response, ApiE
     let (pieces_tx, pieces_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let proxy = p.clone();
     let job = tokio::task::spawn_blocking(move || {
-        wallet::infer(&proxy.rpc, &proxy.wallet, &infer, |piece| {
+        let node = fai_api::blocking::Client::new(&proxy.rpc)?;
+        wallet::infer(&node, &proxy.wallet, &infer, |piece| {
             let _ = pieces_tx.send(piece.to_string());
         })
     });
-    let finish = move |receipt: &Value| {
-        let tokens = receipt["tokens"].as_u64().unwrap_or(0);
-        if tokens >= u64::from(max_tokens) {
+    let finish = move |answer: &wallet::Answer| {
+        if answer.receipt.tokens >= max_tokens {
             "length"
         } else {
             "stop"
@@ -275,24 +258,24 @@ async fn chat(State(p): State<Arc<Proxy>>, body: Bytes) -> Result<Response, ApiE
     };
 
     if !request.stream {
-        let receipt = job
+        let answer = job
             .await
             .map_err(|e| upstream(anyhow::anyhow!("worker failed: {e}")))?
             .map_err(upstream)?;
-        let text = receipt["text"].as_str().unwrap_or_default().to_string();
-        let tokens = receipt["tokens"].as_u64().unwrap_or(0);
+        let text = answer.receipt.text.clone().unwrap_or_default();
+        let tokens = answer.receipt.tokens;
         return Ok(Json(json!({
-            "id": format!("chatcmpl-{}", receipt["txid"].as_str().unwrap_or_default()),
+            "id": format!("chatcmpl-{}", answer.receipt.txid),
             "object": "chat.completion",
             "created": created,
             "model": name,
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": finish(&receipt),
+                "finish_reason": finish(&answer),
             }],
             "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
-            "fai_receipt": receipt,
+            "fai_receipt": answer,
         }))
         .into_response());
     }

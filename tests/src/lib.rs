@@ -1,5 +1,5 @@
 //! The end-to-end suites (`tests/*.rs`) and the helpers they share: the path of the
-//! `infer-node` binary they drive, free ports, plain HTTP/1.1 requests, the CLI with a
+//! `infer-node` binary they drive, free ports, requests through the node's client, the CLI with a
 //! wallet passphrase, a child process killed on drop, and (`net`) a local network of node
 //! processes.
 //!
@@ -9,8 +9,7 @@
 
 pub mod net;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::OnceLock;
@@ -79,32 +78,26 @@ pub fn free_port() -> u16 {
 
 /// One request; returns the status and the body.
 pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    http_with(port, method, path, "", body)
+    http_with(port, method, path, None, body)
 }
 
-/// One request with extra header lines (each ending in CRLF).
-pub fn http_with(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+/// One request, with a bearer token when given, through the node's typed client (a fresh
+/// connection each time: nodes here are killed and restarted on the same port). Panics
+/// when the node cannot be reached.
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let node = fai_api::blocking::Client::new(&format!("127.0.0.1:{port}")).unwrap();
+    let method = fai_api::client::Method::from_bytes(method.as_bytes()).unwrap();
+    let body = (!body.is_empty()).then(|| body.to_vec());
+    let answer = node
+        .raw(method, path, body, bearer)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    (answer.status, answer.text())
 }
 
 pub fn json(body: &str) -> serde_json::Value {

@@ -181,7 +181,7 @@ impl Net {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             return Value::Null;
         }
-        let (status, body) = http_with(port, "GET", path, "", b"");
+        let (status, body) = http_with(port, "GET", path, None, b"");
         if status != 200 {
             return Value::Null;
         }
@@ -190,8 +190,14 @@ impl Net {
 
     /// An admin call to node `i`; returns the status.
     pub fn admin(&self, i: usize, method: &str, path: &str, body: &str) -> u16 {
-        let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
-        http_with(self.nodes[i].rpc, method, path, &auth, body.as_bytes()).0
+        http_with(
+            self.nodes[i].rpc,
+            method,
+            path,
+            Some(ADMIN_TOKEN),
+            body.as_bytes(),
+        )
+        .0
     }
 
     /// The CLI against node `i`'s configuration (its wallets and RPC).

@@ -129,8 +129,7 @@ impl Peer {
     }
 
     fn admin(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
-        let (status, body) = http_with(self.node.port, method, path, &auth, body.as_bytes());
+        let (status, body) = http_with(self.node.port, method, path, Some(TOKEN), body.as_bytes());
         (status, json(&body))
     }
 

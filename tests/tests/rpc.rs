@@ -1,8 +1,7 @@
-//! The RPC against a running node (the real binary on loopback), through plain HTTP/1.1:
+//! The RPC against a running node (the real binary on loopback), through its client:
 //! every endpoint's success path, its bad-input paths, and a streamed inference whose
 //! tokens arrive as events before a signed receipt.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -672,19 +671,15 @@ fn an_admin_with_the_token_stops_the_node() {
         assert!(Instant::now() < deadline, "the RPC never came up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let call = |token: &str| {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "POST /v2/admin/shutdown HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
-    assert!(call("guess").starts_with("HTTP/1.1 401"));
-    assert!(call("0123456789abcdef-secret").starts_with("HTTP/1.1 200"));
+    let node_rpc = fai_api::blocking::Client::new(&format!("127.0.0.1:{port}")).unwrap();
+    let refused = node_rpc.admin_shutdown("guess").unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    assert!(
+        node_rpc
+            .admin_shutdown("0123456789abcdef-secret")
+            .unwrap()
+            .shutting_down
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = node.child.try_wait().unwrap() {

@@ -44,29 +44,8 @@ pub enum Command {
     Unban(PeerId, oneshot::Sender<bool>),
 }
 
-/// One connected peer, as shown to operators.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PeerReport {
-    pub peer_id: String,
-    pub address: String,
-    pub inbound: bool,
-    pub score: i32,
-    pub height: Option<u32>,
-}
-
-/// One ban, as shown to operators.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct BanReport {
-    pub peer_id: String,
-    pub seconds_left: u64,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PeersReport {
-    pub peers: Vec<PeerReport>,
-    pub bans: Vec<BanReport>,
-}
+// What operators are shown of peers and bans (`GET /v2/admin/peers`).
+pub use fai_api::{BanReport, PeerReport, PeersReport};
 
 /// What the rest of the node can read about the network without asking the loop.
 #[derive(Default)]

@@ -9,7 +9,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use serde_json::{json, Value};
+use fai_api as api;
+use serde_json::Value;
 
 use super::{bad, ApiError, RpcState};
 use crate::p2p::{Command, P2pHandle};
@@ -65,23 +66,25 @@ fn peer_id(text: &str) -> Result<libp2p::PeerId, ApiError> {
         .map_err(|_| bad(format!("{text:?} is not a peer id")))
 }
 
-#[utoipa::path(post, path = "/v2/admin/shutdown", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "the node stops"), (status = 401, description = "missing or wrong token"), (status = 403, description = "admin calls are off")))]
+#[utoipa::path(post, path = "/v2/admin/shutdown", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "the node stops", body = api::ShuttingDown), (status = 401, description = "missing or wrong token", body = api::ErrorBody), (status = 403, description = "admin calls are off", body = api::ErrorBody)))]
 pub async fn admin_shutdown(
     State(s): State<Arc<RpcState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::ShuttingDown>, ApiError> {
     authorize(&s, &headers)?;
     if let Some((_, shutdown)) = &s.admin {
         let _ = shutdown.send(());
     }
-    Ok(Json(json!({"shutting_down": true})))
+    Ok(Json(api::ShuttingDown {
+        shutting_down: true,
+    }))
 }
 
-#[utoipa::path(get, path = "/v2/admin/peers", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "{\"peers\": [...], \"bans\": [...]}", content_type = "application/json"), (status = 401, description = "missing or wrong token"), (status = 403, description = "admin calls are off"), (status = 503, description = "the p2p network is off")))]
+#[utoipa::path(get, path = "/v2/admin/peers", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "connected peers and bans", body = api::PeersReport), (status = 401, description = "missing or wrong token", body = api::ErrorBody), (status = 403, description = "admin calls are off", body = api::ErrorBody), (status = 503, description = "the p2p network is off", body = api::ErrorBody)))]
 pub async fn admin_peers(
     State(s): State<Arc<RpcState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::PeersReport>, ApiError> {
     authorize(&s, &headers)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
     network(&s)?
@@ -89,15 +92,15 @@ pub async fn admin_peers(
         .await
         .map_err(stopped)?;
     let report = answer.await.map_err(stopped)?;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }
 
-#[utoipa::path(post, path = "/v2/admin/bans", tag = "admin", security(("bearer" = [])), request_body(content = String, description = "{\"peer_id\": \"12D3Koo...\", \"seconds\": 3600}", content_type = "application/json"), responses((status = 200, description = "banned", content_type = "application/json"), (status = 400, description = "malformed body or peer id"), (status = 401, description = "missing or wrong token"), (status = 403, description = "admin calls are off")))]
+#[utoipa::path(post, path = "/v2/admin/bans", tag = "admin", security(("bearer" = [])), request_body(content = api::BanRequest, description = "the peer and how long"), responses((status = 200, description = "banned", body = api::Banned), (status = 400, description = "malformed body or peer id", body = api::ErrorBody), (status = 401, description = "missing or wrong token", body = api::ErrorBody), (status = 403, description = "admin calls are off", body = api::ErrorBody), (status = 503, description = "the p2p network is off", body = api::ErrorBody)))]
 pub async fn admin_ban(
     State(s): State<Arc<RpcState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Banned>, ApiError> {
     authorize(&s, &headers)?;
     let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     let v: Value =
@@ -120,17 +123,18 @@ pub async fn admin_ban(
         })
         .await
         .map_err(stopped)?;
-    Ok(Json(
-        json!({"banned": peer.to_string(), "seconds": seconds}),
-    ))
+    Ok(Json(api::Banned {
+        banned: peer.to_string(),
+        seconds,
+    }))
 }
 
-#[utoipa::path(delete, path = "/v2/admin/bans/{peer_id}", tag = "admin", security(("bearer" = [])), params(("peer_id" = String, Path, description = "the banned peer")), responses((status = 200, description = "the ban is lifted", content_type = "application/json"), (status = 400, description = "not a peer id"), (status = 401, description = "missing or wrong token"), (status = 404, description = "no such ban")))]
+#[utoipa::path(delete, path = "/v2/admin/bans/{peer_id}", tag = "admin", security(("bearer" = [])), params(("peer_id" = String, Path, description = "the banned peer")), responses((status = 200, description = "the ban is lifted", body = api::Unbanned), (status = 400, description = "not a peer id", body = api::ErrorBody), (status = 401, description = "missing or wrong token", body = api::ErrorBody), (status = 403, description = "admin calls are off", body = api::ErrorBody), (status = 404, description = "no such ban", body = api::ErrorBody), (status = 503, description = "the p2p network is off", body = api::ErrorBody)))]
 pub async fn admin_unban(
     State(s): State<Arc<RpcState>>,
     headers: HeaderMap,
     Path(text): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Unbanned>, ApiError> {
     authorize(&s, &headers)?;
     let peer = peer_id(&text)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -139,7 +143,9 @@ pub async fn admin_unban(
         .await
         .map_err(stopped)?;
     if answer.await.map_err(stopped)? {
-        Ok(Json(json!({"unbanned": peer.to_string()})))
+        Ok(Json(api::Unbanned {
+            unbanned: peer.to_string(),
+        }))
     } else {
         Err(ApiError(
             StatusCode::NOT_FOUND,

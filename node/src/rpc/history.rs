@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use fai_api as api;
 use fai_inference_chain::ops::Op;
 use fai_inference_chain::vmtx::VmPayload;
 use fai_ledger::{OutputKind, Unlock};
 use fai_primitives::{Address, Amount, Hash160};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::{bad, ApiError, RpcState};
 
@@ -30,12 +30,12 @@ fn units(a: Amount) -> u64 {
     a.units()
 }
 
-#[utoipa::path(get, path = "/v2/accounts/{address}/history", tag = "ledger", params(("address" = String, Path, description = "an address of this network"), ("blocks" = Option<u32>, Query, description = "ledger blocks to look back (default 1000, at most 10000)")), responses((status = 200, description = "{\"ledger\": [...], \"inference\": [...]}, newest first", content_type = "application/json"), (status = 400, description = "not an address, or too many blocks")))]
+#[utoipa::path(get, path = "/v2/accounts/{address}/history", tag = "ledger", params(("address" = String, Path, description = "an address of this network"), ("blocks" = Option<u32>, Query, description = "ledger blocks to look back (default 1000, at most 10000)")), responses((status = 200, description = "the ledger and inference-layer transactions, newest first", body = api::History), (status = 400, description = "not an address, or too many blocks", body = api::ErrorBody)))]
 pub async fn history(
     State(s): State<Arc<RpcState>>,
     Path(text): Path<String>,
     Query(q): Query<HistoryQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::History>, ApiError> {
     let address = Address::parse_for(&text, s.network).map_err(|e| bad(e.to_string()))?;
     let blocks = q.blocks.unwrap_or(DEFAULT_BLOCKS);
     if blocks == 0 || blocks > MAX_BLOCKS {
@@ -52,7 +52,7 @@ pub async fn history(
         })
 }
 
-fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<Value> {
+fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<api::History> {
     let who = address.key_hash;
     let ledger = s.node.chain();
     let tip = ledger.height();
@@ -93,12 +93,12 @@ fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<Value> {
             } else {
                 "received"
             };
-            ledger_items.push(json!({
-                "height": height,
-                "txid": tx.txid().to_string(),
-                "kind": kind,
-                "received_units": received,
-            }));
+            ledger_items.push(api::LedgerHistoryItem {
+                height,
+                txid: tx.txid().to_string(),
+                kind: kind.to_string(),
+                received_units: received,
+            });
         }
     }
 
@@ -124,15 +124,17 @@ fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<Value> {
                     VmPayload::Deploy { name, .. } => format!("deployed {name}"),
                     VmPayload::Call { name, function, .. } => format!("called {name}.{function}"),
                 };
-                inference_items.push(json!({
-                    "inference_height": block.header.height,
-                    "txid": tx.txid().to_string(),
-                    "kind": what,
-                    "amount_units": amount,
-                    "counterparty": to.filter(|t| *t != who).or((sender != who).then_some(sender))
+                inference_items.push(api::InferenceHistoryItem {
+                    inference_height: block.header.height,
+                    txid: tx.txid().to_string(),
+                    kind: what,
+                    amount_units: amount,
+                    counterparty: to
+                        .filter(|t| *t != who)
+                        .or((sender != who).then_some(sender))
                         .map(|h: Hash160| Address::new(s.network, h).to_string()),
-                    "nonce": tx.nonce,
-                }));
+                    nonce: tx.nonce,
+                });
             }
             match chain.block(&block.header.parent) {
                 Some(parent) => at = parent.clone(),
@@ -140,11 +142,11 @@ fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<Value> {
             }
         }
     }
-    Json(json!({
-        "address": address.to_string(),
-        "from_height": from,
-        "to_height": tip,
-        "ledger": ledger_items,
-        "inference": inference_items,
-    }))
+    Json(api::History {
+        address: address.to_string(),
+        from_height: from,
+        to_height: tip,
+        ledger: ledger_items,
+        inference: inference_items,
+    })
 }

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use clarity::vm::types::{CharType, SequenceData};
+use fai_api as api;
 use fai_clarity::Value;
 use fai_inference_chain::chain::InferenceChain;
 use fai_inference_chain::vmtx::{value_bytes, value_from_bytes, SignedVmTx};
@@ -140,8 +141,10 @@ fn read(
         .map_err(vm_error)
 }
 
-#[utoipa::path(get, path = "/v2/inference-chain", tag = "inference", responses((status = 200, description = "the tip (id, height, ledger anchor, cycle, producer), genesis id, the current cycle's verifier set, the liquid supply, and what a commit in the next ledger block proves (seed), pays (addresses) and follows (after: the ledger tip)", content_type = "application/json"), (status = 503, description = "the inference chain is not open")))]
-pub async fn chain_info(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
+#[utoipa::path(get, path = "/v2/inference-chain", tag = "inference", responses((status = 200, description = "the tip (id, height, ledger anchor, cycle, producer), genesis id, the current cycle's verifier set, the liquid supply, and what a commit in the next ledger block proves (seed), pays (addresses) and follows (after: the ledger tip)", body = api::InferenceChainInfo), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
+pub async fn chain_info(
+    State(s): State<Arc<RpcState>>,
+) -> Result<Json<api::InferenceChainInfo>, ApiError> {
     let network = s.network;
     with_chain(&s, |chain, ledger| {
         let tip = chain.tip(ledger);
@@ -157,29 +160,35 @@ pub async fn chain_info(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue
             .vm()
             .liquid_supply(&tip.exec_id, ledger)
             .map_err(vm_error)?;
-        Ok(Json(json!({
-            "tip": {
-                "id": hex::encode(tip.id),
-                "height": tip.height,
-                "ledger_anchor": tip.anchor.to_string(),
-                "ledger_anchor_height": tip.anchor_height,
-                "cycle": tip.cycle,
-                "producer": Address::new(network, fai_primitives::Hash160(tip.producer)).to_string(),
+        Ok(Json(api::InferenceChainInfo {
+            tip: api::InferenceTip {
+                id: hex::encode(tip.id),
+                height: tip.height,
+                ledger_anchor: tip.anchor.to_string(),
+                ledger_anchor_height: tip.anchor_height,
+                cycle: tip.cycle,
+                producer: Address::new(network, fai_primitives::Hash160(tip.producer)).to_string(),
             },
-            "genesis": hex::encode(chain.genesis_id()),
-            "verifier_set": set.iter().map(|h| Address::new(network, *h).to_string()).collect::<Vec<_>>(),
-            "liquid_supply_units": u64::try_from(supply).unwrap_or(u64::MAX),
-            // What a commit in the next ledger block proves and pays.
-            "next_commit": {"seed": next_seed, "pays": pays, "after": hex::encode(ledger_tip.0)},
-        })))
+            genesis: hex::encode(chain.genesis_id()),
+            verifier_set: set
+                .iter()
+                .map(|h| Address::new(network, *h).to_string())
+                .collect(),
+            liquid_supply_units: u64::try_from(supply).unwrap_or(u64::MAX),
+            next_commit: api::NextCommit {
+                seed: next_seed,
+                pays,
+                after: hex::encode(ledger_tip.0),
+            },
+        }))
     })
 }
 
-#[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)")), responses((status = 200, description = "the header fields, VM transaction ids, inferences and votes carried", content_type = "application/json"), (status = 400, description = "neither a height nor an id"), (status = 404, description = "no such block")))]
+#[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)")), responses((status = 200, description = "the header fields, VM transaction ids, inferences and votes carried", body = api::InferenceBlock), (status = 400, description = "neither a height nor an id", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
 pub async fn block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
-) -> Result<Json<JsonValue>, ApiError> {
+) -> Result<Json<api::InferenceBlock>, ApiError> {
     let network = s.network;
     let by_height = !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit());
     let wanted: Option<[u8; 32]> = if by_height {
@@ -213,24 +222,28 @@ pub async fn block(
             }
         };
         let body = record.block.as_ref();
-        Ok(Json(json!({
-            "id": hex::encode(record.id),
-            "height": record.height,
-            "parent": body.map(|b| hex::encode(b.header.parent)),
-            "ledger_anchor": record.anchor.to_string(),
-            "ledger_anchor_height": record.anchor_height,
-            "cycle": record.cycle,
-            "producer": Address::new(network, fai_primitives::Hash160(record.producer)).to_string(),
-            "state_root": body.map(|b| hex::encode(b.header.state_root)),
-            "vm_transactions": body.map_or(Vec::new(), |b| b.vm_txs.iter().map(|t| t.txid().to_string()).collect()),
-            "inferences": body.map_or(0, |b| b.inferences.len()),
-            "parent_votes": body.map_or(0, |b| b.parent_votes.len()),
-        })))
+        Ok(Json(api::InferenceBlock {
+            id: hex::encode(record.id),
+            height: record.height,
+            parent: body.map(|b| hex::encode(b.header.parent)),
+            ledger_anchor: record.anchor.to_string(),
+            ledger_anchor_height: record.anchor_height,
+            cycle: record.cycle,
+            producer: Address::new(network, fai_primitives::Hash160(record.producer)).to_string(),
+            state_root: body.map(|b| hex::encode(b.header.state_root)),
+            vm_transactions: body.map_or(Vec::new(), |b| {
+                b.vm_txs.iter().map(|t| t.txid().to_string()).collect()
+            }),
+            inferences: body.map_or(0, |b| b.inferences.len()),
+            parent_votes: body.map_or(0, |b| b.parent_votes.len()),
+        }))
     })
 }
 
-#[utoipa::path(get, path = "/v2/inference-nodes", tag = "inference", responses((status = 200, description = "inference nodes registered on the active ledger chain: address, models served (id prefixes), node-registry entry (price, bond) and reputation", content_type = "application/json")))]
-pub async fn inference_nodes(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
+#[utoipa::path(get, path = "/v2/inference-nodes", tag = "inference", responses((status = 200, description = "inference nodes registered on the active ledger chain: address, models served (id prefixes), node-registry entry (price, bond) and reputation", body = Vec<api::InferenceNode>), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
+pub async fn inference_nodes(
+    State(s): State<Arc<RpcState>>,
+) -> Result<Json<Vec<api::InferenceNode>>, ApiError> {
     let network = s.network;
     with_chain(&s, |chain, ledger| {
         let mut out = Vec::new();
@@ -245,23 +258,23 @@ pub async fn inference_nodes(State(s): State<Arc<RpcState>>) -> Result<Json<Json
                 std::slice::from_ref(&who),
             )?;
             let score = read(chain, ledger, [0; 20], "reputation", "get-score", &[who])?;
-            out.push(json!({
-                "address": Address::new(network, address).to_string(),
-                "registered_at": height,
-                "models": models.iter().map(hex::encode).collect::<Vec<_>>(),
-                "registry": value_json(&entry),
-                "reputation": value_json(&score),
-            }));
+            out.push(api::InferenceNode {
+                address: Address::new(network, address).to_string(),
+                registered_at: height,
+                models: models.iter().map(hex::encode).collect(),
+                registry: value_json(&entry),
+                reputation: value_json(&score),
+            });
         }
-        Ok(Json(JsonValue::Array(out)))
+        Ok(Json(out))
     })
 }
 
-#[utoipa::path(get, path = "/v2/inference-chain/accounts/{address}", tag = "inference", params(("address" = String, Path, description = "an address of this network")), responses((status = 200, description = "balance, nonce, stake and reputation on the inference layer", content_type = "application/json"), (status = 400, description = "not an address of this network")))]
+#[utoipa::path(get, path = "/v2/inference-chain/accounts/{address}", tag = "inference", params(("address" = String, Path, description = "an address of this network")), responses((status = 200, description = "balance, nonce, stake and reputation on the inference layer", body = api::InferenceAccount), (status = 400, description = "not an address of this network", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
 pub async fn account(
     State(s): State<Arc<RpcState>>,
     Path(text): Path<String>,
-) -> Result<Json<JsonValue>, ApiError> {
+) -> Result<Json<api::InferenceAccount>, ApiError> {
     let address = Address::parse_for(&text, s.network).map_err(|e| bad(e.to_string()))?;
     let key_hash = address.key_hash.0;
     with_chain(&s, |chain, ledger| {
@@ -289,23 +302,23 @@ pub async fn account(
         )?;
         let node = read(chain, ledger, [0; 20], "node-registry", "get-node", &[who])?;
         let next_nonce = s.node.next_nonce(key_hash, nonce);
-        Ok(Json(json!({
-            "address": address.to_string(),
-            "balance_units": u64::try_from(balance).unwrap_or(u64::MAX),
-            "nonce": nonce,
-            "next_nonce": next_nonce,
-            "stake": value_json(&stake),
-            "reputation": value_json(&reputation),
-            "inference_node": value_json(&node),
-        })))
+        Ok(Json(api::InferenceAccount {
+            address: address.to_string(),
+            balance_units: u64::try_from(balance).unwrap_or(u64::MAX),
+            nonce,
+            next_nonce,
+            stake: value_json(&stake),
+            reputation: value_json(&reputation),
+            inference_node: value_json(&node),
+        }))
     })
 }
 
-#[utoipa::path(post, path = "/v2/inference-chain/transactions", tag = "inference", request_body(content = String, description = "{\"tx\": \"<hex of a signed VM transaction>\"}", content_type = "application/json"), responses((status = 200, description = "the transaction id; it waits for an inference block", content_type = "application/json"), (status = 400, description = "malformed, badly signed, wrong chain, nonce used, fee too low or unpayable"), (status = 409, description = "already waiting"), (status = 503, description = "the pool is full")))]
+#[utoipa::path(post, path = "/v2/inference-chain/transactions", tag = "inference", request_body(content = api::TxSubmission, description = "a signed VM transaction in hex"), responses((status = 200, description = "the transaction id; it waits for an inference block", body = api::TxAccepted), (status = 400, description = "malformed, badly signed, wrong chain, nonce used, fee too low or unpayable", body = api::ErrorBody), (status = 409, description = "already waiting", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the pool is full, or the inference chain is not open", body = api::ErrorBody)))]
 pub async fn submit_vm_transaction(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<JsonValue>, ApiError> {
+) -> Result<Json<api::TxAccepted>, ApiError> {
     use crate::vm_mempool::VmMempoolError as E;
     let bytes = super::hex_field(
         body,
@@ -324,11 +337,15 @@ pub async fn submit_vm_transaction(
             })
     })?;
     s.node.publish(crate::p2p::Topic::VmTx, bytes);
-    Ok(Json(json!({"txid": id.to_string()})))
+    Ok(Json(api::TxAccepted {
+        txid: id.to_string(),
+    }))
 }
 
-#[utoipa::path(get, path = "/v2/models", tag = "inference", responses((status = 200, description = "the models this node serves, with their registry entry (null when not registered) and whether they are approved", content_type = "application/json")))]
-pub async fn models(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, ApiError> {
+#[utoipa::path(get, path = "/v2/models", tag = "inference", responses((status = 200, description = "the models this node serves, with their registry entry (null when not registered) and whether they are approved", body = Vec<api::ModelEntry>), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
+pub async fn models(
+    State(s): State<Arc<RpcState>>,
+) -> Result<Json<Vec<api::ModelEntry>>, ApiError> {
     let engines = s.engines.clone();
     with_chain(&s, |chain, ledger| {
         let mut out = Vec::new();
@@ -351,54 +368,43 @@ pub async fn models(State(s): State<Arc<RpcState>>) -> Result<Json<JsonValue>, A
                 "is-approved",
                 &[id],
             )?;
-            out.push(json!({
-                "name": model.name,
-                "id": model.id.to_string(),
-                "context_length": model.model.config.context_length,
-                "served_here": true,
-                "registry": value_json(&entry),
-                "approved": value_json(&approved),
-            }));
+            out.push(api::ModelEntry {
+                name: model.name.clone(),
+                id: model.id.to_string(),
+                context_length: model.model.config.context_length,
+                served_here: true,
+                registry: value_json(&entry),
+                approved: value_json(&approved),
+            });
         }
-        Ok(Json(JsonValue::Array(out)))
+        Ok(Json(out))
     })
 }
 
-#[utoipa::path(post, path = "/v2/contracts/call-read", tag = "inference", request_body(content = String, description = "{\"contract\": \"staking\" or \"<address>.<name>\", \"function\": \"get-stake\", \"args\": [\"<hex of a Clarity value>\", ...]}", content_type = "application/json"), responses((status = 200, description = "the result, as hex and as JSON", content_type = "application/json"), (status = 400, description = "malformed request, unknown contract or function, or a failing call")))]
+#[utoipa::path(post, path = "/v2/contracts/call-read", tag = "inference", request_body(content = api::CallReadRequest, description = "the contract (a boot contract's name, or ADDRESS.NAME), the function and its arguments"), responses((status = 200, description = "the result, as hex and as JSON", body = api::CallReadResult), (status = 400, description = "malformed request, unknown contract or function, or a failing call", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
 pub async fn call_read(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<JsonValue>, ApiError> {
+) -> Result<Json<api::CallReadResult>, ApiError> {
     let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     let v: JsonValue =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
     let usage = "the body must be {\"contract\": \"...\", \"function\": \"...\", \"args\": [\"<hex>\", ...]}";
-    let contract = v
-        .get("contract")
-        .and_then(JsonValue::as_str)
-        .ok_or_else(|| bad(usage))?;
-    let function = v
-        .get("function")
-        .and_then(JsonValue::as_str)
-        .ok_or_else(|| bad(usage))?;
-    let raw_args = match v.get("args") {
-        None => Vec::new(),
-        Some(JsonValue::Array(a)) => a.clone(),
-        Some(_) => return Err(bad(usage)),
-    };
+    let api::CallReadRequest {
+        contract,
+        function,
+        args: raw_args,
+    } = serde_json::from_value(v).map_err(|_| bad(usage))?;
     if raw_args.len() > MAX_ARGS {
         return Err(bad(format!("at most {MAX_ARGS} arguments")));
     }
     let mut args = Vec::with_capacity(raw_args.len());
     for (i, a) in raw_args.iter().enumerate() {
-        let bytes = a
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
-            .ok_or_else(|| bad(format!("argument {i} is not hex")))?;
+        let bytes = hex::decode(a).map_err(|_| bad(format!("argument {i} is not hex")))?;
         args.push(value_from_bytes(&bytes).map_err(|e| bad(format!("argument {i}: {e}")))?);
     }
     let (issuer, name) = match contract.split_once('.') {
-        None => ([0; 20], contract),
+        None => ([0; 20], contract.as_str()),
         Some((address, name)) => (
             Address::parse_for(address, s.network)
                 .map_err(|e| bad(format!("contract issuer: {e}")))?
@@ -408,11 +414,11 @@ pub async fn call_read(
         ),
     };
     with_chain(&s, |chain, ledger| {
-        let result = read(chain, ledger, issuer, name, function, &args)?;
-        Ok(Json(json!({
-            "result": hex::encode(value_bytes(&result)),
-            "json": value_json(&result),
-        })))
+        let result = read(chain, ledger, issuer, name, &function, &args)?;
+        Ok(Json(api::CallReadResult {
+            result: hex::encode(value_bytes(&result)),
+            json: value_json(&result),
+        }))
     })
 }
 

@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use fai_api as api;
 use fai_clarity::Value;
 use fai_inference_chain::types::InferenceTx;
 use fai_primitives::codec::Encode;
 use fai_primitives::Hash160;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use serde_json::json;
 
 use crate::p2p::protocol::relay_protocol;
 
@@ -70,7 +70,9 @@ pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
         else {
             continue;
         };
-        let Some(address) = address.strip_prefix("http://").map(str::to_string) else {
+        // `http://host:port` as nodes register themselves, an `https://` URL behind a TLS
+        // proxy, or a bare `host:port` (plain HTTP); anything else is skipped.
+        let Ok(address) = api::client::base_url(address) else {
             continue;
         };
         let owed =
@@ -106,7 +108,7 @@ pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
 /// and how: `via` is `libp2p` with the peer id, or `http` with the address), then the
 /// serving node's `token`, `receipt` or `error` events.
 pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
-    let (events, rx) = tokio::sync::mpsc::channel::<(String, String)>(256);
+    let (events, rx) = tokio::sync::mpsc::channel::<api::InferenceEvent>(256);
     tokio::spawn(async move {
         let node = fai_primitives::Address::new(s.network, target.node).to_string();
         let p2p = s.node.p2p.get().cloned();
@@ -114,12 +116,13 @@ pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
         if let (Some(p2p), Some(peer)) = (p2p, peer) {
             match open_relay_stream(&p2p, peer, s.network, &tx).await {
                 Ok(stream) => {
-                    let first = json!({"node": node, "via": "libp2p", "peer": peer.to_string()});
-                    if events
-                        .send(("relayed".into(), first.to_string()))
-                        .await
-                        .is_ok()
-                    {
+                    let first = api::InferenceEvent::Relayed(api::Relayed {
+                        node,
+                        via: "libp2p".into(),
+                        peer: Some(peer.to_string()),
+                        address: None,
+                    });
+                    if events.send(first).await.is_ok() {
                         pass_on_stream(stream, &events, tx.stub.txid()).await;
                     }
                     return;
@@ -129,9 +132,15 @@ pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
                 }
             }
         }
-        let first = json!({"node": node, "via": "http", "address": target.address});
-        let _ =
-            tokio::task::spawn_blocking(move || relay_over_http(tx, target, events, first)).await;
+        let first = api::InferenceEvent::Relayed(api::Relayed {
+            node,
+            via: "http".into(),
+            peer: None,
+            address: Some(target.address.clone()),
+        });
+        if events.send(first).await.is_ok() {
+            relay_over_http(&tx, &target, &events).await;
+        }
     });
     let stream = tokio_stream_of(rx);
     Sse::new(stream)
@@ -139,34 +148,34 @@ pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
         .into_response()
 }
 
-/// Relays over the serving node's registered RPC address.
-fn relay_over_http(
-    tx: InferenceTx,
-    target: Target,
-    events: tokio::sync::mpsc::Sender<(String, String)>,
-    first: serde_json::Value,
+/// Relays over the serving node's registered RPC address (`host:port`, or an
+/// `https://` URL), passing its events on until its stream ends.
+async fn relay_over_http(
+    tx: &InferenceTx,
+    target: &Target,
+    events: &tokio::sync::mpsc::Sender<api::InferenceEvent>,
 ) {
-    let body = json!({"tx": hex::encode(tx.to_bytes())});
     let txid = tx.stub.txid();
-    {
-        let _ = events.blocking_send(("relayed".into(), first.to_string()));
-        let result = crate::http_client::stream_events(
-            &target.address,
-            "/v2/inference",
-            &body,
-            |event, data| {
-                events
-                    .blocking_send((event.to_string(), data.to_string()))
-                    .map_err(|_| anyhow::anyhow!("the client went away"))
-            },
-        );
-        if let Err(e) = result {
-            tracing::warn!(target: "infer_node::rpc", %txid, to = %target.address, "relay failed: {e}");
-            let _ = events.blocking_send((
-                "error".into(),
-                json!({"error": format!("relayed to {}: {e}", target.address)}).to_string(),
-            ));
+    let result = async {
+        let client = api::Client::new(&target.address)?;
+        let stream = client.inference(&tx.to_bytes()).await?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if events.send(event?).await.is_err() {
+                break; // the client went away
+            }
         }
+        Ok::<(), api::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(target: "infer_node::rpc", %txid, to = %target.address, "relay failed: {e}");
+        let _ = events
+            .send(api::InferenceEvent::error(format!(
+                "relayed to {}: {e}",
+                target.address
+            )))
+            .await;
     }
 }
 
@@ -281,7 +290,7 @@ async fn open_relay_stream(
 /// Passes the serving node's event frames on until it closes the stream.
 async fn pass_on_stream(
     stream: libp2p::Stream,
-    events: &tokio::sync::mpsc::Sender<(String, String)>,
+    events: &tokio::sync::mpsc::Sender<api::InferenceEvent>,
     txid: fai_primitives::Hash256,
 ) {
     let mut stream = stream.take(MAX_ANSWER_BYTES);
@@ -299,18 +308,22 @@ async fn pass_on_stream(
                 Ok(Ok(Some(frame))) => frame,
             };
         let (kind, bytes) = frame;
-        let (Some(name), Ok(data)) = (event_name(kind), String::from_utf8(bytes)) else {
+        let event = match (event_name(kind), String::from_utf8(bytes)) {
+            (Some(name), Ok(data)) => api::InferenceEvent::parse(name, &data),
+            _ => Err("not an event".to_string()),
+        };
+        let Ok(event) = event else {
             break Some("the serving node sent a malformed frame".to_string());
         };
         ended = kind != FRAME_TOKEN;
-        if events.send((name.to_string(), data)).await.is_err() {
+        if events.send(event).await.is_err() {
             return; // the client went away
         }
     };
     if let Some(why) = failure {
         tracing::warn!(target: "infer_node::rpc", %txid, "relay failed: {why}");
-        let error = json!({"error": format!("relayed over libp2p: {why}")}).to_string();
-        let _ = events.send(("error".into(), error)).await;
+        let error = api::InferenceEvent::error(format!("relayed over libp2p: {why}"));
+        let _ = events.send(error).await;
     }
 }
 
@@ -364,13 +377,21 @@ async fn serve_stream(s: Arc<RpcState>, mut stream: libp2p::Stream) -> io::Resul
     };
     match checked {
         Err(e) => {
-            let error = json!({"error": e.1, "status": e.0.as_u16()}).to_string();
-            write_frame(&mut stream, FRAME_ERROR, error.as_bytes()).await?;
+            let error = api::InferenceEvent::Error(api::ErrorEvent {
+                error: e.1,
+                status: Some(e.0.as_u16()),
+            });
+            write_frame(&mut stream, FRAME_ERROR, error.data().as_bytes()).await?;
         }
         Ok(events) => {
             let mut events = std::pin::pin!(events);
-            while let Some((event, data)) = events.next().await {
-                write_frame(&mut stream, event_kind(event), data.as_bytes()).await?;
+            while let Some(event) = events.next().await {
+                write_frame(
+                    &mut stream,
+                    event_kind(event.name()),
+                    event.data().as_bytes(),
+                )
+                .await?;
                 stream.flush().await?;
             }
         }
@@ -379,11 +400,11 @@ async fn serve_stream(s: Arc<RpcState>, mut stream: libp2p::Stream) -> io::Resul
 }
 
 fn tokio_stream_of(
-    mut rx: tokio::sync::mpsc::Receiver<(String, String)>,
+    mut rx: tokio::sync::mpsc::Receiver<api::InferenceEvent>,
 ) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> {
     futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)
-            .map(|o| o.map(|(event, data)| Ok(SseEvent::default().event(event).data(data))))
+            .map(|o| o.map(|event| Ok(SseEvent::default().event(event.name()).data(event.data()))))
     })
 }
 
