@@ -15,6 +15,7 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct TxSubmission {
     /// The transaction's bytes, in hex.
+    #[schema(pattern = "^([0-9a-fA-F]{2})+$")]
     pub tx: String,
 }
 

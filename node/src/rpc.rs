@@ -299,7 +299,7 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<api::NodeInfo> {
     })
 }
 
-#[utoipa::path(get, path = "/v2/ledger/blocks/{id}", tag = "ledger", params(("id" = String, Path, description = "a height or a block hash")), responses((status = 200, description = "header fields, transaction ids, and the sortition it held (total bid, winner with its bid and register reference)", body = api::LedgerBlock), (status = 400, description = "neither a height nor a hash", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/ledger/blocks/{id}", tag = "ledger", params(("id" = String, Path, description = "a height or a block hash", pattern = "^([0-9]{1,10}|[0-9a-fA-F]{64})$")), responses((status = 200, description = "header fields, transaction ids, and the sortition it held (total bid, winner with its bid and register reference)", body = api::LedgerBlock), (status = 400, description = "neither a height nor a hash", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody)))]
 async fn ledger_block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
@@ -768,7 +768,7 @@ fn receipt_body(r: &ResultReceipt, text: Option<String>) -> api::Receipt {
     }
 }
 
-#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id")), responses((status = 200, description = "serving, pending (waiting for a block), in_block, settled (final or refunded without a quorum; accepted, and where the max fee went), dropped or failed; once in a block, whether this node still holds its text (payload_held)", body = api::InferenceStatus), (status = 400, description = "not a transaction id", body = api::ErrorBody), (status = 404, description = "unknown to this node", body = api::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/inference/{txid}", tag = "inference", params(("txid" = String, Path, description = "inference transaction id (64 hex digits)", pattern = "^[0-9a-fA-F]{64}$")), responses((status = 200, description = "serving, pending (waiting for a block), in_block, settled (final or refunded without a quorum; accepted, and where the max fee went), dropped or failed; once in a block, whether this node still holds its text (payload_held)", body = api::InferenceStatus), (status = 400, description = "not a transaction id", body = api::ErrorBody), (status = 404, description = "unknown to this node", body = api::ErrorBody)))]
 async fn inference_state(
     State(s): State<Arc<RpcState>>,
     Path(txid): Path<String>,

@@ -151,6 +151,18 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     let (status, body) = http(port, "GET", "/v2/nothing", b"");
     assert_eq!(status, 404);
     assert!(json(&body)["error"].is_string());
+    // A query string that does not parse is refused with a JSON error like any bad input.
+    let me = json(&http(port, "GET", "/v2/info", b"").1)["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v2/accounts/{me}/history?blocks=-1");
+    let (status, body) = http(port, "GET", &path, b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("blocks"),
+        "{body}"
+    );
 
     // The inference layer at genesis: no blocks past it, no verifier set yet, fai-tiny
     // approved from the start; an empty account; read-only contract calls.

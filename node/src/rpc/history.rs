@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use fai_api as api;
@@ -34,8 +35,9 @@ fn units(a: Amount) -> u64 {
 pub async fn history(
     State(s): State<Arc<RpcState>>,
     Path(text): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<api::History>, ApiError> {
+    let Query(q) = query.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
     let address = Address::parse_for(&text, s.network).map_err(|e| bad(e.to_string()))?;
     let blocks = q.blocks.unwrap_or(DEFAULT_BLOCKS);
     if blocks == 0 || blocks > MAX_BLOCKS {

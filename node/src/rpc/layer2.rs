@@ -184,7 +184,7 @@ pub async fn chain_info(
     })
 }
 
-#[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)")), responses((status = 200, description = "the header fields, VM transaction ids, inferences and votes carried", body = api::InferenceBlock), (status = 400, description = "neither a height nor an id", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)", pattern = "^([0-9]{1,10}|[0-9a-fA-F]{64})$")), responses((status = 200, description = "the header fields, VM transaction ids, inferences and votes carried", body = api::InferenceBlock), (status = 400, description = "neither a height nor an id", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
 pub async fn block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
