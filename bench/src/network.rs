@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use fai_api::blocking::Client as Node;
 use fai_node::devnet::{self, Member, Options};
-use fai_node::wallet::{self, InferRequest};
+use fai_wallet::{self as wallet, InferRequest};
 
 const PASSPHRASE: &str = "bench-network";
 const MAX_TOKENS: u32 = 16;

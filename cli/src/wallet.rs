@@ -5,8 +5,9 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use fai_api::blocking::Client as Node;
 use fai_node::config::Config;
-use fai_node::{models, wallet, wallet_serve};
+use fai_node::models;
 use fai_primitives::Address;
+use fai_wallet::{self as wallet, serve as wallet_serve};
 
 use crate::{load_config, Cli};
 

@@ -5,11 +5,11 @@
 //! the shared state (`node::Node`) and the services around it: the miner, the p2p
 //! network, the inference-node role (producer, roles), the verifier, the pools of served
 //! inferences, votes and VM transactions, the RPC with its relay and docs, and the
-//! devnet launcher. The wallet and its OpenAI-compatible proxy live here until they move
-//! to their own crate.
+//! devnet launcher.
 //!
 //! Depends on the protocol crates (primitives, ledger, inference-chain, clarity, vrf),
-//! storage and the engine. Must not depend on the benchmarks (`fai-bench`) or the command
+//! storage, the engine, the RPC's types (`fai-api`) and the wallet's keystore (the dev
+//! wallet). Must not depend on the benchmarks (`fai-bench`) or the command
 //! line (`infer-node`): both depend on this crate.
 
 pub mod banner;
@@ -31,5 +31,3 @@ pub mod verifier;
 pub mod verify_service;
 pub mod vm_mempool;
 pub mod vote_pool;
-pub mod wallet;
-pub mod wallet_serve;

@@ -692,11 +692,11 @@ fn dev_wallet(
     let Some((name, ledger, inference)) = config.dev_wallet.gift() else {
         return Ok(None);
     };
-    let address = if crate::wallet::wallet_path(data_dir, &name)?.exists() {
-        crate::wallet::address(data_dir, &name, network)?
+    let address = if fai_wallet::wallet_path(data_dir, &name)?.exists() {
+        fai_wallet::address(data_dir, &name, network)?
     } else {
         let passphrase = &config.dev_wallet.passphrase;
-        let (w, _) = crate::wallet::create(data_dir, &name, network, passphrase)
+        let (w, _) = fai_wallet::create(data_dir, &name, network, passphrase)
             .with_context(|| format!("cannot create the dev wallet {name}"))?;
         info!(target: "infer_node", address = %w.address, "created the dev wallet {name}");
         w.address

@@ -1,0 +1,152 @@
+//! The wallet on the inference layer: VM transactions (transfers, contract calls) with
+//! the account's next nonce, and inference: a signed request whose answer streams back,
+//! ending in the serving node's receipt, checked against the answer.
+
+use anyhow::{bail, Context, Result};
+use fai_api::blocking::Client as Node;
+use fai_primitives::Address;
+
+use crate::keystore::Wallet;
+
+/// Signs a VM transaction of the inference layer with the wallet's next nonce (the
+/// account's, past the transactions already waiting) and submits it; returns its id.
+pub fn vm_send(
+    node: &Node,
+    w: &Wallet,
+    payload: fai_inference_chain::vmtx::VmPayload,
+    fee: fai_primitives::Amount,
+) -> Result<String> {
+    let chain_id = node.info()?.chain_id;
+    let nonce = next_nonce(node, &w.address)?;
+    let tx = fai_inference_chain::vmtx::SignedVmTx::new(&w.key, nonce, chain_id, fee, payload);
+    let answer = node.submit_vm_transaction(&fai_primitives::codec::Encode::to_bytes(&tx))?;
+    Ok(answer.txid)
+}
+
+/// A call of a boot contract's public function with Clarity arguments.
+pub fn boot_call(
+    contract: &str,
+    function: &str,
+    args: &[fai_clarity::Value],
+) -> fai_inference_chain::vmtx::VmPayload {
+    fai_inference_chain::vmtx::VmPayload::Call {
+        issuer: fai_primitives::Hash160([0; 20]),
+        name: contract.into(),
+        function: function.into(),
+        args: args
+            .iter()
+            .map(fai_inference_chain::vmtx::value_bytes)
+            .collect(),
+    }
+}
+
+/// What `wallet infer` asks for.
+pub struct InferRequest {
+    pub system: String,
+    /// Earlier turns of the conversation.
+    pub context: Vec<fai_inference_chain::types::Turn>,
+    pub prompt: String,
+    /// Hex model id; none: the node's first model.
+    pub model: Option<String>,
+    pub max_fee: fai_primitives::Amount,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub seed: u64,
+    pub nonce: u64,
+}
+
+/// The next free nonce of `address` on the inference layer, as the node counts it: the
+/// account's nonce past every VM transaction and inference of it still waiting.
+pub fn next_nonce(node: &Node, address: &Address) -> Result<u64> {
+    Ok(node.inference_account(&address.to_string())?.next_nonce)
+}
+
+/// What `wallet infer` gets back: the receipt (with the answer's text, its signature
+/// checked against the answer) and, when the node relayed the request, where to.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Answer {
+    #[serde(flatten)]
+    pub receipt: fai_api::Receipt,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed: Option<fai_api::Relayed>,
+}
+
+/// Signs an inference transaction, posts it to the node, calls `on_text` with each piece
+/// of the answer as it streams, and returns the receipt (JSON, its signature checked).
+pub fn infer(
+    node: &Node,
+    w: &Wallet,
+    req: &InferRequest,
+    mut on_text: impl FnMut(&str),
+) -> Result<Answer> {
+    use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, ResultReceipt, Sampling};
+    use fai_primitives::codec::{Decode, Encode};
+    let info = node.info()?;
+    let model_hex = match &req.model {
+        Some(m) => m.clone(),
+        None => info
+            .models
+            .first()
+            .map(|m| m.id.clone())
+            .context("the node serves no model")?,
+    };
+    let model: [u8; 32] = hex::decode(&model_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("--model must be 64 hex digits")?;
+    let chain_id = info.chain_id;
+    if !(0.0..=5.0).contains(&req.temperature) {
+        bail!("--temperature must be between 0 and 5");
+    }
+    let prompt = Prompt {
+        system: req.system.clone(),
+        context: req.context.clone(),
+        input: req.prompt.clone(),
+    };
+    let mut stub = InferenceStub {
+        sender: w.key.public_key(),
+        nonce: req.nonce,
+        chain_id,
+        model,
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens: req.max_tokens,
+            temperature_milli: (req.temperature * 1000.0).round() as u32,
+            top_p_milli: 1000,
+            top_k: 40,
+            seed: req.seed,
+            stop: vec![],
+        },
+        max_fee: req.max_fee,
+        expiry: u32::MAX,
+        signature: fai_primitives::Signature([0; 64]),
+    };
+    stub.sign(&w.key);
+    let tx = InferenceTx { stub, prompt };
+    let txid = tx.stub.txid();
+    let mut receipt = None;
+    let mut failure = None;
+    let mut relayed = None;
+    node.inference(&tx.to_bytes(), |event| {
+        match event {
+            fai_api::InferenceEvent::Token(t) => on_text(&t.text),
+            fai_api::InferenceEvent::Receipt(r) => receipt = Some(r),
+            fai_api::InferenceEvent::Relayed(r) => relayed = Some(r),
+            fai_api::InferenceEvent::Error(e) => failure = Some(e.error),
+        }
+        true
+    })?;
+    if let Some(e) = failure {
+        bail!("the inference failed: {e}");
+    }
+    let receipt = receipt.context("the node closed the stream without a receipt")?;
+    let r = hex::decode(&receipt.receipt)
+        .ok()
+        .and_then(|b| ResultReceipt::from_bytes(&b).ok())
+        .context("the node's receipt does not decode")?;
+    let text = receipt.text.as_deref().unwrap_or_default();
+    if !r.signature_valid() || r.tx != txid || r.output_hash != ResultReceipt::hash_output(text) {
+        bail!("the node's receipt does not match the answer");
+    }
+    Ok(Answer { receipt, relayed })
+}
