@@ -1,5 +1,5 @@
 //! The RPC server: REST under `/v2` (loopback by default), server-sent events for
-//! streamed inference, Prometheus metrics on `/metrics`.
+//! streamed inference, metrics on `/metrics` (`metrics.rs`).
 //!
 //! | method | path | answer |
 //! | --- | --- | --- |
@@ -19,7 +19,7 @@
 //! | GET | `/v2/accounts/{address}/history` | the address's ledger and inference-layer transactions in the last `?blocks=` ledger blocks |
 //! | GET | `/v2/models` | the served models with their registry entry and approval |
 //! | POST | `/v2/contracts/call-read` | a read-only contract call: `{"contract", "function", "args": [hex Clarity values]}` |
-//! | GET | `/metrics` | Prometheus text |
+//! | GET | `/metrics` | the node's figures in OpenMetrics text (what Prometheus scrapes) |
 //! | GET | `/v2/openapi.json` | the OpenAPI document of all of the above, generated from this module |
 //! | POST | `/v2/admin/shutdown` | with `Authorization: Bearer <rpc.admin_token>`: stops the node cleanly |
 //! | GET | `/v2/admin/peers` | admin: connected peers (address, direction, score, height) and bans |
@@ -33,11 +33,12 @@ mod admin;
 pub mod docs;
 mod history;
 pub mod layer2;
+mod metrics;
 pub mod relay;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -99,13 +100,6 @@ impl InferenceLog {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    inference_accepted: AtomicU64,
-    inference_refused: AtomicU64,
-    busy: AtomicU64,
-}
-
 /// What the handlers share.
 pub struct RpcState {
     /// The admin token and where a shutdown request goes; none: admin calls are off.
@@ -123,7 +117,7 @@ pub struct RpcState {
     /// Where served inferences' text is kept (the inference chain's payload store).
     payloads: Option<fai_inference_chain::payloads::PayloadStore>,
     log: Mutex<InferenceLog>,
-    counters: Counters,
+    metrics: metrics::Metrics,
 }
 
 impl RpcState {
@@ -135,6 +129,7 @@ impl RpcState {
     ) -> Self {
         // Taken alone (no other lock held), the inference chain's lock is safe here.
         let payloads = node.inference().and_then(|c| c.payloads().cloned());
+        let metrics = metrics::Metrics::new(node.clone(), engines.clone());
         RpcState {
             admin: None,
             node,
@@ -145,7 +140,7 @@ impl RpcState {
             forge_outputs: false,
             payloads,
             log: Mutex::new(InferenceLog::default()),
-            counters: Counters::default(),
+            metrics,
         }
     }
 
@@ -602,7 +597,7 @@ async fn inference(
     let tx = match parse_inference(&s, body) {
         Ok(tx) => tx,
         Err(e) => {
-            s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+            s.metrics.inference_request(metrics::Answer::Refused);
             return e.into_response();
         }
     };
@@ -615,9 +610,7 @@ async fn inference(
             .flatten()
     };
     if let Some(target) = target {
-        s.counters
-            .inference_accepted
-            .fetch_add(1, Ordering::Relaxed);
+        s.metrics.inference_request(metrics::Answer::Accepted);
         return relay::relay(s, tx, target);
     }
     match serve_here(&s, tx) {
@@ -640,7 +633,7 @@ fn serve_here(
     tx: InferenceTx,
 ) -> Result<impl futures::Stream<Item = api::InferenceEvent> + Send + 'static, ApiError> {
     let refused = |e: ApiError| {
-        s.counters.inference_refused.fetch_add(1, Ordering::Relaxed);
+        s.metrics.inference_request(metrics::Answer::Refused);
         e
     };
     check_served_here(s, &tx).map_err(refused)?;
@@ -682,7 +675,7 @@ fn serve_here(
             s.log().set(txid, InferenceState::Failed(e.to_string()));
             let status = match e {
                 EngineError::Busy { .. } => {
-                    s.counters.busy.fetch_add(1, Ordering::Relaxed);
+                    s.metrics.inference_request(metrics::Answer::Busy);
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 _ => StatusCode::BAD_REQUEST,
@@ -690,9 +683,7 @@ fn serve_here(
             return Err(refused(ApiError(status, e.to_string())));
         }
     };
-    s.counters
-        .inference_accepted
-        .fetch_add(1, Ordering::Relaxed);
+    s.metrics.inference_request(metrics::Answer::Accepted);
     let state = s.clone();
     Ok(job.map(move |event| match event {
         Event::Text(text) => api::InferenceEvent::Token(api::Token { text }),
@@ -884,44 +875,14 @@ fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<api::InferenceStatu
     Ok(None)
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "the node's gauges and counters (ledger and inference heights, pools, peers, engine jobs, inference requests by answer) in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
-    let (height, inference_height) = {
-        let ledger = s.node.chain();
-        let inference = s.node.inference().map_or(0, |c| c.tip(&ledger).height);
-        (ledger.height(), inference)
-    };
-    let mempool = s.node.mempool().len();
-    let vm_pool = s.node.vm_mempool().len();
-    let results_pool = s.node.results().len();
-    let (peers, syncing) = s.node.p2p.get().map_or((0, false), |p| {
-        (
-            p.status.peers.load(Ordering::Relaxed),
-            p.status.syncing.load(Ordering::Relaxed),
+    match s.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the metrics cannot be written: {e}"),
         )
-    });
-    let syncing = u8::from(syncing);
-    let jobs = s.engines.stats();
-    let c = &s.counters;
-    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let text = format!(
-        "# HELP infer_ledger_height Height of the active ledger tip.\n# TYPE infer_ledger_height gauge\ninfer_ledger_height {height}\n\
-# HELP infer_mempool_transactions Ledger transactions waiting.\n# TYPE infer_mempool_transactions gauge\ninfer_mempool_transactions {mempool}\n\
-# HELP infer_inference_height Height of the inference tip as of the ledger tip.\n# TYPE infer_inference_height gauge\ninfer_inference_height {inference_height}\n\
-# HELP infer_vm_pool_transactions Inference-layer VM transactions waiting.\n# TYPE infer_vm_pool_transactions gauge\ninfer_vm_pool_transactions {vm_pool}\n\
-# HELP infer_result_pool_inferences Served inferences waiting for an inference block.\n# TYPE infer_result_pool_inferences gauge\ninfer_result_pool_inferences {results_pool}\n\
-# HELP infer_p2p_peers Connected peers.\n# TYPE infer_p2p_peers gauge\ninfer_p2p_peers {peers}\n\
-# HELP infer_p2p_syncing 1 while catching up with a peer.\n# TYPE infer_p2p_syncing gauge\ninfer_p2p_syncing {syncing}\n\
-# HELP infer_engine_jobs_running Inference jobs being generated.\n# TYPE infer_engine_jobs_running gauge\ninfer_engine_jobs_running {}\n\
-# HELP infer_engine_jobs_total Inference jobs ended, by outcome.\n# TYPE infer_engine_jobs_total counter\ninfer_engine_jobs_total{{outcome=\"finished\"}} {}\ninfer_engine_jobs_total{{outcome=\"cancelled\"}} {}\ninfer_engine_jobs_total{{outcome=\"failed\"}} {}\n\
-# HELP infer_rpc_inference_requests_total Inference requests, by answer.\n# TYPE infer_rpc_inference_requests_total counter\ninfer_rpc_inference_requests_total{{answer=\"accepted\"}} {}\ninfer_rpc_inference_requests_total{{answer=\"refused\"}} {}\ninfer_rpc_inference_requests_total{{answer=\"busy\"}} {}\n",
-        jobs.running,
-        jobs.finished,
-        jobs.cancelled,
-        jobs.failed,
-        get(&c.inference_accepted),
-        get(&c.inference_refused),
-        get(&c.busy),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        .into_response(),
+    }
 }

@@ -1,0 +1,175 @@
+//! `GET /metrics`: the node's figures in the OpenMetrics text format, which Prometheus
+//! scrapes, written by prometheus-client.
+//!
+//! The RPC's own counters (inference requests by answer) are kept here; everything else
+//! (heights, pool sizes, peers, the engine's jobs) is read from its owner at each scrape
+//! by a collector, so that no figure is kept twice.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::node::Node;
+use crate::served::Engines;
+
+/// The media type of the answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How an inference request was answered.
+#[derive(Clone, Copy, Debug)]
+pub enum Answer {
+    /// Taken: served here or relayed.
+    Accepted,
+    /// Refused as bad, unpayable or a duplicate.
+    Refused,
+    /// Refused because the engine's queue is full (also counted as refused).
+    Busy,
+}
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// The registry the RPC answers `/metrics` from.
+pub struct Metrics {
+    registry: Registry,
+    inference_requests: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new(node: Arc<Node>, engines: Arc<Engines>) -> Self {
+        let mut registry = Registry::default();
+        let inference_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "infer_rpc_inference_requests",
+            "Inference requests, by answer",
+            inference_requests.clone(),
+        );
+        registry.register_collector(Box::new(NodeFigures { node, engines }));
+        Metrics {
+            registry,
+            inference_requests,
+        }
+    }
+
+    /// Counts an inference request.
+    pub fn inference_request(&self, answer: Answer) {
+        let label = match answer {
+            Answer::Accepted => "accepted",
+            Answer::Refused => "refused",
+            Answer::Busy => "busy",
+        };
+        self.inference_requests
+            .get_or_create(&[("answer", label)])
+            .inc();
+    }
+
+    /// Every figure, as OpenMetrics text.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// The figures other parts of the node own, read at each scrape.
+struct NodeFigures {
+    node: Arc<Node>,
+    engines: Arc<Engines>,
+}
+
+impl fmt::Debug for NodeFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeFigures")
+    }
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for NodeFigures {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let (height, inference_height) = {
+            let ledger = self.node.chain();
+            let inference = self.node.inference().map_or(0, |c| c.tip(&ledger).height);
+            (ledger.height(), inference)
+        };
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let mempool = count(self.node.mempool().len());
+        let vm_pool = count(self.node.vm_mempool().len());
+        let results = count(self.node.results().len());
+        let (peers, syncing) = self.node.p2p.get().map_or((0, false), |p| {
+            (
+                p.status.peers.load(Ordering::Relaxed),
+                p.status.syncing.load(Ordering::Relaxed),
+            )
+        });
+        let m = &mut e;
+        gauge(
+            m,
+            "infer_ledger_height",
+            "Height of the active ledger tip",
+            height.into(),
+        )?;
+        gauge(
+            m,
+            "infer_mempool_transactions",
+            "Ledger transactions waiting",
+            mempool,
+        )?;
+        gauge(
+            m,
+            "infer_inference_height",
+            "Height of the inference tip as of the ledger tip",
+            inference_height.into(),
+        )?;
+        gauge(
+            m,
+            "infer_vm_pool_transactions",
+            "Inference-layer VM transactions waiting",
+            vm_pool,
+        )?;
+        gauge(
+            m,
+            "infer_result_pool_inferences",
+            "Served inferences waiting for an inference block",
+            results,
+        )?;
+        gauge(m, "infer_p2p_peers", "Connected peers", count(peers))?;
+        gauge(
+            m,
+            "infer_p2p_syncing",
+            "1 while catching up with a peer",
+            u64::from(syncing),
+        )?;
+        let jobs = self.engines.stats();
+        gauge(
+            m,
+            "infer_engine_jobs_running",
+            "Inference jobs being generated",
+            jobs.running,
+        )?;
+        let mut family = e.encode_descriptor(
+            "infer_engine_jobs",
+            "Inference jobs ended, by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [
+            ("finished", jobs.finished),
+            ("cancelled", jobs.cancelled),
+            ("failed", jobs.failed),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome)])?)?;
+        }
+        Ok(())
+    }
+}
