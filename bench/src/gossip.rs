@@ -121,7 +121,7 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
         .collect::<Result<_, _>>()?;
     let mut nodes: Vec<Arc<Node>> = Vec::new();
     let mut validators = Vec::new();
-    let mut bootstrap: Vec<String> = Vec::new();
+    let mut bootstrap: Vec<fai_node::config::PeerAddress> = Vec::new();
     for dir in &dirs {
         let mut chain = open_chain(dir.path(), Network::Regtest)?;
         for b in &blocks {
@@ -135,7 +135,7 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             },
         ));
         let config = P2pSection {
-            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            listen: Some("/ip4/127.0.0.1/tcp/0".parse()?),
             bootstrap: bootstrap.clone(),
             ..P2pSection::default()
         };
@@ -156,7 +156,7 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             loop {
                 let listen = status.listen.lock().map(|l| l.clone()).unwrap_or_default();
                 if let Some(first) = listen.first() {
-                    bootstrap.push(first.clone());
+                    bootstrap.push(first.parse::<fai_node::config::PeerAddress>()?);
                     break;
                 }
                 if Instant::now() > deadline {

@@ -7,6 +7,6 @@ use crate::{init_logging, invocation, load_config, Cli};
 
 pub fn run(cli: &Cli) -> Result<()> {
     let config = load_config(cli)?;
-    init_logging(&config.log.level);
+    init_logging(&config.log.level.as_str().to_ascii_lowercase());
     node::run(config, invocation(cli))
 }

@@ -468,7 +468,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
             let proxy = wallet_serve::Proxy::new(
-                config.rpc.listen.clone(),
+                config.rpc.listen.to_string(),
                 w,
                 name.clone(),
                 max_fee.parse().context("--max-fee")?,
@@ -571,5 +571,5 @@ fn vm_payload(
 
 /// The client of the node the configuration names (`rpc.listen`).
 fn node(config: &Config) -> Result<Node> {
-    Ok(Node::new(&config.rpc.listen)?)
+    Ok(Node::new(&config.rpc.listen.to_string())?)
 }

@@ -1,7 +1,8 @@
 //! The node's configuration: a TOML file with one table per part of the node. Unknown
 //! keys are refused with the key's name and line, so a typo never passes silently.
-//! Networks and amounts are parsed into their types as the file is read (an error names
-//! the key and its line); the other checks run right after. With no file, the devnet
+//! Networks, amounts, addresses, multiaddresses and the log level are parsed into their
+//! types as the file is read (an error names the key and its line); the checks that
+//! relate keys (an address of the configured network, say) run right after. With no file, the devnet
 //! configuration built into the binary is used.
 
 use std::fmt::Display;
@@ -23,6 +24,55 @@ where
     String::deserialize(d)?
         .parse()
         .map_err(serde::de::Error::custom)
+}
+
+/// An optional value read through its type's `FromStr`: empty is none.
+fn optional<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// A list of values read through their type's `FromStr`.
+fn parsed_list<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| text.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A peer to dial: a multiaddress ending in `/p2p/<peer id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub peer: libp2p::PeerId,
+    pub address: libp2p::Multiaddr,
+}
+
+impl FromStr for PeerAddress {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let (peer, address) = crate::p2p::parse_peer_address(text)?;
+        Ok(PeerAddress { peer, address })
+    }
+}
+
+impl Display for PeerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.address.fmt(f)
+    }
 }
 
 /// An optional amount: empty is none, and zero is refused (leave it empty instead).
@@ -248,11 +298,11 @@ pub struct P2pSection {
     pub enabled: bool,
     /// Multiaddress to listen on. Empty: the network's default (see
     /// [`P2pSection::listen_address`]).
-    #[serde(default)]
-    pub listen: String,
+    #[serde(default, deserialize_with = "optional")]
+    pub listen: Option<libp2p::Multiaddr>,
     /// Peers to contact at start, as multiaddresses ending in `/p2p/<peer id>`.
-    #[serde(default)]
-    pub bootstrap: Vec<String>,
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub bootstrap: Vec<PeerAddress>,
     /// Connections kept open at most, in and out together.
     #[serde(default = "default_max_peers")]
     pub max_peers: u32,
@@ -278,7 +328,7 @@ impl Default for P2pSection {
     fn default() -> Self {
         P2pSection {
             enabled: true,
-            listen: String::new(),
+            listen: None,
             bootstrap: Vec::new(),
             max_peers: default_max_peers(),
             ban_seconds: default_ban_seconds(),
@@ -290,17 +340,20 @@ impl Default for P2pSection {
 impl P2pSection {
     /// The address to listen on: `listen`, or the network's default (all interfaces on
     /// mainnet and testnet, loopback on devnet, a free loopback port on regtest).
-    pub fn listen_address(&self, network: Network) -> String {
-        if !self.listen.is_empty() {
-            return self.listen.clone();
+    pub fn listen_address(&self, network: Network) -> libp2p::Multiaddr {
+        use libp2p::multiaddr::Protocol;
+        if let Some(listen) = &self.listen {
+            return listen.clone();
         }
-        match network {
-            Network::Mainnet => "/ip4/0.0.0.0/tcp/7090",
-            Network::Testnet => "/ip4/0.0.0.0/tcp/17090",
-            Network::Devnet => "/ip4/127.0.0.1/tcp/27090",
-            Network::Regtest => "/ip4/127.0.0.1/tcp/0",
-        }
-        .to_string()
+        let (ip, port) = match network {
+            Network::Mainnet => ([0, 0, 0, 0], 7090),
+            Network::Testnet => ([0, 0, 0, 0], 17090),
+            Network::Devnet => ([127, 0, 0, 1], 27090),
+            Network::Regtest => ([127, 0, 0, 1], 0),
+        };
+        libp2p::Multiaddr::empty()
+            .with(Protocol::Ip4(ip.into()))
+            .with(Protocol::Tcp(port))
     }
 }
 
@@ -311,8 +364,8 @@ pub struct RpcSection {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Address and port to listen on.
-    #[serde(default = "default_rpc_listen")]
-    pub listen: String,
+    #[serde(default = "default_rpc_listen", deserialize_with = "parsed")]
+    pub listen: std::net::SocketAddr,
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_rpc_body")]
     pub max_body_bytes: usize,
@@ -330,8 +383,8 @@ pub struct RpcSection {
 fn yes() -> bool {
     true
 }
-fn default_rpc_listen() -> String {
-    "127.0.0.1:7080".into()
+fn default_rpc_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 7080))
 }
 fn default_rpc_body() -> usize {
     1024 * 1024
@@ -375,8 +428,8 @@ pub struct MiningSection {
     #[serde(default)]
     pub block_interval_ms: u64,
     /// Reward address; empty means the node key's address.
-    #[serde(default)]
-    pub address: String,
+    #[serde(default, deserialize_with = "optional")]
+    pub address: Option<fai_primitives::Address>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -391,8 +444,9 @@ pub struct MempoolSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
-    #[serde(default = "default_level")]
-    pub level: String,
+    /// error, warn, info, debug or trace.
+    #[serde(default = "default_level", deserialize_with = "parsed")]
+    pub level: tracing::Level,
 }
 
 fn one() -> usize {
@@ -404,8 +458,8 @@ fn default_mempool_bytes() -> usize {
 fn default_min_fee_rate() -> u64 {
     1_000
 }
-fn default_level() -> String {
-    "info".into()
+fn default_level() -> tracing::Level {
+    tracing::Level::INFO
 }
 
 impl Default for MiningSection {
@@ -414,7 +468,7 @@ impl Default for MiningSection {
             enabled: false,
             threads: 1,
             block_interval_ms: 0,
-            address: String::new(),
+            address: None,
         }
     }
 }
@@ -497,12 +551,6 @@ impl Config {
                 self.mining.threads
             );
         }
-        if self.rpc.listen.parse::<std::net::SocketAddr>().is_err() {
-            bail!(
-                "rpc.listen {:?} is not an address and port such as 127.0.0.1:7080",
-                self.rpc.listen
-            );
-        }
         if self.rpc.max_body_bytes < 1024 || self.rpc.max_body_bytes > 64 * 1024 * 1024 {
             bail!("rpc.max_body_bytes must be between 1024 and 67108864");
         }
@@ -523,13 +571,6 @@ impl Config {
             if name.is_empty() || name.len() > 128 {
                 bail!("engine.serve: a model name has 1 to 128 characters");
             }
-        }
-        let listen = self.p2p.listen_address(self.network());
-        if listen.parse::<libp2p::Multiaddr>().is_err() {
-            bail!("p2p.listen {listen:?} is not a multiaddress such as /ip4/0.0.0.0/tcp/7090");
-        }
-        for peer in &self.p2p.bootstrap {
-            crate::p2p::parse_peer_address(peer).context("p2p.bootstrap")?;
         }
         if self.inference.bid.units() == 0 {
             bail!("inference.bid must be more than zero");
@@ -565,15 +606,14 @@ impl Config {
         if self.mempool.max_bytes < 1_000_000 {
             bail!("mempool.max_bytes must be at least 1000000 (one block)");
         }
-        if self.log.level.parse::<tracing::Level>().is_err() {
-            bail!(
-                "log.level {:?} is not one of error, warn, info, debug, trace",
-                self.log.level
-            );
-        }
-        if !self.mining.address.is_empty() {
-            fai_primitives::Address::parse_for(&self.mining.address, self.network())
-                .context("mining.address")?;
+        if let Some(address) = &self.mining.address {
+            if address.network != self.network() {
+                bail!(
+                    "mining.address {address} is an address of {}, not of {}",
+                    address.network,
+                    self.network()
+                );
+            }
         }
         Ok(())
     }
@@ -666,7 +706,10 @@ mod tests {
         assert!(err.contains("unknown network"), "{err}");
         let bad_addr = DEVNET_TOML.replace("address = \"\"", "address = \"fai1nope\"");
         let err = format!("{:#}", Config::parse(&bad_addr, "x").unwrap_err());
-        assert!(err.contains("mining.address"), "{err}");
+        assert!(
+            err.contains("address = \"fai1nope\"") && err.contains("checksum"),
+            "{err}"
+        );
         let zero = DEVNET_TOML.replace("threads = 1", "threads = 0");
         assert!(Config::parse(&zero, "x").is_err());
         assert!(Config::parse("not toml [", "x").is_err());
@@ -729,6 +772,9 @@ mod tests {
             ("inference", "stake", "0 FAI", "more than zero"),
             ("inference", "peg_in", "", "peg_in"),
             ("dev_wallet", "ledger", "1 FAI 2", "1 FAI 2"),
+            ("rpc", "listen", "localhost:7080", "socket address"),
+            ("p2p", "listen", "tcp/7090", "multiaddr"),
+            ("log", "level", "loud", "level"),
         ] {
             let text = format!("{base}[{section}]\n{key} = \"{value}\"\n");
             let err = format!("{:#}", Config::parse(&text, "x").unwrap_err());
@@ -737,6 +783,49 @@ mod tests {
                 "{key} = {value:?}: {err}"
             );
         }
+    }
+
+    /// Addresses, multiaddresses and the log level arrive typed; what relates two keys is
+    /// checked right after (the mining address must be of the configured network).
+    #[test]
+    fn addresses_and_levels_are_parsed_once_when_read() {
+        let base = "[node]\nnetwork = \"regtest\"\ndata_dir = \"/tmp/x\"\n";
+        let c = Config::parse(base, "x").unwrap();
+        assert_eq!(c.rpc.listen.to_string(), "127.0.0.1:7080");
+        assert_eq!(c.p2p.listen, None);
+        assert_eq!(
+            c.p2p.listen_address(Network::Regtest).to_string(),
+            "/ip4/127.0.0.1/tcp/0"
+        );
+        assert_eq!(
+            (c.mining.address, c.log.level),
+            (None, tracing::Level::INFO)
+        );
+        let peer = libp2p::PeerId::random();
+        let mine = fai_primitives::Address::new(Network::Regtest, fai_primitives::Hash160([7; 20]));
+        let text = format!(
+            "{base}[rpc]\nlisten = \"[::1]:9000\"\n[p2p]\nlisten = \"/ip4/0.0.0.0/tcp/7\"\n\
+             bootstrap = [\"/ip4/10.0.0.1/tcp/7090/p2p/{peer}\"]\n\
+             [mining]\naddress = \"{mine}\"\n[log]\nlevel = \"debug\"\n"
+        );
+        let c = Config::parse(&text, "x").unwrap();
+        assert_eq!(c.rpc.listen.port(), 9000);
+        assert_eq!(c.p2p.listen.unwrap().to_string(), "/ip4/0.0.0.0/tcp/7");
+        assert_eq!(c.p2p.bootstrap.len(), 1);
+        assert_eq!(c.p2p.bootstrap[0].peer, peer);
+        assert_eq!(c.mining.address, Some(mine));
+        assert_eq!(c.log.level, tracing::Level::DEBUG);
+        let no_peer = format!("{base}[p2p]\nbootstrap = [\"/ip4/10.0.0.1/tcp/7090\"]\n");
+        let err = format!("{:#}", Config::parse(&no_peer, "x").unwrap_err());
+        assert!(err.contains("/p2p/<peer id>"), "{err}");
+        let other =
+            fai_primitives::Address::new(Network::Mainnet, fai_primitives::Hash160([7; 20]));
+        let elsewhere = format!("{base}[mining]\naddress = \"{other}\"\n");
+        let err = format!("{:#}", Config::parse(&elsewhere, "x").unwrap_err());
+        assert!(
+            err.contains("mining.address") && err.contains("mainnet"),
+            "{err}"
+        );
     }
 
     #[test]

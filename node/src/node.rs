@@ -408,11 +408,8 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
         info!(target: "infer_node", address = %node_address, "created the node key");
     }
     let chain = open_chain(&data_dir, network)?;
-    let payout = if config.mining.address.is_empty() {
-        node_address
-    } else {
-        Address::parse_for(&config.mining.address, network)?
-    };
+    // The configuration checked that it is an address of this network.
+    let payout = config.mining.address.unwrap_or(node_address);
     let tip = chain.tip()?.clone();
     info!(
         target: "infer_node",
@@ -580,10 +577,12 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
                 .collect(),
             device: loaded.device.to_string(),
             rpc: rpc.to_string(),
-            p2p: config
-                .p2p
-                .enabled
-                .then(|| (config.p2p.listen_address(network), peer_id.to_string())),
+            p2p: config.p2p.enabled.then(|| {
+                (
+                    config.p2p.listen_address(network).to_string(),
+                    peer_id.to_string(),
+                )
+            }),
             wallet: dev_wallet,
             invocation,
         };
@@ -640,7 +639,7 @@ fn start_rpc(
     ),
 ) -> Result<std::net::SocketAddr> {
     let engines = Arc::new(crate::served::Engines::start(loaded, &config.engine));
-    let listener = std::net::TcpListener::bind(&config.rpc.listen)
+    let listener = std::net::TcpListener::bind(config.rpc.listen)
         .with_context(|| format!("cannot listen on {} (rpc.listen)", config.rpc.listen))?;
     listener
         .set_nonblocking(true)

@@ -74,16 +74,12 @@ pub fn start(
             max_peers: config.max_peers,
         },
     )?;
-    let listen: Multiaddr = config
-        .listen_address(network)
-        .parse()
-        .context("p2p.listen")?;
+    let listen: Multiaddr = config.listen_address(network);
     swarm
         .listen_on(listen.clone())
         .with_context(|| format!("cannot listen on {listen} (p2p.listen)"))?;
     let mut bootstrap = Vec::new();
-    for text in &config.bootstrap {
-        let (peer, address) = super::parse_peer_address(text)?;
+    for crate::config::PeerAddress { peer, address } in config.bootstrap.iter().cloned() {
         bootstrap.push((peer, address.clone()));
         swarm
             .behaviour_mut()
