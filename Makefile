@@ -56,9 +56,12 @@ test-e2e: deps
 	$(CARGO) build --workspace --features infer-node/test-cheats
 	$(CARGO) test --workspace --features infer-node/test-cheats --test e2e -- --include-ignored
 
+# The figures against this machine's limits, then Criterion's statistics over the same
+# hot paths (to compare two builds).
 bench: build
 	./target/release/infer-node bench pow
 	./target/release/infer-node bench validate
+	$(CARGO) bench -p fai-bench
 
 fmt:
 	$(CARGO) fmt --all

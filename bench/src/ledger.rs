@@ -114,12 +114,12 @@ pub struct ValidateReport {
 
 /// The chain the validation benchmark replays: 101 empty blocks (so the first coinbase
 /// matures), a fan-out transaction to `n` coins, and the measured block of `n` spends.
-struct ValidateFixture {
-    setup: Vec<Block>,
-    measured: Block,
+pub struct ValidateFixture {
+    pub setup: Vec<Block>,
+    pub measured: Block,
 }
 
-fn validate_fixture(n: usize) -> Result<ValidateFixture> {
+pub fn validate_fixture(n: usize) -> Result<ValidateFixture> {
     let params = ChainParams::for_network(Network::Regtest);
     let store = fai_storage::MemoryStore::open(SCHEMA)?;
     let mut chain = Chainstate::open(Arc::new(store), params)?;

@@ -33,7 +33,8 @@ pub struct PoiReport {
     pub ratio: f64,
 }
 
-fn inferences(n: usize) -> Vec<Inference> {
+/// `n` signed inferences (stubs from 50 senders, receipts from 5 nodes).
+pub fn inferences(n: usize) -> Vec<Inference> {
     let senders: Vec<SecretKey> = (0..50).map(|_| SecretKey::generate()).collect();
     let nodes: Vec<SecretKey> = (0..5).map(|_| SecretKey::generate()).collect();
     (0..n)
@@ -98,55 +99,67 @@ fn settle_all(list: &[Inference]) -> u64 {
         .sum()
 }
 
+/// What a producer does with `list`: checks every signature, settles each inference,
+/// signs the header over the results root and encodes the block. Returns the block's
+/// bytes and what the settlement paid the serving nodes.
+pub fn assemble(list: &[Inference], producer: &SecretKey) -> Result<(Vec<u8>, u64)> {
+    ensure!(signatures_ok(list), "a generated signature does not verify");
+    let paid = settle_all(list);
+    let mut header = InferenceHeader {
+        version: 1,
+        height: 1,
+        parent: [0; 32],
+        ledger_anchor: [1; 32],
+        ledger_height: 10,
+        tx_root: Hash256([0; 32]),
+        results_root: InferenceBlock::results_root_of(list),
+        votes_root: Hash256([0; 32]),
+        state_root: [2; 32],
+        vrf_proof: None,
+        producer: producer.public_key(),
+        signature: Signature([0; 64]),
+    };
+    header.sign(producer);
+    let bytes = InferenceBlock {
+        header,
+        vm_txs: Vec::new(),
+        inferences: list.to_vec(),
+        parent_votes: Vec::new(),
+    }
+    .to_bytes();
+    Ok((bytes, paid))
+}
+
+/// What a verifier does with a block's bytes: decodes it, checks the producer's and every
+/// inference's signatures, duplicates, the results root, and that settling again pays
+/// `paid`.
+pub fn verify(bytes: &[u8], paid: u64) -> Result<()> {
+    let block = InferenceBlock::from_bytes(bytes)?;
+    ensure!(block.header.signature_valid(), "producer signature");
+    ensure!(signatures_ok(&block.inferences), "inference signatures");
+    let unique: HashSet<Hash256> = block.inferences.iter().map(|i| i.stub.txid()).collect();
+    ensure!(
+        unique.len() == block.inferences.len(),
+        "duplicate transactions"
+    );
+    ensure!(
+        InferenceBlock::results_root_of(&block.inferences) == block.header.results_root,
+        "results root"
+    );
+    ensure!(settle_all(&block.inferences) == paid, "settlement differs");
+    Ok(())
+}
+
 pub fn poi(receipts: usize, runs: usize) -> Result<PoiReport> {
     let producer = SecretKey::generate();
     let list = inferences(receipts);
     let (mut best_assemble, mut best_verify) = (f64::MAX, f64::MAX);
     for _ in 0..runs.max(1) {
         let started = Instant::now();
-        ensure!(
-            signatures_ok(&list),
-            "a generated signature does not verify"
-        );
-        let paid = settle_all(&list);
-        let mut header = InferenceHeader {
-            version: 1,
-            height: 1,
-            parent: [0; 32],
-            ledger_anchor: [1; 32],
-            ledger_height: 10,
-            tx_root: Hash256([0; 32]),
-            results_root: InferenceBlock::results_root_of(&list),
-            votes_root: Hash256([0; 32]),
-            state_root: [2; 32],
-            vrf_proof: None,
-            producer: producer.public_key(),
-            signature: Signature([0; 64]),
-        };
-        header.sign(&producer);
-        let bytes = InferenceBlock {
-            header,
-            vm_txs: Vec::new(),
-            inferences: list.clone(),
-            parent_votes: Vec::new(),
-        }
-        .to_bytes();
+        let (bytes, paid) = assemble(&list, &producer)?;
         best_assemble = best_assemble.min(started.elapsed().as_secs_f64());
-
         let started = Instant::now();
-        let block = InferenceBlock::from_bytes(&bytes)?;
-        ensure!(block.header.signature_valid(), "producer signature");
-        ensure!(signatures_ok(&block.inferences), "inference signatures");
-        let unique: HashSet<Hash256> = block.inferences.iter().map(|i| i.stub.txid()).collect();
-        ensure!(
-            unique.len() == block.inferences.len(),
-            "duplicate transactions"
-        );
-        ensure!(
-            InferenceBlock::results_root_of(&block.inferences) == block.header.results_root,
-            "results root"
-        );
-        ensure!(settle_all(&block.inferences) == paid, "settlement differs");
+        verify(&bytes, paid)?;
         best_verify = best_verify.min(started.elapsed().as_secs_f64());
     }
     let receipts_per_sec = receipts as f64 / best_verify;
