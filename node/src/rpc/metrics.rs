@@ -48,6 +48,7 @@ impl Metrics {
         let inference_requests = Family::<Labels, Counter>::default();
         registry.register(
             "infer_rpc_inference_requests",
+            // The registry ends the help text with a period.
             "Inference requests, by answer",
             inference_requests.clone(),
         );
@@ -116,50 +117,50 @@ impl Collector for NodeFigures {
         gauge(
             m,
             "infer_ledger_height",
-            "Height of the active ledger tip",
+            "Height of the active ledger tip.",
             height.into(),
         )?;
         gauge(
             m,
             "infer_mempool_transactions",
-            "Ledger transactions waiting",
+            "Ledger transactions waiting.",
             mempool,
         )?;
         gauge(
             m,
             "infer_inference_height",
-            "Height of the inference tip as of the ledger tip",
+            "Height of the inference tip as of the ledger tip.",
             inference_height.into(),
         )?;
         gauge(
             m,
             "infer_vm_pool_transactions",
-            "Inference-layer VM transactions waiting",
+            "Inference-layer VM transactions waiting.",
             vm_pool,
         )?;
         gauge(
             m,
             "infer_result_pool_inferences",
-            "Served inferences waiting for an inference block",
+            "Served inferences waiting for an inference block.",
             results,
         )?;
-        gauge(m, "infer_p2p_peers", "Connected peers", count(peers))?;
+        gauge(m, "infer_p2p_peers", "Connected peers.", count(peers))?;
         gauge(
             m,
             "infer_p2p_syncing",
-            "1 while catching up with a peer",
+            "1 while catching up with a peer.",
             u64::from(syncing),
         )?;
         let jobs = self.engines.stats();
         gauge(
             m,
             "infer_engine_jobs_running",
-            "Inference jobs being generated",
+            "Inference jobs being generated.",
             jobs.running,
         )?;
         let mut family = e.encode_descriptor(
             "infer_engine_jobs",
-            "Inference jobs ended, by outcome",
+            "Inference jobs ended, by outcome.",
             None,
             MetricType::Counter,
         )?;
