@@ -2,6 +2,8 @@
 # On a fresh Debian machine both first install what the build needs (libclang for RocksDB).
 
 CARGO ?= cargo
+# Test builds: a binary that can forge its answers, and the scenario that runs one.
+TEST_FEATURES := infer-node/test-cheats,fai-tests/test-cheats
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps pydeps build build-cuda run test test-e2e lint fmt bench clean
@@ -36,7 +38,7 @@ run: build
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --features infer-node/test-cheats -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features $(TEST_FEATURES) -- -D warnings
 
 # The OpenAI-compatible proxy is tested with the official openai Python package.
 pydeps:
@@ -48,13 +50,13 @@ pydeps:
 # Test builds carry the test-cheats feature, so that the end-to-end tests can run a node
 # that forges its answers (release builds refuse that setting).
 test: lint pydeps
-	$(CARGO) test --workspace --features infer-node/test-cheats
+	$(CARGO) test --workspace --features $(TEST_FEATURES)
 
 # The slow end-to-end scenarios too: five-node networks through crashes and a partition.
 # The suites in tests/ drive the binary, which is built first (with test-cheats).
 test-e2e: deps
-	$(CARGO) build --workspace --features infer-node/test-cheats
-	$(CARGO) test --workspace --features infer-node/test-cheats --test e2e -- --include-ignored
+	$(CARGO) build --workspace --features $(TEST_FEATURES)
+	$(CARGO) test --workspace --features $(TEST_FEATURES) --test e2e -- --include-ignored
 
 # The figures against this machine's limits, then Criterion's statistics over the same
 # hot paths (to compare two builds).

@@ -2,10 +2,12 @@
 //! [`blocking::Client`] for programs without a runtime (the wallet's commands, the devnet
 //! launcher, the benchmarks, the tests), which runs the same calls on a runtime of its own.
 //!
-//! A target is `host:port` (plain HTTP, as registered inference nodes and `rpc.listen`
-//! give it) or an `http://` or `https://` URL. Answers are bounded: a JSON answer over
-//! 16 MiB and an event stream over 64 MiB are refused, and a node silent for 60 seconds
-//! (the RPC's event streams send a keep-alive every 15) ends the call.
+//! A target is `host:port` (plain HTTP, as `rpc.listen` gives it) or an `http://` or
+//! `https://` URL. Answers are bounded: a JSON answer over 16 MiB, an event stream over
+//! 16 MiB in all or with a line over 4 MiB are refused, and a node silent for 60 seconds
+//! (the RPC's event streams send a keep-alive every 15) ends the call. Redirects are not
+//! followed: a node's RPC never redirects. Events of a kind this version does not know are
+//! skipped, so that a newer node can add some.
 
 use std::time::Duration;
 
@@ -28,7 +30,9 @@ use crate::node::{
 /// The largest JSON answer read.
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// The most an event stream may carry in all.
-pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_STREAM_BYTES: usize = 16 * 1024 * 1024;
+/// The longest line of an event stream (one event's data).
+pub const MAX_EVENT_LINE_BYTES: usize = 4 * 1024 * 1024;
 /// How long a node may stay silent within one answer.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,11 +42,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error("{0:?} is not a node address: give host:port or an http(s):// URL")]
     BadTarget(String),
-    #[error("cannot reach the node's RPC at {target}; is `infer-node start` running? ({source})")]
+    // The causes are part of each message (not error sources), so that a one-line error
+    // says everything and a chain of causes does not repeat it.
+    #[error("cannot reach the node's RPC at {target}; is `infer-node start` running? ({cause})")]
     Unreachable {
         target: String,
-        #[source]
-        source: reqwest::Error,
+        cause: reqwest::Error,
     },
     #[error("the node refused ({status}): {message}")]
     Refused { status: u16, message: String },
@@ -51,9 +56,21 @@ pub enum Error {
     #[error("the node's answer is over {limit} bytes")]
     TooLarge { limit: usize },
     #[error("the connection to the node failed: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     #[error("cannot start the client's runtime: {0}")]
-    Runtime(#[from] std::io::Error),
+    Runtime(std::io::Error),
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(e: reqwest::Error) -> Self {
+        Error::Transport(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Runtime(e)
+    }
 }
 
 impl Error {
@@ -102,12 +119,34 @@ pub fn base_url(target: &str) -> Result<String, Error> {
     }
 }
 
+/// A registered RPC address a relaying node may send requests to: `http://host:port` (as
+/// nodes register themselves; given back as `host:port`) or `https://host[:port]`, and
+/// nothing else: no path, query, fragment or credentials that would steer the request.
+pub fn relay_target(registered: &str) -> Option<String> {
+    let url = reqwest::Url::parse(registered.trim()).ok()?;
+    let bare = url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    let host = url.host_str().filter(|h| !h.is_empty())?;
+    match (url.scheme(), url.port_or_known_default()) {
+        ("http", Some(port)) if bare => Some(format!("{host}:{port}")),
+        ("https", _) if bare => Some(match url.port() {
+            Some(port) => format!("https://{host}:{port}"),
+            None => format!("https://{host}"),
+        }),
+        _ => None,
+    }
+}
+
 impl Client {
     /// A client of the node at `target` (`host:port` or an http(s) URL).
     pub fn new(target: &str) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Client {
             base: base_url(target)?,
@@ -124,7 +163,7 @@ impl Client {
         if e.is_connect() {
             Error::Unreachable {
                 target: self.base.clone(),
-                source: e,
+                cause: e,
             }
         } else {
             Error::Transport(e)
@@ -285,7 +324,7 @@ impl Client {
         self.post("/v2/contracts/call-read", request).await
     }
 
-    /// `GET /metrics`: Prometheus text.
+    /// `GET /metrics`: OpenMetrics text.
     pub async fn metrics(&self) -> Result<String, Error> {
         let answer = self.raw(Method::GET, "/metrics", None, None).await?;
         if answer.status != 200 {
@@ -339,15 +378,12 @@ fn submission(tx: &[u8]) -> TxSubmission {
 fn refusal(status: u16, body: &[u8]) -> Error {
     let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => e.error,
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text.is_empty() {
-                "no message".to_string()
-            } else {
-                text.chars().take(1000).collect()
-            }
-        }
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    };
+    let message = if message.is_empty() {
+        "no message".to_string()
+    } else {
+        message.chars().take(1000).collect()
     };
     Error::Refused { status, message }
 }
@@ -369,32 +405,45 @@ async fn read_bounded(response: reqwest::Response, limit: usize) -> Result<Vec<u
     Ok(body)
 }
 
-/// The inference events of a `text/event-stream` answer, at most `MAX_STREAM_BYTES` of it.
+/// The inference events of a `text/event-stream` answer: at most `MAX_STREAM_BYTES` in
+/// all and `MAX_EVENT_LINE_BYTES` in one line (the parser rescans a line it holds, so a line
+/// without end would cost quadratic time); events of an unknown kind are skipped.
 fn events(
     response: reqwest::Response,
 ) -> impl Stream<Item = Result<InferenceEvent, Error>> + Send + 'static {
     use eventsource_stream::Eventsource;
-    let mut seen = 0usize;
+    let (mut seen, mut line) = (0usize, 0usize);
     let bytes = response
         .bytes_stream()
         .map_err(Error::Transport)
         .and_then(move |chunk| {
             seen = seen.saturating_add(chunk.len());
-            let over = seen > MAX_STREAM_BYTES;
+            line = match chunk.iter().rposition(|b| *b == b'\n' || *b == b'\r') {
+                Some(end) => chunk.len().saturating_sub(end.saturating_add(1)),
+                None => line.saturating_add(chunk.len()),
+            };
+            let over = if seen > MAX_STREAM_BYTES {
+                Some(MAX_STREAM_BYTES)
+            } else if line > MAX_EVENT_LINE_BYTES {
+                Some(MAX_EVENT_LINE_BYTES)
+            } else {
+                None
+            };
             async move {
-                if over {
-                    Err(Error::TooLarge {
-                        limit: MAX_STREAM_BYTES,
-                    })
-                } else {
-                    Ok(chunk)
+                match over {
+                    Some(limit) => Err(Error::TooLarge { limit }),
+                    None => Ok(chunk),
                 }
             }
         });
-    bytes.eventsource().map(|event| match event {
-        Ok(e) => InferenceEvent::parse(&e.event, &e.data).map_err(Error::Malformed),
-        Err(eventsource_stream::EventStreamError::Transport(e)) => Err(e),
-        Err(e) => Err(Error::Malformed(e.to_string())),
+    bytes.eventsource().filter_map(|event| {
+        let item = match event {
+            Ok(e) if !crate::inference::EVENT_NAMES.contains(&e.event.as_str()) => None,
+            Ok(e) => Some(InferenceEvent::parse(&e.event, &e.data).map_err(Error::Malformed)),
+            Err(eventsource_stream::EventStreamError::Transport(e)) => Some(Err(e)),
+            Err(e) => Some(Err(Error::Malformed(e.to_string()))),
+        };
+        std::future::ready(item)
     })
 }
 
@@ -428,8 +477,7 @@ pub mod blocking {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            // reqwest's client registers with the runtime it is built on.
-            let inner = runtime.block_on(async { super::Client::new(target) })?;
+            let inner = super::Client::new(target)?;
             Ok(Client { inner, runtime })
         }
 
@@ -530,6 +578,111 @@ mod tests {
         assert_eq!(base_url("http://[::1]:80").unwrap(), "http://[::1]:80");
         for bad in ["", "   ", "http://", "no spaces:80 x"] {
             assert!(base_url(bad).is_err(), "{bad:?} was taken");
+        }
+    }
+
+    /// A server on loopback that answers one request with `answer`, then closes.
+    fn serve_once(answer: Vec<u8>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut request = [0u8; 8192];
+                let _ = s.read(&mut request);
+                let _ = s.write_all(&answer);
+            }
+        });
+        address
+    }
+
+    fn event_stream(body: &[u8]) -> Vec<u8> {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        answer
+    }
+
+    fn collect(target: &str) -> Result<Vec<InferenceEvent>, Error> {
+        let node = blocking::Client::new(target)?;
+        let mut seen = Vec::new();
+        node.inference(b"tx", |e| {
+            seen.push(e);
+            true
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn events_of_an_unknown_kind_are_skipped_and_the_known_ones_read() {
+        let body = b": keep-alive\n\nevent: token\ndata: {\"text\":\"hi\"}\n\nevent: news\ndata: {\"x\":1}\n\nevent: error\ndata: {\"error\":\"late\"}\n\n";
+        let seen = collect(&serve_once(event_stream(body))).unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                InferenceEvent::Token(crate::Token { text: "hi".into() }),
+                InferenceEvent::error("late"),
+            ]
+        );
+        let bad = b"event: token\ndata: {\"words\":1}\n\n";
+        let err = collect(&serve_once(event_stream(bad))).unwrap_err();
+        assert!(matches!(err, Error::Malformed(_)), "{err}");
+    }
+
+    /// A node that streams one endless line is cut off at the line limit, long before the
+    /// stream's limit (the parser would rescan the line at every chunk).
+    #[test]
+    fn an_event_line_without_end_is_refused() {
+        let mut body = b"event: token\ndata: ".to_vec();
+        body.resize(MAX_EVENT_LINE_BYTES + 1024, b'a');
+        let err = collect(&serve_once(event_stream(&body))).unwrap_err();
+        assert!(
+            matches!(err, Error::TooLarge { limit } if limit == MAX_EVENT_LINE_BYTES),
+            "{err}"
+        );
+    }
+
+    /// A target that answers with a redirect is not followed elsewhere (a relaying node
+    /// must not be steered to another address).
+    #[test]
+    fn redirects_are_not_followed() {
+        let target = serve_once(
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/v2/info\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        );
+        let err = blocking::Client::new(&target).unwrap().info().unwrap_err();
+        assert_eq!(err.status(), Some(307), "{err}");
+    }
+
+    #[test]
+    fn only_a_bare_host_and_port_is_a_relay_target() {
+        assert_eq!(
+            relay_target("http://127.0.0.1:7080").as_deref(),
+            Some("127.0.0.1:7080")
+        );
+        assert_eq!(
+            relay_target("http://node.example").as_deref(),
+            Some("node.example:80")
+        );
+        assert_eq!(
+            relay_target("https://node.example").as_deref(),
+            Some("https://node.example")
+        );
+        assert_eq!(
+            relay_target("https://node.example:8443/").as_deref(),
+            Some("https://node.example:8443")
+        );
+        for bad in [
+            "127.0.0.1:7080",
+            "http://169.254.169.254:80/latest?x=",
+            "https://user:pw@node.example",
+            "https://node.example/v1#x",
+            "ftp://node.example:21",
+            "",
+        ] {
+            assert_eq!(relay_target(bad), None, "{bad:?} was taken");
         }
     }
 

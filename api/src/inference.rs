@@ -17,6 +17,9 @@ pub enum InferenceEvent {
     Error(ErrorEvent),
 }
 
+/// The event names of [`InferenceEvent`] (a client skips others).
+pub const EVENT_NAMES: [&str; 4] = ["relayed", "token", "receipt", "error"];
+
 impl InferenceEvent {
     /// Reads an event from its name and its data; an unknown name, or data that does not
     /// fit the name's shape, is an error that says so.

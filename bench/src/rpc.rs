@@ -19,8 +19,8 @@ use fai_primitives::{Amount, Network, SecretKey, Signature};
 use serde::Serialize;
 
 use fai_node::node::{open_chain, Node};
-use fai_node::rpc::{router, RpcState};
 use fai_node::verifier;
+use fai_rpc::{router, RpcState};
 
 #[derive(Serialize)]
 pub struct RpcReport {

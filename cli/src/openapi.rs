@@ -1,7 +1,7 @@
 //! `infer-node openapi`: the RPC's OpenAPI document, or its reference as Markdown.
 
 use anyhow::Result;
-use fai_node::rpc;
+use fai_rpc as rpc;
 
 pub fn run(markdown: bool) -> Result<()> {
     let doc = rpc::docs::openapi_json();

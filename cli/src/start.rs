@@ -8,5 +8,5 @@ use crate::{init_logging, invocation, load_config, Cli};
 pub fn run(cli: &Cli) -> Result<()> {
     let config = load_config(cli)?;
     init_logging(&config.log.level.as_str().to_ascii_lowercase());
-    node::run(config, invocation(cli))
+    node::run(config, invocation(cli), fai_rpc::start)
 }

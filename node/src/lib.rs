@@ -4,13 +4,13 @@
 //! Owns: the node's configuration (`config`), its data directory's keys and model store,
 //! the shared state (`node::Node`) and the services around it: the miner, the p2p
 //! network, the inference-node role (producer, roles), the verifier, the pools of served
-//! inferences, votes and VM transactions, the RPC with its relay and docs, and the
-//! devnet launcher.
+//! inferences, votes and VM transactions, and the devnet launcher. The RPC server is a
+//! crate above this one (`fai-rpc`), handed to [`node::run`].
 //!
 //! Depends on the protocol crates (primitives, ledger, inference-chain, clarity, vrf),
 //! storage, the engine, the RPC's types (`fai-api`) and the wallet's keystore (the dev
-//! wallet). Must not depend on the benchmarks (`fai-bench`) or the command
-//! line (`infer-node`): both depend on this crate.
+//! wallet). Must not depend on the RPC server (`fai-rpc`), the benchmarks
+//! (`fai-bench`) or the command line (`infer-node`): they depend on this crate.
 
 pub mod banner;
 pub mod config;
@@ -25,7 +25,6 @@ pub mod p2p;
 pub mod producer;
 pub mod result_pool;
 pub mod roles;
-pub mod rpc;
 pub mod served;
 pub mod verifier;
 pub mod verify_service;

@@ -389,7 +389,7 @@ pub fn stop_signals(
 }
 
 /// Runs the node until it is told to stop.
-pub fn run(config: Config, invocation: String) -> Result<()> {
+pub fn run(config: Config, invocation: String, start_rpc: StartRpc) -> Result<()> {
     // The runtime and the signal handlers first: a Ctrl-C or SIGTERM during a slow start
     // (opening the databases) is then a clean stop once the start is done.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -551,16 +551,16 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
     }
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     if config.rpc.enabled {
-        let channels = (failed_tx.clone(), shutdown_tx);
-        let rpc = start_rpc(
-            &runtime,
-            &config,
-            &loaded,
+        let rpc = start_rpc(RpcContext {
+            runtime: &runtime,
+            config: &config,
+            loaded: &loaded,
             network,
-            &node,
-            node_key.clone(),
-            channels,
-        )?;
+            node: &node,
+            key: node_key.clone(),
+            failed: failed_tx.clone(),
+            shutdown: shutdown_tx,
+        })?;
         let peer_id = crate::p2p::identity(&node_key)?.public().to_peer_id();
         let banner = crate::banner::Banner {
             version: env!("CARGO_PKG_VERSION"),
@@ -624,63 +624,23 @@ pub fn run(config: Config, invocation: String) -> Result<()> {
     outcome
 }
 
-/// Starts the engine's workers on the served models, and the RPC server.
-#[allow(clippy::too_many_arguments)]
-fn start_rpc(
-    runtime: &tokio::runtime::Runtime,
-    config: &Config,
-    loaded: &crate::served::LoadedModels,
-    network: Network,
-    node: &Arc<Node>,
-    key: fai_primitives::SecretKey,
-    (failed, shutdown): (
-        tokio::sync::mpsc::UnboundedSender<anyhow::Error>,
-        tokio::sync::mpsc::UnboundedSender<()>,
-    ),
-) -> Result<std::net::SocketAddr> {
-    let engines = Arc::new(crate::served::Engines::start(loaded, &config.engine));
-    let listener = std::net::TcpListener::bind(config.rpc.listen)
-        .with_context(|| format!("cannot listen on {} (rpc.listen)", config.rpc.listen))?;
-    listener
-        .set_nonblocking(true)
-        .context("cannot configure the RPC socket")?;
-    let address = listener.local_addr().context("RPC socket")?;
-    info!(target: "infer_node", models = %engines.describe(), device = %engines.device, "serving");
-    let mut state = crate::rpc::RpcState::new(node.clone(), network, engines.clone(), key);
-    for e in &engines.engines {
-        if !crate::rpc::layer2::model_approved(&state, e.model.id.0) {
-            tracing::warn!(
-                target: "infer_node",
-                model = %e.model.name,
-                id = %e.model.id,
-                "this model is not approved in the model registry: requests for it are refused until it is"
-            );
-        }
-    }
-    state.price = config.inference.price;
-    state.forge_outputs = config.testing.forge_outputs;
-    if state.forge_outputs {
-        tracing::warn!(target: "infer_node", "testing.forge_outputs: this node serves forged answers");
-    }
-    if !config.rpc.admin_token.is_empty() {
-        state.admin = Some((config.rpc.admin_token.clone(), shutdown));
-    }
-    let state = Arc::new(state);
-    // Relayed requests from peers, on libp2p streams.
-    runtime.spawn(crate::rpc::relay::serve_streams(state.clone()));
-    let app = crate::rpc::router(state, config.rpc.max_body_bytes);
-    runtime.spawn(async move {
-        let served = async {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app).await
-        };
-        if let Err(e) = served.await {
-            let _ = failed.send(anyhow::Error::new(e).context("the RPC server stopped"));
-        }
-    });
-    info!(target: "infer_node", "RPC listening on http://{address}/v2/info");
-    Ok(address)
+/// What starting the RPC server needs from the daemon.
+pub struct RpcContext<'a> {
+    pub runtime: &'a tokio::runtime::Runtime,
+    pub config: &'a Config,
+    pub loaded: &'a crate::served::LoadedModels,
+    pub network: Network,
+    pub node: &'a Arc<Node>,
+    pub key: fai_primitives::SecretKey,
+    /// Where the server reports that it stopped.
+    pub failed: tokio::sync::mpsc::UnboundedSender<anyhow::Error>,
+    /// Where an admin's shutdown request goes.
+    pub shutdown: tokio::sync::mpsc::UnboundedSender<()>,
 }
+
+/// Starts the engine's workers on the served models and the RPC server (`fai_rpc::start`:
+/// the RPC is a crate above this one); returns the address it listens on.
+pub type StartRpc = fn(RpcContext<'_>) -> Result<std::net::SocketAddr>;
 
 /// The configured dev wallet: made at the first start, its address read after.
 fn dev_wallet(

@@ -7,9 +7,9 @@
 //! - `five_nodes_settle_inferences_exactly_and_reclaim_their_text` (make test): 20
 //!   inferences over RPC, all settled, every unit accounted for on both layers, and
 //!   their text gone from every node six ledger blocks after settlement.
-//! - `a_node_serving_forged_answers_is_rejected_slashed_and_rated_down` (make test): node 1
-//!   forges its answers, which needs a binary built with the `test-cheats` feature (as
-//!   `make test` and `make test-e2e` build it; any other refuses the setting at start).
+//! - `a_node_serving_forged_answers_is_rejected_slashed_and_rated_down` (make test, with
+//!   this package's `test-cheats` feature): node 1 forges its answers, which needs a binary
+//!   built with `infer-node/test-cheats` (any other refuses the setting at start).
 //! - `crashed_nodes_catch_up_and_lose_nothing` and `a_partition_heals_onto_the_most_work_chain`
 //!   (`make test-e2e`): kill -9 and restart, and a 2 | 3 split by bans.
 
@@ -413,6 +413,7 @@ fn five_nodes_settle_inferences_exactly_and_reclaim_their_text() {
     });
 }
 
+#[cfg(feature = "test-cheats")]
 #[test]
 fn a_node_serving_forged_answers_is_rejected_slashed_and_rated_down() {
     let r = ready(true);

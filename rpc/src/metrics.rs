@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::node::Node;
-use crate::served::Engines;
+use fai_node::node::Node;
+use fai_node::served::Engines;
 
 /// The media type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -53,6 +53,10 @@ impl Metrics {
             inference_requests.clone(),
         );
         registry.register_collector(Box::new(NodeFigures { node, engines }));
+        // Every answer is shown from the start, at zero until it happens.
+        for answer in ["accepted", "refused", "busy"] {
+            let _ = inference_requests.get_or_create(&[("answer", answer)]);
+        }
         Metrics {
             registry,
             inference_requests,

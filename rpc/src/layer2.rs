@@ -319,7 +319,7 @@ pub async fn submit_vm_transaction(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<api::TxAccepted>, ApiError> {
-    use crate::vm_mempool::VmMempoolError as E;
+    use fai_node::vm_mempool::VmMempoolError as E;
     let bytes = super::hex_field(
         body,
         "the body must be {\"tx\": \"<hex of a signed VM transaction>\"}",
@@ -336,7 +336,7 @@ pub async fn submit_vm_transaction(
                 _ => bad(format!("VM transaction refused: {e}")),
             })
     })?;
-    s.node.publish(crate::p2p::Topic::VmTx, bytes);
+    s.node.publish(fai_node::p2p::Topic::VmTx, bytes);
     Ok(Json(api::TxAccepted {
         txid: id.to_string(),
     }))
@@ -390,6 +390,9 @@ pub async fn call_read(
     let v: JsonValue =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
     let usage = "the body must be {\"contract\": \"...\", \"function\": \"...\", \"args\": [\"<hex>\", ...]}";
+    if !v.is_object() {
+        return Err(bad(usage));
+    }
     let api::CallReadRequest {
         contract,
         function,

@@ -30,7 +30,7 @@ use fai_primitives::codec::Encode;
 use fai_primitives::Hash160;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 
-use crate::p2p::protocol::relay_protocol;
+use fai_node::p2p::protocol::relay_protocol;
 
 use super::layer2::{registered_nodes, value_json};
 use super::RpcState;
@@ -39,7 +39,7 @@ use super::RpcState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub node: Hash160,
-    /// `host:port` of its RPC.
+    /// Its RPC: `host:port` (plain HTTP) or an `https://` URL of a host.
     pub address: String,
     pub price_per_million: u64,
 }
@@ -52,15 +52,15 @@ pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
     let model = tx.stub.model;
     let principal = |who: Hash160| -> Value { chain.vm().principal(who.0).into() };
     let read = |contract: &str, function: &str, who: Hash160| {
-        crate::inference::read_boot(&chain, &ledger, contract, function, &[principal(who)])
+        fai_node::inference::read_boot(&chain, &ledger, contract, function, &[principal(who)])
     };
     let me = s.key.public_key().hash160();
-    if crate::inference::serves(&chain, &ledger, me, model) {
+    if fai_node::inference::serves(&chain, &ledger, me, model) {
         return None;
     }
     let mut best: Option<(Target, u64)> = None;
     for (node, _, _) in registered_nodes(&chain, &ledger) {
-        if node == me || !crate::inference::serves(&chain, &ledger, node, model) {
+        if node == me || !fai_node::inference::serves(&chain, &ledger, node, model) {
             continue;
         }
         let Some(entry) = read("node-registry", "get-node", node).map(|v| value_json(&v)) else {
@@ -70,9 +70,9 @@ pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
         else {
             continue;
         };
-        // `http://host:port` as nodes register themselves, an `https://` URL behind a TLS
-        // proxy, or a bare `host:port` (plain HTTP); anything else is skipped.
-        let Ok(address) = api::client::base_url(address) else {
+        // `http://host:port` as nodes register themselves (kept as `host:port`), or an
+        // `https://` host behind a TLS proxy; anything else is skipped.
+        let Some(address) = api::client::relay_target(address) else {
             continue;
         };
         let owed =
@@ -265,7 +265,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 /// Opens a relay stream to `peer` and sends it `tx`.
 async fn open_relay_stream(
-    p2p: &crate::p2p::P2pHandle,
+    p2p: &fai_node::p2p::P2pHandle,
     peer: libp2p::PeerId,
     network: fai_primitives::Network,
     tx: &InferenceTx,

@@ -185,7 +185,12 @@ fn schemas(doc: &Value, out: &mut String) {
                 } else {
                     "no"
                 },
-                cell(f["description"].as_str().unwrap_or("")),
+                cell(
+                    f["description"]
+                        .as_str()
+                        .or_else(|| target["description"].as_str())
+                        .unwrap_or("")
+                ),
             ));
         }
     }
@@ -213,7 +218,7 @@ mod tests {
     /// no path the router does not serve.
     #[test]
     fn the_openapi_document_covers_every_routed_path() {
-        let source = include_str!("../rpc.rs");
+        let source = include_str!("lib.rs");
         let router = source
             .split("pub fn router")
             .nth(1)

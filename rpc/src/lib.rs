@@ -1,5 +1,11 @@
 //! The RPC server: REST under `/v2` (loopback by default), server-sent events for
-//! streamed inference, metrics on `/metrics` (`metrics.rs`).
+//! streamed inference, metrics on `/metrics` (`metrics.rs`). Its bodies are the types of
+//! `fai-api`; `/v2/openapi.json` and docs/rpc.md are written from the handlers'
+//! annotations (`docs.rs`).
+//!
+//! Owns the answers to clients and the relay of requests to other nodes. Reads the node's
+//! state through `fai-node` (today its locks; the chain task's queries once it exists);
+//! nothing in the node depends on this crate: the daemon is handed [`start`].
 //!
 //! | method | path | answer |
 //! | --- | --- | --- |
@@ -58,8 +64,8 @@ use fai_primitives::{Hash256, Network, SecretKey, Signature};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::node::Node;
-use crate::verifier;
+use fai_node::node::{Node, RpcContext};
+use fai_node::verifier;
 
 /// Inferences remembered for `GET /v2/inference/{txid}`.
 const REMEMBERED: usize = 10_000;
@@ -107,7 +113,7 @@ pub struct RpcState {
     pub node: Arc<Node>,
     pub network: Network,
     /// The models served here, each with its scheduler, and the device they run on.
-    pub engines: Arc<crate::served::Engines>,
+    pub engines: Arc<fai_node::served::Engines>,
     pub key: SecretKey,
     /// This node's price per million output tokens: a request whose max fee does not
     /// cover its max tokens at this price is refused.
@@ -124,7 +130,7 @@ impl RpcState {
     pub fn new(
         node: Arc<Node>,
         network: Network,
-        engines: Arc<crate::served::Engines>,
+        engines: Arc<fai_node::served::Engines>,
         key: SecretKey,
     ) -> Self {
         // Taken alone (no other lock held), the inference chain's lock is safe here.
@@ -470,7 +476,7 @@ async fn submit_transaction(
             .accept(tx, &chain)
             .map_err(|e| bad(format!("transaction refused: {e}")))?
     };
-    s.node.publish(crate::p2p::Topic::LedgerTx, bytes);
+    s.node.publish(fai_node::p2p::Topic::LedgerTx, bytes);
     Ok(Json(api::TxAccepted {
         txid: txid.to_string(),
     }))
@@ -487,6 +493,9 @@ fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>
     })?;
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(bad(usage));
+    }
     let submission: api::TxSubmission = serde_json::from_value(v).map_err(|_| bad(usage))?;
     hex::decode(submission.tx).map_err(|_| bad("\"tx\" is not hex"))
 }
@@ -649,7 +658,7 @@ fn serve_here(
     // The nonce is held from now on, so that no other transaction takes it.
     let taken = s.node.vm_mempool().holds(sender, nonce);
     let reserved = if taken {
-        Err(crate::result_pool::PoolError::NonceTaken { nonce })
+        Err(fai_node::result_pool::PoolError::NonceTaken { nonce })
     } else {
         s.node.results().reserve(sender, nonce, txid)
     };
@@ -745,7 +754,7 @@ fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInfer
         tracing::warn!(target: "infer_node::rpc", %txid, "served inference not pooled: {e}");
         return;
     }
-    s.node.publish(crate::p2p::Topic::Result, bytes);
+    s.node.publish(fai_node::p2p::Topic::Result, bytes);
 }
 
 fn receipt_body(r: &ResultReceipt, text: Option<String>) -> api::Receipt {
@@ -885,4 +894,62 @@ async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// Starts the engine's workers on the served models, and the RPC server with the relay of
+/// peers' requests; returns the address it listens on (`fai_node::node::StartRpc`).
+pub fn start(ctx: RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    let RpcContext {
+        runtime,
+        config,
+        loaded,
+        network,
+        node,
+        key,
+        failed,
+        shutdown,
+    } = ctx;
+    let engines = Arc::new(fai_node::served::Engines::start(loaded, &config.engine));
+    let listener = std::net::TcpListener::bind(config.rpc.listen)
+        .with_context(|| format!("cannot listen on {} (rpc.listen)", config.rpc.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot configure the RPC socket")?;
+    let address = listener.local_addr().context("RPC socket")?;
+    tracing::info!(target: "infer_node", models = %engines.describe(), device = %engines.device, "serving");
+    let mut state = crate::RpcState::new(node.clone(), network, engines.clone(), key);
+    for e in &engines.engines {
+        if !crate::layer2::model_approved(&state, e.model.id.0) {
+            tracing::warn!(
+                target: "infer_node",
+                model = %e.model.name,
+                id = %e.model.id,
+                "this model is not approved in the model registry: requests for it are refused until it is"
+            );
+        }
+    }
+    state.price = config.inference.price;
+    state.forge_outputs = config.testing.forge_outputs;
+    if state.forge_outputs {
+        tracing::warn!(target: "infer_node", "testing.forge_outputs: this node serves forged answers");
+    }
+    if !config.rpc.admin_token.is_empty() {
+        state.admin = Some((config.rpc.admin_token.clone(), shutdown));
+    }
+    let state = Arc::new(state);
+    // Relayed requests from peers, on libp2p streams.
+    runtime.spawn(crate::relay::serve_streams(state.clone()));
+    let app = crate::router(state, config.rpc.max_body_bytes);
+    runtime.spawn(async move {
+        let served = async {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app).await
+        };
+        if let Err(e) = served.await {
+            let _ = failed.send(anyhow::Error::new(e).context("the RPC server stopped"));
+        }
+    });
+    tracing::info!(target: "infer_node", "RPC listening on http://{address}/v2/info");
+    Ok(address)
 }

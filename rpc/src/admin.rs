@@ -13,7 +13,7 @@ use fai_api as api;
 use serde_json::Value;
 
 use super::{bad, ApiError, RpcState};
-use crate::p2p::{Command, P2pHandle};
+use fai_node::p2p::{Command, P2pHandle};
 
 /// Checks the bearer token; the error says why a call is refused.
 fn authorize(s: &RpcState, headers: &HeaderMap) -> Result<(), ApiError> {
