@@ -13,6 +13,7 @@
 //! (`fai-bench`) or the command line (`infer-node`): they depend on this crate.
 
 pub mod banner;
+pub mod clock;
 pub mod config;
 pub mod devnet;
 pub mod inference;

@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use fai_primitives::Encode;
 
-use crate::node::{unix_now, Node};
+use crate::node::Node;
 use crate::p2p::Topic;
 
 /// How long a template is searched before it is rebuilt.
@@ -66,12 +66,13 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
         let (template, max_future) = {
             let chain = node.chain();
             let mempool = node.mempool();
-            let t = BlockTemplate::build(&chain, &mempool, payout, unix_now())?;
+            let t = BlockTemplate::build(&chain, &mempool, payout, node.clock.unix_now())?;
             (t, u64::from(chain.params().max_future_block_time))
         };
         // Blocks come faster than the clock (regtest): the median time past has run ahead,
         // and a block stamped later than the allowed drift would be refused. Wait for it.
-        if u64::from(template.block.header.time) > unix_now().saturating_add(max_future) {
+        if u64::from(template.block.header.time) > node.clock.unix_now().saturating_add(max_future)
+        {
             debug!(target: "infer_node::miner", "block time ahead of the clock; waiting");
             std::thread::sleep(Duration::from_millis(500));
             continue;
@@ -88,7 +89,7 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
         };
         let encoded = block.to_bytes();
         let mut chain = node.chain();
-        let result = chain.accept_block(block, unix_now());
+        let result = chain.accept_block(block, node.clock.unix_now());
         // Gossip the block before reacting to it, so that peers have it before anything
         // anchored in it (this node's tenure block).
         if result.is_ok() {

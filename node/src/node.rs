@@ -53,6 +53,8 @@ pub struct Node {
     pub votes: Mutex<crate::vote_pool::VotePool>,
     /// The verifier thread, which votes on the blocks of the sets the node key is in.
     pub verifier: OnceLock<crate::verify_service::VerifierHandle>,
+    /// Where the node's own waits and block times read the time.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Seconds since the Unix epoch.
@@ -85,6 +87,7 @@ impl Node {
             results: Default::default(),
             votes: Default::default(),
             verifier: OnceLock::new(),
+            clock: crate::clock::system(),
         }
     }
 
@@ -444,7 +447,13 @@ pub fn run(config: Config, invocation: String, start_rpc: StartRpc) -> Result<()
         let bid = config.inference.bid;
         let vrf = fai_inference_chain::sortition::vrf_key(&node_key);
         info!(target: "infer_node", %bid, "inference node: registering, then bidding at every ledger block");
-        let producer = crate::producer::Producer::new(node_key.clone(), vrf, loaded.ids(), bid);
+        let producer = crate::producer::Producer::new(
+            node_key.clone(),
+            vrf,
+            loaded.ids(),
+            bid,
+            node.clock.clone(),
+        );
         let _ = node.producer.set(Mutex::new(producer));
     }
     let stake = config.inference.stake;

@@ -40,7 +40,10 @@ use fai_ledger::sighash::sign_transaction;
 use fai_ledger::tx::SEQUENCE_FINAL;
 use fai_ledger::{Chainstate, OutPoint, OutputKind, Transaction, TxIn, TxOut, Txid, Unlock};
 use fai_primitives::{Amount, Encode, Hash160, Hash256, SecretKey, Signature};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
 use tracing::{info, warn};
 
 /// The bytes of VM transactions one produced block carries at most.
@@ -174,6 +177,8 @@ pub struct Producer {
     /// The ledger block of a tenure won here that waits for its parent's votes, and
     /// since when.
     pending_tenure: Option<(Hash256, Instant)>,
+    /// Where the waits above read the time.
+    clock: Arc<dyn Clock>,
 }
 
 impl Producer {
@@ -182,6 +187,7 @@ impl Producer {
         vrf: fai_vrf::SecretKey,
         models: Vec<[u8; 32]>,
         bid: Amount,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let address = key.public_key().hash160();
         Producer {
@@ -198,7 +204,13 @@ impl Producer {
             told_unfunded: false,
             awaiting: None,
             pending_tenure: None,
+            clock,
         }
+    }
+
+    /// How long since `since`, on the producer's clock.
+    fn waited(&self, since: Instant) -> Duration {
+        self.clock.now().saturating_duration_since(since)
     }
 
     /// Reacts to a new ledger tip: finds the register, produces a won tenure (or lets it
@@ -232,7 +244,7 @@ impl Producer {
             && !self.produced.contains(&tip)
             && !parent_has_quorum(ledger, chain, pools.votes, &tip)
         {
-            self.pending_tenure = Some((tip, Instant::now()));
+            self.pending_tenure = Some((tip, self.clock.now()));
             return produced;
         }
         produced.extend(self.produce(ledger, chain, pools, tip));
@@ -260,7 +272,7 @@ impl Producer {
             .params()
             .target_spacing
             .saturating_mul(TENURE_WAIT_MS_PER_SPACING_S);
-        since.elapsed() >= Duration::from_millis(limit)
+        self.waited(since) >= Duration::from_millis(limit)
             || parent_has_quorum(ledger, chain, votes, &anchor)
     }
 
@@ -300,7 +312,7 @@ impl Producer {
         tip: Hash256,
     ) {
         if tenure_block_missing(ledger, chain, &tip) {
-            self.awaiting = Some((tip, Instant::now()));
+            self.awaiting = Some((tip, self.clock.now()));
         } else {
             self.commit_now(ledger, chain, mempool, tip);
         }
@@ -330,7 +342,7 @@ impl Producer {
         let limit =
             Duration::from_millis(target_spacing.saturating_mul(COMMIT_WAIT_MS_PER_SPACING_S));
         self.awaiting
-            .is_some_and(|(_, since)| since.elapsed() >= limit)
+            .is_some_and(|(_, since)| self.waited(since) >= limit)
     }
 
     /// Commits on the tip as it is, the winner's tenure block not having come in time.
@@ -655,4 +667,35 @@ fn sign(
         .collect();
     sign_transaction(&mut tx, ledger.params().magic, &spent).map_err(|e| e.to_string())?;
     Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn producer(clock: Arc<ManualClock>) -> Producer {
+        let key = SecretKey::generate();
+        let vrf = fai_inference_chain::sortition::vrf_key(&key);
+        Producer::new(key, vrf, Vec::new(), Amount::ONE_FAI, clock)
+    }
+
+    /// The wait for a peer's tenure block (and, the same way, for the parent's votes) is a
+    /// share of the block spacing on the producer's clock: exact, however loaded the machine.
+    #[test]
+    fn the_waits_end_at_their_share_of_the_spacing_on_the_producers_clock() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let mut p = producer(clock.clone());
+        let spacing = 10;
+        assert!(!p.overdue(spacing), "nothing is awaited yet");
+        p.awaiting = Some((Hash256([1; 32]), clock.now()));
+        clock.advance(Duration::from_millis(5_999));
+        assert!(!p.overdue(spacing));
+        clock.advance(Duration::from_millis(1));
+        assert!(p.overdue(spacing), "0.6 x the spacing has passed");
+        // However long the machine takes, the clock says how long was waited.
+        let since = clock.now();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(p.waited(since), Duration::ZERO);
+    }
 }

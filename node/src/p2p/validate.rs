@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::peers::Offence;
 use super::protocol::Topic;
-use crate::node::{unix_now, Node};
+use crate::node::Node;
 use fai_inference_chain::served::ServedInference;
 
 /// Something to check.
@@ -274,7 +274,7 @@ fn blames_sender(e: &ConsensusError) -> bool {
 /// Accepts one block into the chain; the outcome for gossip.
 fn accept_block(node: &Node, block: Block) -> Result<BlockOutcome, ChainError> {
     let mut chain = node.chain();
-    let result = chain.accept_block(block, unix_now());
+    let result = chain.accept_block(block, node.clock.unix_now());
     let events = chain.take_events();
     node.on_chain_events(&chain, &events);
     result
