@@ -493,8 +493,13 @@ impl Default for LogSection {
 impl Config {
     /// Parses and checks configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let mut config: Config =
-            toml::from_str(text).with_context(|| format!("invalid configuration in {origin}"))?;
+        // The path names the key (`mining.address`); toml's error shows its line and value.
+        let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                anyhow::Error::new(e.into_inner()).context(format!("{key}: not a valid value"))
+            })
+            .with_context(|| format!("invalid configuration in {origin}"))?;
         config
             .migrate()
             .with_context(|| format!("invalid configuration in {origin}"))?;
@@ -706,6 +711,7 @@ mod tests {
         assert!(err.contains("unknown network"), "{err}");
         let bad_addr = DEVNET_TOML.replace("address = \"\"", "address = \"fai1nope\"");
         let err = format!("{:#}", Config::parse(&bad_addr, "x").unwrap_err());
+        assert!(err.contains("mining.address"), "{err}");
         assert!(
             err.contains("address = \"fai1nope\"") && err.contains("checksum"),
             "{err}"
@@ -779,7 +785,7 @@ mod tests {
             let text = format!("{base}[{section}]\n{key} = \"{value}\"\n");
             let err = format!("{:#}", Config::parse(&text, "x").unwrap_err());
             assert!(
-                err.contains(key) && err.contains(says),
+                err.contains(&format!("{section}.{key}")) && err.contains(says),
                 "{key} = {value:?}: {err}"
             );
         }
