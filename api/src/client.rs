@@ -106,7 +106,7 @@ pub struct Client {
 
 /// The base URL of a target: `host:port` → `http://host:port`; an `http://` or
 /// `https://` URL is kept (without a trailing `/`); anything else is refused.
-pub fn base_url(target: &str) -> Result<String, Error> {
+fn base_url(target: &str) -> Result<String, Error> {
     let target = target.trim();
     let url = if target.starts_with("http://") || target.starts_with("https://") {
         target.trim_end_matches('/').to_string()

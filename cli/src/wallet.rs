@@ -334,6 +334,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
             json,
         } => {
             let fee: fai_primitives::Amount = fee.parse().context("--fee")?;
+            let rpc = node(&config)?;
             let mut models = Vec::new();
             for m in model {
                 let id: [u8; 32] = hex::decode(m)
@@ -343,7 +344,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
                 models.push(id);
             }
             if models.is_empty() {
-                let info = node(&config)?.info()?;
+                let info = rpc.info()?;
                 let id = info
                     .models
                     .first()
@@ -354,7 +355,7 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
             }
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
-            let txid = wallet::register(&node(&config)?, network, &w, &models, fee)?;
+            let txid = wallet::register(&rpc, network, &w, &models, fee)?;
             if *json {
                 println!("{}", serde_json::json!({"txid": txid}));
             } else {
