@@ -103,6 +103,9 @@ pub struct BlockRecord {
 /// The column of accepted inference blocks: id -> record (see [`BlockRecord`]).
 pub const INFERENCE_BLOCKS_COLUMN: &str = "inference_blocks";
 
+/// How many blocks [`InferenceChain::abandoned_by`] walks down at most.
+pub const MAX_ABANDONED_WALK: usize = 64;
+
 impl Encode for BlockRecord {
     fn encode_to(&self, out: &mut Vec<u8>) {
         self.exec_id.encode_to(out);
@@ -321,6 +324,43 @@ impl InferenceChain {
     /// The canonical tip as of the ledger's active tip.
     pub fn tip(&self, ledger: &Chainstate) -> &BlockRecord {
         self.tip_as_of(ledger, &ledger.tip_hash())
+    }
+
+    /// The blocks of the canonical branch that a block built on `parent` leaves out: from
+    /// the tip down to the last block `parent`'s branch shares, newest first; empty when
+    /// `parent` is the tip or one of its descendants. A producer whose commit named an
+    /// older parent than the tip (it committed before the last tenure block arrived)
+    /// puts their transactions back in its pools, so that what they carried is not lost
+    /// with them. The walk stops after [`MAX_ABANDONED_WALK`] steps.
+    pub fn abandoned_by(&self, ledger: &Chainstate, parent: &[u8; 32]) -> Vec<&InferenceBlock> {
+        let mut out = Vec::new();
+        let Some(mut other) = self.blocks.get(parent) else {
+            return out;
+        };
+        let mut canonical = self.tip(ledger);
+        for _ in 0..MAX_ABANDONED_WALK {
+            if canonical.id == other.id {
+                break;
+            }
+            // Step down the higher side (the canonical one on a tie, then the other).
+            let step_canonical = canonical.height >= other.height;
+            let side = if step_canonical { canonical } else { other };
+            let Some(parent_id) = side.block.as_ref().map(|b| b.header.parent) else {
+                break; // the genesis: no common block
+            };
+            let Some(next) = self.blocks.get(&parent_id) else {
+                break;
+            };
+            if step_canonical {
+                if let Some(block) = canonical.block.as_ref() {
+                    out.push(block);
+                }
+                canonical = next;
+            } else {
+                other = next;
+            }
+        }
+        out
     }
 
     /// The verifier set of `cycle` in the state of block `at`; empty if not recorded.

@@ -122,6 +122,7 @@ struct World {
     ledger: Ledger,
     chain: InferenceChain,
     model: Arc<LoadedModel>,
+    kv: Arc<RocksStore>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     producer: SecretKey,
     vrf: fai_vrf::SecretKey,
@@ -162,6 +163,34 @@ impl World {
             op.encode(),
         ));
         self.ledger.tx(outputs)
+    }
+
+    /// Mines the producer's commit on `parent_block` (see [`World::commit`]) into the
+    /// next ledger block, which the chain reads; returns that block, the tenure's anchor.
+    fn win(&mut self, parent_block: [u8; 32], each: u64) -> Hash256 {
+        let commit = self.commit(parent_block, each);
+        let block = self.ledger.mine(vec![commit]);
+        self.connect(&block)
+    }
+
+    /// The producer's block for the tenure won at `anchor`.
+    fn produce(
+        &mut self,
+        anchor: Hash256,
+        vm_txs: Vec<SignedVmTx>,
+        inferences: Vec<Inference>,
+        parent_votes: Vec<Vote>,
+    ) -> Result<fai_inference_chain::block::InferenceBlock, fai_inference_chain::chain::BlockError>
+    {
+        self.chain.produce(
+            &self.ledger.chain,
+            anchor,
+            &self.producer,
+            &self.vrf,
+            vm_txs,
+            inferences,
+            parent_votes,
+        )
     }
 
     fn connect(&mut self, block: &Block) -> Hash256 {
@@ -222,8 +251,10 @@ fn principal(chain: &InferenceChain, k: &SecretKey) -> Value {
     chain.vm().principal(hash(k).0).into()
 }
 
-#[test]
-fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
+/// A regtest ledger with the producer registered and the user, the node, the producer
+/// and the five verifiers (keys 2, 3, 1 and 10 to 14) funded by peg-ins, the inference
+/// chain on RocksDB following it, six ledger blocks past the funding.
+fn world() -> World {
     let model_dir = tempfile::tempdir().unwrap();
     let model =
         LoadedModel::load(&ensure_fai_tiny(model_dir.path()).unwrap(), &Device::Cpu).unwrap();
@@ -240,10 +271,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     };
     let kv = Arc::new(RocksStore::open(dir.path(), schema).unwrap());
     let payloads = PayloadStore::new(kv.clone());
-    let kv_again = kv.clone();
-    let config_again = config_for(&model);
     let config = config_for(&model);
-    let chain = InferenceChain::open(kv, config, &ledger.chain)
+    let chain = InferenceChain::open(kv.clone(), config, &ledger.chain)
         .unwrap()
         .with_payloads(payloads);
 
@@ -270,6 +299,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         ledger,
         chain,
         model: Arc::new(model),
+        kv,
         _dirs: (model_dir, dir),
         producer,
         vrf,
@@ -284,12 +314,18 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         let b = w.ledger.mine(vec![]);
         w.connect(&b);
     }
+    w
+}
+
+#[test]
+fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
+    let mut w = world();
+    let (user, node) = (key(2), key(3));
+    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
 
     // Tenure 1: verifiers stake and the node registers, in VM transactions.
     let genesis = w.chain.genesis_id();
-    let commit = w.commit(genesis, 0);
-    let l1 = w.ledger.mine(vec![commit]);
-    let l1 = w.connect(&l1);
+    let l1 = w.win(genesis, 0);
     let mut vm_txs: Vec<SignedVmTx> = verifiers
         .iter()
         .enumerate()
@@ -331,18 +367,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
             args: register_args,
         },
     ));
-    let b1 = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            l1,
-            &w.producer,
-            &w.vrf,
-            vm_txs,
-            vec![],
-            vec![],
-        )
-        .unwrap();
+    let b1 = w.produce(l1, vm_txs, vec![], vec![]).unwrap();
     let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
     assert_eq!(w.chain.tip(&w.ledger.chain).id, b1_id);
     assert_eq!(w.balance(&b1_id, hash(&node).0), 10_000_000 - BOND - 10);
@@ -424,21 +449,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
             stub: forged_stub.clone(),
         },
     ];
-    let commit = w.commit(b1_id, 0);
-    let l2 = w.ledger.mine(vec![commit]);
-    let l2 = w.connect(&l2);
-    let b2 = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            l2,
-            &w.producer,
-            &w.vrf,
-            vec![],
-            inferences.clone(),
-            vec![],
-        )
-        .unwrap();
+    let l2 = w.win(b1_id, 0);
+    let b2 = w.produce(l2, vec![], inferences.clone(), vec![]).unwrap();
     let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
     assert_eq!(w.balance(&b2_id, escrow_account()), 2 * u128::from(MAX_FEE));
     let set = w.chain.verifier_set(
@@ -477,16 +489,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let l3 = w.ledger.mine(vec![commit]);
     let l3_hash = w.connect(&l3);
     let b3 = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            l3_hash,
-            &w.producer,
-            &w.vrf,
-            vec![],
-            vec![],
-            votes[..3].to_vec(),
-        )
+        .produce(l3_hash, vec![], vec![], votes[..3].to_vec())
         .unwrap();
     let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
 
@@ -547,16 +550,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let f1 = w.ledger.mine_on(fork_point, vec![commit]);
     let f1_hash = w.connect(&f1);
     let alt = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            f1_hash,
-            &w.producer,
-            &w.vrf,
-            vec![],
-            vec![inferences[0].clone()],
-            vec![],
-        )
+        .produce(f1_hash, vec![], vec![inferences[0].clone()], vec![])
         .unwrap();
     let alt_id = w.chain.accept(&w.ledger.chain, alt).unwrap();
     let mut tip = f1_hash;
@@ -600,18 +594,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let commit = w.commit(alt_id, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
-    let settled = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            next_hash,
-            &w.producer,
-            &w.vrf,
-            vec![],
-            vec![],
-            votes,
-        )
-        .unwrap();
+    let settled = w.produce(next_hash, vec![], vec![], votes).unwrap();
     let settled_id = w.chain.accept(&w.ledger.chain, settled).unwrap();
     assert_eq!(w.chain.tip(&w.ledger.chain).id, settled_id);
     assert_eq!(
@@ -653,34 +636,14 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
     let replay = vec![inferences[0].clone()];
-    let err = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            next_hash,
-            &w.producer,
-            &w.vrf,
-            vec![],
-            replay,
-            vec![],
-        )
-        .unwrap_err();
+    let err = w.produce(next_hash, vec![], replay, vec![]).unwrap_err();
     assert!(
         err.to_string()
             .contains("nonce 0 is not the account's next nonce 1"),
         "{err}"
     );
     let x = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            next_hash,
-            &w.producer,
-            &w.vrf,
-            vec![],
-            vec![third_inf],
-            vec![],
-        )
+        .produce(next_hash, vec![], vec![third_inf], vec![])
         .unwrap();
     let x_id = w.chain.accept(&w.ledger.chain, x).unwrap();
     let producer_before = w.balance(&x_id, hash(&w.producer).0);
@@ -696,18 +659,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let commit = w.commit(x_id, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
-    let y = w
-        .chain
-        .produce(
-            &w.ledger.chain,
-            next_hash,
-            &w.producer,
-            &w.vrf,
-            vec![],
-            vec![],
-            two,
-        )
-        .unwrap();
+    let y = w.produce(next_hash, vec![], vec![], two).unwrap();
     let y_id = w.chain.accept(&w.ledger.chain, y).unwrap();
     assert_eq!(
         w.balance(&y_id, hash(&user).0),
@@ -746,7 +698,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     );
 
     // Reopened from the same database: the same blocks, tip and state.
-    let mut reopened = InferenceChain::open(kv_again, config_again, &w.ledger.chain).unwrap();
+    let mut reopened =
+        InferenceChain::open(w.kv.clone(), config_for(&w.model), &w.ledger.chain).unwrap();
     reopened
         .on_ledger_block(&w.ledger.chain, &w.ledger.chain.tip_hash())
         .unwrap();
@@ -760,4 +713,73 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
             .0,
         10_000_000 - u128::from(paid)
     );
+}
+
+/// A tenure block built on an older parent than the tip (its producer committed before the
+/// last tenure block arrived) leaves the tip's block out. `abandoned_by` names that block,
+/// and what it carried runs again in the new one, from the parent's nonces: read at the
+/// tip, the nonces would be past them and the block could not be built.
+#[test]
+fn a_block_built_beside_the_tip_carries_again_what_the_block_it_leaves_out_carried() {
+    let mut w = world();
+    let (user, node) = (key(2), key(3));
+    let transfer = |nonce: u64| {
+        SignedVmTx::new(
+            &user,
+            nonce,
+            CHAIN_ID,
+            units(1_000),
+            VmPayload::Transfer {
+                to: hash(&node),
+                amount: units(5_000),
+                memo: vec![],
+            },
+        )
+    };
+    let genesis = w.chain.genesis_id();
+
+    // Tenure 1: two transfers.
+    let l1 = w.win(genesis, 0);
+    let b1 = w
+        .produce(l1, vec![transfer(0), transfer(1)], vec![], vec![])
+        .unwrap();
+    let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, b1_id);
+
+    // Tenure 2 was committed on the genesis, beside tenure 1's block.
+    let l2 = w.win(genesis, 0);
+    let left_out: Vec<[u8; 32]> = w
+        .chain
+        .abandoned_by(&w.ledger.chain, &genesis)
+        .iter()
+        .map(|b| b.header.id().0)
+        .collect();
+    assert_eq!(left_out, vec![b1_id]);
+    assert!(w.chain.abandoned_by(&w.ledger.chain, &b1_id).is_empty());
+
+    // The next transfer alone does not run on the genesis: its nonce is not the next there.
+    let err = w
+        .produce(l2, vec![transfer(2)], vec![], vec![])
+        .unwrap_err();
+    assert!(err.to_string().contains("nonce"), "{err}");
+    // With the left-out block's transactions first, all three run.
+    let mut again = b1.vm_txs.clone();
+    again.push(transfer(2));
+    let b2 = w.produce(l2, again, vec![], vec![]).unwrap();
+    assert_eq!(b2.header.parent, genesis);
+    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, b2_id);
+    assert!(w.chain.abandoned_by(&w.ledger.chain, &b2_id).is_empty());
+    // Both blocks credit the same peg-ins; the new one has the third transfer besides.
+    assert_eq!(
+        w.balance(&b2_id, hash(&node).0),
+        w.balance(&b1_id, hash(&node).0) + 5_000
+    );
+    let exec = w.chain.block(&b2_id).unwrap().exec_id;
+    let (_, nonce) = w
+        .chain
+        .vm()
+        .account(&exec, &w.ledger.chain, hash(&user).0)
+        .unwrap();
+    assert_eq!(nonce, 3);
 }

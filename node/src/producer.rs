@@ -77,15 +77,17 @@ const TENURE_WAIT_MS_PER_SPACING_S: u64 = 400;
 /// the ledger's target spacing: longer than the tenure's wait, which it includes.
 const COMMIT_WAIT_MS_PER_SPACING_S: u64 = 600;
 
-/// The served inferences that can go into a block after `vm_txs`: per sender, the run of
-/// consecutive nonces from the account's nonce past its VM transactions.
+/// The served inferences that can go into a block after `vm_txs` in the state `at` (the
+/// parent's exec id): per sender, the run of consecutive nonces from the account's nonce
+/// there past its VM transactions.
 fn select_inferences(
     chain: &InferenceChain,
     ledger: &Chainstate,
+    at: &[u8; 32],
     vm_txs: &[SignedVmTx],
     results: &ResultPool,
 ) -> Vec<Inference> {
-    let tip = chain.tip(ledger).exec_id;
+    let tip = *at;
     let mut after_vm: std::collections::HashMap<[u8; 20], u64> = Default::default();
     for tx in vm_txs {
         let next = after_vm.entry(tx.sender.hash160().0).or_default();
@@ -108,6 +110,34 @@ fn select_inferences(
         }
     }
     out
+}
+
+/// When the commit named an older parent than the canonical tip (it went out before the
+/// last tenure block arrived), the block built on it leaves the tip's branch out: what
+/// those blocks carried goes back to the pools, to be carried again, and is not lost.
+fn restore_abandoned(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+    parent: &[u8; 32],
+    vm: &mut VmMempool,
+    results: &mut ResultPool,
+) {
+    for block in chain.abandoned_by(ledger, parent) {
+        let (mut txs, mut infs) = (0usize, 0usize);
+        for tx in &block.vm_txs {
+            txs = txs.saturating_add(usize::from(vm.restore(tx.clone())));
+        }
+        for inf in &block.inferences {
+            infs = infs.saturating_add(usize::from(results.add(inf.clone()).is_ok()));
+        }
+        info!(
+            target: "infer_node::producer",
+            id = %block.header.id(),
+            vm_txs = txs,
+            inferences = infs,
+            "building beside an inference block: its transactions go back to the pools"
+        );
+    }
 }
 
 /// Whether the votes here on the block the winner at ledger block `anchor` builds on
@@ -497,8 +527,13 @@ impl Producer {
         let Pools { vm, results, votes } = pools;
         // The parent's finality certificate: the votes on the block the commit named.
         let parent_votes = votes.votes_on(&Hash256(winner.parent));
-        let mut vm_txs = vm.select(chain, ledger, MAX_VM_TX_BYTES);
-        let inferences = select_inferences(chain, ledger, &vm_txs, results);
+        let Some(parent_state) = chain.block(&winner.parent).map(|r| r.exec_id) else {
+            warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: its parent is unknown");
+            return None;
+        };
+        restore_abandoned(chain, ledger, &winner.parent, vm, results);
+        let mut vm_txs = vm.select(chain, ledger, &parent_state, MAX_VM_TX_BYTES);
+        let inferences = select_inferences(chain, ledger, &parent_state, &vm_txs, results);
         let mut attempt = |vm_txs: &[SignedVmTx], infs: &[Inference]| {
             chain.produce(
                 ledger,

@@ -142,15 +142,17 @@ impl VmMempool {
         out
     }
 
-    /// Transactions that can run next on the tip: per sender, the run of consecutive
-    /// nonces from the account's nonce; at most `max_bytes` in all.
+    /// Transactions that can run next in the state `at` (a block's exec id): per sender,
+    /// the run of consecutive nonces from the account's nonce there; at most `max_bytes`
+    /// in all.
     pub fn select(
         &self,
         chain: &InferenceChain,
         ledger: &Chainstate,
+        at: &[u8; 32],
         max_bytes: usize,
     ) -> Vec<SignedVmTx> {
-        let tip = chain.tip(ledger).exec_id;
+        let tip = *at;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for (sender, queue) in &self.by_sender {
@@ -170,6 +172,27 @@ impl VmMempool {
         out
     }
 
+    /// Takes back a transaction that a block left out of the canonical chain carried (its
+    /// signature was checked when the block was accepted): kept unless it or its nonce
+    /// is here already or the pool is full. Whether it can still run is checked when a
+    /// block picks it.
+    pub fn restore(&mut self, tx: SignedVmTx) -> bool {
+        let id = tx.txid();
+        if self.by_id.contains_key(&id) || self.by_id.len() >= MAX_TXS {
+            return false;
+        }
+        let queue = self.by_sender.entry(tx.sender.hash160().0).or_default();
+        if queue.contains_key(&tx.nonce) || queue.len() >= MAX_PER_SENDER {
+            if queue.is_empty() {
+                self.by_sender.remove(&tx.sender.hash160().0);
+            }
+            return false;
+        }
+        queue.insert(tx.nonce, id);
+        self.by_id.insert(id, tx);
+        true
+    }
+
     /// Forgets transactions a block carried.
     pub fn remove_included(&mut self, block: &InferenceBlock) {
         for tx in &block.vm_txs {
@@ -187,5 +210,47 @@ impl VmMempool {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fai_inference_chain::vmtx::VmPayload;
+    use fai_primitives::{Amount, Hash160, SecretKey};
+
+    fn transfer(key: &SecretKey, nonce: u64, amount: u64) -> SignedVmTx {
+        SignedVmTx::new(
+            key,
+            nonce,
+            1,
+            Amount::from_units(MIN_FEE).unwrap_or(Amount::ZERO),
+            VmPayload::Transfer {
+                to: Hash160([7; 20]),
+                amount: Amount::from_units(amount).unwrap_or(Amount::ZERO),
+                memo: vec![],
+            },
+        )
+    }
+
+    /// A left-out block's transactions come back once each, never over a waiting
+    /// transaction's nonce, and never past the sender's bound.
+    #[test]
+    fn restored_transactions_keep_the_pools_rules() {
+        let key = SecretKey::from_bytes(&[3; 32]).unwrap();
+        let sender = key.public_key().hash160().0;
+        let mut pool = VmMempool::default();
+        assert!(pool.restore(transfer(&key, 4, 1)));
+        assert!(!pool.restore(transfer(&key, 4, 1)), "the same one twice");
+        assert!(
+            !pool.restore(transfer(&key, 4, 2)),
+            "another one with its nonce"
+        );
+        assert!(pool.restore(transfer(&key, 5, 1)));
+        assert_eq!(pool.waiting_run(sender, 4).len(), 2);
+        for nonce in 6..100 {
+            pool.restore(transfer(&key, nonce, 1));
+        }
+        assert_eq!(pool.len(), MAX_PER_SENDER);
     }
 }
