@@ -142,6 +142,7 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
         let identity = libp2p::identity::Keypair::generate_ed25519();
         let running = p2p::service::start(
             &runtime,
+            &tokio_util::task::TaskTracker::new(),
             node.clone(),
             Network::Regtest,
             identity,

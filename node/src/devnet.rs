@@ -132,7 +132,7 @@ pub fn run(o: &Options, program: &Path) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (mut interrupt, mut term) = crate::node::stop_signals(&runtime)?;
+    let (mut interrupt, mut term) = crate::daemon::stop_signals(&runtime)?;
     let mut children: Vec<(String, Child)> = Vec::new();
     let outcome = runtime.block_on(async {
         for (i, m) in members.iter().enumerate() {

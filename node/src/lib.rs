@@ -5,7 +5,7 @@
 //! the shared state (`node::Node`) and the services around it: the miner, the p2p
 //! network, the inference-node role (producer, roles), the verifier, the pools of served
 //! inferences, votes and VM transactions, and the devnet launcher. The RPC server is a
-//! crate above this one (`fai-rpc`), handed to [`node::run`].
+//! crate above this one (`fai-rpc`), handed to [`daemon::run`] or [`daemon::start`].
 //!
 //! Depends on the protocol crates (primitives, ledger, inference-chain, clarity, vrf),
 //! storage, the engine, the RPC's types (`fai-api`) and the wallet's keystore (the dev
@@ -15,6 +15,7 @@
 pub mod banner;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod devnet;
 pub mod inference;
 pub mod keys;

@@ -41,8 +41,7 @@ fn paced_wait(mean: Duration) -> Duration {
 fn rest(node: &Node, generation: u64, wait: Duration) -> bool {
     let until = Instant::now() + wait;
     loop {
-        if node.shutdown.load(Ordering::Relaxed)
-            || node.tip_generation.load(Ordering::Relaxed) != generation
+        if node.shutdown.is_cancelled() || node.tip_generation.load(Ordering::Relaxed) != generation
         {
             return false;
         }
@@ -57,7 +56,7 @@ fn rest(node: &Node, generation: u64, wait: Duration) -> bool {
 /// Mines until the node shuts down, each tip after a paced wait of mean `pace` (none when
 /// zero). Errors only when the chain cannot be read or written.
 pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Result<()> {
-    while !node.shutdown.load(Ordering::SeqCst) {
+    while !node.shutdown.is_cancelled() {
         let generation = node.tip_generation.load(Ordering::SeqCst);
         let commits = node.commit_generation.load(Ordering::SeqCst);
         if !pace.is_zero() && !rest(node, generation, paced_wait(pace)) {
@@ -79,7 +78,7 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
         }
         let started = Instant::now();
         let stop = || {
-            node.shutdown.load(Ordering::Relaxed)
+            node.shutdown.is_cancelled()
                 || node.tip_generation.load(Ordering::Relaxed) != generation
                 || node.commit_generation.load(Ordering::Relaxed) != commits
                 || started.elapsed() > TEMPLATE_LIFETIME
@@ -87,19 +86,8 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
         let Some(block) = solve(&template, threads, &stop) else {
             continue;
         };
-        let encoded = block.to_bytes();
-        let mut chain = node.chain();
-        let result = chain.accept_block(block, node.clock.unix_now());
-        // Gossip the block before reacting to it, so that peers have it before anything
-        // anchored in it (this node's tenure block).
-        if result.is_ok() {
-            node.publish(Topic::LedgerBlock, encoded);
-        }
-        let events = chain.take_events();
-        node.on_chain_events(&chain, &events);
-        drop(chain);
-        match result {
-            Ok(_) => {}
+        match submit(node, block) {
+            Ok(()) => {}
             Err(e) if e.consensus().is_some() => {
                 warn!(target: "infer_node::miner", "mined block refused: {e}")
             }
@@ -107,6 +95,41 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
         }
     }
     Ok(())
+}
+
+/// Connects a block this node found, gossips it, and runs what a new tip sets off.
+fn submit(node: &Node, block: fai_ledger::Block) -> Result<(), fai_ledger::ChainError> {
+    let encoded = block.to_bytes();
+    let mut chain = node.chain();
+    let result = chain.accept_block(block, node.clock.unix_now());
+    // Gossip the block before reacting to it, so that peers have it before anything
+    // anchored in it (this node's tenure block).
+    if result.is_ok() {
+        node.publish(Topic::LedgerBlock, encoded);
+    }
+    let events = chain.take_events();
+    node.on_chain_events(&chain, &events);
+    result.map(|_| ())
+}
+
+/// Mines one block on the tip now, stamped with the node's clock, paying `payout`:
+/// mining on demand, for tests on a network whose difficulty is the proof-of-work limit
+/// (regtest). Returns the block's hash.
+pub fn mine_one(node: &Node, payout: Hash160) -> Result<fai_primitives::Hash256> {
+    let template = {
+        let chain = node.chain();
+        let mempool = node.mempool();
+        BlockTemplate::build(&chain, &mempool, payout, node.clock.unix_now())?
+    };
+    let max_future = u64::from(node.chain().params().max_future_block_time);
+    if u64::from(template.block.header.time) > node.clock.unix_now().saturating_add(max_future) {
+        anyhow::bail!("the next block's time is ahead of the clock: advance it");
+    }
+    let block = solve(&template, 1, &|| node.shutdown.is_cancelled())
+        .ok_or_else(|| anyhow::anyhow!("the node is stopping"))?;
+    let hash = block.hash();
+    submit(node, block)?;
+    Ok(hash)
 }
 
 #[cfg(test)]

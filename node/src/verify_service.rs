@@ -75,10 +75,7 @@ fn wait_for_text(node: &Node, payloads: &PayloadStore, block: &InferenceBlock) {
             .iter()
             .any(|i| !matches!(payloads.prompt(&i.stub.txid()), Ok(Some(_))))
     };
-    while missing()
-        && std::time::Instant::now() < deadline
-        && !node.shutdown.load(std::sync::atomic::Ordering::Relaxed)
-    {
+    while missing() && std::time::Instant::now() < deadline && !node.shutdown.is_cancelled() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -92,7 +89,7 @@ fn run(
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
-        if node.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+        if node.shutdown.is_cancelled() {
             return;
         }
         let (id, block) = match rx.recv_timeout(std::time::Duration::from_millis(200)) {

@@ -73,7 +73,8 @@ pub async fn admin_shutdown(
 ) -> Result<Json<api::ShuttingDown>, ApiError> {
     authorize(&s, &headers)?;
     if let Some((_, shutdown)) = &s.admin {
-        let _ = shutdown.send(());
+        tracing::info!(target: "infer_node", "admin shutdown requested");
+        shutdown.cancel();
     }
     Ok(Json(api::ShuttingDown {
         shutting_down: true,

@@ -64,7 +64,8 @@ use fai_primitives::{Hash256, Network, SecretKey, Signature};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use fai_node::node::{Node, RpcContext};
+use fai_node::daemon::RpcContext;
+use fai_node::node::Node;
 use fai_node::verifier;
 
 /// Inferences remembered for `GET /v2/inference/{txid}`.
@@ -109,7 +110,7 @@ impl InferenceLog {
 /// What the handlers share.
 pub struct RpcState {
     /// The admin token and where a shutdown request goes; none: admin calls are off.
-    pub admin: Option<(String, tokio::sync::mpsc::UnboundedSender<()>)>,
+    pub admin: Option<(String, tokio_util::sync::CancellationToken)>,
     pub node: Arc<Node>,
     pub network: Network,
     /// The models served here, each with its scheduler, and the device they run on.
@@ -897,7 +898,7 @@ async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
 }
 
 /// Starts the engine's workers on the served models, and the RPC server with the relay of
-/// peers' requests; returns the address it listens on (`fai_node::node::StartRpc`).
+/// peers' requests; returns the address it listens on (`fai_node::daemon::StartRpc`).
 pub fn start(ctx: RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
     use anyhow::Context;
     let RpcContext {
@@ -908,7 +909,7 @@ pub fn start(ctx: RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
         node,
         key,
         failed,
-        shutdown,
+        tasks,
     } = ctx;
     let engines = Arc::new(fai_node::served::Engines::start(loaded, &config.engine));
     let listener = std::net::TcpListener::bind(config.rpc.listen)
@@ -935,21 +936,39 @@ pub fn start(ctx: RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
         tracing::warn!(target: "infer_node", "testing.forge_outputs: this node serves forged answers");
     }
     if !config.rpc.admin_token.is_empty() {
-        state.admin = Some((config.rpc.admin_token.clone(), shutdown));
+        state.admin = Some((config.rpc.admin_token.clone(), node.shutdown.clone()));
     }
     let state = Arc::new(state);
     // Relayed requests from peers, on libp2p streams.
-    runtime.spawn(crate::relay::serve_streams(state.clone()));
+    let stop = node.shutdown.clone();
+    tasks.spawn_on(
+        {
+            let stop = stop.clone();
+            let state = state.clone();
+            async move {
+                tokio::select! {
+                    () = crate::relay::serve_streams(state) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        },
+        runtime.handle(),
+    );
     let app = crate::router(state, config.rpc.max_body_bytes);
-    runtime.spawn(async move {
-        let served = async {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app).await
-        };
-        if let Err(e) = served.await {
-            let _ = failed.send(anyhow::Error::new(e).context("the RPC server stopped"));
-        }
-    });
+    tasks.spawn_on(
+        async move {
+            let served = async {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            };
+            if let Err(e) = served.await {
+                let _ = failed.send(anyhow::Error::new(e).context("the RPC server stopped"));
+            }
+        },
+        runtime.handle(),
+    );
     tracing::info!(target: "infer_node", "RPC listening on http://{address}/v2/info");
     Ok(address)
 }

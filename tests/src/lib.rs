@@ -1,7 +1,7 @@
 //! The end-to-end suites (`tests/*.rs`) and the helpers they share: the path of the
 //! `infer-node` binary they drive, free ports, requests through the node's client, the CLI with a
-//! wallet passphrase, a child process killed on drop, and (`net`) a local network of node
-//! processes.
+//! wallet passphrase, a child process killed on drop, (`net`) a local network of node
+//! processes, and (`inproc`) a network of nodes in this process on a manual clock.
 //!
 //! The binary is not built by this package (Cargo builds a package's binaries only for its
 //! own tests): `cargo test --workspace` builds it with the `infer-node` package, whose own
@@ -10,6 +10,7 @@
 //! first. The forging-node scenario needs a binary with `test-cheats` and runs only with
 //! this package's `test-cheats` feature (`make test` turns both on).
 
+pub mod inproc;
 pub mod net;
 
 use std::net::TcpListener;
@@ -56,6 +57,25 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// While the thread panics (a test failed), keeps `dir` on disk and says where it is.
+pub fn keep_on_failure(dir: &mut Option<tempfile::TempDir>, what: &str) -> Option<PathBuf> {
+    if !std::thread::panicking() {
+        return None;
+    }
+    let kept = dir.take()?.keep();
+    eprintln!("{what} kept in {}", kept.display());
+    Some(kept)
+}
+
+/// `p2p.bootstrap`'s TOML value for one address, or none when it is empty.
+pub fn toml_list(address: &str) -> String {
+    if address.is_empty() {
+        String::new()
+    } else {
+        format!("\"{address}\"")
     }
 }
 

@@ -54,11 +54,7 @@ fn config_text(
     pace_ms: u64,
 ) -> String {
     let (wallet, gift) = role.wallet.unwrap_or(("", ""));
-    let bootstrap = if bootstrap.is_empty() {
-        String::new()
-    } else {
-        format!("\"{bootstrap}\"")
-    };
+    let bootstrap = crate::toml_list(bootstrap);
     format!(
         r#"[node]
 network = "regtest"
@@ -242,17 +238,13 @@ impl Drop for Net {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
-        if std::thread::panicking() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!("the nodes' data and logs are kept in {}", kept.display());
-                for m in &self.nodes {
-                    let log = std::fs::read_to_string(m.dir.join("node.log")).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    eprintln!("--- {} (last lines)", m.dir.display());
-                    for line in tail.into_iter().rev() {
-                        eprintln!("{line}");
-                    }
+        if crate::keep_on_failure(&mut self.dir, "the nodes' data and logs are").is_some() {
+            for m in &self.nodes {
+                let log = std::fs::read_to_string(m.dir.join("node.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("--- {} (last lines)", m.dir.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
                 }
             }
         }

@@ -57,9 +57,11 @@ pub struct Running {
 }
 
 /// Starts the network: binds the listen address, dials the bootstrap peers, and spawns
-/// the loop and the validator thread.
+/// the loop (through `tasks`; it ends when the node's `shutdown` token is cancelled) and
+/// the validator thread.
 pub fn start(
     runtime: &tokio::runtime::Runtime,
+    tasks: &tokio_util::task::TaskTracker,
     node: Arc<Node>,
     network: Network,
     key: identity::Keypair,
@@ -139,7 +141,7 @@ pub fn start(
         bootstrap,
         last_redial: Instant::now(),
     };
-    let task = runtime.spawn(service.run(command_rx, verdict_rx));
+    let task = tasks.spawn_on(service.run(command_rx, verdict_rx), runtime.handle());
     Ok(Running {
         handle: P2pHandle::new(command_tx, status).with_streams(streams),
         task,
@@ -195,8 +197,10 @@ impl Service {
         mut verdicts: mpsc::UnboundedReceiver<Verdict>,
     ) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let shutdown = self.node.shutdown.clone();
         loop {
             tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(verdict) = verdicts.recv() => self.on_verdict(verdict)?,
