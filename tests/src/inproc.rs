@@ -24,6 +24,9 @@ pub const START_TIME: u64 = 1_900_000_000;
 /// How long [`InProcNet::settle`] waits for the network at most.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long [`InProcNet::partition`]'s bans last (until [`InProcNet::heal`] in practice).
+const PARTITION: Duration = Duration::from_secs(3_600);
+
 /// The address mined blocks pay.
 const PAYOUT: fai_primitives::Hash160 = fai_primitives::Hash160([0x5a; 20]);
 
@@ -188,9 +191,14 @@ impl InProcNet {
     /// test after a deadline on the machine's clock (the network carries messages in real
     /// time; nothing else here does).
     pub fn settle(&self) -> (u32, fai_primitives::Hash256) {
+        self.settle_among(&self.running())
+    }
+
+    /// [`InProcNet::settle`] among `nodes` only (one side of a partition).
+    pub fn settle_among(&self, nodes: &[usize]) -> (u32, fai_primitives::Hash256) {
         let deadline = Instant::now() + SETTLE_DEADLINE;
         loop {
-            let tips: Vec<_> = self.running().iter().map(|i| self.ledger_tip(*i)).collect();
+            let tips: Vec<_> = nodes.iter().map(|i| self.ledger_tip(*i)).collect();
             if let Some(first) = tips.first() {
                 if tips.iter().all(|t| t == first) {
                     return *first;
@@ -200,6 +208,73 @@ impl InProcNet {
                 self.fail(&format!("the nodes do not agree on a ledger tip: {tips:?}"));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The p2p peer id of node `i`.
+    pub fn peer_id(&self, i: usize) -> libp2p::PeerId {
+        let status = self
+            .node(i)
+            .p2p
+            .get()
+            .map(|p| p.status.clone())
+            .unwrap_or_else(|| self.fail(&format!("node {i} has no network")));
+        let text = status.peer_id.lock().map(|p| p.clone()).unwrap_or_default();
+        text.parse()
+            .unwrap_or_else(|_| self.fail(&format!("node {i}'s peer id {text:?} does not parse")))
+    }
+
+    /// Sends a command to node `i`'s network loop.
+    fn command(&self, i: usize, command: fai_node::p2p::Command) {
+        let handle = self
+            .node(i)
+            .p2p
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.fail(&format!("node {i} has no network")));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for one command");
+        runtime
+            .block_on(handle.send(command))
+            .unwrap_or_else(|e| self.fail(&format!("node {i}: {e:#}")));
+    }
+
+    /// Splits the network: every node of `side` bans every running node outside it, and
+    /// they it, so that no message crosses until [`InProcNet::heal`].
+    pub fn partition(&self, side: &[usize]) {
+        let others: Vec<usize> = self
+            .running()
+            .into_iter()
+            .filter(|i| !side.contains(i))
+            .collect();
+        for a in side {
+            for b in &others {
+                for (from, to) in [(*a, *b), (*b, *a)] {
+                    let peer = self.peer_id(to);
+                    self.command(
+                        from,
+                        fai_node::p2p::Command::Ban {
+                            peer,
+                            time: PARTITION,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Lifts every ban between running nodes; they dial each other again.
+    pub fn heal(&self) {
+        let running = self.running();
+        for from in &running {
+            for to in &running {
+                if from != to {
+                    let (tx, _rx) = tokio::sync::oneshot::channel();
+                    self.command(*from, fai_node::p2p::Command::Unban(self.peer_id(*to), tx));
+                }
+            }
         }
     }
 

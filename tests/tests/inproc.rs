@@ -47,3 +47,40 @@ fn nodes_follow_blocks_mined_on_demand_and_a_restarted_node_catches_up() {
         }
     }
 }
+
+/// Split 2 | 1, each side mines its own branch (the pair's longer); once healed, every
+/// node ends on the branch with the most work and the single node's block is off the
+/// active chain.
+#[test]
+fn a_partition_heals_onto_the_branch_with_the_most_work() {
+    let net = InProcNet::start(3);
+    net.advance(SPACING);
+    net.mine(0);
+    let (fork_height, _) = net.settle();
+
+    net.partition(&[0, 1]);
+    net.advance(SPACING);
+    let lone = net.mine(2);
+    let mut pair = Vec::new();
+    for _ in 0..2 {
+        net.advance(SPACING);
+        pair.push(net.mine(1));
+        net.settle_among(&[0, 1]);
+    }
+    assert_eq!(
+        net.ledger_tip(2),
+        (fork_height + 1, lone),
+        "the sides do not hear each other"
+    );
+    assert_eq!(net.ledger_tip(0), (fork_height + 2, pair[1]));
+
+    net.heal();
+    let (height, tip) = net.settle();
+    assert_eq!((height, tip), (fork_height + 2, pair[1]));
+    let chain = net.node(2).chain();
+    assert_eq!(chain.hash_at(fork_height + 1), Some(pair[0]));
+    assert!(
+        chain.entry(&lone).is_some(),
+        "the lone block is kept, off the active chain"
+    );
+}
