@@ -58,6 +58,8 @@ pub struct NetStatus {
     pub best_peer_height: AtomicU32,
     /// Connected peers by the node key their status proved (its hash).
     pub nodes: Mutex<std::collections::HashMap<fai_primitives::Hash160, PeerId>>,
+    /// Messages handed to the validator and not yet checked (queued or being checked).
+    pub validating: AtomicUsize,
 }
 
 /// The node's side of the network loop.

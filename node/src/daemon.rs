@@ -97,6 +97,8 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     /// The address the RPC server listens on, when it runs.
     pub rpc: Option<std::net::SocketAddr>,
+    /// Who the blocks it mines pay (`mining.address`, else the node key).
+    pub payout: Address,
     runtime: Option<tokio::runtime::Runtime>,
     tasks: TaskTracker,
     threads: Vec<JoinHandle<()>>,
@@ -324,6 +326,7 @@ pub fn start_on(
     Ok(RunningNode {
         node,
         rpc: rpc_address,
+        payout,
         runtime: Some(runtime),
         tasks,
         threads: threads.into_iter().chain(verifier_thread).collect(),

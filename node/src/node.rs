@@ -84,6 +84,20 @@ impl Node {
         }
     }
 
+    /// Whether nothing this node has to do is under way or waiting: no message waits for
+    /// the validator, no block for the verifier's vote, no tenure for votes and no commit
+    /// for a peer's tenure block. A test on the in-process network waits for every node
+    /// to be idle (and for them to agree) before it moves the clock or mines.
+    pub fn idle(&self) -> bool {
+        let validating = self
+            .p2p
+            .get()
+            .map_or(0, |p| p.status.validating.load(Ordering::SeqCst));
+        let voting = self.verifier.get().map_or(0, |v| v.backlog());
+        let waiting = self.producer.get().is_some_and(|p| lock(p).is_waiting());
+        validating == 0 && voting == 0 && !waiting
+    }
+
     /// The served inferences waiting for a block. Lock order: after the VM pool.
     pub fn results(&self) -> MutexGuard<'_, crate::result_pool::ResultPool> {
         lock(&self.results)

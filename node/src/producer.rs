@@ -282,6 +282,12 @@ impl Producer {
         produced
     }
 
+    /// Whether a won tenure waits for its parent's votes, or a commit for another node's
+    /// tenure block.
+    pub fn is_waiting(&self) -> bool {
+        self.pending_tenure.is_some() || self.awaiting.is_some()
+    }
+
     /// Whether a won tenure waits for its parent's votes.
     pub fn has_pending_tenure(&self) -> bool {
         self.pending_tenure.is_some()

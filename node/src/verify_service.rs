@@ -6,6 +6,7 @@
 //! The queue is bounded: when the node cannot keep up, the oldest blocks are not voted on
 //! (their inferences are refunded, as for any block without a quorum).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ const QUEUE: usize = 64;
 /// Hands blocks to the verifier thread.
 pub struct VerifierHandle {
     queue: SyncSender<(Hash256, InferenceBlock)>,
+    /// Blocks offered and not yet voted on (queued or being replayed).
+    backlog: Arc<AtomicUsize>,
     /// The verifier's address (who the set must name).
     pub address: fai_primitives::Hash160,
 }
@@ -32,14 +35,24 @@ pub struct VerifierHandle {
 impl VerifierHandle {
     /// Queues `block` for a vote; false if the queue is full.
     pub fn offer(&self, id: Hash256, block: InferenceBlock) -> bool {
-        match self.queue.try_send((id, block)) {
+        self.backlog.fetch_add(1, Ordering::SeqCst);
+        let taken = match self.queue.try_send((id, block)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 warn!(target: "infer_node::verifier", block = %id, "verifier queue full: block not voted on");
                 false
             }
             Err(TrySendError::Disconnected(_)) => false,
+        };
+        if !taken {
+            self.backlog.fetch_sub(1, Ordering::SeqCst);
         }
+        taken
+    }
+
+    /// Blocks offered and not yet voted on.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::SeqCst)
     }
 }
 
@@ -57,10 +70,19 @@ pub fn start(
         .map(|m| format!("{} ({})", m.name, m.id))
         .collect();
     info!(target: "infer_node::verifier", models = %names.join(", "), "verifier replays inferences on these models");
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let done = backlog.clone();
     let thread = std::thread::Builder::new()
         .name("verifier".into())
-        .spawn(move || run(&node, &key, &models, &payloads, rx))?;
-    Ok((VerifierHandle { queue: tx, address }, thread))
+        .spawn(move || run(&node, &key, &models, &payloads, rx, &done))?;
+    Ok((
+        VerifierHandle {
+            queue: tx,
+            backlog,
+            address,
+        },
+        thread,
+    ))
 }
 
 /// How long a block's missing text is waited for (fetched from the peer that sent the
@@ -86,6 +108,7 @@ fn run(
     models: &[Arc<LoadedModel>],
     payloads: &PayloadStore,
     rx: Receiver<(Hash256, InferenceBlock)>,
+    backlog: &AtomicUsize,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
@@ -123,5 +146,6 @@ fn run(
         node.votes().add(vote);
         node.publish(Topic::Vote, bytes);
         node.after_vote();
+        backlog.fetch_sub(1, Ordering::SeqCst);
     }
 }

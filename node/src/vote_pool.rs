@@ -48,6 +48,11 @@ impl VotePool {
         self.votes.get(block).cloned().unwrap_or_default()
     }
 
+    /// How many votes on `block` are here.
+    pub fn count_on(&self, block: &Hash256) -> usize {
+        self.votes.get(block).map_or(0, Vec::len)
+    }
+
     /// Whether `verifier` has voted on `block`.
     pub fn has_voted(&self, block: &Hash256, verifier: &Hash160) -> bool {
         self.votes

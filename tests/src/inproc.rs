@@ -21,19 +21,23 @@ use fai_node::daemon::{RunningNode, StartOptions};
 /// every network's genesis.
 pub const START_TIME: u64 = 1_900_000_000;
 
+/// The regtest ledger's target spacing, in seconds: what [`InProcNet::step`] moves the
+/// clock by.
+pub const SPACING: u64 = 1;
+
 /// How long [`InProcNet::settle`] waits for the network at most.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long [`InProcNet::partition`]'s bans last (until [`InProcNet::heal`] in practice).
 const PARTITION: Duration = Duration::from_secs(3_600);
 
-/// The address mined blocks pay.
-const PAYOUT: fai_primitives::Hash160 = fai_primitives::Hash160([0x5a; 20]);
-
-/// One node: its directory, its p2p port once known, and the running node when it runs.
+/// One node: what it does, its directory, its p2p port once known, the configuration
+/// file the command line uses with it, and the running node when it runs.
 struct Member {
+    setup: Setup,
     data: PathBuf,
     p2p_port: u16,
+    config: PathBuf,
     running: Option<RunningNode>,
 }
 
@@ -46,7 +50,30 @@ pub struct InProcNet {
     bootstrap: String,
 }
 
-fn config_text(data: &std::path::Path, p2p_port: u16, bootstrap: &str) -> String {
+/// What one node does besides following the chains.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    /// Registers and commits as an inference node, and sells inference.
+    pub produce: bool,
+    /// Stakes 1 FAI and so verifies (the five largest stakes do).
+    pub stake: bool,
+    /// A dev wallet the node makes and funds: its name, what it is paid on the ledger and
+    /// what is pegged in for it on the inference layer.
+    pub wallet: Option<(&'static str, &'static str, &'static str)>,
+    /// Serves forged answers (a `test-cheats` build).
+    pub forge: bool,
+}
+
+/// The wallets' passphrase.
+pub const PASSPHRASE: &str = "inproc-wallet-pass";
+
+fn config_text(
+    setup: &Setup,
+    data: &std::path::Path,
+    p2p_port: u16,
+    rpc: std::net::SocketAddr,
+    bootstrap: &str,
+) -> String {
     let bootstrap = crate::toml_list(bootstrap);
     format!(
         r#"[p2p]
@@ -61,20 +88,42 @@ data_dir = "{data}"
 enabled = false
 
 [rpc]
-enabled = false
-"#,
+listen = "{rpc}"
+
+{roles}"#,
         data = data.display(),
+        roles = crate::roles_toml(
+            setup.produce,
+            setup.stake,
+            setup.wallet.unwrap_or(("", "", "")),
+            PASSPHRASE,
+            setup.forge
+        ),
     )
 }
 
-/// The RPC is off in this network's nodes: starting it is never asked for.
-fn no_rpc(_: fai_node::daemon::RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
-    anyhow::bail!("the in-process network runs its nodes without the RPC")
+/// What a node shows of its state, for [`InProcNet::settle`]: nodes that agree on all of
+/// it have every message the others sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub ledger: (u32, fai_primitives::Hash256),
+    pub inference: (u32, [u8; 32]),
+    pub mempool: usize,
+    pub vm_pool: usize,
+    pub results: usize,
+    /// Votes here on the inference tip.
+    pub tip_votes: usize,
 }
 
 impl InProcNet {
-    /// Starts `n` nodes: node 0 first, then the others dialling it.
+    /// Starts `n` nodes that only follow the chains: node 0 first, then the others
+    /// dialling it.
     pub fn start(n: usize) -> InProcNet {
+        InProcNet::start_with(&vec![Setup::default(); n])
+    }
+
+    /// Starts a node per setup: node 0 first, then the others dialling it.
+    pub fn start_with(setups: &[Setup]) -> InProcNet {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut net = InProcNet {
             clock: Arc::new(ManualClock::new(START_TIME)),
@@ -82,11 +131,13 @@ impl InProcNet {
             bootstrap: String::new(),
             dir: Some(dir),
         };
-        for i in 0..n {
-            let data = net.path().join(format!("node-{i}"));
+        for (i, setup) in setups.iter().enumerate() {
+            let home = net.path().join(format!("node-{i}"));
             net.members.push(Member {
-                data,
+                setup: setup.clone(),
+                data: home.join("data"),
                 p2p_port: 0,
+                config: home.join("infer-node.toml"),
                 running: None,
             });
             net.start_node(i);
@@ -101,25 +152,59 @@ impl InProcNet {
             .unwrap_or_default()
     }
 
-    /// The running node `i`; panics when it is stopped.
-    pub fn node(&self, i: usize) -> &Arc<fai_node::node::Node> {
-        &self.members[i]
+    /// Node `i`, running; panics when it is stopped.
+    pub fn running_node(&self, i: usize) -> &RunningNode {
+        self.members[i]
             .running
             .as_ref()
             .unwrap_or_else(|| panic!("node {i} is stopped"))
-            .node
+    }
+
+    /// The state of node `i`; panics when it is stopped.
+    pub fn node(&self, i: usize) -> &Arc<fai_node::node::Node> {
+        &self.running_node(i).node
+    }
+
+    /// Node `i`'s RPC port.
+    pub fn rpc_port(&self, i: usize) -> u16 {
+        self.running_node(i).rpc.map_or(0, |a| a.port())
+    }
+
+    /// `GET path` on node `i`'s RPC, as JSON.
+    pub fn get(&self, i: usize, path: &str) -> serde_json::Value {
+        let (_, body) = crate::http(self.rpc_port(i), "GET", path, b"");
+        crate::json(&body)
+    }
+
+    /// The `infer-node` command line against node `i` (its wallets, its RPC); the JSON it
+    /// printed, or its error output.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<serde_json::Value, String> {
+        let out = std::process::Command::new(crate::bin())
+            .arg("--config")
+            .arg(&self.members[i].config)
+            .args(args)
+            .env("FAI_WALLET_PASSPHRASE", PASSPHRASE)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(crate::json(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Starts node `i` on its directory (again, after [`InProcNet::stop`]), on the port it
     /// listened on before if it had one.
     pub fn start_node(&mut self, i: usize) {
-        let (data, port) = (self.members[i].data.clone(), self.members[i].p2p_port);
+        let m = &self.members[i];
+        let (data, port) = (m.data.clone(), m.p2p_port);
         let bootstrap = if i == 0 { "" } else { &self.bootstrap };
-        let config = Config::parse(&config_text(&data, port, bootstrap), "the test network")
-            .expect("the test network's configuration");
+        let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let text = config_text(&m.setup, &data, port, any_port, bootstrap);
+        let config =
+            Config::parse(&text, "the test network").expect("the test network's configuration");
         let options = StartOptions {
             invocation: format!("in-process node {i}"),
-            start_rpc: no_rpc,
+            start_rpc: fai_rpc::start,
             clock: self.clock.clone(),
             banner: false,
         };
@@ -131,6 +216,13 @@ impl InProcNet {
             .get()
             .map(|p| p.status.clone())
             .unwrap_or_else(|| self.fail(&format!("node {i} has no network")));
+        // The command line reaches it through a configuration naming its RPC's port.
+        let rpc = running.rpc.unwrap_or(any_port);
+        let text = config_text(&self.members[i].setup, &data, port, rpc, bootstrap);
+        if let Some(home) = self.members[i].config.parent() {
+            std::fs::create_dir_all(home).expect("the node's directory");
+        }
+        std::fs::write(&self.members[i].config, text).expect("the node's configuration file");
         self.members[i].running = Some(running);
         // The address it listens on, once the swarm says.
         let deadline = Instant::now() + SETTLE_DEADLINE;
@@ -168,9 +260,10 @@ impl InProcNet {
         self.clock.advance(Duration::from_secs(secs));
     }
 
-    /// Mines one block on node `i`'s tip now; its hash.
+    /// Mines one block on node `i`'s tip now, paying node `i`; its hash.
     pub fn mine(&self, i: usize) -> fai_primitives::Hash256 {
-        fai_node::mining::mine_one(self.node(i), PAYOUT)
+        let payout = self.running_node(i).payout.key_hash;
+        fai_node::mining::mine_one(self.node(i), payout)
             .unwrap_or_else(|e| self.fail(&format!("node {i} cannot mine: {e:#}")))
     }
 
@@ -187,28 +280,72 @@ impl InProcNet {
         (chain.height(), chain.tip_hash())
     }
 
-    /// Waits until every running node has the same ledger tip, then returns it; fails the
-    /// test after a deadline on the machine's clock (the network carries messages in real
-    /// time; nothing else here does).
-    pub fn settle(&self) -> (u32, fai_primitives::Hash256) {
+    /// What node `i` shows of its state.
+    pub fn view(&self, i: usize) -> View {
+        let node = self.node(i);
+        let (ledger, inference) = {
+            let chain = node.chain();
+            let tip = node
+                .inference()
+                .map(|c| {
+                    let t = c.tip(&chain);
+                    (t.height, t.id)
+                })
+                .unwrap_or_default();
+            ((chain.height(), chain.tip_hash()), tip)
+        };
+        View {
+            ledger,
+            inference,
+            mempool: node.mempool().len(),
+            vm_pool: node.vm_mempool().len(),
+            results: node.results().len(),
+            tip_votes: node.votes().count_on(&fai_primitives::Hash256(inference.1)),
+        }
+    }
+
+    /// Waits until every running node is idle (nothing queued for its validator or its
+    /// verifier, no tenure waiting for votes, no commit for a tenure block) and all show
+    /// the same [`View`], which is returned; fails the test after a deadline on the
+    /// machine's clock (the network carries messages in real time; nothing else here
+    /// does). A message still on the wire shows: its sender's view has it already.
+    pub fn settle(&self) -> View {
         self.settle_among(&self.running())
     }
 
     /// [`InProcNet::settle`] among `nodes` only (one side of a partition).
-    pub fn settle_among(&self, nodes: &[usize]) -> (u32, fai_primitives::Hash256) {
+    pub fn settle_among(&self, nodes: &[usize]) -> View {
         let deadline = Instant::now() + SETTLE_DEADLINE;
+        let idle = || nodes.iter().all(|i| self.node(*i).idle());
         loop {
-            let tips: Vec<_> = nodes.iter().map(|i| self.ledger_tip(*i)).collect();
-            if let Some(first) = tips.first() {
-                if tips.iter().all(|t| t == first) {
-                    return *first;
+            let before = idle();
+            let views: Vec<View> = nodes.iter().map(|i| self.view(*i)).collect();
+            if let Some(first) = views.first() {
+                if before && views.iter().all(|v| v == first) && idle() {
+                    return first.clone();
                 }
             }
             if Instant::now() > deadline {
-                self.fail(&format!("the nodes do not agree on a ledger tip: {tips:?}"));
+                let busy: Vec<usize> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|i| !self.node(*i).idle())
+                    .collect();
+                self.fail(&format!(
+                    "the nodes do not settle: busy {busy:?}, views {views:#?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// One step of the network's life: the clock moves by the ledger's spacing, the nodes
+    /// settle, node `miner` mines a block, they settle again.
+    pub fn step(&self, miner: usize) -> View {
+        self.advance(SPACING);
+        self.settle();
+        self.mine(miner);
+        self.settle()
     }
 
     /// The p2p peer id of node `i`.

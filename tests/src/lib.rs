@@ -70,6 +70,120 @@ pub fn keep_on_failure(dir: &mut Option<tempfile::TempDir>, what: &str) -> Optio
     Some(kept)
 }
 
+/// The `[inference]`, `[dev_wallet]` and `[testing]` sections of a test node's
+/// configuration: whether it produces and stakes (1 FAI), its dev wallet (name, ledger
+/// gift, inference-layer gift; an empty name for none), and whether it forges answers.
+pub fn roles_toml(
+    produce: bool,
+    stake: bool,
+    wallet: (&str, &str, &str),
+    passphrase: &str,
+    forge: bool,
+) -> String {
+    let (name, ledger, inference) = wallet;
+    let stake = if stake { "1 FAI" } else { "" };
+    format!(
+        r#"[inference]
+produce = {produce}
+stake = "{stake}"
+
+[dev_wallet]
+name = "{name}"
+passphrase = "{passphrase}"
+ledger = "{ledger}"
+inference = "{inference}"
+
+[testing]
+forge_outputs = {forge}
+"#
+    )
+}
+
+/// The size of the verifier set and the number of registered inference nodes, read
+/// through `get` (a node's `GET`, as JSON).
+pub fn roles_on_chain(get: &dyn Fn(&str) -> serde_json::Value) -> (usize, usize) {
+    let chain = get("/v2/inference-chain");
+    let set = chain["verifier_set"].as_array().map_or(0, Vec::len);
+    let registered = get("/v2/inference-nodes").as_array().map_or(0, Vec::len);
+    (set, registered)
+}
+
+/// The inference escrow account's address on regtest: no key, only the consensus moves
+/// its FAI.
+pub fn escrow_address() -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(b"fai-inference-escrow/v1");
+    let mut hash = [0u8; 20];
+    hash.copy_from_slice(&digest[..20]);
+    fai_primitives::Address::new(
+        fai_primitives::Network::Regtest,
+        fai_primitives::Hash160(hash),
+    )
+    .to_string()
+}
+
+/// Every FAI on the inference layer is somewhere known: the balances, stakes and bonds of
+/// `addresses` (read through `get`, a node's `GET` as JSON) add up to the liquid supply.
+pub fn assert_inference_layer_adds_up(
+    get: &dyn Fn(&str) -> serde_json::Value,
+    addresses: &[String],
+) {
+    let units = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let supply = units(&get("/v2/inference-chain")["liquid_supply_units"]);
+    let mut held = 0u64;
+    let mut parts = Vec::new();
+    for address in addresses {
+        let a = get(&format!("/v2/inference-chain/accounts/{address}"));
+        let balance = units(&a["balance_units"]);
+        let stake = units(&a["stake"]["amount"]);
+        let bond = units(&a["inference_node"]["bond"]);
+        parts.push(format!(
+            "{address}: {balance} + stake {stake} + bond {bond}"
+        ));
+        held += balance + stake + bond;
+    }
+    assert_eq!(
+        held,
+        supply,
+        "the inference layer's FAI do not add up to its liquid supply:\n{}",
+        parts.join("\n")
+    );
+}
+
+/// Inference `i` of a test's series: its prompt and seed, and the `wallet infer`
+/// arguments that buy it (12 tokens at most, a max fee of 0.001 FAI, JSON out).
+pub struct Purchase {
+    prompt: String,
+    seed: String,
+}
+
+impl Purchase {
+    pub fn new(i: usize) -> Self {
+        Purchase {
+            prompt: format!("Question {i}: what does a verifier check?"),
+            seed: i.to_string(),
+        }
+    }
+
+    /// The arguments with which wallet `name` buys it.
+    pub fn args<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        vec![
+            "wallet",
+            "infer",
+            &self.prompt,
+            "--name",
+            name,
+            "--max-fee",
+            "0.001 FAI",
+            "--max-tokens",
+            "12",
+            "--seed",
+            &self.seed,
+            "--json",
+        ]
+    }
+}
+
 /// `p2p.bootstrap`'s TOML value for one address, or none when it is empty.
 pub fn toml_list(address: &str) -> String {
     if address.is_empty() {

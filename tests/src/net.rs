@@ -76,24 +76,16 @@ admin_token = "{ADMIN_TOKEN}"
 listen = "/ip4/127.0.0.1/tcp/{p2p}"
 bootstrap = [{bootstrap}]
 
-[inference]
-produce = {produce}
-stake = "{stake}"
-
-[dev_wallet]
-name = "{wallet}"
-passphrase = "{PASSPHRASE}"
-ledger = "{gift}"
-inference = ""
-
-[testing]
-forge_outputs = {forge}
-"#,
+{roles}"#,
         data = dir.display(),
         mine = role.mine,
-        produce = role.produce,
-        stake = if role.stake { "1 FAI" } else { "" },
-        forge = role.forge,
+        roles = crate::roles_toml(
+            role.produce,
+            role.stake,
+            (wallet, gift, ""),
+            PASSPHRASE,
+            role.forge
+        ),
     )
 }
 

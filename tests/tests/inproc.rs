@@ -1,10 +1,8 @@
 //! The in-process network (`fai_tests::inproc`): nodes in this process on one manual
 //! clock, blocks mined on demand.
 
-use fai_tests::inproc::InProcNet;
-
-/// Target spacing of regtest blocks, in seconds: what the clock moves between blocks.
-const SPACING: u64 = 10;
+use fai_tests::inproc::{InProcNet, Setup, SPACING};
+use fai_tests::Purchase;
 
 /// Blocks mined on any node reach every node; a node stopped (every service joined, its
 /// databases closed: it could not open them again otherwise) and started again on its
@@ -16,24 +14,22 @@ fn nodes_follow_blocks_mined_on_demand_and_a_restarted_node_catches_up() {
     for i in 0..3 {
         net.advance(SPACING);
         mined.push(net.mine(i));
-        let (height, tip) = net.settle();
-        assert_eq!(height, i as u32 + 1);
-        assert_eq!(tip, mined[i]);
+        let view = net.settle();
+        assert_eq!(view.ledger, (i as u32 + 1, mined[i]));
     }
 
     net.stop(2);
     for i in [0, 1] {
         net.advance(SPACING);
         mined.push(net.mine(i));
-        assert_eq!(net.settle().1, *mined.last().unwrap());
+        assert_eq!(net.settle().ledger.1, *mined.last().unwrap());
     }
     net.start_node(2);
     assert!(
         net.ledger_tip(2).0 >= 3,
         "a restarted node keeps the blocks it had"
     );
-    let (height, tip) = net.settle();
-    assert_eq!((height, tip), (5, mined[4]));
+    assert_eq!(net.settle().ledger, (5, mined[4]));
     // Every node has every block mined, on the one chain.
     for i in 0..3 {
         let chain = net.node(i).chain();
@@ -56,7 +52,7 @@ fn a_partition_heals_onto_the_branch_with_the_most_work() {
     let net = InProcNet::start(3);
     net.advance(SPACING);
     net.mine(0);
-    let (fork_height, _) = net.settle();
+    let fork_height = net.settle().ledger.0;
 
     net.partition(&[0, 1]);
     net.advance(SPACING);
@@ -75,12 +71,272 @@ fn a_partition_heals_onto_the_branch_with_the_most_work() {
     assert_eq!(net.ledger_tip(0), (fork_height + 2, pair[1]));
 
     net.heal();
-    let (height, tip) = net.settle();
-    assert_eq!((height, tip), (fork_height + 2, pair[1]));
+    assert_eq!(net.settle().ledger, (fork_height + 2, pair[1]));
     let chain = net.node(2).chain();
     assert_eq!(chain.hash_at(fork_height + 1), Some(pair[0]));
     assert!(
         chain.entry(&lone).is_some(),
         "the lone block is kept, off the active chain"
     );
+}
+
+/// The wallet's address kept by node `i`.
+fn wallet_address(net: &InProcNet, i: usize, name: &str) -> String {
+    net.cli(i, &["wallet", "address", "--name", name, "--json"])
+        .unwrap_or_else(|e| panic!("no address for {name}: {e}"))["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn units(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// What each wallet has on the inference layer before buying: 3 FAI.
+const WALLET_FUNDS: u64 = 300_000_000;
+/// The max fee of every inference bought: 0.001 FAI.
+const MAX_FEE: u64 = 100_000;
+
+/// The network of the inference scenarios: nodes 0 and 1 sell inference (node 1 forges
+/// its answers when `forge`), all three stake and so are the verifier set; alice's
+/// wallet is on node 0, bob's on node 1. Mined on demand until the nodes are registered,
+/// the set is formed and the wallets are funded (rewards mature after 100 blocks);
+/// returns the wallets' addresses.
+fn ready(forge: bool) -> (InProcNet, [String; 2]) {
+    let seller = |wallet| Setup {
+        produce: true,
+        stake: true,
+        wallet: Some(wallet),
+        forge: false,
+    };
+    let setups = [
+        seller(("alice", "20 FAI", "3 FAI")),
+        Setup {
+            forge,
+            ..seller(("bob", "10 FAI", "3 FAI"))
+        },
+        Setup {
+            stake: true,
+            ..Setup::default()
+        },
+    ];
+    let net = InProcNet::start_with(&setups);
+    let wallets = [
+        wallet_address(&net, 0, "alice"),
+        wallet_address(&net, 1, "bob"),
+    ];
+    let ready = || {
+        let roles = fai_tests::roles_on_chain(&|path| net.get(0, path));
+        let funded = wallets.iter().all(|w| {
+            let account = net.get(0, &format!("/v2/inference-chain/accounts/{w}"));
+            units(&account["balance_units"]) == WALLET_FUNDS
+        });
+        roles == (3, 2) && funded
+    };
+    let mut blocks = 0;
+    while !ready() {
+        net.step(blocks % 3);
+        blocks += 1;
+        assert!(blocks < 300, "not ready after {blocks} blocks");
+    }
+    (net, wallets)
+}
+
+/// Buys `n` inferences, alice's (from node 0) and bob's (from node 1) in turn; their
+/// receipts.
+fn buy(net: &InProcNet, n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            let (node, name) = if i % 2 == 0 { (0, "alice") } else { (1, "bob") };
+            let receipt = net
+                .cli(node, &Purchase::new(i).args(name))
+                .unwrap_or_else(|e| panic!("inference {i} failed: {e}"));
+            assert!(units(&receipt["tokens"]) > 0, "{receipt}");
+            receipt
+        })
+        .collect()
+}
+
+/// The id of a receipt's inference.
+fn txid(receipt: &serde_json::Value) -> &str {
+    receipt["txid"].as_str().unwrap_or_default()
+}
+
+/// Mines until every inference of `receipts` is settled on every node (a few blocks:
+/// one carries them, the next their votes); then every node tells the same settlement
+/// and every wallet's balance is the same everywhere. The settlements on node 0.
+fn settle_all(net: &InProcNet, receipts: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let state = |i: usize, txid: &str| net.get(i, &format!("/v2/inference/{txid}"));
+    let mut blocks = 0;
+    while !receipts
+        .iter()
+        .all(|r| (0..3).all(|i| state(i, txid(r))["state"] == "settled"))
+    {
+        net.step(blocks % 3);
+        blocks += 1;
+        assert!(
+            blocks <= 6,
+            "not every inference settled after {blocks} blocks"
+        );
+    }
+    receipts
+        .iter()
+        .map(|r| {
+            let on_0 = state(0, txid(r));
+            for i in 1..3 {
+                assert_eq!(
+                    state(i, txid(r))["settlement"],
+                    on_0["settlement"],
+                    "node {i}: {on_0}"
+                );
+            }
+            // Final: the block after it carries the votes of a majority of the three.
+            let child = on_0["settled_in"]["id"].as_str().unwrap_or_default();
+            let child = net.get(0, &format!("/v2/inference-chain/blocks/{child}"));
+            assert_eq!(on_0["final"], true, "{on_0}");
+            assert!(units(&child["parent_votes"]) >= 2, "{child}");
+            on_0
+        })
+        .collect()
+}
+
+/// `wallet`'s balance on the inference layer, the same on every node.
+fn balance(net: &InProcNet, wallet: &str) -> u64 {
+    let on = |i: usize| {
+        units(&net.get(i, &format!("/v2/inference-chain/accounts/{wallet}"))["balance_units"])
+    };
+    let b = on(0);
+    for i in 1..3 {
+        assert_eq!(on(i), b, "{wallet}'s balance on node {i}");
+    }
+    b
+}
+
+/// Every FAI on the inference layer is held by the nodes, the wallets or the escrow, the
+/// same on every node.
+fn assert_adds_up(net: &InProcNet, wallets: &[String; 2]) {
+    let mut addresses: Vec<String> = (0..3)
+        .map(|i| {
+            net.get(i, "/v2/info")["address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    addresses.extend(wallets.iter().cloned());
+    addresses.push(fai_tests::escrow_address());
+    for i in 0..3 {
+        fai_tests::assert_inference_layer_adds_up(&|path| net.get(i, path), &addresses);
+    }
+}
+
+/// Checks an accepted inference's settlement to the unit: the fee is its tokens (1 unit
+/// per token at the default price), 9 in 10 to the node, the rest of the max fee back.
+fn assert_paid(settled: &serde_json::Value, tokens: u64) {
+    let st = &settled["settlement"];
+    assert_eq!(settled["accepted"], true, "{settled}");
+    assert_eq!(units(&st["fee_units"]), tokens, "{settled}");
+    assert_eq!(units(&st["node_units"]), tokens * 9 / 10, "{settled}");
+    assert_eq!(units(&st["refund_units"]), MAX_FEE - tokens, "{settled}");
+}
+
+/// 20 inferences bought: every one is final and settled on every node within a few
+/// blocks, accepted and paid to the unit, the wallets charged exactly their fees, and the
+/// text reclaimed six blocks later: exact, whatever the machine's load (nothing waits on
+/// its clock but the delivery of messages).
+#[test]
+fn every_inference_bought_is_final_and_settled_on_every_node() {
+    let (net, wallets) = ready(false);
+    let receipts = buy(&net, 20);
+    let settled = settle_all(&net, &receipts);
+    let held = |i: usize, r: &serde_json::Value| {
+        net.get(i, &format!("/v2/inference/{}", txid(r)))["payload_held"].clone()
+    };
+    let mut paid = [0u64; 2];
+    for (n, (r, s)) in receipts.iter().zip(&settled).enumerate() {
+        assert_paid(s, units(&r["tokens"]));
+        paid[n % 2] += units(&r["tokens"]);
+        // Settled less than six ledger blocks ago: every node still holds the text.
+        for i in 0..3 {
+            assert_eq!(held(i, r), true, "node {i}: {s}");
+        }
+    }
+    for (w, paid) in wallets.iter().zip(paid) {
+        assert_eq!(balance(&net, w), WALLET_FUNDS - paid, "{w}");
+    }
+    assert_adds_up(&net, &wallets);
+    // Six ledger blocks after settlement, no node keeps any prompt or output.
+    for n in 0..6 {
+        net.step(n % 3);
+    }
+    for r in &receipts {
+        for i in 0..3 {
+            assert_eq!(held(i, r), false, "node {i}: {r}");
+        }
+    }
+}
+
+/// Node 1 forges every answer it serves (bob's): each is rejected in a final block, bob
+/// gets every max fee back, node 1 loses three times each fee from its bond and its
+/// reputation says so; alice's answers from node 0 are accepted and paid.
+#[cfg(feature = "test-cheats")]
+#[test]
+fn every_forged_answer_is_rejected_and_slashed() {
+    let (net, wallets) = ready(true);
+    let info = net.get(1, "/v2/info");
+    let cheater = info["address"].as_str().unwrap_or_default().to_string();
+    assert!(!cheater.is_empty(), "{info}");
+    let account = |who: &str| net.get(0, &format!("/v2/inference-chain/accounts/{who}"));
+    let bond_before = units(&account(&cheater)["inference_node"]["bond"]);
+    assert!(bond_before > 0);
+
+    let receipts = buy(&net, 8);
+    let settled = settle_all(&net, &receipts);
+    let (mut alice_paid, mut slashed) = (0, 0);
+    for (n, (r, s)) in receipts.iter().zip(&settled).enumerate() {
+        let tokens = units(&r["tokens"]);
+        if n % 2 == 0 {
+            assert_paid(s, tokens);
+            alice_paid += tokens;
+        } else {
+            assert_eq!(s["accepted"], false, "a forged answer was accepted: {s}");
+            let st = &s["settlement"];
+            assert_eq!(units(&st["fee_units"]), 0, "{s}");
+            assert_eq!(units(&st["refund_units"]), MAX_FEE, "{s}");
+            assert_eq!(units(&st["slashed_units"]), 3 * tokens, "{s}");
+            slashed += 3 * tokens;
+        }
+    }
+    assert_eq!(balance(&net, &wallets[0]), WALLET_FUNDS - alice_paid);
+    assert_eq!(
+        balance(&net, &wallets[1]),
+        WALLET_FUNDS,
+        "bob was refunded everything"
+    );
+    let cheater = account(&cheater);
+    assert_eq!(
+        units(&cheater["inference_node"]["bond"]),
+        bond_before - slashed,
+        "{cheater}"
+    );
+    assert_eq!(
+        units(&cheater["inference_node"]["slashed"]),
+        slashed,
+        "{cheater}"
+    );
+    assert_eq!(units(&cheater["reputation"]["rejected"]), 4, "{cheater}");
+    assert_eq!(units(&cheater["reputation"]["accepted"]), 0, "{cheater}");
+    // The registry's score says so to every wallet choosing a node.
+    let listed = net.get(0, "/v2/inference-nodes");
+    let score = |node: usize| {
+        let address = net.get(node, "/v2/info")["address"].clone();
+        let entry = listed
+            .as_array()
+            .and_then(|l| l.iter().find(|n| n["address"] == address));
+        entry.map_or(u64::MAX, |n| units(&n["reputation"]["acceptance"]))
+    };
+    assert!(score(1) < score(0), "{listed}");
+    // The slashed FAI are burnt: the rest still adds up.
+    assert_adds_up(&net, &wallets);
 }

@@ -107,9 +107,10 @@ pub fn start(
     let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
     let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
     let validator_node = node.clone();
+    let validator_status = status.clone();
     let validator = std::thread::Builder::new()
         .name("p2p-validate".into())
-        .spawn(move || validate::run(validator_node, work_rx, verdict_tx))
+        .spawn(move || validate::run(validator_node, &validator_status, work_rx, verdict_tx))
         .context("cannot start the validator thread")?;
 
     let topics = Topic::ALL
@@ -338,6 +339,17 @@ impl Service {
         }
     }
 
+    /// Queues `work` for the validator, counted in the status until it is checked;
+    /// false when the validator is behind (the queue is full).
+    fn hand_over(&self, work: Work) -> bool {
+        self.status.validating.fetch_add(1, Ordering::SeqCst);
+        if self.work.try_send(work).is_ok() {
+            return true;
+        }
+        self.status.validating.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         let Some(&topic) = self.topics.get(&message.topic) else {
             return;
@@ -348,7 +360,7 @@ impl Service {
             topic,
             data: message.data,
         };
-        if self.work.try_send(work).is_err() {
+        if !self.hand_over(work) {
             // The validator is behind: drop the message (it is not forwarded).
             let gossip = &mut self.swarm.behaviour_mut().gossip;
             gossip.report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
@@ -585,7 +597,7 @@ impl Service {
                 if !list.is_empty() {
                     // Dropped when the validator is busy: the verifier then rejects what
                     // it cannot replay, as for any missing text.
-                    let _ = self.work.try_send(Work::Payloads { peer, block, list });
+                    let _ = self.hand_over(Work::Payloads { peer, block, list });
                 }
             }
             (Pending::InferenceSync, Response::InferenceBlocks(blocks)) => {
@@ -596,11 +608,7 @@ impl Service {
                     self.inference_sync = None;
                     return;
                 }
-                if self
-                    .work
-                    .try_send(Work::SyncInferenceBlocks { peer, blocks })
-                    .is_err()
-                {
+                if !self.hand_over(Work::SyncInferenceBlocks { peer, blocks }) {
                     self.inference_sync = None;
                 }
             }
@@ -627,11 +635,7 @@ impl Service {
                 };
                 match sync.on_blocks(blocks) {
                     Ok(blocks) => {
-                        if self
-                            .work
-                            .try_send(Work::SyncBlocks { peer, blocks })
-                            .is_err()
-                        {
+                        if !self.hand_over(Work::SyncBlocks { peer, blocks }) {
                             self.end_sync("paused: the validator is busy");
                         }
                     }

@@ -84,9 +84,20 @@ pub enum Verdict {
     },
 }
 
-/// Runs until the work channel closes (the network loop ended).
+/// Takes one off a count of work in flight when dropped.
+struct Checked<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Checked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs until the work channel closes (the network loop ended); counts every item it has
+/// checked off `status.validating`.
 pub fn run(
     node: Arc<Node>,
+    status: &super::NetStatus,
     mut work: mpsc::Receiver<Work>,
     verdicts: mpsc::UnboundedSender<Verdict>,
 ) {
@@ -99,6 +110,8 @@ pub fn run(
     // credited by an inference block it has not accepted yet).
     let mut waiting_vm_txs = Waiting::new(256);
     while let Some(item) = work.blocking_recv() {
+        // Counted until this item is checked, whichever way the loop goes on.
+        let _checked = Checked(&status.validating);
         let ledger_work = matches!(
             item,
             Work::SyncBlocks { .. }
