@@ -162,6 +162,7 @@ pub fn start_on(
     {
         let chain = node.chain();
         let inference = crate::inference::open(&data_dir, network, &chain, tiny_id)?;
+        node.note_tips(&chain, Some(&inference));
         let _ = node.inference.set(Mutex::new(inference));
     }
     if config.inference.produce {

@@ -28,6 +28,7 @@ pub mod producer;
 pub mod result_pool;
 pub mod roles;
 pub mod served;
+pub mod snapshot;
 pub mod verifier;
 pub mod verify_service;
 pub mod vm_mempool;

@@ -12,7 +12,7 @@
 //! and the template is built after the wait, with what arrived since the tip.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use fai_ledger::miner::{solve, BlockTemplate};
@@ -37,15 +37,16 @@ fn paced_wait(mean: Duration) -> Duration {
     mean.mul_f64((-u.ln()).min(MAX_WAIT_MEANS))
 }
 
-/// Sleeps `wait` unless the tip changes or the node stops first; whether it slept it all.
+/// Sleeps `wait` on the node's clock unless the tip changes or the node stops first;
+/// whether it slept it all.
 fn rest(node: &Node, generation: u64, wait: Duration) -> bool {
-    let until = Instant::now() + wait;
+    let until = node.clock.now() + wait;
     loop {
         if node.shutdown.is_cancelled() || node.tip_generation.load(Ordering::Relaxed) != generation
         {
             return false;
         }
-        let left = until.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(node.clock.now());
         if left.is_zero() {
             return true;
         }
@@ -76,12 +77,12 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
             std::thread::sleep(Duration::from_millis(500));
             continue;
         }
-        let started = Instant::now();
+        let started = node.clock.now();
         let stop = || {
             node.shutdown.is_cancelled()
                 || node.tip_generation.load(Ordering::Relaxed) != generation
                 || node.commit_generation.load(Ordering::Relaxed) != commits
-                || started.elapsed() > TEMPLATE_LIFETIME
+                || node.clock.now().saturating_duration_since(started) > TEMPLATE_LIFETIME
         };
         let Some(block) = solve(&template, threads, &stop) else {
             continue;

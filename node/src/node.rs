@@ -48,6 +48,9 @@ pub struct Node {
     pub verifier: OnceLock<crate::verify_service::VerifierHandle>,
     /// Where the node's own waits and block times read the time.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The tips and pool sizes as of the last change, for readers that must not wait for
+    /// a lock (`/v2/info`, `/metrics`): [`Node::snapshot`].
+    snapshot: tokio::sync::watch::Sender<crate::snapshot::ChainSnapshot>,
 }
 
 /// Seconds since the Unix epoch.
@@ -66,6 +69,7 @@ impl Node {
     /// A node over `chain` with an empty mempool; the network, the inference chain and
     /// the producer are set once they run.
     pub fn new(chain: Chainstate, mempool: MempoolConfig) -> Self {
+        let snapshot = crate::snapshot::ChainSnapshot::default().with_tips(&chain, None);
         Node {
             chain: Mutex::new(chain),
             mempool: Mutex::new(Mempool::new(mempool)),
@@ -81,7 +85,45 @@ impl Node {
             votes: Default::default(),
             verifier: OnceLock::new(),
             clock: crate::clock::system(),
+            snapshot: tokio::sync::watch::Sender::new(snapshot),
         }
+    }
+
+    /// The tips and pool sizes as of the last change, read without a lock.
+    pub fn snapshot(&self) -> crate::snapshot::ChainSnapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn watch_snapshot(&self) -> tokio::sync::watch::Receiver<crate::snapshot::ChainSnapshot> {
+        self.snapshot.subscribe()
+    }
+
+    /// Takes the tips into the snapshot; the caller holds the ledger (and the inference
+    /// chain, when it runs).
+    pub fn note_tips(&self, ledger: &Chainstate, inference: Option<&InferenceChain>) {
+        self.snapshot.send_if_modified(|s| {
+            let new = s.with_tips(ledger, inference);
+            let changed = new != *s;
+            *s = new;
+            changed
+        });
+    }
+
+    /// Takes the pools' sizes into the snapshot after one of them changed. Locks each
+    /// pool in turn (never two at once): call it holding none of them.
+    pub fn note_pools(&self) {
+        let mempool_txs = self.mempool().len();
+        let vm_pool_txs = self.vm_mempool().len();
+        let results_waiting = self.results().len();
+        self.snapshot.send_if_modified(|s| {
+            let changed = (s.mempool_txs, s.vm_pool_txs, s.results_waiting)
+                != (mempool_txs, vm_pool_txs, results_waiting);
+            s.mempool_txs = mempool_txs;
+            s.vm_pool_txs = vm_pool_txs;
+            s.results_waiting = results_waiting;
+            changed
+        });
     }
 
     /// Whether nothing this node has to do is under way or waiting: no message waits for
@@ -144,6 +186,7 @@ impl Node {
                 }
             }
         }
+        self.note_tips(ledger, Some(chain));
         let Some(verifier) = self.verifier.get() else {
             return;
         };
@@ -262,7 +305,9 @@ impl Node {
             }
         }
         drop(mempool);
+        self.note_tips(chain, inference.as_deref());
         drop(inference);
+        self.note_pools();
         for tx in made {
             self.publish(Topic::LedgerTx, tx);
         }
@@ -334,6 +379,7 @@ impl Node {
         }
         drop(chain);
         drop(ledger);
+        self.note_pools();
         if let Some(b) = block {
             self.publish(Topic::InferenceBlock, b.to_bytes());
         }

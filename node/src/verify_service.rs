@@ -89,15 +89,16 @@ pub fn start(
 /// block) before the inferences without it are rejected.
 const TEXT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Waits on the node's clock (a test's manual clock ends the wait only when moved).
 fn wait_for_text(node: &Node, payloads: &PayloadStore, block: &InferenceBlock) {
-    let deadline = std::time::Instant::now() + TEXT_WAIT;
+    let deadline = node.clock.now() + TEXT_WAIT;
     let missing = || {
         block
             .inferences
             .iter()
             .any(|i| !matches!(payloads.prompt(&i.stub.txid()), Ok(Some(_))))
     };
-    while missing() && std::time::Instant::now() < deadline && !node.shutdown.is_cancelled() {
+    while missing() && node.clock.now() < deadline && !node.shutdown.is_cancelled() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

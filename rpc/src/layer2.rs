@@ -336,6 +336,7 @@ pub async fn submit_vm_transaction(
                 _ => bad(format!("VM transaction refused: {e}")),
             })
     })?;
+    s.node.note_pools();
     s.node.publish(fai_node::p2p::Topic::VmTx, bytes);
     Ok(Json(api::TxAccepted {
         txid: id.to_string(),

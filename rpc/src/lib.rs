@@ -244,14 +244,13 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
 
 #[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models, the engine's device and its memory", body = api::NodeInfo)))]
 async fn info(State(s): State<Arc<RpcState>>) -> Json<api::NodeInfo> {
-    let (height, tip, supply) = {
-        let chain = s.node.chain();
-        (
-            chain.height(),
-            chain.tip_hash().to_string(),
-            chain.supply().units(),
-        )
-    };
+    // From the snapshot: a validation holding the ledger's lock does not hold this up.
+    let snapshot = s.node.snapshot();
+    let (height, tip, supply) = (
+        snapshot.ledger_height,
+        snapshot.ledger_tip.to_string(),
+        snapshot.supply_units,
+    );
     let (peers, sync, p2p) = match s.node.p2p.get() {
         Some(net) => {
             let status = &net.status;
@@ -477,6 +476,7 @@ async fn submit_transaction(
             .accept(tx, &chain)
             .map_err(|e| bad(format!("transaction refused: {e}")))?
     };
+    s.node.note_pools();
     s.node.publish(fai_node::p2p::Topic::LedgerTx, bytes);
     Ok(Json(api::TxAccepted {
         txid: txid.to_string(),
@@ -755,6 +755,7 @@ fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInfer
         tracing::warn!(target: "infer_node::rpc", %txid, "served inference not pooled: {e}");
         return;
     }
+    s.node.note_pools();
     s.node.publish(fai_node::p2p::Topic::Result, bytes);
 }
 

@@ -102,15 +102,13 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::
 
 impl Collector for NodeFigures {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        let (height, inference_height) = {
-            let ledger = self.node.chain();
-            let inference = self.node.inference().map_or(0, |c| c.tip(&ledger).height);
-            (ledger.height(), inference)
-        };
+        // From the snapshot: no lock is taken, however long a validation holds one.
+        let snapshot = self.node.snapshot();
+        let (height, inference_height) = (snapshot.ledger_height, snapshot.inference_height);
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let mempool = count(self.node.mempool().len());
-        let vm_pool = count(self.node.vm_mempool().len());
-        let results = count(self.node.results().len());
+        let mempool = count(snapshot.mempool_txs);
+        let vm_pool = count(snapshot.vm_pool_txs);
+        let results = count(snapshot.results_waiting);
         let (peers, syncing) = self.node.p2p.get().map_or((0, false), |p| {
             (
                 p.status.peers.load(Ordering::Relaxed),

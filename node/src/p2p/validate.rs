@@ -201,6 +201,7 @@ pub fn run(
                 }
             }
         };
+        node.note_pools();
         if verdicts.send(verdict).is_err() {
             return;
         }
