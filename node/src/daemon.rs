@@ -212,7 +212,24 @@ pub fn start_on(
         }
         let _ = node.roles.set(Mutex::new(roles));
     }
-    let mut verifier_thread = None;
+    let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
+    // From here on services run: a start that fails stops those already started (the
+    // node is dropped, which stops it) before it returns its error.
+    let mut running = RunningNode {
+        node: node.clone(),
+        rpc: None,
+        payout,
+        runtime: Some(runtime),
+        tasks: tasks.clone(),
+        threads: Vec::new(),
+        validator: None,
+        network_task: None,
+        failed: failed_rx,
+    };
+    let runtime = running
+        .runtime
+        .as_ref()
+        .context("the node's runtime is gone")?;
     if let Some(payloads) = node.inference().and_then(|c| c.payloads().cloned()) {
         let (handle, thread) = crate::verify_service::start(
             node.clone(),
@@ -222,20 +239,16 @@ pub fn start_on(
         )
         .context("cannot start the verifier thread")?;
         let _ = node.verifier.set(handle);
-        verifier_thread = Some(thread);
+        running.threads.push(thread);
     }
 
-    let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
-
-    // Services.
-    let mut threads = Vec::new();
     if config.mining.enabled {
         info!(target: "infer_node", threads = config.mining.threads, address = %payout, "mining");
         let node = node.clone();
         let threads_n = config.mining.threads;
         let pause = std::time::Duration::from_millis(config.mining.block_interval_ms);
         let failed = failed_tx.clone();
-        threads.push(
+        running.threads.push(
             std::thread::Builder::new()
                 .name("miner".into())
                 .spawn(move || {
@@ -250,7 +263,7 @@ pub fn start_on(
     }
     if node.producer.get().is_some() {
         let node = node.clone();
-        threads.push(
+        running.threads.push(
             std::thread::Builder::new()
                 .name("producer-timer".into())
                 .spawn(move || {
@@ -262,12 +275,10 @@ pub fn start_on(
                 .context("cannot start the producer's timer thread")?,
         );
     }
-    let mut network_task = None;
-    let mut validator = None;
     if config.p2p.enabled {
         let identity = crate::p2p::identity(&node_key)?;
-        let running = crate::p2p::service::start(
-            &runtime,
+        let network = crate::p2p::service::start(
+            runtime,
             &tasks,
             node.clone(),
             network,
@@ -275,16 +286,15 @@ pub fn start_on(
             Some(&node_key),
             &config.p2p,
         )?;
-        let _ = node.p2p.set(running.handle);
-        network_task = Some(running.task);
-        validator = Some(running.validator);
+        let _ = node.p2p.set(network.handle);
+        running.network_task = Some(network.task);
+        running.validator = Some(network.validator);
     } else {
         info!(target: "infer_node", "the p2p network is off (p2p.enabled = false)");
     }
-    let mut rpc_address = None;
     if config.rpc.enabled {
         let rpc = start_rpc(RpcContext {
-            runtime: &runtime,
+            runtime,
             config: &config,
             loaded: &loaded,
             network,
@@ -293,7 +303,7 @@ pub fn start_on(
             failed: failed_tx.clone(),
             tasks: tasks.clone(),
         })?;
-        rpc_address = Some(rpc);
+        running.rpc = Some(rpc);
         let peer_id = crate::p2p::identity(&node_key)?.public().to_peer_id();
         let banner = crate::banner::Banner {
             version: env!("CARGO_PKG_VERSION"),
@@ -324,17 +334,7 @@ pub fn start_on(
         }
     }
 
-    Ok(RunningNode {
-        node,
-        rpc: rpc_address,
-        payout,
-        runtime: Some(runtime),
-        tasks,
-        threads: threads.into_iter().chain(verifier_thread).collect(),
-        validator,
-        network_task,
-        failed: failed_rx,
-    })
+    Ok(running)
 }
 
 impl RunningNode {
@@ -347,18 +347,23 @@ impl RunningNode {
         let shutdown = self.node.shutdown.clone();
         let failed = &mut self.failed;
         let network_task = &mut self.network_task;
-        runtime.block_on(async {
+        let (outcome, network_ended) = runtime.block_on(async {
             tokio::select! {
-                () = stop => Ok(()),
-                () = shutdown.cancelled() => { info!(target: "infer_node", "shutdown requested: shutting down"); Ok(()) }
-                Some(e) = failed.recv() => Err(e),
-                Some(r) = async { match network_task.as_mut() { Some(t) => Some(t.await), None => None } } => match r {
+                () = stop => (Ok(()), false),
+                () = shutdown.cancelled() => { info!(target: "infer_node", "shutdown requested: shutting down"); (Ok(()), false) }
+                Some(e) = failed.recv() => (Err(e), false),
+                Some(r) = async { match network_task.as_mut() { Some(t) => Some(t.await), None => None } } => (match r {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e.context("the p2p network stopped")),
                     Err(e) => Err(anyhow::anyhow!("the p2p network task failed: {e}")),
-                },
+                }, true),
             }
-        })
+        });
+        if network_ended {
+            // A finished task is not awaited again.
+            self.network_task = None;
+        }
+        outcome
     }
 
     /// Stops every service and waits for them: the node's `shutdown` token is cancelled,

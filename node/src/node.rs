@@ -51,6 +51,9 @@ pub struct Node {
     /// The tips and pool sizes as of the last change, for readers that must not wait for
     /// a lock (`/v2/info`, `/metrics`): [`Node::snapshot`].
     snapshot: tokio::sync::watch::Sender<crate::snapshot::ChainSnapshot>,
+    /// Held while the pools' sizes are read and sent, so that an older reading never
+    /// replaces a newer one. Taken holding no pool.
+    noting_pools: Mutex<()>,
 }
 
 /// Seconds since the Unix epoch.
@@ -59,6 +62,16 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Takes one off a count of work in flight when dropped, however the work ends (a panic
+/// included), so that [`Node::idle`] cannot be left waiting on it.
+pub(crate) struct CountDown<'a>(pub(crate) &'a std::sync::atomic::AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,6 +99,7 @@ impl Node {
             verifier: OnceLock::new(),
             clock: crate::clock::system(),
             snapshot: tokio::sync::watch::Sender::new(snapshot),
+            noting_pools: Mutex::new(()),
         }
     }
 
@@ -113,6 +127,7 @@ impl Node {
     /// Takes the pools' sizes into the snapshot after one of them changed. Locks each
     /// pool in turn (never two at once): call it holding none of them.
     pub fn note_pools(&self) {
+        let _one_at_a_time = lock(&self.noting_pools);
         let mempool_txs = self.mempool().len();
         let vm_pool_txs = self.vm_mempool().len();
         let results_waiting = self.results().len();
@@ -407,7 +422,10 @@ impl Node {
         let mut mempool = self.mempool();
         let mut producer = lock(producer);
         if producer.on_overdue(&ledger, &chain, &mut mempool) {
-            self.send_commits(producer.take_outbox());
+            let outbox = producer.take_outbox();
+            drop((producer, mempool, chain, ledger));
+            self.note_pools();
+            self.send_commits(outbox);
         }
     }
 

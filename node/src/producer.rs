@@ -112,6 +112,25 @@ fn select_inferences(
     out
 }
 
+/// What [`restore_abandoned`] put back in the pools: taken out again when no block is
+/// built on them after all (the left-out blocks stay on the canonical chain then).
+#[derive(Default)]
+struct Restored {
+    vm_txs: Vec<Hash256>,
+    inferences: Vec<Hash256>,
+}
+
+impl Restored {
+    fn undo(self, vm: &mut VmMempool, results: &mut ResultPool) {
+        for id in &self.vm_txs {
+            vm.remove(id);
+        }
+        for txid in &self.inferences {
+            results.remove(txid);
+        }
+    }
+}
+
 /// When the commit named an older parent than the canonical tip (it went out before the
 /// last tenure block arrived), the block built on it leaves the tip's branch out: what
 /// those blocks carried goes back to the pools, to be carried again, and is not lost.
@@ -121,23 +140,28 @@ fn restore_abandoned(
     parent: &[u8; 32],
     vm: &mut VmMempool,
     results: &mut ResultPool,
-) {
+) -> Restored {
+    let mut restored = Restored::default();
     for block in chain.abandoned_by(ledger, parent) {
-        let (mut txs, mut infs) = (0usize, 0usize);
         for tx in &block.vm_txs {
-            txs = txs.saturating_add(usize::from(vm.restore(tx.clone())));
+            if vm.restore(tx.clone()) {
+                restored.vm_txs.push(tx.txid());
+            }
         }
         for inf in &block.inferences {
-            infs = infs.saturating_add(usize::from(results.add(inf.clone()).is_ok()));
+            if let Ok(txid) = results.add(inf.clone()) {
+                restored.inferences.push(txid);
+            }
         }
         info!(
             target: "infer_node::producer",
             id = %block.header.id(),
-            vm_txs = txs,
-            inferences = infs,
+            vm_txs = block.vm_txs.len(),
+            inferences = block.inferences.len(),
             "building beside an inference block: its transactions go back to the pools"
         );
     }
+    restored
 }
 
 /// Whether the votes here on the block the winner at ledger block `anchor` builds on
@@ -537,7 +561,7 @@ impl Producer {
             warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: its parent is unknown");
             return None;
         };
-        restore_abandoned(chain, ledger, &winner.parent, vm, results);
+        let restored = restore_abandoned(chain, ledger, &winner.parent, vm, results);
         let mut vm_txs = vm.select(chain, ledger, &parent_state, MAX_VM_TX_BYTES);
         let inferences = select_inferences(chain, ledger, &parent_state, &vm_txs, results);
         let mut attempt = |vm_txs: &[SignedVmTx], infs: &[Inference]| {
@@ -586,6 +610,7 @@ impl Producer {
             Ok(b) => b,
             Err(e) => {
                 warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: {e}");
+                restored.undo(vm, results);
                 return None;
             }
         };
@@ -602,6 +627,7 @@ impl Producer {
             }
             Err(e) => {
                 warn!(target: "infer_node::producer", "own tenure block refused: {e}");
+                restored.undo(vm, results);
                 None
             }
         }

@@ -125,6 +125,11 @@ impl ResultPool {
         self.waiting.len()
     }
 
+    /// The ids of the waiting inferences, in no order.
+    pub fn txids(&self) -> Vec<Hash256> {
+        self.waiting.keys().copied().collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }

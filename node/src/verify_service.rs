@@ -121,6 +121,8 @@ fn run(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        // Off the backlog once voted, or however this block's turn ends.
+        let _voted = crate::node::CountDown(backlog);
         wait_for_text(node, payloads, &block);
         let verdicts: Vec<bool> = block
             .inferences
@@ -147,6 +149,5 @@ fn run(
         node.votes().add(vote);
         node.publish(Topic::Vote, bytes);
         node.after_vote();
-        backlog.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -110,6 +110,11 @@ impl VmMempool {
         Ok(id)
     }
 
+    /// The ids of the waiting transactions, in no order.
+    pub fn ids(&self) -> Vec<Hash256> {
+        self.by_id.keys().copied().collect()
+    }
+
     /// Whether a waiting transaction of `sender` has `nonce`.
     pub fn holds(&self, sender: [u8; 20], nonce: u64) -> bool {
         self.by_sender

@@ -48,6 +48,14 @@ impl VotePool {
         self.votes.get(block).cloned().unwrap_or_default()
     }
 
+    /// Every vote here as (block, verifier), in no order.
+    pub fn keys(&self) -> Vec<(Hash256, Hash160)> {
+        self.votes
+            .iter()
+            .flat_map(|(block, list)| list.iter().map(|v| (*block, v.verifier.hash160())))
+            .collect()
+    }
+
     /// How many votes on `block` are here.
     pub fn count_on(&self, block: &Hash256) -> usize {
         self.votes.get(block).map_or(0, Vec::len)

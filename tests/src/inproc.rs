@@ -113,6 +113,40 @@ pub struct View {
     pub results: usize,
     /// Votes here on the inference tip.
     pub tip_votes: usize,
+    /// A digest of what the pools hold: the ids in the mempool, the VM pool and the
+    /// result pool, and every vote's block and verifier (equal sizes can hide different
+    /// contents).
+    pub pools: fai_primitives::Hash256,
+}
+
+/// The digest of `View::pools`: of each list sorted, in turn.
+fn pools_digest(node: &fai_node::node::Node) -> fai_primitives::Hash256 {
+    let mut mempool: Vec<[u8; 32]> = node
+        .mempool()
+        .select(usize::MAX)
+        .iter()
+        .map(|e| e.txid.0 .0)
+        .collect();
+    let mut vm: Vec<[u8; 32]> = node.vm_mempool().ids().iter().map(|h| h.0).collect();
+    let mut results: Vec<[u8; 32]> = node.results().txids().iter().map(|h| h.0).collect();
+    let mut votes: Vec<([u8; 32], [u8; 20])> = node
+        .votes()
+        .keys()
+        .iter()
+        .map(|(b, v)| (b.0, v.0))
+        .collect();
+    let mut bytes = Vec::new();
+    for list in [&mut mempool, &mut vm, &mut results] {
+        list.sort_unstable();
+        bytes.extend(list.len().to_le_bytes());
+        list.iter().for_each(|id| bytes.extend(id));
+    }
+    votes.sort_unstable();
+    for (block, verifier) in &votes {
+        bytes.extend(block);
+        bytes.extend(verifier);
+    }
+    fai_primitives::Hash256::sha256d(&bytes)
 }
 
 impl InProcNet {
@@ -294,13 +328,21 @@ impl InProcNet {
                 .unwrap_or_default();
             ((chain.height(), chain.tip_hash()), tip)
         };
+        // One pool locked at a time: each reading is its own statement, so that its
+        // guard is dropped before the next (a struct literal keeps them to its end).
+        let mempool = node.mempool().len();
+        let vm_pool = node.vm_mempool().len();
+        let results = node.results().len();
+        let tip_votes = node.votes().count_on(&fai_primitives::Hash256(inference.1));
+        let pools = pools_digest(node);
         View {
             ledger,
             inference,
-            mempool: node.mempool().len(),
-            vm_pool: node.vm_mempool().len(),
-            results: node.results().len(),
-            tip_votes: node.votes().count_on(&fai_primitives::Hash256(inference.1)),
+            mempool,
+            vm_pool,
+            results,
+            tip_votes,
+            pools,
         }
     }
 

@@ -340,3 +340,33 @@ fn every_forged_answer_is_rejected_and_slashed() {
     // The slashed FAI are burnt: the rest still adds up.
     assert_adds_up(&net, &wallets);
 }
+
+/// A start that fails halfway (its p2p port is taken, after the verifier and the engine
+/// have started) stops what it started before it returns its error: the same directory
+/// opens again at once (its databases were closed).
+#[test]
+fn a_start_that_fails_halfway_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = |port: u16| {
+        let text = format!(
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n[mining]\nenabled = false\n\
+             [rpc]\nenabled = false\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/{port}\"\n",
+            dir.path().display()
+        );
+        fai_node::config::Config::parse(&text, "this test").unwrap()
+    };
+    let options = || {
+        let mut o = fai_node::daemon::StartOptions::new("test".into(), fai_rpc::start);
+        o.banner = false;
+        o
+    };
+    let port = taken.local_addr().unwrap().port();
+    let err = fai_node::daemon::start(config(port), options())
+        .err()
+        .expect("the p2p port is taken");
+    assert!(format!("{err:#}").contains("p2p.listen"), "{err:#}");
+    let running = fai_node::daemon::start(config(0), options())
+        .unwrap_or_else(|e| panic!("the directory does not open again: {e:#}"));
+    running.stop();
+}

@@ -84,15 +84,6 @@ pub enum Verdict {
     },
 }
 
-/// Takes one off a count of work in flight when dropped.
-struct Checked<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Checked<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// Runs until the work channel closes (the network loop ended); counts every item it has
 /// checked off `status.validating`.
 pub fn run(
@@ -111,7 +102,7 @@ pub fn run(
     let mut waiting_vm_txs = Waiting::new(256);
     while let Some(item) = work.blocking_recv() {
         // Counted until this item is checked, whichever way the loop goes on.
-        let _checked = Checked(&status.validating);
+        let _checked = crate::node::CountDown(&status.validating);
         let ledger_work = matches!(
             item,
             Work::SyncBlocks { .. }
@@ -201,15 +192,15 @@ pub fn run(
                 }
             }
         };
-        node.note_pools();
-        if verdicts.send(verdict).is_err() {
-            return;
-        }
         if ledger_work {
             waiting_blocks.retry(|data| gossip_inference_block(&node, data).2);
             waiting_txs.retry(|data| gossip_tx(&node, data).2);
             waiting_votes.retry(|data| gossip_vote(&node, data).2);
             waiting_vm_txs.retry(|data| gossip_vm_tx(&node, data).2);
+        }
+        node.note_pools();
+        if verdicts.send(verdict).is_err() {
+            return;
         }
     }
 }
