@@ -327,6 +327,12 @@ fn every_forged_answer_is_rejected_and_slashed() {
     );
     assert_eq!(units(&cheater["reputation"]["rejected"]), 4, "{cheater}");
     assert_eq!(units(&cheater["reputation"]["accepted"]), 0, "{cheater}");
+    // The honest node: every one of its answers accepted, nothing slashed.
+    let info = net.get(0, "/v2/info");
+    let honest = account(info["address"].as_str().unwrap_or_default());
+    assert_eq!(units(&honest["reputation"]["accepted"]), 4, "{honest}");
+    assert_eq!(units(&honest["reputation"]["rejected"]), 0, "{honest}");
+    assert_eq!(units(&honest["inference_node"]["slashed"]), 0, "{honest}");
     // The registry's score says so to every wallet choosing a node.
     let listed = net.get(0, "/v2/inference-nodes");
     let score = |node: usize| {
