@@ -1,5 +1,5 @@
 //! `infer-node bench rpc` (gossip part): how long a transaction takes to reach every one
-//! of five local nodes, each with its own RocksDB ledger, mempool, validator thread and
+//! of five local nodes, each with its own RocksDB ledger, mempool, chain task and
 //! libp2p stack on loopback, wired by bootstrap and DHT discovery as on a real network.
 //!
 //! The physical floor measured in the same run is one hop: a loopback TCP message of the
@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use fai_ledger::mempool::MempoolConfig;
+use fai_ledger::mempool::{Mempool, MempoolConfig};
 use fai_ledger::testkit;
 use fai_ledger::{Block, OutPoint, Transaction, TxOut};
 use fai_primitives::codec::Encode;
 use fai_primitives::{Amount, Network, SecretKey};
 use serde::Serialize;
 
+use fai_node::chain_task::ChainState;
 use fai_node::config::P2pSection;
 use fai_node::node::{open_chain, unix_now, Node};
 use fai_node::p2p::{self, Topic};
@@ -120,20 +121,20 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
         .map(|_| tempfile::tempdir())
         .collect::<Result<_, _>>()?;
     let mut nodes: Vec<Arc<Node>> = Vec::new();
-    let mut validators = Vec::new();
+    let mut chain_tasks = Vec::new();
     let mut bootstrap: Vec<fai_node::config::PeerAddress> = Vec::new();
     for dir in &dirs {
         let mut chain = open_chain(dir.path(), Network::Regtest)?;
         for b in &blocks {
             chain.accept_block(b.clone(), unix_now())?;
         }
-        let node = Arc::new(Node::new(
-            chain,
-            MempoolConfig {
-                max_bytes: 64 << 20,
-                min_fee_rate: 1_000,
-            },
-        ));
+        let mempool = Mempool::new(MempoolConfig {
+            max_bytes: 64 << 20,
+            min_fee_rate: 1_000,
+        });
+        let state = ChainState::new(chain, mempool, fai_node::clock::system());
+        let (node, chain_task) = fai_node::chain_task::start_bare(state)?;
+        chain_tasks.push(chain_task);
         let config = P2pSection {
             listen: Some("/ip4/127.0.0.1/tcp/0".parse()?),
             bootstrap: bootstrap.clone(),
@@ -149,7 +150,6 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             None,
             &config,
         )?;
-        validators.push(running.validator);
         let status = running.handle.status.clone();
         let _ = node.p2p.set(running.handle);
         if bootstrap.is_empty() {
@@ -190,30 +190,34 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
     let mut size = 0;
     for (outpoint, out) in coins.iter().take(samples) {
         let value = out.value.units().saturating_sub(fee.units());
-        let tx: Transaction = {
-            let chain = nodes[0].chain();
+        let spent = (*outpoint, out.clone(), key.clone());
+        let tx: Transaction = nodes[0].chain.call_blocking(move |st| {
             testkit::spend(
-                &chain,
-                &[(*outpoint, out.clone(), key.clone())],
+                &st.ledger,
+                &[spent],
                 vec![TxOut::pay(
                     Amount::from_units(value).unwrap_or(Amount::ZERO),
                     owner,
                 )],
-            )?
-        };
+            )
+        })??;
         let txid = tx.txid();
         let bytes = tx.to_bytes();
         size = bytes.len();
         let started = Instant::now();
-        {
-            let chain = nodes[0].chain();
-            nodes[0].mempool().accept(tx, &chain)?;
-        }
+        nodes[0]
+            .chain
+            .call_blocking(move |st| st.mempool.accept(tx, &st.ledger))??;
         checks.push(started.elapsed().as_secs_f64() * 1e3);
         nodes[0].publish(Topic::LedgerTx, bytes);
         let deadline = started + Duration::from_secs(10);
         loop {
-            if nodes.iter().all(|n| n.mempool().contains(&txid)) {
+            let everywhere = nodes.iter().all(|n| {
+                n.chain
+                    .call_blocking(move |st| st.mempool.contains(&txid))
+                    .unwrap_or(false)
+            });
+            if everywhere {
                 times.push(started.elapsed().as_secs_f64() * 1e3);
                 break;
             }
@@ -227,10 +231,10 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
     checks.sort_by(f64::total_cmp);
     let floor = floor_ms(size, percentile(&checks, 0.5))?;
     let p50 = percentile(&times, 0.5);
-    // The network loops first, then their validator threads, then the databases.
+    // The network loops first, then the chain tasks (and their databases).
     runtime.shutdown_timeout(Duration::from_secs(1));
-    for v in validators {
-        let _ = v.join();
+    for t in chain_tasks {
+        drop(t.stop());
     }
     drop(nodes);
     Ok(GossipReport {

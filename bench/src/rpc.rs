@@ -13,12 +13,12 @@ use fai_engine::scheduler::Scheduler;
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::LoadedModel;
 use fai_inference_chain::types::{InferenceStub, InferenceTx, Prompt, Sampling};
-use fai_ledger::mempool::MempoolConfig;
+use fai_ledger::mempool::{Mempool, MempoolConfig};
 use fai_primitives::codec::Encode;
 use fai_primitives::{Amount, Network, SecretKey, Signature};
 use serde::Serialize;
 
-use fai_node::node::{open_chain, Node};
+use fai_node::node::open_chain;
 use fai_node::verifier;
 use fai_rpc::{router, RpcState};
 
@@ -94,13 +94,12 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
         &Device::Cpu,
     )?);
     let chain = open_chain(&dir.path().join("data"), Network::Regtest)?;
-    let node = Arc::new(Node::new(
-        chain,
-        MempoolConfig {
-            max_bytes: 1 << 20,
-            min_fee_rate: 1_000,
-        },
-    ));
+    let mempool = Mempool::new(MempoolConfig {
+        max_bytes: 1 << 20,
+        min_fee_rate: 1_000,
+    });
+    let state = fai_node::chain_task::ChainState::new(chain, mempool, fai_node::clock::system());
+    let (node, _chain_task) = fai_node::chain_task::start_bare(state)?;
     let engines = Arc::new(fai_node::served::Engines {
         device: fai_engine::device::describe(&Device::Cpu),
         engines: vec![fai_node::served::Engine {

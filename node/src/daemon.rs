@@ -6,23 +6,25 @@
 //! a failed service, stop. Tests start several nodes in one process the same way, each
 //! on its own runtime, with a clock of their own.
 //!
-//! Services: the miner (one OS thread that drives N hashing threads), the p2p network
-//! (ledger blocks, transactions, inference blocks, served inferences and votes; a task
-//! and its validator thread), the inference-node role's timer thread, the verifier
-//! thread, the RPC server with the inference engine's workers behind it. Tasks go
-//! through one `TaskTracker`, threads are joined on stop.
+//! Services: the chain task (one thread that owns the chains and the pools, and runs the
+//! inference-node role and its timers; `crate::chain_task`), the miner (one OS thread
+//! that drives N hashing threads), the p2p network (ledger blocks, transactions,
+//! inference blocks, served inferences and votes; a task), the verifier thread, the RPC
+//! server with the inference engine's workers behind it. Tasks go through one
+//! `TaskTracker`, threads are joined on stop, the chain task last.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
-use fai_ledger::mempool::MempoolConfig;
+use fai_ledger::mempool::{Mempool, MempoolConfig};
 use fai_primitives::{Address, Amount, Network};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+use crate::chain_task::ChainState;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::node::{open_chain, Node};
@@ -102,7 +104,8 @@ pub struct RunningNode {
     runtime: Option<tokio::runtime::Runtime>,
     tasks: TaskTracker,
     threads: Vec<JoinHandle<()>>,
-    validator: Option<JoinHandle<()>>,
+    /// The chain task, once it runs.
+    chain: Option<crate::chain_task::Running>,
     network_task: Option<tokio::task::JoinHandle<Result<()>>>,
     failed: UnboundedReceiver<anyhow::Error>,
 }
@@ -142,15 +145,14 @@ pub fn start_on(
         tip = %chain.tip_hash(),
         "infer-node starting"
     );
-    let mut node = Node::new(
-        chain,
-        MempoolConfig {
-            max_bytes: config.mempool.max_bytes,
-            min_fee_rate: config.mempool.min_fee_rate,
-        },
-    );
-    node.clock = options.clock.clone();
-    let node = Arc::new(node);
+    let mempool = Mempool::new(MempoolConfig {
+        max_bytes: config.mempool.max_bytes,
+        min_fee_rate: config.mempool.min_fee_rate,
+    });
+    // The state the chain task will own, completed below before it starts.
+    let mut state = ChainState::new(chain, mempool, options.clock.clone());
+    let (handle, chain_task) = crate::chain_task::channel_pair();
+    let node = Arc::new(Node::new(handle, options.clock.clone()));
 
     for warning in &config.deprecations {
         tracing::warn!(target: "infer_node", "configuration: {warning}");
@@ -159,12 +161,12 @@ pub fn start_on(
     // at genesis of the inference chain on every network but mainnet.
     let loaded = crate::served::LoadedModels::load(&data_dir, &config.engine)?;
     let tiny_id = crate::models::fai_tiny_id(&data_dir)?;
-    {
-        let chain = node.chain();
-        let inference = crate::inference::open(&data_dir, network, &chain, tiny_id)?;
-        node.note_tips(&chain, Some(&inference));
-        let _ = node.inference.set(Mutex::new(inference));
-    }
+    state.inference = Some(crate::inference::open(
+        &data_dir,
+        network,
+        &state.ledger,
+        tiny_id,
+    )?);
     if config.inference.produce {
         let bid = config.inference.bid;
         let vrf = fai_inference_chain::sortition::vrf_key(&node_key);
@@ -176,7 +178,7 @@ pub fn start_on(
             bid,
             node.clock.clone(),
         );
-        let _ = node.producer.set(Mutex::new(producer));
+        state.producer = Some(producer);
     }
     let stake = config.inference.stake;
     let dev_wallet = dev_wallet(&config, &data_dir, network)?;
@@ -210,7 +212,7 @@ pub fn start_on(
                 inference: w.inference,
             });
         }
-        let _ = node.roles.set(Mutex::new(roles));
+        state.roles = Some(roles);
     }
     let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
     // From here on services run: a start that fails stops those already started (the
@@ -222,7 +224,7 @@ pub fn start_on(
         runtime: Some(runtime),
         tasks: tasks.clone(),
         threads: Vec::new(),
-        validator: None,
+        chain: None,
         network_task: None,
         failed: failed_rx,
     };
@@ -230,7 +232,8 @@ pub fn start_on(
         .runtime
         .as_ref()
         .context("the node's runtime is gone")?;
-    if let Some(payloads) = node.inference().and_then(|c| c.payloads().cloned()) {
+    let payloads = state.inference.as_ref().and_then(|c| c.payloads().cloned());
+    if let Some(payloads) = payloads {
         let (handle, thread) = crate::verify_service::start(
             node.clone(),
             node_key.clone(),
@@ -238,9 +241,16 @@ pub fn start_on(
             payloads,
         )
         .context("cannot start the verifier thread")?;
+        state.verifier = Some(handle.clone());
         let _ = node.verifier.set(handle);
         running.threads.push(thread);
     }
+    let producing = state.producer.is_some();
+    running.chain = Some(
+        chain_task
+            .start(state, node.clone())
+            .context("cannot start the chain task")?,
+    );
 
     if config.mining.enabled {
         info!(target: "infer_node", threads = config.mining.threads, address = %payout, "mining");
@@ -261,20 +271,6 @@ pub fn start_on(
     } else {
         info!(target: "infer_node", "mining is off (mining.enabled = false)");
     }
-    if node.producer.get().is_some() {
-        let node = node.clone();
-        running.threads.push(
-            std::thread::Builder::new()
-                .name("producer-timer".into())
-                .spawn(move || {
-                    while !node.shutdown.is_cancelled() {
-                        node.producer_tick();
-                        std::thread::sleep(std::time::Duration::from_millis(25));
-                    }
-                })
-                .context("cannot start the producer's timer thread")?,
-        );
-    }
     if config.p2p.enabled {
         let identity = crate::p2p::identity(&node_key)?;
         let network = crate::p2p::service::start(
@@ -288,7 +284,6 @@ pub fn start_on(
         )?;
         let _ = node.p2p.set(network.handle);
         running.network_task = Some(network.task);
-        running.validator = Some(network.validator);
     } else {
         info!(target: "infer_node", "the p2p network is off (p2p.enabled = false)");
     }
@@ -310,7 +305,7 @@ pub fn start_on(
             network: network.to_string(),
             data_dir: data_dir.display().to_string(),
             mining: config.mining.enabled.then_some(config.mining.threads),
-            produce: node.producer.get().map(|_| config.inference.bid),
+            produce: producing.then_some(config.inference.bid),
             price: config.inference.price,
             stake,
             models: loaded
@@ -392,13 +387,14 @@ impl RunningNode {
             error!(target: "infer_node", "some tasks did not stop within 5 s");
         }
         runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-        if let Some(v) = self.validator.take() {
-            if v.join().is_err() {
-                error!(target: "infer_node", "the p2p validator thread panicked");
+        // Last, once nothing sends it commands: the chain task ends after those sent,
+        // and its state (the databases) closes here.
+        match self.chain.take().and_then(|c| c.stop()) {
+            Some(state) => {
+                info!(target: "infer_node", height = state.ledger.height(), tip = %state.ledger.tip_hash(), "stopped");
             }
+            None => info!(target: "infer_node", "stopped"),
         }
-        let chain = self.node.chain();
-        info!(target: "infer_node", height = chain.height(), tip = %chain.tip_hash(), "stopped");
     }
 }
 

@@ -2,7 +2,8 @@
 //! state they share.
 //!
 //! Owns: the node's configuration (`config`), its data directory's keys and model store,
-//! the shared state (`node::Node`) and the services around it: the miner, the p2p
+//! the chain task that owns the chains and the pools (`chain_task`), what the services
+//! share (`node::Node`) and the services around it: the miner, the p2p
 //! network, the inference-node role (producer, roles), the verifier, the pools of served
 //! inferences, votes and VM transactions, and the devnet launcher. The RPC server is a
 //! crate above this one (`fai-rpc`), handed to [`daemon::run`] or [`daemon::start`].
@@ -13,6 +14,7 @@
 //! (`fai-bench`) or the command line (`infer-node`): they depend on this crate.
 
 pub mod banner;
+pub mod chain_task;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -19,10 +19,7 @@ use fai_ledger::miner::{solve, BlockTemplate};
 use fai_primitives::Hash160;
 use tracing::{debug, warn};
 
-use fai_primitives::Encode;
-
 use crate::node::Node;
-use crate::p2p::Topic;
 
 /// How long a template is searched before it is rebuilt.
 const TEMPLATE_LIFETIME: Duration = Duration::from_secs(10);
@@ -63,12 +60,7 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
         if !pace.is_zero() && !rest(node, generation, paced_wait(pace)) {
             continue;
         }
-        let (template, max_future) = {
-            let chain = node.chain();
-            let mempool = node.mempool();
-            let t = BlockTemplate::build(&chain, &mempool, payout, node.clock.unix_now())?;
-            (t, u64::from(chain.params().max_future_block_time))
-        };
+        let (template, max_future) = template(node, payout)?;
         // Blocks come faster than the clock (regtest): the median time past has run ahead,
         // and a block stamped later than the allowed drift would be refused. Wait for it.
         if u64::from(template.block.header.time) > node.clock.unix_now().saturating_add(max_future)
@@ -98,31 +90,34 @@ pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Resu
     Ok(())
 }
 
-/// Connects a block this node found, gossips it, and runs what a new tip sets off.
+/// A template on the tip at the clock's time, and how far ahead of the clock a block's
+/// time may be; built on the chain task.
+fn template(node: &Node, payout: Hash160) -> Result<(BlockTemplate, u64)> {
+    let now = node.clock.unix_now();
+    node.chain.call_blocking(move |s| {
+        let t = BlockTemplate::build(&s.ledger, &s.mempool, payout, now)?;
+        Ok((t, u64::from(s.ledger.params().max_future_block_time)))
+    })?
+}
+
+/// Connects a block this node found on the chain task, which gossips it (before
+/// anything anchored in it: this node's tenure block) and runs what a new tip sets off.
 fn submit(node: &Node, block: fai_ledger::Block) -> Result<(), fai_ledger::ChainError> {
-    let encoded = block.to_bytes();
-    let mut chain = node.chain();
-    let result = chain.accept_block(block, node.clock.unix_now());
-    // Gossip the block before reacting to it, so that peers have it before anything
-    // anchored in it (this node's tenure block).
-    if result.is_ok() {
-        node.publish(Topic::LedgerBlock, encoded);
+    match node
+        .chain
+        .call_blocking(move |s| s.accept_ledger_block(block, true))
+    {
+        Ok(result) => result.map(|_| ()),
+        // Stopping: the block is lost with the rest of the miner's work.
+        Err(_) => Ok(()),
     }
-    let events = chain.take_events();
-    node.on_chain_events(&chain, &events);
-    result.map(|_| ())
 }
 
 /// Mines one block on the tip now, stamped with the node's clock, paying `payout`:
 /// mining on demand, for tests on a network whose difficulty is the proof-of-work limit
 /// (regtest). Returns the block's hash.
 pub fn mine_one(node: &Node, payout: Hash160) -> Result<fai_primitives::Hash256> {
-    let template = {
-        let chain = node.chain();
-        let mempool = node.mempool();
-        BlockTemplate::build(&chain, &mempool, payout, node.clock.unix_now())?
-    };
-    let max_future = u64::from(node.chain().params().max_future_block_time);
+    let (template, max_future) = template(node, payout)?;
     if u64::from(template.block.header.time) > node.clock.unix_now().saturating_add(max_future) {
         anyhow::bail!("the next block's time is ahead of the clock: advance it");
     }

@@ -1,9 +1,9 @@
 //! The inference-node role: register once on the ledger, commit a bid at every ledger
 //! block, and produce the tenure block whenever the sortition picks this node.
 //!
-//! It runs inside [`crate::node::Node::on_chain_events`], with the ledger locked, right
-//! after the inference chain has read the new ledger blocks and before the miner sees
-//! the new tip, so that the commit for the next block is in the mempool when the next
+//! It runs on the chain task (`crate::chain_task::ChainState`), in the command that
+//! connects a ledger block, right after the inference chain has read it and before the
+//! miner sees the new tip, so that the commit for the next block is in the mempool when the next
 //! template is built. Every step is best effort: a failure is logged and retried at the
 //! next ledger block; nothing here can stop the node.
 //!

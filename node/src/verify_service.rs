@@ -24,6 +24,7 @@ use crate::p2p::Topic;
 const QUEUE: usize = 64;
 
 /// Hands blocks to the verifier thread.
+#[derive(Clone)]
 pub struct VerifierHandle {
     queue: SyncSender<(Hash256, InferenceBlock)>,
     /// Blocks offered and not yet voted on (queued or being replayed).
@@ -146,8 +147,13 @@ fn run(
             "voted"
         );
         let bytes = vote.to_bytes();
-        node.votes().add(vote);
-        node.publish(Topic::Vote, bytes);
-        node.after_vote();
+        let verifier = vote.verifier.hash160();
+        // Into the pool and out on the vote topic, on the chain task.
+        let _ = node.chain.run(move |s| {
+            if s.votes.add(vote) {
+                s.after_vote(id, verifier);
+            }
+            s.publish(Topic::Vote, bytes);
+        });
     }
 }

@@ -13,10 +13,11 @@ use fai_api as api;
 use fai_inference_chain::ops::Op;
 use fai_inference_chain::vmtx::VmPayload;
 use fai_ledger::{OutputKind, Unlock};
-use fai_primitives::{Address, Amount, Hash160};
+use fai_primitives::{Address, Amount, Hash160, Network};
 use serde::Deserialize;
 
 use super::{bad, ApiError, RpcState};
+use fai_node::chain_task::ChainState;
 
 /// Ledger blocks scanned by default and at most.
 const DEFAULT_BLOCKS: u32 = 1_000;
@@ -43,20 +44,18 @@ pub async fn history(
     if blocks == 0 || blocks > MAX_BLOCKS {
         return Err(bad(format!("blocks must be 1 to {MAX_BLOCKS}")));
     }
-    // Reading thousands of blocks from disk: off the async runtime.
-    tokio::task::spawn_blocking(move || scan(&s, address, blocks))
+    let network = s.network;
+    // Reading thousands of blocks from disk: on the chain task, off the async runtime.
+    s.node
+        .chain
+        .call(move |st| scan(st, network, address, blocks))
         .await
-        .map_err(|e| {
-            ApiError(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the history scan failed: {e}"),
-            )
-        })
+        .map_err(super::stopping)
 }
 
-fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<api::History> {
+fn scan(st: &ChainState, network: Network, address: Address, blocks: u32) -> Json<api::History> {
     let who = address.key_hash;
-    let ledger = s.node.chain();
+    let ledger = &st.ledger;
     let tip = ledger.height();
     let from = tip.saturating_sub(blocks.saturating_sub(1));
 
@@ -105,8 +104,8 @@ fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<api::History> {
     }
 
     let mut inference_items = Vec::new();
-    if let Some(chain) = s.node.inference() {
-        let mut at = chain.tip(&ledger).clone();
+    if let Some(chain) = st.inference.as_ref() {
+        let mut at = chain.tip(ledger).clone();
         while at.anchor_height >= from {
             let Some(block) = at.block.clone() else {
                 break;
@@ -134,7 +133,7 @@ fn scan(s: &RpcState, address: Address, blocks: u32) -> Json<api::History> {
                     counterparty: to
                         .filter(|t| *t != who)
                         .or((sender != who).then_some(sender))
-                        .map(|h: Hash160| Address::new(s.network, h).to_string()),
+                        .map(|h: Hash160| Address::new(network, h).to_string()),
                     nonce: tx.nonce,
                 });
             }

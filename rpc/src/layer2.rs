@@ -21,6 +21,7 @@ use fai_primitives::Address;
 use serde_json::{json, Value as JsonValue};
 
 use super::{bad, ApiError, RpcState};
+use fai_node::chain_task::ChainState;
 
 /// Contract calls take at most this many arguments.
 const MAX_ARGS: usize = 16;
@@ -95,34 +96,38 @@ pub fn registered_nodes(
 
 /// Whether the model registry approves `model` as of the tip (true when the inference
 /// chain is not open: the node then has no registry to consult).
-pub fn model_approved(s: &RpcState, model: [u8; 32]) -> bool {
+pub fn model_approved(st: &ChainState, model: [u8; 32]) -> bool {
     let Ok(id) = Value::buff_from(model.to_vec()) else {
         return false;
     };
-    with_chain(s, |chain, ledger| {
-        read(
-            chain,
-            ledger,
-            [0; 20],
-            "model-registry",
-            "is-approved",
-            &[id],
-        )
-    })
-    .map_or_else(
-        |e| e.0 == StatusCode::SERVICE_UNAVAILABLE,
-        |v| v == Value::Bool(true),
+    let Some(chain) = st.inference.as_ref() else {
+        return true;
+    };
+    read(
+        chain,
+        &st.ledger,
+        [0; 20],
+        "model-registry",
+        "is-approved",
+        &[id],
     )
+    .is_ok_and(|v| v == Value::Bool(true))
 }
 
-/// Runs `f` on the inference chain and the ledger, as of the ledger's tip.
-fn with_chain<T>(
+/// Runs `f` on the inference chain and the ledger, as of the ledger's tip, on the
+/// chain task.
+async fn with_chain<T: Send + 'static>(
     s: &RpcState,
-    f: impl FnOnce(&InferenceChain, &Chainstate) -> Result<T, ApiError>,
+    f: impl FnOnce(&InferenceChain, &Chainstate) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let ledger = s.node.chain();
-    let chain = s.node.inference().ok_or_else(unavailable)?;
-    f(&chain, &ledger)
+    s.node
+        .chain
+        .call(move |st| {
+            let chain = st.inference.as_ref().ok_or_else(unavailable)?;
+            f(chain, &st.ledger)
+        })
+        .await
+        .map_err(super::stopping)?
 }
 
 fn read(
@@ -146,7 +151,7 @@ pub async fn chain_info(
     State(s): State<Arc<RpcState>>,
 ) -> Result<Json<api::InferenceChainInfo>, ApiError> {
     let network = s.network;
-    with_chain(&s, |chain, ledger| {
+    with_chain(&s, move |chain, ledger| {
         let tip = chain.tip(ledger);
         let set = chain.verifier_set(ledger, tip, tip.cycle);
         let ledger_tip = ledger.tip_hash();
@@ -182,6 +187,7 @@ pub async fn chain_info(
             },
         }))
     })
+    .await
 }
 
 #[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)", pattern = "^([0-9]{1,10}|[0-9a-fA-F]{64})$")), responses((status = 200, description = "the header fields, VM transaction ids, inferences and votes carried", body = api::InferenceBlock), (status = 400, description = "neither a height nor an id", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
@@ -201,7 +207,7 @@ pub async fn block(
                 .ok_or_else(|| bad(format!("{id:?} is neither a height nor a block id")))?,
         )
     };
-    with_chain(&s, |chain, ledger| {
+    with_chain(&s, move |chain, ledger| {
         let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no inference block {id}"));
         let record = match wanted {
             Some(block_id) => chain.block(&block_id).cloned().ok_or_else(not_found)?,
@@ -238,6 +244,7 @@ pub async fn block(
             parent_votes: body.map_or(0, |b| b.parent_votes.len()),
         }))
     })
+    .await
 }
 
 #[utoipa::path(get, path = "/v2/inference-nodes", tag = "inference", responses((status = 200, description = "inference nodes registered on the active ledger chain: address, models served (id prefixes), node-registry entry (price, bond) and reputation", body = Vec<api::InferenceNode>), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
@@ -245,7 +252,7 @@ pub async fn inference_nodes(
     State(s): State<Arc<RpcState>>,
 ) -> Result<Json<Vec<api::InferenceNode>>, ApiError> {
     let network = s.network;
-    with_chain(&s, |chain, ledger| {
+    with_chain(&s, move |chain, ledger| {
         let mut out = Vec::new();
         for (address, models, height) in registered_nodes(chain, ledger) {
             let who = Value::Principal(chain.vm().principal(address.0));
@@ -268,6 +275,7 @@ pub async fn inference_nodes(
         }
         Ok(Json(out))
     })
+    .await
 }
 
 #[utoipa::path(get, path = "/v2/inference-chain/accounts/{address}", tag = "inference", params(("address" = String, Path, description = "an address of this network")), responses((status = 200, description = "balance, nonce, stake and reputation on the inference layer", body = api::InferenceAccount), (status = 400, description = "not an address of this network", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
@@ -277,7 +285,8 @@ pub async fn account(
 ) -> Result<Json<api::InferenceAccount>, ApiError> {
     let address = Address::parse_for(&text, s.network).map_err(|e| bad(e.to_string()))?;
     let key_hash = address.key_hash.0;
-    with_chain(&s, |chain, ledger| {
+    let call = s.node.chain.call(move |st| {
+        let (chain, ledger) = (st.inference.as_ref().ok_or_else(unavailable)?, &st.ledger);
         let tip = chain.tip(ledger).exec_id;
         let (balance, nonce) = chain
             .vm()
@@ -301,7 +310,7 @@ pub async fn account(
             std::slice::from_ref(&who),
         )?;
         let node = read(chain, ledger, [0; 20], "node-registry", "get-node", &[who])?;
-        let next_nonce = s.node.next_nonce(key_hash, nonce);
+        let next_nonce = st.next_nonce(key_hash, nonce);
         Ok(Json(api::InferenceAccount {
             address: address.to_string(),
             balance_units: u64::try_from(balance).unwrap_or(u64::MAX),
@@ -311,7 +320,8 @@ pub async fn account(
             reputation: value_json(&reputation),
             inference_node: value_json(&node),
         }))
-    })
+    });
+    call.await.map_err(super::stopping)?
 }
 
 #[utoipa::path(post, path = "/v2/inference-chain/transactions", tag = "inference", request_body(content = api::TxSubmission, description = "a signed VM transaction in hex"), responses((status = 200, description = "the transaction id; it waits for an inference block", body = api::TxAccepted), (status = 400, description = "malformed, badly signed, wrong chain, nonce used, fee too low or unpayable", body = api::ErrorBody), (status = 409, description = "already waiting", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the pool is full, or the inference chain is not open", body = api::ErrorBody)))]
@@ -326,18 +336,24 @@ pub async fn submit_vm_transaction(
     )?;
     let tx = SignedVmTx::from_bytes(&bytes).map_err(|e| bad(format!("bad VM transaction: {e}")))?;
     let chain_id = s.network.chain_id();
-    let id = with_chain(&s, |chain, ledger| {
-        s.node
-            .vm_mempool()
-            .accept(tx, chain_id, chain, ledger)
-            .map_err(|e| match e {
-                E::Known(_) | E::NonceTaken(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
-                E::Full => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                _ => bad(format!("VM transaction refused: {e}")),
-            })
-    })?;
-    s.node.note_pools();
-    s.node.publish(fai_node::p2p::Topic::VmTx, bytes);
+    let id = s
+        .node
+        .chain
+        .call(move |st| {
+            let chain = st.inference.as_ref().ok_or_else(unavailable)?;
+            let id = st
+                .vm_pool
+                .accept(tx, chain_id, chain, &st.ledger)
+                .map_err(|e| match e {
+                    E::Known(_) | E::NonceTaken(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+                    E::Full => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    _ => bad(format!("VM transaction refused: {e}")),
+                })?;
+            st.publish(fai_node::p2p::Topic::VmTx, bytes);
+            Ok(id)
+        })
+        .await
+        .map_err(super::stopping)??;
     Ok(Json(api::TxAccepted {
         txid: id.to_string(),
     }))
@@ -348,7 +364,7 @@ pub async fn models(
     State(s): State<Arc<RpcState>>,
 ) -> Result<Json<Vec<api::ModelEntry>>, ApiError> {
     let engines = s.engines.clone();
-    with_chain(&s, |chain, ledger| {
+    with_chain(&s, move |chain, ledger| {
         let mut out = Vec::new();
         for e in &engines.engines {
             let model = &e.model;
@@ -380,6 +396,7 @@ pub async fn models(
         }
         Ok(Json(out))
     })
+    .await
 }
 
 #[utoipa::path(post, path = "/v2/contracts/call-read", tag = "inference", request_body(content = api::CallReadRequest, description = "the contract (a boot contract's name, or ADDRESS.NAME), the function and its arguments"), responses((status = 200, description = "the result, as hex and as JSON", body = api::CallReadResult), (status = 400, description = "malformed request, unknown contract or function, or a failing call", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
@@ -417,13 +434,15 @@ pub async fn call_read(
             name,
         ),
     };
-    with_chain(&s, |chain, ledger| {
-        let result = read(chain, ledger, issuer, name, &function, &args)?;
+    let name = name.to_owned();
+    with_chain(&s, move |chain, ledger| {
+        let result = read(chain, ledger, issuer, &name, &function, &args)?;
         Ok(Json(api::CallReadResult {
             result: hex::encode(value_bytes(&result)),
             json: value_json(&result),
         }))
     })
+    .await
 }
 
 #[cfg(test)]

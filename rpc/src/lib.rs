@@ -64,6 +64,7 @@ use fai_primitives::{Hash256, Network, SecretKey, Signature};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use fai_node::chain_task::ChainState;
 use fai_node::daemon::RpcContext;
 use fai_node::node::Node;
 use fai_node::verifier;
@@ -134,8 +135,11 @@ impl RpcState {
         engines: Arc<fai_node::served::Engines>,
         key: SecretKey,
     ) -> Self {
-        // Taken alone (no other lock held), the inference chain's lock is safe here.
-        let payloads = node.inference().and_then(|c| c.payloads().cloned());
+        let payloads = node
+            .chain
+            .call_blocking(|st| st.inference.as_ref().and_then(|c| c.payloads().cloned()))
+            .ok()
+            .flatten();
         let metrics = metrics::Metrics::new(node.clone(), engines.clone());
         RpcState {
             admin: None,
@@ -305,7 +309,21 @@ async fn ledger_block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
 ) -> Result<Json<api::LedgerBlock>, ApiError> {
-    let chain = s.node.chain();
+    let network = s.network;
+    s.node
+        .chain
+        .call(move |st| ledger_block_at(st, network, &id))
+        .await
+        .map_err(stopping)?
+}
+
+/// `GET /v2/ledger/blocks/{id}`, on the chain task.
+fn ledger_block_at(
+    st: &ChainState,
+    network: Network,
+    id: &str,
+) -> Result<Json<api::LedgerBlock>, ApiError> {
+    let chain = &st.ledger;
     let hash = if !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit()) {
         let height: u32 = id
             .parse()
@@ -329,11 +347,11 @@ async fn ledger_block(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("block {hash} is not stored")))?;
     // The sortition this block held: the commits in it and who won.
-    let sortition = s.node.inference().and_then(|c| {
+    let sortition = st.inference.as_ref().and_then(|c| {
         c.tracker().record(&hash).map(|r| api::Sortition {
             total_bid_units: r.sortition.total,
             winner: r.sortition.winner.as_ref().map(|w| api::SortitionWinner {
-                address: fai_primitives::Address::new(s.network, w.producer).to_string(),
+                address: fai_primitives::Address::new(network, w.producer).to_string(),
                 bid_units: w.amount,
                 register: format!("{}:{}", w.register.height, w.register.tx_index),
             }),
@@ -356,18 +374,19 @@ async fn ledger_block(
 }
 
 #[utoipa::path(get, path = "/v2/mempool", tag = "ledger", responses((status = 200, description = "ledger transactions and bytes waiting, VM transactions and served inferences waiting", body = api::MempoolInfo)))]
-async fn mempool(State(s): State<Arc<RpcState>>) -> Json<api::MempoolInfo> {
-    let m = s.node.mempool();
-    let (transactions, bytes) = (m.len(), m.bytes());
-    drop(m);
-    let vm_transactions = s.node.vm_mempool().len();
-    let inferences = s.node.results().len();
-    Json(api::MempoolInfo {
-        transactions,
-        bytes,
-        vm_transactions,
-        inferences,
-    })
+async fn mempool(State(s): State<Arc<RpcState>>) -> Result<Json<api::MempoolInfo>, ApiError> {
+    let info = s
+        .node
+        .chain
+        .call(|st| api::MempoolInfo {
+            transactions: st.mempool.len(),
+            bytes: st.mempool.bytes(),
+            vm_transactions: st.vm_pool.len(),
+            inferences: st.results.len(),
+        })
+        .await
+        .map_err(stopping)?;
+    Ok(Json(info))
 }
 
 /// An address's coins, with what decides which are spendable.
@@ -378,21 +397,27 @@ struct AccountCoins {
 }
 
 /// The coins of `address` (checked against the network).
-fn coins_of(s: &RpcState, address: &str) -> Result<AccountCoins, ApiError> {
+async fn coins_of(s: &RpcState, address: &str) -> Result<AccountCoins, ApiError> {
     let a =
         fai_primitives::Address::parse_for(address, s.network).map_err(|e| bad(e.to_string()))?;
-    let chain = s.node.chain();
-    let coins = chain
-        .all_coins()
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .into_iter()
-        .filter(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(a.key_hash))
-        .collect();
-    Ok(AccountCoins {
-        tip: chain.height(),
-        maturity: chain.params().coinbase_maturity,
-        coins,
-    })
+    s.node
+        .chain
+        .call(move |st| {
+            let chain = &st.ledger;
+            let coins = chain
+                .all_coins()
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .into_iter()
+                .filter(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(a.key_hash))
+                .collect();
+            Ok(AccountCoins {
+                tip: chain.height(),
+                maturity: chain.params().coinbase_maturity,
+                coins,
+            })
+        })
+        .await
+        .map_err(stopping)?
 }
 
 fn spendable(coin: &fai_ledger::Coin, tip: u32, maturity: u32) -> bool {
@@ -408,7 +433,7 @@ async fn account(
         tip,
         maturity,
         coins,
-    } = coins_of(&s, &address)?;
+    } = coins_of(&s, &address).await?;
     let (mut ready, mut immature) = (0u64, 0u64);
     for (_, c) in &coins {
         let v = c.output.value.units();
@@ -442,7 +467,7 @@ async fn utxos(
         tip,
         maturity,
         coins,
-    } = coins_of(&s, &address)?;
+    } = coins_of(&s, &address).await?;
     Ok(Json(
         coins
             .iter()
@@ -469,15 +494,19 @@ async fn submit_transaction(
     )?;
     let tx = fai_ledger::Transaction::from_bytes(&bytes)
         .map_err(|e| bad(format!("bad transaction: {e}")))?;
-    let txid = {
-        let chain = s.node.chain();
-        let mut mempool = s.node.mempool();
-        mempool
-            .accept(tx, &chain)
-            .map_err(|e| bad(format!("transaction refused: {e}")))?
-    };
-    s.node.note_pools();
-    s.node.publish(fai_node::p2p::Topic::LedgerTx, bytes);
+    let txid = s
+        .node
+        .chain
+        .call(move |st| {
+            let txid = st
+                .mempool
+                .accept(tx, &st.ledger)
+                .map_err(|e| bad(format!("transaction refused: {e}")))?;
+            st.publish(fai_node::p2p::Topic::LedgerTx, bytes);
+            Ok::<_, ApiError>(txid)
+        })
+        .await
+        .map_err(stopping)??;
     Ok(Json(api::TxAccepted {
         txid: txid.to_string(),
     }))
@@ -529,7 +558,7 @@ fn check_served_here(s: &RpcState, tx: &InferenceTx) -> Result<(), ApiError> {
 }
 
 /// Parses and checks an inference transaction from a request body.
-fn parse_inference(
+async fn parse_inference(
     s: &RpcState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<InferenceTx, ApiError> {
@@ -537,12 +566,12 @@ fn parse_inference(
         body,
         "the body must be {\"tx\": \"<hex of a signed inference transaction>\"}",
     )?;
-    check_inference(s, &bytes)
+    check_inference(s, &bytes).await
 }
 
 /// Decodes and checks a signed inference transaction: signature, chain, expiry, nonce
 /// and model approval (what any node can check, serving the model or not).
-fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiError> {
+async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiError> {
     let tx = InferenceTx::from_bytes(bytes)
         .map_err(|e| bad(format!("bad inference transaction: {e}")))?;
     if !tx.is_consistent() {
@@ -557,26 +586,31 @@ fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiError> 
             s.network.chain_id()
         )));
     }
-    let (height, account_nonce) = {
-        let ledger = s.node.chain();
-        match s.node.inference() {
-            Some(chain) => {
-                let tip = chain.tip(&ledger);
-                let nonce = chain
-                    .vm()
-                    .account(&tip.exec_id, &*ledger, tx.stub.sender.hash160().0)
-                    .map(|(_, n)| n)
-                    .map_err(|e| {
-                        ApiError(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("the inference chain cannot be read: {e}"),
-                        )
-                    })?;
-                (tip.height, nonce)
-            }
-            None => (0, 0),
-        }
-    };
+    let sender = tx.stub.sender.hash160().0;
+    let model = tx.stub.model;
+    let (height, account_nonce, approved) = s
+        .node
+        .chain
+        .call(move |st| {
+            let approved = layer2::model_approved(st, model);
+            let Some(chain) = st.inference.as_ref() else {
+                return Ok((0, 0, approved));
+            };
+            let tip = chain.tip(&st.ledger);
+            let nonce = chain
+                .vm()
+                .account(&tip.exec_id, &st.ledger, sender)
+                .map(|(_, n)| n)
+                .map_err(|e| {
+                    ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the inference chain cannot be read: {e}"),
+                    )
+                })?;
+            Ok((tip.height, nonce, approved))
+        })
+        .await
+        .map_err(stopping)??;
     // The earliest block that could carry it is the next one.
     if tx.stub.expiry <= height {
         return Err(bad(format!(
@@ -590,7 +624,7 @@ fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiError> 
             tx.stub.nonce
         )));
     }
-    if !layer2::model_approved(s, tx.stub.model) {
+    if !approved {
         return Err(bad(format!(
             "model {} is not approved in the model registry",
             hex::encode(tx.stub.model)
@@ -604,7 +638,7 @@ async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let tx = match parse_inference(&s, body) {
+    let tx = match parse_inference(&s, body).await {
         Ok(tx) => tx,
         Err(e) => {
             s.metrics.inference_request(metrics::Answer::Refused);
@@ -613,8 +647,10 @@ async fn inference(
     };
     // Not registered for this model while another node is: relay to it.
     let target = {
-        let (state, tx) = (s.clone(), tx.clone());
-        tokio::task::spawn_blocking(move || relay::choose(&state, &tx))
+        let (me, tx) = (s.key.public_key().hash160(), tx.clone());
+        s.node
+            .chain
+            .call(move |st| relay::choose(st, me, &tx))
             .await
             .ok()
             .flatten()
@@ -623,7 +659,7 @@ async fn inference(
         s.metrics.inference_request(metrics::Answer::Accepted);
         return relay::relay(s, tx, target);
     }
-    match serve_here(&s, tx) {
+    match serve_here(&s, tx).await {
         Ok(events) => Sse::new(events.map(|event| -> Result<SseEvent, Infallible> {
             Ok(SseEvent::default().event(event.name()).data(event.data()))
         }))
@@ -638,7 +674,7 @@ async fn inference(
 /// pooled and gossiped once done. Refused (and counted) when this node does not serve
 /// the model at that fee, the transaction was submitted already, its nonce is taken,
 /// or the engine is full.
-fn serve_here(
+async fn serve_here(
     s: &Arc<RpcState>,
     tx: InferenceTx,
 ) -> Result<impl futures::Stream<Item = api::InferenceEvent> + Send + 'static, ApiError> {
@@ -657,12 +693,18 @@ fn serve_here(
     let sender = tx.stub.sender.hash160().0;
     let nonce = tx.stub.nonce;
     // The nonce is held from now on, so that no other transaction takes it.
-    let taken = s.node.vm_mempool().holds(sender, nonce);
-    let reserved = if taken {
-        Err(fai_node::result_pool::PoolError::NonceTaken { nonce })
-    } else {
-        s.node.results().reserve(sender, nonce, txid)
-    };
+    let reserved = s
+        .node
+        .chain
+        .call(move |st| {
+            if st.vm_pool.holds(sender, nonce) {
+                Err(fai_node::result_pool::PoolError::NonceTaken { nonce })
+            } else {
+                st.results.reserve(sender, nonce, txid)
+            }
+        })
+        .await
+        .map_err(stopping)?;
     if let Err(e) = reserved {
         s.log().set(txid, InferenceState::Failed(e.to_string()));
         return Err(refused(ApiError(
@@ -671,7 +713,7 @@ fn serve_here(
         )));
     }
     let Some(engine) = s.engines.get(&tx.stub.model) else {
-        s.node.results().release(sender, nonce, txid);
+        release(&s.node, sender, nonce, txid);
         return Err(refused(bad("model not served here")));
     };
     let model = engine.model.clone();
@@ -681,7 +723,7 @@ fn serve_here(
     {
         Ok(job) => job,
         Err(e) => {
-            s.node.results().release(sender, nonce, txid);
+            release(&s.node, sender, nonce, txid);
             s.log().set(txid, InferenceState::Failed(e.to_string()));
             let status = match e {
                 EngineError::Busy { .. } => {
@@ -725,7 +767,7 @@ fn serve_here(
             api::InferenceEvent::Receipt(receipt_body(&receipt, Some(g.text)))
         }
         Event::Failed(e) => {
-            state.node.results().release(sender, nonce, txid);
+            release(&state.node, sender, nonce, txid);
             state.log().set(txid, InferenceState::Failed(e.clone()));
             api::InferenceEvent::error(e)
         }
@@ -751,12 +793,26 @@ fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInfer
         tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's text: {e}");
     }
     let bytes = served.to_bytes();
-    if let Err(e) = s.node.results().add(served.inference) {
-        tracing::warn!(target: "infer_node::rpc", %txid, "served inference not pooled: {e}");
-        return;
-    }
-    s.node.note_pools();
-    s.node.publish(fai_node::p2p::Topic::Result, bytes);
+    // Queued before the receipt reaches the buyer: a later query finds it pooled.
+    let _ = s.node.chain.run(move |st| {
+        if let Err(e) = st.results.add(served.inference) {
+            tracing::warn!(target: "infer_node::rpc", %txid, "served inference not pooled: {e}");
+            return;
+        }
+        st.publish(fai_node::p2p::Topic::Result, bytes);
+    });
+}
+
+/// Frees the nonce a request held (it was not served).
+fn release(node: &Node, sender: [u8; 20], nonce: u64, txid: Hash256) {
+    let _ = node
+        .chain
+        .run(move |st| st.results.release(sender, nonce, txid));
+}
+
+/// The answer when the chain task is gone: the node is stopping.
+pub(crate) fn stopping(e: fai_node::chain_task::Unavailable) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 fn receipt_body(r: &ResultReceipt, text: Option<String>) -> api::Receipt {
@@ -779,14 +835,16 @@ async fn inference_state(
         .parse()
         .map_err(|_| bad(format!("{txid:?} is not a transaction id")))?;
     let state = s.clone();
-    let on_chain = tokio::task::spawn_blocking(move || find_on_chain(&state, id))
+    let (on_chain, pending) = s
+        .node
+        .chain
+        .call(move |st| (find_on_chain(&state, st, id), st.results.contains(&id)))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    if let Some(v) = on_chain {
+        .map_err(stopping)?;
+    if let Some(v) = on_chain? {
         return Ok(Json(v));
     }
     let served = s.log().states.get(&id).cloned();
-    let pending = s.node.results().contains(&id);
     let status = |state: &str| api::InferenceStatus::new(id.to_string(), state);
     Ok(Json(match served {
         _ if pending => status("pending"),
@@ -827,13 +885,17 @@ const SEARCHED_BLOCKS: usize = 10_000;
 
 /// The inference's place on the canonical inference chain: the block that carries it and
 /// the child that settles it.
-fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<api::InferenceStatus>, ApiError> {
-    let ledger = s.node.chain();
-    let Some(chain) = s.node.inference() else {
+fn find_on_chain(
+    s: &RpcState,
+    st: &ChainState,
+    id: Hash256,
+) -> Result<Option<api::InferenceStatus>, ApiError> {
+    let ledger = &st.ledger;
+    let Some(chain) = st.inference.as_ref() else {
         return Ok(None);
     };
     let mut child: Option<&fai_inference_chain::chain::BlockRecord> = None;
-    let mut at = chain.tip(&ledger).id;
+    let mut at = chain.tip(ledger).id;
     for _ in 0..SEARCHED_BLOCKS {
         let Some(rec) = chain.block(&at) else { break };
         let Some(block) = &rec.block else { break };
@@ -857,7 +919,7 @@ fn find_on_chain(s: &RpcState, id: Hash256) -> Result<Option<api::InferenceStatu
                 return Ok(Some(v));
             };
             let (is_final, list) = chain
-                .settlements(&ledger, rec, &settler.1.parent_votes)
+                .settlements(ledger, rec, &settler.1.parent_votes)
                 .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
             let Some((accepted, st)) = list.get(index) else {
                 return Ok(Some(v));
@@ -921,8 +983,17 @@ pub fn start(ctx: RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
     let address = listener.local_addr().context("RPC socket")?;
     tracing::info!(target: "infer_node", models = %engines.describe(), device = %engines.device, "serving");
     let mut state = crate::RpcState::new(node.clone(), network, engines.clone(), key);
-    for e in &engines.engines {
-        if !crate::layer2::model_approved(&state, e.model.id.0) {
+    let ids: Vec<[u8; 32]> = engines.engines.iter().map(|e| e.model.id.0).collect();
+    let approved: Vec<bool> = node
+        .chain
+        .call_blocking(move |st| {
+            ids.iter()
+                .map(|id| crate::layer2::model_approved(st, *id))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (e, approved) in engines.engines.iter().zip(approved) {
+        if !approved {
             tracing::warn!(
                 target: "infer_node",
                 model = %e.model.name,

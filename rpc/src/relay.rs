@@ -34,6 +34,7 @@ use fai_node::p2p::protocol::relay_protocol;
 
 use super::layer2::{registered_nodes, value_json};
 use super::RpcState;
+use fai_node::chain_task::ChainState;
 
 /// Where a relayed request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,21 +47,20 @@ pub struct Target {
 
 /// The registered node to relay `tx` to, if this node is not registered for its model
 /// and another is, within the max fee.
-pub fn choose(s: &RpcState, tx: &InferenceTx) -> Option<Target> {
-    let ledger = s.node.chain();
-    let chain = s.node.inference()?;
+pub fn choose(st: &ChainState, me: Hash160, tx: &InferenceTx) -> Option<Target> {
+    let ledger = &st.ledger;
+    let chain = st.inference.as_ref()?;
     let model = tx.stub.model;
     let principal = |who: Hash160| -> Value { chain.vm().principal(who.0).into() };
     let read = |contract: &str, function: &str, who: Hash160| {
-        fai_node::inference::read_boot(&chain, &ledger, contract, function, &[principal(who)])
+        fai_node::inference::read_boot(chain, ledger, contract, function, &[principal(who)])
     };
-    let me = s.key.public_key().hash160();
-    if fai_node::inference::serves(&chain, &ledger, me, model) {
+    if fai_node::inference::serves(chain, ledger, me, model) {
         return None;
     }
     let mut best: Option<(Target, u64)> = None;
-    for (node, _, _) in registered_nodes(&chain, &ledger) {
-        if node == me || !fai_node::inference::serves(&chain, &ledger, node, model) {
+    for (node, _, _) in registered_nodes(chain, ledger) {
+        if node == me || !fai_node::inference::serves(chain, ledger, node, model) {
             continue;
         }
         let Some(entry) = read("node-registry", "get-node", node).map(|v| value_json(&v)) else {
@@ -367,13 +367,9 @@ async fn serve_stream(s: Arc<RpcState>, mut stream: libp2p::Stream) -> io::Resul
             "the first frame is not a request",
         ));
     };
-    let checked = {
-        let s = s.clone();
-        tokio::task::spawn_blocking(move || {
-            super::check_inference(&s, &bytes).and_then(|tx| super::serve_here(&s, tx))
-        })
-        .await
-        .map_err(io::Error::other)?
+    let checked = match super::check_inference(&s, &bytes).await {
+        Ok(tx) => super::serve_here(&s, tx).await,
+        Err(e) => Err(e),
     };
     match checked {
         Err(e) => {

@@ -120,21 +120,17 @@ pub struct View {
 }
 
 /// The digest of `View::pools`: of each list sorted, in turn.
-fn pools_digest(node: &fai_node::node::Node) -> fai_primitives::Hash256 {
-    let mut mempool: Vec<[u8; 32]> = node
-        .mempool()
+fn pools_digest(st: &fai_node::chain_task::ChainState) -> fai_primitives::Hash256 {
+    let mut mempool: Vec<[u8; 32]> = st
+        .mempool
         .select(usize::MAX)
         .iter()
         .map(|e| e.txid.0 .0)
         .collect();
-    let mut vm: Vec<[u8; 32]> = node.vm_mempool().ids().iter().map(|h| h.0).collect();
-    let mut results: Vec<[u8; 32]> = node.results().txids().iter().map(|h| h.0).collect();
-    let mut votes: Vec<([u8; 32], [u8; 20])> = node
-        .votes()
-        .keys()
-        .iter()
-        .map(|(b, v)| (b.0, v.0))
-        .collect();
+    let mut vm: Vec<[u8; 32]> = st.vm_pool.ids().iter().map(|h| h.0).collect();
+    let mut results: Vec<[u8; 32]> = st.results.txids().iter().map(|h| h.0).collect();
+    let mut votes: Vec<([u8; 32], [u8; 20])> =
+        st.votes.keys().iter().map(|(b, v)| (b.0, v.0)).collect();
     let mut bytes = Vec::new();
     for list in [&mut mempool, &mut vm, &mut results] {
         list.sort_unstable();
@@ -310,40 +306,35 @@ impl InProcNet {
 
     /// The ledger tip (height, hash) of node `i`.
     pub fn ledger_tip(&self, i: usize) -> (u32, fai_primitives::Hash256) {
-        let chain = self.node(i).chain();
-        (chain.height(), chain.tip_hash())
+        self.node(i)
+            .chain
+            .call_blocking(|st| (st.ledger.height(), st.ledger.tip_hash()))
+            .unwrap_or_else(|e| self.fail(&format!("node {i}: {e}")))
     }
 
     /// What node `i` shows of its state.
     pub fn view(&self, i: usize) -> View {
-        let node = self.node(i);
-        let (ledger, inference) = {
-            let chain = node.chain();
-            let tip = node
-                .inference()
+        // One reading on the chain task: the tips and the pools as of the same moment.
+        let view = self.node(i).chain.call_blocking(|st| {
+            let inference = st
+                .inference
+                .as_ref()
                 .map(|c| {
-                    let t = c.tip(&chain);
+                    let t = c.tip(&st.ledger);
                     (t.height, t.id)
                 })
                 .unwrap_or_default();
-            ((chain.height(), chain.tip_hash()), tip)
-        };
-        // One pool locked at a time: each reading is its own statement, so that its
-        // guard is dropped before the next (a struct literal keeps them to its end).
-        let mempool = node.mempool().len();
-        let vm_pool = node.vm_mempool().len();
-        let results = node.results().len();
-        let tip_votes = node.votes().count_on(&fai_primitives::Hash256(inference.1));
-        let pools = pools_digest(node);
-        View {
-            ledger,
-            inference,
-            mempool,
-            vm_pool,
-            results,
-            tip_votes,
-            pools,
-        }
+            View {
+                ledger: (st.ledger.height(), st.ledger.tip_hash()),
+                inference,
+                mempool: st.mempool.len(),
+                vm_pool: st.vm_pool.len(),
+                results: st.results.len(),
+                tip_votes: st.votes.count_on(&fai_primitives::Hash256(inference.1)),
+                pools: pools_digest(st),
+            }
+        });
+        view.unwrap_or_else(|e| self.fail(&format!("node {i}: {e}")))
     }
 
     /// Waits until every running node is idle (nothing queued for its validator or its

@@ -32,14 +32,14 @@ fn nodes_follow_blocks_mined_on_demand_and_a_restarted_node_catches_up() {
     assert_eq!(net.settle().ledger, (5, mined[4]));
     // Every node has every block mined, on the one chain.
     for i in 0..3 {
-        let chain = net.node(i).chain();
+        let heights = mined.len() as u32;
+        let active: Vec<Option<fai_primitives::Hash256>> = net
+            .node(i)
+            .chain
+            .call_blocking(move |st| (1..=heights).map(|h| st.ledger.hash_at(h)).collect())
+            .unwrap();
         for (h, hash) in mined.iter().enumerate() {
-            assert_eq!(
-                chain.hash_at(h as u32 + 1),
-                Some(*hash),
-                "node {i} at height {}",
-                h + 1
-            );
+            assert_eq!(active[h], Some(*hash), "node {i} at height {}", h + 1);
         }
     }
 }
@@ -72,12 +72,18 @@ fn a_partition_heals_onto_the_branch_with_the_most_work() {
 
     net.heal();
     assert_eq!(net.settle().ledger, (fork_height + 2, pair[1]));
-    let chain = net.node(2).chain();
-    assert_eq!(chain.hash_at(fork_height + 1), Some(pair[0]));
-    assert!(
-        chain.entry(&lone).is_some(),
-        "the lone block is kept, off the active chain"
-    );
+    let (first, lone_kept) = net
+        .node(2)
+        .chain
+        .call_blocking(move |st| {
+            (
+                st.ledger.hash_at(fork_height + 1),
+                st.ledger.entry(&lone).is_some(),
+            )
+        })
+        .unwrap();
+    assert_eq!(first, Some(pair[0]));
+    assert!(lone_kept, "the lone block is kept, off the active chain");
 }
 
 /// The wallet's address kept by node `i`.

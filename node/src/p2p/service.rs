@@ -1,6 +1,8 @@
 //! The network loop: one tokio task that owns the swarm and reacts to its events, to the
-//! node's commands and to the validator's verdicts, plus a one-second tick for bans,
-//! status polls and progress.
+//! node's commands, and to the chain task's verdicts on what peers sent and its answers
+//! to their requests, plus a one-second tick for bans, status polls and progress. What
+//! needs the chain (checking a message, reading blocks for a peer) runs on the chain
+//! task; the loop goes on meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -8,9 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use fai_inference_chain::block::InferenceBlock;
-use fai_ledger::Chainstate;
-use fai_primitives::Encode;
 use fai_primitives::{Hash256, Network};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
@@ -23,16 +22,16 @@ use tracing::{debug, info, warn};
 use super::behaviour::{self, Behaviour, BehaviourEvent, Limits};
 use super::peers::{Offence, PeerBook};
 use super::protocol::{
-    NodeProof, Request, Response, Status, Topic, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS,
-    MAX_INFERENCE_BLOCKS_PER_RESPONSE, SERVE_BYTES,
+    NodeProof, Request, Response, Status, Topic, MAX_INFERENCE_BLOCKS_PER_RESPONSE,
 };
 use super::sync::Sync;
 use super::validate::{self, Verdict, Work};
 use super::{BanReport, Command, NetStatus, P2pHandle, PeerReport, PeersReport};
+use crate::chain_task::ChainState;
 use crate::config::P2pSection;
 use crate::node::Node;
 
-/// Gossip and sync work waiting for the validator, at most.
+/// Gossip and sync work handed to the chain task and not yet checked, at most.
 const WORK_QUEUE: usize = 512;
 /// How often idle nodes ask their peers for their status.
 const STATUS_EVERY: Duration = Duration::from_secs(15);
@@ -48,17 +47,15 @@ struct Peer {
     status: Option<Status>,
 }
 
-/// The running network: its handle, the loop's task, and the validator thread (which
-/// ends once the loop is gone; join it before the databases close).
+/// The running network: its handle and the loop's task.
 pub struct Running {
     pub handle: P2pHandle,
     pub task: tokio::task::JoinHandle<Result<()>>,
-    pub validator: std::thread::JoinHandle<()>,
 }
 
 /// Starts the network: binds the listen address, dials the bootstrap peers, and spawns
-/// the loop (through `tasks`; it ends when the node's `shutdown` token is cancelled) and
-/// the validator thread.
+/// the loop (through `tasks`; it ends when the node's `shutdown` token is cancelled).
+/// The node's chain task runs already.
 pub fn start(
     runtime: &tokio::runtime::Runtime,
     tasks: &tokio_util::task::TaskTracker,
@@ -104,14 +101,13 @@ pub fn start(
         *id = swarm.local_peer_id().to_string();
     }
     let (command_tx, command_rx) = mpsc::channel(1024);
-    let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE);
     let (verdict_tx, verdict_rx) = mpsc::unbounded_channel();
-    let validator_node = node.clone();
-    let validator_status = status.clone();
-    let validator = std::thread::Builder::new()
-        .name("p2p-validate".into())
-        .spawn(move || validate::run(validator_node, &validator_status, work_rx, verdict_tx))
-        .context("cannot start the validator thread")?;
+    let (answer_tx, answer_rx) = mpsc::unbounded_channel();
+    let genesis = node
+        .chain
+        .call_blocking(|s| s.ledger.hash_at(0))
+        .context("the chain task is not running")?
+        .context("the ledger has no genesis block")?;
 
     let topics = Topic::ALL
         .into_iter()
@@ -129,7 +125,9 @@ pub fn start(
         ban_time: Duration::from_secs(config.ban_seconds),
         peers: HashMap::new(),
         topics,
-        work: work_tx,
+        verdicts: verdict_tx,
+        answers: answer_tx,
+        genesis,
         sync: None,
         in_flight: HashMap::new(),
         last_status_poll: Instant::now(),
@@ -142,11 +140,13 @@ pub fn start(
         bootstrap,
         last_redial: Instant::now(),
     };
-    let task = tasks.spawn_on(service.run(command_rx, verdict_rx), runtime.handle());
+    let task = tasks.spawn_on(
+        service.run(command_rx, verdict_rx, answer_rx),
+        runtime.handle(),
+    );
     Ok(Running {
         handle: P2pHandle::new(command_tx, status).with_streams(streams),
         task,
-        validator,
     })
 }
 
@@ -168,7 +168,12 @@ struct Service {
     ban_time: Duration,
     peers: HashMap<PeerId, Peer>,
     topics: HashMap<TopicHash, Topic>,
-    work: mpsc::Sender<Work>,
+    /// Where the chain task sends its verdicts on what peers sent.
+    verdicts: mpsc::UnboundedSender<Verdict>,
+    /// Where the chain task sends its answers to peers' requests.
+    answers: mpsc::UnboundedSender<(ResponseChannel<Response>, Response)>,
+    /// The ledger's genesis block (peers on another chain are dropped).
+    genesis: Hash256,
     sync: Option<Sync>,
     in_flight: HashMap<OutboundRequestId, Pending>,
     last_status_poll: Instant,
@@ -196,6 +201,7 @@ impl Service {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut verdicts: mpsc::UnboundedReceiver<Verdict>,
+        mut answers: mpsc::UnboundedReceiver<(ResponseChannel<Response>, Response)>,
     ) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let shutdown = self.node.shutdown.clone();
@@ -205,28 +211,41 @@ impl Service {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(command) = commands.recv() => self.on_command(command),
                 Some(verdict) = verdicts.recv() => self.on_verdict(verdict)?,
+                Some((channel, response)) = answers.recv() => {
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                }
                 _ = tick.tick() => self.on_tick(),
             }
         }
     }
 
-    fn chain(&self) -> std::sync::MutexGuard<'_, Chainstate> {
-        self.node.chain()
+    /// Reads the chain state on the chain task and waits for the answer (sync
+    /// bookkeeping: a few index lookups), letting the runtime move this worker's other
+    /// tasks meanwhile.
+    fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ChainState) -> R + Send + 'static,
+    ) -> Option<R> {
+        let chain = &self.node.chain;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let answer = if multi_thread {
+            tokio::task::block_in_place(|| chain.call_blocking(f))
+        } else {
+            chain.call_blocking(f)
+        };
+        answer.ok()
     }
 
+    /// This node's status, from the chain task's last snapshot.
     fn our_status(&self) -> Status {
-        let chain = self.chain();
-        let work = chain
-            .tip()
-            .map(|e| e.chain_work.to_big_endian())
-            .unwrap_or([0; 32]);
-        let inference_height = self.node.inference().map_or(0, |c| c.tip(&chain).height);
+        let snapshot = self.node.snapshot();
         Status {
-            genesis: chain.hash_at(0).unwrap_or(Hash256::ZERO),
-            height: chain.height(),
-            tip: chain.tip_hash(),
-            chain_work: work,
-            inference_height,
+            genesis: self.genesis,
+            height: snapshot.ledger_height,
+            tip: snapshot.ledger_tip,
+            chain_work: snapshot.ledger_work,
+            inference_height: snapshot.inference_height,
             node: self.proof.clone(),
         }
     }
@@ -342,12 +361,25 @@ impl Service {
     /// Queues `work` for the validator, counted in the status until it is checked;
     /// false when the validator is behind (the queue is full).
     fn hand_over(&self, work: Work) -> bool {
-        self.status.validating.fetch_add(1, Ordering::SeqCst);
-        if self.work.try_send(work).is_ok() {
-            return true;
+        let before = self.status.validating.fetch_add(1, Ordering::SeqCst);
+        let status = self.status.clone();
+        let verdicts = self.verdicts.clone();
+        let handed = before < WORK_QUEUE
+            && self
+                .node
+                .chain
+                .run(move |s| {
+                    // Counted until this item is checked, however its check ends.
+                    let _checked = crate::node::CountDown(&status.validating);
+                    if let Some(verdict) = validate::check(s, work) {
+                        let _ = verdicts.send(verdict);
+                    }
+                })
+                .is_ok();
+        if !handed {
+            self.status.validating.fetch_sub(1, Ordering::SeqCst);
         }
-        self.status.validating.fetch_sub(1, Ordering::SeqCst);
-        false
+        handed
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
@@ -408,18 +440,20 @@ impl Service {
         let response = if !self.book.allow_request(peer, Instant::now()) {
             self.punish(peer, Offence::TooManyRequests, "over the request rate");
             Response::Refused("too many requests".into())
+        } else if matches!(request, Request::Status) {
+            Response::Status(self.our_status())
         } else {
-            match request {
-                Request::Status => Response::Status(self.our_status()),
-                Request::LedgerHeaders { locator } => {
-                    Response::LedgerHeaders(self.headers_after(&locator))
-                }
-                Request::LedgerBlocks { hashes } => Response::LedgerBlocks(self.blocks(&hashes)),
-                Request::InferenceBlocks { from_height } => {
-                    Response::InferenceBlocks(self.inference_blocks(from_height))
-                }
-                Request::Payloads { block } => Response::Payloads(self.payloads(&block)),
+            // Read on the chain task; the answer comes back through `answers`.
+            let answers = self.answers.clone();
+            let status = self.our_status();
+            let sent = self.node.chain.run(move |s| {
+                let response = super::answer::answer(s, request, status);
+                let _ = answers.send((channel, response));
+            });
+            if sent.is_err() {
+                debug!(target: "infer_node::p2p", %peer, "the node is stopping: request not answered");
             }
+            return;
         };
         let _ = self
             .swarm
@@ -428,131 +462,13 @@ impl Service {
             .send_response(channel, response);
     }
 
-    /// Headers of our active chain after the first locator hash on it (genesis when none).
-    fn headers_after(&self, locator: &[Hash256]) -> Vec<fai_ledger::BlockHeader> {
-        let chain = self.chain();
-        let fork = locator
-            .iter()
-            .find(|h| chain.is_active(h))
-            .and_then(|h| chain.entry(h))
-            .map_or(0, |e| e.height);
-        let mut headers = Vec::new();
-        let mut height = fork.saturating_add(1);
-        while headers.len() < MAX_HEADERS && height <= chain.height() {
-            match chain.hash_at(height).and_then(|h| chain.entry(&h)) {
-                Some(entry) => headers.push(entry.header),
-                None => break,
-            }
-            height = height.saturating_add(1);
-        }
-        headers
-    }
-
-    /// The inferences of inference block `id` whose text we still keep, with it.
-    fn payloads(&self, id: &Hash256) -> Vec<fai_inference_chain::served::ServedInference> {
-        let _ledger = self.chain();
-        let Some(chain) = self.node.inference() else {
-            return Vec::new();
-        };
-        let (Some(block), Some(store)) = (
-            chain.block(&id.0).and_then(|r| r.block.as_ref()),
-            chain.payloads(),
-        ) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for inf in &block.inferences {
-            let txid = inf.stub.txid();
-            let text = (
-                store.prompt(&txid),
-                store.output(&txid),
-                store.tokens(&txid),
-            );
-            if let (Ok(Some(prompt)), Ok(Some(output)), Ok(Some(tokens))) = text {
-                bytes = bytes
-                    .saturating_add(output.len())
-                    .saturating_add(tokens.len().saturating_mul(4))
-                    .saturating_add(prompt.input.len())
-                    .saturating_add(prompt.system.len());
-                out.push(fai_inference_chain::served::ServedInference {
-                    inference: inf.clone(),
-                    prompt,
-                    output,
-                    tokens,
-                });
-            }
-            if bytes >= SERVE_BYTES {
-                break;
-            }
-        }
-        out
-    }
-
-    fn blocks(&self, hashes: &[Hash256]) -> Vec<fai_ledger::Block> {
-        let chain = self.chain();
-        let mut blocks = Vec::new();
-        let mut bytes = 0usize;
-        for hash in hashes.iter().take(MAX_BLOCKS_PER_REQUEST) {
-            match chain.block(hash) {
-                Ok(Some(block)) => {
-                    bytes = bytes.saturating_add(block.size());
-                    blocks.push(block);
-                }
-                _ => break,
-            }
-            if bytes >= SERVE_BYTES {
-                break;
-            }
-        }
-        blocks
-    }
-
-    /// Our canonical inference blocks from `from_height` on (as of the ledger tip), at
-    /// most a response's worth.
-    fn inference_blocks(&self, from_height: u32) -> Vec<InferenceBlock> {
-        let ledger = self.chain();
-        let Some(chain) = self.node.inference() else {
-            return Vec::new();
-        };
-        let mut at = chain.tip(&ledger).clone();
-        let mut blocks = Vec::new();
-        while at.height >= from_height.max(1) {
-            let Some(block) = at.block.clone() else {
-                break;
-            };
-            let parent = block.header.parent;
-            blocks.push(block);
-            match chain.block(&parent) {
-                Some(p) => at = p.clone(),
-                None => break,
-            }
-        }
-        blocks.reverse();
-        blocks.truncate(MAX_INFERENCE_BLOCKS_PER_RESPONSE);
-        let mut bytes = 0usize;
-        blocks
-            .into_iter()
-            .take_while(|b| {
-                bytes = bytes.saturating_add(b.to_bytes().len());
-                bytes <= SERVE_BYTES
-            })
-            .collect()
-    }
-
     /// Asks the peer whose inference chain is longest for the blocks we lack, once the
     /// ledger is caught up.
     fn maybe_sync_inference(&mut self) {
         if self.sync.is_some() || self.inference_sync.is_some() {
             return;
         }
-        let ours = {
-            let ledger = self.chain();
-            self.node.inference().map(|c| c.tip(&ledger).height)
-        };
-        let Some(ours) = ours else {
-            return;
-        };
+        let ours = self.node.snapshot().inference_height;
         let best = self
             .peers
             .iter()
@@ -616,13 +532,16 @@ impl Service {
                 if self.sync.as_ref().is_none_or(|s| s.peer != peer) {
                     return;
                 }
-                let next = {
-                    let chain = self.node.chain();
-                    match self.sync.as_mut() {
-                        Some(sync) => sync.on_headers(&chain, headers),
-                        None => return,
-                    }
+                let Some(mut sync) = self.sync.take() else {
+                    return;
                 };
+                let Some((sync, next)) = self.read(move |s| {
+                    let next = sync.on_headers(&s.ledger, headers);
+                    (sync, next)
+                }) else {
+                    return;
+                };
+                self.sync = Some(sync);
                 match next {
                     Ok(Some(request)) => self.request(peer, request, Pending::Sync),
                     Ok(None) => self.end_sync("done"),
@@ -689,9 +608,8 @@ impl Service {
         let Some((peer, height)) = best else {
             return;
         };
-        let (sync, request) = {
-            let chain = self.node.chain();
-            Sync::begin(&chain, peer, height)
+        let Some((sync, request)) = self.read(move |s| Sync::begin(&s.ledger, peer, height)) else {
+            return;
         };
         self.sync = Some(sync);
         self.status.syncing.store(true, Ordering::Relaxed);
@@ -701,10 +619,8 @@ impl Service {
     fn end_sync(&mut self, why: &str) {
         if let Some(sync) = self.sync.take() {
             let peer = sync.peer;
-            {
-                let chain = self.node.chain();
-                sync.finish(&chain, why);
-            }
+            let why = why.to_owned();
+            let _ = self.node.chain.run(move |s| sync.finish(&s.ledger, &why));
             // The ledger has caught up with this peer: fetch the inference blocks it
             // has and we lack (its status still says how many), before the next round.
             self.maybe_sync_inference();
@@ -792,13 +708,16 @@ impl Service {
                     self.punish(peer, offence, &why);
                     return Ok(());
                 }
-                let next = {
-                    let chain = self.node.chain();
-                    match self.sync.as_mut().filter(|s| s.peer == peer) {
-                        Some(sync) => sync.next_request(&chain),
-                        None => return Ok(()),
-                    }
+                let Some(mut sync) = self.sync.take_if(|s| s.peer == peer) else {
+                    return Ok(());
                 };
+                let Some((sync, next)) = self.read(move |s| {
+                    let next = sync.next_request(&s.ledger);
+                    (sync, next)
+                }) else {
+                    return Ok(());
+                };
+                self.sync = Some(sync);
                 match next {
                     Some(request) => self.request(peer, request, Pending::Sync),
                     None => self.end_sync("done"),

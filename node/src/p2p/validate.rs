@@ -1,11 +1,9 @@
-//! Checks what peers send against the chain and the mempool, on a thread of its own so
-//! that block validation never stalls the network loop.
+//! Checks what peers send against the chain and the pools, on the chain task (commands
+//! of the network loop), so that block validation never stalls the network loop.
 //!
 //! The network loop hands over gossip messages and synced blocks ([`Work`]); the verdicts
 //! come back ([`Verdict`]): what gossipsub should do with the message (forward, drop,
 //! penalise) and which offence, if any, the sender committed.
-
-use std::sync::Arc;
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::BlockError;
@@ -18,12 +16,11 @@ use fai_primitives::codec::Decode;
 use fai_primitives::Hash256;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::PeerId;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::peers::Offence;
 use super::protocol::Topic;
-use crate::node::Node;
+use crate::chain_task::ChainState;
 use fai_inference_chain::served::ServedInference;
 
 /// Something to check.
@@ -84,125 +81,132 @@ pub enum Verdict {
     },
 }
 
-/// Runs until the work channel closes (the network loop ended); counts every item it has
-/// checked off `status.validating`.
-pub fn run(
-    node: Arc<Node>,
-    status: &super::NetStatus,
-    mut work: mpsc::Receiver<Work>,
-    verdicts: mpsc::UnboundedSender<Verdict>,
-) {
-    // Inference blocks that came before their anchor or parent, transactions that came
-    // before the block creating their inputs.
-    let mut waiting_blocks = Waiting::new(64);
-    let mut waiting_txs = Waiting::new(256);
-    let mut waiting_votes = Waiting::new(64);
-    // VM transactions whose sender's balance this node does not see yet (a peg-in
-    // credited by an inference block it has not accepted yet).
-    let mut waiting_vm_txs = Waiting::new(256);
-    while let Some(item) = work.blocking_recv() {
-        // Counted until this item is checked, whichever way the loop goes on.
-        let _checked = crate::node::CountDown(&status.validating);
-        let ledger_work = matches!(
-            item,
-            Work::SyncBlocks { .. }
-                | Work::SyncInferenceBlocks { .. }
-                | Work::Gossip {
-                    topic: Topic::LedgerBlock | Topic::InferenceBlock,
-                    ..
-                }
-        );
-        let verdict = match item {
-            Work::Gossip {
-                id,
-                source,
-                topic,
-                data,
-            } => {
-                let (acceptance, offence, behind) = match topic {
-                    Topic::LedgerBlock => gossip_block(&node, &data),
-                    Topic::LedgerTx => {
-                        let outcome = gossip_tx(&node, &data);
-                        if outcome.2 {
-                            waiting_txs.push(data.clone());
-                        }
-                        outcome
-                    }
-                    Topic::VmTx => {
-                        let outcome = gossip_vm_tx(&node, &data);
-                        if outcome.2 {
-                            waiting_vm_txs.push(data.clone());
-                        }
-                        outcome
-                    }
-                    Topic::Result => gossip_result(&node, &data),
-                    Topic::Vote => {
-                        let outcome = gossip_vote(&node, &data);
-                        if outcome.2 {
-                            waiting_votes.push(data.clone());
-                        }
-                        outcome
-                    }
-                    Topic::InferenceBlock => {
-                        let outcome = gossip_inference_block(&node, &data);
-                        if outcome.2 {
-                            waiting_blocks.push(data.clone());
-                        }
-                        outcome
-                    }
-                };
-                let wants_payloads = match (topic, &acceptance) {
-                    (Topic::InferenceBlock, MessageAcceptance::Accept) => {
-                        missing_text(&node, &data)
-                    }
-                    _ => None,
-                };
-                Verdict::Gossip {
-                    id,
-                    source,
-                    acceptance,
-                    offence,
-                    behind: behind && matches!(topic, Topic::LedgerBlock | Topic::InferenceBlock),
-                    wants_payloads,
-                }
-            }
-            Work::Payloads { peer, block, list } => match store_payloads(&node, &block, list) {
-                Ok(()) => continue,
-                Err(why) => Verdict::Punish {
-                    peer,
-                    offence: (Offence::InvalidTransaction, why),
-                },
-            },
-            Work::SyncBlocks { peer, blocks } => {
-                let (offence, fatal) = sync_blocks(&node, blocks);
-                Verdict::SyncBlocks {
-                    peer,
-                    offence,
-                    fatal,
-                }
-            }
-            Work::SyncInferenceBlocks { peer, blocks } => {
-                let received = blocks.len();
-                let (offence, stalled) = sync_inference_blocks(&node, blocks);
-                Verdict::SyncInferenceBlocks {
-                    peer,
-                    received,
-                    offence,
-                    stalled,
-                }
-            }
-        };
-        if ledger_work {
-            waiting_blocks.retry(|data| gossip_inference_block(&node, data).2);
-            waiting_txs.retry(|data| gossip_tx(&node, data).2);
-            waiting_votes.retry(|data| gossip_vote(&node, data).2);
-            waiting_vm_txs.retry(|data| gossip_vm_tx(&node, data).2);
-        }
-        node.note_pools();
-        if verdicts.send(verdict).is_err() {
-            return;
+/// Messages that came too early (inference blocks before their anchor or parent,
+/// transactions before the block creating their inputs, votes before their block, VM
+/// transactions whose sender's balance this node does not see yet), kept in the chain
+/// state and tried again after each piece of ledger work.
+pub(crate) struct Early {
+    blocks: Waiting,
+    txs: Waiting,
+    votes: Waiting,
+    vm_txs: Waiting,
+}
+
+impl Default for Early {
+    fn default() -> Self {
+        Early {
+            blocks: Waiting::new(64),
+            txs: Waiting::new(256),
+            votes: Waiting::new(64),
+            vm_txs: Waiting::new(256),
         }
     }
+}
+
+/// Checks one piece of work against the chain state (on the chain task); the verdict for
+/// the network loop, if it wants one.
+pub fn check(s: &mut ChainState, item: Work) -> Option<Verdict> {
+    let ledger_work = matches!(
+        item,
+        Work::SyncBlocks { .. }
+            | Work::SyncInferenceBlocks { .. }
+            | Work::Gossip {
+                topic: Topic::LedgerBlock | Topic::InferenceBlock,
+                ..
+            }
+    );
+    let verdict = match item {
+        Work::Gossip {
+            id,
+            source,
+            topic,
+            data,
+        } => {
+            let (acceptance, offence, behind) = match topic {
+                Topic::LedgerBlock => gossip_block(s, &data),
+                Topic::LedgerTx => {
+                    let outcome = gossip_tx(s, &data);
+                    if outcome.2 {
+                        s.early.txs.push(data.clone());
+                    }
+                    outcome
+                }
+                Topic::VmTx => {
+                    let outcome = gossip_vm_tx(s, &data);
+                    if outcome.2 {
+                        s.early.vm_txs.push(data.clone());
+                    }
+                    outcome
+                }
+                Topic::Result => gossip_result(s, &data),
+                Topic::Vote => {
+                    let outcome = gossip_vote(s, &data);
+                    if outcome.2 {
+                        s.early.votes.push(data.clone());
+                    }
+                    outcome
+                }
+                Topic::InferenceBlock => {
+                    let outcome = gossip_inference_block(s, &data);
+                    if outcome.2 {
+                        s.early.blocks.push(data.clone());
+                    }
+                    outcome
+                }
+            };
+            let wants_payloads = match (topic, &acceptance) {
+                (Topic::InferenceBlock, MessageAcceptance::Accept) => missing_text(s, &data),
+                _ => None,
+            };
+            Some(Verdict::Gossip {
+                id,
+                source,
+                acceptance,
+                offence,
+                behind: behind && matches!(topic, Topic::LedgerBlock | Topic::InferenceBlock),
+                wants_payloads,
+            })
+        }
+        Work::Payloads { peer, block, list } => match store_payloads(s, &block, list) {
+            Ok(()) => None,
+            Err(why) => Some(Verdict::Punish {
+                peer,
+                offence: (Offence::InvalidTransaction, why),
+            }),
+        },
+        Work::SyncBlocks { peer, blocks } => {
+            let (offence, fatal) = sync_blocks(s, blocks);
+            Some(Verdict::SyncBlocks {
+                peer,
+                offence,
+                fatal,
+            })
+        }
+        Work::SyncInferenceBlocks { peer, blocks } => {
+            let received = blocks.len();
+            let (offence, stalled) = sync_inference_blocks(s, blocks);
+            Some(Verdict::SyncInferenceBlocks {
+                peer,
+                received,
+                offence,
+                stalled,
+            })
+        }
+    };
+    if ledger_work {
+        retry_early(s);
+    }
+    verdict
+}
+
+/// Tries the messages that came too early again.
+fn retry_early(s: &mut ChainState) {
+    let mut early = std::mem::take(&mut s.early);
+    early.blocks.retry(|data| gossip_inference_block(s, data).2);
+    early.txs.retry(|data| gossip_tx(s, data).2);
+    early.votes.retry(|data| gossip_vote(s, data).2);
+    early.vm_txs.retry(|data| gossip_vm_tx(s, data).2);
+    s.early = early;
 }
 
 /// Gossip that came too early (an inference block before its ledger anchor or parent, a
@@ -277,21 +281,17 @@ fn blames_sender(e: &ConsensusError) -> bool {
 }
 
 /// Accepts one block into the chain; the outcome for gossip.
-fn accept_block(node: &Node, block: Block) -> Result<BlockOutcome, ChainError> {
-    let mut chain = node.chain();
-    let result = chain.accept_block(block, node.clock.unix_now());
-    let events = chain.take_events();
-    node.on_chain_events(&chain, &events);
-    result
+fn accept_block(s: &mut ChainState, block: Block) -> Result<BlockOutcome, ChainError> {
+    s.accept_ledger_block(block, false)
 }
 
-fn gossip_block(node: &Node, data: &[u8]) -> GossipOutcome {
+fn gossip_block(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     let block = match Block::from_bytes(data) {
         Ok(b) => b,
         Err(e) => return reject(Offence::Malformed, format!("undecodable block: {e}")),
     };
     let hash = block.hash();
-    match accept_block(node, block) {
+    match accept_block(s, block) {
         Ok(BlockOutcome::TipChanged) | Ok(BlockOutcome::SideBranch) => {
             debug!(target: "infer_node::p2p", %hash, "gossiped block accepted");
             (MessageAcceptance::Accept, None, false)
@@ -319,21 +319,19 @@ fn carries_commit(tx: &Transaction) -> bool {
     matches!(first_op, Some(fai_inference_chain::ops::Op::Commit { .. }))
 }
 
-fn gossip_tx(node: &Node, data: &[u8]) -> GossipOutcome {
+fn gossip_tx(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     let tx = match Transaction::from_bytes(data) {
         Ok(t) => t,
         Err(e) => return reject(Offence::Malformed, format!("undecodable transaction: {e}")),
     };
-    let chain = node.chain();
     let commit = carries_commit(&tx);
-    let result = node.mempool().accept(tx, &chain);
+    let result = s.mempool.accept(tx, &s.ledger);
     match result {
         Ok(txid) => {
             debug!(target: "infer_node::p2p", %txid, "gossiped transaction accepted");
             if commit {
                 // A bid for the next sortition: miners rebuild their template with it.
-                node.commit_generation
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                s.commit_added = true;
             }
             (MessageAcceptance::Accept, None, false)
         }
@@ -357,7 +355,7 @@ fn gossip_tx(node: &Node, data: &[u8]) -> GossipOutcome {
     }
 }
 
-fn gossip_vm_tx(node: &Node, data: &[u8]) -> GossipOutcome {
+fn gossip_vm_tx(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     use crate::vm_mempool::VmMempoolError as E;
     let tx = match SignedVmTx::from_bytes(data) {
         Ok(t) => t,
@@ -368,12 +366,11 @@ fn gossip_vm_tx(node: &Node, data: &[u8]) -> GossipOutcome {
             )
         }
     };
-    let ledger = node.chain();
-    let Some(chain) = node.inference() else {
+    let Some(chain) = s.inference.as_ref() else {
         return ignore();
     };
-    let chain_id = ledger.params().network.chain_id();
-    let result = node.vm_mempool().accept(tx, chain_id, &chain, &ledger);
+    let chain_id = s.ledger.params().network.chain_id();
+    let result = s.vm_pool.accept(tx, chain_id, chain, &s.ledger);
     match result {
         Ok(_) => (MessageAcceptance::Accept, None, false),
         Err(e @ (E::BadSignature | E::WrongChain(_))) => {
@@ -386,7 +383,7 @@ fn gossip_vm_tx(node: &Node, data: &[u8]) -> GossipOutcome {
     }
 }
 
-fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
+fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     let served = match ServedInference::from_bytes(data) {
         Ok(s) => s,
         Err(e) => return reject(Offence::Malformed, format!("undecodable result: {e}")),
@@ -395,12 +392,12 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
         return reject(Offence::InvalidTransaction, format!("result: {why}"));
     }
     let txid = served.inference.stub.txid();
-    if node.results().contains(&txid) {
+    if s.results.contains(&txid) {
         return ignore();
     }
     {
-        let ledger = node.chain();
-        let Some(chain) = node.inference() else {
+        let ledger = &s.ledger;
+        let Some(chain) = s.inference.as_ref() else {
             return ignore();
         };
         let stub = &served.inference.stub;
@@ -410,8 +407,8 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
                 "result for another chain".into(),
             );
         }
-        let tip = chain.tip(&ledger).exec_id;
-        match chain.vm().account(&tip, &*ledger, stub.sender.hash160().0) {
+        let tip = chain.tip(ledger).exec_id;
+        match chain.vm().account(&tip, ledger, stub.sender.hash160().0) {
             // Included already, or its nonce went to another transaction.
             Ok((_, nonce)) if stub.nonce < nonce => return ignore(),
             // A sender who cannot pay the max fee: no block can take it, so its text is
@@ -423,7 +420,7 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
         // Only a registered node serving the model (a bond at stake) gets its results
         // stored and forwarded.
         let node = served.inference.receipt.node.hash160();
-        let serves = crate::inference::serves(&chain, &ledger, node, stub.model);
+        let serves = crate::inference::serves(chain, ledger, node, stub.model);
         if !serves {
             return ignore();
         }
@@ -435,17 +432,16 @@ fn gossip_result(node: &Node, data: &[u8]) -> GossipOutcome {
             }
         }
     }
-    match node.results().add(served.inference) {
+    match s.results.add(served.inference) {
         Ok(_) => (MessageAcceptance::Accept, None, false),
         Err(_) => ignore(),
     }
 }
 
 /// The id of inference block `data` when we lack the text of one of its inferences.
-fn missing_text(node: &Node, data: &[u8]) -> Option<Hash256> {
+fn missing_text(s: &ChainState, data: &[u8]) -> Option<Hash256> {
     let block = InferenceBlock::from_bytes(data).ok()?;
-    let _ledger = node.chain();
-    let chain = node.inference()?;
+    let chain = s.inference.as_ref()?;
     let store = chain.payloads()?;
     block
         .inferences
@@ -456,9 +452,12 @@ fn missing_text(node: &Node, data: &[u8]) -> Option<Hash256> {
 
 /// Stores fetched text after checking that each piece belongs to an inference of `block`
 /// and matches its hashes.
-fn store_payloads(node: &Node, block: &Hash256, list: Vec<ServedInference>) -> Result<(), String> {
-    let _ledger = node.chain();
-    let Some(chain) = node.inference() else {
+fn store_payloads(
+    s: &ChainState,
+    block: &Hash256,
+    list: Vec<ServedInference>,
+) -> Result<(), String> {
+    let Some(chain) = s.inference.as_ref() else {
         return Ok(());
     };
     let (Some(carried), Some(store)) = (
@@ -481,7 +480,7 @@ fn store_payloads(node: &Node, block: &Hash256, list: Vec<ServedInference>) -> R
     Ok(())
 }
 
-fn gossip_vote(node: &Node, data: &[u8]) -> GossipOutcome {
+fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     let vote = match Vote::from_bytes(data) {
         Ok(v) => v,
         Err(e) => return reject(Offence::Malformed, format!("undecodable vote: {e}")),
@@ -493,12 +492,12 @@ fn gossip_vote(node: &Node, data: &[u8]) -> GossipOutcome {
         return reject(Offence::InvalidTransaction, "vote: bad signature".into());
     }
     let who = vote.verifier.hash160();
-    if node.votes().has_voted(&vote.block, &who) {
+    if s.votes.has_voted(&vote.block, &who) {
         return ignore();
     }
     {
-        let ledger = node.chain();
-        let Some(chain) = node.inference() else {
+        let ledger = &s.ledger;
+        let Some(chain) = s.inference.as_ref() else {
             return ignore();
         };
         // A block we do not have (yet): not the sender's fault; the vote waits.
@@ -513,7 +512,7 @@ fn gossip_vote(node: &Node, data: &[u8]) -> GossipOutcome {
             );
         }
         if !chain
-            .verifier_set(&ledger, record, record.cycle)
+            .verifier_set(ledger, record, record.cycle)
             .contains(&who)
         {
             return reject(
@@ -522,15 +521,16 @@ fn gossip_vote(node: &Node, data: &[u8]) -> GossipOutcome {
             );
         }
     }
-    if node.votes().add(vote) {
-        node.after_vote();
+    let block = vote.block;
+    if s.votes.add(vote) {
+        s.after_vote(block, who);
         (MessageAcceptance::Accept, None, false)
     } else {
         ignore()
     }
 }
 
-fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
+fn gossip_inference_block(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     let block = match InferenceBlock::from_bytes(data) {
         Ok(b) => b,
         Err(e) => {
@@ -540,8 +540,7 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
             )
         }
     };
-    let ledger = node.chain();
-    let Some(mut chain) = node.inference() else {
+    let Some(chain) = s.inference.as_mut() else {
         return ignore();
     };
     let id = block.header.id();
@@ -551,13 +550,13 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
     // A block anchored in a ledger block or on a parent we do not have yet is not the
     // sender's fault: we are behind.
     let anchor = Hash256(block.header.ledger_anchor);
-    if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
+    if s.ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
         return (MessageAcceptance::Ignore, None, true);
     }
-    match chain.accept(&ledger, block.clone()) {
+    match chain.accept(&s.ledger, block.clone()) {
         Ok(_) => {
-            node.after_inference_block(&ledger, &chain, &block);
-            node.after_peer_inference_block(&ledger, &chain);
+            s.after_inference_block(&block, false);
+            s.after_peer_inference_block();
             info!(target: "infer_node::inference", id = %hex::encode(id.0), "inference block accepted");
             (MessageAcceptance::Accept, None, false)
         }
@@ -581,26 +580,25 @@ fn gossip_inference_block(node: &Node, data: &[u8]) -> GossipOutcome {
 /// Accepts synced inference blocks in order; the offence that stopped them, or whether
 /// one could not be placed yet.
 fn sync_inference_blocks(
-    node: &Node,
+    s: &mut ChainState,
     blocks: Vec<InferenceBlock>,
 ) -> (Option<(Offence, String)>, bool) {
-    let ledger = node.chain();
-    let Some(mut chain) = node.inference() else {
-        return (None, true);
-    };
     for block in blocks {
+        let Some(chain) = s.inference.as_mut() else {
+            return (None, true);
+        };
         let id = block.header.id();
         if chain.block(&id.0).is_some() {
             continue;
         }
         let anchor = Hash256(block.header.ledger_anchor);
-        if ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
+        if s.ledger.entry(&anchor).is_none() || chain.block(&block.header.parent).is_none() {
             return (None, true);
         }
-        match chain.accept(&ledger, block.clone()) {
+        match chain.accept(&s.ledger, block.clone()) {
             Ok(_) => {
-                node.after_inference_block(&ledger, &chain, &block);
-                node.after_peer_inference_block(&ledger, &chain);
+                s.after_inference_block(&block, false);
+                s.after_peer_inference_block();
             }
             Err(BlockError::Invalid(why)) => {
                 return (
@@ -621,10 +619,13 @@ fn sync_inference_blocks(
     (None, false)
 }
 
-fn sync_blocks(node: &Node, blocks: Vec<Block>) -> (Option<(Offence, String)>, Option<String>) {
+fn sync_blocks(
+    s: &mut ChainState,
+    blocks: Vec<Block>,
+) -> (Option<(Offence, String)>, Option<String>) {
     for block in blocks {
         let hash = block.hash();
-        match accept_block(node, block) {
+        match accept_block(s, block) {
             Ok(_) => {}
             Err(ChainError::Consensus(e)) if !blames_sender(&e) => {
                 info!(target: "infer_node::p2p", %hash, "synced block is ahead of our clock: {e}");

@@ -1,0 +1,380 @@
+//! [`ChainState`]: everything the chain task owns (the ledger chainstate and mempool,
+//! the inference chain and its VM, the pools of VM transactions, served inferences and
+//! votes, the producer's and the roles' state) and how it reacts when the chains move:
+//! new ledger tips, inference blocks, votes, the producer's timers.
+//!
+//! Only the chain task's thread holds a `ChainState`; the rest of the node reaches it
+//! through commands ([`super::ChainHandle`]). What a reaction wants gossiped or told goes
+//! to the state's outbox and events, which the task sends out once the command is done.
+
+use std::sync::Arc;
+
+use fai_inference_chain::block::InferenceBlock;
+use fai_inference_chain::chain::InferenceChain;
+use fai_ledger::chainstate::ChainEvent;
+use fai_ledger::mempool::Mempool;
+use fai_ledger::{Block, BlockOutcome, ChainError, Chainstate};
+use fai_primitives::{Amount, Encode, Hash256};
+use tracing::{info, warn};
+
+use super::NodeEvent;
+use crate::clock::Clock;
+use crate::p2p::Topic;
+use crate::producer::{Pools, Producer};
+use crate::result_pool::ResultPool;
+use crate::roles::Roles;
+use crate::verify_service::VerifierHandle;
+use crate::vm_mempool::VmMempool;
+use crate::vote_pool::VotePool;
+
+/// The state the chain task owns.
+pub struct ChainState {
+    pub ledger: Chainstate,
+    pub mempool: Mempool,
+    /// The proof-of-inference chain; fed every ledger block connected.
+    pub inference: Option<InferenceChain>,
+    /// Signed VM transactions waiting for an inference block.
+    pub vm_pool: VmMempool,
+    /// Served inferences waiting for a block.
+    pub results: ResultPool,
+    /// Verifiers' votes waiting for the child block.
+    pub votes: VotePool,
+    /// The inference-node role, when `inference.produce` is on.
+    pub producer: Option<Producer>,
+    /// Peg-in, registry entry and stake of the node key, when a role needs them.
+    pub roles: Option<Roles>,
+    /// The verifier thread, which votes on the blocks of the sets the node key is in.
+    pub verifier: Option<VerifierHandle>,
+    /// Where the node's waits and block times read the time.
+    pub clock: Arc<dyn Clock>,
+    /// Messages from the peer-to-peer network that came too early, tried again later.
+    pub(crate) early: crate::p2p::validate::Early,
+    /// What to gossip once the command is done.
+    outbox: Vec<(Topic, Vec<u8>)>,
+    /// What to tell subscribers once the command is done.
+    events: Vec<NodeEvent>,
+    /// A new tip (miners drop their work) or a new commit for the tip (miners rebuild
+    /// their template with it), since the last command.
+    pub(crate) tip_moved: bool,
+    pub(crate) commit_added: bool,
+}
+
+/// What a command left to send out.
+pub(crate) struct Outgoing {
+    pub gossip: Vec<(Topic, Vec<u8>)>,
+    pub events: Vec<NodeEvent>,
+    pub tip_moved: bool,
+    pub commit_added: bool,
+}
+
+impl ChainState {
+    /// The state over `ledger` with an empty mempool and pools; the inference chain and
+    /// the roles are added by whoever starts the node.
+    pub fn new(ledger: Chainstate, mempool: Mempool, clock: Arc<dyn Clock>) -> Self {
+        ChainState {
+            ledger,
+            mempool,
+            inference: None,
+            vm_pool: VmMempool::default(),
+            results: ResultPool::default(),
+            votes: VotePool::default(),
+            producer: None,
+            roles: None,
+            verifier: None,
+            clock,
+            early: Default::default(),
+            outbox: Vec::new(),
+            events: Vec::new(),
+            tip_moved: false,
+            commit_added: false,
+        }
+    }
+
+    /// Gossips `data` on `topic` once the command is done (when the network runs).
+    pub fn publish(&mut self, topic: Topic, data: Vec<u8>) {
+        self.outbox.push((topic, data));
+    }
+
+    /// Tells subscribers once the command is done.
+    pub fn tell(&mut self, event: NodeEvent) {
+        self.events.push(event);
+    }
+
+    pub(crate) fn take_outgoing(&mut self) -> Outgoing {
+        Outgoing {
+            gossip: std::mem::take(&mut self.outbox),
+            events: std::mem::take(&mut self.events),
+            tip_moved: std::mem::take(&mut self.tip_moved),
+            commit_added: std::mem::take(&mut self.commit_added),
+        }
+    }
+
+    /// The snapshot readers see without asking the task.
+    pub fn snapshot(&self) -> crate::snapshot::ChainSnapshot {
+        crate::snapshot::ChainSnapshot {
+            ledger_height: self.ledger.height(),
+            ledger_tip: self.ledger.tip_hash(),
+            ledger_work: self
+                .ledger
+                .tip()
+                .map(|e| e.chain_work.to_big_endian())
+                .unwrap_or([0; 32]),
+            supply_units: self.ledger.supply().units(),
+            inference_height: self
+                .inference
+                .as_ref()
+                .map_or(0, |c| c.tip(&self.ledger).height),
+            mempool_txs: self.mempool.len(),
+            vm_pool_txs: self.vm_pool.len(),
+            results_waiting: self.results.len(),
+            producer_waiting: self.producer.as_ref().is_some_and(|p| p.is_waiting()),
+        }
+    }
+
+    /// The next free nonce of `sender` on the inference layer: past the account's nonce
+    /// and every nonce a waiting VM transaction or inference holds.
+    pub fn next_nonce(&self, sender: [u8; 20], account_nonce: u64) -> u64 {
+        let mut next = account_nonce;
+        while self.vm_pool.holds(sender, next) || self.results.holds(sender, next) {
+            next = next.saturating_add(1);
+        }
+        next
+    }
+
+    /// Accepts a ledger block (found here or received) at the clock's time and reacts to
+    /// the change of the active chain. `gossip`: the block is this node's own, gossiped
+    /// before anything anchored in it (this node's tenure block).
+    pub fn accept_ledger_block(
+        &mut self,
+        block: Block,
+        gossip: bool,
+    ) -> Result<BlockOutcome, ChainError> {
+        let encoded = gossip.then(|| block.to_bytes());
+        let result = self.ledger.accept_block(block, self.clock.unix_now());
+        if let (Ok(_), Some(bytes)) = (&result, encoded) {
+            self.publish(Topic::LedgerBlock, bytes);
+        }
+        let events = self.ledger.take_events();
+        self.on_chain_events(&events);
+        result
+    }
+
+    /// Logs and applies changes of the active chain: the inference chain follows, the
+    /// mempool is updated, the producer produces a won tenure and commits for the next
+    /// block (into the mempool before the miner hears of the new tip), the roles act.
+    fn on_chain_events(&mut self, events: &[ChainEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            match event {
+                ChainEvent::Connected { height, block } => {
+                    let reward = block
+                        .transactions
+                        .first()
+                        .and_then(|cb| cb.output_value())
+                        .unwrap_or(Amount::ZERO);
+                    info!(
+                        target: "infer_node::ledger",
+                        height,
+                        hash = %block.hash(),
+                        reward = %reward,
+                        txs = block.transactions.len(),
+                        "block connected"
+                    );
+                    self.tell(NodeEvent::LedgerConnected {
+                        height: *height,
+                        hash: block.hash(),
+                    });
+                }
+                ChainEvent::Disconnected { height, block } => {
+                    // Nothing to undo in the inference chain: its sortition records are
+                    // kept per ledger block, so the other branch's stay valid.
+                    info!(target: "infer_node::ledger", height, hash = %block.hash(), "block disconnected");
+                    self.tell(NodeEvent::LedgerDisconnected {
+                        height: *height,
+                        hash: block.hash(),
+                    });
+                }
+            }
+        }
+        let connected = events
+            .iter()
+            .any(|e| matches!(e, ChainEvent::Connected { .. }));
+        if let Some(inference) = self.inference.as_mut() {
+            for event in events {
+                if let ChainEvent::Connected { block, .. } = event {
+                    if let Err(e) = inference.on_ledger_block(&self.ledger, &block.hash()) {
+                        warn!(target: "infer_node::inference", "cannot follow ledger block {}: {e}", block.hash());
+                    }
+                }
+            }
+        }
+        self.mempool.apply_chain_events(events, &self.ledger);
+        let mut produced = Vec::new();
+        if connected {
+            if let (Some(inference), Some(producer)) =
+                (self.inference.as_mut(), self.producer.as_mut())
+            {
+                let pools = Pools {
+                    vm: &mut self.vm_pool,
+                    results: &mut self.results,
+                    votes: &self.votes,
+                };
+                produced = producer.on_tip(&self.ledger, inference, &mut self.mempool, pools);
+                for tx in producer.take_outbox() {
+                    self.outbox.push((Topic::LedgerTx, tx));
+                }
+            }
+        }
+        for block in &produced {
+            self.after_inference_block(block, true);
+        }
+        if connected {
+            if let (Some(inference), Some(roles)) = (self.inference.as_ref(), self.roles.as_mut()) {
+                roles.on_tip(
+                    &self.ledger,
+                    inference,
+                    &mut self.mempool,
+                    &mut self.vm_pool,
+                );
+                let made = roles.take_made();
+                for tx in made.ledger {
+                    self.outbox.push((Topic::LedgerTx, tx));
+                }
+                for tx in made.vm {
+                    self.outbox.push((Topic::VmTx, tx));
+                }
+            }
+        }
+        for block in produced {
+            self.publish(Topic::InferenceBlock, block.to_bytes());
+        }
+        self.tip_moved = true;
+    }
+
+    /// After an inference block was accepted (produced here when `ours`, gossiped or
+    /// synced): its transactions leave the pools, and the verifier votes on it when the
+    /// node key is in its verifier set.
+    pub fn after_inference_block(&mut self, block: &InferenceBlock, ours: bool) {
+        let Some(chain) = self.inference.as_ref() else {
+            return;
+        };
+        self.vm_pool.remove_included(block);
+        let tip = chain.tip(&self.ledger).exec_id;
+        let mut senders = std::collections::HashSet::new();
+        for inf in &block.inferences {
+            self.results.remove(&inf.stub.txid());
+            senders.insert(inf.stub.sender.hash160().0);
+        }
+        for sender in senders {
+            if let Ok((_, nonce)) = chain.vm().account(&tip, &self.ledger, sender) {
+                self.results.prune_sender(sender, nonce);
+            }
+        }
+        let id = block.header.id();
+        self.events.push(NodeEvent::InferenceBlockAccepted {
+            id,
+            height: block.header.height,
+            inferences: block.inferences.len(),
+            ours,
+        });
+        let Some(verifier) = self.verifier.as_ref() else {
+            return;
+        };
+        let Some(record) = chain.block(&id.0) else {
+            return;
+        };
+        if chain
+            .verifier_set(&self.ledger, record, record.cycle)
+            .contains(&verifier.address)
+        {
+            verifier.offer(id, block.clone());
+        }
+    }
+
+    /// After an inference block from a peer was accepted: the producer's commit that
+    /// waited for it goes out.
+    pub fn after_peer_inference_block(&mut self) {
+        let (Some(producer), Some(chain)) = (self.producer.as_mut(), self.inference.as_ref())
+        else {
+            return;
+        };
+        if producer.on_inference_block(&self.ledger, chain, &mut self.mempool) {
+            let outbox = producer.take_outbox();
+            self.send_commits(outbox);
+        }
+    }
+
+    /// A vote entered the pool: a tenure of this node waiting for its parent's votes may
+    /// go now.
+    pub fn after_vote(&mut self, block: Hash256, verifier: fai_primitives::Hash160) {
+        self.tell(NodeEvent::VoteRecorded { block, verifier });
+        if self
+            .producer
+            .as_ref()
+            .is_some_and(|p| p.has_pending_tenure())
+        {
+            self.produce_pending_tenure();
+        }
+    }
+
+    /// Produces the tenure waiting for its parent's votes if it is ready (the votes are
+    /// here, or it waited long enough), gossips it and the commit after it.
+    fn produce_pending_tenure(&mut self) {
+        let (Some(producer), Some(chain)) = (self.producer.as_mut(), self.inference.as_mut())
+        else {
+            return;
+        };
+        if !producer.tenure_ready(&self.ledger, chain, &self.votes) {
+            return;
+        }
+        let pools = Pools {
+            vm: &mut self.vm_pool,
+            results: &mut self.results,
+            votes: &self.votes,
+        };
+        let block = producer.produce_pending(&self.ledger, chain, &mut self.mempool, pools);
+        let outbox = producer.take_outbox();
+        if let Some(b) = block {
+            self.after_inference_block(&b, true);
+            self.publish(Topic::InferenceBlock, b.to_bytes());
+        }
+        self.send_commits(outbox);
+    }
+
+    /// A tenure waiting for votes, or a commit waiting for a tenure block, that waited as
+    /// long as it may goes out. Run by the chain task between commands.
+    pub fn producer_tick(&mut self) {
+        if self
+            .producer
+            .as_ref()
+            .is_some_and(|p| p.has_pending_tenure())
+        {
+            self.produce_pending_tenure();
+        }
+        let spacing = self.ledger.params().target_spacing;
+        let (Some(producer), Some(chain)) = (self.producer.as_mut(), self.inference.as_ref())
+        else {
+            return;
+        };
+        if !producer.overdue(spacing) {
+            return;
+        }
+        if producer.on_overdue(&self.ledger, chain, &mut self.mempool) {
+            let outbox = producer.take_outbox();
+            self.send_commits(outbox);
+        }
+    }
+
+    /// Gossips commits this node made, and has the miners rebuild their template.
+    fn send_commits(&mut self, txs: Vec<Vec<u8>>) {
+        if txs.is_empty() {
+            return;
+        }
+        self.commit_added = true;
+        for tx in txs {
+            self.publish(Topic::LedgerTx, tx);
+        }
+    }
+}
