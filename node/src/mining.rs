@@ -109,7 +109,10 @@ fn submit(node: &Node, block: fai_ledger::Block) -> Result<(), fai_ledger::Chain
     {
         Ok(result) => result.map(|_| ()),
         // Stopping: the block is lost with the rest of the miner's work.
-        Err(_) => Ok(()),
+        Err(crate::chain_task::Unavailable::Stopped) => Ok(()),
+        Err(e) => Err(fai_ledger::ChainError::Corrupt(format!(
+            "the chain task could not take a mined block: {e}"
+        ))),
     }
 }
 

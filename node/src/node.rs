@@ -99,6 +99,9 @@ impl Node {
     /// in-process network waits for every node to be idle (and for them to agree) before
     /// it moves the clock or mines.
     pub fn idle(&self) -> bool {
+        // Read upstream first: a message counts as validating, and a block as voting,
+        // until a command for it is queued (which counts as pending until its effects
+        // are out), so no piece of work is missed between two readings.
         let validating = self
             .p2p
             .get()

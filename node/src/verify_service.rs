@@ -57,7 +57,7 @@ impl VerifierHandle {
     }
 }
 
-/// Starts the verifier thread; it ends when the node drops the handle.
+/// Starts the verifier thread; it ends when the node's `shutdown` token is cancelled.
 pub fn start(
     node: Arc<Node>,
     key: SecretKey,

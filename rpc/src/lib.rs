@@ -248,7 +248,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
 
 #[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models, the engine's device and its memory", body = api::NodeInfo)))]
 async fn info(State(s): State<Arc<RpcState>>) -> Json<api::NodeInfo> {
-    // From the snapshot: a validation holding the ledger's lock does not hold this up.
+    // From the snapshot: a long command on the chain task does not hold this up.
     let snapshot = s.node.snapshot();
     let (height, tip, supply) = (
         snapshot.ledger_height,
@@ -692,6 +692,14 @@ async fn serve_here(
     }
     let sender = tx.stub.sender.hash160().0;
     let nonce = tx.stub.nonce;
+    // Freed again if the request ends before its answer is pooled (the client went away).
+    let held = HeldNonce {
+        state: s.clone(),
+        sender,
+        nonce,
+        txid,
+        armed: true,
+    };
     // The nonce is held from now on, so that no other transaction takes it.
     let reserved = s
         .node
@@ -706,6 +714,7 @@ async fn serve_here(
         .await
         .map_err(stopping)?;
     if let Err(e) = reserved {
+        held.done();
         s.log().set(txid, InferenceState::Failed(e.to_string()));
         return Err(refused(ApiError(
             StatusCode::CONFLICT,
@@ -713,6 +722,7 @@ async fn serve_here(
         )));
     }
     let Some(engine) = s.engines.get(&tx.stub.model) else {
+        held.done();
         release(&s.node, sender, nonce, txid);
         return Err(refused(bad("model not served here")));
     };
@@ -723,6 +733,7 @@ async fn serve_here(
     {
         Ok(job) => job,
         Err(e) => {
+            held.done();
             release(&s.node, sender, nonce, txid);
             s.log().set(txid, InferenceState::Failed(e.to_string()));
             let status = match e {
@@ -737,6 +748,7 @@ async fn serve_here(
     };
     s.metrics.inference_request(metrics::Answer::Accepted);
     let state = s.clone();
+    let mut held = Some(held);
     Ok(job.map(move |event| match event {
         Event::Text(text) => api::InferenceEvent::Token(api::Token { text }),
         Event::Done(g) => {
@@ -753,7 +765,6 @@ async fn serve_here(
                 signature: Signature([0; 64]),
             };
             receipt.sign(&state.key);
-            state.log().set(txid, InferenceState::Done(receipt.clone()));
             let served = fai_inference_chain::served::ServedInference {
                 inference: fai_inference_chain::types::Inference {
                     stub: tx.stub.clone(),
@@ -763,10 +774,19 @@ async fn serve_here(
                 output: g.text.clone(),
                 tokens: g.tokens.clone(),
             };
+            // Pooled (queued on the chain task) before the log says done, so that a
+            // status query between the two finds it pending, not dropped.
             publish_result(&state, served);
+            state.log().set(txid, InferenceState::Done(receipt.clone()));
+            if let Some(h) = held.take() {
+                h.done();
+            }
             api::InferenceEvent::Receipt(receipt_body(&receipt, Some(g.text)))
         }
         Event::Failed(e) => {
+            if let Some(h) = held.take() {
+                h.done();
+            }
             release(&state.node, sender, nonce, txid);
             state.log().set(txid, InferenceState::Failed(e.clone()));
             api::InferenceEvent::error(e)
@@ -803,6 +823,37 @@ fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInfer
     });
 }
 
+/// A request's nonce, held from its reservation until its answer is pooled or its failure
+/// handled; a request that ends otherwise (the client hung up while the nonce was being
+/// reserved or the answer generated) frees it when this is dropped, and is logged as
+/// failed. The release is queued on the chain task after the reservation.
+struct HeldNonce {
+    state: Arc<RpcState>,
+    sender: [u8; 20],
+    nonce: u64,
+    txid: Hash256,
+    armed: bool,
+}
+
+impl HeldNonce {
+    /// The request's end was handled.
+    fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for HeldNonce {
+    fn drop(&mut self) {
+        if self.armed {
+            release(&self.state.node, self.sender, self.nonce, self.txid);
+            self.state.log().set(
+                self.txid,
+                InferenceState::Failed("the request ended before it was answered".into()),
+            );
+        }
+    }
+}
+
 /// Frees the nonce a request held (it was not served).
 fn release(node: &Node, sender: [u8; 20], nonce: u64, txid: Hash256) {
     let _ = node
@@ -834,6 +885,9 @@ async fn inference_state(
     let id: Hash256 = txid
         .parse()
         .map_err(|_| bad(format!("{txid:?} is not a transaction id")))?;
+    // The log first: an answer is pooled before the log says it is done, so a query
+    // that reads "serving" here finds it pooled below if it finished meanwhile.
+    let served = s.log().states.get(&id).cloned();
     let state = s.clone();
     let (on_chain, pending) = s
         .node
@@ -844,7 +898,6 @@ async fn inference_state(
     if let Some(v) = on_chain? {
         return Ok(Json(v));
     }
-    let served = s.log().states.get(&id).cloned();
     let status = |state: &str| api::InferenceStatus::new(id.to_string(), state);
     Ok(Json(match served {
         _ if pending => status("pending"),
@@ -1043,4 +1096,113 @@ pub fn start(ctx: RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
     );
     tracing::info!(target: "infer_node", "RPC listening on http://{address}/v2/info");
     Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use fai_engine::scheduler::Scheduler;
+    use fai_inference_chain::types::{InferenceStub, Prompt, Sampling};
+    use fai_ledger::mempool::{Mempool, MempoolConfig};
+    use fai_primitives::Amount;
+
+    use super::*;
+
+    fn signed(key: &SecretKey, model: [u8; 32], nonce: u64, input: &str) -> InferenceTx {
+        let prompt = Prompt {
+            system: "be brief".into(),
+            context: vec![],
+            input: input.into(),
+        };
+        let mut stub = InferenceStub {
+            sender: key.public_key(),
+            nonce,
+            chain_id: Network::Regtest.chain_id(),
+            model,
+            prompt_hash: prompt.hash(),
+            sampling: Sampling {
+                max_tokens: 60,
+                temperature_milli: 800,
+                top_p_milli: 1000,
+                top_k: 40,
+                seed: 5,
+                stop: vec![],
+            },
+            max_fee: Amount::from_units(10_000).unwrap(),
+            expiry: 100,
+            signature: Signature([0; 64]),
+        };
+        stub.sign(key);
+        InferenceTx { stub, prompt }
+    }
+
+    /// A buyer who hangs up while the answer is being generated: the nonce its request
+    /// held is free again (it stayed held until the node restarted, so the buyer's later
+    /// transactions could not be carried), and the request is logged as failed.
+    #[test]
+    fn a_buyer_who_hangs_up_frees_the_nonce_its_request_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = candle_core::Device::Cpu;
+        let model = Arc::new(
+            LoadedModel::load(
+                &fai_engine::tiny::ensure_fai_tiny(dir.path()).unwrap(),
+                &device,
+            )
+            .unwrap(),
+        );
+        let chain = fai_node::node::open_chain(&dir.path().join("data"), Network::Regtest).unwrap();
+        let mempool = Mempool::new(MempoolConfig {
+            max_bytes: 1 << 20,
+            min_fee_rate: 1_000,
+        });
+        let state = ChainState::new(chain, mempool, fai_node::clock::system());
+        let (node, _task) = fai_node::chain_task::start_bare(state).unwrap();
+        let engines = Arc::new(fai_node::served::Engines {
+            device: fai_engine::device::describe(&device),
+            engines: vec![fai_node::served::Engine {
+                model: model.clone(),
+                scheduler: Arc::new(Scheduler::start(model.clone(), 1, 8)),
+            }],
+        });
+        let rpc = Arc::new(RpcState::new(
+            node.clone(),
+            Network::Regtest,
+            engines,
+            SecretKey::generate(),
+        ));
+        let buyer = SecretKey::generate();
+        let sender = buyer.public_key().hash160().0;
+        let tx = signed(&buyer, model.id.0, 0, "tell me about blocks");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let Ok(events) = serve_here(&rpc, tx.clone()).await else {
+                panic!("the request was refused");
+            };
+            let mut events = Box::pin(events);
+            let first = events.next().await.unwrap();
+            assert!(matches!(first, api::InferenceEvent::Token(_)), "{first:?}");
+            // The buyer hangs up: the stream is dropped before its end.
+        });
+        let held = node
+            .chain
+            .call_blocking(move |st| st.results.holds(sender, 0))
+            .unwrap();
+        assert!(!held, "the nonce is still held for an answer nobody took");
+        assert!(
+            matches!(
+                rpc.log().states.get(&tx.stub.txid()),
+                Some(InferenceState::Failed(_))
+            ),
+            "the request is not logged as failed"
+        );
+        // The buyer can use the nonce again.
+        let again = signed(&buyer, model.id.0, 0, "tell me about chains");
+        runtime.block_on(async {
+            let events = serve_here(&rpc, again).await;
+            assert!(events.is_ok(), "nonce 0 refused again");
+        });
+    }
 }

@@ -337,7 +337,7 @@ impl InProcNet {
         view.unwrap_or_else(|e| self.fail(&format!("node {i}: {e}")))
     }
 
-    /// Waits until every running node is idle (nothing queued for its validator or its
+    /// Waits until every running node is idle (nothing queued for its chain task or its
     /// verifier, no tenure waiting for votes, no commit for a tenure block) and all show
     /// the same [`View`], which is returned; fails the test after a deadline on the
     /// machine's clock (the network carries messages in real time; nothing else here

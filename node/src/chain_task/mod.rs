@@ -17,8 +17,10 @@
 //! a tokio task because its commands are heavy (validating blocks, running the Clarity
 //! VM): they must stall neither the network loop nor the RPC's runtime, which only wait
 //! for its answers. Callers on a runtime await [`ChainHandle::call`]; threads use
-//! [`ChainHandle::call_blocking`]. A command never sends a command and waits (that would
-//! wait for itself); [`ChainHandle::call_blocking`] refuses to on the task's thread.
+//! [`ChainHandle::call_blocking`]. A caller hears back once what its command made is out
+//! (its gossip queued, its events sent, the snapshot replaced). A command never sends a
+//! command and waits (that would wait for itself): refused on the task's thread. A
+//! command that panics answers [`Unavailable::Panicked`] and the task goes on.
 
 mod state;
 
@@ -59,21 +61,26 @@ pub enum NodeEvent {
     VoteRecorded { block: Hash256, verifier: Hash160 },
 }
 
-/// A command: a function of the state, run on the task's thread.
-type Job = Box<dyn FnOnce(&mut ChainState) + Send>;
+/// What runs once a command's effects are out: its answer to the caller.
+type Reply = Box<dyn FnOnce() + Send>;
+
+/// A command: a function of the state, run on the task's thread, and what it answers.
+type Job = Box<dyn FnOnce(&mut ChainState) -> Reply + Send>;
 
 enum Message {
     Job(Job),
     Stop,
 }
 
-/// The chain task is gone (the node stopped), or a command asked it from its own thread.
+/// Why a command got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailable {
     #[error("the node is stopping")]
     Stopped,
     #[error("a command of the chain task cannot wait for another")]
     Reentrant,
+    #[error("the command failed on a bug (it panicked; see the log)")]
+    Panicked,
 }
 
 thread_local! {
@@ -81,34 +88,61 @@ thread_local! {
     static ON_TASK: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Runs `f` on the state, a panic caught and logged.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, Unavailable> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        error!(target: "infer_node", "a chain command panicked; the task goes on");
+        Unavailable::Panicked
+    })
+}
+
 /// Sends commands to the chain task. Cheap to clone.
 #[derive(Clone)]
 pub struct ChainHandle {
     jobs: Sender<Message>,
-    /// Commands sent and not yet done.
+    /// Short reads taken before the queued commands (the network loop's sync
+    /// bookkeeping, which must not wait behind a queue of blocks to check).
+    urgent: Sender<Message>,
+    /// Commands sent and not yet done (their effects out).
     pending: Arc<AtomicUsize>,
     events: tokio::sync::broadcast::Sender<NodeEvent>,
 }
 
 impl ChainHandle {
-    fn send(&self, job: Job) -> Result<(), Unavailable> {
+    fn send_to(&self, lane: &Sender<Message>, job: Job) -> Result<(), Unavailable> {
         self.pending.fetch_add(1, Ordering::SeqCst);
-        self.jobs.send(Message::Job(job)).map_err(|_| {
+        lane.send(Message::Job(job)).map_err(|_| {
             self.pending.fetch_sub(1, Ordering::SeqCst);
             Unavailable::Stopped
         })
     }
 
-    /// Runs `f` on the task and waits for its answer without blocking the runtime.
+    /// A job that answers `f`'s result (or its panic) on `answer` once the command's
+    /// effects are out.
+    fn job<R: Send + 'static>(
+        f: impl FnOnce(&mut ChainState) -> R + Send + 'static,
+        answer: impl FnOnce(Result<R, Unavailable>) + Send + 'static,
+    ) -> Job {
+        Box::new(move |s| {
+            let result = guarded(|| f(s));
+            Box::new(move || answer(result))
+        })
+    }
+
+    /// Runs `f` on the task and waits for its answer without blocking the runtime. The
+    /// answer comes once what the command made is out (gossip, events, snapshot).
     pub async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut ChainState) -> R + Send + 'static,
     ) -> Result<R, Unavailable> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Box::new(move |s| {
-            let _ = tx.send(f(s));
-        }))?;
-        rx.await.map_err(|_| Unavailable::Stopped)
+        self.send_to(
+            &self.jobs,
+            Self::job(f, move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        rx.await.map_err(|_| Unavailable::Stopped)?
     }
 
     /// Runs `f` on the task and waits for its answer, blocking this thread (a service
@@ -117,19 +151,58 @@ impl ChainHandle {
         &self,
         f: impl FnOnce(&mut ChainState) -> R + Send + 'static,
     ) -> Result<R, Unavailable> {
+        self.blocking_on(&self.jobs, f)
+    }
+
+    /// [`ChainHandle::call_blocking`] ahead of the queued commands: for short reads of a
+    /// caller that must not wait for the queue (it waits for the command under way).
+    pub fn read_now<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ChainState) -> R + Send + 'static,
+    ) -> Result<R, Unavailable> {
+        self.blocking_on(&self.urgent, f)
+    }
+
+    fn blocking_on<R: Send + 'static>(
+        &self,
+        lane: &Sender<Message>,
+        f: impl FnOnce(&mut ChainState) -> R + Send + 'static,
+    ) -> Result<R, Unavailable> {
         if ON_TASK.with(Cell::get) {
             return Err(Unavailable::Reentrant);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.send(Box::new(move |s| {
-            let _ = tx.send(f(s));
-        }))?;
-        rx.recv().map_err(|_| Unavailable::Stopped)
+        self.send_to(
+            lane,
+            Self::job(f, move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        rx.recv().map_err(|_| Unavailable::Stopped)?
     }
 
     /// Queues `f` without waiting for it (its effects reach the caller some other way).
     pub fn run(&self, f: impl FnOnce(&mut ChainState) + Send + 'static) -> Result<(), Unavailable> {
-        self.send(Box::new(f))
+        self.run_then(move |s| {
+            f(s);
+            || {}
+        })
+    }
+
+    /// Queues `f`; what it returns runs once the command's effects are out (a verdict
+    /// or an answer sent on, a count of work taken down), even if `f` panicked (then
+    /// nothing runs but the panic is logged).
+    pub fn run_then<A: FnOnce() + Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ChainState) -> A + Send + 'static,
+    ) -> Result<(), Unavailable> {
+        self.send_to(
+            &self.jobs,
+            Box::new(move |s| match guarded(|| f(s)) {
+                Ok(after) => Box::new(after) as Reply,
+                Err(_) => Box::new(|| {}),
+            }),
+        )
     }
 
     /// Commands sent and not yet done.
@@ -146,6 +219,7 @@ impl ChainHandle {
 /// The task's side: started with [`start`] once the state is complete.
 pub struct ChainTask {
     jobs: Receiver<Message>,
+    urgent: Receiver<Message>,
     stop: Sender<Message>,
     pending: Arc<AtomicUsize>,
     events: tokio::sync::broadcast::Sender<NodeEvent>,
@@ -155,16 +229,19 @@ pub struct ChainTask {
 /// commands can be built first).
 pub fn channel_pair() -> (ChainHandle, ChainTask) {
     let (tx, rx) = channel();
+    let (urgent_tx, urgent_rx) = channel();
     let pending = Arc::new(AtomicUsize::new(0));
     let (events, _) = tokio::sync::broadcast::channel(EVENTS);
     (
         ChainHandle {
             jobs: tx.clone(),
+            urgent: urgent_tx,
             pending: pending.clone(),
             events: events.clone(),
         },
         ChainTask {
             jobs: rx,
+            urgent: urgent_rx,
             stop: tx,
             pending,
             events,
@@ -225,23 +302,37 @@ impl ChainTask {
         // The snapshot of the state as it starts.
         send_out(&mut state, node, &self.events);
         loop {
-            match self.jobs.recv_timeout(TICK) {
+            // Urgent reads first, then the queue; the producer's timers between.
+            let message = match self.urgent.try_recv() {
+                Ok(m) => Ok(m),
+                Err(_) => self.jobs.recv_timeout(TICK),
+            };
+            match message {
                 Ok(Message::Job(job)) => {
-                    let outcome =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut state)));
-                    if outcome.is_err() {
-                        error!(target: "infer_node", "a chain command panicked; the task goes on");
-                    }
-                    send_out(&mut state, node, &self.events);
+                    let reply = job(&mut state);
+                    self.after_command(&mut state, node);
                     self.pending.fetch_sub(1, Ordering::SeqCst);
+                    // The caller hears once the command's effects are out.
+                    reply();
                 }
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return state,
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => self.after_command(&mut state, node),
             }
+        }
+    }
+
+    /// The producer's timers, then what the command and they made goes out. A panic here
+    /// is a bug that leaves the state unknown: the node stops.
+    fn after_command(&self, state: &mut ChainState, node: &Node) {
+        let done = guarded(|| {
             if state.producer.is_some() {
                 state.producer_tick();
-                send_out(&mut state, node, &self.events);
             }
+            send_out(state, node, &self.events);
+        });
+        if done.is_err() {
+            error!(target: "infer_node", "the chain task failed after a command: stopping the node");
+            node.shutdown.cancel();
         }
     }
 }
@@ -339,7 +430,34 @@ mod tests {
             .call_blocking(|s| s.ledger.supply().units())
             .unwrap();
         assert_eq!(seen.supply_units, supply);
+        assert_eq!(
+            node.chain.pending(),
+            0,
+            "answers come after the count is down"
+        );
+        assert!(node.idle());
         assert!(running.stop().is_some(), "the state comes back on stop");
+    }
+
+    /// Subscribers hear of each block connected, after the command that connected it.
+    #[test]
+    fn subscribers_hear_of_every_block_connected() {
+        let (node, _running, clock) = bare_node();
+        let mut events = node.chain.subscribe();
+        let mut mined = Vec::new();
+        for _ in 0..2 {
+            clock.advance(Duration::from_secs(1));
+            mined.push(crate::mining::mine_one(&node, Hash160([2; 20])).unwrap());
+        }
+        for (height, hash) in (1u32..).zip(&mined) {
+            assert_eq!(
+                events.blocking_recv().unwrap(),
+                NodeEvent::LedgerConnected {
+                    height,
+                    hash: *hash
+                }
+            );
+        }
     }
 
     /// A command that waits for another would wait for itself: refused, not a hang.
@@ -361,8 +479,17 @@ mod tests {
         let lost = node
             .chain
             .call_blocking(|_| -> u32 { panic!("a bug in a command") });
-        assert_eq!(lost, Err(Unavailable::Stopped));
+        assert_eq!(lost, Err(Unavailable::Panicked));
         assert_eq!(node.chain.call_blocking(|s| s.ledger.height()), Ok(0));
+        assert_eq!(
+            node.chain.pending(),
+            0,
+            "answers come after the count is down"
+        );
+        assert!(
+            !node.shutdown.is_cancelled(),
+            "a failed command does not stop the node"
+        );
     }
 
     /// After stop, commands are refused instead of waiting forever.

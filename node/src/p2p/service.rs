@@ -33,6 +33,8 @@ use crate::node::Node;
 
 /// Gossip and sync work handed to the chain task and not yet checked, at most.
 const WORK_QUEUE: usize = 512;
+/// Peers' requests being read on the chain task, at most (beyond: refused as busy).
+const MAX_ANSWERING: usize = 64;
 /// How often idle nodes ask their peers for their status.
 const STATUS_EVERY: Duration = Duration::from_secs(15);
 /// The furthest below its tip a node asks for inference blocks after stalls.
@@ -127,6 +129,7 @@ pub fn start(
         topics,
         verdicts: verdict_tx,
         answers: answer_tx,
+        answering: Default::default(),
         genesis,
         sync: None,
         in_flight: HashMap::new(),
@@ -172,6 +175,8 @@ struct Service {
     verdicts: mpsc::UnboundedSender<Verdict>,
     /// Where the chain task sends its answers to peers' requests.
     answers: mpsc::UnboundedSender<(ResponseChannel<Response>, Response)>,
+    /// Peers' requests being read on the chain task.
+    answering: Arc<std::sync::atomic::AtomicUsize>,
     /// The ledger's genesis block (peers on another chain are dropped).
     genesis: Hash256,
     sync: Option<Sync>,
@@ -220,8 +225,9 @@ impl Service {
     }
 
     /// Reads the chain state on the chain task and waits for the answer (sync
-    /// bookkeeping: a few index lookups), letting the runtime move this worker's other
-    /// tasks meanwhile.
+    /// bookkeeping: a few index lookups), ahead of the commands queued there (it waits
+    /// for the one under way), letting the runtime move this worker's other tasks
+    /// meanwhile.
     fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut ChainState) -> R + Send + 'static,
@@ -230,9 +236,9 @@ impl Service {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let answer = if multi_thread {
-            tokio::task::block_in_place(|| chain.call_blocking(f))
+            tokio::task::block_in_place(|| chain.read_now(f))
         } else {
-            chain.call_blocking(f)
+            chain.read_now(f)
         };
         answer.ok()
     }
@@ -358,8 +364,8 @@ impl Service {
         }
     }
 
-    /// Queues `work` for the validator, counted in the status until it is checked;
-    /// false when the validator is behind (the queue is full).
+    /// Hands `work` to the chain task, counted in the status until it is checked;
+    /// false when the chain task is behind (512 pieces in flight already).
     fn hand_over(&self, work: Work) -> bool {
         let before = self.status.validating.fetch_add(1, Ordering::SeqCst);
         let status = self.status.clone();
@@ -368,11 +374,15 @@ impl Service {
             && self
                 .node
                 .chain
-                .run(move |s| {
+                .run_then(move |s| {
                     // Counted until this item is checked, however its check ends.
                     let _checked = crate::node::CountDown(&status.validating);
-                    if let Some(verdict) = validate::check(s, work) {
-                        let _ = verdicts.send(verdict);
+                    let verdict = validate::check(s, work);
+                    // Sent once what the check made is out.
+                    move || {
+                        if let Some(verdict) = verdict {
+                            let _ = verdicts.send(verdict);
+                        }
                     }
                 })
                 .is_ok();
@@ -393,7 +403,7 @@ impl Service {
             data: message.data,
         };
         if !self.hand_over(work) {
-            // The validator is behind: drop the message (it is not forwarded).
+            // The chain task is behind: drop the message (it is not forwarded).
             let gossip = &mut self.swarm.behaviour_mut().gossip;
             gossip.report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
         }
@@ -442,15 +452,24 @@ impl Service {
             Response::Refused("too many requests".into())
         } else if matches!(request, Request::Status) {
             Response::Status(self.our_status())
+        } else if self.answering.load(Ordering::SeqCst) >= MAX_ANSWERING {
+            // Every peer within its rate can still outrun the chain task together.
+            Response::Refused("busy".into())
         } else {
             // Read on the chain task; the answer comes back through `answers`.
             let answers = self.answers.clone();
+            let answering = self.answering.clone();
             let status = self.our_status();
-            let sent = self.node.chain.run(move |s| {
+            answering.fetch_add(1, Ordering::SeqCst);
+            let sent = self.node.chain.run_then(move |s| {
+                let _answered = crate::node::CountDown(&answering);
                 let response = super::answer::answer(s, request, status);
-                let _ = answers.send((channel, response));
+                move || {
+                    let _ = answers.send((channel, response));
+                }
             });
             if sent.is_err() {
+                self.answering.fetch_sub(1, Ordering::SeqCst);
                 debug!(target: "infer_node::p2p", %peer, "the node is stopping: request not answered");
             }
             return;
@@ -511,7 +530,7 @@ impl Service {
             (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
             (Pending::Payloads(block), Response::Payloads(list)) => {
                 if !list.is_empty() {
-                    // Dropped when the validator is busy: the verifier then rejects what
+                    // Dropped when the chain task is busy: the verifier then rejects what
                     // it cannot replay, as for any missing text.
                     let _ = self.hand_over(Work::Payloads { peer, block, list });
                 }
@@ -555,7 +574,7 @@ impl Service {
                 match sync.on_blocks(blocks) {
                     Ok(blocks) => {
                         if !self.hand_over(Work::SyncBlocks { peer, blocks }) {
-                            self.end_sync("paused: the validator is busy");
+                            self.end_sync("paused: the chain task is busy");
                         }
                     }
                     Err((offence, why)) => self.punish(peer, offence, &why),
