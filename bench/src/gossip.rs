@@ -133,7 +133,7 @@ pub fn gossip(samples: usize) -> Result<GossipReport> {
             min_fee_rate: 1_000,
         });
         let state = ChainState::new(chain, mempool, fai_node::clock::system());
-        let (node, chain_task) = fai_node::chain_task::start_bare(state)?;
+        let (node, chain_task) = fai_node::node::start_bare(state)?;
         chain_tasks.push(chain_task);
         let config = P2pSection {
             listen: Some("/ip4/127.0.0.1/tcp/0".parse()?),

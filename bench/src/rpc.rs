@@ -99,7 +99,7 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
         min_fee_rate: 1_000,
     });
     let state = fai_node::chain_task::ChainState::new(chain, mempool, fai_node::clock::system());
-    let (node, _chain_task) = fai_node::chain_task::start_bare(state)?;
+    let (node, _chain_task) = fai_node::node::start_bare(state)?;
     let engines = Arc::new(fai_node::served::Engines {
         device: fai_engine::device::describe(&Device::Cpu),
         engines: vec![fai_node::served::Engine {

@@ -333,34 +333,53 @@ impl InferenceChain {
     /// puts their transactions back in its pools, so that what they carried is not lost
     /// with them. The walk stops after [`MAX_ABANDONED_WALK`] steps.
     pub fn abandoned_by(&self, ledger: &Chainstate, parent: &[u8; 32]) -> Vec<&InferenceBlock> {
-        let mut out = Vec::new();
-        let Some(mut other) = self.blocks.get(parent) else {
-            return out;
+        self.left_behind(&self.tip(ledger).id, parent)
+    }
+
+    /// The blocks of the branch ending at `old` that the branch ending at `new` does not
+    /// hold: from `old` down to the last block both share, newest first; empty when `new`
+    /// is `old` or one of its descendants (or either is unknown). The walk stops after
+    /// [`MAX_ABANDONED_WALK`] steps.
+    pub fn left_behind(&self, old: &[u8; 32], new: &[u8; 32]) -> Vec<&InferenceBlock> {
+        self.fork_sides(old, new).0
+    }
+
+    /// The two sides of the fork between the branches ending at `old` and `new`: the
+    /// blocks each holds that the other does not, newest first. After the canonical tip
+    /// moves from `old` to `new` (a reorganisation of either layer), what the first side
+    /// carried and the second did not goes back to the pools. The walk stops after
+    /// [`MAX_ABANDONED_WALK`] steps.
+    pub fn fork_sides(
+        &self,
+        old: &[u8; 32],
+        new: &[u8; 32],
+    ) -> (Vec<&InferenceBlock>, Vec<&InferenceBlock>) {
+        let (mut left_out, mut right_out) = (Vec::new(), Vec::new());
+        let (Some(mut left), Some(mut right)) = (self.blocks.get(old), self.blocks.get(new)) else {
+            return (left_out, right_out);
         };
-        let mut canonical = self.tip(ledger);
         for _ in 0..MAX_ABANDONED_WALK {
-            if canonical.id == other.id {
+            if left.id == right.id {
                 break;
             }
-            // Step down the higher side (the canonical one on a tie, then the other).
-            let step_canonical = canonical.height >= other.height;
-            let side = if step_canonical { canonical } else { other };
+            // Step down the higher side (the old one on a tie, then the new).
+            let step_left = left.height >= right.height;
+            let side = if step_left { left } else { right };
             let Some(parent_id) = side.block.as_ref().map(|b| b.header.parent) else {
                 break; // the genesis: no common block
             };
             let Some(next) = self.blocks.get(&parent_id) else {
                 break;
             };
-            if step_canonical {
-                if let Some(block) = canonical.block.as_ref() {
-                    out.push(block);
-                }
-                canonical = next;
+            if step_left {
+                left_out.extend(left.block.as_ref());
+                left = next;
             } else {
-                other = next;
+                right_out.extend(right.block.as_ref());
+                right = next;
             }
         }
-        out
+        (left_out, right_out)
     }
 
     /// The verifier set of `cycle` in the state of block `at`; empty if not recorded.
@@ -891,48 +910,6 @@ impl InferenceChain {
             out.push((*accepted, s));
         }
         Ok((t.is_final, out))
-    }
-
-    /// The ids of the chain ending at `tip`, newest first.
-    fn ancestry(&self, tip: &[u8; 32]) -> Vec<[u8; 32]> {
-        let mut out = Vec::new();
-        let mut at = *tip;
-        while let Some(rec) = self.blocks.get(&at) {
-            out.push(at);
-            match &rec.block {
-                Some(b) if out.len() <= self.blocks.len() => at = b.header.parent,
-                _ => break,
-            }
-        }
-        out
-    }
-
-    /// After a reorganisation from `old_tip` to `new_tip`: the inferences of the orphaned
-    /// blocks that the new chain does not hold, to go back to the mempool.
-    pub fn orphaned_inferences(&self, old_tip: &[u8; 32], new_tip: &[u8; 32]) -> Vec<Inference> {
-        let new_chain = self.ancestry(new_tip);
-        let new_ids: HashSet<[u8; 32]> = new_chain.iter().copied().collect();
-        let held: HashSet<Hash256> = new_chain
-            .iter()
-            .filter_map(|id| self.blocks.get(id)?.block.as_ref())
-            .flat_map(|b| b.inferences.iter().map(|i| i.stub.txid()))
-            .collect();
-        let mut out = Vec::new();
-        for id in self.ancestry(old_tip) {
-            if new_ids.contains(&id) {
-                break;
-            }
-            if let Some(b) = self.blocks.get(&id).and_then(|r| r.block.as_ref()) {
-                out.extend(
-                    b.inferences
-                        .iter()
-                        .filter(|i| !held.contains(&i.stub.txid()))
-                        .cloned(),
-                );
-            }
-        }
-        out.reverse();
-        out
     }
 
     /// Builds, runs and signs the block of the tenure won at ledger block `anchor`: what a

@@ -565,7 +565,31 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     // The canonical chain follows the ledger: tenure 2 and 3 are orphaned with their state,
     // and of their inferences the one the new chain lacks goes back to the mempool.
     assert_eq!(w.chain.tip(&w.ledger.chain).id, alt_id);
-    let back = w.chain.orphaned_inferences(&b3_id, &alt_id);
+    let (left, right) = w.chain.fork_sides(&b3_id, &alt_id);
+    let ids = |side: &[&fai_inference_chain::block::InferenceBlock]| -> Vec<Hash256> {
+        side.iter().map(|b| b.header.id()).collect()
+    };
+    assert_eq!(
+        ids(&left),
+        vec![Hash256(b3_id), Hash256(b2_id)],
+        "newest first"
+    );
+    assert_eq!(ids(&right), vec![Hash256(alt_id)]);
+    assert_eq!(
+        w.chain.left_behind(&alt_id, &b3_id).len(),
+        1,
+        "the other way round"
+    );
+    assert!(w.chain.left_behind(&b3_id, &b3_id).is_empty());
+    // Of what the branch left behind carried, the new branch lacks one inference: it
+    // goes back to the pools.
+    let carried: Vec<_> = right.iter().flat_map(|b| b.inferences.clone()).collect();
+    let back: Vec<_> = left
+        .iter()
+        .rev()
+        .flat_map(|b| b.inferences.clone())
+        .filter(|i| !carried.contains(i))
+        .collect();
     assert_eq!(back, vec![inferences[1].clone()]);
     assert_eq!(
         w.balance(&alt_id, hash(&user).0),

@@ -64,7 +64,7 @@ impl FromStr for PeerAddress {
     type Err = anyhow::Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let (peer, address) = crate::p2p::parse_peer_address(text)?;
+        let (peer, address) = fai_network::parse_peer_address(text)?;
         Ok(PeerAddress { peer, address })
     }
 }

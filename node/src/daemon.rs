@@ -234,13 +234,14 @@ pub fn start_on(
         .context("the node's runtime is gone")?;
     let payloads = state.inference.as_ref().and_then(|c| c.payloads().cloned());
     if let Some(payloads) = payloads {
-        let (handle, thread) = crate::verify_service::start(
-            node.clone(),
-            node_key.clone(),
-            loaded.models.clone(),
-            payloads,
-        )
-        .context("cannot start the verifier thread")?;
+        let links = crate::verify_service::Links {
+            chain: node.chain.clone(),
+            clock: node.clock.clone(),
+            shutdown: node.shutdown.clone(),
+        };
+        let (handle, thread) =
+            crate::verify_service::start(links, node_key.clone(), loaded.models.clone(), payloads)
+                .context("cannot start the verifier thread")?;
         state.verifier = Some(handle.clone());
         let _ = node.verifier.set(handle);
         running.threads.push(thread);

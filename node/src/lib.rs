@@ -32,6 +32,7 @@ pub mod roles;
 pub mod served;
 pub mod snapshot;
 pub mod verifier;
+pub mod verify_queue;
 pub mod verify_service;
 pub mod vm_mempool;
 pub mod vote_pool;

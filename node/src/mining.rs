@@ -134,6 +134,8 @@ pub fn mine_one(node: &Node, payout: Hash160) -> Result<fai_primitives::Hash256>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain_task::NodeEvent;
+    use crate::node::test_node::bare_node;
 
     #[test]
     fn paced_waits_average_their_mean_and_are_capped() {
@@ -147,5 +149,71 @@ mod tests {
         // Memoryless, not a fixed pause: short and long waits both occur.
         assert!(draws.iter().any(|d| *d < mean / 10));
         assert!(draws.iter().any(|d| *d > mean * 3));
+    }
+
+    /// The snapshot follows the tip, and reading it never waits for the task: it is read
+    /// here while a command holds the task.
+    #[test]
+    fn the_snapshot_follows_the_tip_and_is_read_while_the_task_is_busy() {
+        let (node, running, clock) = bare_node();
+        let genesis = node.chain.call_blocking(|s| s.ledger.tip_hash()).unwrap();
+        assert_eq!(
+            (node.snapshot().ledger_height, node.snapshot().ledger_tip),
+            (0, genesis)
+        );
+        let mut mined = Vec::new();
+        for _ in 0..3 {
+            clock.advance(Duration::from_secs(1));
+            mined.push(mine_one(&node, Hash160([1; 20])).unwrap());
+        }
+        // A command that holds the task until this test lets it go.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (started, wait_started) = std::sync::mpsc::channel::<()>();
+        node.chain
+            .run(move |_| {
+                let _ = started.send(());
+                let _ = hold.recv();
+            })
+            .unwrap();
+        wait_started.recv().unwrap();
+        assert_eq!(node.chain.pending(), 1, "the holding command is not done");
+        assert!(!node.idle(), "a node with a command under way is not idle");
+        let seen = node.snapshot();
+        assert_eq!((seen.ledger_height, seen.ledger_tip), (3, mined[2]));
+        assert!(seen.supply_units > 0);
+        release.send(()).unwrap();
+        let supply = node
+            .chain
+            .call_blocking(|s| s.ledger.supply().units())
+            .unwrap();
+        assert_eq!(seen.supply_units, supply);
+        assert_eq!(
+            node.chain.pending(),
+            0,
+            "answers come after the count is down"
+        );
+        assert!(node.idle());
+        assert!(running.stop().is_some(), "the state comes back on stop");
+    }
+
+    /// Subscribers hear of each block connected, after the command that connected it.
+    #[test]
+    fn subscribers_hear_of_every_block_connected() {
+        let (node, _running, clock) = bare_node();
+        let mut events = node.chain.subscribe();
+        let mut mined = Vec::new();
+        for _ in 0..2 {
+            clock.advance(Duration::from_secs(1));
+            mined.push(mine_one(&node, Hash160([2; 20])).unwrap());
+        }
+        for (height, hash) in (1u32..).zip(&mined) {
+            assert_eq!(
+                events.blocking_recv().unwrap(),
+                NodeEvent::LedgerConnected {
+                    height,
+                    hash: *hash
+                }
+            );
+        }
     }
 }

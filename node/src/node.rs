@@ -14,8 +14,10 @@ use fai_ledger::{ChainParams, Chainstate};
 use fai_primitives::Network;
 use fai_storage::RocksStore;
 
-use crate::chain_task::ChainHandle;
-use crate::p2p::{P2pHandle, Topic};
+use fai_network::{P2pHandle, Topic};
+
+use crate::chain_task::{ChainHandle, Outlets};
+use crate::snapshot::ChainSnapshot;
 
 /// What the node's services share: the handle to the chain task (which owns the
 /// chains and the pools), the snapshot of them it keeps, the network's handle, the
@@ -33,12 +35,12 @@ pub struct Node {
     /// The network, once it runs (absent with `p2p.enabled = false`).
     pub p2p: OnceLock<P2pHandle>,
     /// The verifier thread, when it runs (its backlog, for [`Node::idle`]).
-    pub verifier: OnceLock<crate::verify_service::VerifierHandle>,
+    pub verifier: OnceLock<crate::verify_queue::VerifierHandle>,
     /// Where the node's own waits and block times read the time.
     pub clock: Arc<dyn crate::clock::Clock>,
     /// The chains' tips and the pools' sizes as of the chain task's last command, for
     /// readers that must not wait for it (`/v2/info`, `/metrics`): [`Node::snapshot`].
-    snapshot: tokio::sync::watch::Sender<crate::snapshot::ChainSnapshot>,
+    snapshot: tokio::sync::watch::Sender<ChainSnapshot>,
 }
 
 /// Seconds since the Unix epoch.
@@ -47,16 +49,6 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Takes one off a count of work in flight when dropped, however the work ends (a panic
-/// included), so that [`Node::idle`] cannot be left waiting on it.
-pub(crate) struct CountDown<'a>(pub(crate) &'a std::sync::atomic::AtomicUsize);
-
-impl Drop for CountDown<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl Node {
@@ -77,20 +69,13 @@ impl Node {
 
     /// The tips and pool sizes as of the chain task's last command, read without asking
     /// it.
-    pub fn snapshot(&self) -> crate::snapshot::ChainSnapshot {
+    pub fn snapshot(&self) -> ChainSnapshot {
         self.snapshot.borrow().clone()
     }
 
     /// A receiver that sees every new snapshot.
-    pub fn watch_snapshot(&self) -> tokio::sync::watch::Receiver<crate::snapshot::ChainSnapshot> {
+    pub fn watch_snapshot(&self) -> tokio::sync::watch::Receiver<ChainSnapshot> {
         self.snapshot.subscribe()
-    }
-
-    /// Where the chain task puts each new snapshot.
-    pub(crate) fn snapshot_sender(
-        &self,
-    ) -> &tokio::sync::watch::Sender<crate::snapshot::ChainSnapshot> {
-        &self.snapshot
     }
 
     /// Whether nothing this node has to do is under way or waiting: no command for the
@@ -121,6 +106,45 @@ impl Node {
     }
 }
 
+/// What the chain task's commands made goes out through the node: gossip through its
+/// network, the miners' signals, the snapshot readers see.
+impl Outlets for Node {
+    fn gossip(&self, topic: Topic, data: Vec<u8>) {
+        self.publish(topic, data);
+    }
+
+    fn commit_added(&self) {
+        self.commit_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn tip_moved(&self) {
+        self.tip_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn publish_snapshot(&self, snapshot: ChainSnapshot) {
+        self.snapshot.send_if_modified(|s| {
+            let changed = *s != snapshot;
+            *s = snapshot;
+            changed
+        });
+    }
+
+    fn failed(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A node over `state` whose chain task runs, and no other service: for benchmarks and
+/// tests that drive one part of a node (the network loop, the RPC) by hand.
+pub fn start_bare(
+    state: crate::chain_task::ChainState,
+) -> std::io::Result<(Arc<Node>, crate::chain_task::Running)> {
+    let (handle, task) = crate::chain_task::channel_pair();
+    let node = Arc::new(Node::new(handle, state.clock.clone()));
+    let running = task.start(state, node.clone())?;
+    Ok((node, running))
+}
+
 /// Opens (creating if needed) the ledger of `network` in `data_dir`.
 pub fn open_chain(data_dir: &Path, network: Network) -> Result<Chainstate> {
     let path = data_dir.join("ledger");
@@ -129,4 +153,82 @@ pub fn open_chain(data_dir: &Path, network: Network) -> Result<Chainstate> {
         .with_context(|| format!("cannot open the ledger database in {}", path.display()))?;
     Chainstate::open(Arc::new(store), ChainParams::for_network(network))
         .with_context(|| format!("cannot load the ledger in {}", path.display()))
+}
+
+/// A node on a ledger in memory, its chain task running, on a manual clock.
+#[cfg(test)]
+pub(crate) mod test_node {
+    use std::sync::Arc;
+
+    use fai_ledger::mempool::{Mempool, MempoolConfig};
+    use fai_ledger::ChainParams;
+    use fai_primitives::Network;
+    use fai_storage::MemoryStore;
+
+    use super::{start_bare, Node};
+    use crate::chain_task::{ChainState, Running};
+    use crate::clock::ManualClock;
+
+    pub(crate) fn bare_node() -> (Arc<Node>, Running, Arc<ManualClock>) {
+        let store = Arc::new(MemoryStore::open(fai_ledger::chainstate::SCHEMA).unwrap());
+        let ledger =
+            fai_ledger::Chainstate::open(store, ChainParams::for_network(Network::Regtest))
+                .unwrap();
+        let mempool = Mempool::new(MempoolConfig {
+            max_bytes: 1 << 20,
+            min_fee_rate: 1_000,
+        });
+        let clock = Arc::new(ManualClock::new(1_900_000_000));
+        let (node, running) = start_bare(ChainState::new(ledger, mempool, clock.clone())).unwrap();
+        (node, running, clock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_node::bare_node;
+    use crate::chain_task::Unavailable;
+
+    /// A command that waits for another would wait for itself: refused, not a hang.
+    #[test]
+    fn a_command_cannot_wait_for_another() {
+        let (node, _running, _) = bare_node();
+        let handle = node.chain.clone();
+        let inner = node
+            .chain
+            .call_blocking(move |_| handle.call_blocking(|s| s.ledger.height()))
+            .unwrap();
+        assert_eq!(inner, Err(Unavailable::Reentrant));
+    }
+
+    /// A command that panics loses its answer; the task goes on with the next.
+    #[test]
+    fn the_task_survives_a_panicking_command() {
+        let (node, _running, _) = bare_node();
+        let lost = node
+            .chain
+            .call_blocking(|_| -> u32 { panic!("a bug in a command") });
+        assert_eq!(lost, Err(Unavailable::Panicked));
+        assert_eq!(node.chain.call_blocking(|s| s.ledger.height()), Ok(0));
+        assert_eq!(
+            node.chain.pending(),
+            0,
+            "answers come after the count is down"
+        );
+        assert!(
+            !node.shutdown.is_cancelled(),
+            "a failed command does not stop the node"
+        );
+    }
+
+    /// After stop, commands are refused instead of waiting forever.
+    #[test]
+    fn a_stopped_task_refuses_commands() {
+        let (node, running, _) = bare_node();
+        assert!(running.stop().is_some());
+        assert_eq!(
+            node.chain.call_blocking(|s| s.ledger.height()),
+            Err(Unavailable::Stopped)
+        );
+    }
 }

@@ -6,84 +6,52 @@
 //! The queue is bounded: when the node cannot keep up, the oldest blocks are not voted on
 //! (their inferences are refunded, as for any block without a quorum).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use fai_engine::LoadedModel;
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::payloads::PayloadStore;
 use fai_inference_chain::quorum::Vote;
+use fai_network::Topic;
 use fai_primitives::{Encode, Hash256, SecretKey};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::node::Node;
-use crate::p2p::Topic;
+use crate::chain_task::{ChainHandle, CountDown};
+use crate::clock::Clock;
+use crate::verify_queue::VerifierHandle;
 
-/// Blocks waiting to be replayed.
-const QUEUE: usize = 64;
-
-/// Hands blocks to the verifier thread.
-#[derive(Clone)]
-pub struct VerifierHandle {
-    queue: SyncSender<(Hash256, InferenceBlock)>,
-    /// Blocks offered and not yet voted on (queued or being replayed).
-    backlog: Arc<AtomicUsize>,
-    /// The verifier's address (who the set must name).
-    pub address: fai_primitives::Hash160,
+/// What the verifier thread works with besides its key and models.
+pub struct Links {
+    /// Where its votes go.
+    pub chain: ChainHandle,
+    /// Where it reads the time (its wait for a block's text).
+    pub clock: Arc<dyn Clock>,
+    /// It ends when this is cancelled.
+    pub shutdown: CancellationToken,
 }
 
-impl VerifierHandle {
-    /// Queues `block` for a vote; false if the queue is full.
-    pub fn offer(&self, id: Hash256, block: InferenceBlock) -> bool {
-        self.backlog.fetch_add(1, Ordering::SeqCst);
-        let taken = match self.queue.try_send((id, block)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                warn!(target: "infer_node::verifier", block = %id, "verifier queue full: block not voted on");
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        };
-        if !taken {
-            self.backlog.fetch_sub(1, Ordering::SeqCst);
-        }
-        taken
-    }
-
-    /// Blocks offered and not yet voted on.
-    pub fn backlog(&self) -> usize {
-        self.backlog.load(Ordering::SeqCst)
-    }
-}
-
-/// Starts the verifier thread; it ends when the node's `shutdown` token is cancelled.
+/// Starts the verifier thread; it ends when `links.shutdown` is cancelled.
 pub fn start(
-    node: Arc<Node>,
+    links: Links,
     key: SecretKey,
     models: Vec<Arc<LoadedModel>>,
     payloads: PayloadStore,
 ) -> std::io::Result<(VerifierHandle, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = sync_channel(QUEUE);
     let address = key.public_key().hash160();
+    let (handle, rx) = crate::verify_queue::queue(address);
     let names: Vec<String> = models
         .iter()
         .map(|m| format!("{} ({})", m.name, m.id))
         .collect();
     info!(target: "infer_node::verifier", models = %names.join(", "), "verifier replays inferences on these models");
-    let backlog = Arc::new(AtomicUsize::new(0));
-    let done = backlog.clone();
+    let backlog = handle.backlog_count();
     let thread = std::thread::Builder::new()
         .name("verifier".into())
-        .spawn(move || run(&node, &key, &models, &payloads, rx, &done))?;
-    Ok((
-        VerifierHandle {
-            queue: tx,
-            backlog,
-            address,
-        },
-        thread,
-    ))
+        .spawn(move || run(&links, &key, &models, &payloads, rx, &backlog))?;
+    Ok((handle, thread))
 }
 
 /// How long a block's missing text is waited for (fetched from the peer that sent the
@@ -91,21 +59,21 @@ pub fn start(
 const TEXT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Waits on the node's clock (a test's manual clock ends the wait only when moved).
-fn wait_for_text(node: &Node, payloads: &PayloadStore, block: &InferenceBlock) {
-    let deadline = node.clock.now() + TEXT_WAIT;
+fn wait_for_text(links: &Links, payloads: &PayloadStore, block: &InferenceBlock) {
+    let deadline = links.clock.now() + TEXT_WAIT;
     let missing = || {
         block
             .inferences
             .iter()
             .any(|i| !matches!(payloads.prompt(&i.stub.txid()), Ok(Some(_))))
     };
-    while missing() && node.clock.now() < deadline && !node.shutdown.is_cancelled() {
+    while missing() && links.clock.now() < deadline && !links.shutdown.is_cancelled() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
 fn run(
-    node: &Node,
+    links: &Links,
     key: &SecretKey,
     models: &[Arc<LoadedModel>],
     payloads: &PayloadStore,
@@ -114,7 +82,7 @@ fn run(
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
-        if node.shutdown.is_cancelled() {
+        if links.shutdown.is_cancelled() {
             return;
         }
         let (id, block) = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
@@ -123,8 +91,8 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         // Off the backlog once voted, or however this block's turn ends.
-        let _voted = crate::node::CountDown(backlog);
-        wait_for_text(node, payloads, &block);
+        let _voted = CountDown(backlog);
+        wait_for_text(links, payloads, &block);
         let verdicts: Vec<bool> = block
             .inferences
             .iter()
@@ -148,8 +116,8 @@ fn run(
         );
         let bytes = vote.to_bytes();
         let verifier = vote.verifier.hash160();
-        // Into the pool and out on the vote topic, on the chain task.
-        let _ = node.chain.run(move |s| {
+        // Into the pool and out on the vote topic, on the chain task, ahead of its queue.
+        let _ = links.chain.run_urgent(move |s| {
             if s.votes.add(vote) {
                 s.after_vote(id, verifier);
             }

@@ -1155,7 +1155,7 @@ mod tests {
             min_fee_rate: 1_000,
         });
         let state = ChainState::new(chain, mempool, fai_node::clock::system());
-        let (node, _task) = fai_node::chain_task::start_bare(state).unwrap();
+        let (node, _task) = fai_node::node::start_bare(state).unwrap();
         let engines = Arc::new(fai_node::served::Engines {
             device: fai_engine::device::describe(&device),
             engines: vec![fai_node::served::Engine {

@@ -435,7 +435,8 @@ impl InProcNet {
         }
     }
 
-    /// Lifts every ban between running nodes; they dial each other again.
+    /// Lifts every ban between running nodes and waits until each is connected to every
+    /// other again (gossip sent before would miss the node still dialling).
     pub fn heal(&self) {
         let running = self.running();
         for from in &running {
@@ -445,6 +446,18 @@ impl InProcNet {
                     self.command(*from, fai_node::p2p::Command::Unban(self.peer_id(*to), tx));
                 }
             }
+        }
+        let peers = |i: usize| {
+            self.node(i).p2p.get().map_or(0, |p| {
+                p.status.peers.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        };
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        while running.iter().any(|i| peers(*i) < running.len() - 1) {
+            if Instant::now() > deadline {
+                self.fail("the nodes did not connect again after the partition");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -22,6 +22,7 @@
 //! command and waits (that would wait for itself): refused on the task's thread. A
 //! command that panics answers [`Unavailable::Panicked`] and the task goes on.
 
+pub mod early;
 mod state;
 
 use std::cell::Cell;
@@ -35,7 +36,32 @@ use tracing::error;
 
 pub use state::ChainState;
 
-use crate::node::Node;
+use crate::snapshot::ChainSnapshot;
+
+/// Where the chain task sends what its commands made: the node (its network, the
+/// miners' signals, the snapshot readers see).
+pub trait Outlets: Send + Sync + 'static {
+    /// Gossips `data` on `topic` (when the network runs).
+    fn gossip(&self, topic: fai_network::Topic, data: Vec<u8>);
+    /// A commit for the tip entered the mempool: miners rebuild their template.
+    fn commit_added(&self);
+    /// The active tip moved: miners drop their work.
+    fn tip_moved(&self);
+    /// The state's tips and pool sizes after a command.
+    fn publish_snapshot(&self, snapshot: ChainSnapshot);
+    /// The task failed on a bug and its state is unknown: the node must stop.
+    fn failed(&self);
+}
+
+/// Takes one off a count of work in flight when dropped, however the work ends (a panic
+/// included), so that `Node::idle` cannot be left waiting on it.
+pub(crate) struct CountDown<'a>(pub(crate) &'a AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// How often the task runs the producer's timers when no command comes.
 const TICK: Duration = Duration::from_millis(25);
@@ -100,8 +126,9 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, Unavailable> {
 #[derive(Clone)]
 pub struct ChainHandle {
     jobs: Sender<Message>,
-    /// Short reads taken before the queued commands (the network loop's sync
-    /// bookkeeping, which must not wait behind a queue of blocks to check).
+    /// Commands taken before the queued ones: short reads of the network loop's sync
+    /// bookkeeping, votes (a producer waits for them; behind a queue of blocks and
+    /// results to check under load, they came too late and the block was refunded).
     urgent: Sender<Message>,
     /// Commands sent and not yet done (their effects out).
     pending: Arc<AtomicUsize>,
@@ -196,13 +223,36 @@ impl ChainHandle {
         &self,
         f: impl FnOnce(&mut ChainState) -> A + Send + 'static,
     ) -> Result<(), Unavailable> {
-        self.send_to(
-            &self.jobs,
-            Box::new(move |s| match guarded(|| f(s)) {
-                Ok(after) => Box::new(after) as Reply,
-                Err(_) => Box::new(|| {}),
-            }),
-        )
+        self.send_to(&self.jobs, Self::then_job(f))
+    }
+
+    /// [`ChainHandle::run_then`] ahead of the queued commands: for small commands whose
+    /// lateness costs the network (votes, which a producer waits for).
+    pub fn run_then_urgent<A: FnOnce() + Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ChainState) -> A + Send + 'static,
+    ) -> Result<(), Unavailable> {
+        self.send_to(&self.urgent, Self::then_job(f))
+    }
+
+    /// [`ChainHandle::run`] ahead of the queued commands.
+    pub fn run_urgent(
+        &self,
+        f: impl FnOnce(&mut ChainState) + Send + 'static,
+    ) -> Result<(), Unavailable> {
+        self.run_then_urgent(move |s| {
+            f(s);
+            || {}
+        })
+    }
+
+    fn then_job<A: FnOnce() + Send + 'static>(
+        f: impl FnOnce(&mut ChainState) -> A + Send + 'static,
+    ) -> Job {
+        Box::new(move |s| match guarded(|| f(s)) {
+            Ok(after) => Box::new(after) as Reply,
+            Err(_) => Box::new(|| {}),
+        })
     }
 
     /// Commands sent and not yet done.
@@ -249,15 +299,6 @@ pub fn channel_pair() -> (ChainHandle, ChainTask) {
     )
 }
 
-/// A node over `state` whose chain task runs, and no other service: for benchmarks and
-/// tests that drive one part of a node (the network loop, the RPC) by hand.
-pub fn start_bare(state: ChainState) -> std::io::Result<(Arc<Node>, Running)> {
-    let (handle, task) = channel_pair();
-    let node = Arc::new(Node::new(handle, state.clock.clone()));
-    let running = task.start(state, node.clone())?;
-    Ok((node, running))
-}
-
 /// The running task: [`Running::stop`] ends it after the commands already sent and
 /// hands the state back (to close its databases).
 pub struct Running {
@@ -285,19 +326,19 @@ impl Drop for Running {
 
 impl ChainTask {
     /// Runs the task on a thread of its own over `state`; what commands make goes out
-    /// through `node` (its network, snapshot and miners' signals).
-    pub fn start(self, state: ChainState, node: Arc<Node>) -> std::io::Result<Running> {
+    /// through `outlets`.
+    pub fn start(self, state: ChainState, outlets: Arc<dyn Outlets>) -> std::io::Result<Running> {
         let stop = self.stop.clone();
         let thread = std::thread::Builder::new()
             .name("chain".into())
-            .spawn(move || self.run(state, &node))?;
+            .spawn(move || self.run(state, &*outlets))?;
         Ok(Running {
             stop,
             thread: Some(thread),
         })
     }
 
-    fn run(self, mut state: ChainState, node: &Node) -> ChainState {
+    fn run(self, mut state: ChainState, node: &dyn Outlets) -> ChainState {
         ON_TASK.with(|t| t.set(true));
         // The snapshot of the state as it starts.
         send_out(&mut state, node, &self.events);
@@ -321,10 +362,12 @@ impl ChainTask {
         }
     }
 
-    /// The producer's timers, then what the command and they made goes out. A panic here
-    /// is a bug that leaves the state unknown: the node stops.
-    fn after_command(&self, state: &mut ChainState, node: &Node) {
+    /// The pools follow a reorganisation, the producer's timers run, then what the
+    /// command and they made goes out. A panic here is a bug that leaves the state
+    /// unknown: the node stops.
+    fn after_command(&self, state: &mut ChainState, node: &dyn Outlets) {
         let done = guarded(|| {
+            state.follow_canonical_tip();
             if state.producer.is_some() {
                 state.producer_tick();
             }
@@ -332,7 +375,7 @@ impl ChainTask {
         });
         if done.is_err() {
             error!(target: "infer_node", "the chain task failed after a command: stopping the node");
-            node.shutdown.cancel();
+            node.failed();
         }
     }
 }
@@ -340,166 +383,23 @@ impl ChainTask {
 /// Gossips, broadcasts and notes what the last command made.
 fn send_out(
     state: &mut ChainState,
-    node: &Node,
+    node: &dyn Outlets,
     events: &tokio::sync::broadcast::Sender<NodeEvent>,
 ) {
     let out = state.take_outgoing();
     if out.commit_added {
-        node.commit_generation.fetch_add(1, Ordering::SeqCst);
+        node.commit_added();
     }
-    if let Some(p2p) = node.p2p.get() {
-        for (topic, data) in out.gossip {
-            p2p.publish(topic, data);
-        }
+    for (topic, data) in out.gossip {
+        node.gossip(topic, data);
     }
     for event in out.events {
         // Nobody listening is fine.
         let _ = events.send(event);
     }
-    let snapshot = state.snapshot();
-    node.snapshot_sender().send_if_modified(|s| {
-        let changed = *s != snapshot;
-        *s = snapshot;
-        changed
-    });
+    node.publish_snapshot(state.snapshot());
     // Last: a miner that sees the new tip finds the commits for it in the mempool.
     if out.tip_moved {
-        node.tip_generation.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use fai_ledger::mempool::{Mempool, MempoolConfig};
-    use fai_ledger::ChainParams;
-    use fai_primitives::{Hash160, Network};
-    use fai_storage::MemoryStore;
-
-    use super::*;
-    use crate::clock::ManualClock;
-
-    fn bare_node() -> (Arc<Node>, Running, Arc<ManualClock>) {
-        let store = Arc::new(MemoryStore::open(fai_ledger::chainstate::SCHEMA).unwrap());
-        let ledger =
-            fai_ledger::Chainstate::open(store, ChainParams::for_network(Network::Regtest))
-                .unwrap();
-        let mempool = Mempool::new(MempoolConfig {
-            max_bytes: 1 << 20,
-            min_fee_rate: 1_000,
-        });
-        let clock = Arc::new(ManualClock::new(1_900_000_000));
-        let (node, running) = start_bare(ChainState::new(ledger, mempool, clock.clone())).unwrap();
-        (node, running, clock)
-    }
-
-    /// The snapshot follows the tip, and reading it never waits for the task: it is read
-    /// here while a command holds the task.
-    #[test]
-    fn the_snapshot_follows_the_tip_and_is_read_while_the_task_is_busy() {
-        let (node, running, clock) = bare_node();
-        let genesis = node.chain.call_blocking(|s| s.ledger.tip_hash()).unwrap();
-        assert_eq!(
-            (node.snapshot().ledger_height, node.snapshot().ledger_tip),
-            (0, genesis)
-        );
-        let mut mined = Vec::new();
-        for _ in 0..3 {
-            clock.advance(Duration::from_secs(1));
-            mined.push(crate::mining::mine_one(&node, Hash160([1; 20])).unwrap());
-        }
-        // A command that holds the task until this test lets it go.
-        let (release, hold) = std::sync::mpsc::channel::<()>();
-        let (started, wait_started) = std::sync::mpsc::channel::<()>();
-        node.chain
-            .run(move |_| {
-                let _ = started.send(());
-                let _ = hold.recv();
-            })
-            .unwrap();
-        wait_started.recv().unwrap();
-        assert_eq!(node.chain.pending(), 1, "the holding command is not done");
-        assert!(!node.idle(), "a node with a command under way is not idle");
-        let seen = node.snapshot();
-        assert_eq!((seen.ledger_height, seen.ledger_tip), (3, mined[2]));
-        assert!(seen.supply_units > 0);
-        release.send(()).unwrap();
-        let supply = node
-            .chain
-            .call_blocking(|s| s.ledger.supply().units())
-            .unwrap();
-        assert_eq!(seen.supply_units, supply);
-        assert_eq!(
-            node.chain.pending(),
-            0,
-            "answers come after the count is down"
-        );
-        assert!(node.idle());
-        assert!(running.stop().is_some(), "the state comes back on stop");
-    }
-
-    /// Subscribers hear of each block connected, after the command that connected it.
-    #[test]
-    fn subscribers_hear_of_every_block_connected() {
-        let (node, _running, clock) = bare_node();
-        let mut events = node.chain.subscribe();
-        let mut mined = Vec::new();
-        for _ in 0..2 {
-            clock.advance(Duration::from_secs(1));
-            mined.push(crate::mining::mine_one(&node, Hash160([2; 20])).unwrap());
-        }
-        for (height, hash) in (1u32..).zip(&mined) {
-            assert_eq!(
-                events.blocking_recv().unwrap(),
-                NodeEvent::LedgerConnected {
-                    height,
-                    hash: *hash
-                }
-            );
-        }
-    }
-
-    /// A command that waits for another would wait for itself: refused, not a hang.
-    #[test]
-    fn a_command_cannot_wait_for_another() {
-        let (node, _running, _) = bare_node();
-        let handle = node.chain.clone();
-        let inner = node
-            .chain
-            .call_blocking(move |_| handle.call_blocking(|s| s.ledger.height()))
-            .unwrap();
-        assert_eq!(inner, Err(Unavailable::Reentrant));
-    }
-
-    /// A command that panics loses its answer; the task goes on with the next.
-    #[test]
-    fn the_task_survives_a_panicking_command() {
-        let (node, _running, _) = bare_node();
-        let lost = node
-            .chain
-            .call_blocking(|_| -> u32 { panic!("a bug in a command") });
-        assert_eq!(lost, Err(Unavailable::Panicked));
-        assert_eq!(node.chain.call_blocking(|s| s.ledger.height()), Ok(0));
-        assert_eq!(
-            node.chain.pending(),
-            0,
-            "answers come after the count is down"
-        );
-        assert!(
-            !node.shutdown.is_cancelled(),
-            "a failed command does not stop the node"
-        );
-    }
-
-    /// After stop, commands are refused instead of waiting forever.
-    #[test]
-    fn a_stopped_task_refuses_commands() {
-        let (node, running, _) = bare_node();
-        assert!(running.stop().is_some());
-        assert_eq!(
-            node.chain.call_blocking(|s| s.ledger.height()),
-            Err(Unavailable::Stopped)
-        );
+        node.tip_moved();
     }
 }

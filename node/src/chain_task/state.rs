@@ -19,13 +19,13 @@ use tracing::{info, warn};
 
 use super::NodeEvent;
 use crate::clock::Clock;
-use crate::p2p::Topic;
 use crate::producer::{Pools, Producer};
 use crate::result_pool::ResultPool;
 use crate::roles::Roles;
-use crate::verify_service::VerifierHandle;
+use crate::verify_queue::VerifierHandle;
 use crate::vm_mempool::VmMempool;
 use crate::vote_pool::VotePool;
+use fai_network::Topic;
 
 /// The state the chain task owns.
 pub struct ChainState {
@@ -48,7 +48,7 @@ pub struct ChainState {
     /// Where the node's waits and block times read the time.
     pub clock: Arc<dyn Clock>,
     /// Messages from the peer-to-peer network that came too early, tried again later.
-    pub(crate) early: crate::p2p::validate::Early,
+    pub(crate) early: super::early::Early,
     /// What to gossip once the command is done.
     outbox: Vec<(Topic, Vec<u8>)>,
     /// What to tell subscribers once the command is done.
@@ -57,6 +57,8 @@ pub struct ChainState {
     /// their template with it), since the last command.
     pub(crate) tip_moved: bool,
     pub(crate) commit_added: bool,
+    /// The canonical inference tip as of the last command.
+    canonical: Option<[u8; 32]>,
 }
 
 /// What a command left to send out.
@@ -87,6 +89,7 @@ impl ChainState {
             events: Vec::new(),
             tip_moved: false,
             commit_added: false,
+            canonical: None,
         }
     }
 
@@ -367,6 +370,73 @@ impl ChainState {
         }
     }
 
+    /// After a command: when the canonical inference tip moved other than forward (a
+    /// reorganisation of either layer left blocks behind), what those blocks carried
+    /// goes back to the pools, unless the new branch carries it or spent its nonce, so
+    /// that every inference a buyer was served is settled or refunded once, not lost
+    /// with the branch.
+    pub(crate) fn follow_canonical_tip(&mut self) {
+        let Some(chain) = self.inference.as_ref() else {
+            return;
+        };
+        let tip = chain.tip(&self.ledger);
+        let (new, exec) = (tip.id, tip.exec_id);
+        let Some(old) = self.canonical.replace(new) else {
+            return;
+        };
+        if old == new {
+            return;
+        }
+        let (left, right) = chain.fork_sides(&old, &new);
+        if left.is_empty() {
+            return;
+        }
+        let carried: std::collections::HashSet<Hash256> = right
+            .iter()
+            .flat_map(|b| {
+                let inferences = b.inferences.iter().map(|i| i.stub.txid());
+                inferences.chain(b.vm_txs.iter().map(|t| t.txid()))
+            })
+            .collect();
+        let nonce_spent = |sender: [u8; 20], nonce: u64| {
+            chain
+                .vm()
+                .account(&exec, &self.ledger, sender)
+                .map_or(true, |(_, next)| nonce < next)
+        };
+        let (mut inferences, mut vm_txs) = (0usize, 0usize);
+        for block in &left {
+            for tx in &block.vm_txs {
+                if !carried.contains(&tx.txid())
+                    && !nonce_spent(tx.sender.hash160().0, tx.nonce)
+                    && self.vm_pool.restore(tx.clone())
+                {
+                    vm_txs = vm_txs.saturating_add(1);
+                }
+            }
+            for inf in &block.inferences {
+                if !carried.contains(&inf.stub.txid())
+                    && !nonce_spent(inf.stub.sender.hash160().0, inf.stub.nonce)
+                    && self.results.add(inf.clone()).is_ok()
+                {
+                    inferences = inferences.saturating_add(1);
+                    // Out again with its text, so that any producer can carry it (the
+                    // peers that never saw the branch never had it).
+                    if let Some(served) = served_with_text(chain, inf) {
+                        self.outbox.push((Topic::Result, served.to_bytes()));
+                    }
+                }
+            }
+        }
+        info!(
+            target: "infer_node::inference",
+            left_behind = left.len(),
+            inferences,
+            vm_txs,
+            "the canonical inference chain moved to another branch: what it left behind goes back to the pools"
+        );
+    }
+
     /// Gossips commits this node made, and has the miners rebuild their template.
     fn send_commits(&mut self, txs: Vec<Vec<u8>>) {
         if txs.is_empty() {
@@ -377,4 +447,20 @@ impl ChainState {
             self.publish(Topic::LedgerTx, tx);
         }
     }
+}
+
+/// A carried inference with the text this node keeps of it, as the `result` topic
+/// carries it; none once the text is reclaimed.
+fn served_with_text(
+    chain: &InferenceChain,
+    inf: &fai_inference_chain::types::Inference,
+) -> Option<fai_inference_chain::served::ServedInference> {
+    let store = chain.payloads()?;
+    let txid = inf.stub.txid();
+    Some(fai_inference_chain::served::ServedInference {
+        inference: inf.clone(),
+        prompt: store.prompt(&txid).ok()??,
+        output: store.output(&txid).ok()??,
+        tokens: store.tokens(&txid).ok()??,
+    })
 }

@@ -370,22 +370,32 @@ impl Service {
         let before = self.status.validating.fetch_add(1, Ordering::SeqCst);
         let status = self.status.clone();
         let verdicts = self.verdicts.clone();
+        // Votes go ahead of the queue: a producer waits for them.
+        let urgent = matches!(
+            work,
+            Work::Gossip {
+                topic: Topic::Vote,
+                ..
+            }
+        );
+        let check = move |s: &mut ChainState| {
+            // Counted until this item is checked, however its check ends.
+            let _checked = crate::chain_task::CountDown(&status.validating);
+            let verdict = validate::check(s, work);
+            // Sent once what the check made is out.
+            move || {
+                if let Some(verdict) = verdict {
+                    let _ = verdicts.send(verdict);
+                }
+            }
+        };
+        let chain = &self.node.chain;
         let handed = before < WORK_QUEUE
-            && self
-                .node
-                .chain
-                .run_then(move |s| {
-                    // Counted until this item is checked, however its check ends.
-                    let _checked = crate::node::CountDown(&status.validating);
-                    let verdict = validate::check(s, work);
-                    // Sent once what the check made is out.
-                    move || {
-                        if let Some(verdict) = verdict {
-                            let _ = verdicts.send(verdict);
-                        }
-                    }
-                })
-                .is_ok();
+            && if urgent {
+                chain.run_then_urgent(check).is_ok()
+            } else {
+                chain.run_then(check).is_ok()
+            };
         if !handed {
             self.status.validating.fetch_sub(1, Ordering::SeqCst);
         }
@@ -462,7 +472,7 @@ impl Service {
             let status = self.our_status();
             answering.fetch_add(1, Ordering::SeqCst);
             let sent = self.node.chain.run_then(move |s| {
-                let _answered = crate::node::CountDown(&answering);
+                let _answered = crate::chain_task::CountDown(&answering);
                 let response = super::answer::answer(s, request, status);
                 move || {
                     let _ = answers.send((channel, response));

@@ -1,0 +1,70 @@
+//! The queue between the chain task, which offers the verifier every inference block
+//! whose verifier set holds the node key, and the verifier thread
+//! (`crate::verify_service`), which replays them and votes. Bounded: when the verifier
+//! cannot keep up, a block offered to a full queue is not voted on.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use fai_inference_chain::block::InferenceBlock;
+use fai_primitives::{Hash160, Hash256};
+use tracing::warn;
+
+/// Blocks waiting to be replayed.
+const QUEUE: usize = 64;
+
+/// Hands blocks to the verifier thread.
+#[derive(Clone)]
+pub struct VerifierHandle {
+    queue: SyncSender<(Hash256, InferenceBlock)>,
+    /// Blocks offered and not yet voted on (queued or being replayed).
+    backlog: Arc<AtomicUsize>,
+    /// The verifier's address (who the set must name).
+    pub address: Hash160,
+}
+
+impl VerifierHandle {
+    /// Queues `block` for a vote; false if the queue is full.
+    pub fn offer(&self, id: Hash256, block: InferenceBlock) -> bool {
+        self.backlog.fetch_add(1, Ordering::SeqCst);
+        let taken = match self.queue.try_send((id, block)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                warn!(target: "infer_node::verifier", block = %id, "verifier queue full: block not voted on");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        if !taken {
+            self.backlog.fetch_sub(1, Ordering::SeqCst);
+        }
+        taken
+    }
+
+    /// Blocks offered and not yet voted on.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::SeqCst)
+    }
+}
+
+/// A queue for the verifier of `address`: the handle that offers blocks, and the end
+/// the verifier thread takes them from.
+pub fn queue(address: Hash160) -> (VerifierHandle, Receiver<(Hash256, InferenceBlock)>) {
+    let (tx, rx) = sync_channel(QUEUE);
+    (
+        VerifierHandle {
+            queue: tx,
+            backlog: Arc::new(AtomicUsize::new(0)),
+            address,
+        },
+        rx,
+    )
+}
+
+impl VerifierHandle {
+    /// The count of blocks offered and not yet voted on, which the verifier takes down.
+    pub(crate) fn backlog_count(&self) -> Arc<AtomicUsize> {
+        self.backlog.clone()
+    }
+}
