@@ -63,7 +63,7 @@ impl Drop for CountDown<'_> {
     }
 }
 
-/// How often the task runs the producer's timers when no command comes.
+/// How often the task runs the producer's timers, at most, and when no command comes.
 const TICK: Duration = Duration::from_millis(25);
 
 /// Events subscribers may miss before they are told they lagged.
@@ -342,6 +342,9 @@ impl ChainTask {
         ON_TASK.with(|t| t.set(true));
         // The snapshot of the state as it starts.
         send_out(&mut state, node, &self.events);
+        // When the producer's timers last ran (on the machine's clock: how often they
+        // are looked at; what they decide reads the node's clock).
+        let mut ticked = std::time::Instant::now();
         loop {
             // Urgent reads first, then the queue; the producer's timers between.
             let message = match self.urgent.try_recv() {
@@ -351,13 +354,13 @@ impl ChainTask {
             match message {
                 Ok(Message::Job(job)) => {
                     let reply = job(&mut state);
-                    self.after_command(&mut state, node);
+                    self.after_command(&mut state, node, &mut ticked);
                     self.pending.fetch_sub(1, Ordering::SeqCst);
                     // The caller hears once the command's effects are out.
                     reply();
                 }
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return state,
-                Err(RecvTimeoutError::Timeout) => self.after_command(&mut state, node),
+                Err(RecvTimeoutError::Timeout) => self.after_command(&mut state, node, &mut ticked),
             }
         }
     }
@@ -365,10 +368,19 @@ impl ChainTask {
     /// The pools follow a reorganisation, the producer's timers run, then what the
     /// command and they made goes out. A panic here is a bug that leaves the state
     /// unknown: the node stops.
-    fn after_command(&self, state: &mut ChainState, node: &dyn Outlets) {
+    fn after_command(
+        &self,
+        state: &mut ChainState,
+        node: &dyn Outlets,
+        ticked: &mut std::time::Instant,
+    ) {
         let done = guarded(|| {
             state.follow_canonical_tip();
-            if state.producer.is_some() {
+            // Every TICK at most: a waiting tenure's check reads the verifier set from
+            // the VM, too dear to repeat after each of hundreds of commands a second (a
+            // vote that completes a quorum releases the tenure at once, `after_vote`).
+            if state.producer.is_some() && ticked.elapsed() >= TICK {
+                *ticked = std::time::Instant::now();
                 state.producer_tick();
             }
             send_out(state, node, &self.events);
