@@ -59,6 +59,28 @@ pub struct NetworkReport {
     pub ratio: f64,
     /// Seconds from a request's receipt to its settlement, at the median.
     pub settle_latency_s: f64,
+    /// The busiest node's chain task: the share of the load's seconds it was busy
+    /// (near 1: every block, vote and answer of that node waited for it).
+    pub chain_busy_share: f64,
+    /// Milliseconds a command queued for its node's chain task during the load, on
+    /// average over every node's commands.
+    pub chain_queued_ms: f64,
+}
+
+/// A node's chain task figures from its `/metrics`: busy seconds, queued seconds and
+/// commands, since it started.
+fn chain_load(node: &Node) -> (f64, f64, f64) {
+    let text = node.metrics().unwrap_or_default();
+    let figure = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        figure("infer_chain_busy_seconds_total"),
+        figure("infer_chain_queued_seconds_total"),
+        figure("infer_chain_commands_total"),
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +287,11 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         .collect::<Result<_>>()?;
     let receipts: Mutex<Vec<(usize, String, Instant)>> = Mutex::new(Vec::new());
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let all_nodes: Vec<Node> = members
+        .iter()
+        .map(|m| Node::new(&m.rpc))
+        .collect::<Result<_, _>>()?;
+    let load_before: Vec<(f64, f64, f64)> = all_nodes.iter().map(chain_load).collect();
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (senders, nonces) = (&senders, &nonces);
@@ -424,6 +451,19 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         .collect();
     latencies.sort_by(f64::total_cmp);
     let settle_latency_s = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
+    let load_seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let (mut busiest, mut queued, mut commands) = (0.0f64, 0.0, 0.0);
+    for (node, before) in all_nodes.iter().zip(&load_before) {
+        let after = chain_load(node);
+        busiest = busiest.max((after.0 - before.0) / load_seconds);
+        queued += after.1 - before.1;
+        commands += after.2 - before.2;
+    }
+    let chain_queued_ms = if commands > 0.0 {
+        queued / commands * 1e3
+    } else {
+        0.0
+    };
 
     // The same requests straight on the engine, one after the other.
     let model = fai_engine::LoadedModel::load(
@@ -452,5 +492,7 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         engine_per_sec,
         ratio: settled_per_sec / engine_per_sec,
         settle_latency_s,
+        chain_busy_share: busiest,
+        chain_queued_ms,
     })
 }

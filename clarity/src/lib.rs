@@ -38,7 +38,7 @@ pub use error::{ClarityError, Result};
 pub use store::{BlockInfo, ClarityStore, BLOCKS_COLUMN, STATE_COLUMN};
 pub use tx::{BlockOp, Payload, Receipt, VmEvent, VmTransaction};
 pub use views::LedgerView;
-pub use vm::{BlockResult, ClarityVm, Genesis, GenesisModel, VmConfig};
+pub use vm::{BlockResult, ClarityVm, ExecutedBlock, Genesis, GenesisModel, VmConfig};
 
 /// The VM epoch of the inference chain (2.1: Clarity 2, the 2.1 type checker, costs-3).
 pub const EPOCH: StacksEpochId = StacksEpochId::Epoch21;

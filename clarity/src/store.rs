@@ -306,11 +306,24 @@ impl ClarityStore {
     /// Contract metadata (analysis, the parsed contract) is left out, as Stacks keeps it
     /// out of its MARF: the VM serialises it from hash maps, in no fixed order, and it is
     /// derived from the source, whose hash is data.
-    pub fn commit(&self, block: BlockStore) -> Result<[u8; 32]> {
-        if let Some(e) = block.error {
-            return Err(e);
+    pub fn commit(&self, mut block: BlockStore) -> Result<[u8; 32]> {
+        block.take_error()?;
+        let root = self.root_of(&block)?;
+        self.write(block, root)?;
+        Ok(root)
+    }
+
+    /// The state root `block` has once committed (see [`ClarityStore::commit`]),
+    /// without writing anything: a block whose root differs from its header's can be
+    /// refused without a trace. A storage failure during its execution must have been
+    /// taken first ([`BlockStore::take_error`]).
+    pub(crate) fn root_of(&self, block: &BlockStore) -> Result<[u8; 32]> {
+        if block.error.is_some() {
+            return Err(ClarityError::Vm(
+                "the block's storage failure was not looked at".into(),
+            ));
         }
-        let info = block.open;
+        let info = &block.open;
         let parent_root = if info.height == 0 {
             [0; 32]
         } else {
@@ -326,7 +339,13 @@ impl ClarityStore {
             h.update((v.len() as u64).to_le_bytes());
             h.update(v.as_bytes());
         }
-        let root: [u8; 32] = h.finalize().into();
+        Ok(h.finalize().into())
+    }
+
+    /// Writes the block's index entry, its state root and every value it wrote, in one
+    /// batch.
+    fn write(&self, block: BlockStore, root: [u8; 32]) -> Result<()> {
+        let info = block.open;
         let mut batch = WriteBatch::new();
         let mut rkey = vec![INDEX_ROOT];
         rkey.extend_from_slice(&info.id);
@@ -352,7 +371,7 @@ impl ClarityStore {
             );
         }
         self.kv.write(batch)?;
-        Ok(root)
+        Ok(())
     }
 }
 
@@ -378,6 +397,14 @@ pub struct BlockStore {
 impl BlockStore {
     pub fn info(&self) -> &BlockInfo {
         &self.open
+    }
+
+    /// The storage failure met while the block executed, if any (then the block fails).
+    pub fn take_error(&mut self) -> Result<()> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Whether the VM wrote anything.

@@ -36,7 +36,7 @@ use fai_storage::KeyValueStore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{show_cost, ClarityError, Result};
-use crate::store::{BlockInfo, ClarityStore};
+use crate::store::{BlockInfo, BlockStore, ClarityStore};
 use crate::tx::{BlockOp, Payload, Receipt, VmEvent, VmTransaction};
 use crate::views::{Burnchain, Headers, LedgerView};
 use crate::{boot, CLARITY_VERSION, EPOCH};
@@ -91,6 +91,23 @@ pub struct BlockResult {
     pub outcomes: Vec<Result<Receipt, String>>,
     pub cost: ExecutionCost,
     pub state_root: [u8; 32],
+}
+
+/// A block executed and not yet written: its results and state root, computed from
+/// its writes, which stay in memory until [`ExecutedBlock::commit`]. Dropped, it leaves
+/// nothing behind (a block refused for its root or a failed operation is not stored).
+pub struct ExecutedBlock {
+    pub result: BlockResult,
+    store: ClarityStore,
+    writes: BlockStore,
+}
+
+impl ExecutedBlock {
+    /// Writes the block's state, atomically.
+    pub fn commit(self) -> Result<BlockResult> {
+        self.store.commit(self.writes)?;
+        Ok(self.result)
+    }
 }
 
 /// Each operation's outcome and what the included ones cost.
@@ -689,15 +706,16 @@ impl ClarityVm {
         Ok((db, outcome))
     }
 
-    /// Opens block `info` over its parent's state, lets `body` run operations in one
-    /// layer of the VM's database, and commits the block's writes atomically.
+    /// Opens block `info` over its parent's state and lets `body` run operations in one
+    /// layer of the VM's database; the block's writes stay in memory, its state root
+    /// computed, until the caller commits them.
     fn in_block<F>(
         &self,
         what: &str,
         info: BlockInfo,
         ledger: &dyn LedgerView,
         body: F,
-    ) -> Result<BlockResult>
+    ) -> Result<ExecutedBlock>
     where
         F: for<'a> FnOnce(
             ClarityDatabase<'a>,
@@ -719,11 +737,16 @@ impl ClarityVm {
                 db.commit();
                 result
             };
-            let state_root = self.store.commit(block)?;
-            Ok(BlockResult {
-                outcomes,
-                cost,
-                state_root,
+            block.take_error()?;
+            let state_root = self.store.root_of(&block)?;
+            Ok(ExecutedBlock {
+                result: BlockResult {
+                    outcomes,
+                    cost,
+                    state_root,
+                },
+                store: self.store.clone(),
+                writes: block,
             })
         })
     }
@@ -750,13 +773,26 @@ impl ClarityVm {
 
     /// Executes the operations of block `info` on its parent's state and commits the
     /// block's state atomically. Operations that fail are rolled back and reported; the
-    /// caller decides whether such a block is valid.
+    /// caller decides whether such a block is valid (to decide before anything is
+    /// written, [`ClarityVm::run_block`]).
     pub fn execute_block(
         &self,
         info: BlockInfo,
         ledger: &dyn LedgerView,
         ops: &[BlockOp],
     ) -> Result<BlockResult> {
+        self.run_block(info, ledger, ops)?.commit()
+    }
+
+    /// Executes the operations of block `info` on its parent's state without writing
+    /// anything: the caller looks at the outcomes and the state root, then commits the
+    /// block or drops it.
+    pub fn run_block(
+        &self,
+        info: BlockInfo,
+        ledger: &dyn LedgerView,
+        ops: &[BlockOp],
+    ) -> Result<ExecutedBlock> {
         self.in_block("block execution", info, ledger, |db, headers, burn| {
             self.run_ops(db, headers, burn, ops.iter(), |_, _| Ok(()))
         })
@@ -810,7 +846,8 @@ impl ClarityVm {
                     _ => Ok(()),
                 },
             )
-        })
+        })?
+        .commit()
     }
 
     /// The state on top of block `tip`, for reads: a block that is never committed.

@@ -241,8 +241,8 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             let r = b::network::network(*nodes, *requests, *keep)?;
             print_report(*json, &r, || {
                 format!(
-                        "network: {:.2} inference transactions settled per second over {} nodes ({} requests: {} accepted, {} rejected, {} without quorum, {} dropped, in {:.1} s; settled {:.2} s after the receipt at the median); the engine alone: {:.2} per second; ratio {:.2} (goal >= 0.5)",
-                        r.settled_per_sec, r.nodes, r.requests, r.accepted, r.rejected, r.unconfirmed, r.dropped, r.seconds, r.settle_latency_s, r.engine_per_sec, r.ratio
+                        "network: {:.2} inference transactions settled per second over {} nodes ({} requests: {} accepted, {} rejected, {} without quorum, {} dropped, in {:.1} s; settled {:.2} s after the receipt at the median); the engine alone: {:.2} per second; ratio {:.2} (goal >= 0.5); busiest chain task busy {:.0}% of the time, a command queued {:.1} ms on average",
+                        r.settled_per_sec, r.nodes, r.requests, r.accepted, r.rejected, r.unconfirmed, r.dropped, r.seconds, r.settle_latency_s, r.engine_per_sec, r.ratio, r.chain_busy_share * 100.0, r.chain_queued_ms
                     )
             })?;
             Ok(())

@@ -3,7 +3,7 @@
 //! text) and the verifiers' votes on the parent block.
 //!
 //! The block id is sha256d of the header without the producer's signature; the producer
-//! signs the id. A tenure's first block carries the VRF proof that proves the next seed.
+//! signs the id. A tenure's first block carries the VRF proof of the output its commit stated.
 
 use fai_primitives::codec::{write_vec, Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash256, PublicKey, SecretKey, Signature};
@@ -121,6 +121,11 @@ pub struct InferenceBlock {
 
 /// VM transactions one block may carry.
 pub const MAX_BLOCK_VM_TXS: u64 = 5_000;
+
+/// The largest inference block, encoded, on every network (a consensus rule): below what
+/// one gossip message (`inference-block` topic, 2.1 MB) and one sync response (10 MiB)
+/// carry, so that every valid block can reach every node. Producers fill blocks up to it.
+pub const MAX_BLOCK_BYTES: usize = 2_000_000;
 
 impl InferenceBlock {
     /// The transactions root of `txs`.

@@ -81,6 +81,9 @@ pub struct ChainConfig {
     pub genesis: Genesis,
     /// Ledger blocks per reward cycle (the same as `genesis.cycle_length`).
     pub cycle_length: u32,
+    /// The largest block, encoded ([`crate::block::MAX_BLOCK_BYTES`] on every network;
+    /// tests lower it).
+    pub max_block_bytes: usize,
 }
 
 /// A stored block and what its children need of it.
@@ -438,8 +441,9 @@ impl InferenceChain {
             self.tracker.connect(ledger, &hash, &|_| set.clone())?;
         }
         if let (Some(store), Some(entry)) = (&self.payloads, ledger.entry(hash)) {
+            let mut walk = CanonicalWalk::from_tip(self, ledger);
             store
-                .reclaim(entry.height)
+                .reclaim(entry.height, |block| walk.holds(block))
                 .map_err(|e| invalid(format!("payload store: {e}")))?;
         }
         Ok(())
@@ -485,6 +489,24 @@ impl InferenceChain {
             .0)
     }
 
+    /// A block larger than the consensus limit is invalid, however valid its contents:
+    /// it could not reach every node.
+    pub fn check_size(&self, block: &InferenceBlock) -> Result<(), BlockError> {
+        let size = block.to_bytes().len();
+        if size > self.config.max_block_bytes {
+            return Err(invalid(format!(
+                "the block is {size} bytes; the limit is {}",
+                self.config.max_block_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The largest block, encoded.
+    pub fn max_block_bytes(&self) -> usize {
+        self.config.max_block_bytes
+    }
+
     /// Checks a block against the sortition, its parent and its contents, runs it, and
     /// stores it. Returns its id.
     pub fn accept(
@@ -497,6 +519,7 @@ impl InferenceChain {
         if self.blocks.contains_key(&id) {
             return Ok(id);
         }
+        self.check_size(&block)?;
         if !h.signature_valid() {
             return Err(invalid("the producer's signature does not verify"));
         }
@@ -559,7 +582,9 @@ impl InferenceChain {
         }
         let exec_id = execution_id(h);
         let ops = self.block_ops(ledger, &parent, &block, anchor)?;
-        let result = self.execute(
+        // Run in memory; written only once every check passed (a refused variant of a
+        // block leaves nothing on disk).
+        let executed = self.execute(
             ledger,
             &parent,
             h,
@@ -567,6 +592,7 @@ impl InferenceChain {
             record.sortition.total,
             &ops.ops,
         )?;
+        let result = &executed.result;
         if let Some((i, e)) = result
             .outcomes
             .iter()
@@ -578,9 +604,10 @@ impl InferenceChain {
         if result.state_root != h.state_root {
             return Err(invalid("the state root differs from the header's"));
         }
+        executed.commit()?;
         if let Some(store) = &self.payloads {
             store
-                .mark_final(&ops.settled, h.ledger_height)
+                .mark_final(&ops.settled, h.ledger_height, &id)
                 .map_err(|e| invalid(format!("payload store: {e}")))?;
         }
         let rec_anchor_height = h.ledger_height;
@@ -707,7 +734,8 @@ impl InferenceChain {
     }
 
     /// Runs a block's operations in the VM on top of `parent`, keyed by the header's
-    /// execution id.
+    /// execution id, without writing them: the caller commits the block once it is
+    /// valid.
     fn execute(
         &self,
         ledger: &Chainstate,
@@ -716,7 +744,7 @@ impl InferenceChain {
         winner: &crate::sortition::Bid,
         commit_total: u64,
         ops: &[BlockOp],
-    ) -> Result<fai_clarity::BlockResult, BlockError> {
+    ) -> Result<fai_clarity::ExecutedBlock, BlockError> {
         let anchor = Hash256(header.ledger_anchor);
         let info = BlockInfo {
             id: execution_id(header),
@@ -734,7 +762,7 @@ impl InferenceChain {
             commit_total,
             reward: producer_subsidy(header.ledger_height).units(),
         };
-        Ok(self.vm.execute_block(info, ledger, ops)?)
+        Ok(self.vm.run_block(info, ledger, ops)?)
     }
 
     /// The VM operations of a block (see the module documentation).
@@ -963,22 +991,67 @@ impl InferenceChain {
             inferences,
             parent_votes,
         };
-        // Run it once to learn the state root (the VM keys state by execution id).
+        // Run it once to learn the state root (nothing is written: the block's state is
+        // stored when it is accepted).
         let ops = self.block_ops(ledger, &parent, &block, anchor)?;
-        let result = self.execute(
-            ledger,
-            &parent,
-            &header,
-            &winner,
-            record.sortition.total,
-            &ops.ops,
-        )?;
+        let result = self
+            .execute(
+                ledger,
+                &parent,
+                &header,
+                &winner,
+                record.sortition.total,
+                &ops.ops,
+            )?
+            .result;
         if let Some(e) = result.outcomes.iter().find_map(|o| o.as_ref().err()) {
             return Err(invalid(format!("an operation of the block fails: {e}")));
         }
         header.state_root = result.state_root;
         header.sign(producer);
         Ok(InferenceBlock { header, ..block })
+    }
+}
+
+/// The canonical branch as of the ledger tip, walked down from its tip only as far as
+/// the questions asked of it need (each block visited once).
+struct CanonicalWalk<'c> {
+    chain: &'c InferenceChain,
+    next: Option<&'c BlockRecord>,
+    seen: HashSet<[u8; 32]>,
+}
+
+impl<'c> CanonicalWalk<'c> {
+    fn from_tip(chain: &'c InferenceChain, ledger: &Chainstate) -> Self {
+        CanonicalWalk {
+            chain,
+            next: Some(chain.tip(ledger)),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Whether block `id` is on the canonical branch.
+    fn holds(&mut self, id: &[u8; 32]) -> bool {
+        if self.seen.contains(id) {
+            return true;
+        }
+        let Some(target) = self.chain.blocks.get(id) else {
+            return false;
+        };
+        while let Some(record) = self.next {
+            if record.height < target.height {
+                return false;
+            }
+            self.seen.insert(record.id);
+            self.next = record
+                .block
+                .as_ref()
+                .and_then(|b| self.chain.blocks.get(&b.header.parent));
+            if record.id == *id {
+                return true;
+            }
+        }
+        false
     }
 }
 

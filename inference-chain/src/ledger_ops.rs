@@ -5,7 +5,9 @@
 //!
 //! Rules:
 //! - only a transaction's first op counts; coinbases carry none;
-//! - a commit must name a register op at a lower ledger height, and the block it is in
+//! - a commit must be signed by the register's key (its transaction's first input is
+//!   unlocked by the key whose hash the register op names) and name a register op at a
+//!   lower ledger height, and the block it is in
 //!   must follow the ledger block it names (its first four bytes): a commit mined late
 //!   or on another branch proved another seed and is no bid; each register bids at
 //!   most once per block (the first valid commit);
@@ -17,7 +19,7 @@
 //! - a peg-in credits the value of its own data output (which can never be spent) to the
 //!   inference address it names; a zero value is no peg-in.
 
-use fai_ledger::{Block, OutputKind};
+use fai_ledger::{Block, OutputKind, Transaction, Unlock};
 use fai_primitives::Hash160;
 
 use crate::ops::{Op, RegisterRef};
@@ -38,6 +40,23 @@ pub struct LedgerBlockOps {
     pub registers: Vec<Register>,
     pub bids: Vec<Bid>,
     pub peg_ins: Vec<(Hash160, u64)>,
+}
+
+/// Whether a ledger transaction's op is a commit (only a transaction's first op counts).
+pub fn carries_commit(tx: &Transaction) -> bool {
+    let first_op = tx.outputs.iter().find_map(|o| match &o.kind {
+        OutputKind::Data(d) => Op::parse(d),
+        OutputKind::PayToKeyHash(_) => None,
+    });
+    matches!(first_op, Some(Op::Commit { .. }))
+}
+
+/// The key hash whose signature unlocks a transaction's first input.
+fn committer(tx: &Transaction) -> Option<Hash160> {
+    match &tx.inputs.first()?.unlock {
+        Unlock::Key { pubkey, .. } => Some(pubkey.hash160()),
+        Unlock::Coinbase(_) => None,
+    }
 }
 
 /// Reads the ops of `block` at `height`, given the `verifiers` of the current cycle and a
@@ -90,6 +109,12 @@ pub fn read_block(
                 let Some(reg) = registers(&register) else {
                     continue;
                 };
+                // Only the register's key commits for it: anyone else's commit naming it
+                // (a rival's, with a higher fee, mined first) would otherwise take the
+                // register's one bid of the block and censor it.
+                if committer(tx) != Some(reg.address) {
+                    continue;
+                }
                 // The committer does not pay itself: what goes to its own address is
                 // change, and a set of itself alone is no set.
                 let payees: Vec<&Hash160> =

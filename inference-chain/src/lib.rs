@@ -16,6 +16,8 @@
 //! - [`chain`]: the chain itself: blocks of sortition winners checked, run through the
 //!   VM (settlement of the parent, peg-ins, cycles, VM transactions, fee escrow) and
 //!   stored; the canonical tip as of any ledger block.
+//! - [`canonical`]: the canonical branch by height, moved as the tip moves, so that a
+//!   peer's request for blocks from a height costs what it returns.
 //! - [`params`]: each network's settings of the chain (genesis, VM).
 //! - [`served`]: a served inference with its text, as the result topic carries it.
 //! - [`payloads`]: the store of prompts and outputs, reclaimed six ledger blocks after
@@ -32,6 +34,7 @@
 )]
 
 pub mod block;
+pub mod canonical;
 pub mod chain;
 pub mod ledger_ops;
 pub mod ops;

@@ -40,8 +40,9 @@ pub enum Op {
         models: Vec<[u8; 8]>,
     },
     /// A bid for the sortition of the block it is in, building on `parent`. `seed` is
-    /// the bidder's VRF output over the current seed: if it wins, it is the next seed,
-    /// and its first block must prove it. `after` is the first four bytes of the ledger
+    /// the bidder's VRF output over the current seed: if it wins, its first block must
+    /// prove it (it is that block's randomness in the VM; the next seed does not depend
+    /// on it). `after` is the first four bytes of the ledger
     /// block the bid follows: it counts only in a block whose parent that is (the seed
     /// it proved is that block's).
     Commit {

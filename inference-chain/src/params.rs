@@ -55,6 +55,7 @@ impl ChainConfig {
                 models,
             },
             cycle_length,
+            max_block_bytes: crate::block::MAX_BLOCK_BYTES,
         }
     }
 }

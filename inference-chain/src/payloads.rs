@@ -6,7 +6,12 @@
 //!
 //! Layout in [`PAYLOADS_COLUMN`]: `p ‖ txid` → prompt, `o ‖ txid` → output text,
 //! `t ‖ txid` → output token ids (u32 LE each: what verifiers replay),
-//! `f ‖ height (u32 BE) ‖ txid` → nothing (the reclamation index, in height order).
+//! `f ‖ height (u32 BE) ‖ txid ‖ settling block id` → nothing (the reclamation index, in
+//! height order; entries written before the block id was kept end at the txid).
+//!
+//! Text is deleted only when the block that settled it is still canonical: a block can
+//! be left behind by a reorganisation after it settled its parent's inferences, and
+//! those go back to the pools, where verifiers need their text again.
 
 use std::sync::Arc;
 
@@ -26,10 +31,11 @@ fn key(prefix: u8, txid: &Hash256) -> Vec<u8> {
     k
 }
 
-fn final_key(height: u32, txid: &Hash256) -> Vec<u8> {
+fn final_key(height: u32, txid: &Hash256, block: &[u8; 32]) -> Vec<u8> {
     let mut k = vec![b'f'];
     k.extend_from_slice(&height.to_be_bytes());
     k.extend_from_slice(&txid.0);
+    k.extend_from_slice(block);
     k
 }
 
@@ -121,22 +127,35 @@ impl PayloadStore {
         }
     }
 
-    /// Records that the inferences `txids` are in a block final at ledger height `height`.
-    pub fn mark_final(&self, txids: &[Hash256], height: u32) -> Result<(), StorageError> {
+    /// Records that block `block`, anchored at ledger height `height`, settled the
+    /// inferences `txids`.
+    pub fn mark_final(
+        &self,
+        txids: &[Hash256],
+        height: u32,
+        block: &[u8; 32],
+    ) -> Result<(), StorageError> {
         let mut b = WriteBatch::new();
         for txid in txids {
-            b.put(PAYLOADS_COLUMN, final_key(height, txid), Vec::new());
+            b.put(PAYLOADS_COLUMN, final_key(height, txid, block), Vec::new());
         }
         self.kv.write(b)
     }
 
-    /// Deletes the text of every inference final at least [`RECLAIM_DEPTH`] ledger blocks
-    /// below `ledger_height`; returns how many inferences it reclaimed.
-    pub fn reclaim(&self, ledger_height: u32) -> Result<usize, StorageError> {
+    /// Deletes the text of every inference settled at least [`RECLAIM_DEPTH`] ledger
+    /// blocks below `ledger_height` by a block `canonical` says is still on the canonical
+    /// chain; returns how many inferences it reclaimed. A settlement by a block left
+    /// behind is forgotten and its text kept: the inference is settled again (and marked
+    /// again) by the branch that won, and verifiers may need the text until then.
+    pub fn reclaim(
+        &self,
+        ledger_height: u32,
+        mut canonical: impl FnMut(&[u8; 32]) -> bool,
+    ) -> Result<usize, StorageError> {
         let Some(limit) = ledger_height.checked_sub(RECLAIM_DEPTH) else {
             return Ok(0);
         };
-        let mut upper = final_key(limit, &Hash256([0xff; 32]));
+        let mut upper = final_key(limit, &Hash256([0xff; 32]), &[0xff; 32]);
         let mut reclaimed = 0usize;
         loop {
             let found = self.kv.scan_back(PAYLOADS_COLUMN, b"f", &upper, 512)?;
@@ -149,10 +168,14 @@ impl PayloadStore {
                     continue;
                 };
                 let txid = Hash256(txid);
+                let settled_by = k.get(37..69).and_then(|b| <[u8; 32]>::try_from(b).ok());
+                b.delete(PAYLOADS_COLUMN, k.clone());
+                if settled_by.is_some_and(|block| !canonical(&block)) {
+                    continue;
+                }
                 b.delete(PAYLOADS_COLUMN, key(b'p', &txid));
                 b.delete(PAYLOADS_COLUMN, key(b'o', &txid));
                 b.delete(PAYLOADS_COLUMN, key(b't', &txid));
-                b.delete(PAYLOADS_COLUMN, k.clone());
                 reclaimed = reclaimed.saturating_add(1);
             }
             let last = found.last().map(|(k, _)| k.clone());

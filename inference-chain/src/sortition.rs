@@ -4,15 +4,18 @@
 //! - sortition hash = sha256(previous seed ‖ ledger block hash);
 //! - the winner: the first 16 bytes of that hash (little-endian) modulo the total
 //!   committed, walked over the bids in ledger order (transaction index, then output);
-//! - every commit carries its bidder's VRF output over the current seed (first 32 bytes);
-//!   the winner's becomes the next seed, so the sortition is a function of the ledger
-//!   alone. The winner's first block carries the VRF proof (RFC 9381, the key of its
-//!   register op) and is valid only if the proof's output is the committed seed. A ledger
-//!   block without commits starts no tenure and keeps the seed: the current tenure goes
-//!   on, and inference transactions wait in the mempool.
+//! - the next seed = sha256("fai-sortition-seed/v2" ‖ seed ‖ ledger block hash), after
+//!   every ledger block, whoever won: the sortition is a function of the ledger alone;
+//! - every commit carries its bidder's VRF output over the current seed (first 32 bytes).
+//!   The winner's first block carries the VRF proof (RFC 9381, the key of its register
+//!   op) and is valid only if the proof's output is the committed one, which becomes the
+//!   block's randomness in the VM. A ledger block without commits starts no tenure: the
+//!   current tenure goes on, and inference transactions wait in the mempool.
 //!
-//! Nobody can grind the seed: it comes from a VRF output of the last winner, which is
-//! fixed by its key and the seed before it.
+//! Nobody chooses the seed. It once was the winner's committed VRF output, but a commit
+//! states that output without proving it (the proof comes with the tenure's block), so a
+//! bidder who won and never produced had set the next seed to any value it liked. Now
+//! only a miner can move it, by redoing a block's proof of work.
 
 use fai_primitives::{Hash160, Hash256, SecretKey};
 use fai_vrf::{Output, Proof, PublicKey, VrfError};
@@ -40,7 +43,8 @@ pub struct Bid {
     pub parent: [u8; 32],
     /// FAI base units paid to the verifier set.
     pub amount: u64,
-    /// The bidder's VRF output over the current seed: the next seed if it wins.
+    /// The bidder's VRF output over the current seed, which its block must prove if it
+    /// wins.
     pub seed: [u8; 32],
 }
 
@@ -51,8 +55,7 @@ pub struct Sortition {
     pub winner: Option<Bid>,
     /// All committed in this block.
     pub total: u64,
-    /// The seed for the next sortition: the winner's committed VRF output, or the
-    /// current seed when nobody bid.
+    /// The seed for the next sortition ([`chain_seed`]).
     pub next_seed: [u8; 32],
 }
 
@@ -61,7 +64,7 @@ pub fn run(seed: &[u8; 32], ledger_block: &[u8; 32], bids: &[Bid]) -> Sortition 
     let winner = winner(seed, ledger_block, bids).cloned();
     Sortition {
         hash: sortition_hash(seed, ledger_block),
-        next_seed: winner.as_ref().map(|w| w.seed).unwrap_or(*seed),
+        next_seed: chain_seed(seed, ledger_block),
         total: bids
             .iter()
             .map(|b| b.amount)
@@ -75,6 +78,17 @@ pub fn genesis_seed(network_name: &str) -> [u8; 32] {
     Sha256::new()
         .chain_update(b"fai-sortition-seed/v1")
         .chain_update(network_name.as_bytes())
+        .finalize()
+        .into()
+}
+
+/// The seed after ledger block `ledger_block`, whose sortition ran with `seed`: a hash of
+/// both, whoever won and whether its block ever comes.
+pub fn chain_seed(seed: &[u8; 32], ledger_block: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"fai-sortition-seed/v2")
+        .chain_update(seed)
+        .chain_update(ledger_block)
         .finalize()
         .into()
 }
@@ -113,7 +127,8 @@ pub fn winner<'a>(seed: &[u8; 32], ledger_block: &[u8; 32], bids: &'a [Bid]) -> 
     draw(&sortition_hash(seed, ledger_block), &weights).and_then(|i| bids.get(i))
 }
 
-/// The seed after a tenure whose VRF proof gave `output`.
+/// What a commit states of its bidder's VRF output (the first 32 bytes), which the
+/// winner's block proves.
 pub fn next_seed(output: &Output) -> [u8; 32] {
     let mut seed = [0u8; 32];
     seed.copy_from_slice(output.0.get(..32).unwrap_or(&[0; 32]));
@@ -121,7 +136,7 @@ pub fn next_seed(output: &Output) -> [u8; 32] {
 }
 
 /// Checks the VRF proof of a tenure's first block against the winner's key and the seed,
-/// and returns the next seed it proves.
+/// and returns the output it proves (what the winning commit must have stated).
 pub fn check_tenure_proof(
     vrf_key: &[u8; 32],
     seed: &[u8; 32],
@@ -138,6 +153,35 @@ pub fn tenure_proof_matches(bid: &Bid, seed: &[u8; 32], proof: &Proof) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attack: a bidder commits with an output it chose (commits state it unproven) and,
+    /// winning, never produces. Before, its stated output became the next seed, so the
+    /// bidder picked the seed of the next draw. Now the next seed is the same whatever
+    /// the winner stated, and changes with the ledger block.
+    #[test]
+    fn the_winner_cannot_choose_the_next_seed() {
+        let seed = genesis_seed("regtest");
+        let bid = |stated: u8| Bid {
+            register: RegisterRef {
+                height: 1,
+                tx_index: 1,
+            },
+            vrf_key: [1; 32],
+            producer: Hash160([2; 20]),
+            parent: [0; 32],
+            amount: 10,
+            seed: [stated; 32],
+        };
+        let honest = run(&seed, &[7; 32], &[bid(0x11)]);
+        let chosen = run(&seed, &[7; 32], &[bid(0x66)]);
+        assert!(honest.winner.is_some() && chosen.winner.is_some());
+        assert_eq!(honest.next_seed, chosen.next_seed);
+        assert_ne!(chosen.next_seed, [0x66; 32]);
+        assert_eq!(chosen.next_seed, chain_seed(&seed, &[7; 32]));
+        // Nobody bid: the seed still moves with the ledger.
+        assert_eq!(run(&seed, &[7; 32], &[]).next_seed, chosen.next_seed);
+        assert_ne!(run(&seed, &[8; 32], &[]).next_seed, chosen.next_seed);
+    }
 
     #[test]
     fn nothing_committed_draws_nobody() {

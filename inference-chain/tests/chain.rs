@@ -57,7 +57,9 @@ impl Ledger {
         let store = Arc::new(MemoryStore::open(SCHEMA).unwrap());
         let mut chain =
             Chainstate::open(store, ChainParams::for_network(Network::Regtest)).unwrap();
-        let key = key(99);
+        // The producer's key (key 1) holds the coins: its commits must be signed by the
+        // key its register names.
+        let key = key(1);
         let blocks = testkit::extend(&mut chain, 101 + coins as u32, hash(&key), NOW).unwrap();
         let coins = blocks
             .iter()
@@ -208,6 +210,15 @@ impl World {
             .0
     }
 
+    fn nonce(&self, at: &[u8; 32], who: [u8; 20]) -> u64 {
+        let exec = self.chain.block(at).unwrap().exec_id;
+        self.chain
+            .vm()
+            .account(&exec, &self.ledger.chain, who)
+            .unwrap()
+            .1
+    }
+
     fn read(&self, at: &[u8; 32], contract: &str, function: &str, args: &[Value]) -> Value {
         let exec = self.chain.block(at).unwrap().exec_id;
         self.chain
@@ -224,6 +235,44 @@ impl World {
             .unwrap()
             .0
     }
+}
+
+/// A transfer of `amount` from the user (key 2) to the node (key 3), fee 1,000.
+fn transfer(nonce: u64, amount: u64) -> SignedVmTx {
+    SignedVmTx::new(
+        &key(2),
+        nonce,
+        CHAIN_ID,
+        units(1_000),
+        VmPayload::Transfer {
+            to: hash(&key(3)),
+            amount: units(amount),
+            memo: vec![],
+        },
+    )
+}
+
+/// The node (key 3) registers in the node registry for `model` (nonce 0, fee 10).
+fn register_node(model: &LoadedModel) -> SignedVmTx {
+    let models = Value::list_from(vec![Value::buff_from(model.id.0.to_vec()).unwrap()]).unwrap();
+    let address = Value::string_ascii_from_bytes(b"/ip4/127.0.0.1/tcp/7070".to_vec()).unwrap();
+    SignedVmTx::new(
+        &key(3),
+        0,
+        CHAIN_ID,
+        units(10),
+        VmPayload::Call {
+            issuer: Hash160([0; 20]),
+            name: "node-registry".into(),
+            function: "register".into(),
+            args: vec![
+                value_bytes(&models),
+                value_bytes(&Value::UInt(u128::from(PRICE))),
+                value_bytes(&address),
+                value_bytes(&Value::UInt(BOND)),
+            ],
+        },
+    )
 }
 
 fn config_for(model: &LoadedModel) -> ChainConfig {
@@ -244,6 +293,7 @@ fn config_for(model: &LoadedModel) -> ChainConfig {
             }],
         },
         cycle_length: 5,
+        max_block_bytes: fai_inference_chain::block::MAX_BLOCK_BYTES,
     }
 }
 
@@ -255,6 +305,11 @@ fn principal(chain: &InferenceChain, k: &SecretKey) -> Value {
 /// and the five verifiers (keys 2, 3, 1 and 10 to 14) funded by peg-ins, the inference
 /// chain on RocksDB following it, six ledger blocks past the funding.
 fn world() -> World {
+    world_with(|_| {})
+}
+
+/// [`world`] with its chain's configuration changed by `tweak`.
+fn world_with(tweak: impl FnOnce(&mut ChainConfig)) -> World {
     let model_dir = tempfile::tempdir().unwrap();
     let model =
         LoadedModel::load(&ensure_fai_tiny(model_dir.path()).unwrap(), &Device::Cpu).unwrap();
@@ -271,7 +326,8 @@ fn world() -> World {
     };
     let kv = Arc::new(RocksStore::open(dir.path(), schema).unwrap());
     let payloads = PayloadStore::new(kv.clone());
-    let config = config_for(&model);
+    let mut config = config_for(&model);
+    tweak(&mut config);
     let chain = InferenceChain::open(kv.clone(), config, &ledger.chain)
         .unwrap()
         .with_payloads(payloads);
@@ -348,25 +404,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
             )
         })
         .collect();
-    let models = Value::list_from(vec![Value::buff_from(w.model.id.0.to_vec()).unwrap()]).unwrap();
-    let register_args = vec![
-        value_bytes(&models),
-        value_bytes(&Value::UInt(u128::from(PRICE))),
-        value_bytes(&Value::string_ascii_from_bytes(b"/ip4/127.0.0.1/tcp/7070".to_vec()).unwrap()),
-        value_bytes(&Value::UInt(BOND)),
-    ];
-    vm_txs.push(SignedVmTx::new(
-        &node,
-        0,
-        CHAIN_ID,
-        units(10),
-        VmPayload::Call {
-            issuer: Hash160([0; 20]),
-            name: "node-registry".into(),
-            function: "register".into(),
-            args: register_args,
-        },
-    ));
+    vm_txs.push(register_node(&w.model));
     let b1 = w.produce(l1, vm_txs, vec![], vec![]).unwrap();
     let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
     assert_eq!(w.chain.tip(&w.ledger.chain).id, b1_id);
@@ -747,25 +785,17 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
 fn a_block_built_beside_the_tip_carries_again_what_the_block_it_leaves_out_carried() {
     let mut w = world();
     let (user, node) = (key(2), key(3));
-    let transfer = |nonce: u64| {
-        SignedVmTx::new(
-            &user,
-            nonce,
-            CHAIN_ID,
-            units(1_000),
-            VmPayload::Transfer {
-                to: hash(&node),
-                amount: units(5_000),
-                memo: vec![],
-            },
-        )
-    };
     let genesis = w.chain.genesis_id();
 
     // Tenure 1: two transfers.
     let l1 = w.win(genesis, 0);
     let b1 = w
-        .produce(l1, vec![transfer(0), transfer(1)], vec![], vec![])
+        .produce(
+            l1,
+            vec![transfer(0, 5_000), transfer(1, 5_000)],
+            vec![],
+            vec![],
+        )
         .unwrap();
     let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
     assert_eq!(w.chain.tip(&w.ledger.chain).id, b1_id);
@@ -783,12 +813,12 @@ fn a_block_built_beside_the_tip_carries_again_what_the_block_it_leaves_out_carri
 
     // The next transfer alone does not run on the genesis: its nonce is not the next there.
     let err = w
-        .produce(l2, vec![transfer(2)], vec![], vec![])
+        .produce(l2, vec![transfer(2, 5_000)], vec![], vec![])
         .unwrap_err();
     assert!(err.to_string().contains("nonce"), "{err}");
     // With the left-out block's transactions first, all three run.
     let mut again = b1.vm_txs.clone();
-    again.push(transfer(2));
+    again.push(transfer(2, 5_000));
     let b2 = w.produce(l2, again, vec![], vec![]).unwrap();
     assert_eq!(b2.header.parent, genesis);
     let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
@@ -799,11 +829,191 @@ fn a_block_built_beside_the_tip_carries_again_what_the_block_it_leaves_out_carri
         w.balance(&b2_id, hash(&node).0),
         w.balance(&b1_id, hash(&node).0) + 5_000
     );
-    let exec = w.chain.block(&b2_id).unwrap().exec_id;
-    let (_, nonce) = w
-        .chain
-        .vm()
-        .account(&exec, &w.ledger.chain, hash(&user).0)
+    assert_eq!(w.nonce(&b2_id, hash(&user).0), 3);
+}
+
+/// Attack: the tenure's winner signs variants of its block with a wrong state root.
+/// Each is run in the VM and refused, and none may leave state on disk (before, every
+/// variant's writes were committed before its root was compared: a winner could fill
+/// every node's disk with them). Building a block writes nothing either: its state is
+/// stored when the block is accepted.
+#[test]
+fn a_refused_variant_of_a_tenure_block_leaves_no_state_on_disk() {
+    let mut w = world();
+    let user = key(2);
+    let genesis = w.chain.genesis_id();
+    let l1 = w.win(genesis, 0);
+    let written = |w: &World, header: &fai_inference_chain::block::InferenceHeader| {
+        let exec = fai_inference_chain::chain::execution_id(header);
+        let store = w.chain.vm().store();
+        (
+            store.state_root(&exec).unwrap().is_some(),
+            store.block(&exec).unwrap().is_some(),
+        )
+    };
+    let honest = w
+        .produce(l1, vec![transfer(0, 5_000)], vec![], vec![])
         .unwrap();
-    assert_eq!(nonce, 3);
+    assert_eq!(
+        written(&w, &honest.header),
+        (false, false),
+        "building wrote state"
+    );
+
+    // Variants with other transactions (other execution ids) and a forged root.
+    for amount in 1..=20u64 {
+        let mut variant = w
+            .produce(l1, vec![transfer(0, amount)], vec![], vec![])
+            .unwrap();
+        variant.header.state_root = [amount as u8; 32];
+        variant.header.sign(&w.producer);
+        let err = w
+            .chain
+            .accept(&w.ledger.chain, variant.clone())
+            .unwrap_err();
+        assert!(err.to_string().contains("state root"), "{err}");
+        assert_eq!(
+            written(&w, &variant.header),
+            (false, false),
+            "variant {amount} left its state behind"
+        );
+    }
+
+    // The honest block is still taken, and its state is there.
+    let id = w.chain.accept(&w.ledger.chain, honest.clone()).unwrap();
+    assert_eq!(written(&w, &honest.header), (true, true));
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, id);
+    assert_eq!(w.nonce(&id, hash(&user).0), 1);
+}
+
+/// Attack: a tenure's winner makes a valid block too large to travel (gossip carries 2.1
+/// MB, a sync response 10 MiB): nodes that get it and nodes that cannot would disagree.
+/// A block over the consensus limit is invalid, whatever it carries (the limit lowered
+/// here so that a few transfers cross it; before, nothing bounded a block's size).
+#[test]
+fn a_block_over_the_size_limit_is_refused() {
+    let mut w = world_with(|c| c.max_block_bytes = 2_500);
+    let transfers = |n: u64| -> Vec<SignedVmTx> { (0..n).map(|i| transfer(i, 5)).collect() };
+    let genesis = w.chain.genesis_id();
+    let l1 = w.win(genesis, 0);
+    let big = w.produce(l1, transfers(30), vec![], vec![]).unwrap();
+    let size = fai_primitives::Encode::to_bytes(&big).len();
+    assert!(size > 2_500, "the block is only {size} bytes");
+    let err = w.chain.accept(&w.ledger.chain, big).unwrap_err();
+    assert!(err.to_string().contains("the limit is 2500"), "{err}");
+    // One that fits is taken.
+    let small = w.produce(l1, transfers(2), vec![], vec![]).unwrap();
+    assert!(fai_primitives::Encode::to_bytes(&small).len() <= 2_500);
+    w.chain.accept(&w.ledger.chain, small).unwrap();
+}
+
+/// A block settles its parent's inferences, then a ledger reorganisation leaves it behind:
+/// those inferences are unsettled again on the winning branch, and verifiers need their
+/// text until a block there settles them. Before, the text was deleted six ledger blocks
+/// after the left-behind block's anchor, whatever branch won: the inference, back in the
+/// pools, could no longer be verified (a verifier without the text votes against it).
+#[test]
+fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it() {
+    let mut w = world();
+    let (user, node) = (key(2), key(3));
+    let genesis = w.chain.genesis_id();
+
+    // Tenure 1: the node registers for the model.
+    let register = register_node(&w.model);
+    let l1 = w.win(genesis, 0);
+    let b1 = w.produce(l1, vec![register], vec![], vec![]).unwrap();
+    let b1_id = w.chain.accept(&w.ledger.chain, b1).unwrap();
+
+    // Tenure 2 carries an inference; its text is kept.
+    let prompt = Prompt {
+        system: String::new(),
+        context: vec![],
+        input: "what is left behind".into(),
+    };
+    let sampling = Sampling {
+        max_tokens: 12,
+        temperature_milli: 0,
+        top_p_milli: 1000,
+        top_k: 0,
+        seed: 1,
+        stop: vec![],
+    };
+    let out = fai_engine::generate(
+        &w.model,
+        &request(&prompt, &sampling),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    let mut stub = InferenceStub {
+        sender: user.public_key(),
+        nonce: 0,
+        chain_id: CHAIN_ID,
+        model: w.model.id.0,
+        prompt_hash: prompt.hash(),
+        sampling,
+        max_fee: units(MAX_FEE),
+        expiry: 1_000,
+        signature: Signature([0; 64]),
+    };
+    stub.sign(&user);
+    let mut receipt = ResultReceipt {
+        tx: stub.txid(),
+        output_hash: ResultReceipt::hash_output(&out.text),
+        tokens: out.tokens.len() as u32,
+        node: node.public_key(),
+        signature: Signature([0; 64]),
+    };
+    receipt.sign(&node);
+    let txid = stub.txid();
+    let store = w.chain.payloads().unwrap().clone();
+    store.put_prompt(&txid, &prompt).unwrap();
+    store.put_output(&txid, &out.text).unwrap();
+    let l2 = w.win(b1_id, 0);
+    let b2 = w
+        .produce(l2, vec![], vec![Inference { stub, receipt }], vec![])
+        .unwrap();
+    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
+    let fork_point = w.ledger.chain.tip_hash();
+
+    // Tenure 3 settles it (refunded: nobody voted).
+    let l3 = w.win(b2_id, 0);
+    let b3 = w.produce(l3, vec![], vec![], vec![]).unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, b3_id);
+
+    // A longer ledger branch from before tenure 3 wins: tenure 2 is the tip again, its
+    // inference unsettled there.
+    let mut tip = fork_point;
+    for _ in 0..2 {
+        let b = w.ledger.mine_on(tip, vec![]);
+        tip = w.connect(&b);
+    }
+    assert!(w.ledger.chain.is_active(&tip));
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, b2_id);
+    // Well past six blocks after tenure 3's anchor, the text is still there.
+    for _ in 0..8 {
+        let b = w.ledger.mine(vec![]);
+        w.connect(&b);
+        assert_eq!(
+            store.prompt(&txid).unwrap(),
+            Some(prompt.clone()),
+            "reclaimed at ledger height {}",
+            w.ledger.chain.height()
+        );
+    }
+
+    // Settled on the winning branch, it goes six blocks later.
+    let l4 = w.win(b2_id, 0);
+    let b4 = w.produce(l4, vec![], vec![], vec![]).unwrap();
+    w.chain.accept(&w.ledger.chain, b4).unwrap();
+    for _ in 0..5 {
+        let b = w.ledger.mine(vec![]);
+        w.connect(&b);
+        assert!(store.prompt(&txid).unwrap().is_some());
+    }
+    let b = w.ledger.mine(vec![]);
+    w.connect(&b);
+    assert_eq!(store.prompt(&txid).unwrap(), None);
+    assert_eq!(store.output(&txid).unwrap(), None);
 }

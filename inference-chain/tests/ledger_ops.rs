@@ -22,6 +22,8 @@ struct Funded {
     chain: Chainstate,
     key: SecretKey,
     coins: Vec<(OutPoint, TxOut)>,
+    /// Coins given to other keys ([`Funded::give`]).
+    given: Vec<(OutPoint, TxOut)>,
 }
 
 /// A regtest chain whose first `n` coinbases, paid to one key, are mature.
@@ -39,7 +41,12 @@ fn funded(n: usize) -> Funded {
             (OutPoint::new(cb.txid(), 0), cb.outputs[0].clone())
         })
         .collect();
-    Funded { chain, key, coins }
+    Funded {
+        chain,
+        key,
+        coins,
+        given: Vec::new(),
+    }
 }
 
 impl Funded {
@@ -52,6 +59,35 @@ impl Funded {
             self.key.public_key().hash160(),
         ));
         testkit::spend(&self.chain, &[(op, out, self.key.clone())], outputs).unwrap()
+    }
+
+    /// Mines `each` coins for every key of `keys`, from one coin of the funder.
+    fn give(&mut self, keys: &[&SecretKey], each: usize) {
+        let outputs: Vec<TxOut> = keys
+            .iter()
+            .flat_map(|k| (0..each).map(|_| TxOut::pay(units(1_000_000), k.public_key().hash160())))
+            .collect();
+        let tx = self.tx(outputs.clone());
+        let txid = tx.txid();
+        self.mine(vec![tx]);
+        for (vout, out) in outputs.into_iter().enumerate() {
+            self.given.push((OutPoint::new(txid, vout as u32), out));
+        }
+    }
+
+    /// Spends a coin given to `key` into `outputs` plus change back to it: a transaction
+    /// `key` signs.
+    fn tx_by(&mut self, key: &SecretKey, mut outputs: Vec<TxOut>) -> fai_ledger::Transaction {
+        let me = key.public_key().hash160();
+        let i = self
+            .given
+            .iter()
+            .position(|(_, o)| o.kind == fai_ledger::OutputKind::PayToKeyHash(me))
+            .expect("a coin given to the key");
+        let (op, out) = self.given.remove(i);
+        let spent: u64 = outputs.iter().map(|o| o.value.units()).sum();
+        outputs.push(TxOut::pay(units(out.value.units() - spent - 1_000), me));
+        testkit::spend(&self.chain, &[(op, out, key.clone())], outputs).unwrap()
     }
 
     fn mine(&mut self, txs: Vec<fai_ledger::Transaction>) -> (Block, u32) {
@@ -75,8 +111,15 @@ fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
     ];
     let vrf_a = fai_vrf::SecretKey::from_seed([0xa; 32]);
     let vrf_b = fai_vrf::SecretKey::from_seed([0xb; 32]);
-    let reg_a = build_register(vrf_a.public().0, Hash160([0xaa; 20]), &[[0x7a; 32]]).unwrap();
-    let reg_b = build_register(vrf_b.public().0, Hash160([0xbb; 20]), &[[0x7a; 32]]).unwrap();
+    // The nodes' keys: each signs its own commits.
+    let (key_a, key_b) = (
+        SecretKey::from_bytes(&[0xa1; 32]).unwrap(),
+        SecretKey::from_bytes(&[0xb1; 32]).unwrap(),
+    );
+    let (addr_a, addr_b) = (key_a.public_key().hash160(), key_b.public_key().hash160());
+    f.give(&[&key_a, &key_b], 3);
+    let reg_a = build_register(vrf_a.public().0, addr_a, &[[0x7a; 32]]).unwrap();
+    let reg_b = build_register(vrf_b.public().0, addr_b, &[[0x7a; 32]]).unwrap();
     let txs = vec![f.tx(vec![data(&reg_a, 0)]), f.tx(vec![data(&reg_b, 0)])];
     let (block, height) = f.mine(txs);
     let first = read_block(&block, height, &verifiers, |_| None);
@@ -107,17 +150,20 @@ fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
     };
     let txs = vec![
         // A pays 3 x 1,000; B pays 3 x 3,000.
-        f.tx(with(pay(1_000), data(&commit(ra, &vrf_a), 0))),
-        f.tx(with(pay(3_000), data(&commit(rb, &vrf_b), 0))),
+        f.tx_by(&key_a, with(pay(1_000), data(&commit(ra, &vrf_a), 0))),
+        f.tx_by(&key_b, with(pay(3_000), data(&commit(rb, &vrf_b), 0))),
         // A second bid by A in the same block is ignored.
-        f.tx(with(pay(5_000), data(&commit(ra, &vrf_a), 0))),
+        f.tx_by(&key_a, with(pay(5_000), data(&commit(ra, &vrf_a), 0))),
         // Unequal payments: ignored.
-        f.tx(vec![
-            TxOut::pay(units(10), verifiers[0]),
-            TxOut::pay(units(20), verifiers[1]),
-            TxOut::pay(units(10), verifiers[2]),
-            data(&commit(rb, &vrf_b), 0),
-        ]),
+        f.tx_by(
+            &key_b,
+            vec![
+                TxOut::pay(units(10), verifiers[0]),
+                TxOut::pay(units(20), verifiers[1]),
+                TxOut::pay(units(10), verifiers[2]),
+                data(&commit(rb, &vrf_b), 0),
+            ],
+        ),
         // A peg-in of 5,000 units, and one of nothing.
         f.tx(vec![data(
             &Op::PegIn {
@@ -137,20 +183,17 @@ fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
     let (block, height) = f.mine(txs);
     let ops = read_block(&block, height, &verifiers, lookup);
     let amounts: Vec<(Hash160, u64)> = ops.bids.iter().map(|b| (b.producer, b.amount)).collect();
-    assert_eq!(
-        amounts,
-        vec![(Hash160([0xaa; 20]), 3_000), (Hash160([0xbb; 20]), 9_000)]
-    );
+    assert_eq!(amounts, vec![(addr_a, 3_000), (addr_b, 9_000)]);
     assert_eq!(ops.peg_ins, vec![(Hash160([0xcc; 20]), 5_000)]);
 
-    // The sortition picks one of them; its committed seed is the next seed, which its
-    // tenure proof must prove.
+    // The sortition picks one of them, whose tenure proof must prove the output its
+    // commit stated; the next seed is a hash of the seed and the ledger block.
     let ledger_hash = block.header.hash().0;
     let s = sortition::run(&seed, &ledger_hash, &ops.bids);
     let winner = s.winner.clone().unwrap();
     assert_eq!(s.total, 12_000);
-    assert_eq!(s.next_seed, winner.seed);
-    let vrf = if winner.producer == Hash160([0xaa; 20]) {
+    assert_eq!(s.next_seed, sortition::chain_seed(&seed, &ledger_hash));
+    let vrf = if winner.producer == addr_a {
         &vrf_a
     } else {
         &vrf_b
@@ -160,7 +203,7 @@ fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
         &seed,
         &vrf.prove(&seed).unwrap()
     ));
-    let other = if winner.producer == Hash160([0xaa; 20]) {
+    let other = if winner.producer == addr_a {
         &vrf_b
     } else {
         &vrf_a
@@ -185,7 +228,8 @@ fn registers_commits_and_peg_ins_are_read_from_ledger_blocks() {
 fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_register() {
     let mut f = funded(4);
     let vrf = fai_vrf::SecretKey::from_seed([0xa; 32]);
-    let reg = build_register(vrf.public().0, Hash160([0xaa; 20]), &[[0x7a; 32]]).unwrap();
+    let me = f.key.public_key().hash160();
+    let reg = build_register(vrf.public().0, me, &[[0x7a; 32]]).unwrap();
     let tx = f.tx(vec![data(&reg, 0)]);
     let (block, height) = f.mine(vec![tx]);
     let registers = read_block(&block, height, &[], |_| None).registers;
@@ -225,9 +269,12 @@ fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_regist
     });
     assert_eq!(ops.bids.len(), 1);
     assert_eq!(ops.bids[0].amount, 2_500);
-    // No bids at all: no winner, the seed stays.
+    // No bids at all: no winner; the seed moves on with the ledger block.
     let s = sortition::run(&[4; 32], &[5; 32], &[]);
-    assert_eq!((s.winner, s.next_seed), (None, [4; 32]));
+    assert_eq!(
+        (s.winner, s.next_seed),
+        (None, sortition::chain_seed(&[4; 32], &[5; 32]))
+    );
 }
 
 /// An inference node that also verifies does not pay itself: its commit pays the rest of
@@ -236,7 +283,7 @@ fn without_verifiers_a_commit_burns_its_bid_and_a_commit_needs_an_earlier_regist
 #[test]
 fn a_committer_in_the_verifier_set_pays_the_others_and_keeps_its_change() {
     let mut f = funded(6);
-    let me = Hash160([0xaa; 20]);
+    let me = f.key.public_key().hash160();
     let others = [Hash160([0xe1; 20]), Hash160([0xe2; 20])];
     let vrf = fai_vrf::SecretKey::from_seed([0xa; 32]);
     let reg = build_register(vrf.public().0, me, &[[0x7a; 32]]).unwrap();
@@ -285,4 +332,51 @@ fn a_committer_in_the_verifier_set_pays_the_others_and_keeps_its_change() {
     let ops = read_block(&block, height, &[me], lookup);
     let bids: Vec<(Hash160, u64)> = ops.bids.iter().map(|b| (b.producer, b.amount)).collect();
     assert_eq!(bids, vec![(me, 3_000)]);
+}
+
+/// Attack: a rival commits for another node's register (with a higher fee, so it is mined
+/// first). A register bids once per block and the first valid commit counts, so before
+/// commits were bound to the register's key, the rival's commit took the node's bid and
+/// the node's own commit was ignored: censorship at dust cost. Now only a commit signed
+/// by the register's key counts.
+#[test]
+fn a_commit_for_another_nodes_register_is_no_bid() {
+    let mut f = funded(6);
+    let node = SecretKey::from_bytes(&[0xa1; 32]).unwrap();
+    let rival = SecretKey::from_bytes(&[0xc1; 32]).unwrap();
+    f.give(&[&node, &rival], 2);
+    let vrf = fai_vrf::SecretKey::from_seed([0xa; 32]);
+    let reg = build_register(vrf.public().0, node.public_key().hash160(), &[[0x7a; 32]]).unwrap();
+    let tx = f.tx_by(&node, vec![data(&reg, 0)]);
+    let (block, height) = f.mine(vec![tx]);
+    let registers = read_block(&block, height, &[], |_| None).registers;
+    let lookup = |r: &RegisterRef| registers.iter().find(|x| x.at == *r).cloned();
+    let after = commit_after(&f.chain.tip_hash());
+    let commit = |seed: u8| Op::Commit {
+        register: registers[0].at,
+        parent: [0x11; 32],
+        seed: [seed; 32],
+        after,
+    };
+    let txs = vec![
+        // The rival's commit first, naming the node's register and its own seed.
+        f.tx_by(&rival, vec![data(&commit(0x66), 9_000)]),
+        f.tx_by(&node, vec![data(&commit(0x22), 1_000)]),
+    ];
+    let (block, height) = f.mine(txs);
+    let bids = read_block(&block, height, &[], lookup).bids;
+    assert_eq!(bids.len(), 1, "{bids:?}");
+    assert_eq!((bids[0].seed, bids[0].amount), ([0x22; 32], 1_000));
+
+    // The rival's commit alone is no bid at all.
+    let after = commit_after(&f.chain.tip_hash());
+    let hijack = Op::Commit {
+        register: registers[0].at,
+        parent: [0x11; 32],
+        seed: [0x66; 32],
+        after,
+    };
+    let tx = f.tx_by(&rival, vec![data(&hijack, 9_000)]);
+    let (block, height) = f.mine(vec![tx]);
+    assert!(read_block(&block, height, &[], lookup).bids.is_empty());
 }

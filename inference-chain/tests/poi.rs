@@ -249,19 +249,32 @@ fn the_payload_store_forgets_text_six_ledger_blocks_after_finality() {
     let other = stub(&key(1), &prompt, 1).txid();
     store.put_prompt(&other, &prompt).unwrap();
 
-    store.mark_final(&[txid], 10).unwrap();
-    store.mark_final(&[other], 12).unwrap();
-    assert_eq!(store.reclaim(15).unwrap(), 0);
+    let (settling, left_behind) = ([0x5e; 32], [0x1b; 32]);
+    let canonical = |b: &[u8; 32]| *b == settling;
+    store.mark_final(&[txid], 10, &settling).unwrap();
+    store.mark_final(&[other], 12, &settling).unwrap();
+    assert_eq!(store.reclaim(15, canonical).unwrap(), 0);
     assert_eq!(store.prompt(&txid).unwrap(), Some(prompt.clone()));
-    assert_eq!(store.reclaim(16).unwrap(), 1);
+    assert_eq!(store.reclaim(16, canonical).unwrap(), 1);
     assert_eq!(store.prompt(&txid).unwrap(), None);
     assert_eq!(store.output(&txid).unwrap(), None);
     // The hash in the block stays, and still names the text that was served.
     assert_eq!(s.prompt_hash, prompt.hash());
     assert!(store.prompt(&other).unwrap().is_some());
-    assert_eq!(store.reclaim(18).unwrap(), 1);
+    assert_eq!(store.reclaim(18, canonical).unwrap(), 1);
     assert_eq!(store.prompt(&other).unwrap(), None);
-    assert_eq!(store.reclaim(30).unwrap(), 0);
+    assert_eq!(store.reclaim(30, canonical).unwrap(), 0);
+
+    // Settled by a block a reorganisation then left behind: the text stays (the
+    // inference goes back to the pools); settled again on the winning branch, it goes.
+    let third = stub(&key(1), &prompt, 2).txid();
+    store.put_prompt(&third, &prompt).unwrap();
+    store.mark_final(&[third], 40, &left_behind).unwrap();
+    assert_eq!(store.reclaim(50, canonical).unwrap(), 0);
+    assert!(store.prompt(&third).unwrap().is_some());
+    store.mark_final(&[third], 44, &settling).unwrap();
+    assert_eq!(store.reclaim(50, canonical).unwrap(), 1);
+    assert_eq!(store.prompt(&third).unwrap(), None);
 }
 
 /// Five verifiers replay each result with the real engine on the built-in model: every

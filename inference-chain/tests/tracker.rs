@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use fai_inference_chain::ledger_ops::read_block;
 use fai_inference_chain::ops::{build_register, Op};
+use fai_inference_chain::sortition::chain_seed;
 use fai_inference_chain::tracker::SortitionTracker;
 use fai_ledger::chainstate::SCHEMA;
 use fai_ledger::{testkit, Block, ChainParams, Chainstate, OutPoint, Transaction, TxOut};
@@ -87,8 +88,11 @@ fn sortitions_follow_the_ledger_through_a_reorganisation() {
     let none = |_: u32| Vec::<Hash160>::new();
     let mut tracker = SortitionTracker::new("regtest");
 
-    // The trunk: P1 registers; a peg-in of 7,000 units.
-    let p1 = build_register([1; 32], Hash160([0xa1; 20]), &[[0x7a; 32]]).unwrap();
+    // The trunk: P1 registers; a peg-in of 7,000 units. Both nodes' registers name the
+    // key that funds these transactions (a commit must be signed by its register's
+    // key); their VRF keys tell them apart.
+    let me = l.key.public_key().hash160();
+    let p1 = build_register([1; 32], me, &[[0x7a; 32]]).unwrap();
     let peg = Op::PegIn {
         address: Hash160([0xcc; 20]),
     };
@@ -100,17 +104,14 @@ fn sortitions_follow_the_ledger_through_a_reorganisation() {
     assert_eq!(record.peg_ins, vec![(Hash160([0xcc; 20]), 7_000)]);
 
     // Branch A: P1 commits, P2 registers; then P2 commits.
-    let p2 = build_register([2; 32], Hash160([0xa2; 20]), &[[0x7a; 32]]).unwrap();
+    let p2 = build_register([2; 32], me, &[[0x7a; 32]]).unwrap();
     let txs = vec![l.tx(&commit(p1_at, 0x11, trunk_hash), 500), l.tx(&p2, 0)];
     let a1 = l.mine_on(trunk_hash, txs);
     let a1_rec = tracker
         .connect(&l.chain, &a1.header.hash(), &none)
         .unwrap()
         .clone();
-    assert_eq!(
-        a1_rec.sortition.winner.as_ref().unwrap().producer,
-        Hash160([0xa1; 20])
-    );
+    assert_eq!(a1_rec.sortition.winner.as_ref().unwrap().vrf_key, [1; 32]);
     let p2_at = a1_rec.registers[0].at;
     let txs = vec![l.tx(&commit(p2_at, 0x22, a1.header.hash()), 800)];
     let a2 = l.mine_on(a1.header.hash(), txs);
@@ -118,13 +119,11 @@ fn sortitions_follow_the_ledger_through_a_reorganisation() {
         .connect(&l.chain, &a2.header.hash(), &none)
         .unwrap()
         .clone();
+    assert_eq!(a2_rec.sortition.winner.as_ref().unwrap().vrf_key, [2; 32]);
     assert_eq!(
-        a2_rec.sortition.winner.as_ref().unwrap().producer,
-        Hash160([0xa2; 20])
-    );
-    assert_eq!(
-        a2_rec.seed, [0x11; 32],
-        "A2 runs with the seed A1's winner committed"
+        a2_rec.seed,
+        chain_seed(&a1_rec.seed, &a1.header.hash().0),
+        "A2 runs with the seed after A1, which A1's winner did not choose"
     );
     assert!(l.chain.is_active(&a2.header.hash()));
 
@@ -152,14 +151,12 @@ fn sortitions_follow_the_ledger_through_a_reorganisation() {
         tracker.record(&trunk_hash).unwrap().sortition.next_seed
     );
     assert_eq!(
-        b1_rec.sortition.next_seed, b1_rec.seed,
-        "no bids: the seed stays"
+        b1_rec.sortition.next_seed,
+        chain_seed(&b1_rec.seed, &b1.header.hash().0),
+        "no bids: the seed moves on with the ledger"
     );
-    assert_eq!(
-        b2_rec.sortition.winner.as_ref().unwrap().producer,
-        Hash160([0xa1; 20])
-    );
-    assert_eq!(b3_rec.seed, [0x33; 32]);
+    assert_eq!(b2_rec.sortition.winner.as_ref().unwrap().vrf_key, [1; 32]);
+    assert_eq!(b3_rec.seed, chain_seed(&b2_rec.seed, &b2.header.hash().0));
     assert_eq!(
         b3_rec.sortition.winner, None,
         "P2's register is only on branch A"

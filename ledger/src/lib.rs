@@ -64,6 +64,9 @@ pub enum ChainError {
     },
     #[error("corrupt chain data: {0}")]
     Corrupt(String),
+    /// Not the sender's fault as such (a block can come late); it is not stored.
+    #[error("block {0} is on a branch with less work than the active chain; not stored")]
+    TooLittleWork(Hash256),
 }
 
 impl ChainError {

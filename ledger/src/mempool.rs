@@ -256,6 +256,17 @@ impl Mempool {
     /// blocks (and those that conflict with them) leave; after any disconnection, the
     /// transactions of disconnected blocks come back and every entry is checked again.
     pub fn apply_chain_events(&mut self, events: &[ChainEvent], chain: &Chainstate) {
+        self.apply_chain_events_returning(events, chain, |_| true);
+    }
+
+    /// [`Mempool::apply_chain_events`], where only the disconnected transactions
+    /// `returns` keeps come back (a caller drops those only their branch made useful).
+    pub fn apply_chain_events_returning(
+        &mut self,
+        events: &[ChainEvent],
+        chain: &Chainstate,
+        returns: impl Fn(&Transaction) -> bool,
+    ) {
         let mut returned = Vec::new();
         for event in events {
             match event {
@@ -270,7 +281,14 @@ impl Mempool {
                     }
                 }
                 ChainEvent::Disconnected { block, .. } => {
-                    returned.extend(block.transactions.iter().skip(1).cloned());
+                    returned.extend(
+                        block
+                            .transactions
+                            .iter()
+                            .skip(1)
+                            .filter(|tx| returns(tx))
+                            .cloned(),
+                    );
                 }
             }
         }

@@ -95,6 +95,14 @@ pub fn work_from_target(target: U256) -> U256 {
         .saturating_add(U256::one())
 }
 
+/// The work a header's bits claim (zero for bits that do not decode): what its proof of
+/// work, once checked, proves was spent.
+pub fn header_work(header: &crate::block::BlockHeader) -> U256 {
+    target_from_compact(header.bits)
+        .map(work_from_target)
+        .unwrap_or_default()
+}
+
 /// Whether `hash` meets `target`.
 pub fn hash_meets_target(hash: &Hash256, target: &U256) -> bool {
     U256::from_little_endian(&hash.0) <= *target

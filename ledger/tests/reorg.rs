@@ -81,6 +81,12 @@ fn more_work_replaces_the_tip_and_restores_utxos_and_mempool() {
         coins_at_fork.len() + 2,
         "plus the coinbases of b1 and b2"
     );
+    let mut choosy = Mempool::new(MempoolConfig::default());
+    choosy.apply_chain_events_returning(&events, &chain, |tx| tx.txid() != pay.txid());
+    assert!(
+        !choosy.contains(&pay.txid()),
+        "a disconnected transaction the caller does not want back stays out"
+    );
     mempool.apply_chain_events(&events, &chain);
     assert!(
         mempool.contains(&pay.txid()),
@@ -193,4 +199,94 @@ fn the_orphan_pool_is_bounded() {
     }
     assert_eq!(target.orphan_count(), fai_ledger::chainstate::MAX_ORPHANS);
     assert_eq!(target.height(), 0);
+}
+
+/// Attack: a peer gossips blocks of a fork from far back. Under ASERT such a fork drops to
+/// the proof-of-work limit, so each block costs nearly nothing; before, every one with a
+/// known parent was stored (and relayed), and a peer could fill every node's disk. A
+/// block nobody asked for is now stored only if its chain has at least the active
+/// chain's work; the sync, which asks for a branch once its headers show more work,
+/// still stores what it asked for.
+#[test]
+fn an_unrequested_block_of_a_branch_with_less_work_is_not_stored() {
+    let mut chain = regtest();
+    let genesis = chain.tip_hash();
+    let mut tip = genesis;
+    for _ in 0..20 {
+        let b = mine_on(&chain, tip, vec![], Wallet::new().hash, None).unwrap();
+        tip = b.hash();
+        chain.accept_block(b, now()).unwrap();
+    }
+    let early = chain.hash_at(1).unwrap();
+
+    // A fork from height 1: less work than the active chain, refused, not stored.
+    let mut fork_tip = early;
+    for _ in 0..5 {
+        let b = mine_on(&chain, fork_tip, vec![], Wallet::new().hash, None).unwrap();
+        let hash = b.hash();
+        let err = chain
+            .accept_unrequested_block(b.clone(), now())
+            .unwrap_err();
+        assert!(
+            matches!(err, fai_ledger::ChainError::TooLittleWork(h) if h == hash),
+            "{err}"
+        );
+        assert!(
+            chain.entry(&hash).is_none(),
+            "a cheap side block was stored"
+        );
+        // Asked for (the sync), the same block is stored aside.
+        assert_eq!(
+            chain.accept_block(b, now()).unwrap(),
+            BlockOutcome::SideBranch
+        );
+        fork_tip = hash;
+    }
+    assert_eq!(chain.tip_hash(), tip);
+
+    // A sibling of the tip (as much work) is taken, a child of the tip too.
+    let parent = chain.hash_at(19).unwrap();
+    let sibling = mine_on(&chain, parent, vec![], Wallet::new().hash, None).unwrap();
+    assert_eq!(
+        chain.accept_unrequested_block(sibling, now()).unwrap(),
+        BlockOutcome::SideBranch
+    );
+    let child = mine_on(&chain, tip, vec![], Wallet::new().hash, None).unwrap();
+    let child_hash = child.hash();
+    assert_eq!(
+        chain.accept_unrequested_block(child, now()).unwrap(),
+        BlockOutcome::TipChanged
+    );
+    assert_eq!(chain.tip_hash(), child_hash);
+}
+
+/// The best chain is chosen among every stored block by work, then by arrival, however
+/// many side blocks are stored: the first seen among equals stays, a branch that
+/// overtakes wins.
+#[test]
+fn the_best_candidate_is_the_most_work_first_seen_among_many_side_blocks() {
+    let mut chain = regtest();
+    let genesis = chain.tip_hash();
+    // Thirty side branches of three blocks each from genesis, and the active chain.
+    for _ in 0..30 {
+        let mut t = genesis;
+        for _ in 0..3 {
+            let b = mine_on(&chain, t, vec![], Wallet::new().hash, None).unwrap();
+            t = b.hash();
+            chain.accept_block(b, now()).unwrap();
+        }
+    }
+    // The first branch of three seen is the tip (equal work: first seen stays).
+    let first_tip = chain.tip_hash();
+    assert_eq!(chain.height(), 3);
+    // A fresh branch of four overtakes them all.
+    let mut other = genesis;
+    for _ in 0..4 {
+        let b = mine_on(&chain, other, vec![], Wallet::new().hash, None).unwrap();
+        other = b.hash();
+        chain.accept_block(b, now()).unwrap();
+    }
+    assert_ne!(other, first_tip);
+    assert_eq!(chain.tip_hash(), other);
+    assert_eq!(chain.height(), 4);
 }

@@ -142,6 +142,11 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// A response's encoded size, at most: [`SERVE_BYTES`] plus one maximal block, with room.
 pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
 
+// A response holds up to SERVE_BYTES of blocks plus the one that crosses it: a maximal
+// inference block must fit beside them.
+const _: () =
+    assert!(SERVE_BYTES + fai_inference_chain::block::MAX_BLOCK_BYTES <= MAX_RESPONSE_BYTES);
+
 /// A sync request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -459,6 +464,13 @@ mod tests {
         let mut trailing = Request::Status.to_bytes();
         trailing.push(0);
         assert!(Request::from_bytes(&trailing).is_err());
+    }
+
+    #[test]
+    fn a_block_at_the_consensus_size_limit_travels_in_gossip_and_in_a_sync_response() {
+        use fai_inference_chain::block::MAX_BLOCK_BYTES;
+        // Gossipsub's framing (topic, sender, signature) is far below 64 KiB.
+        assert!(Topic::InferenceBlock.max_bytes() >= MAX_BLOCK_BYTES + 64 * 1024);
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! When a peer announces more chain work than ours, the node asks it for the headers
 //! after a locator of its active chain, checks their linkage and proof of work (cheap:
-//! one hash each), then downloads the blocks those headers name, at most
-//! [`MAX_BLOCKS_PER_REQUEST`] per request, and hands them to the validator in order. A
+//! one hash each), and adds up the work they carry from the block they fork from. Only
+//! once the header chain has more work than our active chain does it download the
+//! blocks those headers name, at most [`MAX_BLOCKS_PER_REQUEST`] per request, and hand
+//! them to the validator in order (a peer that announced work its headers do not carry,
+//! say a fork from far back at the proof-of-work limit, gets no block of it stored). A
 //! full batch of headers means there are more: the next headers request starts from the
 //! last header received. A header chain that does not link or lacks its proof of work is
 //! an offence that bans the peer.
@@ -14,11 +17,13 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use fai_ledger::block::{Block, BlockHeader};
+use fai_ledger::pow::header_work;
 use fai_ledger::validation::stateless::check_header_proof_of_work;
 use fai_ledger::Chainstate;
 use fai_primitives::Hash256;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::PeerId;
+use primitive_types::U256;
 use tracing::info;
 
 use super::peers::Offence;
@@ -26,6 +31,10 @@ use super::protocol::{Request, MAX_BLOCKS_PER_REQUEST, MAX_HEADERS, MAX_LOCATOR}
 
 /// How often a syncing node logs its progress.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Headers held while their chain has no more work than ours, at most (a batch is
+/// [`MAX_HEADERS`]): past this, the peer's branch is not worth following.
+const MAX_HELD_HEADERS: usize = 100 * MAX_HEADERS;
 
 /// A locator of the active chain: the ten newest hashes, then exponentially sparser
 /// ones, then genesis; `first`, when given, leads.
@@ -94,6 +103,10 @@ pub struct Sync {
     /// The height the peer announced.
     pub target: u32,
     queue: VecDeque<Hash256>,
+    /// Blocks named by headers whose chain does not yet have more work than ours.
+    held: Vec<Hash256>,
+    /// The chain work through the last header received.
+    work: Option<U256>,
     /// Blocks asked for and not received yet.
     requested: Vec<Hash256>,
     /// The last header received (the next headers request starts after it).
@@ -127,6 +140,8 @@ impl Sync {
             peer,
             target,
             queue: VecDeque::new(),
+            held: Vec::new(),
+            work: None,
             requested: Vec::new(),
             last_header: None,
             more_headers: false,
@@ -149,15 +164,46 @@ impl Sync {
     ) -> Result<Option<Request>, (Offence, String)> {
         check_headers(chain, &headers, self.last_header)?;
         self.more_headers = headers.len() == MAX_HEADERS;
+        let previous = self.last_header;
         if let Some(last) = headers.last() {
             self.last_header = Some(last.hash());
         }
-        self.queue.extend(
+        // The work of the header chain: from the block it forks from (ours), plus what
+        // each header proves. A batch that does not continue the last one starts the
+        // count again (sent twice, a batch must not count twice).
+        if let Some(first) = headers.first() {
+            let base = match self.work {
+                Some(w) if previous == Some(first.prev) => Some(w),
+                _ => {
+                    self.held.clear();
+                    chain.entry(&first.prev).map(|e| e.chain_work)
+                }
+            };
+            self.work = base.map(|b| {
+                headers
+                    .iter()
+                    .fold(b, |w, h| w.saturating_add(header_work(h)))
+            });
+        }
+        self.held.extend(
             headers
                 .iter()
                 .map(BlockHeader::hash)
                 .filter(|h| chain.entry(h).is_none()),
         );
+        let ours = chain.tip().map(|t| t.chain_work).unwrap_or_default();
+        if self.work.is_some_and(|w| w > ours) {
+            self.queue.extend(self.held.drain(..));
+        } else if !self.more_headers {
+            // All its headers, and no more work than ours (our chain grew meanwhile, or
+            // the peer announced work it does not have): nothing of it is fetched.
+            self.held.clear();
+            return Ok(None);
+        } else if self.held.len() > MAX_HELD_HEADERS {
+            // A long branch that still has no more work: not worth following further.
+            self.held.clear();
+            return Ok(None);
+        }
         Ok(self.next_request(chain))
     }
 
@@ -245,13 +291,56 @@ mod tests {
     use std::sync::Arc;
 
     fn chain(blocks: u32) -> Chainstate {
+        chain_paying(blocks, 1)
+    }
+
+    /// `blocks` blocks on genesis paying `to`: chains paying others fork at genesis.
+    fn chain_paying(blocks: u32, to: u8) -> Chainstate {
         let mut chain = Chainstate::open(
             Arc::new(MemoryStore::open(fai_ledger::chainstate::SCHEMA).unwrap()),
             ChainParams::for_network(Network::Regtest),
         )
         .unwrap();
-        testkit::extend(&mut chain, blocks, Hash160([1; 20]), u64::MAX / 2).unwrap();
+        testkit::extend(&mut chain, blocks, Hash160([to; 20]), u64::MAX / 2).unwrap();
         chain
+    }
+
+    fn headers_of(c: &Chainstate) -> Vec<BlockHeader> {
+        (1..=c.height())
+            .map(|h| c.entry(&c.hash_at(h).unwrap()).unwrap().header)
+            .collect()
+    }
+
+    /// Attack: a peer announces more work than ours and serves the headers of a fork from
+    /// far back (under ASERT such blocks cost next to nothing). Before, the sync asked
+    /// for every block the headers named and stored them; now it adds up the headers'
+    /// work first and asks for nothing unless their chain has more work than ours.
+    #[test]
+    fn blocks_are_fetched_only_for_headers_with_more_work_than_ours() {
+        let ours = chain(20);
+        let peer = PeerId::random();
+
+        let short = chain_paying(6, 2);
+        let (mut sync, _) = Sync::begin(&ours, peer, 1_000);
+        assert_eq!(sync.on_headers(&ours, headers_of(&short)), Ok(None));
+        assert!(sync.queue.is_empty() && sync.held.is_empty());
+
+        // The same batch sent again does not add its work twice.
+        let (mut sync, _) = Sync::begin(&ours, peer, 1_000);
+        let batch: Vec<BlockHeader> = headers_of(&chain_paying(15, 2));
+        assert_eq!(sync.on_headers(&ours, batch.clone()), Ok(None));
+        assert_eq!(sync.on_headers(&ours, batch), Ok(None));
+        assert!(sync.queue.is_empty(), "a repeated batch counted twice");
+
+        let long = chain_paying(21, 2);
+        let (mut sync, _) = Sync::begin(&ours, peer, 1_000);
+        match sync.on_headers(&ours, headers_of(&long)) {
+            Ok(Some(Request::LedgerBlocks { hashes })) => {
+                assert_eq!(hashes.len(), 21);
+                assert_eq!(hashes[0], long.hash_at(1).unwrap());
+            }
+            other => panic!("no blocks asked for: {other:?}"),
+        }
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub const SCHEMA: Schema = Schema {
         PAYLOADS_COLUMN,
         INFERENCE_BLOCKS_COLUMN,
     ],
-    format_version: 1,
+    // 2: the sortition seed chained over ledger blocks and commits bound to their
+    // register's key: blocks stored by an older build were accepted under other rules.
+    format_version: 2,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -39,10 +41,22 @@ pub fn open(
 ) -> Result<InferenceChain> {
     let path = data_dir.join("inference");
     std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-    let kv =
-        Arc::new(RocksStore::open(&path, SCHEMA).with_context(|| {
-            format!("cannot open the inference database in {}", path.display())
-        })?);
+    let kv = Arc::new(RocksStore::open(&path, SCHEMA).map_err(|e| {
+        let hint = match (&e, network) {
+            (
+                fai_storage::StorageError::FormatMismatch { .. },
+                Network::Devnet | Network::Regtest,
+            ) => format!(
+                "; on {network} nothing in it is worth keeping: delete {} and start again (the node builds it anew from the ledger and its peers)",
+                path.display()
+            ),
+            _ => String::new(),
+        };
+        anyhow::anyhow!(
+            "cannot open the inference database in {}: {e}{hint}",
+            path.display()
+        )
+    })?);
     let started = std::time::Instant::now();
     let mut chain =
         InferenceChain::open(kv.clone(), ChainConfig::for_network(network, tiny), ledger)
@@ -93,4 +107,37 @@ pub fn serves(
     let node: fai_clarity::Value = chain.vm().principal(node.0).into();
     read_boot(chain, ledger, "node-registry", "serves", &[node, model])
         == Some(fai_clarity::Value::Bool(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inference database written by a build with other rules is refused with what to
+    /// do, not read as if nothing had changed.
+    #[test]
+    fn an_older_inference_database_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inference");
+        std::fs::create_dir_all(&path).unwrap();
+        let older = Schema {
+            format_version: 1,
+            ..SCHEMA
+        };
+        drop(RocksStore::open(&path, older).unwrap());
+        let store =
+            Arc::new(fai_storage::MemoryStore::open(fai_ledger::chainstate::SCHEMA).unwrap());
+        let ledger =
+            Chainstate::open(store, fai_ledger::ChainParams::for_network(Network::Devnet)).unwrap();
+        let err = open(dir.path(), Network::Devnet, &ledger, [0; 32])
+            .err()
+            .expect("refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("format version 1"), "{text}");
+        assert!(text.contains("version 2"), "{text}");
+        assert!(
+            text.contains("delete") && text.contains("start again"),
+            "{text}"
+        );
+    }
 }

@@ -221,6 +221,46 @@ mod tests {
         );
     }
 
+    /// The task counts its commands, how long they queued and how long it was busy:
+    /// a command sent while another holds the task queues at least as long as the hold.
+    #[test]
+    fn the_task_reports_its_load() {
+        let (node, _running, _) = bare_node();
+        let before = node.chain.load();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, on_task) = std::sync::mpsc::channel::<()>();
+        node.chain
+            .run(move |_| {
+                let _ = started.send(());
+                let _ = held.recv();
+            })
+            .unwrap();
+        on_task.recv().unwrap();
+        let waiting = {
+            let chain = node.chain.clone();
+            std::thread::spawn(move || chain.call_blocking(|s| s.ledger.height()))
+        };
+        // The second command is queued behind the first: wait until it is sent.
+        while node.chain.pending() < 2 {
+            std::thread::yield_now();
+        }
+        let hold = std::time::Duration::from_millis(30);
+        std::thread::sleep(hold);
+        release.send(()).unwrap();
+        assert_eq!(waiting.join().unwrap(), Ok(0));
+        let after = node.chain.load();
+        assert!(after.commands >= before.commands + 2, "{after:?}");
+        assert!(
+            after.queued_secs - before.queued_secs >= hold.as_secs_f64(),
+            "{after:?}"
+        );
+        assert!(after.longest_queued_secs >= hold.as_secs_f64(), "{after:?}");
+        assert!(
+            after.busy_secs - before.busy_secs >= hold.as_secs_f64(),
+            "the holding command ran for the hold: {after:?}"
+        );
+    }
+
     /// After stop, commands are refused instead of waiting forever.
     #[test]
     fn a_stopped_task_refuses_commands() {

@@ -50,6 +50,9 @@ use tracing::{info, warn};
 const MAX_VM_TX_BYTES: usize = 512 * 1024;
 /// Inferences one produced block carries at most.
 const MAX_BLOCK_INFERENCES: usize = 1_000;
+/// Room left in a block for its header and the lengths of its lists (a header is a
+/// few hundred bytes).
+const BLOCK_FRAME_BYTES: usize = 1_024;
 /// When a block with every waiting inference fails, how many are tried one by one.
 const MAX_RETRIED_INFERENCES: usize = 64;
 
@@ -86,8 +89,10 @@ fn select_inferences(
     at: &[u8; 32],
     vm_txs: &[SignedVmTx],
     results: &ResultPool,
+    budget: usize,
 ) -> Vec<Inference> {
     let tip = *at;
+    let mut used = 0usize;
     let mut after_vm: std::collections::HashMap<[u8; 20], u64> = Default::default();
     for tx in vm_txs {
         let next = after_vm.entry(tx.sender.hash160().0).or_default();
@@ -103,7 +108,8 @@ fn select_inferences(
             },
         };
         for inf in results.run_from(sender, from) {
-            if out.len() >= MAX_BLOCK_INFERENCES {
+            used = used.saturating_add(inf.to_bytes().len());
+            if out.len() >= MAX_BLOCK_INFERENCES || used > budget {
                 return out;
             }
             out.push(inf);
@@ -562,8 +568,31 @@ impl Producer {
             return None;
         };
         let restored = restore_abandoned(chain, ledger, &winner.parent, vm, results);
-        let mut vm_txs = vm.select(chain, ledger, &parent_state, MAX_VM_TX_BYTES);
-        let inferences = select_inferences(chain, ledger, &parent_state, &vm_txs, results);
+        // Within the consensus limit on a block's size: the votes, then VM
+        // transactions (a quarter of the block at most), then inferences.
+        let max_bytes = chain.max_block_bytes();
+        let votes_bytes = parent_votes
+            .iter()
+            .map(|v| v.to_bytes().len())
+            .fold(BLOCK_FRAME_BYTES, usize::saturating_add);
+        let mut vm_txs = vm.select(
+            chain,
+            ledger,
+            &parent_state,
+            MAX_VM_TX_BYTES.min(max_bytes / 4),
+        );
+        let used = vm_txs
+            .iter()
+            .map(|t| t.to_bytes().len())
+            .fold(votes_bytes, usize::saturating_add);
+        let inferences = select_inferences(
+            chain,
+            ledger,
+            &parent_state,
+            &vm_txs,
+            results,
+            max_bytes.saturating_sub(used),
+        );
         let mut attempt = |vm_txs: &[SignedVmTx], infs: &[Inference]| {
             chain.produce(
                 ledger,

@@ -1001,7 +1001,7 @@ fn find_on_chain(
     Ok(None)
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "the node's gauges and counters (ledger and inference heights, pools, peers, engine jobs, inference requests by answer) in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "the node's gauges and counters (ledger and inference heights, pools, peers, the chain task's queue and busy time, engine jobs, inference requests by answer) in the OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
     match s.metrics.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),

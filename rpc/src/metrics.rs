@@ -100,6 +100,52 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+fn counter<N>(e: &mut DescriptorEncoder, name: &str, help: &str, value: N) -> fmt::Result
+where
+    N: prometheus_client::encoding::EncodeCounterValue,
+{
+    let c = ConstCounter::new(value);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+/// How busy the chain task is (every block, transaction, vote and query goes through it):
+/// its queue now, and since start the commands done, their time queued and the task's
+/// busy time (rate(busy) near 1 means it is the node's bottleneck).
+fn chain_task_load(m: &mut DescriptorEncoder, node: &Node) -> fmt::Result {
+    let load = node.chain.load();
+    gauge(
+        m,
+        "infer_chain_queue_commands",
+        "Commands sent to the chain task and not yet done.",
+        u64::try_from(node.chain.pending()).unwrap_or(u64::MAX),
+    )?;
+    counter(
+        m,
+        "infer_chain_commands",
+        "Commands the chain task has done.",
+        load.commands,
+    )?;
+    counter(
+        m,
+        "infer_chain_queued_seconds",
+        "Seconds commands spent queued for the chain task, summed.",
+        load.queued_secs,
+    )?;
+    counter(
+        m,
+        "infer_chain_busy_seconds",
+        "Seconds the chain task spent on commands and its timers.",
+        load.busy_secs,
+    )?;
+    let longest = ConstGauge::new(load.longest_queued_secs);
+    longest.encode(m.encode_descriptor(
+        "infer_chain_longest_queued_seconds",
+        "The longest a command queued for the chain task since start.",
+        None,
+        longest.metric_type(),
+    )?)
+}
+
 impl Collector for NodeFigures {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         // From the snapshot: no lock is taken, however long a validation holds one.
@@ -153,6 +199,7 @@ impl Collector for NodeFigures {
             "1 while catching up with a peer.",
             u64::from(syncing),
         )?;
+        chain_task_load(m, &self.node)?;
         let jobs = self.engines.stats();
         gauge(
             m,

@@ -464,6 +464,19 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     ] {
         assert!(body.contains(gauge), "{gauge} missing: {body}");
     }
+    // The chain task did the node's commands (the three inferences' among them) and
+    // says how long they queued.
+    let figure = |name: &str| -> f64 {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing: {body}"));
+        line[name.len()..].trim().parse().expect("a number")
+    };
+    assert!(figure("infer_chain_commands_total") >= 3.0, "{body}");
+    assert!(figure("infer_chain_busy_seconds_total") > 0.0, "{body}");
+    assert!(figure("infer_chain_queued_seconds_total") >= 0.0, "{body}");
+    assert!(figure("infer_chain_queue_commands") >= 0.0, "{body}");
     assert_eq!(http(port, "GET", "/v2/info", b"").0, 200);
 }
 

@@ -4,7 +4,7 @@
 //! The holder of a secret key computes, for any input `alpha`, a proof `pi` (80 bytes)
 //! whose hash `beta` (64 bytes) is pseudorandom; anyone with the public key checks the
 //! proof and gets the same `beta`. The sortition of infer-node uses it so that the winner
-//! of a tenure proves the next seed without being able to choose it.
+//! of a tenure proves the randomness its block brings without being able to choose it.
 //!
 //! Procedure (the RFC's section 5 with this suite's choices):
 //! - secret scalar `x`: the clamped first half of SHA-512(secret key), public key

@@ -7,12 +7,17 @@
 //! start the node resumes from there and finishes any reorganisation it was in.
 //!
 //! Fork choice: the valid chain with the most cumulative work wins; among equal work, the
-//! branch seen first stays. A branch with less work is stored and kept aside.
+//! branch seen first stays. A branch with less work is stored and kept aside when it was
+//! asked for (the sync fetches a branch whose headers show more work); a block nobody
+//! asked for (gossip) is stored only if its chain has at least the active chain's work,
+//! so that cheap blocks of a fork from far back cannot fill the disk. The best candidate
+//! is read from a set ordered by work, not found by scanning every stored block.
 
 mod index;
 mod orphans;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use fai_primitives::{Amount, Decode, Encode, Hash256};
@@ -73,6 +78,9 @@ pub struct Chainstate {
     params: ChainParams,
     store: Arc<dyn KeyValueStore>,
     index: HashMap<Hash256, IndexEntry>,
+    /// The stored blocks not known to be invalid, by chain work and then arrival (first
+    /// seen first): the last is the best candidate for the active tip.
+    candidates: BTreeSet<(U256, Reverse<u64>, Hash256)>,
     /// Hashes of the active chain by height.
     active: Vec<Hash256>,
     supply: Amount,
@@ -104,6 +112,7 @@ impl Chainstate {
             params,
             store,
             index: HashMap::new(),
+            candidates: BTreeSet::new(),
             active: Vec::new(),
             supply: Amount::ZERO,
             orphans: OrphanPool::default(),
@@ -128,6 +137,19 @@ impl Chainstate {
         Ok(chain)
     }
 
+    /// Puts an index entry in memory, keeping the candidates in step.
+    fn put_entry(&mut self, hash: Hash256, entry: IndexEntry) {
+        if let Some(old) = self.index.get(&hash) {
+            self.candidates
+                .remove(&(old.chain_work, Reverse(old.sequence), hash));
+        }
+        if entry.status != BlockStatus::Failed {
+            self.candidates
+                .insert((entry.chain_work, Reverse(entry.sequence), hash));
+        }
+        self.index.insert(hash, entry);
+    }
+
     fn init_genesis(&mut self, genesis: Block) -> Result<(), ChainError> {
         let hash = genesis.hash();
         let target = target_from_compact(genesis.header.bits).map_err(ConsensusError::from)?;
@@ -146,7 +168,7 @@ impl Chainstate {
         batch.put(META_COLUMN, KEY_TIP.to_vec(), hash.to_bytes());
         batch.put(META_COLUMN, KEY_SUPPLY.to_vec(), Amount::ZERO.to_bytes());
         self.store.write(batch)?;
-        self.index.insert(hash, entry);
+        self.put_entry(hash, entry);
         self.active = vec![hash];
         self.next_sequence = 1;
         Ok(())
@@ -155,7 +177,7 @@ impl Chainstate {
     fn load(&mut self) -> Result<(), ChainError> {
         for (hash, entry) in HEADERS.entries(self.store.as_ref())? {
             self.next_sequence = self.next_sequence.max(entry.sequence.saturating_add(1));
-            self.index.insert(hash, entry);
+            self.put_entry(hash, entry);
         }
         let tip = self
             .meta_hash(KEY_TIP)?
@@ -319,8 +341,31 @@ impl Chainstate {
     /// that failed only when connected is kept, marked invalid, so it is not fetched
     /// again), [`ChainError::InvalidAncestor`], or a storage error.
     pub fn accept_block(&mut self, block: Block, now: u64) -> Result<BlockOutcome, ChainError> {
+        self.accept_block_with(block, now, None)
+    }
+
+    /// [`Chainstate::accept_block`] for a block nobody asked for (gossip): stored only if
+    /// its chain has at least the active chain's work, else refused with
+    /// [`ChainError::TooLittleWork`] and not stored (a fork from far back drops to the
+    /// proof-of-work limit, so its blocks cost nearly nothing to make). A branch that
+    /// really has more work reaches the node through the sync, which asks for it.
+    pub fn accept_unrequested_block(
+        &mut self,
+        block: Block,
+        now: u64,
+    ) -> Result<BlockOutcome, ChainError> {
+        let least = self.tip()?.chain_work;
+        self.accept_block_with(block, now, Some(least))
+    }
+
+    fn accept_block_with(
+        &mut self,
+        block: Block,
+        now: u64,
+        least_work: Option<U256>,
+    ) -> Result<BlockOutcome, ChainError> {
         let hash = block.hash();
-        let outcome = self.accept_one(block, now)?;
+        let outcome = self.accept_one(block, now, least_work)?;
         if outcome == BlockOutcome::Orphan || outcome == BlockOutcome::Duplicate {
             return Ok(outcome);
         }
@@ -331,13 +376,18 @@ impl Chainstate {
         while let Some(parent) = parents.pop() {
             for child in self.orphans.take_children(&parent) {
                 let child_hash = child.hash();
-                match self.accept_one(child, now) {
+                // Orphans come from gossip: nobody asked for them, so they are held
+                // to the tip's work like any unrequested block (the sync fetches them
+                // again if their branch turns out to have more).
+                let least = self.tip()?.chain_work;
+                match self.accept_one(child, now, Some(least)) {
                     Ok(_) => {
                         for (bad, e) in self.activate_best_chain()? {
                             warn!(target: "infer_node::ledger", block = %bad, "orphan failed to connect: {e}");
                         }
                         parents.push(child_hash);
                     }
+                    Err(ChainError::TooLittleWork(_)) => {}
                     Err(e) => {
                         warn!(target: "infer_node::ledger", %child_hash, "orphan rejected: {e}")
                     }
@@ -362,8 +412,14 @@ impl Chainstate {
         std::mem::take(&mut self.events)
     }
 
-    /// Checks and stores one block without moving the tip.
-    fn accept_one(&mut self, block: Block, now: u64) -> Result<BlockOutcome, ChainError> {
+    /// Checks and stores one block without moving the tip; with `least_work`, only if its
+    /// chain has that much work.
+    fn accept_one(
+        &mut self,
+        block: Block,
+        now: u64,
+        least_work: Option<U256>,
+    ) -> Result<BlockOutcome, ChainError> {
         let hash = block.hash();
         if let Some(e) = self.index.get(&hash) {
             return match e.status {
@@ -392,13 +448,19 @@ impl Chainstate {
         };
         check_header(&block.header, &ctx, &self.params)?;
         let target = target_from_compact(block.header.bits).map_err(ConsensusError::from)?;
+        let work = parent.chain_work.saturating_add(work_from_target(target));
+        if let Some(least) = least_work {
+            if work < least {
+                return Err(ChainError::TooLittleWork(hash));
+            }
+        }
         let entry = IndexEntry {
             header: block.header,
             height: parent
                 .height
                 .checked_add(1)
                 .ok_or_else(|| ChainError::Corrupt("height overflow".into()))?,
-            chain_work: parent.chain_work.saturating_add(work_from_target(target)),
+            chain_work: work,
             status: BlockStatus::HeaderValid,
             sequence: self.next_sequence,
         };
@@ -407,21 +469,16 @@ impl Chainstate {
         HEADERS.put(&mut batch, &hash, &entry);
         BLOCKS.put(&mut batch, &hash, &block);
         self.store.write(batch)?;
-        self.index.insert(hash, entry);
+        self.put_entry(hash, entry);
         Ok(BlockOutcome::SideBranch)
     }
 
     /// The stored, not-failed block with the most work (first seen among equals).
     fn best_candidate(&self) -> Option<(Hash256, U256)> {
-        self.index
+        self.candidates
             .iter()
-            .filter(|(_, e)| e.status != BlockStatus::Failed)
-            .max_by(|(_, a), (_, b)| {
-                a.chain_work
-                    .cmp(&b.chain_work)
-                    .then(b.sequence.cmp(&a.sequence))
-            })
-            .map(|(h, e)| (*h, e.chain_work))
+            .next_back()
+            .map(|(work, _, hash)| (*hash, *work))
     }
 
     /// Moves the active chain to the best candidate, marking blocks that fail to connect
@@ -519,7 +576,7 @@ impl Chainstate {
         batch.put(META_COLUMN, KEY_SUPPLY.to_vec(), supply.to_bytes());
         self.store.write(batch)?;
         let height = entry.height;
-        self.index.insert(hash, entry);
+        self.put_entry(hash, entry);
         self.active.push(hash);
         self.supply = supply;
         Ok(ChainEvent::Connected {
@@ -594,6 +651,8 @@ impl Chainstate {
             if let Some(e) = self.index.get_mut(&hash) {
                 e.status = BlockStatus::Failed;
                 HEADERS.put(&mut batch, &hash, e);
+                self.candidates
+                    .remove(&(e.chain_work, Reverse(e.sequence), hash));
             }
         }
         self.store.write(batch)?;

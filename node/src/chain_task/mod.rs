@@ -26,10 +26,10 @@ pub mod early;
 mod state;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fai_primitives::{Hash160, Hash256};
 use tracing::error;
@@ -94,8 +94,60 @@ type Reply = Box<dyn FnOnce() + Send>;
 type Job = Box<dyn FnOnce(&mut ChainState) -> Reply + Send>;
 
 enum Message {
-    Job(Job),
+    /// A command and when it was sent (how long it queued is a figure of the load).
+    Job(Job, Instant),
     Stop,
+}
+
+/// How loaded the task is, counted since it started (read by `/metrics`).
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Commands done.
+    commands: AtomicU64,
+    /// Nanoseconds commands spent queued before the task took them.
+    queued_ns: AtomicU64,
+    /// Nanoseconds the task spent running commands and what follows them (the pools
+    /// following a reorganisation, the producer's timers, sending out).
+    busy_ns: AtomicU64,
+    /// The longest a command queued, in nanoseconds.
+    longest_queued_ns: AtomicU64,
+}
+
+/// A reading of [`Load`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadFigures {
+    pub commands: u64,
+    pub queued_secs: f64,
+    pub busy_secs: f64,
+    pub longest_queued_secs: f64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Load {
+    fn note(&self, queued: Duration, busy: Duration) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        self.queued_ns.fetch_add(nanos(queued), Ordering::Relaxed);
+        self.busy_ns.fetch_add(nanos(busy), Ordering::Relaxed);
+        self.longest_queued_ns
+            .fetch_max(nanos(queued), Ordering::Relaxed);
+    }
+
+    fn note_idle_tick(&self, busy: Duration) {
+        self.busy_ns.fetch_add(nanos(busy), Ordering::Relaxed);
+    }
+
+    fn read(&self) -> LoadFigures {
+        let secs = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed)).as_secs_f64();
+        LoadFigures {
+            commands: self.commands.load(Ordering::Relaxed),
+            queued_secs: secs(&self.queued_ns),
+            busy_secs: secs(&self.busy_ns),
+            longest_queued_secs: secs(&self.longest_queued_ns),
+        }
+    }
 }
 
 /// Why a command got no answer.
@@ -132,13 +184,16 @@ pub struct ChainHandle {
     urgent: Sender<Message>,
     /// Commands sent and not yet done (their effects out).
     pending: Arc<AtomicUsize>,
+    load: Arc<Load>,
     events: tokio::sync::broadcast::Sender<NodeEvent>,
 }
 
 impl ChainHandle {
     fn send_to(&self, lane: &Sender<Message>, job: Job) -> Result<(), Unavailable> {
+        // Sent from now on: a command counted as pending has its clock running.
+        let sent = Instant::now();
         self.pending.fetch_add(1, Ordering::SeqCst);
-        lane.send(Message::Job(job)).map_err(|_| {
+        lane.send(Message::Job(job, sent)).map_err(|_| {
             self.pending.fetch_sub(1, Ordering::SeqCst);
             Unavailable::Stopped
         })
@@ -260,6 +315,11 @@ impl ChainHandle {
         self.pending.load(Ordering::SeqCst)
     }
 
+    /// How loaded the task has been since it started.
+    pub fn load(&self) -> LoadFigures {
+        self.load.read()
+    }
+
     /// Every [`NodeEvent`] from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
         self.events.subscribe()
@@ -272,6 +332,7 @@ pub struct ChainTask {
     urgent: Receiver<Message>,
     stop: Sender<Message>,
     pending: Arc<AtomicUsize>,
+    load: Arc<Load>,
     events: tokio::sync::broadcast::Sender<NodeEvent>,
 }
 
@@ -281,12 +342,14 @@ pub fn channel_pair() -> (ChainHandle, ChainTask) {
     let (tx, rx) = channel();
     let (urgent_tx, urgent_rx) = channel();
     let pending = Arc::new(AtomicUsize::new(0));
+    let load = Arc::new(Load::default());
     let (events, _) = tokio::sync::broadcast::channel(EVENTS);
     (
         ChainHandle {
             jobs: tx.clone(),
             urgent: urgent_tx,
             pending: pending.clone(),
+            load: load.clone(),
             events: events.clone(),
         },
         ChainTask {
@@ -294,6 +357,7 @@ pub fn channel_pair() -> (ChainHandle, ChainTask) {
             urgent: urgent_rx,
             stop: tx,
             pending,
+            load,
             events,
         },
     )
@@ -340,11 +404,11 @@ impl ChainTask {
 
     fn run(self, mut state: ChainState, node: &dyn Outlets) -> ChainState {
         ON_TASK.with(|t| t.set(true));
-        // The snapshot of the state as it starts.
-        send_out(&mut state, node, &self.events);
         // When the producer's timers last ran (on the machine's clock: how often they
         // are looked at; what they decide reads the node's clock).
-        let mut ticked = std::time::Instant::now();
+        let mut ticked = Instant::now();
+        // The state as it starts: the canonical index built, the snapshot out.
+        self.after_command(&mut state, node, &mut ticked);
         loop {
             // Urgent reads first, then the queue; the producer's timers between.
             let message = match self.urgent.try_recv() {
@@ -352,15 +416,22 @@ impl ChainTask {
                 Err(_) => self.jobs.recv_timeout(TICK),
             };
             match message {
-                Ok(Message::Job(job)) => {
+                Ok(Message::Job(job, sent)) => {
+                    let started = Instant::now();
                     let reply = job(&mut state);
                     self.after_command(&mut state, node, &mut ticked);
+                    self.load
+                        .note(started.saturating_duration_since(sent), started.elapsed());
                     self.pending.fetch_sub(1, Ordering::SeqCst);
                     // The caller hears once the command's effects are out.
                     reply();
                 }
                 Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return state,
-                Err(RecvTimeoutError::Timeout) => self.after_command(&mut state, node, &mut ticked),
+                Err(RecvTimeoutError::Timeout) => {
+                    let started = Instant::now();
+                    self.after_command(&mut state, node, &mut ticked);
+                    self.load.note_idle_tick(started.elapsed());
+                }
             }
         }
     }
@@ -368,19 +439,14 @@ impl ChainTask {
     /// The pools follow a reorganisation, the producer's timers run, then what the
     /// command and they made goes out. A panic here is a bug that leaves the state
     /// unknown: the node stops.
-    fn after_command(
-        &self,
-        state: &mut ChainState,
-        node: &dyn Outlets,
-        ticked: &mut std::time::Instant,
-    ) {
+    fn after_command(&self, state: &mut ChainState, node: &dyn Outlets, ticked: &mut Instant) {
         let done = guarded(|| {
             state.follow_canonical_tip();
             // Every TICK at most: a waiting tenure's check reads the verifier set from
             // the VM, too dear to repeat after each of hundreds of commands a second (a
             // vote that completes a quorum releases the tenure at once, `after_vote`).
             if state.producer.is_some() && ticked.elapsed() >= TICK {
-                *ticked = std::time::Instant::now();
+                *ticked = Instant::now();
                 state.producer_tick();
             }
             send_out(state, node, &self.events);

@@ -59,6 +59,9 @@ pub struct ChainState {
     pub(crate) commit_added: bool,
     /// The canonical inference tip as of the last command.
     canonical: Option<[u8; 32]>,
+    /// The canonical inference branch by height, as of the last command (what peers'
+    /// requests for blocks from a height are answered from).
+    pub(crate) heights: fai_inference_chain::canonical::CanonicalIndex,
 }
 
 /// What a command left to send out.
@@ -90,6 +93,7 @@ impl ChainState {
             tip_moved: false,
             commit_added: false,
             canonical: None,
+            heights: Default::default(),
         }
     }
 
@@ -154,6 +158,27 @@ impl ChainState {
     ) -> Result<BlockOutcome, ChainError> {
         let encoded = gossip.then(|| block.to_bytes());
         let result = self.ledger.accept_block(block, self.clock.unix_now());
+        self.after_ledger_block(result, encoded)
+    }
+
+    /// Accepts a ledger block a peer gossiped, which nobody asked for: stored only if its
+    /// chain has at least the active chain's work
+    /// ([`Chainstate::accept_unrequested_block`]).
+    pub fn accept_unrequested_ledger_block(
+        &mut self,
+        block: Block,
+    ) -> Result<BlockOutcome, ChainError> {
+        let result = self
+            .ledger
+            .accept_unrequested_block(block, self.clock.unix_now());
+        self.after_ledger_block(result, None)
+    }
+
+    fn after_ledger_block(
+        &mut self,
+        result: Result<BlockOutcome, ChainError>,
+        encoded: Option<Vec<u8>>,
+    ) -> Result<BlockOutcome, ChainError> {
         if let (Ok(_), Some(bytes)) = (&result, encoded) {
             self.publish(Topic::LedgerBlock, bytes);
         }
@@ -213,7 +238,13 @@ impl ChainState {
                 }
             }
         }
-        self.mempool.apply_chain_events(events, &self.ledger);
+        // A commit names the ledger tip it follows: one from a disconnected block is no
+        // bid on any other branch, and back in the pool it would spend the coins (and
+        // evict) the fresh commits of this node after it. It stays out.
+        self.mempool
+            .apply_chain_events_returning(events, &self.ledger, |tx| {
+                !fai_inference_chain::ledger_ops::carries_commit(tx)
+            });
         let mut produced = Vec::new();
         if connected {
             if let (Some(inference), Some(producer)) =
@@ -370,23 +401,27 @@ impl ChainState {
         }
     }
 
-    /// After a command: when the canonical inference tip moved other than forward (a
-    /// reorganisation of either layer left blocks behind), what those blocks carried
-    /// goes back to the pools, unless the new branch carries it or spent its nonce, so
-    /// that every inference a buyer was served is settled or refunded once, not lost
-    /// with the branch.
+    /// After a command: the index of the canonical branch by height follows the tip
+    /// (a walk as deep as what changed). When the canonical inference tip moved other
+    /// than forward (a reorganisation of either layer left blocks behind), what those
+    /// blocks carried goes back to the pools, unless the new branch carries it or spent
+    /// its nonce, so that every inference a buyer was served is settled or refunded
+    /// once, not lost with the branch.
     pub(crate) fn follow_canonical_tip(&mut self) {
         let Some(chain) = self.inference.as_ref() else {
             return;
         };
         let tip = chain.tip(&self.ledger);
         let (new, exec) = (tip.id, tip.exec_id);
+        if self.heights.tip() != Some(&new) {
+            self.heights.follow(chain, &new);
+        }
+        if self.canonical == Some(new) {
+            return;
+        }
         let Some(old) = self.canonical.replace(new) else {
             return;
         };
-        if old == new {
-            return;
-        }
         let (left, right) = chain.fork_sides(&old, &new);
         if left.is_empty() {
             return;

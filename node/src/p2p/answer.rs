@@ -103,33 +103,20 @@ pub fn blocks(s: &ChainState, hashes: &[Hash256]) -> Vec<fai_ledger::Block> {
 }
 
 /// Our canonical inference blocks from `from_height` on (as of the ledger tip), at
-/// most a response's worth.
+/// most a response's worth, read from the index of the canonical branch by height: the
+/// cost is what is returned, however far back the peer asks from.
 pub fn inference_blocks(s: &ChainState, from_height: u32) -> Vec<InferenceBlock> {
-    let ledger = &s.ledger;
     let Some(chain) = s.inference.as_ref() else {
         return Vec::new();
     };
-    let mut at = chain.tip(ledger).clone();
-    let mut blocks = Vec::new();
-    while at.height >= from_height.max(1) {
-        let Some(block) = at.block.clone() else {
-            break;
-        };
-        let parent = block.header.parent;
-        blocks.push(block);
-        match chain.block(&parent) {
-            Some(p) => at = p.clone(),
-            None => break,
-        }
-    }
-    blocks.reverse();
-    blocks.truncate(MAX_INFERENCE_BLOCKS_PER_RESPONSE);
     let mut bytes = 0usize;
-    blocks
+    s.heights
+        .blocks_from(chain, from_height, MAX_INFERENCE_BLOCKS_PER_RESPONSE)
         .into_iter()
         .take_while(|b| {
             bytes = bytes.saturating_add(b.to_bytes().len());
             bytes <= SERVE_BYTES
         })
+        .cloned()
         .collect()
 }

@@ -213,12 +213,16 @@ fn gossip_block(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         Err(e) => return reject(Offence::Malformed, format!("undecodable block: {e}")),
     };
     let hash = block.hash();
-    match accept_block(s, block) {
-        Ok(BlockOutcome::TipChanged) | Ok(BlockOutcome::SideBranch) => {
+    match s.accept_unrequested_ledger_block(block) {
+        Ok(BlockOutcome::TipChanged) => {
             debug!(target: "infer_node::p2p", %hash, "gossiped block accepted");
             (MessageAcceptance::Accept, None, false)
         }
-        Ok(BlockOutcome::Duplicate) => ignore(),
+        // Stored but not on the best chain: not relayed (a side branch travels only when
+        // the sync asks for it, once it has more work).
+        Ok(BlockOutcome::SideBranch) | Ok(BlockOutcome::Duplicate) => ignore(),
+        // Less work than our chain: not stored, not relayed; a late block is no offence.
+        Err(ChainError::TooLittleWork(_)) => ignore(),
         Ok(BlockOutcome::Orphan) => (MessageAcceptance::Ignore, None, true),
         Err(ChainError::Consensus(e)) if !blames_sender(&e) => ignore(),
         Err(e @ (ChainError::Consensus(_) | ChainError::InvalidAncestor(_))) => {
@@ -232,21 +236,12 @@ fn gossip_block(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     }
 }
 
-/// Whether a ledger transaction's op is a commit (only a transaction's first op counts).
-fn carries_commit(tx: &Transaction) -> bool {
-    let first_op = tx.outputs.iter().find_map(|o| match &o.kind {
-        fai_ledger::OutputKind::Data(d) => fai_inference_chain::ops::Op::parse(d),
-        _ => None,
-    });
-    matches!(first_op, Some(fai_inference_chain::ops::Op::Commit { .. }))
-}
-
 fn gossip_tx(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     let tx = match Transaction::from_bytes(data) {
         Ok(t) => t,
         Err(e) => return reject(Offence::Malformed, format!("undecodable transaction: {e}")),
     };
-    let commit = carries_commit(&tx);
+    let commit = fai_inference_chain::ledger_ops::carries_commit(&tx);
     let result = s.mempool.accept(tx, &s.ledger);
     match result {
         Ok(txid) => {
