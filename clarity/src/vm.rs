@@ -16,8 +16,9 @@
 
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clarity::vm::analysis::{run_analysis, AnalysisDatabase};
 use clarity::vm::ast::{build_ast_with_rules, ASTRules};
@@ -140,7 +141,16 @@ pub struct Genesis {
 pub struct ClarityVm {
     store: ClarityStore,
     config: VmConfig,
+    /// Answers of read-only calls by block and call (see [`ClarityVm::call_read_only`]).
+    reads: Mutex<HashMap<ReadKey, (Value, ExecutionCost)>>,
 }
+
+/// A read-only call: the block it reads, sender, issuer, contract, function and the
+/// arguments' consensus bytes.
+type ReadKey = ([u8; 32], [u8; 20], [u8; 20], String, String, Vec<Vec<u8>>);
+
+/// Read-only answers kept, at most (the memo starts afresh when full).
+const MAX_READS_KEPT: usize = 4_096;
 
 fn min_cost(a: &ExecutionCost, b: &ExecutionCost) -> ExecutionCost {
     ExecutionCost {
@@ -184,6 +194,16 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
             Err(ClarityError::Vm(format!("{what}: the VM stopped: {msg}")))
         }
     }
+}
+
+/// A value's consensus serialisation (what keys the read-only memo).
+fn consensus_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail; a value that cannot serialise keys as its text.
+    if v.serialize_write(&mut out).is_err() {
+        out = format!("{v}").into_bytes();
+    }
+    out
 }
 
 fn events(list: Vec<StacksTransactionEvent>) -> Vec<VmEvent> {
@@ -250,6 +270,7 @@ impl ClarityVm {
         ClarityVm {
             store: ClarityStore::new(kv),
             config,
+            reads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -887,8 +908,14 @@ impl ClarityVm {
         })
     }
 
+    /// How many read-only answers the memo holds (see [`ClarityVm::call_read_only`]).
+    pub fn read_only_answers_kept(&self) -> usize {
+        self.reads.lock().map_or(0, |m| m.len())
+    }
+
     /// Calls read-only function `function` of contract `name` by `issuer` on the state of
-    /// block `tip`, within the read-only cost limit. Returns the value and its cost.
+    /// block `tip`, within the read-only cost limit. Returns the value and its cost (the
+    /// answer is kept: a stored block's state never changes).
     #[allow(clippy::too_many_arguments)]
     pub fn call_read_only(
         &self,
@@ -900,8 +927,25 @@ impl ClarityVm {
         function: &str,
         args: &[Value],
     ) -> Result<(Value, ExecutionCost)> {
+        // The state of a stored block never changes (a block's state is written once,
+        // when it is accepted, and is a function of its id), nor do the ledger blocks it
+        // sees: an answer found once is the answer. Loading a contract means parsing its
+        // stored form, which dominated the node's time when the same checks (does this
+        // node serve that model, who verifies this block) were asked for every result
+        // and vote.
+        let key: ReadKey = (
+            *tip,
+            sender,
+            issuer,
+            name.to_string(),
+            function.to_string(),
+            args.iter().map(consensus_bytes).collect(),
+        );
+        if let Some(known) = self.reads.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(known);
+        }
         let id = self.contract_id(issuer, name)?;
-        self.read_at("read-only call", tip, ledger, |mut db| {
+        let answer = self.read_at("read-only call", tip, ledger, |mut db| {
             let tracker = LimitedCostTracker::new(
                 self.mainnet(),
                 self.chain_id(),
@@ -940,7 +984,14 @@ impl ClarityVm {
                     },
                 ),
             }
-        })
+        })?;
+        if let Ok(mut memo) = self.reads.lock() {
+            if memo.len() >= MAX_READS_KEPT {
+                memo.clear();
+            }
+            memo.insert(key, answer.clone());
+        }
+        Ok(answer)
     }
 
     /// The FAI balance (base units) and next nonce of `key_hash` on the state of `tip`.

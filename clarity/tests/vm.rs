@@ -273,6 +273,14 @@ fn state_follows_the_surviving_fork_and_survives_a_restart() {
             .call_read_only(&b2.id, &ledger, BOB, ALICE, "counter", "count-at", &[past])
             .unwrap();
         assert_eq!(uint(&v), 1);
+        // Each block's answer is kept once and served again: asked twice at each of
+        // the five blocks above, the memo holds one answer per block and call.
+        let kept = vm.read_only_answers_kept();
+        for at in [&d.id, &a1.id, &b1.id, &b2.id] {
+            assert_eq!(count(at), count(at));
+        }
+        assert_eq!(vm.read_only_answers_kept(), kept);
+        assert_eq!(kept, 5, "four blocks' get-count and one count-at");
     }
     // Reopened from disk: the same answers.
     let vm = vm_on(open_store(dir.path()), config());
