@@ -43,8 +43,8 @@ use crate::block::{InferenceBlock, InferenceHeader};
 use crate::payloads::PayloadStore;
 use crate::quorum::{tally, Vote};
 use crate::settlement::{producer_subsidy, settle, Settlement};
-use crate::sortition::tenure_proof_matches;
-use crate::tracker::SortitionTracker;
+use crate::sortition::{tenure_proof_matches, Bid};
+use crate::tracker::{SortitionRecord, SortitionTracker};
 use crate::types::Inference;
 use crate::vmtx::SignedVmTx;
 
@@ -108,6 +108,9 @@ pub const INFERENCE_BLOCKS_COLUMN: &str = "inference_blocks";
 
 /// How many blocks [`InferenceChain::abandoned_by`] walks down at most.
 pub const MAX_ABANDONED_WALK: usize = 64;
+
+/// How many withdrawn blocks the chain keeps in memory (the oldest go first).
+pub const MAX_RETIRED: usize = 256;
 
 impl Encode for BlockRecord {
     fn encode_to(&self, out: &mut Vec<u8>) {
@@ -176,6 +179,35 @@ fn standard_hash(v: &Value) -> Option<[u8; 20]> {
     }
 }
 
+/// The winning bid of `record` if `h` is the block it elected: the producer won, the
+/// parent is the one the winning commit named, and the VRF proof proves the committed
+/// seed. A mismatch is unverifiable, not invalid: on another reading of the sortition
+/// (other verifier sets) the block may be the elected one.
+fn elected(record: &SortitionRecord, h: &InferenceHeader) -> Result<Bid, BlockError> {
+    let winner = record
+        .sortition
+        .winner
+        .clone()
+        .ok_or_else(|| unverifiable("no sortition winner at the anchor"))?;
+    if h.producer.hash160() != winner.producer {
+        return Err(unverifiable("the producer did not win the sortition"));
+    }
+    if h.parent != winner.parent {
+        return Err(unverifiable(
+            "the parent is not the one the winning commit named",
+        ));
+    }
+    let proof = h
+        .vrf_proof
+        .ok_or_else(|| invalid("a tenure's block must carry its VRF proof"))?;
+    if !tenure_proof_matches(&winner, &record.seed, &proof) {
+        return Err(unverifiable(
+            "the VRF proof does not prove the committed seed",
+        ));
+    }
+    Ok(winner)
+}
+
 fn tuple_uint(v: &Value, name: &str) -> Option<u128> {
     match v {
         Value::Tuple(t) => match t.get(name).ok()? {
@@ -194,6 +226,10 @@ pub struct InferenceChain {
     tracker: SortitionTracker,
     blocks: HashMap<[u8; 32], BlockRecord>,
     by_anchor: HashMap<Hash256, [u8; 32]>,
+    /// Blocks withdrawn because the sortition of their anchor, read again, no longer
+    /// elects them (see [`InferenceChain::on_ledger_block`]): deleted from disk, kept in
+    /// memory (at most [`MAX_RETIRED`]) so that what they carried can go back to the pools.
+    retired: HashMap<[u8; 32], BlockRecord>,
     genesis_id: [u8; 32],
     payloads: Option<PayloadStore>,
 }
@@ -278,6 +314,7 @@ impl InferenceChain {
             config,
             blocks,
             by_anchor,
+            retired: HashMap::new(),
             genesis_id,
             payloads: None,
         })
@@ -297,6 +334,17 @@ impl InferenceChain {
 
     pub fn block(&self, id: &[u8; 32]) -> Option<&BlockRecord> {
         self.blocks.get(id)
+    }
+
+    /// A stored block, or one withdrawn since start-up (see [`InferenceChain::retired`]).
+    fn any_block(&self, id: &[u8; 32]) -> Option<&BlockRecord> {
+        self.blocks.get(id).or_else(|| self.retired.get(id))
+    }
+
+    /// Whether block `id` was withdrawn since start-up: a later reading of its anchor's
+    /// sortition did not elect it.
+    pub fn retired(&self, id: &[u8; 32]) -> bool {
+        self.retired.contains_key(id)
     }
 
     fn cycle(&self, ledger_height: u32) -> u32 {
@@ -358,7 +406,7 @@ impl InferenceChain {
         new: &[u8; 32],
     ) -> (Vec<&InferenceBlock>, Vec<&InferenceBlock>) {
         let (mut left_out, mut right_out) = (Vec::new(), Vec::new());
-        let (Some(mut left), Some(mut right)) = (self.blocks.get(old), self.blocks.get(new)) else {
+        let (Some(mut left), Some(mut right)) = (self.any_block(old), self.any_block(new)) else {
             return (left_out, right_out);
         };
         for _ in 0..MAX_ABANDONED_WALK {
@@ -371,7 +419,7 @@ impl InferenceChain {
             let Some(parent_id) = side.block.as_ref().map(|b| b.header.parent) else {
                 break; // the genesis: no common block
             };
-            let Some(next) = self.blocks.get(&parent_id) else {
+            let Some(next) = self.any_block(&parent_id) else {
                 break;
             };
             if step_left {
@@ -438,13 +486,77 @@ impl InferenceChain {
             } else {
                 self.commit_set(ledger, &parent)
             };
-            self.tracker.connect(ledger, &hash, &|_| set.clone())?;
+            let record = self.tracker.connect(ledger, &hash, &|_| set.clone())?;
+            // A block accepted on an earlier reading of this sortition (made before an
+            // inference block that sets the commits' verifier set arrived) that this
+            // reading does not elect is withdrawn with its descendants, so that every
+            // node keeps the same block for the anchor whatever order blocks came in.
+            let stale = self
+                .by_anchor
+                .get(&hash)
+                .and_then(|id| self.blocks.get(id))
+                .and_then(|rec| rec.block.as_ref())
+                .filter(|b| elected(record, &b.header).is_err())
+                .map(|b| b.header.id().0);
+            if let Some(id) = stale {
+                self.retire(&id)?;
+            }
         }
         if let (Some(store), Some(entry)) = (&self.payloads, ledger.entry(hash)) {
             let mut walk = CanonicalWalk::from_tip(self, ledger);
             store
                 .reclaim(entry.height, |block| walk.holds(block))
                 .map_err(|e| invalid(format!("payload store: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Withdraws block `id` and every stored descendant: out of the canonical index by
+    /// anchor and off the disk, kept in memory among the retired. Their VM state stays,
+    /// as a losing branch's does, unreachable. Scans the stored blocks (a withdrawal
+    /// takes a sortition read again with another verifier set: rare).
+    fn retire(&mut self, id: &[u8; 32]) -> Result<(), BlockError> {
+        let Some(first) = self.blocks.get(id).map(|r| r.height) else {
+            return Ok(());
+        };
+        let mut later: Vec<(u32, [u8; 32], [u8; 32])> = self
+            .blocks
+            .values()
+            .filter(|r| r.height > first)
+            .filter_map(|r| r.block.as_ref().map(|b| (r.height, r.id, b.header.parent)))
+            .collect();
+        later.sort_unstable();
+        let mut gone: HashSet<[u8; 32]> = HashSet::from([*id]);
+        for (_, child, parent) in later {
+            if gone.contains(&parent) {
+                gone.insert(child);
+            }
+        }
+        let mut batch = WriteBatch::new();
+        for id in &gone {
+            batch.delete(INFERENCE_BLOCKS_COLUMN, id.to_vec());
+        }
+        self.kv
+            .write(batch)
+            .map_err(|e| invalid(format!("block store: {e}")))?;
+        for id in gone {
+            if let Some(rec) = self.blocks.remove(&id) {
+                if self.by_anchor.get(&rec.anchor) == Some(&id) {
+                    self.by_anchor.remove(&rec.anchor);
+                }
+                self.retired.insert(id, rec);
+            }
+        }
+        while self.retired.len() > MAX_RETIRED {
+            let oldest = self
+                .retired
+                .values()
+                .min_by_key(|r| (r.height, r.id))
+                .map(|r| r.id);
+            match oldest {
+                Some(id) => self.retired.remove(&id),
+                None => break,
+            };
         }
         Ok(())
     }
@@ -537,19 +649,7 @@ impl InferenceChain {
         if record.ledger_height != h.ledger_height {
             return Err(invalid("ledger height differs from the anchor's"));
         }
-        let winner = record
-            .sortition
-            .winner
-            .clone()
-            .ok_or_else(|| unverifiable("no sortition winner at the anchor"))?;
-        if h.producer.hash160() != winner.producer {
-            return Err(unverifiable("the producer did not win the sortition"));
-        }
-        if h.parent != winner.parent {
-            return Err(unverifiable(
-                "the parent is not the one the winning commit named",
-            ));
-        }
+        let winner = elected(&record, h)?;
         if self.by_anchor.contains_key(&anchor) {
             return Err(invalid("the tenure already has its block"));
         }
@@ -565,14 +665,6 @@ impl InferenceChain {
         }
         if Some(h.height) != parent.height.checked_add(1) {
             return Err(invalid("height is not the parent's plus one"));
-        }
-        let proof = h
-            .vrf_proof
-            .ok_or_else(|| invalid("a tenure's block must carry its VRF proof"))?;
-        if !tenure_proof_matches(&winner, &record.seed, &proof) {
-            return Err(unverifiable(
-                "the VRF proof does not prove the committed seed",
-            ));
         }
         self.check_inferences(ledger, &parent, h.height, &block.inferences)?;
         for tx in &block.vm_txs {
@@ -628,6 +720,7 @@ impl InferenceChain {
             .write(batch)
             .map_err(|e| invalid(format!("block store: {e}")))?;
         self.by_anchor.insert(anchor, id);
+        self.retired.remove(&id);
         self.blocks.insert(id, rec);
         let anchor_height = rec_anchor_height;
         self.reread_sortitions_after(ledger, anchor_height)?;

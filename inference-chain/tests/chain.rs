@@ -1017,3 +1017,182 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     assert_eq!(store.prompt(&txid).unwrap(), None);
     assert_eq!(store.output(&txid).unwrap(), None);
 }
+
+/// Attack (or bad luck): the first block of a reward cycle, which records the verifier set
+/// that the cycle's commits must pay, reaches a node late. Until it arrives that node
+/// reads the next sortitions with no set, where another commit wins (here a rival that
+/// only burnt its bid), and accepts the rival's block; the nodes that had the first block
+/// accept the real winner's. Before, the late node read the sortitions again on receiving
+/// the first block but kept the rival's block, and refused the real winner's as "the
+/// tenure already has its block": two honest nodes kept different blocks for one anchor,
+/// for good. Now a block that a new reading no longer elects is withdrawn (with its
+/// descendants, off the disk) and the real winner's is taken: both nodes end on one chain,
+/// with one state, also after a restart.
+#[test]
+fn a_late_first_block_of_a_cycle_leaves_every_node_on_the_same_chain() {
+    let mut w = world();
+    let open_b = |dir: &std::path::Path, w: &World| {
+        let schema = Schema {
+            columns: &[
+                fai_clarity::STATE_COLUMN,
+                fai_clarity::BLOCKS_COLUMN,
+                PAYLOADS_COLUMN,
+                INFERENCE_BLOCKS_COLUMN,
+            ],
+            format_version: 1,
+        };
+        let kv = Arc::new(RocksStore::open(dir, schema).unwrap());
+        let mut chain = InferenceChain::open(kv, config_for(&w.model), &w.ledger.chain).unwrap();
+        chain
+            .on_ledger_block(&w.ledger.chain, &w.ledger.chain.tip_hash())
+            .unwrap();
+        chain
+    };
+    let b_dir = tempfile::tempdir().unwrap();
+    let mut b = open_b(b_dir.path(), &w);
+    let follow = |b: &mut InferenceChain, w: &World| {
+        b.on_ledger_block(&w.ledger.chain, &w.ledger.chain.tip_hash())
+            .unwrap();
+    };
+
+    // A rival producer (key 4) registers and gets a coin of its own to commit with.
+    let rival = key(4);
+    let rival_vrf = fai_vrf::SecretKey::from_seed([4; 32]);
+    let register = w.ledger.op(
+        &build_register(rival_vrf.public().0, hash(&rival), &[w.model.id.0]).unwrap(),
+        0,
+    );
+    let coin_tx = w
+        .ledger
+        .tx(vec![TxOut::pay(units(1_000_000), hash(&rival))]);
+    let rival_coin = (OutPoint::new(coin_tx.txid(), 0), coin_tx.outputs[0].clone());
+    let block = w.ledger.mine(vec![register, coin_tx]);
+    let at = w.connect(&block);
+    follow(&mut b, &w);
+    let rival_register = w.chain.tracker().record(&at).unwrap().registers[0].at;
+
+    // Tenure 1, seen by both: five verifiers stake.
+    let stakes: Vec<SignedVmTx> = (10..15u8)
+        .map(|i| {
+            let args = vec![
+                value_bytes(&Value::UInt(10_000)),
+                value_bytes(&Value::UInt(2)),
+            ];
+            SignedVmTx::new(
+                &key(i),
+                0,
+                CHAIN_ID,
+                Amount::ZERO,
+                VmPayload::Call {
+                    issuer: Hash160([0; 20]),
+                    name: "staking".into(),
+                    function: "stake".into(),
+                    args,
+                },
+            )
+        })
+        .collect();
+    let genesis = w.chain.genesis_id();
+    let l1 = w.win(genesis, 0);
+    follow(&mut b, &w);
+    let staked = w.produce(l1, stakes, vec![], vec![]).unwrap();
+    let staked_id = w.chain.accept(&w.ledger.chain, staked.clone()).unwrap();
+    b.accept(&w.ledger.chain, staked).unwrap();
+
+    // The first tenure of the next cycle records the five as its verifier set; node B
+    // does not get its block yet.
+    while (w.ledger.chain.height() + 1) % 5 != 0 {
+        let block = w.ledger.mine(vec![]);
+        w.connect(&block);
+    }
+    let l2 = w.win(staked_id, 0);
+    follow(&mut b, &w);
+    let first = w.produce(l2, vec![], vec![], vec![]).unwrap();
+    let first_id = w.chain.accept(&w.ledger.chain, first.clone()).unwrap();
+
+    // The next ledger block holds the producer's commit, paying the set, and the rival's,
+    // burning its bid as if there were no set.
+    let tip = w.ledger.chain.tip_hash();
+    let paying = w.commit(first_id, 100);
+    let seed_in = w.chain.seed_after(&tip).unwrap();
+    let proof = rival_vrf.prove(&seed_in).unwrap();
+    let op = Op::Commit {
+        register: rival_register,
+        parent: staked_id,
+        seed: next_seed(&fai_vrf::proof_to_hash(&proof).unwrap()),
+        after: commit_after(&tip),
+    };
+    let change = rival_coin.1.value.units() - 1_000 - 1_000;
+    let burning = testkit::spend(
+        &w.ledger.chain,
+        &[(rival_coin.0, rival_coin.1.clone(), rival.clone())],
+        vec![
+            TxOut::data(units(1_000), op.encode()),
+            TxOut::pay(units(change), hash(&rival)),
+        ],
+    )
+    .unwrap();
+    let block = w.ledger.mine(vec![paying, burning]);
+    let l3 = w.connect(&block);
+    follow(&mut b, &w);
+    let winner_a = w
+        .chain
+        .tracker()
+        .record(&l3)
+        .unwrap()
+        .sortition
+        .winner
+        .clone();
+    let winner_b = b.tracker().record(&l3).unwrap().sortition.winner.clone();
+    assert_eq!(winner_a.map(|w| w.producer), Some(hash(&w.producer)));
+    assert_eq!(winner_b.map(|w| w.producer), Some(hash(&rival)));
+
+    // Each node takes the block its reading elects; neither takes the other's.
+    let real = w.produce(l3, vec![], vec![], vec![]).unwrap();
+    let real_id = w.chain.accept(&w.ledger.chain, real.clone()).unwrap();
+    let rivals = b
+        .produce(
+            &w.ledger.chain,
+            l3,
+            &rival,
+            &rival_vrf,
+            vec![],
+            vec![],
+            vec![],
+        )
+        .unwrap();
+    let rivals_id = b.accept(&w.ledger.chain, rivals.clone()).unwrap();
+    let err = w.chain.accept(&w.ledger.chain, rivals.clone()).unwrap_err();
+    assert!(err.to_string().contains("did not win"), "{err}");
+    assert_eq!(b.tip(&w.ledger.chain).id, rivals_id);
+
+    // The late block reaches B: its reading changes, the rival's block is withdrawn and
+    // the real winner's taken.
+    b.accept(&w.ledger.chain, first).unwrap();
+    assert!(b.retired(&rivals_id), "the rival's block is still held");
+    assert!(b.block(&rivals_id).is_none());
+    assert_eq!(b.tip(&w.ledger.chain).id, first_id);
+    let (left, _) = b.fork_sides(&rivals_id, &first_id);
+    assert_eq!(
+        left.iter().map(|blk| blk.header.id().0).collect::<Vec<_>>(),
+        vec![rivals_id],
+        "what the withdrawn block carried can go back to the pools"
+    );
+    b.accept(&w.ledger.chain, real.clone()).unwrap();
+    assert_eq!(b.tip(&w.ledger.chain).id, real_id);
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, real_id);
+    let exec = b.block(&real_id).unwrap().exec_id;
+    assert_eq!(
+        b.vm().store().state_root(&exec).unwrap(),
+        Some(real.header.state_root)
+    );
+    // Offered again, the rival's block is refused.
+    let err = b.accept(&w.ledger.chain, rivals).unwrap_err();
+    assert!(err.to_string().contains("did not win"), "{err}");
+
+    // After a restart B still holds the real chain only.
+    drop(b);
+    let b = open_b(b_dir.path(), &w);
+    assert!(b.block(&rivals_id).is_none());
+    assert_eq!(b.tip(&w.ledger.chain).id, real_id);
+}
