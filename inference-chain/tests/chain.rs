@@ -252,6 +252,26 @@ fn transfer(nonce: u64, amount: u64) -> SignedVmTx {
     )
 }
 
+/// `who` stakes `amount` for two cycles (its first transaction, no fee).
+fn stake(who: &SecretKey, amount: u128) -> SignedVmTx {
+    let args = vec![
+        value_bytes(&Value::UInt(amount)),
+        value_bytes(&Value::UInt(2)),
+    ];
+    SignedVmTx::new(
+        who,
+        0,
+        CHAIN_ID,
+        Amount::ZERO,
+        VmPayload::Call {
+            issuer: Hash160([0; 20]),
+            name: "staking".into(),
+            function: "stake".into(),
+            args,
+        },
+    )
+}
+
 /// The node (key 3) registers in the node registry for `model` (nonce 0, fee 10).
 fn register_node(model: &LoadedModel) -> SignedVmTx {
     let models = Value::list_from(vec![Value::buff_from(model.id.0.to_vec()).unwrap()]).unwrap();
@@ -385,24 +405,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let mut vm_txs: Vec<SignedVmTx> = verifiers
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            let args = vec![
-                value_bytes(&Value::UInt(10_000 - 1_000 * i as u128)),
-                value_bytes(&Value::UInt(2)),
-            ];
-            SignedVmTx::new(
-                v,
-                0,
-                CHAIN_ID,
-                Amount::ZERO,
-                VmPayload::Call {
-                    issuer: Hash160([0; 20]),
-                    name: "staking".into(),
-                    function: "stake".into(),
-                    args,
-                },
-            )
-        })
+        .map(|(i, v)| stake(v, 10_000 - 1_000 * i as u128))
         .collect();
     vm_txs.push(register_node(&w.model));
     let b1 = w.produce(l1, vm_txs, vec![], vec![]).unwrap();
@@ -1072,26 +1075,7 @@ fn a_late_first_block_of_a_cycle_leaves_every_node_on_the_same_chain() {
     let rival_register = w.chain.tracker().record(&at).unwrap().registers[0].at;
 
     // Tenure 1, seen by both: five verifiers stake.
-    let stakes: Vec<SignedVmTx> = (10..15u8)
-        .map(|i| {
-            let args = vec![
-                value_bytes(&Value::UInt(10_000)),
-                value_bytes(&Value::UInt(2)),
-            ];
-            SignedVmTx::new(
-                &key(i),
-                0,
-                CHAIN_ID,
-                Amount::ZERO,
-                VmPayload::Call {
-                    issuer: Hash160([0; 20]),
-                    name: "staking".into(),
-                    function: "stake".into(),
-                    args,
-                },
-            )
-        })
-        .collect();
+    let stakes: Vec<SignedVmTx> = (10..15u8).map(|i| stake(&key(i), 10_000)).collect();
     let genesis = w.chain.genesis_id();
     let l1 = w.win(genesis, 0);
     follow(&mut b, &w);
