@@ -106,7 +106,7 @@ pub struct LedgerHistoryItem {
 pub struct InferenceHistoryItem {
     pub inference_height: u32,
     pub txid: String,
-    /// `sent`, `received`, `deployed NAME` or `called NAME.FUNCTION`.
+    /// `sent`, `received`, `deployed NAME`, `called NAME.FUNCTION` or `reported an equivocation`.
     pub kind: String,
     /// What a transfer moved (0 otherwise).
     pub amount_units: u64,

@@ -18,6 +18,7 @@
 (define-constant ERR-NOT-WITHDRAWING (err u209))
 (define-constant ERR-TOO-EARLY (err u210))
 (define-constant ERR-BAD-PARAMETER (err u211))
+(define-constant ERR-ALREADY-REPORTED (err u212))
 
 (define-data-var min-bond uint u1)
 (define-data-var withdraw-delay uint u100)
@@ -25,6 +26,12 @@
 (define-map nodes principal
   {models: (list 8 (buff 32)), price: uint, address: (string-ascii 128), bond: uint,
    slashed: uint, withdraw-at: (optional uint)})
+
+;; Tenures (by ledger anchor) whose producer signed two blocks, reported and punished.
+(define-map equivocations {producer: principal, anchor: (buff 32)} uint)
+
+(define-read-only (equivocation (producer principal) (anchor (buff 32)))
+  (map-get? equivocations {producer: producer, anchor: anchor}))
 
 (define-read-only (get-node (node principal))
   (map-get? nodes node))
@@ -100,6 +107,26 @@
       (map-set nodes node (merge n {bond: (- (get bond n) cut),
                                     slashed: (+ (get slashed n) cut)}))
       (ok cut))))
+
+;; `producer` signed two blocks for the tenure anchored at ledger block `anchor` (the
+;; consensus checked both signatures): burns its whole bond and delists it, if it is a
+;; registered node, once per tenure; returns what was burnt.
+(define-public (slash-equivocation (producer principal) (anchor (buff 32)))
+  (let ((key {producer: producer, anchor: anchor}))
+    (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
+    (asserts! (is-none (map-get? equivocations key)) ERR-ALREADY-REPORTED)
+    (match (map-get? nodes producer)
+      n (let ((cut (get bond n)))
+          (if (> cut u0) (try! (as-contract (stx-burn? cut tx-sender))) true)
+          ;; Delisted too: it serves again only with a new bond, after withdrawing.
+          (map-set nodes producer
+                   (merge n {bond: u0, slashed: (+ (get slashed n) cut),
+                             withdraw-at: (some (default-to burn-block-height (get withdraw-at n)))}))
+          (map-set equivocations key cut)
+          (ok cut))
+      (begin
+        (map-set equivocations key u0)
+        (ok u0)))))
 
 ;; Sets the minimum bond and the withdrawal delay (at genesis).
 (define-public (configure (minimum uint) (delay uint))

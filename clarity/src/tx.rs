@@ -58,6 +58,17 @@ pub enum BlockOp {
         amount: u128,
         nonce: u64,
     },
+    /// Evidence a user reported, which the consensus checked: spends the reporter's next
+    /// nonce (so a report is carried once) and calls a boot contract's function as the
+    /// boot principal. A call that returns an error (the evidence was already used) still
+    /// spends the nonce.
+    Report {
+        reporter: [u8; 20],
+        nonce: u64,
+        contract: String,
+        function: String,
+        args: Vec<Value>,
+    },
     /// A boot contract's function called by the consensus, as the boot principal.
     System {
         contract: String,

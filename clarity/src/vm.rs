@@ -570,27 +570,34 @@ impl ClarityVm {
                     });
                 (db, outcome)
             }
-            BlockOp::System {
+            BlockOp::Report {
+                reporter,
+                nonce,
                 contract,
                 function,
                 args,
             } => {
-                let id = self.boot_contract(contract)?;
-                let boot: PrincipalData = self.boot_principal().into();
-                let atoms: Vec<SymbolicExpression> = args
-                    .iter()
-                    .cloned()
-                    .map(SymbolicExpression::atom_value)
-                    .collect();
-                let tracker = LimitedCostTracker::new_free();
-                let (db, cost, r) = self.with_env(db, tracker, |env| {
-                    env.execute_transaction(boot, None, id.clone(), function, &atoms)
-                })?;
-                let outcome = r
-                    .map(|(value, _, evs)| call_receipt(value, evs, cost))
-                    .map_err(|e| ClarityError::CallFailed(format!("{id} {function}: {e}")));
-                (db, outcome)
+                let sender = self.principal(*reporter);
+                let expected = db.get_account_nonce(&sender);
+                if expected != *nonce {
+                    let e = ClarityError::BadNonce {
+                        expected,
+                        got: *nonce,
+                    };
+                    (db, Err(e))
+                } else {
+                    let (mut db, outcome) = self.system_call(db, contract, function, args)?;
+                    if outcome.is_ok() {
+                        db.set_account_nonce(&sender, nonce.saturating_add(1));
+                    }
+                    (db, outcome)
+                }
             }
+            BlockOp::System {
+                contract,
+                function,
+                args,
+            } => self.system_call(db, contract, function, args)?,
         };
         match &outcome {
             Ok(receipt) => {
@@ -599,6 +606,31 @@ impl ClarityVm {
             }
             Err(_) => db.roll_back(),
         }
+        Ok((db, outcome))
+    }
+
+    /// Calls `function` of boot contract `contract` as the boot principal.
+    fn system_call<'a>(
+        &self,
+        db: ClarityDatabase<'a>,
+        contract: &str,
+        function: &str,
+        args: &[Value],
+    ) -> Result<(ClarityDatabase<'a>, Result<Receipt>)> {
+        let id = self.boot_contract(contract)?;
+        let boot: PrincipalData = self.boot_principal().into();
+        let atoms: Vec<SymbolicExpression> = args
+            .iter()
+            .cloned()
+            .map(SymbolicExpression::atom_value)
+            .collect();
+        let tracker = LimitedCostTracker::new_free();
+        let (db, cost, r) = self.with_env(db, tracker, |env| {
+            env.execute_transaction(boot, None, id.clone(), function, &atoms)
+        })?;
+        let outcome = r
+            .map(|(value, _, evs)| call_receipt(value, evs, cost))
+            .map_err(|e| ClarityError::CallFailed(format!("{id} {function}: {e}")));
         Ok((db, outcome))
     }
 

@@ -3,8 +3,10 @@
 //! carries the verifiers' votes on it (its finality certificate).
 //!
 //! One block per tenure: the winner of the sortition at ledger block L produces one block
-//! anchored at L, on the parent its commit named. What a block at height h executes, in
-//! order:
+//! anchored at L, on the parent its commit named. A winner that signs more (equivocates)
+//! has two stored, a third and later only when a later winning commit builds on it; the
+//! anchor's block is the sibling with the smallest id, and a later tenure's block decides
+//! the chain by the sibling it builds on. What a block at height h executes, in order:
 //! 1. settlement of its parent's inferences: with votes from a majority of the parent's
 //!    verifier set, each inference is paid (90% node, 10% parent's producer, rest back to
 //!    the sender) or refunded with the node's bond slashed, reputation is recorded, and
@@ -12,7 +14,8 @@
 //!    and nobody earns anything;
 //! 2. the peg-ins of its ledger branch newly six blocks deep (mints);
 //! 3. `staking.begin-cycle` when its ledger anchor starts a new reward cycle;
-//! 4. its VM transactions, each paying its fee to the producer;
+//! 4. its VM transactions, each paying its fee to the producer (evidence of a producer
+//!    that signed two blocks for one tenure burns that producer's node bond, once);
 //! 5. the escrow of its inferences' max fees, each spending its sender's next nonce (the
 //!    account nonce VM transactions use too), so no inference is charged twice.
 //!
@@ -46,7 +49,7 @@ use crate::settlement::{producer_subsidy, settle, Settlement};
 use crate::sortition::{tenure_proof_matches, Bid};
 use crate::tracker::{SortitionRecord, SortitionTracker};
 use crate::types::Inference;
-use crate::vmtx::SignedVmTx;
+use crate::vmtx::{Evidence, SignedVmTx, VmPayload};
 
 /// Why a block is refused.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,14 @@ pub const INFERENCE_BLOCKS_COLUMN: &str = "inference_blocks";
 /// How many blocks [`InferenceChain::abandoned_by`] walks down at most.
 pub const MAX_ABANDONED_WALK: usize = 64;
 
+/// How many blocks of one tenure are stored (an equivocating producer's siblings) unless
+/// a later winning commit builds on one more.
+pub const MAX_SIBLINGS: usize = 2;
+
+/// How many ledger blocks after a tenure's anchor are searched for a winning commit that
+/// builds on a sibling beyond [`MAX_SIBLINGS`].
+pub const MAX_SIBLING_WALK: u32 = 64;
+
 /// How many withdrawn blocks the chain keeps in memory (the oldest go first).
 pub const MAX_RETIRED: usize = 256;
 
@@ -132,7 +143,8 @@ impl Encode for BlockRecord {
 }
 
 impl BlockRecord {
-    fn decode_with_id(id: [u8; 32], bytes: &[u8]) -> Result<Self, CodecError> {
+    /// Decodes a stored record (the value under its id in [`INFERENCE_BLOCKS_COLUMN`]).
+    pub fn decode_with_id(id: [u8; 32], bytes: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(bytes);
         let rec = BlockRecord {
             id,
@@ -225,7 +237,9 @@ pub struct InferenceChain {
     config: ChainConfig,
     tracker: SortitionTracker,
     blocks: HashMap<[u8; 32], BlockRecord>,
-    by_anchor: HashMap<Hash256, [u8; 32]>,
+    /// The stored blocks of each tenure, by ledger anchor, in id order: one, or the
+    /// siblings of an equivocating producer (the first is the anchor's block).
+    anchored: HashMap<Hash256, Vec<[u8; 32]>>,
     /// Blocks withdrawn because the sortition of their anchor, read again, no longer
     /// elects them (see [`InferenceChain::on_ledger_block`]): deleted from disk, kept in
     /// memory (at most [`MAX_RETIRED`]) so that what they carried can go back to the pools.
@@ -293,7 +307,7 @@ impl InferenceChain {
         };
         let mut blocks = HashMap::new();
         blocks.insert(genesis_id, genesis);
-        let mut by_anchor = HashMap::new();
+        let mut anchored: HashMap<Hash256, Vec<[u8; 32]>> = HashMap::new();
         for (key, value) in kv
             .scan(INFERENCE_BLOCKS_COLUMN)
             .map_err(|e| invalid(format!("block store: {e}")))?
@@ -304,7 +318,9 @@ impl InferenceChain {
                 .map_err(|_| invalid("block store: a key of the wrong length"))?;
             let rec = BlockRecord::decode_with_id(id, &value)
                 .map_err(|e| invalid(format!("block store: block {}: {e}", hex::encode(id))))?;
-            by_anchor.insert(rec.anchor, id);
+            let ids = anchored.entry(rec.anchor).or_default();
+            ids.push(id);
+            ids.sort_unstable();
             blocks.insert(id, rec);
         }
         Ok(InferenceChain {
@@ -313,7 +329,7 @@ impl InferenceChain {
             tracker: SortitionTracker::new(&config.network.to_string()),
             config,
             blocks,
-            by_anchor,
+            anchored,
             retired: HashMap::new(),
             genesis_id,
             payloads: None,
@@ -334,6 +350,37 @@ impl InferenceChain {
 
     pub fn block(&self, id: &[u8; 32]) -> Option<&BlockRecord> {
         self.blocks.get(id)
+    }
+
+    /// The block of the tenure won at ledger block `anchor`: of an equivocating
+    /// producer's siblings, the one with the smallest id (every node that holds the same
+    /// siblings picks the same; a later tenure's block, built on any of them, then
+    /// decides the chain).
+    fn at_anchor(&self, anchor: &Hash256) -> Option<&[u8; 32]> {
+        self.anchored.get(anchor).and_then(|ids| ids.first())
+    }
+
+    /// The stored blocks of the tenure won at ledger block `anchor`: more than one when
+    /// its producer signed several (each is evidence against it).
+    pub fn tenure_blocks(&self, anchor: &Hash256) -> &[[u8; 32]] {
+        self.anchored.get(anchor).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the winning commit of a ledger block on the active chain within
+    /// [`MAX_SIBLING_WALK`] blocks after `anchor_height` names block `id` as its parent.
+    fn named_by_a_later_winner(
+        &self,
+        ledger: &Chainstate,
+        anchor_height: u32,
+        id: &[u8; 32],
+    ) -> bool {
+        let last = anchor_height
+            .saturating_add(MAX_SIBLING_WALK)
+            .min(ledger.height());
+        (anchor_height.saturating_add(1)..=last)
+            .filter_map(|h| ledger.hash_at(h))
+            .filter_map(|hash| self.tracker.record(&hash))
+            .any(|r| r.sortition.winner.as_ref().is_some_and(|w| w.parent == *id))
     }
 
     /// A stored block, or one withdrawn since start-up (see [`InferenceChain::retired`]).
@@ -365,7 +412,7 @@ impl InferenceChain {
             let Some(hash) = ledger.ancestor(ledger_hash, h) else {
                 break;
             };
-            if let Some(rec) = self.by_anchor.get(&hash).and_then(|id| self.blocks.get(id)) {
+            if let Some(rec) = self.at_anchor(&hash).and_then(|id| self.blocks.get(id)) {
                 return rec;
             }
         }
@@ -491,15 +538,18 @@ impl InferenceChain {
             // inference block that sets the commits' verifier set arrived) that this
             // reading does not elect is withdrawn with its descendants, so that every
             // node keeps the same block for the anchor whatever order blocks came in.
+            // Siblings share their producer and parent: one checked speaks for all.
             let stale = self
-                .by_anchor
+                .anchored
                 .get(&hash)
+                .and_then(|ids| ids.first())
                 .and_then(|id| self.blocks.get(id))
                 .and_then(|rec| rec.block.as_ref())
-                .filter(|b| elected(record, &b.header).is_err())
-                .map(|b| b.header.id().0);
-            if let Some(id) = stale {
-                self.retire(&id)?;
+                .is_some_and(|b| elected(record, &b.header).is_err());
+            if stale {
+                for id in self.anchored.get(&hash).cloned().unwrap_or_default() {
+                    self.retire(&id)?;
+                }
             }
         }
         if let (Some(store), Some(entry)) = (&self.payloads, ledger.entry(hash)) {
@@ -541,8 +591,11 @@ impl InferenceChain {
             .map_err(|e| invalid(format!("block store: {e}")))?;
         for id in gone {
             if let Some(rec) = self.blocks.remove(&id) {
-                if self.by_anchor.get(&rec.anchor) == Some(&id) {
-                    self.by_anchor.remove(&rec.anchor);
+                if let Some(ids) = self.anchored.get_mut(&rec.anchor) {
+                    ids.retain(|i| *i != id);
+                    if ids.is_empty() {
+                        self.anchored.remove(&rec.anchor);
+                    }
                 }
                 self.retired.insert(id, rec);
             }
@@ -650,8 +703,14 @@ impl InferenceChain {
             return Err(invalid("ledger height differs from the anchor's"));
         }
         let winner = elected(&record, h)?;
-        if self.by_anchor.contains_key(&anchor) {
-            return Err(invalid("the tenure already has its block"));
+        // A second block for the tenure (its producer equivocated) is stored beside the
+        // first, so that nodes that got them in either order hold the same blocks; a
+        // third and later only when a later winning commit builds on it.
+        let siblings = self.anchored.get(&anchor).map_or(0, Vec::len);
+        if siblings >= MAX_SIBLINGS && !self.named_by_a_later_winner(ledger, h.ledger_height, &id) {
+            return Err(unverifiable(format!(
+                "the tenure has {siblings} blocks already and no later winner builds on this one"
+            )));
         }
         let parent = self
             .blocks
@@ -719,7 +778,9 @@ impl InferenceChain {
         self.kv
             .write(batch)
             .map_err(|e| invalid(format!("block store: {e}")))?;
-        self.by_anchor.insert(anchor, id);
+        let ids = self.anchored.entry(anchor).or_default();
+        ids.push(id);
+        ids.sort_unstable();
         self.retired.remove(&id);
         self.blocks.insert(id, rec);
         let anchor_height = rec_anchor_height;
@@ -759,11 +820,7 @@ impl InferenceChain {
             let Some(record) = self.tracker.record(&hash) else {
                 break;
             };
-            if let Some(rec) = self
-                .by_anchor
-                .get(&parent)
-                .and_then(|id| self.blocks.get(id))
-            {
+            if let Some(rec) = self.at_anchor(&parent).and_then(|id| self.blocks.get(id)) {
                 tip = rec;
             }
             let cycle = self.cycle(height);
@@ -952,6 +1009,10 @@ impl InferenceChain {
         // 4. VM transactions and their fees.
         let producer = block.header.producer.hash160().0;
         for tx in &block.vm_txs {
+            if let VmPayload::Evidence(evidence) = &tx.payload {
+                ops.extend(self.evidence_ops(tx, evidence, producer)?);
+                continue;
+            }
             let vm_tx = tx.to_vm().map_err(|e| invalid(e.to_string()))?;
             // A producer's own transaction pays its fee to itself: nothing moves.
             if tx.fee.units() > 0 && vm_tx.sender != producer {
@@ -977,6 +1038,38 @@ impl InferenceChain {
             pegged_through,
             settled,
         })
+    }
+
+    /// The operations of a transaction carrying evidence: its fee to the producer, then
+    /// the punishment, which spends the reporter's nonce. Evidence that does not hold
+    /// makes the block invalid.
+    fn evidence_ops(
+        &self,
+        tx: &SignedVmTx,
+        evidence: &Evidence,
+        producer: [u8; 20],
+    ) -> Result<Vec<BlockOp>, BlockError> {
+        let (offender, anchor) = evidence
+            .check()
+            .map_err(|e| invalid(format!("evidence: {e}")))?;
+        let reporter = tx.sender.hash160().0;
+        let mut ops = Vec::new();
+        if tx.fee.units() > 0 && reporter != producer {
+            ops.push(BlockOp::Move {
+                from: reporter,
+                to: producer,
+                amount: u128::from(tx.fee.units()),
+            });
+        }
+        let anchor = Value::buff_from(anchor.0.to_vec()).map_err(|e| invalid(e.to_string()))?;
+        ops.push(BlockOp::Report {
+            reporter,
+            nonce: tx.nonce,
+            contract: "node-registry".into(),
+            function: "slash-equivocation".into(),
+            args: vec![self.vm.principal(offender.0).into(), anchor],
+        });
+        Ok(ops)
     }
 
     /// How the inferences of block `rec` are settled by a child carrying `votes`: whether

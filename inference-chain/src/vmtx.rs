@@ -1,11 +1,14 @@
-//! Signed VM transactions of the inference chain: token transfer, contract deploy and
-//! contract call, with a fee, in one bounded canonical encoding. Call arguments travel as
+//! Signed VM transactions of the inference chain: token transfer, contract deploy,
+//! contract call and evidence of misbehaviour, with a fee, in one bounded canonical
+//! encoding. Call arguments travel as
 //! Clarity's consensus serialisation (SIP-005) and must decode and re-encode to the same
 //! bytes.
 
 use fai_clarity::{Payload, Value, VmTransaction};
 use fai_primitives::codec::{write_len, write_var_bytes, Decode, Encode, Reader};
 use fai_primitives::{Amount, CodecError, Hash160, Hash256, PublicKey, SecretKey, Signature};
+
+use crate::block::InferenceHeader;
 
 pub const MAX_MEMO_BYTES: u64 = 34;
 pub const MAX_NAME_BYTES: u64 = 40;
@@ -33,6 +36,79 @@ pub enum VmPayload {
         /// Each argument in Clarity's consensus serialisation.
         args: Vec<Vec<u8>>,
     },
+    /// Evidence that the consensus checks and punishes (see [`Evidence`]).
+    Evidence(Box<Evidence>),
+}
+
+/// Two conflicting statements signed by one key: what a participant can be punished for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evidence {
+    /// Two blocks signed by one producer for one tenure (the same ledger anchor), the one
+    /// with the smaller id first.
+    TenureEquivocation {
+        first: InferenceHeader,
+        second: InferenceHeader,
+    },
+}
+
+impl Evidence {
+    /// Evidence of the two headers, if they conflict (in either order).
+    pub fn tenure_equivocation(a: InferenceHeader, b: InferenceHeader) -> Option<Evidence> {
+        let (first, second) = if a.id().0 <= b.id().0 { (a, b) } else { (b, a) };
+        let evidence = Evidence::TenureEquivocation { first, second };
+        evidence.check().is_ok().then_some(evidence)
+    }
+
+    /// The offender's address and the tenure's ledger anchor, if the evidence holds: both
+    /// statements signed by the same key, for the same tenure, different, in order.
+    pub fn check(&self) -> Result<(Hash160, Hash256), &'static str> {
+        match self {
+            Evidence::TenureEquivocation { first, second } => {
+                if first.producer != second.producer {
+                    return Err("the blocks have different producers");
+                }
+                if first.ledger_anchor != second.ledger_anchor
+                    || first.ledger_height != second.ledger_height
+                {
+                    return Err("the blocks are for different tenures");
+                }
+                if first.id().0 >= second.id().0 {
+                    return Err("the blocks are the same or out of order");
+                }
+                if !first.signature_valid() || !second.signature_valid() {
+                    return Err("a block's signature does not verify");
+                }
+                Ok((first.producer.hash160(), Hash256(first.ledger_anchor)))
+            }
+        }
+    }
+}
+
+impl Encode for Evidence {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Evidence::TenureEquivocation { first, second } => {
+                out.push(0);
+                first.encode_to(out);
+                second.encode_to(out);
+            }
+        }
+    }
+}
+
+impl Decode for Evidence {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        match r.read_u8()? {
+            0 => Ok(Evidence::TenureEquivocation {
+                first: Decode::decode_from(r)?,
+                second: Decode::decode_from(r)?,
+            }),
+            _ => Err(CodecError::Invalid {
+                what: "evidence",
+                reason: "unknown kind",
+            }),
+        }
+    }
 }
 
 /// A signed VM transaction.
@@ -105,6 +181,10 @@ impl Encode for VmPayload {
                     write_var_bytes(out, a);
                 }
             }
+            VmPayload::Evidence(evidence) => {
+                out.push(3);
+                evidence.encode_to(out);
+            }
         }
     }
 }
@@ -139,6 +219,7 @@ impl Decode for VmPayload {
                     args,
                 })
             }
+            3 => Ok(VmPayload::Evidence(Box::new(Decode::decode_from(r)?))),
             _ => Err(CodecError::Invalid {
                 what: "VM payload",
                 reason: "unknown kind",
@@ -218,6 +299,12 @@ impl SignedVmTx {
                     .map(|a| value_from_bytes(a))
                     .collect::<Result<_, _>>()?,
             },
+            VmPayload::Evidence(_) => {
+                return Err(CodecError::Invalid {
+                    what: "VM payload",
+                    reason: "evidence is run by the consensus, not the VM",
+                })
+            }
         };
         Ok(VmTransaction {
             sender: self.sender.hash160().0,

@@ -14,7 +14,7 @@ use fai_clarity::{Genesis, GenesisModel, Value, VmConfig};
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
 use fai_inference_chain::chain::{
-    escrow_account, ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN,
+    escrow_account, BlockError, ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN,
 };
 use fai_inference_chain::ops::{build_register, commit_after, Op, RegisterRef};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
@@ -22,7 +22,7 @@ use fai_inference_chain::quorum::Vote;
 use fai_inference_chain::settlement::{fee, producer_subsidy};
 use fai_inference_chain::sortition::next_seed;
 use fai_inference_chain::types::*;
-use fai_inference_chain::vmtx::{value_bytes, SignedVmTx, VmPayload};
+use fai_inference_chain::vmtx::{value_bytes, Evidence, SignedVmTx, VmPayload};
 use fai_ledger::chainstate::SCHEMA;
 use fai_ledger::{testkit, Block, ChainParams, Chainstate, OutPoint, Transaction, TxOut};
 use fai_primitives::{Amount, Hash160, Hash256, Network, SecretKey, Signature};
@@ -33,6 +33,17 @@ const CHAIN_ID: u32 = 0x8000_0002;
 const PRICE: u64 = 1_000_000_000; // 10 FAI per million output tokens
 const BOND: u128 = 50_000;
 const MAX_FEE: u64 = 100_000;
+
+/// The columns an inference chain with a payload store needs.
+const SCHEMA_OF_TESTS: Schema = Schema {
+    columns: &[
+        fai_clarity::STATE_COLUMN,
+        fai_clarity::BLOCKS_COLUMN,
+        PAYLOADS_COLUMN,
+        INFERENCE_BLOCKS_COLUMN,
+    ],
+    format_version: 1,
+};
 
 fn units(n: u64) -> Amount {
     Amount::from_units(n).unwrap()
@@ -274,10 +285,16 @@ fn stake(who: &SecretKey, amount: u128) -> SignedVmTx {
 
 /// The node (key 3) registers in the node registry for `model` (nonce 0, fee 10).
 fn register_node(model: &LoadedModel) -> SignedVmTx {
+    register_node_as(&key(3), model)
+}
+
+/// `who` registers in the node registry for `model` with a bond of [`BOND`] (nonce 0,
+/// fee 10).
+fn register_node_as(who: &SecretKey, model: &LoadedModel) -> SignedVmTx {
     let models = Value::list_from(vec![Value::buff_from(model.id.0.to_vec()).unwrap()]).unwrap();
     let address = Value::string_ascii_from_bytes(b"/ip4/127.0.0.1/tcp/7070".to_vec()).unwrap();
     SignedVmTx::new(
-        &key(3),
+        who,
         0,
         CHAIN_ID,
         units(10),
@@ -335,16 +352,7 @@ fn world_with(tweak: impl FnOnce(&mut ChainConfig)) -> World {
         LoadedModel::load(&ensure_fai_tiny(model_dir.path()).unwrap(), &Device::Cpu).unwrap();
     let mut ledger = Ledger::new(24);
     let dir = tempfile::tempdir().unwrap();
-    let schema = Schema {
-        columns: &[
-            fai_clarity::STATE_COLUMN,
-            fai_clarity::BLOCKS_COLUMN,
-            PAYLOADS_COLUMN,
-            INFERENCE_BLOCKS_COLUMN,
-        ],
-        format_version: 1,
-    };
-    let kv = Arc::new(RocksStore::open(dir.path(), schema).unwrap());
+    let kv = Arc::new(RocksStore::open(dir.path(), SCHEMA_OF_TESTS).unwrap());
     let payloads = PayloadStore::new(kv.clone());
     let mut config = config_for(&model);
     tweak(&mut config);
@@ -391,6 +399,21 @@ fn world_with(tweak: impl FnOnce(&mut ChainConfig)) -> World {
         w.connect(&b);
     }
     w
+}
+
+/// A second node's inference chain on its own database in `dir`, following `w`'s ledger.
+fn follower(dir: &std::path::Path, w: &World) -> InferenceChain {
+    let kv = Arc::new(RocksStore::open(dir, SCHEMA_OF_TESTS).unwrap());
+    let mut chain = InferenceChain::open(kv, config_for(&w.model), &w.ledger.chain).unwrap();
+    follow(&mut chain, w);
+    chain
+}
+
+/// `chain` reads `w`'s ledger up to its tip.
+fn follow(chain: &mut InferenceChain, w: &World) {
+    chain
+        .on_ledger_block(&w.ledger.chain, &w.ledger.chain.tip_hash())
+        .unwrap();
 }
 
 #[test]
@@ -1034,29 +1057,8 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
 #[test]
 fn a_late_first_block_of_a_cycle_leaves_every_node_on_the_same_chain() {
     let mut w = world();
-    let open_b = |dir: &std::path::Path, w: &World| {
-        let schema = Schema {
-            columns: &[
-                fai_clarity::STATE_COLUMN,
-                fai_clarity::BLOCKS_COLUMN,
-                PAYLOADS_COLUMN,
-                INFERENCE_BLOCKS_COLUMN,
-            ],
-            format_version: 1,
-        };
-        let kv = Arc::new(RocksStore::open(dir, schema).unwrap());
-        let mut chain = InferenceChain::open(kv, config_for(&w.model), &w.ledger.chain).unwrap();
-        chain
-            .on_ledger_block(&w.ledger.chain, &w.ledger.chain.tip_hash())
-            .unwrap();
-        chain
-    };
     let b_dir = tempfile::tempdir().unwrap();
-    let mut b = open_b(b_dir.path(), &w);
-    let follow = |b: &mut InferenceChain, w: &World| {
-        b.on_ledger_block(&w.ledger.chain, &w.ledger.chain.tip_hash())
-            .unwrap();
-    };
+    let mut b = follower(b_dir.path(), &w);
 
     // A rival producer (key 4) registers and gets a coin of its own to commit with.
     let rival = key(4);
@@ -1176,7 +1178,174 @@ fn a_late_first_block_of_a_cycle_leaves_every_node_on_the_same_chain() {
 
     // After a restart B still holds the real chain only.
     drop(b);
-    let b = open_b(b_dir.path(), &w);
+    let b = follower(b_dir.path(), &w);
     assert!(b.block(&rivals_id).is_none());
     assert_eq!(b.tip(&w.ledger.chain).id, real_id);
+}
+
+/// Attack: a tenure's winner signs two blocks and sends each to half the network. Before,
+/// a node refused the second as invalid ("the tenure already has its block") and banned
+/// the peer relaying it, so each half kept its own block for good. Now both are stored
+/// (a third only if a later winning commit builds on it, so a producer cannot make nodes
+/// store and run blocks without end), every node that holds the same siblings picks the
+/// same (smallest id) as the anchor's block, and the next tenure, whichever sibling it
+/// builds on, ends every node on one chain.
+#[test]
+fn an_equivocating_producers_blocks_end_every_node_on_one_chain() {
+    let mut w = world();
+    let b_dir = tempfile::tempdir().unwrap();
+    let mut b = follower(b_dir.path(), &w);
+    let genesis = w.chain.genesis_id();
+    let l1 = w.win(genesis, 0);
+    follow(&mut b, &w);
+    let variant = |w: &mut World, amount: u64| {
+        w.produce(l1, vec![transfer(0, amount)], vec![], vec![])
+            .unwrap()
+    };
+    let (first, second, third) = (variant(&mut w, 1), variant(&mut w, 2), variant(&mut w, 3));
+    let ids = [&first, &second, &third].map(|blk| blk.header.id().0);
+
+    // Each half got one first; both end with both, and on the same block.
+    w.chain.accept(&w.ledger.chain, first.clone()).unwrap();
+    w.chain.accept(&w.ledger.chain, second.clone()).unwrap();
+    b.accept(&w.ledger.chain, second.clone()).unwrap();
+    b.accept(&w.ledger.chain, first.clone()).unwrap();
+    let smaller = ids[0].min(ids[1]);
+    let larger = ids[0].max(ids[1]);
+    assert_eq!(w.chain.tenure_blocks(&l1).len(), 2);
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, smaller);
+    assert_eq!(b.tip(&w.ledger.chain).id, smaller);
+    // A third is not stored, and is no offence of the peer relaying it.
+    let err = w.chain.accept(&w.ledger.chain, third.clone()).unwrap_err();
+    assert!(matches!(err, BlockError::Unverifiable(_)), "{err}");
+    assert!(w.chain.block(&ids[2]).is_none());
+
+    // The next tenure builds on the sibling that is not the anchor's block: every node
+    // follows it there.
+    let l2 = w.win(larger, 0);
+    follow(&mut b, &w);
+    let child = w
+        .produce(l2, vec![transfer(1, 10)], vec![], vec![])
+        .unwrap();
+    let child_id = w.chain.accept(&w.ledger.chain, child.clone()).unwrap();
+    b.accept(&w.ledger.chain, child.clone()).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, child_id);
+    assert_eq!(b.tip(&w.ledger.chain).id, child_id);
+    let user = hash(&key(2)).0;
+    assert_eq!(w.nonce(&child_id, user), 2);
+    let amount_of_larger = if larger == ids[0] { 1 } else { 2 };
+    assert_eq!(
+        w.balance(&child_id, hash(&key(3)).0),
+        10_000_000 + amount_of_larger + 10,
+        "the child's state is the chosen sibling's plus its own"
+    );
+
+    // A later winner may build on a third sibling: then it is taken.
+    let l3 = w.win(ids[2], 0);
+    follow(&mut b, &w);
+    w.chain.accept(&w.ledger.chain, third.clone()).unwrap();
+    b.accept(&w.ledger.chain, third).unwrap();
+    let grandchild = w.produce(l3, vec![], vec![], vec![]).unwrap();
+    let grandchild_id = w.chain.accept(&w.ledger.chain, grandchild.clone()).unwrap();
+    b.accept(&w.ledger.chain, grandchild).unwrap();
+    assert_eq!(b.tip(&w.ledger.chain).id, grandchild_id);
+    assert_eq!(w.chain.tenure_blocks(&l1).len(), 3);
+
+    // After a restart the same.
+    drop(b);
+    let b = follower(b_dir.path(), &w);
+    assert_eq!(b.tip(&w.ledger.chain).id, grandchild_id);
+    assert_eq!(b.tenure_blocks(&l1).len(), 3);
+}
+
+/// Equivocation is punished: anyone holding two blocks its producer signed for one tenure
+/// sends them as evidence in a VM transaction, and the block that carries it burns the
+/// producer's whole node bond and delists it, once per tenure (a second report spends
+/// the reporter's fee and nonce and burns nothing). Evidence that does not hold (blocks
+/// of two tenures) makes a block invalid, so no producer can carry it.
+#[test]
+fn evidence_of_an_equivocation_burns_the_producers_bond_once() {
+    let mut w = world();
+    let producer = w.producer.clone();
+    let genesis = w.chain.genesis_id();
+    let l1 = w.win(genesis, 0);
+    let registering = register_node_as(&producer, &w.model);
+    let b1 = w.produce(l1, vec![registering], vec![], vec![]).unwrap();
+    let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
+
+    let l2 = w.win(b1_id, 0);
+    let first = w.produce(l2, vec![transfer(0, 1)], vec![], vec![]).unwrap();
+    let second = w.produce(l2, vec![transfer(0, 2)], vec![], vec![]).unwrap();
+    w.chain.accept(&w.ledger.chain, first.clone()).unwrap();
+    w.chain.accept(&w.ledger.chain, second.clone()).unwrap();
+    let chosen = w.chain.tip(&w.ledger.chain).id;
+
+    let evidence =
+        Evidence::tenure_equivocation(second.header.clone(), first.header.clone()).unwrap();
+    assert_eq!(
+        evidence.check().unwrap(),
+        (hash(&producer), l2),
+        "the producer and the tenure"
+    );
+    let report = |reporter: u8| {
+        SignedVmTx::new(
+            &key(reporter),
+            0,
+            CHAIN_ID,
+            units(1_000),
+            VmPayload::Evidence(Box::new(evidence.clone())),
+        )
+    };
+    let bond_of = |w: &World, at: &[u8; 32]| {
+        w.read(
+            at,
+            "node-registry",
+            "get-node",
+            &[principal(&w.chain, &producer)],
+        )
+        .to_string()
+    };
+    assert!(bond_of(&w, &chosen).contains(&format!("(bond u{BOND})")));
+
+    let l3 = w.win(chosen, 0);
+    let b3 = w.produce(l3, vec![report(10)], vec![], vec![]).unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    let entry = bond_of(&w, &b3_id);
+    assert!(entry.contains("(bond u0)"), "{entry}");
+    assert!(entry.contains(&format!("(slashed u{BOND})")), "{entry}");
+    assert!(entry.contains("(withdraw-at (some"), "delisted: {entry}");
+    let anchor = Value::buff_from(l2.0.to_vec()).unwrap();
+    let recorded = w.read(
+        &b3_id,
+        "node-registry",
+        "equivocation",
+        &[principal(&w.chain, &producer), anchor],
+    );
+    assert_eq!(recorded.to_string(), format!("(some u{BOND})"));
+    assert_eq!(w.nonce(&b3_id, hash(&key(10)).0), 1);
+    assert_eq!(w.balance(&b3_id, hash(&key(10)).0), 1_000_000 - 1_000);
+
+    // Reported again: the reporter pays, nothing more burns.
+    let l4 = w.win(b3_id, 0);
+    let b4 = w.produce(l4, vec![report(11)], vec![], vec![]).unwrap();
+    let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
+    assert!(bond_of(&w, &b4_id).contains(&format!("(slashed u{BOND})")));
+    assert_eq!(w.nonce(&b4_id, hash(&key(11)).0), 1);
+
+    // Two blocks of two tenures are no evidence: a block carrying them is invalid.
+    assert!(Evidence::tenure_equivocation(b1.header.clone(), first.header.clone()).is_none());
+    let forged = Evidence::TenureEquivocation {
+        first: b1.header.clone(),
+        second: first.header.clone(),
+    };
+    let bad = SignedVmTx::new(
+        &key(12),
+        0,
+        CHAIN_ID,
+        units(1_000),
+        VmPayload::Evidence(Box::new(forged)),
+    );
+    let l5 = w.win(b4_id, 0);
+    let err = w.produce(l5, vec![bad], vec![], vec![]).unwrap_err();
+    assert!(err.to_string().contains("evidence"), "{err}");
 }

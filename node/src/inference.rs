@@ -28,7 +28,9 @@ pub const SCHEMA: Schema = Schema {
     ],
     // 2: the sortition seed chained over ledger blocks and commits bound to their
     // register's key: blocks stored by an older build were accepted under other rules.
-    format_version: 2,
+    // 3: the node registry punishes equivocating producers (another genesis state), and
+    // a tenure may hold sibling blocks.
+    format_version: 3,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -121,7 +123,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 1,
+            format_version: 2,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -133,8 +135,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 1"), "{text}");
-        assert!(text.contains("version 2"), "{text}");
+        assert!(text.contains("format version 2"), "{text}");
+        assert!(text.contains("version 3"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

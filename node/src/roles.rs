@@ -19,10 +19,10 @@
 use fai_clarity::Value;
 use fai_inference_chain::chain::InferenceChain;
 use fai_inference_chain::ops::Op;
-use fai_inference_chain::vmtx::{value_bytes, SignedVmTx, VmPayload};
+use fai_inference_chain::vmtx::{value_bytes, Evidence, SignedVmTx, VmPayload};
 use fai_ledger::mempool::Mempool;
 use fai_ledger::{Chainstate, TxOut};
-use fai_primitives::{Amount, Encode, Hash160, SecretKey};
+use fai_primitives::{Amount, Encode, Hash160, Hash256, SecretKey};
 use tracing::{debug, info, warn};
 
 use crate::vm_mempool::{VmMempool, MIN_FEE};
@@ -67,7 +67,12 @@ pub struct Roles {
     /// Ledger transactions and VM transactions made, to gossip.
     ledger_out: Vec<Vec<u8>>,
     vm_out: Vec<Vec<u8>>,
+    /// Tenures (ledger anchors) this node reported an equivocation of, newest last.
+    reported: std::collections::VecDeque<Hash256>,
 }
+
+/// How many reported tenures [`Roles`] remembers.
+const MAX_REPORTED: usize = 64;
 
 /// The transactions made at one tip, to gossip.
 #[derive(Default)]
@@ -98,6 +103,7 @@ impl Roles {
             gift_sent_at: None,
             ledger_out: Vec::new(),
             vm_out: Vec::new(),
+            reported: std::collections::VecDeque::new(),
         }
     }
 
@@ -112,6 +118,66 @@ impl Roles {
         Made {
             ledger: std::mem::take(&mut self.ledger_out),
             vm: std::mem::take(&mut self.vm_out),
+        }
+    }
+
+    /// Reports `evidence` that a producer signed two blocks for one tenure: a VM
+    /// transaction into the pool (and to peers) that burns the producer's node bond once
+    /// carried, unless this node reported that tenure already, the registry recorded it,
+    /// or the node cannot pay the fee.
+    pub fn report_equivocation(
+        &mut self,
+        evidence: Evidence,
+        chain: &InferenceChain,
+        ledger: &Chainstate,
+        vm_pool: &mut VmMempool,
+    ) {
+        let Ok((producer, anchor)) = evidence.check() else {
+            return;
+        };
+        if self.reported.contains(&anchor) {
+            return;
+        }
+        let tip = chain.tip(ledger).exec_id;
+        let recorded = chain.vm().call_read_only(
+            &tip,
+            ledger,
+            self.address.0,
+            [0; 20],
+            "node-registry",
+            "equivocation",
+            &[
+                chain.vm().principal(producer.0).into(),
+                Value::buff_from(anchor.0.to_vec()).unwrap_or(Value::none()),
+            ],
+        );
+        if matches!(recorded, Ok((Value::Optional(ref o), _)) if o.data.is_some()) {
+            return;
+        }
+        let Ok((balance, nonce)) = chain.vm().account(&tip, ledger, self.address.0) else {
+            return;
+        };
+        if balance < u128::from(MIN_FEE) {
+            debug!(target: "infer_node::roles", %anchor, "cannot pay to report an equivocation");
+            return;
+        }
+        let next = vm_pool.next_nonce(self.address.0, nonce);
+        let fee = Amount::from_units(MIN_FEE).unwrap_or(Amount::ZERO);
+        let payload = VmPayload::Evidence(Box::new(evidence));
+        let tx = SignedVmTx::new(&self.key, next, self.chain_id, fee, payload);
+        let bytes = tx.to_bytes();
+        match vm_pool.accept(tx, self.chain_id, chain, ledger) {
+            Ok(txid) => {
+                warn!(target: "infer_node::roles", %txid, %anchor, producer = %hex::encode(producer.0), "a producer signed two blocks for one tenure: evidence sent");
+                self.vm_out.push(bytes);
+                self.reported.push_back(anchor);
+                if self.reported.len() > MAX_REPORTED {
+                    self.reported.pop_front();
+                }
+            }
+            Err(e) => {
+                warn!(target: "infer_node::roles", %anchor, "evidence of an equivocation not sent: {e}")
+            }
         }
     }
 

@@ -1,13 +1,13 @@
 //! Signed VM transactions (transfers, contract calls, deployments on the inference layer)
-//! waiting for an inference block: checked on entry (signature, chain id, nonce not
-//! spent, fee and sender's balance), bounded in count, and picked by the producer in
+//! waiting for an inference block: checked on entry (signature, chain id, evidence that
+//! holds, nonce not spent, fee and sender's balance), bounded in count, and picked by the producer in
 //! nonce order per sender.
 
 use std::collections::{BTreeMap, HashMap};
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
-use fai_inference_chain::vmtx::SignedVmTx;
+use fai_inference_chain::vmtx::{SignedVmTx, VmPayload};
 use fai_ledger::Chainstate;
 use fai_primitives::codec::Encode;
 use fai_primitives::Hash256;
@@ -40,6 +40,8 @@ pub enum VmMempoolError {
     Full,
     #[error("the inference chain cannot be read: {0}")]
     Chain(String),
+    #[error("the evidence does not hold: {0}")]
+    BadEvidence(&'static str),
 }
 
 /// The pool.
@@ -72,6 +74,10 @@ impl VmMempool {
         }
         if !tx.signature_valid() {
             return Err(VmMempoolError::BadSignature);
+        }
+        // Evidence that does not hold would make the block carrying it invalid.
+        if let VmPayload::Evidence(evidence) = &tx.payload {
+            evidence.check().map_err(VmMempoolError::BadEvidence)?;
         }
         let id = tx.txid();
         if self.by_id.contains_key(&id) {

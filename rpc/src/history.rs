@@ -124,6 +124,7 @@ fn scan(st: &ChainState, network: Network, address: Address, blocks: u32) -> Jso
                     VmPayload::Transfer { .. } => "received".to_string(),
                     VmPayload::Deploy { name, .. } => format!("deployed {name}"),
                     VmPayload::Call { name, function, .. } => format!("called {name}.{function}"),
+                    VmPayload::Evidence(_) => "reported an equivocation".to_string(),
                 };
                 inference_items.push(api::InferenceHistoryItem {
                     inference_height: block.header.height,

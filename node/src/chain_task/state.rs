@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
+use fai_inference_chain::vmtx::Evidence;
 use fai_ledger::chainstate::ChainEvent;
 use fai_ledger::mempool::Mempool;
 use fai_ledger::{Block, BlockOutcome, ChainError, Chainstate};
@@ -307,6 +308,28 @@ impl ChainState {
             }
         }
         let id = block.header.id();
+        // A second block for the same tenure: its producer equivocated.
+        let anchor = Hash256(block.header.ledger_anchor);
+        let siblings = chain.tenure_blocks(&anchor);
+        if siblings.len() >= 2 && siblings.contains(&id.0) {
+            let headers: Vec<_> = siblings
+                .iter()
+                .take(2)
+                .filter_map(|s| chain.block(s)?.block.as_ref().map(|b| b.header.clone()))
+                .collect();
+            if let ([a, b], Some(roles)) = (headers.as_slice(), self.roles.as_mut()) {
+                if let Some(evidence) = Evidence::tenure_equivocation(a.clone(), b.clone()) {
+                    roles.report_equivocation(evidence, chain, &self.ledger, &mut self.vm_pool);
+                    let made = roles.take_made();
+                    for tx in made.ledger {
+                        self.outbox.push((Topic::LedgerTx, tx));
+                    }
+                    for tx in made.vm {
+                        self.outbox.push((Topic::VmTx, tx));
+                    }
+                }
+            }
+        }
         self.events.push(NodeEvent::InferenceBlockAccepted {
             id,
             height: block.header.height,

@@ -290,7 +290,7 @@ fn gossip_vm_tx(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
     let result = s.vm_pool.accept(tx, chain_id, chain, &s.ledger);
     match result {
         Ok(_) => (MessageAcceptance::Accept, None, false),
-        Err(e @ (E::BadSignature | E::WrongChain(_))) => {
+        Err(e @ (E::BadSignature | E::WrongChain(_) | E::BadEvidence(_))) => {
             reject(Offence::InvalidTransaction, format!("VM transaction: {e}"))
         }
         // The sender may be credited by an inference block this node has not yet:
