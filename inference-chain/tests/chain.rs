@@ -1308,7 +1308,9 @@ fn evidence_of_an_equivocation_burns_the_producers_bond_once() {
     assert!(bond_of(&w, &chosen).contains(&format!("(bond u{BOND})")));
 
     let l3 = w.win(chosen, 0);
-    let b3 = w.produce(l3, vec![report(10)], vec![], vec![]).unwrap();
+    let b3 = w
+        .produce(l3, vec![report(10), report(13)], vec![], vec![])
+        .unwrap();
     let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
     let entry = bond_of(&w, &b3_id);
     assert!(entry.contains("(bond u0)"), "{entry}");

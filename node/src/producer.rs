@@ -312,6 +312,11 @@ impl Producer {
         produced
     }
 
+    /// The address of the node key this producer signs with.
+    pub fn address(&self) -> Hash160 {
+        self.address
+    }
+
     /// Whether a won tenure waits for its parent's votes, or a commit for another node's
     /// tenure block.
     pub fn is_waiting(&self) -> bool {
@@ -357,6 +362,56 @@ impl Producer {
         let block = self.produce(ledger, chain, pools, anchor);
         self.commit_after_tenure(ledger, chain, mempool, anchor);
         block
+    }
+
+    /// Test builds only (`test-cheats`): equivocates. A second block for the tenure
+    /// this node produced at ledger block `anchor`, signed like the first, on the same
+    /// parent with the same inferences and votes but one VM transaction of its own that
+    /// the first does not carry; offered to this node's chain and returned, for a test to
+    /// gossip.
+    #[cfg(feature = "test-cheats")]
+    pub fn equivocate(
+        &self,
+        ledger: &Chainstate,
+        chain: &mut InferenceChain,
+        anchor: Hash256,
+    ) -> Result<InferenceBlock, String> {
+        let first = chain
+            .tenure_blocks(&anchor)
+            .first()
+            .and_then(|id| chain.block(id))
+            .and_then(|r| r.block.clone())
+            .ok_or("no block of that tenure")?;
+        let parent = chain
+            .block(&first.header.parent)
+            .ok_or("the parent is unknown")?
+            .exec_id;
+        let (_, nonce) = chain
+            .vm()
+            .account(&parent, ledger, self.address.0)
+            .map_err(|e| e.to_string())?;
+        let payload = fai_inference_chain::vmtx::VmPayload::Transfer {
+            to: Hash160([0xee; 20]),
+            amount: Amount::from_units(1).map_err(|e| e.to_string())?,
+            memo: b"equivocation".to_vec(),
+        };
+        let chain_id = ledger.params().network.chain_id();
+        let tx = SignedVmTx::new(&self.key, nonce, chain_id, Amount::ZERO, payload);
+        let block = chain
+            .produce(
+                ledger,
+                anchor,
+                &self.key,
+                &self.vrf,
+                vec![tx],
+                first.inferences.clone(),
+                first.parent_votes.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = chain.accept(ledger, block.clone()) {
+            warn!(target: "infer_node::producer", "own second block refused: {e}");
+        }
+        Ok(block)
     }
 
     /// This node's bid, when the sortition at ledger block `anchor` picked it.

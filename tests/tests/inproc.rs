@@ -438,3 +438,117 @@ fn an_inference_left_behind_by_a_reorganisation_goes_back_to_every_pool() {
     // commits from the blocks it left behind, which the pair never saw, and drops their
     // successors; the votes cast while apart never reach the other side).
 }
+
+/// Attack: the producer of a tenure signs a second block for it (same parent, one more
+/// transaction) and gossips it after the first. Before, every peer refused the second as
+/// invalid ("the tenure already has its block") and banned the producer for relaying it:
+/// a producer that sent each half of the network another block split it for good. Now
+/// every node stores both and picks the same, nobody is banned, the nodes report the
+/// equivocation, and once a block carries the evidence the producer's bond is burnt and it
+/// is delisted, on every node; the network stays one chain throughout.
+#[test]
+fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
+    use fai_primitives::Encode;
+    let (net, _wallets) = ready(false);
+    // The tip's producer (node 0 or 1) signs a second block for its tenure.
+    let mut equivocated = None;
+    for step in 0..6 {
+        for seller in 0..2 {
+            let made = net.node(seller).chain.call_blocking(|s| {
+                let tip = s.inference.as_ref()?.tip(&s.ledger).anchor;
+                let (producer, chain) = (s.producer.as_ref()?, s.inference.as_mut()?);
+                let won = chain
+                    .tenure_blocks(&tip)
+                    .first()
+                    .and_then(|id| chain.block(id));
+                if won.map(|r| r.producer) != Some(producer.address().0) {
+                    return None;
+                }
+                let variant = producer.equivocate(&s.ledger, chain, tip).ok()?;
+                if chain.block(&variant.header.id().0).is_some() {
+                    s.after_inference_block(&variant, true);
+                }
+                s.publish(fai_network::Topic::InferenceBlock, variant.to_bytes());
+                Some(tip)
+            });
+            if let Ok(Some(anchor)) = made {
+                equivocated = Some((seller, anchor));
+            }
+        }
+        if equivocated.is_some() {
+            break;
+        }
+        net.step(step % 3);
+    }
+    let (producer, anchor) = equivocated.expect("no seller produced a tenure to equivocate on");
+    net.settle();
+    for i in 0..3 {
+        let siblings = net
+            .node(i)
+            .chain
+            .call_blocking(move |s| s.inference.as_ref().map(|c| c.tenure_blocks(&anchor).len()))
+            .unwrap();
+        assert_eq!(siblings, Some(2), "node {i} does not hold both blocks");
+        let p2p = net.node(i).p2p.get().expect("the network runs").clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        futures::executor::block_on(p2p.send(fai_network::Command::Peers(tx))).unwrap();
+        let peers = futures::executor::block_on(rx).unwrap();
+        assert!(
+            peers.bans.is_empty(),
+            "node {i} banned a peer: {:?}",
+            peers.bans
+        );
+        assert_eq!(peers.peers.len(), 2, "node {i}: {:?}", peers.peers);
+    }
+    // Blocks follow; one carries the evidence and the producer's bond is burnt.
+    let address = net.get(producer, "/v2/info")["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let registry = |i: usize| {
+        net.get(i, "/v2/inference-nodes")
+            .as_array()
+            .and_then(|nodes| {
+                nodes
+                    .iter()
+                    .find(|n| n["address"] == address.as_str())
+                    .cloned()
+            })
+            .map(|n| n["registry"].clone())
+            .unwrap_or_default()
+    };
+    let mut blocks = 0;
+    while registry(0)["bond"] != 0 {
+        net.step(2);
+        blocks += 1;
+        if blocks > 6 {
+            let pools: Vec<_> = (0..3)
+                .map(|i| {
+                    net.node(i)
+                        .chain
+                        .call_blocking(|s| {
+                            let chain = s.inference.as_ref();
+                            let tip = chain.map(|c| c.tip(&s.ledger).height);
+                            (s.vm_pool.len(), tip, s.ledger.height())
+                        })
+                        .unwrap()
+                })
+                .collect();
+            panic!(
+                "the bond is not burnt: {}; pools, tips: {pools:?}",
+                registry(0)
+            );
+        }
+    }
+    let view = net.settle();
+    for i in 0..3 {
+        let entry = registry(i);
+        assert_eq!(entry["bond"], 0, "node {i}: {entry}");
+        assert!(entry["slashed"].as_u64() > Some(0), "node {i}: {entry}");
+        assert!(
+            !entry["withdraw-at"].is_null(),
+            "delisted on node {i}: {entry}"
+        );
+        assert_eq!(net.view(i), view);
+    }
+}
