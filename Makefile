@@ -6,7 +6,7 @@ CARGO ?= cargo
 TEST_FEATURES := infer-node/test-cheats,fai-tests/test-cheats
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps build build-cuda run test test-e2e lint fmt bench clean
+.PHONY: all deps pydeps build build-cuda run test test-e2e lint fmt bench fuzz clean
 
 all: build
 
@@ -64,6 +64,12 @@ bench: build
 	./target/release/infer-node bench pow
 	./target/release/infer-node bench validate
 	$(CARGO) bench -p fai-bench
+
+# Coverage-guided fuzzing of every decoder that reads bytes from peers, disk or the RPC
+# (fuzz/, outside the workspace), each target for FUZZ_SECONDS (default 60), on the stable
+# toolchain: cargo-fuzz is installed if missing. Not part of `make test`.
+fuzz: deps
+	scripts/fuzz.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -18,6 +18,7 @@
 pub mod behaviour;
 pub mod peers;
 pub mod protocol;
+pub mod relay_frames;
 pub mod sync;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};

@@ -277,8 +277,12 @@ impl Encode for Response {
             }
             Response::Refused(reason) => {
                 out.push(3);
-                let bytes = reason.as_bytes();
-                write_var_bytes(out, bytes.get(..200).unwrap_or(bytes));
+                // At most 200 bytes, cut at a character boundary.
+                let cut = (0..=reason.len().min(200))
+                    .rev()
+                    .find(|i| reason.is_char_boundary(*i))
+                    .unwrap_or(0);
+                write_var_bytes(out, reason.get(..cut).unwrap_or("").as_bytes());
             }
         }
     }
@@ -318,7 +322,10 @@ impl Decode for Response {
             5 => Response::Payloads(r.read_vec("payloads", MAX_BLOCK_RECEIPTS, 300)?),
             3 => {
                 let bytes = r.read_var_bytes("reason", 200)?;
-                Response::Refused(String::from_utf8_lossy(&bytes).into_owned())
+                Response::Refused(String::from_utf8(bytes).map_err(|_| CodecError::Invalid {
+                    what: "refusal reason",
+                    reason: "not UTF-8",
+                })?)
             }
             _ => {
                 return Err(CodecError::Invalid {
@@ -455,6 +462,15 @@ mod tests {
         assert_eq!(Response::from_bytes(&none.to_bytes()).unwrap(), none);
         let refused = Response::Refused("slow down".into());
         assert_eq!(Response::from_bytes(&refused.to_bytes()).unwrap(), refused);
+        // A long reason is cut at a character boundary; a reason that is not UTF-8 is
+        // refused (found by the fuzzer: it was decoded lossily, so the bytes a peer sent
+        // were not the encoding of what was read).
+        let long = Response::Refused("é".repeat(150));
+        let Response::Refused(cut) = Response::from_bytes(&long.to_bytes()).unwrap() else {
+            panic!("not a refusal");
+        };
+        assert_eq!(cut, "é".repeat(100));
+        assert!(Response::from_bytes(&[3, 1, 0x85]).is_err());
         // Unknown kinds, truncation, trailing bytes and oversized lists are refused.
         assert!(Request::from_bytes(&[9]).is_err());
         assert!(Request::from_bytes(&[]).is_err());

@@ -12,9 +12,10 @@
 //! The request travels on a libp2p stream (`/fai/<network>/relay/1`) when the chosen
 //! node is a connected peer (its status proves which node key runs it), else to the RPC
 //! address it registered. On the stream, each side writes frames: a kind byte, a
-//! big-endian u32 length, then that many bytes. The relaying node sends one request
-//! frame (the transaction's bytes); the serving node answers with event frames (`token`,
-//! `receipt` or `error`, the same JSON data as the event stream) and closes it.
+//! big-endian u32 length, then that many bytes (`fai_network::relay_frames`). The
+//! relaying node sends one request frame (the transaction's bytes); the serving node
+//! answers with event frames (`token`, `receipt` or `error`, the same JSON data as the
+//! event stream) and closes it.
 
 use std::convert::Infallible;
 use std::io;
@@ -26,9 +27,13 @@ use axum::response::{IntoResponse, Response};
 use fai_api as api;
 use fai_clarity::Value;
 use fai_inference_chain::types::InferenceTx;
+use fai_network::relay_frames::{
+    decode_event, event_kind, read_frame, write_frame, FRAME_ERROR, FRAME_REQUEST, FRAME_TOKEN,
+    MAX_EVENT_BYTES, MAX_REQUEST_BYTES,
+};
 use fai_primitives::codec::Encode;
 use fai_primitives::Hash160;
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 
 use fai_node::p2p::protocol::relay_protocol;
 
@@ -184,84 +189,10 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the serving node may stay silent between two events (it may queue the
 /// request behind others before the first token).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(300);
-/// The largest request frame: an inference transaction's prompt and context fit well.
-pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;
-/// The largest event frame (a receipt carries the whole output text).
-pub const MAX_EVENT_BYTES: u32 = 4 * 1024 * 1024;
 /// The most bytes one relayed answer may carry in all.
 const MAX_ANSWER_BYTES: u64 = 16 * 1024 * 1024;
 /// Relayed requests served at once; more streams are closed unanswered.
 const MAX_SERVED_STREAMS: usize = 32;
-
-const FRAME_REQUEST: u8 = 0;
-const FRAME_TOKEN: u8 = 1;
-const FRAME_RECEIPT: u8 = 2;
-const FRAME_ERROR: u8 = 3;
-
-fn event_kind(event: &str) -> u8 {
-    match event {
-        "token" => FRAME_TOKEN,
-        "receipt" => FRAME_RECEIPT,
-        _ => FRAME_ERROR,
-    }
-}
-
-fn event_name(kind: u8) -> Option<&'static str> {
-    match kind {
-        FRAME_TOKEN => Some("token"),
-        FRAME_RECEIPT => Some("receipt"),
-        FRAME_ERROR => Some("error"),
-        _ => None,
-    }
-}
-
-/// Writes one frame: kind, big-endian length, bytes.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    kind: u8,
-    bytes: &[u8],
-) -> io::Result<()> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
-    let mut head = [0u8; 5];
-    head[0] = kind;
-    head[1..].copy_from_slice(&len.to_be_bytes());
-    w.write_all(&head).await?;
-    w.write_all(bytes).await
-}
-
-/// Reads one frame of at most `max` bytes; `None` at a clean end of the stream.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: u32,
-) -> io::Result<Option<(u8, Vec<u8>)>> {
-    let mut head = [0u8; 5];
-    let mut got = 0;
-    while got < head.len() {
-        let n = r.read(&mut head[got..]).await?;
-        if n == 0 {
-            if got == 0 {
-                return Ok(None);
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the stream ended inside a frame header",
-            ));
-        }
-        got += n;
-    }
-    let [kind, a, b, c, d] = head;
-    let len = u32::from_be_bytes([a, b, c, d]);
-    if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes is over the limit of {max}"),
-        ));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    r.read_exact(&mut bytes).await?;
-    Ok(Some((kind, bytes)))
-}
 
 /// Opens a relay stream to `peer` and sends it `tx`.
 async fn open_relay_stream(
@@ -308,10 +239,7 @@ async fn pass_on_stream(
                 Ok(Ok(Some(frame))) => frame,
             };
         let (kind, bytes) = frame;
-        let event = match (event_name(kind), String::from_utf8(bytes)) {
-            (Some(name), Ok(data)) => api::InferenceEvent::parse(name, &data),
-            _ => Err("not an event".to_string()),
-        };
+        let event = decode_event(kind, bytes);
         let Ok(event) = event else {
             break Some("the serving node sent a malformed frame".to_string());
         };
@@ -402,49 +330,4 @@ fn tokio_stream_of(
         rx.poll_recv(cx)
             .map(|o| o.map(|event| Ok(SseEvent::default().event(event.name()).data(event.data()))))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(bytes: &[u8], max: u32) -> io::Result<Option<(u8, Vec<u8>)>> {
-        futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(bytes), max))
-    }
-
-    #[test]
-    fn frames_round_trip_and_bad_ones_are_errors() {
-        let mut bytes = Vec::new();
-        futures::executor::block_on(async {
-            write_frame(&mut bytes, FRAME_TOKEN, b"{\"text\":\"hi\"}")
-                .await
-                .unwrap();
-            write_frame(&mut bytes, FRAME_RECEIPT, b"").await.unwrap();
-        });
-        let mut cursor = futures::io::Cursor::new(bytes.as_slice());
-        let first = futures::executor::block_on(read_frame(&mut cursor, 100)).unwrap();
-        assert_eq!(first, Some((FRAME_TOKEN, b"{\"text\":\"hi\"}".to_vec())));
-        let second = futures::executor::block_on(read_frame(&mut cursor, 100)).unwrap();
-        assert_eq!(second, Some((FRAME_RECEIPT, Vec::new())));
-        let end = futures::executor::block_on(read_frame(&mut cursor, 100)).unwrap();
-        assert_eq!(end, None, "a clean end");
-        // Over the limit: refused before the body is read.
-        let err = read(&bytes, 4).unwrap_err();
-        assert!(err.to_string().contains("over the limit of 4"), "{err}");
-        // Cut inside the header or the body.
-        assert_eq!(
-            read(&bytes[..3], 100).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
-        assert_eq!(
-            read(&bytes[..8], 100).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
-        // Event names and kinds map both ways; unknown kinds have no name.
-        for name in ["token", "receipt", "error"] {
-            assert_eq!(event_name(event_kind(name)), Some(name));
-        }
-        assert_eq!(event_name(FRAME_REQUEST), None);
-        assert_eq!(event_name(9), None);
-    }
 }

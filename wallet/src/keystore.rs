@@ -207,25 +207,75 @@ pub fn import(
     save(data_dir, name, network, &mnemonic, passphrase)
 }
 
-fn read_keystore(data_dir: &Path, name: &str) -> Result<(PathBuf, Keystore)> {
+/// The largest keystore file read (one is about 700 bytes).
+pub const MAX_KEYSTORE_BYTES: u64 = 64 * 1024;
+
+/// A keystore's contents, decoded and checked, still encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedKeystore {
+    pub network: String,
+    pub address: String,
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    pub salt: Vec<u8>,
+    pub nonce: [u8; 12],
+    pub ciphertext: Vec<u8>,
+}
+
+/// Decodes a keystore file's bytes: a format this build reads, parameters within bounds
+/// (Argon2id memory at most 4 GiB, at most 100 passes, a salt of 8 to 64 bytes, a 12-byte
+/// nonce, a ciphertext of a mnemonic's size), or an error saying which.
+pub fn parse(bytes: &[u8]) -> Result<SealedKeystore> {
+    if bytes.len() as u64 > MAX_KEYSTORE_BYTES {
+        bail!("the file is over {MAX_KEYSTORE_BYTES} bytes: not a keystore");
+    }
+    let store: Keystore = serde_json::from_slice(bytes).context("not a keystore")?;
+    if store.version != 1
+        || store.kdf.algorithm != "argon2id"
+        || store.cipher.algorithm != "chacha20poly1305"
+    {
+        bail!("a keystore format this build cannot read");
+    }
+    let salt = hex::decode(&store.kdf.salt).context("the salt is not hex")?;
+    let nonce: [u8; 12] = hex::decode(&store.cipher.nonce)
+        .ok()
+        .and_then(|n| n.try_into().ok())
+        .context("the nonce is not 12 bytes of hex")?;
+    let ciphertext = hex::decode(&store.cipher.ciphertext).context("the ciphertext is not hex")?;
+    if store.kdf.m_cost_kib > 4 * 1024 * 1024
+        || store.kdf.t_cost > 100
+        || !(8..=64).contains(&salt.len())
+        || ciphertext.len() > 4096
+    {
+        bail!("key-stretching parameters out of bounds");
+    }
+    Ok(SealedKeystore {
+        network: store.network,
+        address: store.address,
+        m_cost_kib: store.kdf.m_cost_kib,
+        t_cost: store.kdf.t_cost,
+        p_cost: store.kdf.p_cost,
+        salt,
+        nonce,
+        ciphertext,
+    })
+}
+
+fn read_keystore(data_dir: &Path, name: &str) -> Result<(PathBuf, SealedKeystore)> {
+    use std::io::Read;
     let path = wallet_path(data_dir, name)?;
-    let text = fs::read_to_string(&path).with_context(|| {
+    let file = fs::File::open(&path).with_context(|| {
         format!(
             "cannot read wallet {}; make one with `infer-node wallet new`",
             path.display()
         )
     })?;
-    let store: Keystore = serde_json::from_str(&text)
-        .with_context(|| format!("wallet {} is damaged", path.display()))?;
-    if store.version != 1
-        || store.kdf.algorithm != "argon2id"
-        || store.cipher.algorithm != "chacha20poly1305"
-    {
-        bail!(
-            "wallet {} uses a format this build cannot read",
-            path.display()
-        );
-    }
+    let mut bytes = Vec::new();
+    file.take(MAX_KEYSTORE_BYTES.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read wallet {}", path.display()))?;
+    let store = parse(&bytes).with_context(|| format!("wallet {} is damaged", path.display()))?;
     Ok((path, store))
 }
 
@@ -240,21 +290,16 @@ pub fn address(data_dir: &Path, name: &str, network: Network) -> Result<Address>
 pub fn open(data_dir: &Path, name: &str, network: Network, passphrase: &str) -> Result<Wallet> {
     let (path, store) = read_keystore(data_dir, name)?;
     let damaged = || format!("wallet {} is damaged", path.display());
-    let salt = hex::decode(&store.kdf.salt).with_context(damaged)?;
-    let nonce = hex::decode(&store.cipher.nonce).with_context(damaged)?;
-    let ciphertext = hex::decode(&store.cipher.ciphertext).with_context(damaged)?;
-    if nonce.len() != 12 || store.kdf.m_cost_kib > 4 * 1024 * 1024 || store.kdf.t_cost > 100 {
-        bail!("{}", damaged());
-    }
     let secret = stretch(
         passphrase,
-        &salt,
-        store.kdf.m_cost_kib,
-        store.kdf.t_cost,
-        store.kdf.p_cost,
-    )?;
+        &store.salt,
+        store.m_cost_kib,
+        store.t_cost,
+        store.p_cost,
+    )
+    .with_context(damaged)?;
     let plain = ChaCha20Poly1305::new(Key::from_slice(&secret))
-        .decrypt(Nonce::from_slice(&nonce), ciphertext.as_slice())
+        .decrypt(Nonce::from_slice(&store.nonce), store.ciphertext.as_slice())
         .map_err(|_| {
             anyhow::anyhow!(
                 "wrong passphrase for wallet {} (or the file is damaged)",
@@ -352,6 +397,39 @@ mod tests {
             "another one"
         )
         .is_err());
+    }
+
+    /// A keystore file is read within a bound and every field is checked before the
+    /// key is stretched: a huge or tampered file is a clear error, not an allocation of
+    /// its size or a panic.
+    #[test]
+    fn a_damaged_or_oversized_keystore_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        create(dir.path(), "main", Network::Devnet, "correct horse").unwrap();
+        let path = wallet_path(dir.path(), "main").unwrap();
+        let good = fs::read(&path).unwrap();
+        let sealed = parse(&good).unwrap();
+        assert_eq!(sealed.salt.len(), 16);
+        let edit =
+            |from: &str, to: &str| String::from_utf8(good.clone()).unwrap().replace(from, to);
+        let nonce = hex::encode(sealed.nonce);
+        for (bytes, why) in [
+            (edit(&nonce, "00"), "nonce"),
+            (edit("\"version\": 1", "\"version\": 2"), "format"),
+            (edit(&hex::encode(&sealed.salt), "0011"), "bounds"),
+            (
+                b"{".to_vec().into_iter().map(char::from).collect(),
+                "not a keystore",
+            ),
+        ] {
+            let err = parse(bytes.as_bytes()).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{why}: {err:#}");
+        }
+        let mut huge = good.clone();
+        huge.resize(2 * MAX_KEYSTORE_BYTES as usize, b' ');
+        fs::write(&path, &huge).unwrap();
+        let err = open(dir.path(), "main", Network::Devnet, "correct horse").unwrap_err();
+        assert!(format!("{err:#}").contains("over 65536 bytes"), "{err:#}");
     }
 
     #[test]
