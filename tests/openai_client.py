@@ -1,5 +1,6 @@
 """Drives `infer-node wallet serve` with the official openai package, as any OpenAI
-client would; prints one JSON object with what it saw (the Rust test checks it)."""
+client would (arguments: the base URL and the server's API key); prints one JSON object
+with what it saw (the Rust test checks it)."""
 
 import json
 import sys
@@ -8,8 +9,14 @@ import time
 import openai
 
 base_url = sys.argv[1]
-client = openai.OpenAI(base_url=base_url, api_key="not-checked")
+client = openai.OpenAI(base_url=base_url, api_key=sys.argv[2])
 seen = {}
+
+try:
+    openai.OpenAI(base_url=base_url, api_key="fai-sk-wrong").models.list()
+    seen["wrong_key"] = "accepted"
+except openai.AuthenticationError as e:
+    seen["wrong_key"] = e.body.get("code") if isinstance(e.body, dict) else str(e.body)
 
 seen["models"] = [m.id for m in client.models.list().data]
 model = seen["models"][0]

@@ -468,11 +468,22 @@ pub fn run(cli: &Cli, cmd: &WalletCommand) -> Result<()> {
         } => {
             let pass = wallet::passphrase(false)?;
             let w = wallet::open(&dir, name, network, &pass)?;
+            let (key, new) = wallet_serve::api_key(&dir, name)?;
+            let key_path = wallet_serve::api_key_path(&dir, name)?;
+            if new {
+                eprintln!(
+                    "API key of this server (shown once; kept in {}): {key}",
+                    key_path.display()
+                );
+            } else {
+                eprintln!("API key of this server: in {}", key_path.display());
+            }
             let proxy = wallet_serve::Proxy::new(
                 config.rpc.listen.to_string(),
                 w,
                 name.clone(),
                 max_fee.parse().context("--max-fee")?,
+                key,
             )?;
             return wallet_serve::run(proxy, listen);
         }

@@ -2,6 +2,7 @@
 //! `make test`): models, a completion, a streamed completion and OpenAI-style errors,
 //! through the proxy to a running node's `POST /v2/inference`.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,10 +76,63 @@ fn an_openai_client_uses_the_network_through_wallet_serve() {
         port: proxy_port,
     };
     wait_port(proxy_port, "wallet serve");
+    // The key made at the first start, kept readable by its owner only.
+    let key_file = dir.path().join("data/wallets/w.serve-key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Attack: a web page the user opens spends the wallet's FAI through the server (it
+    // answered anyone before). Without the key, with a wrong one, from a page (an Origin
+    // header, a cross-site fetch) or through a DNS name rebound to loopback: refused.
+    let ask = |headers: &str| -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy_port)).unwrap();
+        let request = format!("GET /v1/models HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let host = format!("Host: {listen}\r\n");
+    let bearer = format!("Authorization: Bearer {key}\r\n");
+    for (headers, status, code) in [
+        (host.clone(), "401", "invalid_api_key"),
+        (
+            format!("{host}Authorization: Bearer fai-sk-guess\r\n"),
+            "401",
+            "invalid_api_key",
+        ),
+        (
+            format!("{host}{bearer}Origin: https://evil.example\r\n"),
+            "403",
+            "cross_origin",
+        ),
+        (
+            format!("{host}{bearer}Sec-Fetch-Site: cross-site\r\n"),
+            "403",
+            "cross_origin",
+        ),
+        (
+            format!("Host: evil.example:{proxy_port}\r\n{bearer}"),
+            "403",
+            "cross_origin",
+        ),
+        (format!("{host}{bearer}"), "200", "fai-tiny"),
+    ] {
+        let answer = ask(&headers);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code),
+            "{headers:?}: {answer}"
+        );
+    }
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/openai_client.py");
     let out = Command::new("python3")
-        .args([script, &format!("http://{listen}/v1")])
+        .args([script, &format!("http://{listen}/v1"), &key])
         .output()
         .unwrap();
     assert!(
@@ -88,6 +142,7 @@ fn an_openai_client_uses_the_network_through_wallet_serve() {
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
+    assert_eq!(seen["wrong_key"], "invalid_api_key", "{seen}");
     assert_eq!(seen["models"], serde_json::json!(["fai-tiny"]), "{seen}");
     let completion = &seen["completion"];
     assert!(

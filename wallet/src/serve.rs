@@ -2,8 +2,11 @@
 //! turned into an inference transaction signed with the wallet's key and sent to the
 //! node's `POST /v2/inference`; the node's token stream comes back as OpenAI chunks (with
 //! `stream: true`) or as one completion. Existing OpenAI clients work unchanged with
-//! `base_url = http://127.0.0.1:7081/v1`; the API key they send is not checked (the server
-//! listens on loopback and spends this wallet's FAI: keep it there).
+//! `base_url = http://127.0.0.1:7081/v1` and the server's API key: it spends this wallet's
+//! FAI, so every request must carry the key (made at the first start, shown once, kept
+//! in `wallets/NAME.serve-key` readable by its owner only), and requests a web page makes
+//! (an `Origin` or a cross-site `Sec-Fetch-Site` header, or, on loopback, a `Host` that
+//! is not a loopback name: DNS rebinding) are refused before the key is even looked at.
 //!
 //! | method | path | answer |
 //! | --- | --- | --- |
@@ -13,6 +16,7 @@
 //! Errors use OpenAI's shape: `{"error": {"message", "type", "code"}}`.
 
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -48,10 +52,78 @@ pub struct Proxy {
     /// nonces before the node has heard of the earlier ones (held while asking the node:
     /// it serialises nonce allocation).
     last_nonce: tokio::sync::Mutex<Option<u64>>,
+    /// The key every request must carry (`Authorization: Bearer KEY`).
+    api_key: String,
+    /// Whether the server listens on loopback only: then a request must name a loopback
+    /// host.
+    loopback: bool,
+}
+
+/// The prefix of a `wallet serve` API key (then 64 hex digits).
+const KEY_PREFIX: &str = "fai-sk-";
+
+/// Where the API key of `wallet serve` for wallet `name` is kept.
+pub fn api_key_path(data_dir: &Path, name: &str) -> Result<PathBuf> {
+    let wallet = wallet::wallet_path(data_dir, name)?;
+    Ok(wallet.with_extension("serve-key"))
+}
+
+/// The API key of `wallet serve` for wallet `name`: the one kept in
+/// [`api_key_path`], or a new one (32 random bytes) stored there readable by its owner
+/// only. Returns it and whether it was made now (then the caller shows it, once).
+pub fn api_key(data_dir: &Path, name: &str) -> Result<(String, bool)> {
+    use std::io::{Read, Write};
+    let path = api_key_path(data_dir, name)?;
+    match std::fs::File::open(&path) {
+        Ok(file) => {
+            let mut text = String::new();
+            file.take(256)
+                .read_to_string(&mut text)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let key = text.trim().to_string();
+            let well_formed = key
+                .strip_prefix(KEY_PREFIX)
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !well_formed {
+                anyhow::bail!(
+                    "{} does not hold a wallet serve API key; delete it to make a new one",
+                    path.display()
+                );
+            }
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
+            let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(key.as_bytes())?;
+            file.sync_all()?;
+            Ok((key, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 impl Proxy {
-    pub fn new(rpc: String, wallet: Wallet, name: String, max_fee: Amount) -> Result<Self> {
+    /// A proxy for `wallet` to the node at `rpc`, which requests must reach with
+    /// `api_key`.
+    pub fn new(
+        rpc: String,
+        wallet: Wallet,
+        name: String,
+        max_fee: Amount,
+        api_key: String,
+    ) -> Result<Self> {
         Ok(Proxy {
             node: fai_api::Client::new(&rpc)?,
             rpc,
@@ -60,6 +132,8 @@ impl Proxy {
             max_fee,
             default_max_tokens: 256,
             last_nonce: tokio::sync::Mutex::new(None),
+            api_key,
+            loopback: true,
         })
     }
 
@@ -324,6 +398,67 @@ fn tokio_stream_of<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// Whether `host` (a `Host` header: a name or address, maybe with a port) names this
+/// machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses what a web page could send, then any request without the API key.
+async fn guard(
+    State(p): State<Arc<Proxy>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header;
+    let headers = request.headers();
+    let from_a_page = headers.contains_key(header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() != b"none");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if from_a_page || (p.loopback && !is_loopback_host(host)) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "requests from web pages are refused: this server spends the wallet's FAI".into(),
+        )
+        .into_response();
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Every byte compared, so the time taken does not tell how much of a guess was right.
+    let same = given.len() == p.api_key.len()
+        && given
+            .bytes()
+            .zip(p.api_key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "missing or wrong API key: use the key `wallet serve` showed at its first start (kept in wallets/NAME.serve-key)".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// The router of the proxy.
 pub fn router(proxy: Arc<Proxy>) -> Router {
     Router::new()
@@ -337,11 +472,12 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(axum::middleware::from_fn_with_state(proxy.clone(), guard))
         .with_state(proxy)
 }
 
 /// Serves until Ctrl-C.
-pub fn run(proxy: Proxy, listen: &str) -> Result<()> {
+pub fn run(mut proxy: Proxy, listen: &str) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -352,6 +488,7 @@ pub fn run(proxy: Proxy, listen: &str) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let address = listener.local_addr()?;
+        proxy.loopback = address.ip().is_loopback();
         eprintln!(
             "OpenAI-compatible server on http://{address}/v1 (wallet {}, node {}, at most {} per request); Ctrl-C stops it",
             proxy.name, proxy.rpc, proxy.max_fee
@@ -374,6 +511,28 @@ mod tests {
         Message {
             role: role.into(),
             content: Some(content),
+        }
+    }
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in [
+            "127.0.0.1:7081",
+            "localhost:7081",
+            "LOCALHOST",
+            "[::1]:7081",
+            "127.5.0.1",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:7081",
+            "10.0.0.1:7081",
+            "[fe80::1]:7081",
+            "",
+            "localhost.evil.example",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
         }
     }
 
