@@ -109,24 +109,22 @@
       (ok cut))))
 
 ;; `producer` signed two blocks for the tenure anchored at ledger block `anchor` (the
-;; consensus checked both signatures): burns its whole bond and delists it, if it is a
-;; registered node, once per tenure; returns what was burnt.
+;; consensus checked both signatures): burns its whole bond and delists it, once per
+;; tenure; returns what was burnt. A producer that is not a registered node has nothing
+;; here to punish: an error, and nothing is recorded (anyone can sign two headers).
 (define-public (slash-equivocation (producer principal) (anchor (buff 32)))
-  (let ((key {producer: producer, anchor: anchor}))
+  (let ((key {producer: producer, anchor: anchor})
+        (n (unwrap! (map-get? nodes producer) ERR-NOT-REGISTERED))
+        (cut (get bond n)))
     (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
     (asserts! (is-none (map-get? equivocations key)) ERR-ALREADY-REPORTED)
-    (match (map-get? nodes producer)
-      n (let ((cut (get bond n)))
-          (if (> cut u0) (try! (as-contract (stx-burn? cut tx-sender))) true)
-          ;; Delisted too: it serves again only with a new bond, after withdrawing.
-          (map-set nodes producer
-                   (merge n {bond: u0, slashed: (+ (get slashed n) cut),
-                             withdraw-at: (some (default-to burn-block-height (get withdraw-at n)))}))
-          (map-set equivocations key cut)
-          (ok cut))
-      (begin
-        (map-set equivocations key u0)
-        (ok u0)))))
+    (if (> cut u0) (try! (as-contract (stx-burn? cut tx-sender))) true)
+    ;; Delisted too: it serves again only with a new bond, after withdrawing.
+    (map-set nodes producer
+             (merge n {bond: u0, slashed: (+ (get slashed n) cut),
+                       withdraw-at: (some (default-to burn-block-height (get withdraw-at n)))}))
+    (map-set equivocations key cut)
+    (ok cut)))
 
 ;; Sets the minimum bond and the withdrawal delay (at genesis).
 (define-public (configure (minimum uint) (delay uint))

@@ -60,8 +60,9 @@ pub enum BlockOp {
     },
     /// Evidence a user reported, which the consensus checked: spends the reporter's next
     /// nonce (so a report is carried once) and calls a boot contract's function as the
-    /// boot principal. A call that returns an error (the evidence was already used) still
-    /// spends the nonce.
+    /// boot principal. A call that returns an error (the evidence was already used)
+    /// still spends the nonce; a runtime failure or a wrong nonce fails the operation
+    /// (and so the block).
     Report {
         reporter: [u8; 20],
         nonce: u64,

@@ -4,9 +4,10 @@
 //!
 //! One block per tenure: the winner of the sortition at ledger block L produces one block
 //! anchored at L, on the parent its commit named. A winner that signs more (equivocates)
-//! has two stored, a third and later only when a later winning commit builds on it; the
-//! anchor's block is the sibling with the smallest id, and a later tenure's block decides
-//! the chain by the sibling it builds on. What a block at height h executes, in order:
+//! has two stored, a third and later only when a later winning commit builds on it; such
+//! a tenure is contested and counts as empty (the canonical tip as of L is below it)
+//! unless a later tenure's block builds on one of its blocks. What a block at height h
+//! executes, in order:
 //! 1. settlement of its parent's inferences: with votes from a majority of the parent's
 //!    verifier set, each inference is paid (90% node, 10% parent's producer, rest back to
 //!    the sender) or refunded with the node's bond slashed, reputation is recorded, and
@@ -352,12 +353,16 @@ impl InferenceChain {
         self.blocks.get(id)
     }
 
-    /// The block of the tenure won at ledger block `anchor`: of an equivocating
-    /// producer's siblings, the one with the smallest id (every node that holds the same
-    /// siblings picks the same; a later tenure's block, built on any of them, then
+    /// The block of the tenure won at ledger block `anchor`; none while it has none, or
+    /// when its producer equivocated (two or more stored): such a tenure is contested and
+    /// counts as if it had produced nothing, so that every node that has seen any two of
+    /// its blocks, whichever, agrees (a later tenure's block built on one of them then
     /// decides the chain).
     fn at_anchor(&self, anchor: &Hash256) -> Option<&[u8; 32]> {
-        self.anchored.get(anchor).and_then(|ids| ids.first())
+        match self.anchored.get(anchor).map(Vec::as_slice) {
+            Some([only]) => Some(only),
+            _ => None,
+        }
     }
 
     /// The stored blocks of the tenure won at ledger block `anchor`: more than one when
@@ -600,16 +605,14 @@ impl InferenceChain {
                 self.retired.insert(id, rec);
             }
         }
-        while self.retired.len() > MAX_RETIRED {
-            let oldest = self
-                .retired
-                .values()
-                .min_by_key(|r| (r.height, r.id))
-                .map(|r| r.id);
-            match oldest {
-                Some(id) => self.retired.remove(&id),
-                None => break,
-            };
+        if self.retired.len() > MAX_RETIRED {
+            let mut by_age: Vec<(u32, [u8; 32])> =
+                self.retired.values().map(|r| (r.height, r.id)).collect();
+            by_age.sort_unstable();
+            let excess = self.retired.len().saturating_sub(MAX_RETIRED);
+            for (_, id) in by_age.into_iter().take(excess) {
+                self.retired.remove(&id);
+            }
         }
         Ok(())
     }

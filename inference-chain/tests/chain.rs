@@ -1183,13 +1183,14 @@ fn a_late_first_block_of_a_cycle_leaves_every_node_on_the_same_chain() {
     assert_eq!(b.tip(&w.ledger.chain).id, real_id);
 }
 
-/// Attack: a tenure's winner signs two blocks and sends each to half the network. Before,
-/// a node refused the second as invalid ("the tenure already has its block") and banned
-/// the peer relaying it, so each half kept its own block for good. Now both are stored
-/// (a third only if a later winning commit builds on it, so a producer cannot make nodes
-/// store and run blocks without end), every node that holds the same siblings picks the
-/// same (smallest id) as the anchor's block, and the next tenure, whichever sibling it
-/// builds on, ends every node on one chain.
+/// Attack: a tenure's winner signs several blocks and sends each to part of the network.
+/// Before, a node refused a second block for a tenure as invalid ("the tenure already has
+/// its block") and banned the peer relaying it, so each part kept its own block for good.
+/// Now two are stored (a third only once a later winning commit builds on it, so a
+/// producer cannot make nodes store and run blocks without end), and a tenure with two
+/// counts as empty: nodes that hold different pairs of the three blocks still agree on
+/// the tip, and the next tenure, whichever block it builds on, ends every node on one
+/// chain.
 #[test]
 fn an_equivocating_producers_blocks_end_every_node_on_one_chain() {
     let mut w = world();
@@ -1205,25 +1206,34 @@ fn an_equivocating_producers_blocks_end_every_node_on_one_chain() {
     let (first, second, third) = (variant(&mut w, 1), variant(&mut w, 2), variant(&mut w, 3));
     let ids = [&first, &second, &third].map(|blk| blk.header.id().0);
 
-    // Each half got one first; both end with both, and on the same block.
+    // One block alone is the tenure's block.
     w.chain.accept(&w.ledger.chain, first.clone()).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, ids[0]);
+    // Node A gets the first two, node B the last two: each holds two, neither a third,
+    // and both count the tenure as empty.
     w.chain.accept(&w.ledger.chain, second.clone()).unwrap();
+    b.accept(&w.ledger.chain, third.clone()).unwrap();
     b.accept(&w.ledger.chain, second.clone()).unwrap();
-    b.accept(&w.ledger.chain, first.clone()).unwrap();
-    let smaller = ids[0].min(ids[1]);
-    let larger = ids[0].max(ids[1]);
     assert_eq!(w.chain.tenure_blocks(&l1).len(), 2);
-    assert_eq!(w.chain.tip(&w.ledger.chain).id, smaller);
-    assert_eq!(b.tip(&w.ledger.chain).id, smaller);
-    // A third is not stored, and is no offence of the peer relaying it.
-    let err = w.chain.accept(&w.ledger.chain, third.clone()).unwrap_err();
-    assert!(matches!(err, BlockError::Unverifiable(_)), "{err}");
-    assert!(w.chain.block(&ids[2]).is_none());
+    assert_eq!(b.tenure_blocks(&l1).len(), 2);
+    for extra in [
+        w.chain.accept(&w.ledger.chain, third.clone()),
+        b.accept(&w.ledger.chain, first.clone()),
+    ] {
+        let err = extra.unwrap_err();
+        assert!(
+            matches!(err, BlockError::Unverifiable(_)),
+            "no offence to relay: {err}"
+        );
+    }
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, genesis);
+    assert_eq!(b.tip(&w.ledger.chain).id, genesis);
 
-    // The next tenure builds on the sibling that is not the anchor's block: every node
-    // follows it there.
-    let l2 = w.win(larger, 0);
+    // The next tenure builds on the first block, which B refused as a third: B takes it
+    // now that a winning commit names it, and every node follows the child.
+    let l2 = w.win(ids[0], 0);
     follow(&mut b, &w);
+    b.accept(&w.ledger.chain, first.clone()).unwrap();
     let child = w
         .produce(l2, vec![transfer(1, 10)], vec![], vec![])
         .unwrap();
@@ -1233,28 +1243,21 @@ fn an_equivocating_producers_blocks_end_every_node_on_one_chain() {
     assert_eq!(b.tip(&w.ledger.chain).id, child_id);
     let user = hash(&key(2)).0;
     assert_eq!(w.nonce(&child_id, user), 2);
-    let amount_of_larger = if larger == ids[0] { 1 } else { 2 };
     assert_eq!(
         w.balance(&child_id, hash(&key(3)).0),
-        10_000_000 + amount_of_larger + 10,
-        "the child's state is the chosen sibling's plus its own"
+        10_000_000 + 1 + 10,
+        "the child's state is the first block's plus its own"
     );
-
-    // A later winner may build on a third sibling: then it is taken.
-    let l3 = w.win(ids[2], 0);
-    follow(&mut b, &w);
-    w.chain.accept(&w.ledger.chain, third.clone()).unwrap();
-    b.accept(&w.ledger.chain, third).unwrap();
-    let grandchild = w.produce(l3, vec![], vec![], vec![]).unwrap();
-    let grandchild_id = w.chain.accept(&w.ledger.chain, grandchild.clone()).unwrap();
-    b.accept(&w.ledger.chain, grandchild).unwrap();
-    assert_eq!(b.tip(&w.ledger.chain).id, grandchild_id);
-    assert_eq!(w.chain.tenure_blocks(&l1).len(), 3);
+    let exec = b.block(&child_id).unwrap().exec_id;
+    assert_eq!(
+        b.vm().store().state_root(&exec).unwrap(),
+        Some(child.header.state_root)
+    );
 
     // After a restart the same.
     drop(b);
     let b = follower(b_dir.path(), &w);
-    assert_eq!(b.tip(&w.ledger.chain).id, grandchild_id);
+    assert_eq!(b.tip(&w.ledger.chain).id, child_id);
     assert_eq!(b.tenure_blocks(&l1).len(), 3);
 }
 
@@ -1324,8 +1327,11 @@ fn evidence_of_an_equivocation_burns_the_producers_bond_once() {
         &[principal(&w.chain, &producer), anchor],
     );
     assert_eq!(recorded.to_string(), format!("(some u{BOND})"));
-    assert_eq!(w.nonce(&b3_id, hash(&key(10)).0), 1);
-    assert_eq!(w.balance(&b3_id, hash(&key(10)).0), 1_000_000 - 1_000);
+    for reporter in [10, 13] {
+        // The second report in the same block is carried too: fee and nonce spent.
+        assert_eq!(w.nonce(&b3_id, hash(&key(reporter)).0), 1);
+        assert_eq!(w.balance(&b3_id, hash(&key(reporter)).0), 1_000_000 - 1_000);
+    }
 
     // Reported again: the reporter pays, nothing more burns.
     let l4 = w.win(b3_id, 0);
@@ -1333,6 +1339,41 @@ fn evidence_of_an_equivocation_burns_the_producers_bond_once() {
     let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
     assert!(bond_of(&w, &b4_id).contains(&format!("(slashed u{BOND})")));
     assert_eq!(w.nonce(&b4_id, hash(&key(11)).0), 1);
+    assert_eq!(w.balance(&b4_id, hash(&key(11)).0), 1_000_000 - 1_000);
+
+    // Two headers anyone can sign with a key of its own, for any anchor: the key is no
+    // registered node, so nothing burns and nothing is recorded (no state to fill).
+    let stranger = key(20);
+    let signed_by_stranger = |mut h: fai_inference_chain::block::InferenceHeader| {
+        h.producer = stranger.public_key();
+        h.sign(&stranger);
+        h
+    };
+    let junk = Evidence::tenure_equivocation(
+        signed_by_stranger(first.header.clone()),
+        signed_by_stranger(second.header.clone()),
+    )
+    .unwrap();
+    let junk_report = SignedVmTx::new(
+        &key(14),
+        0,
+        CHAIN_ID,
+        units(1_000),
+        VmPayload::Evidence(Box::new(junk)),
+    );
+    let l45 = w.win(b4_id, 0);
+    let b45 = w.produce(l45, vec![junk_report], vec![], vec![]).unwrap();
+    let b45_id = w.chain.accept(&w.ledger.chain, b45).unwrap();
+    let anchor = Value::buff_from(l2.0.to_vec()).unwrap();
+    let recorded = w.read(
+        &b45_id,
+        "node-registry",
+        "equivocation",
+        &[principal(&w.chain, &stranger), anchor],
+    );
+    assert_eq!(recorded.to_string(), "none");
+    assert_eq!(w.nonce(&b45_id, hash(&key(14)).0), 1);
+    let b4_id = b45_id;
 
     // Two blocks of two tenures are no evidence: a block carrying them is invalid.
     assert!(Evidence::tenure_equivocation(b1.header.clone(), first.header.clone()).is_none());

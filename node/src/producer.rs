@@ -611,6 +611,13 @@ impl Producer {
         if self.produced.contains(&anchor) {
             return None;
         }
+        // A block of this tenure is stored already (made before a restart, or by another
+        // process with this key): a second would be an equivocation, which burns the bond.
+        if !chain.tenure_blocks(&anchor).is_empty() {
+            warn!(target: "infer_node::producer", %anchor, "the tenure has its block already: not producing another");
+            self.produced.push_back(anchor);
+            return None;
+        }
         if self.produced.len() >= 256 {
             self.produced.pop_front();
         }

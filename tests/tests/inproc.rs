@@ -443,9 +443,10 @@ fn an_inference_left_behind_by_a_reorganisation_goes_back_to_every_pool() {
 /// transaction) and gossips it after the first. Before, every peer refused the second as
 /// invalid ("the tenure already has its block") and banned the producer for relaying it:
 /// a producer that sent each half of the network another block split it for good. Now
-/// every node stores both and picks the same, nobody is banned, the nodes report the
-/// equivocation, and once a block carries the evidence the producer's bond is burnt and it
-/// is delisted, on every node; the network stays one chain throughout.
+/// every node stores both and counts the tenure as empty (the same tip everywhere),
+/// nobody is banned, the nodes report the equivocation, and once a block carries the
+/// evidence the producer's bond is burnt and it is delisted, on every node, which end on
+/// one chain.
 #[test]
 fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
     use fai_primitives::Encode;
@@ -489,6 +490,17 @@ fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
             .call_blocking(move |s| s.inference.as_ref().map(|c| c.tenure_blocks(&anchor).len()))
             .unwrap();
         assert_eq!(siblings, Some(2), "node {i} does not hold both blocks");
+        let (tip, reports) = net
+            .node(i)
+            .chain
+            .call_blocking(move |s| {
+                let chain = s.inference.as_ref()?;
+                Some((chain.tip(&s.ledger).anchor, s.vm_pool.len()))
+            })
+            .unwrap()
+            .unwrap();
+        assert_ne!(tip, anchor, "node {i} still counts the contested tenure");
+        assert!(reports >= 1, "node {i} holds no report of the equivocation");
         let p2p = net.node(i).p2p.get().expect("the network runs").clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         futures::executor::block_on(p2p.send(fai_network::Command::Peers(tx))).unwrap();

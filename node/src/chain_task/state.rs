@@ -289,25 +289,24 @@ impl ChainState {
     }
 
     /// After an inference block was accepted (produced here when `ours`, gossiped or
-    /// synced): its transactions leave the pools, and the verifier votes on it when the
-    /// node key is in its verifier set.
+    /// synced): when it is the canonical tip, its transactions leave the pools (a block
+    /// beside the canonical branch, such as an equivocating producer's second block,
+    /// leaves them there; they leave once a block carrying them joins the branch), and
+    /// the verifier votes on it when the node key is in its verifier set.
     pub fn after_inference_block(&mut self, block: &InferenceBlock, ours: bool) {
         let Some(chain) = self.inference.as_ref() else {
             return;
         };
-        self.vm_pool.remove_included(block);
-        let tip = chain.tip(&self.ledger).exec_id;
-        let mut senders = std::collections::HashSet::new();
-        for inf in &block.inferences {
-            self.results.remove(&inf.stub.txid());
-            senders.insert(inf.stub.sender.hash160().0);
-        }
-        for sender in senders {
-            if let Ok((_, nonce)) = chain.vm().account(&tip, &self.ledger, sender) {
-                self.results.prune_sender(sender, nonce);
-            }
-        }
         let id = block.header.id();
+        if chain.tip(&self.ledger).id == id.0 {
+            remove_carried(
+                chain,
+                &self.ledger,
+                &mut self.vm_pool,
+                &mut self.results,
+                block,
+            );
+        }
         // A second block for the same tenure: its producer equivocated.
         let anchor = Hash256(block.header.ledger_anchor);
         let siblings = chain.tenure_blocks(&anchor);
@@ -446,6 +445,16 @@ impl ChainState {
             return;
         };
         let (left, right) = chain.fork_sides(&old, &new);
+        // What the blocks that joined the branch carry leaves the pools.
+        for block in &right {
+            remove_carried(
+                chain,
+                &self.ledger,
+                &mut self.vm_pool,
+                &mut self.results,
+                block,
+            );
+        }
         if left.is_empty() {
             return;
         }
@@ -503,6 +512,29 @@ impl ChainState {
         self.commit_added = true;
         for tx in txs {
             self.publish(Topic::LedgerTx, tx);
+        }
+    }
+}
+
+/// Takes what `block` carries out of the pools, and the inferences whose sender's nonce
+/// the canonical tip has passed.
+fn remove_carried(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+    vm_pool: &mut VmMempool,
+    results: &mut ResultPool,
+    block: &InferenceBlock,
+) {
+    vm_pool.remove_included(block);
+    let tip = chain.tip(ledger).exec_id;
+    let mut senders = std::collections::HashSet::new();
+    for inf in &block.inferences {
+        results.remove(&inf.stub.txid());
+        senders.insert(inf.stub.sender.hash160().0);
+    }
+    for sender in senders {
+        if let Ok((_, nonce)) = chain.vm().account(&tip, ledger, sender) {
+            results.prune_sender(sender, nonce);
         }
     }
 }
