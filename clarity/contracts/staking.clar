@@ -5,7 +5,8 @@
 ;; the five largest stakes when the cycle begins: the consensus calls `begin-cycle` in the
 ;; first inference block of each cycle, which records the current leaders. Ranking: larger
 ;; amount first, then the earlier stake (the ledger height of the first deposit), then the
-;; smaller principal hash.
+;; smaller principal hash. At most 100 stakers: when every slot is taken, a newcomer whose
+;; stake is larger than the last-ranked staker's takes its slot, and that stake is refunded.
 ;;
 ;; Functions that only the consensus may call check that tx-sender is the boot principal,
 ;; which deployed this contract and has no private key.
@@ -117,6 +118,30 @@
       (var-set removing CONSENSUS)
       rest)))
 
+;; The staker that ranks last among `stakers` (CONSENSUS when there is none).
+(define-private (lower-step (q principal) (lowest principal))
+  (if (ranks-before lowest q) q lowest))
+
+(define-private (lowest-staker)
+  (let ((all (var-get stakers)))
+    (fold lower-step all (default-to CONSENSUS (element-at? all u0)))))
+
+;; With every slot taken, a newcomer staking `amount` takes the slot of the staker that
+;; ranks last when `amount` is larger than its stake (a tie keeps the incumbent), which
+;; gets its stake back at once, lock or not: a hundred minimum stakes cannot lock
+;; everyone else out. Returns the staker evicted.
+(define-private (evict-lowest-for (amount uint))
+  (let ((lowest (lowest-staker))
+        (s (unwrap! (map-get? stakes lowest) ERR-TOO-MANY-STAKERS)))
+    (asserts! (> amount (get amount s)) ERR-TOO-MANY-STAKERS)
+    (try! (as-contract (stx-transfer? (get amount s) tx-sender lowest)))
+    (map-delete stakes lowest)
+    (var-set removing lowest)
+    (var-set stakers (filter is-not-removed (var-get stakers)))
+    (var-set removing CONSENSUS)
+    (if (is-some (index-of? (var-get leaders) lowest)) (recompute-leaders) true)
+    (ok lowest)))
+
 ;; --- public ---
 
 ;; Stakes `amount` more micro-FAI, locked for `cycles` whole cycles after this one.
@@ -127,8 +152,9 @@
     (asserts! (> amount u0) ERR-ZERO-AMOUNT)
     (asserts! (and (>= cycles u1) (<= cycles MAX-LOCK-CYCLES)) ERR-BAD-CYCLES)
     (asserts! (>= (+ amount (amount-of who)) (var-get min-stake)) ERR-BELOW-MINIMUM)
-    (asserts! (or (is-some existing) (< (len (var-get stakers)) MAX-STAKERS))
-              ERR-TOO-MANY-STAKERS)
+    (try! (if (or (is-some existing) (< (len (var-get stakers)) MAX-STAKERS))
+              (ok CONSENSUS)
+              (evict-lowest-for amount)))
     (unwrap! (stx-transfer? amount who (as-contract tx-sender)) ERR-INSUFFICIENT-FUNDS)
     (match existing
       s (map-set stakes who {amount: (+ amount (get amount s)),

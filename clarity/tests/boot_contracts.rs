@@ -145,7 +145,7 @@ fn staking_holds_at_most_a_hundred_stakers() {
         )
         .to_address()
     };
-    for n in 0..=100u8 {
+    for n in 0..=101u8 {
         r.session
             .interpreter
             .mint_stx_balance(PrincipalData::parse(&who(n)).unwrap(), 1_000)
@@ -160,13 +160,28 @@ fn staking_holds_at_most_a_hundred_stakers() {
         );
         assert!(out.starts_with("(ok"), "{out}");
     }
-    assert_eq!(r.call(&who(100), "staking", "stake", "u500 u1"), "(err u7)");
-    // The five largest lead: stakers 99, 98, 97, 96, 95.
+    // Attack: a hundred minimum stakes lock everyone else out (before, a newcomer got
+    // err u7 whatever it staked). Now a larger stake takes the last one's slot, which is
+    // refunded at once; an equal one does not (the incumbent keeps it).
+    let out = r.call(&who(100), "staking", "stake", "u500 u1");
+    assert!(out.starts_with("(ok"), "{out}");
+    let stake_of_0 = r.call(BOOT, "staking", "get-stake", &format!("'{}", who(0)));
+    assert_eq!(stake_of_0, "none");
+    assert_eq!(r.balance(&who(0)), "u1000", "the evicted stake is refunded");
+    assert_eq!(r.call(&who(101), "staking", "stake", "u101 u1"), "(err u7)");
+    assert_eq!(r.balance(&who(101)), "u1000");
+    // The five largest lead: stakers 100, 99, 98, 97, 96.
+    let leaders = r.call(BOOT, "staking", "get-leaders", "");
+    let expected: Vec<String> = [100u8, 99, 98, 97, 96].into_iter().map(who).collect();
+    assert_eq!(leaders, format!("({})", expected.join(" ")));
+    let out = r.call(&who(100), "staking", "unstake", "");
+    assert_eq!(out, "(err u6)", "locked like any stake");
+    // A leader leaving lets the next in.
+    r.advance(25);
+    assert_eq!(r.call(&who(100), "staking", "unstake", ""), "(ok u500)");
     let leaders = r.call(BOOT, "staking", "get-leaders", "");
     let expected: Vec<String> = (95..100u8).rev().map(who).collect();
     assert_eq!(leaders, format!("({})", expected.join(" ")));
-    // A leader leaving lets the next in.
-    r.advance(25);
     assert_eq!(r.call(&who(97), "staking", "unstake", ""), "(ok u197)");
     let leaders = r.call(BOOT, "staking", "get-leaders", "");
     let expected: Vec<String> = [99u8, 98, 96, 95, 94].into_iter().map(who).collect();
