@@ -70,6 +70,12 @@ pub struct Replay {
     pub max_mismatches: usize,
     /// Most tokens (prompts and outputs) one batched replay pass reads.
     pub batch_tokens: usize,
+    /// Most output positions one pass turns into logits (each a vocabulary's worth of
+    /// f32, held about three times while scored): a longer output is replayed alone, in
+    /// passes of this many positions over one cache, so that replay memory is bounded by
+    /// this times the vocabulary, not by the output's length (512 rows of a
+    /// 150,000-token vocabulary: about 0.9 GB).
+    pub rows_per_pass: usize,
 }
 
 impl Default for Replay {
@@ -78,6 +84,7 @@ impl Default for Replay {
             drift_logit: 0.15,
             max_mismatches: 0,
             batch_tokens: 4096,
+            rows_per_pass: 512,
         }
     }
 }
@@ -170,8 +177,17 @@ impl Replay {
                 }),
             }
         }
+        // Long outputs alone, in bounded passes.
+        let (long, ready): (Vec<_>, Vec<_>) = ready
+            .into_iter()
+            .partition(|p| p.output.len() > self.rows_per_pass.max(1));
+        for p in &long {
+            if let Some(slot) = results.get_mut(p.index) {
+                *slot = Some(self.run_in_passes(model, p));
+            }
+        }
         let mut chunk: Vec<Prepared<'_>> = Vec::new();
-        let mut chunk_tokens = 0usize;
+        let (mut chunk_tokens, mut chunk_rows) = (0usize, 0usize);
         let mut run = |chunk: &mut Vec<Prepared<'_>>| {
             for (index, r) in self.run_chunk(model, chunk) {
                 if let Some(slot) = results.get_mut(index) {
@@ -181,11 +197,16 @@ impl Replay {
             chunk.clear();
         };
         for p in ready {
-            if !chunk.is_empty() && chunk_tokens + p.input.len() > self.batch_tokens {
+            if !chunk.is_empty()
+                && (chunk_tokens + p.input.len() > self.batch_tokens
+                    || chunk_rows + p.output.len() > self.rows_per_pass)
+            {
                 run(&mut chunk);
                 chunk_tokens = 0;
+                chunk_rows = 0;
             }
             chunk_tokens += p.input.len();
+            chunk_rows += p.output.len();
             chunk.push(p);
         }
         if !chunk.is_empty() {
@@ -235,6 +256,43 @@ impl Replay {
         }
     }
 
+    /// One output replayed alone over one cache, [`Replay::rows_per_pass`] positions a
+    /// pass: the first pass reads the prompt and the output's first tokens, each later one
+    /// the next tokens only; the sampler runs on across passes, so the result is the one
+    /// pass's (the rows are computed as the incremental decoding that made them was).
+    fn run_in_passes(&self, model: &LoadedModel, p: &Prepared<'_>) -> Result<ReplayStats> {
+        let n = p.output.len();
+        let prompt = p.input.len().saturating_add(1).saturating_sub(n);
+        let step = self.rows_per_pass.max(1);
+        let mut cache = model.model.new_cache();
+        let mut scoring = Scoring::new(p.request, self.drift_logit);
+        let (mut done, mut fed) = (0usize, 0usize);
+        while done < n {
+            let rows = (n - done).min(step);
+            // Through the token before the last claimed one of this pass.
+            let end = (prompt + done + rows).saturating_sub(1);
+            let tokens = p.input.get(fed..end).ok_or(EngineError::NoTokens)?;
+            let mut items = [BatchItem {
+                tokens,
+                cache: &mut cache,
+                rows,
+            }];
+            let logits = model
+                .model
+                .forward_batch(&mut items)?
+                .pop()
+                .ok_or(EngineError::NoTokens)?;
+            let claimed = p
+                .output
+                .get(done..done + rows)
+                .ok_or(EngineError::NoTokens)?;
+            scoring.rows(claimed, &logits)?;
+            fed = end;
+            done += rows;
+        }
+        Ok(scoring.finish(n))
+    }
+
     /// Re-derives each claimed token from the verifier's logits at its position.
     fn score(
         &self,
@@ -242,32 +300,9 @@ impl Replay {
         output: &[u32],
         logits: &Tensor,
     ) -> Result<ReplayStats> {
-        let logprobs = log_softmax(logits)?.to_vec2::<f32>()?;
-        let rows = logits.to_vec2::<f32>()?;
-        let mut sampler = Sampler::new(&request.sampling);
-        let (mut exact, mut near_ties, mut lp_sum) = (0usize, 0usize, 0f64);
-        for ((row, lp), claimed) in rows.iter().zip(&logprobs).zip(output) {
-            // The draw is taken for every token, so the stream stays aligned.
-            let probe = sampler.clone();
-            let (derived, draw) = sampler.sample_traced(row);
-            if derived == *claimed {
-                exact += 1;
-            } else if probe.could_pick(row, draw, *claimed, self.drift_logit) {
-                near_ties += 1;
-            }
-            lp_sum += f64::from(
-                lp.get(*claimed as usize)
-                    .copied()
-                    .unwrap_or(f32::NEG_INFINITY)
-                    .max(-100.0),
-            );
-        }
-        Ok(ReplayStats {
-            tokens: output.len(),
-            exact,
-            near_ties,
-            mean_logprob: lp_sum / output.len().max(1) as f64,
-        })
+        let mut scoring = Scoring::new(request, self.drift_logit);
+        scoring.rows(output, logits)?;
+        Ok(scoring.finish(output.len()))
     }
 
     /// The verdict for measured statistics.
@@ -297,6 +332,59 @@ impl Replay {
             accepted,
             score: 1.0 - hard as f64 / s.tokens as f64,
             reasons,
+        }
+    }
+}
+
+/// The running score of one replay: the sampler at the next position and the counts.
+struct Scoring {
+    sampler: Sampler,
+    drift_logit: f32,
+    exact: usize,
+    near_ties: usize,
+    lp_sum: f64,
+}
+
+impl Scoring {
+    fn new(request: &GenerateRequest, drift_logit: f32) -> Self {
+        Scoring {
+            sampler: Sampler::new(&request.sampling),
+            drift_logit,
+            exact: 0,
+            near_ties: 0,
+            lp_sum: 0.0,
+        }
+    }
+
+    /// Scores the claimed tokens `output` against `logits`, a row per token, in order.
+    fn rows(&mut self, output: &[u32], logits: &Tensor) -> Result<()> {
+        let logprobs = log_softmax(logits)?.to_vec2::<f32>()?;
+        let rows = logits.to_vec2::<f32>()?;
+        for ((row, lp), claimed) in rows.iter().zip(&logprobs).zip(output) {
+            // The draw is taken for every token, so the stream stays aligned.
+            let probe = self.sampler.clone();
+            let (derived, draw) = self.sampler.sample_traced(row);
+            if derived == *claimed {
+                self.exact += 1;
+            } else if probe.could_pick(row, draw, *claimed, self.drift_logit) {
+                self.near_ties += 1;
+            }
+            self.lp_sum += f64::from(
+                lp.get(*claimed as usize)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY)
+                    .max(-100.0),
+            );
+        }
+        Ok(())
+    }
+
+    fn finish(self, tokens: usize) -> ReplayStats {
+        ReplayStats {
+            tokens,
+            exact: self.exact,
+            near_ties: self.near_ties,
+            mean_logprob: self.lp_sum / tokens.max(1) as f64,
         }
     }
 }

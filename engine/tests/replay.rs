@@ -1,7 +1,7 @@
 //! Replay never rejects an honest answer: fai-tiny and a model 8x wider, greedy and
-//! sampled, short and long answers, decoded alone or in a batch, replayed alone or in a
-//! batch, and answers made under simulated device drift. And what is not a near-tie is
-//! still caught.
+//! sampled, short and long answers, decoded alone or in a batch, replayed alone, in a
+//! batch or in bounded passes, and answers made under simulated device drift. And what
+//! is not a near-tie is still caught.
 
 mod common;
 
@@ -34,11 +34,30 @@ fn rejected(model: &LoadedModel, set: &[(GenerateRequest, Vec<u32>)]) -> Vec<Str
     let cases: Vec<(&GenerateRequest, &[u32])> =
         set.iter().map(|(r, o)| (r, o.as_slice())).collect();
     let batched = replay.verify_batch(model, &cases);
+    // Replayed in passes of 5 positions (memory bounded by that times the vocabulary,
+    // not by the answer's length): the same counts as in one pass.
+    let in_passes = Replay {
+        rows_per_pass: 5,
+        ..Replay::default()
+    };
     let mut bad = Vec::new();
     for (i, ((r, o), b)) in set.iter().zip(batched).enumerate() {
         let alone = replay.verify(model, r, o).unwrap();
         let b = b.unwrap();
         assert_eq!(b, alone, "a batched replay decides as one alone");
+        let (one, passes) = (
+            replay.measure(model, r, o).unwrap(),
+            in_passes.measure(model, r, o).unwrap(),
+        );
+        assert_eq!(
+            (one.tokens, one.exact, one.near_ties),
+            (passes.tokens, passes.exact, passes.near_ties),
+            "#{i}: replayed in passes"
+        );
+        assert!(
+            (one.mean_logprob - passes.mean_logprob).abs() < 1e-3,
+            "#{i}"
+        );
         if !alone.accepted {
             bad.push(format!("#{i} ({} tokens): {:?}", o.len(), alone.reasons));
         }
