@@ -1,7 +1,11 @@
 //! Signed VM transactions (transfers, contract calls, deployments on the inference layer)
 //! waiting for an inference block: checked on entry (signature, chain id, evidence that
-//! holds, nonce not spent, fee and sender's balance), bounded in count, and picked by the producer in
-//! nonce order per sender.
+//! holds, nonce not spent and at most [`MAX_NONCE_GAP`] past the sender's waiting run, the
+//! sender's balance covering what this and its waiting transactions spend), bounded in
+//! count (when full, a higher fee rate evicts the lowest among the last of each sender's
+//! run), dropped after [`EXPIRY_BLOCKS`] ledger blocks, and picked by the producer in nonce
+//! order per sender. So funded accounts cannot pin the pool with transactions that will
+//! never run.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +23,11 @@ pub const MAX_TXS: usize = 5_000;
 pub const MAX_PER_SENDER: usize = 64;
 /// The smallest fee accepted, in base units.
 pub const MIN_FEE: u64 = 1_000;
+/// Nonces a transaction may skip past its sender's waiting run (the ones skipped may
+/// arrive later, out of order).
+pub const MAX_NONCE_GAP: u64 = 4;
+/// Ledger blocks a transaction may wait; then it and its sender's later ones are dropped.
+pub const EXPIRY_BLOCKS: u32 = 720;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum VmMempoolError {
@@ -34,8 +43,10 @@ pub enum VmMempoolError {
     NonceTaken(u64),
     #[error("fee {0} base units is below the minimum of {MIN_FEE}")]
     FeeTooLow(u64),
-    #[error("the sender's balance {balance} base units does not cover the fee {fee}")]
-    CannotPay { balance: u128, fee: u64 },
+    #[error("the sender's balance {balance} base units does not cover the {needed} that this and its waiting transactions spend")]
+    CannotPay { balance: u128, needed: u128 },
+    #[error("nonce {given} skips too many: the sender's next is {next} (at most {MAX_NONCE_GAP} may be skipped)")]
+    NonceGap { given: u64, next: u64 },
     #[error("the pool is full")]
     Full,
     #[error("the inference chain cannot be read: {0}")]
@@ -50,6 +61,26 @@ pub struct VmMempool {
     by_id: HashMap<Hash256, SignedVmTx>,
     /// Sender key hash -> nonce -> txid.
     by_sender: HashMap<[u8; 20], BTreeMap<u64, Hash256>>,
+    /// The ledger height each waiting transaction entered at.
+    entered: HashMap<Hash256, u32>,
+    /// The highest ledger height seen.
+    height: u32,
+}
+
+/// What a transaction takes from its sender's balance at most: its fee, and a transfer's
+/// amount.
+fn spends(tx: &SignedVmTx) -> u128 {
+    let amount = match &tx.payload {
+        VmPayload::Transfer { amount, .. } => amount.units(),
+        _ => 0,
+    };
+    u128::from(tx.fee.units()).saturating_add(u128::from(amount))
+}
+
+/// Fee per byte, scaled, for eviction.
+fn fee_rate(tx: &SignedVmTx) -> u128 {
+    let size = tx.to_bytes().len().max(1) as u128;
+    u128::from(tx.fee.units()).saturating_mul(1_000) / size
 }
 
 impl VmMempool {
@@ -69,6 +100,26 @@ impl VmMempool {
         chain: &InferenceChain,
         ledger: &Chainstate,
     ) -> Result<Hash256, VmMempoolError> {
+        let sender = tx.sender.hash160().0;
+        let tip = chain.tip(ledger).exec_id;
+        let (balance, next) = chain
+            .vm()
+            .account(&tip, ledger, sender)
+            .map_err(|e| VmMempoolError::Chain(e.to_string()))?;
+        self.admit(tx, chain_id, balance, next, ledger.height())
+    }
+
+    /// The pool's rules for `tx`, its sender having `balance` and `account_nonce` at the
+    /// tip, at ledger height `height`.
+    pub fn admit(
+        &mut self,
+        tx: SignedVmTx,
+        chain_id: u32,
+        balance: u128,
+        account_nonce: u64,
+        height: u32,
+    ) -> Result<Hash256, VmMempoolError> {
+        self.expire(height);
         if tx.chain_id != chain_id {
             return Err(VmMempoolError::WrongChain(tx.chain_id));
         }
@@ -87,33 +138,99 @@ impl VmMempool {
             return Err(VmMempoolError::FeeTooLow(tx.fee.units()));
         }
         let sender = tx.sender.hash160().0;
-        let tip = chain.tip(ledger).exec_id;
-        let (balance, next) = chain
-            .vm()
-            .account(&tip, ledger, sender)
-            .map_err(|e| VmMempoolError::Chain(e.to_string()))?;
-        if tx.nonce < next {
+        if tx.nonce < account_nonce {
             return Err(VmMempoolError::NonceUsed {
+                given: tx.nonce,
+                next: account_nonce,
+            });
+        }
+        let next = self.next_nonce(sender, account_nonce);
+        if tx.nonce > next.saturating_add(MAX_NONCE_GAP) {
+            return Err(VmMempoolError::NonceGap {
                 given: tx.nonce,
                 next,
             });
         }
-        if balance < u128::from(tx.fee.units()) {
-            return Err(VmMempoolError::CannotPay {
-                balance,
-                fee: tx.fee.units(),
-            });
+        let waiting: u128 = self
+            .by_sender
+            .get(&sender)
+            .into_iter()
+            .flat_map(|q| q.values())
+            .filter_map(|id| self.by_id.get(id))
+            .map(spends)
+            .fold(0, u128::saturating_add);
+        let needed = waiting.saturating_add(spends(&tx));
+        if balance < needed {
+            return Err(VmMempoolError::CannotPay { balance, needed });
         }
-        let queue = self.by_sender.entry(sender).or_default();
-        if queue.contains_key(&tx.nonce) {
+        let queue_len = self.by_sender.get(&sender).map_or(0, BTreeMap::len);
+        if self
+            .by_sender
+            .get(&sender)
+            .is_some_and(|q| q.contains_key(&tx.nonce))
+        {
             return Err(VmMempoolError::NonceTaken(tx.nonce));
         }
-        if queue.len() >= MAX_PER_SENDER || self.by_id.len() >= MAX_TXS {
+        if queue_len >= MAX_PER_SENDER {
             return Err(VmMempoolError::Full);
         }
-        queue.insert(tx.nonce, id);
+        if self.by_id.len() >= MAX_TXS && !self.evict_for(&tx) {
+            return Err(VmMempoolError::Full);
+        }
+        self.by_sender
+            .entry(sender)
+            .or_default()
+            .insert(tx.nonce, id);
         self.by_id.insert(id, tx);
+        self.entered.insert(id, height);
         Ok(id)
+    }
+
+    /// Makes room for `tx` in a full pool: the transaction with the lowest fee rate among
+    /// the last of each other sender's queue goes, if `tx` pays a higher rate (taking
+    /// the last keeps every run without a gap). Whether one went.
+    fn evict_for(&mut self, tx: &SignedVmTx) -> bool {
+        let sender = tx.sender.hash160().0;
+        let lowest = self
+            .by_sender
+            .iter()
+            .filter(|(s, _)| **s != sender)
+            .filter_map(|(_, q)| q.values().next_back())
+            .filter_map(|id| self.by_id.get(id).map(|t| (fee_rate(t), *id)))
+            .min();
+        match lowest {
+            Some((rate, id)) if rate < fee_rate(tx) => {
+                self.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops what entered more than [`EXPIRY_BLOCKS`] ledger blocks before `height`, and
+    /// the sender's later transactions with it (they cannot run without it).
+    pub fn expire(&mut self, height: u32) {
+        self.height = self.height.max(height);
+        let Some(limit) = self.height.checked_sub(EXPIRY_BLOCKS) else {
+            return;
+        };
+        let expired: Vec<([u8; 20], u64)> = self
+            .entered
+            .iter()
+            .filter(|(_, at)| **at < limit)
+            .filter_map(|(id, _)| self.by_id.get(id))
+            .map(|tx| (tx.sender.hash160().0, tx.nonce))
+            .collect();
+        for (sender, nonce) in expired {
+            let doomed: Vec<Hash256> = self
+                .by_sender
+                .get(&sender)
+                .map(|q| q.range(nonce..).map(|(_, id)| *id).collect())
+                .unwrap_or_default();
+            for id in doomed {
+                self.remove(&id);
+            }
+        }
     }
 
     /// The ids of the waiting transactions, in no order.
@@ -201,6 +318,7 @@ impl VmMempool {
         }
         queue.insert(tx.nonce, id);
         self.by_id.insert(id, tx);
+        self.entered.insert(id, self.height);
         true
     }
 
@@ -212,6 +330,7 @@ impl VmMempool {
     }
 
     pub fn remove(&mut self, id: &Hash256) {
+        self.entered.remove(id);
         if let Some(tx) = self.by_id.remove(id) {
             let sender = tx.sender.hash160().0;
             if let Some(queue) = self.by_sender.get_mut(&sender) {
@@ -227,7 +346,6 @@ impl VmMempool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fai_inference_chain::vmtx::VmPayload;
     use fai_primitives::{Amount, Hash160, SecretKey};
 
     fn transfer(key: &SecretKey, nonce: u64, amount: u64) -> SignedVmTx {
@@ -263,5 +381,101 @@ mod tests {
             pool.restore(transfer(&key, nonce, 1));
         }
         assert_eq!(pool.len(), MAX_PER_SENDER);
+    }
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_bytes(&[n; 32]).unwrap()
+    }
+
+    fn paying(key: &SecretKey, nonce: u64, fee: u64) -> SignedVmTx {
+        let mut tx = transfer(key, nonce, 1);
+        tx.fee = Amount::from_units(fee).unwrap();
+        SignedVmTx::new(key, nonce, 1, tx.fee, tx.payload)
+    }
+
+    /// Attack: funded accounts pin the pool with transactions that can never run (nonces
+    /// far ahead, or more than the balance pays for); before, only nonces below the next
+    /// one and each fee alone were checked, so 79 accounts could hold all 5,000 places.
+    #[test]
+    fn transactions_that_cannot_run_are_refused() {
+        let k = key(3);
+        let each = u128::from(MIN_FEE) + 1;
+        let mut pool = VmMempool::default();
+        // Nonces: the next run, then at most MAX_NONCE_GAP skipped.
+        pool.admit(transfer(&k, 0, 1), 1, 100 * each, 0, 10)
+            .unwrap();
+        let err = pool
+            .admit(transfer(&k, 6, 1), 1, 100 * each, 0, 10)
+            .unwrap_err();
+        assert_eq!(err, VmMempoolError::NonceGap { given: 6, next: 1 });
+        pool.admit(transfer(&k, 5, 1), 1, 100 * each, 0, 10)
+            .unwrap();
+        // The balance covers what all of them spend, not each alone.
+        let poor = key(4);
+        for nonce in 0..3 {
+            pool.admit(transfer(&poor, nonce, 1), 1, 3 * each, 0, 10)
+                .unwrap();
+        }
+        let err = pool
+            .admit(transfer(&poor, 3, 1), 1, 3 * each, 0, 10)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            VmMempoolError::CannotPay {
+                balance: 3 * each,
+                needed: 4 * each
+            }
+        );
+        assert_eq!(pool.len(), 5);
+    }
+
+    /// What waits too long goes, and the sender's later nonces with it.
+    #[test]
+    fn waiting_transactions_expire() {
+        let k = key(3);
+        let mut pool = VmMempool::default();
+        pool.admit(transfer(&k, 0, 1), 1, 1 << 40, 0, 10).unwrap();
+        pool.admit(transfer(&k, 1, 1), 1, 1 << 40, 0, 500).unwrap();
+        pool.admit(transfer(&key(4), 0, 1), 1, 1 << 40, 0, 600)
+            .unwrap();
+        pool.expire(10 + EXPIRY_BLOCKS);
+        assert_eq!(pool.len(), 3, "not yet");
+        pool.expire(11 + EXPIRY_BLOCKS);
+        assert_eq!(
+            pool.len(),
+            1,
+            "nonce 0 expired, and nonce 1 cannot run without it"
+        );
+        assert!(pool.holds(key(4).public_key().hash160().0, 0));
+    }
+
+    /// A full pool takes a transaction that pays a higher fee rate, in place of the
+    /// lowest among the last of each sender's run; not one that pays the same.
+    #[test]
+    fn a_full_pool_evicts_for_a_higher_fee_rate() {
+        let mut pool = VmMempool::default();
+        let senders = MAX_TXS.div_ceil(MAX_PER_SENDER);
+        let mut left = MAX_TXS;
+        for n in 0..senders {
+            let k = key(10 + n as u8);
+            for nonce in 0..MAX_PER_SENDER.min(left) as u64 {
+                pool.admit(paying(&k, nonce, MIN_FEE), 1, 1 << 40, 0, 1)
+                    .unwrap();
+            }
+            left = left.saturating_sub(MAX_PER_SENDER);
+        }
+        assert_eq!(pool.len(), MAX_TXS);
+        let newcomer = key(200);
+        let err = pool.admit(paying(&newcomer, 0, MIN_FEE), 1, 1 << 40, 0, 1);
+        assert_eq!(err, Err(VmMempoolError::Full));
+        pool.admit(paying(&newcomer, 0, 2 * MIN_FEE), 1, 1 << 40, 0, 1)
+            .unwrap();
+        assert_eq!(pool.len(), MAX_TXS);
+        // Every sender's run still starts at its account nonce and has no gap.
+        for n in 0..senders {
+            let sender = key(10 + n as u8).public_key().hash160().0;
+            let queued = pool.by_sender.get(&sender).map_or(0, BTreeMap::len);
+            assert_eq!(pool.waiting_run(sender, 0).len(), queued);
+        }
     }
 }

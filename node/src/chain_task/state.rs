@@ -246,6 +246,9 @@ impl ChainState {
             .apply_chain_events_returning(events, &self.ledger, |tx| {
                 !fai_inference_chain::ledger_ops::carries_commit(tx)
             });
+        if connected {
+            self.vm_pool.expire(self.ledger.height());
+        }
         let mut produced = Vec::new();
         if connected {
             if let (Some(inference), Some(producer)) =
