@@ -24,10 +24,21 @@ use crate::types::Prompt;
 pub const PAYLOADS_COLUMN: &str = "payloads";
 /// Ledger blocks after finality before text is deleted.
 pub const RECLAIM_DEPTH: u32 = 6;
+/// Answers of one transaction deleted at once when its text is reclaimed.
+const MAX_ANSWERS_KEPT: usize = 64;
 
 fn key(prefix: u8, txid: &Hash256) -> Vec<u8> {
     let mut k = vec![prefix];
     k.extend_from_slice(&txid.0);
+    k
+}
+
+/// An answer's key: its transaction id and the digest of the receipt that signs it, so
+/// that another node's receipt for the same request (a rival's, gossiped first) never
+/// takes the place of the answer a block carries.
+fn answer_key(prefix: u8, txid: &Hash256, receipt: &Hash256) -> Vec<u8> {
+    let mut k = key(prefix, txid);
+    k.extend_from_slice(&receipt.0);
     k
 }
 
@@ -39,7 +50,9 @@ fn final_key(height: u32, txid: &Hash256, block: &[u8; 32]) -> Vec<u8> {
     k
 }
 
-/// Prompts and outputs by inference transaction id.
+/// Prompts by inference transaction id (a prompt is bound to its transaction by the
+/// hash the sender signed); outputs and their tokens by transaction id and receipt
+/// digest (`ResultReceipt::signing_digest`).
 #[derive(Clone)]
 pub struct PayloadStore {
     kv: Arc<dyn KeyValueStore>,
@@ -56,37 +69,99 @@ impl PayloadStore {
         self.kv.write(b)
     }
 
-    pub fn put_output(&self, txid: &Hash256, output: &str) -> Result<(), StorageError> {
+    pub fn put_output(
+        &self,
+        txid: &Hash256,
+        receipt: &Hash256,
+        output: &str,
+    ) -> Result<(), StorageError> {
         let mut b = WriteBatch::new();
-        b.put(PAYLOADS_COLUMN, key(b'o', txid), output.as_bytes().to_vec());
+        b.put(
+            PAYLOADS_COLUMN,
+            answer_key(b'o', txid, receipt),
+            output.as_bytes().to_vec(),
+        );
         self.kv.write(b)
     }
 
-    pub fn put_tokens(&self, txid: &Hash256, tokens: &[u32]) -> Result<(), StorageError> {
+    pub fn put_tokens(
+        &self,
+        txid: &Hash256,
+        receipt: &Hash256,
+        tokens: &[u32],
+    ) -> Result<(), StorageError> {
         let mut b = WriteBatch::new();
         let bytes = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        b.put(PAYLOADS_COLUMN, key(b't', txid), bytes);
+        b.put(PAYLOADS_COLUMN, answer_key(b't', txid, receipt), bytes);
         self.kv.write(b)
     }
 
-    /// Stores an inference's whole text in one write: prompt, output and output tokens.
+    /// Stores an inference's whole text in one write: prompt, and the output and output
+    /// tokens under the receipt that signs them.
     pub fn put_all(
         &self,
         txid: &Hash256,
+        receipt: &Hash256,
         prompt: &Prompt,
         output: &str,
         tokens: &[u32],
     ) -> Result<(), StorageError> {
         let mut b = WriteBatch::new();
         b.put(PAYLOADS_COLUMN, key(b'p', txid), prompt.to_bytes());
-        b.put(PAYLOADS_COLUMN, key(b'o', txid), output.as_bytes().to_vec());
+        b.put(
+            PAYLOADS_COLUMN,
+            answer_key(b'o', txid, receipt),
+            output.as_bytes().to_vec(),
+        );
         let bytes = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        b.put(PAYLOADS_COLUMN, key(b't', txid), bytes);
+        b.put(PAYLOADS_COLUMN, answer_key(b't', txid, receipt), bytes);
         self.kv.write(b)
     }
 
-    pub fn tokens(&self, txid: &Hash256) -> Result<Option<Vec<u32>>, StorageError> {
-        match self.kv.get(PAYLOADS_COLUMN, &key(b't', txid))? {
+    /// Whether the whole text of the answer signed by `receipt` is here.
+    pub fn has_answer(&self, txid: &Hash256, receipt: &Hash256) -> bool {
+        [
+            key(b'p', txid),
+            answer_key(b'o', txid, receipt),
+            answer_key(b't', txid, receipt),
+        ]
+        .iter()
+        .all(|k| matches!(self.kv.get(PAYLOADS_COLUMN, k), Ok(Some(_))))
+    }
+
+    /// Whether any text of transaction `txid` is here.
+    pub fn holds_any(&self, txid: &Hash256) -> Result<bool, StorageError> {
+        if self.kv.get(PAYLOADS_COLUMN, &key(b'p', txid))?.is_some() {
+            return Ok(true);
+        }
+        Ok(!self.answer_keys(b'o', txid, 1)?.is_empty())
+    }
+
+    /// The keys of the answers (`prefix` b'o' or b't') of `txid`, `limit` at most.
+    fn answer_keys(
+        &self,
+        prefix: u8,
+        txid: &Hash256,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let upper = answer_key(prefix, txid, &Hash256([0xff; 32]));
+        Ok(self
+            .kv
+            .scan_back(PAYLOADS_COLUMN, &key(prefix, txid), &upper, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    pub fn tokens(
+        &self,
+        txid: &Hash256,
+        receipt: &Hash256,
+    ) -> Result<Option<Vec<u32>>, StorageError> {
+        match self
+            .kv
+            .get(PAYLOADS_COLUMN, &answer_key(b't', txid, receipt))?
+        {
             None => Ok(None),
             Some(bytes) if bytes.len() % 4 == 0 => Ok(Some(
                 bytes
@@ -115,8 +190,15 @@ impl PayloadStore {
         }
     }
 
-    pub fn output(&self, txid: &Hash256) -> Result<Option<String>, StorageError> {
-        match self.kv.get(PAYLOADS_COLUMN, &key(b'o', txid))? {
+    pub fn output(
+        &self,
+        txid: &Hash256,
+        receipt: &Hash256,
+    ) -> Result<Option<String>, StorageError> {
+        match self
+            .kv
+            .get(PAYLOADS_COLUMN, &answer_key(b'o', txid, receipt))?
+        {
             None => Ok(None),
             Some(bytes) => String::from_utf8(bytes)
                 .map(Some)
@@ -174,8 +256,12 @@ impl PayloadStore {
                     continue;
                 }
                 b.delete(PAYLOADS_COLUMN, key(b'p', &txid));
-                b.delete(PAYLOADS_COLUMN, key(b'o', &txid));
-                b.delete(PAYLOADS_COLUMN, key(b't', &txid));
+                // Every answer given for it (a rival's too): at most a few.
+                for prefix in [b'o', b't'] {
+                    for k in self.answer_keys(prefix, &txid, MAX_ANSWERS_KEPT)? {
+                        b.delete(PAYLOADS_COLUMN, k);
+                    }
+                }
                 reclaimed = reclaimed.saturating_add(1);
             }
             let last = found.last().map(|(k, _)| k.clone());

@@ -51,7 +51,8 @@ impl ServedInference {
         store: &crate::payloads::PayloadStore,
     ) -> Result<(), fai_storage::StorageError> {
         let txid = self.inference.stub.txid();
-        store.put_all(&txid, &self.prompt, &self.output, &self.tokens)
+        let receipt = self.inference.receipt.signing_digest();
+        store.put_all(&txid, &receipt, &self.prompt, &self.output, &self.tokens)
     }
 }
 

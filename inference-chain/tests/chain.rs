@@ -719,7 +719,10 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let third_txid = third_inf.stub.txid();
     let store = w.chain.payloads().unwrap().clone();
     store.put_prompt(&third_txid, &prompt).unwrap();
-    store.put_output(&third_txid, &third.text).unwrap();
+    let third_receipt = third_inf.receipt.signing_digest();
+    store
+        .put_output(&third_txid, &third_receipt, &third.text)
+        .unwrap();
     let commit = w.commit(settled_id, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
@@ -777,7 +780,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let b = w.ledger.mine(vec![]);
     w.connect(&b);
     assert_eq!(store.prompt(&third_txid).unwrap(), None);
-    assert_eq!(store.output(&third_txid).unwrap(), None);
+    assert_eq!(store.output(&third_txid, &third_receipt).unwrap(), None);
     let x_block = w.chain.block(&x_id).unwrap().block.clone().unwrap();
     assert_eq!(x_block.inferences[0].stub.prompt_hash, prompt.hash());
     assert_eq!(
@@ -992,9 +995,10 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     };
     receipt.sign(&node);
     let txid = stub.txid();
+    let receipt_digest = receipt.signing_digest();
     let store = w.chain.payloads().unwrap().clone();
     store.put_prompt(&txid, &prompt).unwrap();
-    store.put_output(&txid, &out.text).unwrap();
+    store.put_output(&txid, &receipt_digest, &out.text).unwrap();
     let l2 = w.win(b1_id, 0);
     let b2 = w
         .produce(l2, vec![], vec![Inference { stub, receipt }], vec![])
@@ -1041,7 +1045,7 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     let b = w.ledger.mine(vec![]);
     w.connect(&b);
     assert_eq!(store.prompt(&txid).unwrap(), None);
-    assert_eq!(store.output(&txid).unwrap(), None);
+    assert_eq!(store.output(&txid, &receipt_digest).unwrap(), None);
 }
 
 /// Attack (or bad luck): the first block of a reward cycle, which records the verifier set

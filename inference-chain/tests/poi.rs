@@ -245,7 +245,22 @@ fn the_payload_store_forgets_text_six_ledger_blocks_after_finality() {
     let s = stub(&key(1), &prompt, 0);
     let txid = s.txid();
     store.put_prompt(&txid, &prompt).unwrap();
-    store.put_output(&txid, "a batch of transactions").unwrap();
+    // Two answers to it (another node's too): both go with the text.
+    let (answer, rival) = (Hash256([0xa1; 32]), Hash256([0xa2; 32]));
+    store
+        .put_output(&txid, &answer, "a batch of transactions")
+        .unwrap();
+    store.put_tokens(&txid, &rival, &[1, 2]).unwrap();
+    store.put_output(&txid, &rival, "nothing").unwrap();
+    assert_eq!(
+        store.output(&txid, &rival).unwrap().as_deref(),
+        Some("nothing"),
+        "each answer under its receipt"
+    );
+    assert_eq!(
+        store.output(&txid, &answer).unwrap().as_deref(),
+        Some("a batch of transactions")
+    );
     let other = stub(&key(1), &prompt, 1).txid();
     store.put_prompt(&other, &prompt).unwrap();
 
@@ -257,7 +272,10 @@ fn the_payload_store_forgets_text_six_ledger_blocks_after_finality() {
     assert_eq!(store.prompt(&txid).unwrap(), Some(prompt.clone()));
     assert_eq!(store.reclaim(16, canonical).unwrap(), 1);
     assert_eq!(store.prompt(&txid).unwrap(), None);
-    assert_eq!(store.output(&txid).unwrap(), None);
+    assert_eq!(store.output(&txid, &answer).unwrap(), None);
+    assert_eq!(store.output(&txid, &rival).unwrap(), None);
+    assert_eq!(store.tokens(&txid, &rival).unwrap(), None);
+    assert!(!store.holds_any(&txid).unwrap());
     // The hash in the block stays, and still names the text that was served.
     assert_eq!(s.prompt_hash, prompt.hash());
     assert!(store.prompt(&other).unwrap().is_some());

@@ -29,8 +29,8 @@ pub const SCHEMA: Schema = Schema {
     // 2: the sortition seed chained over ledger blocks and commits bound to their
     // register's key: blocks stored by an older build were accepted under other rules.
     // 3: the node registry punishes equivocating producers and a full staking contract
-    // lets a larger stake in (another genesis state), and a tenure may hold sibling
-    // blocks.
+    // lets a larger stake in (another genesis state), a tenure may hold sibling blocks,
+    // and answers' text is kept by receipt.
     format_version: 3,
 };
 

@@ -78,15 +78,16 @@ pub fn verdict(
     if prompt.hash() != inf.stub.prompt_hash {
         return Err("the prompt does not match its hash".into());
     }
+    let receipt = inf.receipt.signing_digest();
     let output = payloads
-        .output(&txid)
+        .output(&txid, &receipt)
         .map_err(|e| e.to_string())?
         .ok_or("no output for this transaction")?;
     if ResultReceipt::hash_output(&output) != inf.receipt.output_hash {
         return Err("the output does not match its hash".into());
     }
     let tokens = payloads
-        .tokens(&txid)
+        .tokens(&txid, &receipt)
         .map_err(|e| e.to_string())?
         .ok_or("no output tokens for this transaction")?;
     // The output is the tokens' text, cut before the first stop string (the token that
@@ -202,12 +203,37 @@ mod tests {
         let store = |inf: &Inference, text: &str, tokens: &[u32]| {
             let txid = inf.stub.txid();
             payloads.put_prompt(&txid, &prompt).unwrap();
-            payloads.put_output(&txid, text).unwrap();
-            payloads.put_tokens(&txid, tokens).unwrap();
+            let receipt = inf.receipt.signing_digest();
+            payloads.put_output(&txid, &receipt, text).unwrap();
+            payloads.put_tokens(&txid, &receipt, tokens).unwrap();
         };
 
         let (honest, text) = make(0, &honest_tokens);
         store(&honest, &text, &honest_tokens);
+        assert_eq!(verdict(&model, &payloads, &honest), Ok(()));
+
+        // Attack: a rival node answers the same request (a receipt of its own, another
+        // text) and its answer is stored after the honest one. Before, text was kept by
+        // transaction id alone, so the rival's replaced the honest text and the honest
+        // receipt in the block was rejected (its node slashed). Each answer is kept under
+        // its receipt now.
+        let rival_key = SecretKey::from_bytes(&[9; 32]).unwrap();
+        let mut rival = honest.clone();
+        rival.receipt = ResultReceipt {
+            tx: honest.stub.txid(),
+            output_hash: ResultReceipt::hash_output(""),
+            tokens: 0,
+            node: rival_key.public_key(),
+            signature: Signature([0; 64]),
+        };
+        rival.receipt.sign(&rival_key);
+        let rival_served = fai_inference_chain::served::ServedInference {
+            inference: rival,
+            prompt: prompt.clone(),
+            output: String::new(),
+            tokens: vec![],
+        };
+        rival_served.store_text(&payloads).unwrap();
         assert_eq!(verdict(&model, &payloads, &honest), Ok(()));
 
         // With a stop string met halfway: the output stops before it, while the tokens

@@ -65,7 +65,7 @@ fn wait_for_text(links: &Links, payloads: &PayloadStore, block: &InferenceBlock)
         block
             .inferences
             .iter()
-            .any(|i| !matches!(payloads.prompt(&i.stub.txid()), Ok(Some(_))))
+            .any(|i| !payloads.has_answer(&i.stub.txid(), &i.receipt.signing_digest()))
     };
     while missing() && links.clock.now() < deadline && !links.shutdown.is_cancelled() {
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -926,11 +926,9 @@ async fn inference_state(
 /// Whether this node still keeps the inference's prompt, output or output tokens (they
 /// are deleted six ledger blocks after the block settling it).
 fn payload_held(s: &RpcState, id: &Hash256) -> bool {
-    s.payloads.as_ref().is_some_and(|store| {
-        matches!(store.prompt(id), Ok(Some(_)))
-            || matches!(store.output(id), Ok(Some(_)))
-            || matches!(store.tokens(id), Ok(Some(_)))
-    })
+    s.payloads
+        .as_ref()
+        .is_some_and(|store| matches!(store.holds_any(id), Ok(true)))
 }
 
 /// Inference blocks searched back from the tip for `GET /v2/inference/{txid}`.

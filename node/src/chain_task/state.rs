@@ -553,7 +553,7 @@ fn served_with_text(
     Some(fai_inference_chain::served::ServedInference {
         inference: inf.clone(),
         prompt: store.prompt(&txid).ok()??,
-        output: store.output(&txid).ok()??,
-        tokens: store.tokens(&txid).ok()??,
+        output: store.output(&txid, &inf.receipt.signing_digest()).ok()??,
+        tokens: store.tokens(&txid, &inf.receipt.signing_digest()).ok()??,
     })
 }

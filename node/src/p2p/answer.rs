@@ -58,10 +58,11 @@ pub fn payloads(s: &ChainState, id: &Hash256) -> Vec<fai_inference_chain::served
     let mut bytes = 0usize;
     for inf in &block.inferences {
         let txid = inf.stub.txid();
+        let receipt = inf.receipt.signing_digest();
         let text = (
             store.prompt(&txid),
-            store.output(&txid),
-            store.tokens(&txid),
+            store.output(&txid, &receipt),
+            store.tokens(&txid, &receipt),
         );
         if let (Ok(Some(prompt)), Ok(Some(output)), Ok(Some(tokens))) = text {
             bytes = bytes

@@ -341,18 +341,19 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         if !serves {
             return ignore();
         }
-        // The text, for verifiers (kept until the block that settles it is six deep).
-        if let Some(store) = chain.payloads() {
-            if let Err(e) = served.store_text(store) {
-                warn!(target: "infer_node::p2p", "cannot store a result's text: {e}");
-                return ignore();
-            }
+    }
+    // The text, for verifiers (kept until the block that settles it is six deep), once
+    // the pool took the result, under its receipt: a rival's answer to the same request
+    // never stands in for the one a block carries.
+    if s.results.add(served.inference.clone()).is_err() {
+        return ignore();
+    }
+    if let Some(store) = s.inference.as_ref().and_then(|c| c.payloads()) {
+        if let Err(e) = served.store_text(store) {
+            warn!(target: "infer_node::p2p", "cannot store a result's text: {e}");
         }
     }
-    match s.results.add(served.inference) {
-        Ok(_) => (MessageAcceptance::Accept, None, false),
-        Err(_) => ignore(),
-    }
+    (MessageAcceptance::Accept, None, false)
 }
 
 /// The id of inference block `data` when we lack the text of one of its inferences.
@@ -363,7 +364,7 @@ fn missing_text(s: &ChainState, data: &[u8]) -> Option<Hash256> {
     block
         .inferences
         .iter()
-        .any(|i| !matches!(store.prompt(&i.stub.txid()), Ok(Some(_))))
+        .any(|i| !store.has_answer(&i.stub.txid(), &i.receipt.signing_digest()))
         .then(|| block.header.id())
 }
 
