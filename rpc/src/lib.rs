@@ -579,6 +579,11 @@ async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiE
             "the signature does not verify or the prompt does not match its hash",
         ));
     }
+    if tx.stub.max_fee.units() == 0 {
+        return Err(bad(
+            "max_fee must be above zero: an inference that can pay nothing is not served",
+        ));
+    }
     if tx.stub.chain_id != s.network.chain_id() {
         return Err(bad(format!(
             "chain id {:#x} is not this network's ({:#x})",
@@ -633,7 +638,7 @@ async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiE
     Ok(tx)
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, or expired", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the engine queue is full", body = api::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the engine queue is full", body = api::ErrorBody)))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,

@@ -386,6 +386,12 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
         400,
         "is not approved",
     );
+    // Attack: an inference that can pay nothing, served anyway (a node with a price of
+    // zero took it before).
+    let mut free = signed_tx(model, chain_id, 5, "x", 10);
+    free.stub.max_fee = Amount::ZERO;
+    free.stub.sign(&SecretKey::from_bytes(&[7; 32]).unwrap());
+    refuse(body_of(&free), 400, "above zero");
     refuse(body_of(&tx), 409, "already submitted");
     // The same sender's nonce 0 again, for another prompt: the first one holds it.
     refuse(

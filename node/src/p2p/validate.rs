@@ -328,9 +328,13 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         match chain.vm().account(&tip, ledger, stub.sender.hash160().0) {
             // Included already, or its nonce went to another transaction.
             Ok((_, nonce)) if stub.nonce < nonce => return ignore(),
-            // A sender who cannot pay the max fee: no block can take it, so its text is
-            // not worth keeping.
-            Ok((balance, _)) if balance < u128::from(stub.max_fee.units()) => return ignore(),
+            // A sender who cannot pay the max fee, or an inference that pays nothing: no
+            // block should take it, so its text is not worth keeping.
+            Ok((balance, _))
+                if stub.max_fee.units() == 0 || balance < u128::from(stub.max_fee.units()) =>
+            {
+                return ignore()
+            }
             Ok(_) => {}
             Err(_) => return ignore(),
         }
