@@ -34,14 +34,15 @@ pub enum PoolError {
 /// A nonce held for an inference still being served (no receipt yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
-    Serving(Hash256),
+    /// Its transaction id and max fee.
+    Serving(Hash256, u64),
     Waiting(Hash256),
 }
 
 impl Slot {
     fn txid(&self) -> Hash256 {
         match self {
-            Slot::Serving(t) | Slot::Waiting(t) => *t,
+            Slot::Serving(t, _) | Slot::Waiting(t) => *t,
         }
     }
 }
@@ -56,12 +57,14 @@ pub struct ResultPool {
 }
 
 impl ResultPool {
-    /// Holds `nonce` of `sender` for an inference that is being served.
+    /// Holds `nonce` of `sender` for an inference that is being served, which may cost
+    /// the sender `max_fee`.
     pub fn reserve(
         &mut self,
         sender: [u8; 20],
         nonce: u64,
         txid: Hash256,
+        max_fee: u64,
     ) -> Result<(), PoolError> {
         let slots = self.by_sender.entry(sender).or_default();
         if let Some(slot) = slots.get(&nonce) {
@@ -74,14 +77,14 @@ impl ResultPool {
         if slots.len() >= MAX_PER_SENDER {
             return Err(PoolError::SenderFull);
         }
-        slots.insert(nonce, Slot::Serving(txid));
+        slots.insert(nonce, Slot::Serving(txid, max_fee));
         Ok(())
     }
 
     /// Lets go of a nonce held for an inference that failed.
     pub fn release(&mut self, sender: [u8; 20], nonce: u64, txid: Hash256) {
         if let Some(slots) = self.by_sender.get_mut(&sender) {
-            if slots.get(&nonce) == Some(&Slot::Serving(txid)) {
+            if matches!(slots.get(&nonce), Some(Slot::Serving(t, _)) if *t == txid) {
                 slots.remove(&nonce);
             }
             if slots.is_empty() {
@@ -100,7 +103,7 @@ impl ResultPool {
         let nonce = inference.stub.nonce;
         let slots = self.by_sender.entry(sender).or_default();
         match slots.get(&nonce) {
-            Some(Slot::Serving(t)) if *t == txid => {}
+            Some(Slot::Serving(t, _)) if *t == txid => {}
             Some(_) => return Err(PoolError::NonceTaken { nonce }),
             None if slots.len() >= MAX_PER_SENDER => return Err(PoolError::SenderFull),
             None => {}
@@ -159,7 +162,7 @@ impl ResultPool {
                 .range(..account_nonce)
                 .filter_map(|(_, s)| match s {
                     Slot::Waiting(t) => Some(*t),
-                    Slot::Serving(_) => None,
+                    Slot::Serving(..) => None,
                 })
                 .collect(),
             None => return,
@@ -167,6 +170,24 @@ impl ResultPool {
         for t in stale {
             self.remove(&t);
         }
+    }
+
+    /// What `sender` may still be charged for the inferences held here: the max fees of
+    /// those being served and of those waiting for a block (none is escrowed yet).
+    pub fn pending_fees(&self, sender: [u8; 20]) -> u128 {
+        let Some(slots) = self.by_sender.get(&sender) else {
+            return 0;
+        };
+        slots
+            .values()
+            .map(|slot| match slot {
+                Slot::Serving(_, fee) => u128::from(*fee),
+                Slot::Waiting(t) => self
+                    .waiting
+                    .get(t)
+                    .map_or(0, |inf| u128::from(inf.stub.max_fee.units())),
+            })
+            .fold(0, u128::saturating_add)
     }
 
     /// Whether `nonce` of `sender` is held.
@@ -258,10 +279,10 @@ mod tests {
         let a = served(&user, &node, 0).inference;
         let b = served(&user, &node, 1).inference;
         let d = served(&user, &node, 3).inference;
-        pool.reserve(sender, 0, a.stub.txid()).unwrap();
+        pool.reserve(sender, 0, a.stub.txid(), 7).unwrap();
         assert!(pool.holds(sender, 0));
         assert_eq!(
-            pool.reserve(sender, 0, b.stub.txid()),
+            pool.reserve(sender, 0, b.stub.txid(), 7),
             Err(PoolError::NonceTaken { nonce: 0 })
         );
         assert!(pool.run_from(sender, 0).is_empty(), "still being served");
@@ -279,8 +300,30 @@ mod tests {
         assert!(!pool.contains(&a.stub.txid()) && !pool.contains(&b.stub.txid()));
         assert_eq!(pool.len(), 1);
         // A failed serve lets its nonce go.
-        pool.reserve(sender, 2, Hash256([9; 32])).unwrap();
+        pool.reserve(sender, 2, Hash256([9; 32]), 7).unwrap();
         pool.release(sender, 2, Hash256([9; 32]));
         assert!(!pool.holds(sender, 2));
+    }
+
+    /// What a sender may still be charged: the max fees of what is being served for it
+    /// and of what waits for a block; a released hold no longer counts.
+    #[test]
+    fn pending_fees_count_served_and_waiting_inferences() {
+        let (buyer, node) = (
+            SecretKey::from_bytes(&[2; 32]).unwrap(),
+            SecretKey::from_bytes(&[3; 32]).unwrap(),
+        );
+        let a = served(&buyer, &node, 0).inference;
+        let sender = a.stub.sender.hash160().0;
+        let mut pool = ResultPool::default();
+        assert_eq!(pool.pending_fees(sender), 0);
+        pool.reserve(sender, 5, Hash256([5; 32]), 300).unwrap();
+        pool.add(a.clone()).unwrap();
+        let waiting = u128::from(a.stub.max_fee.units());
+        assert_eq!(pool.pending_fees(sender), 300 + waiting);
+        pool.release(sender, 5, Hash256([5; 32]));
+        assert_eq!(pool.pending_fees(sender), waiting);
+        pool.remove(&a.stub.txid());
+        assert_eq!(pool.pending_fees(sender), 0);
     }
 }

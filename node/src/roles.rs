@@ -25,6 +25,7 @@ use fai_ledger::{Chainstate, TxOut};
 use fai_primitives::{Amount, Encode, Hash160, Hash256, SecretKey};
 use tracing::{debug, info, warn};
 
+use crate::result_pool::ResultPool;
 use crate::vm_mempool::{VmMempool, MIN_FEE};
 
 /// Ledger blocks to wait for a step to land before trying it again.
@@ -131,6 +132,7 @@ impl Roles {
         chain: &InferenceChain,
         ledger: &Chainstate,
         vm_pool: &mut VmMempool,
+        results: &ResultPool,
     ) {
         let Ok((producer, anchor)) = evidence.check() else {
             return;
@@ -166,7 +168,7 @@ impl Roles {
         let payload = VmPayload::Evidence(Box::new(evidence));
         let tx = SignedVmTx::new(&self.key, next, self.chain_id, fee, payload);
         let bytes = tx.to_bytes();
-        match vm_pool.accept(tx, self.chain_id, chain, ledger) {
+        match vm_pool.accept(tx, self.chain_id, chain, ledger, results) {
             Ok(txid) => {
                 warn!(target: "infer_node::roles", %txid, %anchor, producer = %hex::encode(producer.0), "a producer signed two blocks for one tenure: evidence sent");
                 self.vm_out.push(bytes);
@@ -203,6 +205,7 @@ impl Roles {
         chain: &InferenceChain,
         mempool: &mut Mempool,
         vm_pool: &mut VmMempool,
+        results: &ResultPool,
     ) {
         let height = ledger.height();
         let need_register = self.offer.is_some()
@@ -265,7 +268,7 @@ impl Roles {
                 let fee = Amount::from_units(MIN_FEE).unwrap_or(Amount::ZERO);
                 let tx = SignedVmTx::new(&self.key, next, self.chain_id, fee, payload);
                 let bytes = tx.to_bytes();
-                match vm_pool.accept(tx, self.chain_id, chain, ledger) {
+                match vm_pool.accept(tx, self.chain_id, chain, ledger, results) {
                     Ok(txid) => {
                         info!(target: "infer_node::roles", %txid, "{contract}.{function} sent");
                         self.vm_out.push(bytes);

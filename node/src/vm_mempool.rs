@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
 use fai_inference_chain::vmtx::{SignedVmTx, VmPayload};
+
+use crate::result_pool::ResultPool;
 use fai_ledger::Chainstate;
 use fai_primitives::codec::Encode;
 use fai_primitives::Hash256;
@@ -67,6 +69,16 @@ pub struct VmMempool {
     height: u32,
 }
 
+/// A sender's account as the pool checks a transaction against it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Account {
+    pub balance: u128,
+    /// The account's next nonce at the tip.
+    pub nonce: u64,
+    /// What its served inferences not yet in a block may still charge.
+    pub reserved: u128,
+}
+
 /// What a transaction takes from its sender's balance at most: its fee, and a transfer's
 /// amount.
 fn spends(tx: &SignedVmTx) -> u128 {
@@ -92,13 +104,16 @@ impl VmMempool {
         self.by_id.is_empty()
     }
 
-    /// Checks `tx` against the inference tip as of the ledger's tip and keeps it.
+    /// Checks `tx` against the inference tip as of the ledger's tip, and against the
+    /// inferences of its sender that `results` holds (their nonces, and the max fees they
+    /// may still charge), and keeps it.
     pub fn accept(
         &mut self,
         tx: SignedVmTx,
         chain_id: u32,
         chain: &InferenceChain,
         ledger: &Chainstate,
+        results: &ResultPool,
     ) -> Result<Hash256, VmMempoolError> {
         let sender = tx.sender.hash160().0;
         let tip = chain.tip(ledger).exec_id;
@@ -106,19 +121,31 @@ impl VmMempool {
             .vm()
             .account(&tip, ledger, sender)
             .map_err(|e| VmMempoolError::Chain(e.to_string()))?;
-        self.admit(tx, chain_id, balance, next, ledger.height())
+        if results.holds(sender, tx.nonce) {
+            return Err(VmMempoolError::NonceTaken(tx.nonce));
+        }
+        let account = Account {
+            balance,
+            nonce: next,
+            reserved: results.pending_fees(sender),
+        };
+        self.admit(tx, chain_id, account, ledger.height())
     }
 
-    /// The pool's rules for `tx`, its sender having `balance` and `account_nonce` at the
-    /// tip, at ledger height `height`.
+    /// The pool's rules for `tx`, its sender's `account` at the tip, at ledger height
+    /// `height`.
     pub fn admit(
         &mut self,
         tx: SignedVmTx,
         chain_id: u32,
-        balance: u128,
-        account_nonce: u64,
+        account: Account,
         height: u32,
     ) -> Result<Hash256, VmMempoolError> {
+        let Account {
+            balance,
+            nonce: account_nonce,
+            reserved,
+        } = account;
         self.expire(height);
         if tx.chain_id != chain_id {
             return Err(VmMempoolError::WrongChain(tx.chain_id));
@@ -159,7 +186,10 @@ impl VmMempool {
             .filter_map(|id| self.by_id.get(id))
             .map(spends)
             .fold(0, u128::saturating_add);
-        let needed = waiting.saturating_add(spends(&tx));
+        // Served inferences not yet in a block will take their max fees from the same
+        // balance: a transaction that leaves too little for them is refused (else the
+        // escrow fails and the serving node is never paid).
+        let needed = waiting.saturating_add(spends(&tx)).saturating_add(reserved);
         if balance < needed {
             return Err(VmMempoolError::CannotPay { balance, needed });
         }
@@ -383,6 +413,13 @@ mod tests {
         assert_eq!(pool.len(), MAX_PER_SENDER);
     }
 
+    fn funds(balance: u128) -> Account {
+        Account {
+            balance,
+            ..Account::default()
+        }
+    }
+
     fn key(n: u8) -> SecretKey {
         SecretKey::from_bytes(&[n; 32]).unwrap()
     }
@@ -402,22 +439,22 @@ mod tests {
         let each = u128::from(MIN_FEE) + 1;
         let mut pool = VmMempool::default();
         // Nonces: the next run, then at most MAX_NONCE_GAP skipped.
-        pool.admit(transfer(&k, 0, 1), 1, 100 * each, 0, 10)
+        pool.admit(transfer(&k, 0, 1), 1, funds(100 * each), 10)
             .unwrap();
         let err = pool
-            .admit(transfer(&k, 6, 1), 1, 100 * each, 0, 10)
+            .admit(transfer(&k, 6, 1), 1, funds(100 * each), 10)
             .unwrap_err();
         assert_eq!(err, VmMempoolError::NonceGap { given: 6, next: 1 });
-        pool.admit(transfer(&k, 5, 1), 1, 100 * each, 0, 10)
+        pool.admit(transfer(&k, 5, 1), 1, funds(100 * each), 10)
             .unwrap();
         // The balance covers what all of them spend, not each alone.
         let poor = key(4);
         for nonce in 0..3 {
-            pool.admit(transfer(&poor, nonce, 1), 1, 3 * each, 0, 10)
+            pool.admit(transfer(&poor, nonce, 1), 1, funds(3 * each), 10)
                 .unwrap();
         }
         let err = pool
-            .admit(transfer(&poor, 3, 1), 1, 3 * each, 0, 10)
+            .admit(transfer(&poor, 3, 1), 1, funds(3 * each), 10)
             .unwrap_err();
         assert_eq!(
             err,
@@ -434,9 +471,11 @@ mod tests {
     fn waiting_transactions_expire() {
         let k = key(3);
         let mut pool = VmMempool::default();
-        pool.admit(transfer(&k, 0, 1), 1, 1 << 40, 0, 10).unwrap();
-        pool.admit(transfer(&k, 1, 1), 1, 1 << 40, 0, 500).unwrap();
-        pool.admit(transfer(&key(4), 0, 1), 1, 1 << 40, 0, 600)
+        pool.admit(transfer(&k, 0, 1), 1, funds(1 << 40), 10)
+            .unwrap();
+        pool.admit(transfer(&k, 1, 1), 1, funds(1 << 40), 500)
+            .unwrap();
+        pool.admit(transfer(&key(4), 0, 1), 1, funds(1 << 40), 600)
             .unwrap();
         pool.expire(10 + EXPIRY_BLOCKS);
         assert_eq!(pool.len(), 3, "not yet");
@@ -459,16 +498,16 @@ mod tests {
         for n in 0..senders {
             let k = key(10 + n as u8);
             for nonce in 0..MAX_PER_SENDER.min(left) as u64 {
-                pool.admit(paying(&k, nonce, MIN_FEE), 1, 1 << 40, 0, 1)
+                pool.admit(paying(&k, nonce, MIN_FEE), 1, funds(1 << 40), 1)
                     .unwrap();
             }
             left = left.saturating_sub(MAX_PER_SENDER);
         }
         assert_eq!(pool.len(), MAX_TXS);
         let newcomer = key(200);
-        let err = pool.admit(paying(&newcomer, 0, MIN_FEE), 1, 1 << 40, 0, 1);
+        let err = pool.admit(paying(&newcomer, 0, MIN_FEE), 1, funds(1 << 40), 1);
         assert_eq!(err, Err(VmMempoolError::Full));
-        pool.admit(paying(&newcomer, 0, 2 * MIN_FEE), 1, 1 << 40, 0, 1)
+        pool.admit(paying(&newcomer, 0, 2 * MIN_FEE), 1, funds(1 << 40), 1)
             .unwrap();
         assert_eq!(pool.len(), MAX_TXS);
         // Every sender's run still starts at its account nonce and has no gap.
@@ -477,5 +516,38 @@ mod tests {
             let queued = pool.by_sender.get(&sender).map_or(0, BTreeMap::len);
             assert_eq!(pool.waiting_run(sender, 0).len(), queued);
         }
+    }
+
+    /// Attack: a buyer is served, then spends its balance with a VM transaction before a
+    /// block escrows the inference's max fee: the escrow fails and the serving node is
+    /// never paid. Before, the pool checked the transaction's own fee only.
+    #[test]
+    fn a_transaction_cannot_spend_what_served_inferences_may_charge() {
+        let buyer = key(5);
+        let (max_fee, amount) = (50_000u128, 40_000u64);
+        let needed = u128::from(MIN_FEE) + u128::from(amount);
+        let account = |balance: u128| Account {
+            balance,
+            nonce: 0,
+            reserved: max_fee,
+        };
+        let mut pool = VmMempool::default();
+        let err = pool
+            .admit(transfer(&buyer, 0, amount), 1, account(needed), 10)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            VmMempoolError::CannotPay {
+                balance: needed,
+                needed: needed + max_fee
+            }
+        );
+        pool.admit(
+            transfer(&buyer, 0, amount),
+            1,
+            account(needed + max_fee),
+            10,
+        )
+        .unwrap();
     }
 }

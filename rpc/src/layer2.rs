@@ -343,7 +343,7 @@ pub async fn submit_vm_transaction(
             let chain = st.inference.as_ref().ok_or_else(unavailable)?;
             let id = st
                 .vm_pool
-                .accept(tx, chain_id, chain, &st.ledger)
+                .accept(tx, chain_id, chain, &st.ledger, &st.results)
                 .map_err(|e| match e {
                     E::Known(_) | E::NonceTaken(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
                     E::Full => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

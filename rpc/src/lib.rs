@@ -697,6 +697,7 @@ async fn serve_here(
     }
     let sender = tx.stub.sender.hash160().0;
     let nonce = tx.stub.nonce;
+    let max_fee = tx.stub.max_fee.units();
     // Freed again if the request ends before its answer is pooled (the client went away).
     let held = HeldNonce {
         state: s.clone(),
@@ -713,7 +714,7 @@ async fn serve_here(
             if st.vm_pool.holds(sender, nonce) {
                 Err(fai_node::result_pool::PoolError::NonceTaken { nonce })
             } else {
-                st.results.reserve(sender, nonce, txid)
+                st.results.reserve(sender, nonce, txid, max_fee)
             }
         })
         .await

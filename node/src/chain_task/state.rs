@@ -275,6 +275,7 @@ impl ChainState {
                     inference,
                     &mut self.mempool,
                     &mut self.vm_pool,
+                    &self.results,
                 );
                 let made = roles.take_made();
                 for tx in made.ledger {
@@ -321,7 +322,13 @@ impl ChainState {
                 .collect();
             if let ([a, b], Some(roles)) = (headers.as_slice(), self.roles.as_mut()) {
                 if let Some(evidence) = Evidence::tenure_equivocation(a.clone(), b.clone()) {
-                    roles.report_equivocation(evidence, chain, &self.ledger, &mut self.vm_pool);
+                    roles.report_equivocation(
+                        evidence,
+                        chain,
+                        &self.ledger,
+                        &mut self.vm_pool,
+                        &self.results,
+                    );
                     let made = roles.take_made();
                     for tx in made.ledger {
                         self.outbox.push((Topic::LedgerTx, tx));

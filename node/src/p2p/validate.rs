@@ -287,7 +287,7 @@ fn gossip_vm_tx(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         return ignore();
     };
     let chain_id = s.ledger.params().network.chain_id();
-    let result = s.vm_pool.accept(tx, chain_id, chain, &s.ledger);
+    let result = s.vm_pool.accept(tx, chain_id, chain, &s.ledger, &s.results);
     match result {
         Ok(_) => (MessageAcceptance::Accept, None, false),
         Err(e @ (E::BadSignature | E::WrongChain(_) | E::BadEvidence(_))) => {
