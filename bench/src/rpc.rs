@@ -107,12 +107,11 @@ pub fn rpc(requests: usize) -> Result<RpcReport> {
             scheduler: Arc::new(Scheduler::start(model.clone(), 1, 8)),
         }],
     });
-    let state = Arc::new(RpcState::new(
-        node,
-        Network::Regtest,
-        engines,
-        SecretKey::generate(),
-    ));
+    let mut state = RpcState::new(node, Network::Regtest, engines, SecretKey::generate());
+    // What is measured is the RPC's path to the first token, not payment: the sender is
+    // not funded.
+    state.serve_unfunded = true;
+    let state = Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -203,6 +203,9 @@ pub struct TestingSection {
     /// the receipt signs as if generated.
     #[serde(default)]
     pub forge_outputs: bool,
+    /// Serve requests whatever the sender can pay (tests of other things than payment).
+    #[serde(default)]
+    pub serve_unfunded: bool,
 }
 
 /// A wallet for trying the network, made by the node at its first start and funded
@@ -591,12 +594,18 @@ impl Config {
                 bail!("dev_wallet.passphrase must have at least 8 characters");
             }
         }
-        if self.testing.forge_outputs {
+        for (on, key) in [
+            (self.testing.forge_outputs, "testing.forge_outputs"),
+            (self.testing.serve_unfunded, "testing.serve_unfunded"),
+        ] {
+            if !on {
+                continue;
+            }
             if !cfg!(feature = "test-cheats") {
-                bail!("testing.forge_outputs needs a program built with the test-cheats feature");
+                bail!("{key} needs a program built with the test-cheats feature");
             }
             if !matches!(self.network(), Network::Devnet | Network::Regtest) {
-                bail!("testing.forge_outputs is for devnet and regtest only");
+                bail!("{key} is for devnet and regtest only");
             }
         }
         if self.mining.block_interval_ms > 3_600_000 {

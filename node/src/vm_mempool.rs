@@ -178,14 +178,7 @@ impl VmMempool {
                 next,
             });
         }
-        let waiting: u128 = self
-            .by_sender
-            .get(&sender)
-            .into_iter()
-            .flat_map(|q| q.values())
-            .filter_map(|id| self.by_id.get(id))
-            .map(spends)
-            .fold(0, u128::saturating_add);
+        let waiting = self.pending_spends(sender);
         // Served inferences not yet in a block will take their max fees from the same
         // balance: a transaction that leaves too little for them is refused (else the
         // escrow fails and the serving node is never paid).
@@ -214,6 +207,17 @@ impl VmMempool {
         self.by_id.insert(id, tx);
         self.entered.insert(id, height);
         Ok(id)
+    }
+
+    /// What the waiting transactions of `sender` spend at most (fees and transfers).
+    pub fn pending_spends(&self, sender: [u8; 20]) -> u128 {
+        self.by_sender
+            .get(&sender)
+            .into_iter()
+            .flat_map(|q| q.values())
+            .filter_map(|id| self.by_id.get(id))
+            .map(spends)
+            .fold(0, u128::saturating_add)
     }
 
     /// Makes room for `tx` in a full pool: the transaction with the lowest fee rate among

@@ -87,9 +87,16 @@ struct InferenceLog {
 
 impl InferenceLog {
     /// Records a new inference; false if it was submitted before.
+    /// Marks `txid` running; false when it runs or ran already. One that failed (refused
+    /// for want of funds, a busy engine, a client gone) may be tried again.
     fn start(&mut self, txid: Hash256) -> bool {
-        if self.states.contains_key(&txid) {
-            return false;
+        match self.states.get(&txid) {
+            Some(InferenceState::Failed(_)) => {
+                self.states.insert(txid, InferenceState::Running);
+                return true;
+            }
+            Some(_) => return false,
+            None => {}
         }
         self.states.insert(txid, InferenceState::Running);
         self.order.push_back(txid);
@@ -122,6 +129,9 @@ pub struct RpcState {
     pub price: fai_primitives::Amount,
     /// `testing.forge_outputs` (test builds only): answers are forged.
     pub forge_outputs: bool,
+    /// `testing.serve_unfunded` (test builds only) and `bench rpc`: requests are served
+    /// whatever the sender's balance.
+    pub serve_unfunded: bool,
     /// Where served inferences' text is kept (the inference chain's payload store).
     payloads: Option<fai_inference_chain::payloads::PayloadStore>,
     log: Mutex<InferenceLog>,
@@ -149,6 +159,7 @@ impl RpcState {
             key,
             price: fai_primitives::Amount::ZERO,
             forge_outputs: false,
+            serve_unfunded: false,
             payloads,
             log: Mutex::new(InferenceLog::default()),
             metrics,
@@ -638,7 +649,7 @@ async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiE
     Ok(tx)
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the engine queue is full", body = api::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the engine queue is full", body = api::ErrorBody)))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -706,26 +717,52 @@ async fn serve_here(
         txid,
         armed: true,
     };
-    // The nonce is held from now on, so that no other transaction takes it.
+    // Served only if the sender can pay: its balance at the tip covers this max fee and
+    // everything this node knows it may still be charged (inferences served here or
+    // gossiped and not yet in a block, its waiting VM transactions). The nonce is held
+    // from now on, so that no other transaction takes it.
+    let serve_unfunded = s.serve_unfunded;
     let reserved = s
         .node
         .chain
         .call(move |st| {
+            let conflict = |e: fai_node::result_pool::PoolError| {
+                ApiError(
+                    StatusCode::CONFLICT,
+                    format!("{e}; ask GET /v2/inference-chain/accounts/{{address}} for next_nonce"),
+                )
+            };
             if st.vm_pool.holds(sender, nonce) {
-                Err(fai_node::result_pool::PoolError::NonceTaken { nonce })
-            } else {
-                st.results.reserve(sender, nonce, txid, max_fee)
+                return Err(conflict(fai_node::result_pool::PoolError::NonceTaken { nonce }));
             }
+            if !serve_unfunded {
+                let balance = st.inference.as_ref().map_or(0, |chain| {
+                    let tip = chain.tip(&st.ledger).exec_id;
+                    chain
+                        .vm()
+                        .account(&tip, &st.ledger, sender)
+                        .map_or(0, |(balance, _)| balance)
+                });
+                let needed = u128::from(max_fee)
+                    .saturating_add(st.results.pending_fees(sender))
+                    .saturating_add(st.vm_pool.pending_spends(sender));
+                if balance < needed {
+                    return Err(ApiError(
+                        StatusCode::PAYMENT_REQUIRED,
+                        format!("the sender's balance of {balance} base units on the inference layer does not cover the {needed} this request and its pending ones may cost (peg in or wait for settlements)"),
+                    ));
+                }
+            }
+            st.results
+                .reserve(sender, nonce, txid, max_fee)
+                .map_err(conflict)
         })
         .await
         .map_err(stopping)?;
     if let Err(e) = reserved {
         held.done();
-        s.log().set(txid, InferenceState::Failed(e.to_string()));
-        return Err(refused(ApiError(
-            StatusCode::CONFLICT,
-            format!("{e}; ask GET /v2/inference-chain/accounts/{{address}} for next_nonce"),
-        )));
+        s.log().set(txid, InferenceState::Failed(e.1.clone()));
+        return Err(refused(e));
     }
     let Some(engine) = s.engines.get(&tx.stub.model) else {
         held.done();
@@ -1061,6 +1098,10 @@ pub fn start(ctx: RpcContext<'_>) -> anyhow::Result<std::net::SocketAddr> {
     }
     state.price = config.inference.price;
     state.forge_outputs = config.testing.forge_outputs;
+    state.serve_unfunded = config.testing.serve_unfunded;
+    if state.serve_unfunded {
+        tracing::warn!(target: "infer_node", "testing.serve_unfunded: this node serves requests whatever the sender can pay");
+    }
     if state.forge_outputs {
         tracing::warn!(target: "infer_node", "testing.forge_outputs: this node serves forged answers");
     }
@@ -1167,12 +1208,15 @@ mod tests {
                 scheduler: Arc::new(Scheduler::start(model.clone(), 1, 8)),
             }],
         });
-        let rpc = Arc::new(RpcState::new(
+        let mut rpc = RpcState::new(
             node.clone(),
             Network::Regtest,
             engines,
             SecretKey::generate(),
-        ));
+        );
+        // The buyer has no funds: this test is about the nonce its request holds.
+        rpc.serve_unfunded = true;
+        let rpc = Arc::new(rpc);
         let buyer = SecretKey::generate();
         let sender = buyer.public_key().hash160().0;
         let tx = signed(&buyer, model.id.0, 0, "tell me about blocks");

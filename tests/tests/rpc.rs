@@ -13,13 +13,20 @@ use fai_primitives::{Amount, SecretKey, Signature};
 
 use fai_tests::{bin, cli, free_port, http, json, Node};
 
+/// A regtest node that serves requests whatever the sender can pay: these tests are
+/// about the RPC, and their sender has no funds (see
+/// `a_request_the_sender_cannot_pay_for_is_refused`).
 fn start(dir: &Path) -> Node {
+    start_with(dir, "[testing]\nserve_unfunded = true\n")
+}
+
+fn start_with(dir: &Path, extra: &str) -> Node {
     let port = free_port();
     let config = dir.join("regtest.toml");
     std::fs::write(
         &config,
         format!(
-            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 262144\n",
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 262144\n\n{extra}",
             dir.join("data").display()
         ),
     )
@@ -820,4 +827,27 @@ fn a_node_serves_the_models_of_engine_serve_and_names_its_device() {
     assert!(body.contains("is not approved"), "{body}");
     let models = json(&http(port, "GET", "/v2/models", b"").1);
     assert_eq!(models.as_array().unwrap().len(), 2, "{models}");
+}
+
+/// Attack: free inference. A fresh key with no funds on the inference layer signs
+/// requests and is served (64 nonces per key, unlimited keys); before, nothing checked
+/// that the sender could pay. Now the node refuses it with 402 and says why.
+#[test]
+fn a_request_the_sender_cannot_pay_for_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_with(dir.path(), "");
+    let info = json(&http(node.port, "GET", "/v2/info", b"").1);
+    let chain_id = info["chain_id"].as_u64().unwrap() as u32;
+    let model: [u8; 32] = hex::decode(info["models"][0]["id"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let tx = signed_tx(model, chain_id, 0, "answer me for free", 8);
+    let (status, body) = http(node.port, "POST", "/v2/inference", &body_of(&tx));
+    assert_eq!(status, 402, "{body}");
+    let error = json(&body)["error"].as_str().unwrap().to_string();
+    assert!(error.contains("balance of 0"), "{error}");
+    // The nonce is not held: the sender may try again once funded.
+    let (status, body) = http(node.port, "POST", "/v2/inference", &body_of(&tx));
+    assert_eq!(status, 402, "{body}");
 }

@@ -32,11 +32,13 @@ fn an_openai_client_uses_the_network_through_wallet_serve() {
     );
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // The wallet is not funded: this test is about the OpenAI API, so the node serves
+    // it anyway (`testing.serve_unfunded`; a node refuses an unfunded sender with 402).
     let config = dir.path().join("regtest.toml");
     std::fs::write(
         &config,
         format!(
-            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\n\n[p2p]\nenabled = false\n",
+            "[node]\nnetwork = \"regtest\"\ndata_dir = \"{}\"\n\n[rpc]\nlisten = \"127.0.0.1:{port}\"\n\n[p2p]\nenabled = false\n\n[testing]\nserve_unfunded = true\n",
             dir.path().join("data").display()
         ),
     )
