@@ -26,6 +26,17 @@ pub const PAYLOADS_COLUMN: &str = "payloads";
 pub const RECLAIM_DEPTH: u32 = 6;
 /// Answers of one transaction deleted at once when its text is reclaimed.
 const MAX_ANSWERS_KEPT: usize = 64;
+/// Ledger blocks after its arrival that text no block settled is kept: far past any
+/// settlement (a block's child settles it), so that text of inferences never carried,
+/// or carried by a branch that lost and never settled again, does not stay for ever.
+pub const UNSETTLED_TTL: u32 = 1_000;
+
+fn entry_key(height: u32, txid: &Hash256) -> Vec<u8> {
+    let mut k = vec![b'e'];
+    k.extend_from_slice(&height.to_be_bytes());
+    k.extend_from_slice(&txid.0);
+    k
+}
 
 fn key(prefix: u8, txid: &Hash256) -> Vec<u8> {
     let mut k = vec![prefix];
@@ -97,7 +108,8 @@ impl PayloadStore {
     }
 
     /// Stores an inference's whole text in one write: prompt, and the output and output
-    /// tokens under the receipt that signs them.
+    /// tokens under the receipt that signs them; `height` is the ledger height it arrives
+    /// at (it expires [`UNSETTLED_TTL`] blocks later whatever happens).
     pub fn put_all(
         &self,
         txid: &Hash256,
@@ -105,8 +117,10 @@ impl PayloadStore {
         prompt: &Prompt,
         output: &str,
         tokens: &[u32],
+        height: u32,
     ) -> Result<(), StorageError> {
         let mut b = WriteBatch::new();
+        b.put(PAYLOADS_COLUMN, entry_key(height, txid), Vec::new());
         b.put(PAYLOADS_COLUMN, key(b'p', txid), prompt.to_bytes());
         b.put(
             PAYLOADS_COLUMN,
@@ -234,15 +248,16 @@ impl PayloadStore {
         ledger_height: u32,
         mut canonical: impl FnMut(&[u8; 32]) -> bool,
     ) -> Result<usize, StorageError> {
+        let expired = self.expire(ledger_height)?;
         let Some(limit) = ledger_height.checked_sub(RECLAIM_DEPTH) else {
-            return Ok(0);
+            return Ok(expired);
         };
         let mut upper = final_key(limit, &Hash256([0xff; 32]), &[0xff; 32]);
         let mut reclaimed = 0usize;
         loop {
             let found = self.kv.scan_back(PAYLOADS_COLUMN, b"f", &upper, 512)?;
             if found.is_empty() {
-                return Ok(reclaimed);
+                return Ok(reclaimed.saturating_add(expired));
             }
             let mut b = WriteBatch::new();
             for (k, _) in &found {
@@ -255,20 +270,52 @@ impl PayloadStore {
                 if settled_by.is_some_and(|block| !canonical(&block)) {
                     continue;
                 }
-                b.delete(PAYLOADS_COLUMN, key(b'p', &txid));
-                // Every answer given for it (a rival's too): at most a few.
-                for prefix in [b'o', b't'] {
-                    for k in self.answer_keys(prefix, &txid, MAX_ANSWERS_KEPT)? {
-                        b.delete(PAYLOADS_COLUMN, k);
-                    }
-                }
+                self.delete_text(&mut b, &txid)?;
                 reclaimed = reclaimed.saturating_add(1);
             }
             let last = found.last().map(|(k, _)| k.clone());
             self.kv.write(b)?;
             match last {
                 Some(k) if found.len() == 512 => upper = k,
-                _ => return Ok(reclaimed),
+                _ => return Ok(reclaimed.saturating_add(expired)),
+            }
+        }
+    }
+
+    /// Deletes the prompt and every answer (a rival's too: at most a few) of `txid`.
+    fn delete_text(&self, b: &mut WriteBatch, txid: &Hash256) -> Result<(), StorageError> {
+        b.delete(PAYLOADS_COLUMN, key(b'p', txid));
+        for prefix in [b'o', b't'] {
+            for k in self.answer_keys(prefix, txid, MAX_ANSWERS_KEPT)? {
+                b.delete(PAYLOADS_COLUMN, k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes text that arrived more than [`UNSETTLED_TTL`] ledger blocks before
+    /// `ledger_height`, settled or not; returns how many arrivals it deleted.
+    fn expire(&self, ledger_height: u32) -> Result<usize, StorageError> {
+        let Some(limit) = ledger_height.checked_sub(UNSETTLED_TTL.saturating_add(1)) else {
+            return Ok(0);
+        };
+        let mut upper = entry_key(limit, &Hash256([0xff; 32]));
+        let mut expired = 0usize;
+        loop {
+            let found = self.kv.scan_back(PAYLOADS_COLUMN, b"e", &upper, 512)?;
+            let mut b = WriteBatch::new();
+            for (k, _) in &found {
+                b.delete(PAYLOADS_COLUMN, k.clone());
+                if let Some(txid) = k.get(5..37).and_then(|t| <[u8; 32]>::try_from(t).ok()) {
+                    self.delete_text(&mut b, &Hash256(txid))?;
+                    expired = expired.saturating_add(1);
+                }
+            }
+            let last = found.last().map(|(k, _)| k.clone());
+            self.kv.write(b)?;
+            match last {
+                Some(k) if found.len() == 512 => upper = k,
+                _ => return Ok(expired),
             }
         }
     }

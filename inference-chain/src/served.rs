@@ -45,14 +45,23 @@ impl ServedInference {
 }
 
 impl ServedInference {
-    /// Keeps the text for verifiers, until the block that settles it is six deep.
+    /// Keeps the text for verifiers, until the block that settles it is six deep (or
+    /// [`crate::payloads::UNSETTLED_TTL`] ledger blocks after `height`, when it arrives).
     pub fn store_text(
         &self,
         store: &crate::payloads::PayloadStore,
+        height: u32,
     ) -> Result<(), fai_storage::StorageError> {
         let txid = self.inference.stub.txid();
         let receipt = self.inference.receipt.signing_digest();
-        store.put_all(&txid, &receipt, &self.prompt, &self.output, &self.tokens)
+        store.put_all(
+            &txid,
+            &receipt,
+            &self.prompt,
+            &self.output,
+            &self.tokens,
+            height,
+        )
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use fai_inference_chain::block::{InferenceBlock, InferenceHeader};
-use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
+use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN, UNSETTLED_TTL};
 use fai_inference_chain::quorum::{tally, Vote};
 use fai_inference_chain::settlement::settle;
 use fai_inference_chain::types::*;
@@ -293,6 +293,19 @@ fn the_payload_store_forgets_text_six_ledger_blocks_after_finality() {
     store.mark_final(&[third], 44, &settling).unwrap();
     assert_eq!(store.reclaim(50, canonical).unwrap(), 1);
     assert_eq!(store.prompt(&third).unwrap(), None);
+
+    // Text no block ever settles (an inference never carried, or carried only by a branch
+    // that lost): before, it stayed for ever; it goes UNSETTLED_TTL blocks after it came.
+    let never = stub(&key(1), &prompt, 3).txid();
+    let receipt = Hash256([0xa3; 32]);
+    store
+        .put_all(&never, &receipt, &prompt, "unclaimed", &[4, 5], 60)
+        .unwrap();
+    assert_eq!(store.reclaim(60 + UNSETTLED_TTL, canonical).unwrap(), 0);
+    assert!(store.has_answer(&never, &receipt));
+    assert_eq!(store.reclaim(61 + UNSETTLED_TTL, canonical).unwrap(), 1);
+    assert!(!store.holds_any(&never).unwrap());
+    assert_eq!(store.tokens(&never, &receipt).unwrap(), None);
 }
 
 /// Five verifiers replay each result with the real engine on the built-in model: every

@@ -233,7 +233,7 @@ mod tests {
             output: String::new(),
             tokens: vec![],
         };
-        rival_served.store_text(&payloads).unwrap();
+        rival_served.store_text(&payloads, 1).unwrap();
         assert_eq!(verdict(&model, &payloads, &honest), Ok(()));
 
         // With a stop string met halfway: the output stops before it, while the tokens

@@ -852,7 +852,12 @@ fn forged(model: &LoadedModel, mut g: fai_engine::Generation) -> fai_engine::Gen
 /// block, and gossips it to the other producers and verifiers.
 fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInference) {
     let txid = served.inference.stub.txid();
-    if let Some(Err(e)) = s.payloads.as_ref().map(|store| served.store_text(store)) {
+    let height = s.node.snapshot().ledger_height;
+    if let Some(Err(e)) = s
+        .payloads
+        .as_ref()
+        .map(|store| served.store_text(store, height))
+    {
         tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's text: {e}");
     }
     let bytes = served.to_bytes();

@@ -353,7 +353,7 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         return ignore();
     }
     if let Some(store) = s.inference.as_ref().and_then(|c| c.payloads()) {
-        if let Err(e) = served.store_text(store) {
+        if let Err(e) = served.store_text(store, s.ledger.height()) {
             warn!(target: "infer_node::p2p", "cannot store a result's text: {e}");
         }
     }
@@ -395,7 +395,7 @@ fn store_payloads(
         served
             .check()
             .map_err(|why| format!("fetched text: {why}"))?;
-        if let Err(e) = served.store_text(store) {
+        if let Err(e) = served.store_text(store, s.ledger.height()) {
             warn!(target: "infer_node::p2p", "cannot store fetched text: {e}");
         }
     }
