@@ -36,15 +36,7 @@ pub fn create(data_dir: &Path, name: &str) -> Result<SecretKey> {
     let dir = path.parent().context("key path has no parent")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let key = SecretKey::generate();
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(&path)
+    let mut file = fai_wallet::keystore::create_private_file(&path)
         .with_context(|| format!("cannot create key file {}", path.display()))?;
     writeln!(file, "{}", key.to_hex())
         .with_context(|| format!("cannot write {}", path.display()))?;

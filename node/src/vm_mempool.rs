@@ -178,7 +178,7 @@ impl VmMempool {
                 next,
             });
         }
-        let waiting = self.pending_spends(sender);
+        let waiting = self.pending_spends(sender, account_nonce);
         // Served inferences not yet in a block will take their max fees from the same
         // balance: a transaction that leaves too little for them is refused (else the
         // escrow fails and the serving node is never paid).
@@ -209,12 +209,13 @@ impl VmMempool {
         Ok(id)
     }
 
-    /// What the waiting transactions of `sender` spend at most (fees and transfers).
-    pub fn pending_spends(&self, sender: [u8; 20]) -> u128 {
+    /// What the waiting transactions of `sender` from `account_nonce` on spend at most
+    /// (fees and transfers; those below it ran already and are on their way out).
+    pub fn pending_spends(&self, sender: [u8; 20], account_nonce: u64) -> u128 {
         self.by_sender
             .get(&sender)
             .into_iter()
-            .flat_map(|q| q.values())
+            .flat_map(|q| q.range(account_nonce..).map(|(_, id)| id))
             .filter_map(|id| self.by_id.get(id))
             .map(spends)
             .fold(0, u128::saturating_add)

@@ -736,16 +736,16 @@ async fn serve_here(
                 return Err(conflict(fai_node::result_pool::PoolError::NonceTaken { nonce }));
             }
             if !serve_unfunded {
-                let balance = st.inference.as_ref().map_or(0, |chain| {
+                let (balance, account_nonce) = st.inference.as_ref().map_or((0, 0), |chain| {
                     let tip = chain.tip(&st.ledger).exec_id;
                     chain
                         .vm()
                         .account(&tip, &st.ledger, sender)
-                        .map_or(0, |(balance, _)| balance)
+                        .unwrap_or((0, 0))
                 });
                 let needed = u128::from(max_fee)
                     .saturating_add(st.results.pending_fees(sender))
-                    .saturating_add(st.vm_pool.pending_spends(sender));
+                    .saturating_add(st.vm_pool.pending_spends(sender, account_nonce));
                 if balance < needed {
                     return Err(ApiError(
                         StatusCode::PAYMENT_REQUIRED,

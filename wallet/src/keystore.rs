@@ -108,9 +108,9 @@ fn stretch(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<[u8;
     Ok(key)
 }
 
-fn write_keystore(path: &Path, store: &Keystore) -> Result<()> {
-    let dir = path.parent().context("wallet path has no parent")?;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Creates a new file at `path` readable and writable by its owner only (0600 on Unix);
+/// fails if one exists. For secrets: keystores, keys, API keys.
+pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -118,7 +118,13 @@ fn write_keystore(path: &Path, store: &Keystore) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).with_context(|| {
+    options.open(path)
+}
+
+fn write_keystore(path: &Path, store: &Keystore) -> Result<()> {
+    let dir = path.parent().context("wallet path has no parent")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = create_private_file(path).with_context(|| {
         format!(
             "cannot create {} (a wallet is never overwritten; choose another --name)",
             path.display()

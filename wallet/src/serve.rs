@@ -96,15 +96,7 @@ pub fn api_key(data_dir: &Path, name: &str) -> Result<(String, bool)> {
             let mut secret = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
             let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options
-                .open(&path)
+            let mut file = wallet::keystore::create_private_file(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             file.write_all(key.as_bytes())?;
             file.sync_all()?;

@@ -277,13 +277,7 @@ impl ChainState {
                     &mut self.vm_pool,
                     &self.results,
                 );
-                let made = roles.take_made();
-                for tx in made.ledger {
-                    self.outbox.push((Topic::LedgerTx, tx));
-                }
-                for tx in made.vm {
-                    self.outbox.push((Topic::VmTx, tx));
-                }
+                gossip_made(&mut self.outbox, roles.take_made());
             }
         }
         for block in produced {
@@ -293,24 +287,16 @@ impl ChainState {
     }
 
     /// After an inference block was accepted (produced here when `ours`, gossiped or
-    /// synced): when it is the canonical tip, its transactions leave the pools (a block
-    /// beside the canonical branch, such as an equivocating producer's second block,
-    /// leaves them there; they leave once a block carrying them joins the branch), and
-    /// the verifier votes on it when the node key is in its verifier set.
+    /// synced): a second block of its tenure is reported, and the verifier votes on it
+    /// when the node key is in its verifier set. What it carries leaves the pools once it
+    /// joins the canonical branch ([`ChainState::follow_canonical_tip`], after the
+    /// command; a block beside the branch, such as an equivocating producer's second
+    /// block, leaves them there).
     pub fn after_inference_block(&mut self, block: &InferenceBlock, ours: bool) {
         let Some(chain) = self.inference.as_ref() else {
             return;
         };
         let id = block.header.id();
-        if chain.tip(&self.ledger).id == id.0 {
-            remove_carried(
-                chain,
-                &self.ledger,
-                &mut self.vm_pool,
-                &mut self.results,
-                block,
-            );
-        }
         // A second block for the same tenure: its producer equivocated.
         let anchor = Hash256(block.header.ledger_anchor);
         let siblings = chain.tenure_blocks(&anchor);
@@ -329,13 +315,7 @@ impl ChainState {
                         &mut self.vm_pool,
                         &self.results,
                     );
-                    let made = roles.take_made();
-                    for tx in made.ledger {
-                        self.outbox.push((Topic::LedgerTx, tx));
-                    }
-                    for tx in made.vm {
-                        self.outbox.push((Topic::VmTx, tx));
-                    }
+                    gossip_made(&mut self.outbox, roles.take_made());
                 }
             }
         }
@@ -524,6 +504,12 @@ impl ChainState {
             self.publish(Topic::LedgerTx, tx);
         }
     }
+}
+
+/// Queues what the roles made for gossip.
+fn gossip_made(outbox: &mut Vec<(Topic, Vec<u8>)>, made: crate::roles::Made) {
+    outbox.extend(made.ledger.into_iter().map(|tx| (Topic::LedgerTx, tx)));
+    outbox.extend(made.vm.into_iter().map(|tx| (Topic::VmTx, tx)));
 }
 
 /// Takes what `block` carries out of the pools, and the inferences whose sender's nonce
