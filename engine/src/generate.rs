@@ -75,6 +75,26 @@ fn holdback(text: &str, stops: &[String]) -> usize {
     keep
 }
 
+/// Where the first stop string in `text` begins, given that none was in `text` before its
+/// last `added` bytes: only the tail a new stop string can reach is searched, so checking
+/// after every token costs the token, not the whole text so far.
+pub(crate) fn find_new_stop(text: &str, added: usize, stops: &[String]) -> Option<usize> {
+    let longest = stops.iter().map(String::len).max()?;
+    let mut from = text
+        .len()
+        .saturating_sub(added.saturating_add(longest).saturating_sub(1));
+    while !text.is_char_boundary(from) {
+        from = from.saturating_sub(1);
+    }
+    let tail = text.get(from..)?;
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| tail.find(s.as_str()))
+        .min()
+        .map(|at| from + at)
+}
+
 /// One request being generated: the state between two forward passes, so that a
 /// scheduler can advance many sequences with one batched pass per step
 /// ([`crate::model::Llama::forward_batch`]) and [`generate`] one alone, with the same
@@ -173,15 +193,9 @@ impl Sequence {
             return String::new();
         }
         self.tokens.push(token);
-        self.text
-            .push_str(&self.decoder.push(model.tokenizer.token_bytes(token)));
-        if let Some(at) = self
-            .sampling
-            .stop
-            .iter()
-            .filter_map(|s| self.text.find(s.as_str()))
-            .min()
-        {
+        let piece = self.decoder.push(model.tokenizer.token_bytes(token));
+        self.text.push_str(&piece);
+        if let Some(at) = find_new_stop(&self.text, piece.len(), &self.sampling.stop) {
             self.text.truncate(at);
             self.finish = Some(FinishReason::Stop);
             return String::new();
@@ -286,7 +300,20 @@ pub fn generate_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::holdback;
+    use super::{find_new_stop, holdback};
+
+    #[test]
+    fn a_new_stop_string_is_found_in_the_tail_alone() {
+        let stops = vec!["END".to_string(), "é!".to_string()];
+        // "EN" came before, "D" now: the stop began before the added bytes.
+        assert_eq!(find_new_stop("abcEND", 1, &stops), Some(3));
+        assert_eq!(find_new_stop("abcEN", 1, &stops), None);
+        // A multibyte character just before the searched tail.
+        assert_eq!(find_new_stop("xé!", 1, &stops), Some(1));
+        assert_eq!(find_new_stop("xyz", 3, &[]), None);
+        // The earliest of two new ones.
+        assert_eq!(find_new_stop("aaé!END", 7, &stops), Some(2));
+    }
 
     #[test]
     fn only_a_possible_stop_prefix_is_held_back() {

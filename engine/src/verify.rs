@@ -10,6 +10,10 @@
 //!   devices, kernels, batch shapes and thread counts flips exactly those, so they never
 //!   count against the node. Any other token is a hard mismatch, and an answer with more
 //!   than `max_mismatches` of them (none by default) is rejected, whatever its length.
+//!   The claimed end is checked too ([`End`]): an answer shorter than `max_tokens` that
+//!   no stop string ended claims end-of-text, so the pass runs one position past it and
+//!   the verifier's own next token must end generation (or be a near-tie of an end token);
+//!   an answer that runs on past a stop string or holds an end token is rejected unread.
 //!   Replays batch: [`Verifier::verify_batch`] scores many answers in one pass.
 //! - [`Judge`] (the paper's): a prompt asks the same model whether the output answers the
 //!   input, and one forward pass compares the next-token logits of "YES" and "NO".
@@ -17,10 +21,11 @@
 use candle_core::Tensor;
 
 use crate::error::{EngineError, Result};
-use crate::generate::{prompt_tokens, GenerateRequest};
+use crate::generate::{find_new_stop, prompt_tokens, GenerateRequest};
 use crate::gguf::LoadedModel;
 use crate::model::{log_softmax, BatchItem};
 use crate::sampling::Sampler;
+use crate::tokenizer::StreamDecoder;
 
 /// A verifier's decision about one result, with its evidence.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +94,56 @@ impl Default for Replay {
     }
 }
 
+/// How an answer ended, as generation would have ended it: what its length and text claim,
+/// then (for end-of-text) what the verifier's next token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// `max_tokens` tokens, or the context window full: nothing more to check.
+    Length,
+    /// The last token completed the first stop string.
+    Stop,
+    /// Shorter than `max_tokens` with no stop string: the model ended it. Before the pass
+    /// this is the claim; after it, the claim held (the verifier's next token ends
+    /// generation, or an end token is a near-tie there).
+    EndOfText,
+    /// End-of-text, where an end token is not the verifier's choice but a near-tie.
+    EndOfTextNearTie,
+    /// The claim of end-of-text failed: the model would have gone on (an answer cut short,
+    /// or padded past its end and then cut).
+    NotEnded,
+    /// Tokens after the one that completed a stop string (padding past the end).
+    PastStop { extra: usize },
+    /// An end token among the output's tokens (generation never emits one).
+    EndTokenInside,
+    /// More tokens than `max_tokens`.
+    TooLong,
+}
+
+impl End {
+    /// Whether an honest generation could have ended this way.
+    pub fn is_valid(self) -> bool {
+        matches!(
+            self,
+            End::Length | End::Stop | End::EndOfText | End::EndOfTextNearTie
+        )
+    }
+
+    /// Why an answer that ended this way is rejected, if it is.
+    fn fault(self) -> Option<String> {
+        match self {
+            End::Length | End::Stop | End::EndOfText | End::EndOfTextNearTie => None,
+            End::NotEnded => {
+                Some("the answer claims the model ended it, but the model goes on there".into())
+            }
+            End::PastStop { extra } => Some(format!(
+                "{extra} tokens follow the one that completed a stop string"
+            )),
+            End::EndTokenInside => Some("an end-of-text token inside the answer".into()),
+            End::TooLong => Some("more tokens than max_tokens".into()),
+        }
+    }
+}
+
 /// What a replay measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayStats {
@@ -99,6 +154,10 @@ pub struct ReplayStats {
     pub near_ties: usize,
     /// Mean log-probability (natural log) of the claimed tokens under the verifier.
     pub mean_logprob: f64,
+    /// How the answer ended. An answer whose length or text alone shows a forgery
+    /// ([`End::PastStop`], [`End::EndTokenInside`], [`End::TooLong`]) is not run through
+    /// the model: its counts are 0.
+    pub end: End,
 }
 
 impl ReplayStats {
@@ -108,14 +167,82 @@ impl ReplayStats {
             .saturating_sub(self.exact)
             .saturating_sub(self.near_ties)
     }
+
+    /// Accepted, yet not what the verifier derives: every difference (a token or the end)
+    /// is a near-tie, so a device drifting within the bound could have given this answer
+    /// honestly, and replay cannot tell it from one.
+    pub fn near_tie_only(&self) -> bool {
+        self.end.is_valid()
+            && self.mismatches() == 0
+            && (self.near_ties > 0 || self.end == End::EndOfTextNearTie)
+    }
+
+    /// An answer not run through the model.
+    fn unread(tokens: usize, end: End) -> Self {
+        ReplayStats {
+            tokens,
+            exact: 0,
+            near_ties: 0,
+            mean_logprob: 0.0,
+            end,
+        }
+    }
+}
+
+/// How `output` claims to have ended, for a prompt of `prompt_len` tokens: the rules of
+/// [`crate::generate::Sequence`] read backwards (an end token stops generation before it
+/// is kept, a stop string after the token that completes it, then `max_tokens` and the
+/// context window).
+pub fn claimed_end(
+    model: &LoadedModel,
+    request: &GenerateRequest,
+    prompt_len: usize,
+    output: &[u32],
+) -> End {
+    let n = output.len();
+    if output.iter().any(|t| model.tokenizer.is_end(*t)) {
+        return End::EndTokenInside;
+    }
+    let max_tokens = request.sampling.max_tokens as usize;
+    if n > max_tokens {
+        return End::TooLong;
+    }
+    let stops = &request.sampling.stop;
+    if !stops.is_empty() {
+        let (mut decoder, mut text) = (StreamDecoder::default(), String::new());
+        for (i, t) in output.iter().enumerate() {
+            let piece = decoder.push(model.tokenizer.token_bytes(*t));
+            text.push_str(&piece);
+            if find_new_stop(&text, piece.len(), stops).is_some() {
+                let extra = n - i - 1;
+                return if extra == 0 {
+                    End::Stop
+                } else {
+                    End::PastStop { extra }
+                };
+            }
+        }
+    }
+    // Generation ends for length once the cache (the prompt and every token but the last)
+    // fills the context window.
+    let cached = prompt_len.saturating_add(n.saturating_sub(1));
+    if n == max_tokens || (n > 0 && cached >= model.model.config.context_length) {
+        return End::Length;
+    }
+    End::EndOfText
 }
 
 /// One replay to run: the tokens through the model and the claimed output.
 struct Prepared<'a> {
     index: usize,
     request: &'a GenerateRequest,
+    /// The prompt and the claimed tokens the logits are computed after.
     input: Vec<u32>,
     output: &'a [u32],
+    /// Logit rows: one per claimed token, and one more past the output when it claims
+    /// end-of-text.
+    rows: usize,
+    end: End,
 }
 
 impl Replay {
@@ -148,39 +275,41 @@ impl Replay {
                 if input.is_empty() {
                     return Err(EngineError::NoTokens);
                 }
-                let len = input.len() + output.len().saturating_sub(1);
+                let end = claimed_end(model, request, input.len(), output);
+                if !end.is_valid() {
+                    return Ok(Err(ReplayStats::unread(output.len(), end)));
+                }
+                let rows = output.len() + usize::from(end == End::EndOfText);
+                // The prompt and every claimed token before the last row's position.
+                let fed = output.get(..rows.saturating_sub(1)).unwrap_or(output);
+                let len = input.len() + fed.len();
                 if len > context {
                     return Err(EngineError::PromptTooLong {
                         tokens: len,
                         context,
                     });
                 }
-                input
-                    .extend_from_slice(output.get(..output.len().saturating_sub(1)).unwrap_or(&[]));
-                Ok(input)
+                input.extend_from_slice(fed);
+                Ok(Ok((input, rows, end)))
             });
             match prepared {
                 Err(e) => results[index] = Some(Err(e)),
-                Ok(_) if output.is_empty() => {
-                    results[index] = Some(Ok(ReplayStats {
-                        tokens: 0,
-                        exact: 0,
-                        near_ties: 0,
-                        mean_logprob: 0.0,
-                    }))
-                }
-                Ok(input) => ready.push(Prepared {
+                Ok(Err(unread)) => results[index] = Some(Ok(unread)),
+                Ok(Ok((_, 0, end))) => results[index] = Some(Ok(ReplayStats::unread(0, end))),
+                Ok(Ok((input, rows, end))) => ready.push(Prepared {
                     index,
                     request,
                     input,
                     output,
+                    rows,
+                    end,
                 }),
             }
         }
         // Long outputs alone, in bounded passes.
         let (long, ready): (Vec<_>, Vec<_>) = ready
             .into_iter()
-            .partition(|p| p.output.len() > self.rows_per_pass.max(1));
+            .partition(|p| p.rows > self.rows_per_pass.max(1));
         for p in &long {
             if let Some(slot) = results.get_mut(p.index) {
                 *slot = Some(self.run_in_passes(model, p));
@@ -199,14 +328,14 @@ impl Replay {
         for p in ready {
             if !chunk.is_empty()
                 && (chunk_tokens + p.input.len() > self.batch_tokens
-                    || chunk_rows + p.output.len() > self.rows_per_pass)
+                    || chunk_rows + p.rows > self.rows_per_pass)
             {
                 run(&mut chunk);
                 chunk_tokens = 0;
                 chunk_rows = 0;
             }
             chunk_tokens += p.input.len();
-            chunk_rows += p.output.len();
+            chunk_rows += p.rows;
             chunk.push(p);
         }
         if !chunk.is_empty() {
@@ -232,7 +361,7 @@ impl Replay {
                 .map(|(p, cache)| BatchItem {
                     tokens: &p.input,
                     cache,
-                    rows: p.output.len(),
+                    rows: p.rows,
                 })
                 .collect();
             model.model.forward_batch(&mut items)
@@ -241,7 +370,7 @@ impl Replay {
             Ok(all) => chunk
                 .iter()
                 .zip(all)
-                .map(|(p, logits)| (p.index, self.score(p.request, p.output, &logits)))
+                .map(|(p, logits)| (p.index, self.score(model, p, &logits)))
                 .collect(),
             Err(e) => {
                 let message = e.to_string();
@@ -261,11 +390,11 @@ impl Replay {
     /// the next tokens only; the sampler runs on across passes, so the result is the one
     /// pass's (the rows are computed as the incremental decoding that made them was).
     fn run_in_passes(&self, model: &LoadedModel, p: &Prepared<'_>) -> Result<ReplayStats> {
-        let n = p.output.len();
+        let n = p.rows;
         let prompt = p.input.len().saturating_add(1).saturating_sub(n);
         let step = self.rows_per_pass.max(1);
         let mut cache = model.model.new_cache();
-        let mut scoring = Scoring::new(p.request, self.drift_logit);
+        let mut scoring = Scoring::new(model, p, self.drift_logit);
         let (mut done, mut fed) = (0usize, 0usize);
         while done < n {
             let rows = (n - done).min(step);
@@ -282,55 +411,53 @@ impl Replay {
                 .forward_batch(&mut items)?
                 .pop()
                 .ok_or(EngineError::NoTokens)?;
+            // The row past the output, if this pass reaches it, has no claimed token.
             let claimed = p
                 .output
-                .get(done..done + rows)
+                .get(done.min(p.output.len())..(done + rows).min(p.output.len()))
                 .ok_or(EngineError::NoTokens)?;
             scoring.rows(claimed, &logits)?;
             fed = end;
             done += rows;
         }
-        Ok(scoring.finish(n))
+        Ok(scoring.finish(p.output.len()))
     }
 
-    /// Re-derives each claimed token from the verifier's logits at its position.
-    fn score(
-        &self,
-        request: &GenerateRequest,
-        output: &[u32],
-        logits: &Tensor,
-    ) -> Result<ReplayStats> {
-        let mut scoring = Scoring::new(request, self.drift_logit);
-        scoring.rows(output, logits)?;
-        Ok(scoring.finish(output.len()))
+    /// Re-derives each claimed token (and the end, when claimed) from the verifier's
+    /// logits at its position.
+    fn score(&self, model: &LoadedModel, p: &Prepared<'_>, logits: &Tensor) -> Result<ReplayStats> {
+        let mut scoring = Scoring::new(model, p, self.drift_logit);
+        scoring.rows(p.output, logits)?;
+        Ok(scoring.finish(p.output.len()))
     }
 
     /// The verdict for measured statistics.
     pub fn judge_stats(&self, s: &ReplayStats) -> Verdict {
-        if s.tokens == 0 {
-            return Verdict {
-                method: "replay",
-                accepted: true,
-                score: 1.0,
-                reasons: vec!["empty output".into()],
-            };
-        }
         let hard = s.mismatches();
         let mut reasons = vec![format!(
-            "{} of {} tokens re-derived exactly, {} near-ties, mean log-probability {:.2}",
-            s.exact, s.tokens, s.near_ties, s.mean_logprob
+            "{} of {} tokens re-derived exactly, {} near-ties, mean log-probability {:.2}, ended by {:?}",
+            s.exact, s.tokens, s.near_ties, s.mean_logprob, s.end
         )];
-        let accepted = hard <= self.max_mismatches;
-        if !accepted {
+        let mut accepted = true;
+        if let Some(fault) = s.end.fault() {
+            accepted = false;
+            reasons.push(fault);
+        } else if hard > self.max_mismatches {
+            accepted = false;
             reasons.push(format!(
                 "{hard} tokens are neither re-derived nor near-ties (at most {} allowed)",
                 self.max_mismatches
             ));
         }
+        let score = if !accepted && s.end.fault().is_some() {
+            0.0
+        } else {
+            1.0 - hard as f64 / s.tokens.max(1) as f64
+        };
         Verdict {
             method: "replay",
             accepted,
-            score: 1.0 - hard as f64 / s.tokens as f64,
+            score,
             reasons,
         }
     }
@@ -340,23 +467,30 @@ impl Replay {
 struct Scoring {
     sampler: Sampler,
     drift_logit: f32,
+    /// The tokens that end generation, for the row past a claimed end-of-text.
+    ends: Vec<u32>,
     exact: usize,
     near_ties: usize,
     lp_sum: f64,
+    /// How the answer ended: [`End::NotEnded`] once the row past it says so.
+    end: End,
 }
 
 impl Scoring {
-    fn new(request: &GenerateRequest, drift_logit: f32) -> Self {
+    fn new(model: &LoadedModel, p: &Prepared<'_>, drift_logit: f32) -> Self {
         Scoring {
-            sampler: Sampler::new(&request.sampling),
+            sampler: Sampler::new(&p.request.sampling),
             drift_logit,
+            ends: model.tokenizer.end_tokens().to_vec(),
             exact: 0,
             near_ties: 0,
             lp_sum: 0.0,
+            end: p.end,
         }
     }
 
-    /// Scores the claimed tokens `output` against `logits`, a row per token, in order.
+    /// Scores the claimed tokens `output` against `logits`, a row per token, in order;
+    /// a row after the last claimed token is the position past a claimed end-of-text.
     fn rows(&mut self, output: &[u32], logits: &Tensor) -> Result<()> {
         let logprobs = log_softmax(logits)?.to_vec2::<f32>()?;
         let rows = logits.to_vec2::<f32>()?;
@@ -376,6 +510,21 @@ impl Scoring {
                     .max(-100.0),
             );
         }
+        if let Some(past) = rows.get(output.len()) {
+            let probe = self.sampler.clone();
+            let (derived, draw) = self.sampler.sample_traced(past);
+            self.end = if self.ends.contains(&derived) {
+                End::EndOfText
+            } else if self
+                .ends
+                .iter()
+                .any(|e| probe.could_pick(past, draw, *e, self.drift_logit))
+            {
+                End::EndOfTextNearTie
+            } else {
+                End::NotEnded
+            };
+        }
         Ok(())
     }
 
@@ -385,6 +534,7 @@ impl Scoring {
             exact: self.exact,
             near_ties: self.near_ties,
             mean_logprob: self.lp_sum / tokens.max(1) as f64,
+            end: self.end,
         }
     }
 }

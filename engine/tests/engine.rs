@@ -230,10 +230,15 @@ fn a_prompt_longer_than_the_context_is_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("context window"));
-    // A verifier handed a claim longer than the window says so too.
+    // A verifier handed a claim longer than the window says so too (one longer than
+    // max_tokens is rejected unread).
     let claim = vec![b'a' as u32; 2100];
+    let sampling = SamplingParams {
+        max_tokens: 4000,
+        ..SamplingParams::default()
+    };
     let err = fai_engine::Replay::default()
-        .verify(&model, &request("hi", SamplingParams::default()), &claim)
+        .verify(&model, &request("hi", sampling), &claim)
         .unwrap_err();
     assert!(
         matches!(err, EngineError::PromptTooLong { context: 2048, .. }),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use fai_engine::generate::Sequence;
 use fai_engine::scheduler::Scheduler;
+use fai_engine::verify::End;
 use fai_engine::{generate, GenerateRequest, LoadedModel, Replay, Verifier};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -186,5 +187,94 @@ fn a_token_that_is_not_a_near_tie_is_a_mismatch_whatever_the_answer_length() {
                 assert!(replay.verify(&model, &r, &honest).unwrap().accepted);
             }
         }
+    }
+}
+
+/// The claimed end is checked: an answer cut short (or empty) claims that the model ended
+/// it, and the verifier's next token says otherwise; tokens after the one that completed a
+/// stop string, an end token inside the answer and more than `max_tokens` tokens are
+/// padding. Before this check every one of these was accepted (each claimed token is what
+/// the model derives), so a node could be paid for less work or for more tokens.
+#[test]
+fn the_claimed_end_is_checked_cut_short_padded_past_a_stop_or_too_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let replay = Replay::default();
+    for model in common::models(dir.path()) {
+        let name = &model.name;
+        let eos = model.tokenizer.end_tokens()[0];
+        let end_of = |r: &GenerateRequest, o: &[u32]| replay.measure(&model, r, o).unwrap();
+        let accepted =
+            |r: &GenerateRequest, o: &[u32]| replay.verify(&model, r, o).unwrap().accepted;
+        let (mut ended_by_model, mut stopped) = (0, 0);
+        for i in 0..12 {
+            let r = common::request(i, i % 2 == 1, 32);
+            let g = generate(&model, &r, &AtomicBool::new(false), |_| {}).unwrap();
+            let honest = g.tokens;
+            assert!(accepted(&r, &honest), "{name} #{i}");
+            if honest.len() == 32 {
+                assert_eq!(end_of(&r, &honest).end, End::Length);
+                // Cut short: the first half, claiming end-of-text.
+                let cut = &honest[..16];
+                let s = end_of(&r, cut);
+                assert_eq!((s.end, s.mismatches()), (End::NotEnded, 0), "{name} #{i}");
+                assert!(!accepted(&r, cut), "{name} #{i}: cut short");
+                // One token more than max_tokens.
+                let mut long = honest.clone();
+                long.push(honest[0]);
+                assert_eq!(end_of(&r, &long).end, End::TooLong);
+                assert!(!accepted(&r, &long));
+                // Nothing at all.
+                assert!(!accepted(&r, &[]), "{name} #{i}: empty answer");
+            } else {
+                ended_by_model += 1;
+                assert!(
+                    matches!(
+                        end_of(&r, &honest).end,
+                        End::EndOfText | End::EndOfTextNearTie
+                    ),
+                    "{name} #{i}"
+                );
+            }
+            // An end token inside, then the rest of the answer.
+            let mut inside = honest.clone();
+            inside.insert(honest.len() / 2, eos);
+            inside.truncate(32);
+            assert_eq!(end_of(&r, &inside).end, End::EndTokenInside);
+            assert!(!accepted(&r, &inside));
+
+            // A stop string from the middle of the answer: honest answers end at it; the
+            // same tokens run on past it are padding.
+            let text = model.tokenizer.decode(&honest);
+            let Some(stop) = text
+                .chars()
+                .skip(text.chars().count() / 2)
+                .find(|c| !c.is_whitespace() && *c != char::REPLACEMENT_CHARACTER)
+            else {
+                continue;
+            };
+            let mut with_stop = r.clone();
+            with_stop.sampling.stop = vec![stop.to_string()];
+            let g = generate(&model, &with_stop, &AtomicBool::new(false), |_| {}).unwrap();
+            assert!(g.tokens.len() <= honest.len(), "{name} #{i}");
+            assert_eq!(end_of(&with_stop, &g.tokens).end, End::Stop);
+            assert!(accepted(&with_stop, &g.tokens), "{name} #{i}");
+            if g.tokens.len() == honest.len() {
+                continue; // the stop string first appears with the last token
+            }
+            let s = end_of(&with_stop, &honest);
+            assert!(
+                matches!(s.end, End::PastStop { extra } if extra > 0),
+                "{s:?}"
+            );
+            assert!(
+                !accepted(&with_stop, &honest),
+                "{name} #{i}: padded past a stop"
+            );
+            stopped += 1;
+        }
+        eprintln!(
+            "{name}: {ended_by_model} answers ended by the model, {stopped} by a stop string"
+        );
+        assert!(stopped >= 6, "{name}: {stopped}");
     }
 }

@@ -314,19 +314,17 @@ fn the_payload_store_forgets_text_six_ledger_blocks_after_finality() {
 #[test]
 fn an_honest_quorum_rejects_forged_results_with_the_real_engine() {
     use candle_core::Device;
-    use fai_engine::fraud::{build, other_model_spec};
-    use fai_engine::tiny::{ensure_fai_tiny, write_gguf};
+    use fai_engine::fraud::{build, Forgers};
+    use fai_engine::tiny::{ensure_fai_tiny, TinySpec};
     use fai_engine::{LoadedModel, Replay, Verifier};
     let dir = tempfile::tempdir().unwrap();
     let model = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
-    let other_path = dir.path().join("other.gguf");
-    write_gguf(&other_model_spec(), &other_path).unwrap();
-    let other = LoadedModel::load(&other_path, &Device::Cpu).unwrap();
+    let forgers = Forgers::for_spec(&TinySpec::fai_tiny(), dir.path(), &Device::Cpu).unwrap();
     let prompts = vec![
         "the price of a block".to_string(),
         "who signs the blocks".to_string(),
     ];
-    let cases = build(&model, &other, &prompts, 48, 21).unwrap();
+    let cases = build(&model, &forgers, &prompts, 64, 21).unwrap();
     assert!(cases.len() >= 12, "{} cases", cases.len());
 
     let verifiers: Vec<SecretKey> = (20..25).map(key).collect();
@@ -353,21 +351,25 @@ fn an_honest_quorum_rejects_forged_results_with_the_real_engine() {
     for (case, accepted) in cases.iter().zip(&t.accepted) {
         let s = settle(*accepted, max_fee, price, case.output.len() as u32, bond);
         let replay = Replay::default();
-        let near_ties_only = || {
-            let stats = replay.measure(&model, &case.request, &case.output).unwrap();
-            stats.mismatches() == 0 && stats.near_ties > 0
+        let near_tie_only = || {
+            replay
+                .measure(&model, &case.request, &case.output)
+                .unwrap()
+                .near_tie_only()
         };
         if case.kind == "honest" {
             assert!(*accepted, "an honest result was rejected");
             assert!(s.node > 0 && s.slash == 0 && s.refund < max_fee);
-        } else if case.kind == "other-prompt" && *accepted {
-            // fai-tiny's answers barely depend on the prompt: another prompt's answer can
-            // differ from this one's only at near-ties, which replay must accept (a device
-            // drifting within the bound could give it honestly; docs/consensus.md). Such an
-            // answer is paid like an honest one; anything else is not.
+        } else if *accepted {
+            // fai-tiny's answers barely depend on the prompt: another (system) prompt's
+            // answer can differ from this one's only at near-ties, which replay must
+            // accept (a device drifting within the bound could give it honestly;
+            // docs/consensus.md). Such an answer is paid like an honest one; anything
+            // else is not.
             assert!(
-                near_ties_only(),
-                "an other-prompt forgery with a hard mismatch was accepted"
+                near_tie_only(),
+                "a {} forgery with a hard mismatch was accepted",
+                case.kind
             );
             assert!(s.node > 0 && s.slash == 0);
         } else {
