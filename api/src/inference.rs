@@ -93,6 +93,9 @@ pub struct Receipt {
     pub txid: String,
     /// SHA-256 of the answer's text (hex).
     pub output_hash: String,
+    /// SHA-256 of the answer's token ids, each 4 little-endian bytes (hex): what
+    /// verifiers replay.
+    pub tokens_hash: String,
     /// Output tokens generated.
     pub tokens: u32,
     /// The serving node's public key (hex).

@@ -68,6 +68,7 @@ pub fn inferences(n: usize) -> Vec<Inference> {
             let mut receipt = ResultReceipt {
                 tx: stub.txid(),
                 output_hash: ResultReceipt::hash_output(&format!("answer {i}")),
+                tokens_hash: ResultReceipt::hash_tokens(&[7; 200]),
                 tokens: 200,
                 node: node.public_key(),
                 signature: Signature([0; 64]),

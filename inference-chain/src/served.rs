@@ -40,6 +40,9 @@ impl ServedInference {
         {
             return Err("the token count is not the receipt's");
         }
+        if receipt.tokens_hash != ResultReceipt::hash_tokens(&self.tokens) {
+            return Err("the output tokens do not match their hash");
+        }
         Ok(())
     }
 }
@@ -138,6 +141,7 @@ mod tests {
         let mut receipt = ResultReceipt {
             tx: stub.txid(),
             output_hash: ResultReceipt::hash_output(&output),
+            tokens_hash: ResultReceipt::hash_tokens(&[5, 6, 7]),
             tokens: 3,
             node: node.public_key(),
             signature: Signature([0; 64]),
@@ -170,6 +174,12 @@ mod tests {
         let mut other = s.clone();
         other.tokens.pop();
         assert_eq!(other.check(), Err("the token count is not the receipt's"));
+        let mut other = s.clone();
+        other.tokens[1] = 9;
+        assert_eq!(
+            other.check(),
+            Err("the output tokens do not match their hash")
+        );
         let bytes = s.to_bytes();
         assert!(ServedInference::from_bytes(&bytes[..bytes.len() - 1]).is_err());
     }

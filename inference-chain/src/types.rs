@@ -286,7 +286,14 @@ impl Decode for InferenceTx {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultReceipt {
     pub tx: Hash256,
+    /// The answer's text ([`ResultReceipt::hash_output`]): what the buyer checks.
     pub output_hash: Hash256,
+    /// The answer's token ids ([`ResultReceipt::hash_tokens`]): what verifiers replay. A
+    /// text has many token sequences (invalid bytes all read as U+FFFD, and most
+    /// vocabularies spell a word several ways), so without this anyone relaying the
+    /// answer could swap the ids for others that spell the same text and have the
+    /// verifiers reject an honest node.
+    pub tokens_hash: Hash256,
     pub tokens: u32,
     pub node: PublicKey,
     pub signature: Signature,
@@ -296,6 +303,7 @@ impl ResultReceipt {
     fn encode_unsigned(&self, out: &mut Vec<u8>) {
         self.tx.encode_to(out);
         self.output_hash.encode_to(out);
+        self.tokens_hash.encode_to(out);
         self.tokens.encode_to(out);
         self.node.encode_to(out);
     }
@@ -303,7 +311,7 @@ impl ResultReceipt {
     pub fn signing_digest(&self) -> Hash256 {
         let mut out = Vec::new();
         self.encode_unsigned(&mut out);
-        tagged_hash(b"fai-result-receipt/v1", &out)
+        tagged_hash(b"fai-result-receipt/v2", &out)
     }
 
     pub fn sign(&mut self, key: &SecretKey) {
@@ -317,6 +325,12 @@ impl ResultReceipt {
     /// The hash of an output text.
     pub fn hash_output(output: &str) -> Hash256 {
         tagged_hash(b"fai-output/v1", output.as_bytes())
+    }
+
+    /// The hash of an output's token ids (each as 4 little-endian bytes).
+    pub fn hash_tokens(tokens: &[u32]) -> Hash256 {
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        tagged_hash(b"fai-output-tokens/v1", &bytes)
     }
 }
 
@@ -332,6 +346,7 @@ impl Decode for ResultReceipt {
         Ok(ResultReceipt {
             tx: Decode::decode_from(r)?,
             output_hash: Decode::decode_from(r)?,
+            tokens_hash: Decode::decode_from(r)?,
             tokens: r.read_u32()?,
             node: Decode::decode_from(r)?,
             signature: Decode::decode_from(r)?,

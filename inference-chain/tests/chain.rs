@@ -492,11 +492,12 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let honest = generate(&honest_stub.sampling, 5);
     let forged_stub = mk_stub(1, 6);
     let forged = generate(&forged_stub.sampling, 7); // sampled with another seed than declared
-    let receipt_for = |s: &InferenceStub, text: &str, tokens: usize| {
+    let receipt_for = |s: &InferenceStub, text: &str, tokens: &[u32]| {
         let mut r = ResultReceipt {
             tx: s.txid(),
             output_hash: ResultReceipt::hash_output(text),
-            tokens: tokens as u32,
+            tokens_hash: ResultReceipt::hash_tokens(tokens),
+            tokens: tokens.len() as u32,
             node: node.public_key(),
             signature: Signature([0; 64]),
         };
@@ -505,11 +506,11 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     };
     let inferences = vec![
         Inference {
-            receipt: receipt_for(&honest_stub, &honest.text, honest.tokens.len()),
+            receipt: receipt_for(&honest_stub, &honest.text, &honest.tokens),
             stub: honest_stub.clone(),
         },
         Inference {
-            receipt: receipt_for(&forged_stub, &forged.text, forged.tokens.len()),
+            receipt: receipt_for(&forged_stub, &forged.text, &forged.tokens),
             stub: forged_stub.clone(),
         },
     ];
@@ -713,7 +714,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let third_stub = mk_stub(1, 9);
     let third = generate(&third_stub.sampling, 9);
     let third_inf = Inference {
-        receipt: receipt_for(&third_stub, &third.text, third.tokens.len()),
+        receipt: receipt_for(&third_stub, &third.text, &third.tokens),
         stub: third_stub,
     };
     let third_txid = third_inf.stub.txid();
@@ -989,6 +990,7 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     let mut receipt = ResultReceipt {
         tx: stub.txid(),
         output_hash: ResultReceipt::hash_output(&out.text),
+        tokens_hash: ResultReceipt::hash_tokens(&out.tokens),
         tokens: out.tokens.len() as u32,
         node: node.public_key(),
         signature: Signature([0; 64]),

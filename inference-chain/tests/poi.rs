@@ -44,6 +44,7 @@ fn receipt(node: &SecretKey, tx: Hash256, output: &str) -> ResultReceipt {
     let mut r = ResultReceipt {
         tx,
         output_hash: ResultReceipt::hash_output(output),
+        tokens_hash: ResultReceipt::hash_tokens(&[]),
         tokens: output.len() as u32,
         node: node.public_key(),
         signature: Signature([0; 64]),

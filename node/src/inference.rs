@@ -31,7 +31,8 @@ pub const SCHEMA: Schema = Schema {
     // 3: the node registry punishes equivocating producers and a full staking contract
     // lets a larger stake in (another genesis state), a tenure may hold sibling blocks,
     // and answers' text is kept by receipt.
-    format_version: 3,
+    // 4: receipts sign the hash of the output's token ids (blocks encode it).
+    format_version: 4,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -124,7 +125,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 2,
+            format_version: 3,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -136,8 +137,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 2"), "{text}");
-        assert!(text.contains("version 3"), "{text}");
+        assert!(text.contains("format version 3"), "{text}");
+        assert!(text.contains("version 4"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

@@ -255,6 +255,7 @@ mod tests {
         let mut receipt = ResultReceipt {
             tx: stub.txid(),
             output_hash: ResultReceipt::hash_output(&output),
+            tokens_hash: ResultReceipt::hash_tokens(&[5, 6, 7]),
             tokens: 3,
             node: node.public_key(),
             signature: Signature([0; 64]),

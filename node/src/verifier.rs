@@ -90,6 +90,9 @@ pub fn verdict(
         .tokens(&txid, &receipt)
         .map_err(|e| e.to_string())?
         .ok_or("no output tokens for this transaction")?;
+    if ResultReceipt::hash_tokens(&tokens) != inf.receipt.tokens_hash {
+        return Err("the output tokens do not match their hash".into());
+    }
     // The output is the tokens' text, cut before the first stop string (the token that
     // completed it is among the tokens, as generation counts it).
     let mut spelled = model.tokenizer.decode(&tokens);
@@ -139,6 +142,107 @@ mod tests {
 
     use super::*;
 
+    /// Attack: a node that relays an honest answer swaps token ids for others that spell
+    /// the same text (two bytes that are each invalid UTF-8 both read as U+FFFD; real
+    /// vocabularies spell most words several ways) and keeps the count. The receipt
+    /// signed only the text and the count, so the relayed answer passed every check, and
+    /// verifiers holding it replayed the swapped ids and rejected the honest node (a
+    /// slash). The receipt signs the ids' hash now: the swap is refused on arrival.
+    #[test]
+    fn a_relay_cannot_swap_token_ids_that_spell_the_same_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
+        let (user, node) = (
+            SecretKey::from_bytes(&[2; 32]).unwrap(),
+            SecretKey::from_bytes(&[3; 32]).unwrap(),
+        );
+        // An honest answer holding a byte that is never valid UTF-8 (0xF8 to 0xFF).
+        let (prompt, sampling, tokens, at) = (0..200)
+            .find_map(|i| {
+                let prompt = Prompt {
+                    input: format!("question {i}"),
+                    ..Prompt::default()
+                };
+                let sampling = Sampling {
+                    max_tokens: 48,
+                    temperature_milli: 1000,
+                    top_p_milli: 1000,
+                    top_k: 0,
+                    seed: i,
+                    stop: vec![],
+                };
+                let tokens = fai_engine::generate(
+                    &model,
+                    &request(&prompt, &sampling),
+                    &AtomicBool::new(false),
+                    |_| {},
+                )
+                .unwrap()
+                .tokens;
+                let at = tokens.iter().position(|t| (0xf8..=0xff).contains(t))?;
+                Some((prompt, sampling, tokens, at))
+            })
+            .expect("an answer with an invalid byte");
+        let mut stub = InferenceStub {
+            sender: user.public_key(),
+            nonce: 0,
+            chain_id: 1,
+            model: model.id.0,
+            prompt_hash: prompt.hash(),
+            sampling,
+            max_fee: Amount::from_units(1_000).unwrap(),
+            expiry: 100,
+            signature: Signature([0; 64]),
+        };
+        stub.sign(&user);
+        let text = model.tokenizer.decode(&tokens);
+        let mut receipt = ResultReceipt {
+            tx: stub.txid(),
+            output_hash: ResultReceipt::hash_output(&text),
+            tokens_hash: ResultReceipt::hash_tokens(&tokens),
+            tokens: tokens.len() as u32,
+            node: node.public_key(),
+            signature: Signature([0; 64]),
+        };
+        receipt.sign(&node);
+        let honest = fai_inference_chain::served::ServedInference {
+            inference: Inference { stub, receipt },
+            prompt,
+            output: text.clone(),
+            tokens: tokens.clone(),
+        };
+        assert_eq!(honest.check(), Ok(()));
+        let mut swapped = honest.clone();
+        swapped.tokens[at] = if tokens[at] == 0xff { 0xf8 } else { 0xff };
+        assert_eq!(model.tokenizer.decode(&swapped.tokens), text, "same text");
+        assert_eq!(swapped.tokens.len(), tokens.len(), "same count");
+        // What the swap would do to a verifier that held it: reject the honest answer.
+        let replay = fai_engine::Replay::default();
+        let req = request(&honest.prompt, &honest.inference.stub.sampling);
+        assert!(replay.verify(&model, &req, &tokens).unwrap().accepted);
+        assert!(
+            !replay
+                .verify(&model, &req, &swapped.tokens)
+                .unwrap()
+                .accepted
+        );
+        // It never gets there.
+        assert_eq!(
+            swapped.check(),
+            Err("the output tokens do not match their hash")
+        );
+        // And a store that somehow holds swapped ids is not read as the node's answer.
+        let schema = fai_storage::Schema {
+            columns: &[PAYLOADS_COLUMN],
+            format_version: 1,
+        };
+        let kv = Arc::new(fai_storage::RocksStore::open(&dir.path().join("db"), schema).unwrap());
+        let payloads = PayloadStore::new(kv);
+        swapped.store_text(&payloads, 1).unwrap();
+        let why = verdict(&model, &payloads, &honest.inference).unwrap_err();
+        assert!(why.contains("tokens do not match their hash"), "{why}");
+    }
+
     #[test]
     fn missing_or_mismatched_payloads_and_forged_outputs_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
@@ -181,6 +285,7 @@ mod tests {
             let mut receipt = ResultReceipt {
                 tx: stub.txid(),
                 output_hash: ResultReceipt::hash_output(&text),
+                tokens_hash: ResultReceipt::hash_tokens(tokens),
                 tokens: tokens.len() as u32,
                 node: node.public_key(),
                 signature: Signature([0; 64]),
@@ -222,6 +327,7 @@ mod tests {
         rival.receipt = ResultReceipt {
             tx: honest.stub.txid(),
             output_hash: ResultReceipt::hash_output(""),
+            tokens_hash: ResultReceipt::hash_tokens(&[]),
             tokens: 0,
             node: rival_key.public_key(),
             signature: Signature([0; 64]),

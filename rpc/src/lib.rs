@@ -75,7 +75,7 @@ const REMEMBERED: usize = 10_000;
 #[derive(Debug, Clone)]
 enum InferenceState {
     Running,
-    Done(ResultReceipt),
+    Done(Box<ResultReceipt>),
     Failed(String),
 }
 
@@ -803,6 +803,7 @@ async fn serve_here(
             let mut receipt = ResultReceipt {
                 tx: txid,
                 output_hash: ResultReceipt::hash_output(&g.text),
+                tokens_hash: ResultReceipt::hash_tokens(&g.tokens),
                 tokens: u32::try_from(g.tokens.len()).unwrap_or(u32::MAX),
                 node: state.key.public_key(),
                 signature: Signature([0; 64]),
@@ -820,7 +821,7 @@ async fn serve_here(
             // Pooled (queued on the chain task) before the log says done, so that a
             // status query between the two finds it pending, not dropped.
             publish_result(&state, served);
-            state.log().set(txid, InferenceState::Done(receipt.clone()));
+            state.log().set(txid, InferenceState::Done(Box::new(receipt.clone())));
             if let Some(h) = held.take() {
                 h.done();
             }
@@ -918,6 +919,7 @@ fn receipt_body(r: &ResultReceipt, text: Option<String>) -> api::Receipt {
     api::Receipt {
         txid: r.tx.to_string(),
         output_hash: r.output_hash.to_string(),
+        tokens_hash: r.tokens_hash.to_string(),
         tokens: r.tokens,
         node: r.node.to_string(),
         receipt: hex::encode(r.to_bytes()),
