@@ -131,8 +131,14 @@ pub struct InferenceStatus {
     /// Whether a quorum of verifiers voted (false: refunded without one).
     #[serde(rename = "final", default, skip_serializing_if = "Option::is_none")]
     pub is_final: Option<bool>,
+    /// Whether the verifiers accepted it (paid); false when rejected or undecided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<bool>,
+    /// What the verifiers decided: `accepted` (paid), `rejected` (refunded, the node
+    /// slashed) or `undecided` (refunded, nobody paid or slashed: the verifiers could not
+    /// judge it, or the block had no quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<SettlementAmounts>,
     /// Why it failed (`failed`).
@@ -153,6 +159,7 @@ impl InferenceStatus {
             settled_in: None,
             is_final: None,
             accepted: None,
+            outcome: None,
             settlement: None,
             error: None,
         }

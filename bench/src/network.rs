@@ -48,7 +48,7 @@ pub struct NetworkReport {
     pub accepted: usize,
     /// Settled and rejected (refunded).
     pub rejected: usize,
-    /// Settled without a quorum of votes (refunded).
+    /// Settled without a quorum of votes, or undecided by it (refunded).
     pub unconfirmed: usize,
     /// Never put in a block (refused by the producer or expired).
     pub dropped: usize,
@@ -403,10 +403,11 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
             if let Ok(state) = node0.inference_status(txid) {
                 let ending = match state.state.as_str() {
                     "settled" => Some(
-                        match (state.is_final == Some(true), state.accepted == Some(true)) {
-                            (true, true) => Ending::Accepted,
-                            (true, false) => Ending::Rejected,
-                            (false, _) => Ending::Unconfirmed,
+                        match (state.is_final == Some(true), state.outcome.as_deref()) {
+                            (true, Some("accepted")) => Ending::Accepted,
+                            (true, Some("rejected")) => Ending::Rejected,
+                            // Not final, or the verifiers could not judge: refunded.
+                            _ => Ending::Unconfirmed,
                         },
                     ),
                     "dropped" | "failed" => Some(Ending::Dropped),

@@ -45,7 +45,7 @@ use sha2::{Digest, Sha256};
 
 use crate::block::{InferenceBlock, InferenceHeader};
 use crate::payloads::PayloadStore;
-use crate::quorum::{tally, Vote};
+use crate::quorum::{tally, Outcome, Vote};
 use crate::settlement::{producer_subsidy, settle, Settlement};
 use crate::sortition::{tenure_proof_matches, Bid};
 use crate::tracker::{SortitionRecord, SortitionTracker};
@@ -937,11 +937,12 @@ impl InferenceChain {
         // 1. The parent's settlement.
         if let Some(pb) = &parent.block {
             let (is_final, list) = self.settlements(ledger, parent, &block.parent_votes)?;
-            for (inf, (accepted, s)) in pb.inferences.iter().zip(&list) {
+            for (inf, (outcome, s)) in pb.inferences.iter().zip(&list) {
                 settled.push(inf.stub.txid());
                 let sender = inf.stub.sender.hash160().0;
                 let node = inf.receipt.node.hash160().0;
-                if !is_final {
+                // Not final, or nobody decided: the max fee goes back, nothing else.
+                if !is_final || *outcome == Outcome::Undecided {
                     ops.push(BlockOp::Move {
                         from: escrow,
                         to: sender,
@@ -979,7 +980,7 @@ impl InferenceChain {
                         txid,
                         self.vm.principal(sender).into(),
                         node_value,
-                        Value::Bool(*accepted),
+                        Value::Bool(*outcome == Outcome::Accepted),
                     ],
                 ));
             }
@@ -1076,28 +1077,29 @@ impl InferenceChain {
     }
 
     /// How the inferences of block `rec` are settled by a child carrying `votes`: whether
-    /// the votes make it final, and per inference whether it is accepted and where its
-    /// max fee goes. Without finality every inference is refunded in full.
+    /// the votes make it final, and per inference what they decided and where its max fee
+    /// goes. Without finality, or for an undecided inference, the max fee is refunded in
+    /// full and nobody is paid or slashed.
     pub fn settlements(
         &self,
         ledger: &Chainstate,
         rec: &BlockRecord,
         votes: &[crate::quorum::Vote],
-    ) -> Result<(bool, Vec<(bool, Settlement)>), BlockError> {
+    ) -> Result<(bool, Vec<(Outcome, Settlement)>), BlockError> {
         let Some(block) = &rec.block else {
             return Ok((false, Vec::new()));
         };
         let set = self.verifier_set(ledger, rec, rec.cycle);
         let t = tally(&set, &Hash256(rec.id), block.inferences.len(), votes);
         let mut out = Vec::with_capacity(block.inferences.len());
-        for (inf, accepted) in block.inferences.iter().zip(&t.accepted) {
+        for (inf, outcome) in block.inferences.iter().zip(&t.outcomes) {
             let max_fee = inf.stub.max_fee.units();
-            if !t.is_final {
+            if !t.is_final || *outcome == Outcome::Undecided {
                 let refund = Settlement {
                     refund: max_fee,
                     ..Settlement::default()
                 };
-                out.push((false, refund));
+                out.push((Outcome::Undecided, refund));
                 continue;
             }
             let node_value: Value = self.vm.principal(inf.receipt.node.hash160().0).into();
@@ -1118,13 +1120,13 @@ impl InferenceChain {
                     .map_or(0, |v| u64::try_from(v).unwrap_or(u64::MAX))
             };
             let s = settle(
-                *accepted,
+                *outcome == Outcome::Accepted,
                 max_fee,
                 field("price"),
                 inf.receipt.tokens,
                 field("bond"),
             );
-            out.push((*accepted, s));
+            out.push((*outcome, s));
         }
         Ok((t.is_final, out))
     }

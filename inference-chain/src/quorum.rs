@@ -1,21 +1,75 @@
 //! The verifier quorum: the five verifiers of the reward cycle vote on every inference of
 //! a block and sign their votes with the block id. A block is final when a majority of the
-//! set (3 of 5) has signed; each inference is accepted when a strict majority of those
-//! signers accepted it. Signatures from outside the set, over another block, with the
-//! wrong number of verdicts or that do not verify are ignored; a verifier counts once.
+//! set (3 of 5) has signed. A verdict accepts, rejects, or abstains (the verifier could
+//! not judge: it lacks the model or the text); each inference is accepted when a strict
+//! majority of the signers accepted it, rejected when a strict majority rejected it, and
+//! undecided otherwise (refunded, nobody paid or slashed). Signatures from outside the
+//! set, over another block, with the wrong number of verdicts or that do not verify are
+//! ignored; a verifier counts once.
 
 use fai_primitives::codec::{Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash160, Hash256, PublicKey, SecretKey, Signature};
 
 use crate::types::MAX_BLOCK_RECEIPTS;
 
+/// One verifier's judgement of one inference (one byte in a vote: 0, 1 or 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The answer is not what the model gives (or breaks the rules of an answer).
+    Reject,
+    Accept,
+    /// The verifier could not judge: it does not hold the model, or the text never
+    /// reached it. Counts as a signature for finality, for neither side of the decision.
+    Abstain,
+}
+
+impl Verdict {
+    fn byte(self) -> u8 {
+        match self {
+            Verdict::Reject => 0,
+            Verdict::Accept => 1,
+            Verdict::Abstain => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Verdict::Reject),
+            1 => Some(Verdict::Accept),
+            2 => Some(Verdict::Abstain),
+            _ => None,
+        }
+    }
+}
+
+impl From<bool> for Verdict {
+    fn from(accepted: bool) -> Self {
+        if accepted {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        }
+    }
+}
+
+/// What the votes decide about one inference of a final block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A strict majority of the signers accepted it: the node is paid.
+    Accepted,
+    /// A strict majority of the signers rejected it: refunded, the node slashed.
+    Rejected,
+    /// Neither (abstentions, or a split): refunded, nobody paid or slashed.
+    Undecided,
+}
+
 /// One verifier's signed verdicts on one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vote {
     pub verifier: PublicKey,
     pub block: Hash256,
-    /// One verdict per inference of the block, in order: true accepts.
-    pub verdicts: Vec<bool>,
+    /// One verdict per inference of the block, in order.
+    pub verdicts: Vec<Verdict>,
     pub signature: Signature,
 }
 
@@ -29,12 +83,12 @@ impl Vote {
                 .unwrap_or(u32::MAX)
                 .to_le_bytes(),
         );
-        out.extend(self.verdicts.iter().map(|v| u8::from(*v)));
+        out.extend(self.verdicts.iter().map(|v| v.byte()));
         Hash256::sha256d(&out)
     }
 
     /// A signed vote.
-    pub fn new(key: &SecretKey, block: Hash256, verdicts: Vec<bool>) -> Self {
+    pub fn new(key: &SecretKey, block: Hash256, verdicts: Vec<Verdict>) -> Self {
         let mut v = Vote {
             verifier: key.public_key(),
             block,
@@ -51,7 +105,7 @@ impl Encode for Vote {
         self.verifier.encode_to(out);
         self.block.encode_to(out);
         fai_primitives::codec::write_len(out, self.verdicts.len());
-        out.extend(self.verdicts.iter().map(|v| u8::from(*v)));
+        out.extend(self.verdicts.iter().map(|v| v.byte()));
         self.signature.encode_to(out);
     }
 }
@@ -64,13 +118,11 @@ impl Decode for Vote {
         let verdicts = r
             .read_slice(n)?
             .iter()
-            .map(|b| match b {
-                0 => Ok(false),
-                1 => Ok(true),
-                _ => Err(CodecError::Invalid {
+            .map(|b| {
+                Verdict::from_byte(*b).ok_or(CodecError::Invalid {
                     what: "verdict",
-                    reason: "neither 0 nor 1",
-                }),
+                    reason: "not 0, 1 or 2",
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Vote {
@@ -93,14 +145,15 @@ pub struct Tally {
     /// The verifiers whose votes counted, in the order they came.
     pub signers: Vec<Hash160>,
     pub is_final: bool,
-    /// Per inference: accepted by a strict majority of the signers.
-    pub accepted: Vec<bool>,
+    /// Per inference: what the signers decided (meaningful once final).
+    pub outcomes: Vec<Outcome>,
 }
 
 /// Counts `votes` for `block` (with `inferences` inferences) by the verifier `set`.
 pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]) -> Tally {
     let mut signers: Vec<Hash160> = Vec::new();
     let mut accepts = vec![0usize; inferences];
+    let mut rejects = vec![0usize; inferences];
     for vote in votes {
         let who = vote.verifier.hash160();
         if !set.contains(&who)
@@ -114,20 +167,35 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
             continue;
         }
         signers.push(who);
-        for (count, verdict) in accepts.iter_mut().zip(&vote.verdicts) {
-            if *verdict {
-                *count = count.saturating_add(1);
+        for ((a, r), verdict) in accepts
+            .iter_mut()
+            .zip(rejects.iter_mut())
+            .zip(&vote.verdicts)
+        {
+            match verdict {
+                Verdict::Accept => *a = a.saturating_add(1),
+                Verdict::Reject => *r = r.saturating_add(1),
+                Verdict::Abstain => {}
             }
         }
     }
     let is_final = !set.is_empty() && signers.len() >= quorum(set.len());
-    let accepted = accepts
+    let outcomes = accepts
         .iter()
-        .map(|a| a.saturating_mul(2) > signers.len())
+        .zip(&rejects)
+        .map(|(a, r)| {
+            if a.saturating_mul(2) > signers.len() {
+                Outcome::Accepted
+            } else if r.saturating_mul(2) > signers.len() {
+                Outcome::Rejected
+            } else {
+                Outcome::Undecided
+            }
+        })
         .collect();
     Tally {
         signers,
         is_final,
-        accepted,
+        outcomes,
     }
 }

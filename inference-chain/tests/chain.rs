@@ -18,7 +18,7 @@ use fai_inference_chain::chain::{
 };
 use fai_inference_chain::ops::{build_register, commit_after, Op, RegisterRef};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
-use fai_inference_chain::quorum::Vote;
+use fai_inference_chain::quorum::{Outcome, Verdict, Vote};
 use fai_inference_chain::settlement::{fee, producer_subsidy};
 use fai_inference_chain::sortition::next_seed;
 use fai_inference_chain::types::*;
@@ -542,12 +542,15 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
                         .verify(&w.model, &request(&prompt, &s.sampling), tokens)
                         .unwrap()
                         .accepted
+                        .into()
                 })
                 .collect();
             Vote::new(v, Hash256(b2_id), verdicts)
         })
         .collect();
-    assert!(votes.iter().all(|v| v.verdicts == vec![true, false]));
+    assert!(votes
+        .iter()
+        .all(|v| v.verdicts == vec![Verdict::Accept, Verdict::Reject]));
 
     // Tenure 3 carries the votes; its commit pays the verifier set.
     let commit = w.commit(b2_id, 200);
@@ -678,7 +681,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     assert_eq!(set.len(), 5);
     let votes: Vec<Vote> = verifiers[1..4]
         .iter()
-        .map(|v| Vote::new(v, Hash256(alt_id), vec![true]))
+        .map(|v| Vote::new(v, Hash256(alt_id), vec![Verdict::Accept]))
         .collect();
     let commit = w.commit(alt_id, 200);
     let next = w.ledger.mine(vec![commit]);
@@ -746,7 +749,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     );
     let two: Vec<Vote> = verifiers[..2]
         .iter()
-        .map(|v| Vote::new(v, Hash256(x_id), vec![true]))
+        .map(|v| Vote::new(v, Hash256(x_id), vec![Verdict::Accept]))
         .collect();
     let commit = w.commit(x_id, 200);
     let next = w.ledger.mine(vec![commit]);
@@ -804,6 +807,78 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
             .unwrap()
             .0,
         10_000_000 - u128::from(paid)
+    );
+    drop(reopened);
+
+    // A final block whose verifiers could not judge an inference (two of the three
+    // signers abstain: the text never reached them, or they lack the model): undecided.
+    // The sender is refunded, the node neither paid nor slashed, reputation unmoved;
+    // the producer earns the subsidy of a final block and no share. Before, a verifier
+    // without the text voted reject, and two such votes slashed an honest node.
+    let fourth_stub = mk_stub(2, 11);
+    let fourth = generate(&fourth_stub.sampling, 11);
+    let fourth_inf = Inference {
+        receipt: receipt_for(&fourth_stub, &fourth.text, &fourth.tokens),
+        stub: fourth_stub,
+    };
+    let commit = w.commit(y_id, 200);
+    let next = w.ledger.mine(vec![commit]);
+    let next_hash = w.connect(&next);
+    let z = w
+        .produce(next_hash, vec![], vec![fourth_inf], vec![])
+        .unwrap();
+    let z_id = w.chain.accept(&w.ledger.chain, z).unwrap();
+    let producer_before = w.balance(&z_id, hash(&w.producer).0);
+    let node_before = w.balance(&z_id, hash(&node).0);
+    let votes = vec![
+        Vote::new(&verifiers[0], Hash256(z_id), vec![Verdict::Accept]),
+        Vote::new(&verifiers[1], Hash256(z_id), vec![Verdict::Abstain]),
+        Vote::new(&verifiers[2], Hash256(z_id), vec![Verdict::Abstain]),
+    ];
+    let z_rec = w.chain.block(&z_id).unwrap().clone();
+    let (is_final, list) = w
+        .chain
+        .settlements(&w.ledger.chain, &z_rec, &votes)
+        .unwrap();
+    assert!(is_final);
+    assert_eq!(list[0].0, Outcome::Undecided);
+    let commit = w.commit(z_id, 200);
+    let next = w.ledger.mine(vec![commit]);
+    let next_hash = w.connect(&next);
+    let settler = w.produce(next_hash, vec![], vec![], votes).unwrap();
+    let settler_id = w.chain.accept(&w.ledger.chain, settler).unwrap();
+    assert_eq!(
+        w.balance(&settler_id, hash(&user).0),
+        10_000_000 - u128::from(paid),
+        "refunded"
+    );
+    assert_eq!(w.balance(&settler_id, hash(&node).0), node_before);
+    assert_eq!(w.balance(&settler_id, escrow_account()), 0);
+    let z_anchor_height = w.chain.block(&z_id).unwrap().anchor_height;
+    assert_eq!(
+        w.balance(&settler_id, hash(&w.producer).0),
+        producer_before + u128::from(producer_subsidy(z_anchor_height).units()),
+        "the subsidy of a final block, no share"
+    );
+    let entry = w.read(
+        &settler_id,
+        "node-registry",
+        "get-node",
+        &[principal(&w.chain, &node)],
+    );
+    assert!(
+        entry.to_string().contains(&format!("(bond u{BOND})")),
+        "not slashed: {entry}"
+    );
+    let rep = w.read(
+        &settler_id,
+        "reputation",
+        "get-record",
+        &[principal(&w.chain, &node)],
+    );
+    assert!(
+        rep.to_string().contains("(accepted u1)") && rep.to_string().contains("(rejected u0)"),
+        "{rep}"
     );
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fai_inference_chain::block::{InferenceBlock, InferenceHeader};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN, UNSETTLED_TTL};
-use fai_inference_chain::quorum::{tally, Vote};
+use fai_inference_chain::quorum::{tally, Outcome, Verdict, Vote};
 use fai_inference_chain::settlement::settle;
 use fai_inference_chain::types::*;
 use fai_primitives::codec::{Decode, Encode};
@@ -182,7 +182,9 @@ fn quorum_edges() {
     let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
     let set: Vec<Hash160> = verifiers.iter().map(|k| k.public_key().hash160()).collect();
     let block = Hash256([5; 32]);
-    let vote = |k: &SecretKey, v: Vec<bool>| Vote::new(k, block, v);
+    let vote = |k: &SecretKey, v: Vec<bool>| {
+        Vote::new(k, block, v.into_iter().map(Verdict::from).collect())
+    };
 
     // 2 of 5: not final, and nothing is accepted by a non-final block's votes.
     let two: Vec<Vote> = verifiers[..2]
@@ -200,24 +202,30 @@ fn quorum_edges() {
     ];
     let t = tally(&set, &block, 2, &three);
     assert!(t.is_final);
-    assert_eq!(t.accepted, vec![true, false]);
+    assert_eq!(t.outcomes, vec![Outcome::Accepted, Outcome::Rejected]);
     // A verifier outside the set, the same verifier twice, another block, the wrong
     // number of verdicts, a bad signature: none of them counts.
     let outsider = key(99);
     let mut tampered = vote(&verifiers[3], vec![true, true]);
-    tampered.verdicts[0] = false;
+    tampered.verdicts[0] = Verdict::Reject;
     let noise = vec![
         vote(&verifiers[0], vec![true, true]),
         vote(&verifiers[0], vec![true, true]),
         vote(&outsider, vec![true, true]),
-        Vote::new(&verifiers[1], Hash256([6; 32]), vec![true, true]),
+        Vote::new(
+            &verifiers[1],
+            Hash256([6; 32]),
+            vec![Verdict::Accept, Verdict::Accept],
+        ),
         vote(&verifiers[2], vec![true]),
         tampered,
     ];
     let t = tally(&set, &block, 2, &noise);
     assert_eq!(t.signers, vec![set[0]]);
     assert!(!t.is_final);
-    // Four signers split 2 / 2 on an inference: no strict majority, rejected.
+    // Four signers split 2 / 2 on an inference: no strict majority either way, undecided
+    // (refunded, nobody paid or slashed): two bad verifiers cannot slash an honest node
+    // against two honest ones, nor get a forger paid.
     let four = vec![
         vote(&verifiers[0], vec![true]),
         vote(&verifiers[1], vec![true]),
@@ -226,7 +234,46 @@ fn quorum_edges() {
     ];
     let t = tally(&set, &block, 1, &four);
     assert!(t.is_final);
-    assert_eq!(t.accepted, vec![false]);
+    assert_eq!(t.outcomes, vec![Outcome::Undecided]);
+    // Abstentions sign (the block is final) and decide nothing: a strict majority of the
+    // signers must accept for the node to be paid, or reject for it to be slashed.
+    let with = |verdicts: &[Verdict]| {
+        let votes: Vec<Vote> = verdicts
+            .iter()
+            .zip(&verifiers)
+            .map(|(v, k)| Vote::new(k, block, vec![*v]))
+            .collect();
+        let t = tally(&set, &block, 1, &votes);
+        assert!(t.is_final);
+        t.outcomes[0]
+    };
+    use Verdict::{Abstain, Accept, Reject};
+    assert_eq!(with(&[Accept, Abstain, Abstain]), Outcome::Undecided);
+    assert_eq!(with(&[Reject, Abstain, Abstain]), Outcome::Undecided);
+    assert_eq!(with(&[Abstain, Abstain, Abstain]), Outcome::Undecided);
+    assert_eq!(with(&[Accept, Accept, Abstain]), Outcome::Accepted);
+    assert_eq!(with(&[Reject, Reject, Abstain]), Outcome::Rejected);
+    assert_eq!(
+        with(&[Accept, Accept, Reject, Abstain, Abstain]),
+        Outcome::Undecided
+    );
+    assert_eq!(
+        with(&[Reject, Reject, Reject, Accept, Abstain]),
+        Outcome::Rejected
+    );
+    // A vote with an abstention round-trips and its signature covers it.
+    let v = Vote::new(&verifiers[0], block, vec![Accept, Abstain, Reject]);
+    let back = Vote::from_bytes(&v.to_bytes()).unwrap();
+    assert_eq!(back, v);
+    let mut changed = v.clone();
+    changed.verdicts[1] = Accept;
+    assert!(!changed
+        .verifier
+        .verify(&changed.signing_digest(), &changed.signature));
+    let mut bytes = v.to_bytes();
+    let at = bytes.len() - 64 - 2; // the abstention, before the 64-byte signature
+    bytes[at] = 3;
+    assert!(Vote::from_bytes(&bytes).is_err(), "a verdict byte of 3");
 }
 
 #[test]
@@ -341,6 +388,7 @@ fn an_honest_quorum_rejects_forged_results_with_the_real_engine() {
                         .verify(&model, &c.request, &c.output)
                         .unwrap()
                         .accepted
+                        .into()
                 })
                 .collect();
             Vote::new(k, block, verdicts)
@@ -349,7 +397,8 @@ fn an_honest_quorum_rejects_forged_results_with_the_real_engine() {
     let t = tally(&set, &block, cases.len(), &votes);
     assert!(t.is_final);
     let (max_fee, price, bond) = (10_000u64, 1_000_000_000u64, 50_000u64);
-    for (case, accepted) in cases.iter().zip(&t.accepted) {
+    for (case, outcome) in cases.iter().zip(&t.outcomes) {
+        let accepted = &(*outcome == Outcome::Accepted);
         let s = settle(*accepted, max_fee, price, case.output.len() as u32, bond);
         let replay = Replay::default();
         let near_tie_only = || {

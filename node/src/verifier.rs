@@ -1,14 +1,51 @@
 //! What a verifier does with an inference block: for each inference, take its payload
 //! (prompt, output text, output token ids), check it against the hashes the block
-//! carries, and replay the output with the engine under the declared sampling. A payload
-//! that is missing, or does not match its hashes, is a rejection: a producer that
-//! includes a receipt whose payload nobody can fetch gets that receipt rejected.
+//! carries, and replay the output with the engine under the declared sampling.
+//!
+//! Three verdicts ([`Verdict`]): accept; reject when the answer is provably not the
+//! model's (its tokens do not spell its signed text, replay rejects it, the request it
+//! claims to answer is invalid); abstain when this verifier cannot judge: it does not
+//! hold the model, the text never reached it (or what it holds does not match the signed
+//! hashes, which the store should never let happen), or its own engine failed. An
+//! abstention never counts against the node (docs/consensus.md): a verifier's missing
+//! model or slow network must not slash an honest node.
 
 use fai_engine::chat::{Role as ChatRole, Turn as ChatTurn};
-use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
+use fai_engine::{EngineError, GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::payloads::PayloadStore;
+use fai_inference_chain::quorum::Verdict;
 use fai_inference_chain::types::{Inference, Prompt, ResultReceipt, Role, Sampling};
+
+/// Why a verifier does not accept an inference: how it votes ([`Verdict::Reject`] or
+/// [`Verdict::Abstain`]) and the reason it logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub verdict: Verdict,
+    pub why: String,
+}
+
+impl Refusal {
+    fn reject(why: impl Into<String>) -> Self {
+        Refusal {
+            verdict: Verdict::Reject,
+            why: why.into(),
+        }
+    }
+
+    fn abstain(why: impl Into<String>) -> Self {
+        Refusal {
+            verdict: Verdict::Abstain,
+            why: why.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
 
 /// The engine's sampling for a transaction's declared sampling.
 pub fn sampling_params(s: &Sampling) -> SamplingParams {
@@ -43,56 +80,65 @@ pub fn request(prompt: &Prompt, sampling: &Sampling) -> GenerateRequest {
 }
 
 /// The verdict on one inference by whichever of `models` it names; an inference on a
-/// model not loaded here is rejected (a verifier loads every model it must replay).
+/// model not loaded here is abstained on (a verifier loads every model it must replay,
+/// and one that lacks a model must not slash the nodes that serve it).
 pub fn verdict_among(
     models: &[std::sync::Arc<LoadedModel>],
     payloads: &PayloadStore,
     inf: &Inference,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     match models.iter().find(|m| m.id.0 == inf.stub.model) {
         Some(model) => verdict(model, payloads, inf),
-        None => Err(format!(
+        None => Err(Refusal::abstain(format!(
             "model {} is not loaded here",
             hex::encode(inf.stub.model)
-        )),
+        ))),
     }
 }
 
-/// The verdict on one inference, with the reason for a rejection.
+/// The verdict on one inference, with the reason when it is not an acceptance.
 pub fn verdict(
     model: &LoadedModel,
     payloads: &PayloadStore,
     inf: &Inference,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let txid = inf.stub.txid();
     if inf.stub.model != model.id.0 {
-        return Err(format!(
+        return Err(Refusal::abstain(format!(
             "model {} is not the one loaded",
             hex::encode(inf.stub.model)
-        ));
+        )));
     }
+    let stored = |e: fai_storage::StorageError| Refusal::abstain(e.to_string());
     let prompt = payloads
         .prompt(&txid)
-        .map_err(|e| e.to_string())?
-        .ok_or("no prompt for this transaction")?;
+        .map_err(stored)?
+        .ok_or_else(|| Refusal::abstain("no prompt for this transaction"))?;
     if prompt.hash() != inf.stub.prompt_hash {
-        return Err("the prompt does not match its hash".into());
+        return Err(Refusal::abstain(
+            "the prompt held here does not match its hash",
+        ));
     }
     let receipt = inf.receipt.signing_digest();
     let output = payloads
         .output(&txid, &receipt)
-        .map_err(|e| e.to_string())?
-        .ok_or("no output for this transaction")?;
+        .map_err(stored)?
+        .ok_or_else(|| Refusal::abstain("no output for this transaction"))?;
     if ResultReceipt::hash_output(&output) != inf.receipt.output_hash {
-        return Err("the output does not match its hash".into());
+        return Err(Refusal::abstain(
+            "the output held here does not match its hash",
+        ));
     }
     let tokens = payloads
         .tokens(&txid, &receipt)
-        .map_err(|e| e.to_string())?
-        .ok_or("no output tokens for this transaction")?;
+        .map_err(stored)?
+        .ok_or_else(|| Refusal::abstain("no output tokens for this transaction"))?;
     if ResultReceipt::hash_tokens(&tokens) != inf.receipt.tokens_hash {
-        return Err("the output tokens do not match their hash".into());
+        return Err(Refusal::abstain(
+            "the output tokens held here do not match their hash",
+        ));
     }
+    // Both hashes are the node's signature: from here on, what is wrong is its fault.
     // The output is the tokens' text, cut before the first stop string (the token that
     // completed it is among the tokens, as generation counts it).
     let mut spelled = model.tokenizer.decode(&tokens);
@@ -108,24 +154,40 @@ pub fn verdict(
         spelled.truncate(at);
     }
     if tokens.len() != inf.receipt.tokens as usize || spelled != output {
-        return Err("the output tokens do not spell the output".into());
+        return Err(Refusal::reject("the output tokens do not spell the output"));
     }
     let v = Replay::default()
         .verify(model, &request(&prompt, &inf.stub.sampling), &tokens)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            // The request the node answered is not one the model can run.
+            EngineError::PromptTooLong { .. }
+            | EngineError::InvalidSampling(_)
+            | EngineError::NoTokens
+            | EngineError::Tokenize(_)
+            | EngineError::Template(_) => Refusal::reject(e.to_string()),
+            // This verifier's engine failed.
+            _ => Refusal::abstain(e.to_string()),
+        })?;
     if v.accepted {
         Ok(())
     } else {
-        Err(v.reasons.join("; "))
+        Err(Refusal::reject(v.reasons.join("; ")))
     }
 }
 
-/// One verdict per inference of `block`, in order (true accepts).
-pub fn verdicts(model: &LoadedModel, payloads: &PayloadStore, block: &InferenceBlock) -> Vec<bool> {
+/// One verdict per inference of `block`, in order.
+pub fn verdicts(
+    model: &LoadedModel,
+    payloads: &PayloadStore,
+    block: &InferenceBlock,
+) -> Vec<Verdict> {
     block
         .inferences
         .iter()
-        .map(|inf| verdict(model, payloads, inf).is_ok())
+        .map(|inf| match verdict(model, payloads, inf) {
+            Ok(()) => Verdict::Accept,
+            Err(r) => r.verdict,
+        })
         .collect()
 }
 
@@ -239,8 +301,15 @@ mod tests {
         let kv = Arc::new(fai_storage::RocksStore::open(&dir.path().join("db"), schema).unwrap());
         let payloads = PayloadStore::new(kv);
         swapped.store_text(&payloads, 1).unwrap();
-        let why = verdict(&model, &payloads, &honest.inference).unwrap_err();
-        assert!(why.contains("tokens do not match their hash"), "{why}");
+        let refusal = verdict(&model, &payloads, &honest.inference).unwrap_err();
+        assert!(
+            refusal
+                .why
+                .contains("tokens held here do not match their hash"),
+            "{refusal}"
+        );
+        // Not the node's fault: this verifier abstains.
+        assert_eq!(refusal.verdict, Verdict::Abstain);
     }
 
     #[test]
@@ -364,24 +433,34 @@ mod tests {
         store(&stopped, &g.text, &g.tokens);
         assert_eq!(verdict(&model, &payloads, &stopped), Ok(()));
 
-        // Nobody has the payload.
+        // Attack (on the honest node, by the network): the text has not reached this
+        // verifier. Before, it voted reject and the honest node was slashed with the
+        // votes of verifiers that never saw its answer; it abstains now.
         let (missing, _) = make(1, &honest_tokens);
-        assert!(verdict(&model, &payloads, &missing)
-            .unwrap_err()
-            .contains("no prompt"));
+        let refusal = verdict(&model, &payloads, &missing).unwrap_err();
+        assert!(refusal.why.contains("no prompt"), "{refusal}");
+        assert_eq!(refusal.verdict, Verdict::Abstain);
+        // Nor does a verifier without the model judge: it abstains too.
+        let refusal = verdict_among(&[], &payloads, &honest).unwrap_err();
+        assert!(refusal.why.contains("not loaded here"), "{refusal}");
+        assert_eq!(refusal.verdict, Verdict::Abstain);
 
-        // The stored output is not the one the receipt hashed.
+        // The stored output is not the one the receipt hashed (the store should never
+        // hold it): this verifier cannot judge.
         let (swapped, _) = make(2, &honest_tokens);
         store(&swapped, "something else", &honest_tokens);
-        assert!(verdict(&model, &payloads, &swapped)
-            .unwrap_err()
-            .contains("does not match"));
+        let refusal = verdict(&model, &payloads, &swapped).unwrap_err();
+        assert!(refusal.why.contains("does not match"), "{refusal}");
+        assert_eq!(refusal.verdict, Verdict::Abstain);
 
-        // Tokens the model would not have sampled.
+        // Tokens the model would not have sampled: the node's fault.
         let forged_tokens: Vec<u32> = honest_tokens.iter().map(|t| (t + 1) % 256).collect();
         let (forged, text) = make(3, &forged_tokens);
         store(&forged, &text, &forged_tokens);
-        assert!(verdict(&model, &payloads, &forged).is_err());
+        assert_eq!(
+            verdict(&model, &payloads, &forged).unwrap_err().verdict,
+            Verdict::Reject
+        );
 
         let block = InferenceBlock {
             header: fai_inference_chain::block::InferenceHeader {
@@ -404,7 +483,12 @@ mod tests {
         };
         assert_eq!(
             verdicts(&model, &payloads, &block),
-            vec![true, false, false, false]
+            vec![
+                Verdict::Accept,
+                Verdict::Abstain,
+                Verdict::Abstain,
+                Verdict::Reject
+            ]
         );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use fai_engine::LoadedModel;
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::payloads::PayloadStore;
-use fai_inference_chain::quorum::Vote;
+use fai_inference_chain::quorum::{Verdict, Vote};
 use fai_network::Topic;
 use fai_primitives::{Encode, Hash256, SecretKey};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ pub fn start(
 }
 
 /// How long a block's missing text is waited for (fetched from the peer that sent the
-/// block) before the inferences without it are rejected.
+/// block) before this verifier abstains on the inferences without it.
 const TEXT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Waits on the node's clock (a test's manual clock ends the wait only when moved).
@@ -93,18 +93,23 @@ fn run(
         // Off the backlog once voted, or however this block's turn ends.
         let _voted = CountDown(backlog);
         wait_for_text(links, payloads, &block);
-        let verdicts: Vec<bool> = block
+        let verdicts: Vec<Verdict> = block
             .inferences
             .iter()
             .map(|inf| match crate::verifier::verdict_among(models, payloads, inf) {
-                Ok(()) => true,
-                Err(why) => {
-                    warn!(target: "infer_node::verifier", txid = %inf.stub.txid(), node = %inf.receipt.node, "inference rejected: {why}");
-                    false
+                Ok(()) => Verdict::Accept,
+                Err(refusal) => {
+                    let (txid, node) = (inf.stub.txid(), &inf.receipt.node);
+                    match refusal.verdict {
+                        Verdict::Reject => warn!(target: "infer_node::verifier", %txid, %node, "inference rejected: {refusal}"),
+                        _ => warn!(target: "infer_node::verifier", %txid, %node, "abstained on an inference: {refusal}"),
+                    }
+                    refusal.verdict
                 }
             })
             .collect();
-        let accepted = verdicts.iter().filter(|v| **v).count();
+        let count = |v: Verdict| verdicts.iter().filter(|x| **x == v).count();
+        let (accepted, abstained) = (count(Verdict::Accept), count(Verdict::Abstain));
         let vote = Vote::new(key, id, verdicts);
         info!(
             target: "infer_node::verifier",
@@ -112,6 +117,7 @@ fn run(
             height = block.header.height,
             inferences = block.inferences.len(),
             accepted,
+            abstained,
             "voted"
         );
         let bytes = vote.to_bytes();

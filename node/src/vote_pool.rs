@@ -71,6 +71,7 @@ impl VotePool {
 
 #[cfg(test)]
 mod tests {
+    use fai_inference_chain::quorum::Verdict;
     use fai_primitives::SecretKey;
 
     use super::*;
@@ -82,12 +83,12 @@ mod tests {
             .collect();
         let mut pool = VotePool::default();
         let block = Hash256([7; 32]);
-        assert!(pool.add(Vote::new(&keys[0], block, vec![true])));
+        assert!(pool.add(Vote::new(&keys[0], block, vec![Verdict::Accept])));
         assert!(
-            !pool.add(Vote::new(&keys[0], block, vec![false])),
+            !pool.add(Vote::new(&keys[0], block, vec![Verdict::Reject])),
             "a second vote of one verifier"
         );
-        assert!(pool.add(Vote::new(&keys[1], block, vec![false])));
+        assert!(pool.add(Vote::new(&keys[1], block, vec![Verdict::Reject])));
         assert_eq!(pool.votes_on(&block).len(), 2);
         assert!(pool.has_voted(&block, &keys[1].public_key().hash160()));
         assert!(!pool.has_voted(&block, &keys[2].public_key().hash160()));

@@ -58,6 +58,7 @@ use axum::{Json, Router};
 use fai_api as api;
 use fai_engine::scheduler::Event;
 use fai_engine::{EngineError, LoadedModel};
+use fai_inference_chain::quorum::Outcome;
 use fai_inference_chain::types::{InferenceTx, ResultReceipt};
 use fai_primitives::codec::{Decode, Encode};
 use fai_primitives::{Hash256, Network, SecretKey, Signature};
@@ -821,7 +822,9 @@ async fn serve_here(
             // Pooled (queued on the chain task) before the log says done, so that a
             // status query between the two finds it pending, not dropped.
             publish_result(&state, served);
-            state.log().set(txid, InferenceState::Done(Box::new(receipt.clone())));
+            state
+                .log()
+                .set(txid, InferenceState::Done(Box::new(receipt.clone())));
             if let Some(h) = held.take() {
                 h.done();
             }
@@ -1022,20 +1025,29 @@ fn find_on_chain(
             let (is_final, list) = chain
                 .settlements(ledger, rec, &settler.1.parent_votes)
                 .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-            let Some((accepted, st)) = list.get(index) else {
+            let Some((outcome, st)) = list.get(index) else {
                 return Ok(Some(v));
             };
+            let accepted = is_final && *outcome == Outcome::Accepted;
             v.state = "settled".to_string();
             v.settled_in = Some(api::BlockRef {
                 id: hex::encode(settler.0.id),
                 height: settler.0.height,
             });
             v.is_final = Some(is_final);
-            v.accepted = Some(is_final && *accepted);
+            v.accepted = Some(accepted);
+            v.outcome = Some(
+                match outcome {
+                    Outcome::Accepted if is_final => "accepted",
+                    Outcome::Rejected if is_final => "rejected",
+                    _ => "undecided",
+                }
+                .to_string(),
+            );
             v.settlement = Some(api::SettlementAmounts {
                 // What the sender paid: nothing when refunded (a rejected inference's
                 // fee only sizes the node's slash).
-                fee_units: if is_final && *accepted { st.fee } else { 0 },
+                fee_units: if accepted { st.fee } else { 0 },
                 node_units: st.node,
                 producer_units: st.producer,
                 refund_units: st.refund,
