@@ -230,6 +230,20 @@ impl World {
             .1
     }
 
+    /// The reputation record of `node` as of block `at`, as Clarity prints it.
+    fn reputation(&self, at: &[u8; 32], node: &SecretKey) -> String {
+        let who = principal(&self.chain, node);
+        self.read(at, "reputation", "get-record", &[who])
+            .to_string()
+    }
+
+    /// The node registry's entry of `node` as of block `at`, as Clarity prints it.
+    fn registry_entry(&self, at: &[u8; 32], node: &SecretKey) -> String {
+        let who = principal(&self.chain, node);
+        self.read(at, "node-registry", "get-node", &[who])
+            .to_string()
+    }
+
     fn read(&self, at: &[u8; 32], contract: &str, function: &str, args: &[Value]) -> Value {
         let exec = self.chain.block(at).unwrap().exec_id;
         self.chain
@@ -582,26 +596,14 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     );
     assert_eq!(w.balance(&b3_id, escrow_account()), 0);
     let slash = u128::from(forged_fee * 3).min(BOND);
-    let entry = w.read(
-        &b3_id,
-        "node-registry",
-        "get-node",
-        &[principal(&w.chain, &node)],
-    );
+    let entry = w.registry_entry(&b3_id, &node);
     assert!(
-        entry
-            .to_string()
-            .contains(&format!("(bond u{})", BOND - slash)),
+        entry.contains(&format!("(bond u{})", BOND - slash)),
         "{entry}"
     );
-    let rep = w.read(
-        &b3_id,
-        "reputation",
-        "get-record",
-        &[principal(&w.chain, &node)],
-    );
+    let rep = w.reputation(&b3_id, &node);
     assert!(
-        rep.to_string().contains("(accepted u1)") && rep.to_string().contains("(rejected u1)"),
+        rep.contains("(accepted u1)") && rep.contains("(rejected u1)"),
         "{rep}"
     );
     // Supply: what was pegged in, plus the subsidy, less the slashed bond.
@@ -665,13 +667,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         "one escrow only"
     );
     assert_eq!(w.balance(&alt_id, escrow_account()), u128::from(MAX_FEE));
-    let rep = w.read(
-        &alt_id,
-        "reputation",
-        "get-record",
-        &[principal(&w.chain, &node)],
-    );
-    assert!(rep.to_string().contains("(accepted u0)"), "{rep}");
+    let rep = w.reputation(&alt_id, &node);
+    assert!(rep.contains("(accepted u0)"), "{rep}");
 
     // The next tenure on the surviving branch settles it, once.
     let alt_rec = w.chain.block(&alt_id).unwrap().clone();
@@ -694,14 +691,9 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         10_000_000 - u128::from(paid)
     );
     assert_eq!(w.balance(&settled_id, escrow_account()), 0);
-    let rep = w.read(
-        &settled_id,
-        "reputation",
-        "get-record",
-        &[principal(&w.chain, &node)],
-    );
+    let rep = w.reputation(&settled_id, &node);
     assert!(
-        rep.to_string().contains("(accepted u1)") && rep.to_string().contains("(rejected u0)"),
+        rep.contains("(accepted u1)") && rep.contains("(rejected u0)"),
         "{rep}"
     );
 
@@ -767,13 +759,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         "no share, no subsidy"
     );
     assert_eq!(w.balance(&y_id, escrow_account()), 0);
-    let rep = w.read(
-        &y_id,
-        "reputation",
-        "get-record",
-        &[principal(&w.chain, &node)],
-    );
-    assert!(rep.to_string().contains("(accepted u1)"), "{rep}");
+    let rep = w.reputation(&y_id, &node);
+    assert!(rep.contains("(accepted u1)"), "{rep}");
 
     // Settled: the text stays six more ledger blocks, then only the hashes remain.
     for _ in 0..5 {
@@ -821,9 +808,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         receipt: receipt_for(&fourth_stub, &fourth.text, &fourth.tokens),
         stub: fourth_stub,
     };
-    let commit = w.commit(y_id, 200);
-    let next = w.ledger.mine(vec![commit]);
-    let next_hash = w.connect(&next);
+    let next_hash = w.win(y_id, 200);
     let z = w
         .produce(next_hash, vec![], vec![fourth_inf], vec![])
         .unwrap();
@@ -842,9 +827,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .unwrap();
     assert!(is_final);
     assert_eq!(list[0].0, Outcome::Undecided);
-    let commit = w.commit(z_id, 200);
-    let next = w.ledger.mine(vec![commit]);
-    let next_hash = w.connect(&next);
+    let next_hash = w.win(z_id, 200);
     let settler = w.produce(next_hash, vec![], vec![], votes).unwrap();
     let settler_id = w.chain.accept(&w.ledger.chain, settler).unwrap();
     assert_eq!(
@@ -860,24 +843,14 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         producer_before + u128::from(producer_subsidy(z_anchor_height).units()),
         "the subsidy of a final block, no share"
     );
-    let entry = w.read(
-        &settler_id,
-        "node-registry",
-        "get-node",
-        &[principal(&w.chain, &node)],
-    );
+    let entry = w.registry_entry(&settler_id, &node);
     assert!(
-        entry.to_string().contains(&format!("(bond u{BOND})")),
+        entry.contains(&format!("(bond u{BOND})")),
         "not slashed: {entry}"
     );
-    let rep = w.read(
-        &settler_id,
-        "reputation",
-        "get-record",
-        &[principal(&w.chain, &node)],
-    );
+    let rep = w.reputation(&settler_id, &node);
     assert!(
-        rep.to_string().contains("(accepted u1)") && rep.to_string().contains("(rejected u0)"),
+        rep.contains("(accepted u1)") && rep.contains("(rejected u0)"),
         "{rep}"
     );
 }
