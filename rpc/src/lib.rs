@@ -569,6 +569,33 @@ fn check_served_here(s: &RpcState, tx: &InferenceTx) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether `sender` can pay a request of `max_fee`: its balance at the tip covers it and
+/// everything this node knows it may still be charged (inferences served here or
+/// gossiped and not yet in a block, its waiting VM transactions); 402 if not.
+fn check_funds(
+    st: &fai_node::chain_task::ChainState,
+    sender: [u8; 20],
+    max_fee: u64,
+) -> Result<(), ApiError> {
+    let (balance, account_nonce) = st.inference.as_ref().map_or((0, 0), |chain| {
+        let tip = chain.tip(&st.ledger).exec_id;
+        chain
+            .vm()
+            .account(&tip, &st.ledger, sender)
+            .unwrap_or((0, 0))
+    });
+    let needed = u128::from(max_fee)
+        .saturating_add(st.results.pending_fees(sender))
+        .saturating_add(st.vm_pool.pending_spends(sender, account_nonce));
+    if balance < needed {
+        return Err(ApiError(
+            StatusCode::PAYMENT_REQUIRED,
+            format!("the sender's balance of {balance} base units on the inference layer does not cover the {needed} this request and its pending ones may cost (peg in or wait for settlements)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses and checks an inference transaction from a request body.
 async fn parse_inference(
     s: &RpcState,
@@ -662,15 +689,30 @@ async fn inference(
             return e.into_response();
         }
     };
-    // Not registered for this model while another node is: relay to it.
+    // Not registered for this model while another node is: relay to it, if the sender
+    // can pay (checked here too, so that unfunded requests cost neither the relay's
+    // streams nor the serving node's attention).
     let target = {
         let (me, tx) = (s.key.public_key().hash160(), tx.clone());
+        let serve_unfunded = s.serve_unfunded;
         s.node
             .chain
-            .call(move |st| relay::choose(st, me, &tx))
+            .call(move |st| {
+                let target = relay::choose(st, me, &tx);
+                if target.is_some() && !serve_unfunded {
+                    check_funds(st, tx.stub.sender.hash160().0, tx.stub.max_fee.units())?;
+                }
+                Ok::<_, ApiError>(target)
+            })
             .await
-            .ok()
-            .flatten()
+            .map_err(stopping)
+    };
+    let target = match target {
+        Ok(Ok(target)) => target,
+        Ok(Err(e)) | Err(e) => {
+            s.metrics.inference_request(metrics::Answer::Refused);
+            return e.into_response();
+        }
     };
     if let Some(target) = target {
         s.metrics.inference_request(metrics::Answer::Accepted);
@@ -734,25 +776,12 @@ async fn serve_here(
                 )
             };
             if st.vm_pool.holds(sender, nonce) {
-                return Err(conflict(fai_node::result_pool::PoolError::NonceTaken { nonce }));
+                return Err(conflict(fai_node::result_pool::PoolError::NonceTaken {
+                    nonce,
+                }));
             }
             if !serve_unfunded {
-                let (balance, account_nonce) = st.inference.as_ref().map_or((0, 0), |chain| {
-                    let tip = chain.tip(&st.ledger).exec_id;
-                    chain
-                        .vm()
-                        .account(&tip, &st.ledger, sender)
-                        .unwrap_or((0, 0))
-                });
-                let needed = u128::from(max_fee)
-                    .saturating_add(st.results.pending_fees(sender))
-                    .saturating_add(st.vm_pool.pending_spends(sender, account_nonce));
-                if balance < needed {
-                    return Err(ApiError(
-                        StatusCode::PAYMENT_REQUIRED,
-                        format!("the sender's balance of {balance} base units on the inference layer does not cover the {needed} this request and its pending ones may cost (peg in or wait for settlements)"),
-                    ));
-                }
+                check_funds(st, sender, max_fee)?;
             }
             st.results
                 .reserve(sender, nonce, txid, max_fee)

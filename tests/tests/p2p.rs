@@ -1113,4 +1113,30 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     assert_eq!(state2(&b)["accepted"], true, "{}", state2(&b));
     let record = get(&a, &format!("/v2/inference-chain/accounts/{server}"))["reputation"].clone();
     assert!(!record.is_null(), "the server's result is on its record");
+
+    // A sender with nothing on the inference layer is refused by the watcher itself (402)
+    // instead of being relayed to the server (before, the watcher relayed it and the
+    // server's refusal came back as an error event of a stream that had begun).
+    wallet(&via_b, "carol");
+    let out = cli(
+        &[
+            "wallet",
+            "infer",
+            "a free lunch",
+            "--max-fee",
+            "0.001 FAI",
+            "--name",
+            "carol",
+            "--json",
+            "--config",
+            via_b.to_str().unwrap(),
+        ],
+        "passphrase",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unfunded request was served");
+    assert!(
+        stderr.contains("refused (402)") && stderr.contains("balance"),
+        "{stderr}"
+    );
 }
