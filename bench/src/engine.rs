@@ -282,6 +282,8 @@ pub struct FraudRow {
     pub near_tie_only: usize,
     /// Rejected among the forgeries that differ somewhere other than at a near-tie.
     pub detection: f64,
+    /// Replay: rejections every verifier within the drift bound makes alike.
+    pub gross: usize,
 }
 
 #[derive(Serialize)]
@@ -366,6 +368,7 @@ fn fraud_rows(
             rate: row.rate(),
             near_tie_only: row.near_tie_only,
             detection: row.detection(),
+            gross: row.gross,
         });
     }
     Ok(())
@@ -474,8 +477,8 @@ pub fn verify_lines(r: &VerifyReport) -> String {
         r.replay_over_batched_generation
     )];
     out.push(format!(
-        "  {:<7} {:<14} {:<20} {:>5} {:>9} {:>14} {:>10}",
-        "method", "model", "kind", "cases", "rejected", "near-tie-only", "detection"
+        "  {:<7} {:<14} {:<20} {:>5} {:>9} {:>6} {:>14} {:>10}",
+        "method", "model", "kind", "cases", "rejected", "gross", "near-tie-only", "detection"
     ));
     for row in &r.fraud {
         let detection = if row.method == "replay" && row.kind != "honest" {
@@ -484,12 +487,13 @@ pub fn verify_lines(r: &VerifyReport) -> String {
             "-".into()
         };
         out.push(format!(
-            "  {:<7} {:<14} {:<20} {:>5} {:>8.1}% {:>14} {:>10}",
+            "  {:<7} {:<14} {:<20} {:>5} {:>8.1}% {:>6} {:>14} {:>10}",
             row.method,
             row.model,
             row.kind,
             row.cases,
             row.rate * 100.0,
+            row.gross,
             row.near_tie_only,
             detection
         ));

@@ -304,6 +304,9 @@ pub struct Row {
     /// what the verifier derives is a near-tie: answers a device drifting within the bound
     /// could give honestly, which replay accepts by design (docs/consensus.md).
     pub near_tie_only: usize,
+    /// Replay only: rejections that are gross (a rule broken, or a mismatch even at
+    /// twice the drift bound), which every verifier within the bound makes alike.
+    pub gross: usize,
 }
 
 impl Row {
@@ -336,6 +339,7 @@ fn empty_rows(method: &'static str) -> Vec<Row> {
             cases: 0,
             rejected: 0,
             near_tie_only: 0,
+            gross: 0,
         })
         .collect()
 }
@@ -364,6 +368,7 @@ pub fn evaluate_replay(replay: &Replay, model: &LoadedModel, cases: &[Case]) -> 
             row.rejected += usize::from(!accepted);
             row.near_tie_only +=
                 usize::from(accepted && case.kind != "honest" && stats.near_tie_only());
+            row.gross += usize::from(!accepted && stats.is_gross());
         }
     }
     Ok(rows)

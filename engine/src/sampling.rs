@@ -266,6 +266,46 @@ pub fn argmax(logits: &[f32]) -> u32 {
 mod tests {
     use super::*;
 
+    /// Decision 0004's safety argument: what one verifier finds to be a mismatch even at
+    /// twice the drift bound, every verifier whose logits are within the bound of its
+    /// own finds to be a mismatch at the bound (a hard mismatch), so a gross rejection is
+    /// shared by every honest verifier. Random rows, perturbations within the bound,
+    /// draws and tokens, greedy and sampled.
+    #[test]
+    fn a_mismatch_at_twice_the_bound_is_a_mismatch_for_every_verifier_within_the_bound() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let drift = 0.15f32;
+        let (mut gross, mut checked) = (0usize, 0usize);
+        for case in 0..20_000 {
+            let n = rng.gen_range(2..40);
+            let spread = [0.5f32, 2.0, 8.0][case % 3];
+            let row: Vec<f32> = (0..n).map(|_| rng.gen_range(-spread..spread)).collect();
+            let other: Vec<f32> = row
+                .iter()
+                .map(|l| l + rng.gen_range(-drift..=drift))
+                .collect();
+            let sampling = match case % 4 {
+                0 => params(0.0, 0, 1.0, 0),
+                1 => params(0.7, 0, 1.0, 0),
+                2 => params(1.0, 8, 0.9, 0),
+                _ => params(0.3, 3, 1.0, 0),
+            };
+            let sampler = Sampler::new(&sampling);
+            let u = (!sampler.is_greedy()).then(|| rng.gen_range(0.0..1.0));
+            let token = rng.gen_range(0..n) as u32;
+            if !sampler.could_pick(&row, u, token, 2.0 * drift) {
+                gross += 1;
+                assert!(
+                    !sampler.could_pick(&other, u, token, drift),
+                    "case {case}: {row:?} / {other:?}, u {u:?}, token {token}"
+                );
+            }
+            checked += 1;
+        }
+        assert!(gross > checked / 10, "{gross} of {checked}");
+    }
+
     fn params(temperature: f32, top_k: u32, top_p: f32, seed: u64) -> SamplingParams {
         SamplingParams {
             temperature,

@@ -129,7 +129,7 @@ impl End {
     }
 
     /// Why an answer that ended this way is rejected, if it is.
-    fn fault(self) -> Option<String> {
+    pub fn fault(self) -> Option<String> {
         match self {
             End::Length | End::Stop | End::EndOfText | End::EndOfTextNearTie => None,
             End::NotEnded => {
@@ -154,6 +154,9 @@ pub struct ReplayStats {
     pub near_ties: usize,
     /// Mean log-probability (natural log) of the claimed tokens under the verifier.
     pub mean_logprob: f64,
+    /// Hard mismatches that stay mismatches with the drift bound doubled: no device
+    /// within the bound of this verifier's could call them near-ties (decision 0004).
+    pub gross: usize,
     /// How the answer ended. An answer whose length or text alone shows a forgery
     /// ([`End::PastStop`], [`End::EndTokenInside`], [`End::TooLong`]) is not run through
     /// the model: its counts are 0.
@@ -177,6 +180,13 @@ impl ReplayStats {
             && (self.near_ties > 0 || self.end == End::EndOfTextNearTie)
     }
 
+    /// Whether a rejection is gross: the answer breaks a rule that needs no logits (its
+    /// end), or a claimed token is a mismatch even at twice the drift bound. Any other
+    /// verifier whose logits are within the bound of this one's rejects it too.
+    pub fn is_gross(&self) -> bool {
+        self.end.fault().is_some() || self.gross > 0
+    }
+
     /// An answer not run through the model.
     fn unread(tokens: usize, end: End) -> Self {
         ReplayStats {
@@ -184,6 +194,7 @@ impl ReplayStats {
             exact: 0,
             near_ties: 0,
             mean_logprob: 0.0,
+            gross: 0,
             end,
         }
     }
@@ -471,8 +482,11 @@ struct Scoring {
     ends: Vec<u32>,
     exact: usize,
     near_ties: usize,
+    /// Hard mismatches beyond twice the drift bound.
+    gross: usize,
     lp_sum: f64,
-    /// How the answer ended: [`End::NotEnded`] once the row past it says so.
+    /// How the answer claims to have ended; [`End::NotEnded`] once the row past a
+    /// claimed end-of-text says so.
     end: End,
 }
 
@@ -484,6 +498,7 @@ impl Scoring {
             ends: model.tokenizer.end_tokens().to_vec(),
             exact: 0,
             near_ties: 0,
+            gross: 0,
             lp_sum: 0.0,
             end: p.end,
         }
@@ -502,6 +517,8 @@ impl Scoring {
                 self.exact += 1;
             } else if probe.could_pick(row, draw, *claimed, self.drift_logit) {
                 self.near_ties += 1;
+            } else if !probe.could_pick(row, draw, *claimed, 2.0 * self.drift_logit) {
+                self.gross += 1;
             }
             self.lp_sum += f64::from(
                 lp.get(*claimed as usize)
@@ -534,6 +551,7 @@ impl Scoring {
             exact: self.exact,
             near_ties: self.near_ties,
             mean_logprob: self.lp_sum / tokens.max(1) as f64,
+            gross: self.gross,
             end: self.end,
         }
     }

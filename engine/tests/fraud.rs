@@ -21,11 +21,12 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
     let rows = evaluate_replay(&Replay::default(), &model, &cases).unwrap();
     for row in &rows {
         eprintln!(
-            "{:<7} {:<20} {:>4} cases, {:>5.1}% rejected, {:>3} accepted as near-tie-only",
+            "{:<7} {:<20} {:>4} cases, {:>5.1}% rejected ({} grossly), {:>3} accepted as near-tie-only",
             row.method,
             row.kind,
             row.cases,
             row.rate() * 100.0,
+            row.gross,
             row.near_tie_only
         );
     }
@@ -53,6 +54,14 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
             _ => 0.95,
         };
         assert!(row.rate() >= floor, "{row:?}");
+        // What an audit plants (decision 0004) is rejected grossly, by any verifier
+        // within the drift bound.
+        if matches!(
+            row.kind,
+            "random-tokens" | "other-model" | "padded-past-end" | "cut-short"
+        ) {
+            assert_eq!(row.gross, row.rejected, "{row:?}");
+        }
     }
     let judged = evaluate(&Judge, &model, &cases).unwrap();
     assert_eq!(judged.iter().map(|r| r.cases).sum::<usize>(), cases.len());

@@ -1,7 +1,7 @@
 //! The verifier quorum: the five verifiers of the reward cycle vote on every inference of
 //! a block and sign their votes with the block id. A block is final when a majority of the
-//! set (3 of 5) has signed. A verdict accepts, rejects, or abstains (the verifier could
-//! not judge: it lacks the model or the text); each inference is accepted when a strict
+//! set (3 of 5) has signed. A verdict accepts, rejects (grossly or not), or abstains (the
+//! verifier could not judge: it lacks the model or the text); each inference is accepted when a strict
 //! majority of the signers accepted it, rejected when a strict majority rejected it, and
 //! undecided otherwise (refunded, nobody paid or slashed). Signatures from outside the
 //! set, over another block, with the wrong number of verdicts or that do not verify are
@@ -12,15 +12,27 @@ use fai_primitives::{CodecError, Hash160, Hash256, PublicKey, SecretKey, Signatu
 
 use crate::types::MAX_BLOCK_RECEIPTS;
 
-/// One verifier's judgement of one inference (one byte in a vote: 0, 1 or 2).
+/// One verifier's judgement of one inference (one byte in a vote: 0 to 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
-    /// The answer is not what the model gives (or breaks the rules of an answer).
+    /// The answer is not what the model gives: a token no device within the drift bound
+    /// of this verifier's would choose.
     Reject,
     Accept,
     /// The verifier could not judge: it does not hold the model, or the text never
     /// reached it. Counts as a signature for finality, for neither side of the decision.
     Abstain,
+    /// A rejection every verifier within the drift bound of this one makes alike: the
+    /// answer breaks a rule that needs no logits, or a token is a mismatch even at twice
+    /// the bound (decision 0004). Counts as a rejection.
+    RejectGross,
+}
+
+impl Verdict {
+    /// Whether this verdict rejects (grossly or not).
+    pub fn rejects(self) -> bool {
+        matches!(self, Verdict::Reject | Verdict::RejectGross)
+    }
 }
 
 impl Verdict {
@@ -29,6 +41,7 @@ impl Verdict {
             Verdict::Reject => 0,
             Verdict::Accept => 1,
             Verdict::Abstain => 2,
+            Verdict::RejectGross => 3,
         }
     }
 
@@ -37,6 +50,7 @@ impl Verdict {
             0 => Some(Verdict::Reject),
             1 => Some(Verdict::Accept),
             2 => Some(Verdict::Abstain),
+            3 => Some(Verdict::RejectGross),
             _ => None,
         }
     }
@@ -121,7 +135,7 @@ impl Decode for Vote {
             .map(|b| {
                 Verdict::from_byte(*b).ok_or(CodecError::Invalid {
                     what: "verdict",
-                    reason: "not 0, 1 or 2",
+                    reason: "not 0, 1, 2 or 3",
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -147,6 +161,8 @@ pub struct Tally {
     pub is_final: bool,
     /// Per inference: what the signers decided (meaningful once final).
     pub outcomes: Vec<Outcome>,
+    /// Per inference: more than half the signers rejected it grossly.
+    pub grossly_rejected: Vec<bool>,
 }
 
 /// Counts `votes` for `block` (with `inferences` inferences) by the verifier `set`.
@@ -154,6 +170,7 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
     let mut signers: Vec<Hash160> = Vec::new();
     let mut accepts = vec![0usize; inferences];
     let mut rejects = vec![0usize; inferences];
+    let mut gross = vec![0usize; inferences];
     for vote in votes {
         let who = vote.verifier.hash160();
         if !set.contains(&who)
@@ -167,14 +184,19 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
             continue;
         }
         signers.push(who);
-        for ((a, r), verdict) in accepts
+        for (((a, r), g), verdict) in accepts
             .iter_mut()
             .zip(rejects.iter_mut())
+            .zip(gross.iter_mut())
             .zip(&vote.verdicts)
         {
             match verdict {
                 Verdict::Accept => *a = a.saturating_add(1),
                 Verdict::Reject => *r = r.saturating_add(1),
+                Verdict::RejectGross => {
+                    *r = r.saturating_add(1);
+                    *g = g.saturating_add(1);
+                }
                 Verdict::Abstain => {}
             }
         }
@@ -193,9 +215,14 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
             }
         })
         .collect();
+    let grossly_rejected = gross
+        .iter()
+        .map(|g| g.saturating_mul(2) > signers.len())
+        .collect();
     Tally {
         signers,
         is_final,
         outcomes,
+        grossly_rejected,
     }
 }

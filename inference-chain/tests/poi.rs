@@ -247,7 +247,7 @@ fn quorum_edges() {
         assert!(t.is_final);
         t.outcomes[0]
     };
-    use Verdict::{Abstain, Accept, Reject};
+    use Verdict::{Abstain, Accept, Reject, RejectGross};
     assert_eq!(with(&[Accept, Abstain, Abstain]), Outcome::Undecided);
     assert_eq!(with(&[Reject, Abstain, Abstain]), Outcome::Undecided);
     assert_eq!(with(&[Abstain, Abstain, Abstain]), Outcome::Undecided);
@@ -261,6 +261,31 @@ fn quorum_edges() {
         with(&[Reject, Reject, Reject, Accept, Abstain]),
         Outcome::Rejected
     );
+    // A gross rejection is a rejection; more than half the signers rejecting grossly is
+    // what an audit needs (decision 0004).
+    let tally_of = |verdicts: &[Verdict]| {
+        let votes: Vec<Vote> = verdicts
+            .iter()
+            .zip(&verifiers)
+            .map(|(v, k)| Vote::new(k, block, vec![*v]))
+            .collect();
+        tally(&set, &block, 1, &votes)
+    };
+    let t = tally_of(&[RejectGross, RejectGross, Accept]);
+    assert_eq!(
+        (t.outcomes[0], t.grossly_rejected[0]),
+        (Outcome::Rejected, true)
+    );
+    let t = tally_of(&[RejectGross, Reject, Accept]);
+    assert_eq!(
+        (t.outcomes[0], t.grossly_rejected[0]),
+        (Outcome::Rejected, false)
+    );
+    let t = tally_of(&[RejectGross, RejectGross, Accept, Accept]);
+    assert_eq!(
+        (t.outcomes[0], t.grossly_rejected[0]),
+        (Outcome::Undecided, false)
+    );
     // A vote with an abstention round-trips and its signature covers it.
     let v = Vote::new(&verifiers[0], block, vec![Accept, Abstain, Reject]);
     let back = Vote::from_bytes(&v.to_bytes()).unwrap();
@@ -273,7 +298,13 @@ fn quorum_edges() {
     let mut bytes = v.to_bytes();
     let at = bytes.len() - 64 - 2; // the abstention, before the 64-byte signature
     bytes[at] = 3;
-    assert!(Vote::from_bytes(&bytes).is_err(), "a verdict byte of 3");
+    assert_eq!(
+        Vote::from_bytes(&bytes).unwrap().verdicts[1],
+        RejectGross,
+        "a verdict byte of 3"
+    );
+    bytes[at] = 4;
+    assert!(Vote::from_bytes(&bytes).is_err(), "a verdict byte of 4");
 }
 
 #[test]

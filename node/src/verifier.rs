@@ -2,23 +2,24 @@
 //! (prompt, output text, output token ids), check it against the hashes the block
 //! carries, and replay the output with the engine under the declared sampling.
 //!
-//! Three verdicts ([`Verdict`]): accept; reject when the answer is provably not the
-//! model's (its tokens do not spell its signed text, replay rejects it, the request it
-//! claims to answer is invalid); abstain when this verifier cannot judge: it does not
+//! Verdicts ([`Verdict`]): accept; reject when the answer is provably not the model's
+//! (its tokens do not spell its signed text, replay rejects it, the request it claims to
+//! answer is invalid), grossly when any verifier within the drift bound would too (a
+//! rule broken, or a mismatch even at twice the bound: decision 0004); abstain when this verifier cannot judge: it does not
 //! hold the model, the text never reached it (or what it holds does not match the signed
 //! hashes, which the store should never let happen), or its own engine failed. An
 //! abstention never counts against the node (docs/consensus.md): a verifier's missing
 //! model or slow network must not slash an honest node.
 
 use fai_engine::chat::{Role as ChatRole, Turn as ChatTurn};
-use fai_engine::{EngineError, GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
+use fai_engine::{EngineError, GenerateRequest, LoadedModel, Replay, SamplingParams};
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::payloads::PayloadStore;
 use fai_inference_chain::quorum::Verdict;
 use fai_inference_chain::types::{Inference, Prompt, ResultReceipt, Role, Sampling};
 
-/// Why a verifier does not accept an inference: how it votes ([`Verdict::Reject`] or
-/// [`Verdict::Abstain`]) and the reason it logs.
+/// Why a verifier does not accept an inference: how it votes ([`Verdict::Reject`],
+/// [`Verdict::RejectGross`] or [`Verdict::Abstain`]) and the reason it logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub verdict: Verdict,
@@ -29,6 +30,14 @@ impl Refusal {
     fn reject(why: impl Into<String>) -> Self {
         Refusal {
             verdict: Verdict::Reject,
+            why: why.into(),
+        }
+    }
+
+    /// A rejection every verifier within the drift bound makes alike (decision 0004).
+    fn reject_grossly(why: impl Into<String>) -> Self {
+        Refusal {
+            verdict: Verdict::RejectGross,
             why: why.into(),
         }
     }
@@ -154,22 +163,28 @@ pub fn verdict(
         spelled.truncate(at);
     }
     if tokens.len() != inf.receipt.tokens as usize || spelled != output {
-        return Err(Refusal::reject("the output tokens do not spell the output"));
+        return Err(Refusal::reject_grossly(
+            "the output tokens do not spell the output",
+        ));
     }
-    let v = Replay::default()
-        .verify(model, &request(&prompt, &inf.stub.sampling), &tokens)
+    let replay = Replay::default();
+    let stats = replay
+        .measure(model, &request(&prompt, &inf.stub.sampling), &tokens)
         .map_err(|e| match e {
             // The request the node answered is not one the model can run.
             EngineError::PromptTooLong { .. }
             | EngineError::InvalidSampling(_)
             | EngineError::NoTokens
             | EngineError::Tokenize(_)
-            | EngineError::Template(_) => Refusal::reject(e.to_string()),
+            | EngineError::Template(_) => Refusal::reject_grossly(e.to_string()),
             // This verifier's engine failed.
             _ => Refusal::abstain(e.to_string()),
         })?;
+    let v = replay.judge_stats(&stats);
     if v.accepted {
         Ok(())
+    } else if stats.is_gross() {
+        Err(Refusal::reject_grossly(v.reasons.join("; ")))
     } else {
         Err(Refusal::reject(v.reasons.join("; ")))
     }
@@ -198,6 +213,7 @@ mod tests {
 
     use candle_core::Device;
     use fai_engine::tiny::ensure_fai_tiny;
+    use fai_engine::Verifier;
     use fai_inference_chain::payloads::PAYLOADS_COLUMN;
     use fai_inference_chain::types::InferenceStub;
     use fai_primitives::{Amount, SecretKey, Signature};
@@ -453,13 +469,14 @@ mod tests {
         assert!(refusal.why.contains("does not match"), "{refusal}");
         assert_eq!(refusal.verdict, Verdict::Abstain);
 
-        // Tokens the model would not have sampled: the node's fault.
+        // Tokens the model would not have sampled: the node's fault, and far enough from
+        // the model's choices that every verifier within the drift bound rejects them.
         let forged_tokens: Vec<u32> = honest_tokens.iter().map(|t| (t + 1) % 256).collect();
         let (forged, text) = make(3, &forged_tokens);
         store(&forged, &text, &forged_tokens);
         assert_eq!(
             verdict(&model, &payloads, &forged).unwrap_err().verdict,
-            Verdict::Reject
+            Verdict::RejectGross
         );
 
         let block = InferenceBlock {
@@ -487,7 +504,7 @@ mod tests {
                 Verdict::Accept,
                 Verdict::Abstain,
                 Verdict::Abstain,
-                Verdict::Reject
+                Verdict::RejectGross
             ]
         );
     }

@@ -100,9 +100,10 @@ fn run(
                 Ok(()) => Verdict::Accept,
                 Err(refusal) => {
                     let (txid, node) = (inf.stub.txid(), &inf.receipt.node);
-                    match refusal.verdict {
-                        Verdict::Reject => warn!(target: "infer_node::verifier", %txid, %node, "inference rejected: {refusal}"),
-                        _ => warn!(target: "infer_node::verifier", %txid, %node, "abstained on an inference: {refusal}"),
+                    if refusal.verdict.rejects() {
+                        warn!(target: "infer_node::verifier", %txid, %node, gross = refusal.verdict == Verdict::RejectGross, "inference rejected: {refusal}");
+                    } else {
+                        warn!(target: "infer_node::verifier", %txid, %node, "abstained on an inference: {refusal}");
                     }
                     refusal.verdict
                 }
