@@ -8,6 +8,13 @@
 ;; smaller principal hash. At most 100 stakers: when every slot is taken, a newcomer whose
 ;; stake is larger than the last-ranked staker's takes its slot, and that stake is refunded.
 ;;
+;; Audits (docs/decisions/0004-verifier-accountability.md): anyone may commit to an audit
+;; (sha256d of a salt and the txid of a forgery it will have served) with `commit-audit`;
+;; once the audited block is settled, the consensus checks the reveal and calls
+;; `slash-verifiers` with the verifiers whose votes accepted the forgery while more than
+;; half the signers rejected it grossly: each loses a tenth of its stake, half to the
+;; revealer, half burnt, once per audit.
+;;
 ;; Functions that only the consensus may call check that tx-sender is the boot principal,
 ;; which deployed this contract and has no private key.
 
@@ -26,6 +33,10 @@
 (define-constant ERR-BELOW-MINIMUM (err u8))
 (define-constant ERR-UNKNOWN-CYCLE (err u9))
 (define-constant ERR-BAD-PARAMETER (err u10))
+(define-constant ERR-ALREADY-COMMITTED (err u11))
+(define-constant ERR-NO-AUDIT (err u12))
+(define-constant ERR-LATE-AUDIT (err u13))
+(define-constant ERR-NOTHING-TO-PUNISH (err u14))
 
 (define-data-var cycle-length uint u100)
 (define-data-var min-stake uint u1)
@@ -33,9 +44,16 @@
 (define-data-var leaders (list 5 principal) (list))
 ;; The staker being removed, for the filter in `unstake` (Clarity has no closures).
 (define-data-var removing principal CONSENSUS)
+;; The audit being punished and its revealer, for the fold in `slash-verifiers`.
+(define-data-var audit-key (buff 32) 0x)
+(define-data-var audit-revealer principal CONSENSUS)
 
 (define-map stakes principal {amount: uint, since: uint, unlock-cycle: uint})
 (define-map verifier-sets uint (list 5 principal))
+;; Audit commitment -> burn-block-height when it was made.
+(define-map audit-commits (buff 32) uint)
+;; What a verifier lost to an audit (once per verifier and audit).
+(define-map audit-slashes {verifier: principal, audit: (buff 32)} uint)
 
 ;; --- read-only ---
 
@@ -57,6 +75,14 @@
 
 (define-read-only (is-verifier (who principal) (cycle uint))
   (is-some (index-of? (default-to (list) (map-get? verifier-sets cycle)) who)))
+
+;; When an audit commitment was made (burn-block-height), if it was.
+(define-read-only (get-audit-commit (commitment (buff 32)))
+  (map-get? audit-commits commitment))
+
+;; What `verifier` lost to the audit `commitment`, if anything.
+(define-read-only (get-audit-slash (verifier principal) (commitment (buff 32)))
+  (map-get? audit-slashes {verifier: verifier, audit: commitment}))
 
 ;; --- ranking ---
 
@@ -181,6 +207,13 @@
     (if (is-some (index-of? (var-get leaders) who)) (recompute-leaders) true)
     (ok (get amount s))))
 
+;; Commits to an audit: sha256d(salt || txid) of a forgery to be served later. The first
+;; commitment of a value counts.
+(define-public (commit-audit (commitment (buff 32)))
+  (begin
+    (asserts! (map-insert audit-commits commitment burn-block-height) ERR-ALREADY-COMMITTED)
+    (ok burn-block-height)))
+
 ;; --- consensus only ---
 
 ;; Records the leaders as the verifier set of `cycle` (once per cycle). The consensus
@@ -199,3 +232,44 @@
     (var-set cycle-length length)
     (var-set min-stake minimum)
     (ok true)))
+
+;; Cuts a tenth of `who`'s stake for the audit being punished (once per audit): half to
+;; the revealer, half burnt. Adds the cut to `total`.
+(define-private (slash-one (who principal) (total uint))
+  (match (map-get? stakes who)
+    s (let ((cut (/ (get amount s) u10))
+            (reward (/ cut u2))
+            (key {verifier: who, audit: (var-get audit-key)}))
+        (if (and (> cut u0) (map-insert audit-slashes key cut))
+            (begin
+              (if (> reward u0)
+                  (unwrap-panic (as-contract (stx-transfer? reward tx-sender (var-get audit-revealer))))
+                  true)
+              (if (> (- cut reward) u0)
+                  (unwrap-panic (as-contract (stx-burn? (- cut reward) tx-sender)))
+                  true)
+              (map-set stakes who (merge s {amount: (- (get amount s) cut)}))
+              (+ total cut))
+            total))
+    total))
+
+;; The verifiers `offenders` accepted the forgery `audit` revealed (the consensus checked
+;; the reveal, the votes and that more than half the signers rejected it grossly) in a
+;; block anchored at ledger height `audited-height`. The commitment must be older than
+;; that block. Returns what was cut in all.
+(define-public (slash-verifiers
+    (audit (buff 32))
+    (audited-height uint)
+    (revealer principal)
+    (offenders (list 5 principal)))
+  (let ((committed (unwrap! (map-get? audit-commits audit) ERR-NO-AUDIT)))
+    (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
+    (asserts! (< committed audited-height) ERR-LATE-AUDIT)
+    (asserts! (> (len offenders) u0) ERR-NOTHING-TO-PUNISH)
+    (var-set audit-key audit)
+    (var-set audit-revealer revealer)
+    (let ((total (fold slash-one offenders u0)))
+      (var-set audit-revealer CONSENSUS)
+      ;; A smaller stake may rank lower among the leaders.
+      (recompute-leaders)
+      (ok total))))

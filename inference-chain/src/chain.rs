@@ -45,7 +45,7 @@ use sha2::{Digest, Sha256};
 
 use crate::block::{InferenceBlock, InferenceHeader};
 use crate::payloads::PayloadStore;
-use crate::quorum::{tally, Outcome, Vote};
+use crate::quorum::{tally, Outcome, Verdict, Vote};
 use crate::settlement::{producer_subsidy, settle, Settlement};
 use crate::sortition::{tenure_proof_matches, Bid};
 use crate::tracker::{SortitionRecord, SortitionTracker};
@@ -105,6 +105,17 @@ pub struct BlockRecord {
     pub producer: [u8; 20],
     /// None for the genesis block.
     pub block: Option<InferenceBlock>,
+}
+
+/// How many inference blocks after the audited one an audit's reveal may come; later,
+/// it punishes nobody (and nodes need not look further down for its votes).
+pub const AUDIT_WINDOW: usize = 64;
+
+/// What an audit's reveal proves (see `InferenceChain::audit`).
+struct Audit {
+    commitment: Hash256,
+    audited_height: u32,
+    offenders: Vec<Hash160>,
 }
 
 /// The column of accepted inference blocks: id -> record (see [`BlockRecord`]).
@@ -1014,7 +1025,7 @@ impl InferenceChain {
         let producer = block.header.producer.hash160().0;
         for tx in &block.vm_txs {
             if let VmPayload::Evidence(evidence) = &tx.payload {
-                ops.extend(self.evidence_ops(tx, evidence, producer)?);
+                ops.extend(self.evidence_ops(ledger, parent, tx, evidence, producer)?);
                 continue;
             }
             let vm_tx = tx.to_vm().map_err(|e| invalid(e.to_string()))?;
@@ -1049,11 +1060,13 @@ impl InferenceChain {
     /// makes the block invalid.
     fn evidence_ops(
         &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
         tx: &SignedVmTx,
         evidence: &Evidence,
         producer: [u8; 20],
     ) -> Result<Vec<BlockOp>, BlockError> {
-        let (offender, anchor) = evidence
+        evidence
             .check()
             .map_err(|e| invalid(format!("evidence: {e}")))?;
         let reporter = tx.sender.hash160().0;
@@ -1065,15 +1078,129 @@ impl InferenceChain {
                 amount: u128::from(tx.fee.units()),
             });
         }
-        let anchor = Value::buff_from(anchor.0.to_vec()).map_err(|e| invalid(e.to_string()))?;
+        let (function, args) = match evidence {
+            Evidence::TenureEquivocation { .. } => {
+                let (offender, anchor) = evidence
+                    .equivocation()
+                    .map_err(|e| invalid(format!("evidence: {e}")))?;
+                let anchor =
+                    Value::buff_from(anchor.0.to_vec()).map_err(|e| invalid(e.to_string()))?;
+                (
+                    "slash-equivocation",
+                    vec![self.vm.principal(offender.0).into(), anchor],
+                )
+            }
+            Evidence::Audit { block, index, salt } => {
+                let audit = self.audit(ledger, parent, block, *index, salt);
+                let commitment = Value::buff_from(audit.commitment.0.to_vec())
+                    .map_err(|e| invalid(e.to_string()))?;
+                let offenders = Value::list_from(
+                    audit
+                        .offenders
+                        .iter()
+                        .map(|o| self.vm.principal(o.0).into())
+                        .collect(),
+                )
+                .map_err(|e| invalid(e.to_string()))?;
+                (
+                    "slash-verifiers",
+                    vec![
+                        commitment,
+                        Value::UInt(u128::from(audit.audited_height)),
+                        self.vm.principal(reporter).into(),
+                        offenders,
+                    ],
+                )
+            }
+        };
+        let contract = match evidence {
+            Evidence::TenureEquivocation { .. } => "node-registry",
+            Evidence::Audit { .. } => "staking",
+        };
         ops.push(BlockOp::Report {
             reporter,
             nonce: tx.nonce,
-            contract: "node-registry".into(),
-            function: "slash-equivocation".into(),
-            args: vec![self.vm.principal(offender.0).into(), anchor],
+            contract: contract.into(),
+            function: function.into(),
+            args,
         });
         Ok(ops)
+    }
+
+    /// What an audit's reveal proves on the branch of `parent`: the commitment it
+    /// reveals, the audited block's ledger height, and the verifiers whose counted votes
+    /// (carried by the audited block's child on this branch) accepted the audited
+    /// inference while more than half the signers rejected it grossly. Nobody, when the
+    /// audited block is not on this branch within [`AUDIT_WINDOW`] blocks, is not settled
+    /// yet, or has no such inference: the report then only spends its nonce and fee (the
+    /// staking contract refuses an empty list), so that no state of the chain can make a
+    /// block that carries it invalid.
+    fn audit(
+        &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
+        audited: &Hash256,
+        index: u32,
+        salt: &[u8; 32],
+    ) -> Audit {
+        let mut audit = Audit {
+            commitment: Hash256([0; 32]),
+            audited_height: 0,
+            offenders: Vec::new(),
+        };
+        let Some(rec) = self.block(&audited.0) else {
+            return audit;
+        };
+        let Some(inf) = rec
+            .block
+            .as_ref()
+            .and_then(|b| b.inferences.get(index as usize))
+        else {
+            return audit;
+        };
+        audit.commitment = Evidence::audit_commitment(salt, &inf.stub.txid());
+        audit.audited_height = rec.anchor_height;
+        // The child on this branch: walk down from the parent, at most the window.
+        let mut child = parent;
+        for _ in 0..AUDIT_WINDOW {
+            if child.height <= rec.height.saturating_add(1) {
+                break;
+            }
+            match child
+                .block
+                .as_ref()
+                .and_then(|b| self.block(&b.header.parent))
+            {
+                Some(below) => child = below,
+                None => return audit,
+            }
+        }
+        let Some(settler) = child.block.as_ref() else {
+            return audit;
+        };
+        if child.height != rec.height.saturating_add(1) || settler.header.parent != rec.id {
+            return audit;
+        }
+        let inferences = rec.block.as_ref().map_or(0, |b| b.inferences.len());
+        let set = self.verifier_set(ledger, rec, rec.cycle);
+        let t = tally(&set, audited, inferences, &settler.parent_votes);
+        if !t.is_final
+            || !t
+                .grossly_rejected
+                .get(index as usize)
+                .copied()
+                .unwrap_or(false)
+        {
+            return audit;
+        }
+        audit.offenders = t
+            .counted
+            .iter()
+            .filter_map(|at| settler.parent_votes.get(*at))
+            .filter(|v| v.verdicts.get(index as usize) == Some(&Verdict::Accept))
+            .map(|v| v.verifier.hash160())
+            .collect();
+        audit
     }
 
     /// How the inferences of block `rec` are settled by a child carrying `votes`: whether

@@ -158,6 +158,8 @@ pub fn quorum(n: usize) -> usize {
 pub struct Tally {
     /// The verifiers whose votes counted, in the order they came.
     pub signers: Vec<Hash160>,
+    /// Where their votes are in the votes tallied, in the same order.
+    pub counted: Vec<usize>,
     pub is_final: bool,
     /// Per inference: what the signers decided (meaningful once final).
     pub outcomes: Vec<Outcome>,
@@ -171,7 +173,8 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
     let mut accepts = vec![0usize; inferences];
     let mut rejects = vec![0usize; inferences];
     let mut gross = vec![0usize; inferences];
-    for vote in votes {
+    let mut counted = Vec::new();
+    for (at, vote) in votes.iter().enumerate() {
         let who = vote.verifier.hash160();
         if !set.contains(&who)
             || signers.contains(&who)
@@ -184,6 +187,7 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
             continue;
         }
         signers.push(who);
+        counted.push(at);
         for (((a, r), g), verdict) in accepts
             .iter_mut()
             .zip(rejects.iter_mut())
@@ -221,6 +225,7 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
         .collect();
     Tally {
         signers,
+        counted,
         is_final,
         outcomes,
         grossly_rejected,

@@ -322,6 +322,21 @@ impl ResultReceipt {
         self.node.verify(&self.signing_digest(), &self.signature)
     }
 
+    /// The receipt `key`'s node signs for answering transaction `tx` with `text`, spelled
+    /// by `tokens`.
+    pub fn new_signed(tx: Hash256, text: &str, tokens: &[u32], key: &SecretKey) -> Self {
+        let mut receipt = ResultReceipt {
+            tx,
+            output_hash: ResultReceipt::hash_output(text),
+            tokens_hash: ResultReceipt::hash_tokens(tokens),
+            tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+            node: key.public_key(),
+            signature: Signature([0; 64]),
+        };
+        receipt.sign(key);
+        receipt
+    }
+
     /// The hash of an output text.
     pub fn hash_output(output: &str) -> Hash256 {
         tagged_hash(b"fai-output/v1", output.as_bytes())

@@ -40,7 +40,9 @@ pub enum VmPayload {
     Evidence(Box<Evidence>),
 }
 
-/// Two conflicting statements signed by one key: what a participant can be punished for.
+/// What a participant can be punished for, as a user reports it.
+// Always boxed (in `VmPayload::Evidence`): the smaller variant wastes nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evidence {
     /// Two blocks signed by one producer for one tenure (the same ledger anchor), the one
@@ -48,6 +50,15 @@ pub enum Evidence {
     TenureEquivocation {
         first: InferenceHeader,
         second: InferenceHeader,
+    },
+    /// The reveal of an audit (decision 0004): inference `index` of block `block` was a
+    /// planted forgery, committed to in the staking contract as sha256d(salt ‖ txid)
+    /// before that block. The verifiers whose counted votes accepted it, while more than
+    /// half the signers rejected it grossly, lose a tenth of their stake.
+    Audit {
+        block: Hash256,
+        index: u32,
+        salt: [u8; 32],
     },
 }
 
@@ -59,10 +70,31 @@ impl Evidence {
         evidence.check().is_ok().then_some(evidence)
     }
 
-    /// The offender's address and the tenure's ledger anchor, if the evidence holds: both
-    /// statements signed by the same key, for the same tenure, different, in order.
-    pub fn check(&self) -> Result<(Hash160, Hash256), &'static str> {
+    /// Whether the evidence holds as far as it can be checked without the chain: for an
+    /// equivocation everything (both statements signed by the same key, for the same
+    /// tenure, different, in order); an audit is checked against the chain when carried.
+    pub fn check(&self) -> Result<(), &'static str> {
         match self {
+            Evidence::TenureEquivocation { .. } => self.equivocation().map(|_| ()),
+            Evidence::Audit { index, .. } => {
+                if u64::from(*index) >= crate::types::MAX_BLOCK_RECEIPTS {
+                    return Err("no block holds that many inferences");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The commitment an audit reveals: sha256d(salt ‖ txid).
+    pub fn audit_commitment(salt: &[u8; 32], txid: &Hash256) -> Hash256 {
+        Hash256::sha256d_parts(&[salt, &txid.0])
+    }
+
+    /// The equivocating producer's address and the tenure's ledger anchor, if this is
+    /// evidence of an equivocation that holds.
+    pub fn equivocation(&self) -> Result<(Hash160, Hash256), &'static str> {
+        match self {
+            Evidence::Audit { .. } => Err("not an equivocation"),
             Evidence::TenureEquivocation { first, second } => {
                 if first.producer != second.producer {
                     return Err("the blocks have different producers");
@@ -92,6 +124,12 @@ impl Encode for Evidence {
                 first.encode_to(out);
                 second.encode_to(out);
             }
+            Evidence::Audit { block, index, salt } => {
+                out.push(1);
+                block.encode_to(out);
+                index.encode_to(out);
+                out.extend_from_slice(salt);
+            }
         }
     }
 }
@@ -102,6 +140,11 @@ impl Decode for Evidence {
             0 => Ok(Evidence::TenureEquivocation {
                 first: Decode::decode_from(r)?,
                 second: Decode::decode_from(r)?,
+            }),
+            1 => Ok(Evidence::Audit {
+                block: Decode::decode_from(r)?,
+                index: r.read_u32()?,
+                salt: Decode::decode_from(r)?,
             }),
             _ => Err(CodecError::Invalid {
                 what: "evidence",

@@ -437,16 +437,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
 
     // Tenure 1: verifiers stake and the node registers, in VM transactions.
-    let genesis = w.chain.genesis_id();
-    let l1 = w.win(genesis, 0);
-    let mut vm_txs: Vec<SignedVmTx> = verifiers
-        .iter()
-        .enumerate()
-        .map(|(i, v)| stake(v, 10_000 - 1_000 * i as u128))
-        .collect();
-    vm_txs.push(register_node(&w.model));
-    let b1 = w.produce(l1, vm_txs, vec![], vec![]).unwrap();
-    let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
+    let (b1, b1_id) = stake_and_register(&mut w, &verifiers);
     assert_eq!(w.chain.tip(&w.ledger.chain).id, b1_id);
     assert_eq!(w.balance(&b1_id, hash(&node).0), 10_000_000 - BOND - 10);
     assert_eq!(w.balance(&b1_id, hash(&verifiers[0]).0), 1_000_000 - 10_000);
@@ -507,16 +498,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let forged_stub = mk_stub(1, 6);
     let forged = generate(&forged_stub.sampling, 7); // sampled with another seed than declared
     let receipt_for = |s: &InferenceStub, text: &str, tokens: &[u32]| {
-        let mut r = ResultReceipt {
-            tx: s.txid(),
-            output_hash: ResultReceipt::hash_output(text),
-            tokens_hash: ResultReceipt::hash_tokens(tokens),
-            tokens: tokens.len() as u32,
-            node: node.public_key(),
-            signature: Signature([0; 64]),
-        };
-        r.sign(&node);
-        r
+        ResultReceipt::new_signed(s.txid(), text, tokens, &node)
     };
     let inferences = vec![
         Inference {
@@ -1035,15 +1017,7 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
         signature: Signature([0; 64]),
     };
     stub.sign(&user);
-    let mut receipt = ResultReceipt {
-        tx: stub.txid(),
-        output_hash: ResultReceipt::hash_output(&out.text),
-        tokens_hash: ResultReceipt::hash_tokens(&out.tokens),
-        tokens: out.tokens.len() as u32,
-        node: node.public_key(),
-        signature: Signature([0; 64]),
-    };
-    receipt.sign(&node);
+    let receipt = ResultReceipt::new_signed(stub.txid(), &out.text, &out.tokens, &node);
     let txid = stub.txid();
     let receipt_digest = receipt.signing_digest();
     let store = w.chain.payloads().unwrap().clone();
@@ -1340,7 +1314,7 @@ fn evidence_of_an_equivocation_burns_the_producers_bond_once() {
     let evidence =
         Evidence::tenure_equivocation(second.header.clone(), first.header.clone()).unwrap();
     assert_eq!(
-        evidence.check().unwrap(),
+        evidence.equivocation().unwrap(),
         (hash(&producer), l2),
         "the producer and the tenure"
     );
@@ -1445,4 +1419,198 @@ fn evidence_of_an_equivocation_burns_the_producers_bond_once() {
     let l5 = w.win(b4_id, 0);
     let err = w.produce(l5, vec![bad], vec![], vec![]).unwrap_err();
     assert!(err.to_string().contains("evidence"), "{err}");
+}
+
+/// The first tenure of a test: `verifiers` stake (10,000 down to 6,000) and the node
+/// (key 3) registers. The block and its id.
+fn stake_and_register(
+    w: &mut World,
+    verifiers: &[SecretKey],
+) -> (fai_inference_chain::block::InferenceBlock, [u8; 32]) {
+    let genesis = w.chain.genesis_id();
+    let l1 = w.win(genesis, 0);
+    let mut vm_txs: Vec<SignedVmTx> = verifiers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| stake(v, 10_000 - 1_000 * i as u128))
+        .collect();
+    vm_txs.push(register_node(&w.model));
+    let b1 = w.produce(l1, vm_txs, vec![], vec![]).unwrap();
+    let b1_id = w.chain.accept(&w.ledger.chain, b1.clone()).unwrap();
+    (b1, b1_id)
+}
+
+/// A contract call of a boot contract by `who` (fee 0).
+fn boot_call(
+    who: &SecretKey,
+    nonce: u64,
+    contract: &str,
+    function: &str,
+    args: &[Value],
+) -> SignedVmTx {
+    SignedVmTx::new(
+        who,
+        nonce,
+        CHAIN_ID,
+        Amount::ZERO,
+        VmPayload::Call {
+            issuer: Hash160([0; 20]),
+            name: contract.into(),
+            function: function.into(),
+            args: args.iter().map(value_bytes).collect(),
+        },
+    )
+}
+
+/// Decision 0004's audits. The producer commits to two planted forgeries before they are
+/// served, and to a third only after its block; the node answers all three with random
+/// tokens. Verifier 10 accepts everything (a lazy verifier); 11 and 12 replay. Revealed:
+/// the lazy verifier loses a tenth of its stake (half to the revealer, half burnt) for
+/// the forgery more than half the signers rejected grossly, once; nobody loses anything
+/// for the forgery rejected grossly by only one of three, nor for the one committed late
+/// (a reveal cannot be made up after the votes are seen). Before, a verifier accepting
+/// everything risked nothing.
+#[test]
+fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
+    let mut w = world();
+    let (user, node, producer) = (key(2), key(3), key(1));
+    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
+    let (_, b1_id) = stake_and_register(&mut w, &verifiers);
+    while (w.ledger.chain.height() + 1) % 5 != 0 {
+        let b = w.ledger.mine(vec![]);
+        w.connect(&b);
+    }
+
+    // Three forged answers (random tokens), served by the node for the user.
+    let prompt = Prompt {
+        system: String::new(),
+        context: vec![],
+        input: "is anyone checking".into(),
+    };
+    let forged: Vec<Inference> = (0..3u64)
+        .map(|nonce| {
+            let mut stub = InferenceStub {
+                sender: user.public_key(),
+                nonce,
+                chain_id: CHAIN_ID,
+                model: w.model.id.0,
+                prompt_hash: prompt.hash(),
+                sampling: Sampling {
+                    max_tokens: 16,
+                    temperature_milli: 0,
+                    top_p_milli: 1000,
+                    top_k: 0,
+                    seed: nonce,
+                    stop: vec![],
+                },
+                max_fee: units(MAX_FEE),
+                expiry: 1_000,
+                signature: Signature([0; 64]),
+            };
+            stub.sign(&user);
+            let tokens: Vec<u32> = (0..16)
+                .map(|i| (i * 37 + nonce as u32 * 11) % 256)
+                .collect();
+            let text = w.model.tokenizer.decode(&tokens);
+            let receipt = ResultReceipt::new_signed(stub.txid(), &text, &tokens, &node);
+            Inference { stub, receipt }
+        })
+        .collect();
+    let salts: Vec<[u8; 32]> = (0..3u8).map(|i| [0xa0 + i; 32]).collect();
+    let commitment = |i: usize| {
+        let c = Evidence::audit_commitment(&salts[i], &forged[i].stub.txid());
+        Value::buff_from(c.0.to_vec()).unwrap()
+    };
+
+    // Tenure 2: the producer commits to the first two audits.
+    let l2 = w.win(b1_id, 200);
+    let commits = vec![
+        boot_call(&producer, 0, "staking", "commit-audit", &[commitment(0)]),
+        boot_call(&producer, 1, "staking", "commit-audit", &[commitment(1)]),
+    ];
+    let b2 = w.produce(l2, commits, vec![], vec![]).unwrap();
+    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
+    assert_eq!(w.nonce(&b2_id, hash(&producer).0), 2);
+    // Tenure 3: the forgeries.
+    let l3 = w.win(b2_id, 200);
+    let b3 = w.produce(l3, vec![], forged.clone(), vec![]).unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    // Tenure 4 carries the votes, and the third commitment, made once the votes are out.
+    use Verdict::{Accept, Reject, RejectGross};
+    let votes = vec![
+        Vote::new(&verifiers[0], Hash256(b3_id), vec![Accept, Accept, Accept]),
+        Vote::new(
+            &verifiers[1],
+            Hash256(b3_id),
+            vec![RejectGross, RejectGross, RejectGross],
+        ),
+        Vote::new(
+            &verifiers[2],
+            Hash256(b3_id),
+            vec![RejectGross, Reject, RejectGross],
+        ),
+    ];
+    let l4 = w.win(b3_id, 200);
+    let late = vec![boot_call(
+        &producer,
+        2,
+        "staking",
+        "commit-audit",
+        &[commitment(2)],
+    )];
+    let b4 = w.produce(l4, late, vec![], votes).unwrap();
+    let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
+
+    let stake_of = |w: &World, at: &[u8; 32], v: &SecretKey| {
+        w.read(at, "staking", "get-stake", &[principal(&w.chain, v)])
+            .to_string()
+    };
+    assert!(stake_of(&w, &b4_id, &verifiers[0]).contains("(amount u10000)"));
+    let producer_before = w.balance(&b4_id, hash(&producer).0);
+
+    // Tenure 5: the producer reveals all three, and the first again.
+    let reveal = |nonce: u64, i: usize| {
+        SignedVmTx::new(
+            &producer,
+            nonce,
+            CHAIN_ID,
+            Amount::ZERO,
+            VmPayload::Evidence(Box::new(Evidence::Audit {
+                block: Hash256(b3_id),
+                index: i as u32,
+                salt: salts[i],
+            })),
+        )
+    };
+    let l5 = w.win(b4_id, 200);
+    let reveals = vec![reveal(3, 0), reveal(4, 1), reveal(5, 2), reveal(6, 0)];
+    let b5 = w.produce(l5, reveals, vec![], vec![]).unwrap();
+    let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
+    assert_eq!(
+        w.nonce(&b5_id, hash(&producer).0),
+        7,
+        "every reveal is carried"
+    );
+    // The lazy verifier: a tenth of 10,000 once, half of it to the revealer.
+    assert!(
+        stake_of(&w, &b5_id, &verifiers[0]).contains("(amount u9000)"),
+        "{}",
+        stake_of(&w, &b5_id, &verifiers[0])
+    );
+    assert_eq!(w.balance(&b5_id, hash(&producer).0), producer_before + 500);
+    let slashed = |i: usize| {
+        w.read(
+            &b5_id,
+            "staking",
+            "get-audit-slash",
+            &[principal(&w.chain, &verifiers[0]), commitment(i)],
+        )
+        .to_string()
+    };
+    assert_eq!(slashed(0), "(some u1000)");
+    assert_eq!(slashed(1), "none", "only one of three rejected it grossly");
+    assert_eq!(slashed(2), "none", "committed after its block");
+    // The verifiers that replayed keep their stakes.
+    assert!(stake_of(&w, &b5_id, &verifiers[1]).contains("(amount u9000)"));
+    assert!(stake_of(&w, &b5_id, &verifiers[2]).contains("(amount u8000)"));
 }

@@ -32,7 +32,8 @@ pub const SCHEMA: Schema = Schema {
     // lets a larger stake in (another genesis state), a tenure may hold sibling blocks,
     // and answers' text is kept by receipt.
     // 4: receipts sign the hash of the output's token ids (blocks encode it).
-    format_version: 4,
+    // 5: the staking contract takes audits (another genesis state).
+    format_version: 5,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -125,7 +126,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 3,
+            format_version: 4,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -137,8 +138,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 3"), "{text}");
-        assert!(text.contains("version 4"), "{text}");
+        assert!(text.contains("format version 4"), "{text}");
+        assert!(text.contains("version 5"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

@@ -134,7 +134,7 @@ impl Roles {
         vm_pool: &mut VmMempool,
         results: &ResultPool,
     ) {
-        let Ok((producer, anchor)) = evidence.check() else {
+        let Ok((producer, anchor)) = evidence.equivocation() else {
             return;
         };
         if self.reported.contains(&anchor) {

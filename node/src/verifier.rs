@@ -274,15 +274,7 @@ mod tests {
         };
         stub.sign(&user);
         let text = model.tokenizer.decode(&tokens);
-        let mut receipt = ResultReceipt {
-            tx: stub.txid(),
-            output_hash: ResultReceipt::hash_output(&text),
-            tokens_hash: ResultReceipt::hash_tokens(&tokens),
-            tokens: tokens.len() as u32,
-            node: node.public_key(),
-            signature: Signature([0; 64]),
-        };
-        receipt.sign(&node);
+        let receipt = ResultReceipt::new_signed(stub.txid(), &text, &tokens, &node);
         let honest = fai_inference_chain::served::ServedInference {
             inference: Inference { stub, receipt },
             prompt,
@@ -367,15 +359,7 @@ mod tests {
             };
             stub.sign(&user);
             let text = model.tokenizer.decode(tokens);
-            let mut receipt = ResultReceipt {
-                tx: stub.txid(),
-                output_hash: ResultReceipt::hash_output(&text),
-                tokens_hash: ResultReceipt::hash_tokens(tokens),
-                tokens: tokens.len() as u32,
-                node: node.public_key(),
-                signature: Signature([0; 64]),
-            };
-            receipt.sign(&node);
+            let receipt = ResultReceipt::new_signed(stub.txid(), &text, tokens, &node);
             (Inference { stub, receipt }, text)
         };
         let make = |nonce: u64, tokens: &[u32]| make_with(nonce, tokens, vec![]);

@@ -61,7 +61,7 @@ use fai_engine::{EngineError, LoadedModel};
 use fai_inference_chain::quorum::Outcome;
 use fai_inference_chain::types::{InferenceTx, ResultReceipt};
 use fai_primitives::codec::{Decode, Encode};
-use fai_primitives::{Hash256, Network, SecretKey, Signature};
+use fai_primitives::{Hash256, Network, SecretKey};
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -830,15 +830,7 @@ async fn serve_here(
             } else {
                 g
             };
-            let mut receipt = ResultReceipt {
-                tx: txid,
-                output_hash: ResultReceipt::hash_output(&g.text),
-                tokens_hash: ResultReceipt::hash_tokens(&g.tokens),
-                tokens: u32::try_from(g.tokens.len()).unwrap_or(u32::MAX),
-                node: state.key.public_key(),
-                signature: Signature([0; 64]),
-            };
-            receipt.sign(&state.key);
+            let receipt = ResultReceipt::new_signed(txid, &g.text, &g.tokens, &state.key);
             let served = fai_inference_chain::served::ServedInference {
                 inference: fai_inference_chain::types::Inference {
                     stub: tx.stub.clone(),
@@ -1196,7 +1188,7 @@ mod tests {
     use fai_engine::scheduler::Scheduler;
     use fai_inference_chain::types::{InferenceStub, Prompt, Sampling};
     use fai_ledger::mempool::{Mempool, MempoolConfig};
-    use fai_primitives::Amount;
+    use fai_primitives::{Amount, Signature};
 
     use super::*;
 
