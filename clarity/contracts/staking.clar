@@ -207,7 +207,7 @@
     (if (is-some (index-of? (var-get leaders) who)) (recompute-leaders) true)
     (ok (get amount s))))
 
-;; Commits to an audit: sha256d(salt || txid) of a forgery to be served later. The first
+;; Commits to an audit: sha256d(salt || txid || revealer) of a forgery to be served later. The first
 ;; commitment of a value counts.
 (define-public (commit-audit (commitment (buff 32)))
   (begin

@@ -1091,7 +1091,7 @@ impl InferenceChain {
                 )
             }
             Evidence::Audit { block, index, salt } => {
-                let audit = self.audit(ledger, parent, block, *index, salt);
+                let audit = self.audit(ledger, parent, block, *index, salt, &Hash160(reporter));
                 let commitment = Value::buff_from(audit.commitment.0.to_vec())
                     .map_err(|e| invalid(e.to_string()))?;
                 let offenders = Value::list_from(
@@ -1142,6 +1142,7 @@ impl InferenceChain {
         audited: &Hash256,
         index: u32,
         salt: &[u8; 32],
+        revealer: &Hash160,
     ) -> Audit {
         let mut audit = Audit {
             commitment: Hash256([0; 32]),
@@ -1158,7 +1159,7 @@ impl InferenceChain {
         else {
             return audit;
         };
-        audit.commitment = Evidence::audit_commitment(salt, &inf.stub.txid());
+        audit.commitment = Evidence::audit_commitment(salt, &inf.stub.txid(), revealer);
         audit.audited_height = rec.anchor_height;
         // The child on this branch: walk down from the parent, at most the window.
         let mut child = parent;

@@ -52,8 +52,8 @@ pub enum Evidence {
         second: InferenceHeader,
     },
     /// The reveal of an audit (decision 0004): inference `index` of block `block` was a
-    /// planted forgery, committed to in the staking contract as sha256d(salt ‖ txid)
-    /// before that block. The verifiers whose counted votes accepted it, while more than
+    /// planted forgery, committed to in the staking contract as sha256d(salt ‖ txid ‖
+    /// the revealing account) before that block. The verifiers whose counted votes accepted it, while more than
     /// half the signers rejected it grossly, lose a tenth of their stake.
     Audit {
         block: Hash256,
@@ -85,9 +85,11 @@ impl Evidence {
         }
     }
 
-    /// The commitment an audit reveals: sha256d(salt ‖ txid).
-    pub fn audit_commitment(salt: &[u8; 32], txid: &Hash256) -> Hash256 {
-        Hash256::sha256d_parts(&[salt, &txid.0])
+    /// The commitment an audit reveals: sha256d(salt ‖ txid ‖ revealer). Naming the
+    /// account that will reveal it means a reveal copied from the pool by anyone else
+    /// matches no commitment: the revealer's reward cannot be taken from it.
+    pub fn audit_commitment(salt: &[u8; 32], txid: &Hash256, revealer: &Hash160) -> Hash256 {
+        Hash256::sha256d_parts(&[salt, &txid.0, &revealer.0])
     }
 
     /// The equivocating producer's address and the tenure's ledger anchor, if this is

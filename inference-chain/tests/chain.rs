@@ -1518,7 +1518,7 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
         .collect();
     let salts: Vec<[u8; 32]> = (0..3u8).map(|i| [0xa0 + i; 32]).collect();
     let commitment = |i: usize| {
-        let c = Evidence::audit_commitment(&salts[i], &forged[i].stub.txid());
+        let c = Evidence::audit_commitment(&salts[i], &forged[i].stub.txid(), &hash(&producer));
         Value::buff_from(c.0.to_vec()).unwrap()
     };
 
@@ -1569,9 +1569,9 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     let producer_before = w.balance(&b4_id, hash(&producer).0);
 
     // Tenure 5: the producer reveals all three, and the first again.
-    let reveal = |nonce: u64, i: usize| {
+    let reveal_by = |who: &SecretKey, nonce: u64, i: usize| {
         SignedVmTx::new(
-            &producer,
+            who,
             nonce,
             CHAIN_ID,
             Amount::ZERO,
@@ -1582,8 +1582,19 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
             })),
         )
     };
+    let reveal = |nonce: u64, i: usize| reveal_by(&producer, nonce, i);
+    // Verifier 13 copies the first reveal from the pool, ahead of the producer's: it
+    // names no commitment (the revealer is part of it), so it takes nothing.
+    let copier = &verifiers[3];
+    let copier_before = w.balance(&b4_id, hash(copier).0);
     let l5 = w.win(b4_id, 200);
-    let reveals = vec![reveal(3, 0), reveal(4, 1), reveal(5, 2), reveal(6, 0)];
+    let reveals = vec![
+        reveal_by(copier, 1, 0),
+        reveal(3, 0),
+        reveal(4, 1),
+        reveal(5, 2),
+        reveal(6, 0),
+    ];
     let b5 = w.produce(l5, reveals, vec![], vec![]).unwrap();
     let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
     assert_eq!(
@@ -1598,6 +1609,16 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
         stake_of(&w, &b5_id, &verifiers[0])
     );
     assert_eq!(w.balance(&b5_id, hash(&producer).0), producer_before + 500);
+    assert_eq!(
+        w.nonce(&b5_id, hash(copier).0),
+        2,
+        "the copied reveal is carried"
+    );
+    assert_eq!(
+        w.balance(&b5_id, hash(copier).0),
+        copier_before,
+        "nothing gained"
+    );
     let slashed = |i: usize| {
         w.read(
             &b5_id,
