@@ -44,7 +44,7 @@
 (define-data-var leaders (list 5 principal) (list))
 ;; The staker being removed, for the filter in `unstake` (Clarity has no closures).
 (define-data-var removing principal CONSENSUS)
-;; The audit being punished and its revealer, for the fold in `slash-verifiers`.
+;; The audited inference and its revealer, for the fold in `slash-verifiers`.
 (define-data-var audit-key (buff 32) 0x)
 (define-data-var audit-revealer principal CONSENSUS)
 
@@ -52,8 +52,9 @@
 (define-map verifier-sets uint (list 5 principal))
 ;; Audit commitment -> burn-block-height when it was made.
 (define-map audit-commits (buff 32) uint)
-;; What a verifier lost to an audit (once per verifier and audit).
-(define-map audit-slashes {verifier: principal, audit: (buff 32)} uint)
+;; What a verifier lost to an audited inference (its txid): once per verifier and
+;; inference, however many commitments name it.
+(define-map audit-slashes {verifier: principal, inference: (buff 32)} uint)
 
 ;; --- read-only ---
 
@@ -80,9 +81,9 @@
 (define-read-only (get-audit-commit (commitment (buff 32)))
   (map-get? audit-commits commitment))
 
-;; What `verifier` lost to the audit `commitment`, if anything.
-(define-read-only (get-audit-slash (verifier principal) (commitment (buff 32)))
-  (map-get? audit-slashes {verifier: verifier, audit: commitment}))
+;; What `verifier` lost to the audited inference `txid`, if anything.
+(define-read-only (get-audit-slash (verifier principal) (txid (buff 32)))
+  (map-get? audit-slashes {verifier: verifier, inference: txid}))
 
 ;; --- ranking ---
 
@@ -193,11 +194,15 @@
     (var-set leaders (insert-ranked who (leaders-without who)))
     (ok (get-stake who))))
 
-;; Withdraws the whole stake once its lock has ended.
+;; Withdraws the whole stake once its lock has ended, and not while its owner is in the
+;; verifier set of this cycle or the last (its votes may still be audited).
 (define-public (unstake)
   (let ((who tx-sender)
-        (s (unwrap! (map-get? stakes tx-sender) ERR-NO-STAKE)))
-    (asserts! (>= (current-cycle) (get unlock-cycle s)) ERR-LOCKED)
+        (s (unwrap! (map-get? stakes tx-sender) ERR-NO-STAKE))
+        (cycle (current-cycle)))
+    (asserts! (>= cycle (get unlock-cycle s)) ERR-LOCKED)
+    (asserts! (not (is-verifier who cycle)) ERR-LOCKED)
+    (asserts! (or (is-eq cycle u0) (not (is-verifier who (- cycle u1)))) ERR-LOCKED)
     (try! (as-contract (stx-transfer? (get amount s) tx-sender who)))
     (map-delete stakes who)
     (var-set removing who)
@@ -233,13 +238,13 @@
     (var-set min-stake minimum)
     (ok true)))
 
-;; Cuts a tenth of `who`'s stake for the audit being punished (once per audit): half to
+;; Cuts a tenth of `who`'s stake for the audited inference (once per inference): half to
 ;; the revealer, half burnt. Adds the cut to `total`.
 (define-private (slash-one (who principal) (total uint))
   (match (map-get? stakes who)
     s (let ((cut (/ (get amount s) u10))
             (reward (/ cut u2))
-            (key {verifier: who, audit: (var-get audit-key)}))
+            (key {verifier: who, inference: (var-get audit-key)}))
         (if (and (> cut u0) (map-insert audit-slashes key cut))
             (begin
               (if (> reward u0)
@@ -253,12 +258,16 @@
             total))
     total))
 
-;; The verifiers `offenders` accepted the forgery `audit` revealed (the consensus checked
-;; the reveal, the votes and that more than half the signers rejected it grossly) in a
-;; block anchored at ledger height `audited-height`. The commitment must be older than
-;; that block. Returns what was cut in all.
+;; The verifiers `offenders` accepted the forgery `inference` (its txid) that the audit
+;; `audit` revealed (the consensus checked the reveal, the votes and that more than half
+;; the verifier set rejected it grossly) in a block anchored at ledger height
+;; `audited-height`. The commitment must have been made no later than that block (its
+;; burn-block-height is its parent's anchor height, below the audited block's, so a
+;; commitment in the audited block itself counts: no vote on it exists yet). Returns
+;; what was cut in all.
 (define-public (slash-verifiers
     (audit (buff 32))
+    (inference (buff 32))
     (audited-height uint)
     (revealer principal)
     (offenders (list 5 principal)))
@@ -266,7 +275,7 @@
     (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
     (asserts! (< committed audited-height) ERR-LATE-AUDIT)
     (asserts! (> (len offenders) u0) ERR-NOTHING-TO-PUNISH)
-    (var-set audit-key audit)
+    (var-set audit-key inference)
     (var-set audit-revealer revealer)
     (let ((total (fold slash-one offenders u0)))
       (var-set audit-revealer CONSENSUS)

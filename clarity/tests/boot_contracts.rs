@@ -569,3 +569,29 @@ fn reputation_records_results_and_one_rating_per_transaction() {
     );
     assert_eq!(fresh, "(tuple (acceptance u500) (rating u0) (results u0))");
 }
+
+/// Attack (decision 0004): a verifier votes, then unstakes before an audit of its votes is
+/// revealed, and the slash finds no stake. A member of the verifier set of this cycle or
+/// the last cannot unstake (before, only the lock held it).
+#[test]
+fn staking_a_verifier_cannot_unstake_while_its_votes_may_be_audited() {
+    let mut r = Repl::new();
+    let a = account(1);
+    r.call(BOOT, "staking", "configure", "u10 u100");
+    r.call(&a, "staking", "stake", "u500 u1");
+    r.advance(25); // cycle 2: the lock (until cycle 2) is over
+    assert_eq!(r.call(BOOT, "staking", "begin-cycle", "u2"), "(ok true)");
+    assert_eq!(
+        r.call(&a, "staking", "unstake", ""),
+        "(err u6)",
+        "in this cycle's set"
+    );
+    r.advance(10); // cycle 3: in the last cycle's set
+    assert_eq!(
+        r.call(&a, "staking", "unstake", ""),
+        "(err u6)",
+        "in the last cycle's set"
+    );
+    r.advance(10); // cycle 4
+    assert_eq!(r.call(&a, "staking", "unstake", ""), "(ok u500)");
+}

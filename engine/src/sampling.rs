@@ -69,6 +69,17 @@ impl SamplingParams {
                 "at most 16 stop strings of 1 to 256 bytes".into(),
             ));
         }
+        // U+FFFD stands for bytes not yet known to be a character while text streams, so
+        // a stop string holding it could match a verifier's text and not the generator's.
+        if self
+            .stop
+            .iter()
+            .any(|s| s.contains(char::REPLACEMENT_CHARACTER))
+        {
+            return Err(EngineError::InvalidSampling(
+                "a stop string may not contain U+FFFD".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -271,6 +282,15 @@ mod tests {
     /// own finds to be a mismatch at the bound (a hard mismatch), so a gross rejection is
     /// shared by every honest verifier. Random rows, perturbations within the bound,
     /// draws and tokens, greedy and sampled.
+    #[test]
+    fn a_stop_string_holding_a_replacement_character_is_refused() {
+        let mut p = params(0.0, 0, 1.0, 0);
+        p.stop = vec!["a\u{fffd}".into()];
+        assert!(matches!(p.validate(), Err(EngineError::InvalidSampling(_))));
+        p.stop = vec!["END".into()];
+        assert!(p.validate().is_ok());
+    }
+
     #[test]
     fn a_mismatch_at_twice_the_bound_is_a_mismatch_for_every_verifier_within_the_bound() {
         use rand::{Rng, SeedableRng};

@@ -154,8 +154,9 @@ pub struct ReplayStats {
     pub near_ties: usize,
     /// Mean log-probability (natural log) of the claimed tokens under the verifier.
     pub mean_logprob: f64,
-    /// Hard mismatches that stay mismatches with the drift bound doubled: no device
-    /// within the bound of this verifier's could call them near-ties (decision 0004).
+    /// Hard mismatches that stay mismatches with the drift bound doubled (a claimed end
+    /// that no end token could take even so counts too): no device within the bound of
+    /// this verifier's could call them near-ties (decision 0004).
     pub gross: usize,
     /// How the answer ended. An answer whose length or text alone shows a forgery
     /// ([`End::PastStop`], [`End::EndTokenInside`], [`End::TooLong`]) is not run through
@@ -180,11 +181,15 @@ impl ReplayStats {
             && (self.near_ties > 0 || self.end == End::EndOfTextNearTie)
     }
 
-    /// Whether a rejection is gross: the answer breaks a rule that needs no logits (its
-    /// end), or a claimed token is a mismatch even at twice the drift bound. Any other
+    /// Whether a rejection is gross: the answer breaks a rule that needs no logits (an
+    /// end token inside, tokens past a stop string, more than `max_tokens`), or a claimed
+    /// token (or the claimed end) is a mismatch even at twice the drift bound. Any other
     /// verifier whose logits are within the bound of this one's rejects it too.
     pub fn is_gross(&self) -> bool {
-        self.end.fault().is_some() || self.gross > 0
+        matches!(
+            self.end,
+            End::EndTokenInside | End::PastStop { .. } | End::TooLong
+        ) || self.gross > 0
     }
 
     /// An answer not run through the model.
@@ -530,15 +535,21 @@ impl Scoring {
         if let Some(past) = rows.get(output.len()) {
             let probe = self.sampler.clone();
             let (derived, draw) = self.sampler.sample_traced(past);
+            let pickable = |drift: f32| {
+                self.ends
+                    .iter()
+                    .any(|e| probe.could_pick(past, draw, *e, drift))
+            };
             self.end = if self.ends.contains(&derived) {
                 End::EndOfText
-            } else if self
-                .ends
-                .iter()
-                .any(|e| probe.could_pick(past, draw, *e, self.drift_logit))
-            {
+            } else if pickable(self.drift_logit) {
                 End::EndOfTextNearTie
             } else {
+                // Gross only when no end token could be chosen even at twice the bound,
+                // as for a claimed token.
+                if !pickable(2.0 * self.drift_logit) {
+                    self.gross += 1;
+                }
                 End::NotEnded
             };
         }

@@ -169,10 +169,17 @@ fn stop_strings_cut_the_answer_and_cancellation_stops_it() {
             },
         ),
     );
-    // Stop on a piece of what the model will say.
-    let start = full.text.char_indices().nth(10).unwrap().0;
-    let end = full.text.char_indices().nth(12).unwrap().0;
-    let stop = full.text[start..end].to_string();
+    // Stop on a piece of what the model will say (two characters from the eleventh on,
+    // neither of them U+FFFD, which a stop string may not hold).
+    let chars: Vec<(usize, char)> = full.text.char_indices().collect();
+    let at = (10..chars.len() - 2)
+        .find(|i| {
+            chars[*i..*i + 2]
+                .iter()
+                .all(|(_, c)| *c != char::REPLACEMENT_CHARACTER)
+        })
+        .unwrap();
+    let stop = full.text[chars[at].0..chars[at + 2].0].to_string();
     let cut = full.text.find(&stop).unwrap();
     let (g, streamed) = run(
         &model,

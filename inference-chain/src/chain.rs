@@ -114,6 +114,7 @@ pub const AUDIT_WINDOW: usize = 64;
 /// What an audit's reveal proves (see `InferenceChain::audit`).
 struct Audit {
     commitment: Hash256,
+    txid: Hash256,
     audited_height: u32,
     offenders: Vec<Hash160>,
 }
@@ -1102,10 +1103,13 @@ impl InferenceChain {
                         .collect(),
                 )
                 .map_err(|e| invalid(e.to_string()))?;
+                let txid =
+                    Value::buff_from(audit.txid.0.to_vec()).map_err(|e| invalid(e.to_string()))?;
                 (
                     "slash-verifiers",
                     vec![
                         commitment,
+                        txid,
                         Value::UInt(u128::from(audit.audited_height)),
                         self.vm.principal(reporter).into(),
                         offenders,
@@ -1130,7 +1134,7 @@ impl InferenceChain {
     /// What an audit's reveal proves on the branch of `parent`: the commitment it
     /// reveals, the audited block's ledger height, and the verifiers whose counted votes
     /// (carried by the audited block's child on this branch) accepted the audited
-    /// inference while more than half the signers rejected it grossly. Nobody, when the
+    /// inference while more than half the verifier set rejected it grossly. Nobody, when the
     /// audited block is not on this branch within [`AUDIT_WINDOW`] blocks, is not settled
     /// yet, or has no such inference: the report then only spends its nonce and fee (the
     /// staking contract refuses an empty list), so that no state of the chain can make a
@@ -1146,6 +1150,7 @@ impl InferenceChain {
     ) -> Audit {
         let mut audit = Audit {
             commitment: Hash256([0; 32]),
+            txid: Hash256([0; 32]),
             audited_height: 0,
             offenders: Vec::new(),
         };
@@ -1159,8 +1164,20 @@ impl InferenceChain {
         else {
             return audit;
         };
-        audit.commitment = Evidence::audit_commitment(salt, &inf.stub.txid(), revealer);
+        audit.txid = inf.stub.txid();
+        audit.commitment = Evidence::audit_commitment(salt, &audit.txid, revealer);
         audit.audited_height = rec.anchor_height;
+        // Nothing to count for a reveal that matches no commitment (checked first: it is
+        // one read, the tally below is signature checks).
+        let committed = Value::buff_from(audit.commitment.0.to_vec())
+            .ok()
+            .and_then(|c| {
+                self.read(ledger, parent, "staking", "get-audit-commit", &[c])
+                    .ok()
+            });
+        if !matches!(committed, Some(Value::Optional(ref o)) if o.data.is_some()) {
+            return audit;
+        }
         // The child on this branch: walk down from the parent, at most the window.
         let mut child = parent;
         for _ in 0..AUDIT_WINDOW {

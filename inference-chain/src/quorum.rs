@@ -163,7 +163,8 @@ pub struct Tally {
     pub is_final: bool,
     /// Per inference: what the signers decided (meaningful once final).
     pub outcomes: Vec<Outcome>,
-    /// Per inference: more than half the signers rejected it grossly.
+    /// Per inference: more than half the verifier set (not only of the signers) rejected
+    /// it grossly.
     pub grossly_rejected: Vec<bool>,
 }
 
@@ -219,9 +220,12 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
             }
         })
         .collect();
+    // Of the whole set, not of the signers: the producer that carries the votes chooses
+    // which of them count, and must not be able to make two gross rejections out of five
+    // verifiers a majority (decision 0004).
     let grossly_rejected = gross
         .iter()
-        .map(|g| g.saturating_mul(2) > signers.len())
+        .map(|g| g.saturating_mul(2) > set.len())
         .collect();
     Tally {
         signers,

@@ -1463,13 +1463,15 @@ fn boot_call(
 }
 
 /// Decision 0004's audits. The producer commits to two planted forgeries before they are
-/// served, and to a third only after its block; the node answers all three with random
-/// tokens. Verifier 10 accepts everything (a lazy verifier); 11 and 12 replay. Revealed:
-/// the lazy verifier loses a tenth of its stake (half to the revealer, half burnt) for
-/// the forgery more than half the signers rejected grossly, once; nobody loses anything
-/// for the forgery rejected grossly by only one of three, nor for the one committed late
-/// (a reveal cannot be made up after the votes are seen). Before, a verifier accepting
-/// everything risked nothing.
+/// served (the first twice, with two salts), and to a third only after its block; the
+/// node answers all three with random tokens. Verifier 10 accepts everything (a lazy
+/// verifier); 11 to 13 replay. Revealed: the lazy verifier loses a tenth of its stake
+/// (half to the revealer, half burnt) for the forgery more than half the set of five
+/// rejected grossly, once however many commitments name it; nobody loses anything for
+/// the forgery only one verifier rejected grossly, nor for the one committed late (a
+/// reveal cannot be made up after the votes are seen), and a reveal copied from the pool
+/// by another account takes nothing. Before, a verifier accepting everything risked
+/// nothing.
 #[test]
 fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     let mut w = world();
@@ -1516,21 +1518,26 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
             Inference { stub, receipt }
         })
         .collect();
-    let salts: Vec<[u8; 32]> = (0..3u8).map(|i| [0xa0 + i; 32]).collect();
-    let commitment = |i: usize| {
-        let c = Evidence::audit_commitment(&salts[i], &forged[i].stub.txid(), &hash(&producer));
+    // Audit k: (the forgery it names, its salt). Audit 3 names the first forgery again.
+    let audits: Vec<(usize, [u8; 32])> = (0..4u8)
+        .map(|k| (usize::from(k % 3), [0xa0 + k; 32]))
+        .collect();
+    let commitment = |k: usize| {
+        let (i, salt) = audits[k];
+        let c = Evidence::audit_commitment(&salt, &forged[i].stub.txid(), &hash(&producer));
         Value::buff_from(c.0.to_vec()).unwrap()
     };
 
-    // Tenure 2: the producer commits to the first two audits.
+    // Tenure 2: the producer commits to audits 0, 1 and 3.
     let l2 = w.win(b1_id, 200);
     let commits = vec![
         boot_call(&producer, 0, "staking", "commit-audit", &[commitment(0)]),
         boot_call(&producer, 1, "staking", "commit-audit", &[commitment(1)]),
+        boot_call(&producer, 2, "staking", "commit-audit", &[commitment(3)]),
     ];
     let b2 = w.produce(l2, commits, vec![], vec![]).unwrap();
     let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
-    assert_eq!(w.nonce(&b2_id, hash(&producer).0), 2);
+    assert_eq!(w.nonce(&b2_id, hash(&producer).0), 3);
     // Tenure 3: the forgeries.
     let l3 = w.win(b2_id, 200);
     let b3 = w.produce(l3, vec![], forged.clone(), vec![]).unwrap();
@@ -1549,11 +1556,16 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
             Hash256(b3_id),
             vec![RejectGross, Reject, RejectGross],
         ),
+        Vote::new(
+            &verifiers[3],
+            Hash256(b3_id),
+            vec![RejectGross, Reject, RejectGross],
+        ),
     ];
     let l4 = w.win(b3_id, 200);
     let late = vec![boot_call(
         &producer,
-        2,
+        3,
         "staking",
         "commit-audit",
         &[commitment(2)],
@@ -1568,8 +1580,9 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     assert!(stake_of(&w, &b4_id, &verifiers[0]).contains("(amount u10000)"));
     let producer_before = w.balance(&b4_id, hash(&producer).0);
 
-    // Tenure 5: the producer reveals all three, and the first again.
-    let reveal_by = |who: &SecretKey, nonce: u64, i: usize| {
+    // Tenure 5: the producer reveals all four audits, and the first again.
+    let reveal_by = |who: &SecretKey, nonce: u64, k: usize| {
+        let (i, salt) = audits[k];
         SignedVmTx::new(
             who,
             nonce,
@@ -1578,7 +1591,7 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
             VmPayload::Evidence(Box::new(Evidence::Audit {
                 block: Hash256(b3_id),
                 index: i as u32,
-                salt: salts[i],
+                salt,
             })),
         )
     };
@@ -1590,16 +1603,17 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     let l5 = w.win(b4_id, 200);
     let reveals = vec![
         reveal_by(copier, 1, 0),
-        reveal(3, 0),
-        reveal(4, 1),
-        reveal(5, 2),
-        reveal(6, 0),
+        reveal(4, 0),
+        reveal(5, 1),
+        reveal(6, 2),
+        reveal(7, 0),
+        reveal(8, 3),
     ];
     let b5 = w.produce(l5, reveals, vec![], vec![]).unwrap();
     let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
     assert_eq!(
         w.nonce(&b5_id, hash(&producer).0),
-        7,
+        9,
         "every reveal is carried"
     );
     // The lazy verifier: a tenth of 10,000 once, half of it to the revealer.
@@ -1620,16 +1634,22 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
         "nothing gained"
     );
     let slashed = |i: usize| {
+        let txid = Value::buff_from(forged[i].stub.txid().0.to_vec()).unwrap();
         w.read(
             &b5_id,
             "staking",
             "get-audit-slash",
-            &[principal(&w.chain, &verifiers[0]), commitment(i)],
+            &[principal(&w.chain, &verifiers[0]), txid],
         )
         .to_string()
     };
+    // Once for the first forgery, though two commitments (audits 0 and 3) name it.
     assert_eq!(slashed(0), "(some u1000)");
-    assert_eq!(slashed(1), "none", "only one of three rejected it grossly");
+    assert_eq!(
+        slashed(1),
+        "none",
+        "only one of the set of five rejected it grossly"
+    );
     assert_eq!(slashed(2), "none", "committed after its block");
     // The verifiers that replayed keep their stakes.
     assert!(stake_of(&w, &b5_id, &verifiers[1]).contains("(amount u9000)"));

@@ -261,8 +261,9 @@ fn quorum_edges() {
         with(&[Reject, Reject, Reject, Accept, Abstain]),
         Outcome::Rejected
     );
-    // A gross rejection is a rejection; more than half the signers rejecting grossly is
-    // what an audit needs (decision 0004).
+    // A gross rejection is a rejection; more than half the verifier set (of five, not of
+    // the signers, whom the producer picks) rejecting grossly is what an audit needs
+    // (decision 0004).
     let tally_of = |verdicts: &[Verdict]| {
         let votes: Vec<Vote> = verdicts
             .iter()
@@ -272,6 +273,12 @@ fn quorum_edges() {
         tally(&set, &block, 1, &votes)
     };
     let t = tally_of(&[RejectGross, RejectGross, Accept]);
+    assert_eq!(
+        (t.outcomes[0], t.grossly_rejected[0]),
+        (Outcome::Rejected, false),
+        "two gross rejections of five are no majority, whoever else signed"
+    );
+    let t = tally_of(&[RejectGross, RejectGross, RejectGross, Accept]);
     assert_eq!(
         (t.outcomes[0], t.grossly_rejected[0]),
         (Outcome::Rejected, true)

@@ -174,10 +174,10 @@ pub fn verdict(
             // The request the node answered is not one the model can run.
             EngineError::PromptTooLong { .. }
             | EngineError::InvalidSampling(_)
-            | EngineError::NoTokens
             | EngineError::Tokenize(_)
             | EngineError::Template(_) => Refusal::reject_grossly(e.to_string()),
-            // This verifier's engine failed.
+            // This verifier's engine failed (`NoTokens` too: an empty prompt is never
+            // served, and the engine also says it when it has nothing to give).
             _ => Refusal::abstain(e.to_string()),
         })?;
     let v = replay.judge_stats(&stats);
@@ -415,7 +415,8 @@ mod tests {
         // include the one that completed it; an honest answer all the same.
         let stop = text
             .chars()
-            .nth(text.chars().count() / 2)
+            .skip(text.chars().count() / 2)
+            .find(|c| *c != char::REPLACEMENT_CHARACTER)
             .unwrap()
             .to_string();
         let (asked, _) = make_with(4, &[], vec![stop.clone()]);

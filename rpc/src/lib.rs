@@ -824,6 +824,17 @@ async fn serve_here(
     let mut held = Some(held);
     Ok(job.map(move |event| match event {
         Event::Text(text) => api::InferenceEvent::Token(api::Token { text }),
+        // An answer cut off before its end is never signed: verifiers would reject its
+        // claimed end (the job is only cancelled once nobody reads this stream).
+        Event::Done(g) if g.finish == fai_engine::FinishReason::Cancelled => {
+            if let Some(h) = held.take() {
+                h.done();
+            }
+            release(&state.node, sender, nonce, txid);
+            let why = "the answer was cancelled before its end".to_string();
+            state.log().set(txid, InferenceState::Failed(why.clone()));
+            api::InferenceEvent::error(why)
+        }
         Event::Done(g) => {
             let g = if state.forge_outputs {
                 forged(&model, g)
