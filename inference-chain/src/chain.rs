@@ -111,6 +111,11 @@ pub struct BlockRecord {
 /// it punishes nobody (and nodes need not look further down for its votes).
 pub const AUDIT_WINDOW: usize = 64;
 
+/// The most audit reveals one block may carry: each whose commitment exists costs a
+/// tally of a block's votes (signature checks), so a block full of them must not be
+/// what slows every node down.
+pub const MAX_AUDITS_PER_BLOCK: usize = 16;
+
 /// What an audit's reveal proves (see `InferenceChain::audit`).
 struct Audit {
     commitment: Hash256,
@@ -1023,6 +1028,16 @@ impl InferenceChain {
             ));
         }
         // 4. VM transactions and their fees.
+        let audits = block
+            .vm_txs
+            .iter()
+            .filter(|tx| matches!(&tx.payload, VmPayload::Evidence(e) if matches!(**e, Evidence::Audit { .. })))
+            .count();
+        if audits > MAX_AUDITS_PER_BLOCK {
+            return Err(invalid(format!(
+                "{audits} audit reveals; a block carries at most {MAX_AUDITS_PER_BLOCK}"
+            )));
+        }
         let producer = block.header.producer.hash160().0;
         for tx in &block.vm_txs {
             if let VmPayload::Evidence(evidence) = &tx.payload {

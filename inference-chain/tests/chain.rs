@@ -1651,6 +1651,17 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
         "only one of the set of five rejected it grossly"
     );
     assert_eq!(slashed(2), "none", "committed after its block");
+
+    // Each reveal whose commitment exists costs a tally of a block's votes: a block
+    // carries at most 16 (a 17th makes it invalid), so reveals cannot slow every node.
+    let spammer = &verifiers[4];
+    let l6 = w.win(b5_id, 200);
+    let many: Vec<SignedVmTx> = (1..=17).map(|n| reveal_by(spammer, n, 1)).collect();
+    let err = w.produce(l6, many.clone(), vec![], vec![]).unwrap_err();
+    assert!(err.to_string().contains("at most 16"), "{err}");
+    let b6 = w.produce(l6, many[..16].to_vec(), vec![], vec![]).unwrap();
+    let b6_id = w.chain.accept(&w.ledger.chain, b6).unwrap();
+    assert_eq!(w.nonce(&b6_id, hash(spammer).0), 17);
     // The verifiers that replayed keep their stakes.
     assert!(stake_of(&w, &b5_id, &verifiers[1]).contains("(amount u9000)"));
     assert!(stake_of(&w, &b5_id, &verifiers[2]).contains("(amount u8000)"));

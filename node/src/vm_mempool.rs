@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fai_inference_chain::block::InferenceBlock;
-use fai_inference_chain::chain::InferenceChain;
-use fai_inference_chain::vmtx::{SignedVmTx, VmPayload};
+use fai_inference_chain::chain::{InferenceChain, MAX_AUDITS_PER_BLOCK};
+use fai_inference_chain::vmtx::{Evidence, SignedVmTx, VmPayload};
 
 use crate::result_pool::ResultPool;
 use fai_ledger::Chainstate;
@@ -307,7 +307,8 @@ impl VmMempool {
 
     /// Transactions that can run next in the state `at` (a block's exec id): per sender,
     /// the run of consecutive nonces from the account's nonce there; at most `max_bytes`
-    /// in all.
+    /// in all, and at most [`MAX_AUDITS_PER_BLOCK`] audit reveals (a sender's run ends
+    /// before one more).
     pub fn select(
         &self,
         chain: &InferenceChain,
@@ -317,12 +318,18 @@ impl VmMempool {
     ) -> Vec<SignedVmTx> {
         let tip = *at;
         let mut out = Vec::new();
-        let mut bytes = 0usize;
+        let (mut bytes, mut audits) = (0usize, 0usize);
         for (sender, queue) in &self.by_sender {
             let Ok((_, mut next)) = chain.vm().account(&tip, ledger, *sender) else {
                 continue;
             };
             while let Some(tx) = queue.get(&next).and_then(|id| self.by_id.get(id)) {
+                if is_audit(tx) {
+                    if audits >= MAX_AUDITS_PER_BLOCK {
+                        break;
+                    }
+                    audits += 1;
+                }
                 let size = tx.to_bytes().len();
                 if bytes.saturating_add(size) > max_bytes {
                     return out;
@@ -376,6 +383,11 @@ impl VmMempool {
             }
         }
     }
+}
+
+/// Whether `tx` reveals an audit (a block carries at most [`MAX_AUDITS_PER_BLOCK`]).
+fn is_audit(tx: &SignedVmTx) -> bool {
+    matches!(&tx.payload, VmPayload::Evidence(e) if matches!(**e, Evidence::Audit { .. }))
 }
 
 #[cfg(test)]
