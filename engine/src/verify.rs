@@ -129,7 +129,7 @@ impl End {
     }
 
     /// Why an answer that ended this way is rejected, if it is.
-    pub fn fault(self) -> Option<String> {
+    fn fault(self) -> Option<String> {
         match self {
             End::Length | End::Stop | End::EndOfText | End::EndOfTextNearTie => None,
             End::NotEnded => {

@@ -32,7 +32,7 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
     }
     assert_eq!(rows.len(), KINDS.len());
     for row in &rows {
-        assert!(row.cases >= 40, "too few cases: {row:?}");
+        assert!(row.cases >= 50, "too few cases: {row:?}");
         if row.kind == "honest" {
             assert_eq!(row.rejected, 0, "false rejections: {row:?}");
             continue;
@@ -50,8 +50,11 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
             // caught here; the 512-wide model catches more (bench verify).
             "other-prompt" => 0.80,
             "other-system-prompt" => 0.50,
-            // An end token can itself be a near-tie where the answer is cut or padded.
-            _ => 0.95,
+            // The same weights at Q4_0 differ from Q8_0 only at near-ties in a few long
+            // answers (98% caught here, 90% on the 512-wide model), and the end token can
+            // itself be a near-tie where an answer is padded (98% here).
+            "lower-precision" | "padded-past-end" => 0.95,
+            _ => 0.99,
         };
         assert!(row.rate() >= floor, "{row:?}");
         // What an audit plants (decision 0004) is rejected grossly, by any verifier

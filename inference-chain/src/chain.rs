@@ -1028,11 +1028,7 @@ impl InferenceChain {
             ));
         }
         // 4. VM transactions and their fees.
-        let audits = block
-            .vm_txs
-            .iter()
-            .filter(|tx| matches!(&tx.payload, VmPayload::Evidence(e) if matches!(**e, Evidence::Audit { .. })))
-            .count();
+        let audits = block.vm_txs.iter().filter(|tx| tx.reveals_audit()).count();
         if audits > MAX_AUDITS_PER_BLOCK {
             return Err(invalid(format!(
                 "{audits} audit reveals; a block carries at most {MAX_AUDITS_PER_BLOCK}"
@@ -1094,7 +1090,7 @@ impl InferenceChain {
                 amount: u128::from(tx.fee.units()),
             });
         }
-        let (function, args) = match evidence {
+        let (contract, function, args) = match evidence {
             Evidence::TenureEquivocation { .. } => {
                 let (offender, anchor) = evidence
                     .equivocation()
@@ -1102,6 +1098,7 @@ impl InferenceChain {
                 let anchor =
                     Value::buff_from(anchor.0.to_vec()).map_err(|e| invalid(e.to_string()))?;
                 (
+                    "node-registry",
                     "slash-equivocation",
                     vec![self.vm.principal(offender.0).into(), anchor],
                 )
@@ -1121,6 +1118,7 @@ impl InferenceChain {
                 let txid =
                     Value::buff_from(audit.txid.0.to_vec()).map_err(|e| invalid(e.to_string()))?;
                 (
+                    "staking",
                     "slash-verifiers",
                     vec![
                         commitment,
@@ -1131,10 +1129,6 @@ impl InferenceChain {
                     ],
                 )
             }
-        };
-        let contract = match evidence {
-            Evidence::TenureEquivocation { .. } => "node-registry",
-            Evidence::Audit { .. } => "staking",
         };
         ops.push(BlockOp::Report {
             reporter,

@@ -359,6 +359,14 @@ impl SignedVmTx {
     }
 }
 
+impl SignedVmTx {
+    /// Whether this transaction reveals an audit (a block carries at most
+    /// [`crate::chain::MAX_AUDITS_PER_BLOCK`]).
+    pub fn reveals_audit(&self) -> bool {
+        matches!(&self.payload, VmPayload::Evidence(e) if matches!(**e, Evidence::Audit { .. }))
+    }
+}
+
 impl Encode for SignedVmTx {
     fn encode_to(&self, out: &mut Vec<u8>) {
         self.encode_unsigned(out);

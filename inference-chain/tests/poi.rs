@@ -237,13 +237,17 @@ fn quorum_edges() {
     assert_eq!(t.outcomes, vec![Outcome::Undecided]);
     // Abstentions sign (the block is final) and decide nothing: a strict majority of the
     // signers must accept for the node to be paid, or reject for it to be slashed.
-    let with = |verdicts: &[Verdict]| {
+    // One inference, verifier i giving verdict i.
+    let tally_of = |verdicts: &[Verdict]| {
         let votes: Vec<Vote> = verdicts
             .iter()
             .zip(&verifiers)
             .map(|(v, k)| Vote::new(k, block, vec![*v]))
             .collect();
-        let t = tally(&set, &block, 1, &votes);
+        tally(&set, &block, 1, &votes)
+    };
+    let with = |verdicts: &[Verdict]| {
+        let t = tally_of(verdicts);
         assert!(t.is_final);
         t.outcomes[0]
     };
@@ -264,14 +268,6 @@ fn quorum_edges() {
     // A gross rejection is a rejection; more than half the verifier set (of five, not of
     // the signers, whom the producer picks) rejecting grossly is what an audit needs
     // (decision 0004).
-    let tally_of = |verdicts: &[Verdict]| {
-        let votes: Vec<Vote> = verdicts
-            .iter()
-            .zip(&verifiers)
-            .map(|(v, k)| Vote::new(k, block, vec![*v]))
-            .collect();
-        tally(&set, &block, 1, &votes)
-    };
     let t = tally_of(&[RejectGross, RejectGross, Accept]);
     assert_eq!(
         (t.outcomes[0], t.grossly_rejected[0]),

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::{InferenceChain, MAX_AUDITS_PER_BLOCK};
-use fai_inference_chain::vmtx::{Evidence, SignedVmTx, VmPayload};
+use fai_inference_chain::vmtx::{SignedVmTx, VmPayload};
 
 use crate::result_pool::ResultPool;
 use fai_ledger::Chainstate;
@@ -324,7 +324,7 @@ impl VmMempool {
                 continue;
             };
             while let Some(tx) = queue.get(&next).and_then(|id| self.by_id.get(id)) {
-                if is_audit(tx) {
+                if tx.reveals_audit() {
                     if audits >= MAX_AUDITS_PER_BLOCK {
                         break;
                     }
@@ -383,11 +383,6 @@ impl VmMempool {
             }
         }
     }
-}
-
-/// Whether `tx` reveals an audit (a block carries at most [`MAX_AUDITS_PER_BLOCK`]).
-fn is_audit(tx: &SignedVmTx) -> bool {
-    matches!(&tx.payload, VmPayload::Evidence(e) if matches!(**e, Evidence::Audit { .. }))
 }
 
 #[cfg(test)]

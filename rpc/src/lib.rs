@@ -822,19 +822,8 @@ async fn serve_here(
     s.metrics.inference_request(metrics::Answer::Accepted);
     let state = s.clone();
     let mut held = Some(held);
-    Ok(job.map(move |event| match event {
+    Ok(job.map(move |event| match cancelled_as_failed(event) {
         Event::Text(text) => api::InferenceEvent::Token(api::Token { text }),
-        // An answer cut off before its end is never signed: verifiers would reject its
-        // claimed end (the job is only cancelled once nobody reads this stream).
-        Event::Done(g) if g.finish == fai_engine::FinishReason::Cancelled => {
-            if let Some(h) = held.take() {
-                h.done();
-            }
-            release(&state.node, sender, nonce, txid);
-            let why = "the answer was cancelled before its end".to_string();
-            state.log().set(txid, InferenceState::Failed(why.clone()));
-            api::InferenceEvent::error(why)
-        }
         Event::Done(g) => {
             let g = if state.forge_outputs {
                 forged(&model, g)
@@ -871,6 +860,17 @@ async fn serve_here(
             api::InferenceEvent::error(e)
         }
     }))
+}
+
+/// An answer cut off before its end is a failure, never signed: verifiers would reject
+/// its claimed end (a job is only cancelled once nobody reads its stream).
+fn cancelled_as_failed(event: Event) -> Event {
+    match event {
+        Event::Done(g) if g.finish == fai_engine::FinishReason::Cancelled => {
+            Event::Failed("the answer was cancelled before its end".into())
+        }
+        other => other,
+    }
 }
 
 /// `testing.forge_outputs`: every token replaced by its neighbour in the vocabulary and
