@@ -125,10 +125,12 @@ pub struct InferenceStatus {
     /// settlement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_held: Option<bool>,
-    /// The child block that settles it (`settled`).
+    /// The block that settles it (`settled`): the first of its vote window to bring its
+    /// votes to a quorum, or the last of the window without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled_in: Option<BlockRef>,
-    /// Whether a quorum of verifiers voted (false: refunded without one).
+    /// Whether a quorum of verifiers voted within its vote window (false: refunded
+    /// without one).
     #[serde(rename = "final", default, skip_serializing_if = "Option::is_none")]
     pub is_final: Option<bool>,
     /// Whether the verifiers accepted it (paid); false when rejected or undecided.
@@ -236,8 +238,19 @@ pub struct InferenceBlock {
     pub vm_transactions: Vec<String>,
     /// Inferences carried.
     pub inferences: usize,
-    /// Votes on the parent's inferences carried.
-    pub parent_votes: usize,
+    /// Verifiers' votes carried (on the blocks of its vote window: its parent and the
+    /// blocks above it, at most `VOTE_WINDOW` of them).
+    pub votes: usize,
+    /// The same votes by the block they vote on, oldest block first.
+    pub votes_by_block: Vec<VotesOnBlock>,
+}
+
+/// How many votes on one block an inference block carries.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct VotesOnBlock {
+    /// The id of the block voted on.
+    pub block: String,
+    pub votes: usize,
 }
 
 /// One registered inference node (`GET /v2/inference-nodes`).

@@ -6,14 +6,24 @@
 //! Every node mines and stakes (so all of them verify, up to the five largest stakes);
 //! the first two serve the model as inference nodes, and the first funds a dev wallet
 //! that funds the load. Once the wallet is funded, both servers are registered and the
-//! verifier set is full, the wallet funds 8 senders on the inference layer, and the load
-//! starts: `requests` transactions, round robin over the senders (consecutive nonces
-//! each, at most 48 of a sender waiting for a block), sent over RPC to the two servers by
-//! four clients at once. It ends when every one is settled on the first node: final
-//! (accepted or rejected), without a quorum of votes (refunded), or dropped.
-//! `settled_per_sec` counts the final ones over that time; `engine_per_sec` is the same requests generated one after the
-//! other by the engine in this process; `ratio` is the first over the second. Mining,
-//! every verifier's replay and the servers' engines share this machine's cores.
+//! verifier set is full, the wallet funds `senders` wallets on the inference layer, and
+//! the load starts: `requests` transactions, round robin over the senders (consecutive
+//! nonces each, at most 48 of a sender waiting for a block), sent over RPC to the two
+//! servers by `clients` clients at once (16 by default). It ends when every one is settled on the first node:
+//! final (accepted, rejected or undecided), refunded because its vote window closed
+//! without a quorum (`refunded_late`), or dropped; a request a server refuses as busy
+//! (503) is counted in `refused_busy`.
+//!
+//! `settled_per_sec` counts the final ones over that time; `engine_per_sec` is the same
+//! requests generated one after the other by the engine in this process; `ratio` is the
+//! first over the second. Mining, every verifier's replay and the servers' engines share
+//! this machine's cores, so the work bounds the ratio: each inference is generated once
+//! and replayed by every verifier of the set, so at best `limit_ratio` = 1 / (1 +
+//! replays per inference × replay cost ratio), with the replay cost ratio (replay over
+//! generation of the same answers) measured in the same run; `efficiency` is `ratio`
+//! over `limit_ratio`. Settle latency is given in seconds from the receipt and in ledger
+//! blocks from the anchor of the inference block carrying the inference to the anchor of
+//! the one settling it.
 
 use std::path::Path;
 use std::process::Child;
@@ -33,12 +43,13 @@ use fai_wallet::{self as wallet, InferRequest};
 
 const PASSPHRASE: &str = "bench-network";
 const MAX_TOKENS: u32 = 16;
-/// Requests in flight at once (spread over the serving nodes).
-const CLIENTS: usize = 4;
+/// Requests in flight at once (spread over the serving nodes), unless `--clients` says
+/// otherwise.
+pub const CLIENTS: usize = 16;
 /// A sender's inferences served but not in a block yet, at most (nodes hold 64).
 const MAX_WAITING: u64 = 48;
-/// Wallets the load is signed by.
-const SENDERS: usize = 8;
+/// Wallets the load is signed by, unless `--senders` says otherwise.
+pub const SENDERS: usize = 8;
 
 #[derive(Serialize)]
 pub struct NetworkReport {
@@ -48,17 +59,39 @@ pub struct NetworkReport {
     pub accepted: usize,
     /// Settled and rejected (refunded).
     pub rejected: usize,
-    /// Settled without a quorum of votes, or undecided by it (refunded).
-    pub unconfirmed: usize,
+    /// Final but undecided (the verifiers abstained or split): refunded.
+    pub undecided: usize,
+    /// Refunded because its vote window closed without a quorum of votes: served for
+    /// nothing.
+    pub refunded_late: usize,
+    /// Refused up front by a busy server (503).
+    pub refused_busy: usize,
     /// Never put in a block (refused by the producer or expired).
     pub dropped: usize,
+    pub senders: usize,
+    /// Requests in flight at once.
+    pub clients: usize,
     /// From the first request sent to the last one settled.
     pub seconds: f64,
     pub settled_per_sec: f64,
     pub engine_per_sec: f64,
     pub ratio: f64,
+    /// Verifiers that replay each inference (the set's size).
+    pub replays_per_inference: usize,
+    /// Replaying the requests' answers over generating them, on the engine in this run.
+    pub replay_cost_ratio: f64,
+    /// 1 / (1 + replays per inference × replay cost ratio): the ratio the work allows.
+    pub limit_ratio: f64,
+    /// `ratio` / `limit_ratio`.
+    pub efficiency: f64,
     /// Seconds from a request's receipt to its settlement, at the median.
     pub settle_latency_s: f64,
+    /// The same at the 95th percentile.
+    pub settle_p95_s: f64,
+    /// Ledger blocks from the anchor of the inference block carrying a request to the
+    /// anchor of the one settling it, at the median and the 95th percentile.
+    pub settle_p50_blocks: f64,
+    pub settle_p95_blocks: f64,
     /// The busiest node's chain task: the share of the load's seconds it was busy
     /// (near 1: every block, vote and answer of that node waited for it).
     pub chain_busy_share: f64,
@@ -89,8 +122,10 @@ enum Ending {
     Accepted,
     /// Final and rejected by the verifiers: refunded.
     Rejected,
-    /// Settled without a quorum of votes: refunded.
-    Unconfirmed,
+    /// Final, nobody decided: refunded.
+    Undecided,
+    /// Its vote window closed without a quorum: refunded.
+    RefundedLate,
     /// Never put in a block.
     Dropped,
 }
@@ -111,6 +146,16 @@ fn request(i: usize) -> (Prompt, Sampling) {
         stop: vec![],
     };
     (prompt, sampling)
+}
+
+/// The `p`th percentile of `values` (sorted here); 0 when empty.
+fn percentile(values: &mut [f64], p: usize) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let at = values.len().saturating_mul(p) / 100;
+    values
+        .get(at.min(values.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// `n` consecutive free loopback ports.
@@ -176,9 +221,21 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> R
     bail!("timed out after {limit:?} waiting for {what}")
 }
 
-pub fn network(nodes: usize, requests: usize, keep: bool) -> Result<NetworkReport> {
+pub fn network(
+    nodes: usize,
+    requests: usize,
+    senders: usize,
+    clients: usize,
+    keep: bool,
+) -> Result<NetworkReport> {
     if !(2..=8).contains(&nodes) {
         bail!("--nodes must be between 2 and 8");
+    }
+    if !(1..=64).contains(&senders) {
+        bail!("--senders must be between 1 and 64");
+    }
+    if !(1..=64).contains(&clients) {
+        bail!("--clients must be between 1 and 64");
     }
     let dir = tempfile::tempdir()?;
     let program = std::env::current_exe().context("cannot find this program's path")?;
@@ -195,7 +252,7 @@ pub fn network(nodes: usize, requests: usize, keep: bool) -> Result<NetworkRepor
             let log = dir.path().join(format!("{}.log", m.name));
             children.push((m.name.clone(), devnet::spawn(&program, m, Some(&log))?));
         }
-        measure(&members, dir.path(), requests)
+        measure(&members, dir.path(), requests, senders, clients)
     })();
     devnet::stop(&mut children);
     if keep && outcome.is_ok() {
@@ -212,7 +269,13 @@ pub fn network(nodes: usize, requests: usize, keep: bool) -> Result<NetworkRepor
     outcome
 }
 
-fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkReport> {
+fn measure(
+    members: &[Member],
+    dir: &Path,
+    requests: usize,
+    sender_count: usize,
+    clients: usize,
+) -> Result<NetworkReport> {
     let first = members.first().context("no nodes")?;
     let servers: Vec<&Member> = members.iter().take(2).collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -249,7 +312,7 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
     // The load: consecutive nonces, two clients, each to its own server.
     // Senders: a node keeps 64 inferences of one sender waiting for a block at most, so
     // the load comes from several, funded from the dev wallet on the inference layer.
-    let senders: Vec<wallet::Wallet> = (0..SENDERS)
+    let senders: Vec<wallet::Wallet> = (0..sender_count)
         .map(|_| {
             let key = fai_primitives::SecretKey::generate();
             let address = Address::from_public_key(Network::Regtest, &key.public_key());
@@ -258,7 +321,7 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         .collect();
     let share = needed
         .units()
-        .div_ceil(SENDERS as u64)
+        .div_ceil(sender_count as u64)
         .saturating_add(1_000_000);
     for s in &senders {
         let payload = fai_inference_chain::vmtx::VmPayload::Transfer {
@@ -287,6 +350,7 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         .collect::<Result<_>>()?;
     let receipts: Mutex<Vec<(usize, String, Instant)>> = Mutex::new(Vec::new());
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let refused_busy = std::sync::atomic::AtomicUsize::new(0);
     let all_nodes: Vec<Node> = members
         .iter()
         .map(|m| Node::new(&m.rpc))
@@ -296,8 +360,9 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (senders, nonces) = (&senders, &nonces);
     std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
+        for _ in 0..clients {
             let (receipts, failures, next) = (&receipts, &failures, &next);
+            let refused_busy = &refused_busy;
             let servers = &servers;
             s.spawn(move || {
                 // Each client thread its own connections.
@@ -324,11 +389,11 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
                         break;
                     };
                     let (Some(sender), Some(&first_nonce)) =
-                        (senders.get(i % SENDERS), nonces.get(i % SENDERS))
+                        (senders.get(i % sender_count), nonces.get(i % sender_count))
                     else {
                         break;
                     };
-                    let nonce = first_nonce.saturating_add((i / SENDERS) as u64);
+                    let nonce = first_nonce.saturating_add((i / sender_count) as u64);
                     // A sender may have 64 inferences waiting for a block: keep under that.
                     let sender_address = sender.address.to_string();
                     let waited =
@@ -364,6 +429,9 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
                                     v.push((i, txid, Instant::now()));
                                 }
                             }
+                            Err(e) if format!("{e:#}").contains("503") => {
+                                refused_busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
                             Err(e) => {
                                 if let Ok(mut v) = failures.lock() {
                                     v.push(format!("request {i}: {e:#}"));
@@ -385,6 +453,17 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
     let receipts = receipts.into_inner().unwrap_or_default();
     // Each ends settled (final, accepted or not) or dropped (it never reached a block).
     let mut ended_at: Vec<Option<(Instant, Ending)>> = vec![None; receipts.len()];
+    // Ledger blocks from the carrying inference block's anchor to the settling one's.
+    let mut block_lags: Vec<f64> = Vec::new();
+    let mut anchors: std::collections::HashMap<String, u32> = Default::default();
+    let mut anchor_of = |id: &str| -> Option<u32> {
+        if let Some(h) = anchors.get(id) {
+            return Some(*h);
+        }
+        let h = node0.inference_block(id).ok()?.ledger_anchor_height;
+        anchors.insert(id.to_string(), h);
+        Some(h)
+    };
     let pending = |ended_at: &[Option<(Instant, Ending)>]| {
         receipts
             .iter()
@@ -402,14 +481,21 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
             }
             if let Ok(state) = node0.inference_status(txid) {
                 let ending = match state.state.as_str() {
-                    "settled" => Some(
-                        match (state.is_final == Some(true), state.outcome.as_deref()) {
-                            (true, Some("accepted")) => Ending::Accepted,
-                            (true, Some("rejected")) => Ending::Rejected,
-                            // Not final, or the verifiers could not judge: refunded.
-                            _ => Ending::Unconfirmed,
-                        },
-                    ),
+                    "settled" => {
+                        if let (Some(b), Some(s)) = (&state.block, &state.settled_in) {
+                            if let (Some(from), Some(to)) = (anchor_of(&b.id), anchor_of(&s.id)) {
+                                block_lags.push(f64::from(to.saturating_sub(from)));
+                            }
+                        }
+                        Some(
+                            match (state.is_final == Some(true), state.outcome.as_deref()) {
+                                (true, Some("accepted")) => Ending::Accepted,
+                                (true, Some("rejected")) => Ending::Rejected,
+                                (true, _) => Ending::Undecided,
+                                (false, _) => Ending::RefundedLate,
+                            },
+                        )
+                    }
                     "dropped" | "failed" => Some(Ending::Dropped),
                     _ => None,
                 };
@@ -428,10 +514,11 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
             .filter(|(_, e)| *e == what)
             .count()
     };
-    let (accepted, rejected, unconfirmed, dropped) = (
+    let (accepted, rejected, undecided, refunded_late, dropped) = (
         count(Ending::Accepted),
         count(Ending::Rejected),
-        count(Ending::Unconfirmed),
+        count(Ending::Undecided),
+        count(Ending::RefundedLate),
         count(Ending::Dropped),
     );
     let settled_at: Vec<Option<(Instant, bool)>> = ended_at
@@ -450,8 +537,10 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         .zip(&receipts)
         .filter_map(|(s, (_, _, got))| s.map(|(t, _)| t.duration_since(*got).as_secs_f64()))
         .collect();
-    latencies.sort_by(f64::total_cmp);
-    let settle_latency_s = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
+    let settle_latency_s = percentile(&mut latencies, 50);
+    let settle_p95_s = percentile(&mut latencies, 95);
+    let settle_p50_blocks = percentile(&mut block_lags, 50);
+    let settle_p95_blocks = percentile(&mut block_lags, 95);
     let load_seconds = started.elapsed().as_secs_f64().max(1e-9);
     let (mut busiest, mut queued, mut commands) = (0.0f64, 0.0, 0.0);
     for (node, before) in all_nodes.iter().zip(&load_before) {
@@ -466,33 +555,55 @@ fn measure(members: &[Member], dir: &Path, requests: usize) -> Result<NetworkRep
         0.0
     };
 
-    // The same requests straight on the engine, one after the other.
+    // The same requests straight on the engine, one after the other, then their answers
+    // replayed as a verifier replays them.
     let model = fai_engine::LoadedModel::load(
         &fai_engine::tiny::ensure_fai_tiny(&dir.join("engine-models"))?,
         &Device::Cpu,
     )?;
     let engine_started = Instant::now();
+    let mut answers = Vec::with_capacity(requests);
     for i in 0..requests {
         let (prompt, sampling) = request(i);
         let r = fai_node::verifier::request(&prompt, &sampling);
-        fai_engine::generate(&model, &r, &AtomicBool::new(false), |_| {})?;
+        let out = fai_engine::generate(&model, &r, &AtomicBool::new(false), |_| {})?;
+        answers.push((r, out.tokens));
     }
     let engine_seconds = engine_started.elapsed().as_secs_f64();
+    let replay_started = Instant::now();
+    let replay = fai_engine::Replay::default();
+    for (r, tokens) in &answers {
+        fai_engine::Verifier::verify(&replay, &model, r, tokens)?;
+    }
+    let replay_cost_ratio = replay_started.elapsed().as_secs_f64() / engine_seconds.max(1e-9);
+    let replays_per_inference = members.len().min(5);
+    let limit_ratio = 1.0 / (1.0 + replays_per_inference as f64 * replay_cost_ratio);
     // Settled with a final verdict; those refunded for want of votes do not count.
-    let settled_per_sec = (accepted + rejected) as f64 / seconds.max(1e-9);
+    let settled_per_sec = (accepted + rejected + undecided) as f64 / seconds.max(1e-9);
     let engine_per_sec = requests as f64 / engine_seconds.max(1e-9);
     Ok(NetworkReport {
         nodes: members.len(),
         requests,
         accepted,
         rejected,
-        unconfirmed,
+        undecided,
+        refunded_late,
+        refused_busy: refused_busy.into_inner(),
         dropped,
+        senders: sender_count,
+        clients,
         seconds,
         settled_per_sec,
         engine_per_sec,
         ratio: settled_per_sec / engine_per_sec,
+        replays_per_inference,
+        replay_cost_ratio,
+        limit_ratio,
+        efficiency: settled_per_sec / engine_per_sec / limit_ratio,
         settle_latency_s,
+        settle_p95_s,
+        settle_p50_blocks,
+        settle_p95_blocks,
         chain_busy_share: busiest,
         chain_queued_ms,
     })

@@ -125,7 +125,7 @@ pub fn assemble(list: &[Inference], producer: &SecretKey) -> Result<(Vec<u8>, u6
         header,
         vm_txs: Vec::new(),
         inferences: list.to_vec(),
-        parent_votes: Vec::new(),
+        votes: Vec::new(),
     }
     .to_bytes();
     Ok((bytes, paid))

@@ -8,6 +8,8 @@
 //!   `get-burn-block-info?`) and the inference block index (`get-block-info?`).
 //! - [`vm`]: block execution (transfers, deploys, calls, mints, consensus calls) with
 //!   per-transaction and per-block cost limits, read-only calls, account queries, genesis.
+//! - [`bench`]: what `infer-node bench clarity` measures (contract calls per second on
+//!   RocksDB against memory).
 //! - [`boot`]: the boot contracts (`clarity/contracts/*.clar`) and their genesis settings.
 //!
 //! FAI on the inference layer is the VM's native token (base units = the VM's micro
@@ -24,6 +26,7 @@
     )
 )]
 
+pub mod bench;
 pub mod boot;
 pub mod error;
 pub mod store;

@@ -18,9 +18,27 @@ pub enum BenchCommand {
         /// Inference transactions sent.
         #[arg(long, default_value_t = 400)]
         requests: usize,
+        /// Wallets the load is signed by (a node keeps 64 waiting inferences per sender).
+        #[arg(long, default_value_t = b::network::SENDERS)]
+        senders: usize,
+        /// Requests in flight at once, spread over the two servers.
+        #[arg(long, default_value_t = b::network::CLIENTS)]
+        clients: usize,
         /// Keep the nodes' data directories and logs (always kept on a failure).
         #[arg(long)]
         keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Contract calls per second on the VM over RocksDB against the same calls on an
+    /// in-memory store.
+    Clarity {
+        /// Blocks of calls.
+        #[arg(long, default_value_t = 20)]
+        blocks: u32,
+        /// Calls per block.
+        #[arg(long, default_value_t = 200)]
+        calls_per_block: u32,
         #[arg(long)]
         json: bool,
     },
@@ -125,8 +143,53 @@ pub enum BenchCommand {
     },
 }
 
+/// What `bench clarity` prints as JSON.
+#[derive(serde::Serialize)]
+struct ClarityReport {
+    blocks: u32,
+    calls: u64,
+    rocksdb_calls_per_sec: f64,
+    memory_calls_per_sec: f64,
+    ratio: f64,
+}
+
 pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Clarity {
+            blocks,
+            calls_per_block,
+            json,
+        } => {
+            anyhow::ensure!(
+                (1..=1000).contains(blocks) && (1..=1000).contains(calls_per_block),
+                "--blocks and --calls-per-block must be between 1 and 1000"
+            );
+            // A fresh directory of its own, removed afterwards however the run ends.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir = std::env::temp_dir().join(format!(
+                "infer-node-bench-clarity-{}-{nanos}",
+                std::process::id()
+            ));
+            let r = fai_clarity::bench::contract_calls(&dir, *blocks, *calls_per_block);
+            let _ = std::fs::remove_dir_all(&dir);
+            let r = r?;
+            let r = ClarityReport {
+                blocks: r.blocks,
+                calls: r.calls,
+                rocksdb_calls_per_sec: r.rocksdb_calls_per_sec,
+                memory_calls_per_sec: r.memory_calls_per_sec,
+                ratio: r.ratio,
+            };
+            print_report(*json, &r, || {
+                format!(
+                    "clarity: {:.0} contract calls per second on RocksDB, {:.0} in memory ({} calls in {} blocks); ratio {:.2} (goal >= 0.5)",
+                    r.rocksdb_calls_per_sec, r.memory_calls_per_sec, r.calls, r.blocks, r.ratio
+                )
+            })?;
+            Ok(())
+        }
         BenchCommand::Pow {
             threads,
             seconds,
@@ -231,6 +294,8 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Network {
             nodes,
             requests,
+            senders,
+            clients,
             keep,
             json,
         } => {
@@ -238,11 +303,11 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                 (1..=1000).contains(requests),
                 "--requests must be between 1 and 1000"
             );
-            let r = b::network::network(*nodes, *requests, *keep)?;
+            let r = b::network::network(*nodes, *requests, *senders, *clients, *keep)?;
             print_report(*json, &r, || {
                 format!(
-                        "network: {:.2} inference transactions settled per second over {} nodes ({} requests: {} accepted, {} rejected, {} without quorum, {} dropped, in {:.1} s; settled {:.2} s after the receipt at the median); the engine alone: {:.2} per second; ratio {:.2} (goal >= 0.5); busiest chain task busy {:.0}% of the time, a command queued {:.1} ms on average",
-                        r.settled_per_sec, r.nodes, r.requests, r.accepted, r.rejected, r.unconfirmed, r.dropped, r.seconds, r.settle_latency_s, r.engine_per_sec, r.ratio, r.chain_busy_share * 100.0, r.chain_queued_ms
+                        "network: {:.2} inference transactions settled per second over {} nodes ({} requests from {} senders, {} at once: {} accepted, {} rejected, {} undecided, {} refunded late, {} refused busy, {} dropped, in {:.1} s; settled {:.1} s / {:.0} blocks after the receipt at the median, {:.1} s / {:.0} blocks at p95); the engine alone: {:.2} per second; ratio {:.3}, limit {:.3} ({} replays at {:.2} of generation each), efficiency {:.2}; busiest chain task busy {:.0}% of the time, a command queued {:.1} ms on average",
+                        r.settled_per_sec, r.nodes, r.requests, r.senders, r.clients, r.accepted, r.rejected, r.undecided, r.refunded_late, r.refused_busy, r.dropped, r.seconds, r.settle_latency_s, r.settle_p50_blocks, r.settle_p95_s, r.settle_p95_blocks, r.engine_per_sec, r.ratio, r.limit_ratio, r.replays_per_inference, r.replay_cost_ratio, r.efficiency, r.chain_busy_share * 100.0, r.chain_queued_ms
                     )
             })?;
             Ok(())

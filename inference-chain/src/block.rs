@@ -1,6 +1,7 @@
 //! Inference blocks: a header that anchors the block in the ledger and commits to its
 //! content, and a body of VM transactions, inferences (stubs and receipts: hashes, never
-//! text) and the verifiers' votes on the parent block.
+//! text) and verifiers' votes on the blocks of its vote window (its parent and the
+//! blocks above it, see `crate::chain::VOTE_WINDOW`).
 //!
 //! The block id is sha256d of the header without the producer's signature; the producer
 //! signs the id. A tenure's first block carries the VRF proof of the output its commit stated.
@@ -26,7 +27,7 @@ pub struct InferenceHeader {
     pub tx_root: Hash256,
     /// Merkle root of the inferences (stub txid, then receipt hash).
     pub results_root: Hash256,
-    /// Merkle root of the verifiers' votes on the parent block carried in the body.
+    /// Merkle root of the verifiers' votes carried in the body.
     pub votes_root: Hash256,
     /// The contract state after the block.
     pub state_root: [u8; 32],
@@ -115,9 +116,14 @@ pub struct InferenceBlock {
     /// VM transactions, in execution order.
     pub vm_txs: Vec<SignedVmTx>,
     pub inferences: Vec<Inference>,
-    /// The verifiers' votes on the parent block: its finality certificate, settled here.
-    pub parent_votes: Vec<Vote>,
+    /// Verifiers' votes on the blocks of the vote window not settled yet: the block
+    /// whose votes reach a quorum here is final, and settled here.
+    pub votes: Vec<Vote>,
 }
+
+/// Votes one block may carry: five verifiers on each block of the vote window, with
+/// room for larger sets.
+pub const MAX_BLOCK_VOTES: u64 = 128;
 
 /// VM transactions one block may carry.
 pub const MAX_BLOCK_VM_TXS: u64 = 5_000;
@@ -142,7 +148,7 @@ impl InferenceBlock {
     pub fn roots_match(&self) -> bool {
         self.header.tx_root == Self::tx_root_of(&self.vm_txs)
             && self.header.results_root == Self::results_root_of(&self.inferences)
-            && self.header.votes_root == Self::votes_root_of(&self.parent_votes)
+            && self.header.votes_root == Self::votes_root_of(&self.votes)
     }
 
     /// The results root of `inferences`.
@@ -160,7 +166,7 @@ impl Encode for InferenceBlock {
         self.header.encode_to(out);
         write_vec(out, &self.vm_txs);
         write_vec(out, &self.inferences);
-        write_vec(out, &self.parent_votes);
+        write_vec(out, &self.votes);
     }
 }
 
@@ -172,7 +178,7 @@ impl Decode for InferenceBlock {
             // A stub and a receipt take well over 200 bytes.
             inferences: r.read_vec("inferences", MAX_BLOCK_RECEIPTS, 200)?,
             // A verifier key, block id and signature: 129 bytes and more.
-            parent_votes: r.read_vec("votes", 64, 129)?,
+            votes: r.read_vec("votes", MAX_BLOCK_VOTES, 129)?,
         })
     }
 }

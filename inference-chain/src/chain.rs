@@ -1,6 +1,7 @@
 //! The inference chain: follows the ledger, accepts the blocks of sortition winners, runs
-//! them through the Clarity VM, and settles each block's inferences in its child, which
-//! carries the verifiers' votes on it (its finality certificate).
+//! them through the Clarity VM, and settles each block's inferences in the first
+//! descendant that brings the verifiers' votes on it to a quorum (its finality
+//! certificate), within a window of [`VOTE_WINDOW`] blocks (see `window`).
 //!
 //! One block per tenure: the winner of the sortition at ledger block L produces one block
 //! anchored at L, on the parent its commit named. A winner that signs more (equivocates)
@@ -8,11 +9,13 @@
 //! a tenure is contested and counts as empty (the canonical tip as of L is below it)
 //! unless a later tenure's block builds on one of its blocks. What a block at height h
 //! executes, in order:
-//! 1. settlement of its parent's inferences: with votes from a majority of the parent's
-//!    verifier set, each inference is paid (90% node, 10% parent's producer, rest back to
-//!    the sender) or refunded with the node's bond slashed, reputation is recorded, and
-//!    the parent's producer earns the subsidy; without a majority everything is refunded
-//!    and nobody earns anything;
+//! 1. settlement of the blocks of its vote window (its parent and up to
+//!    [`VOTE_WINDOW`] − 1 blocks above) whose carried votes reach a majority of their
+//!    verifier set with this block's: each inference is paid (90% node, 10% to the
+//!    settled block's producer, rest back to the sender) or refunded with the node's bond
+//!    slashed, reputation is recorded, and that block's producer earns the subsidy; a
+//!    block whose window closes here without a majority has everything refunded and
+//!    nobody earns anything;
 //! 2. the peg-ins of its ledger branch newly six blocks deep (mints);
 //! 3. `staking.begin-cycle` when its ledger anchor starts a new reward cycle;
 //! 4. its VM transactions, each paying its fee to the producer (evidence of a producer
@@ -43,10 +46,13 @@ use fai_primitives::{CodecError, Hash160, Hash256, Network, SecretKey, Signature
 use fai_storage::{KeyValueStore, WriteBatch};
 use sha2::{Digest, Sha256};
 
+mod window;
+pub use window::{DueSettlement, WindowBlock, BUSY_BEHIND, VOTE_WINDOW};
+
 use crate::block::{InferenceBlock, InferenceHeader};
 use crate::payloads::PayloadStore;
-use crate::quorum::{tally, Outcome, Verdict, Vote};
-use crate::settlement::{producer_subsidy, settle, Settlement};
+use crate::quorum::{Outcome, Verdict, Vote};
+use crate::settlement::producer_subsidy;
 use crate::sortition::{tenure_proof_matches, Bid};
 use crate::tracker::{SortitionRecord, SortitionTracker};
 use crate::types::Inference;
@@ -951,9 +957,21 @@ impl InferenceChain {
             function: function.into(),
             args,
         };
-        // 1. The parent's settlement.
-        if let Some(pb) = &parent.block {
-            let (is_final, list) = self.settlements(ledger, parent, &block.parent_votes)?;
+        // 1. Settlement of the blocks of the window whose votes reach a quorum here, or
+        // whose window closes here without one.
+        let window = self.vote_window(ledger, parent);
+        for due in Self::due_settlements(&window, &block.votes)? {
+            let Some(rec) = window
+                .iter()
+                .find(|w| w.rec.id == due.rec_id)
+                .map(|w| w.rec)
+            else {
+                continue;
+            };
+            let Some(pb) = &rec.block else {
+                continue;
+            };
+            let (is_final, list) = self.settlements(ledger, rec, &due.votes)?;
             for (inf, (outcome, s)) in pb.inferences.iter().zip(&list) {
                 settled.push(inf.stub.txid());
                 let sender = inf.stub.sender.hash160().0;
@@ -970,7 +988,7 @@ impl InferenceChain {
                 let node_value: Value = self.vm.principal(node).into();
                 for (to, amount) in [
                     (node, s.node),
-                    (parent.producer, s.producer),
+                    (rec.producer, s.producer),
                     (sender, s.refund),
                 ] {
                     if amount > 0 {
@@ -1003,8 +1021,8 @@ impl InferenceChain {
             }
             if is_final {
                 ops.push(BlockOp::Mint {
-                    to: parent.producer,
-                    amount: u128::from(producer_subsidy(parent.anchor_height).units()),
+                    to: rec.producer,
+                    amount: u128::from(producer_subsidy(rec.anchor_height).units()),
                 });
             }
         }
@@ -1142,7 +1160,7 @@ impl InferenceChain {
 
     /// What an audit's reveal proves on the branch of `parent`: the commitment it
     /// reveals, the audited block's ledger height, and the verifiers whose counted votes
-    /// (carried by the audited block's child on this branch) accepted the audited
+    /// (carried on this branch up to the block that settled the audited one) accepted the audited
     /// inference while more than half the verifier set rejected it grossly. Nobody, when the
     /// audited block is not on this branch within [`AUDIT_WINDOW`] blocks, is not settled
     /// yet, or has no such inference: the report then only spends its nonce and fee (the
@@ -1187,30 +1205,30 @@ impl InferenceChain {
         if !matches!(committed, Some(Value::Optional(ref o)) if o.data.is_some()) {
             return audit;
         }
-        // The child on this branch: walk down from the parent, at most the window.
-        let mut child = parent;
-        for _ in 0..AUDIT_WINDOW {
-            if child.height <= rec.height.saturating_add(1) {
+        // The blocks after it on this branch (walked down from the parent, at most the
+        // audit window), then where its votes settled it.
+        let mut after: Vec<&BlockRecord> = Vec::new();
+        let mut at = parent;
+        loop {
+            if at.height <= rec.height {
                 break;
             }
-            match child
-                .block
-                .as_ref()
-                .and_then(|b| self.block(&b.header.parent))
-            {
-                Some(below) => child = below,
+            if after.len() >= AUDIT_WINDOW {
+                return audit;
+            }
+            after.push(at);
+            match at.block.as_ref().and_then(|b| self.block(&b.header.parent)) {
+                Some(below) => at = below,
                 None => return audit,
             }
         }
-        let Some(settler) = child.block.as_ref() else {
-            return audit;
-        };
-        if child.height != rec.height.saturating_add(1) || settler.header.parent != rec.id {
+        if at.id != rec.id {
             return audit;
         }
-        let inferences = rec.block.as_ref().map_or(0, |b| b.inferences.len());
-        let set = self.verifier_set(ledger, rec, rec.cycle);
-        let t = tally(&set, audited, inferences, &settler.parent_votes);
+        after.reverse();
+        let Some((_, t, votes)) = self.settled_on(ledger, rec, &after) else {
+            return audit;
+        };
         if !t.is_final
             || !t
                 .grossly_rejected
@@ -1223,66 +1241,11 @@ impl InferenceChain {
         audit.offenders = t
             .counted
             .iter()
-            .filter_map(|at| settler.parent_votes.get(*at))
+            .filter_map(|at| votes.get(*at))
             .filter(|v| v.verdicts.get(index as usize) == Some(&Verdict::Accept))
             .map(|v| v.verifier.hash160())
             .collect();
         audit
-    }
-
-    /// How the inferences of block `rec` are settled by a child carrying `votes`: whether
-    /// the votes make it final, and per inference what they decided and where its max fee
-    /// goes. Without finality, or for an undecided inference, the max fee is refunded in
-    /// full and nobody is paid or slashed.
-    pub fn settlements(
-        &self,
-        ledger: &Chainstate,
-        rec: &BlockRecord,
-        votes: &[crate::quorum::Vote],
-    ) -> Result<(bool, Vec<(Outcome, Settlement)>), BlockError> {
-        let Some(block) = &rec.block else {
-            return Ok((false, Vec::new()));
-        };
-        let set = self.verifier_set(ledger, rec, rec.cycle);
-        let t = tally(&set, &Hash256(rec.id), block.inferences.len(), votes);
-        let mut out = Vec::with_capacity(block.inferences.len());
-        for (inf, outcome) in block.inferences.iter().zip(&t.outcomes) {
-            let max_fee = inf.stub.max_fee.units();
-            if !t.is_final || *outcome == Outcome::Undecided {
-                let refund = Settlement {
-                    refund: max_fee,
-                    ..Settlement::default()
-                };
-                out.push((Outcome::Undecided, refund));
-                continue;
-            }
-            let node_value: Value = self.vm.principal(inf.receipt.node.hash160().0).into();
-            let entry = match self.read(
-                ledger,
-                rec,
-                "node-registry",
-                "get-node",
-                std::slice::from_ref(&node_value),
-            )? {
-                Value::Optional(o) => o.data.map(|d| *d),
-                _ => None,
-            };
-            let field = |name: &str| {
-                entry
-                    .as_ref()
-                    .and_then(|e| tuple_uint(e, name))
-                    .map_or(0, |v| u64::try_from(v).unwrap_or(u64::MAX))
-            };
-            let s = settle(
-                *outcome == Outcome::Accepted,
-                max_fee,
-                field("price"),
-                inf.receipt.tokens,
-                field("bond"),
-            );
-            out.push((*outcome, s));
-        }
-        Ok((t.is_final, out))
     }
 
     /// Builds, runs and signs the block of the tenure won at ledger block `anchor`: what a
@@ -1296,7 +1259,7 @@ impl InferenceChain {
         vrf: &fai_vrf::SecretKey,
         vm_txs: Vec<SignedVmTx>,
         inferences: Vec<Inference>,
-        parent_votes: Vec<Vote>,
+        votes: Vec<Vote>,
     ) -> Result<InferenceBlock, BlockError> {
         let record = self
             .tracker
@@ -1324,7 +1287,7 @@ impl InferenceChain {
             ledger_height: record.ledger_height,
             tx_root: InferenceBlock::tx_root_of(&vm_txs),
             results_root: InferenceBlock::results_root_of(&inferences),
-            votes_root: InferenceBlock::votes_root_of(&parent_votes),
+            votes_root: InferenceBlock::votes_root_of(&votes),
             state_root: [0; 32],
             vrf_proof: Some(proof),
             producer: producer.public_key(),
@@ -1334,7 +1297,7 @@ impl InferenceChain {
             header: header.clone(),
             vm_txs,
             inferences,
-            parent_votes,
+            votes,
         };
         // Run it once to learn the state root (nothing is written: the block's state is
         // stored when it is accepted).

@@ -14,7 +14,7 @@ use fai_clarity::{Genesis, GenesisModel, Value, VmConfig};
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
 use fai_inference_chain::chain::{
-    escrow_account, BlockError, ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN,
+    escrow_account, BlockError, ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN, VOTE_WINDOW,
 };
 use fai_inference_chain::ops::{build_register, commit_after, Op, RegisterRef};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
@@ -204,6 +204,17 @@ impl World {
             inferences,
             parent_votes,
         )
+    }
+
+    /// `n` empty tenure blocks won and produced on `from`; returns the last one's id.
+    fn extend(&mut self, from: [u8; 32], n: u32) -> [u8; 32] {
+        let mut tip = from;
+        for _ in 0..n {
+            let anchor = self.win(tip, 0);
+            let b = self.produce(anchor, vec![], vec![], vec![]).unwrap();
+            tip = self.chain.accept(&self.ledger.chain, b).unwrap();
+        }
+        tip
     }
 
     fn connect(&mut self, block: &Block) -> Hash256 {
@@ -680,8 +691,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     );
 
     // Charging an inference again (its nonce is spent) makes a block invalid; a block
-    // that only two verifiers sign is not final: its inference is refunded, its producer
-    // earns nothing, and reputation does not move.
+    // that only two verifiers sign is not final: when its vote window closes, its
+    // inference is refunded, its producer earns nothing, and reputation does not move.
     let alt_rec = w.chain.block(&settled_id).unwrap().clone();
     let set = w
         .chain
@@ -729,7 +740,22 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
     let y = w.produce(next_hash, vec![], vec![], two).unwrap();
-    let y_id = w.chain.accept(&w.ledger.chain, y).unwrap();
+    let mut y_id = w.chain.accept(&w.ledger.chain, y).unwrap();
+    // Open until block x + VOTE_WINDOW: the fee stays in escrow.
+    for _ in 1..VOTE_WINDOW {
+        assert_eq!(
+            w.balance(&y_id, escrow_account()),
+            u128::from(MAX_FEE),
+            "not settled before its window closes"
+        );
+        let next_hash = w.win(y_id, 200);
+        let b = w.produce(next_hash, vec![], vec![], vec![]).unwrap();
+        y_id = w.chain.accept(&w.ledger.chain, b).unwrap();
+    }
+    assert_eq!(
+        w.chain.block(&y_id).unwrap().height,
+        w.chain.block(&x_id).unwrap().height + VOTE_WINDOW
+    );
     assert_eq!(
         w.balance(&y_id, hash(&user).0),
         10_000_000 - u128::from(paid),
@@ -1030,22 +1056,20 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
     let fork_point = w.ledger.chain.tip_hash();
 
-    // Tenure 3 settles it (refunded: nobody voted).
-    let l3 = w.win(b2_id, 0);
-    let b3 = w.produce(l3, vec![], vec![], vec![]).unwrap();
-    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    // The block closing its vote window settles it (refunded: nobody voted).
+    let b3_id = w.extend(b2_id, VOTE_WINDOW);
     assert_eq!(w.chain.tip(&w.ledger.chain).id, b3_id);
 
     // A longer ledger branch from before tenure 3 wins: tenure 2 is the tip again, its
     // inference unsettled there.
     let mut tip = fork_point;
-    for _ in 0..2 {
+    for _ in 0..=VOTE_WINDOW {
         let b = w.ledger.mine_on(tip, vec![]);
         tip = w.connect(&b);
     }
     assert!(w.ledger.chain.is_active(&tip));
     assert_eq!(w.chain.tip(&w.ledger.chain).id, b2_id);
-    // Well past six blocks after tenure 3's anchor, the text is still there.
+    // Well past six blocks after the settling block's anchor, the text is still there.
     for _ in 0..8 {
         let b = w.ledger.mine(vec![]);
         w.connect(&b);
@@ -1058,9 +1082,7 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     }
 
     // Settled on the winning branch, it goes six blocks later.
-    let l4 = w.win(b2_id, 0);
-    let b4 = w.produce(l4, vec![], vec![], vec![]).unwrap();
-    w.chain.accept(&w.ledger.chain, b4).unwrap();
+    w.extend(b2_id, VOTE_WINDOW);
     for _ in 0..5 {
         let b = w.ledger.mine(vec![]);
         w.connect(&b);
@@ -1484,39 +1506,8 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     }
 
     // Three forged answers (random tokens), served by the node for the user.
-    let prompt = Prompt {
-        system: String::new(),
-        context: vec![],
-        input: "is anyone checking".into(),
-    };
     let forged: Vec<Inference> = (0..3u64)
-        .map(|nonce| {
-            let mut stub = InferenceStub {
-                sender: user.public_key(),
-                nonce,
-                chain_id: CHAIN_ID,
-                model: w.model.id.0,
-                prompt_hash: prompt.hash(),
-                sampling: Sampling {
-                    max_tokens: 16,
-                    temperature_milli: 0,
-                    top_p_milli: 1000,
-                    top_k: 0,
-                    seed: nonce,
-                    stop: vec![],
-                },
-                max_fee: units(MAX_FEE),
-                expiry: 1_000,
-                signature: Signature([0; 64]),
-            };
-            stub.sign(&user);
-            let tokens: Vec<u32> = (0..16)
-                .map(|i| (i * 37 + nonce as u32 * 11) % 256)
-                .collect();
-            let text = w.model.tokenizer.decode(&tokens);
-            let receipt = ResultReceipt::new_signed(stub.txid(), &text, &tokens, &node);
-            Inference { stub, receipt }
-        })
+        .map(|nonce| random_answer(&w, &user, &node, nonce))
         .collect();
     // Audit k: (the forgery it names, its salt). Audit 3 names the first forgery again.
     let audits: Vec<(usize, [u8; 32])> = (0..4u8)
@@ -1665,4 +1656,160 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     // The verifiers that replayed keep their stakes.
     assert!(stake_of(&w, &b5_id, &verifiers[1]).contains("(amount u9000)"));
     assert!(stake_of(&w, &b5_id, &verifiers[2]).contains("(amount u8000)"));
+}
+
+/// An inference of `user` (nonce `nonce`) answered by `node` with 16 arbitrary tokens: a
+/// gross forgery (the chain itself never replays, so any answer does where only votes
+/// matter).
+fn random_answer(w: &World, user: &SecretKey, node: &SecretKey, nonce: u64) -> Inference {
+    let prompt = Prompt {
+        system: String::new(),
+        context: vec![],
+        input: "is anyone checking".into(),
+    };
+    let mut stub = InferenceStub {
+        sender: user.public_key(),
+        nonce,
+        chain_id: CHAIN_ID,
+        model: w.model.id.0,
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens: 16,
+            temperature_milli: 0,
+            top_p_milli: 1000,
+            top_k: 0,
+            seed: nonce,
+            stop: vec![],
+        },
+        max_fee: units(MAX_FEE),
+        expiry: 1_000,
+        signature: Signature([0; 64]),
+    };
+    stub.sign(user);
+    let tokens: Vec<u32> = (0..16)
+        .map(|i| (i * 37 + nonce as u32 * 11) % 256)
+        .collect();
+    let text = w.model.tokenizer.decode(&tokens);
+    let receipt = ResultReceipt::new_signed(stub.txid(), &text, &tokens, node);
+    Inference { stub, receipt }
+}
+
+/// Issue 19's vote window. Votes on block N count in any of blocks N+1 to N+VOTE_WINDOW:
+/// two votes in N+1 leave N open (the fee stays in escrow), a third in N+2 settles it
+/// there (the node paid, the producer of N its share and subsidy). Before, a block whose
+/// child carried fewer than three votes was refunded at once, so verifiers a block late
+/// made every answer free. A block carrying a vote from outside the set, a vote carried
+/// before, one of the wrong length, or one on a block outside the window or settled
+/// already is invalid; a block nobody votes on is refunded when its window closes.
+#[test]
+fn votes_count_anywhere_in_the_window_and_a_block_is_refunded_only_when_it_closes() {
+    let mut w = world();
+    let (user, node) = (key(2), key(3));
+    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
+    let (_, b1_id) = stake_and_register(&mut w, &verifiers);
+    while (w.ledger.chain.height() + 1) % 5 != 0 {
+        let b = w.ledger.mine(vec![]);
+        w.connect(&b);
+    }
+    let l2 = w.win(b1_id, 200);
+    let b2 = w
+        .produce(l2, vec![], vec![random_answer(&w, &user, &node, 0)], vec![])
+        .unwrap();
+    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
+    let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
+    let user_before = w.balance(&b2_id, hash(&user).0);
+    let node_before = w.balance(&b2_id, hash(&node).0);
+
+    // N+1 carries two votes: open.
+    let l3 = w.win(b2_id, 200);
+    let b3 = w
+        .produce(
+            l3,
+            vec![],
+            vec![],
+            vec![on_b2(&verifiers[0]), on_b2(&verifiers[1])],
+        )
+        .unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    assert_eq!(w.balance(&b3_id, escrow_account()), u128::from(MAX_FEE));
+    assert_eq!(w.balance(&b3_id, hash(&node).0), node_before);
+
+    // What N+2 may not carry.
+    let l4 = w.win(b3_id, 200);
+    let outsider = key(20);
+    let bad: Vec<(&str, Vote)> = vec![
+        ("outside its set", on_b2(&outsider)),
+        ("carried before", on_b2(&verifiers[0])),
+        (
+            "of the wrong length",
+            Vote::new(&verifiers[2], Hash256(b2_id), vec![]),
+        ),
+        (
+            "not in the window",
+            Vote::new(&verifiers[2], Hash256([7; 32]), vec![Verdict::Accept]),
+        ),
+    ];
+    for (what, vote) in bad {
+        let err = w.produce(l4, vec![], vec![], vec![vote]).unwrap_err();
+        assert!(err.to_string().contains("vote"), "{what}: {err}");
+    }
+    let twice = vec![on_b2(&verifiers[2]), on_b2(&verifiers[2])];
+    assert!(
+        w.produce(l4, vec![], vec![], twice).is_err(),
+        "one vote twice"
+    );
+
+    // A third vote in N+2 settles N there.
+    let b4 = w
+        .produce(l4, vec![], vec![], vec![on_b2(&verifiers[2])])
+        .unwrap();
+    let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
+    assert_eq!(w.balance(&b4_id, escrow_account()), 0);
+    let paid = user_before + u128::from(MAX_FEE) - w.balance(&b4_id, hash(&user).0);
+    assert!(paid > 0 && paid < u128::from(MAX_FEE), "{paid}");
+    assert_eq!(
+        w.balance(&b4_id, hash(&node).0),
+        node_before + paid * 9 / 10
+    );
+    let b2_rec = w.chain.block(&b2_id).unwrap().clone();
+    let after = [
+        w.chain.block(&b3_id).unwrap().clone(),
+        w.chain.block(&b4_id).unwrap().clone(),
+    ];
+    let after: Vec<&_> = after.iter().collect();
+    let (at, tally, votes) = w
+        .chain
+        .settled_on(&w.ledger.chain, &b2_rec, &after)
+        .unwrap();
+    assert_eq!((at, tally.is_final, votes.len()), (1, true, 3));
+    assert_eq!(tally.outcomes, vec![Outcome::Accepted]);
+
+    // Settled: a fourth vote is refused; the block carrying an inference then gets no
+    // vote, and its window's last block refunds it.
+    let l5 = w.win(b4_id, 200);
+    let err = w
+        .produce(l5, vec![], vec![], vec![on_b2(&verifiers[3])])
+        .unwrap_err();
+    assert!(err.to_string().contains("settled already"), "{err}");
+    let b5 = w
+        .produce(l5, vec![], vec![random_answer(&w, &user, &node, 1)], vec![])
+        .unwrap();
+    let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
+    let mut tip = b5_id;
+    for _ in 0..VOTE_WINDOW {
+        assert_eq!(w.balance(&tip, escrow_account()), u128::from(MAX_FEE));
+        let anchor = w.win(tip, 200);
+        let b = w.produce(anchor, vec![], vec![], vec![]).unwrap();
+        tip = w.chain.accept(&w.ledger.chain, b).unwrap();
+    }
+    assert_eq!(w.balance(&tip, escrow_account()), 0, "refunded");
+    assert_eq!(
+        w.balance(&tip, hash(&user).0),
+        user_before + u128::from(MAX_FEE) - paid,
+        "charged for the first inference only"
+    );
+    let late = Vote::new(&verifiers[0], Hash256(b5_id), vec![Verdict::Accept]);
+    let anchor = w.win(tip, 200);
+    let err = w.produce(anchor, vec![], vec![], vec![late]).unwrap_err();
+    assert!(err.to_string().contains("not in the window"), "{err}");
 }

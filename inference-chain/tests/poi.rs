@@ -150,7 +150,7 @@ fn block_with(inferences: Vec<Inference>, producer: &SecretKey) -> InferenceBloc
         header,
         vm_txs: vec![],
         inferences,
-        parent_votes: vec![],
+        votes: vec![],
     }
 }
 

@@ -33,7 +33,8 @@ pub const SCHEMA: Schema = Schema {
     // and answers' text is kept by receipt.
     // 4: receipts sign the hash of the output's token ids (blocks encode it).
     // 5: the staking contract takes audits (another genesis state).
-    format_version: 5,
+    // 6: votes on a block count in any block of its vote window, not only its child.
+    format_version: 6,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -126,7 +127,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 4,
+            format_version: 5,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -138,8 +139,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 4"), "{text}");
-        assert!(text.contains("version 5"), "{text}");
+        assert!(text.contains("format version 5"), "{text}");
+        assert!(text.contains("version 6"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

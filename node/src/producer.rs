@@ -18,15 +18,14 @@
 //!   its parent: committed on the block before, a win would orphan it.
 //! - Produce: when the sortition at a new ledger block names this node, build, run and
 //!   sign the tenure block on the parent the commit named, accept it, and gossip it.
-//!   The block carries the votes on its parent, which make the parent final (else its
-//!   inferences are refunded): while fewer than a majority of the parent's verifier set
-//!   have voted, the tenure waits for more votes (0.4 of the ledger's target spacing at
-//!   most), then the commit for the next block follows it.
+//!   The block carries every vote the node holds on the blocks of its vote window that
+//!   the branch has not carried (`InferenceChain::votes_to_carry`): a block whose votes
+//!   reach a quorum settles in it. Nothing waits for votes: those that come late go into
+//!   a later block of the window. The commit for the next block follows the tenure.
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
 use fai_inference_chain::ops::{build_register, Op, RegisterRef};
-use fai_inference_chain::quorum::tally;
 use fai_inference_chain::sortition::next_seed;
 use fai_inference_chain::sortition::Bid;
 use fai_ledger::mempool::Mempool;
@@ -63,21 +62,8 @@ pub struct Pools<'a> {
     pub votes: &'a VotePool,
 }
 
-impl Pools<'_> {
-    fn reborrow(&mut self) -> Pools<'_> {
-        Pools {
-            vm: &mut *self.vm,
-            results: &mut *self.results,
-            votes: self.votes,
-        }
-    }
-}
-
-/// The longest wait of a won tenure for its parent's votes, per second of the ledger's
-/// target spacing.
-const TENURE_WAIT_MS_PER_SPACING_S: u64 = 400;
 /// The longest wait of a commit for the tenure block another node won, per second of
-/// the ledger's target spacing: longer than the tenure's wait, which it includes.
+/// the ledger's target spacing.
 const COMMIT_WAIT_MS_PER_SPACING_S: u64 = 600;
 
 /// The served inferences that can go into a block after `vm_txs` in the state `at` (the
@@ -170,37 +156,6 @@ fn restore_abandoned(
     restored
 }
 
-/// Whether the votes here on the block the winner at ledger block `anchor` builds on
-/// would make it final, counted as the consensus counts them (or it needs none: the
-/// genesis, no set).
-fn parent_has_quorum(
-    ledger: &Chainstate,
-    chain: &InferenceChain,
-    votes: &VotePool,
-    anchor: &Hash256,
-) -> bool {
-    let Some(parent) = chain
-        .tracker()
-        .record(anchor)
-        .and_then(|r| r.sortition.winner.as_ref())
-        .map(|w| w.parent)
-    else {
-        return true;
-    };
-    let Some((record, block)) = chain
-        .block(&parent)
-        .and_then(|r| r.block.as_ref().map(|b| (r, b)))
-    else {
-        return true;
-    };
-    let set = chain.verifier_set(ledger, record, record.cycle);
-    if set.is_empty() {
-        return true;
-    }
-    let id = Hash256(parent);
-    tally(&set, &id, block.inferences.len(), &votes.votes_on(&id)).is_final
-}
-
 /// Whether someone won the sortition at ledger block `tip` and its tenure block is not
 /// here yet.
 fn tenure_block_missing(ledger: &Chainstate, chain: &InferenceChain, tip: &Hash256) -> bool {
@@ -234,9 +189,6 @@ pub struct Producer {
     /// The ledger tip whose commit waits for the tenure block another node won there,
     /// and since when.
     awaiting: Option<(Hash256, Instant)>,
-    /// The ledger block of a tenure won here that waits for its parent's votes, and
-    /// since when.
-    pending_tenure: Option<(Hash256, Instant)>,
     /// Where the waits above read the time.
     clock: Arc<dyn Clock>,
 }
@@ -263,7 +215,6 @@ impl Producer {
             outbox: Vec::new(),
             told_unfunded: false,
             awaiting: None,
-            pending_tenure: None,
             clock,
         }
     }
@@ -273,38 +224,23 @@ impl Producer {
         self.clock.now().saturating_duration_since(since)
     }
 
-    /// Reacts to a new ledger tip: finds the register, produces a won tenure (or lets it
-    /// wait for its parent's votes), commits for the next block. Returns the blocks
-    /// produced, for gossip.
+    /// Reacts to a new ledger tip: finds the register, produces a won tenure, commits for
+    /// the next block. Returns the blocks produced, for gossip.
     pub fn on_tip(
         &mut self,
         ledger: &Chainstate,
         chain: &mut InferenceChain,
         mempool: &mut Mempool,
-        mut pools: Pools<'_>,
+        pools: Pools<'_>,
     ) -> Vec<InferenceBlock> {
         let tip = ledger.tip_hash();
         self.find_register(ledger);
         let mut produced = Vec::new();
-        // A tenure still waiting for votes when the next ledger block came: produced now,
-        // late (it is still the tip as of this block when nobody won here).
-        if let Some((anchor, _)) = self.pending_tenure.take() {
-            if anchor != tip {
-                produced.extend(self.produce(ledger, chain, pools.reborrow(), anchor));
-            }
-        }
         self.awaiting = None;
         if self.register.is_none() {
             if self.pending_register.is_none() {
                 self.send_register(ledger, mempool);
             }
-            return produced;
-        }
-        if self.winning_bid(chain, &tip).is_some()
-            && !self.produced.contains(&tip)
-            && !parent_has_quorum(ledger, chain, pools.votes, &tip)
-        {
-            self.pending_tenure = Some((tip, self.clock.now()));
             return produced;
         }
         produced.extend(self.produce(ledger, chain, pools, tip));
@@ -317,51 +253,9 @@ impl Producer {
         self.address
     }
 
-    /// Whether a won tenure waits for its parent's votes, or a commit for another node's
-    /// tenure block.
+    /// Whether a commit waits for another node's tenure block.
     pub fn is_waiting(&self) -> bool {
-        self.pending_tenure.is_some() || self.awaiting.is_some()
-    }
-
-    /// Whether a won tenure waits for its parent's votes.
-    pub fn has_pending_tenure(&self) -> bool {
-        self.pending_tenure.is_some()
-    }
-
-    /// Whether the waiting tenure can be produced: its parent has a quorum of votes now,
-    /// or it has waited as long as it may.
-    pub fn tenure_ready(
-        &self,
-        ledger: &Chainstate,
-        chain: &InferenceChain,
-        votes: &VotePool,
-    ) -> bool {
-        let Some((anchor, since)) = self.pending_tenure else {
-            return false;
-        };
-        let limit = ledger
-            .params()
-            .target_spacing
-            .saturating_mul(TENURE_WAIT_MS_PER_SPACING_S);
-        self.waited(since) >= Duration::from_millis(limit)
-            || parent_has_quorum(ledger, chain, votes, &anchor)
-    }
-
-    /// Produces the waiting tenure (on the tip it was won at) and commits after it.
-    pub fn produce_pending(
-        &mut self,
-        ledger: &Chainstate,
-        chain: &mut InferenceChain,
-        mempool: &mut Mempool,
-        pools: Pools<'_>,
-    ) -> Option<InferenceBlock> {
-        let (anchor, _) = self.pending_tenure.take()?;
-        if anchor != ledger.tip_hash() {
-            return None;
-        }
-        let block = self.produce(ledger, chain, pools, anchor);
-        self.commit_after_tenure(ledger, chain, mempool, anchor);
-        block
+        self.awaiting.is_some()
     }
 
     /// Test builds only (`test-cheats`): equivocates. A second block for the tenure
@@ -405,7 +299,7 @@ impl Producer {
                 &self.vrf,
                 vec![tx],
                 first.inferences.clone(),
-                first.parent_votes.clone(),
+                first.votes.clone(),
             )
             .map_err(|e| e.to_string())?;
         if let Err(e) = chain.accept(ledger, block.clone()) {
@@ -623,17 +517,19 @@ impl Producer {
         }
         self.produced.push_back(anchor);
         let Pools { vm, results, votes } = pools;
-        // The parent's finality certificate: the votes on the block the commit named.
-        let parent_votes = votes.votes_on(&Hash256(winner.parent));
-        let Some(parent_state) = chain.block(&winner.parent).map(|r| r.exec_id) else {
+        let Some(parent_rec) = chain.block(&winner.parent) else {
             warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: its parent is unknown");
             return None;
         };
+        let parent_state = parent_rec.exec_id;
+        // Every vote here on a block of the window that the branch has not carried: the
+        // blocks they bring to a quorum settle in this one.
+        let carried_votes = chain.votes_to_carry(ledger, parent_rec, |id| votes.votes_on(id));
         let restored = restore_abandoned(chain, ledger, &winner.parent, vm, results);
         // Within the consensus limit on a block's size: the votes, then VM
         // transactions (a quarter of the block at most), then inferences.
         let max_bytes = chain.max_block_bytes();
-        let votes_bytes = parent_votes
+        let votes_bytes = carried_votes
             .iter()
             .map(|v| v.to_bytes().len())
             .fold(BLOCK_FRAME_BYTES, usize::saturating_add);
@@ -663,7 +559,7 @@ impl Producer {
                 &self.vrf,
                 vm_txs.to_vec(),
                 infs.to_vec(),
-                parent_votes.clone(),
+                carried_votes.clone(),
             )
         };
         let block = match attempt(&vm_txs, &inferences) {

@@ -20,7 +20,9 @@ pub struct ChainSnapshot {
     pub vm_pool_txs: usize,
     /// Served inferences waiting for a block.
     pub results_waiting: usize,
-    /// The producer waits: a won tenure for its parent's votes, or a commit for a peer's
-    /// tenure block.
+    /// The producer waits: a commit for a peer's tenure block.
     pub producer_waiting: bool,
+    /// Blocks the verifiers are behind on the canonical inference branch
+    /// (`ChainState::votes_behind`).
+    pub votes_behind: u32,
 }

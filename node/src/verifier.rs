@@ -105,12 +105,20 @@ pub fn verdict_among(
     }
 }
 
-/// The verdict on one inference, with the reason when it is not an acceptance.
-pub fn verdict(
+/// An inference whose text passed every check before replay: what replay needs.
+pub struct ToReplay {
+    pub request: GenerateRequest,
+    pub tokens: Vec<u32>,
+}
+
+/// The checks before replay: the text held here must match the signed hashes (else
+/// this verifier abstains: it cannot judge), and the tokens must spell the output (else
+/// the node signed something impossible: a gross rejection).
+pub fn checked(
     model: &LoadedModel,
     payloads: &PayloadStore,
     inf: &Inference,
-) -> Result<(), Refusal> {
+) -> Result<ToReplay, Refusal> {
     let txid = inf.stub.txid();
     if inf.stub.model != model.id.0 {
         return Err(Refusal::abstain(format!(
@@ -167,19 +175,27 @@ pub fn verdict(
             "the output tokens do not spell the output",
         ));
     }
-    let replay = Replay::default();
-    let stats = replay
-        .measure(model, &request(&prompt, &inf.stub.sampling), &tokens)
-        .map_err(|e| match e {
-            // The request the node answered is not one the model can run.
-            EngineError::PromptTooLong { .. }
-            | EngineError::InvalidSampling(_)
-            | EngineError::Tokenize(_)
-            | EngineError::Template(_) => Refusal::reject_grossly(e.to_string()),
-            // This verifier's engine failed (`NoTokens` too: an empty prompt is never
-            // served, and the engine also says it when it has nothing to give).
-            _ => Refusal::abstain(e.to_string()),
-        })?;
+    Ok(ToReplay {
+        request: request(&prompt, &inf.stub.sampling),
+        tokens,
+    })
+}
+
+/// The verdict a replay's statistics (or its failure) give.
+fn judged(
+    replay: &Replay,
+    stats: fai_engine::Result<fai_engine::verify::ReplayStats>,
+) -> Result<(), Refusal> {
+    let stats = stats.map_err(|e| match e {
+        // The request the node answered is not one the model can run.
+        EngineError::PromptTooLong { .. }
+        | EngineError::InvalidSampling(_)
+        | EngineError::Tokenize(_)
+        | EngineError::Template(_) => Refusal::reject_grossly(e.to_string()),
+        // This verifier's engine failed (`NoTokens` too: an empty prompt is never
+        // served, and the engine also says it when it has nothing to give).
+        _ => Refusal::abstain(e.to_string()),
+    })?;
     let v = replay.judge_stats(&stats);
     if v.accepted {
         Ok(())
@@ -190,16 +206,75 @@ pub fn verdict(
     }
 }
 
+/// The verdict on one inference, with the reason when it is not an acceptance.
+pub fn verdict(
+    model: &LoadedModel,
+    payloads: &PayloadStore,
+    inf: &Inference,
+) -> Result<(), Refusal> {
+    let case = checked(model, payloads, inf)?;
+    let replay = Replay::default();
+    judged(&replay, replay.measure(model, &case.request, &case.tokens))
+}
+
+/// The verdicts on `inferences` (a block's, in order) by whichever of `models` each
+/// names, the same as [`verdict_among`] one by one, with the replays of each model run
+/// together in batched forward passes ([`Replay::measure_batch`]).
+pub fn batch_verdicts(
+    models: &[std::sync::Arc<LoadedModel>],
+    payloads: &PayloadStore,
+    inferences: &[Inference],
+) -> Vec<Result<(), Refusal>> {
+    let mut out: Vec<Result<(), Refusal>> = Vec::with_capacity(inferences.len());
+    // Per model: (where in `out`, what to replay).
+    let mut cases: Vec<Vec<(usize, ToReplay)>> = models.iter().map(|_| Vec::new()).collect();
+    for (at, inf) in inferences.iter().enumerate() {
+        let Some((model, list)) = models
+            .iter()
+            .zip(cases.iter_mut())
+            .find(|(m, _)| m.id.0 == inf.stub.model)
+        else {
+            out.push(Err(Refusal::abstain(format!(
+                "model {} is not loaded here",
+                hex::encode(inf.stub.model)
+            ))));
+            continue;
+        };
+        match checked(model, payloads, inf) {
+            Ok(case) => {
+                out.push(Ok(()));
+                list.push((at, case));
+            }
+            Err(r) => out.push(Err(r)),
+        }
+    }
+    let replay = Replay::default();
+    for (model, list) in models.iter().zip(&cases) {
+        if list.is_empty() {
+            continue;
+        }
+        let batch: Vec<(&GenerateRequest, &[u32])> = list
+            .iter()
+            .map(|(_, c)| (&c.request, c.tokens.as_slice()))
+            .collect();
+        for ((at, _), stats) in list.iter().zip(replay.measure_batch(model, &batch)) {
+            if let Some(slot) = out.get_mut(*at) {
+                *slot = judged(&replay, stats);
+            }
+        }
+    }
+    out
+}
+
 /// One verdict per inference of `block`, in order.
 pub fn verdicts(
-    model: &LoadedModel,
+    model: &std::sync::Arc<LoadedModel>,
     payloads: &PayloadStore,
     block: &InferenceBlock,
 ) -> Vec<Verdict> {
-    block
-        .inferences
-        .iter()
-        .map(|inf| match verdict(model, payloads, inf) {
+    batch_verdicts(std::slice::from_ref(model), payloads, &block.inferences)
+        .into_iter()
+        .map(|v| match v {
             Ok(()) => Verdict::Accept,
             Err(r) => r.verdict,
         })
@@ -323,7 +398,9 @@ mod tests {
     #[test]
     fn missing_or_mismatched_payloads_and_forged_outputs_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let model = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
+        let model = Arc::new(
+            LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap(),
+        );
         let schema = fai_storage::Schema {
             columns: &[PAYLOADS_COLUMN],
             format_version: 1,
@@ -481,7 +558,7 @@ mod tests {
             },
             vm_txs: vec![],
             inferences: vec![honest, missing, swapped, forged],
-            parent_votes: vec![],
+            votes: vec![],
         };
         assert_eq!(
             verdicts(&model, &payloads, &block),
@@ -492,5 +569,14 @@ mod tests {
                 Verdict::RejectGross
             ]
         );
+        // Batched, the replays give what each gives alone.
+        let one_by_one: Vec<Verdict> = block
+            .inferences
+            .iter()
+            .map(|inf| {
+                verdict(&model, &payloads, inf).map_or_else(|r| r.verdict, |()| Verdict::Accept)
+            })
+            .collect();
+        assert_eq!(verdicts(&model, &payloads, &block), one_by_one);
     }
 }

@@ -3,7 +3,7 @@
 //! (`crate::verify_service`), which replays them and votes. Bounded: when the verifier
 //! cannot keep up, a block offered to a full queue is not voted on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -22,6 +22,29 @@ pub struct VerifierHandle {
     backlog: Arc<AtomicUsize>,
     /// The verifier's address (who the set must name).
     pub address: Hash160,
+    /// What the verifier has done, for `/metrics`.
+    pub stats: Arc<VerifierStats>,
+}
+
+/// Counters of the verifier's work since the node started.
+#[derive(Debug, Default)]
+pub struct VerifierStats {
+    /// Inferences judged (replayed, or refused before replay).
+    pub inferences: AtomicU64,
+    /// Microseconds spent judging them.
+    pub micros: AtomicU64,
+    /// Blocks offered to a full queue, never voted on.
+    pub dropped_blocks: AtomicU64,
+}
+
+impl VerifierStats {
+    /// `n` inferences judged in `took`.
+    pub fn note_replayed(&self, n: usize, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.inferences
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 impl VerifierHandle {
@@ -32,6 +55,7 @@ impl VerifierHandle {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 warn!(target: "infer_node::verifier", block = %id, "verifier queue full: block not voted on");
+                self.stats.dropped_blocks.fetch_add(1, Ordering::Relaxed);
                 false
             }
             Err(TrySendError::Disconnected(_)) => false,
@@ -57,6 +81,7 @@ pub fn queue(address: Hash160) -> (VerifierHandle, Receiver<(Hash256, InferenceB
             queue: tx,
             backlog: Arc::new(AtomicUsize::new(0)),
             address,
+            stats: Arc::default(),
         },
         rx,
     )

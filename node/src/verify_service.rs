@@ -1,7 +1,9 @@
 //! The verifier role: every inference block accepted while the node key is in the block's
 //! verifier set is replayed here, on a thread of its own (the engine's forward passes
 //! must not hold up the chain or the network), and the node's signed vote goes into the
-//! vote pool and out on the vote topic. The child block carries the votes.
+//! vote pool and out on the vote topic. The next blocks of the voted block's vote window
+//! carry the votes. A block's inferences on one model are replayed together, in batched
+//! forward passes; what was replayed and how long it took is counted for `/metrics`.
 //!
 //! The queue is bounded: when the node cannot keep up, the oldest blocks are not voted on
 //! (their inferences are refunded, as for any block without a quorum).
@@ -48,9 +50,10 @@ pub fn start(
         .collect();
     info!(target: "infer_node::verifier", models = %names.join(", "), "verifier replays inferences on these models");
     let backlog = handle.backlog_count();
+    let stats = handle.stats.clone();
     let thread = std::thread::Builder::new()
         .name("verifier".into())
-        .spawn(move || run(&links, &key, &models, &payloads, rx, &backlog))?;
+        .spawn(move || run(&links, &key, &models, &payloads, rx, &backlog, &stats))?;
     Ok((handle, thread))
 }
 
@@ -79,6 +82,7 @@ fn run(
     payloads: &PayloadStore,
     rx: Receiver<(Hash256, InferenceBlock)>,
     backlog: &AtomicUsize,
+    stats: &crate::verify_queue::VerifierStats,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
@@ -93,10 +97,14 @@ fn run(
         // Off the backlog once voted, or however this block's turn ends.
         let _voted = CountDown(backlog);
         wait_for_text(links, payloads, &block);
+        let started = std::time::Instant::now();
+        let judged = crate::verifier::batch_verdicts(models, payloads, &block.inferences);
+        stats.note_replayed(block.inferences.len(), started.elapsed());
         let verdicts: Vec<Verdict> = block
             .inferences
             .iter()
-            .map(|inf| match crate::verifier::verdict_among(models, payloads, inf) {
+            .zip(judged)
+            .map(|(inf, judged)| match judged {
                 Ok(()) => Verdict::Accept,
                 Err(refusal) => {
                     let (txid, node) = (inf.stub.txid(), &inf.receipt.node);

@@ -18,9 +18,9 @@ use fai_node::p2p::{Command, P2pHandle};
 /// Checks the bearer token; the error says why a call is refused.
 fn authorize(s: &RpcState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some((token, _)) = &s.admin else {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "admin calls are off (rpc.admin_token is empty)".into(),
+            "admin calls are off (rpc.admin_token is empty)",
         ));
     };
     let given = headers
@@ -38,26 +38,26 @@ fn authorize(s: &RpcState, headers: &HeaderMap) -> Result<(), ApiError> {
     if same {
         Ok(())
     } else {
-        Err(ApiError(
+        Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
+            "missing or wrong bearer token",
         ))
     }
 }
 
 fn network(s: &RpcState) -> Result<&P2pHandle, ApiError> {
     s.node.p2p.get().ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the p2p network is off (p2p.enabled = false)".into(),
+            "the p2p network is off (p2p.enabled = false)",
         )
     })
 }
 
 fn stopped(_: impl std::fmt::Display) -> ApiError {
-    ApiError(
+    ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "the p2p network has stopped".into(),
+        "the p2p network has stopped",
     )
 }
 
@@ -103,7 +103,7 @@ pub async fn admin_ban(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<api::Banned>, ApiError> {
     authorize(&s, &headers)?;
-    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
     let usage = "the body must be {\"peer_id\": \"...\", \"seconds\": N}";
@@ -148,7 +148,7 @@ pub async fn admin_unban(
             unbanned: peer.to_string(),
         }))
     } else {
-        Err(ApiError(
+        Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("{peer} is not banned"),
         ))

@@ -27,14 +27,14 @@ use fai_node::chain_task::ChainState;
 const MAX_ARGS: usize = 16;
 
 fn unavailable() -> ApiError {
-    ApiError(
+    ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "the inference chain is not open".into(),
+        "the inference chain is not open",
     )
 }
 
 fn vm_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError(
+    ApiError::new(
         StatusCode::BAD_REQUEST,
         format!("contract call failed: {e}"),
     )
@@ -208,7 +208,7 @@ pub async fn block(
         )
     };
     with_chain(&s, move |chain, ledger| {
-        let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no inference block {id}"));
+        let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no inference block {id}"));
         let record = match wanted {
             Some(block_id) => chain.block(&block_id).cloned().ok_or_else(not_found)?,
             None => {
@@ -241,10 +241,27 @@ pub async fn block(
                 b.vm_txs.iter().map(|t| t.txid().to_string()).collect()
             }),
             inferences: body.map_or(0, |b| b.inferences.len()),
-            parent_votes: body.map_or(0, |b| b.parent_votes.len()),
+            votes: body.map_or(0, |b| b.votes.len()),
+            votes_by_block: body.map_or(Vec::new(), |b| votes_by_block(&b.votes)),
         }))
     })
     .await
+}
+
+/// The votes a block carries, counted per block voted on, in the order they come.
+fn votes_by_block(votes: &[fai_inference_chain::quorum::Vote]) -> Vec<api::VotesOnBlock> {
+    let mut out: Vec<api::VotesOnBlock> = Vec::new();
+    for vote in votes {
+        let id = hex::encode(vote.block.0);
+        match out.iter_mut().find(|v| v.block == id) {
+            Some(entry) => entry.votes = entry.votes.saturating_add(1),
+            None => out.push(api::VotesOnBlock {
+                block: id,
+                votes: 1,
+            }),
+        }
+    }
+    out
 }
 
 #[utoipa::path(get, path = "/v2/inference-nodes", tag = "inference", responses((status = 200, description = "inference nodes registered on the active ledger chain: address, models served (id prefixes), node-registry entry (price, bond) and reputation", body = Vec<api::InferenceNode>), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
@@ -345,8 +362,10 @@ pub async fn submit_vm_transaction(
                 .vm_pool
                 .accept(tx, chain_id, chain, &st.ledger, &st.results)
                 .map_err(|e| match e {
-                    E::Known(_) | E::NonceTaken(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
-                    E::Full => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    E::Known(_) | E::NonceTaken(_) => {
+                        ApiError::new(StatusCode::CONFLICT, e.to_string())
+                    }
+                    E::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                     _ => bad(format!("VM transaction refused: {e}")),
                 })?;
             st.publish(fai_node::p2p::Topic::VmTx, bytes);
@@ -404,7 +423,7 @@ pub async fn call_read(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<api::CallReadResult>, ApiError> {
-    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let v: JsonValue =
         serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
     let usage = "the body must be {\"contract\": \"...\", \"function\": \"...\", \"args\": [\"<hex>\", ...]}";

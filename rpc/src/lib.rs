@@ -173,16 +173,51 @@ impl RpcState {
 }
 
 /// A refusal: a status and a message, sent as `{"error": message}`.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// Seconds after which a retry may succeed (`Retry-After`), for a refusal as busy.
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the node refuses new work for now.
+    fn busy(retry_after_s: u64, message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_s.max(1)),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(api::ErrorBody { error: self.1 })).into_response()
+        let mut response = (
+            self.status,
+            Json(api::ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        response
     }
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError::new(StatusCode::BAD_REQUEST, msg.into())
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -249,10 +284,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
             axum::routing::delete(admin::admin_unban),
         )
         .fallback(|| async {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                "no such endpoint; see /v2/info".into(),
-            )
+            ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /v2/info")
         })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -341,7 +373,7 @@ fn ledger_block_at(
             .parse()
             .map_err(|_| bad(format!("height {id} is out of range")))?;
         chain.hash_at(height).ok_or_else(|| {
-            ApiError(
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no ledger block at height {height}"),
             )
@@ -352,12 +384,14 @@ fn ledger_block_at(
     };
     let entry = chain
         .entry(&hash)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no ledger block {hash}")))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no ledger block {hash}")))?
         .clone();
     let block = chain
         .block(&hash)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("block {hash} is not stored")))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("block {hash} is not stored"))
+        })?;
     // The sortition this block held: the commits in it and who won.
     let sortition = st.inference.as_ref().and_then(|c| {
         c.tracker().record(&hash).map(|r| api::Sortition {
@@ -418,7 +452,7 @@ async fn coins_of(s: &RpcState, address: &str) -> Result<AccountCoins, ApiError>
             let chain = &st.ledger;
             let coins = chain
                 .all_coins()
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
                 .into_iter()
                 .filter(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(a.key_hash))
                 .collect();
@@ -528,7 +562,7 @@ async fn submit_transaction(
 /// what the body must be.
 fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>, ApiError> {
     let body = body.map_err(|e| {
-        ApiError(
+        ApiError::new(
             e.status(),
             format!("cannot read the body: {}", e.body_text()),
         )
@@ -588,12 +622,31 @@ fn check_funds(
         .saturating_add(st.results.pending_fees(sender))
         .saturating_add(st.vm_pool.pending_spends(sender, account_nonce));
     if balance < needed {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             format!("the sender's balance of {balance} base units on the inference layer does not cover the {needed} this request and its pending ones may cost (peg in or wait for settlements)"),
         ));
     }
     Ok(())
+}
+
+/// 503 with `Retry-After` while the verifiers are behind (`ChainState::verifiers_busy`):
+/// what this node would serve now could not gather its votes within the vote window and
+/// would be refunded, served for nothing. Retry after a block or so.
+fn check_not_busy(st: &fai_node::chain_task::ChainState) -> Result<(), ApiError> {
+    if !st.verifiers_busy() {
+        return Ok(());
+    }
+    let spacing = st.ledger.params().target_spacing;
+    Err(ApiError::busy(
+        spacing,
+        format!(
+            "busy: the verifiers are {} inference blocks behind (new requests are refused from {}, before the {}-block vote window refunds what was served); retry in about {spacing} s",
+            st.votes_behind(),
+            fai_inference_chain::chain::BUSY_BEHIND,
+            fai_inference_chain::chain::VOTE_WINDOW,
+        ),
+    ))
 }
 
 /// Parses and checks an inference transaction from a request body.
@@ -646,7 +699,7 @@ async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiE
                 .account(&tip.exec_id, &st.ledger, sender)
                 .map(|(_, n)| n)
                 .map_err(|e| {
-                    ApiError(
+                    ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("the inference chain cannot be read: {e}"),
                     )
@@ -677,7 +730,7 @@ async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiE
     Ok(tx)
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "the engine queue is full", body = api::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "busy, with Retry-After: the engine queue is full, or the verifiers are 3 or more inference blocks behind (what is served now could not settle within the vote window)", body = api::ErrorBody)))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -699,6 +752,9 @@ async fn inference(
             .chain
             .call(move |st| {
                 let target = relay::choose(st, me, &tx);
+                if target.is_some() {
+                    check_not_busy(st)?;
+                }
                 if target.is_some() && !serve_unfunded {
                     check_funds(st, tx.stub.sender.hash160().0, tx.stub.max_fee.units())?;
                 }
@@ -710,7 +766,12 @@ async fn inference(
     let target = match target {
         Ok(Ok(target)) => target,
         Ok(Err(e)) | Err(e) => {
-            s.metrics.inference_request(metrics::Answer::Refused);
+            s.metrics
+                .inference_request(if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                    metrics::Answer::Busy
+                } else {
+                    metrics::Answer::Refused
+                });
             return e.into_response();
         }
     };
@@ -738,13 +799,18 @@ async fn serve_here(
     tx: InferenceTx,
 ) -> Result<impl futures::Stream<Item = api::InferenceEvent> + Send + 'static, ApiError> {
     let refused = |e: ApiError| {
-        s.metrics.inference_request(metrics::Answer::Refused);
+        s.metrics
+            .inference_request(if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                metrics::Answer::Busy
+            } else {
+                metrics::Answer::Refused
+            });
         e
     };
     check_served_here(s, &tx).map_err(refused)?;
     let txid = tx.stub.txid();
     if !s.log().start(txid) {
-        return Err(refused(ApiError(
+        return Err(refused(ApiError::new(
             StatusCode::CONFLICT,
             format!("inference {txid} was already submitted"),
         )));
@@ -770,7 +836,7 @@ async fn serve_here(
         .chain
         .call(move |st| {
             let conflict = |e: fai_node::result_pool::PoolError| {
-                ApiError(
+                ApiError::new(
                     StatusCode::CONFLICT,
                     format!("{e}; ask GET /v2/inference-chain/accounts/{{address}} for next_nonce"),
                 )
@@ -780,6 +846,7 @@ async fn serve_here(
                     nonce,
                 }));
             }
+            check_not_busy(st)?;
             if !serve_unfunded {
                 check_funds(st, sender, max_fee)?;
             }
@@ -791,7 +858,7 @@ async fn serve_here(
         .map_err(stopping)?;
     if let Err(e) = reserved {
         held.done();
-        s.log().set(txid, InferenceState::Failed(e.1.clone()));
+        s.log().set(txid, InferenceState::Failed(e.message.clone()));
         return Err(refused(e));
     }
     let Some(engine) = s.engines.get(&tx.stub.model) else {
@@ -810,13 +877,10 @@ async fn serve_here(
             release(&s.node, sender, nonce, txid);
             s.log().set(txid, InferenceState::Failed(e.to_string()));
             let status = match e {
-                EngineError::Busy { .. } => {
-                    s.metrics.inference_request(metrics::Answer::Busy);
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                EngineError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };
-            return Err(refused(ApiError(status, e.to_string())));
+            return Err(refused(ApiError::new(status, e.to_string())));
         }
     };
     s.metrics.inference_request(metrics::Answer::Accepted);
@@ -947,7 +1011,7 @@ fn release(node: &Node, sender: [u8; 20], nonce: u64, txid: Hash256) {
 
 /// The answer when the chain task is gone: the node is stopping.
 pub(crate) fn stopping(e: fai_node::chain_task::Unavailable) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 fn receipt_body(r: &ResultReceipt, text: Option<String>) -> api::Receipt {
@@ -1000,7 +1064,7 @@ async fn inference_state(
             ..status("failed")
         },
         None => {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("inference {id} is unknown to this node (not served here, not waiting, not in the last {SEARCHED_BLOCKS} inference blocks)"),
             ))
@@ -1020,7 +1084,7 @@ fn payload_held(s: &RpcState, id: &Hash256) -> bool {
 const SEARCHED_BLOCKS: usize = 10_000;
 
 /// The inference's place on the canonical inference chain: the block that carries it and
-/// the child that settles it.
+/// the block of its vote window that settles it.
 fn find_on_chain(
     s: &RpcState,
     st: &ChainState,
@@ -1030,7 +1094,9 @@ fn find_on_chain(
     let Some(chain) = st.inference.as_ref() else {
         return Ok(None);
     };
-    let mut child: Option<&fai_inference_chain::chain::BlockRecord> = None;
+    // The blocks after the one looked at, nearest first: where its votes may be.
+    let mut after: std::collections::VecDeque<&fai_inference_chain::chain::BlockRecord> =
+        std::collections::VecDeque::new();
     let mut at = chain.tip(ledger).id;
     for _ in 0..SEARCHED_BLOCKS {
         let Some(rec) = chain.block(&at) else { break };
@@ -1051,20 +1117,24 @@ fn find_on_chain(
                 payload_held: Some(payload_held(s, &id)),
                 ..api::InferenceStatus::new(id.to_string(), "in_block")
             };
-            let Some(settler) = child.and_then(|c| c.block.as_ref().map(|b| (c, b))) else {
+            let after: Vec<_> = after.iter().copied().collect();
+            let Some((settled_at, _, votes)) = chain.settled_on(ledger, rec, &after) else {
+                return Ok(Some(v));
+            };
+            let Some(settler) = after.get(settled_at) else {
                 return Ok(Some(v));
             };
             let (is_final, list) = chain
-                .settlements(ledger, rec, &settler.1.parent_votes)
-                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                .settlements(ledger, rec, &votes)
+                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
             let Some((outcome, st)) = list.get(index) else {
                 return Ok(Some(v));
             };
             let accepted = is_final && *outcome == Outcome::Accepted;
             v.state = "settled".to_string();
             v.settled_in = Some(api::BlockRef {
-                id: hex::encode(settler.0.id),
-                height: settler.0.height,
+                id: hex::encode(settler.id),
+                height: settler.height,
             });
             v.is_final = Some(is_final);
             v.accepted = Some(accepted);
@@ -1087,7 +1157,8 @@ fn find_on_chain(
             });
             return Ok(Some(v));
         }
-        child = Some(rec);
+        after.push_front(rec);
+        after.truncate(fai_inference_chain::chain::VOTE_WINDOW as usize);
         at = block.header.parent;
     }
     Ok(None)
@@ -1097,7 +1168,7 @@ fn find_on_chain(
 async fn metrics(State(s): State<Arc<RpcState>>) -> Response {
     match s.metrics.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
-        Err(e) => ApiError(
+        Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the metrics cannot be written: {e}"),
         )
@@ -1202,6 +1273,18 @@ mod tests {
     use fai_primitives::{Amount, Signature};
 
     use super::*;
+
+    /// A refusal as busy tells the client when to come back; other errors do not.
+    #[test]
+    fn a_busy_refusal_carries_retry_after() {
+        let busy = ApiError::busy(5, "busy").into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
+        let at_least_one = ApiError::busy(0, "busy").into_response();
+        assert_eq!(at_least_one.headers()[header::RETRY_AFTER], "1");
+        let other = bad("no").into_response();
+        assert!(other.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     fn signed(key: &SecretKey, model: [u8; 32], nonce: u64, input: &str) -> InferenceTx {
         let prompt = Prompt {

@@ -146,6 +146,38 @@ fn chain_task_load(m: &mut DescriptorEncoder, node: &Node) -> fmt::Result {
     )?)
 }
 
+/// The verifier's backlog and work (absent when the node does not verify): replay
+/// throughput is rate(inferences) / rate(seconds).
+fn verifier_load(m: &mut DescriptorEncoder, node: &Node) -> fmt::Result {
+    let Some(v) = node.verifier.get() else {
+        return Ok(());
+    };
+    gauge(
+        m,
+        "infer_verifier_backlog_blocks",
+        "Inference blocks waiting for this node's vote (queued or being replayed).",
+        u64::try_from(v.backlog()).unwrap_or(u64::MAX),
+    )?;
+    counter(
+        m,
+        "infer_verifier_inferences",
+        "Inferences judged by this node's verifier.",
+        v.stats.inferences.load(Ordering::Relaxed),
+    )?;
+    counter(
+        m,
+        "infer_verifier_busy_seconds",
+        "Seconds the verifier spent judging inferences (replay included).",
+        v.stats.micros.load(Ordering::Relaxed) as f64 / 1e6,
+    )?;
+    counter(
+        m,
+        "infer_verifier_dropped_blocks",
+        "Blocks offered to a full verifier queue, never voted on.",
+        v.stats.dropped_blocks.load(Ordering::Relaxed),
+    )
+}
+
 impl Collector for NodeFigures {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         // From the snapshot: no lock is taken, however long a validation holds one.
@@ -199,7 +231,14 @@ impl Collector for NodeFigures {
             "1 while catching up with a peer.",
             u64::from(syncing),
         )?;
+        gauge(
+            m,
+            "infer_votes_behind_blocks",
+            "Inference blocks built since the oldest one with inferences that its votes have not settled (new requests are refused as busy from 3).",
+            snapshot.votes_behind.into(),
+        )?;
         chain_task_load(m, &self.node)?;
+        verifier_load(m, &self.node)?;
         let jobs = self.engines.stats();
         gauge(
             m,

@@ -302,8 +302,8 @@ async fn serve_stream(s: Arc<RpcState>, mut stream: libp2p::Stream) -> io::Resul
     match checked {
         Err(e) => {
             let error = api::InferenceEvent::Error(api::ErrorEvent {
-                error: e.1,
-                status: Some(e.0.as_u16()),
+                error: e.message,
+                status: Some(e.status.as_u16()),
             });
             write_frame(&mut stream, FRAME_ERROR, error.data().as_bytes()).await?;
         }

@@ -108,6 +108,28 @@ pub fn roles_on_chain(get: &dyn Fn(&str) -> serde_json::Value) -> (usize, usize)
     (set, registered)
 }
 
+/// How many votes on inference block `block` the blocks after it carry, from its child
+/// down to `settler` (the block that settled it), read through `get` (a node's `GET`, as
+/// JSON). Panics when `settler` is not below `block` within 64 blocks.
+pub fn votes_carried(get: impl Fn(&str) -> serde_json::Value, block: &str, settler: &str) -> u64 {
+    let mut votes = 0u64;
+    let mut at = settler.to_string();
+    for _ in 0..64 {
+        let b = get(&format!("/v2/inference-chain/blocks/{at}"));
+        for entry in b["votes_by_block"].as_array().into_iter().flatten() {
+            if entry["block"] == block {
+                votes += entry["votes"].as_u64().unwrap_or(0);
+            }
+        }
+        match b["parent"].as_str() {
+            Some(parent) if parent == block => return votes,
+            Some(parent) => at = parent.to_string(),
+            None => break,
+        }
+    }
+    panic!("{settler} is not within 64 blocks below {block}");
+}
+
 /// The inference escrow account's address on regtest: no key, only the consensus moves
 /// its FAI.
 pub fn escrow_address() -> String {

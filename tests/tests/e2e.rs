@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use fai_tests::net::{Net, Role};
-use fai_tests::Purchase;
+use fai_tests::{votes_carried, Purchase};
 use serde_json::Value;
 
 /// 1 FAI in base units.
@@ -269,7 +269,10 @@ fn five_nodes_settle_inferences_exactly_and_reclaim_their_text() {
         let fee = check_settlement(txid, s, units(&receipt["tokens"]));
         *paid.entry(name).or_default() += fee;
         if s["final"] == true {
-            final_blocks.insert(s["settled_in"]["id"].as_str().unwrap().to_string());
+            final_blocks.insert((
+                s["block"]["id"].as_str().unwrap().to_string(),
+                s["settled_in"]["id"].as_str().unwrap().to_string(),
+            ));
         }
         // Every node agrees on how it settled.
         for i in 1..5 {
@@ -296,10 +299,11 @@ fn five_nodes_settle_inferences_exactly_and_reclaim_their_text() {
         "none of the 20 honest inferences was accepted"
     );
     assert!(!final_blocks.is_empty());
-    // A final block is one whose child carries votes of 3 of the 5 verifiers.
-    for id in &final_blocks {
-        let child = net.get(0, &format!("/v2/inference-chain/blocks/{id}"));
-        assert!(units(&child["parent_votes"]) >= 3, "{child}");
+    // A final block is one whose votes from 3 of the 5 verifiers are carried by the
+    // blocks of its window up to the one that settles it.
+    for (id, settler) in &final_blocks {
+        let votes = votes_carried(|path| net.get(0, path), id, settler);
+        assert!(votes >= 3, "{votes} votes on {id} up to {settler}");
     }
 
     // The wallets paid exactly their accepted fees; the rest came back.

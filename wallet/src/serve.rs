@@ -156,7 +156,15 @@ impl IntoResponse for ApiError {
             "api_error"
         };
         let body = json!({"error": {"message": self.2, "type": kind, "code": self.1}});
-        (self.0, Json(body)).into_response()
+        let mut response = (self.0, Json(body)).into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            // About a block on the fastest networks; clients back off further on their own.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -164,7 +172,21 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, "invalid_request", message.into())
 }
 
+/// A failure of the node: a refusal as busy (503: its verifiers are behind, or its
+/// engine is full) is passed on as 503, which OpenAI clients retry after a pause; the
+/// rest is a bad gateway.
 fn upstream(e: anyhow::Error) -> ApiError {
+    let busy = e
+        .downcast_ref::<fai_api::Error>()
+        .and_then(fai_api::Error::status)
+        == Some(503);
+    if busy {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node_busy",
+            format!("{e:#}"),
+        );
+    }
     ApiError(StatusCode::BAD_GATEWAY, "node_error", format!("{e:#}"))
 }
 
@@ -360,11 +382,29 @@ async fn chat(State(p): State<Arc<Proxy>>, body: Bytes) -> Result<Response, ApiE
             })
         }
     };
+    // Nothing is sent before the node took the request: a refusal (busy above all)
+    // becomes the answer's status, not an error inside a stream that began well.
+    let mut job = job;
+    let mut pieces_rx = pieces_rx;
+    let early = tokio::select! {
+        piece = pieces_rx.recv() => Ok(piece),
+        done = &mut job => Err(done),
+    };
+    let (head, job) = match early {
+        Ok(piece) => (piece, job),
+        Err(done) => {
+            let answer = done
+                .map_err(|e| upstream(anyhow::anyhow!("worker failed: {e}")))?
+                .map_err(upstream)?;
+            (None, tokio::spawn(async move { Ok(answer) }))
+        }
+    };
     let first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
-    let pieces = tokio_stream_of(pieces_rx).map({
+    let head = head.map(|piece| chunk(json!({"content": piece}), Value::Null));
+    let pieces = futures::stream::iter(head).chain(tokio_stream_of(pieces_rx).map({
         let chunk = chunk.clone();
         move |piece| chunk(json!({"content": piece}), Value::Null)
-    });
+    }));
     let tail = futures::stream::once(async move {
         match job.await {
             Ok(Ok(receipt)) => vec![chunk(json!({}), json!(finish(&receipt)))],
@@ -498,6 +538,28 @@ pub fn run(mut proxy: Proxy, listen: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node's refusal as busy reaches the OpenAI client as 503 with Retry-After (which
+    /// it retries); any other refusal is a bad gateway.
+    #[test]
+    fn a_busy_node_is_a_503_the_client_retries() {
+        let refused = |status| {
+            upstream(anyhow::Error::new(fai_api::Error::Refused {
+                status,
+                message: "busy".into(),
+            }))
+            .into_response()
+        };
+        let busy = refused(503);
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[axum::http::header::RETRY_AFTER], "1");
+        let other = refused(400);
+        assert_eq!(other.status(), StatusCode::BAD_GATEWAY);
+        assert!(other
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .is_none());
+    }
 
     fn msg(role: &str, content: Value) -> Message {
         Message {

@@ -12,8 +12,8 @@
 //!   without asking the task,
 //! - tells the miners when the tip moved or a commit for it arrived.
 //!
-//! Between commands it runs the producer's timers (a tenure waiting for votes, a commit
-//! waiting for a tenure block), which read the node's clock. It is a thread rather than
+//! Between commands it runs the producer's timer (a commit waiting for a tenure block),
+//! which reads the node's clock. It is a thread rather than
 //! a tokio task because its commands are heavy (validating blocks, running the Clarity
 //! VM): they must stall neither the network loop nor the RPC's runtime, which only wait
 //! for its answers. Callers on a runtime await [`ChainHandle::call`]; threads use
@@ -179,8 +179,8 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, Unavailable> {
 pub struct ChainHandle {
     jobs: Sender<Message>,
     /// Commands taken before the queued ones: short reads of the network loop's sync
-    /// bookkeeping, votes (a producer waits for them; behind a queue of blocks and
-    /// results to check under load, they came too late and the block was refunded).
+    /// bookkeeping, votes (behind a queue of blocks and results to check under load,
+    /// they would miss the blocks that could carry them).
     urgent: Sender<Message>,
     /// Commands sent and not yet done (their effects out).
     pending: Arc<AtomicUsize>,
@@ -282,7 +282,7 @@ impl ChainHandle {
     }
 
     /// [`ChainHandle::run_then`] ahead of the queued commands: for small commands whose
-    /// lateness costs the network (votes, which a producer waits for).
+    /// lateness costs the network (votes, which the next blocks should carry).
     pub fn run_then_urgent<A: FnOnce() + Send + 'static>(
         &self,
         f: impl FnOnce(&mut ChainState) -> A + Send + 'static,
@@ -442,9 +442,7 @@ impl ChainTask {
     fn after_command(&self, state: &mut ChainState, node: &dyn Outlets, ticked: &mut Instant) {
         let done = guarded(|| {
             state.follow_canonical_tip();
-            // Every TICK at most: a waiting tenure's check reads the verifier set from
-            // the VM, too dear to repeat after each of hundreds of commands a second (a
-            // vote that completes a quorum releases the tenure at once, `after_vote`).
+            // Every TICK at most: not after each of hundreds of commands a second.
             if state.producer.is_some() && ticked.elapsed() >= TICK {
                 *ticked = Instant::now();
                 state.producer_tick();

@@ -60,6 +60,9 @@ pub struct ChainState {
     pub(crate) commit_added: bool,
     /// The canonical inference tip as of the last command.
     canonical: Option<[u8; 32]>,
+    /// How many blocks the verifiers are behind on the canonical branch
+    /// (`InferenceChain::votes_behind`), read when the canonical tip moves.
+    votes_behind: u32,
     /// The canonical inference branch by height, as of the last command (what peers'
     /// requests for blocks from a height are answered from).
     pub(crate) heights: fai_inference_chain::canonical::CanonicalIndex,
@@ -94,6 +97,7 @@ impl ChainState {
             tip_moved: false,
             commit_added: false,
             canonical: None,
+            votes_behind: 0,
             heights: Default::default(),
         }
     }
@@ -136,7 +140,21 @@ impl ChainState {
             vm_pool_txs: self.vm_pool.len(),
             results_waiting: self.results.len(),
             producer_waiting: self.producer.as_ref().is_some_and(|p| p.is_waiting()),
+            votes_behind: self.votes_behind,
         }
+    }
+
+    /// How many blocks the verifiers are behind on the canonical inference branch: the
+    /// blocks built since the oldest one that carries inferences and has not settled.
+    pub fn votes_behind(&self) -> u32 {
+        self.votes_behind
+    }
+
+    /// Whether this node should refuse new inference requests: the verifiers are
+    /// [`fai_inference_chain::chain::BUSY_BEHIND`] blocks behind or more, so what it
+    /// served already needs the rest of the vote window to settle.
+    pub fn verifiers_busy(&self) -> bool {
+        self.votes_behind >= fai_inference_chain::chain::BUSY_BEHIND
     }
 
     /// The next free nonce of `sender` on the inference layer: past the account's nonce
@@ -352,53 +370,14 @@ impl ChainState {
         }
     }
 
-    /// A vote entered the pool: a tenure of this node waiting for its parent's votes may
-    /// go now.
+    /// A vote entered the pool.
     pub fn after_vote(&mut self, block: Hash256, verifier: fai_primitives::Hash160) {
         self.tell(NodeEvent::VoteRecorded { block, verifier });
-        if self
-            .producer
-            .as_ref()
-            .is_some_and(|p| p.has_pending_tenure())
-        {
-            self.produce_pending_tenure();
-        }
     }
 
-    /// Produces the tenure waiting for its parent's votes if it is ready (the votes are
-    /// here, or it waited long enough), gossips it and the commit after it.
-    fn produce_pending_tenure(&mut self) {
-        let (Some(producer), Some(chain)) = (self.producer.as_mut(), self.inference.as_mut())
-        else {
-            return;
-        };
-        if !producer.tenure_ready(&self.ledger, chain, &self.votes) {
-            return;
-        }
-        let pools = Pools {
-            vm: &mut self.vm_pool,
-            results: &mut self.results,
-            votes: &self.votes,
-        };
-        let block = producer.produce_pending(&self.ledger, chain, &mut self.mempool, pools);
-        let outbox = producer.take_outbox();
-        if let Some(b) = block {
-            self.after_inference_block(&b, true);
-            self.publish(Topic::InferenceBlock, b.to_bytes());
-        }
-        self.send_commits(outbox);
-    }
-
-    /// A tenure waiting for votes, or a commit waiting for a tenure block, that waited as
-    /// long as it may goes out. Run by the chain task between commands.
+    /// A commit waiting for a tenure block that waited as long as it may goes out. Run
+    /// by the chain task between commands.
     pub fn producer_tick(&mut self) {
-        if self
-            .producer
-            .as_ref()
-            .is_some_and(|p| p.has_pending_tenure())
-        {
-            self.produce_pending_tenure();
-        }
         let spacing = self.ledger.params().target_spacing;
         let (Some(producer), Some(chain)) = (self.producer.as_mut(), self.inference.as_ref())
         else {
@@ -431,6 +410,7 @@ impl ChainState {
         if self.canonical == Some(new) {
             return;
         }
+        self.votes_behind = chain.votes_behind(&self.ledger, tip);
         let Some(old) = self.canonical.replace(new) else {
             return;
         };

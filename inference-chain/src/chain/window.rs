@@ -1,0 +1,307 @@
+//! Votes in a window of blocks: the votes on block N count when any of blocks N+1 to
+//! N+[`VOTE_WINDOW`] of its branch carries them. N settles in the first of those blocks
+//! that brings the votes carried on it to a quorum of its verifier set; when the window
+//! closes (block N+K) without one, its inferences are refunded there.
+//!
+//! A block may carry a vote only on an ancestor inside the window that has not settled
+//! yet on its branch, from a verifier of that ancestor's set, with one verdict per
+//! inference, signed, and not carried before on the branch (nor twice in the block). A
+//! block that carries any other vote is invalid, so every carried vote was checked
+//! once, when its block was accepted, and "settled" is a count of carried votes.
+//!
+//! Everything here reads the branch by walking parents from a given block: the window is
+//! at most [`VOTE_WINDOW`] blocks, so nothing needs to be stored beside the blocks.
+
+use fai_clarity::Value;
+use fai_ledger::Chainstate;
+use fai_primitives::{Hash160, Hash256};
+
+use super::{invalid, BlockError, BlockRecord, InferenceChain};
+use crate::quorum::{quorum, tally, Tally, Vote};
+use crate::settlement::Settlement;
+
+/// How many blocks after block N may carry the votes on N (a consensus constant).
+pub const VOTE_WINDOW: u32 = 6;
+
+/// From how many blocks behind ([`InferenceChain::votes_behind`]) a serving node refuses
+/// new requests as busy: half the window, so that what it served before still has half
+/// the window to gather its votes.
+pub const BUSY_BEHIND: u32 = VOTE_WINDOW / 2;
+
+/// A block of the window below a new block, as its branch has it so far.
+#[derive(Debug, Clone)]
+pub struct WindowBlock<'c> {
+    pub rec: &'c BlockRecord,
+    /// Its verifier set (the set of its cycle, in its state).
+    pub set: Vec<Hash160>,
+    /// The votes on it the branch carried so far, oldest block first.
+    pub carried: Vec<Vote>,
+    /// Whether the carried votes reached the quorum of its set already.
+    pub settled: bool,
+    /// Whether the new block is the last one that may carry votes on it.
+    pub closes: bool,
+}
+
+/// What a new block does for one block of its window.
+#[derive(Debug, Clone)]
+pub struct DueSettlement {
+    pub rec_id: [u8; 32],
+    /// Whether the votes make it final (else everything is refunded).
+    pub is_final: bool,
+    /// The votes that decide it (carried before and in the new block).
+    pub votes: Vec<Vote>,
+}
+
+impl InferenceChain {
+    /// The blocks a child of `parent` may carry votes on, newest first: `parent` and its
+    /// ancestors up to [`VOTE_WINDOW`] blocks (genesis, which has no inferences, excluded),
+    /// with the votes on each that the blocks between carried.
+    pub fn vote_window<'c>(
+        &'c self,
+        ledger: &Chainstate,
+        parent: &'c BlockRecord,
+    ) -> Vec<WindowBlock<'c>> {
+        let mut recs: Vec<&BlockRecord> = Vec::new();
+        let mut at = Some(parent);
+        while let Some(rec) = at {
+            if recs.len() >= VOTE_WINDOW as usize {
+                break;
+            }
+            let Some(block) = rec.block.as_ref() else {
+                break;
+            };
+            recs.push(rec);
+            at = self.blocks.get(&block.header.parent);
+        }
+        let mut out = Vec::with_capacity(recs.len());
+        for (i, rec) in recs.iter().enumerate() {
+            // Blocks between it and the new one, oldest first.
+            let carried: Vec<Vote> = recs
+                .get(..i)
+                .unwrap_or_default()
+                .iter()
+                .rev()
+                .filter_map(|r| r.block.as_ref())
+                .flat_map(|b| b.votes.iter().filter(|v| v.block.0 == rec.id).cloned())
+                .collect();
+            let set = self.verifier_set(ledger, rec, rec.cycle);
+            let settled = !set.is_empty() && carried.len() >= quorum(set.len());
+            out.push(WindowBlock {
+                rec,
+                set,
+                carried,
+                settled,
+                closes: i.saturating_add(1) == VOTE_WINDOW as usize,
+            });
+        }
+        out
+    }
+
+    /// How far the verifiers are behind on the branch of `tip`: the number of blocks
+    /// built after the oldest block of the window that carries inferences, has a
+    /// verifier set, and has not settled yet (0 when every such block settled, or the
+    /// oldest open one is `tip` itself). At [`VOTE_WINDOW`] its inferences are refunded,
+    /// so a serving node refuses new requests well before (`BUSY_BEHIND`).
+    pub fn votes_behind(&self, ledger: &Chainstate, tip: &BlockRecord) -> u32 {
+        self.vote_window(ledger, tip)
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| {
+                !w.settled
+                    && !w.set.is_empty()
+                    && w.rec
+                        .block
+                        .as_ref()
+                        .is_some_and(|b| !b.inferences.is_empty())
+            })
+            .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Checks the votes a child of the window's top carries (see the module
+    /// documentation), and returns what the child settles, oldest block first.
+    pub fn due_settlements(
+        window: &[WindowBlock<'_>],
+        votes: &[Vote],
+    ) -> Result<Vec<DueSettlement>, BlockError> {
+        let mut new: Vec<Vec<Vote>> = vec![Vec::new(); window.len()];
+        for vote in votes {
+            let Some((at, w)) = window
+                .iter()
+                .enumerate()
+                .find(|(_, w)| w.rec.id == vote.block.0)
+            else {
+                return Err(invalid(format!(
+                    "a vote on block {} that is not in the window of {VOTE_WINDOW} blocks",
+                    vote.block
+                )));
+            };
+            if w.settled {
+                return Err(invalid(format!(
+                    "a vote on block {}, which its votes settled already",
+                    vote.block
+                )));
+            }
+            let who = vote.verifier.hash160();
+            let inferences = w.rec.block.as_ref().map_or(0, |b| b.inferences.len());
+            let list = new.get_mut(at).ok_or_else(|| invalid("vote window"))?;
+            if !w.set.contains(&who)
+                || vote.verdicts.len() != inferences
+                || w.carried
+                    .iter()
+                    .chain(list.iter())
+                    .any(|v| v.verifier == vote.verifier)
+                || !vote
+                    .verifier
+                    .verify(&vote.signing_digest(), &vote.signature)
+            {
+                return Err(invalid(format!(
+                    "a vote on block {} by {who} is from outside its set, carried twice, of the wrong length or badly signed",
+                    vote.block
+                )));
+            }
+            list.push(vote.clone());
+        }
+        let mut due = Vec::new();
+        for (w, added) in window.iter().zip(new).rev() {
+            if w.settled {
+                continue;
+            }
+            let count = w.carried.len().saturating_add(added.len());
+            let is_final = !w.set.is_empty() && count >= quorum(w.set.len());
+            if is_final || w.closes {
+                let mut votes = w.carried.clone();
+                votes.extend(added);
+                due.push(DueSettlement {
+                    rec_id: w.rec.id,
+                    is_final,
+                    votes,
+                });
+            }
+        }
+        Ok(due)
+    }
+
+    /// The votes from `offered` a child of `parent` may carry: for each block of the
+    /// window not settled yet, the offered votes on it that the branch has not carried,
+    /// checked as consensus checks them. What a producer puts in its block.
+    pub fn votes_to_carry(
+        &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
+        offered: impl Fn(&Hash256) -> Vec<Vote>,
+    ) -> Vec<Vote> {
+        let window = self.vote_window(ledger, parent);
+        let mut out: Vec<Vote> = Vec::new();
+        for w in window.iter().rev().filter(|w| !w.settled) {
+            let inferences = w.rec.block.as_ref().map_or(0, |b| b.inferences.len());
+            for vote in offered(&Hash256(w.rec.id)) {
+                let who = vote.verifier.hash160();
+                let known = w
+                    .carried
+                    .iter()
+                    .chain(out.iter())
+                    .any(|v| v.block == vote.block && v.verifier == vote.verifier);
+                if !known
+                    && w.set.contains(&who)
+                    && vote.verdicts.len() == inferences
+                    && vote
+                        .verifier
+                        .verify(&vote.signing_digest(), &vote.signature)
+                {
+                    out.push(vote);
+                }
+            }
+        }
+        out
+    }
+
+    /// Where block `rec` settles on the branch of its descendants `after` (its child
+    /// first, then its child's child, ...): the index in `after` of the block that settles
+    /// it, and the tally of the votes carried up to there. None while the window is
+    /// open without a quorum (or `after` does not reach far enough).
+    pub fn settled_on(
+        &self,
+        ledger: &Chainstate,
+        rec: &BlockRecord,
+        after: &[&BlockRecord],
+    ) -> Option<(usize, Tally, Vec<Vote>)> {
+        let block = rec.block.as_ref()?;
+        let set = self.verifier_set(ledger, rec, rec.cycle);
+        let need = quorum(set.len());
+        let mut votes: Vec<Vote> = Vec::new();
+        for (i, child) in after.iter().take(VOTE_WINDOW as usize).enumerate() {
+            let carried = child.block.as_ref()?;
+            votes.extend(
+                carried
+                    .votes
+                    .iter()
+                    .filter(|v| v.block.0 == rec.id)
+                    .cloned(),
+            );
+            let closes = i.saturating_add(1) == VOTE_WINDOW as usize;
+            if (!set.is_empty() && votes.len() >= need) || closes {
+                let t = tally(&set, &Hash256(rec.id), block.inferences.len(), &votes);
+                return Some((i, t, votes));
+            }
+        }
+        None
+    }
+
+    /// How the inferences of block `rec` are settled by `votes`: whether they make it
+    /// final, and per inference what they decided and where its max fee goes. Without
+    /// finality, or for an undecided inference, the max fee is refunded in full and
+    /// nobody is paid or slashed.
+    pub fn settlements(
+        &self,
+        ledger: &Chainstate,
+        rec: &BlockRecord,
+        votes: &[Vote],
+    ) -> Result<(bool, Vec<(crate::quorum::Outcome, Settlement)>), BlockError> {
+        use crate::quorum::Outcome;
+        let Some(block) = &rec.block else {
+            return Ok((false, Vec::new()));
+        };
+        let set = self.verifier_set(ledger, rec, rec.cycle);
+        let t = tally(&set, &Hash256(rec.id), block.inferences.len(), votes);
+        let mut out = Vec::with_capacity(block.inferences.len());
+        for (inf, outcome) in block.inferences.iter().zip(&t.outcomes) {
+            let max_fee = inf.stub.max_fee.units();
+            if !t.is_final || *outcome == Outcome::Undecided {
+                let refund = Settlement {
+                    refund: max_fee,
+                    ..Settlement::default()
+                };
+                out.push((Outcome::Undecided, refund));
+                continue;
+            }
+            let node_value: Value = self.vm.principal(inf.receipt.node.hash160().0).into();
+            let entry = match self.read(
+                ledger,
+                rec,
+                "node-registry",
+                "get-node",
+                std::slice::from_ref(&node_value),
+            )? {
+                Value::Optional(o) => o.data.map(|d| *d),
+                _ => None,
+            };
+            let field = |name: &str| {
+                entry
+                    .as_ref()
+                    .and_then(|e| super::tuple_uint(e, name))
+                    .map_or(0, |v| u64::try_from(v).unwrap_or(u64::MAX))
+            };
+            let s = crate::settlement::settle(
+                *outcome == Outcome::Accepted,
+                max_fee,
+                field("price"),
+                inf.receipt.tokens,
+                field("bond"),
+            );
+            out.push((*outcome, s));
+        }
+        Ok((t.is_final, out))
+    }
+}
