@@ -8,7 +8,9 @@
 //!   the fraud suite (`engine`, `verify`); [`gpu`]: the checks for a GPU machine;
 //! - [`poi`]: assembling and verifying an inference block;
 //! - [`rpc`] and [`gossip`]: time to first token through the RPC, gossip latency;
-//! - [`network`]: a local network of node processes under load.
+//! - [`network`]: a local network of node processes under load;
+//! - [`growth`]: connecting a ledger block (and accepting the inference block it brings)
+//!   after a long history against a short one.
 //!
 //! Depends on the node library (it runs real nodes, in process or as processes) and the
 //! protocol crates; nothing but the command line depends on it.
@@ -16,6 +18,7 @@
 pub mod engine;
 pub mod gossip;
 pub mod gpu;
+pub mod growth;
 pub mod ledger;
 pub mod network;
 pub mod poi;

@@ -13,7 +13,8 @@
 ;; once the audited block is settled, the consensus checks the reveal and calls
 ;; `slash-verifiers` with the verifiers whose votes accepted the forgery while more than
 ;; half the signers rejected it grossly: each loses a tenth of its stake, half to the
-;; revealer, half burnt, once per audit.
+;; revealer, half burnt, once per audit, and is barred from the verifier sets for good
+;; (it is ranked no more; it may still unstake once its lock and its last set allow).
 ;;
 ;; Functions that only the consensus may call check that tx-sender is the boot principal,
 ;; which deployed this contract and has no private key.
@@ -55,6 +56,8 @@
 ;; What a verifier lost to an audited inference (its txid): once per verifier and
 ;; inference, however many commitments name it.
 (define-map audit-slashes {verifier: principal, inference: (buff 32)} uint)
+;; Verifiers an audit caught -> the ledger height of the slash: never in a set again.
+(define-map barred principal uint)
 
 ;; --- read-only ---
 
@@ -80,6 +83,10 @@
 ;; When an audit commitment was made (burn-block-height), if it was.
 (define-read-only (get-audit-commit (commitment (buff 32)))
   (map-get? audit-commits commitment))
+
+;; Since when (ledger height) `who` is barred from the verifier sets, if it is.
+(define-read-only (get-barred (who principal))
+  (map-get? barred who))
 
 ;; What `verifier` lost to the audited inference `txid`, if anything.
 (define-read-only (get-audit-slash (verifier principal) (txid (buff 32)))
@@ -120,8 +127,14 @@
          out: (default-to out (as-max-len? (append out q) u6)),
          placed: (get placed state)})))
 
-;; `ranked` (sorted, at most five) with `p` inserted in its place, cut to five.
+;; `ranked` (sorted, at most five) with `p` inserted in its place, cut to five; a
+;; barred `p` is left out.
 (define-private (insert-ranked (p principal) (ranked (list 5 principal)))
+  (if (is-some (map-get? barred p))
+      ranked
+      (insert-eligible p ranked)))
+
+(define-private (insert-eligible (p principal) (ranked (list 5 principal)))
   (let ((state (fold insert-step ranked {p: p, out: (list), placed: false}))
         (out (if (get placed state)
                  (get out state)
@@ -254,6 +267,7 @@
                   (unwrap-panic (as-contract (stx-burn? (- cut reward) tx-sender)))
                   true)
               (map-set stakes who (merge s {amount: (- (get amount s) cut)}))
+              (map-set barred who burn-block-height)
               (+ total cut))
             total))
     total))
@@ -279,6 +293,6 @@
     (var-set audit-revealer revealer)
     (let ((total (fold slash-one offenders u0)))
       (var-set audit-revealer CONSENSUS)
-      ;; A smaller stake may rank lower among the leaders.
+      ;; The barred leave the leaders; the best of the others take their places.
       (recompute-leaders)
       (ok total))))

@@ -30,6 +30,21 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Connecting a ledger block and accepting the inference block it brings, after a
+    /// long history against a short one.
+    Growth {
+        /// Ledger blocks of the short history.
+        #[arg(long, default_value_t = 1_000)]
+        small: u32,
+        /// Ledger blocks of the long history.
+        #[arg(long, default_value_t = 20_000)]
+        large: u32,
+        /// Blocks timed after each history.
+        #[arg(long, default_value_t = 50)]
+        blocks: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Contract calls per second on the VM over RocksDB against the same calls on an
     /// in-memory store.
     Clarity {
@@ -155,6 +170,25 @@ struct ClarityReport {
 
 pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Growth {
+            small,
+            large,
+            blocks,
+            json,
+        } => {
+            anyhow::ensure!(
+                *large <= 100_000 && (1..=1000).contains(blocks),
+                "--large must be at most 100000 and --blocks between 1 and 1000"
+            );
+            let r = b::growth::growth(*small, *large, *blocks)?;
+            print_report(*json, &r, || {
+                format!(
+                    "growth: {:.2} ms per ledger block with its inference block after {} blocks of history, {:.2} ms after {} (built in {:.0} s); ratio {:.2} (goal <= 1.2)",
+                    r.small_ms_per_block, r.small_history, r.large_ms_per_block, r.large_history, r.large_build_seconds, r.ratio
+                )
+            })?;
+            Ok(())
+        }
         BenchCommand::Clarity {
             blocks,
             calls_per_block,

@@ -35,7 +35,7 @@
 //! ancestor that has one; blocks on a losing ledger branch stay stored but are no longer
 //! on any canonical chain, and neither is their state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use clarity::vm::types::{PrincipalData, SequenceData, StandardPrincipalData};
@@ -264,6 +264,10 @@ pub struct InferenceChain {
     /// The stored blocks of each tenure, by ledger anchor, in id order: one, or the
     /// siblings of an equivocating producer (the first is the anchor's block).
     anchored: HashMap<Hash256, Vec<[u8; 32]>>,
+    /// The anchors of `anchored` by ledger height, so that the tip as of a ledger block
+    /// is found without walking every ledger block down to the last anchored one (with a
+    /// long ledger history and few tenure blocks, that walk grew with the history).
+    anchor_heights: BTreeMap<u32, Vec<Hash256>>,
     /// Blocks withdrawn because the sortition of their anchor, read again, no longer
     /// elects them (see [`InferenceChain::on_ledger_block`]): deleted from disk, kept in
     /// memory (at most [`MAX_RETIRED`]) so that what they carried can go back to the pools.
@@ -332,6 +336,7 @@ impl InferenceChain {
         let mut blocks = HashMap::new();
         blocks.insert(genesis_id, genesis);
         let mut anchored: HashMap<Hash256, Vec<[u8; 32]>> = HashMap::new();
+        let mut anchor_heights: BTreeMap<u32, Vec<Hash256>> = BTreeMap::new();
         for (key, value) in kv
             .scan(INFERENCE_BLOCKS_COLUMN)
             .map_err(|e| invalid(format!("block store: {e}")))?
@@ -345,6 +350,7 @@ impl InferenceChain {
             let ids = anchored.entry(rec.anchor).or_default();
             ids.push(id);
             ids.sort_unstable();
+            index_anchor(&mut anchor_heights, rec.anchor_height, rec.anchor);
             blocks.insert(id, rec);
         }
         Ok(InferenceChain {
@@ -354,6 +360,7 @@ impl InferenceChain {
             config,
             blocks,
             anchored,
+            anchor_heights,
             retired: HashMap::new(),
             genesis_id,
             payloads: None,
@@ -436,10 +443,14 @@ impl InferenceChain {
                 .or_else(|| self.blocks.values().next())
                 .unwrap_or_else(|| unreachable_record());
         };
-        for h in (0..=height).rev() {
-            let Some(hash) = ledger.ancestor(ledger_hash, h) else {
-                break;
+        // Only the heights where some branch has a tenure block can hold the answer.
+        for (h, anchors) in self.anchor_heights.range(..=height).rev() {
+            let Some(hash) = ledger.ancestor(ledger_hash, *h) else {
+                continue;
             };
+            if !anchors.contains(&hash) {
+                continue;
+            }
             if let Some(rec) = self.at_anchor(&hash).and_then(|id| self.blocks.get(id)) {
                 return rec;
             }
@@ -623,6 +634,12 @@ impl InferenceChain {
                     ids.retain(|i| *i != id);
                     if ids.is_empty() {
                         self.anchored.remove(&rec.anchor);
+                        if let Some(at) = self.anchor_heights.get_mut(&rec.anchor_height) {
+                            at.retain(|a| *a != rec.anchor);
+                            if at.is_empty() {
+                                self.anchor_heights.remove(&rec.anchor_height);
+                            }
+                        }
                     }
                 }
                 self.retired.insert(id, rec);
@@ -807,6 +824,7 @@ impl InferenceChain {
         let ids = self.anchored.entry(anchor).or_default();
         ids.push(id);
         ids.sort_unstable();
+        index_anchor(&mut self.anchor_heights, rec_anchor_height, anchor);
         self.retired.remove(&id);
         self.blocks.insert(id, rec);
         let anchor_height = rec_anchor_height;
@@ -1369,6 +1387,14 @@ struct BlockOps {
     /// The parent's inferences this block settles (paid or refunded): their text may go
     /// once the ledger is six blocks past this block's anchor.
     settled: Vec<Hash256>,
+}
+
+/// Notes that a block is anchored at ledger block `anchor`, at ledger height `height`.
+fn index_anchor(index: &mut BTreeMap<u32, Vec<Hash256>>, height: u32, anchor: Hash256) {
+    let at = index.entry(height).or_default();
+    if !at.contains(&anchor) {
+        at.push(anchor);
+    }
 }
 
 fn unreachable_record() -> &'static BlockRecord {

@@ -1642,6 +1642,28 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
         "only one of the set of five rejected it grossly"
     );
     assert_eq!(slashed(2), "none", "committed after its block");
+    // Caught, the lazy verifier is barred from the verifier sets: it leaves the leaders
+    // (who make the next cycle's set) though its stake still ranks first, and stays out
+    // when it stakes more; the other four stay.
+    let leaders = |w: &World, at: &[u8; 32]| w.read(at, "staking", "get-leaders", &[]).to_string();
+    let lazy = principal(&w.chain, &verifiers[0]).to_string();
+    let barred = w.read(
+        &b5_id,
+        "staking",
+        "get-barred",
+        &[principal(&w.chain, &verifiers[0])],
+    );
+    assert!(barred.to_string().starts_with("(some u"), "{barred}");
+    assert!(
+        !leaders(&w, &b5_id).contains(&lazy),
+        "{}",
+        leaders(&w, &b5_id)
+    );
+    assert!(leaders(&w, &b4_id).contains(&lazy));
+    for v in &verifiers[1..] {
+        let who = principal(&w.chain, v).to_string();
+        assert!(leaders(&w, &b5_id).contains(&who), "{who}");
+    }
 
     // Each reveal whose commitment exists costs a tally of a block's votes: a block
     // carries at most 16 (a 17th makes it invalid), so reveals cannot slow every node.
@@ -1656,6 +1678,23 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     // The verifiers that replayed keep their stakes.
     assert!(stake_of(&w, &b5_id, &verifiers[1]).contains("(amount u9000)"));
     assert!(stake_of(&w, &b5_id, &verifiers[2]).contains("(amount u8000)"));
+    // Staking more does not bring the barred verifier back.
+    let l7 = w.win(b6_id, 200);
+    let more = vec![boot_call(
+        &verifiers[0],
+        1,
+        "staking",
+        "stake",
+        &[Value::UInt(5_000), Value::UInt(1)],
+    )];
+    let b7 = w.produce(l7, more, vec![], vec![]).unwrap();
+    let b7_id = w.chain.accept(&w.ledger.chain, b7).unwrap();
+    assert!(stake_of(&w, &b7_id, &verifiers[0]).contains("(amount u14000)"));
+    assert!(
+        !leaders(&w, &b7_id).contains(&lazy),
+        "{}",
+        leaders(&w, &b7_id)
+    );
 }
 
 /// An inference of `user` (nonce `nonce`) answered by `node` with 16 arbitrary tokens: a

@@ -72,6 +72,18 @@ fn more_work_replaces_the_tip_and_restores_utxos_and_mempool() {
     // The payment's coin is unspent again, and the payment is back in the mempool.
     let coins: std::collections::HashMap<_, _> = chain.all_coins().unwrap().into_iter().collect();
     assert!(coins.contains_key(&coin.0));
+    // The index by owner followed the reorganisation: the wallet's coins are the coin
+    // spent on A, back, and not A's payment.
+    let mut mine = chain.coins_of(&w.hash).unwrap();
+    mine.sort_by_key(|(o, _)| *o);
+    let mut expected: Vec<_> = coins
+        .iter()
+        .filter(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(w.hash))
+        .map(|(o, c)| (*o, c.clone()))
+        .collect();
+    expected.sort_by_key(|(o, _)| *o);
+    assert_eq!(mine, expected);
+    assert!(mine.iter().any(|(o, _)| *o == coin.0));
     assert!(!coins.contains_key(&fai_ledger::OutPoint::new(pay.txid(), 0)));
     for (op, c) in &coins_at_fork {
         assert_eq!(coins.get(op), Some(c), "coin of the fork point lost");

@@ -34,7 +34,8 @@ pub const SCHEMA: Schema = Schema {
     // 4: receipts sign the hash of the output's token ids (blocks encode it).
     // 5: the staking contract takes audits (another genesis state).
     // 6: votes on a block count in any block of its vote window, not only its child.
-    format_version: 6,
+    // 7: a verifier an audit caught is barred from the sets (another genesis state).
+    format_version: 7,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -127,7 +128,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 5,
+            format_version: 6,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -139,8 +140,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 5"), "{text}");
-        assert!(text.contains("version 6"), "{text}");
+        assert!(text.contains("format version 6"), "{text}");
+        assert!(text.contains("version 7"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

@@ -654,7 +654,7 @@ pub fn pay_from(
         .ok_or("amounts overflow")?;
     let maturity = ledger.params().coinbase_maturity;
     let height = ledger.height();
-    let coins = ledger.all_coins().map_err(|e| e.to_string())?;
+    let coins = ledger.coins_of(&address).map_err(|e| e.to_string())?;
     let mut candidates: Vec<_> = coins
         .into_iter()
         .filter(|(_, c)| c.output.kind == OutputKind::PayToKeyHash(address))

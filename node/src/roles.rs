@@ -333,12 +333,10 @@ impl Roles {
         let Ok((balance, nonce)) = chain.vm().account(&tip, ledger, gift.to.0) else {
             return;
         };
-        let Ok(coins) = ledger.all_coins() else {
+        let Ok(coins) = ledger.coins_of(&gift.to) else {
             return;
         };
-        let has_coin = coins
-            .iter()
-            .any(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(gift.to));
+        let has_coin = !coins.is_empty();
         if balance > 0 || nonce > 0 || has_coin {
             self.gift = None;
             return;

@@ -451,11 +451,8 @@ async fn coins_of(s: &RpcState, address: &str) -> Result<AccountCoins, ApiError>
         .call(move |st| {
             let chain = &st.ledger;
             let coins = chain
-                .all_coins()
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-                .into_iter()
-                .filter(|(_, c)| c.output.kind == fai_ledger::OutputKind::PayToKeyHash(a.key_hash))
-                .collect();
+                .coins_of(&a.key_hash)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok(AccountCoins {
                 tip: chain.height(),
                 maturity: chain.params().coinbase_maturity,
