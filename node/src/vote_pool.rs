@@ -1,5 +1,6 @@
-//! Verifiers' votes waiting to be carried by the next inference block: the child of the
-//! block they vote on puts them in `parent_votes`, and that is its finality certificate.
+//! Verifiers' votes waiting to be carried: a block of the voted block's vote window
+//! carries them (`InferenceChain::votes_to_carry` picks those its branch may still carry),
+//! and the votes that reach a quorum are its finality certificate.
 //!
 //! Votes are checked before they come in (signature, a known block, a verifier of that
 //! block's set, one verdict per inference); the pool keeps one vote per verifier and

@@ -23,6 +23,10 @@ use crate::settlement::Settlement;
 /// How many blocks after block N may carry the votes on N (a consensus constant).
 pub const VOTE_WINDOW: u32 = 6;
 
+// Five verifiers (the staking contract's SET-SIZE) on every block of the window fit in a
+// block: a producer never builds a block its peers cannot decode.
+const _: () = assert!((VOTE_WINDOW as u64) * 5 <= crate::block::MAX_BLOCK_VOTES);
+
 /// From how many blocks behind ([`InferenceChain::votes_behind`]) a serving node refuses
 /// new requests as busy: half the window, so that what it served before still has half
 /// the window to gather its votes.
@@ -203,7 +207,8 @@ impl InferenceChain {
                     .iter()
                     .chain(out.iter())
                     .any(|v| v.block == vote.block && v.verifier == vote.verifier);
-                if !known
+                if out.len() < crate::block::MAX_BLOCK_VOTES as usize
+                    && !known
                     && w.set.contains(&who)
                     && vote.verdicts.len() == inferences
                     && vote
