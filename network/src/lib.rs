@@ -43,7 +43,17 @@ pub enum Command {
     Ban { peer: PeerId, time: Duration },
     /// Lift a ban; answers whether there was one.
     Unban(PeerId, oneshot::Sender<bool>),
+    /// Ask for the text of inference block `block`'s inferences again: of the first
+    /// connected peer run by one of `servers` (in their order), or of another peer when
+    /// none of those is connected.
+    FetchPayloads {
+        block: fai_primitives::Hash256,
+        servers: Vec<fai_primitives::Hash160>,
+    },
 }
+
+/// Servers looked up for one ask at most (a block names a node per inference).
+pub const MAX_TEXT_SOURCES: usize = 8;
 
 // What operators are shown of peers and bans (`GET /v2/admin/peers`).
 pub use fai_api::{BanReport, PeerReport, PeersReport};
@@ -104,6 +114,22 @@ impl P2pHandle {
             .is_err()
         {
             debug!(target: "infer_node::p2p", ?topic, "network loop busy: not gossiped");
+        }
+    }
+
+    /// Asks peers for the text of `block`'s inferences (see [`Command::FetchPayloads`]);
+    /// dropped (and logged) when the loop is overwhelmed, like gossip.
+    pub fn fetch_payloads(
+        &self,
+        block: fai_primitives::Hash256,
+        servers: Vec<fai_primitives::Hash160>,
+    ) {
+        if self
+            .commands
+            .try_send(Command::FetchPayloads { block, servers })
+            .is_err()
+        {
+            debug!(target: "infer_node::p2p", %block, "network loop busy: text not asked for");
         }
     }
 

@@ -238,6 +238,7 @@ pub fn start_on(
             chain: node.chain.clone(),
             clock: node.clock.clone(),
             shutdown: node.shutdown.clone(),
+            text: node.clone(),
         };
         let (handle, thread) =
             crate::verify_service::start(links, node_key.clone(), loaded.models.clone(), payloads)

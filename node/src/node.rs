@@ -106,6 +106,15 @@ impl Node {
     }
 }
 
+/// The verifier asks for text it lacks through the node's network.
+impl crate::verify_service::TextSource for Node {
+    fn ask_for_text(&self, block: fai_primitives::Hash256, servers: Vec<fai_primitives::Hash160>) {
+        if let Some(p2p) = self.p2p.get() {
+            p2p.fetch_payloads(block, servers);
+        }
+    }
+}
+
 /// What the chain task's commands made goes out through the node: gossip through its
 /// network, the miners' signals, the snapshot readers see.
 impl Outlets for Node {

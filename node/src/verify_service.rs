@@ -4,6 +4,8 @@
 //! vote pool and out on the vote topic. The next blocks of the voted block's vote window
 //! carry the votes. A block's inferences on one model are replayed together, in batched
 //! forward passes; what was replayed and how long it took is counted for `/metrics`.
+//! Text that did not come with the block is asked of the nodes that served it while the
+//! verifier waits; what never comes is abstained on.
 //!
 //! The queue is bounded: when the node cannot keep up, the oldest blocks are not voted on
 //! (their inferences are refunded, as for any block without a quorum).
@@ -17,13 +19,20 @@ use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::payloads::PayloadStore;
 use fai_inference_chain::quorum::{Verdict, Vote};
 use fai_network::Topic;
-use fai_primitives::{Encode, Hash256, SecretKey};
+use fai_primitives::{Encode, Hash160, Hash256, SecretKey};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::chain_task::{ChainHandle, CountDown};
 use crate::clock::Clock;
 use crate::verify_queue::VerifierHandle;
+
+/// Where a verifier asks again for the text of a block it lacks (the network).
+pub trait TextSource: Send + Sync + 'static {
+    /// Asks the peers run by `servers` (the nodes that served the inferences whose text
+    /// is missing), or a few others, for the text of `block`'s inferences.
+    fn ask_for_text(&self, block: Hash256, servers: Vec<Hash160>);
+}
 
 /// What the verifier thread works with besides its key and models.
 pub struct Links {
@@ -33,6 +42,8 @@ pub struct Links {
     pub clock: Arc<dyn Clock>,
     /// It ends when this is cancelled.
     pub shutdown: CancellationToken,
+    /// Where it asks for text that did not come with the block.
+    pub text: Arc<dyn TextSource>,
 }
 
 /// Starts the verifier thread; it ends when `links.shutdown` is cancelled.
@@ -57,20 +68,49 @@ pub fn start(
     Ok((handle, thread))
 }
 
-/// How long a block's missing text is waited for (fetched from the peer that sent the
-/// block) before this verifier abstains on the inferences without it.
+/// How long a block's missing text is waited for before this verifier abstains on the
+/// inferences without it.
 const TEXT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Waits on the node's clock (a test's manual clock ends the wait only when moved).
-fn wait_for_text(links: &Links, payloads: &PayloadStore, block: &InferenceBlock) {
+/// While text is missing it is asked for (the block's sender was asked when the block
+/// arrived, but a block that came by sync, or a sender that did not keep the text, leaves
+/// the verifier without it): at once, then every `TEXT_ASK_EVERY`, each time of the next
+/// node that served an inference still without it, so that one peer answers per ask.
+const TEXT_ASK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits on the node's clock (a test's manual clock ends the wait only when moved),
+/// asking for what is missing on the way.
+fn wait_for_text(links: &Links, payloads: &PayloadStore, id: Hash256, block: &InferenceBlock) {
     let deadline = links.clock.now() + TEXT_WAIT;
+    let mut ask_at = links.clock.now();
+    let mut asks = 0usize;
+    // The nodes that served the inferences still missing their text (none: all here).
     let missing = || {
-        block
-            .inferences
-            .iter()
-            .any(|i| !payloads.has_answer(&i.stub.txid(), &i.receipt.signing_digest()))
+        let mut servers: Vec<Hash160> = Vec::new();
+        for i in &block.inferences {
+            if !payloads.has_answer(&i.stub.txid(), &i.receipt.signing_digest()) {
+                let server = i.receipt.node.hash160();
+                if !servers.contains(&server) {
+                    servers.push(server);
+                }
+            }
+        }
+        servers
     };
-    while missing() && links.clock.now() < deadline && !links.shutdown.is_cancelled() {
+    loop {
+        let mut servers = missing();
+        let now = links.clock.now();
+        if servers.is_empty() || now >= deadline || links.shutdown.is_cancelled() {
+            return;
+        }
+        if now >= ask_at {
+            debug!(target: "infer_node::verifier", block = %id, servers = servers.len(), "text missing: asking for it");
+            let turn = asks % servers.len();
+            servers.rotate_left(turn);
+            links.text.ask_for_text(id, servers);
+            asks = asks.saturating_add(1);
+            ask_at = now + TEXT_ASK_EVERY;
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -96,7 +136,7 @@ fn run(
         };
         // Off the backlog once voted, or however this block's turn ends.
         let _voted = CountDown(backlog);
-        wait_for_text(links, payloads, &block);
+        wait_for_text(links, payloads, id, &block);
         let started = std::time::Instant::now();
         let judged = crate::verifier::batch_verdicts(models, payloads, &block.inferences);
         stats.note_replayed(block.inferences.len(), started.elapsed());

@@ -763,12 +763,11 @@ async fn inference(
     let target = match target {
         Ok(Ok(target)) => target,
         Ok(Err(e)) | Err(e) => {
-            s.metrics
-                .inference_request(if e.status == StatusCode::SERVICE_UNAVAILABLE {
-                    metrics::Answer::Busy
-                } else {
-                    metrics::Answer::Refused
-                });
+            s.metrics.inference_request(if e.retry_after.is_some() {
+                metrics::Answer::Busy
+            } else {
+                metrics::Answer::Refused
+            });
             return e.into_response();
         }
     };
@@ -796,12 +795,11 @@ async fn serve_here(
     tx: InferenceTx,
 ) -> Result<impl futures::Stream<Item = api::InferenceEvent> + Send + 'static, ApiError> {
     let refused = |e: ApiError| {
-        s.metrics
-            .inference_request(if e.status == StatusCode::SERVICE_UNAVAILABLE {
-                metrics::Answer::Busy
-            } else {
-                metrics::Answer::Refused
-            });
+        s.metrics.inference_request(if e.retry_after.is_some() {
+            metrics::Answer::Busy
+        } else {
+            metrics::Answer::Refused
+        });
         e
     };
     check_served_here(s, &tx).map_err(refused)?;
@@ -873,11 +871,12 @@ async fn serve_here(
             held.done();
             release(&s.node, sender, nonce, txid);
             s.log().set(txid, InferenceState::Failed(e.to_string()));
-            let status = match e {
-                EngineError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_REQUEST,
+            let error = match e {
+                // The engine's queue drains in about a request's time.
+                EngineError::Busy { .. } => ApiError::busy(1, e.to_string()),
+                _ => bad(e.to_string()),
             };
-            return Err(refused(ApiError::new(status, e.to_string())));
+            return Err(refused(error));
         }
     };
     s.metrics.inference_request(metrics::Answer::Accepted);

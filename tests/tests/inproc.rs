@@ -647,3 +647,68 @@ fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
         );
     }
 }
+
+/// A verifier cut off while an inference was served and carried gets its block later, by
+/// sync, without its text: the result gossip passed it by, and only a gossiped block's
+/// sender is asked for text. Before, it waited for text nobody sent and abstained; now it
+/// asks the node that served the inference, replays the answer and accepts it. The nodes'
+/// clock stands still once node 2 is back: the ask is no timeout's.
+#[test]
+fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
+    use fai_inference_chain::quorum::Verdict;
+    let (net, _wallets) = ready(false);
+    net.partition(&[2]);
+    let receipt = net
+        .cli(0, &Purchase::new(0).args("alice"))
+        .unwrap_or_else(|e| panic!("the inference failed: {e}"));
+    let id = txid(&receipt).to_string();
+    let state = |i: usize| net.get(i, &format!("/v2/inference/{id}"));
+    // Nodes 0 and 1 carry and settle it (two votes of three are a quorum).
+    let mut blocks = 0;
+    while state(0)["state"] != "settled" {
+        net.advance(SPACING);
+        net.settle_among(&[0, 1]);
+        net.mine(blocks % 2);
+        net.advance(SPACING);
+        net.settle_among(&[0, 1]);
+        blocks += 1;
+        assert!(blocks <= 6, "the pair never settled it: {}", state(0));
+    }
+    // The API spells ids in their bytes' order (not the reversed display form).
+    let block = state(0)["block"]["id"]
+        .as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(fai_primitives::Hash256)
+        .unwrap_or_else(|| panic!("no block id: {}", state(0)));
+    let me = net.node(2).verifier.get().expect("node 2 verifies").address;
+    let vote = || {
+        net.node(2)
+            .chain
+            .call_blocking(move |s| {
+                s.votes
+                    .votes_on(&block)
+                    .into_iter()
+                    .find(|v| v.verifier.hash160() == me)
+            })
+            .unwrap()
+    };
+    assert!(vote().is_none(), "node 2 voted while cut off");
+    net.heal();
+    let asked = fai_tests::wait(120, &|| vote().is_some());
+    if !asked {
+        // The text never came: once the clock passes its wait, the verifier abstains.
+        net.advance(5);
+        fai_tests::wait(60, &|| vote().is_some());
+    }
+    let vote = vote().unwrap_or_else(|| panic!("node 2 never voted on {block}"));
+    assert!(
+        asked,
+        "node 2 voted only after its wait for the text: {vote:?}"
+    );
+    assert_eq!(
+        vote.verdicts,
+        vec![Verdict::Accept],
+        "node 2's vote on {block}"
+    );
+}

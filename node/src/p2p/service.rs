@@ -540,8 +540,8 @@ impl Service {
             (Pending::Status, Response::Status(status)) => self.on_status(peer, status),
             (Pending::Payloads(block), Response::Payloads(list)) => {
                 if !list.is_empty() {
-                    // Dropped when the chain task is busy: the verifier then rejects what
-                    // it cannot replay, as for any missing text.
+                    // Dropped when the chain task is busy: the verifier then asks again,
+                    // and abstains on what it cannot replay in time.
                     let _ = self.hand_over(Work::Payloads { peer, block, list });
                 }
             }
@@ -802,6 +802,28 @@ impl Service {
                 self.swarm.behaviour_mut().blocked.unblock_peer(peer);
                 let _ = reply.send(had);
             }
+            Command::FetchPayloads { block, servers } => self.fetch_payloads(block, &servers),
+        }
+    }
+
+    /// Asks the first connected peer among those that run `servers` for the text of
+    /// `block`'s inferences, or another peer when none of them is connected (a node that
+    /// verified or relayed the block may keep it): one answer per ask, which the asker
+    /// paces.
+    fn fetch_payloads(&mut self, block: Hash256, servers: &[fai_primitives::Hash160]) {
+        let of_server = {
+            let nodes = self.status.nodes.lock().ok();
+            servers
+                .iter()
+                .take(fai_network::MAX_TEXT_SOURCES)
+                .filter_map(|server| nodes.as_ref().and_then(|n| n.get(server).copied()))
+                .find(|peer| self.peers.contains_key(peer))
+        };
+        let peer =
+            of_server.or_else(|| self.peers.keys().find(|p| !self.book.is_banned(p)).copied());
+        if let Some(peer) = peer {
+            debug!(target: "infer_node::p2p", %block, %peer, "asking for a block's text again");
+            self.request(peer, Request::Payloads { block }, Pending::Payloads(block));
         }
     }
 
