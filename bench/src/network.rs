@@ -12,10 +12,15 @@
 //! servers by `clients` clients at once (16 by default). It ends when every one is settled on the first node:
 //! final (accepted, rejected or undecided), refunded because its vote window closed
 //! without a quorum (`refunded_late`), or dropped; a request a server refuses as busy
-//! (503) is counted in `refused_busy`.
+//! (503) is counted in `refused_busy` and sent again a second later, as a wallet does
+//! (dropping it would leave a gap in its sender's nonces).
+//!
+//! Each node's engine gets its share of the machine's cores (`engine.threads`, at least
+//! one; `threads_per_node`), as `infer-node devnet` gives them.
 //!
 //! `settled_per_sec` counts the final ones over that time; `engine_per_sec` is the same
-//! requests generated one after the other by the engine in this process; `ratio` is the
+//! requests generated one after the other by the engine in this process, with one
+//! node's threads (`CANDLE_NUM_THREADS` when set); `ratio` is the
 //! first over the second. Mining, every verifier's replay and the servers' engines share
 //! this machine's cores, so the work bounds the ratio: each inference is generated once
 //! and replayed by every verifier of the set, so at best `limit_ratio` = 1 / (1 +
@@ -48,6 +53,9 @@ const MAX_TOKENS: u32 = 16;
 pub const CLIENTS: usize = 16;
 /// A sender's inferences served but not in a block yet, at most (nodes hold 64).
 const MAX_WAITING: u64 = 48;
+/// Busy refusals of one request before the run fails (each is followed by a second's
+/// wait).
+const MAX_REFUSALS: u32 = 120;
 /// Wallets the load is signed by, unless `--senders` says otherwise.
 pub const SENDERS: usize = 8;
 
@@ -64,13 +72,17 @@ pub struct NetworkReport {
     /// Refunded because its vote window closed without a quorum of votes: served for
     /// nothing.
     pub refunded_late: usize,
-    /// Refused up front by a busy server (503).
+    /// Refusals by a busy server (503), each tried again a second later (one request
+    /// may be refused more than once).
     pub refused_busy: usize,
     /// Never put in a block (refused by the producer or expired).
     pub dropped: usize,
     pub senders: usize,
     /// Requests in flight at once.
     pub clients: usize,
+    /// Engine threads of each node (its share of the machine's cores), and of the
+    /// engine alone that the network is measured against.
+    pub threads_per_node: usize,
     /// From the first request sent to the last one settled.
     pub seconds: f64,
     pub settled_per_sec: f64,
@@ -236,6 +248,13 @@ pub fn network(
     }
     if !(1..=64).contains(&clients) {
         bail!("--clients must be between 1 and 64");
+    }
+    // Each node gets its share of the cores (`engine.threads`), and the engine alone is
+    // measured with one node's share: candle reads this once, at its first tensor
+    // operation, and no other thread of this run has started yet.
+    let threads = devnet::engine_threads_per_node(nodes);
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
     }
     let dir = tempfile::tempdir()?;
     let program = std::env::current_exe().context("cannot find this program's path")?;
@@ -422,21 +441,34 @@ fn measure(
                             seed: sampling.seed,
                             nonce,
                         };
-                        match wallet::infer(server, sender, &req, |_| {}) {
-                            Ok(r) => {
-                                let txid = r.receipt.txid;
-                                if let Ok(mut v) = receipts.lock() {
-                                    v.push((i, txid, Instant::now()));
+                        // A busy refusal is tried again a second later, as a wallet
+                        // does: giving up would leave a gap in the sender's nonces
+                        // that no later request of its could be carried past.
+                        let mut refusals = 0;
+                        loop {
+                            match wallet::infer(server, sender, &req, |_| {}) {
+                                Ok(r) => {
+                                    let txid = r.receipt.txid;
+                                    if let Ok(mut v) = receipts.lock() {
+                                        v.push((i, txid, Instant::now()));
+                                    }
+                                }
+                                Err(e)
+                                    if format!("{e:#}").contains("503")
+                                        && refusals < MAX_REFUSALS =>
+                                {
+                                    refusals += 1;
+                                    refused_busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    std::thread::sleep(Duration::from_secs(1));
+                                    continue;
+                                }
+                                Err(e) => {
+                                    if let Ok(mut v) = failures.lock() {
+                                        v.push(format!("request {i}: {e:#}"));
+                                    }
                                 }
                             }
-                            Err(e) if format!("{e:#}").contains("503") => {
-                                refused_busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            Err(e) => {
-                                if let Ok(mut v) = failures.lock() {
-                                    v.push(format!("request {i}: {e:#}"));
-                                }
-                            }
+                            break;
                         }
                     }
                 }
@@ -592,6 +624,10 @@ fn measure(
         dropped,
         senders: sender_count,
         clients,
+        threads_per_node: std::env::var("CANDLE_NUM_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1),
         seconds,
         settled_per_sec,
         engine_per_sec,

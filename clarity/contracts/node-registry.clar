@@ -1,7 +1,9 @@
 ;; node-registry: inference nodes, the models they serve, their price per million output
 ;; tokens, the network address wallets reach them at, and a bond that a rejected result
 ;; slashes. A node leaves in two steps: it asks to withdraw, stops being listed, and takes
-;; its bond back `withdraw-delay` ledger blocks later (time for pending results to settle).
+;; its bond back `withdraw-delay` ledger blocks later, and only once every inference of its
+;; that a block carried has settled: the consensus holds the bond through the vote window
+;; of each block that carries one (`hold`), so that a rejected answer always finds the bond.
 
 (define-constant CONSENSUS tx-sender)
 (define-constant MAX-MODELS u8)
@@ -19,6 +21,7 @@
 (define-constant ERR-TOO-EARLY (err u210))
 (define-constant ERR-BAD-PARAMETER (err u211))
 (define-constant ERR-ALREADY-REPORTED (err u212))
+(define-constant ERR-UNSETTLED (err u213))
 
 (define-data-var min-bond uint u1)
 (define-data-var withdraw-delay uint u100)
@@ -26,6 +29,10 @@
 (define-map nodes principal
   {models: (list 8 (buff 32)), price: uint, address: (string-ascii 128), bond: uint,
    slashed: uint, withdraw-at: (optional uint)})
+
+;; Node -> the last inference block (block-height) in which an inference of its may still
+;; settle: until then its bond stays, whatever the withdrawal delay.
+(define-map held-until principal uint)
 
 ;; Tenures (by ledger anchor) whose producer signed two blocks, reported and punished.
 (define-map equivocations {producer: principal, anchor: (buff 32)} uint)
@@ -41,6 +48,10 @@
   (match (map-get? nodes node)
     n (and (is-none (get withdraw-at n)) (is-some (index-of? (get models n) model)))
     false))
+
+;; The last inference block in which an inference of `node` may still settle, if any.
+(define-read-only (get-held-until (node principal))
+  (map-get? held-until node))
 
 (define-read-only (get-min-bond)
   (var-get min-bond))
@@ -83,19 +94,31 @@
     (map-set nodes tx-sender (merge n {withdraw-at: (some at)}))
     (ok at)))
 
-;; Takes the bond back and deletes the registration.
+;; Takes the bond back and deletes the registration, once the delay has passed and every
+;; inference of the node that a block carried has settled.
 (define-public (withdraw)
   (let ((node tx-sender)
         (n (unwrap! (map-get? nodes tx-sender) ERR-NOT-REGISTERED))
         (at (unwrap! (get withdraw-at n) ERR-NOT-WITHDRAWING)))
     (asserts! (>= burn-block-height at) ERR-TOO-EARLY)
+    (asserts! (> block-height (default-to u0 (map-get? held-until node))) ERR-UNSETTLED)
     (if (> (get bond n) u0)
         (try! (as-contract (stx-transfer? (get bond n) tx-sender node)))
         true)
     (map-delete nodes node)
+    (map-delete held-until node)
     (ok (get bond n))))
 
 ;; --- consensus only ---
+
+;; A block carries inferences of `node` that may settle as late as inference block `until`
+;; (the end of its vote window): the bond stays until then.
+(define-public (hold (node principal) (until uint))
+  (begin
+    (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
+    (map-set held-until node
+             (match (map-get? held-until node) held (if (> held until) held until) until))
+    (ok true)))
 
 ;; Burns up to `amount` of the bond of `node` (a rejected result); returns what was burnt.
 (define-public (slash (node principal) (amount uint))

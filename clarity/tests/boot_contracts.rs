@@ -474,6 +474,52 @@ fn node_registry_withdrawal_after_the_delay() {
     );
 }
 
+/// A node whose inferences a block carried keeps its bond until the last block in which
+/// they may settle, even once the withdrawal delay has passed: only the consensus holds
+/// it, a hold never shortens an earlier one, and the bond comes back the block after.
+#[test]
+fn node_registry_withdrawal_waits_for_held_inferences_to_settle() {
+    let (mut r, id) = with_model();
+    let n = account(1);
+    r.call(
+        &n,
+        "node-registry",
+        "register",
+        &format!("(list {id}) u500 \"addr\" u100"),
+    );
+    let height: u32 = r
+        .eval_as(BOOT, "block-height")
+        .trim_start_matches('u')
+        .parse()
+        .unwrap();
+    let hold = |r: &mut Repl, who: &str, until: u32| {
+        r.call(who, "node-registry", "hold", &format!("'{n} u{until}"))
+    };
+    assert_eq!(hold(&mut r, &n, 0), "(err u200)");
+    assert_eq!(hold(&mut r, BOOT, height + 9), "(ok true)");
+    assert_eq!(hold(&mut r, BOOT, height + 2), "(ok true)");
+    assert_eq!(
+        r.call(&n, "node-registry", "get-held-until", &format!("'{n}")),
+        format!("(some u{})", height + 9)
+    );
+    r.call(&n, "node-registry", "request-withdrawal", "");
+    r.advance(6);
+    assert_eq!(r.call(&n, "node-registry", "withdraw", ""), "(err u213)");
+    r.advance(3);
+    assert_eq!(
+        r.eval_as(BOOT, "block-height"),
+        format!("u{}", height + 9),
+        "the last block it is held through"
+    );
+    assert_eq!(r.call(&n, "node-registry", "withdraw", ""), "(err u213)");
+    r.advance(1);
+    assert_eq!(r.call(&n, "node-registry", "withdraw", ""), "(ok u100)");
+    assert_eq!(
+        r.call(&n, "node-registry", "get-held-until", &format!("'{n}")),
+        "none"
+    );
+}
+
 #[test]
 fn only_the_consensus_slashes_and_slashing_burns_the_bond() {
     let (mut r, id) = with_model();

@@ -18,9 +18,12 @@
 //!    nobody earns anything;
 //! 2. the peg-ins of its ledger branch newly six blocks deep (mints);
 //! 3. `staking.begin-cycle` when its ledger anchor starts a new reward cycle;
-//! 4. its VM transactions, each paying its fee to the producer (evidence of a producer
+//! 4. `node-registry.hold` for each node whose inferences it carries: the node cannot
+//!    withdraw its bond before the last block of this block's vote window, so a rejected
+//!    answer always finds the bond to slash;
+//! 5. its VM transactions, each paying its fee to the producer (evidence of a producer
 //!    that signed two blocks for one tenure burns that producer's node bond, once);
-//! 5. the escrow of its inferences' max fees, each spending its sender's next nonce (the
+//! 6. the escrow of its inferences' max fees, each spending its sender's next nonce (the
 //!    account nonce VM transactions use too), so no inference is charged twice.
 //!
 //! Every one of these must succeed (a contract call may return `(err ..)`); the state
@@ -1063,7 +1066,28 @@ impl InferenceChain {
                 vec![Value::UInt(u128::from(cycle))],
             ));
         }
-        // 4. VM transactions and their fees.
+        // 4. The bonds of the nodes whose inferences this block carries stay until its
+        // vote window closes, before any transaction could withdraw one.
+        let held_until = block
+            .header
+            .height
+            .checked_add(VOTE_WINDOW)
+            .ok_or_else(|| invalid("the block height overflows"))?;
+        let mut holding = HashSet::new();
+        for inf in &block.inferences {
+            let node = inf.receipt.node.hash160().0;
+            if holding.insert(node) {
+                ops.push(system(
+                    "node-registry",
+                    "hold",
+                    vec![
+                        self.vm.principal(node).into(),
+                        Value::UInt(u128::from(held_until)),
+                    ],
+                ));
+            }
+        }
+        // 5. VM transactions and their fees.
         let audits = block.vm_txs.iter().filter(|tx| tx.reveals_audit()).count();
         if audits > MAX_AUDITS_PER_BLOCK {
             return Err(invalid(format!(
@@ -1087,7 +1111,7 @@ impl InferenceChain {
             }
             ops.push(BlockOp::Tx(vm_tx));
         }
-        // 5. Escrow of this block's inference fees.
+        // 6. Escrow of this block's inference fees.
         for inf in &block.inferences {
             ops.push(BlockOp::Escrow {
                 from: inf.stub.sender.hash160().0,

@@ -217,6 +217,15 @@ impl World {
         tip
     }
 
+    /// Empty ledger blocks up to the last before a new reward cycle (of 5 blocks), so
+    /// that the next tenure's block starts the cycle and records its verifier set.
+    fn mine_to_next_cycle(&mut self) {
+        while (self.ledger.chain.height() + 1) % 5 != 0 {
+            let b = self.ledger.mine(vec![]);
+            self.connect(&b);
+        }
+    }
+
     fn connect(&mut self, block: &Block) -> Hash256 {
         let h = block.header.hash();
         self.chain.on_ledger_block(&self.ledger.chain, &h).unwrap();
@@ -464,10 +473,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     assert!(err.to_string().contains("did not win"), "{err}");
 
     // Into the next reward cycle, where the five stakers are the verifier set.
-    while (w.ledger.chain.height() + 1) % 5 != 0 {
-        let b = w.ledger.mine(vec![]);
-        w.connect(&b);
-    }
+    w.mine_to_next_cycle();
     let fork_point = w.ledger.chain.tip_hash();
 
     // Tenure 2: an honest and a forged result for the same user.
@@ -1137,10 +1143,7 @@ fn a_late_first_block_of_a_cycle_leaves_every_node_on_the_same_chain() {
 
     // The first tenure of the next cycle records the five as its verifier set; node B
     // does not get its block yet.
-    while (w.ledger.chain.height() + 1) % 5 != 0 {
-        let block = w.ledger.mine(vec![]);
-        w.connect(&block);
-    }
+    w.mine_to_next_cycle();
     let l2 = w.win(staked_id, 0);
     follow(&mut b, &w);
     let first = w.produce(l2, vec![], vec![], vec![]).unwrap();
@@ -1500,10 +1503,7 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     let (user, node, producer) = (key(2), key(3), key(1));
     let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
     let (_, b1_id) = stake_and_register(&mut w, &verifiers);
-    while (w.ledger.chain.height() + 1) % 5 != 0 {
-        let b = w.ledger.mine(vec![]);
-        w.connect(&b);
-    }
+    w.mine_to_next_cycle();
 
     // Three forged answers (random tokens), served by the node for the user.
     let forged: Vec<Inference> = (0..3u64)
@@ -1746,10 +1746,7 @@ fn votes_count_anywhere_in_the_window_and_a_block_is_refunded_only_when_it_close
     let (user, node) = (key(2), key(3));
     let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
     let (_, b1_id) = stake_and_register(&mut w, &verifiers);
-    while (w.ledger.chain.height() + 1) % 5 != 0 {
-        let b = w.ledger.mine(vec![]);
-        w.connect(&b);
-    }
+    w.mine_to_next_cycle();
     let l2 = w.win(b1_id, 200);
     let b2 = w
         .produce(l2, vec![], vec![random_answer(&w, &user, &node, 0)], vec![])
@@ -1851,4 +1848,95 @@ fn votes_count_anywhere_in_the_window_and_a_block_is_refunded_only_when_it_close
     let anchor = w.win(tip, 200);
     let err = w.produce(anchor, vec![], vec![], vec![late]).unwrap_err();
     assert!(err.to_string().contains("not in the window"), "{err}");
+}
+
+/// A node serves a forged answer and asks to withdraw in the block that carries it; the
+/// withdrawal delay (one ledger block here) has passed by the next tenure, while the
+/// answer's vote window is still open. Its withdrawal then fails (`u213`): the bond stays
+/// until the window's last block, so the rejection that settles the answer a block later
+/// slashes it. Before, the withdrawal took the whole bond back and the slash found no
+/// registration: a node could forge and leave unpunished whenever its answers settled
+/// later than its delay. Once the window is past, the rest of the bond comes back.
+#[test]
+fn a_node_keeps_its_bond_until_its_answers_settle() {
+    let mut w = world_with(|c| c.genesis.withdraw_delay = 1);
+    let (user, node) = (key(2), key(3));
+    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
+    let (_, b1_id) = stake_and_register(&mut w, &verifiers);
+    w.mine_to_next_cycle();
+    let registry = |w: &World, at: &[u8; 32]| w.registry_entry(at, &node);
+    assert!(
+        registry(&w, &b1_id).contains(&format!("(bond u{BOND})")),
+        "{}",
+        registry(&w, &b1_id)
+    );
+
+    // Tenure 2: the forgery, and the node's request to withdraw.
+    let l2 = w.win(b1_id, 200);
+    let leave = boot_call(&node, 1, "node-registry", "request-withdrawal", &[]);
+    let b2 = w
+        .produce(
+            l2,
+            vec![leave],
+            vec![random_answer(&w, &user, &node, 0)],
+            vec![],
+        )
+        .unwrap();
+    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
+    let node_before = w.balance(&b2_id, hash(&node).0);
+
+    // Tenure 3: past the delay, the node tries to take its bond back.
+    let l3 = w.win(b2_id, 200);
+    let withdraw = |nonce| boot_call(&node, nonce, "node-registry", "withdraw", &[]);
+    let b3 = w.produce(l3, vec![withdraw(2)], vec![], vec![]).unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    assert_eq!(
+        w.nonce(&b3_id, hash(&node).0),
+        3,
+        "the withdrawal is carried"
+    );
+    assert_eq!(
+        w.balance(&b3_id, hash(&node).0),
+        node_before,
+        "no bond back"
+    );
+
+    // Tenure 4: three of five reject the answer grossly; the bond pays for it.
+    let votes: Vec<Vote> = verifiers[..3]
+        .iter()
+        .map(|v| Vote::new(v, Hash256(b2_id), vec![Verdict::RejectGross]))
+        .collect();
+    let l4 = w.win(b3_id, 200);
+    let b4 = w.produce(l4, vec![], vec![], votes).unwrap();
+    let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
+    let entry = registry(&w, &b4_id);
+    assert!(
+        entry.starts_with("(some") && !entry.contains("(slashed u0)"),
+        "slashed: {entry}"
+    );
+    let bond_left: u128 = entry
+        .split("(bond u")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{entry}"));
+    assert!(bond_left < BOND, "{entry}");
+
+    // Past the window of the answer's block, the rest of the bond comes back.
+    let mut tip = b4_id;
+    for _ in 0..VOTE_WINDOW {
+        let anchor = w.win(tip, 200);
+        let b = w.produce(anchor, vec![], vec![], vec![]).unwrap();
+        tip = w.chain.accept(&w.ledger.chain, b).unwrap();
+    }
+    let l5 = w.win(tip, 200);
+    let b5 = w.produce(l5, vec![withdraw(3)], vec![], vec![]).unwrap();
+    let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
+    assert_eq!(registry(&w, &b5_id), "none");
+    assert_eq!(
+        w.balance(&b5_id, hash(&node).0),
+        node_before + bond_left,
+        "{}",
+        registry(&w, &b4_id)
+    );
 }

@@ -152,6 +152,12 @@ pub struct EngineSection {
     /// Requests a worker decodes together (continuous batching); 1 decodes one at a time.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// CPU threads the engine's tensor operations use (generation and the verifier's
+    /// replays share them); the machine's cores by default. Nodes that share a machine
+    /// split its cores: threads that outnumber the cores spin while they wait for each
+    /// other.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn default_device() -> String {
@@ -172,6 +178,7 @@ impl Default for EngineSection {
             workers: None,
             queue: None,
             max_batch: default_max_batch(),
+            threads: None,
         }
     }
 }
@@ -571,6 +578,9 @@ impl Config {
         if self.engine.max_batch == 0 || self.engine.max_batch > 256 {
             bail!("engine.max_batch must be 1 to 256");
         }
+        if self.engine.threads.is_some_and(|t| t == 0 || t > 1024) {
+            bail!("engine.threads must be 1 to 1024 (or left out for the machine's cores)");
+        }
         self.engine.device()?;
         if self.engine.serve.len() > 64 {
             bail!("engine.serve lists at most 64 models");
@@ -758,6 +768,12 @@ mod tests {
             shipped.deprecations.is_empty(),
             "the shipped files use [engine]"
         );
+        assert_eq!(c.engine.threads, None, "the machine's cores");
+        let split = format!("{base}[engine]\nthreads = 2\n");
+        assert_eq!(Config::parse(&split, "x").unwrap().engine.threads, Some(2));
+        let none = format!("{base}[engine]\nthreads = 0\n");
+        let err = format!("{:#}", Config::parse(&none, "x").unwrap_err());
+        assert!(err.contains("engine.threads"), "{err}");
         let bad = format!("{base}[engine]\ndevice = \"tpu\"\n");
         let err = format!("{:#}", Config::parse(&bad, "x").unwrap_err());
         assert!(

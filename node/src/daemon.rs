@@ -76,8 +76,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Gives the engine's tensor operations `engine.threads` threads (candle reads
+/// `CANDLE_NUM_THREADS` once, when it first needs its thread pool). Call it before any
+/// other thread starts: it changes the process's environment.
+pub fn apply_engine_threads(config: &Config) {
+    if let Some(threads) = config.engine.threads {
+        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+    }
+}
+
 /// Runs the node until it is told to stop.
 pub fn run(config: Config, options: StartOptions) -> Result<()> {
+    apply_engine_threads(&config);
     // The runtime and the signal handlers first: a Ctrl-C or SIGTERM during a slow start
     // (opening the databases) is then a clean stop once the start is done.
     let runtime = runtime()?;

@@ -69,7 +69,7 @@ pub fn prepare(o: &Options, tweak: Tweak<'_>) -> Result<Vec<Member>> {
         let rpc = format!("127.0.0.1:{}", usize::from(o.rpc_port) + i);
         let p2p = format!("/ip4/127.0.0.1/tcp/{}", usize::from(o.p2p_port) + i);
         let bootstrap: Vec<String> = first_address.iter().cloned().collect();
-        let text = member_config(i, &dir, &rpc, &p2p, &bootstrap, tweak)?;
+        let text = member_config(i, o.nodes, &dir, &rpc, &p2p, &bootstrap, tweak)?;
         let config = dir.join("infer-node.toml");
         std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
@@ -86,10 +86,19 @@ pub fn prepare(o: &Options, tweak: Tweak<'_>) -> Result<Vec<Member>> {
     Ok(members)
 }
 
-/// The built-in devnet configuration with this node's data directory, ports and
-/// bootstrap peers; the dev wallet only on the first node.
+/// The engine threads of each of `nodes` nodes sharing this machine: its cores split
+/// between them, at least one each.
+pub fn engine_threads_per_node(nodes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / nodes.max(1)).max(1)
+}
+
+/// The built-in devnet configuration with this node's data directory, ports, bootstrap
+/// peers and share of the machine's cores (`engine.threads`); the dev wallet only on the
+/// first node.
 fn member_config(
     i: usize,
+    nodes: usize,
     dir: &Path,
     rpc: &str,
     p2p: &str,
@@ -115,6 +124,8 @@ fn member_config(
         "bootstrap",
         toml::Value::Array(bootstrap.iter().map(|b| b.as_str().into()).collect()),
     )?;
+    let threads = i64::try_from(engine_threads_per_node(nodes)).unwrap_or(1);
+    set("engine", "threads", threads.into())?;
     if i > 0 {
         set("dev_wallet", "name", "".into())?;
     }
@@ -289,6 +300,11 @@ mod tests {
             assert_eq!(p2p, Some(format!("/ip4/127.0.0.1/tcp/{}", 27300 + i)));
             assert!(c.mining.enabled && c.inference.produce);
             assert_eq!(
+                c.engine.threads,
+                Some(engine_threads_per_node(3)),
+                "the nodes split the cores"
+            );
+            assert_eq!(
                 c.dev_wallet.name.is_empty(),
                 i != 0,
                 "only node-0 keeps the dev wallet"
@@ -315,5 +331,14 @@ mod tests {
         }
         let err = prepare(&with(3, 65_534), &|_, _| {}).unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");
+    }
+
+    #[test]
+    fn nodes_on_one_machine_split_its_cores_at_least_one_thread_each() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(engine_threads_per_node(1), cores);
+        assert_eq!(engine_threads_per_node(cores), 1);
+        assert_eq!(engine_threads_per_node(cores * 4 + 1), 1);
+        assert_eq!(engine_threads_per_node(0), cores);
     }
 }

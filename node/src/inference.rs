@@ -35,7 +35,9 @@ pub const SCHEMA: Schema = Schema {
     // 5: the staking contract takes audits (another genesis state).
     // 6: votes on a block count in any block of its vote window, not only its child.
     // 7: a verifier an audit caught is barred from the sets (another genesis state).
-    format_version: 7,
+    // 8: a node's bond is held through the vote window of every block carrying its
+    // inferences (another genesis state, and another operation in each such block).
+    format_version: 8,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -128,7 +130,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 6,
+            format_version: 7,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -140,8 +142,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 6"), "{text}");
-        assert!(text.contains("version 7"), "{text}");
+        assert!(text.contains("format version 7"), "{text}");
+        assert!(text.contains("version 8"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"
