@@ -20,7 +20,7 @@
 //!
 //! `settled_per_sec` counts the final ones over that time; `engine_per_sec` is the same
 //! requests generated one after the other by the engine in this process, with one
-//! node's threads (`CANDLE_NUM_THREADS` when set); `ratio` is the
+//! node's threads; `ratio` is the
 //! first over the second. Mining, every verifier's replay and the servers' engines share
 //! this machine's cores, so the work bounds the ratio: each inference is generated once
 //! and replayed by every verifier of the set, so at best `limit_ratio` = 1 / (1 +
@@ -252,10 +252,10 @@ pub fn network(
     // Each node gets its share of the cores (`engine.threads`), and the engine alone is
     // measured with one node's share: candle reads this once, at its first tensor
     // operation, and no other thread of this run has started yet.
-    let threads = devnet::engine_threads_per_node(nodes);
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-    }
+    std::env::set_var(
+        "CANDLE_NUM_THREADS",
+        devnet::engine_threads_per_node(nodes).to_string(),
+    );
     let dir = tempfile::tempdir()?;
     let program = std::env::current_exe().context("cannot find this program's path")?;
     let o = Options {
@@ -624,10 +624,7 @@ fn measure(
         dropped,
         senders: sender_count,
         clients,
-        threads_per_node: std::env::var("CANDLE_NUM_THREADS")
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(1),
+        threads_per_node: devnet::engine_threads_per_node(members.len()),
         seconds,
         settled_per_sec,
         engine_per_sec,
