@@ -52,7 +52,10 @@ impl Slot {
 pub struct ResultPool {
     waiting: HashMap<Hash256, Inference>,
     by_sender: HashMap<[u8; 20], BTreeMap<u64, Slot>>,
-    /// Insertion order of the waiting ones, for eviction when full.
+    /// Insertion order of the waiting ones, for eviction when full. Removal leaves its
+    /// entry here (skipped when popped) until stale entries outnumber the waiting ones:
+    /// then one pass drops them, so removing stays O(1) amortised (pruning a sender's
+    /// run after a block would otherwise scan the whole order once per inference).
     order: std::collections::VecDeque<Hash256>,
 }
 
@@ -151,7 +154,10 @@ impl ResultPool {
                 self.by_sender.remove(&sender);
             }
         }
-        self.order.retain(|t| t != txid);
+        if self.order.len() > 2 * self.waiting.len() + 64 {
+            let waiting = &self.waiting;
+            self.order.retain(|t| waiting.contains_key(t));
+        }
     }
 
     /// Forgets what a sender's account nonce has passed (included elsewhere, or the
@@ -304,6 +310,29 @@ mod tests {
         pool.reserve(sender, 2, Hash256([9; 32]), 7).unwrap();
         pool.release(sender, 2, Hash256([9; 32]));
         assert!(!pool.holds(sender, 2));
+    }
+
+    /// Runs of a sender carried block after block: each prune removes a run, and the
+    /// eviction order keeps no more than a bounded share of stale entries (before, every
+    /// removal scanned the whole order).
+    #[test]
+    fn pruning_run_after_run_keeps_the_eviction_order_bounded() {
+        let (user, node) = (
+            SecretKey::from_bytes(&[6; 32]).unwrap(),
+            SecretKey::from_bytes(&[7; 32]).unwrap(),
+        );
+        let sender = user.public_key().hash160().0;
+        let mut pool = ResultPool::default();
+        for wave in 0..12u64 {
+            for nonce in wave * 40..(wave + 1) * 40 {
+                pool.add(served(&user, &node, nonce).inference).unwrap();
+            }
+            assert_eq!(pool.len(), 40);
+            assert_eq!(pool.run_from(sender, wave * 40).len(), 40);
+            pool.prune_sender(sender, (wave + 1) * 40);
+            assert!(pool.is_empty());
+            assert!(pool.order.len() <= 64, "{} stale entries", pool.order.len());
+        }
     }
 
     /// What a sender may still be charged: the max fees of what is being served for it
