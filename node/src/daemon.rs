@@ -79,7 +79,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Gives the engine's tensor operations `engine.threads` threads (candle reads
 /// `CANDLE_NUM_THREADS` once, when it first needs its thread pool). Call it before any
 /// other thread starts: it changes the process's environment.
-pub fn apply_engine_threads(config: &Config) {
+fn apply_engine_threads(config: &Config) {
     if let Some(threads) = config.engine.threads {
         std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
     }

@@ -50,13 +50,14 @@ impl Slot {
 /// Inferences waiting for a block, by sender and nonce.
 #[derive(Default)]
 pub struct ResultPool {
-    waiting: HashMap<Hash256, Inference>,
+    /// Each with its place in `order`.
+    waiting: HashMap<Hash256, (u64, Inference)>,
     by_sender: HashMap<[u8; 20], BTreeMap<u64, Slot>>,
-    /// Insertion order of the waiting ones, for eviction when full. Removal leaves its
-    /// entry here (skipped when popped) until stale entries outnumber the waiting ones:
-    /// then one pass drops them, so removing stays O(1) amortised (pruning a sender's
-    /// run after a block would otherwise scan the whole order once per inference).
-    order: std::collections::VecDeque<Hash256>,
+    /// The waiting ones by insertion, for eviction when full: removing one is a lookup
+    /// (a scan of a queue made pruning a sender's run after each block quadratic).
+    order: BTreeMap<u64, Hash256>,
+    /// The place the next one added takes in `order`.
+    next_place: u64,
 }
 
 impl ResultPool {
@@ -112,10 +113,12 @@ impl ResultPool {
             None => {}
         }
         slots.insert(nonce, Slot::Waiting(txid));
-        self.waiting.insert(txid, inference);
-        self.order.push_back(txid);
+        let place = self.next_place;
+        self.next_place = place.saturating_add(1);
+        self.waiting.insert(txid, (place, inference));
+        self.order.insert(place, txid);
         while self.waiting.len() > MAX_TOTAL {
-            match self.order.pop_front() {
+            match self.order.first_key_value().map(|(_, t)| *t) {
                 Some(old) => self.remove(&old),
                 None => break,
             }
@@ -142,9 +145,10 @@ impl ResultPool {
 
     /// Forgets an inference (included in a block, or given up on).
     pub fn remove(&mut self, txid: &Hash256) {
-        let Some(inf) = self.waiting.remove(txid) else {
+        let Some((place, inf)) = self.waiting.remove(txid) else {
             return;
         };
+        self.order.remove(&place);
         let sender = inf.stub.sender.hash160().0;
         if let Some(slots) = self.by_sender.get_mut(&sender) {
             if slots.get(&inf.stub.nonce).map(Slot::txid) == Some(*txid) {
@@ -153,10 +157,6 @@ impl ResultPool {
             if slots.is_empty() {
                 self.by_sender.remove(&sender);
             }
-        }
-        if self.order.len() > 2 * self.waiting.len() + 64 {
-            let waiting = &self.waiting;
-            self.order.retain(|t| waiting.contains_key(t));
         }
     }
 
@@ -191,7 +191,7 @@ impl ResultPool {
                 Slot::Waiting(t) => self
                     .waiting
                     .get(t)
-                    .map_or(0, |inf| u128::from(inf.stub.max_fee.units())),
+                    .map_or(0, |(_, inf)| u128::from(inf.stub.max_fee.units())),
             })
             .fold(0, u128::saturating_add)
     }
@@ -211,7 +211,7 @@ impl ResultPool {
         };
         while let Some(Slot::Waiting(t)) = slots.get(&nonce) {
             match self.waiting.get(t) {
-                Some(inf) => out.push(inf.clone()),
+                Some((_, inf)) => out.push(inf.clone()),
                 None => break,
             }
             nonce = nonce.saturating_add(1);
@@ -313,10 +313,10 @@ mod tests {
     }
 
     /// Runs of a sender carried block after block: each prune removes a run, and the
-    /// eviction order keeps no more than a bounded share of stale entries (before, every
-    /// removal scanned the whole order).
+    /// eviction order holds exactly the waiting ones, an inference added again after
+    /// its removal (a reorganisation) once, at its new place.
     #[test]
-    fn pruning_run_after_run_keeps_the_eviction_order_bounded() {
+    fn pruning_run_after_run_keeps_the_eviction_order_exact() {
         let (user, node) = (
             SecretKey::from_bytes(&[6; 32]).unwrap(),
             SecretKey::from_bytes(&[7; 32]).unwrap(),
@@ -331,8 +331,16 @@ mod tests {
             assert_eq!(pool.run_from(sender, wave * 40).len(), 40);
             pool.prune_sender(sender, (wave + 1) * 40);
             assert!(pool.is_empty());
-            assert!(pool.order.len() <= 64, "{} stale entries", pool.order.len());
+            assert!(pool.order.is_empty(), "{} left", pool.order.len());
         }
+        let again = served(&user, &node, 480).inference;
+        let later = served(&user, &node, 481).inference;
+        pool.add(again.clone()).unwrap();
+        pool.remove(&again.stub.txid());
+        pool.add(later.clone()).unwrap();
+        pool.add(again.clone()).unwrap();
+        let order: Vec<Hash256> = pool.order.values().copied().collect();
+        assert_eq!(order, vec![later.stub.txid(), again.stub.txid()]);
     }
 
     /// What a sender may still be charged: the max fees of what is being served for it
