@@ -238,18 +238,22 @@ pub struct InferenceBlock {
     pub vm_transactions: Vec<String>,
     /// Inferences carried.
     pub inferences: usize,
-    /// Verifiers' votes carried (on the blocks of its vote window: its parent and the
-    /// blocks above it, at most `VOTE_WINDOW` of them).
+    /// Verifiers' commitments to their votes carried (on the blocks of its vote window
+    /// in their commit phase: its parent and the block above it).
+    pub commits: usize,
+    /// Verifiers' votes carried (on the blocks of its vote window past their commit
+    /// phase, at most `VOTE_WINDOW` blocks up).
     pub votes: usize,
-    /// The same votes by the block they vote on, oldest block first.
+    /// The same commitments and votes by the block they vote on, in the order they come.
     pub votes_by_block: Vec<VotesOnBlock>,
 }
 
-/// How many votes on one block an inference block carries.
+/// How many commitments and votes on one block an inference block carries.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct VotesOnBlock {
     /// The id of the block voted on.
     pub block: String,
+    pub commits: usize,
     pub votes: usize,
 }
 

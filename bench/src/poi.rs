@@ -114,6 +114,7 @@ pub fn assemble(list: &[Inference], producer: &SecretKey) -> Result<(Vec<u8>, u6
         ledger_height: 10,
         tx_root: Hash256([0; 32]),
         results_root: InferenceBlock::results_root_of(list),
+        commits_root: Hash256([0; 32]),
         votes_root: Hash256([0; 32]),
         state_root: [2; 32],
         vrf_proof: None,
@@ -125,6 +126,7 @@ pub fn assemble(list: &[Inference], producer: &SecretKey) -> Result<(Vec<u8>, u6
         header,
         vm_txs: Vec::new(),
         inferences: list.to_vec(),
+        commits: Vec::new(),
         votes: Vec::new(),
     }
     .to_bytes();

@@ -1,7 +1,7 @@
 //! Inference blocks: a header that anchors the block in the ledger and commits to its
 //! content, and a body of VM transactions, inferences (stubs and receipts: hashes, never
-//! text) and verifiers' votes on the blocks of its vote window (its parent and the
-//! blocks above it, see `crate::chain::VOTE_WINDOW`).
+//! text) and verifiers' commitments and votes on the blocks of its vote window (its
+//! parent and the blocks above it, see `crate::chain::VOTE_WINDOW`).
 //!
 //! The block id is sha256d of the header without the producer's signature; the producer
 //! signs the id. A tenure's first block carries the VRF proof of the output its commit stated.
@@ -10,7 +10,7 @@ use fai_primitives::codec::{write_vec, Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash256, PublicKey, SecretKey, Signature};
 use fai_vrf::{Proof, PROOF_LEN};
 
-use crate::quorum::Vote;
+use crate::quorum::{Vote, VoteCommit};
 use crate::types::{merkle_root, Inference, MAX_BLOCK_RECEIPTS};
 use crate::vmtx::SignedVmTx;
 
@@ -27,6 +27,8 @@ pub struct InferenceHeader {
     pub tx_root: Hash256,
     /// Merkle root of the inferences (stub txid, then receipt hash).
     pub results_root: Hash256,
+    /// Merkle root of the verifiers' commitments carried in the body.
+    pub commits_root: Hash256,
     /// Merkle root of the verifiers' votes carried in the body.
     pub votes_root: Hash256,
     /// The contract state after the block.
@@ -46,6 +48,7 @@ impl InferenceHeader {
         self.ledger_height.encode_to(out);
         self.tx_root.encode_to(out);
         self.results_root.encode_to(out);
+        self.commits_root.encode_to(out);
         self.votes_root.encode_to(out);
         self.state_root.encode_to(out);
         match &self.vrf_proof {
@@ -91,6 +94,7 @@ impl Decode for InferenceHeader {
             ledger_height: r.read_u32()?,
             tx_root: Decode::decode_from(r)?,
             results_root: Decode::decode_from(r)?,
+            commits_root: Decode::decode_from(r)?,
             votes_root: Decode::decode_from(r)?,
             state_root: r.read_array()?,
             vrf_proof: match r.read_u8()? {
@@ -116,14 +120,22 @@ pub struct InferenceBlock {
     /// VM transactions, in execution order.
     pub vm_txs: Vec<SignedVmTx>,
     pub inferences: Vec<Inference>,
-    /// Verifiers' votes on the blocks of the vote window not settled yet: the block
-    /// whose votes reach a quorum here is final, and settled here.
+    /// Verifiers' commitments to their votes on the blocks of the vote window in their
+    /// commit phase.
+    pub commits: Vec<VoteCommit>,
+    /// Verifiers' votes (reveals of carried commitments) on the blocks of the vote window
+    /// in their reveal phase and not settled yet: the block whose votes reach a quorum
+    /// here is final, and settled here.
     pub votes: Vec<Vote>,
 }
 
 /// Votes one block may carry: five verifiers on each block of the vote window, with
 /// room for larger sets.
 pub const MAX_BLOCK_VOTES: u64 = 128;
+
+/// Commitments one block may carry: five verifiers on each block of the commit phase,
+/// with room for larger sets.
+pub const MAX_BLOCK_COMMITS: u64 = 128;
 
 /// VM transactions one block may carry.
 pub const MAX_BLOCK_VM_TXS: u64 = 5_000;
@@ -139,6 +151,16 @@ impl InferenceBlock {
         merkle_root(&txs.iter().map(SignedVmTx::txid).collect::<Vec<_>>())
     }
 
+    /// The commitments root of `commits`.
+    pub fn commits_root_of(commits: &[VoteCommit]) -> Hash256 {
+        merkle_root(
+            &commits
+                .iter()
+                .map(VoteCommit::signing_digest)
+                .collect::<Vec<_>>(),
+        )
+    }
+
     /// The votes root of `votes`.
     pub fn votes_root_of(votes: &[Vote]) -> Hash256 {
         merkle_root(&votes.iter().map(Vote::signing_digest).collect::<Vec<_>>())
@@ -148,6 +170,7 @@ impl InferenceBlock {
     pub fn roots_match(&self) -> bool {
         self.header.tx_root == Self::tx_root_of(&self.vm_txs)
             && self.header.results_root == Self::results_root_of(&self.inferences)
+            && self.header.commits_root == Self::commits_root_of(&self.commits)
             && self.header.votes_root == Self::votes_root_of(&self.votes)
     }
 
@@ -166,6 +189,7 @@ impl Encode for InferenceBlock {
         self.header.encode_to(out);
         write_vec(out, &self.vm_txs);
         write_vec(out, &self.inferences);
+        write_vec(out, &self.commits);
         write_vec(out, &self.votes);
     }
 }
@@ -177,8 +201,10 @@ impl Decode for InferenceBlock {
             vm_txs: r.read_vec("VM transactions", MAX_BLOCK_VM_TXS, 100)?,
             // A stub and a receipt take well over 200 bytes.
             inferences: r.read_vec("inferences", MAX_BLOCK_RECEIPTS, 200)?,
-            // A verifier key, block id and signature: 129 bytes and more.
-            votes: r.read_vec("votes", MAX_BLOCK_VOTES, 129)?,
+            // A verifier key, block id, commitment and signature: 161 bytes.
+            commits: r.read_vec("commitments", MAX_BLOCK_COMMITS, 161)?,
+            // A verifier key, block id, salt and signature: 161 bytes and more.
+            votes: r.read_vec("votes", MAX_BLOCK_VOTES, 161)?,
         })
     }
 }

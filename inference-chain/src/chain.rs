@@ -10,7 +10,8 @@
 //! unless a later tenure's block builds on one of its blocks. What a block at height h
 //! executes, in order:
 //! 1. settlement of the blocks of its vote window (its parent and up to
-//!    [`VOTE_WINDOW`] − 1 blocks above) whose carried votes reach a majority of their
+//!    [`VOTE_WINDOW`] − 1 blocks above; votes are revealed past the first
+//!    [`COMMIT_PHASE`] blocks, which carry commitments) whose carried votes reach a majority of their
 //!    verifier set with this block's: each inference is paid (90% node, 10% to the
 //!    settled block's producer, rest back to the sender) or refunded with the node's bond
 //!    slashed, reputation is recorded, and that block's producer earns the subsidy; a
@@ -50,11 +51,11 @@ use fai_storage::{KeyValueStore, WriteBatch};
 use sha2::{Digest, Sha256};
 
 mod window;
-pub use window::{DueSettlement, WindowBlock, BUSY_BEHIND, VOTE_WINDOW};
+pub use window::{DueSettlement, WindowBlock, BUSY_BEHIND, COMMIT_PHASE, VOTE_WINDOW};
 
 use crate::block::{InferenceBlock, InferenceHeader};
 use crate::payloads::PayloadStore;
-use crate::quorum::{Outcome, Verdict, Vote};
+use crate::quorum::{Outcome, Verdict, Vote, VoteCommit};
 use crate::settlement::producer_subsidy;
 use crate::sortition::{tenure_proof_matches, Bid};
 use crate::tracker::{SortitionRecord, SortitionTracker};
@@ -981,7 +982,7 @@ impl InferenceChain {
         // 1. Settlement of the blocks of the window whose votes reach a quorum here, or
         // whose window closes here without one.
         let window = self.vote_window(ledger, parent);
-        for due in Self::due_settlements(&window, &block.votes)? {
+        for due in Self::due_settlements(&window, &block.commits, &block.votes)? {
             let Some(rec) = window
                 .iter()
                 .find(|w| w.rec.id == due.rec_id)
@@ -1290,6 +1291,22 @@ impl InferenceChain {
         audit
     }
 
+    /// The verifiers the reveal of an audit (inference `index` of block `audited`, its
+    /// salt, by `revealer`) would punish in a child of `parent`: empty when the chain does
+    /// not bear it out (see `audit`). What a planter checks before it reveals.
+    pub fn audit_offenders(
+        &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
+        audited: &Hash256,
+        index: u32,
+        salt: &[u8; 32],
+        revealer: &Hash160,
+    ) -> Vec<Hash160> {
+        self.audit(ledger, parent, audited, index, salt, revealer)
+            .offenders
+    }
+
     /// Builds, runs and signs the block of the tenure won at ledger block `anchor`: what a
     /// winning inference node does.
     #[allow(clippy::too_many_arguments)]
@@ -1301,6 +1318,7 @@ impl InferenceChain {
         vrf: &fai_vrf::SecretKey,
         vm_txs: Vec<SignedVmTx>,
         inferences: Vec<Inference>,
+        commits: Vec<VoteCommit>,
         votes: Vec<Vote>,
     ) -> Result<InferenceBlock, BlockError> {
         let record = self
@@ -1329,6 +1347,7 @@ impl InferenceChain {
             ledger_height: record.ledger_height,
             tx_root: InferenceBlock::tx_root_of(&vm_txs),
             results_root: InferenceBlock::results_root_of(&inferences),
+            commits_root: InferenceBlock::commits_root_of(&commits),
             votes_root: InferenceBlock::votes_root_of(&votes),
             state_root: [0; 32],
             vrf_proof: Some(proof),
@@ -1339,6 +1358,7 @@ impl InferenceChain {
             header: header.clone(),
             vm_txs,
             inferences,
+            commits,
             votes,
         };
         // Run it once to learn the state root (nothing is written: the block's state is

@@ -6,6 +6,12 @@
 //! undecided otherwise (refunded, nobody paid or slashed). Signatures from outside the
 //! set, over another block, with the wrong number of verdicts or that do not verify are
 //! ignored; a verifier counts once.
+//!
+//! Votes come in two phases (decision 0004): a verifier first publishes a
+//! [`VoteCommit`], a hash of its vote with a secret salt, and reveals the [`Vote`]
+//! itself (salt included) only once the commitments had to be carried; a revealed vote
+//! counts only beside its verifier's matching commitment, so nobody can copy a verdict
+//! before committing to its own.
 
 use fai_primitives::codec::{Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash160, Hash256, PublicKey, SecretKey, Signature};
@@ -77,18 +83,21 @@ pub enum Outcome {
     Undecided,
 }
 
-/// One verifier's signed verdicts on one block.
+/// One verifier's signed verdicts on one block: the reveal of its [`VoteCommit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vote {
     pub verifier: PublicKey,
     pub block: Hash256,
     /// One verdict per inference of the block, in order.
     pub verdicts: Vec<Verdict>,
+    /// The secret that made the commitment unguessable (from 4^n verdicts) until now.
+    pub salt: [u8; 32],
     pub signature: Signature,
 }
 
 impl Vote {
-    pub fn signing_digest(&self) -> Hash256 {
+    /// The verdicts' digest, without the salt: what the commitment hides.
+    fn content_digest(&self) -> Hash256 {
         let mut out = b"fai-vote/v1".to_vec();
         self.verifier.encode_to(&mut out);
         self.block.encode_to(&mut out);
@@ -101,16 +110,41 @@ impl Vote {
         Hash256::sha256d(&out)
     }
 
-    /// A signed vote.
+    /// What the verifier signs: the verdicts and the salt.
+    pub fn signing_digest(&self) -> Hash256 {
+        Hash256::sha256d_parts(&[b"fai-vote/v2", &self.content_digest().0, &self.salt])
+    }
+
+    /// The commitment this vote reveals.
+    pub fn commitment(&self) -> Hash256 {
+        Hash256::sha256d_parts(&[b"fai-vote-commit/v1", &self.content_digest().0, &self.salt])
+    }
+
+    /// A signed vote. Its salt is derived from a signature of the verifier's over the
+    /// verdicts: nobody without the key can compute it, and signing the same verdicts
+    /// again gives the same salt (a verifier that replays a block again after a restart
+    /// reveals what it committed to).
     pub fn new(key: &SecretKey, block: Hash256, verdicts: Vec<Verdict>) -> Self {
         let mut v = Vote {
             verifier: key.public_key(),
             block,
             verdicts,
+            salt: [0; 32],
             signature: Signature([0; 64]),
         };
+        let secret = key.sign(&Hash256::sha256d_parts(&[
+            b"fai-vote-salt/v1",
+            &v.content_digest().0,
+        ]));
+        v.salt = Hash256::sha256d(&secret.0).0;
         v.signature = key.sign(&v.signing_digest());
         v
+    }
+
+    /// Whether the verifier signed this vote.
+    pub fn signature_valid(&self) -> bool {
+        self.verifier
+            .verify(&self.signing_digest(), &self.signature)
     }
 }
 
@@ -120,6 +154,7 @@ impl Encode for Vote {
         self.block.encode_to(out);
         fai_primitives::codec::write_len(out, self.verdicts.len());
         out.extend(self.verdicts.iter().map(|v| v.byte()));
+        self.salt.encode_to(out);
         self.signature.encode_to(out);
     }
 }
@@ -143,8 +178,110 @@ impl Decode for Vote {
             verifier,
             block,
             verdicts,
+            salt: r.read_array()?,
             signature: Decode::decode_from(r)?,
         })
+    }
+}
+
+/// A verifier's commitment to its vote on a block, published before any vote on it can
+/// be seen: the first phase of a vote (decision 0004).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteCommit {
+    pub verifier: PublicKey,
+    pub block: Hash256,
+    /// [`Vote::commitment`] of the vote it will reveal.
+    pub commitment: Hash256,
+    pub signature: Signature,
+}
+
+impl VoteCommit {
+    pub fn signing_digest(&self) -> Hash256 {
+        let mut out = b"fai-vote-commit-message/v1".to_vec();
+        self.verifier.encode_to(&mut out);
+        self.block.encode_to(&mut out);
+        self.commitment.encode_to(&mut out);
+        Hash256::sha256d(&out)
+    }
+
+    /// The signed commitment to `vote` (made with the same key).
+    pub fn of(key: &SecretKey, vote: &Vote) -> Self {
+        let mut c = VoteCommit {
+            verifier: key.public_key(),
+            block: vote.block,
+            commitment: vote.commitment(),
+            signature: Signature([0; 64]),
+        };
+        c.signature = key.sign(&c.signing_digest());
+        c
+    }
+
+    /// Whether the verifier signed this commitment.
+    pub fn signature_valid(&self) -> bool {
+        self.verifier
+            .verify(&self.signing_digest(), &self.signature)
+    }
+
+    /// Whether `vote` is what this commits to (same verifier, block and digest).
+    pub fn opens_to(&self, vote: &Vote) -> bool {
+        self.verifier == vote.verifier
+            && self.block == vote.block
+            && self.commitment == vote.commitment()
+    }
+}
+
+impl Encode for VoteCommit {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.verifier.encode_to(out);
+        self.block.encode_to(out);
+        self.commitment.encode_to(out);
+        self.signature.encode_to(out);
+    }
+}
+
+impl Decode for VoteCommit {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(VoteCommit {
+            verifier: Decode::decode_from(r)?,
+            block: Decode::decode_from(r)?,
+            commitment: Decode::decode_from(r)?,
+            signature: Decode::decode_from(r)?,
+        })
+    }
+}
+
+/// What a verifier gossips on the vote topic: a commitment or its reveal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoteMessage {
+    Commit(VoteCommit),
+    Reveal(Vote),
+}
+
+impl Encode for VoteMessage {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            VoteMessage::Commit(c) => {
+                out.push(0);
+                c.encode_to(out);
+            }
+            VoteMessage::Reveal(v) => {
+                out.push(1);
+                v.encode_to(out);
+            }
+        }
+    }
+}
+
+impl Decode for VoteMessage {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        match r.read_u8()? {
+            0 => Ok(VoteMessage::Commit(Decode::decode_from(r)?)),
+            1 => Ok(VoteMessage::Reveal(Decode::decode_from(r)?)),
+            _ => Err(CodecError::Invalid {
+                what: "vote message",
+                reason: "neither a commitment (0) nor a reveal (1)",
+            }),
+        }
     }
 }
 
@@ -181,9 +318,7 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
             || signers.contains(&who)
             || vote.block != *block
             || vote.verdicts.len() != inferences
-            || !vote
-                .verifier
-                .verify(&vote.signing_digest(), &vote.signature)
+            || !vote.signature_valid()
         {
             continue;
         }

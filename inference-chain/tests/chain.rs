@@ -14,11 +14,12 @@ use fai_clarity::{Genesis, GenesisModel, Value, VmConfig};
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
 use fai_inference_chain::chain::{
-    escrow_account, BlockError, ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN, VOTE_WINDOW,
+    escrow_account, BlockError, ChainConfig, InferenceChain, COMMIT_PHASE, INFERENCE_BLOCKS_COLUMN,
+    VOTE_WINDOW,
 };
 use fai_inference_chain::ops::{build_register, commit_after, Op, RegisterRef};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
-use fai_inference_chain::quorum::{Outcome, Verdict, Vote};
+use fai_inference_chain::quorum::{Outcome, Verdict, Vote, VoteCommit};
 use fai_inference_chain::settlement::{fee, producer_subsidy};
 use fai_inference_chain::sortition::next_seed;
 use fai_inference_chain::types::*;
@@ -186,24 +187,67 @@ impl World {
         self.connect(&block)
     }
 
-    /// The producer's block for the tenure won at `anchor`.
+    /// The producer's block for the tenure won at `anchor`, carrying `votes` (on blocks
+    /// of its window past their commit phase).
     fn produce(
         &mut self,
         anchor: Hash256,
         vm_txs: Vec<SignedVmTx>,
         inferences: Vec<Inference>,
-        parent_votes: Vec<Vote>,
+        votes: Vec<Vote>,
     ) -> Result<fai_inference_chain::block::InferenceBlock, fai_inference_chain::chain::BlockError>
     {
+        let (ledger, producer, vrf) = (&self.ledger.chain, &self.producer, &self.vrf);
+        let commits = vec![];
         self.chain.produce(
-            &self.ledger.chain,
-            anchor,
-            &self.producer,
-            &self.vrf,
-            vm_txs,
-            inferences,
-            parent_votes,
+            ledger, anchor, producer, vrf, vm_txs, inferences, commits, votes,
         )
+    }
+
+    /// A block without transactions or inferences carrying `commits` and `votes`.
+    fn produce_committing(
+        &mut self,
+        anchor: Hash256,
+        commits: Vec<VoteCommit>,
+        votes: Vec<Vote>,
+    ) -> Result<fai_inference_chain::block::InferenceBlock, fai_inference_chain::chain::BlockError>
+    {
+        let (ledger, producer, vrf) = (&self.ledger.chain, &self.producer, &self.vrf);
+        self.chain.produce(
+            ledger,
+            anchor,
+            producer,
+            vrf,
+            vec![],
+            vec![],
+            commits,
+            votes,
+        )
+    }
+
+    /// The tenures of the commit phase of `block` (decision 0004): the first carries the
+    /// commitments to `votes` (made with their verifiers' keys, from `keys`), the others
+    /// nothing; each tenure's commit pays `each` to the verifier set. Returns the last
+    /// one's id: the block carrying the votes builds on it.
+    fn commit_phase(
+        &mut self,
+        block: [u8; 32],
+        keys: &[SecretKey],
+        votes: &[Vote],
+        each: u64,
+    ) -> [u8; 32] {
+        let mut tip = block;
+        for i in 0..COMMIT_PHASE {
+            let anchor = self.win(tip, each);
+            let commits = if i == 0 {
+                commits_of(keys, votes)
+            } else {
+                vec![]
+            };
+            let b = self.produce_committing(anchor, commits, vec![]).unwrap();
+            tip = self.chain.accept(&self.ledger.chain, b).unwrap();
+        }
+        tip
     }
 
     /// `n` empty tenure blocks won and produced on `from`; returns the last one's id.
@@ -283,6 +327,20 @@ impl World {
 }
 
 /// A transfer of `amount` from the user (key 2) to the node (key 3), fee 1,000.
+/// The commitments to `votes`, each signed with its verifier's key from `keys`.
+fn commits_of(keys: &[SecretKey], votes: &[Vote]) -> Vec<VoteCommit> {
+    votes
+        .iter()
+        .map(|v| {
+            let k = keys
+                .iter()
+                .find(|k| k.public_key() == v.verifier)
+                .expect("a verifier's key");
+            VoteCommit::of(k, v)
+        })
+        .collect()
+}
+
 fn transfer(nonce: u64, amount: u64) -> SignedVmTx {
     SignedVmTx::new(
         &key(2),
@@ -384,7 +442,7 @@ fn world_with(tweak: impl FnOnce(&mut ChainConfig)) -> World {
     let model_dir = tempfile::tempdir().unwrap();
     let model =
         LoadedModel::load(&ensure_fai_tiny(model_dir.path()).unwrap(), &Device::Cpu).unwrap();
-    let mut ledger = Ledger::new(24);
+    let mut ledger = Ledger::new(48);
     let dir = tempfile::tempdir().unwrap();
     let kv = Arc::new(RocksStore::open(dir.path(), SCHEMA_OF_TESTS).unwrap());
     let payloads = PayloadStore::new(kv.clone());
@@ -565,8 +623,10 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .iter()
         .all(|v| v.verdicts == vec![Verdict::Accept, Verdict::Reject]));
 
-    // Tenure 3 carries the votes; its commit pays the verifier set.
-    let commit = w.commit(b2_id, 200);
+    // Tenure 3 carries their commitments, the next tenure nothing, and the one after
+    // the votes (decision 0004); each commit pays the verifier set.
+    let committed = w.commit_phase(b2_id, &verifiers, &votes[..3], 200);
+    let commit = w.commit(committed, 200);
     let l3 = w.ledger.mine(vec![commit]);
     let l3_hash = w.connect(&l3);
     let b3 = w
@@ -623,7 +683,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .unwrap();
     let alt_id = w.chain.accept(&w.ledger.chain, alt).unwrap();
     let mut tip = f1_hash;
-    for _ in 0..2 {
+    for _ in 0..(COMMIT_PHASE + 2) {
         let b = w.ledger.mine_on(tip, vec![]);
         tip = w.connect(&b);
     }
@@ -631,16 +691,19 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         w.ledger.chain.is_active(&tip),
         "the new branch has more work"
     );
-    // The canonical chain follows the ledger: tenure 2 and 3 are orphaned with their state,
-    // and of their inferences the one the new chain lacks goes back to the mempool.
+    // The canonical chain follows the ledger: tenure 2 and those after are orphaned
+    // with their state, and of their inferences the one the new chain lacks goes back
+    // to the mempool.
     assert_eq!(w.chain.tip(&w.ledger.chain).id, alt_id);
     let (left, right) = w.chain.fork_sides(&b3_id, &alt_id);
     let ids = |side: &[&fai_inference_chain::block::InferenceBlock]| -> Vec<Hash256> {
         side.iter().map(|b| b.header.id()).collect()
     };
+    let left_ids = ids(&left);
+    assert_eq!(left_ids.len(), COMMIT_PHASE as usize + 2);
     assert_eq!(
-        ids(&left),
-        vec![Hash256(b3_id), Hash256(b2_id)],
+        (left_ids.first(), left_ids.last()),
+        (Some(&Hash256(b3_id)), Some(&Hash256(b2_id))),
         "newest first"
     );
     assert_eq!(ids(&right), vec![Hash256(alt_id)]);
@@ -669,7 +732,7 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     let rep = w.reputation(&alt_id, &node);
     assert!(rep.contains("(accepted u0)"), "{rep}");
 
-    // The next tenure on the surviving branch settles it, once.
+    // The first tenure past the commit phase on the surviving branch settles it, once.
     let alt_rec = w.chain.block(&alt_id).unwrap().clone();
     let set = w
         .chain
@@ -679,7 +742,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .iter()
         .map(|v| Vote::new(v, Hash256(alt_id), vec![Verdict::Accept]))
         .collect();
-    let commit = w.commit(alt_id, 200);
+    let committed = w.commit_phase(alt_id, &verifiers, &votes, 200);
+    let commit = w.commit(committed, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
     let settled = w.produce(next_hash, vec![], vec![], votes).unwrap();
@@ -742,13 +806,14 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .iter()
         .map(|v| Vote::new(v, Hash256(x_id), vec![Verdict::Accept]))
         .collect();
-    let commit = w.commit(x_id, 200);
+    let committed = w.commit_phase(x_id, &verifiers, &two, 200);
+    let commit = w.commit(committed, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
     let y = w.produce(next_hash, vec![], vec![], two).unwrap();
     let mut y_id = w.chain.accept(&w.ledger.chain, y).unwrap();
     // Open until block x + VOTE_WINDOW: the fee stays in escrow.
-    for _ in 1..VOTE_WINDOW {
+    for _ in (COMMIT_PHASE + 1)..VOTE_WINDOW {
         assert_eq!(
             w.balance(&y_id, escrow_account()),
             u128::from(MAX_FEE),
@@ -841,7 +906,8 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .unwrap();
     assert!(is_final);
     assert_eq!(list[0].0, Outcome::Undecided);
-    let next_hash = w.win(z_id, 200);
+    let committed = w.commit_phase(z_id, &verifiers, &votes, 200);
+    let next_hash = w.win(committed, 200);
     let settler = w.produce(next_hash, vec![], vec![], votes).unwrap();
     let settler_id = w.chain.accept(&w.ledger.chain, settler).unwrap();
     assert_eq!(
@@ -1198,6 +1264,7 @@ fn a_late_first_block_of_a_cycle_leaves_every_node_on_the_same_chain() {
             vec![],
             vec![],
             vec![],
+            vec![],
         )
         .unwrap();
     let rivals_id = b.accept(&w.ledger.chain, rivals.clone()).unwrap();
@@ -1533,7 +1600,8 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
     let l3 = w.win(b2_id, 200);
     let b3 = w.produce(l3, vec![], forged.clone(), vec![]).unwrap();
     let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
-    // Tenure 4 carries the votes, and the third commitment, made once the votes are out.
+    // The commit phase carries the verifiers' commitments; the tenure after it the votes
+    // and the third audit commitment, made once the votes are out.
     use Verdict::{Accept, Reject, RejectGross};
     let votes = vec![
         Vote::new(&verifiers[0], Hash256(b3_id), vec![Accept, Accept, Accept]),
@@ -1553,7 +1621,8 @@ fn a_verifier_that_accepts_a_planted_forgery_loses_a_tenth_of_its_stake() {
             vec![RejectGross, Reject, RejectGross],
         ),
     ];
-    let l4 = w.win(b3_id, 200);
+    let committed = w.commit_phase(b3_id, &verifiers, &votes, 200);
+    let l4 = w.win(committed, 200);
     let late = vec![boot_call(
         &producer,
         3,
@@ -1733,15 +1802,18 @@ fn random_answer(w: &World, user: &SecretKey, node: &SecretKey, nonce: u64) -> I
     Inference { stub, receipt }
 }
 
-/// Issue 19's vote window. Votes on block N count in any of blocks N+1 to N+VOTE_WINDOW:
-/// two votes in N+1 leave N open (the fee stays in escrow), a third in N+2 settles it
-/// there (the node paid, the producer of N its share and subsidy). Before, a block whose
-/// child carried fewer than three votes was refunded at once, so verifiers a block late
-/// made every answer free. A block carrying a vote from outside the set, a vote carried
-/// before, one of the wrong length, or one on a block outside the window or settled
-/// already is invalid; a block nobody votes on is refunded when its window closes.
+/// Issue 19's vote window, in two phases (decision 0004). Commitments to the votes on
+/// block N count in blocks N+1 to N+COMMIT_PHASE, the votes themselves (reveals) in the
+/// blocks after, up to N+VOTE_WINDOW: two reveals leave N open (the fee stays in
+/// escrow), a third a block later settles it there (the node paid, the producer of N its
+/// share and subsidy). A block carrying a reveal in the commit phase, a reveal without
+/// its verifier's commitment or that does not open it, a commitment past the commit
+/// phase (the copier's: made once others' verdicts were public), or a vote or commitment
+/// from outside the set, carried before, of the wrong length, or on a block outside the
+/// window or settled already is invalid; a block nobody votes on is refunded when its
+/// window closes.
 #[test]
-fn votes_count_anywhere_in_the_window_and_a_block_is_refunded_only_when_it_closes() {
+fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_when_it_closes() {
     let mut w = world();
     let (user, node) = (key(2), key(3));
     let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
@@ -1753,27 +1825,73 @@ fn votes_count_anywhere_in_the_window_and_a_block_is_refunded_only_when_it_close
         .unwrap();
     let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
     let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
+    let commit_b2 = |v: &SecretKey| VoteCommit::of(v, &on_b2(v));
     let user_before = w.balance(&b2_id, hash(&user).0);
     let node_before = w.balance(&b2_id, hash(&node).0);
+    let outsider = key(20);
 
-    // N+1 carries two votes: open.
+    // What N+1 may not carry: a reveal (nobody may see a verdict yet), a commitment
+    // from outside the set or twice.
     let l3 = w.win(b2_id, 200);
-    let b3 = w
+    let bad: Vec<(&str, Vec<VoteCommit>, Vec<Vote>)> = vec![
+        (
+            "a reveal in the commit phase",
+            vec![commit_b2(&verifiers[0])],
+            vec![on_b2(&verifiers[0])],
+        ),
+        ("outside its set", vec![commit_b2(&outsider)], vec![]),
+        (
+            "twice",
+            vec![commit_b2(&verifiers[0]), commit_b2(&verifiers[0])],
+            vec![],
+        ),
+    ];
+    for (what, commits, votes) in bad {
+        let err = w.produce_committing(l3, commits, votes).unwrap_err();
+        assert!(
+            err.to_string().contains("commit phase") || err.to_string().contains("commitment"),
+            "{what}: {err}"
+        );
+    }
+    // N+1 carries four commitments (verifier 3 commits to a rejection), N+2 nothing.
+    let mut commits: Vec<VoteCommit> = verifiers[..3].iter().map(commit_b2).collect();
+    let rejection = Vote::new(&verifiers[3], Hash256(b2_id), vec![Verdict::Reject]);
+    commits.push(VoteCommit::of(&verifiers[3], &rejection));
+    let b3 = w.produce_committing(l3, commits, vec![]).unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    let l4 = w.win(b3_id, 200);
+    let b4 = w.produce(l4, vec![], vec![], vec![]).unwrap();
+    let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
+
+    // N+3 carries two reveals: open.
+    let l5 = w.win(b4_id, 200);
+    let b5 = w
         .produce(
-            l3,
+            l5,
             vec![],
             vec![],
             vec![on_b2(&verifiers[0]), on_b2(&verifiers[1])],
         )
         .unwrap();
-    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
-    assert_eq!(w.balance(&b3_id, escrow_account()), u128::from(MAX_FEE));
-    assert_eq!(w.balance(&b3_id, hash(&node).0), node_before);
+    let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
+    assert_eq!(w.balance(&b5_id, escrow_account()), u128::from(MAX_FEE));
+    assert_eq!(w.balance(&b5_id, hash(&node).0), node_before);
 
-    // What N+2 may not carry.
-    let l4 = w.win(b3_id, 200);
-    let outsider = key(20);
+    // What N+4 may not carry. Verifier 4, which did not commit in time, copies the
+    // verdicts now public: neither its commitment nor its reveal is taken. Verifier 3
+    // cannot change its mind either.
+    let l6 = w.win(b5_id, 200);
+    let copier = &verifiers[4];
+    let err = w
+        .produce_committing(l6, vec![commit_b2(copier)], vec![])
+        .unwrap_err();
+    assert!(err.to_string().contains("past the commit phase"), "{err}");
     let bad: Vec<(&str, Vote)> = vec![
+        ("a reveal without a commitment", on_b2(copier)),
+        (
+            "a reveal that does not open its commitment",
+            on_b2(&verifiers[3]),
+        ),
         ("outside its set", on_b2(&outsider)),
         ("carried before", on_b2(&verifiers[0])),
         (
@@ -1786,52 +1904,64 @@ fn votes_count_anywhere_in_the_window_and_a_block_is_refunded_only_when_it_close
         ),
     ];
     for (what, vote) in bad {
-        let err = w.produce(l4, vec![], vec![], vec![vote]).unwrap_err();
+        let err = w.produce(l6, vec![], vec![], vec![vote]).unwrap_err();
         assert!(err.to_string().contains("vote"), "{what}: {err}");
     }
     let twice = vec![on_b2(&verifiers[2]), on_b2(&verifiers[2])];
     assert!(
-        w.produce(l4, vec![], vec![], twice).is_err(),
+        w.produce(l6, vec![], vec![], twice).is_err(),
         "one vote twice"
     );
+    // What the producer offers to carry is filtered the same way.
+    let b5_rec = w.chain.block(&b5_id).unwrap().clone();
+    let offered = vec![
+        on_b2(copier),
+        on_b2(&verifiers[3]),
+        on_b2(&verifiers[0]),
+        on_b2(&verifiers[2]),
+    ];
+    let carried = w
+        .chain
+        .votes_to_carry(&w.ledger.chain, &b5_rec, |_| offered.clone());
+    assert_eq!(carried, vec![on_b2(&verifiers[2])]);
+    assert!(w
+        .chain
+        .commits_to_carry(&w.ledger.chain, &b5_rec, |_| vec![commit_b2(copier)])
+        .is_empty());
 
-    // A third vote in N+2 settles N there.
-    let b4 = w
-        .produce(l4, vec![], vec![], vec![on_b2(&verifiers[2])])
-        .unwrap();
-    let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
-    assert_eq!(w.balance(&b4_id, escrow_account()), 0);
-    let paid = user_before + u128::from(MAX_FEE) - w.balance(&b4_id, hash(&user).0);
+    // A third reveal in N+4 settles N there.
+    let b6 = w.produce(l6, vec![], vec![], carried).unwrap();
+    let b6_id = w.chain.accept(&w.ledger.chain, b6).unwrap();
+    assert_eq!(w.balance(&b6_id, escrow_account()), 0);
+    let paid = user_before + u128::from(MAX_FEE) - w.balance(&b6_id, hash(&user).0);
     assert!(paid > 0 && paid < u128::from(MAX_FEE), "{paid}");
     assert_eq!(
-        w.balance(&b4_id, hash(&node).0),
+        w.balance(&b6_id, hash(&node).0),
         node_before + paid * 9 / 10
     );
     let b2_rec = w.chain.block(&b2_id).unwrap().clone();
-    let after = [
-        w.chain.block(&b3_id).unwrap().clone(),
-        w.chain.block(&b4_id).unwrap().clone(),
-    ];
+    let after: Vec<_> = [b3_id, b4_id, b5_id, b6_id]
+        .iter()
+        .map(|id| w.chain.block(id).unwrap().clone())
+        .collect();
     let after: Vec<&_> = after.iter().collect();
     let (at, tally, votes) = w
         .chain
         .settled_on(&w.ledger.chain, &b2_rec, &after)
         .unwrap();
-    assert_eq!((at, tally.is_final, votes.len()), (1, true, 3));
+    assert_eq!((at, tally.is_final, votes.len()), (3, true, 3));
     assert_eq!(tally.outcomes, vec![Outcome::Accepted]);
 
     // Settled: a fourth vote is refused; the block carrying an inference then gets no
     // vote, and its window's last block refunds it.
-    let l5 = w.win(b4_id, 200);
-    let err = w
-        .produce(l5, vec![], vec![], vec![on_b2(&verifiers[3])])
-        .unwrap_err();
+    let l7 = w.win(b6_id, 200);
+    let err = w.produce(l7, vec![], vec![], vec![rejection]).unwrap_err();
     assert!(err.to_string().contains("settled already"), "{err}");
-    let b5 = w
-        .produce(l5, vec![], vec![random_answer(&w, &user, &node, 1)], vec![])
+    let b7 = w
+        .produce(l7, vec![], vec![random_answer(&w, &user, &node, 1)], vec![])
         .unwrap();
-    let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
-    let mut tip = b5_id;
+    let b7_id = w.chain.accept(&w.ledger.chain, b7).unwrap();
+    let mut tip = b7_id;
     for _ in 0..VOTE_WINDOW {
         assert_eq!(w.balance(&tip, escrow_account()), u128::from(MAX_FEE));
         let anchor = w.win(tip, 200);
@@ -1844,7 +1974,7 @@ fn votes_count_anywhere_in_the_window_and_a_block_is_refunded_only_when_it_close
         user_before + u128::from(MAX_FEE) - paid,
         "charged for the first inference only"
     );
-    let late = Vote::new(&verifiers[0], Hash256(b5_id), vec![Verdict::Accept]);
+    let late = Vote::new(&verifiers[0], Hash256(b7_id), vec![Verdict::Accept]);
     let anchor = w.win(tip, 200);
     let err = w.produce(anchor, vec![], vec![], vec![late]).unwrap_err();
     assert!(err.to_string().contains("not in the window"), "{err}");
@@ -1906,7 +2036,8 @@ fn a_node_keeps_its_bond_until_its_answers_settle() {
         .iter()
         .map(|v| Vote::new(v, Hash256(b2_id), vec![Verdict::RejectGross]))
         .collect();
-    let l4 = w.win(b3_id, 200);
+    let committed = w.commit_phase(b3_id, &verifiers, &votes, 200);
+    let l4 = w.win(committed, 200);
     let b4 = w.produce(l4, vec![], vec![], votes).unwrap();
     let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
     let entry = registry(&w, &b4_id);

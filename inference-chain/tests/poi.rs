@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fai_inference_chain::block::{InferenceBlock, InferenceHeader};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN, UNSETTLED_TTL};
-use fai_inference_chain::quorum::{tally, Outcome, Verdict, Vote};
+use fai_inference_chain::quorum::{tally, Outcome, Verdict, Vote, VoteCommit, VoteMessage};
 use fai_inference_chain::settlement::settle;
 use fai_inference_chain::types::*;
 use fai_primitives::codec::{Decode, Encode};
@@ -135,6 +135,7 @@ fn block_with(inferences: Vec<Inference>, producer: &SecretKey) -> InferenceBloc
         ledger_height: 40,
         tx_root: Hash256([0; 32]),
         results_root: InferenceBlock::results_root_of(&inferences),
+        commits_root: Hash256([0; 32]),
         votes_root: Hash256([0; 32]),
         state_root: [3; 32],
         vrf_proof: Some(
@@ -150,6 +151,7 @@ fn block_with(inferences: Vec<Inference>, producer: &SecretKey) -> InferenceBloc
         header,
         vm_txs: vec![],
         inferences,
+        commits: vec![],
         votes: vec![],
     }
 }
@@ -299,7 +301,7 @@ fn quorum_edges() {
         .verifier
         .verify(&changed.signing_digest(), &changed.signature));
     let mut bytes = v.to_bytes();
-    let at = bytes.len() - 64 - 2; // the abstention, before the 64-byte signature
+    let at = bytes.len() - 64 - 32 - 2; // the abstention, before the salt and signature
     bytes[at] = 3;
     assert_eq!(
         Vote::from_bytes(&bytes).unwrap().verdicts[1],
@@ -308,6 +310,60 @@ fn quorum_edges() {
     );
     bytes[at] = 4;
     assert!(Vote::from_bytes(&bytes).is_err(), "a verdict byte of 4");
+}
+
+/// The two phases of a vote (decision 0004): a commitment opens only to the vote it was
+/// made for (not to other verdicts, another salt, block or verifier), round-trips as
+/// gossip, and its signature covers it; the salt is the verifier's secret (two verifiers
+/// with the same verdicts commit differently), so a commitment does not give its
+/// verdicts away to someone trying the few possible ones.
+#[test]
+fn a_commitment_opens_only_to_its_own_vote() {
+    use Verdict::{Accept, Reject};
+    let verifiers: Vec<SecretKey> = (1..=2u8)
+        .map(|i| SecretKey::from_bytes(&[i; 32]).unwrap())
+        .collect();
+    let block = Hash256([9; 32]);
+    let vote = Vote::new(&verifiers[0], block, vec![Accept, Reject]);
+    let commit = VoteCommit::of(&verifiers[0], &vote);
+    assert!(commit.opens_to(&vote) && commit.signature_valid() && vote.signature_valid());
+    assert_eq!(
+        Vote::new(&verifiers[0], block, vec![Accept, Reject]),
+        vote,
+        "the same verdicts give the same salt"
+    );
+    let other_verdicts = Vote::new(&verifiers[0], block, vec![Accept, Accept]);
+    let other_block = Vote::new(&verifiers[0], Hash256([8; 32]), vec![Accept, Reject]);
+    let other_verifier = Vote::new(&verifiers[1], block, vec![Accept, Reject]);
+    let mut other_salt = vote.clone();
+    other_salt.salt[0] ^= 1;
+    for (what, v) in [
+        ("other verdicts", &other_verdicts),
+        ("another block", &other_block),
+        ("another verifier", &other_verifier),
+        ("another salt", &other_salt),
+    ] {
+        assert!(!commit.opens_to(v), "{what}");
+    }
+    assert!(
+        !other_salt.signature_valid(),
+        "the signature covers the salt"
+    );
+    assert_ne!(other_verifier.salt, vote.salt);
+    // Guessing the verdicts without the salt finds nothing.
+    let guess = Vote {
+        salt: [0; 32],
+        ..vote.clone()
+    };
+    assert_ne!(guess.commitment(), commit.commitment);
+    let mut forged = commit.clone();
+    forged.commitment = other_verdicts.commitment();
+    assert!(!forged.signature_valid());
+    for message in [VoteMessage::Commit(commit), VoteMessage::Reveal(vote)] {
+        let bytes = message.to_bytes();
+        assert_eq!(VoteMessage::from_bytes(&bytes).unwrap(), message);
+    }
+    assert!(VoteMessage::from_bytes(&[2]).is_err(), "neither kind");
 }
 
 #[test]

@@ -213,6 +213,10 @@ pub struct TestingSection {
     /// Serve requests whatever the sender can pay (tests of other things than payment).
     #[serde(default)]
     pub serve_unfunded: bool,
+    /// Verify lazily: vote to accept every inference without replaying it (what the
+    /// verifiers' audits catch).
+    #[serde(default)]
+    pub lazy_verifier: bool,
 }
 
 /// A wallet for trying the network, made by the node at its first start and funded
@@ -273,6 +277,15 @@ pub struct InferenceSection {
     /// bond, the stake and their fees need) when it has too little there.
     #[serde(default = "default_peg_in", deserialize_with = "parsed")]
     pub peg_in: Amount,
+    /// An inference node audits the verifiers (decision 0004): at each new inference tip
+    /// it plants a forgery with a chance of one in this many (0: never), and has the
+    /// verifiers that accept it slashed.
+    #[serde(default = "default_audit_every")]
+    pub audit_every: u32,
+}
+
+fn default_audit_every() -> u32 {
+    100
 }
 
 fn default_bid() -> Amount {
@@ -296,6 +309,7 @@ impl Default for InferenceSection {
             bond: None,
             stake: None,
             peg_in: default_peg_in(),
+            audit_every: default_audit_every(),
         }
     }
 }
@@ -607,6 +621,7 @@ impl Config {
         for (on, key) in [
             (self.testing.forge_outputs, "testing.forge_outputs"),
             (self.testing.serve_unfunded, "testing.serve_unfunded"),
+            (self.testing.lazy_verifier, "testing.lazy_verifier"),
         ] {
             if !on {
                 continue;

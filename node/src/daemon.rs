@@ -224,6 +224,18 @@ pub fn start_on(
         }
         state.roles = Some(roles);
     }
+    if let (true, Some(model)) = (
+        config.inference.produce && config.inference.audit_every > 0,
+        loaded.models.first(),
+    ) {
+        state.auditor = Some(crate::auditor::Auditor::new(
+            node_key.clone(),
+            network.chain_id(),
+            model.clone(),
+            config.inference.price,
+            config.inference.audit_every,
+        ));
+    }
     let (failed_tx, failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
     // From here on services run: a start that fails stops those already started (the
     // node is dropped, which stops it) before it returns its error.
@@ -249,6 +261,7 @@ pub fn start_on(
             clock: node.clock.clone(),
             shutdown: node.shutdown.clone(),
             text: node.clone(),
+            lazy: config.testing.lazy_verifier,
         };
         let (handle, thread) =
             crate::verify_service::start(links, node_key.clone(), loaded.models.clone(), payloads)

@@ -37,7 +37,9 @@ pub const SCHEMA: Schema = Schema {
     // 7: a verifier an audit caught is barred from the sets (another genesis state).
     // 8: a node's bond is held through the vote window of every block carrying its
     // inferences (another genesis state, and another operation in each such block).
-    format_version: 8,
+    // 9: votes come in two phases, a commitment then its reveal (blocks carry both, and
+    // votes their salt).
+    format_version: 9,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -130,7 +132,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 7,
+            format_version: 8,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -142,8 +144,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 7"), "{text}");
-        assert!(text.contains("version 8"), "{text}");
+        assert!(text.contains("format version 8"), "{text}");
+        assert!(text.contains("version 9"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

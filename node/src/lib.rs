@@ -13,6 +13,7 @@
 //! wallet). Must not depend on the RPC server (`fai-rpc`), the benchmarks
 //! (`fai-bench`) or the command line (`infer-node`): they depend on this crate.
 
+pub mod auditor;
 pub mod banner;
 pub mod chain_task;
 pub mod clock;

@@ -299,6 +299,7 @@ impl Producer {
                 &self.vrf,
                 vec![tx],
                 first.inferences.clone(),
+                first.commits.clone(),
                 first.votes.clone(),
             )
             .map_err(|e| e.to_string())?;
@@ -522,16 +523,19 @@ impl Producer {
             return None;
         };
         let parent_state = parent_rec.exec_id;
-        // Every vote here on a block of the window that the branch has not carried: the
-        // blocks they bring to a quorum settle in this one.
+        // Every commitment and vote here on a block of the window (in its commit or its
+        // reveal phase) that the branch has not carried: the blocks the votes bring to a
+        // quorum settle in this one.
+        let carried_commits = chain.commits_to_carry(ledger, parent_rec, |id| votes.commits_on(id));
         let carried_votes = chain.votes_to_carry(ledger, parent_rec, |id| votes.votes_on(id));
         let restored = restore_abandoned(chain, ledger, &winner.parent, vm, results);
-        // Within the consensus limit on a block's size: the votes, then VM
+        // Within the consensus limit on a block's size: the commitments and votes, then VM
         // transactions (a quarter of the block at most), then inferences.
         let max_bytes = chain.max_block_bytes();
         let votes_bytes = carried_votes
             .iter()
             .map(|v| v.to_bytes().len())
+            .chain(carried_commits.iter().map(|c| c.to_bytes().len()))
             .fold(BLOCK_FRAME_BYTES, usize::saturating_add);
         let mut vm_txs = vm.select(
             chain,
@@ -559,6 +563,7 @@ impl Producer {
                 &self.vrf,
                 vm_txs.to_vec(),
                 infs.to_vec(),
+                carried_commits.clone(),
                 carried_votes.clone(),
             )
         };

@@ -550,6 +550,7 @@ mod tests {
                 ledger_height: 1,
                 tx_root: fai_primitives::Hash256([0; 32]),
                 results_root: fai_primitives::Hash256([0; 32]),
+                commits_root: fai_primitives::Hash256([0; 32]),
                 votes_root: fai_primitives::Hash256([0; 32]),
                 state_root: [0; 32],
                 vrf_proof: None,
@@ -558,6 +559,7 @@ mod tests {
             },
             vm_txs: vec![],
             inferences: vec![honest, missing, swapped, forged],
+            commits: vec![],
             votes: vec![],
         };
         assert_eq!(

@@ -190,7 +190,7 @@ pub async fn chain_info(
     .await
 }
 
-#[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)", pattern = "^([0-9]{1,10}|[0-9a-fA-F]{64})$")), responses((status = 200, description = "the header fields, VM transaction ids, inferences and votes carried", body = api::InferenceBlock), (status = 400, description = "neither a height nor an id", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/inference-chain/blocks/{id}", tag = "inference", params(("id" = String, Path, description = "a height on the canonical inference chain, or a block id (hex)", pattern = "^([0-9]{1,10}|[0-9a-fA-F]{64})$")), responses((status = 200, description = "the header fields, VM transaction ids, inferences, vote commitments and votes carried", body = api::InferenceBlock), (status = 400, description = "neither a height nor an id", body = api::ErrorBody), (status = 404, description = "no such block", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
 pub async fn block(
     State(s): State<Arc<RpcState>>,
     Path(id): Path<String>,
@@ -241,24 +241,42 @@ pub async fn block(
                 b.vm_txs.iter().map(|t| t.txid().to_string()).collect()
             }),
             inferences: body.map_or(0, |b| b.inferences.len()),
+            commits: body.map_or(0, |b| b.commits.len()),
             votes: body.map_or(0, |b| b.votes.len()),
-            votes_by_block: body.map_or(Vec::new(), |b| votes_by_block(&b.votes)),
+            votes_by_block: body.map_or(Vec::new(), votes_by_block),
         }))
     })
     .await
 }
 
-/// The votes a block carries, counted per block voted on, in the order they come.
-fn votes_by_block(votes: &[fai_inference_chain::quorum::Vote]) -> Vec<api::VotesOnBlock> {
+/// The commitments and votes a block carries, counted per block voted on, in the order
+/// they come.
+fn votes_by_block(block: &fai_inference_chain::block::InferenceBlock) -> Vec<api::VotesOnBlock> {
     let mut out: Vec<api::VotesOnBlock> = Vec::new();
-    for vote in votes {
-        let id = hex::encode(vote.block.0);
-        match out.iter_mut().find(|v| v.block == id) {
-            Some(entry) => entry.votes = entry.votes.saturating_add(1),
-            None => out.push(api::VotesOnBlock {
-                block: id,
-                votes: 1,
-            }),
+    let on = block
+        .commits
+        .iter()
+        .map(|c| (c.block, true))
+        .chain(block.votes.iter().map(|v| (v.block, false)));
+    for (voted, commit) in on {
+        let id = hex::encode(voted.0);
+        let at = match out.iter().position(|v| v.block == id) {
+            Some(at) => at,
+            None => {
+                out.push(api::VotesOnBlock {
+                    block: id,
+                    commits: 0,
+                    votes: 0,
+                });
+                out.len().saturating_sub(1)
+            }
+        };
+        if let Some(entry) = out.get_mut(at) {
+            if commit {
+                entry.commits = entry.commits.saturating_add(1);
+            } else {
+                entry.votes = entry.votes.saturating_add(1);
+            }
         }
     }
     out

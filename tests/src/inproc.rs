@@ -62,6 +62,10 @@ pub struct Setup {
     pub wallet: Option<(&'static str, &'static str, &'static str)>,
     /// Serves forged answers (a `test-cheats` build).
     pub forge: bool,
+    /// Votes to accept everything without replaying (a `test-cheats` build).
+    pub lazy: bool,
+    /// `inference.audit_every` (0: no audits).
+    pub audit_every: u32,
 }
 
 /// The wallets' passphrase.
@@ -97,7 +101,11 @@ listen = "{rpc}"
             setup.stake,
             setup.wallet.unwrap_or(("", "", "")),
             PASSPHRASE,
-            setup.forge
+            crate::Conduct {
+                forge: setup.forge,
+                lazy: setup.lazy,
+                audit_every: setup.audit_every,
+            }
         ),
     )
 }
@@ -114,8 +122,8 @@ pub struct View {
     /// Votes here on the inference tip.
     pub tip_votes: usize,
     /// A digest of what the pools hold: the ids in the mempool, the VM pool and the
-    /// result pool, and every vote's block and verifier (equal sizes can hide different
-    /// contents).
+    /// result pool, and every vote's and vote commitment's block and verifier (equal
+    /// sizes can hide different contents).
     pub pools: fai_primitives::Hash256,
 }
 
@@ -131,16 +139,25 @@ fn pools_digest(st: &fai_node::chain_task::ChainState) -> fai_primitives::Hash25
     let mut results: Vec<[u8; 32]> = st.results.txids().iter().map(|h| h.0).collect();
     let mut votes: Vec<([u8; 32], [u8; 20])> =
         st.votes.keys().iter().map(|(b, v)| (b.0, v.0)).collect();
+    let mut commits: Vec<([u8; 32], [u8; 20])> = st
+        .votes
+        .commit_keys()
+        .iter()
+        .map(|(b, v)| (b.0, v.0))
+        .collect();
     let mut bytes = Vec::new();
     for list in [&mut mempool, &mut vm, &mut results] {
         list.sort_unstable();
         bytes.extend(list.len().to_le_bytes());
         list.iter().for_each(|id| bytes.extend(id));
     }
-    votes.sort_unstable();
-    for (block, verifier) in &votes {
-        bytes.extend(block);
-        bytes.extend(verifier);
+    for list in [&mut votes, &mut commits] {
+        list.sort_unstable();
+        bytes.extend(list.len().to_le_bytes());
+        for (block, verifier) in list.iter() {
+            bytes.extend(block);
+            bytes.extend(verifier);
+        }
     }
     fai_primitives::Hash256::sha256d(&bytes)
 }

@@ -70,22 +70,40 @@ pub fn keep_on_failure(dir: &mut Option<tempfile::TempDir>, what: &str) -> Optio
     Some(kept)
 }
 
+/// What a test node does wrong, or checks, beyond its roles.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Conduct {
+    /// Serves forged answers (a `test-cheats` build).
+    pub forge: bool,
+    /// Votes to accept everything without replaying (a `test-cheats` build).
+    pub lazy: bool,
+    /// `inference.audit_every`: 0 (no audits, so that nothing but what a test does
+    /// moves balances), unless a test audits.
+    pub audit_every: u32,
+}
+
 /// The `[inference]`, `[dev_wallet]` and `[testing]` sections of a test node's
 /// configuration: whether it produces and stakes (1 FAI), its dev wallet (name, ledger
-/// gift, inference-layer gift; an empty name for none), and whether it forges answers.
+/// gift, inference-layer gift; an empty name for none), and its conduct.
 pub fn roles_toml(
     produce: bool,
     stake: bool,
     wallet: (&str, &str, &str),
     passphrase: &str,
-    forge: bool,
+    conduct: Conduct,
 ) -> String {
+    let Conduct {
+        forge,
+        lazy,
+        audit_every,
+    } = conduct;
     let (name, ledger, inference) = wallet;
     let stake = if stake { "1 FAI" } else { "" };
     format!(
         r#"[inference]
 produce = {produce}
 stake = "{stake}"
+audit_every = {audit_every}
 
 [dev_wallet]
 name = "{name}"
@@ -95,6 +113,7 @@ inference = "{inference}"
 
 [testing]
 forge_outputs = {forge}
+lazy_verifier = {lazy}
 "#
     )
 }

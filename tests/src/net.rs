@@ -84,7 +84,10 @@ bootstrap = [{bootstrap}]
             role.stake,
             (wallet, gift, ""),
             PASSPHRASE,
-            role.forge
+            crate::Conduct {
+                forge: role.forge,
+                ..Default::default()
+            }
         ),
     )
 }

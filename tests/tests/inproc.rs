@@ -110,22 +110,30 @@ const MAX_FEE: u64 = 100_000;
 /// the set is formed and the wallets are funded (rewards mature after 100 blocks);
 /// returns the wallets' addresses.
 fn ready(forge: bool) -> (InProcNet, [String; 2]) {
+    ready_with(|i, setup| Setup {
+        forge: forge && i == 1,
+        ..setup
+    })
+}
+
+/// [`ready`] with each node's setup changed by `tweak` (its index, its usual setup).
+fn ready_with(tweak: impl Fn(usize, Setup) -> Setup) -> (InProcNet, [String; 2]) {
     let seller = |wallet| Setup {
         produce: true,
         stake: true,
         wallet: Some(wallet),
-        forge: false,
+        ..Setup::default()
     };
     let setups = [
-        seller(("alice", "20 FAI", "3 FAI")),
-        Setup {
-            forge,
-            ..seller(("bob", "10 FAI", "3 FAI"))
-        },
-        Setup {
-            stake: true,
-            ..Setup::default()
-        },
+        tweak(0, seller(("alice", "20 FAI", "3 FAI"))),
+        tweak(1, seller(("bob", "10 FAI", "3 FAI"))),
+        tweak(
+            2,
+            Setup {
+                stake: true,
+                ..Setup::default()
+            },
+        ),
     ];
     let net = InProcNet::start_with(&setups);
     let wallets = [
@@ -170,7 +178,8 @@ fn txid(receipt: &serde_json::Value) -> &str {
 }
 
 /// Mines until every inference of `receipts` is settled on every node (a few blocks:
-/// one carries them, the next their votes); then every node tells the same settlement
+/// one carries them, the next two the commitments to their votes, the one after the
+/// votes); then every node tells the same settlement
 /// and every wallet's balance is the same everywhere. The settlements on node 0.
 fn settle_all(net: &InProcNet, receipts: &[serde_json::Value]) -> Vec<serde_json::Value> {
     let state = |i: usize, txid: &str| net.get(i, &format!("/v2/inference/{txid}"));
@@ -247,6 +256,191 @@ fn assert_paid(settled: &serde_json::Value, tokens: u64) {
     assert_eq!(units(&st["fee_units"]), tokens, "{settled}");
     assert_eq!(units(&st["node_units"]), tokens * 9 / 10, "{settled}");
     assert_eq!(units(&st["refund_units"]), MAX_FEE - tokens, "{settled}");
+}
+
+/// Decision 0004: a verifier commits to its vote at once and reveals it only once the
+/// voted block's commit phase (two blocks) is over on its branch, so that nobody can copy
+/// a vote before it had to commit to its own. While the tip is the block carrying an
+/// inference or the next one, every node holds the three verifiers' commitments on it and
+/// no vote (before, the votes went out at once); with the end of the phase the votes come
+/// out, and the next block settles the inference.
+#[test]
+fn verifiers_reveal_their_votes_only_once_the_commit_phase_is_over() {
+    let (net, _) = ready(false);
+    let receipt = buy(&net, 1).remove(0);
+    let state = || net.get(0, &format!("/v2/inference/{}", txid(&receipt)));
+    let mut blocks = 0;
+    while state()["state"] != "in_block" {
+        net.step(blocks % 3);
+        blocks += 1;
+        assert!(blocks <= 3, "not in a block after {blocks} blocks");
+    }
+    let carried = state();
+    let id = carried["block"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let height = carried["block"]["height"].as_u64().unwrap_or_default();
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(&id, &mut raw).unwrap_or_else(|e| panic!("{id}: {e}"));
+    let voted = fai_primitives::Hash256(raw);
+    // (commitments, votes) on the block in node i's pool.
+    let pool = |i: usize| {
+        net.node(i)
+            .chain
+            .call_blocking(move |st| {
+                (
+                    st.votes.commits_on(&voted).len(),
+                    st.votes.votes_on(&voted).len(),
+                )
+            })
+            .unwrap_or_else(|e| panic!("node {i}: {e}"))
+    };
+    net.settle();
+    for i in 0..3 {
+        assert_eq!(
+            pool(i),
+            (3, 0),
+            "node {i} with the carrying block at the tip"
+        );
+    }
+    net.step(0);
+    let child = net.get(0, &format!("/v2/inference-chain/blocks/{}", height + 1));
+    let on_voted = child["votes_by_block"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["block"] == id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (on_voted["commits"].as_u64(), on_voted["votes"].as_u64()),
+        (Some(3), Some(0)),
+        "{child}"
+    );
+    for i in 0..3 {
+        assert_eq!(pool(i), (3, 0), "node {i} inside the commit phase");
+    }
+    net.step(1);
+    for i in 0..3 {
+        assert_eq!(pool(i), (3, 3), "node {i} once the commit phase is over");
+    }
+    assert_eq!(state()["state"], "in_block");
+    net.step(2);
+    let settled = state();
+    assert_eq!(settled["state"], "settled", "{settled}");
+    assert_eq!(settled["final"], true, "{settled}");
+    assert_eq!(
+        settled["settled_in"]["height"].as_u64(),
+        Some(height + 3),
+        "{settled}"
+    );
+}
+
+/// Node `of`'s entry in a read-only function of a boot contract (`get-stake`,
+/// `get-barred`, ...), as node `at` reads it at its canonical tip: the Clarity value
+/// printed.
+fn read_about(
+    net: &InProcNet,
+    at: usize,
+    contract: &'static str,
+    function: &'static str,
+    of: usize,
+) -> String {
+    let address = net.get(of, "/v2/info")["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let hash = fai_primitives::Address::parse_for(&address, fai_primitives::Network::Regtest)
+        .unwrap_or_else(|e| panic!("{address}: {e}"))
+        .key_hash;
+    net.node(at)
+        .chain
+        .call_blocking(move |st| {
+            let chain = st.inference.as_ref()?;
+            fai_node::inference::read_boot(
+                chain,
+                &st.ledger,
+                contract,
+                function,
+                &[chain.vm().principal(hash.0).into()],
+            )
+            .map(|v| v.to_string())
+        })
+        .unwrap_or_else(|e| panic!("node {at}: {e}"))
+        .unwrap_or_else(|| panic!("node {at} cannot read {contract}.{function}"))
+}
+
+/// Decision 0004, audits planted by nodes: node 2 verifies lazily (it votes to accept
+/// every inference without replaying it) and node 0 audits the verifiers. Node 0 plants
+/// a forgery of its own, committed to beforehand; the two honest verifiers reject it
+/// grossly, the lazy one accepts it, and once the block has settled node 0 reveals the
+/// audit: the lazy verifier loses a tenth of its stake and is barred from the verifier
+/// sets, within a bounded number of blocks, while the honest verifiers keep theirs.
+/// Before, no node planted audits: a lazy verifier was never caught.
+#[test]
+fn a_lazy_verifier_is_caught_by_an_audit_a_node_plants() {
+    let setups = [
+        Setup {
+            produce: true,
+            stake: true,
+            audit_every: 1,
+            ..Setup::default()
+        },
+        Setup {
+            stake: true,
+            ..Setup::default()
+        },
+        Setup {
+            stake: true,
+            lazy: true,
+            ..Setup::default()
+        },
+    ];
+    let net = InProcNet::start_with(&setups);
+    let stake = |of: usize| read_about(&net, 0, "staking", "get-stake", of);
+    let barred = |of: usize| read_about(&net, 0, "staking", "get-barred", of);
+    // Until the three verifiers are the set and node 0 is registered (it plants its
+    // first audit then).
+    let mut blocks = 0;
+    while fai_tests::roles_on_chain(&|path| net.get(0, path)) != (3, 1) {
+        net.step(blocks % 3);
+        blocks += 1;
+        assert!(blocks < 300, "not ready after {blocks} blocks");
+        assert_eq!(barred(2), "none", "caught before it was in the set");
+    }
+    let full = "(some (tuple (amount u100000000)";
+    for i in 0..3 {
+        assert!(stake(i).starts_with(full), "node {i}: {}", stake(i));
+    }
+    let mut after = 0;
+    while !barred(2).starts_with("(some") {
+        net.step(after % 3);
+        after += 1;
+        assert!(
+            after <= 40,
+            "the lazy verifier is not caught {after} blocks after it joined the set: stakes {:?}",
+            (0..3).map(stake).collect::<Vec<_>>()
+        );
+    }
+    net.settle();
+    assert!(
+        stake(2).starts_with("(some (tuple (amount u90000000)"),
+        "a tenth of the lazy verifier's stake: {}",
+        stake(2)
+    );
+    for i in 0..2 {
+        assert!(
+            stake(i).starts_with(full),
+            "honest verifier {i} keeps its stake: {}",
+            stake(i)
+        );
+        assert_eq!(barred(i), "none");
+    }
+    // Every node agrees.
+    for at in 1..3 {
+        assert_eq!(read_about(&net, at, "staking", "get-stake", 2), stake(2));
+    }
 }
 
 /// 20 inferences bought: every one is final and settled on every node within a few
@@ -571,8 +765,9 @@ fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
 /// answers for free: what no quorum votes on within the vote window is refunded. Here two
 /// of the three verifiers are down, so nothing node 0 serves can settle. Before, node 0
 /// went on serving (and the network refunding) whatever came; now, once the verifiers
-/// are `BUSY_BEHIND` (3) blocks behind, it refuses new requests with 503 (and says so in
-/// `/metrics`), and serves again once they caught up.
+/// are `BUSY_BEHIND` (4: the commit phase and one more block) blocks behind, it refuses
+/// new requests with 503 (and says so in `/metrics`), and serves again once they caught
+/// up.
 #[test]
 fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
     let (mut net, _) = ready(false);
@@ -613,7 +808,11 @@ fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
     }
     let (error, behind_then) = refused.expect("every request was served");
     assert!(error.contains("503") && error.contains("busy"), "{error}");
-    assert_eq!(behind_then, 3, "refused {behind_then} blocks behind");
+    assert_eq!(
+        behind_then,
+        fai_inference_chain::chain::BUSY_BEHIND,
+        "refused {behind_then} blocks behind"
+    );
     assert!(served >= 3, "{served} served before the refusal");
     let state = net.get(0, &format!("/v2/inference/{}", txid(&first)));
     assert_eq!(state["state"], "in_block", "{state}");

@@ -1,13 +1,19 @@
-//! Votes in a window of blocks: the votes on block N count when any of blocks N+1 to
-//! N+[`VOTE_WINDOW`] of its branch carries them. N settles in the first of those blocks
-//! that brings the votes carried on it to a quorum of its verifier set; when the window
-//! closes (block N+K) without one, its inferences are refunded there.
+//! Votes in a window of blocks, in two phases (decision 0004). The commitments to the
+//! votes on block N count when blocks N+1 to N+[`COMMIT_PHASE`] of its branch carry them;
+//! the votes themselves (reveals) when blocks N+[`COMMIT_PHASE`]+1 to N+[`VOTE_WINDOW`]
+//! carry them, each beside its verifier's commitment carried before. N settles in the
+//! first of those blocks that brings the reveals carried on it to a quorum of its
+//! verifier set; when the window closes (block N+K) without one, its inferences are
+//! refunded there. No verdict needs to be public before the commit phase closes, so a
+//! verifier that copies others' verdicts has to commit before it can see one.
 //!
-//! A block may carry a vote only on an ancestor inside the window that has not settled
-//! yet on its branch, from a verifier of that ancestor's set, with one verdict per
-//! inference, signed, and not carried before on the branch (nor twice in the block). A
-//! block that carries any other vote is invalid, so every carried vote was checked
-//! once, when its block was accepted, and "settled" is a count of carried votes.
+//! A block may carry a commitment or a reveal only on an ancestor inside the window (in
+//! the phase above) that has not settled yet on its branch, from a verifier of that
+//! ancestor's set, signed, and not carried before on the branch (nor twice in the
+//! block); a reveal also needs one verdict per inference and must open its verifier's
+//! commitment. A block that carries anything else is invalid, so every carried vote was
+//! checked once, when its block was accepted, and "settled" is a count of carried
+//! reveals.
 //!
 //! Everything here reads the branch by walking parents from a given block: the window is
 //! at most [`VOTE_WINDOW`] blocks, so nothing needs to be stored beside the blocks.
@@ -17,20 +23,29 @@ use fai_ledger::Chainstate;
 use fai_primitives::{Hash160, Hash256};
 
 use super::{invalid, BlockError, BlockRecord, InferenceChain};
-use crate::quorum::{quorum, tally, Tally, Vote};
+use crate::quorum::{quorum, tally, Tally, Vote, VoteCommit};
 use crate::settlement::Settlement;
 
 /// How many blocks after block N may carry the votes on N (a consensus constant).
 pub const VOTE_WINDOW: u32 = 6;
 
+/// How many blocks after block N may carry the commitments to the votes on N (the first
+/// blocks of its window; a consensus constant). Two, not one: a verifier whose replay
+/// takes longer than one block's spacing still commits in time.
+pub const COMMIT_PHASE: u32 = 2;
+
+const _: () = assert!(COMMIT_PHASE >= 1 && COMMIT_PHASE < VOTE_WINDOW);
+
 // Five verifiers (the staking contract's SET-SIZE) on every block of the window fit in a
 // block: a producer never builds a block its peers cannot decode.
-const _: () = assert!((VOTE_WINDOW as u64) * 5 <= crate::block::MAX_BLOCK_VOTES);
+const _: () = assert!(((VOTE_WINDOW - COMMIT_PHASE) as u64) * 5 <= crate::block::MAX_BLOCK_VOTES);
+const _: () = assert!((COMMIT_PHASE as u64) * 5 <= crate::block::MAX_BLOCK_COMMITS);
 
 /// From how many blocks behind ([`InferenceChain::votes_behind`]) a serving node refuses
-/// new requests as busy: half the window, so that what it served before still has half
-/// the window to gather its votes.
-pub const BUSY_BEHIND: u32 = VOTE_WINDOW / 2;
+/// new requests as busy: the first block that could settle (past the commit phase) and
+/// one more, so that what it served before still has the rest of the window to gather
+/// its reveals, which need no more replay.
+pub const BUSY_BEHIND: u32 = COMMIT_PHASE + 2;
 
 /// A block of the window below a new block, as its branch has it so far.
 #[derive(Debug, Clone)]
@@ -38,12 +53,32 @@ pub struct WindowBlock<'c> {
     pub rec: &'c BlockRecord,
     /// Its verifier set (the set of its cycle, in its state).
     pub set: Vec<Hash160>,
-    /// The votes on it the branch carried so far, oldest block first.
+    /// The commitments to votes on it the branch carried so far, oldest block first.
+    pub commits: Vec<VoteCommit>,
+    /// The votes (reveals) on it the branch carried so far, oldest block first.
     pub carried: Vec<Vote>,
+    /// The new block's distance from it (1: its child).
+    pub depth: u32,
     /// Whether the carried votes reached the quorum of its set already.
     pub settled: bool,
     /// Whether the new block is the last one that may carry votes on it.
     pub closes: bool,
+}
+
+impl WindowBlock<'_> {
+    /// Whether the new block is in its commit phase (else in its reveal phase).
+    pub fn committing(&self) -> bool {
+        self.depth <= COMMIT_PHASE
+    }
+
+    /// The commitment of `verifier` its branch carried, if any.
+    fn commit_of(&self, verifier: &fai_primitives::PublicKey) -> Option<&VoteCommit> {
+        self.commits.iter().find(|c| c.verifier == *verifier)
+    }
+
+    fn inferences(&self) -> usize {
+        self.rec.block.as_ref().map_or(0, |b| b.inferences.len())
+    }
 }
 
 /// What a new block does for one block of its window.
@@ -80,22 +115,30 @@ impl InferenceChain {
         let mut out = Vec::with_capacity(recs.len());
         for (i, rec) in recs.iter().enumerate() {
             // Blocks between it and the new one, oldest first.
-            let carried: Vec<Vote> = recs
-                .get(..i)
-                .unwrap_or_default()
-                .iter()
-                .rev()
-                .filter_map(|r| r.block.as_ref())
+            let between = || {
+                recs.get(..i)
+                    .unwrap_or_default()
+                    .iter()
+                    .rev()
+                    .filter_map(|r| r.block.as_ref())
+            };
+            let carried: Vec<Vote> = between()
                 .flat_map(|b| b.votes.iter().filter(|v| v.block.0 == rec.id).cloned())
+                .collect();
+            let commits: Vec<VoteCommit> = between()
+                .flat_map(|b| b.commits.iter().filter(|c| c.block.0 == rec.id).cloned())
                 .collect();
             let set = self.verifier_set(ledger, rec, rec.cycle);
             let settled = !set.is_empty() && carried.len() >= quorum(set.len());
+            let depth = u32::try_from(i.saturating_add(1)).unwrap_or(u32::MAX);
             out.push(WindowBlock {
                 rec,
                 set,
+                commits,
                 carried,
+                depth,
                 settled,
-                closes: i.saturating_add(1) == VOTE_WINDOW as usize,
+                closes: depth == VOTE_WINDOW,
             });
         }
         out
@@ -123,24 +166,48 @@ impl InferenceChain {
             .unwrap_or(0)
     }
 
-    /// Checks the votes a child of the window's top carries (see the module
-    /// documentation), and returns what the child settles, oldest block first.
+    /// Checks the commitments and votes a child of the window's top carries (see the
+    /// module documentation), and returns what the child settles, oldest block first.
     pub fn due_settlements(
         window: &[WindowBlock<'_>],
+        commits: &[VoteCommit],
         votes: &[Vote],
     ) -> Result<Vec<DueSettlement>, BlockError> {
-        let mut new: Vec<Vec<Vote>> = vec![Vec::new(); window.len()];
-        for vote in votes {
-            let Some((at, w)) = window
+        let find = |block: &Hash256| {
+            window
                 .iter()
                 .enumerate()
-                .find(|(_, w)| w.rec.id == vote.block.0)
-            else {
+                .find(|(_, w)| w.rec.id == block.0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "a vote or commitment on block {block}, which is not in the window of {VOTE_WINDOW} blocks"
+                    ))
+                })
+        };
+        let mut committed: Vec<Vec<&VoteCommit>> = vec![Vec::new(); window.len()];
+        for commit in commits {
+            let (at, w) = find(&commit.block)?;
+            let list = committed
+                .get_mut(at)
+                .ok_or_else(|| invalid("vote window"))?;
+            if !w.committing()
+                || w.settled
+                || !w.set.contains(&commit.verifier.hash160())
+                || w.commit_of(&commit.verifier).is_some()
+                || list.iter().any(|c| c.verifier == commit.verifier)
+                || !commit.signature_valid()
+            {
                 return Err(invalid(format!(
-                    "a vote on block {} that is not in the window of {VOTE_WINDOW} blocks",
-                    vote.block
+                    "a commitment on block {} by {} is past the commit phase, from outside its set, carried twice or badly signed",
+                    commit.block,
+                    commit.verifier.hash160()
                 )));
-            };
+            }
+            list.push(commit);
+        }
+        let mut new: Vec<Vec<Vote>> = vec![Vec::new(); window.len()];
+        for vote in votes {
+            let (at, w) = find(&vote.block)?;
             if w.settled {
                 return Err(invalid(format!(
                     "a vote on block {}, which its votes settled already",
@@ -148,20 +215,22 @@ impl InferenceChain {
                 )));
             }
             let who = vote.verifier.hash160();
-            let inferences = w.rec.block.as_ref().map_or(0, |b| b.inferences.len());
             let list = new.get_mut(at).ok_or_else(|| invalid("vote window"))?;
-            if !w.set.contains(&who)
-                || vote.verdicts.len() != inferences
+            let opens = w
+                .commit_of(&vote.verifier)
+                .is_some_and(|c| c.opens_to(vote));
+            if w.committing()
+                || !w.set.contains(&who)
+                || vote.verdicts.len() != w.inferences()
                 || w.carried
                     .iter()
                     .chain(list.iter())
                     .any(|v| v.verifier == vote.verifier)
-                || !vote
-                    .verifier
-                    .verify(&vote.signing_digest(), &vote.signature)
+                || !opens
+                || !vote.signature_valid()
             {
                 return Err(invalid(format!(
-                    "a vote on block {} by {who} is from outside its set, carried twice, of the wrong length or badly signed",
+                    "a vote on block {} by {who} is in the commit phase, from outside its set, carried twice, of the wrong length, without its commitment or badly signed",
                     vote.block
                 )));
             }
@@ -187,9 +256,40 @@ impl InferenceChain {
         Ok(due)
     }
 
+    /// The commitments from `offered` a child of `parent` may carry: for each block of
+    /// the window in its commit phase, the offered commitments to votes on it that the
+    /// branch has not carried, checked as consensus checks them.
+    pub fn commits_to_carry(
+        &self,
+        ledger: &Chainstate,
+        parent: &BlockRecord,
+        offered: impl Fn(&Hash256) -> Vec<VoteCommit>,
+    ) -> Vec<VoteCommit> {
+        let window = self.vote_window(ledger, parent);
+        let mut out: Vec<VoteCommit> = Vec::new();
+        for w in window.iter().rev().filter(|w| w.committing() && !w.settled) {
+            for commit in offered(&Hash256(w.rec.id)) {
+                let known = w.commit_of(&commit.verifier).is_some()
+                    || out
+                        .iter()
+                        .any(|c| c.block == commit.block && c.verifier == commit.verifier);
+                if out.len() < crate::block::MAX_BLOCK_COMMITS as usize
+                    && commit.block.0 == w.rec.id
+                    && !known
+                    && w.set.contains(&commit.verifier.hash160())
+                    && commit.signature_valid()
+                {
+                    out.push(commit);
+                }
+            }
+        }
+        out
+    }
+
     /// The votes from `offered` a child of `parent` may carry: for each block of the
-    /// window not settled yet, the offered votes on it that the branch has not carried,
-    /// checked as consensus checks them. What a producer puts in its block.
+    /// window in its reveal phase and not settled yet, the offered votes on it that the
+    /// branch has not carried and whose commitment it did, checked as consensus checks
+    /// them. What a producer puts in its block.
     pub fn votes_to_carry(
         &self,
         ledger: &Chainstate,
@@ -198,8 +298,11 @@ impl InferenceChain {
     ) -> Vec<Vote> {
         let window = self.vote_window(ledger, parent);
         let mut out: Vec<Vote> = Vec::new();
-        for w in window.iter().rev().filter(|w| !w.settled) {
-            let inferences = w.rec.block.as_ref().map_or(0, |b| b.inferences.len());
+        for w in window
+            .iter()
+            .rev()
+            .filter(|w| !w.committing() && !w.settled)
+        {
             for vote in offered(&Hash256(w.rec.id)) {
                 let who = vote.verifier.hash160();
                 let known = w
@@ -208,12 +311,13 @@ impl InferenceChain {
                     .chain(out.iter())
                     .any(|v| v.block == vote.block && v.verifier == vote.verifier);
                 if out.len() < crate::block::MAX_BLOCK_VOTES as usize
+                    && vote.block.0 == w.rec.id
                     && !known
                     && w.set.contains(&who)
-                    && vote.verdicts.len() == inferences
-                    && vote
-                        .verifier
-                        .verify(&vote.signing_digest(), &vote.signature)
+                    && vote.verdicts.len() == w.inferences()
+                    && w.commit_of(&vote.verifier)
+                        .is_some_and(|c| c.opens_to(&vote))
+                    && vote.signature_valid()
                 {
                     out.push(vote);
                 }

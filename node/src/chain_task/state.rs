@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
+use fai_inference_chain::quorum::{Vote, VoteCommit, VoteMessage};
 use fai_inference_chain::vmtx::Evidence;
 use fai_ledger::chainstate::ChainEvent;
 use fai_ledger::mempool::Mempool;
@@ -25,7 +26,7 @@ use crate::result_pool::ResultPool;
 use crate::roles::Roles;
 use crate::verify_queue::VerifierHandle;
 use crate::vm_mempool::VmMempool;
-use crate::vote_pool::VotePool;
+use crate::vote_pool::{Due, HeldVotes, VotePool};
 use fai_network::Topic;
 
 /// The state the chain task owns.
@@ -38,12 +39,16 @@ pub struct ChainState {
     pub vm_pool: VmMempool,
     /// Served inferences waiting for a block.
     pub results: ResultPool,
-    /// Verifiers' votes waiting for the child block.
+    /// Verifiers' commitments and votes waiting for the blocks that carry them.
     pub votes: VotePool,
+    /// This node's votes, committed to and secret until their commit phase is over.
+    pub held_votes: HeldVotes,
     /// The inference-node role, when `inference.produce` is on.
     pub producer: Option<Producer>,
     /// Peg-in, registry entry and stake of the node key, when a role needs them.
     pub roles: Option<Roles>,
+    /// The verifiers' audits this inference node plants (`inference.audit_every`).
+    pub auditor: Option<crate::auditor::Auditor>,
     /// The verifier thread, which votes on the blocks of the sets the node key is in.
     pub verifier: Option<VerifierHandle>,
     /// Where the node's waits and block times read the time.
@@ -87,8 +92,10 @@ impl ChainState {
             vm_pool: VmMempool::default(),
             results: ResultPool::default(),
             votes: VotePool::default(),
+            held_votes: HeldVotes::default(),
             producer: None,
             roles: None,
+            auditor: None,
             verifier: None,
             clock,
             early: Default::default(),
@@ -375,6 +382,77 @@ impl ChainState {
         self.tell(NodeEvent::VoteRecorded { block, verifier });
     }
 
+    /// This node's verifier voted: its commitment goes into the pool and out on the vote
+    /// topic, and the vote itself waits, secret, until the canonical branch holds the
+    /// end of the voted block's commit phase (at once if it does already).
+    pub fn commit_own_vote(&mut self, vote: Vote, commit: VoteCommit) {
+        let bytes = VoteMessage::Commit(commit.clone()).to_bytes();
+        self.votes.add_commit(commit);
+        self.publish(Topic::Vote, bytes);
+        self.held_votes.hold(vote);
+        self.reveal_due_votes();
+    }
+
+    /// Moves this node's audit of the verifiers on (or plants one), and gossips what that
+    /// made.
+    fn run_auditor(&mut self) {
+        let (Some(auditor), Some(chain)) = (self.auditor.as_mut(), self.inference.as_ref()) else {
+            return;
+        };
+        auditor.on_tip(
+            &self.ledger,
+            chain,
+            &self.heights,
+            &mut self.vm_pool,
+            &mut self.results,
+        );
+        let made = auditor.take_made();
+        self.outbox
+            .extend(made.vm.into_iter().map(|tx| (Topic::VmTx, tx)));
+        self.outbox
+            .extend(made.results.into_iter().map(|r| (Topic::Result, r)));
+    }
+
+    /// Reveals the held votes whose block's commit phase is over on the canonical branch
+    /// (into the pool and out on the vote topic), and forgets those whose window closed.
+    fn reveal_due_votes(&mut self) {
+        if self.held_votes.is_empty() {
+            return;
+        }
+        let Some(chain) = self.inference.as_ref() else {
+            return;
+        };
+        let tip = chain.tip(&self.ledger).height;
+        let heights = &self.heights;
+        let due = self.held_votes.take_due(|vote| {
+            let Some(rec) = chain.block(&vote.block.0) else {
+                return Due::Forget;
+            };
+            let window_end = rec
+                .height
+                .saturating_add(fai_inference_chain::chain::VOTE_WINDOW);
+            let phase_end = rec
+                .height
+                .saturating_add(fai_inference_chain::chain::COMMIT_PHASE);
+            let canonical = heights.ids_from(rec.height, 1) == [rec.id];
+            if tip >= window_end {
+                Due::Forget
+            } else if canonical && tip >= phase_end {
+                Due::Reveal
+            } else {
+                Due::Hold
+            }
+        });
+        for vote in due {
+            let (block, verifier) = (vote.block, vote.verifier.hash160());
+            let bytes = VoteMessage::Reveal(vote.clone()).to_bytes();
+            if self.votes.add(vote) {
+                self.after_vote(block, verifier);
+            }
+            self.publish(Topic::Vote, bytes);
+        }
+    }
+
     /// A commit waiting for a tenure block that waited as long as it may goes out. Run
     /// by the chain task between commands.
     pub fn producer_tick(&mut self) {
@@ -411,6 +489,11 @@ impl ChainState {
             return;
         }
         self.votes_behind = chain.votes_behind(&self.ledger, tip);
+        self.reveal_due_votes();
+        self.run_auditor();
+        let Some(chain) = self.inference.as_ref() else {
+            return;
+        };
         let Some(old) = self.canonical.replace(new) else {
             return;
         };

@@ -7,7 +7,7 @@
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::BlockError;
-use fai_inference_chain::quorum::Vote;
+use fai_inference_chain::quorum::VoteMessage;
 use fai_inference_chain::vmtx::SignedVmTx;
 use fai_ledger::block::Block;
 use fai_ledger::mempool::MempoolError;
@@ -402,19 +402,32 @@ fn store_payloads(
     Ok(())
 }
 
+/// A verifier's commitment or vote (decision 0004). Either is checked against the voted
+/// block (signature, the block's verifier set; a vote's verdicts against its
+/// inferences) and kept for the producers; one on a block not here yet waits for it.
 fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
-    let vote = match Vote::from_bytes(data) {
-        Ok(v) => v,
+    let message = match VoteMessage::from_bytes(data) {
+        Ok(m) => m,
         Err(e) => return reject(Offence::Malformed, format!("undecodable vote: {e}")),
     };
-    if !vote
-        .verifier
-        .verify(&vote.signing_digest(), &vote.signature)
-    {
+    let (verifier, block, verdicts, signed) = match &message {
+        VoteMessage::Commit(c) => (c.verifier, c.block, None, c.signature_valid()),
+        VoteMessage::Reveal(v) => (
+            v.verifier,
+            v.block,
+            Some(v.verdicts.len()),
+            v.signature_valid(),
+        ),
+    };
+    if !signed {
         return reject(Offence::InvalidTransaction, "vote: bad signature".into());
     }
-    let who = vote.verifier.hash160();
-    if s.votes.has_voted(&vote.block, &who) {
+    let who = verifier.hash160();
+    let known = match &message {
+        VoteMessage::Commit(_) => s.votes.has_committed(&block, &who),
+        VoteMessage::Reveal(_) => s.votes.has_voted(&block, &who),
+    };
+    if known {
         return ignore();
     }
     {
@@ -423,11 +436,11 @@ fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
             return ignore();
         };
         // A block we do not have (yet): not the sender's fault; the vote waits.
-        let Some(record) = chain.block(&vote.block.0) else {
+        let Some(record) = chain.block(&block.0) else {
             return (MessageAcceptance::Ignore, None, true);
         };
         let inferences = record.block.as_ref().map_or(0, |b| b.inferences.len());
-        if vote.verdicts.len() != inferences {
+        if verdicts.is_some_and(|n| n != inferences) {
             return reject(
                 Offence::InvalidTransaction,
                 "vote: not one verdict per inference".into(),
@@ -443,9 +456,17 @@ fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
             );
         }
     }
-    let block = vote.block;
-    if s.votes.add(vote) {
-        s.after_vote(block, who);
+    let added = match message {
+        VoteMessage::Commit(c) => s.votes.add_commit(c),
+        VoteMessage::Reveal(v) => {
+            let added = s.votes.add(v);
+            if added {
+                s.after_vote(block, who);
+            }
+            added
+        }
+    };
+    if added {
         (MessageAcceptance::Accept, None, false)
     } else {
         ignore()
