@@ -10,8 +10,9 @@
 //! unless a later tenure's block builds on one of its blocks. What a block at height h
 //! executes, in order:
 //! 1. settlement of the blocks of its vote window (its parent and up to
-//!    [`VOTE_WINDOW`] − 1 blocks above; votes are revealed past the first
-//!    [`COMMIT_PHASE`] blocks, which carry commitments) whose carried votes reach a majority of their
+//!    [`VOTE_WINDOW`] − 1 blocks above; votes are revealed in blocks anchored more than
+//!    [`COMMIT_PHASE`] ledger blocks after the voted one's, the blocks before carry
+//!    commitments) whose carried votes reach a majority of their
 //!    verifier set with this block's: each inference is paid (90% node, 10% to the
 //!    settled block's producer, rest back to the sender) or refunded with the node's bond
 //!    slashed, reputation is recorded, and that block's producer earns the subsidy; a
@@ -51,7 +52,10 @@ use fai_storage::{KeyValueStore, WriteBatch};
 use sha2::{Digest, Sha256};
 
 mod window;
-pub use window::{DueSettlement, WindowBlock, BUSY_BEHIND, COMMIT_PHASE, VOTE_WINDOW};
+pub use window::{
+    commit_phase_over, may_commit, DueSettlement, WindowBlock, BUSY_BEHIND, COMMIT_PHASE,
+    VOTE_WINDOW,
+};
 
 use crate::block::{InferenceBlock, InferenceHeader};
 use crate::payloads::PayloadStore;
@@ -981,7 +985,7 @@ impl InferenceChain {
         };
         // 1. Settlement of the blocks of the window whose votes reach a quorum here, or
         // whose window closes here without one.
-        let window = self.vote_window(ledger, parent);
+        let window = self.vote_window(ledger, parent, block.header.ledger_height);
         for due in Self::due_settlements(&window, &block.commits, &block.votes)? {
             let Some(rec) = window
                 .iter()
@@ -1303,8 +1307,27 @@ impl InferenceChain {
         salt: &[u8; 32],
         revealer: &Hash160,
     ) -> Vec<Hash160> {
-        self.audit(ledger, parent, audited, index, salt, revealer)
-            .offenders
+        let audit = self.audit(ledger, parent, audited, index, salt, revealer);
+        // The staking contract also wants the commitment made before the audited block's
+        // anchor (its ledger height then); a later one would only spend the reveal's fee.
+        let committed = Value::buff_from(audit.commitment.0.to_vec())
+            .ok()
+            .and_then(|c| {
+                self.read(ledger, parent, "staking", "get-audit-commit", &[c])
+                    .ok()
+            });
+        let in_time = match committed {
+            Some(Value::Optional(o)) => matches!(
+                o.data.as_deref(),
+                Some(Value::UInt(at)) if *at < u128::from(audit.audited_height)
+            ),
+            _ => false,
+        };
+        if in_time {
+            audit.offenders
+        } else {
+            Vec::new()
+        }
     }
 
     /// Builds, runs and signs the block of the tenure won at ledger block `anchor`: what a

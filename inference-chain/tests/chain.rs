@@ -682,8 +682,13 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .produce(f1_hash, vec![], vec![inferences[0].clone()], vec![])
         .unwrap();
     let alt_id = w.chain.accept(&w.ledger.chain, alt).unwrap();
-    let mut tip = f1_hash;
-    for _ in 0..(COMMIT_PHASE + 2) {
+    // The producer wins the next tenure too, within the commit phase of its block; the
+    // tenure's block comes later (below), with the verifiers' commitments.
+    let bid = w.commit_on(f1_hash, alt_id, 200);
+    let f2 = w.ledger.mine_on(f1_hash, vec![bid]);
+    let f2_hash = w.connect(&f2);
+    let mut tip = f2_hash;
+    for _ in 0..(COMMIT_PHASE + 1) {
         let b = w.ledger.mine_on(tip, vec![]);
         tip = w.connect(&b);
     }
@@ -742,7 +747,11 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .iter()
         .map(|v| Vote::new(v, Hash256(alt_id), vec![Verdict::Accept]))
         .collect();
-    let committed = w.commit_phase(alt_id, &verifiers, &votes, 200);
+    let late = w
+        .produce_committing(f2_hash, commits_of(&verifiers, &votes), vec![])
+        .unwrap();
+    let committed = w.chain.accept(&w.ledger.chain, late).unwrap();
+    assert_eq!(w.chain.tip(&w.ledger.chain).id, committed);
     let commit = w.commit(committed, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
@@ -1830,15 +1839,9 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
     let node_before = w.balance(&b2_id, hash(&node).0);
     let outsider = key(20);
 
-    // What N+1 may not carry: a reveal (nobody may see a verdict yet), a commitment
-    // from outside the set or twice.
+    // What N+1 may not carry: a commitment from outside the set or twice.
     let l3 = w.win(b2_id, 200);
     let bad: Vec<(&str, Vec<VoteCommit>, Vec<Vote>)> = vec![
-        (
-            "a reveal in the commit phase",
-            vec![commit_b2(&verifiers[0])],
-            vec![on_b2(&verifiers[0])],
-        ),
         ("outside its set", vec![commit_b2(&outsider)], vec![]),
         (
             "twice",
@@ -1859,9 +1862,31 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
     commits.push(VoteCommit::of(&verifiers[3], &rejection));
     let b3 = w.produce_committing(l3, commits, vec![]).unwrap();
     let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
+    // N+2 may not carry a reveal (nobody may see a verdict yet), though the commitment
+    // is carried; it carries nothing.
     let l4 = w.win(b3_id, 200);
+    let err = w
+        .produce(l4, vec![], vec![], vec![on_b2(&verifiers[0])])
+        .unwrap_err();
+    assert!(err.to_string().contains("commit phase"), "{err}");
     let b4 = w.produce(l4, vec![], vec![], vec![]).unwrap();
     let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
+    let b2_rec = w.chain.block(&b2_id).unwrap().clone();
+    let b4_rec = w.chain.block(&b4_id).unwrap().clone();
+    assert!(fai_inference_chain::chain::commit_phase_over(
+        &b2_rec, &b4_rec
+    ));
+
+    // The verifiers reveal now. A producer that wins the next tenure with a commit
+    // naming N+1 (any block anchored below its tenure will do) builds a second N+2,
+    // after the reveals: its block is anchored past the commit phase of N and cannot
+    // carry the copier's commitment. Counted in inference blocks (depth 2), it could.
+    let copier = &verifiers[4];
+    let beside = w.win(b3_id, 200);
+    let err = w
+        .produce_committing(beside, vec![commit_b2(copier)], vec![])
+        .unwrap_err();
+    assert!(err.to_string().contains("past the commit phase"), "{err}");
 
     // N+3 carries two reveals: open.
     let l5 = w.win(b4_id, 200);
@@ -1881,7 +1906,6 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
     // verdicts now public: neither its commitment nor its reveal is taken. Verifier 3
     // cannot change its mind either.
     let l6 = w.win(b5_id, 200);
-    let copier = &verifiers[4];
     let err = w
         .produce_committing(l6, vec![commit_b2(copier)], vec![])
         .unwrap_err();
@@ -1920,13 +1944,16 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
         on_b2(&verifiers[0]),
         on_b2(&verifiers[2]),
     ];
+    let l6_height = w.chain.tracker().record(&l6).unwrap().ledger_height;
     let carried = w
         .chain
-        .votes_to_carry(&w.ledger.chain, &b5_rec, |_| offered.clone());
+        .votes_to_carry(&w.ledger.chain, &b5_rec, l6_height, |_| offered.clone());
     assert_eq!(carried, vec![on_b2(&verifiers[2])]);
     assert!(w
         .chain
-        .commits_to_carry(&w.ledger.chain, &b5_rec, |_| vec![commit_b2(copier)])
+        .commits_to_carry(&w.ledger.chain, &b5_rec, l6_height, |_| {
+            vec![commit_b2(copier)]
+        })
         .is_empty());
 
     // A third reveal in N+4 settles N there.
@@ -1939,7 +1966,6 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
         w.balance(&b6_id, hash(&node).0),
         node_before + paid * 9 / 10
     );
-    let b2_rec = w.chain.block(&b2_id).unwrap().clone();
     let after: Vec<_> = [b3_id, b4_id, b5_id, b6_id]
         .iter()
         .map(|id| w.chain.block(id).unwrap().clone())

@@ -33,7 +33,8 @@ pub struct VerifierStats {
     pub inferences: AtomicU64,
     /// Microseconds spent judging them.
     pub micros: AtomicU64,
-    /// Blocks offered to a full queue, never voted on.
+    /// Blocks offered to a full queue, or whose commit phase ended before their turn:
+    /// never voted on.
     pub dropped_blocks: AtomicU64,
 }
 

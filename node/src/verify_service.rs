@@ -8,8 +8,9 @@
 //! Text that did not come with the block is asked of the nodes that served it while the
 //! verifier waits; what never comes is abstained on.
 //!
-//! The queue is bounded: when the node cannot keep up, the oldest blocks are not voted on
-//! (their inferences are refunded, as for any block without a quorum).
+//! The queue is bounded: when the node cannot keep up, the newest blocks are not voted on,
+//! and a block whose commit phase ended before its turn is skipped (a vote on it could not
+//! count); without a quorum, their inferences are refunded.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::Receiver;
@@ -139,6 +140,19 @@ fn run(
         };
         // Off the backlog once voted, or however this block's turn ends.
         let _voted = CountDown(backlog);
+        // Its commit phase is over (this verifier fell behind): a vote could not count,
+        // and replaying it would only make the next blocks late too.
+        if links
+            .chain
+            .read_now(move |s| s.commit_phase_over(&id))
+            .unwrap_or(false)
+        {
+            warn!(target: "infer_node::verifier", block = %id, "block skipped: its commit phase ended before its turn");
+            stats
+                .dropped_blocks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         let started = std::time::Instant::now();
         let judged = if links.lazy {
             block.inferences.iter().map(|_| Ok(())).collect()

@@ -764,10 +764,11 @@ fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
 /// Attack (issue 19): a buyer who can keep the verifiers from voting in time gets its
 /// answers for free: what no quorum votes on within the vote window is refunded. Here two
 /// of the three verifiers are down, so nothing node 0 serves can settle. Before, node 0
-/// went on serving (and the network refunding) whatever came; now, once the verifiers
-/// are `BUSY_BEHIND` (4: the commit phase and one more block) blocks behind, it refuses
-/// new requests with 503 (and says so in `/metrics`), and serves again once they caught
-/// up.
+/// went on serving (and the network refunding) whatever came; now, as soon as a block's
+/// commit phase (2 ledger blocks) ends without the commitments of a majority of its
+/// verifiers, 2 blocks behind (before `BUSY_BEHIND`, 4, when commitments came and votes
+/// did not), it refuses new requests with 503 (and says so in `/metrics`), and serves
+/// again once they caught up.
 #[test]
 fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
     let (mut net, _) = ready(false);
@@ -808,11 +809,8 @@ fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
     }
     let (error, behind_then) = refused.expect("every request was served");
     assert!(error.contains("503") && error.contains("busy"), "{error}");
-    assert_eq!(
-        behind_then,
-        fai_inference_chain::chain::BUSY_BEHIND,
-        "refused {behind_then} blocks behind"
-    );
+    assert!(error.contains("commit phase"), "{error}");
+    assert_eq!(behind_then, 2, "refused {behind_then} blocks behind");
     assert!(served >= 3, "{served} served before the refusal");
     let state = net.get(0, &format!("/v2/inference/{}", txid(&first)));
     assert_eq!(state["state"], "in_block", "{state}");
@@ -850,8 +848,10 @@ fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
 /// A verifier cut off while an inference was served and carried gets its block later, by
 /// sync, without its text: the result gossip passed it by, and only a gossiped block's
 /// sender is asked for text. Before, it waited for text nobody sent and abstained; now it
-/// asks the node that served the inference, replays the answer and accepts it. The nodes'
-/// clock stands still once node 2 is back: the ask is no timeout's.
+/// asks the node that served the inference, replays the answer, commits to its vote
+/// within the block's commit phase and, once the phase is over, reveals an acceptance.
+/// The nodes' clock stands still from node 2's return to its commitment: the ask is no
+/// timeout's.
 #[test]
 fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
     use fai_inference_chain::quorum::Verdict;
@@ -862,16 +862,16 @@ fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
         .unwrap_or_else(|e| panic!("the inference failed: {e}"));
     let id = txid(&receipt).to_string();
     let state = |i: usize| net.get(i, &format!("/v2/inference/{id}"));
-    // Nodes 0 and 1 carry and settle it (two votes of three are a quorum).
+    // Nodes 0 and 1 carry it in a block.
     let mut blocks = 0;
-    while state(0)["state"] != "settled" {
+    while state(0)["state"] != "in_block" {
         net.advance(SPACING);
         net.settle_among(&[0, 1]);
         net.mine(blocks % 2);
         net.advance(SPACING);
         net.settle_among(&[0, 1]);
         blocks += 1;
-        assert!(blocks <= 6, "the pair never settled it: {}", state(0));
+        assert!(blocks <= 3, "the pair never carried it: {}", state(0));
     }
     // The API spells ids in their bytes' order (not the reversed display form).
     let block = state(0)["block"]["id"]
@@ -881,6 +881,12 @@ fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
         .map(fai_primitives::Hash256)
         .unwrap_or_else(|| panic!("no block id: {}", state(0)));
     let me = net.node(2).verifier.get().expect("node 2 verifies").address;
+    let committed = || {
+        net.node(2)
+            .chain
+            .call_blocking(move |s| s.votes.has_committed(&block, &me))
+            .unwrap()
+    };
     let vote = || {
         net.node(2)
             .chain
@@ -892,19 +898,25 @@ fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
             })
             .unwrap()
     };
-    assert!(vote().is_none(), "node 2 voted while cut off");
+    assert!(!committed(), "node 2 judged while cut off");
     net.heal();
-    let asked = fai_tests::wait(120, &|| vote().is_some());
+    let asked = fai_tests::wait(120, &committed);
     if !asked {
         // The text never came: once the clock passes its wait, the verifier abstains.
         net.advance(5);
-        fai_tests::wait(60, &|| vote().is_some());
+        fai_tests::wait(60, &committed);
     }
-    let vote = vote().unwrap_or_else(|| panic!("node 2 never voted on {block}"));
-    assert!(
-        asked,
-        "node 2 voted only after its wait for the text: {vote:?}"
-    );
+    assert!(committed(), "node 2 never committed to a vote on {block}");
+    assert!(asked, "node 2 committed only after its wait for the text");
+    // Its vote comes out once the block's commit phase is over. (Its pools stay unlike
+    // the others': what was gossiped while it was cut off never reaches it, and need not.)
+    for miner in 0..2 {
+        net.advance(SPACING);
+        net.mine(miner);
+        net.settle_among(&[0, 1]);
+    }
+    fai_tests::wait(60, &|| vote().is_some());
+    let vote = vote().unwrap_or_else(|| panic!("node 2 never revealed its vote on {block}"));
     assert_eq!(
         vote.verdicts,
         vec![Verdict::Accept],

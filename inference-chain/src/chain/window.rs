@@ -1,11 +1,19 @@
 //! Votes in a window of blocks, in two phases (decision 0004). The commitments to the
-//! votes on block N count when blocks N+1 to N+[`COMMIT_PHASE`] of its branch carry them;
-//! the votes themselves (reveals) when blocks N+[`COMMIT_PHASE`]+1 to N+[`VOTE_WINDOW`]
-//! carry them, each beside its verifier's commitment carried before. N settles in the
-//! first of those blocks that brings the reveals carried on it to a quorum of its
-//! verifier set; when the window closes (block N+K) without one, its inferences are
-//! refunded there. No verdict needs to be public before the commit phase closes, so a
-//! verifier that copies others' verdicts has to commit before it can see one.
+//! votes on block N count when blocks of its branch anchored at most [`COMMIT_PHASE`]
+//! ledger blocks after N's anchor carry them (blocks N+1 and N+2 when every ledger block
+//! has a tenure); the votes themselves (reveals) when the blocks after, up to
+//! N+[`VOTE_WINDOW`], carry them, each beside its verifier's commitment carried before.
+//! N settles in the first of those blocks that brings the reveals carried on it to a
+//! quorum of its verifier set; when the window closes (block N+K) without one, its
+//! inferences are refunded there. No verdict needs to be public before the commit phase
+//! closes, so a verifier that copies others' verdicts has to commit before it can see
+//! one.
+//!
+//! Why the phase counts ledger blocks and not inference blocks: a producer may build on
+//! an older parent than the tip (its commit names any block anchored below its tenure).
+//! Counted in inference blocks, a producer that won the tenure after N+2 could build on
+//! N+1, after the reveals went out, and carry a copier's commitment at depth 2; anchored
+//! past N's anchor + [`COMMIT_PHASE`], its block can carry none.
 //!
 //! A block may carry a commitment or a reveal only on an ancestor inside the window (in
 //! the phase above) that has not settled yet on its branch, from a verifier of that
@@ -29,10 +37,24 @@ use crate::settlement::Settlement;
 /// How many blocks after block N may carry the votes on N (a consensus constant).
 pub const VOTE_WINDOW: u32 = 6;
 
-/// How many blocks after block N may carry the commitments to the votes on N (the first
-/// blocks of its window; a consensus constant). Two, not one: a verifier whose replay
-/// takes longer than one block's spacing still commits in time.
+/// How many ledger blocks after block N's anchor the blocks that carry the commitments to
+/// the votes on N may be anchored (the first blocks of its window; a consensus constant).
+/// Two, not one: a verifier whose replay takes longer than one block's spacing still
+/// commits in time.
 pub const COMMIT_PHASE: u32 = 2;
+
+/// Whether a block anchored at ledger height `anchor_height` may carry commitments to
+/// votes on `voted` (one of its window): it is in `voted`'s commit phase.
+pub fn may_commit(voted: &BlockRecord, anchor_height: u32) -> bool {
+    anchor_height <= voted.anchor_height.saturating_add(COMMIT_PHASE)
+}
+
+/// Whether no child of `tip` (a descendant of `voted`) can carry a commitment to a vote
+/// on `voted`: every later block is anchored past its commit phase. When a verifier may
+/// reveal its vote on `voted`.
+pub fn commit_phase_over(voted: &BlockRecord, tip: &BlockRecord) -> bool {
+    !may_commit(voted, tip.anchor_height.saturating_add(1))
+}
 
 const _: () = assert!(COMMIT_PHASE >= 1 && COMMIT_PHASE < VOTE_WINDOW);
 
@@ -59,6 +81,8 @@ pub struct WindowBlock<'c> {
     pub carried: Vec<Vote>,
     /// The new block's distance from it (1: its child).
     pub depth: u32,
+    /// Whether the new block is in its commit phase (else in its reveal phase).
+    pub committing: bool,
     /// Whether the carried votes reached the quorum of its set already.
     pub settled: bool,
     /// Whether the new block is the last one that may carry votes on it.
@@ -66,11 +90,6 @@ pub struct WindowBlock<'c> {
 }
 
 impl WindowBlock<'_> {
-    /// Whether the new block is in its commit phase (else in its reveal phase).
-    pub fn committing(&self) -> bool {
-        self.depth <= COMMIT_PHASE
-    }
-
     /// The commitment of `verifier` its branch carried, if any.
     fn commit_of(&self, verifier: &fai_primitives::PublicKey) -> Option<&VoteCommit> {
         self.commits.iter().find(|c| c.verifier == *verifier)
@@ -92,13 +111,15 @@ pub struct DueSettlement {
 }
 
 impl InferenceChain {
-    /// The blocks a child of `parent` may carry votes on, newest first: `parent` and its
-    /// ancestors up to [`VOTE_WINDOW`] blocks (genesis, which has no inferences, excluded),
-    /// with the votes on each that the blocks between carried.
+    /// The blocks a child of `parent` anchored at ledger height `anchor_height` may carry
+    /// votes on, newest first: `parent` and its ancestors up to [`VOTE_WINDOW`] blocks
+    /// (genesis, which has no inferences, excluded), with the commitments and votes on
+    /// each that the blocks between carried.
     pub fn vote_window<'c>(
         &'c self,
         ledger: &Chainstate,
         parent: &'c BlockRecord,
+        anchor_height: u32,
     ) -> Vec<WindowBlock<'c>> {
         let mut recs: Vec<&BlockRecord> = Vec::new();
         let mut at = Some(parent);
@@ -137,6 +158,7 @@ impl InferenceChain {
                 commits,
                 carried,
                 depth,
+                committing: may_commit(rec, anchor_height),
                 settled,
                 closes: depth == VOTE_WINDOW,
             });
@@ -150,7 +172,8 @@ impl InferenceChain {
     /// oldest open one is `tip` itself). At [`VOTE_WINDOW`] its inferences are refunded,
     /// so a serving node refuses new requests well before (`BUSY_BEHIND`).
     pub fn votes_behind(&self, ledger: &Chainstate, tip: &BlockRecord) -> u32 {
-        self.vote_window(ledger, tip)
+        let child_anchor = tip.anchor_height.saturating_add(1);
+        self.vote_window(ledger, tip, child_anchor)
             .iter()
             .enumerate()
             .filter(|(_, w)| {
@@ -164,6 +187,21 @@ impl InferenceChain {
             .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Whether a block of the window of `tip` that carries inferences and has not settled
+    /// is past its commit phase without the commitments of a quorum of its set: it will
+    /// be refunded, served for nothing, because its verifiers did not judge it in time.
+    /// A serving node then refuses new requests as busy, as at [`BUSY_BEHIND`].
+    pub fn commits_missed(&self, ledger: &Chainstate, tip: &BlockRecord) -> bool {
+        let child_anchor = tip.anchor_height.saturating_add(1);
+        self.vote_window(ledger, tip, child_anchor).iter().any(|w| {
+            !w.settled
+                && !w.committing
+                && !w.set.is_empty()
+                && w.inferences() > 0
+                && w.commits.len() < quorum(w.set.len())
+        })
     }
 
     /// Checks the commitments and votes a child of the window's top carries (see the
@@ -190,7 +228,7 @@ impl InferenceChain {
             let list = committed
                 .get_mut(at)
                 .ok_or_else(|| invalid("vote window"))?;
-            if !w.committing()
+            if !w.committing
                 || w.settled
                 || !w.set.contains(&commit.verifier.hash160())
                 || w.commit_of(&commit.verifier).is_some()
@@ -219,7 +257,7 @@ impl InferenceChain {
             let opens = w
                 .commit_of(&vote.verifier)
                 .is_some_and(|c| c.opens_to(vote));
-            if w.committing()
+            if w.committing
                 || !w.set.contains(&who)
                 || vote.verdicts.len() != w.inferences()
                 || w.carried
@@ -256,18 +294,20 @@ impl InferenceChain {
         Ok(due)
     }
 
-    /// The commitments from `offered` a child of `parent` may carry: for each block of
-    /// the window in its commit phase, the offered commitments to votes on it that the
-    /// branch has not carried, checked as consensus checks them.
+    /// The commitments from `offered` a child of `parent` anchored at ledger height
+    /// `anchor_height` may carry: for each block of the window in its commit phase, the
+    /// offered commitments to votes on it that the branch has not carried, checked as
+    /// consensus checks them.
     pub fn commits_to_carry(
         &self,
         ledger: &Chainstate,
         parent: &BlockRecord,
+        anchor_height: u32,
         offered: impl Fn(&Hash256) -> Vec<VoteCommit>,
     ) -> Vec<VoteCommit> {
-        let window = self.vote_window(ledger, parent);
+        let window = self.vote_window(ledger, parent, anchor_height);
         let mut out: Vec<VoteCommit> = Vec::new();
-        for w in window.iter().rev().filter(|w| w.committing() && !w.settled) {
+        for w in window.iter().rev().filter(|w| w.committing && !w.settled) {
             for commit in offered(&Hash256(w.rec.id)) {
                 let known = w.commit_of(&commit.verifier).is_some()
                     || out
@@ -286,23 +326,21 @@ impl InferenceChain {
         out
     }
 
-    /// The votes from `offered` a child of `parent` may carry: for each block of the
-    /// window in its reveal phase and not settled yet, the offered votes on it that the
-    /// branch has not carried and whose commitment it did, checked as consensus checks
-    /// them. What a producer puts in its block.
+    /// The votes from `offered` a child of `parent` anchored at ledger height
+    /// `anchor_height` may carry: for each block of the window in its reveal phase and not
+    /// settled yet, the offered votes on it that the branch has not carried and whose
+    /// commitment it did, checked as consensus checks them. What a producer puts in its
+    /// block.
     pub fn votes_to_carry(
         &self,
         ledger: &Chainstate,
         parent: &BlockRecord,
+        anchor_height: u32,
         offered: impl Fn(&Hash256) -> Vec<Vote>,
     ) -> Vec<Vote> {
-        let window = self.vote_window(ledger, parent);
+        let window = self.vote_window(ledger, parent, anchor_height);
         let mut out: Vec<Vote> = Vec::new();
-        for w in window
-            .iter()
-            .rev()
-            .filter(|w| !w.committing() && !w.settled)
-        {
+        for w in window.iter().rev().filter(|w| !w.committing && !w.settled) {
             for vote in offered(&Hash256(w.rec.id)) {
                 let who = vote.verifier.hash160();
                 let known = w

@@ -68,6 +68,9 @@ pub struct ChainState {
     /// How many blocks the verifiers are behind on the canonical branch
     /// (`InferenceChain::votes_behind`), read when the canonical tip moves.
     votes_behind: u32,
+    /// Whether a block of the canonical branch is past its commit phase without a quorum
+    /// of commitments (`InferenceChain::commits_missed`), read with `votes_behind`.
+    commits_missed: bool,
     /// The canonical inference branch by height, as of the last command (what peers'
     /// requests for blocks from a height are answered from).
     pub(crate) heights: fai_inference_chain::canonical::CanonicalIndex,
@@ -105,6 +108,7 @@ impl ChainState {
             commit_added: false,
             canonical: None,
             votes_behind: 0,
+            commits_missed: false,
             heights: Default::default(),
         }
     }
@@ -161,7 +165,13 @@ impl ChainState {
     /// [`fai_inference_chain::chain::BUSY_BEHIND`] blocks behind or more, so what it
     /// served already needs the rest of the vote window to settle.
     pub fn verifiers_busy(&self) -> bool {
-        self.votes_behind >= fai_inference_chain::chain::BUSY_BEHIND
+        self.votes_behind >= fai_inference_chain::chain::BUSY_BEHIND || self.commits_missed
+    }
+
+    /// Whether a block of the canonical branch is past its commit phase without the
+    /// commitments of a quorum of its verifiers: they did not judge it in time.
+    pub fn commits_missed(&self) -> bool {
+        self.commits_missed
     }
 
     /// The next free nonce of `sender` on the inference layer: past the account's nonce
@@ -393,18 +403,35 @@ impl ChainState {
         self.reveal_due_votes();
     }
 
+    /// Whether `block` is on the canonical branch past its commit phase: a vote on it
+    /// could no longer count, and a verifier that has not judged it yet skips it.
+    pub fn commit_phase_over(&self, block: &Hash256) -> bool {
+        let Some(chain) = self.inference.as_ref() else {
+            return false;
+        };
+        let Some(rec) = chain.block(&block.0) else {
+            return false;
+        };
+        self.heights.ids_from(rec.height, 1) == [rec.id]
+            && fai_inference_chain::chain::commit_phase_over(rec, chain.tip(&self.ledger))
+    }
+
     /// Moves this node's audit of the verifiers on (or plants one), and gossips what that
     /// made.
     fn run_auditor(&mut self) {
         let (Some(auditor), Some(chain)) = (self.auditor.as_mut(), self.inference.as_ref()) else {
             return;
         };
+        let pools = crate::auditor::AuditPools {
+            vm: &mut self.vm_pool,
+            results: &mut self.results,
+        };
         auditor.on_tip(
             &self.ledger,
             chain,
             &self.heights,
-            &mut self.vm_pool,
-            &mut self.results,
+            pools,
+            self.clock.unix_now(),
         );
         let made = auditor.take_made();
         self.outbox
@@ -422,7 +449,7 @@ impl ChainState {
         let Some(chain) = self.inference.as_ref() else {
             return;
         };
-        let tip = chain.tip(&self.ledger).height;
+        let tip = chain.tip(&self.ledger);
         let heights = &self.heights;
         let due = self.held_votes.take_due(|vote| {
             let Some(rec) = chain.block(&vote.block.0) else {
@@ -431,13 +458,10 @@ impl ChainState {
             let window_end = rec
                 .height
                 .saturating_add(fai_inference_chain::chain::VOTE_WINDOW);
-            let phase_end = rec
-                .height
-                .saturating_add(fai_inference_chain::chain::COMMIT_PHASE);
             let canonical = heights.ids_from(rec.height, 1) == [rec.id];
-            if tip >= window_end {
+            if tip.height >= window_end {
                 Due::Forget
-            } else if canonical && tip >= phase_end {
+            } else if canonical && fai_inference_chain::chain::commit_phase_over(rec, tip) {
                 Due::Reveal
             } else {
                 Due::Hold
@@ -489,12 +513,21 @@ impl ChainState {
             return;
         }
         self.votes_behind = chain.votes_behind(&self.ledger, tip);
+        self.commits_missed = chain.commits_missed(&self.ledger, tip);
+        let old = self.canonical.replace(new);
+        self.reconcile_pools(old, new, exec);
         self.reveal_due_votes();
+        // After the pools follow the branch: an audit's transactions take the nonces that
+        // what came back from a branch left behind holds.
         self.run_auditor();
-        let Some(chain) = self.inference.as_ref() else {
-            return;
-        };
-        let Some(old) = self.canonical.replace(new) else {
+    }
+
+    /// The pools follow the canonical tip's move from `old` to `new` (whose state is
+    /// `exec`): what the blocks that joined the branch carry leaves them, and what the
+    /// blocks left behind carried comes back unless the new branch carries it or spent
+    /// its nonce.
+    fn reconcile_pools(&mut self, old: Option<[u8; 32]>, new: [u8; 32], exec: [u8; 32]) {
+        let (Some(chain), Some(old)) = (self.inference.as_ref(), old) else {
             return;
         };
         let (left, right) = chain.fork_sides(&old, &new);

@@ -439,6 +439,21 @@ fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         let Some(record) = chain.block(&block.0) else {
             return (MessageAcceptance::Ignore, None, true);
         };
+        // Too late to be carried on the canonical branch: not kept (a member of the set
+        // could otherwise push the recent blocks' votes out of the pool with old ones).
+        let tip = chain.tip(ledger);
+        let late = match verdicts {
+            None => fai_inference_chain::chain::commit_phase_over(record, tip),
+            Some(_) => {
+                tip.height
+                    >= record
+                        .height
+                        .saturating_add(fai_inference_chain::chain::VOTE_WINDOW)
+            }
+        };
+        if late {
+            return ignore();
+        }
         let inferences = record.block.as_ref().map_or(0, |b| b.inferences.len());
         if verdicts.is_some_and(|n| n != inferences) {
             return reject(

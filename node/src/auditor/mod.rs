@@ -4,10 +4,12 @@
 //! node) and leaves the verifier sets. A verifier that accepts without replaying is
 //! caught by the first audit in a block it votes on.
 //!
-//! One audit at a time, in stages, moved on each time the canonical inference tip moves:
+//! One audit at a time, in stages, moved on each time the canonical inference tip moves
+//! (after the pools followed it):
 //! 1. **Plant** (with a chance of 1 in `inference.audit_every` at each tip, so that
-//!    nobody can tell when the next comes): a fresh sender key, a prompt and an answer of
-//!    random tokens that the node signs as served; into the VM pool go a transfer that
+//!    nobody can tell when the next comes; never while the ledger tip is old, when the
+//!    node is catching up): a fresh sender key, a prompt and an answer of random tokens
+//!    that the node signs as served (`forgery.rs`); into the VM pool go a transfer that
 //!    funds the sender for its max fee and `staking.commit-audit` of
 //!    sha256d(salt ‖ txid ‖ this node's address).
 //! 2. **Serve**, once both are in a canonical block (the commitment must come before the
@@ -15,17 +17,21 @@
 //!    and out on the `result` topic, like any answer this node served.
 //! 3. **Reveal**, once the block that carries it has passed its vote window: when the
 //!    chain bears out offenders (`InferenceChain::audit_offenders`), `Evidence::Audit`
-//!    from this node's key.
+//!    from this node's key, sent again until a canonical block carries it.
 //!
-//! What is left undone (the commitment or the inference never lands, the block leaves the
-//! canonical branch for good) is dropped after a while and the next audit can come.
-//! The audited inference itself settles as any rejected one: the node's bond pays three
-//! times its fee, which is what its tokens cost at the node's own price.
+//! A stage that takes more than [`STAGE_LIMIT`] ledger blocks ends the audit (a plant
+//! whose commitment never landed takes its transactions out of the VM pool), and the next
+//! one can come. The audited inference settles as any rejected one: the node's bond pays
+//! three times its fee, which is what its tokens cost at the node's own price, and the
+//! max fee goes back to the fresh sender, where it stays (a few base units: sweeping it
+//! back would cost more in fees).
 //!
 //! Known limits: the funding transfer links the audit's sender to this node on chain, and
 //! an answer of random tokens can be told from a real one by looking at it; a verifier
 //! that did that much work for every answer could skip replaying the rest. Both are
 //! noted in docs/consensus.md.
+
+mod forgery;
 
 use std::sync::Arc;
 
@@ -34,10 +40,9 @@ use fai_engine::LoadedModel;
 use fai_inference_chain::canonical::CanonicalIndex;
 use fai_inference_chain::chain::{InferenceChain, VOTE_WINDOW};
 use fai_inference_chain::served::ServedInference;
-use fai_inference_chain::types::{Inference, InferenceStub, Prompt, ResultReceipt, Sampling};
 use fai_inference_chain::vmtx::{value_bytes, Evidence, SignedVmTx, VmPayload};
 use fai_ledger::Chainstate;
-use fai_primitives::{Amount, Encode, Hash160, Hash256, SecretKey, Signature};
+use fai_primitives::{Amount, Encode, Hash160, Hash256, SecretKey};
 use tracing::{debug, info, warn};
 
 use crate::result_pool::ResultPool;
@@ -51,6 +56,9 @@ const ANSWER_TOKENS: u32 = 16;
 const PROMPT_TOKENS: usize = 12;
 /// Inference blocks an audit's transaction may wait to be carried (its expiry).
 const EXPIRY_BLOCKS: u32 = 50;
+/// Target spacings the ledger tip may be old for the node to plant: past it, the node is
+/// catching up with the network.
+const LIVE_SPACINGS: u64 = 20;
 
 /// Where one audit is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +66,8 @@ enum Stage {
     /// The funding and the commitment are in the VM pool.
     Committing,
     /// The inference is in the result pool; looked for in the canonical blocks from
-    /// inference height `from`.
+    /// inference height `from` (where it was served, less a vote window: a branch taken
+    /// after a reorganisation may be lower).
     Served { from: u32 },
     /// Carried by canonical block `block` (at `height`), as its inference `index`.
     Carried {
@@ -66,11 +75,20 @@ enum Stage {
         height: u32,
         index: u32,
     },
+    /// The reveal (the node key's transaction at `nonce`) was sent; the stage ends when
+    /// the canonical branch carries it, and sends it again when it left the VM pool.
+    Revealing {
+        block: [u8; 32],
+        index: u32,
+        nonce: u64,
+    },
 }
 
 struct Planted {
     salt: [u8; 32],
     served: ServedInference,
+    /// The funding and the commitment transactions.
+    planted_txs: [Hash256; 2],
     /// The node key's nonce of the commitment transaction (the funding one is before it).
     commit_nonce: u64,
     stage: Stage,
@@ -83,6 +101,12 @@ struct Planted {
 pub struct AuditMade {
     pub vm: Vec<Vec<u8>>,
     pub results: Vec<Vec<u8>>,
+}
+
+/// The pools an audit goes into.
+pub struct AuditPools<'a> {
+    pub vm: &'a mut VmMempool,
+    pub results: &'a mut ResultPool,
 }
 
 pub struct Auditor {
@@ -127,68 +151,58 @@ impl Auditor {
         std::mem::take(&mut self.made)
     }
 
-    /// Whether an audit is under way (its stage, for logs and tests).
-    pub fn under_way(&self) -> bool {
-        self.current.is_some()
-    }
-
     /// Moves the audit under way on, or plants one. Run when the canonical inference tip
-    /// moved; `heights` is the canonical branch by height.
+    /// moved, after the pools followed it; `heights` is the canonical branch by height,
+    /// `unix_now` the node's clock.
     pub fn on_tip(
         &mut self,
         ledger: &Chainstate,
         chain: &InferenceChain,
         heights: &CanonicalIndex,
-        vm_pool: &mut VmMempool,
-        results: &mut ResultPool,
+        pools: AuditPools<'_>,
+        unix_now: u64,
     ) {
         if self.every == 0 {
             return;
         }
         let Some(mut planted) = self.current.take() else {
-            self.maybe_plant(ledger, chain, vm_pool, results);
+            let tip_time = ledger.tip().map_or(0, |e| u64::from(e.header.time));
+            let spacing = ledger.params().target_spacing;
+            if unix_now.saturating_sub(tip_time) <= spacing.saturating_mul(LIVE_SPACINGS) {
+                self.maybe_plant(ledger, chain, pools);
+            }
             return;
         };
         let height = ledger.height();
         if height > planted.since.saturating_add(STAGE_LIMIT) {
             debug!(target: "infer_node::auditor", stage = ?planted.stage, "audit dropped: a stage took too long");
+            if planted.stage == Stage::Committing {
+                // Not mined after all: the funding of a sender that will never be used.
+                for id in &planted.planted_txs {
+                    pools.vm.remove(id);
+                }
+            }
             return;
         }
         let tip = chain.tip(ledger);
-        let txid = planted.served.inference.stub.txid();
-        match planted.stage.clone() {
-            Stage::Committing => {
-                let nonce = chain
-                    .vm()
-                    .account(&tip.exec_id, ledger, self.address.0)
-                    .map_or(0, |(_, n)| n);
-                if nonce > planted.commit_nonce {
-                    self.serve(&planted.served, chain, ledger, results);
-                    planted.stage = Stage::Served { from: tip.height };
-                    planted.since = height;
-                }
+        let nonce = chain
+            .vm()
+            .account(&tip.exec_id, ledger, self.address.0)
+            .map_or(0, |(_, n)| n);
+        let next = match planted.stage.clone() {
+            Stage::Committing if nonce > planted.commit_nonce => {
+                self.serve(&planted.served, chain, ledger, pools.results);
+                Some(Stage::Served {
+                    from: tip.height.saturating_sub(VOTE_WINDOW),
+                })
             }
+            Stage::Committing => None,
             Stage::Served { from } => {
                 if tip.height > planted.served.inference.stub.expiry {
-                    debug!(target: "infer_node::auditor", %txid, "audit dropped: never carried");
+                    debug!(target: "infer_node::auditor", txid = %planted.served.inference.stub.txid(), "audit dropped: never carried");
                     return;
                 }
-                let span = tip.height.saturating_sub(from).saturating_add(1) as usize;
-                let found = heights
-                    .blocks_from(chain, from, span)
-                    .into_iter()
-                    .find_map(|b| {
-                        let index = b.inferences.iter().position(|i| i.stub.txid() == txid)?;
-                        Some((b.header.id().0, b.header.height, index))
-                    });
-                if let Some((block, at, index)) = found {
-                    planted.stage = Stage::Carried {
-                        block,
-                        height: at,
-                        index: u32::try_from(index).unwrap_or(u32::MAX),
-                    };
-                    planted.since = height;
-                }
+                Self::find_carried(&planted, chain, heights, from, tip.height)
             }
             Stage::Carried {
                 block,
@@ -196,15 +210,79 @@ impl Auditor {
                 index,
             } => {
                 if heights.ids_from(at, 1) != [block] {
-                    // Left the canonical branch: back in the pools, carried again later.
-                    planted.stage = Stage::Served { from: at };
+                    // Left the canonical branch: back in the pools, carried again later
+                    // (maybe lower, on a shorter branch).
+                    Some(Stage::Served {
+                        from: at.saturating_sub(VOTE_WINDOW),
+                    })
                 } else if tip.height >= at.saturating_add(VOTE_WINDOW) {
-                    self.reveal(&planted, chain, ledger, vm_pool, results, block, index);
-                    return;
+                    let sent = self.reveal(&planted, chain, ledger, pools, block, index);
+                    let Some(sent) = sent else {
+                        return;
+                    };
+                    Some(Stage::Revealing {
+                        block,
+                        index,
+                        nonce: sent,
+                    })
+                } else {
+                    None
                 }
             }
+            Stage::Revealing {
+                block,
+                index,
+                nonce: sent,
+            } => {
+                if nonce > sent {
+                    // Carried (by then it may find nothing to punish: only its fee).
+                    return;
+                }
+                if pools.vm.next_nonce(self.address.0, nonce) > sent {
+                    None
+                } else {
+                    // Out of the pool (a reorganisation, an eviction): sent again.
+                    let again = self.reveal(&planted, chain, ledger, pools, block, index);
+                    let Some(again) = again else {
+                        return;
+                    };
+                    Some(Stage::Revealing {
+                        block,
+                        index,
+                        nonce: again,
+                    })
+                }
+            }
+        };
+        if let Some(stage) = next {
+            planted.stage = stage;
+            planted.since = height;
         }
         self.current = Some(planted);
+    }
+
+    /// Where the canonical branch carries the audit, looked for from height `from` to
+    /// `tip`: the next stage, if it does.
+    fn find_carried(
+        planted: &Planted,
+        chain: &InferenceChain,
+        heights: &CanonicalIndex,
+        from: u32,
+        tip: u32,
+    ) -> Option<Stage> {
+        let txid = planted.served.inference.stub.txid();
+        let span = usize::try_from(tip.saturating_sub(from).saturating_add(1)).ok()?;
+        heights
+            .blocks_from(chain, from, span)
+            .into_iter()
+            .find_map(|b| {
+                let index = b.inferences.iter().position(|i| i.stub.txid() == txid)?;
+                Some(Stage::Carried {
+                    block: b.header.id().0,
+                    height: b.header.height,
+                    index: u32::try_from(index).ok()?,
+                })
+            })
     }
 
     /// A secret of this node's for the audit planted at `tip`: its signature over them,
@@ -214,13 +292,7 @@ impl Auditor {
         Hash256::sha256d(&self.key.sign(&digest).0).0
     }
 
-    fn maybe_plant(
-        &mut self,
-        ledger: &Chainstate,
-        chain: &InferenceChain,
-        vm_pool: &mut VmMempool,
-        results: &ResultPool,
-    ) {
+    fn maybe_plant(&mut self, ledger: &Chainstate, chain: &InferenceChain, pools: AuditPools<'_>) {
         let tip = chain.tip(ledger);
         let chance = self.secret(b"chance", &tip.id, self.planted);
         let draw = u64::from_le_bytes(chance[..8].try_into().unwrap_or_default());
@@ -254,10 +326,9 @@ impl Auditor {
         let Ok(commitment) = Value::buff_from(commitment.0.to_vec()) else {
             return;
         };
-        let sender = served.inference.stub.sender.hash160();
         let payloads = [
             VmPayload::Transfer {
-                to: sender,
+                to: served.inference.stub.sender.hash160(),
                 amount: max_fee,
                 memo: Vec::new(),
             },
@@ -268,15 +339,30 @@ impl Auditor {
                 args: vec![value_bytes(&commitment)],
             },
         ];
-        let first = vm_pool.next_nonce(self.address.0, nonce);
         let fee = Amount::from_units(MIN_FEE).unwrap_or(Amount::ZERO);
-        let mut next = first;
-        for payload in payloads {
+        let mut next = pools.vm.next_nonce(self.address.0, nonce);
+        let mut planted_txs = [Hash256([0; 32]); 2];
+        for (at, payload) in payloads.into_iter().enumerate() {
             let tx = SignedVmTx::new(&self.key, next, self.chain_id, fee, payload);
             let bytes = tx.to_bytes();
-            if let Err(e) = vm_pool.accept(tx, self.chain_id, chain, ledger, results) {
-                warn!(target: "infer_node::auditor", "audit not planted: {e}");
-                return;
+            match pools
+                .vm
+                .accept(tx, self.chain_id, chain, ledger, pools.results)
+            {
+                Ok(id) => {
+                    if let Some(slot) = planted_txs.get_mut(at) {
+                        *slot = id;
+                    }
+                }
+                Err(e) => {
+                    warn!(target: "infer_node::auditor", "audit not planted: {e}");
+                    // The funding alone would only pay a sender nobody uses.
+                    if let (true, Some(funding)) = (at > 0, planted_txs.first()) {
+                        pools.vm.remove(funding);
+                        self.made.vm.pop();
+                    }
+                    return;
+                }
             }
             self.made.vm.push(bytes);
             next = next.saturating_add(1);
@@ -285,74 +371,11 @@ impl Auditor {
         self.current = Some(Planted {
             salt,
             served,
+            planted_txs,
             commit_nonce: next.saturating_sub(1),
             stage: Stage::Committing,
             since: ledger.height(),
         });
-    }
-
-    /// The forged answer of an audit (random tokens, signed by this node as served), from
-    /// a fresh sender, and the audit's salt; none when the seed makes no valid key.
-    fn forgery(&self, seed: &[u8; 32], tip_height: u32) -> Option<(ServedInference, [u8; 32])> {
-        let part = |what: &[u8]| Hash256::sha256d_parts(&[what, seed]).0;
-        let salt = part(b"salt");
-        let sender = SecretKey::from_bytes(&part(b"sender")).ok()?;
-        let vocab = u32::try_from(self.model.tokenizer.vocab_size())
-            .ok()?
-            .max(1);
-        let tokens_from = |what: &[u8], n: usize| -> Vec<u32> {
-            (0..n)
-                .map(|i| {
-                    let h = Hash256::sha256d_parts(&[what, seed, &(i as u64).to_le_bytes()]).0;
-                    u32::from_le_bytes([h[0], h[1], h[2], h[3]]) % vocab
-                })
-                .collect()
-        };
-        let prompt = Prompt {
-            system: String::new(),
-            context: Vec::new(),
-            input: self
-                .model
-                .tokenizer
-                .decode(&tokens_from(b"prompt", PROMPT_TOKENS)),
-        };
-        let tokens = tokens_from(b"answer", ANSWER_TOKENS as usize);
-        let output = self.model.tokenizer.decode(&tokens);
-        // What its tokens cost at this node's price, as a buyer would offer.
-        let per_million = u128::from(self.price.units());
-        let fee = per_million
-            .saturating_mul(u128::from(ANSWER_TOKENS))
-            .div_ceil(1_000_000)
-            .max(1);
-        let max_fee = Amount::from_units(u64::try_from(fee).ok()?).ok()?;
-        let mut stub = InferenceStub {
-            sender: sender.public_key(),
-            nonce: 0,
-            chain_id: self.chain_id,
-            model: self.model.id.0,
-            prompt_hash: prompt.hash(),
-            sampling: Sampling {
-                max_tokens: ANSWER_TOKENS,
-                temperature_milli: 0,
-                top_p_milli: 1000,
-                top_k: 0,
-                seed: u64::from_le_bytes(part(b"seed")[..8].try_into().ok()?),
-                stop: Vec::new(),
-            },
-            max_fee,
-            expiry: tip_height.saturating_add(EXPIRY_BLOCKS),
-            signature: Signature([0; 64]),
-        };
-        stub.sign(&sender);
-        let receipt = ResultReceipt::new_signed(stub.txid(), &output, &tokens, &self.key);
-        let served = ServedInference {
-            inference: Inference { stub, receipt },
-            prompt,
-            output,
-            tokens,
-        };
-        served.check().ok()?;
-        Some((served, salt))
     }
 
     fn serve(
@@ -378,17 +401,18 @@ impl Auditor {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the reveal of `planted` (carried as inference `index` of `block`) when the
+    /// chain bears out someone to punish: the reveal's nonce, or none when there is
+    /// nothing to reveal (or it cannot be sent).
     fn reveal(
         &mut self,
         planted: &Planted,
         chain: &InferenceChain,
         ledger: &Chainstate,
-        vm_pool: &mut VmMempool,
-        results: &ResultPool,
+        pools: AuditPools<'_>,
         block: [u8; 32],
         index: u32,
-    ) {
+    ) -> Option<u64> {
         let tip = chain.tip(ledger);
         let offenders = chain.audit_offenders(
             ledger,
@@ -401,27 +425,35 @@ impl Auditor {
         let txid = planted.served.inference.stub.txid();
         if offenders.is_empty() {
             info!(target: "infer_node::auditor", %txid, "audit settled: no verifier accepted the forgery");
-            return;
+            return None;
         }
-        let Ok((_, nonce)) = chain.vm().account(&tip.exec_id, ledger, self.address.0) else {
-            return;
-        };
+        let (_, nonce) = chain
+            .vm()
+            .account(&tip.exec_id, ledger, self.address.0)
+            .ok()?;
         let payload = VmPayload::Evidence(Box::new(Evidence::Audit {
             block: Hash256(block),
             index,
             salt: planted.salt,
         }));
         let fee = Amount::from_units(MIN_FEE).unwrap_or(Amount::ZERO);
-        let next = vm_pool.next_nonce(self.address.0, nonce);
+        let next = pools.vm.next_nonce(self.address.0, nonce);
         let tx = SignedVmTx::new(&self.key, next, self.chain_id, fee, payload);
         let bytes = tx.to_bytes();
         let caught: Vec<String> = offenders.iter().map(|o| o.to_string()).collect();
-        match vm_pool.accept(tx, self.chain_id, chain, ledger, results) {
+        match pools
+            .vm
+            .accept(tx, self.chain_id, chain, ledger, pools.results)
+        {
             Ok(reveal) => {
                 warn!(target: "infer_node::auditor", %txid, %reveal, offenders = %caught.join(", "), "audit caught verifiers that accepted a forgery: revealed");
                 self.made.vm.push(bytes);
+                Some(next)
             }
-            Err(e) => warn!(target: "infer_node::auditor", %txid, "audit reveal not sent: {e}"),
+            Err(e) => {
+                warn!(target: "infer_node::auditor", %txid, "audit reveal not sent: {e}");
+                None
+            }
         }
     }
 }
