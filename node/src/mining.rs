@@ -9,7 +9,11 @@
 //! real proof of work would take. N paced miners then find blocks like N real ones of
 //! equal hash rate: one every mean / N on average, rarely two at once (a fixed pause
 //! would have every idle miner answer each block at the same instant, a fork each time),
-//! and the template is built after the wait, with what arrived since the tip.
+//! and the template is built after the wait, with what arrived since the tip. A wait
+//! that ran out is a block found: commits that come while the block is solved only
+//! rebuild its template (before, a commit that came during the wait threw the found
+//! block away and drew a new wait: once producers bid at every block, the network made
+//! a block every 1.9 s instead of every second).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -56,35 +60,45 @@ fn rest(node: &Node, generation: u64, wait: Duration) -> bool {
 pub fn run(node: &Node, payout: Hash160, threads: usize, pace: Duration) -> Result<()> {
     while !node.shutdown.is_cancelled() {
         let generation = node.tip_generation.load(Ordering::SeqCst);
-        let commits = node.commit_generation.load(Ordering::SeqCst);
         if !pace.is_zero() && !rest(node, generation, paced_wait(pace)) {
             continue;
         }
-        let (template, max_future) = template(node, payout)?;
-        // Blocks come faster than the clock (regtest): the median time past has run ahead,
-        // and a block stamped later than the allowed drift would be refused. Wait for it.
-        if u64::from(template.block.header.time) > node.clock.unix_now().saturating_add(max_future)
+        // The search (or the wait that stands for it) goes on over new templates until a
+        // block is found or the tip moves.
+        while !node.shutdown.is_cancelled()
+            && node.tip_generation.load(Ordering::SeqCst) == generation
         {
-            debug!(target: "infer_node::miner", "block time ahead of the clock; waiting");
-            std::thread::sleep(Duration::from_millis(500));
-            continue;
-        }
-        let started = node.clock.now();
-        let stop = || {
-            node.shutdown.is_cancelled()
-                || node.tip_generation.load(Ordering::Relaxed) != generation
-                || node.commit_generation.load(Ordering::Relaxed) != commits
-                || node.clock.now().saturating_duration_since(started) > TEMPLATE_LIFETIME
-        };
-        let Some(block) = solve(&template, threads, &stop) else {
-            continue;
-        };
-        match submit(node, block) {
-            Ok(()) => {}
-            Err(e) if e.consensus().is_some() => {
-                warn!(target: "infer_node::miner", "mined block refused: {e}")
+            let commits = node.commit_generation.load(Ordering::SeqCst);
+            let (template, max_future) = template(node, payout)?;
+            // Blocks come faster than the clock (regtest): the median time past has run
+            // ahead, and a block stamped later than the allowed drift would be refused.
+            // Wait for it.
+            if u64::from(template.block.header.time)
+                > node.clock.unix_now().saturating_add(max_future)
+            {
+                debug!(target: "infer_node::miner", "block time ahead of the clock; waiting");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
             }
-            Err(e) => return Err(e.into()),
+            let started = node.clock.now();
+            let stop = || {
+                node.shutdown.is_cancelled()
+                    || node.tip_generation.load(Ordering::Relaxed) != generation
+                    || node.commit_generation.load(Ordering::Relaxed) != commits
+                    || node.clock.now().saturating_duration_since(started) > TEMPLATE_LIFETIME
+            };
+            let Some(block) = solve(&template, threads, &stop) else {
+                // New commits or an old template: rebuilt; a new tip: the outer loop.
+                continue;
+            };
+            match submit(node, block) {
+                Ok(()) => {}
+                Err(e) if e.consensus().is_some() => {
+                    warn!(target: "infer_node::miner", "mined block refused: {e}")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            break;
         }
     }
     Ok(())
@@ -133,6 +147,8 @@ pub fn mine_one(node: &Node, payout: Hash160) -> Result<fai_primitives::Hash256>
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::chain_task::NodeEvent;
     use crate::node::test_node::bare_node;
@@ -194,6 +210,47 @@ mod tests {
         );
         assert!(node.idle());
         assert!(running.stop().is_some(), "the state comes back on stop");
+    }
+
+    /// A paced wait that ran out is a block found, even when commits keep coming: before,
+    /// a commit added during the wait threw the found block away and drew a new wait, so
+    /// with producers bidding at every block the network made half the blocks it should.
+    /// Here commits come every few milliseconds and the clock jumps past the longest wait
+    /// again and again: the old loop never mined (each completed wait was discarded), the
+    /// new one mines at the first.
+    #[test]
+    fn a_wait_that_ran_out_is_a_block_found_though_commits_keep_coming() {
+        use std::sync::atomic::AtomicBool;
+        let (node, _running, clock) = bare_node();
+        let done = Arc::new(AtomicBool::new(false));
+        let bumper = {
+            let (node, done) = (node.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    node.commit_generation.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        let pace = Duration::from_secs(10);
+        let miner = {
+            let node = node.clone();
+            std::thread::spawn(move || run(&node, Hash160([4; 20]), 1, pace))
+        };
+        let mut jumps = 0;
+        while node.snapshot().ledger_height == 0 && jumps < 300 {
+            clock.advance(pace.mul_f64(MAX_WAIT_MEANS) + Duration::from_secs(1));
+            jumps += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done.store(true, Ordering::Relaxed);
+        node.shutdown.cancel();
+        bumper.join().unwrap();
+        miner.join().unwrap().unwrap();
+        assert!(
+            node.snapshot().ledger_height >= 1,
+            "no block after {jumps} waits ran out"
+        );
     }
 
     /// Subscribers hear of each block connected, after the command that connected it.
