@@ -158,22 +158,37 @@
       (var-set removing CONSENSUS)
       rest)))
 
-;; The staker that ranks last among `stakers` (CONSENSUS when there is none).
+;; Whether `who` is barred and in the verifier set of neither this cycle nor the last
+;; (its votes can no longer be audited): it will never verify again, so its slot goes
+;; before anyone's when every slot is taken.
+(define-private (evictable-barred (who principal))
+  (let ((cycle (current-cycle)))
+    (and (is-some (map-get? barred who))
+         (not (is-verifier who cycle))
+         (or (is-eq cycle u0) (not (is-verifier who (- cycle u1)))))))
+
+;; The staker whose slot goes first among `stakers` (CONSENSUS when there is none): a
+;; barred one out of the recent sets, else the one that ranks last.
 (define-private (lower-step (q principal) (lowest principal))
-  (if (ranks-before lowest q) q lowest))
+  (if (evictable-barred lowest)
+      lowest
+      (if (evictable-barred q)
+          q
+          (if (ranks-before lowest q) q lowest))))
 
 (define-private (lowest-staker)
   (let ((all (var-get stakers)))
     (fold lower-step all (default-to CONSENSUS (element-at? all u0)))))
 
-;; With every slot taken, a newcomer staking `amount` takes the slot of the staker that
-;; ranks last when `amount` is larger than its stake (a tie keeps the incumbent), which
-;; gets its stake back at once, lock or not: a hundred minimum stakes cannot lock
-;; everyone else out. Returns the staker evicted.
+;; With every slot taken, a newcomer staking `amount` takes the slot of a barred staker
+;; out of the recent sets whatever it stakes, else that of the staker that ranks last
+;; when `amount` is larger than its stake (a tie keeps the incumbent); the evicted
+;; staker gets its stake back at once, lock or not: a hundred minimum stakes, or barred
+;; ones, cannot lock everyone else out. Returns the staker evicted.
 (define-private (evict-lowest-for (amount uint))
   (let ((lowest (lowest-staker))
         (s (unwrap! (map-get? stakes lowest) ERR-TOO-MANY-STAKERS)))
-    (asserts! (> amount (get amount s)) ERR-TOO-MANY-STAKERS)
+    (asserts! (or (evictable-barred lowest) (> amount (get amount s))) ERR-TOO-MANY-STAKERS)
     (try! (as-contract (stx-transfer? (get amount s) tx-sender lowest)))
     (map-delete stakes lowest)
     (var-set removing lowest)

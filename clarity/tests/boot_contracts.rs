@@ -132,34 +132,37 @@ fn staking_stake_errors_and_success() {
     );
 }
 
-#[test]
-fn staking_holds_at_most_a_hundred_stakers() {
-    let mut r = Repl::new();
+/// Staker `n` of the test marked `tag`.
+fn staker(tag: u8, n: u8) -> String {
+    let mut hash = [0u8; 20];
+    hash[0] = n;
+    hash[1] = tag;
+    hash[19] = n;
+    StandardPrincipalData(26, hash).to_address()
+}
+
+/// With a minimum stake of 100: stakers 0 to 101 of `tag` get 1,000 each, and 0 to 99
+/// take every slot, staking 100 + n for one cycle.
+fn fill_the_slots(r: &mut Repl, tag: u8) {
     r.call(BOOT, "staking", "configure", "u10 u100");
-    let who = |n: u8| {
-        StandardPrincipalData(
-            26,
-            [
-                n, 0x5a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n,
-            ],
-        )
-        .to_address()
-    };
     for n in 0..=101u8 {
         r.session
             .interpreter
-            .mint_stx_balance(PrincipalData::parse(&who(n)).unwrap(), 1_000)
+            .mint_stx_balance(PrincipalData::parse(&staker(tag, n)).unwrap(), 1_000)
             .unwrap();
     }
     for n in 0..100u8 {
-        let out = r.call(
-            &who(n),
-            "staking",
-            "stake",
-            &format!("u{} u1", 100 + u32::from(n)),
-        );
+        let stake = format!("u{} u1", 100 + u32::from(n));
+        let out = r.call(&staker(tag, n), "staking", "stake", &stake);
         assert!(out.starts_with("(ok"), "{out}");
     }
+}
+
+#[test]
+fn staking_holds_at_most_a_hundred_stakers() {
+    let mut r = Repl::new();
+    let who = |n: u8| staker(0x5a, n);
+    fill_the_slots(&mut r, 0x5a);
     // Attack: a hundred minimum stakes lock everyone else out (before, a newcomer got
     // err u7 whatever it staked). Now a larger stake takes the last one's slot, which is
     // refunded at once; an equal one does not (the incumbent keeps it).
@@ -186,6 +189,62 @@ fn staking_holds_at_most_a_hundred_stakers() {
     let leaders = r.call(BOOT, "staking", "get-leaders", "");
     let expected: Vec<String> = [99u8, 98, 96, 95, 94].into_iter().map(who).collect();
     assert_eq!(leaders, format!("({})", expected.join(" ")));
+}
+
+/// A verifier caught by an audit is barred from the sets for good, but kept its staking
+/// slot until it unstaked: with every slot taken, barred stakers locked newcomers out
+/// like small stakes (a newcomer whose stake ties the last one got err u7 before). Now a
+/// barred staker out of the recent verifier sets gives its slot up first, whatever the
+/// newcomer stakes, and is refunded; one still in this cycle's set keeps its slot (its
+/// votes may still be audited).
+#[test]
+fn staking_a_barred_staker_gives_its_slot_up_first() {
+    let mut r = Repl::new();
+    let who = |n: u8| staker(0xb4, n);
+    fill_the_slots(&mut r, 0xb4);
+    // This cycle's set: the five largest, 99 to 95.
+    let cycle = r.call(BOOT, "staking", "current-cycle", "");
+    assert_eq!(r.call(BOOT, "staking", "begin-cycle", &cycle), "(ok true)");
+    // An audit bars staker 50 (out of the sets) and staker 99 (in this cycle's set).
+    let commitment = format!("0x{}", "ab".repeat(32));
+    let committed = r.call(&who(1), "staking", "commit-audit", &commitment);
+    assert!(committed.starts_with("(ok u"), "{committed}");
+    r.advance(2);
+    let out = r.call(
+        BOOT,
+        "staking",
+        "slash-verifiers",
+        &format!(
+            "{commitment} 0x{} u1000000 '{} (list '{} '{})",
+            "cd".repeat(32),
+            who(1),
+            who(50),
+            who(99)
+        ),
+    );
+    assert!(out.starts_with("(ok"), "{out}");
+    for n in [50u8, 99] {
+        let barred = r.call(BOOT, "staking", "get-barred", &format!("'{}", who(n)));
+        assert!(barred.starts_with("(some"), "staker {n}: {barred}");
+    }
+    // A newcomer staking only what the last one stakes (a tie) takes the barred
+    // staker's slot; the barred staker gets the rest of its stake (150 less a tenth).
+    let out = r.call(&who(100), "staking", "stake", "u100 u1");
+    assert!(out.starts_with("(ok"), "{out}");
+    assert_eq!(
+        r.call(BOOT, "staking", "get-stake", &format!("'{}", who(50))),
+        "none"
+    );
+    assert_eq!(r.balance(&who(50)), "u985");
+    assert!(r
+        .call(BOOT, "staking", "get-stake", &format!("'{}", who(0)))
+        .starts_with("(some"));
+    // The other barred staker is in this cycle's set: it keeps its slot, and a tie is
+    // refused as before.
+    assert_eq!(r.call(&who(101), "staking", "stake", "u100 u1"), "(err u7)");
+    assert!(r
+        .call(BOOT, "staking", "get-stake", &format!("'{}", who(99)))
+        .starts_with("(some"));
 }
 
 #[test]

@@ -38,7 +38,8 @@ pub const SCHEMA: Schema = Schema {
     // 8: a node's bond is held through the vote window of every block carrying its
     // inferences (another genesis state, and another operation in each such block).
     // 9: votes come in two phases, a commitment then its reveal (blocks carry both, and
-    // votes their salt).
+    // votes their salt), and a barred staker gives its staking slot up first (another
+    // genesis state).
     format_version: 9,
 };
 
