@@ -212,6 +212,14 @@ impl InProcNet {
         &self.running_node(i).node
     }
 
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> &std::path::Path {
+        match self.members.get(i) {
+            Some(m) => &m.data,
+            None => self.fail(&format!("no node {i}")),
+        }
+    }
+
     /// Node `i`'s RPC port.
     pub fn rpc_port(&self, i: usize) -> u16 {
         self.running_node(i).rpc.map_or(0, |a| a.port())

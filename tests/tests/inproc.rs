@@ -443,6 +443,93 @@ fn a_lazy_verifier_is_caught_by_an_audit_a_node_plants() {
     }
 }
 
+/// Attack: a member of a verifier set posts commitments and votes on old blocks of its
+/// cycles; the pools keep a bounded number of blocks, and such posts would push the
+/// recent blocks' honest votes out. Gossip now keeps no commitment past its block's
+/// commit phase and no vote past its window (before, both were taken). Node 2 is cut off
+/// while nodes 0 and 1 carry blocks; then node 2's commitment and vote on a block far
+/// behind reach node 0's check: ignored and not kept. Its commitment on the newest
+/// block, inside the phase, is taken.
+#[test]
+fn gossip_keeps_no_commitment_past_its_phase_nor_vote_past_its_window() {
+    use fai_inference_chain::quorum::{Vote, VoteCommit, VoteMessage};
+    use fai_node::p2p::validate::{check, Verdict, Work};
+    use fai_primitives::Encode;
+    use libp2p::gossipsub::{MessageAcceptance, MessageId};
+    let (net, _wallets) = ready(false);
+    net.partition(&[2]);
+    let tip_of_0 = || {
+        let info = net.get(0, "/v2/inference-chain");
+        info["tip"]["id"].as_str().unwrap_or_default().to_string()
+    };
+    let mut blocks: Vec<String> = Vec::new();
+    for miner in 0..(fai_inference_chain::chain::VOTE_WINDOW as usize + 2) {
+        net.advance(SPACING);
+        net.settle_among(&[0, 1]);
+        net.mine(miner % 2);
+        net.advance(SPACING);
+        net.settle_among(&[0, 1]);
+        blocks.push(tip_of_0());
+    }
+    let id = |hex_id: &str| {
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(hex_id, &mut raw).unwrap_or_else(|e| panic!("{hex_id}: {e}"));
+        fai_primitives::Hash256(raw)
+    };
+    let (old, newest) = (id(&blocks[0]), id(&blocks[blocks.len() - 1]));
+    assert_ne!(old, newest, "the pair made no blocks");
+    let key = fai_node::keys::load(net.data_dir(2), fai_node::keys::NODE_KEY)
+        .unwrap_or_else(|e| panic!("node 2's key: {e}"));
+    let me = key.public_key().hash160();
+    // What node 0's check makes of `message` on `block`: taken, and whether its pool
+    // holds node 2's commitment and vote on the block then.
+    let offer = |message: VoteMessage, block: fai_primitives::Hash256| {
+        net.node(0)
+            .chain
+            .call_blocking(move |s| {
+                let work = Work::Gossip {
+                    id: MessageId::new(b"stale"),
+                    source: libp2p::PeerId::random(),
+                    topic: fai_node::p2p::Topic::Vote,
+                    data: message.to_bytes(),
+                };
+                let taken = matches!(
+                    check(s, work),
+                    Some(Verdict::Gossip {
+                        acceptance: MessageAcceptance::Accept,
+                        ..
+                    })
+                );
+                let kept = (
+                    s.votes.has_committed(&block, &me),
+                    s.votes.has_voted(&block, &me),
+                );
+                (taken, kept)
+            })
+            .unwrap()
+    };
+    // The blocks carry no inferences: a vote has no verdicts.
+    let on = |block| Vote::new(&key, block, vec![]);
+    let commit = VoteMessage::Commit(VoteCommit::of(&key, &on(old)));
+    assert_eq!(
+        offer(commit, old),
+        (false, (false, false)),
+        "a late commitment"
+    );
+    let vote = VoteMessage::Reveal(on(old));
+    assert_eq!(
+        offer(vote, old),
+        (false, (false, false)),
+        "a vote past its window"
+    );
+    let fresh = VoteMessage::Commit(VoteCommit::of(&key, &on(newest)));
+    assert_eq!(
+        offer(fresh, newest),
+        (true, (true, false)),
+        "a commitment in time"
+    );
+}
+
 /// 20 inferences bought: every one is final and settled on every node within a few
 /// blocks, accepted and paid to the unit, the wallets charged exactly their fees, and the
 /// text reclaimed six blocks later: exact, whatever the machine's load (nothing waits on
