@@ -1,9 +1,10 @@
 //! The verifier quorum: the five verifiers of the reward cycle vote on every inference of
 //! a block and sign their votes with the block id. A block is final when a majority of the
 //! set (3 of 5) has signed. A verdict accepts, rejects (grossly or not), or abstains (the
-//! verifier could not judge: it lacks the model or the text); each inference is accepted when a strict
-//! majority of the signers accepted it, rejected when a strict majority rejected it, and
-//! undecided otherwise (refunded, nobody paid or slashed). Signatures from outside the
+//! verifier could not judge: it lacks the model or the text); each inference is accepted
+//! when more than half of the set (not only of the signers, whom the producer picks)
+//! accepted it, rejected when more than half of the set rejected it, and undecided
+//! otherwise (refunded, nobody paid or slashed). Signatures from outside the
 //! set, over another block, with the wrong number of verdicts or that do not verify are
 //! ignored; a verifier counts once.
 //!
@@ -75,9 +76,9 @@ impl From<bool> for Verdict {
 /// What the votes decide about one inference of a final block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A strict majority of the signers accepted it: the node is paid.
+    /// More than half of the verifier set accepted it: the node is paid.
     Accepted,
-    /// A strict majority of the signers rejected it: refunded, the node slashed.
+    /// More than half of the verifier set rejected it: refunded, the node slashed.
     Rejected,
     /// Neither (abstentions, or a split): refunded, nobody paid or slashed.
     Undecided,
@@ -346,9 +347,13 @@ pub fn tally(set: &[Hash160], block: &Hash256, inferences: usize, votes: &[Vote]
         .iter()
         .zip(&rejects)
         .map(|(a, r)| {
-            if a.saturating_mul(2) > signers.len() {
+            // Against the whole set, not the signers: the producer picks which votes
+            // it carries, and with the signers' majority two dishonest verifiers and
+            // one honest one would decide against the two honest votes left out
+            // (a forgery paid, or an honest node slashed).
+            if a.saturating_mul(2) > set.len() {
                 Outcome::Accepted
-            } else if r.saturating_mul(2) > signers.len() {
+            } else if r.saturating_mul(2) > set.len() {
                 Outcome::Rejected
             } else {
                 Outcome::Undecided

@@ -196,14 +196,27 @@ fn quorum_edges() {
     let t = tally(&set, &block, 2, &two);
     assert!(!t.is_final);
     assert_eq!(t.signers.len(), 2);
-    // 3 of 5: final; per inference the majority of the signers decides.
+    // 3 of 5: final; per inference more than half of the set decides, whoever signed.
+    // Attack: two dishonest verifiers and the producer carry their votes with one honest
+    // vote and leave the two other honest votes out. With the signers' majority, the
+    // first inference (a forgery the honest one rejects) was accepted, paid, and the
+    // second (an honest answer the honest one accepts) rejected, its node slashed. Now
+    // neither is decided: refunded, nobody paid or slashed.
     let three = vec![
         vote(&verifiers[0], vec![true, false]),
-        vote(&verifiers[1], vec![true, true]),
-        vote(&verifiers[2], vec![false, false]),
+        vote(&verifiers[1], vec![true, false]),
+        vote(&verifiers[2], vec![false, true]),
     ];
     let t = tally(&set, &block, 2, &three);
     assert!(t.is_final);
+    assert_eq!(t.outcomes, vec![Outcome::Undecided, Outcome::Undecided]);
+    // Three of five agreeing decide.
+    let agreeing = vec![
+        vote(&verifiers[0], vec![true, false]),
+        vote(&verifiers[1], vec![true, false]),
+        vote(&verifiers[2], vec![true, false]),
+    ];
+    let t = tally(&set, &block, 2, &agreeing);
     assert_eq!(t.outcomes, vec![Outcome::Accepted, Outcome::Rejected]);
     // A verifier outside the set, the same verifier twice, another block, the wrong
     // number of verdicts, a bad signature: none of them counts.
@@ -237,8 +250,8 @@ fn quorum_edges() {
     let t = tally(&set, &block, 1, &four);
     assert!(t.is_final);
     assert_eq!(t.outcomes, vec![Outcome::Undecided]);
-    // Abstentions sign (the block is final) and decide nothing: a strict majority of the
-    // signers must accept for the node to be paid, or reject for it to be slashed.
+    // Abstentions sign (the block is final) and decide nothing: more than half of the set
+    // must accept for the node to be paid, or reject for it to be slashed.
     // One inference, verifier i giving verdict i.
     let tally_of = |verdicts: &[Verdict]| {
         let votes: Vec<Vote> = verdicts
@@ -257,8 +270,10 @@ fn quorum_edges() {
     assert_eq!(with(&[Accept, Abstain, Abstain]), Outcome::Undecided);
     assert_eq!(with(&[Reject, Abstain, Abstain]), Outcome::Undecided);
     assert_eq!(with(&[Abstain, Abstain, Abstain]), Outcome::Undecided);
-    assert_eq!(with(&[Accept, Accept, Abstain]), Outcome::Accepted);
-    assert_eq!(with(&[Reject, Reject, Abstain]), Outcome::Rejected);
+    assert_eq!(with(&[Accept, Accept, Abstain]), Outcome::Undecided);
+    assert_eq!(with(&[Reject, Reject, Abstain]), Outcome::Undecided);
+    assert_eq!(with(&[Accept, Accept, Accept]), Outcome::Accepted);
+    assert_eq!(with(&[Reject, Reject, Reject]), Outcome::Rejected);
     assert_eq!(
         with(&[Accept, Accept, Reject, Abstain, Abstain]),
         Outcome::Undecided
@@ -273,8 +288,14 @@ fn quorum_edges() {
     let t = tally_of(&[RejectGross, RejectGross, Accept]);
     assert_eq!(
         (t.outcomes[0], t.grossly_rejected[0]),
-        (Outcome::Rejected, false),
+        (Outcome::Undecided, false),
         "two gross rejections of five are no majority, whoever else signed"
+    );
+    let t = tally_of(&[RejectGross, RejectGross, Reject]);
+    assert_eq!(
+        (t.outcomes[0], t.grossly_rejected[0]),
+        (Outcome::Rejected, false),
+        "three rejections of five, two of them gross"
     );
     let t = tally_of(&[RejectGross, RejectGross, RejectGross, Accept]);
     assert_eq!(
@@ -284,7 +305,7 @@ fn quorum_edges() {
     let t = tally_of(&[RejectGross, Reject, Accept]);
     assert_eq!(
         (t.outcomes[0], t.grossly_rejected[0]),
-        (Outcome::Rejected, false)
+        (Outcome::Undecided, false)
     );
     let t = tally_of(&[RejectGross, RejectGross, Accept, Accept]);
     assert_eq!(
