@@ -449,7 +449,8 @@ fn a_lazy_verifier_is_caught_by_an_audit_a_node_plants() {
 /// commit phase and no vote past its window (before, both were taken). Node 2 is cut off
 /// while nodes 0 and 1 carry blocks; then node 2's commitment and vote on a block far
 /// behind reach node 0's check: ignored and not kept. Its commitment on the newest
-/// block, inside the phase, is taken.
+/// block, inside the phase, is taken; its vote on it, before the phase is over, is
+/// neither kept nor relayed (a copier that has not committed must not see it).
 #[test]
 fn gossip_keeps_no_commitment_past_its_phase_nor_vote_past_its_window() {
     use fai_inference_chain::quorum::{Vote, VoteCommit, VoteMessage};
@@ -527,6 +528,13 @@ fn gossip_keeps_no_commitment_past_its_phase_nor_vote_past_its_window() {
         offer(fresh, newest),
         (true, (true, false)),
         "a commitment in time"
+    );
+    // Its vote before the phase is over: not kept, not relayed (it waits).
+    let early = VoteMessage::Reveal(on(newest));
+    assert_eq!(
+        offer(early, newest),
+        (false, (true, false)),
+        "a vote too early"
     );
 }
 

@@ -96,6 +96,16 @@ struct Planted {
     since: u32,
 }
 
+/// What became of an attempt to reveal an audit.
+enum Reveal {
+    /// Sent, as the node key's transaction at this nonce.
+    Sent(u64),
+    /// The chain bears out nobody to punish: nothing to send.
+    NothingToPunish,
+    /// Could not be sent now (the VM pool refused it): try again.
+    NotSent,
+}
+
 /// What the auditor sent since the last call, to gossip.
 #[derive(Default)]
 pub struct AuditMade {
@@ -176,11 +186,19 @@ impl Auditor {
         let height = ledger.height();
         if height > planted.since.saturating_add(STAGE_LIMIT) {
             debug!(target: "infer_node::auditor", stage = ?planted.stage, "audit dropped: a stage took too long");
-            if planted.stage == Stage::Committing {
+            match planted.stage {
                 // Not mined after all: the funding of a sender that will never be used.
-                for id in &planted.planted_txs {
-                    pools.vm.remove(id);
+                Stage::Committing => {
+                    for id in &planted.planted_txs {
+                        pools.vm.remove(id);
+                    }
                 }
+                // Never carried: not carried later either (its node would pay for an
+                // audit nobody reveals).
+                Stage::Served { .. } => {
+                    pools.results.remove(&planted.served.inference.stub.txid());
+                }
+                Stage::Carried { .. } | Stage::Revealing { .. } => {}
             }
             return;
         }
@@ -216,15 +234,16 @@ impl Auditor {
                         from: at.saturating_sub(VOTE_WINDOW),
                     })
                 } else if tip.height >= at.saturating_add(VOTE_WINDOW) {
-                    let sent = self.reveal(&planted, chain, ledger, pools, block, index);
-                    let Some(sent) = sent else {
-                        return;
-                    };
-                    Some(Stage::Revealing {
-                        block,
-                        index,
-                        nonce: sent,
-                    })
+                    match self.reveal(&planted, chain, ledger, pools, block, index) {
+                        Reveal::Sent(sent) => Some(Stage::Revealing {
+                            block,
+                            index,
+                            nonce: sent,
+                        }),
+                        Reveal::NothingToPunish => return,
+                        // Tried again at the next tip, within the stage's limit.
+                        Reveal::NotSent => None,
+                    }
                 } else {
                     None
                 }
@@ -242,15 +261,15 @@ impl Auditor {
                     None
                 } else {
                     // Out of the pool (a reorganisation, an eviction): sent again.
-                    let again = self.reveal(&planted, chain, ledger, pools, block, index);
-                    let Some(again) = again else {
-                        return;
-                    };
-                    Some(Stage::Revealing {
-                        block,
-                        index,
-                        nonce: again,
-                    })
+                    match self.reveal(&planted, chain, ledger, pools, block, index) {
+                        Reveal::Sent(again) => Some(Stage::Revealing {
+                            block,
+                            index,
+                            nonce: again,
+                        }),
+                        Reveal::NothingToPunish => return,
+                        Reveal::NotSent => None,
+                    }
                 }
             }
         };
@@ -402,8 +421,7 @@ impl Auditor {
     }
 
     /// Sends the reveal of `planted` (carried as inference `index` of `block`) when the
-    /// chain bears out someone to punish: the reveal's nonce, or none when there is
-    /// nothing to reveal (or it cannot be sent).
+    /// chain bears out someone to punish.
     fn reveal(
         &mut self,
         planted: &Planted,
@@ -412,7 +430,7 @@ impl Auditor {
         pools: AuditPools<'_>,
         block: [u8; 32],
         index: u32,
-    ) -> Option<u64> {
+    ) -> Reveal {
         let tip = chain.tip(ledger);
         let offenders = chain.audit_offenders(
             ledger,
@@ -425,12 +443,11 @@ impl Auditor {
         let txid = planted.served.inference.stub.txid();
         if offenders.is_empty() {
             info!(target: "infer_node::auditor", %txid, "audit settled: no verifier accepted the forgery");
-            return None;
+            return Reveal::NothingToPunish;
         }
-        let (_, nonce) = chain
-            .vm()
-            .account(&tip.exec_id, ledger, self.address.0)
-            .ok()?;
+        let Ok((_, nonce)) = chain.vm().account(&tip.exec_id, ledger, self.address.0) else {
+            return Reveal::NotSent;
+        };
         let payload = VmPayload::Evidence(Box::new(Evidence::Audit {
             block: Hash256(block),
             index,
@@ -448,11 +465,11 @@ impl Auditor {
             Ok(reveal) => {
                 warn!(target: "infer_node::auditor", %txid, %reveal, offenders = %caught.join(", "), "audit caught verifiers that accepted a forgery: revealed");
                 self.made.vm.push(bytes);
-                Some(next)
+                Reveal::Sent(next)
             }
             Err(e) => {
-                warn!(target: "infer_node::auditor", %txid, "audit reveal not sent: {e}");
-                None
+                warn!(target: "infer_node::auditor", %txid, "audit reveal not sent (tried again at the next tip): {e}");
+                Reveal::NotSent
             }
         }
     }

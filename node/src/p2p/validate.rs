@@ -454,6 +454,12 @@ fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         if late {
             return ignore();
         }
+        // A vote before the commit phase is over here: neither kept nor relayed yet (a
+        // copier that has not committed must not see it); it waits, like a vote on a
+        // block not here yet, and is taken once this node's branch is past the phase.
+        if verdicts.is_some() && !fai_inference_chain::chain::commit_phase_over(record, tip) {
+            return (MessageAcceptance::Ignore, None, true);
+        }
         let inferences = record.block.as_ref().map_or(0, |b| b.inferences.len());
         if verdicts.is_some_and(|n| n != inferences) {
             return reject(
