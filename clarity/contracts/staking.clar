@@ -158,12 +158,13 @@
       (var-set removing CONSENSUS)
       rest)))
 
-;; Whether `who` is barred and in the verifier set of neither this cycle nor the last
-;; (its votes can no longer be audited): it will never verify again, so its slot goes
-;; before anyone's when every slot is taken.
+;; Whether `who` is barred and could unstake: its lock is over and it is in the verifier
+;; set of neither this cycle nor the last (its votes can no longer be audited). It will
+;; never verify again, so its slot goes before anyone's when every slot is taken.
 (define-private (evictable-barred (who principal))
   (let ((cycle (current-cycle)))
     (and (is-some (map-get? barred who))
+         (>= cycle (default-to u0 (get unlock-cycle (map-get? stakes who))))
          (not (is-verifier who cycle))
          (or (is-eq cycle u0) (not (is-verifier who (- cycle u1)))))))
 
@@ -181,7 +182,7 @@
     (fold lower-step all (default-to CONSENSUS (element-at? all u0)))))
 
 ;; With every slot taken, a newcomer staking `amount` takes the slot of a barred staker
-;; out of the recent sets whatever it stakes, else that of the staker that ranks last
+;; that could unstake whatever it stakes, else that of the staker that ranks last
 ;; when `amount` is larger than its stake (a tie keeps the incumbent); the evicted
 ;; staker gets its stake back at once, lock or not: a hundred minimum stakes, or barred
 ;; ones, cannot lock everyone else out. Returns the staker evicted.
