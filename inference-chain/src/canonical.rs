@@ -79,6 +79,11 @@ impl CanonicalIndex {
         looked_up
     }
 
+    /// Whether the canonical branch holds block `id` at `height`.
+    pub fn holds(&self, height: u32, id: &[u8; 32]) -> bool {
+        self.ids_from(height, 1) == [*id]
+    }
+
     /// The ids from `height` on, `max` at most.
     pub fn ids_from(&self, height: u32, max: usize) -> &[[u8; 32]] {
         let start = usize::try_from(height)

@@ -135,6 +135,8 @@ struct Audit {
     commitment: Hash256,
     txid: Hash256,
     audited_height: u32,
+    /// The ledger height the commitment was made at, when it was.
+    committed_at: Option<u128>,
     offenders: Vec<Hash160>,
 }
 
@@ -1226,6 +1228,7 @@ impl InferenceChain {
             commitment: Hash256([0; 32]),
             txid: Hash256([0; 32]),
             audited_height: 0,
+            committed_at: None,
             offenders: Vec::new(),
         };
         let Some(rec) = self.block(&audited.0) else {
@@ -1249,7 +1252,14 @@ impl InferenceChain {
                 self.read(ledger, parent, "staking", "get-audit-commit", &[c])
                     .ok()
             });
-        if !matches!(committed, Some(Value::Optional(ref o)) if o.data.is_some()) {
+        audit.committed_at = match committed {
+            Some(Value::Optional(o)) => match o.data.as_deref() {
+                Some(Value::UInt(at)) => Some(*at),
+                _ => None,
+            },
+            _ => None,
+        };
+        if audit.committed_at.is_none() {
             return audit;
         }
         // The blocks after it on this branch (walked down from the parent, at most the
@@ -1310,19 +1320,9 @@ impl InferenceChain {
         let audit = self.audit(ledger, parent, audited, index, salt, revealer);
         // The staking contract also wants the commitment made before the audited block's
         // anchor (its ledger height then); a later one would only spend the reveal's fee.
-        let committed = Value::buff_from(audit.commitment.0.to_vec())
-            .ok()
-            .and_then(|c| {
-                self.read(ledger, parent, "staking", "get-audit-commit", &[c])
-                    .ok()
-            });
-        let in_time = match committed {
-            Some(Value::Optional(o)) => matches!(
-                o.data.as_deref(),
-                Some(Value::UInt(at)) if *at < u128::from(audit.audited_height)
-            ),
-            _ => false,
-        };
+        let in_time = audit
+            .committed_at
+            .is_some_and(|at| at < u128::from(audit.audited_height));
         if in_time {
             audit.offenders
         } else {

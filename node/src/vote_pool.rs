@@ -81,6 +81,13 @@ impl<T: Signed> PerBlock<T> {
         self.items.get(block).cloned().unwrap_or_default()
     }
 
+    fn keys(&self) -> Vec<(Hash256, Hash160)> {
+        self.items
+            .iter()
+            .flat_map(|(block, list)| list.iter().map(|v| (*block, v.verifier().hash160())))
+            .collect()
+    }
+
     fn has(&self, block: &Hash256, verifier: &Hash160) -> bool {
         self.items
             .get(block)
@@ -119,20 +126,12 @@ impl VotePool {
 
     /// Every vote here as (block, verifier), in no order.
     pub fn keys(&self) -> Vec<(Hash256, Hash160)> {
-        self.votes
-            .items
-            .iter()
-            .flat_map(|(block, list)| list.iter().map(|v| (*block, v.verifier.hash160())))
-            .collect()
+        self.votes.keys()
     }
 
     /// Every commitment here as (block, verifier), in no order.
     pub fn commit_keys(&self) -> Vec<(Hash256, Hash160)> {
-        self.commits
-            .items
-            .iter()
-            .flat_map(|(block, list)| list.iter().map(|c| (*block, c.verifier.hash160())))
-            .collect()
+        self.commits.keys()
     }
 
     /// How many votes on `block` are here.

@@ -227,7 +227,7 @@ impl Auditor {
                 height: at,
                 index,
             } => {
-                if heights.ids_from(at, 1) != [block] {
+                if !heights.holds(at, &block) {
                     // Left the canonical branch: back in the pools, carried again later
                     // (maybe lower, on a shorter branch).
                     Some(Stage::Served {

@@ -412,7 +412,7 @@ impl ChainState {
         let Some(rec) = chain.block(&block.0) else {
             return false;
         };
-        self.heights.ids_from(rec.height, 1) == [rec.id]
+        self.heights.holds(rec.height, &rec.id)
             && fai_inference_chain::chain::commit_phase_over(rec, chain.tip(&self.ledger))
     }
 
@@ -458,7 +458,7 @@ impl ChainState {
             let window_end = rec
                 .height
                 .saturating_add(fai_inference_chain::chain::VOTE_WINDOW);
-            let canonical = heights.ids_from(rec.height, 1) == [rec.id];
+            let canonical = heights.holds(rec.height, &rec.id);
             if tip.height >= window_end {
                 Due::Forget
             } else if canonical && fai_inference_chain::chain::commit_phase_over(rec, tip) {
