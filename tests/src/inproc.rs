@@ -406,6 +406,50 @@ impl InProcNet {
         self.settle()
     }
 
+    /// One step of one side of a partition: node `miner` mines a block, the tenure block
+    /// is awaited when a node of `side` won the tenure, and only then does the clock move
+    /// by the spacing, past the producers' waits for a tenure block won across the split
+    /// (which never comes); the side settles. Moving the clock before the tenure block
+    /// came would let a producer commit on its parent and, winning next, orphan it.
+    pub fn step_among(&self, miner: usize, side: &[usize]) -> View {
+        self.mine(miner);
+        let on_side: Vec<fai_primitives::Hash160> = side
+            .iter()
+            .filter_map(|i| self.node(*i).verifier.get().map(|v| v.address))
+            .collect();
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        for i in side {
+            loop {
+                let on_side = on_side.clone();
+                let awaits_this_side = self
+                    .node(*i)
+                    .chain
+                    .call_blocking(move |st| {
+                        let waiting = st.producer.as_ref().is_some_and(|p| p.is_waiting());
+                        let winner = st.inference.as_ref().and_then(|c| {
+                            c.tracker()
+                                .record(&st.ledger.tip_hash())
+                                .and_then(|r| r.sortition.winner.as_ref())
+                                .map(|w| w.producer)
+                        });
+                        waiting && winner.is_some_and(|w| on_side.contains(&w))
+                    })
+                    .unwrap_or_else(|e| self.fail(&format!("node {i}: {e}")));
+                if !awaits_this_side {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    self.fail(&format!(
+                        "node {i} never got the tenure block won on its side"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.advance(SPACING);
+        self.settle_among(side)
+    }
+
     /// The p2p peer id of node `i`.
     pub fn peer_id(&self, i: usize) -> libp2p::PeerId {
         let status = self

@@ -467,9 +467,7 @@ fn gossip_keeps_no_commitment_past_its_phase_nor_vote_past_its_window() {
     for miner in 0..(fai_inference_chain::chain::VOTE_WINDOW as usize + 2) {
         net.advance(SPACING);
         net.settle_among(&[0, 1]);
-        net.mine(miner % 2);
-        net.advance(SPACING);
-        net.settle_among(&[0, 1]);
+        net.step_among(miner % 2, &[0, 1]);
         blocks.push(tip_of_0());
     }
     let id = |hex_id: &str| {
@@ -692,9 +690,7 @@ fn an_inference_left_behind_by_a_reorganisation_goes_back_to_every_pool() {
     // tenure blocks from across the split, which never come).
     let mine_among = |miner: usize, side: &[usize]| {
         net.advance(SPACING);
-        net.mine(miner);
-        net.advance(SPACING);
-        net.settle_among(side);
+        net.step_among(miner, side);
     };
     // Node 1 alone: it wins its own tenures and carries the inference.
     let mut lone = 0;
@@ -886,9 +882,7 @@ fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
     let alone = |net: &InProcNet| {
         net.advance(fai_tests::inproc::SPACING);
         net.settle();
-        net.mine(0);
-        net.advance(fai_tests::inproc::SPACING);
-        net.settle();
+        net.step_among(0, &net.running());
     };
     let mut served = 1;
     let mut refused = None;
@@ -962,9 +956,7 @@ fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
     while state(0)["state"] != "in_block" {
         net.advance(SPACING);
         net.settle_among(&[0, 1]);
-        net.mine(blocks % 2);
-        net.advance(SPACING);
-        net.settle_among(&[0, 1]);
+        net.step_among(blocks % 2, &[0, 1]);
         blocks += 1;
         assert!(blocks <= 3, "the pair never carried it: {}", state(0));
     }
@@ -1005,10 +997,13 @@ fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
     assert!(asked, "node 2 committed only after its wait for the text");
     // Its vote comes out once the block's commit phase is over. (Its pools stay unlike
     // the others': what was gossiped while it was cut off never reaches it, and need not.)
+    // (Node 2 is idle too before the clock moves: had it not yet the tenure block when
+    // it did, it could commit on its parent and, winning next, orphan the voted block.)
     for miner in 0..2 {
         net.advance(SPACING);
         net.mine(miner);
         net.settle_among(&[0, 1]);
+        fai_tests::wait(60, &|| net.node(2).idle());
     }
     fai_tests::wait(60, &|| vote().is_some());
     let vote = vote().unwrap_or_else(|| panic!("node 2 never revealed its vote on {block}"));
