@@ -303,6 +303,14 @@ pub struct VerifyReport {
     pub replay_batched_cost_ratio: f64,
     /// The same replay over generating the answers as one batch (continuous batching).
     pub replay_over_batched_generation: f64,
+    /// Sealing the answer's text to a verifier set of five and signing it (the serving
+    /// node), seconds.
+    pub seal_seconds: f64,
+    /// Checking, opening and decoding it, and checking it against its hashes (one
+    /// verifier), seconds.
+    pub open_seconds: f64,
+    /// Sealing and opening over generating the answer (goal < 0.01).
+    pub seal_cost_ratio: f64,
     pub fraud: Vec<FraudRow>,
 }
 
@@ -407,6 +415,8 @@ pub fn verify(
     generate_batch(&model, &requests)?;
     let batched_generation = t.elapsed().as_secs_f64();
 
+    let (seal_seconds, open_seconds) = seal_cost(&model, request, tokens)?;
+
     let mut table = Vec::new();
     let prompts: Vec<String> = (0..fraud_prompts)
         .map(|i| format!("question {i}: what is {i} times {}?", i + 3))
@@ -430,8 +440,81 @@ pub fn verify(
         batch: answers.len(),
         replay_batched_cost_ratio: batched_replay / alone,
         replay_over_batched_generation: batched_replay / batched_generation,
+        seal_seconds,
+        open_seconds,
+        seal_cost_ratio: (seal_seconds + open_seconds) / generate_seconds,
         fraud: table,
     })
+}
+
+/// Seconds to seal one answer's text to a verifier set of five and sign it (what the
+/// serving node does), and to check, open, decode and check it against its hashes (what
+/// each verifier does): the mean of 20 runs of each.
+fn seal_cost(model: &LoadedModel, request: &GenerateRequest, tokens: &[u32]) -> Result<(f64, f64)> {
+    use fai_inference_chain::served::ServedInference;
+    use fai_inference_chain::types::{Inference, InferenceStub, Prompt, ResultReceipt, Sampling};
+    use fai_primitives::seal::SealingSecret;
+    use fai_primitives::{Amount, SecretKey, Signature};
+    const RUNS: u32 = 20;
+    let (user, node) = (SecretKey::generate(), SecretKey::generate());
+    let verifiers: Vec<(SecretKey, SealingSecret)> = (0..5)
+        .map(|_| {
+            let key = SecretKey::generate();
+            let secret = SealingSecret::derive(&key);
+            (key, secret)
+        })
+        .collect();
+    let to: Vec<_> = verifiers
+        .iter()
+        .map(|(k, s)| (k.public_key().hash160(), s.public()))
+        .collect();
+    let prompt = Prompt {
+        system: request.system.clone(),
+        context: vec![],
+        input: request.input.clone(),
+    };
+    let output = model.tokenizer.decode(tokens);
+    let mut stub = InferenceStub {
+        sender: user.public_key(),
+        nonce: 0,
+        chain_id: 1,
+        model: model.id.0,
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens: u32::try_from(tokens.len())?.max(1),
+            temperature_milli: 700,
+            top_p_milli: 1000,
+            top_k: 40,
+            seed: request.sampling.seed,
+            stop: vec![],
+        },
+        max_fee: Amount::from_units(1_000)?,
+        expiry: 1_000,
+        signature: Signature([0; 64]),
+    };
+    stub.sign(&user);
+    let receipt = ResultReceipt::new_signed(stub.txid(), &output, tokens, &node);
+    let served = ServedInference {
+        inference: Inference { stub, receipt },
+        prompt,
+        output,
+        tokens: tokens.to_vec(),
+    };
+    let t = Instant::now();
+    let mut sealed = None;
+    for _ in 0..RUNS {
+        sealed = Some(served.seal(&node, &to)?);
+    }
+    let seal = t.elapsed().as_secs_f64() / f64::from(RUNS);
+    let sealed = sealed.context("nothing sealed")?;
+    let (me, secret) = (to.first().context("no verifier")?.0, &verifiers[0].1);
+    let t = Instant::now();
+    for _ in 0..RUNS {
+        let opened = sealed.open(&me, secret).map_err(anyhow::Error::msg)?;
+        opened.check().map_err(anyhow::Error::msg)?;
+    }
+    let open = t.elapsed().as_secs_f64() / f64::from(RUNS);
+    Ok((seal, open))
 }
 
 /// The lines for people of `bench engine`.
@@ -476,6 +559,12 @@ pub fn verify_lines(r: &VerifyReport) -> String {
         r.replay_batched_cost_ratio,
         r.replay_over_batched_generation
     )];
+    out.push(format!(
+        "sealing: {:.3} ms to seal the answer to 5 verifiers and sign it, {:.3} ms to open and check it; ratio {:.5} of generating it (goal < 0.01)",
+        r.seal_seconds * 1e3,
+        r.open_seconds * 1e3,
+        r.seal_cost_ratio
+    ));
     out.push(format!(
         "  {:<7} {:<14} {:<20} {:>5} {:>9} {:>6} {:>14} {:>10}",
         "method", "model", "kind", "cases", "rejected", "gross", "near-tie-only", "detection"

@@ -157,3 +157,17 @@
     (var-set min-bond minimum)
     (var-set withdraw-delay delay)
     (ok true)))
+
+;; Sealing keys (X25519) by principal: what a served inference's text is sealed to for
+;; the verifiers of its block, so that no other node reads it. Any principal publishes
+;; its own; a node publishes the key derived from its node key at start.
+(define-map sealing-keys principal (buff 32))
+
+(define-read-only (get-sealing-key (who principal))
+  (map-get? sealing-keys who))
+
+(define-public (set-sealing-key (key (buff 32)))
+  (begin
+    (asserts! (is-eq (len key) u32) ERR-BAD-PARAMETER)
+    (map-set sealing-keys tx-sender key)
+    (ok true)))

@@ -554,6 +554,56 @@ impl InferenceChain {
         }
     }
 
+    /// The sealing key `who` published in the node registry, in the state of block `at`.
+    pub fn sealing_key(
+        &self,
+        ledger: &Chainstate,
+        at: &BlockRecord,
+        who: Hash160,
+    ) -> Option<fai_primitives::seal::SealingKey> {
+        let result = self.vm.call_read_only(
+            &at.exec_id,
+            ledger,
+            [0; 20],
+            [0; 20],
+            "node-registry",
+            "get-sealing-key",
+            &[self.vm.principal(who.0).into()],
+        );
+        match result {
+            Ok((Value::Optional(o), _)) => match o.data.as_deref() {
+                Some(Value::Sequence(SequenceData::Buffer(b))) => {
+                    <[u8; 32]>::try_from(b.data.as_slice())
+                        .ok()
+                        .map(fai_primitives::seal::SealingKey)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whom a text served on tip `at` is sealed to: the verifier sets of its cycle and
+    /// of the next (a block anchored past the cycle's end is voted on by the next set,
+    /// when it is recorded already), each member with the sealing key it published; a
+    /// member without one cannot be sealed to (it abstains on the inference).
+    pub fn sealing_recipients(
+        &self,
+        ledger: &Chainstate,
+        at: &BlockRecord,
+    ) -> fai_primitives::seal::Recipients {
+        let mut members = self.verifier_set(ledger, at, at.cycle);
+        for next in self.verifier_set(ledger, at, at.cycle.saturating_add(1)) {
+            if !members.contains(&next) {
+                members.push(next);
+            }
+        }
+        members
+            .into_iter()
+            .filter_map(|m| self.sealing_key(ledger, at, m).map(|k| (m, k)))
+            .collect()
+    }
+
     /// Reads ledger block `hash` (and its unread ancestors) for the sortitions.
     pub fn on_ledger_block(
         &mut self,

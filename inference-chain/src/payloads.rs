@@ -1,13 +1,14 @@
-//! The payload store: the text of inferences (prompt and output), kept only as long as
-//! verification and disputes need it. When a block becomes final its inferences are
+//! The payload store: the text of inferences (prompt, output and output tokens), sealed
+//! to the verifiers of their block (`crate::served::SealedServed`: no node that is not one
+//! of them can read it), kept only as long as verification and disputes need it. When a block becomes final its inferences are
 //! marked with the ledger height of finality; once the ledger is [`RECLAIM_DEPTH`] blocks
 //! past that height the text is deleted (the paper's disk reclamation). Blocks keep the
 //! hashes forever.
 //!
-//! Layout in [`PAYLOADS_COLUMN`]: `p ‖ txid` → prompt, `o ‖ txid` → output text,
-//! `t ‖ txid` → output token ids (u32 LE each: what verifiers replay),
+//! Layout in [`PAYLOADS_COLUMN`]: `s ‖ txid ‖ receipt digest` → the sealed text
+//! (`SealedServed`), `e ‖ height (u32 BE) ‖ txid` → nothing (arrivals, for expiry),
 //! `f ‖ height (u32 BE) ‖ txid ‖ settling block id` → nothing (the reclamation index, in
-//! height order; entries written before the block id was kept end at the txid).
+//! height order).
 //!
 //! Text is deleted only when the block that settled it is still canonical: a block can
 //! be left behind by a reorganisation after it settled its parent's inferences, and
@@ -19,7 +20,7 @@ use fai_primitives::codec::{Decode, Encode};
 use fai_primitives::Hash256;
 use fai_storage::{KeyValueStore, StorageError, WriteBatch};
 
-use crate::types::Prompt;
+use crate::served::SealedServed;
 
 pub const PAYLOADS_COLUMN: &str = "payloads";
 /// Ledger blocks after finality before text is deleted.
@@ -61,9 +62,8 @@ fn final_key(height: u32, txid: &Hash256, block: &[u8; 32]) -> Vec<u8> {
     k
 }
 
-/// Prompts by inference transaction id (a prompt is bound to its transaction by the
-/// hash the sender signed); outputs and their tokens by transaction id and receipt
-/// digest (`ResultReceipt::signing_digest`).
+/// Sealed text by transaction id and receipt digest (`ResultReceipt::signing_digest`):
+/// a rival's answer to the same request never takes the place of the one a block carries.
 #[derive(Clone)]
 pub struct PayloadStore {
     kv: Arc<dyn KeyValueStore>,
@@ -74,84 +74,59 @@ impl PayloadStore {
         PayloadStore { kv }
     }
 
-    pub fn put_prompt(&self, txid: &Hash256, prompt: &Prompt) -> Result<(), StorageError> {
+    /// Stores a served inference's sealed text under its transaction and receipt;
+    /// `height` is the ledger height it arrives at (it expires [`UNSETTLED_TTL`] blocks
+    /// later whatever happens).
+    pub fn put_sealed(&self, sealed: &SealedServed, height: u32) -> Result<(), StorageError> {
+        let txid = sealed.inference.stub.txid();
+        let receipt = sealed.inference.receipt.signing_digest();
         let mut b = WriteBatch::new();
-        b.put(PAYLOADS_COLUMN, key(b'p', txid), prompt.to_bytes());
-        self.kv.write(b)
-    }
-
-    pub fn put_output(
-        &self,
-        txid: &Hash256,
-        receipt: &Hash256,
-        output: &str,
-    ) -> Result<(), StorageError> {
-        let mut b = WriteBatch::new();
+        b.put(PAYLOADS_COLUMN, entry_key(height, &txid), Vec::new());
         b.put(
             PAYLOADS_COLUMN,
-            answer_key(b'o', txid, receipt),
-            output.as_bytes().to_vec(),
+            answer_key(b's', &txid, &receipt),
+            sealed.to_bytes(),
         );
         self.kv.write(b)
     }
 
-    pub fn put_tokens(
+    /// The sealed text of the answer signed by `receipt`, if it is here.
+    pub fn sealed(
         &self,
         txid: &Hash256,
         receipt: &Hash256,
-        tokens: &[u32],
-    ) -> Result<(), StorageError> {
-        let mut b = WriteBatch::new();
-        let bytes = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        b.put(PAYLOADS_COLUMN, answer_key(b't', txid, receipt), bytes);
-        self.kv.write(b)
+    ) -> Result<Option<SealedServed>, StorageError> {
+        match self
+            .kv
+            .get(PAYLOADS_COLUMN, &answer_key(b's', txid, receipt))?
+        {
+            None => Ok(None),
+            Some(bytes) => {
+                SealedServed::from_bytes(&bytes)
+                    .map(Some)
+                    .map_err(|e| StorageError::Corrupt {
+                        column: PAYLOADS_COLUMN,
+                        detail: format!("sealed text of {txid}: {e}"),
+                    })
+            }
+        }
     }
 
-    /// Stores an inference's whole text in one write: prompt, and the output and output
-    /// tokens under the receipt that signs them; `height` is the ledger height it arrives
-    /// at (it expires [`UNSETTLED_TTL`] blocks later whatever happens).
-    pub fn put_all(
-        &self,
-        txid: &Hash256,
-        receipt: &Hash256,
-        prompt: &Prompt,
-        output: &str,
-        tokens: &[u32],
-        height: u32,
-    ) -> Result<(), StorageError> {
-        let mut b = WriteBatch::new();
-        b.put(PAYLOADS_COLUMN, entry_key(height, txid), Vec::new());
-        b.put(PAYLOADS_COLUMN, key(b'p', txid), prompt.to_bytes());
-        b.put(
-            PAYLOADS_COLUMN,
-            answer_key(b'o', txid, receipt),
-            output.as_bytes().to_vec(),
-        );
-        let bytes = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        b.put(PAYLOADS_COLUMN, answer_key(b't', txid, receipt), bytes);
-        self.kv.write(b)
-    }
-
-    /// Whether the whole text of the answer signed by `receipt` is here.
+    /// Whether the sealed text of the answer signed by `receipt` is here.
     pub fn has_answer(&self, txid: &Hash256, receipt: &Hash256) -> bool {
-        [
-            key(b'p', txid),
-            answer_key(b'o', txid, receipt),
-            answer_key(b't', txid, receipt),
-        ]
-        .iter()
-        .all(|k| matches!(self.kv.get(PAYLOADS_COLUMN, k), Ok(Some(_))))
+        matches!(
+            self.kv
+                .get(PAYLOADS_COLUMN, &answer_key(b's', txid, receipt)),
+            Ok(Some(_))
+        )
     }
 
     /// Whether any text of transaction `txid` is here.
     pub fn holds_any(&self, txid: &Hash256) -> Result<bool, StorageError> {
-        if self.kv.get(PAYLOADS_COLUMN, &key(b'p', txid))?.is_some() {
-            return Ok(true);
-        }
-        Ok(!self.answer_keys(b'o', txid, 1)?.is_empty())
+        Ok(!self.answer_keys(b's', txid, 1)?.is_empty())
     }
 
-    /// The keys of the answers (`prefix` b'o' or b't') of `txid`, `limit` at most.
+    /// The keys of the answers (`prefix` b's') of `txid`, `limit` at most.
     fn answer_keys(
         &self,
         prefix: u8,
@@ -165,62 +140,6 @@ impl PayloadStore {
             .into_iter()
             .map(|(k, _)| k)
             .collect())
-    }
-
-    pub fn tokens(
-        &self,
-        txid: &Hash256,
-        receipt: &Hash256,
-    ) -> Result<Option<Vec<u32>>, StorageError> {
-        match self
-            .kv
-            .get(PAYLOADS_COLUMN, &answer_key(b't', txid, receipt))?
-        {
-            None => Ok(None),
-            Some(bytes) if bytes.len() % 4 == 0 => Ok(Some(
-                bytes
-                    .chunks_exact(4)
-                    .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(u32::from_le_bytes))
-                    .collect(),
-            )),
-            Some(_) => Err(StorageError::Corrupt {
-                column: PAYLOADS_COLUMN,
-                detail: format!("tokens of {txid} are not whole u32s"),
-            }),
-        }
-    }
-
-    pub fn prompt(&self, txid: &Hash256) -> Result<Option<Prompt>, StorageError> {
-        match self.kv.get(PAYLOADS_COLUMN, &key(b'p', txid))? {
-            None => Ok(None),
-            Some(bytes) => {
-                Prompt::from_bytes(&bytes)
-                    .map(Some)
-                    .map_err(|e| StorageError::Corrupt {
-                        column: PAYLOADS_COLUMN,
-                        detail: format!("prompt of {txid}: {e}"),
-                    })
-            }
-        }
-    }
-
-    pub fn output(
-        &self,
-        txid: &Hash256,
-        receipt: &Hash256,
-    ) -> Result<Option<String>, StorageError> {
-        match self
-            .kv
-            .get(PAYLOADS_COLUMN, &answer_key(b'o', txid, receipt))?
-        {
-            None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| StorageError::Corrupt {
-                    column: PAYLOADS_COLUMN,
-                    detail: format!("output of {txid} is not UTF-8"),
-                }),
-        }
     }
 
     /// Records that block `block`, anchored at ledger height `height`, settled the
@@ -282,19 +201,16 @@ impl PayloadStore {
         }
     }
 
-    /// Deletes the prompt and every answer (a rival's too: at most a few) of `txid`.
+    /// Deletes every sealed answer (a rival's too: at most a few) of `txid`.
     fn delete_text(&self, b: &mut WriteBatch, txid: &Hash256) -> Result<(), StorageError> {
-        b.delete(PAYLOADS_COLUMN, key(b'p', txid));
-        for prefix in [b'o', b't'] {
-            for k in self.answer_keys(prefix, txid, MAX_ANSWERS_KEPT)? {
-                b.delete(PAYLOADS_COLUMN, k);
-            }
+        for k in self.answer_keys(b's', txid, MAX_ANSWERS_KEPT)? {
+            b.delete(PAYLOADS_COLUMN, k);
         }
         Ok(())
     }
 
     /// Deletes text that arrived more than [`UNSETTLED_TTL`] ledger blocks before
-    /// `ledger_height`, settled or not; returns how many arrivals it deleted.
+    /// `ledger_height`, settled or not; returns how many inferences' text it deleted.
     fn expire(&self, ledger_height: u32) -> Result<usize, StorageError> {
         let Some(limit) = ledger_height.checked_sub(UNSETTLED_TTL.saturating_add(1)) else {
             return Ok(0);
@@ -307,8 +223,12 @@ impl PayloadStore {
             for (k, _) in &found {
                 b.delete(PAYLOADS_COLUMN, k.clone());
                 if let Some(txid) = k.get(5..37).and_then(|t| <[u8; 32]>::try_from(t).ok()) {
-                    self.delete_text(&mut b, &Hash256(txid))?;
-                    expired = expired.saturating_add(1);
+                    let txid = Hash256(txid);
+                    // Text reclaimed after its settlement left its arrival behind.
+                    if self.holds_any(&txid)? {
+                        self.delete_text(&mut b, &txid)?;
+                        expired = expired.saturating_add(1);
+                    }
                 }
             }
             let last = found.last().map(|(k, _)| k.clone());

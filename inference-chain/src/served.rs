@@ -1,9 +1,15 @@
 //! A served inference with its text: the stub and receipt that go into a block, and the
-//! prompt, output and token ids that verifiers replay. The result topic and the payload
-//! fetch carry it; [`ServedInference::check`] ties the text to the signed hashes.
+//! prompt, output and token ids that verifiers replay. [`ServedInference::check`] ties
+//! the text to the signed hashes.
+//!
+//! The text is private to the buyer, the serving node and the verifiers of the block that
+//! carries it: the result topic, the payload fetch and every node's store carry a
+//! [`SealedServed`], the text sealed to the verifier set (`fai_primitives::seal`) and
+//! signed by the serving node. Only a verifier opens it, in memory, to replay it.
 
 use fai_primitives::codec::{write_var_bytes, Decode, Encode, Reader};
-use fai_primitives::CodecError;
+use fai_primitives::seal::{seal_for_many, MultiSealed, SealError, SealingKey, SealingSecret};
+use fai_primitives::{CodecError, Hash160, Hash256, SecretKey, Signature};
 
 use crate::types::{Inference, Prompt, ResultReceipt, MAX_OUTPUT_TOKENS};
 
@@ -23,13 +29,8 @@ pub struct ServedInference {
 impl ServedInference {
     /// Whether the text matches the hashes and both signatures verify; the reason if not.
     pub fn check(&self) -> Result<(), &'static str> {
+        check_signatures(&self.inference)?;
         let (stub, receipt) = (&self.inference.stub, &self.inference.receipt);
-        if !stub.signature_valid() {
-            return Err("the sender's signature does not verify");
-        }
-        if !receipt.signature_valid() || receipt.tx != stub.txid() {
-            return Err("the receipt is not signed for this transaction");
-        }
         if stub.prompt_hash != self.prompt.hash() {
             return Err("the prompt does not match its hash");
         }
@@ -48,29 +49,27 @@ impl ServedInference {
 }
 
 impl ServedInference {
-    /// Keeps the text for verifiers, until the block that settles it is six deep (or
-    /// [`crate::payloads::UNSETTLED_TTL`] ledger blocks after `height`, when it arrives).
-    pub fn store_text(
+    /// The text sealed to `verifiers` (address, sealing key) and signed by `node`, the
+    /// key that signed the receipt.
+    pub fn seal(
         &self,
-        store: &crate::payloads::PayloadStore,
-        height: u32,
-    ) -> Result<(), fai_storage::StorageError> {
-        let txid = self.inference.stub.txid();
-        let receipt = self.inference.receipt.signing_digest();
-        store.put_all(
-            &txid,
-            &receipt,
-            &self.prompt,
-            &self.output,
-            &self.tokens,
-            height,
-        )
+        node: &SecretKey,
+        verifiers: &[(Hash160, SealingKey)],
+    ) -> Result<SealedServed, SealError> {
+        let mut text = Vec::new();
+        self.encode_text(&mut text);
+        let sealed = seal_for_many(verifiers, &text_aad(&self.inference), &text)?;
+        let mut out = SealedServed {
+            inference: self.inference.clone(),
+            sealed,
+            signature: Signature([0; 64]),
+        };
+        out.signature = node.sign(&out.signing_digest());
+        Ok(out)
     }
-}
 
-impl Encode for ServedInference {
-    fn encode_to(&self, out: &mut Vec<u8>) {
-        self.inference.encode_to(out);
+    /// The text alone: prompt, output and output tokens.
+    fn encode_text(&self, out: &mut Vec<u8>) {
         self.prompt.encode_to(out);
         write_var_bytes(out, self.output.as_bytes());
         fai_primitives::codec::write_len(out, self.tokens.len());
@@ -78,11 +77,9 @@ impl Encode for ServedInference {
             out.extend_from_slice(&t.to_le_bytes());
         }
     }
-}
 
-impl Decode for ServedInference {
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let inference = Decode::decode_from(r)?;
+    /// Decodes the text of `inference` (what [`ServedInference::encode_text`] wrote).
+    fn decode_text(inference: Inference, r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let prompt = Decode::decode_from(r)?;
         let output =
             String::from_utf8(r.read_var_bytes("output", MAX_OUTPUT_BYTES)?).map_err(|_| {
@@ -102,6 +99,139 @@ impl Decode for ServedInference {
             prompt,
             output,
             tokens,
+        })
+    }
+}
+
+impl Encode for ServedInference {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.inference.encode_to(out);
+        self.encode_text(out);
+    }
+}
+
+impl Decode for ServedInference {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let inference = Decode::decode_from(r)?;
+        ServedInference::decode_text(inference, r)
+    }
+}
+
+/// The sender's signature of the stub, and the receipt's of the same transaction.
+fn check_signatures(inference: &Inference) -> Result<(), &'static str> {
+    let (stub, receipt) = (&inference.stub, &inference.receipt);
+    if !stub.signature_valid() {
+        return Err("the sender's signature does not verify");
+    }
+    if !receipt.signature_valid() || receipt.tx != stub.txid() {
+        return Err("the receipt is not signed for this transaction");
+    }
+    Ok(())
+}
+
+/// What a sealed text is bound to: its transaction and the receipt that signs it, so that
+/// sealed text moved under another inference or answer does not open.
+fn text_aad(inference: &Inference) -> Vec<u8> {
+    let mut aad = b"fai-sealed-text/v1".to_vec();
+    aad.extend_from_slice(&inference.stub.txid().0);
+    aad.extend_from_slice(&inference.receipt.signing_digest().0);
+    aad
+}
+
+/// The most bytes of sealed text: a whole prompt, the longest output and its tokens, and
+/// the frame of their lengths and the AEAD tag.
+pub const MAX_SEALED_TEXT_BYTES: u64 = crate::types::MAX_SYSTEM_BYTES
+    + crate::types::MAX_INPUT_BYTES
+    + crate::types::MAX_CONTEXT_BYTES as u64
+    + MAX_OUTPUT_BYTES
+    + 4 * MAX_OUTPUT_TOKENS as u64
+    + 4 * 1024;
+
+/// A served inference with its text sealed to the verifiers of the block that will carry
+/// it, signed by the serving node: what the result topic, the payload fetch and every
+/// node's store carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedServed {
+    pub inference: Inference,
+    pub sealed: MultiSealed,
+    /// The serving node's (the receipt's key) over [`SealedServed::signing_digest`]:
+    /// nobody else can pass sealed bytes off as this answer's text, which the nodes that
+    /// cannot open it would otherwise keep and forward in its place.
+    pub signature: Signature,
+}
+
+impl SealedServed {
+    /// What the serving node signs: the receipt's digest and the sealed bytes'.
+    pub fn signing_digest(&self) -> Hash256 {
+        let mut sealed = Vec::new();
+        self.sealed.encode_to(&mut sealed);
+        Hash256::sha256d_parts(&[
+            b"fai-sealed-served/v1",
+            &self.inference.receipt.signing_digest().0,
+            &Hash256::sha256d(&sealed).0,
+        ])
+    }
+
+    /// What a node that cannot open it checks: the sender's, the receipt's and the
+    /// serving node's signatures. The reason if one fails.
+    pub fn check(&self) -> Result<(), &'static str> {
+        check_signatures(&self.inference)?;
+        let (stub, receipt) = (&self.inference.stub, &self.inference.receipt);
+        if receipt.tokens > stub.sampling.max_tokens {
+            return Err("more tokens than the request allows");
+        }
+        if !receipt.node.verify(&self.signing_digest(), &self.signature) {
+            return Err("the sealed text is not signed by the serving node");
+        }
+        Ok(())
+    }
+
+    /// Whether verifier `id` can open it.
+    pub fn is_for(&self, id: &Hash160) -> bool {
+        self.sealed.is_for(id)
+    }
+
+    /// The text, opened by verifier `id` with its sealing secret (in memory only), not
+    /// yet checked against the signed hashes ([`ServedInference::check`]: what does not
+    /// match is the serving node's doing, since it signed the sealed bytes). The reason
+    /// if it does not open.
+    pub fn open(&self, id: &Hash160, secret: &SealingSecret) -> Result<ServedInference, String> {
+        self.check().map_err(str::to_string)?;
+        let text = self
+            .sealed
+            .open(id, secret, &text_aad(&self.inference))
+            .map_err(|e| e.to_string())?;
+        let mut r = Reader::new(&text);
+        ServedInference::decode_text(self.inference.clone(), &mut r)
+            .and_then(|s| r.finish().map(|()| s))
+            .map_err(|e| format!("the sealed text does not decode: {e}"))
+    }
+
+    /// Keeps it for the verifiers, until the block that settles it is six deep (or
+    /// [`crate::payloads::UNSETTLED_TTL`] ledger blocks after `height`, when it arrives).
+    pub fn store(
+        &self,
+        store: &crate::payloads::PayloadStore,
+        height: u32,
+    ) -> Result<(), fai_storage::StorageError> {
+        store.put_sealed(self, height)
+    }
+}
+
+impl Encode for SealedServed {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.inference.encode_to(out);
+        self.sealed.encode_to(out);
+        self.signature.encode_to(out);
+    }
+}
+
+impl Decode for SealedServed {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(SealedServed {
+            inference: Decode::decode_from(r)?,
+            sealed: MultiSealed::decode_from(r, MAX_SEALED_TEXT_BYTES)?,
+            signature: Decode::decode_from(r)?,
         })
     }
 }
@@ -182,5 +312,72 @@ mod tests {
         );
         let bytes = s.to_bytes();
         assert!(ServedInference::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn sealed_text_opens_for_the_verifiers_only_and_is_bound_to_its_serving_node() {
+        let (user, node) = (
+            SecretKey::from_bytes(&[4; 32]).unwrap(),
+            SecretKey::from_bytes(&[5; 32]).unwrap(),
+        );
+        let verifiers: Vec<(SecretKey, SealingSecret)> = (10..13u8)
+            .map(|i| {
+                let k = SecretKey::from_bytes(&[i; 32]).unwrap();
+                let s = SealingSecret::derive(&k);
+                (k, s)
+            })
+            .collect();
+        let id = |k: &SecretKey| k.public_key().hash160();
+        let to: Vec<(Hash160, SealingKey)> = verifiers[..2]
+            .iter()
+            .map(|(k, s)| (id(k), s.public()))
+            .collect();
+        let served = served(&user, &node, 0);
+        let sealed = served.seal(&node, &to).unwrap();
+        assert_eq!(sealed.check(), Ok(()));
+        let bytes = sealed.to_bytes();
+        assert_eq!(SealedServed::from_bytes(&bytes).unwrap(), sealed);
+        for needle in [&b"question 0"[..], b"an answer"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+        for (k, s) in &verifiers[..2] {
+            assert_eq!(sealed.open(&id(k), s), Ok(served.clone()));
+        }
+        assert_eq!(served.check(), Ok(()));
+        let (outsider, outsider_secret) = &verifiers[2];
+        assert!(!sealed.is_for(&id(outsider)));
+        assert!(sealed.open(&id(outsider), outsider_secret).is_err());
+        // A rival re-seals other text for the same answer: its signature is not the
+        // serving node's, so nodes that cannot open it refuse it.
+        let rival = SecretKey::from_bytes(&[6; 32]).unwrap();
+        let mut forged = served.clone();
+        forged.output = "another answer".into();
+        let forged = forged.seal(&rival, &to).unwrap();
+        assert_eq!(
+            forged.check(),
+            Err("the sealed text is not signed by the serving node")
+        );
+        // The serving node itself sealing text that does not match its receipt: it
+        // opens, and the hashes catch it.
+        let mut wrong = served.clone();
+        wrong.output = "another answer".into();
+        let wrong = wrong.seal(&node, &to).unwrap();
+        assert_eq!(wrong.check(), Ok(()));
+        let (k0, s0) = &verifiers[0];
+        assert_eq!(
+            wrong.open(&id(k0), s0).map(|t| t.check()),
+            Ok(Err("the output does not match its hash"))
+        );
+        // Sealed text moved under another answer does not open.
+        let other = served_other(&user, &node);
+        let mut moved = sealed.clone();
+        moved.inference = other.inference.clone();
+        moved.signature = node.sign(&moved.signing_digest());
+        assert!(moved.open(&id(k0), s0).is_err());
+        assert!(SealedServed::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    fn served_other(user: &SecretKey, node: &SecretKey) -> ServedInference {
+        served(user, node, 1)
     }
 }

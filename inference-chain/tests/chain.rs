@@ -786,10 +786,9 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     };
     let third_txid = third_inf.stub.txid();
     let store = w.chain.payloads().unwrap().clone();
-    store.put_prompt(&third_txid, &prompt).unwrap();
     let third_receipt = third_inf.receipt.signing_digest();
-    store
-        .put_output(&third_txid, &third_receipt, &third.text)
+    sealed_text(&third_inf, &prompt, &third.text, &third.tokens, &node)
+        .store(&store, w.ledger.chain.height())
         .unwrap();
     let commit = w.commit(settled_id, 200);
     let next = w.ledger.mine(vec![commit]);
@@ -854,12 +853,12 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
     for _ in 0..5 {
         let b = w.ledger.mine(vec![]);
         w.connect(&b);
-        assert_eq!(store.prompt(&third_txid).unwrap(), Some(prompt.clone()));
+        assert!(store.has_answer(&third_txid, &third_receipt));
     }
     let b = w.ledger.mine(vec![]);
     w.connect(&b);
-    assert_eq!(store.prompt(&third_txid).unwrap(), None);
-    assert_eq!(store.output(&third_txid, &third_receipt).unwrap(), None);
+    assert!(!store.has_answer(&third_txid, &third_receipt));
+    assert!(!store.holds_any(&third_txid).unwrap());
     let x_block = w.chain.block(&x_id).unwrap().block.clone().unwrap();
     assert_eq!(x_block.inferences[0].stub.prompt_hash, prompt.hash());
     assert_eq!(
@@ -1128,8 +1127,13 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     let txid = stub.txid();
     let receipt_digest = receipt.signing_digest();
     let store = w.chain.payloads().unwrap().clone();
-    store.put_prompt(&txid, &prompt).unwrap();
-    store.put_output(&txid, &receipt_digest, &out.text).unwrap();
+    let carried = Inference {
+        stub: stub.clone(),
+        receipt: receipt.clone(),
+    };
+    sealed_text(&carried, &prompt, &out.text, &out.tokens, &node)
+        .store(&store, w.ledger.chain.height())
+        .unwrap();
     let l2 = w.win(b1_id, 0);
     let b2 = w
         .produce(l2, vec![], vec![Inference { stub, receipt }], vec![])
@@ -1154,9 +1158,8 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     for _ in 0..8 {
         let b = w.ledger.mine(vec![]);
         w.connect(&b);
-        assert_eq!(
-            store.prompt(&txid).unwrap(),
-            Some(prompt.clone()),
+        assert!(
+            store.has_answer(&txid, &receipt_digest),
             "reclaimed at ledger height {}",
             w.ledger.chain.height()
         );
@@ -1167,12 +1170,31 @@ fn text_settled_by_a_block_left_behind_stays_until_the_winning_branch_settles_it
     for _ in 0..5 {
         let b = w.ledger.mine(vec![]);
         w.connect(&b);
-        assert!(store.prompt(&txid).unwrap().is_some());
+        assert!(store.has_answer(&txid, &receipt_digest));
     }
     let b = w.ledger.mine(vec![]);
     w.connect(&b);
-    assert_eq!(store.prompt(&txid).unwrap(), None);
-    assert_eq!(store.output(&txid, &receipt_digest).unwrap(), None);
+    assert!(!store.has_answer(&txid, &receipt_digest));
+    assert!(!store.holds_any(&txid).unwrap());
+}
+
+/// An inference's text sealed (to nobody: these tests only store and reclaim it) and
+/// signed by its serving node `node`.
+fn sealed_text(
+    inference: &Inference,
+    prompt: &Prompt,
+    output: &str,
+    tokens: &[u32],
+    node: &SecretKey,
+) -> fai_inference_chain::served::SealedServed {
+    fai_inference_chain::served::ServedInference {
+        inference: inference.clone(),
+        prompt: prompt.clone(),
+        output: output.to_string(),
+        tokens: tokens.to_vec(),
+    }
+    .seal(node, &[])
+    .unwrap()
 }
 
 /// Attack (or bad luck): the first block of a reward cycle, which records the verifier set

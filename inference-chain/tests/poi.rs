@@ -7,6 +7,7 @@ use std::sync::Arc;
 use fai_inference_chain::block::{InferenceBlock, InferenceHeader};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN, UNSETTLED_TTL};
 use fai_inference_chain::quorum::{tally, Outcome, Verdict, Vote, VoteCommit, VoteMessage};
+use fai_inference_chain::served::ServedInference;
 use fai_inference_chain::settlement::settle;
 use fai_inference_chain::types::*;
 use fai_primitives::codec::{Decode, Encode};
@@ -401,70 +402,76 @@ fn the_payload_store_forgets_text_six_ledger_blocks_after_finality() {
         context: vec![],
         input: "what is a block?".into(),
     };
+    // Sealed text of an answer to `stub` by node key `node` (to nobody: the store keeps
+    // and forgets it alike), arrived at ledger height `height`; its receipt's digest.
+    let put = |stub: &InferenceStub, node: u8, output: &str, height: u32| {
+        let tokens = [1, 2];
+        let receipt = ResultReceipt::new_signed(stub.txid(), output, &tokens, &key(node));
+        let digest = receipt.signing_digest();
+        ServedInference {
+            inference: Inference {
+                stub: stub.clone(),
+                receipt,
+            },
+            prompt: prompt.clone(),
+            output: output.into(),
+            tokens: tokens.to_vec(),
+        }
+        .seal(&key(node), &[])
+        .unwrap()
+        .store(&store, height)
+        .unwrap();
+        digest
+    };
     let s = stub(&key(1), &prompt, 0);
     let txid = s.txid();
-    store.put_prompt(&txid, &prompt).unwrap();
     // Two answers to it (another node's too): both go with the text.
-    let (answer, rival) = (Hash256([0xa1; 32]), Hash256([0xa2; 32]));
-    store
-        .put_output(&txid, &answer, "a batch of transactions")
-        .unwrap();
-    store.put_tokens(&txid, &rival, &[1, 2]).unwrap();
-    store.put_output(&txid, &rival, "nothing").unwrap();
-    assert_eq!(
-        store.output(&txid, &rival).unwrap().as_deref(),
-        Some("nothing"),
-        "each answer under its receipt"
-    );
-    assert_eq!(
-        store.output(&txid, &answer).unwrap().as_deref(),
-        Some("a batch of transactions")
-    );
-    let other = stub(&key(1), &prompt, 1).txid();
-    store.put_prompt(&other, &prompt).unwrap();
+    let answer = put(&s, 2, "a batch of transactions", 10);
+    let rival = put(&s, 3, "nothing", 10);
+    assert_ne!(answer, rival, "each answer under its receipt");
+    assert!(store.has_answer(&txid, &answer) && store.has_answer(&txid, &rival));
+    let other_stub = stub(&key(1), &prompt, 1);
+    let other = other_stub.txid();
+    let other_answer = put(&other_stub, 2, "another", 12);
 
     let (settling, left_behind) = ([0x5e; 32], [0x1b; 32]);
     let canonical = |b: &[u8; 32]| *b == settling;
     store.mark_final(&[txid], 10, &settling).unwrap();
     store.mark_final(&[other], 12, &settling).unwrap();
     assert_eq!(store.reclaim(15, canonical).unwrap(), 0);
-    assert_eq!(store.prompt(&txid).unwrap(), Some(prompt.clone()));
+    assert!(store.has_answer(&txid, &answer));
     assert_eq!(store.reclaim(16, canonical).unwrap(), 1);
-    assert_eq!(store.prompt(&txid).unwrap(), None);
-    assert_eq!(store.output(&txid, &answer).unwrap(), None);
-    assert_eq!(store.output(&txid, &rival).unwrap(), None);
-    assert_eq!(store.tokens(&txid, &rival).unwrap(), None);
+    assert!(!store.has_answer(&txid, &answer));
+    assert!(!store.has_answer(&txid, &rival));
     assert!(!store.holds_any(&txid).unwrap());
     // The hash in the block stays, and still names the text that was served.
     assert_eq!(s.prompt_hash, prompt.hash());
-    assert!(store.prompt(&other).unwrap().is_some());
+    assert!(store.has_answer(&other, &other_answer));
     assert_eq!(store.reclaim(18, canonical).unwrap(), 1);
-    assert_eq!(store.prompt(&other).unwrap(), None);
+    assert!(!store.holds_any(&other).unwrap());
     assert_eq!(store.reclaim(30, canonical).unwrap(), 0);
 
     // Settled by a block a reorganisation then left behind: the text stays (the
     // inference goes back to the pools); settled again on the winning branch, it goes.
-    let third = stub(&key(1), &prompt, 2).txid();
-    store.put_prompt(&third, &prompt).unwrap();
+    let third_stub = stub(&key(1), &prompt, 2);
+    let third = third_stub.txid();
+    put(&third_stub, 2, "third", 40);
     store.mark_final(&[third], 40, &left_behind).unwrap();
     assert_eq!(store.reclaim(50, canonical).unwrap(), 0);
-    assert!(store.prompt(&third).unwrap().is_some());
+    assert!(store.holds_any(&third).unwrap());
     store.mark_final(&[third], 44, &settling).unwrap();
     assert_eq!(store.reclaim(50, canonical).unwrap(), 1);
-    assert_eq!(store.prompt(&third).unwrap(), None);
+    assert!(!store.holds_any(&third).unwrap());
 
     // Text no block ever settles (an inference never carried, or carried only by a branch
     // that lost): before, it stayed for ever; it goes UNSETTLED_TTL blocks after it came.
-    let never = stub(&key(1), &prompt, 3).txid();
-    let receipt = Hash256([0xa3; 32]);
-    store
-        .put_all(&never, &receipt, &prompt, "unclaimed", &[4, 5], 60)
-        .unwrap();
+    let never_stub = stub(&key(1), &prompt, 3);
+    let never = never_stub.txid();
+    let receipt = put(&never_stub, 2, "unclaimed", 60);
     assert_eq!(store.reclaim(60 + UNSETTLED_TTL, canonical).unwrap(), 0);
     assert!(store.has_answer(&never, &receipt));
     assert_eq!(store.reclaim(61 + UNSETTLED_TTL, canonical).unwrap(), 1);
     assert!(!store.holds_any(&never).unwrap());
-    assert_eq!(store.tokens(&never, &receipt).unwrap(), None);
 }
 
 /// Five verifiers replay each result with the real engine on the built-in model: every

@@ -16,7 +16,7 @@ use fai_primitives::{CodecError, Hash256, Network, PublicKey, SecretKey, Signatu
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 
-use fai_inference_chain::served::ServedInference;
+use fai_inference_chain::served::SealedServed;
 
 /// Gossip topics. Each network has its own names, so nodes of different networks that
 /// meet never mix their messages.
@@ -170,8 +170,8 @@ pub enum Response {
     LedgerHeaders(Vec<BlockHeader>),
     LedgerBlocks(Vec<Block>),
     InferenceBlocks(Vec<InferenceBlock>),
-    /// Served inferences of the block asked for, with their text.
-    Payloads(Vec<ServedInference>),
+    /// Served inferences of the block asked for, with their text sealed to its verifiers.
+    Payloads(Vec<SealedServed>),
     /// The request was not served (rate limit, overload); the text says why.
     Refused(String),
 }

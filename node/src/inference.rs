@@ -40,7 +40,9 @@ pub const SCHEMA: Schema = Schema {
     // 9: votes come in two phases, a commitment then its reveal (blocks carry both, and
     // votes their salt), and a barred staker gives its staking slot up first (another
     // genesis state).
-    format_version: 9,
+    // 10: served text is stored sealed to the verifiers, and the node registry holds
+    // sealing keys (another genesis state).
+    format_version: 10,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -133,7 +135,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 8,
+            format_version: 9,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -145,8 +147,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 8"), "{text}");
-        assert!(text.contains("version 9"), "{text}");
+        assert!(text.contains("format version 9"), "{text}");
+        assert!(text.contains("version 10"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

@@ -5,8 +5,9 @@
 //!
 //! Checked at every ledger tip, right after the producer; each step is taken once its
 //! state says it is needed and retried if it has not landed after a while:
-//! - nothing to do once the registry lists the node (when producing) and the stake is
-//!   there (when staking);
+//! - nothing to do once the registry lists the node (when producing), the stake is
+//!   there (when staking) and the registry holds the node's sealing key (either role:
+//!   what is sealed to the node, `fai_primitives::seal`);
 //! - otherwise, with the inference-layer balance to pay for what is missing, the VM
 //!   transactions go into the VM pool (and to peers);
 //! - otherwise a peg-in of `inference.peg_in` (at least what is missing) is sent on the
@@ -212,7 +213,12 @@ impl Roles {
             && Self::is_none(self.read(chain, ledger, "node-registry", "get-node"));
         let need_stake =
             self.stake.is_some() && Self::is_none(self.read(chain, ledger, "staking", "get-stake"));
-        if !need_register && !need_stake {
+        // Verifiers publish the key texts are sealed to them with, and inference nodes
+        // the one requests are sealed to them with (one key, derived from the node key).
+        let own_sealing = fai_primitives::seal::SealingSecret::derive(&self.key).public();
+        let need_sealing_key = (self.offer.is_some() || self.stake.is_some())
+            && chain.sealing_key(ledger, chain.tip(ledger), self.address) != Some(own_sealing);
+        if !need_register && !need_stake && !need_sealing_key {
             self.give(ledger, chain, mempool);
             return;
         }
@@ -248,6 +254,15 @@ impl Roles {
                     Value::UInt(u128::from(stake.units())),
                     Value::UInt(STAKE_CYCLES),
                 ]),
+            ));
+        }
+        if need_sealing_key {
+            calls.push((
+                "node-registry",
+                "set-sealing-key",
+                Value::buff_from(own_sealing.0.to_vec())
+                    .ok()
+                    .map(|k| vec![k]),
             ));
         }
         let fees = u128::from(MIN_FEE).saturating_mul(calls.len() as u128);

@@ -1,6 +1,7 @@
-//! What a verifier does with an inference block: for each inference, take its payload
-//! (prompt, output text, output token ids), check it against the hashes the block
-//! carries, and replay the output with the engine under the declared sampling.
+//! What a verifier does with an inference block: for each inference, open its payload
+//! (prompt, output text, output token ids, sealed to the verifiers: [`Texts`]), check it
+//! against the hashes the block carries, and replay the output with the engine under the
+//! declared sampling.
 //!
 //! Verdicts ([`Verdict`]): accept; reject when the answer is provably not the model's
 //! (its tokens do not spell its signed text, replay rejects it, the request it claims to
@@ -16,7 +17,10 @@ use fai_engine::{EngineError, GenerateRequest, LoadedModel, Replay, SamplingPara
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::payloads::PayloadStore;
 use fai_inference_chain::quorum::Verdict;
-use fai_inference_chain::types::{Inference, Prompt, ResultReceipt, Role, Sampling};
+use fai_inference_chain::served::ServedInference;
+use fai_inference_chain::types::{Inference, Prompt, Role, Sampling};
+use fai_primitives::seal::SealingSecret;
+use fai_primitives::Hash160;
 
 /// Why a verifier does not accept an inference: how it votes ([`Verdict::Reject`],
 /// [`Verdict::RejectGross`] or [`Verdict::Abstain`]) and the reason it logs.
@@ -93,11 +97,11 @@ pub fn request(prompt: &Prompt, sampling: &Sampling) -> GenerateRequest {
 /// and one that lacks a model must not slash the nodes that serve it).
 pub fn verdict_among(
     models: &[std::sync::Arc<LoadedModel>],
-    payloads: &PayloadStore,
+    texts: &Texts<'_>,
     inf: &Inference,
 ) -> Result<(), Refusal> {
     match models.iter().find(|m| m.id.0 == inf.stub.model) {
-        Some(model) => verdict(model, payloads, inf),
+        Some(model) => verdict(model, texts, inf),
         None => Err(Refusal::abstain(format!(
             "model {} is not loaded here",
             hex::encode(inf.stub.model)
@@ -111,50 +115,56 @@ pub struct ToReplay {
     pub tokens: Vec<u32>,
 }
 
-/// The checks before replay: the text held here must match the signed hashes (else
-/// this verifier abstains: it cannot judge), and the tokens must spell the output (else
-/// the node signed something impossible: a gross rejection).
+/// Where a verifier takes the text of the inferences it replays: the sealed texts this
+/// node stores, opened in memory with its sealing secret (nothing opened is written).
+pub struct Texts<'a> {
+    pub store: &'a PayloadStore,
+    /// The verifier's address, under which the texts are sealed to it.
+    pub me: Hash160,
+    pub secret: &'a SealingSecret,
+}
+
+impl Texts<'_> {
+    /// The text of `inf`, opened; the refusal if it is not here or does not open (this
+    /// verifier cannot judge: it abstains).
+    fn open(&self, inf: &Inference) -> Result<ServedInference, Refusal> {
+        let sealed = self
+            .store
+            .sealed(&inf.stub.txid(), &inf.receipt.signing_digest())
+            .map_err(|e| Refusal::abstain(e.to_string()))?
+            .ok_or_else(|| Refusal::abstain("no text for this answer"))?;
+        sealed
+            .open(&self.me, self.secret)
+            .map_err(|why| Refusal::abstain(format!("the text held here does not open: {why}")))
+    }
+}
+
+/// The checks before replay: the text sealed to this verifier must open (else it
+/// abstains: it cannot judge) and match the signed hashes (else the serving node, which
+/// signed both the hashes and the sealed bytes, sent text that is not its answer: a gross
+/// rejection), and the tokens must spell the output (else the node signed something
+/// impossible: a gross rejection).
 pub fn checked(
     model: &LoadedModel,
-    payloads: &PayloadStore,
+    texts: &Texts<'_>,
     inf: &Inference,
 ) -> Result<ToReplay, Refusal> {
-    let txid = inf.stub.txid();
     if inf.stub.model != model.id.0 {
         return Err(Refusal::abstain(format!(
             "model {} is not the one loaded",
             hex::encode(inf.stub.model)
         )));
     }
-    let stored = |e: fai_storage::StorageError| Refusal::abstain(e.to_string());
-    let prompt = payloads
-        .prompt(&txid)
-        .map_err(stored)?
-        .ok_or_else(|| Refusal::abstain("no prompt for this transaction"))?;
-    if prompt.hash() != inf.stub.prompt_hash {
-        return Err(Refusal::abstain(
-            "the prompt held here does not match its hash",
-        ));
-    }
-    let receipt = inf.receipt.signing_digest();
-    let output = payloads
-        .output(&txid, &receipt)
-        .map_err(stored)?
-        .ok_or_else(|| Refusal::abstain("no output for this transaction"))?;
-    if ResultReceipt::hash_output(&output) != inf.receipt.output_hash {
-        return Err(Refusal::abstain(
-            "the output held here does not match its hash",
-        ));
-    }
-    let tokens = payloads
-        .tokens(&txid, &receipt)
-        .map_err(stored)?
-        .ok_or_else(|| Refusal::abstain("no output tokens for this transaction"))?;
-    if ResultReceipt::hash_tokens(&tokens) != inf.receipt.tokens_hash {
-        return Err(Refusal::abstain(
-            "the output tokens held here do not match their hash",
-        ));
-    }
+    let served = texts.open(inf)?;
+    served.check().map_err(|why| {
+        Refusal::reject_grossly(format!("the text the serving node sealed: {why}"))
+    })?;
+    let ServedInference {
+        prompt,
+        output,
+        tokens,
+        ..
+    } = served;
     // Both hashes are the node's signature: from here on, what is wrong is its fault.
     // The output is the tokens' text, cut before the first stop string (the token that
     // completed it is among the tokens, as generation counts it).
@@ -207,12 +217,8 @@ fn judged(
 }
 
 /// The verdict on one inference, with the reason when it is not an acceptance.
-pub fn verdict(
-    model: &LoadedModel,
-    payloads: &PayloadStore,
-    inf: &Inference,
-) -> Result<(), Refusal> {
-    let case = checked(model, payloads, inf)?;
+pub fn verdict(model: &LoadedModel, texts: &Texts<'_>, inf: &Inference) -> Result<(), Refusal> {
+    let case = checked(model, texts, inf)?;
     let replay = Replay::default();
     judged(&replay, replay.measure(model, &case.request, &case.tokens))
 }
@@ -222,7 +228,7 @@ pub fn verdict(
 /// together in batched forward passes ([`Replay::measure_batch`]).
 pub fn batch_verdicts(
     models: &[std::sync::Arc<LoadedModel>],
-    payloads: &PayloadStore,
+    texts: &Texts<'_>,
     inferences: &[Inference],
 ) -> Vec<Result<(), Refusal>> {
     let mut out: Vec<Result<(), Refusal>> = Vec::with_capacity(inferences.len());
@@ -240,7 +246,7 @@ pub fn batch_verdicts(
             ))));
             continue;
         };
-        match checked(model, payloads, inf) {
+        match checked(model, texts, inf) {
             Ok(case) => {
                 out.push(Ok(()));
                 list.push((at, case));
@@ -269,10 +275,10 @@ pub fn batch_verdicts(
 /// One verdict per inference of `block`, in order.
 pub fn verdicts(
     model: &std::sync::Arc<LoadedModel>,
-    payloads: &PayloadStore,
+    texts: &Texts<'_>,
     block: &InferenceBlock,
 ) -> Vec<Verdict> {
-    batch_verdicts(std::slice::from_ref(model), payloads, &block.inferences)
+    batch_verdicts(std::slice::from_ref(model), texts, &block.inferences)
         .into_iter()
         .map(|v| match v {
             Ok(()) => Verdict::Accept,
@@ -290,7 +296,7 @@ mod tests {
     use fai_engine::tiny::ensure_fai_tiny;
     use fai_engine::Verifier;
     use fai_inference_chain::payloads::PAYLOADS_COLUMN;
-    use fai_inference_chain::types::InferenceStub;
+    use fai_inference_chain::types::{InferenceStub, ResultReceipt};
     use fai_primitives::{Amount, SecretKey, Signature};
 
     use super::*;
@@ -376,23 +382,39 @@ mod tests {
             swapped.check(),
             Err("the output tokens do not match their hash")
         );
-        // And a store that somehow holds swapped ids is not read as the node's answer.
+        // And a store that somehow holds swapped ids, sealed by the relay, is not read as
+        // the node's answer: the node did not sign that sealed text.
         let schema = fai_storage::Schema {
             columns: &[PAYLOADS_COLUMN],
             format_version: 1,
         };
         let kv = Arc::new(fai_storage::RocksStore::open(&dir.path().join("db"), schema).unwrap());
         let payloads = PayloadStore::new(kv);
-        swapped.store_text(&payloads, 1).unwrap();
-        let refusal = verdict(&model, &payloads, &honest.inference).unwrap_err();
+        let (me, sealing) = verifier_key();
+        let relay = SecretKey::from_bytes(&[4; 32]).unwrap();
+        swapped
+            .seal(&relay, &[(me, sealing.public())])
+            .unwrap()
+            .store(&payloads, 1)
+            .unwrap();
+        let texts = Texts {
+            store: &payloads,
+            me,
+            secret: &sealing,
+        };
+        let refusal = verdict(&model, &texts, &honest.inference).unwrap_err();
         assert!(
-            refusal
-                .why
-                .contains("tokens held here do not match their hash"),
+            refusal.why.contains("not signed by the serving node"),
             "{refusal}"
         );
         // Not the node's fault: this verifier abstains.
         assert_eq!(refusal.verdict, Verdict::Abstain);
+    }
+
+    /// A verifier's address and sealing secret.
+    fn verifier_key() -> (fai_primitives::Hash160, SealingSecret) {
+        let key = SecretKey::from_bytes(&[7; 32]).unwrap();
+        (key.public_key().hash160(), SealingSecret::derive(&key))
     }
 
     #[test]
@@ -451,17 +473,30 @@ mod tests {
             .unwrap()
             .tokens
         };
-        let store = |inf: &Inference, text: &str, tokens: &[u32]| {
-            let txid = inf.stub.txid();
-            payloads.put_prompt(&txid, &prompt).unwrap();
-            let receipt = inf.receipt.signing_digest();
-            payloads.put_output(&txid, &receipt, text).unwrap();
-            payloads.put_tokens(&txid, &receipt, tokens).unwrap();
+        let (me, sealing) = verifier_key();
+        let texts = Texts {
+            store: &payloads,
+            me,
+            secret: &sealing,
         };
+        // The text sealed to this verifier by the node that signed `inf`'s receipt.
+        let seal_by = |signer: &SecretKey, inf: &Inference, text: &str, tokens: &[u32]| {
+            fai_inference_chain::served::ServedInference {
+                inference: inf.clone(),
+                prompt: prompt.clone(),
+                output: text.into(),
+                tokens: tokens.to_vec(),
+            }
+            .seal(signer, &[(me, sealing.public())])
+            .unwrap()
+            .store(&payloads, 1)
+            .unwrap();
+        };
+        let store = |inf: &Inference, text: &str, tokens: &[u32]| seal_by(&node, inf, text, tokens);
 
         let (honest, text) = make(0, &honest_tokens);
         store(&honest, &text, &honest_tokens);
-        assert_eq!(verdict(&model, &payloads, &honest), Ok(()));
+        assert_eq!(verdict(&model, &texts, &honest), Ok(()));
 
         // Attack: a rival node answers the same request (a receipt of its own, another
         // text) and its answer is stored after the honest one. Before, text was kept by
@@ -479,14 +514,8 @@ mod tests {
             signature: Signature([0; 64]),
         };
         rival.receipt.sign(&rival_key);
-        let rival_served = fai_inference_chain::served::ServedInference {
-            inference: rival,
-            prompt: prompt.clone(),
-            output: String::new(),
-            tokens: vec![],
-        };
-        rival_served.store_text(&payloads, 1).unwrap();
-        assert_eq!(verdict(&model, &payloads, &honest), Ok(()));
+        seal_by(&rival_key, &rival, "", &[]);
+        assert_eq!(verdict(&model, &texts, &honest), Ok(()));
 
         // With a stop string met halfway: the output stops before it, while the tokens
         // include the one that completed it; an honest answer all the same.
@@ -509,26 +538,42 @@ mod tests {
         stopped.receipt.output_hash = ResultReceipt::hash_output(&g.text);
         stopped.receipt.sign(&node);
         store(&stopped, &g.text, &g.tokens);
-        assert_eq!(verdict(&model, &payloads, &stopped), Ok(()));
+        assert_eq!(verdict(&model, &texts, &stopped), Ok(()));
 
         // Attack (on the honest node, by the network): the text has not reached this
         // verifier. Before, it voted reject and the honest node was slashed with the
         // votes of verifiers that never saw its answer; it abstains now.
         let (missing, _) = make(1, &honest_tokens);
-        let refusal = verdict(&model, &payloads, &missing).unwrap_err();
-        assert!(refusal.why.contains("no prompt"), "{refusal}");
+        let refusal = verdict(&model, &texts, &missing).unwrap_err();
+        assert!(refusal.why.contains("no text"), "{refusal}");
         assert_eq!(refusal.verdict, Verdict::Abstain);
         // Nor does a verifier without the model judge: it abstains too.
-        let refusal = verdict_among(&[], &payloads, &honest).unwrap_err();
+        let refusal = verdict_among(&[], &texts, &honest).unwrap_err();
         assert!(refusal.why.contains("not loaded here"), "{refusal}");
         assert_eq!(refusal.verdict, Verdict::Abstain);
 
-        // The stored output is not the one the receipt hashed (the store should never
-        // hold it): this verifier cannot judge.
+        // The sealed output is not the one the receipt hashed: the node signed both, so
+        // it sent text that is not its answer, and every verifier that opens it sees so.
         let (swapped, _) = make(2, &honest_tokens);
         store(&swapped, "something else", &honest_tokens);
-        let refusal = verdict(&model, &payloads, &swapped).unwrap_err();
+        let refusal = verdict(&model, &texts, &swapped).unwrap_err();
         assert!(refusal.why.contains("does not match"), "{refusal}");
+        assert_eq!(refusal.verdict, Verdict::RejectGross);
+        // Sealed to other verifiers only: this one cannot open it, and abstains.
+        let (unsealed, text) = make(5, &honest_tokens);
+        let other = SealingSecret::derive(&SecretKey::from_bytes(&[8; 32]).unwrap());
+        fai_inference_chain::served::ServedInference {
+            inference: unsealed.clone(),
+            prompt: prompt.clone(),
+            output: text,
+            tokens: honest_tokens.clone(),
+        }
+        .seal(&node, &[(fai_primitives::Hash160([8; 20]), other.public())])
+        .unwrap()
+        .store(&payloads, 1)
+        .unwrap();
+        let refusal = verdict(&model, &texts, &unsealed).unwrap_err();
+        assert!(refusal.why.contains("not sealed to this key"), "{refusal}");
         assert_eq!(refusal.verdict, Verdict::Abstain);
 
         // Tokens the model would not have sampled: the node's fault, and far enough from
@@ -537,7 +582,7 @@ mod tests {
         let (forged, text) = make(3, &forged_tokens);
         store(&forged, &text, &forged_tokens);
         assert_eq!(
-            verdict(&model, &payloads, &forged).unwrap_err().verdict,
+            verdict(&model, &texts, &forged).unwrap_err().verdict,
             Verdict::RejectGross
         );
 
@@ -563,11 +608,11 @@ mod tests {
             votes: vec![],
         };
         assert_eq!(
-            verdicts(&model, &payloads, &block),
+            verdicts(&model, &texts, &block),
             vec![
                 Verdict::Accept,
                 Verdict::Abstain,
-                Verdict::Abstain,
+                Verdict::RejectGross,
                 Verdict::RejectGross
             ]
         );
@@ -576,9 +621,9 @@ mod tests {
             .inferences
             .iter()
             .map(|inf| {
-                verdict(&model, &payloads, inf).map_or_else(|r| r.verdict, |()| Verdict::Accept)
+                verdict(&model, &texts, inf).map_or_else(|r| r.verdict, |()| Verdict::Accept)
             })
             .collect();
-        assert_eq!(verdicts(&model, &payloads, &block), one_by_one);
+        assert_eq!(verdicts(&model, &texts, &block), one_by_one);
     }
 }

@@ -129,6 +129,8 @@ fn run(
     stats: &crate::verify_queue::VerifierStats,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
+    // The texts are sealed to the verifiers: opened with this key, in memory.
+    let sealing = &fai_primitives::seal::SealingSecret::derive(key);
     loop {
         if links.shutdown.is_cancelled() {
             return;
@@ -158,7 +160,12 @@ fn run(
             block.inferences.iter().map(|_| Ok(())).collect()
         } else {
             wait_for_text(links, payloads, id, &block);
-            crate::verifier::batch_verdicts(models, payloads, &block.inferences)
+            let texts = crate::verifier::Texts {
+                store: payloads,
+                me: key.public_key().hash160(),
+                secret: sealing,
+            };
+            crate::verifier::batch_verdicts(models, &texts, &block.inferences)
         };
         stats.note_replayed(block.inferences.len(), started.elapsed());
         let verdicts: Vec<Verdict> = block

@@ -21,6 +21,7 @@ pub mod codec;
 pub mod hash;
 pub mod keys;
 pub mod network;
+pub mod seal;
 pub mod supply;
 
 pub use address::{Address, AddressError};

@@ -950,26 +950,39 @@ fn forged(model: &LoadedModel, mut g: fai_engine::Generation) -> fai_engine::Gen
     g
 }
 
-/// Keeps a served inference's text for verifiers, puts it in the pool for the next
-/// block, and gossips it to the other producers and verifiers.
+/// Seals a served inference's text to the verifiers that will vote on it, keeps the
+/// sealed text for them, puts the inference in the pool for the next block, and gossips
+/// it to the other producers and verifiers. Nothing of the text is kept in the clear.
 fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInference) {
     let txid = served.inference.stub.txid();
-    let height = s.node.snapshot().ledger_height;
-    if let Some(Err(e)) = s
-        .payloads
-        .as_ref()
-        .map(|store| served.store_text(store, height))
-    {
-        tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's text: {e}");
-    }
-    let bytes = served.to_bytes();
+    let key = s.key.clone();
     // Queued before the receipt reaches the buyer: a later query finds it pooled.
     let _ = s.node.chain.run(move |st| {
+        let recipients = st.sealing_recipients();
+        let sealed = match served.seal(&key, &recipients) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!(target: "infer_node::rpc", %txid, "served inference not sealed: {e}");
+                return;
+            }
+        };
+        if recipients.is_empty() {
+            tracing::warn!(target: "infer_node::rpc", %txid, "no verifier has published a sealing key: nobody can check this answer");
+        }
+        let height = st.ledger.height();
+        if let Some(Err(e)) = st
+            .inference
+            .as_ref()
+            .and_then(|c| c.payloads())
+            .map(|store| sealed.store(store, height))
+        {
+            tracing::warn!(target: "infer_node::rpc", %txid, "cannot store the inference's sealed text: {e}");
+        }
         if let Err(e) = st.results.add(served.inference) {
             tracing::warn!(target: "infer_node::rpc", %txid, "served inference not pooled: {e}");
             return;
         }
-        st.publish(fai_node::p2p::Topic::Result, bytes);
+        st.publish(fai_node::p2p::Topic::Result, sealed.to_bytes());
     });
 }
 
@@ -1074,7 +1087,7 @@ async fn inference_state(
     }))
 }
 
-/// Whether this node still keeps the inference's prompt, output or output tokens (they
+/// Whether this node still keeps the inference's sealed text (prompt, output and tokens: they
 /// are deleted six ledger blocks after the block settling it).
 fn payload_held(s: &RpcState, id: &Hash256) -> bool {
     s.payloads

@@ -206,6 +206,11 @@ impl Purchase {
         }
     }
 
+    /// What it asks.
+    pub fn prompt(&self) -> &str {
+        &self.prompt
+    }
+
     /// The arguments with which wallet `name` buys it.
     pub fn args<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
         vec![

@@ -118,6 +118,15 @@ fn ready(forge: bool) -> (InProcNet, [String; 2]) {
 
 /// [`ready`] with each node's setup changed by `tweak` (its index, its usual setup).
 fn ready_with(tweak: impl Fn(usize, Setup) -> Setup) -> (InProcNet, [String; 2]) {
+    ready_with_roles(tweak, (3, 2))
+}
+
+/// [`ready_with`], ready once the verifier set and the node registry have `roles`
+/// members.
+fn ready_with_roles(
+    tweak: impl Fn(usize, Setup) -> Setup,
+    roles: (usize, usize),
+) -> (InProcNet, [String; 2]) {
     let seller = |wallet| Setup {
         produce: true,
         stake: true,
@@ -141,12 +150,12 @@ fn ready_with(tweak: impl Fn(usize, Setup) -> Setup) -> (InProcNet, [String; 2])
         wallet_address(&net, 1, "bob"),
     ];
     let ready = || {
-        let roles = fai_tests::roles_on_chain(&|path| net.get(0, path));
+        let on_chain = fai_tests::roles_on_chain(&|path| net.get(0, path));
         let funded = wallets.iter().all(|w| {
             let account = net.get(0, &format!("/v2/inference-chain/accounts/{w}"));
             units(&account["balance_units"]) == WALLET_FUNDS
         });
-        roles == (3, 2) && funded
+        on_chain == roles && funded
     };
     let mut blocks = 0;
     while !ready() {
@@ -1012,4 +1021,102 @@ fn a_verifier_that_missed_an_answer_asks_the_serving_node_for_its_text() {
         vec![Verdict::Accept],
         "node 2's vote on {block}"
     );
+}
+
+/// Privacy: a prompt and its answer are read by the buyer, the serving node and the
+/// verifiers of its block, and by no other node. Node 2 does not stake here: outside the
+/// verifier set (nodes 0 and 1), it keeps and relays what the result topic carries (the
+/// text sealed to the set, which it cannot open), and the verifiers open, replay and
+/// settle every answer as before. No node's databases hold a prompt or an answer in the
+/// clear: the verifiers open texts in memory, and the serving node keeps only the sealed
+/// text. Before, the result topic carried the text in the clear and every node stored it.
+#[test]
+fn a_node_outside_the_verifier_set_never_holds_a_prompt_or_an_answer_in_the_clear() {
+    use fai_storage::KeyValueStore;
+    let (mut net, _) = ready_with_roles(
+        |i, setup| Setup {
+            stake: setup.stake && i != 2,
+            ..setup
+        },
+        (2, 2),
+    );
+    let receipts = buy(&net, 4);
+    for settled in settle_all(&net, &receipts) {
+        assert_eq!(settled["accepted"], true, "{settled}");
+    }
+    // What node 2 keeps of each answer: sealed to the set's members, of which it is not
+    // one, and without the text in the clear.
+    let prompts: Vec<String> = (0..receipts.len())
+        .map(|i| Purchase::new(i).prompt().to_string())
+        .collect();
+    let outputs: Vec<String> = receipts
+        .iter()
+        .filter_map(|r| r["text"].as_str().map(str::to_string))
+        .filter(|t| t.len() >= 12)
+        .collect();
+    let mut needles: Vec<&[u8]> = prompts.iter().map(|p| p.as_bytes()).collect();
+    needles.extend(outputs.iter().map(|o| o.as_bytes()));
+    for r in &receipts {
+        let receipt_bytes = hex::decode(r["receipt"].as_str().unwrap_or_default()).unwrap();
+        let receipt =
+            <fai_inference_chain::types::ResultReceipt as fai_primitives::Decode>::from_bytes(
+                &receipt_bytes,
+            )
+            .unwrap_or_else(|e| panic!("the receipt of {}: {e}", txid(r)));
+        let (sealed, mut set) = net
+            .node(2)
+            .chain
+            .call_blocking(move |st| {
+                let chain = st.inference.as_ref()?;
+                let tip = chain.tip(&st.ledger);
+                let set = chain.verifier_set(&st.ledger, tip, tip.cycle);
+                let sealed = chain
+                    .payloads()?
+                    .sealed(&receipt.tx, &receipt.signing_digest())
+                    .ok()??;
+                Some((sealed, set))
+            })
+            .unwrap()
+            .unwrap_or_else(|| panic!("node 2 keeps no sealed text of {}", txid(r)));
+        let mut recipients: Vec<_> = sealed.sealed.recipients.iter().map(|r| r.id).collect();
+        recipients.sort();
+        set.sort();
+        assert_eq!(set.len(), 2);
+        assert_eq!(recipients, set, "sealed to the verifier set, nodes 0 and 1");
+        let bytes = fai_primitives::Encode::to_bytes(&sealed);
+        for needle in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == *needle),
+                "the sealed text shows {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    // Every database of every node, read back once the nodes are stopped.
+    for i in 0..3 {
+        net.stop(i);
+    }
+    for i in 0..3 {
+        for (dir, schema) in [
+            ("inference", fai_node::inference::SCHEMA),
+            ("ledger", fai_ledger::chainstate::SCHEMA),
+        ] {
+            let path = net.data_dir(i).join(dir);
+            let store = fai_storage::RocksStore::open(&path, schema)
+                .unwrap_or_else(|e| panic!("node {i}'s {dir} database: {e}"));
+            for column in schema.columns {
+                for (k, v) in store.scan(column).unwrap() {
+                    for needle in &needles {
+                        for bytes in [&k, &v] {
+                            assert!(
+                                !bytes.windows(needle.len()).any(|w| w == *needle),
+                                "node {i} keeps {:?} in the clear in its {dir} database ({column})",
+                                String::from_utf8_lossy(needle)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

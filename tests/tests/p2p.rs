@@ -1005,8 +1005,9 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     assert!(tokens >= 1);
 
     // It goes into a block. A verifier that missed the result gossip fetches the text by
-    // the block's id: the server answers with the inference and its text (payloads,
-    // kind 5, one entry), until it reclaims it.
+    // the block's id: the server answers with the inference and its text sealed to the
+    // verifier set (payloads, kind 5, one entry), until it reclaims it. The answer is
+    // not in it in the clear: any peer may ask.
     let state = |p: &Peer| get(p, &format!("/v2/inference/{txid}"));
     let mut block = String::new();
     wait_for("the inference in a block", 60, &|| {
@@ -1022,8 +1023,21 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
     assert_eq!(answer.get(..2), Some(&[5u8, 1][..]), "{answer:?}");
     let text = receipt["text"].as_str().unwrap().as_bytes();
     assert!(
-        answer.windows(text.len()).any(|w| w == text),
-        "the answer text is not in the fetched payload"
+        !answer.windows(text.len()).any(|w| w == text),
+        "the answer text is in the fetched payload in the clear"
+    );
+    let fetched = <fai_network::protocol::Response as fai_primitives::Decode>::from_bytes(&answer)
+        .unwrap_or_else(|e| panic!("the fetched payload does not decode: {e}"));
+    let fai_network::protocol::Response::Payloads(list) = fetched else {
+        panic!("not payloads: {fetched:?}");
+    };
+    assert_eq!(list[0].inference.stub.txid().to_string(), txid);
+    assert_eq!(list[0].check(), Ok(()), "signed by the server");
+    let set = get(&a, "/v2/inference-chain")["verifier_set"].clone();
+    assert_eq!(
+        list[0].sealed.recipients.len(),
+        1,
+        "sealed to the set: {set}"
     );
 
     // It is voted on and settled; both nodes say so.

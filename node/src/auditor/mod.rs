@@ -405,16 +405,25 @@ impl Auditor {
         results: &mut ResultPool,
     ) {
         let txid = served.inference.stub.txid();
+        // Sealed like any served text, to the verifiers at the tip as it is now.
+        let recipients = chain.sealing_recipients(ledger, chain.tip(ledger));
+        let sealed = match served.seal(&self.key, &recipients) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                warn!(target: "infer_node::auditor", %txid, "audit not sealed: {e}");
+                return;
+            }
+        };
         if let Some(Err(e)) = chain
             .payloads()
-            .map(|store| served.store_text(store, ledger.height()))
+            .map(|store| sealed.store(store, ledger.height()))
         {
             warn!(target: "infer_node::auditor", %txid, "cannot store the audit's text: {e}");
         }
         match results.add(served.inference.clone()) {
             Ok(_) => {
                 debug!(target: "infer_node::auditor", %txid, "audit served");
-                self.made.results.push(served.to_bytes());
+                self.made.results.push(sealed.to_bytes());
             }
             Err(e) => warn!(target: "infer_node::auditor", %txid, "audit not pooled: {e}"),
         }

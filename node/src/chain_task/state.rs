@@ -16,6 +16,7 @@ use fai_inference_chain::vmtx::Evidence;
 use fai_ledger::chainstate::ChainEvent;
 use fai_ledger::mempool::Mempool;
 use fai_ledger::{Block, BlockOutcome, ChainError, Chainstate};
+use fai_primitives::seal::Recipients;
 use fai_primitives::{Amount, Encode, Hash256};
 use tracing::{info, warn};
 
@@ -74,6 +75,8 @@ pub struct ChainState {
     /// The canonical inference branch by height, as of the last command (what peers'
     /// requests for blocks from a height are answered from).
     pub(crate) heights: fai_inference_chain::canonical::CanonicalIndex,
+    /// Whom text served now is sealed to, as read at the canonical tip with this id.
+    sealing: Option<([u8; 32], Recipients)>,
 }
 
 /// What a command left to send out.
@@ -107,6 +110,7 @@ impl ChainState {
             tip_moved: false,
             commit_added: false,
             canonical: None,
+            sealing: None,
             votes_behind: 0,
             commits_missed: false,
             heights: Default::default(),
@@ -387,6 +391,23 @@ impl ChainState {
         }
     }
 
+    /// Whom a text served now is sealed to (`InferenceChain::sealing_recipients` at the
+    /// canonical tip, read once per tip): the verifiers that will vote on it.
+    pub fn sealing_recipients(&mut self) -> Recipients {
+        let Some(chain) = self.inference.as_ref() else {
+            return Vec::new();
+        };
+        let tip = chain.tip(&self.ledger);
+        match &self.sealing {
+            Some((id, list)) if *id == tip.id => list.clone(),
+            _ => {
+                let list = chain.sealing_recipients(&self.ledger, tip);
+                self.sealing = Some((tip.id, list.clone()));
+                list
+            }
+        }
+    }
+
     /// A vote entered the pool.
     pub fn after_vote(&mut self, block: Hash256, verifier: fai_primitives::Hash160) {
         self.tell(NodeEvent::VoteRecorded { block, verifier });
@@ -631,18 +652,14 @@ fn remove_carried(
     }
 }
 
-/// A carried inference with the text this node keeps of it, as the `result` topic
-/// carries it; none once the text is reclaimed.
+/// A carried inference with the sealed text this node keeps of it, as the `result`
+/// topic carries it; none once the text is reclaimed.
 fn served_with_text(
     chain: &InferenceChain,
     inf: &fai_inference_chain::types::Inference,
-) -> Option<fai_inference_chain::served::ServedInference> {
+) -> Option<fai_inference_chain::served::SealedServed> {
     let store = chain.payloads()?;
-    let txid = inf.stub.txid();
-    Some(fai_inference_chain::served::ServedInference {
-        inference: inf.clone(),
-        prompt: store.prompt(&txid).ok()??,
-        output: store.output(&txid, &inf.receipt.signing_digest()).ok()??,
-        tokens: store.tokens(&txid, &inf.receipt.signing_digest()).ok()??,
-    })
+    store
+        .sealed(&inf.stub.txid(), &inf.receipt.signing_digest())
+        .ok()?
 }

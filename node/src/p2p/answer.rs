@@ -43,8 +43,8 @@ pub fn headers_after(s: &ChainState, locator: &[Hash256]) -> Vec<fai_ledger::Blo
     headers
 }
 
-/// The inferences of inference block `id` whose text we still keep, with it.
-pub fn payloads(s: &ChainState, id: &Hash256) -> Vec<fai_inference_chain::served::ServedInference> {
+/// The inferences of inference block `id` whose sealed text we still keep, with it.
+pub fn payloads(s: &ChainState, id: &Hash256) -> Vec<fai_inference_chain::served::SealedServed> {
     let Some(chain) = s.inference.as_ref() else {
         return Vec::new();
     };
@@ -59,23 +59,9 @@ pub fn payloads(s: &ChainState, id: &Hash256) -> Vec<fai_inference_chain::served
     for inf in &block.inferences {
         let txid = inf.stub.txid();
         let receipt = inf.receipt.signing_digest();
-        let text = (
-            store.prompt(&txid),
-            store.output(&txid, &receipt),
-            store.tokens(&txid, &receipt),
-        );
-        if let (Ok(Some(prompt)), Ok(Some(output)), Ok(Some(tokens))) = text {
-            bytes = bytes
-                .saturating_add(output.len())
-                .saturating_add(tokens.len().saturating_mul(4))
-                .saturating_add(prompt.input.len())
-                .saturating_add(prompt.system.len());
-            out.push(fai_inference_chain::served::ServedInference {
-                inference: inf.clone(),
-                prompt,
-                output,
-                tokens,
-            });
+        if let Ok(Some(sealed)) = store.sealed(&txid, &receipt) {
+            bytes = bytes.saturating_add(sealed.sealed.ciphertext.len());
+            out.push(sealed);
         }
         if bytes >= SERVE_BYTES {
             break;

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::peers::Offence;
 use super::protocol::Topic;
 use crate::chain_task::ChainState;
-use fai_inference_chain::served::ServedInference;
+use fai_inference_chain::served::SealedServed;
 
 /// Something to check.
 pub enum Work {
@@ -42,7 +42,7 @@ pub enum Work {
     Payloads {
         peer: PeerId,
         block: Hash256,
-        list: Vec<ServedInference>,
+        list: Vec<SealedServed>,
     },
 }
 
@@ -301,7 +301,7 @@ fn gossip_vm_tx(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
 }
 
 fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
-    let served = match ServedInference::from_bytes(data) {
+    let served = match SealedServed::from_bytes(data) {
         Ok(s) => s,
         Err(e) => return reject(Offence::Malformed, format!("undecodable result: {e}")),
     };
@@ -346,14 +346,14 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
             return ignore();
         }
     }
-    // The text, for verifiers (kept until the block that settles it is six deep), once
-    // the pool took the result, under its receipt: a rival's answer to the same request
-    // never stands in for the one a block carries.
+    // The sealed text, for verifiers (kept until the block that settles it is six deep),
+    // once the pool took the result, under its receipt: a rival's answer to the same
+    // request never stands in for the one a block carries.
     if s.results.add(served.inference.clone()).is_err() {
         return ignore();
     }
     if let Some(store) = s.inference.as_ref().and_then(|c| c.payloads()) {
-        if let Err(e) = served.store_text(store, s.ledger.height()) {
+        if let Err(e) = served.store(store, s.ledger.height()) {
             warn!(target: "infer_node::p2p", "cannot store a result's text: {e}");
         }
     }
@@ -372,13 +372,9 @@ fn missing_text(s: &ChainState, data: &[u8]) -> Option<Hash256> {
         .then(|| block.header.id())
 }
 
-/// Stores fetched text after checking that each piece belongs to an inference of `block`
-/// and matches its hashes.
-fn store_payloads(
-    s: &ChainState,
-    block: &Hash256,
-    list: Vec<ServedInference>,
-) -> Result<(), String> {
+/// Stores fetched sealed text after checking that each piece belongs to an inference of
+/// `block` and is signed by its serving node.
+fn store_payloads(s: &ChainState, block: &Hash256, list: Vec<SealedServed>) -> Result<(), String> {
     let Some(chain) = s.inference.as_ref() else {
         return Ok(());
     };
@@ -395,7 +391,7 @@ fn store_payloads(
         served
             .check()
             .map_err(|why| format!("fetched text: {why}"))?;
-        if let Err(e) = served.store_text(store, s.ledger.height()) {
+        if let Err(e) = served.store(store, s.ledger.height()) {
             warn!(target: "infer_node::p2p", "cannot store fetched text: {e}");
         }
     }
