@@ -266,11 +266,31 @@ impl Client {
         &self,
         tx: &[u8],
     ) -> Result<impl Stream<Item = Result<InferenceEvent, Error>> + Send + 'static, Error> {
+        self.post_inference(&serde_json::json!(submission(tx)))
+            .await
+    }
+
+    /// `POST /v2/inference` of a request sealed to its serving node: its events as they
+    /// come (the serving node's sealed, a relay's in the clear).
+    pub async fn inference_sealed(
+        &self,
+        sealed: &[u8],
+    ) -> Result<impl Stream<Item = Result<InferenceEvent, Error>> + Send + 'static, Error> {
+        self.post_inference(&serde_json::json!(crate::SealedSubmission {
+            sealed: hex::encode(sealed)
+        }))
+        .await
+    }
+
+    async fn post_inference(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<impl Stream<Item = Result<InferenceEvent, Error>> + Send + 'static, Error> {
         let response = self
             .http
             .post(format!("{}/v2/inference", self.base))
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&submission(tx))
+            .json(body)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -548,10 +568,32 @@ pub mod blocking {
         pub fn inference(
             &self,
             tx: &[u8],
+            on_event: impl FnMut(InferenceEvent) -> bool,
+        ) -> Result<(), Error> {
+            self.inference_body(false, tx, on_event)
+        }
+
+        /// [`Client::inference`] of a request sealed to its serving node.
+        pub fn inference_sealed(
+            &self,
+            sealed: &[u8],
+            on_event: impl FnMut(InferenceEvent) -> bool,
+        ) -> Result<(), Error> {
+            self.inference_body(true, sealed, on_event)
+        }
+
+        fn inference_body(
+            &self,
+            sealed: bool,
+            bytes: &[u8],
             mut on_event: impl FnMut(InferenceEvent) -> bool,
         ) -> Result<(), Error> {
             self.runtime.block_on(async {
-                let events = self.inner.inference(tx).await?;
+                let events = if sealed {
+                    futures_util::future::Either::Left(self.inner.inference_sealed(bytes).await?)
+                } else {
+                    futures_util::future::Either::Right(self.inner.inference(bytes).await?)
+                };
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {
                     if !on_event(event?) {

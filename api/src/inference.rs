@@ -15,10 +15,12 @@ pub enum InferenceEvent {
     Token(Token),
     Receipt(Receipt),
     Error(ErrorEvent),
+    /// The answer to a sealed request: one of the others, sealed with the reply key.
+    Sealed(SealedEvent),
 }
 
 /// The event names of [`InferenceEvent`] (a client skips others).
-pub const EVENT_NAMES: [&str; 4] = ["relayed", "token", "receipt", "error"];
+pub const EVENT_NAMES: [&str; 5] = ["relayed", "token", "receipt", "error", "sealed"];
 
 impl InferenceEvent {
     /// Reads an event from its name and its data; an unknown name, or data that does not
@@ -30,6 +32,7 @@ impl InferenceEvent {
             "token" => serde_json::from_str(data).map(Self::Token).map_err(shape),
             "receipt" => serde_json::from_str(data).map(Self::Receipt).map_err(shape),
             "error" => serde_json::from_str(data).map(Self::Error).map_err(shape),
+            "sealed" => serde_json::from_str(data).map(Self::Sealed).map_err(shape),
             other => Err(format!("an unknown event {other:?}")),
         }
     }
@@ -41,7 +44,29 @@ impl InferenceEvent {
             Self::Token(_) => "token",
             Self::Receipt(_) => "receipt",
             Self::Error(_) => "error",
+            Self::Sealed(_) => "sealed",
         }
+    }
+
+    /// What a sealed event holds: the event's name, a newline, then its data.
+    pub fn sealed_plaintext(&self) -> Vec<u8> {
+        let mut out = self.name().as_bytes().to_vec();
+        out.push(b'\n');
+        out.extend_from_slice(self.data().as_bytes());
+        out
+    }
+
+    /// The event a sealed event held (see [`InferenceEvent::sealed_plaintext`]); never
+    /// another sealed one.
+    pub fn from_sealed_plaintext(plain: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(plain).map_err(|_| "a sealed event that is not UTF-8")?;
+        let (name, data) = text
+            .split_once('\n')
+            .ok_or("a sealed event without its name")?;
+        if name == "sealed" {
+            return Err("a sealed event inside a sealed event".into());
+        }
+        Self::parse(name, data)
     }
 
     /// The event's data (JSON).
@@ -70,6 +95,23 @@ pub struct Relayed {
     pub peer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+}
+
+/// `sealed`: an event of the answer to a sealed request, sealed with the request's reply
+/// key (ChaCha20-Poly1305, nonce = the index of the sealed event in the stream, from 0):
+/// its name, a newline and its data.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct SealedEvent {
+    /// Hex.
+    pub sealed: String,
+}
+
+/// `POST /v2/inference` with a request sealed to its serving node (instead of `tx`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct SealedSubmission {
+    /// The sealed request's bytes, in hex.
+    #[schema(pattern = "^([0-9a-fA-F]{2})+$")]
+    pub sealed: String,
 }
 
 /// `token`: the next piece of the answer.
@@ -269,6 +311,9 @@ pub struct InferenceNode {
     pub registry: Value,
     /// Its reputation score: a Clarity value as JSON.
     pub reputation: Value,
+    /// The X25519 key requests to it are sealed to (hex), once it published one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing_key: Option<String>,
 }
 
 /// `GET /v2/inference-chain/accounts/{address}`; the Clarity values are rendered as JSON

@@ -38,6 +38,8 @@ pub struct NodeInfo {
     pub ledger: LedgerSummary,
     /// The node key's address.
     pub address: String,
+    /// The X25519 key requests to this node are sealed to (hex).
+    pub sealing_key: String,
     /// Connected peers.
     pub peers: usize,
     /// `synced`, `syncing` or `offline` (no p2p network).

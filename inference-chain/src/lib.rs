@@ -41,6 +41,7 @@ pub mod ops;
 pub mod params;
 pub mod payloads;
 pub mod quorum;
+pub mod sealed_request;
 pub mod served;
 pub mod settlement;
 pub mod sortition;

@@ -19,12 +19,17 @@ pub const FRAME_REQUEST: u8 = 0;
 pub const FRAME_TOKEN: u8 = 1;
 pub const FRAME_RECEIPT: u8 = 2;
 pub const FRAME_ERROR: u8 = 3;
+/// A request sealed to the serving node (`SealedRequest`).
+pub const FRAME_SEALED_REQUEST: u8 = 4;
+/// An event of the answer to a sealed request, sealed with its reply key.
+pub const FRAME_SEALED: u8 = 5;
 
 /// The frame kind of an event name (an unknown name is an error frame).
 pub fn event_kind(event: &str) -> u8 {
     match event {
         "token" => FRAME_TOKEN,
         "receipt" => FRAME_RECEIPT,
+        "sealed" => FRAME_SEALED,
         _ => FRAME_ERROR,
     }
 }
@@ -35,6 +40,7 @@ pub fn event_name(kind: u8) -> Option<&'static str> {
         FRAME_TOKEN => Some("token"),
         FRAME_RECEIPT => Some("receipt"),
         FRAME_ERROR => Some("error"),
+        FRAME_SEALED => Some("sealed"),
         _ => None,
     }
 }

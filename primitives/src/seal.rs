@@ -85,6 +85,105 @@ impl SealingSecret {
     }
 }
 
+/// A message sealed to one recipient: the encapsulated key and the ciphertext (its tag
+/// at the end).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Sealed {
+    pub enc: [u8; ENC_LEN],
+    pub ciphertext: Vec<u8>,
+}
+
+/// Seals `plaintext` to `to` with HPKE, under `info` (what kind of message) and bound to
+/// `aad`.
+pub fn seal_to(
+    to: &SealingKey,
+    info: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Sealed, SealError> {
+    let mut rng = OsRng.unwrap_err();
+    let (enc, ciphertext) = hpke::single_shot_seal::<
+        hpke::aead::ChaCha20Poly1305,
+        hpke::kdf::HkdfSha256,
+        X25519HkdfSha256,
+        _,
+    >(
+        &OpModeS::<X25519HkdfSha256>::Base,
+        &to.kem_key()?,
+        info,
+        plaintext,
+        aad,
+        &mut rng,
+    )
+    .map_err(|_| SealError::Seal)?;
+    let enc = <[u8; ENC_LEN]>::try_from(enc.to_bytes().as_slice()).map_err(|_| SealError::Seal)?;
+    Ok(Sealed { enc, ciphertext })
+}
+
+impl SealingSecret {
+    /// Opens what [`seal_to`] sealed to this key under `info` and `aad`.
+    pub fn open(&self, sealed: &Sealed, info: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let enc = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(&sealed.enc)
+            .map_err(|_| SealError::Open)?;
+        hpke::single_shot_open::<
+            hpke::aead::ChaCha20Poly1305,
+            hpke::kdf::HkdfSha256,
+            X25519HkdfSha256,
+        >(
+            &OpModeR::Base,
+            &self.secret,
+            &enc,
+            info,
+            &sealed.ciphertext,
+            aad,
+        )
+        .map_err(|_| SealError::Open)
+    }
+}
+
+/// A key for the messages of one stream in one direction (the answer to a sealed
+/// request): message `i` is sealed under nonce `i`, so that none can be dropped,
+/// repeated or reordered without the next failing to open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamKey(pub [u8; 32]);
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(..)")
+    }
+}
+
+impl StreamKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand_core09::RngCore::fill_bytes(&mut OsRng.unwrap_err(), &mut key);
+        StreamKey(key)
+    }
+
+    fn nonce(index: u64) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        for (n, b) in nonce.iter_mut().zip(index.to_le_bytes()) {
+            *n = b;
+        }
+        nonce
+    }
+
+    /// Message `index` of the stream, sealed.
+    pub fn seal(&self, index: u64, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        ChaCha20Poly1305::new((&self.0).into())
+            .encrypt(&Self::nonce(index).into(), plaintext)
+            .map_err(|_| SealError::Seal)
+    }
+
+    /// Message `index` of the stream, opened.
+    pub fn open(&self, index: u64, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
+        ChaCha20Poly1305::new((&self.0).into())
+            .decrypt(&Self::nonce(index).into(), ciphertext)
+            .map_err(|_| SealError::Open)
+    }
+}
+
 /// One recipient of a [`MultiSealed`] message: its address, the encapsulated key and
 /// the content key sealed to it.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -108,9 +207,8 @@ pub fn seal_for_many(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<MultiSealed, SealError> {
-    let mut rng = OsRng.unwrap_err();
     let mut content_key = [0u8; 32];
-    rand_core09::RngCore::fill_bytes(&mut rng, &mut content_key);
+    rand_core09::RngCore::fill_bytes(&mut OsRng.unwrap_err(), &mut content_key);
     let cipher = ChaCha20Poly1305::new((&content_key).into());
     // The content key seals one message only: a fixed nonce is safe.
     let ciphertext = cipher
@@ -124,29 +222,12 @@ pub fn seal_for_many(
         .map_err(|_| SealError::Seal)?;
     let mut recipients = Vec::with_capacity(to.len());
     for (id, key) in to {
-        let (enc, sealed) = hpke::single_shot_seal::<
-            hpke::aead::ChaCha20Poly1305,
-            hpke::kdf::HkdfSha256,
-            X25519HkdfSha256,
-            _,
-        >(
-            &OpModeS::<X25519HkdfSha256>::Base,
-            &key.kem_key()?,
-            WRAP_INFO,
-            &content_key,
-            aad,
-            &mut rng,
-        )
-        .map_err(|_| SealError::Seal)?;
-        let (Ok(enc), Ok(wrapped)) = (
-            <[u8; ENC_LEN]>::try_from(enc.to_bytes().as_slice()),
-            <[u8; WRAPPED_KEY_LEN]>::try_from(sealed.as_slice()),
-        ) else {
-            return Err(SealError::Seal);
-        };
+        let sealed = seal_to(key, WRAP_INFO, aad, &content_key)?;
+        let wrapped = <[u8; WRAPPED_KEY_LEN]>::try_from(sealed.ciphertext.as_slice())
+            .map_err(|_| SealError::Seal)?;
         recipients.push(Recipient {
             id: *id,
-            enc,
+            enc: sealed.enc,
             wrapped,
         });
     }
@@ -174,21 +255,14 @@ impl MultiSealed {
             .iter()
             .find(|r| r.id == *id)
             .ok_or(SealError::NotARecipient)?;
-        let enc = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(&recipient.enc)
-            .map_err(|_| SealError::Open)?;
-        let key = hpke::single_shot_open::<
-            hpke::aead::ChaCha20Poly1305,
-            hpke::kdf::HkdfSha256,
-            X25519HkdfSha256,
-        >(
-            &OpModeR::Base,
-            &secret.secret,
-            &enc,
+        let key = secret.open(
+            &Sealed {
+                enc: recipient.enc,
+                ciphertext: recipient.wrapped.to_vec(),
+            },
             WRAP_INFO,
-            &recipient.wrapped,
             aad,
-        )
-        .map_err(|_| SealError::Open)?;
+        )?;
         let key = <[u8; 32]>::try_from(key.as_slice()).map_err(|_| SealError::Open)?;
         ChaCha20Poly1305::new((&key).into())
             .decrypt(
@@ -296,5 +370,24 @@ mod tests {
         assert!(
             MultiSealed::decode_from(&mut Reader::new(&bytes[..bytes.len() - 1]), 1024).is_err()
         );
+    }
+
+    #[test]
+    fn one_recipient_and_a_stream_open_only_with_their_key_in_their_order() {
+        let (_, ka) = node(1);
+        let (_, kb) = node(2);
+        let (sa, sb) = (SealingSecret::derive(&ka), SealingSecret::derive(&kb));
+        let sealed = seal_to(&sa.public(), b"info", b"aad", b"a prompt").unwrap();
+        assert_eq!(sa.open(&sealed, b"info", b"aad").unwrap(), b"a prompt");
+        assert_eq!(sb.open(&sealed, b"info", b"aad"), Err(SealError::Open));
+        assert_eq!(sa.open(&sealed, b"other", b"aad"), Err(SealError::Open));
+        assert_eq!(sa.open(&sealed, b"info", b"other"), Err(SealError::Open));
+        let key = StreamKey::generate();
+        let first = key.seal(0, b"token one").unwrap();
+        let second = key.seal(1, b"token two").unwrap();
+        assert_eq!(key.open(0, &first).unwrap(), b"token one");
+        assert_eq!(key.open(1, &second).unwrap(), b"token two");
+        assert_eq!(key.open(1, &first), Err(SealError::Open), "out of order");
+        assert_eq!(StreamKey::generate().open(0, &first), Err(SealError::Open));
     }
 }

@@ -282,7 +282,7 @@ fn votes_by_block(block: &fai_inference_chain::block::InferenceBlock) -> Vec<api
     out
 }
 
-#[utoipa::path(get, path = "/v2/inference-nodes", tag = "inference", responses((status = 200, description = "inference nodes registered on the active ledger chain: address, models served (id prefixes), node-registry entry (price, bond) and reputation", body = Vec<api::InferenceNode>), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/inference-nodes", tag = "inference", responses((status = 200, description = "inference nodes registered on the active ledger chain: address, models served (id prefixes), node-registry entry (price, bond), reputation, and the sealing key requests to it are sealed to", body = Vec<api::InferenceNode>), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]
 pub async fn inference_nodes(
     State(s): State<Arc<RpcState>>,
 ) -> Result<Json<Vec<api::InferenceNode>>, ApiError> {
@@ -306,6 +306,9 @@ pub async fn inference_nodes(
                 models: models.iter().map(hex::encode).collect(),
                 registry: value_json(&entry),
                 reputation: value_json(&score),
+                sealing_key: chain
+                    .sealing_key(ledger, chain.tip(ledger), address)
+                    .map(|k| hex::encode(k.0)),
             });
         }
         Ok(Json(out))

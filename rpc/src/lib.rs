@@ -15,7 +15,7 @@
 //! | GET | `/v2/ledger/accounts/{address}` | spendable and immature balance on the ledger |
 //! | GET | `/v2/ledger/accounts/{address}/utxos` | the address's unspent outputs |
 //! | POST | `/v2/transactions` | body `{"tx": "<hex of a signed ledger transaction>"}`: into the mempool, answers its id |
-//! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error`; relayed to a registered node serving the model when this node is not registered for it (`relayed` first: `via` libp2p or http) |
+//! | POST | `/v2/inference` | body `{"tx": "<hex of a signed inference transaction>"}` or `{"sealed": "<hex of a request sealed to its serving node>"}`; an event stream: `token` events (`{"text": ..}`) as they are produced, then one `receipt` (the signed result receipt) or `error`, each inside a `sealed` event for a sealed request; relayed to a registered node serving the model when this node is not registered for it, or to the node a sealed request is sealed to (`relayed` first: `via` libp2p or http) |
 //! | GET | `/v2/inference/{txid}` | the state of an inference: `serving`, `pending`, `in_block`, `settled` (final or not, accepted or not, the amounts), `dropped` or `failed` |
 //! | GET | `/v2/inference-chain` | the inference tip, genesis id, verifier set, liquid supply |
 //! | GET | `/v2/inference-chain/blocks/{height or id}` | an inference block: header fields, VM transaction ids, counts of inferences and votes |
@@ -59,7 +59,8 @@ use fai_api as api;
 use fai_engine::scheduler::Event;
 use fai_engine::{EngineError, LoadedModel};
 use fai_inference_chain::quorum::Outcome;
-use fai_inference_chain::types::{InferenceTx, ResultReceipt};
+use fai_inference_chain::sealed_request::SealedRequest;
+use fai_inference_chain::types::{InferenceStub, InferenceTx, ResultReceipt};
 use fai_primitives::codec::{Decode, Encode};
 use fai_primitives::{Hash256, Network, SecretKey};
 use futures_util::StreamExt;
@@ -125,6 +126,8 @@ pub struct RpcState {
     /// The models served here, each with its scheduler, and the device they run on.
     pub engines: Arc<fai_node::served::Engines>,
     pub key: SecretKey,
+    /// The sealing key derived from `key`: requests sealed to this node open with it.
+    sealing: fai_primitives::seal::SealingSecret,
     /// This node's price per million output tokens: a request whose max fee does not
     /// cover its max tokens at this price is refused.
     pub price: fai_primitives::Amount,
@@ -157,6 +160,7 @@ impl RpcState {
             node,
             network,
             engines,
+            sealing: fai_primitives::seal::SealingSecret::derive(&key),
             key,
             price: fai_primitives::Amount::ZERO,
             forge_outputs: false,
@@ -224,7 +228,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "infer-node RPC", description = "REST under /v2; errors are {\"error\": \"...\"}"),
-    components(schemas(api::InferenceEvent)),
+    components(schemas(api::InferenceEvent, api::SealedSubmission)),
     paths(info, openapi, ledger_block, mempool, account, utxos, submit_transaction, inference, inference_state, metrics, layer2::chain_info, layer2::block, layer2::inference_nodes, layer2::account, layer2::submit_vm_transaction, history::history, layer2::models, layer2::call_read, admin::admin_shutdown, admin::admin_peers, admin::admin_ban, admin::admin_unban),
     modifiers(&BearerAuth)
 )]
@@ -327,6 +331,7 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<api::NodeInfo> {
             supply_units: supply,
         },
         address: fai_primitives::Address::new(s.network, s.key.public_key().hash160()).to_string(),
+        sealing_key: hex::encode(s.sealing.public().0),
         peers,
         sync: sync.to_string(),
         p2p,
@@ -555,17 +560,21 @@ async fn submit_transaction(
     }))
 }
 
-/// The bytes of the `"tx"` field (hex) of a JSON request body; `usage` tells the client
-/// what the body must be.
-fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>, ApiError> {
+/// A request body read as JSON.
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let body = body.map_err(|e| {
         ApiError::new(
             e.status(),
             format!("cannot read the body: {}", e.body_text()),
         )
     })?;
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+    serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))
+}
+
+/// The bytes of the `"tx"` field (hex) of a JSON request body; `usage` tells the client
+/// what the body must be.
+fn hex_field(body: Result<Bytes, BytesRejection>, usage: &str) -> Result<Vec<u8>, ApiError> {
+    let v = json_body(body)?;
     if !v.is_object() {
         return Err(bad(usage));
     }
@@ -652,16 +661,32 @@ fn check_not_busy(st: &fai_node::chain_task::ChainState) -> Result<(), ApiError>
     ))
 }
 
-/// Parses and checks an inference transaction from a request body.
+/// What `POST /v2/inference` was given: a transaction in the clear, or one sealed to the
+/// node that is to serve it.
+pub(crate) enum Submitted {
+    Plain(InferenceTx),
+    Sealed(SealedRequest),
+}
+
+/// Parses and checks an inference transaction, or a sealed request, from a request body.
 async fn parse_inference(
     s: &RpcState,
     body: Result<Bytes, BytesRejection>,
-) -> Result<InferenceTx, ApiError> {
-    let bytes = hex_field(
-        body,
-        "the body must be {\"tx\": \"<hex of a signed inference transaction>\"}",
-    )?;
-    check_inference(s, &bytes).await
+) -> Result<Submitted, ApiError> {
+    const USAGE: &str = "the body must be {\"tx\": \"<hex of a signed inference transaction>\"} or {\"sealed\": \"<hex of a request sealed to its serving node>\"}";
+    let v = json_body(body)?;
+    if v.get("sealed").is_some() {
+        let submission: api::SealedSubmission =
+            serde_json::from_value(v).map_err(|_| bad(USAGE))?;
+        let bytes = hex::decode(submission.sealed).map_err(|_| bad("\"sealed\" is not hex"))?;
+        return check_sealed(s, &bytes).await.map(Submitted::Sealed);
+    }
+    if !v.is_object() {
+        return Err(bad(USAGE));
+    }
+    let submission: api::TxSubmission = serde_json::from_value(v).map_err(|_| bad(USAGE))?;
+    let bytes = hex::decode(submission.tx).map_err(|_| bad("\"tx\" is not hex"))?;
+    check_inference(s, &bytes).await.map(Submitted::Plain)
 }
 
 /// Decodes and checks a signed inference transaction: signature, chain, expiry, nonce
@@ -674,20 +699,39 @@ async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiE
             "the signature does not verify or the prompt does not match its hash",
         ));
     }
-    if tx.stub.max_fee.units() == 0 {
+    check_stub(s, &tx.stub).await?;
+    Ok(tx)
+}
+
+/// Decodes a request sealed to its serving node and checks its stub as
+/// [`check_inference`] does (the prompt is checked against its hash where it is opened).
+async fn check_sealed(s: &RpcState, bytes: &[u8]) -> Result<SealedRequest, ApiError> {
+    let request =
+        SealedRequest::from_bytes(bytes).map_err(|e| bad(format!("bad sealed request: {e}")))?;
+    if !request.stub.signature_valid() {
+        return Err(bad("the sender's signature does not verify"));
+    }
+    check_stub(s, &request.stub).await?;
+    Ok(request)
+}
+
+/// The checks of a signed stub any node can make: fee, chain, expiry, nonce and model
+/// approval.
+async fn check_stub(s: &RpcState, stub: &InferenceStub) -> Result<(), ApiError> {
+    if stub.max_fee.units() == 0 {
         return Err(bad(
             "max_fee must be above zero: an inference that can pay nothing is not served",
         ));
     }
-    if tx.stub.chain_id != s.network.chain_id() {
+    if stub.chain_id != s.network.chain_id() {
         return Err(bad(format!(
             "chain id {:#x} is not this network's ({:#x})",
-            tx.stub.chain_id,
+            stub.chain_id,
             s.network.chain_id()
         )));
     }
-    let sender = tx.stub.sender.hash160().0;
-    let model = tx.stub.model;
+    let sender = stub.sender.hash160().0;
+    let model = stub.model;
     let (height, account_nonce, approved) = s
         .node
         .chain
@@ -712,34 +756,35 @@ async fn check_inference(s: &RpcState, bytes: &[u8]) -> Result<InferenceTx, ApiE
         .await
         .map_err(stopping)??;
     // The earliest block that could carry it is the next one.
-    if tx.stub.expiry <= height {
+    if stub.expiry <= height {
         return Err(bad(format!(
             "the transaction expired at inference height {} (the inference chain is at {height})",
-            tx.stub.expiry
+            stub.expiry
         )));
     }
-    if tx.stub.nonce < account_nonce {
+    if stub.nonce < account_nonce {
         return Err(bad(format!(
             "nonce {} was used already: the sender's account is at nonce {account_nonce}",
-            tx.stub.nonce
+            stub.nonce
         )));
     }
     if !approved {
         return Err(bad(format!(
             "model {} is not approved in the model registry",
-            hex::encode(tx.stub.model)
+            hex::encode(stub.model)
         )));
     }
-    Ok(tx)
+    Ok(())
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "busy, with Retry-After: the engine queue is full, or the verifiers are behind: a block's commit phase ended without a majority of its verifiers' commitments, or they are 4 or more inference blocks behind (what is served now might not settle within the vote window)", body = api::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex, or instead {\"sealed\": hex} (SealedSubmission): a request sealed to the node that is to serve it (its key from the node registry or /v2/info), which only that node can open; relays forward it unread"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model; for a sealed request, the serving node's events are each a sealed {sealed} event instead, opened in order with the request's reply key", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "busy, with Retry-After: the engine queue is full, or the verifiers are behind: a block's commit phase ended without a majority of its verifiers' commitments, or they are 4 or more inference blocks behind (what is served now might not settle within the vote window)", body = api::ErrorBody)))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let tx = match parse_inference(&s, body).await {
-        Ok(tx) => tx,
+        Ok(Submitted::Plain(tx)) => tx,
+        Ok(Submitted::Sealed(request)) => return sealed_inference(s, request).await,
         Err(e) => {
             s.metrics.inference_request(metrics::Answer::Refused);
             return e.into_response();
@@ -779,16 +824,96 @@ async fn inference(
     };
     if let Some(target) = target {
         s.metrics.inference_request(metrics::Answer::Accepted);
-        return relay::relay(s, tx, target);
+        return relay::relay(s, relay::Forwarded::Plain(tx), target);
     }
     match serve_here(&s, tx).await {
-        Ok(events) => Sse::new(events.map(|event| -> Result<SseEvent, Infallible> {
-            Ok(SseEvent::default().event(event.name()).data(event.data()))
-        }))
-        .keep_alive(KeepAlive::default())
-        .into_response(),
+        Ok(events) => event_stream(events),
         Err(e) => e.into_response(),
     }
+}
+
+/// The events of an answer as server-sent events.
+fn event_stream(
+    events: impl futures::Stream<Item = api::InferenceEvent> + Send + 'static,
+) -> Response {
+    Sse::new(events.map(|event| -> Result<SseEvent, Infallible> {
+        Ok(SseEvent::default().event(event.name()).data(event.data()))
+    }))
+    .keep_alive(KeepAlive::default())
+    .into_response()
+}
+
+/// A request sealed to a node: served here when it is this node's (opened with its
+/// sealing key, the answer's events sealed with the request's reply key), else relayed
+/// unread to the node it is sealed to, if that node is registered for its model within
+/// the max fee and the sender can pay.
+async fn sealed_inference(s: Arc<RpcState>, request: SealedRequest) -> Response {
+    let me = s.key.public_key().hash160();
+    if request.to == me {
+        return match serve_sealed(&s, &request).await {
+            Ok(events) => event_stream(events),
+            Err(e) => e.into_response(),
+        };
+    }
+    let target = {
+        let (stub, to) = (request.stub.clone(), request.to);
+        let serve_unfunded = s.serve_unfunded;
+        s.node
+            .chain
+            .call(move |st| {
+                let Some(target) = relay::target(st, &stub, to) else {
+                    return Err(bad(format!(
+                        "the request is sealed to {to}, which is not a registered node serving model {} within the max fee",
+                        hex::encode(stub.model)
+                    )));
+                };
+                check_not_busy(st)?;
+                if !serve_unfunded {
+                    check_funds(st, stub.sender.hash160().0, stub.max_fee.units())?;
+                }
+                Ok::<_, ApiError>(target)
+            })
+            .await
+            .map_err(stopping)
+    };
+    match target {
+        Ok(Ok(target)) => {
+            s.metrics.inference_request(metrics::Answer::Accepted);
+            relay::relay(s, relay::Forwarded::Sealed(request), target)
+        }
+        Ok(Err(e)) | Err(e) => {
+            s.metrics.inference_request(if e.retry_after.is_some() {
+                metrics::Answer::Busy
+            } else {
+                metrics::Answer::Refused
+            });
+            e.into_response()
+        }
+    }
+}
+
+/// Opens a request sealed to this node and serves it: its events sealed, one after the
+/// other, with the request's reply key (only the buyer reads them).
+pub(crate) async fn serve_sealed(
+    s: &Arc<RpcState>,
+    request: &SealedRequest,
+) -> Result<impl futures::Stream<Item = api::InferenceEvent> + Send + 'static, ApiError> {
+    let (tx, reply) = request.open(&s.sealing).map_err(|why| {
+        s.metrics.inference_request(metrics::Answer::Refused);
+        bad(why)
+    })?;
+    let events = serve_here(s, tx).await?;
+    let mut index = 0u64;
+    Ok(events.map(move |event| {
+        let sealed = reply.seal(index, &event.sealed_plaintext());
+        index = index.saturating_add(1);
+        match sealed {
+            Ok(bytes) => api::InferenceEvent::Sealed(api::SealedEvent {
+                sealed: hex::encode(bytes),
+            }),
+            Err(e) => api::InferenceEvent::error(format!("the answer could not be sealed: {e}")),
+        }
+    }))
 }
 
 /// Runs a checked inference transaction on this node's engine: the events (`token`,

@@ -4,7 +4,8 @@
 //! A node is worth relaying to when the node registry lists it for the model (bond
 //! deposited, not leaving), its price covers the request's max tokens within the
 //! sender's max fee, and it is not this node. Among those, the cheapest wins, then the
-//! best acceptance record. The request goes unchanged (the sender signed it), and its
+//! best acceptance record; a request sealed to a node goes to that node, unread. The
+//! request goes unchanged (the sender signed it), and its
 //! events (tokens, the serving node's receipt, or an error) are passed on as they
 //! arrive; the serving node pools, gossips and gets paid for the result. Without such a
 //! node, this node serves the request itself.
@@ -13,9 +14,9 @@
 //! node is a connected peer (its status proves which node key runs it), else to the RPC
 //! address it registered. On the stream, each side writes frames: a kind byte, a
 //! big-endian u32 length, then that many bytes (`fai_network::relay_frames`). The
-//! relaying node sends one request frame (the transaction's bytes); the serving node
-//! answers with event frames (`token`, `receipt` or `error`, the same JSON data as the
-//! event stream) and closes it.
+//! relaying node sends one request frame (the transaction's bytes, or a sealed request's
+//! under its own kind); the serving node answers with event frames (`token`, `receipt`,
+//! `error` or `sealed`, the same JSON data as the event stream) and closes it.
 
 use std::convert::Infallible;
 use std::io;
@@ -26,10 +27,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use fai_api as api;
 use fai_clarity::Value;
-use fai_inference_chain::types::InferenceTx;
+use fai_inference_chain::sealed_request::SealedRequest;
+use fai_inference_chain::types::{InferenceStub, InferenceTx};
 use fai_network::relay_frames::{
-    decode_event, event_kind, read_frame, write_frame, FRAME_ERROR, FRAME_REQUEST, FRAME_TOKEN,
-    MAX_EVENT_BYTES, MAX_REQUEST_BYTES,
+    decode_event, event_kind, read_frame, write_frame, FRAME_ERROR, FRAME_REQUEST,
+    FRAME_SEALED_REQUEST, FRAME_TOKEN, MAX_EVENT_BYTES, MAX_REQUEST_BYTES,
 };
 use fai_primitives::codec::Encode;
 use fai_primitives::Hash160;
@@ -50,44 +52,87 @@ pub struct Target {
     pub price_per_million: u64,
 }
 
+/// What a relay forwards: a transaction in the clear, or a request sealed to the node it
+/// goes to (which the relay cannot read).
+pub enum Forwarded {
+    Plain(InferenceTx),
+    Sealed(SealedRequest),
+}
+
+impl Forwarded {
+    fn stub(&self) -> &InferenceStub {
+        match self {
+            Forwarded::Plain(tx) => &tx.stub,
+            Forwarded::Sealed(r) => &r.stub,
+        }
+    }
+
+    /// The request frame's kind and bytes.
+    fn frame(&self) -> (u8, Vec<u8>) {
+        match self {
+            Forwarded::Plain(tx) => (FRAME_REQUEST, tx.to_bytes()),
+            Forwarded::Sealed(r) => (FRAME_SEALED_REQUEST, r.to_bytes()),
+        }
+    }
+}
+
+/// `node` as a relay target for `stub`: registered for its model, with a valid address
+/// and a price within the max fee; with its acceptance score.
+fn candidate(st: &ChainState, node: Hash160, stub: &InferenceStub) -> Option<(Target, u64)> {
+    let ledger = &st.ledger;
+    let chain = st.inference.as_ref()?;
+    let principal = |who: Hash160| -> Value { chain.vm().principal(who.0).into() };
+    let read = |contract: &str, function: &str, who: Hash160| {
+        fai_node::inference::read_boot(chain, ledger, contract, function, &[principal(who)])
+    };
+    if !fai_node::inference::serves(chain, ledger, node, stub.model) {
+        return None;
+    }
+    let entry = read("node-registry", "get-node", node).map(|v| value_json(&v))?;
+    let (price, address) = (entry["price"].as_u64()?, entry["address"].as_str()?);
+    // `http://host:port` as nodes register themselves (kept as `host:port`), or an
+    // `https://` host behind a TLS proxy; anything else is skipped.
+    let address = api::client::relay_target(address)?;
+    let owed = fai_inference_chain::settlement::fee(u64::MAX, price, stub.sampling.max_tokens);
+    if owed > stub.max_fee.units() {
+        return None;
+    }
+    let acceptance = read("reputation", "get-score", node)
+        .and_then(|v| value_json(&v)["acceptance"].as_u64())
+        .unwrap_or(0);
+    Some((
+        Target {
+            node,
+            address,
+            price_per_million: price,
+        },
+        acceptance,
+    ))
+}
+
+/// Node `to` as the target of a request sealed to it, if it is registered for the
+/// model within the max fee.
+pub fn target(st: &ChainState, stub: &InferenceStub, to: Hash160) -> Option<Target> {
+    candidate(st, to, stub).map(|(t, _)| t)
+}
+
 /// The registered node to relay `tx` to, if this node is not registered for its model
 /// and another is, within the max fee.
 pub fn choose(st: &ChainState, me: Hash160, tx: &InferenceTx) -> Option<Target> {
     let ledger = &st.ledger;
     let chain = st.inference.as_ref()?;
-    let model = tx.stub.model;
-    let principal = |who: Hash160| -> Value { chain.vm().principal(who.0).into() };
-    let read = |contract: &str, function: &str, who: Hash160| {
-        fai_node::inference::read_boot(chain, ledger, contract, function, &[principal(who)])
-    };
-    if fai_node::inference::serves(chain, ledger, me, model) {
+    if fai_node::inference::serves(chain, ledger, me, tx.stub.model) {
         return None;
     }
     let mut best: Option<(Target, u64)> = None;
     for (node, _, _) in registered_nodes(chain, ledger) {
-        if node == me || !fai_node::inference::serves(chain, ledger, node, model) {
+        if node == me {
             continue;
         }
-        let Some(entry) = read("node-registry", "get-node", node).map(|v| value_json(&v)) else {
+        let Some((target, acceptance)) = candidate(st, node, &tx.stub) else {
             continue;
         };
-        let (Some(price), Some(address)) = (entry["price"].as_u64(), entry["address"].as_str())
-        else {
-            continue;
-        };
-        // `http://host:port` as nodes register themselves (kept as `host:port`), or an
-        // `https://` host behind a TLS proxy; anything else is skipped.
-        let Some(address) = api::client::relay_target(address) else {
-            continue;
-        };
-        let owed =
-            fai_inference_chain::settlement::fee(u64::MAX, price, tx.stub.sampling.max_tokens);
-        if owed > tx.stub.max_fee.units() {
-            continue;
-        }
-        let acceptance = read("reputation", "get-score", node)
-            .and_then(|v| value_json(&v)["acceptance"].as_u64())
-            .unwrap_or(0);
+        let price = target.price_per_million;
         let better = match &best {
             None => true,
             Some((b, b_acceptance)) => {
@@ -96,14 +141,7 @@ pub fn choose(st: &ChainState, me: Hash160, tx: &InferenceTx) -> Option<Target> 
             }
         };
         if better {
-            best = Some((
-                Target {
-                    node,
-                    address,
-                    price_per_million: price,
-                },
-                acceptance,
-            ));
+            best = Some((target, acceptance));
         }
     }
     best.map(|(t, _)| t)
@@ -112,7 +150,7 @@ pub fn choose(st: &ChainState, me: Hash160, tx: &InferenceTx) -> Option<Target> 
 /// Sends `tx` to `target` and streams its events back: first `relayed` (where it went
 /// and how: `via` is `libp2p` with the peer id, or `http` with the address), then the
 /// serving node's `token`, `receipt` or `error` events.
-pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
+pub fn relay(s: Arc<RpcState>, tx: Forwarded, target: Target) -> Response {
     let (events, rx) = tokio::sync::mpsc::channel::<api::InferenceEvent>(256);
     tokio::spawn(async move {
         let node = fai_primitives::Address::new(s.network, target.node).to_string();
@@ -128,7 +166,7 @@ pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
                         address: None,
                     });
                     if events.send(first).await.is_ok() {
-                        pass_on_stream(stream, &events, tx.stub.txid()).await;
+                        pass_on_stream(stream, &events, tx.stub().txid()).await;
                     }
                     return;
                 }
@@ -156,14 +194,21 @@ pub fn relay(s: Arc<RpcState>, tx: InferenceTx, target: Target) -> Response {
 /// Relays over the serving node's registered RPC address (`host:port`, or an
 /// `https://` URL), passing its events on until its stream ends.
 async fn relay_over_http(
-    tx: &InferenceTx,
+    tx: &Forwarded,
     target: &Target,
     events: &tokio::sync::mpsc::Sender<api::InferenceEvent>,
 ) {
-    let txid = tx.stub.txid();
+    let txid = tx.stub().txid();
     let result = async {
         let client = api::Client::new(&target.address)?;
-        let stream = client.inference(&tx.to_bytes()).await?;
+        let stream = match tx {
+            Forwarded::Plain(tx) => {
+                futures::future::Either::Left(client.inference(&tx.to_bytes()).await?)
+            }
+            Forwarded::Sealed(r) => {
+                futures::future::Either::Right(client.inference_sealed(&r.to_bytes()).await?)
+            }
+        };
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             if events.send(event?).await.is_err() {
@@ -199,7 +244,7 @@ async fn open_relay_stream(
     p2p: &fai_node::p2p::P2pHandle,
     peer: libp2p::PeerId,
     network: fai_primitives::Network,
-    tx: &InferenceTx,
+    tx: &Forwarded,
 ) -> anyhow::Result<libp2p::Stream> {
     let mut control = p2p
         .streams()
@@ -209,7 +254,8 @@ async fn open_relay_stream(
             .open_stream(peer, relay_protocol(network))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        write_frame(&mut stream, FRAME_REQUEST, &tx.to_bytes()).await?;
+        let (kind, bytes) = tx.frame();
+        write_frame(&mut stream, kind, &bytes).await?;
         stream.flush().await?;
         anyhow::Ok(stream)
     };
@@ -289,15 +335,28 @@ async fn serve_stream(s: Arc<RpcState>, mut stream: libp2p::Stream) -> io::Resul
     let request = tokio::time::timeout(OPEN_TIMEOUT, read_frame(&mut stream, MAX_REQUEST_BYTES))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request in time"))??;
-    let Some((FRAME_REQUEST, bytes)) = request else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the first frame is not a request",
-        ));
-    };
-    let checked = match super::check_inference(&s, &bytes).await {
-        Ok(tx) => super::serve_here(&s, tx).await,
-        Err(e) => Err(e),
+    let checked = match request {
+        Some((FRAME_REQUEST, bytes)) => match super::check_inference(&s, &bytes).await {
+            Ok(tx) => super::serve_here(&s, tx)
+                .await
+                .map(futures::future::Either::Left),
+            Err(e) => Err(e),
+        },
+        Some((FRAME_SEALED_REQUEST, bytes)) => match super::check_sealed(&s, &bytes).await {
+            Ok(r) if r.to != s.key.public_key().hash160() => {
+                Err(super::bad("the request is sealed to another node"))
+            }
+            Ok(r) => super::serve_sealed(&s, &r)
+                .await
+                .map(futures::future::Either::Right),
+            Err(e) => Err(e),
+        },
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the first frame is not a request",
+            ))
+        }
     };
     match checked {
         Err(e) => {

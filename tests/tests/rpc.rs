@@ -273,6 +273,77 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     assert_eq!(receipt.output_hash, ResultReceipt::hash_output(&text));
     assert_eq!(receipt_json["text"].as_str().unwrap(), text);
 
+    // Sealed to this node (its key from /v2/info): the answer comes back as `sealed`
+    // events only, which open in order with the request's reply key into tokens and the
+    // receipt; the body holds neither the answer nor the prompt in the clear.
+    let sealed_tx = signed_tx(model, chain_id, 1, "a question for this node only", 60);
+    let info = json(&http(port, "GET", "/v2/info", b"").1);
+    let node_key = fai_primitives::seal::SealingKey(
+        <[u8; 32]>::try_from(hex::decode(info["sealing_key"].as_str().unwrap()).unwrap()).unwrap(),
+    );
+    let to = info["address"]
+        .as_str()
+        .unwrap()
+        .parse::<fai_primitives::Address>()
+        .unwrap()
+        .key_hash;
+    let (request, reply) =
+        fai_inference_chain::sealed_request::SealedRequest::seal(&sealed_tx, to, &node_key)
+            .unwrap();
+    let sealed_body = serde_json::json!({"sealed": hex::encode(request.to_bytes())})
+        .to_string()
+        .into_bytes();
+    assert!(!String::from_utf8_lossy(&sealed_body).contains("a question for this node only"));
+    let (status, body) = http(port, "POST", "/v2/inference", &sealed_body);
+    assert_eq!(status, 200, "{body}");
+    let evs = events(&body);
+    assert!(evs.iter().all(|(e, _)| e == "sealed"), "{body}");
+    let opened: Vec<fai_api::InferenceEvent> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| {
+            let bytes = hex::decode(json(d)["sealed"].as_str().unwrap()).unwrap();
+            let plain = reply.open(i as u64, &bytes).unwrap();
+            fai_api::InferenceEvent::from_sealed_plaintext(&plain).unwrap()
+        })
+        .collect();
+    let mut answer = String::new();
+    let mut sealed_receipt = None;
+    for event in &opened {
+        match event {
+            fai_api::InferenceEvent::Token(t) => answer.push_str(&t.text),
+            fai_api::InferenceEvent::Receipt(r) => sealed_receipt = Some(r.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let sealed_receipt = sealed_receipt.expect("a receipt");
+    assert_eq!(sealed_receipt.text.as_deref(), Some(answer.as_str()));
+    assert_eq!(sealed_receipt.txid, sealed_tx.stub.txid().to_string());
+    assert!(answer.len() > 8 && !body.contains(&answer), "{body}");
+    // Out of order, an event does not open.
+    let second = hex::decode(json(&evs[1].1)["sealed"].as_str().unwrap()).unwrap();
+    assert!(reply.open(0, &second).is_err());
+    // Sealed to another node: this node cannot open it, and it is not registered
+    // anywhere to relay to.
+    let other =
+        fai_primitives::seal::SealingSecret::derive(&SecretKey::from_bytes(&[9; 32]).unwrap());
+    let (elsewhere, _) = fai_inference_chain::sealed_request::SealedRequest::seal(
+        &signed_tx(model, chain_id, 2, "for another node", 60),
+        fai_primitives::Hash160([9; 20]),
+        &other.public(),
+    )
+    .unwrap();
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v2/inference",
+        serde_json::json!({"sealed": hex::encode(elsewhere.to_bytes())})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a registered node"), "{body}");
+
     // The wallet does the same from the command line: streamed, then the checked receipt.
     let config = dir.path().join("regtest.toml");
     let c = config.to_str().unwrap();
@@ -354,9 +425,10 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     assert_eq!(status, 200, "{body}");
     // Served, and waiting for an inference block (this node produces none).
     assert_eq!(json(&body)["state"], "pending", "{body}");
+    // (Four: the plain one, the sealed one and the wallet's two.)
     assert_eq!(
         json(&http(port, "GET", "/v2/mempool", b"").1)["inferences"],
-        3
+        4
     );
     let (status, _) = http(
         port,
@@ -470,11 +542,11 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     let (status, body) = http(port, "GET", "/metrics", b"");
     assert_eq!(status, 200);
     assert!(
-        body.contains("infer_engine_jobs_total{outcome=\"finished\"} 3"),
+        body.contains("infer_engine_jobs_total{outcome=\"finished\"} 4"),
         "{body}"
     );
     assert!(
-        body.contains("infer_rpc_inference_requests_total{answer=\"accepted\"} 3"),
+        body.contains("infer_rpc_inference_requests_total{answer=\"accepted\"} 4"),
         "{body}"
     );
     for gauge in [
@@ -485,7 +557,7 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     ] {
         assert!(body.contains(gauge), "{gauge} missing: {body}");
     }
-    // The chain task did the node's commands (the three inferences' among them) and
+    // The chain task did the node's commands (the four inferences' among them) and
     // says how long they queued.
     let figure = |name: &str| -> f64 {
         let line = body
@@ -494,7 +566,7 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
             .unwrap_or_else(|| panic!("{name} missing: {body}"));
         line[name.len()..].trim().parse().expect("a number")
     };
-    assert!(figure("infer_chain_commands_total") >= 3.0, "{body}");
+    assert!(figure("infer_chain_commands_total") >= 4.0, "{body}");
     assert!(figure("infer_chain_busy_seconds_total") > 0.0, "{body}");
     // Present as numbers (their values depend on timing): `figure` fails otherwise.
     for name in [

@@ -124,15 +124,48 @@ pub fn infer(
     stub.sign(&w.key);
     let tx = InferenceTx { stub, prompt };
     let txid = tx.stub.txid();
+    // Sealed to the node that will serve it: only that node reads the prompt, and only
+    // this wallet the answer.
+    let (to, key) = serving_node(node, &info, &tx.stub)?;
+    let (sealed, reply) = fai_inference_chain::sealed_request::SealedRequest::seal(&tx, to, &key)
+        .context("cannot seal the request")?;
     let mut receipt = None;
     let mut failure = None;
     let mut relayed = None;
-    node.inference(&tx.to_bytes(), |event| {
+    let mut opened = 0u64;
+    node.inference_sealed(&sealed.to_bytes(), |event| {
+        let event = match event {
+            fai_api::InferenceEvent::Sealed(e) => {
+                let inner = hex::decode(&e.sealed)
+                    .ok()
+                    .and_then(|bytes| reply.open(opened, &bytes).ok())
+                    .ok_or_else(|| "a sealed event that does not open".to_string())
+                    .and_then(|plain| fai_api::InferenceEvent::from_sealed_plaintext(&plain));
+                opened = opened.saturating_add(1);
+                match inner {
+                    Ok(inner) => inner,
+                    Err(why) => {
+                        failure = Some(format!("the answer is not the serving node's: {why}"));
+                        return false;
+                    }
+                }
+            }
+            // From the serving node an answer comes sealed: text or a receipt in the
+            // clear is someone else's.
+            fai_api::InferenceEvent::Token(_) | fai_api::InferenceEvent::Receipt(_) => {
+                failure = Some("an answer event in the clear, refused".into());
+                return false;
+            }
+            other => other,
+        };
         match event {
             fai_api::InferenceEvent::Token(t) => on_text(&t.text),
             fai_api::InferenceEvent::Receipt(r) => receipt = Some(r),
             fai_api::InferenceEvent::Relayed(r) => relayed = Some(r),
             fai_api::InferenceEvent::Error(e) => failure = Some(e.error),
+            fai_api::InferenceEvent::Sealed(_) => {
+                failure = Some("a sealed event inside one".into())
+            }
         }
         true
     })?;
@@ -149,4 +182,65 @@ pub fn infer(
         bail!("the node's receipt does not match the answer");
     }
     Ok(Answer { receipt, relayed })
+}
+
+/// The node to seal `stub`'s request to, with its sealing key, as the node the wallet
+/// talks to (`here`) would route it: itself when the registry lists it for the model,
+/// else the cheapest registered node for the model whose price fits the max fee (and that
+/// published a sealing key), else itself (it serves the model unregistered, or refuses
+/// the request with the reason).
+fn serving_node(
+    node: &Node,
+    here: &fai_api::NodeInfo,
+    stub: &fai_inference_chain::types::InferenceStub,
+) -> Result<(fai_primitives::Hash160, fai_primitives::seal::SealingKey)> {
+    let prefix = hex::encode(stub.model.get(..8).unwrap_or_default());
+    let mut best: Option<(bool, u64, fai_primitives::Hash160, [u8; 32])> = None;
+    let mut without_key = 0usize;
+    for n in node.inference_nodes()? {
+        if !n.models.contains(&prefix) {
+            continue;
+        }
+        let price = n.registry["price"].as_u64().unwrap_or(u64::MAX);
+        let owed = fai_inference_chain::settlement::fee(u64::MAX, price, stub.sampling.max_tokens);
+        if owed > stub.max_fee.units() {
+            continue;
+        }
+        let Some(key) = n
+            .sealing_key
+            .as_deref()
+            .and_then(|k| hex::decode(k).ok())
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        else {
+            without_key += 1;
+            continue;
+        };
+        let Ok(address) = n.address.parse::<Address>() else {
+            continue;
+        };
+        // This node first, then the cheapest.
+        let rank = (n.address != here.address, price);
+        if best.as_ref().is_none_or(|b| rank < (b.0, b.1)) {
+            best = Some((rank.0, rank.1, address.key_hash, key));
+        }
+    }
+    if let Some((_, _, to, key)) = best {
+        return Ok((to, fai_primitives::seal::SealingKey(key)));
+    }
+    let model_hex = hex::encode(stub.model);
+    if without_key > 0 && !here.models.iter().any(|m| m.id == model_hex) {
+        bail!(
+            "no node serving this model within the max fee has published its sealing key yet (it does with its registration: wait a few blocks)"
+        );
+    }
+    // Else this node, which serves it or says why it does not.
+    let address = here
+        .address
+        .parse::<Address>()
+        .context("the node's address does not parse")?;
+    let key = hex::decode(&here.sealing_key)
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .context("the node's sealing key is not 32 bytes of hex")?;
+    Ok((address.key_hash, fai_primitives::seal::SealingKey(key)))
 }
