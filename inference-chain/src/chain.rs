@@ -554,6 +554,29 @@ impl InferenceChain {
         }
     }
 
+    /// The staking contract's leaders (the largest stakes, the next cycle's set as it
+    /// stands) in the state of block `at`.
+    fn staking_leaders(&self, ledger: &Chainstate, at: &BlockRecord) -> Vec<Hash160> {
+        let result = self.vm.call_read_only(
+            &at.exec_id,
+            ledger,
+            [0; 20],
+            [0; 20],
+            "staking",
+            "get-leaders",
+            &[],
+        );
+        match result {
+            Ok((Value::Sequence(SequenceData::List(list)), _)) => list
+                .data
+                .iter()
+                .filter_map(standard_hash)
+                .map(Hash160)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The sealing key `who` published in the node registry, in the state of block `at`.
     pub fn sealing_key(
         &self,
@@ -583,17 +606,18 @@ impl InferenceChain {
         }
     }
 
-    /// Whom a text served on tip `at` is sealed to: the verifier sets of its cycle and
-    /// of the next (a block anchored past the cycle's end is voted on by the next set,
-    /// when it is recorded already), each member with the sealing key it published; a
-    /// member without one cannot be sealed to (it abstains on the inference).
+    /// Whom a text served on tip `at` is sealed to: the verifier set of its cycle and the
+    /// staking leaders as they stand (the next cycle's set, recorded only when its first
+    /// block runs: a block anchored past the cycle's end is voted on by it), each member
+    /// with the sealing key it published; a member without one cannot be sealed to (it
+    /// abstains on the inference).
     pub fn sealing_recipients(
         &self,
         ledger: &Chainstate,
         at: &BlockRecord,
     ) -> fai_primitives::seal::Recipients {
         let mut members = self.verifier_set(ledger, at, at.cycle);
-        for next in self.verifier_set(ledger, at, at.cycle.saturating_add(1)) {
+        for next in self.staking_leaders(ledger, at) {
             if !members.contains(&next) {
                 members.push(next);
             }

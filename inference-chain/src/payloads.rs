@@ -220,12 +220,15 @@ impl PayloadStore {
         loop {
             let found = self.kv.scan_back(PAYLOADS_COLUMN, b"e", &upper, 512)?;
             let mut b = WriteBatch::new();
+            // Deleted in this batch already (arrived twice): counted once.
+            let mut deleted = std::collections::HashSet::new();
             for (k, _) in &found {
                 b.delete(PAYLOADS_COLUMN, k.clone());
                 if let Some(txid) = k.get(5..37).and_then(|t| <[u8; 32]>::try_from(t).ok()) {
                     let txid = Hash256(txid);
                     // Text reclaimed after its settlement left its arrival behind.
-                    if self.holds_any(&txid)? {
+                    if !deleted.contains(&txid) && self.holds_any(&txid)? {
+                        deleted.insert(txid);
                         self.delete_text(&mut b, &txid)?;
                         expired = expired.saturating_add(1);
                     }

@@ -147,6 +147,25 @@ pub const MAX_SEALED_TEXT_BYTES: u64 = crate::types::MAX_SYSTEM_BYTES
     + 4 * MAX_OUTPUT_TOKENS as u64
     + 4 * 1024;
 
+/// Why a sealed text did not open for a verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unopened {
+    /// Not sealed to it, its sealed key does not open, or the serving node did not sign
+    /// it: this verifier cannot judge.
+    NotForMe(String),
+    /// Its key opened and the text under it does not open or decode: the serving node,
+    /// which signed these sealed bytes, sent this verifier no answer to judge.
+    SealersFault(String),
+}
+
+impl std::fmt::Display for Unopened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unopened::NotForMe(why) | Unopened::SealersFault(why) => f.write_str(why),
+        }
+    }
+}
+
 /// A served inference with its text sealed to the verifiers of the block that will carry
 /// it, signed by the serving node: what the result topic, the payload fetch and every
 /// node's store carry.
@@ -193,18 +212,22 @@ impl SealedServed {
 
     /// The text, opened by verifier `id` with its sealing secret (in memory only), not
     /// yet checked against the signed hashes ([`ServedInference::check`]: what does not
-    /// match is the serving node's doing, since it signed the sealed bytes). The reason
-    /// if it does not open.
-    pub fn open(&self, id: &Hash160, secret: &SealingSecret) -> Result<ServedInference, String> {
-        self.check().map_err(str::to_string)?;
+    /// match is the serving node's doing, since it signed the sealed bytes). Why not, if
+    /// it does not open.
+    pub fn open(&self, id: &Hash160, secret: &SealingSecret) -> Result<ServedInference, Unopened> {
+        self.check()
+            .map_err(|why| Unopened::NotForMe(why.to_string()))?;
         let text = self
             .sealed
             .open(id, secret, &text_aad(&self.inference))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                SealError::Content => Unopened::SealersFault(e.to_string()),
+                _ => Unopened::NotForMe(e.to_string()),
+            })?;
         let mut r = Reader::new(&text);
         ServedInference::decode_text(self.inference.clone(), &mut r)
             .and_then(|s| r.finish().map(|()| s))
-            .map_err(|e| format!("the sealed text does not decode: {e}"))
+            .map_err(|e| Unopened::SealersFault(format!("the sealed text does not decode: {e}")))
     }
 
     /// Keeps it for the verifiers, until the block that settles it is six deep (or
@@ -373,7 +396,19 @@ mod tests {
         let mut moved = sealed.clone();
         moved.inference = other.inference.clone();
         moved.signature = node.sign(&moved.signing_digest());
-        assert!(moved.open(&id(k0), s0).is_err());
+        assert!(matches!(
+            moved.open(&id(k0), s0),
+            Err(Unopened::NotForMe(_))
+        ));
+        // The node seals one content key and encrypts under another (or changes the
+        // bytes after sealing, and signs them): its own doing.
+        let mut garbled = sealed.clone();
+        garbled.sealed.ciphertext[0] ^= 1;
+        garbled.signature = node.sign(&garbled.signing_digest());
+        assert!(matches!(
+            garbled.open(&id(k0), s0),
+            Err(Unopened::SealersFault(_))
+        ));
         assert!(SealedServed::from_bytes(&bytes[..bytes.len() - 1]).is_err());
     }
 

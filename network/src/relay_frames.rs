@@ -12,8 +12,9 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest request frame: an inference transaction's prompt and context fit well.
 pub const MAX_REQUEST_BYTES: u32 = 1024 * 1024;
-/// The largest event frame (a receipt carries the whole output text).
-pub const MAX_EVENT_BYTES: u32 = 4 * 1024 * 1024;
+/// The largest event frame (a receipt carries the whole output text: 512 KiB, up to six
+/// times that escaped in JSON, and twice that again as the hex of a sealed event).
+pub const MAX_EVENT_BYTES: u32 = 8 * 1024 * 1024;
 /// The kinds of frame: a request, then a token, a receipt or an error event.
 pub const FRAME_REQUEST: u8 = 0;
 pub const FRAME_TOKEN: u8 = 1;

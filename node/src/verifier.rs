@@ -6,9 +6,11 @@
 //! Verdicts ([`Verdict`]): accept; reject when the answer is provably not the model's
 //! (its tokens do not spell its signed text, replay rejects it, the request it claims to
 //! answer is invalid), grossly when any verifier within the drift bound would too (a
-//! rule broken, or a mismatch even at twice the bound: decision 0004); abstain when this verifier cannot judge: it does not
-//! hold the model, the text never reached it (or what it holds does not match the signed
-//! hashes, which the store should never let happen), or its own engine failed. An
+//! rule broken, or a mismatch even at twice the bound: decision 0004; also when the text
+//! the serving node sealed and signed does not open under the key it sealed to this
+//! verifier, or does not match its own receipt); abstain when this verifier cannot judge:
+//! it does not hold the model, the text never reached it or was not sealed to it, or its
+//! own engine failed. An
 //! abstention never counts against the node (docs/consensus.md): a verifier's missing
 //! model or slow network must not slash an honest node.
 
@@ -133,9 +135,14 @@ impl Texts<'_> {
             .sealed(&inf.stub.txid(), &inf.receipt.signing_digest())
             .map_err(|e| Refusal::abstain(e.to_string()))?
             .ok_or_else(|| Refusal::abstain("no text for this answer"))?;
-        sealed
-            .open(&self.me, self.secret)
-            .map_err(|why| Refusal::abstain(format!("the text held here does not open: {why}")))
+        sealed.open(&self.me, self.secret).map_err(|why| match why {
+            fai_inference_chain::served::Unopened::NotForMe(why) => {
+                Refusal::abstain(format!("the text held here does not open: {why}"))
+            }
+            fai_inference_chain::served::Unopened::SealersFault(why) => Refusal::reject_grossly(
+                format!("the serving node sealed no answer to judge: {why}"),
+            ),
+        })
     }
 }
 
@@ -575,6 +582,24 @@ mod tests {
         let refusal = verdict(&model, &texts, &unsealed).unwrap_err();
         assert!(refusal.why.contains("not sealed to this key"), "{refusal}");
         assert_eq!(refusal.verdict, Verdict::Abstain);
+        // Its key opens for this verifier and the text under it does not (the node
+        // encrypted under another key, or changed the bytes, and signed them): the node
+        // sent nothing to judge, its own doing.
+        let (garbled_inf, text) = make(6, &honest_tokens);
+        let mut garbled = fai_inference_chain::served::ServedInference {
+            inference: garbled_inf.clone(),
+            prompt: prompt.clone(),
+            output: text,
+            tokens: honest_tokens.clone(),
+        }
+        .seal(&node, &[(me, sealing.public())])
+        .unwrap();
+        garbled.sealed.ciphertext[0] ^= 1;
+        garbled.signature = node.sign(&garbled.signing_digest());
+        garbled.store(&payloads, 1).unwrap();
+        let refusal = verdict(&model, &texts, &garbled_inf).unwrap_err();
+        assert!(refusal.why.contains("sealed no answer"), "{refusal}");
+        assert_eq!(refusal.verdict, Verdict::RejectGross);
 
         // Tokens the model would not have sampled: the node's fault, and far enough from
         // the model's choices that every verifier within the drift bound rejects them.

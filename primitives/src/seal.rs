@@ -43,6 +43,11 @@ pub enum SealError {
     NotARecipient,
     #[error("the sealed message does not open (wrong key, or changed)")]
     Open,
+    /// The recipient's sealed content key opened, and the message did not open under it:
+    /// the sealer's doing (it sealed one key and encrypted under another, or changed the
+    /// message).
+    #[error("the content key opened and the message does not open under it")]
+    Content,
 }
 
 /// A node's sealing public key (X25519), as the node registry holds it.
@@ -201,7 +206,9 @@ pub struct MultiSealed {
     pub ciphertext: Vec<u8>,
 }
 
-/// Seals `plaintext` to each of `to` (address, sealing key), bound to `aad`.
+/// Seals `plaintext` to each of `to` (address, sealing key), bound to `aad`. A
+/// recipient whose key cannot be sealed to (not a valid X25519 key, or one of low order:
+/// anyone can publish 32 bytes) is left out rather than failing the rest.
 pub fn seal_for_many(
     to: &[(Hash160, SealingKey)],
     aad: &[u8],
@@ -222,7 +229,9 @@ pub fn seal_for_many(
         .map_err(|_| SealError::Seal)?;
     let mut recipients = Vec::with_capacity(to.len());
     for (id, key) in to {
-        let sealed = seal_to(key, WRAP_INFO, aad, &content_key)?;
+        let Ok(sealed) = seal_to(key, WRAP_INFO, aad, &content_key) else {
+            continue;
+        };
         let wrapped = <[u8; WRAPPED_KEY_LEN]>::try_from(sealed.ciphertext.as_slice())
             .map_err(|_| SealError::Seal)?;
         recipients.push(Recipient {
@@ -263,7 +272,7 @@ impl MultiSealed {
             WRAP_INFO,
             aad,
         )?;
-        let key = <[u8; 32]>::try_from(key.as_slice()).map_err(|_| SealError::Open)?;
+        let key = <[u8; 32]>::try_from(key.as_slice()).map_err(|_| SealError::Content)?;
         ChaCha20Poly1305::new((&key).into())
             .decrypt(
                 &[0u8; 12].into(),
@@ -272,7 +281,7 @@ impl MultiSealed {
                     aad,
                 },
             )
-            .map_err(|_| SealError::Open)
+            .map_err(|_| SealError::Content)
     }
 }
 
@@ -360,7 +369,20 @@ mod tests {
         assert_eq!(sealed.open(&a, &sa, b"inference 2"), Err(SealError::Open));
         let mut changed = sealed.clone();
         changed.ciphertext[0] ^= 1;
-        assert_eq!(changed.open(&a, &sa, b"inference 1"), Err(SealError::Open));
+        assert_eq!(
+            changed.open(&a, &sa, b"inference 1"),
+            Err(SealError::Content)
+        );
+        // A recipient that published a key of low order (all zeros) cannot be sealed to:
+        // it is left out, and the others still get the message.
+        let with_bad = seal_for_many(
+            &[(c, SealingKey([0; 32])), (a, sa.public())],
+            b"inference 1",
+            &message,
+        )
+        .unwrap();
+        assert!(!with_bad.is_for(&c));
+        assert_eq!(with_bad.open(&a, &sa, b"inference 1").unwrap(), message);
         // The wire form round-trips and is bounded.
         let mut bytes = Vec::new();
         sealed.encode_to(&mut bytes);

@@ -128,6 +128,10 @@ pub struct RpcState {
     pub key: SecretKey,
     /// The sealing key derived from `key`: requests sealed to this node open with it.
     sealing: fai_primitives::seal::SealingSecret,
+    /// The sealed requests served lately (their encapsulated keys): one sent again (a
+    /// relay replaying it after a failure) would have its answer sealed again under the
+    /// same reply key and nonces, and is refused.
+    sealed_served: Mutex<SeenRecently>,
     /// This node's price per million output tokens: a request whose max fee does not
     /// cover its max tokens at this price is refused.
     pub price: fai_primitives::Amount,
@@ -161,6 +165,7 @@ impl RpcState {
             network,
             engines,
             sealing: fai_primitives::seal::SealingSecret::derive(&key),
+            sealed_served: Mutex::new(SeenRecently::default()),
             key,
             price: fai_primitives::Amount::ZERO,
             forge_outputs: false,
@@ -661,6 +666,31 @@ fn check_not_busy(st: &fai_node::chain_task::ChainState) -> Result<(), ApiError>
     ))
 }
 
+/// The last [`SeenRecently::KEPT`] values inserted, to tell one seen before.
+#[derive(Default)]
+struct SeenRecently {
+    set: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl SeenRecently {
+    const KEPT: usize = 65_536;
+
+    /// Whether `value` is new (it is remembered from now on).
+    fn insert(&mut self, value: [u8; 32]) -> bool {
+        if !self.set.insert(value) {
+            return false;
+        }
+        self.order.push_back(value);
+        if self.order.len() > Self::KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 /// What `POST /v2/inference` was given: a transaction in the clear, or one sealed to the
 /// node that is to serve it.
 pub(crate) enum Submitted {
@@ -902,6 +932,18 @@ pub(crate) async fn serve_sealed(
         s.metrics.inference_request(metrics::Answer::Refused);
         bad(why)
     })?;
+    let first_time = s
+        .sealed_served
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(request.sealed.enc);
+    if !first_time {
+        s.metrics.inference_request(metrics::Answer::Refused);
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this sealed request was served already: seal it again (a fresh reply key)",
+        ));
+    }
     let events = serve_here(s, tx).await?;
     let mut index = 0u64;
     Ok(events.map(move |event| {

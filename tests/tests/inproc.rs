@@ -1052,8 +1052,10 @@ fn a_node_outside_the_verifier_set_never_holds_a_prompt_or_an_answer_in_the_clea
     let outputs: Vec<String> = receipts
         .iter()
         .filter_map(|r| r["text"].as_str().map(str::to_string))
-        .filter(|t| t.len() >= 12)
+        .filter(|t| t.len() >= 8)
         .collect();
+    // (Answers too short to be told from chance bytes are left out; not all of them.)
+    assert!(!outputs.is_empty(), "every answer was under 8 bytes");
     let mut needles: Vec<&[u8]> = prompts.iter().map(|p| p.as_bytes()).collect();
     needles.extend(outputs.iter().map(|o| o.as_bytes()));
     for r in &receipts {

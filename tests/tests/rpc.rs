@@ -323,6 +323,11 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     // Out of order, an event does not open.
     let second = hex::decode(json(&evs[1].1)["sealed"].as_str().unwrap()).unwrap();
     assert!(reply.open(0, &second).is_err());
+    // The same sealed request again (a relay replaying it): its answer would be sealed
+    // again under the same reply key and nonces; refused.
+    let (status, body) = http(port, "POST", "/v2/inference", &sealed_body);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("served already"), "{body}");
     // Sealed to another node: this node cannot open it, and it is not registered
     // anywhere to relay to.
     let other =

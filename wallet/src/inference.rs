@@ -169,10 +169,13 @@ pub fn infer(
         }
         true
     })?;
-    if let Some(e) = failure {
-        bail!("the inference failed: {e}");
-    }
-    let receipt = receipt.context("the node closed the stream without a receipt")?;
+    // A relay's error in the clear after the serving node's sealed receipt does not
+    // undo the answer.
+    let receipt = match (receipt, failure) {
+        (Some(receipt), _) => receipt,
+        (None, Some(e)) => bail!("the inference failed: {e}"),
+        (None, None) => bail!("the node closed the stream without a receipt"),
+    };
     let r = hex::decode(&receipt.receipt)
         .ok()
         .and_then(|b| ResultReceipt::from_bytes(&b).ok())
@@ -199,6 +202,10 @@ fn serving_node(
     let mut without_key = 0usize;
     for n in node.inference_nodes()? {
         if !n.models.contains(&prefix) {
+            continue;
+        }
+        // Leaving: no longer served (the relay would refuse it).
+        if !n.registry["withdraw-at"].is_null() {
             continue;
         }
         let price = n.registry["price"].as_u64().unwrap_or(u64::MAX);

@@ -346,6 +346,12 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
             return ignore();
         }
     }
+    // Sealed to too few of the verifiers this node would seal to: no quorum could judge
+    // it. Not kept nor forwarded, so that such a result (a rival's, sealed to nobody)
+    // never takes the place of an answer the verifiers can open.
+    if !covers_a_majority(|id| served.is_for(id), &s.sealing_recipients()) {
+        return ignore();
+    }
     // The sealed text, for verifiers (kept until the block that settles it is six deep),
     // once the pool took the result, under its receipt: a rival's answer to the same
     // request never stands in for the one a block carries.
@@ -358,6 +364,18 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         }
     }
     (MessageAcceptance::Accept, None, false)
+}
+
+/// Whether a text sealed to those `is_for` names reaches more than half of `expected`
+/// (whom this node would seal to now; true when it knows of none): a set member that
+/// published no key, or a set that changed between the two nodes' tips, leaves it a
+/// margin.
+pub fn covers_a_majority(
+    is_for: impl Fn(&fai_primitives::Hash160) -> bool,
+    expected: &[(fai_primitives::Hash160, fai_primitives::seal::SealingKey)],
+) -> bool {
+    let covered = expected.iter().filter(|(id, _)| is_for(id)).count();
+    expected.is_empty() || covered.saturating_mul(2) > expected.len()
 }
 
 /// The id of inference block `data` when we lack the text of one of its inferences.
@@ -601,4 +619,32 @@ fn sync_blocks(
         }
     }
     (None, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use fai_primitives::seal::SealingKey;
+    use fai_primitives::Hash160;
+
+    use super::covers_a_majority;
+
+    /// Attack: a registered rival gossips its own receipt for a request it saw, its text
+    /// sealed to nobody (or to one verifier), before the honest answer arrives. Taken,
+    /// it held the request's place in every pool and the verifiers could only abstain:
+    /// refunded, the honest node unpaid, the rival unpunished. Such a result is not kept.
+    #[test]
+    fn a_result_sealed_to_too_few_verifiers_is_not_kept() {
+        let set: Vec<(Hash160, SealingKey)> = (1..=5u8)
+            .map(|i| (Hash160([i; 20]), SealingKey([i; 32])))
+            .collect();
+        let sealed_to = |ids: &'static [u8]| move |id: &Hash160| ids.contains(&id.0[0]);
+        assert!(!covers_a_majority(sealed_to(&[]), &set), "to nobody");
+        assert!(!covers_a_majority(sealed_to(&[1, 2]), &set), "two of five");
+        assert!(
+            covers_a_majority(sealed_to(&[1, 2, 3]), &set),
+            "three of five"
+        );
+        assert!(covers_a_majority(sealed_to(&[1, 2, 3, 4, 5]), &set));
+        assert!(covers_a_majority(sealed_to(&[]), &[]), "no keys known here");
+    }
 }
