@@ -218,6 +218,19 @@ pub fn execution_id(h: &InferenceHeader) -> [u8; 32] {
     Hash256::sha256d(&out).0
 }
 
+/// The standard principals of a Clarity list (nothing if `v` is not a list).
+fn principals(v: Value) -> Vec<Hash160> {
+    match v {
+        Value::Sequence(SequenceData::List(list)) => list
+            .data
+            .iter()
+            .filter_map(standard_hash)
+            .map(Hash160)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn standard_hash(v: &Value) -> Option<[u8; 20]> {
     match v {
         Value::Principal(PrincipalData::Standard(StandardPrincipalData(_, h))) => Some(*h),
@@ -531,25 +544,9 @@ impl InferenceChain {
 
     /// The verifier set of `cycle` in the state of block `at`; empty if not recorded.
     pub fn verifier_set(&self, ledger: &Chainstate, at: &BlockRecord, cycle: u32) -> Vec<Hash160> {
-        let result = self.vm.call_read_only(
-            &at.exec_id,
-            ledger,
-            [0; 20],
-            [0; 20],
-            "staking",
-            "get-verifier-set",
-            &[Value::UInt(u128::from(cycle))],
-        );
-        match result {
-            Ok((Value::Response(r), _)) if r.committed => match *r.data {
-                Value::Sequence(SequenceData::List(list)) => list
-                    .data
-                    .iter()
-                    .filter_map(standard_hash)
-                    .map(Hash160)
-                    .collect(),
-                _ => Vec::new(),
-            },
+        let cycle = [Value::UInt(u128::from(cycle))];
+        match self.read_staking(ledger, at, "get-verifier-set", &cycle) {
+            Some(Value::Response(r)) if r.committed => principals(*r.data),
             _ => Vec::new(),
         }
     }
@@ -557,24 +554,31 @@ impl InferenceChain {
     /// The staking contract's leaders (the largest stakes, the next cycle's set as it
     /// stands) in the state of block `at`.
     fn staking_leaders(&self, ledger: &Chainstate, at: &BlockRecord) -> Vec<Hash160> {
-        let result = self.vm.call_read_only(
-            &at.exec_id,
-            ledger,
-            [0; 20],
-            [0; 20],
-            "staking",
-            "get-leaders",
-            &[],
-        );
-        match result {
-            Ok((Value::Sequence(SequenceData::List(list)), _)) => list
-                .data
-                .iter()
-                .filter_map(standard_hash)
-                .map(Hash160)
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.read_staking(ledger, at, "get-leaders", &[])
+            .map(principals)
+            .unwrap_or_default()
+    }
+
+    /// A read-only function of the staking contract, in the state of block `at`.
+    fn read_staking(
+        &self,
+        ledger: &Chainstate,
+        at: &BlockRecord,
+        function: &str,
+        args: &[Value],
+    ) -> Option<Value> {
+        self.vm
+            .call_read_only(
+                &at.exec_id,
+                ledger,
+                [0; 20],
+                [0; 20],
+                "staking",
+                function,
+                args,
+            )
+            .ok()
+            .map(|(v, _)| v)
     }
 
     /// The sealing key `who` published in the node registry, in the state of block `at`.
