@@ -109,36 +109,12 @@ impl Decode for SealedRequest {
 
 #[cfg(test)]
 mod tests {
-    use fai_primitives::{Amount, SecretKey, Signature};
+    use fai_primitives::SecretKey;
 
     use super::*;
-    use crate::types::Sampling;
 
     fn tx(user: &SecretKey, input: &str) -> InferenceTx {
-        let prompt = Prompt {
-            input: input.into(),
-            ..Prompt::default()
-        };
-        let mut stub = InferenceStub {
-            sender: user.public_key(),
-            nonce: 0,
-            chain_id: 7,
-            model: [1; 32],
-            prompt_hash: prompt.hash(),
-            sampling: Sampling {
-                max_tokens: 8,
-                temperature_milli: 0,
-                top_p_milli: 1000,
-                top_k: 0,
-                seed: 0,
-                stop: vec![],
-            },
-            max_fee: Amount::from_units(1_000).unwrap(),
-            expiry: 100,
-            signature: Signature([0; 64]),
-        };
-        stub.sign(user);
-        InferenceTx { stub, prompt }
+        crate::types::test_tx(user, 0, input)
     }
 
     #[test]

@@ -421,3 +421,33 @@ pub fn digest(tag: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     }
     h.finalize().into()
 }
+
+/// A small signed inference transaction of `user` at `nonce` asking `input` (chain 7,
+/// model [1; 32], 8 greedy tokens): what the crate's unit tests build on.
+#[cfg(test)]
+pub(crate) fn test_tx(user: &SecretKey, nonce: u64, input: &str) -> InferenceTx {
+    let prompt = Prompt {
+        input: input.into(),
+        ..Prompt::default()
+    };
+    let mut stub = InferenceStub {
+        sender: user.public_key(),
+        nonce,
+        chain_id: 7,
+        model: [1; 32],
+        prompt_hash: prompt.hash(),
+        sampling: Sampling {
+            max_tokens: 8,
+            temperature_milli: 0,
+            top_p_milli: 1000,
+            top_k: 0,
+            seed: 0,
+            stop: vec![],
+        },
+        max_fee: Amount::from_units(1_000).unwrap_or(Amount::ZERO),
+        expiry: 100,
+        signature: Signature([0; 64]),
+    };
+    stub.sign(user);
+    InferenceTx { stub, prompt }
+}
