@@ -57,6 +57,8 @@ pub enum EngineError {
     },
     #[error("tensor computation failed: {0}")]
     Compute(#[from] candle_core::Error),
+    #[error("matrix kernel: {0}")]
+    Kernel(#[from] fai_kernels::KernelError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,4 +1,5 @@
-//! The engine's Llama forward pass, on candle's quantised matmuls.
+//! The engine's Llama forward pass, on candle's quantised matmuls (and the engine's own
+//! Q4_0 kernel on x86 CPUs, [`crate::matrix`]).
 //!
 //! Unlike candle-transformers' `quantized_llama`, [`Llama::forward`] returns the logits of
 //! every position it is given, so a verifier can score a whole claimed output in one
@@ -20,12 +21,13 @@ use std::fs::File;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::attention::{self, Heads, HostKv, RopeTable};
 use crate::error::{EngineError, Result};
 use crate::gguf::meta_u32;
+use crate::matrix::Matrix;
 
 /// The architectures this forward pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,11 +143,11 @@ struct Layer {
     qkv: Projection,
     /// Query, key and value biases (Qwen2).
     biases: Option<[Tensor; 3]>,
-    wo: QMatMul,
+    wo: Matrix,
     ffn_norm: Tensor,
     /// Gate and up projections.
     gate_up: Projection,
-    w_down: QMatMul,
+    w_down: Matrix,
 }
 
 /// Projections that read the same input, fused into one matrix when their storage types
@@ -153,8 +155,8 @@ struct Layer {
 /// of the worker pool) replaces several, and each output is a view of the fused result.
 /// Every output row is the same dot product as unfused, so results do not change.
 enum Projection {
-    Fused { matrix: QMatMul, rows: Vec<usize> },
-    Separate(Vec<QMatMul>),
+    Fused { matrix: Matrix, rows: Vec<usize> },
+    Separate(Vec<Matrix>),
 }
 
 impl Projection {
@@ -188,15 +190,12 @@ impl Projection {
                 device,
             )?;
             return Ok(Projection::Fused {
-                matrix: QMatMul::from_qtensor(fused)?,
+                matrix: Matrix::new(fused)?,
                 rows,
             });
         }
         Ok(Projection::Separate(
-            parts
-                .into_iter()
-                .map(QMatMul::from_qtensor)
-                .collect::<candle_core::Result<_>>()?,
+            parts.into_iter().map(Matrix::new).collect::<Result<_>>()?,
         ))
     }
 
@@ -213,10 +212,7 @@ impl Projection {
                 }
                 out
             }
-            Projection::Separate(ms) => ms
-                .iter()
-                .map(|m| m.forward(x))
-                .collect::<candle_core::Result<_>>()?,
+            Projection::Separate(ms) => ms.iter().map(|m| m.forward(x)).collect::<Result<_>>()?,
         };
         outputs.try_into().map_err(|v: Vec<Tensor>| {
             EngineError::Compute(candle_core::Error::Msg(format!(
@@ -233,7 +229,7 @@ pub struct Llama {
     embeddings: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Matrix,
     cos: Tensor,
     sin: Tensor,
     /// The rotary tables in host memory, for attention on the CPU (None on a GPU).
@@ -302,16 +298,14 @@ impl Llama {
         let embeddings = embed_q.dequantize(device)?;
         let norm = t("output_norm.weight")?.dequantize(device)?;
         let output = if content.tensor_infos.contains_key("output.weight") {
-            QMatMul::from_qtensor(t("output.weight")?)?
+            Matrix::new(t("output.weight")?)?
         } else {
-            QMatMul::from_qtensor(embed_q)?
+            Matrix::new(embed_q)?
         };
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let p = format!("blk.{i}");
-            let mut q = |n: &str| -> Result<QMatMul> {
-                Ok(QMatMul::from_qtensor(t(&format!("{p}.{n}.weight"))?)?)
-            };
+            let mut q = |n: &str| -> Result<Matrix> { Matrix::new(t(&format!("{p}.{n}.weight"))?) };
             let wo = q("attn_output")?;
             let w_down = q("ffn_down")?;
             let mut qt = |n: &str| t(&format!("{p}.{n}.weight"));

@@ -17,6 +17,25 @@ pub fn models(dir: &Path) -> Vec<Arc<LoadedModel>> {
     vec![Arc::new(tiny), Arc::new(wide)]
 }
 
+/// [`models`], and the 512-wide model stored as Q4_0 (the engine's own kernel on x86).
+pub fn models_with_q4_0(dir: &Path) -> Vec<Arc<LoadedModel>> {
+    let mut all = models(dir);
+    all.push(Arc::new(wide_q4_0(dir)));
+    all
+}
+
+/// The 512-wide model stored as Q4_0, loaded on the CPU.
+pub fn wide_q4_0(dir: &Path) -> LoadedModel {
+    let path = dir.join("wide-q4_0.gguf");
+    let spec = TinySpec {
+        name: "fai-wide-512-q4_0".into(),
+        dtype: candle_core::quantized::GgmlDType::Q4_0,
+        ..TinySpec::wide()
+    };
+    write_gguf(&spec, &path).unwrap();
+    LoadedModel::load(&path, &Device::Cpu).unwrap()
+}
+
 /// Request `i` of a set: greedy or sampled (temperature, top-k and top-p varying with
 /// `i`), `max_tokens` long at most.
 pub fn request(i: usize, sampled: bool, max_tokens: u32) -> GenerateRequest {

@@ -1,0 +1,219 @@
+//! Input rows quantised to 8 bits per 32-value block, the form the kernels multiply.
+//!
+//! A block's scale is its largest magnitude over 127; each value becomes the nearest
+//! integer of value / scale (halves away from zero: |value| times 1 / scale, plus 1/2,
+//! truncated, with the value's sign), in -127..=127. The scale stays an
+//! f32 (GGUF's Q8_0 rounds it to f16). Rows are quantised by plain Rust on every CPU, so
+//! every kernel starts from the same integers.
+
+use crate::{KernelError, BLOCK};
+
+/// Rows of activations, quantised; block `b` of row `i` is entry `i * blocks + b`.
+#[derive(Debug, Clone, Default)]
+pub struct Activations {
+    rows: usize,
+    blocks: usize,
+    /// The 32 quantised values of each block, four to a little-endian word.
+    pub(crate) words: Vec<[i32; 8]>,
+    /// Each block's scale.
+    pub(crate) scales: Vec<f32>,
+    /// Each block's sum of quantised values times -8: Q4_0 stores weight w as w + 8, and
+    /// the sum of (w + 8) * a, plus this, is the sum of w * a.
+    pub(crate) offsets: Vec<i32>,
+}
+
+impl Activations {
+    /// Quantises `rows` rows of `width` values each (`x`, row after row).
+    ///
+    /// Errors: `width` is not a whole number of blocks, or `x` is not `rows * width` long.
+    pub fn quantize(x: &[f32], rows: usize, width: usize) -> Result<Self, KernelError> {
+        let mut a = Activations::default();
+        a.requantize(x, rows, width)?;
+        Ok(a)
+    }
+
+    /// Like [`Activations::quantize`], reusing this value's buffers.
+    pub fn requantize(&mut self, x: &[f32], rows: usize, width: usize) -> Result<(), KernelError> {
+        if !width.is_multiple_of(BLOCK) {
+            return Err(KernelError::RowLength(width));
+        }
+        let expected = rows
+            .checked_mul(width)
+            .ok_or(KernelError::TooLarge(rows, width))?;
+        if x.len() != expected {
+            return Err(KernelError::Length {
+                what: "activations",
+                got: x.len(),
+                expected,
+            });
+        }
+        self.rows = rows;
+        self.blocks = width / BLOCK;
+        let total = rows * self.blocks;
+        self.words.clear();
+        self.scales.clear();
+        self.offsets.clear();
+        self.words.resize(total, [0; 8]);
+        self.scales.resize(total, 0.0);
+        self.offsets.resize(total, 0);
+        quantize_rows(x, &mut self.words, &mut self.scales, &mut self.offsets);
+        Ok(())
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.blocks * BLOCK
+    }
+
+    /// Blocks per row.
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// Quantised value `j` (0..32) of block `b` of row `row`: for the reference kernel.
+    pub(crate) fn value(&self, index: usize, j: usize) -> i32 {
+        let word = self.words[index][j / 4];
+        i32::from(word.to_le_bytes()[j % 4] as i8)
+    }
+}
+
+/// Quantises every block of `x` into the three outputs (one entry per block), with the
+/// widest vector instructions this CPU has. The operations (abs, max, divide, multiply,
+/// add, truncate) are exact IEEE ones with no fusing, so every build gives the same bits.
+fn quantize_rows(x: &[f32], words: &mut [[i32; 8]], scales: &mut [f32], offsets: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::Avx2.available() {
+        // SAFETY: this CPU runs AVX2 (and FMA and F16C, which the body does not use).
+        unsafe { quantize_rows_avx2(x, words, scales, offsets) };
+        return;
+    }
+    quantize_rows_plain(x, words, scales, offsets);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_rows_avx2(
+    x: &[f32],
+    words: &mut [[i32; 8]],
+    scales: &mut [f32],
+    offsets: &mut [i32],
+) {
+    quantize_rows_plain(x, words, scales, offsets);
+}
+
+#[inline(always)]
+fn quantize_rows_plain(x: &[f32], words: &mut [[i32; 8]], scales: &mut [f32], offsets: &mut [i32]) {
+    let blocks = x
+        .chunks_exact(BLOCK)
+        .zip(words.iter_mut())
+        .zip(scales.iter_mut())
+        .zip(offsets.iter_mut());
+    for (((block, words), scale), offset) in blocks {
+        let (q, s) = quantize_block(block);
+        *scale = s;
+        let mut sum = 0i32;
+        for (w, four) in words.iter_mut().zip(q.chunks_exact(4)) {
+            *w = i32::from_le_bytes([four[0] as u8, four[1] as u8, four[2] as u8, four[3] as u8]);
+        }
+        for v in q {
+            sum += i32::from(v);
+        }
+        // |sum| <= 32 * 127, so this cannot overflow.
+        *offset = -8 * sum;
+    }
+}
+
+/// One block: its scale (largest magnitude / 127) and values: |v| / scale + 1/2,
+/// truncated, with v's sign (round to nearest, halves away from zero).
+#[inline(always)]
+fn quantize_block(block: &[f32]) -> ([i8; BLOCK], f32) {
+    let mut amax = 0f32;
+    for v in block {
+        let a = v.abs();
+        // Not f32::max: its NaN rule keeps the loop from vectorising. A NaN is skipped.
+        amax = if a > amax { a } else { amax };
+    }
+    let scale = amax / 127.0;
+    let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let mut q = [0i8; BLOCK];
+    for (q, v) in q.iter_mut().zip(block) {
+        // In 0..=127 for finite input; `as` saturates anything else (NaN gives 0).
+        let magnitude = (v.abs() * inverse + 0.5) as i32;
+        *q = if *v < 0.0 { -magnitude } else { magnitude } as i8;
+    }
+    (q, scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_to_the_nearest_step_of_the_block_scale() {
+        let mut x = vec![0f32; 32];
+        x[0] = 1.27;
+        x[1] = -0.6351; // -63.51 steps: -64
+        x[2] = 0.004; // 0.4 steps: 0
+        x[31] = -1.27;
+        let a = Activations::quantize(&x, 1, 32).unwrap();
+        assert!((a.scales[0] - 0.01).abs() < 1e-9);
+        assert_eq!(a.value(0, 0), 127);
+        assert_eq!(a.value(0, 1), -64);
+        assert_eq!(a.value(0, 2), 0);
+        assert_eq!(a.value(0, 31), -127);
+        assert_eq!(a.offsets[0], -8 * (127 - 64 - 127));
+    }
+
+    #[test]
+    fn a_zero_block_has_a_zero_scale_and_bad_shapes_are_refused() {
+        let a = Activations::quantize(&[0.0; 64], 2, 32).unwrap();
+        assert_eq!(a.scales, vec![0.0, 0.0]);
+        assert_eq!(a.offsets, vec![0, 0]);
+        assert_eq!(
+            Activations::quantize(&[0.0; 48], 1, 48).unwrap_err(),
+            KernelError::RowLength(48)
+        );
+        assert!(matches!(
+            Activations::quantize(&[0.0; 63], 2, 32),
+            Err(KernelError::Length {
+                got: 63,
+                expected: 64,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_vector_build_of_the_quantiser_gives_the_plain_one_s_bits() {
+        let x: Vec<f32> = (0..32 * 50)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * [0.001, 1.0, 300.0][i % 3])
+            .collect();
+        let n = x.len() / BLOCK;
+        let mut plain = (vec![[0; 8]; n], vec![0f32; n], vec![0; n]);
+        let mut fast = plain.clone();
+        quantize_rows_plain(&x, &mut plain.0, &mut plain.1, &mut plain.2);
+        quantize_rows(&x, &mut fast.0, &mut fast.1, &mut fast.2);
+        assert_eq!(plain.0, fast.0);
+        assert_eq!(plain.2, fast.2);
+        assert!(plain
+            .1
+            .iter()
+            .zip(&fast.1)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
+    fn non_finite_inputs_give_numbers_not_a_panic() {
+        let mut x = vec![0.5f32; 32];
+        x[3] = f32::NAN;
+        x[4] = f32::INFINITY;
+        let a = Activations::quantize(&x, 1, 32).unwrap();
+        assert_eq!(a.rows(), 1);
+        assert_eq!(a.width(), 32);
+    }
+}

@@ -1,0 +1,58 @@
+//! The engine's own CPU matrix kernels, where candle's are slow: 4-bit quantised weights
+//! (GGUF's Q4_0) times 8-bit quantised activations.
+//!
+//! Every instruction set computes the same bits. An output is, per weight row, a sum over
+//! 32-value blocks taken in order: the block's integer dot product (exact in any order),
+//! times the product of the weight's and the activation's scales, added with one fused
+//! multiply-add. The AVX-512 VNNI, AVX2 and scalar kernels all follow that recipe, so a
+//! node on an older CPU and a verifier on a newer one agree exactly (the engine's replay
+//! depends on it), and the tests hold each kernel to the scalar reference bit for bit.
+//!
+//! - [`activations`]: input rows quantised to 8 bits per 32-value block.
+//! - [`q4_0`]: Q4_0 weights repacked in tiles of 16 rows, and the matrix product.
+//! - [`isa`]: which kernel this CPU runs.
+//!
+//! This is the workspace's one crate with `unsafe` code: SIMD intrinsics (loads from
+//! fixed-size arrays) and the writer through which worker threads fill disjoint parts of
+//! one output. Each block states why it is sound.
+
+pub mod activations;
+pub mod isa;
+pub mod q4_0;
+
+mod out;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use activations::Activations;
+pub use isa::Isa;
+pub use q4_0::PackedQ4_0;
+
+/// Values per quantisation block (weights and activations).
+pub const BLOCK: usize = 32;
+
+/// Shapes or buffers that do not fit together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    #[error("{what}: {got} values, {expected} expected")]
+    Length {
+        what: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("row length {0} is not a whole number of {BLOCK}-value blocks")]
+    RowLength(usize),
+    #[error("activations have rows of {got} values, the matrix takes {expected}")]
+    Width { got: usize, expected: usize },
+    #[error("a {0} x {1} matrix is too large")]
+    TooLarge(usize, usize),
+}
+
+/// How a product is spread over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// candle's CPU worker pool (the engine's forward pass).
+    Pool,
+    /// The calling thread only.
+    One,
+}

@@ -1,0 +1,253 @@
+//! GGUF's Q4_0 weights, repacked for the kernels, and their product with activations.
+//!
+//! A Q4_0 block holds 32 weights as an f16 scale `d` and 16 bytes: byte `j` carries
+//! weight `j` in its low nibble and weight `j + 16` in its high one, each stored plus 8.
+//! Repacking keeps every byte and only moves it: the rows of a matrix go in tiles of 16,
+//! and a tile keeps, per block, its 16 scales and then its bytes ordered
+//! `[group g of 4 bytes][row][4 bytes]`. One 64-byte load then holds, for all 16 rows,
+//! weights `4g..4g+4` (low nibbles) and `16+4g..16+4g+4` (high nibbles), which is what a
+//! `vpdpbusd` against four broadcast activation bytes wants. The tile's blocks follow one
+//! another, so a product reads the matrix once, front to back. Storage stays 18 bytes
+//! per 32 weights; a last, partial tile is padded with zero rows.
+
+use std::ops::Range;
+
+use half::f16;
+
+use crate::activations::Activations;
+use crate::isa::Isa;
+use crate::out::SharedOut;
+use crate::{KernelError, Threads, BLOCK};
+
+/// Weight rows per tile.
+pub const TILE_ROWS: usize = 16;
+
+/// Bytes of one GGUF Q4_0 block.
+pub const GGUF_BLOCK_BYTES: usize = 18;
+
+/// One block of 32 weights for the 16 rows of a tile.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct TileBlock {
+    /// Each row's scale, as f16 bits.
+    pub(crate) d: [u16; TILE_ROWS],
+    /// `[group (4)][row (16)][4 bytes]`, each byte as in the GGUF block.
+    pub(crate) qs: [u8; 4 * TILE_ROWS * 4],
+}
+
+const EMPTY: TileBlock = TileBlock {
+    d: [0; TILE_ROWS],
+    qs: [0x88; 4 * TILE_ROWS * 4],
+};
+
+/// A Q4_0 matrix of `rows` weight rows of `cols` weights, repacked.
+pub struct PackedQ4_0 {
+    rows: usize,
+    cols: usize,
+    blocks: usize,
+    /// `[tile][block]`.
+    tiles: Vec<TileBlock>,
+}
+
+impl std::fmt::Debug for PackedQ4_0 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedQ4_0({} x {})", self.rows, self.cols)
+    }
+}
+
+impl PackedQ4_0 {
+    /// Repacks `rows` rows of `cols` weights from GGUF's Q4_0 bytes (row after row).
+    ///
+    /// Errors: `cols` is not a whole number of blocks, or `data` has the wrong length.
+    pub fn from_gguf(data: &[u8], rows: usize, cols: usize) -> Result<Self, KernelError> {
+        if !cols.is_multiple_of(BLOCK) || cols == 0 {
+            return Err(KernelError::RowLength(cols));
+        }
+        let blocks = cols / BLOCK;
+        let expected = rows
+            .checked_mul(blocks)
+            .and_then(|b| b.checked_mul(GGUF_BLOCK_BYTES))
+            .ok_or(KernelError::TooLarge(rows, cols))?;
+        if data.len() != expected {
+            return Err(KernelError::Length {
+                what: "Q4_0 matrix bytes",
+                got: data.len(),
+                expected,
+            });
+        }
+        let row_bytes = blocks * GGUF_BLOCK_BYTES;
+        let tiles = rows.div_ceil(TILE_ROWS);
+        let mut packed = vec![EMPTY; tiles * blocks];
+        for (row, bytes) in data.chunks_exact(row_bytes).enumerate() {
+            let (tile, r) = (row / TILE_ROWS, row % TILE_ROWS);
+            for (b, block) in bytes.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
+                let out = &mut packed[tile * blocks + b];
+                out.d[r] = u16::from_le_bytes([block[0], block[1]]);
+                for (g, four) in block[2..].chunks_exact(4).enumerate() {
+                    let at = (g * TILE_ROWS + r) * 4;
+                    out.qs[at..at + 4].copy_from_slice(four);
+                }
+            }
+        }
+        Ok(PackedQ4_0 {
+            rows,
+            cols,
+            blocks,
+            tiles: packed,
+        })
+    }
+
+    /// Weight rows (outputs per activation row).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Weights per row (the activations' width).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes the packed weights take.
+    pub fn bytes(&self) -> usize {
+        self.tiles.len() * std::mem::size_of::<TileBlock>()
+    }
+
+    /// `out[i * rows + j]` = activation row `i` times weight row `j`, on the best kernel
+    /// of this CPU, over candle's CPU worker pool.
+    ///
+    /// Errors: `x` is not `cols` wide, or `out` is not `x.rows() * rows` long.
+    pub fn matmul(&self, x: &Activations, out: &mut [f32]) -> Result<(), KernelError> {
+        self.matmul_on(Isa::best(), Threads::Pool, x, out)
+    }
+
+    /// Like [`PackedQ4_0::matmul`] on the kernel of `isa` (the scalar one when this CPU
+    /// lacks it) and the threads asked for.
+    pub fn matmul_on(
+        &self,
+        isa: Isa,
+        threads: Threads,
+        x: &Activations,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        if x.width() != self.cols {
+            return Err(KernelError::Width {
+                got: x.width(),
+                expected: self.cols,
+            });
+        }
+        let expected = x
+            .rows()
+            .checked_mul(self.rows)
+            .ok_or(KernelError::TooLarge(x.rows(), self.rows))?;
+        if out.len() != expected {
+            return Err(KernelError::Length {
+                what: "output",
+                got: out.len(),
+                expected,
+            });
+        }
+        if expected == 0 {
+            return Ok(());
+        }
+        let isa = if isa.available() { isa } else { Isa::Scalar };
+        let shared = SharedOut::new(out, x.rows(), self.rows);
+        let tiles = self.rows.div_ceil(TILE_ROWS);
+        let work = |range: Range<usize>| {
+            for tile in range {
+                // SAFETY: the pool and the loop below hand each tile to exactly one call.
+                unsafe { self.tile(isa, tile, x, &shared) };
+            }
+        };
+        match threads {
+            Threads::Pool => candle_core::utils::barrier_pool().execute_chunked(tiles, work),
+            Threads::One => work(0..tiles),
+        }
+        Ok(())
+    }
+
+    /// All activation rows times the 16 weight rows of `tile`, into `out`.
+    ///
+    /// # Safety
+    /// No other thread writes tile `tile` of `out` meanwhile.
+    unsafe fn tile(&self, isa: Isa, tile: usize, x: &Activations, out: &SharedOut<'_>) {
+        let blocks = &self.tiles[tile * self.blocks..(tile + 1) * self.blocks];
+        let mut write = |row: usize, values: &[f32; TILE_ROWS]| {
+            // SAFETY: passed on from this function's contract.
+            unsafe { out.write_tile(row, tile, values) }
+        };
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `matmul_on` checked that this CPU runs AVX-512 VNNI.
+            Isa::Avx512Vnni => unsafe { crate::x86::q4_0_avx512(blocks, x, &mut write) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `matmul_on` checked that this CPU runs AVX2, FMA and F16C.
+            Isa::Avx2 => unsafe { crate::x86::q4_0_avx2(blocks, x, &mut write) },
+            _ => reference(blocks, x, &mut write),
+        }
+    }
+}
+
+/// The scalar kernel, which every other is held to: for each activation row and weight
+/// row, over the blocks in order, `acc = (d_w * d_a).mul_add(dot, acc)` with `dot` the
+/// block's exact integer dot product.
+fn reference(
+    blocks: &[TileBlock],
+    x: &Activations,
+    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+) {
+    for i in 0..x.rows() {
+        let mut acc = [0f32; TILE_ROWS];
+        for (b, block) in blocks.iter().enumerate() {
+            let at = i * x.blocks() + b;
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let mut dot = x.offsets[at];
+                for g in 0..4 {
+                    for j in 0..4 {
+                        let byte = block.qs[(g * TILE_ROWS + r) * 4 + j];
+                        dot += i32::from(byte & 0x0F) * x.value(at, 4 * g + j);
+                        dot += i32::from(byte >> 4) * x.value(at, 16 + 4 * g + j);
+                    }
+                }
+                let scale = f16::from_bits(block.d[r]).to_f32() * x.scales[at];
+                *acc = scale.mul_add(dot as f32, *acc);
+            }
+        }
+        write(i, &acc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repacking_moves_every_byte_and_pads_the_last_tile() {
+        // 17 rows of 64 weights: two tiles, the second with one real row.
+        let rows = 17;
+        let data: Vec<u8> = (0..rows * 2 * GGUF_BLOCK_BYTES)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let p = PackedQ4_0::from_gguf(&data, rows, 64).unwrap();
+        assert_eq!(p.tiles.len(), 4);
+        for row in 0..rows {
+            for b in 0..2 {
+                let src = &data[(row * 2 + b) * GGUF_BLOCK_BYTES..][..GGUF_BLOCK_BYTES];
+                let t = &p.tiles[(row / 16) * 2 + b];
+                let r = row % 16;
+                assert_eq!(t.d[r].to_le_bytes(), [src[0], src[1]]);
+                for j in 0..16 {
+                    assert_eq!(t.qs[((j / 4) * 16 + r) * 4 + j % 4], src[2 + j]);
+                }
+            }
+        }
+        assert_eq!(p.tiles[2].d[1], 0, "padding rows have a zero scale");
+        assert!(matches!(
+            PackedQ4_0::from_gguf(&data[1..], rows, 64),
+            Err(KernelError::Length { .. })
+        ));
+        assert_eq!(
+            PackedQ4_0::from_gguf(&data, rows, 40).unwrap_err(),
+            KernelError::RowLength(40)
+        );
+    }
+}

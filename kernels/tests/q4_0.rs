@@ -1,0 +1,133 @@
+//! The Q4_0 kernels against the scalar reference (bit for bit, on every instruction set
+//! this CPU has) and against the weights' meaning (candle's own dequantisation).
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use fai_kernels::{Activations, Isa, PackedQ4_0, Threads};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// GGUF Q4_0 bytes of `rows x cols` random weights (candle quantises them), and the
+/// weights they decode to.
+fn weights(rng: &mut ChaCha8Rng, rows: usize, cols: usize, scale: f32) -> (Vec<u8>, Vec<f32>) {
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+        .collect();
+    let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::Q4_0).unwrap();
+    let decoded = q
+        .dequantize(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    (q.data().unwrap().to_vec(), decoded)
+}
+
+fn activations(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| {
+            // Blocks of very different magnitudes, and some exact zeros.
+            let magnitude = [0.01f32, 1.0, 40.0][(i / 32) % 3];
+            if i % 97 == 0 {
+                0.0
+            } else {
+                rng.gen_range(-1.0f32..1.0) * magnitude
+            }
+        })
+        .collect()
+}
+
+fn product(p: &PackedQ4_0, isa: Isa, threads: Threads, x: &Activations) -> Vec<f32> {
+    let mut out = vec![f32::NAN; x.rows() * p.rows()];
+    p.matmul_on(isa, threads, x, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn every_instruction_set_computes_the_reference_bits() {
+    let isas = Isa::available_all();
+    println!("instruction sets on this CPU: {isas:?}");
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // Rows that leave a partial tile, widths of one block to many, batches that leave
+    // every remainder of the kernels' row groups.
+    for (rows, cols) in [(16, 32), (37, 96), (48, 768), (5, 2048)] {
+        let (bytes, _) = weights(&mut rng, rows, cols, 0.5);
+        let p = PackedQ4_0::from_gguf(&bytes, rows, cols).unwrap();
+        for m in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
+            let x = Activations::quantize(&activations(&mut rng, m, cols), m, cols).unwrap();
+            let reference = product(&p, Isa::Scalar, Threads::One, &x);
+            assert!(reference.iter().all(|v| v.is_finite()));
+            for &isa in &isas {
+                for threads in [Threads::One, Threads::Pool] {
+                    let got = product(&p, isa, threads, &x);
+                    let same = got
+                        .iter()
+                        .zip(&reference)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{isa:?} {threads:?} differs from the reference for {rows}x{cols}, {m} rows"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_product_is_the_weights_times_the_inputs_within_the_activation_rounding() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (rows, cols, m) = (40, 256, 3);
+    let (bytes, w) = weights(&mut rng, rows, cols, 0.3);
+    let p = PackedQ4_0::from_gguf(&bytes, rows, cols).unwrap();
+    let xs = activations(&mut rng, m, cols);
+    let x = Activations::quantize(&xs, m, cols).unwrap();
+    let got = product(&p, Isa::best(), Threads::Pool, &x);
+    for i in 0..m {
+        let row = &xs[i * cols..(i + 1) * cols];
+        for j in 0..rows {
+            let wr = &w[j * cols..(j + 1) * cols];
+            let exact: f64 = wr
+                .iter()
+                .zip(row)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            // Each input moves by at most half its block's step (block max / 254).
+            let bound: f64 = wr
+                .chunks(32)
+                .zip(row.chunks(32))
+                .map(|(wb, xb)| {
+                    let step = xb.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                    wb.iter().map(|v| f64::from(v.abs())).sum::<f64>() * f64::from(step) / 2.0
+                })
+                .sum::<f64>()
+                * 1.01
+                + 1e-4;
+            let err = (f64::from(got[i * rows + j]) - exact).abs();
+            assert!(
+                err <= bound,
+                "row {i} col {j}: {} vs {exact} (bound {bound})",
+                got[i * rows + j]
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_shapes_are_errors() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (bytes, _) = weights(&mut rng, 16, 64, 1.0);
+    let p = PackedQ4_0::from_gguf(&bytes, 16, 64).unwrap();
+    let x = Activations::quantize(&[0.5; 96], 1, 96).unwrap();
+    let mut out = vec![0.0; 16];
+    assert!(
+        p.matmul(&x, &mut out).is_err(),
+        "activation width 96 against 64"
+    );
+    let x = Activations::quantize(&[0.5; 128], 2, 64).unwrap();
+    assert!(p.matmul(&x, &mut out).is_err(), "output of 16 for 2 rows");
+    let mut out = vec![0.0; 32];
+    p.matmul(&x, &mut out).unwrap();
+}
