@@ -1,15 +1,17 @@
 //! A weight matrix of the forward pass and the kernel that multiplies by it.
 //!
-//! Q4_0 matrices on an x86 CPU go through the engine's own kernel ([`fai_kernels`]):
-//! candle's Q4_0 product there reads each weight block once per activation row and
-//! decodes at about a quarter of the memory bandwidth, while the engine's kernel reads a
-//! tile of 16 weight rows once for up to four activation rows, and computes the same bits
-//! on AVX-512, AVX2 and plain Rust (so a verifier's CPU never changes a replayed logit).
-//! Every other storage type, device or architecture stays on candle's quantised matmul.
+//! Q4_0 and Q4_K matrices on an x86 CPU go through the engine's own kernels
+//! ([`fai_kernels`]). candle's Q4_0 product there reads each weight block once per
+//! activation row and decodes at about a quarter of the memory bandwidth; its Q4_K one
+//! expands the scales to 6 bits a weight and picks its kernel family by CPU. The engine's
+//! kernels read a tile of 16 weight rows once for up to eight activation rows, stay
+//! within 4.625 bits a weight, and compute the same bits on AVX-512, AVX2 and plain Rust
+//! (so a verifier's CPU never changes a replayed logit). Every other storage type,
+//! device or architecture stays on candle's quantised matmul.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
-use fai_kernels::{Activations, PackedQ4_0};
+use fai_kernels::{Activations, PackedQ4K, PackedQ4_0};
 
 use crate::error::{EngineError, Result};
 
@@ -19,32 +21,47 @@ pub(crate) enum Matrix {
     Candle(QMatMul),
     /// Q4_0 on an x86 CPU, through the engine's kernel.
     Q4_0(PackedQ4_0),
+    /// Q4_K on an x86 CPU, through the engine's kernel.
+    Q4K(PackedQ4K),
 }
 
 impl Matrix {
     /// The matrix of `q`, on the kernel that suits its storage type and device.
     pub(crate) fn new(q: QTensor) -> Result<Self> {
-        if cfg!(target_arch = "x86_64") && q.dtype() == GgmlDType::Q4_0 && q.device().is_cpu() {
+        if cfg!(target_arch = "x86_64") && q.device().is_cpu() {
             let (rows, cols) = q.shape().dims2()?;
-            return Ok(Matrix::Q4_0(PackedQ4_0::from_gguf(&q.data()?, rows, cols)?));
+            match q.dtype() {
+                GgmlDType::Q4_0 => {
+                    return Ok(Matrix::Q4_0(PackedQ4_0::from_gguf(&q.data()?, rows, cols)?))
+                }
+                GgmlDType::Q4K => {
+                    return Ok(Matrix::Q4K(PackedQ4K::from_gguf(&q.data()?, rows, cols)?))
+                }
+                _ => {}
+            }
         }
         Ok(Matrix::Candle(QMatMul::from_qtensor(q)?))
     }
 
     /// `x` (`[.., cols]`) times the matrix's transpose: `[.., rows]`, f32 on the CPU.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let packed = match self {
+        let out_cols = match self {
             Matrix::Candle(m) => return Ok(m.forward(x)?),
-            Matrix::Q4_0(p) => p,
+            Matrix::Q4_0(p) => p.rows(),
+            Matrix::Q4K(p) => p.rows(),
         };
         let mut shape = x.dims().to_vec();
         let cols = shape.pop().ok_or(EngineError::NoTokens)?;
         let rows = shape.iter().product::<usize>();
         let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let acts = Activations::quantize(&values, rows, cols)?;
-        let mut out = vec![0f32; rows * packed.rows()];
-        packed.matmul(&acts, &mut out)?;
-        shape.push(packed.rows());
+        let mut out = vec![0f32; rows * out_cols];
+        match self {
+            Matrix::Q4_0(p) => p.matmul(&acts, &mut out)?,
+            Matrix::Q4K(p) => p.matmul(&acts, &mut out)?,
+            Matrix::Candle(_) => {}
+        }
+        shape.push(out_cols);
         Ok(Tensor::from_vec(out, shape, x.device())?)
     }
 }

@@ -14,7 +14,7 @@ use fai_engine::scheduler::Scheduler;
 #[test]
 fn decoding_token_by_token_and_one_teacher_forced_pass_give_the_same_logits_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    for model in common::models_with_q4_0(dir.path()) {
+    for model in common::models_with_4_bit(dir.path()) {
         let m = &model.model;
         let prompt = model
             .chat_tokens(
@@ -68,7 +68,7 @@ fn decoding_token_by_token_and_one_teacher_forced_pass_give_the_same_logits_on_t
 #[test]
 fn a_batched_pass_gives_each_sequence_its_own_logits_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    for model in common::models_with_q4_0(dir.path()) {
+    for model in common::models_with_4_bit(dir.path()) {
         let m = &model.model;
         let prompts: Vec<Vec<u32>> = (0..5)
             .map(|i| {
@@ -135,7 +135,7 @@ fn a_batched_pass_gives_each_sequence_its_own_logits_bit_for_bit() {
 #[test]
 fn requests_decoded_together_get_exactly_the_tokens_they_get_alone() {
     let dir = tempfile::tempdir().unwrap();
-    for model in common::models_with_q4_0(dir.path()) {
+    for model in common::models_with_4_bit(dir.path()) {
         let requests: Vec<_> = (0..12)
             .map(|i| common::request(i, i % 2 == 1, [5, 40, 17][i % 3]))
             .collect();

@@ -1,4 +1,4 @@
-//! The engine's Q4_0 kernel gives the same logits on every instruction set: a model's
+//! The engine's Q4_0 and Q4_K kernels give the same logits on every instruction set: a model's
 //! logits computed with AVX-512 VNNI, with AVX2 and with plain Rust are the same bits, so
 //! an operator's CPU never changes what a verifier replays (candle's own kernel families
 //! differ by up to 0.15 per logit, tests/cross_kernel.rs).
@@ -10,15 +10,23 @@ mod common;
 
 use std::process::Command;
 
+use candle_core::quantized::GgmlDType;
 use fai_kernels::Isa;
 
 const MODE: &str = "FAI_KERNEL_ISA_TEST_OUT";
-const TEST: &str = "a_q4_0_model_gives_the_same_logits_on_every_instruction_set";
+const TEST: &str = "a_4_bit_model_gives_the_same_logits_on_every_instruction_set";
 
-/// The Q4_0 model's logits for a fixed prompt and continuation, in one pass and token
-/// by token, as bits.
+/// The logits of the 512-wide model at Q4_0 and at Q4_K for a fixed prompt and
+/// continuation, in one pass and token by token, as bits.
 fn logits(dir: &std::path::Path) -> Vec<u32> {
-    let model = common::wide_q4_0(dir);
+    let mut bits = Vec::new();
+    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K] {
+        bits.extend(model_logits(&common::wide_as(dir, dtype)));
+    }
+    bits
+}
+
+fn model_logits(model: &fai_engine::LoadedModel) -> Vec<u32> {
     let m = &model.model;
     let tokens: Vec<u32> = (0..48).map(|i| (i * 53 % 250) + 3).collect();
     let mut bits: Vec<u32> = m
@@ -47,7 +55,7 @@ fn logits(dir: &std::path::Path) -> Vec<u32> {
 }
 
 #[test]
-fn a_q4_0_model_gives_the_same_logits_on_every_instruction_set() {
+fn a_4_bit_model_gives_the_same_logits_on_every_instruction_set() {
     let dir = tempfile::tempdir().unwrap();
     if let Ok(out) = std::env::var(MODE) {
         let bits: Vec<u8> = logits(dir.path())

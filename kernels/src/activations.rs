@@ -20,6 +20,8 @@ pub struct Activations {
     /// Each block's sum of quantised values times -8: Q4_0 stores weight w as w + 8, and
     /// the sum of (w + 8) * a, plus this, is the sum of w * a.
     pub(crate) offsets: Vec<i32>,
+    /// Each block's sum of quantised values (an integer, exact as an f32).
+    pub(crate) sums: Vec<f32>,
 }
 
 impl Activations {
@@ -57,6 +59,10 @@ impl Activations {
         self.scales.resize(total, 0.0);
         self.offsets.resize(total, 0);
         quantize_rows(x, &mut self.words, &mut self.scales, &mut self.offsets);
+        self.sums.clear();
+        // offset = -8 * sum exactly, so this is the sum.
+        self.sums
+            .extend(self.offsets.iter().map(|o| (o / -8) as f32));
         Ok(())
     }
 

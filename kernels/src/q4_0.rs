@@ -10,13 +10,11 @@
 //! another, so a product reads the matrix once, front to back. Storage stays 18 bytes
 //! per 32 weights; a last, partial tile is padded with zero rows.
 
-use std::ops::Range;
-
 use half::f16;
 
 use crate::activations::Activations;
 use crate::isa::Isa;
-use crate::out::SharedOut;
+use crate::product::{self, Kernel, Tiles};
 use crate::{KernelError, Threads, BLOCK};
 
 /// Weight rows per tile.
@@ -129,61 +127,21 @@ impl PackedQ4_0 {
         x: &Activations,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
-        if x.width() != self.cols {
-            return Err(KernelError::Width {
-                got: x.width(),
-                expected: self.cols,
-            });
-        }
-        let expected = x
-            .rows()
-            .checked_mul(self.rows)
-            .ok_or(KernelError::TooLarge(x.rows(), self.rows))?;
-        if out.len() != expected {
-            return Err(KernelError::Length {
-                what: "output",
-                got: out.len(),
-                expected,
-            });
-        }
-        if expected == 0 {
-            return Ok(());
-        }
-        let isa = if isa.available() { isa } else { Isa::Scalar };
-        let shared = SharedOut::new(out, x.rows(), self.rows);
-        let tiles = self.rows.div_ceil(TILE_ROWS);
-        let work = |range: Range<usize>| {
-            for tile in range {
-                // SAFETY: the pool and the loop below hand each tile to exactly one call.
-                unsafe { self.tile(isa, tile, x, &shared) };
-            }
-        };
-        match threads {
-            Threads::Pool => candle_core::utils::barrier_pool().execute_chunked(tiles, work),
-            Threads::One => work(0..tiles),
-        }
-        Ok(())
-    }
-
-    /// All activation rows times the 16 weight rows of `tile`, into `out`.
-    ///
-    /// # Safety
-    /// No other thread writes tile `tile` of `out` meanwhile.
-    unsafe fn tile(&self, isa: Isa, tile: usize, x: &Activations, out: &SharedOut<'_>) {
-        let blocks = &self.tiles[tile * self.blocks..(tile + 1) * self.blocks];
-        let mut write = |row: usize, values: &[f32; TILE_ROWS]| {
-            // SAFETY: passed on from this function's contract.
-            unsafe { out.write_tile(row, tile, values) }
-        };
-        match isa {
+        let kernel: Kernel<TileBlock> = match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `matmul_on` checked that this CPU runs AVX-512 VNNI.
-            Isa::Avx512Vnni => unsafe { crate::x86::q4_0_avx512(blocks, x, &mut write) },
+            Isa::Avx512Vnni if isa.available() => crate::x86_q4_0::avx512,
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `matmul_on` checked that this CPU runs AVX2, FMA and F16C.
-            Isa::Avx2 => unsafe { crate::x86::q4_0_avx2(blocks, x, &mut write) },
-            _ => reference(blocks, x, &mut write),
-        }
+            Isa::Avx2 if isa.available() => crate::x86_q4_0::avx2,
+            _ => reference,
+        };
+        let tiles = Tiles {
+            blocks: &self.tiles,
+            per_tile: self.blocks,
+            rows: self.rows,
+            cols: self.cols,
+        };
+        // SAFETY: `kernel` is the scalar one or one whose instruction set is available.
+        unsafe { product::run(tiles, kernel, threads, x, out) }
     }
 }
 

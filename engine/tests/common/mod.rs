@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
 use fai_engine::{GenerateRequest, LoadedModel, SamplingParams};
@@ -17,19 +18,22 @@ pub fn models(dir: &Path) -> Vec<Arc<LoadedModel>> {
     vec![Arc::new(tiny), Arc::new(wide)]
 }
 
-/// [`models`], and the 512-wide model stored as Q4_0 (the engine's own kernel on x86).
-pub fn models_with_q4_0(dir: &Path) -> Vec<Arc<LoadedModel>> {
+/// [`models`], and the 512-wide model stored as Q4_0 and as Q4_K (the engine's own
+/// kernels on x86).
+pub fn models_with_4_bit(dir: &Path) -> Vec<Arc<LoadedModel>> {
     let mut all = models(dir);
-    all.push(Arc::new(wide_q4_0(dir)));
+    all.push(Arc::new(wide_as(dir, GgmlDType::Q4_0)));
+    all.push(Arc::new(wide_as(dir, GgmlDType::Q4K)));
     all
 }
 
-/// The 512-wide model stored as Q4_0, loaded on the CPU.
-pub fn wide_q4_0(dir: &Path) -> LoadedModel {
-    let path = dir.join("wide-q4_0.gguf");
+/// The 512-wide model with its matrices stored as `dtype`, loaded on the CPU.
+pub fn wide_as(dir: &Path, dtype: GgmlDType) -> LoadedModel {
+    let name = format!("fai-wide-512-{dtype:?}").to_lowercase();
+    let path = dir.join(format!("{name}.gguf"));
     let spec = TinySpec {
-        name: "fai-wide-512-q4_0".into(),
-        dtype: candle_core::quantized::GgmlDType::Q4_0,
+        name,
+        dtype,
         ..TinySpec::wide()
     };
     write_gguf(&spec, &path).unwrap();

@@ -1,20 +1,65 @@
-//! The Q4_0 kernels against the scalar reference (bit for bit, on every instruction set
-//! this CPU has) and against the weights' meaning (candle's own dequantisation).
+//! The Q4_0 and Q4_K kernels against the scalar reference (bit for bit, on every
+//! instruction set this CPU has) and against the weights' meaning (candle's own
+//! dequantisation).
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use fai_kernels::{Activations, Isa, PackedQ4_0, Threads};
+use fai_kernels::{Activations, Isa, KernelError, PackedQ4K, PackedQ4_0, Threads};
+
+/// A packed matrix of either kind.
+enum Packed {
+    Q4_0(PackedQ4_0),
+    Q4K(PackedQ4K),
+}
+
+impl Packed {
+    fn new(dtype: GgmlDType, bytes: &[u8], rows: usize, cols: usize) -> Self {
+        match dtype {
+            GgmlDType::Q4_0 => Packed::Q4_0(PackedQ4_0::from_gguf(bytes, rows, cols).unwrap()),
+            GgmlDType::Q4K => Packed::Q4K(PackedQ4K::from_gguf(bytes, rows, cols).unwrap()),
+            other => panic!("no kernel for {other:?}"),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            Packed::Q4_0(p) => p.rows(),
+            Packed::Q4K(p) => p.rows(),
+        }
+    }
+
+    fn matmul_on(
+        &self,
+        isa: Isa,
+        threads: Threads,
+        x: &Activations,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
+        match self {
+            Packed::Q4_0(p) => p.matmul_on(isa, threads, x, out),
+            Packed::Q4K(p) => p.matmul_on(isa, threads, x, out),
+        }
+    }
+}
+
+const KINDS: [GgmlDType; 2] = [GgmlDType::Q4_0, GgmlDType::Q4K];
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// GGUF Q4_0 bytes of `rows x cols` random weights (candle quantises them), and the
 /// weights they decode to.
-fn weights(rng: &mut ChaCha8Rng, rows: usize, cols: usize, scale: f32) -> (Vec<u8>, Vec<f32>) {
+fn weights(
+    rng: &mut ChaCha8Rng,
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+) -> (Vec<u8>, Vec<f32>) {
     let values: Vec<f32> = (0..rows * cols)
         .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
         .collect();
     let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
-    let q = QTensor::quantize(&t, GgmlDType::Q4_0).unwrap();
+    let q = QTensor::quantize(&t, dtype).unwrap();
     let decoded = q
         .dequantize(&Device::Cpu)
         .unwrap()
@@ -39,7 +84,7 @@ fn activations(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
-fn product(p: &PackedQ4_0, isa: Isa, threads: Threads, x: &Activations) -> Vec<f32> {
+fn product(p: &Packed, isa: Isa, threads: Threads, x: &Activations) -> Vec<f32> {
     let mut out = vec![f32::NAN; x.rows() * p.rows()];
     p.matmul_on(isa, threads, x, &mut out).unwrap();
     out
@@ -52,9 +97,18 @@ fn every_instruction_set_computes_the_reference_bits() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     // Rows that leave a partial tile, widths of one block to many, batches that leave
     // every remainder of the kernels' row groups.
-    for (rows, cols) in [(16, 32), (37, 96), (48, 768), (5, 2048)] {
-        let (bytes, _) = weights(&mut rng, rows, cols, 0.5);
-        let p = PackedQ4_0::from_gguf(&bytes, rows, cols).unwrap();
+    let shapes = [
+        (GgmlDType::Q4_0, 16, 32),
+        (GgmlDType::Q4_0, 37, 96),
+        (GgmlDType::Q4_0, 48, 768),
+        (GgmlDType::Q4_0, 5, 2048),
+        (GgmlDType::Q4K, 16, 256),
+        (GgmlDType::Q4K, 37, 512),
+        (GgmlDType::Q4K, 5, 2048),
+    ];
+    for (dtype, rows, cols) in shapes {
+        let (bytes, _) = weights(&mut rng, dtype, rows, cols, 0.5);
+        let p = Packed::new(dtype, &bytes, rows, cols);
         for m in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
             let x = Activations::quantize(&activations(&mut rng, m, cols), m, cols).unwrap();
             let reference = product(&p, Isa::Scalar, Threads::One, &x);
@@ -68,7 +122,7 @@ fn every_instruction_set_computes_the_reference_bits() {
                         .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(
                         same,
-                        "{isa:?} {threads:?} differs from the reference for {rows}x{cols}, {m} rows"
+                        "{dtype:?} {isa:?} {threads:?} differs from the reference for {rows}x{cols}, {m} rows"
                     );
                 }
             }
@@ -78,10 +132,16 @@ fn every_instruction_set_computes_the_reference_bits() {
 
 #[test]
 fn the_product_is_the_weights_times_the_inputs_within_the_activation_rounding() {
+    for dtype in KINDS {
+        the_product_is_right_for(dtype);
+    }
+}
+
+fn the_product_is_right_for(dtype: GgmlDType) {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let (rows, cols, m) = (40, 256, 3);
-    let (bytes, w) = weights(&mut rng, rows, cols, 0.3);
-    let p = PackedQ4_0::from_gguf(&bytes, rows, cols).unwrap();
+    let (rows, cols, m) = (40, 512, 3);
+    let (bytes, w) = weights(&mut rng, dtype, rows, cols, 0.3);
+    let p = Packed::new(dtype, &bytes, rows, cols);
     let xs = activations(&mut rng, m, cols);
     let x = Activations::quantize(&xs, m, cols).unwrap();
     let got = product(&p, Isa::best(), Threads::Pool, &x);
@@ -118,7 +178,7 @@ fn the_product_is_the_weights_times_the_inputs_within_the_activation_rounding() 
 #[test]
 fn wrong_shapes_are_errors() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let (bytes, _) = weights(&mut rng, 16, 64, 1.0);
+    let (bytes, _) = weights(&mut rng, GgmlDType::Q4_0, 16, 64, 1.0);
     let p = PackedQ4_0::from_gguf(&bytes, 16, 64).unwrap();
     let x = Activations::quantize(&[0.5; 96], 1, 96).unwrap();
     let mut out = vec![0.0; 16];
@@ -130,4 +190,11 @@ fn wrong_shapes_are_errors() {
     assert!(p.matmul(&x, &mut out).is_err(), "output of 16 for 2 rows");
     let mut out = vec![0.0; 32];
     p.matmul(&x, &mut out).unwrap();
+    let (bytes, _) = weights(&mut rng, GgmlDType::Q4K, 16, 256, 1.0);
+    let p = PackedQ4K::from_gguf(&bytes, 16, 256).unwrap();
+    let x = Activations::quantize(&[0.5; 512], 1, 512).unwrap();
+    assert!(
+        p.matmul(&x, &mut [0.0; 16]).is_err(),
+        "activation width 512 against 256"
+    );
 }

@@ -5,17 +5,15 @@
 //! (`vpdpbusd`, or `vpmaddubsw` + `vpmaddwd`: weights are 0..=15 and activations
 //! -127..=127, so no 16-bit pair sum can saturate), then each row lane does
 //! `scale = d_w * d_a` and `acc = fma(scale, dot, acc)`, as the reference does.
+//!
+//! A pass over a tile's blocks serves eight activation rows on AVX-512 (their
+//! accumulators and the tile's unpacked weights fit in the 32 vector registers) and two
+//! on AVX2 (16 registers), so a batch reads the weights once per eight rows.
 
 use std::arch::x86_64::*;
 
 use crate::activations::Activations;
 use crate::q4_0::{TileBlock, TILE_ROWS};
-
-/// Activation rows per pass over a tile's blocks on AVX-512 (their accumulators and the
-/// tile's unpacked weights fit in the 32 vector registers).
-const ROWS_AVX512: usize = 8;
-/// The same on AVX2 (16 registers).
-const ROWS_AVX2: usize = 2;
 
 /// Every activation row times one tile (its blocks in order); hands each row's 16
 /// results to `write`.
@@ -23,37 +21,13 @@ const ROWS_AVX2: usize = 2;
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VNNI, AVX2, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn q4_0_avx512(
+pub(crate) unsafe fn avx512(
     blocks: &[TileBlock],
     x: &Activations,
     write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
 ) {
-    let mut first = 0;
-    while first < x.rows() {
-        let left = x.rows() - first;
-        // The row functions need this function's target features, which it has.
-        match left {
-            1 => write_rows(first, rows_avx512::<1>(blocks, x, first), write),
-            2 => write_rows(first, rows_avx512::<2>(blocks, x, first), write),
-            3 => write_rows(first, rows_avx512::<3>(blocks, x, first), write),
-            4 => write_rows(first, rows_avx512::<4>(blocks, x, first), write),
-            5 => write_rows(first, rows_avx512::<5>(blocks, x, first), write),
-            6 => write_rows(first, rows_avx512::<6>(blocks, x, first), write),
-            7 => write_rows(first, rows_avx512::<7>(blocks, x, first), write),
-            _ => write_rows(first, rows_avx512::<ROWS_AVX512>(blocks, x, first), write),
-        }
-        first += left.min(ROWS_AVX512);
-    }
-}
-
-fn write_rows<const R: usize>(
-    first: usize,
-    rows: [[f32; TILE_ROWS]; R],
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
-) {
-    for (r, values) in rows.iter().enumerate() {
-        write(first + r, values);
-    }
+    // The row functions need this function's target features, which it has.
+    in_row_groups!(rows_avx512, blocks, x, write, [1, 2, 3, 4, 5, 6, 7], 8);
 }
 
 /// Activation rows `first..first + R` times one tile (`first + R <= x.rows()` is checked
@@ -101,26 +75,17 @@ fn rows_avx512<const R: usize>(
     })
 }
 
-/// As [`q4_0_avx512`], on AVX2.
+/// As [`avx512`], on AVX2.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn q4_0_avx2(
+pub(crate) unsafe fn avx2(
     blocks: &[TileBlock],
     x: &Activations,
     write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
 ) {
-    let mut first = 0;
-    while first < x.rows() {
-        let left = x.rows() - first;
-        if left == 1 {
-            write_rows(first, rows_avx2::<1>(blocks, x, first), write);
-        } else {
-            write_rows(first, rows_avx2::<ROWS_AVX2>(blocks, x, first), write);
-        }
-        first += left.min(ROWS_AVX2);
-    }
+    in_row_groups!(rows_avx2, blocks, x, write, [1], 2);
 }
 
 /// Activation rows `first..first + R` times one tile, eight weight rows at a time.

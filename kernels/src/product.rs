@@ -1,0 +1,155 @@
+//! What every product shares: the shape checks, the split of a matrix's tiles over the
+//! worker pool, the output the workers fill at once (each the columns of its own tiles,
+//! in every output row), and the loop of the x86 kernels over groups of activation rows.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use crate::activations::Activations;
+use crate::q4_0::TILE_ROWS;
+use crate::{KernelError, Threads};
+
+/// A kernel: every activation row times the blocks of one tile, in order; each row's 16
+/// results go to the callback. `unsafe`: the x86 ones need their CPU features.
+pub(crate) type Kernel<B> = unsafe fn(&[B], &Activations, &mut dyn FnMut(usize, &[f32; TILE_ROWS]));
+
+/// A repacked matrix as the driver sees it: `rows x cols` weights in tiles of 16 rows of
+/// `per_tile` blocks each.
+pub(crate) struct Tiles<'m, B> {
+    pub(crate) blocks: &'m [B],
+    pub(crate) per_tile: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+}
+
+/// `out[i * rows + j]` = activation row `i` times weight row `j`, each tile of weight rows
+/// handed to one call of `kernel`, over candle's worker pool or this thread.
+///
+/// Errors: `x` is not `cols` wide, or `out` is not `x.rows() * rows` long.
+///
+/// # Safety
+/// This CPU must run `kernel` (the instruction set it was written for is available).
+pub(crate) unsafe fn run<B: Sync>(
+    m: Tiles<'_, B>,
+    kernel: Kernel<B>,
+    threads: Threads,
+    x: &Activations,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    if x.width() != m.cols {
+        return Err(KernelError::Width {
+            got: x.width(),
+            expected: m.cols,
+        });
+    }
+    let expected = x
+        .rows()
+        .checked_mul(m.rows)
+        .ok_or(KernelError::TooLarge(x.rows(), m.rows))?;
+    if out.len() != expected {
+        return Err(KernelError::Length {
+            what: "output",
+            got: out.len(),
+            expected,
+        });
+    }
+    if expected == 0 {
+        return Ok(());
+    }
+    let shared = SharedOut::new(out, x.rows(), m.rows);
+    let work = |range: Range<usize>| {
+        for tile in range {
+            let blocks = &m.blocks[tile * m.per_tile..(tile + 1) * m.per_tile];
+            let mut write = |row: usize, values: &[f32; TILE_ROWS]| {
+                // SAFETY: the pool and the loop below hand each tile to exactly one call.
+                unsafe { shared.write_tile(row, tile, values) }
+            };
+            // SAFETY: the caller vouches that this CPU runs `kernel`.
+            unsafe { kernel(blocks, x, &mut write) };
+        }
+    };
+    let tiles = m.rows.div_ceil(TILE_ROWS);
+    match threads {
+        Threads::Pool => candle_core::utils::barrier_pool().execute_chunked(tiles, work),
+        Threads::One => work(0..tiles),
+    }
+    Ok(())
+}
+
+/// Hands rows `first..first + R` of a kernel's results to `write`.
+pub(crate) fn write_rows<const R: usize>(
+    first: usize,
+    rows: [[f32; TILE_ROWS]; R],
+    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+) {
+    for (r, values) in rows.iter().enumerate() {
+        write(first + r, values);
+    }
+}
+
+/// Runs `$rows::<R>(blocks, x, first)` over the activation rows in groups of `$max`
+/// (the last group as small as it is: one of `$small`), handing the results to `write`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! in_row_groups {
+    ($rows:ident, $blocks:expr, $x:expr, $write:expr, [$($small:literal),*], $max:literal) => {{
+        let mut first = 0;
+        while first < $x.rows() {
+            let left = $x.rows() - first;
+            match left {
+                $($small => crate::product::write_rows(first, $rows::<$small>($blocks, $x, first), $write),)*
+                _ => crate::product::write_rows(first, $rows::<$max>($blocks, $x, first), $write),
+            }
+            first += left.min($max);
+        }
+    }};
+}
+
+/// `rows x cols` f32 values, row after row, that workers fill one tile of columns at a time.
+pub(crate) struct SharedOut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    _borrow: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the pointer comes from a `&'a mut [f32]` held for 'a by this value, and
+// `write_tile` writes only whole tiles of columns; the callers give each tile of columns
+// to exactly one worker, so no two threads ever touch the same value, and none reads.
+unsafe impl Send for SharedOut<'_> {}
+// SAFETY: as above: concurrent calls write disjoint values.
+unsafe impl Sync for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    /// `out` must hold exactly `rows * cols` values (checked by the caller).
+    pub(crate) fn new(out: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        debug_assert_eq!(Some(out.len()), rows.checked_mul(cols));
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            rows,
+            cols,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Writes the columns of tile `tile` in row `row`: `values[r]` goes to column
+    /// `tile * 16 + r`, for the columns that exist (the last tile may be partial).
+    ///
+    /// # Safety
+    /// The caller must be the only thread writing tile `tile` through this value (every
+    /// product gives each tile of columns to exactly one worker).
+    pub(crate) unsafe fn write_tile(&self, row: usize, tile: usize, values: &[f32; TILE_ROWS]) {
+        let first = tile.saturating_mul(TILE_ROWS);
+        assert!(
+            row < self.rows && first < self.cols,
+            "tile outside the output"
+        );
+        let count = (self.cols - first).min(TILE_ROWS);
+        let at = row * self.cols + first;
+        // SAFETY: row < rows and first + count <= cols, so at..at + count lies inside the
+        // rows * cols values `ptr` points to, which live for 'a. Only this worker writes
+        // tile `tile` (this function's contract), so the writes race with nothing; `values` is a separate local array, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), count);
+        }
+    }
+}
