@@ -43,6 +43,31 @@ impl Matrix {
         Ok(Matrix::Candle(QMatMul::from_qtensor(q)?))
     }
 
+    /// `x` (`[rows][cols]` in host memory) times the matrix's transpose:
+    /// `[rows][matrix rows]`. The CPU's forward pass.
+    pub(crate) fn forward_host(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let cols = if rows == 0 { 0 } else { x.len() / rows };
+        let mut out = match self {
+            Matrix::Candle(m) => {
+                let t = Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu)?;
+                return Ok(m
+                    .forward(&t)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?);
+            }
+            Matrix::Q4_0(p) => vec![0f32; rows * p.rows()],
+            Matrix::Q4K(p) => vec![0f32; rows * p.rows()],
+        };
+        let acts = Activations::quantize(x, rows, cols)?;
+        match self {
+            Matrix::Q4_0(p) => p.matmul(&acts, &mut out)?,
+            Matrix::Q4K(p) => p.matmul(&acts, &mut out)?,
+            Matrix::Candle(_) => {}
+        }
+        Ok(out)
+    }
+
     /// `x` (`[.., cols]`) times the matrix's transpose: `[.., rows]`, f32 on the CPU.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let out_cols = match self {

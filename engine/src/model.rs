@@ -24,10 +24,13 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor, D};
 
-use crate::attention::{self, Heads, HostKv, RopeTable};
+use crate::attention::{Heads, HostKv, RopeTable};
 use crate::error::{EngineError, Result};
 use crate::gguf::meta_u32;
 use crate::matrix::Matrix;
+
+mod host;
+use host::HostLayer;
 
 /// The architectures this forward pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +226,43 @@ impl Projection {
     }
 }
 
+impl Projection {
+    /// The `N` outputs for `x` (`[rows][cols]` in host memory), each `[rows][its width]`.
+    fn forward_host<const N: usize>(&self, x: &[f32], rows: usize) -> Result<[Vec<f32>; N]> {
+        let outputs: Vec<Vec<f32>> = match self {
+            Projection::Fused {
+                matrix,
+                rows: widths,
+            } => {
+                let y = matrix.forward_host(x, rows)?;
+                let total: usize = widths.iter().sum();
+                let mut out: Vec<Vec<f32>> = widths
+                    .iter()
+                    .map(|w| Vec::with_capacity(w * rows))
+                    .collect();
+                for row in y.chunks_exact(total.max(1)) {
+                    let mut start = 0;
+                    for (o, w) in out.iter_mut().zip(widths) {
+                        o.extend_from_slice(&row[start..start + w]);
+                        start += w;
+                    }
+                }
+                out
+            }
+            Projection::Separate(ms) => ms
+                .iter()
+                .map(|m| m.forward_host(x, rows))
+                .collect::<Result<_>>()?,
+        };
+        outputs.try_into().map_err(|v: Vec<Vec<f32>>| {
+            EngineError::Compute(candle_core::Error::Msg(format!(
+                "projection has {} outputs, {N} expected",
+                v.len()
+            )))
+        })
+    }
+}
+
 /// A loaded Llama model.
 pub struct Llama {
     pub config: LlamaConfig,
@@ -234,6 +274,10 @@ pub struct Llama {
     sin: Tensor,
     /// The rotary tables in host memory, for attention on the CPU (None on a GPU).
     host_rope: Option<RopeTable>,
+    /// Each layer's norms and biases in host memory, for the CPU's pass (None on a GPU).
+    host_layers: Option<Vec<HostLayer>>,
+    /// The final norm in host memory (None on a GPU).
+    host_norm: Option<Vec<f32>>,
     device: Device,
 }
 
@@ -336,6 +380,15 @@ impl Llama {
             });
         }
         let (cos, sin) = rope_tables(&config, device)?;
+        let (host_layers, host_norm) = if device.is_cpu() {
+            let layers = layers
+                .iter()
+                .map(|l| HostLayer::new(&l.attn_norm, &l.ffn_norm, l.biases.as_ref()))
+                .collect::<Result<Vec<_>>>()?;
+            (Some(layers), Some(norm.flatten_all()?.to_vec1::<f32>()?))
+        } else {
+            (None, None)
+        };
         let host_rope = if device.is_cpu() {
             Some(RopeTable::from_tensors(
                 &cos,
@@ -354,6 +407,8 @@ impl Llama {
             cos,
             sin,
             host_rope,
+            host_layers,
+            host_norm,
             device: device.clone(),
         })
     }
@@ -447,13 +502,14 @@ impl Llama {
         if all.is_empty() {
             return Ok(Vec::new());
         }
+        if self.host_rope.is_some() {
+            return self.forward_host(items, &spans, &all);
+        }
         let ids = Tensor::new(all.as_slice(), &self.device)?;
         let mut x = self.embeddings.index_select(&ids, 0)?;
-        // Masks and rotary slices for candle's attention; the CPU's host attention needs
-        // neither (a prefill's mask alone is rows x positions floats).
+        // Masks and rotary slices for candle's attention.
         let per_item = spans
             .iter()
-            .filter(|_| self.host_rope.is_none())
             .map(|s| {
                 Ok(SpanTables {
                     mask: causal_mask(s.seq, s.start, &self.device)?,
@@ -501,11 +557,9 @@ impl Llama {
         Ok(out)
     }
 
-    /// Attention of layer `l` for every item (`q`, `k`, `v`: the rows of all items),
-    /// returning `[rows, dim]`. On the CPU all items at once in host loops over their
-    /// caches ([`crate::attention`]), where a position's arithmetic does not depend on how
-    /// many positions the pass holds: decoding token by token and a verifier's one
-    /// teacher-forced pass compute the same bits. On a GPU per item, through candle.
+    /// Attention of layer `l` for every item (`q`, `k`, `v`: the rows of all items) on a
+    /// GPU, per item through candle, returning `[rows, dim]`. (The CPU's is
+    /// [`Llama::host_attention`].)
     fn attention_layer(
         &self,
         l: usize,
@@ -514,47 +568,6 @@ impl Llama {
         tables: &[SpanTables],
         items: &mut [BatchItem<'_, '_>],
     ) -> Result<Tensor> {
-        let total: usize = spans.iter().map(|s| s.seq).sum();
-        if let Some(rope) = &self.host_rope {
-            let heads = self.heads();
-            let width = heads.query * heads.dim;
-            let kv_width = heads.kv * heads.dim;
-            let rows = |t: &Tensor| -> Result<Vec<f32>> {
-                Ok(t.to_dtype(DType::F32)?
-                    .contiguous()?
-                    .flatten_all()?
-                    .to_vec1()?)
-            };
-            let (mut qh, mut kh, vh) = (rows(&q)?, rows(&k)?, rows(&v)?);
-            let mut out = vec![0f32; total * width];
-            // Each item's rows, cut off the front of the batch's buffers in order.
-            let (mut q_rest, mut k_rest, mut v_rest, mut out_rest) =
-                (&mut qh[..], &mut kh[..], &vh[..], &mut out[..]);
-            let mut steps = Vec::with_capacity(spans.len());
-            for (span, item) in spans.iter().zip(items.iter_mut()) {
-                let (q, qr) = split_rows(q_rest, span.seq * width)?;
-                let (k, kr) = split_rows(k_rest, span.seq * kv_width)?;
-                let (v, vr) = v_rest
-                    .split_at_checked(span.seq * kv_width)
-                    .ok_or_else(cache_mismatch)?;
-                let (o, or) = split_rows(out_rest, span.seq * width)?;
-                (q_rest, k_rest, v_rest, out_rest) = (qr, kr, vr, or);
-                let Some(LayerKv::Host(cache)) = item.cache.layers.get_mut(l) else {
-                    return Err(cache_mismatch());
-                };
-                steps.push(attention::Step {
-                    cache,
-                    start: span.start,
-                    q,
-                    k,
-                    v,
-                    out: o,
-                });
-            }
-            attention::attend_all(heads, rope, &mut steps)?;
-            drop(steps);
-            return Ok(Tensor::from_vec(out, (total, width), &self.device)?);
-        }
         let mut outs = Vec::with_capacity(spans.len());
         for ((span, tables), item) in spans.iter().zip(tables).zip(items.iter_mut()) {
             let Some(LayerKv::Device(slot)) = item.cache.layers.get_mut(l) else {

@@ -1,0 +1,199 @@
+//! The forward pass on the CPU, in host loops: the rows of a batch live in plain vectors
+//! from the embedding lookup to the final norm, and only the matrix products and
+//! attention go to the worker pool.
+//!
+//! Through candle, each norm, bias, activation and residual of a decode step was its own
+//! tensor operation (allocation, dispatch, and for some a round of the worker pool): a
+//! fixed cost per token, per layer, that the matrix kernels made the larger part of a
+//! 4-bit decode step. Here they are loops over a row at a time, in a fixed order, so a
+//! row's result still does not depend on the other rows of the pass (batching and a
+//! verifier's teacher-forced pass change no bit).
+
+use candle_core::{DType, Tensor};
+
+use super::{BatchItem, Llama, Span};
+use crate::attention;
+use crate::error::{EngineError, Result};
+
+/// Host copies of a layer's norms and biases (f32, `[dim]` or `[width]`).
+pub(super) struct HostLayer {
+    pub(super) attn_norm: Vec<f32>,
+    pub(super) ffn_norm: Vec<f32>,
+    pub(super) biases: Option<[Vec<f32>; 3]>,
+}
+
+impl HostLayer {
+    pub(super) fn new(
+        attn_norm: &Tensor,
+        ffn_norm: &Tensor,
+        biases: Option<&[Tensor; 3]>,
+    ) -> Result<Self> {
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        Ok(HostLayer {
+            attn_norm: host(attn_norm)?,
+            ffn_norm: host(ffn_norm)?,
+            biases: match biases {
+                Some([q, k, v]) => Some([host(q)?, host(k)?, host(v)?]),
+                None => None,
+            },
+        })
+    }
+}
+
+/// `x / rms(x) * weight` for each row of `x` (`[rows][weight.len()]`).
+pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    if weight.is_empty() {
+        return out;
+    }
+    for (row, o) in x
+        .chunks_exact(weight.len())
+        .zip(out.chunks_exact_mut(weight.len()))
+    {
+        let mut sum2 = 0f32;
+        for v in row {
+            sum2 += v * v;
+        }
+        let scale = 1.0 / (sum2 / weight.len() as f32 + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+    out
+}
+
+/// `x += y`, element by element.
+fn add(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+/// Adds `bias` to each row of `x`.
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    if bias.is_empty() {
+        return;
+    }
+    for row in x.chunks_exact_mut(bias.len()) {
+        add(row, bias);
+    }
+}
+
+impl Llama {
+    /// [`Llama::forward_batch`] on the CPU, for `spans` over the tokens `all`.
+    pub(super) fn forward_host(
+        &self,
+        items: &mut [BatchItem<'_, '_>],
+        spans: &[Span],
+        all: &[u32],
+    ) -> Result<Vec<Tensor>> {
+        let (Some(hosts), Some(norm)) = (&self.host_layers, &self.host_norm) else {
+            return Err(EngineError::Device(
+                "the host forward pass runs on the CPU only".into(),
+            ));
+        };
+        let dim = self.config.dim;
+        let rows = all.len();
+        let ids = Tensor::new(all, &self.device)?;
+        let mut x: Vec<f32> = self
+            .embeddings
+            .index_select(&ids, 0)?
+            .flatten_all()?
+            .to_vec1()?;
+        let eps = self.config.rms_eps;
+        for (l, (layer, host)) in self.layers.iter().zip(hosts).enumerate() {
+            let h = rms_norm(&x, &host.attn_norm, eps);
+            let [mut q, mut k, v] = layer.qkv.forward_host::<3>(&h, rows)?;
+            let mut v = v;
+            if let Some([bq, bk, bv]) = &host.biases {
+                add_bias(&mut q, bq);
+                add_bias(&mut k, bk);
+                add_bias(&mut v, bv);
+            }
+            let y = self.host_attention(l, &mut q, &mut k, &v, spans, items)?;
+            add(&mut x, &layer.wo.forward_host(&y, rows)?);
+            let h = rms_norm(&x, &host.ffn_norm, eps);
+            let [mut gate, up] = layer.gate_up.forward_host::<2>(&h, rows)?;
+            for (g, u) in gate.iter_mut().zip(&up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            add(&mut x, &layer.w_down.forward_host(&gate, rows)?);
+        }
+        for (span, item) in spans.iter().zip(items.iter_mut()) {
+            item.cache.len = span.start + span.seq;
+        }
+        // Only the rows that become logits go through the final norm and the output.
+        let mut picked = Vec::new();
+        for s in spans {
+            let first = (s.offset + s.seq - s.rows) * dim;
+            let rows = x
+                .get(first..first + s.rows * dim)
+                .ok_or(EngineError::NoTokens)?;
+            picked.extend_from_slice(rows);
+        }
+        let picked_rows = picked.len() / dim.max(1);
+        let h = rms_norm(&picked, norm, eps);
+        let logits = self.output.forward_host(&h, picked_rows)?;
+        let vocab = logits.len() / picked_rows.max(1);
+        let logits = Tensor::from_vec(logits, (picked_rows, vocab), &self.device)?;
+        let mut out = Vec::with_capacity(spans.len());
+        let mut at = 0;
+        for s in spans {
+            out.push(logits.narrow(0, at, s.rows)?);
+            at += s.rows;
+        }
+        Ok(out)
+    }
+
+    /// Attention of layer `l` for every item on the CPU (`q`, `k`, `v`: the rows of all
+    /// items, `[rows][width]`), in host loops over their caches ([`crate::attention`]),
+    /// where a position's arithmetic does not depend on how many positions the pass
+    /// holds. Returns `[rows][query width]`.
+    pub(super) fn host_attention(
+        &self,
+        l: usize,
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &[f32],
+        spans: &[Span],
+        items: &mut [BatchItem<'_, '_>],
+    ) -> Result<Vec<f32>> {
+        let rope = self
+            .host_rope
+            .as_ref()
+            .ok_or_else(|| EngineError::Device("host attention runs on the CPU only".into()))?;
+        let heads = self.heads();
+        let width = heads.query * heads.dim;
+        let kv_width = heads.kv * heads.dim;
+        let total: usize = spans.iter().map(|s| s.seq).sum();
+        let mut out = vec![0f32; total * width];
+        // Each item's rows, cut off the front of the batch's buffers in order.
+        let (mut q_rest, mut k_rest, mut v_rest, mut out_rest) = (q, k, v, &mut out[..]);
+        let mut steps = Vec::with_capacity(spans.len());
+        for (span, item) in spans.iter().zip(items.iter_mut()) {
+            let (q, qr) = super::split_rows(q_rest, span.seq * width)?;
+            let (k, kr) = super::split_rows(k_rest, span.seq * kv_width)?;
+            let (v, vr) = v_rest
+                .split_at_checked(span.seq * kv_width)
+                .ok_or_else(super::cache_mismatch)?;
+            let (o, or) = super::split_rows(out_rest, span.seq * width)?;
+            (q_rest, k_rest, v_rest, out_rest) = (qr, kr, vr, or);
+            let Some(super::LayerKv::Host(cache)) = item.cache.layers.get_mut(l) else {
+                return Err(super::cache_mismatch());
+            };
+            steps.push(attention::Step {
+                cache,
+                start: span.start,
+                q,
+                k,
+                v,
+                out: o,
+            });
+        }
+        attention::attend_all(heads, rope, &mut steps)?;
+        drop(steps);
+        Ok(out)
+    }
+}
