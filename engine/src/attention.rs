@@ -18,6 +18,8 @@
 
 use candle_core::Tensor;
 
+use fai_kernels::vector;
+
 use crate::error::{EngineError, Result};
 
 /// The heads of a model's attention.
@@ -275,65 +277,16 @@ fn attend_group(heads: Heads, step: &Step<'_>, rows: usize, g: usize, unit: &mut
         // scores: [group][len]
         unit.scores.clear();
         unit.scores.resize(group * len, 0.0);
-        for (j, key) in keys.chunks_exact(hd).enumerate() {
-            for (h, q) in q_heads.chunks_exact(hd).enumerate() {
-                if let Some(s) = unit.scores.get_mut(h * len + j) {
-                    *s = dot(q, key) * scale;
-                }
-            }
-        }
-        for head_scores in unit.scores.chunks_exact_mut(len) {
-            softmax(head_scores);
-        }
-        for (j, value) in values.chunks_exact(hd).enumerate() {
-            for (h, out) in out_rows.chunks_exact_mut(hd).enumerate() {
-                let w = unit.scores.get(h * len + j).copied().unwrap_or(0.0);
-                for (o, x) in out.iter_mut().zip(value) {
-                    *o = x.mul_add(w, *o);
-                }
-            }
-        }
-    }
-}
-
-/// Values of one vector register (AVX, f32).
-const LANES: usize = 8;
-/// Independent chains of fused multiply-adds in [`dot`].
-const CHAINS: usize = 4;
-
-/// `a . b` over the shorter of the two: [`CHAINS`] independent register-wide partial
-/// sums, added as a tree (a running sum of the lanes would be one long dependency chain).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [[0f32; LANES]; CHAINS];
-    let (ca, cb) = (
-        a.chunks_exact(LANES * CHAINS),
-        b.chunks_exact(LANES * CHAINS),
-    );
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for ((chain, xa), xb) in acc
-            .iter_mut()
-            .zip(xa.chunks_exact(LANES))
-            .zip(xb.chunks_exact(LANES))
+        for ((q, scores), out) in q_heads
+            .chunks_exact(hd)
+            .zip(unit.scores.chunks_exact_mut(len))
+            .zip(out_rows.chunks_exact_mut(hd))
         {
-            for ((s, x), y) in chain.iter_mut().zip(xa).zip(xb) {
-                *s = x.mul_add(*y, *s);
-            }
+            vector::scaled_dots(q, keys, scale, scores);
+            softmax(scores);
+            vector::add_weighted(scores, values, out);
         }
     }
-    let [a0, a1, a2, a3] = acc;
-    let mut v = [0f32; LANES];
-    for ((((v, a), b), c), d) in v.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
-        *v = (a + b) + (c + d);
-    }
-    let [v0, v1, v2, v3, v4, v5, v6, v7] = v;
-    (((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))) + tail
 }
 
 /// Softmax in place: `exp(x - max) / sum`.

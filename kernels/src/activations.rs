@@ -88,71 +88,67 @@ impl Activations {
     }
 }
 
-/// Quantises every block of `x` into the three outputs (one entry per block), with the
-/// widest vector instructions this CPU has. The operations (abs, max, divide, multiply,
-/// add, truncate) are exact IEEE ones with no fusing, so every build gives the same bits.
+/// Quantises every block of `x` into the three outputs (one entry per block), with AVX2
+/// where this CPU has it. The operations (abs, max, divide, multiply, add, truncate) are
+/// exact IEEE ones with no fusing, and a block's maximum does not depend on the order it
+/// is taken in, so both ways give the same bits.
 fn quantize_rows(x: &[f32], words: &mut [[i32; 8]], scales: &mut [f32], offsets: &mut [i32]) {
+    // AVX2 unless the kernels in use are the scalar ones (`FAI_KERNEL_ISA=scalar`).
     #[cfg(target_arch = "x86_64")]
-    if crate::Isa::Avx2.available() {
-        // SAFETY: this CPU runs AVX2 (and FMA and F16C, which the body does not use).
-        unsafe { quantize_rows_avx2(x, words, scales, offsets) };
-        return;
-    }
-    quantize_rows_plain(x, words, scales, offsets);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_rows_avx2(
-    x: &[f32],
-    words: &mut [[i32; 8]],
-    scales: &mut [f32],
-    offsets: &mut [i32],
-) {
-    quantize_rows_plain(x, words, scales, offsets);
-}
-
-#[inline(always)]
-fn quantize_rows_plain(x: &[f32], words: &mut [[i32; 8]], scales: &mut [f32], offsets: &mut [i32]) {
+    let avx2 = crate::Isa::best() != crate::Isa::Scalar;
     let blocks = x
         .chunks_exact(BLOCK)
         .zip(words.iter_mut())
         .zip(scales.iter_mut())
         .zip(offsets.iter_mut());
     for (((block, words), scale), offset) in blocks {
-        let (q, s) = quantize_block(block);
-        *scale = s;
-        let mut sum = 0i32;
-        for (w, four) in words.iter_mut().zip(q.chunks_exact(4)) {
-            *w = i32::from_le_bytes([four[0] as u8, four[1] as u8, four[2] as u8, four[3] as u8]);
-        }
-        for v in q {
-            sum += i32::from(v);
-        }
+        #[cfg(target_arch = "x86_64")]
+        let q = if avx2 {
+            // SAFETY: this CPU runs AVX2.
+            unsafe { crate::x86_quantize::block(block) }
+        } else {
+            quantize_block(block)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let q = quantize_block(block);
+        *words = q.words;
+        *scale = q.scale;
         // |sum| <= 32 * 127, so this cannot overflow.
-        *offset = -8 * sum;
+        *offset = -8 * q.sum;
     }
 }
 
-/// One block: its scale (largest magnitude / 127) and values: |v| / scale + 1/2,
-/// truncated, with v's sign (round to nearest, halves away from zero).
-#[inline(always)]
-fn quantize_block(block: &[f32]) -> ([i8; BLOCK], f32) {
+/// One block, quantised: its values four to a word, its scale and its values' sum.
+pub(crate) struct Quantised {
+    pub(crate) words: [i32; 8],
+    pub(crate) scale: f32,
+    pub(crate) sum: i32,
+}
+
+/// One block (the reference): its scale is the largest magnitude / 127, and each value
+/// |v| times 1 / scale, plus 1/2, truncated, with v's sign (round to nearest, halves away
+/// from zero). A NaN is skipped by the maximum.
+pub(crate) fn quantize_block(block: &[f32]) -> Quantised {
     let mut amax = 0f32;
     for v in block {
         let a = v.abs();
-        // Not f32::max: its NaN rule keeps the loop from vectorising. A NaN is skipped.
         amax = if a > amax { a } else { amax };
     }
     let scale = amax / 127.0;
     let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
     let mut q = [0i8; BLOCK];
+    let mut sum = 0i32;
     for (q, v) in q.iter_mut().zip(block) {
         // In 0..=127 for finite input; `as` saturates anything else (NaN gives 0).
         let magnitude = (v.abs() * inverse + 0.5) as i32;
         *q = if *v < 0.0 { -magnitude } else { magnitude } as i8;
+        sum += i32::from(*q);
     }
-    (q, scale)
+    let mut words = [0i32; 8];
+    for (w, four) in words.iter_mut().zip(q.chunks_exact(4)) {
+        *w = i32::from_le_bytes([four[0] as u8, four[1] as u8, four[2] as u8, four[3] as u8]);
+    }
+    Quantised { words, scale, sum }
 }
 
 #[cfg(test)]
@@ -195,22 +191,26 @@ mod tests {
     }
 
     #[test]
-    fn the_vector_build_of_the_quantiser_gives_the_plain_one_s_bits() {
-        let x: Vec<f32> = (0..32 * 50)
+    fn the_avx2_quantiser_gives_the_scalar_one_s_bits() {
+        let mut x: Vec<f32> = (0..32 * 50)
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * [0.001, 1.0, 300.0][i % 3])
             .collect();
+        // Values a half step from a rounding edge, zeros of both signs, a block of zeros,
+        // and blocks with a NaN or an infinity (which go the scalar way).
+        x[40] = 0.5 * x[33] / 127.0;
+        x[41] = -0.0;
+        x[64..96].fill(0.0);
+        x[100] = f32::NAN;
+        x[140] = f32::NEG_INFINITY;
         let n = x.len() / BLOCK;
-        let mut plain = (vec![[0; 8]; n], vec![0f32; n], vec![0; n]);
-        let mut fast = plain.clone();
-        quantize_rows_plain(&x, &mut plain.0, &mut plain.1, &mut plain.2);
+        let mut fast = (vec![[0; 8]; n], vec![0f32; n], vec![0; n]);
         quantize_rows(&x, &mut fast.0, &mut fast.1, &mut fast.2);
-        assert_eq!(plain.0, fast.0);
-        assert_eq!(plain.2, fast.2);
-        assert!(plain
-            .1
-            .iter()
-            .zip(&fast.1)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        for (i, block) in x.chunks_exact(BLOCK).enumerate() {
+            let plain = quantize_block(block);
+            assert_eq!(plain.words, fast.0[i], "block {i}");
+            assert_eq!(plain.scale.to_bits(), fast.1[i].to_bits(), "block {i}");
+            assert_eq!(-8 * plain.sum, fast.2[i], "block {i}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Which kernel this CPU runs: the best instruction set it has, detected once.
 //!
 //! `FAI_KERNEL_ISA=avx2` (or `scalar`) picks a lesser one, for tests and for comparing
-//! speeds; the result is the same bits whichever runs.
+//! speeds; the result is the same bits whichever runs. `scalar` also turns off the AVX2
+//! builds of the activation quantiser and of attention's loops ([`crate::vector`]).
 
 use std::sync::OnceLock;
 

@@ -11,10 +11,12 @@
 //! - [`activations`]: input rows quantised to 8 bits per 32-value block.
 //! - [`q4_0`]: Q4_0 weights repacked in tiles of 16 rows, and the matrix product.
 //! - [`q4_k`]: the same for Q4_K (256-weight super-blocks with 6-bit scales and mins).
+//! - [`vector`]: attention's float loops (dot products, weighted sums), compiled for
+//!   AVX2 with FMA where the CPU has it, with the same bits either way.
 //! - [`isa`]: which kernel this CPU runs.
 //!
 //! This is the workspace's one crate with `unsafe` code: SIMD intrinsics (loads from
-//! fixed-size arrays) and the writer through which worker threads fill disjoint parts of
+//! fixed-size arrays), calls of code compiled for the CPU's features, and the writer through which worker threads fill disjoint parts of
 //! one output. Each block states why it is sound.
 
 #[macro_use]
@@ -24,11 +26,14 @@ pub mod activations;
 pub mod isa;
 pub mod q4_0;
 pub mod q4_k;
+pub mod vector;
 
 #[cfg(target_arch = "x86_64")]
 mod x86_q4_0;
 #[cfg(target_arch = "x86_64")]
 mod x86_q4_k;
+#[cfg(target_arch = "x86_64")]
+mod x86_quantize;
 
 pub use activations::Activations;
 pub use isa::Isa;
