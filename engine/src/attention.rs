@@ -283,23 +283,9 @@ fn attend_group(heads: Heads, step: &Step<'_>, rows: usize, g: usize, unit: &mut
             .zip(out_rows.chunks_exact_mut(hd))
         {
             vector::scaled_dots(q, keys, scale, scores);
-            softmax(scores);
+            vector::softmax(scores);
             vector::add_weighted(scores, values, out);
         }
-    }
-}
-
-/// Softmax in place: `exp(x - max) / sum`.
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    if sum > 0.0 {
-        let inv = 1.0 / sum;
-        x.iter_mut().for_each(|v| *v *= inv);
     }
 }
 

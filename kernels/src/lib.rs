@@ -34,6 +34,8 @@ mod x86_q4_0;
 mod x86_q4_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_quantize;
+#[cfg(target_arch = "x86_64")]
+mod x86_vector;
 
 pub use activations::Activations;
 pub use isa::Isa;

@@ -1,6 +1,8 @@
-//! The float loops of attention: a query against every key, and the weighted sum of the
-//! values. One source, compiled twice: for AVX2 with FMA where the CPU has it, and
-//! plain. Every multiply-add is fused (`mul_add`), which is exact however it is done (an
+//! The float loops of a forward pass outside the matrix products: a query against every
+//! key, softmax, the weighted sum of the values, and SwiGLU's `silu(gate) * up`. One
+//! source, compiled twice: for AVX2 with FMA where the CPU has it, and plain. `exp` is
+//! the engine's own ([`exp`]: IEEE operations only, so it vectorises and gives the same
+//! bits everywhere, where libm's is a call per value whose last bit may vary by build). Every multiply-add is fused (`mul_add`), which is exact however it is done (an
 //! instruction, or libm's `fmaf` on a build for any x86-64), and the order of the sums
 //! is fixed, so both builds give the same bits; the plain one is just slow.
 
@@ -36,16 +38,124 @@ fn fma() -> bool {
     crate::Isa::best() != crate::Isa::Scalar
 }
 
+/// Softmax in place: `exp(x - max) / sum`, the sum taken in [`LANES`] partial sums
+/// added as a tree.
+pub fn softmax(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fma() {
+        // SAFETY: this CPU runs AVX2 and FMA.
+        return unsafe { softmax_fma(x) };
+    }
+    softmax_plain(x)
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU), `silu(g) = g / (1 + exp(-g))`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fma() {
+        // SAFETY: this CPU runs AVX2 and FMA.
+        return unsafe { silu_mul_fma(gate, up) };
+    }
+    silu_mul_plain(gate, up)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_fma(x: &mut [f32]) {
+    softmax_plain(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_mul_fma(gate: &mut [f32], up: &[f32]) {
+    silu_mul_plain(gate, up)
+}
+
+#[inline(always)]
+fn softmax_plain(x: &mut [f32]) {
+    let max = x
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
+    let mut partial = [0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (p, v) in partial.iter_mut().zip(chunk.iter_mut()) {
+            *v = exp(*v - max);
+            *p += *v;
+        }
+    }
+    let mut tail = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        tail += *v;
+    }
+    let [p0, p1, p2, p3, p4, p5, p6, p7] = partial;
+    let sum = (((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7))) + tail;
+    if sum > 0.0 {
+        let inverse = 1.0 / sum;
+        for v in x.iter_mut() {
+            *v *= inverse;
+        }
+    }
+}
+
+#[inline(always)]
+fn silu_mul_plain(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + exp(-*g)) * u;
+    }
+}
+
+/// `e^x` within 2 ulp, from IEEE operations only (multiply, add, fused multiply-add,
+/// comparisons, and an exponent written into the bits). `x` is clamped to
+/// [-87.3, 88.7] first, so the result lies in [2^-126, 2^128): a NaN gives `e^-87.3`.
+/// `x = n ln 2 + r` with `n` the nearest integer of `x / ln 2` (by the 1.5 x 2^23
+/// trick, exact in round-to-nearest), `|r| <= ln 2 / 2`, and `e^r` a degree-6
+/// polynomial (Taylor, Horner form).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75; // ln 2 in two parts, subtracted with fused
+                                      // multiply-adds, so r keeps the bits a single ln 2 would lose
+    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
+    let x = x.clamp(-87.3, 88.7);
+    // Not f32::max/min on NaN: clamp of a NaN is NaN; map it to the low end.
+    let x = if x.is_nan() { -87.3 } else { x };
+    let n = x.mul_add(LOG2_E, MAGIC) - MAGIC;
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    let mut p: f32 = 1.0 / 720.0;
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    // n is an integer in -126..=128; 2^n as an f32's bits (2^128 as 2^127 * 2).
+    let n = n as i32;
+    let half = n / 2;
+    let two_to = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    p * two_to(half) * two_to(n - half)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn scaled_dots_fma(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
-    scaled_dots_plain(q, keys, scale, out)
+    if q.is_empty() {
+        return out.fill(0.0);
+    }
+    for (o, key) in out.iter_mut().zip(keys.chunks_exact(q.len())) {
+        // SAFETY: this function's target features.
+        *o = unsafe { crate::x86_vector::dot(q, key) } * scale;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn add_weighted_fma(weights: &[f32], values: &[f32], out: &mut [f32]) {
-    add_weighted_plain(weights, values, out)
+    // SAFETY: this function's target features.
+    unsafe { crate::x86_vector::add_weighted(weights, values, out) }
 }
 
 #[inline(always)]
@@ -120,7 +230,7 @@ mod tests {
 
     #[test]
     fn both_builds_give_the_same_bits() {
-        for dim in [1, 7, 32, 64, 100, 128] {
+        for dim in [1, 7, 32, 33, 64, 100, 128] {
             let q = data(dim, 1);
             let keys = data(dim * 37, 2);
             let (mut fast, mut plain) = (vec![0f32; 37], vec![0f32; 37]);
@@ -142,6 +252,53 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "sums, dim {dim}"
             );
+        }
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_and_softmax_and_silu_use_it_on_both_builds() {
+        let mut worst = 0f64;
+        for i in -87_000..88_000 {
+            let x = i as f32 / 1000.0 + 0.000_37;
+            let want = f64::from(x).exp();
+            let got = f64::from(exp(x));
+            let ulp = f64::from(f32::EPSILON) * want;
+            worst = worst.max((got - want).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "exp is off by {worst} ulp");
+        assert_eq!(exp(f32::NEG_INFINITY), exp(-87.3));
+        assert_eq!(exp(f32::NAN), exp(-87.3));
+        assert!(exp(f32::INFINITY).is_finite());
+        for n in [1, 5, 8, 9, 33, 200] {
+            let x = data(n, 5).iter().map(|v| v * 30.0).collect::<Vec<_>>();
+            let (mut fast, mut plain) = (x.clone(), x.clone());
+            softmax(&mut fast);
+            softmax_plain(&mut plain);
+            assert!(
+                fast.iter()
+                    .zip(&plain)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "softmax, {n}"
+            );
+            let total: f32 = fast.iter().sum();
+            assert!((total - 1.0).abs() < 1e-5, "softmax sums to {total}");
+            let up = data(n, 6);
+            let (mut fast, mut plain) = (x.clone(), x.clone());
+            silu_mul(&mut fast, &up);
+            silu_mul_plain(&mut plain, &up);
+            assert!(
+                fast.iter()
+                    .zip(&plain)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "silu, {n}"
+            );
+            for ((s, g), u) in fast.iter().zip(&x).zip(&up) {
+                let want = f64::from(*g) / (1.0 + (-f64::from(*g)).exp()) * f64::from(*u);
+                assert!(
+                    (f64::from(*s) - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "silu({g})"
+                );
+            }
         }
     }
 

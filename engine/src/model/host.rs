@@ -116,9 +116,7 @@ impl Llama {
             add(&mut x, &layer.wo.forward_host(&y, rows)?);
             let h = rms_norm(&x, &host.ffn_norm, eps);
             let [mut gate, up] = layer.gate_up.forward_host::<2>(&h, rows)?;
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            fai_kernels::vector::silu_mul(&mut gate, &up);
             add(&mut x, &layer.w_down.forward_host(&gate, rows)?);
         }
         for (span, item) in spans.iter().zip(items.iter_mut()) {
