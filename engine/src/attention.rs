@@ -112,11 +112,13 @@ impl RopeTable {
 
 /// One layer's keys (rotated) and values of a sequence, per key/value head, position
 /// after position (`[kv head][positions][head dim]`): attention streams through one
-/// head's keys and values contiguously. Appending a position extends every head.
+/// head's keys and values contiguously. Appending a position extends every head. They
+/// are held as f16 (bits; [`vector::to_f16`]): a decode step streams through the whole
+/// cache, which at a few hundred positions weighs as much as a 4-bit model.
 #[derive(Debug, Default)]
 pub struct HostKv {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<Vec<u16>>,
+    values: Vec<Vec<u16>>,
     positions: usize,
 }
 
@@ -136,8 +138,8 @@ impl HostKv {
                 key.chunks_exact(heads.dim)
                     .zip(value.chunks_exact(heads.dim)),
             ) {
-                kh.extend_from_slice(k);
-                vh.extend_from_slice(v);
+                vector::to_f16(k, kh);
+                vector::to_f16(v, vh);
             }
             self.positions += 1;
         }
@@ -382,7 +384,13 @@ mod tests {
             for (p, out_row) in (start..end).zip(out.chunks(32)) {
                 for h in 0..4 {
                     let g = h / 2;
-                    let head = |r: &Vec<f32>| r[g * 8..g * 8 + 8].to_vec();
+                    // The cache holds keys and values as f16.
+                    let head = |r: &Vec<f32>| {
+                        r[g * 8..g * 8 + 8]
+                            .iter()
+                            .map(|v| vector::round_to_f16(*v))
+                            .collect::<Vec<f32>>()
+                    };
                     let keys: Vec<Vec<f32>> = ks[..=p].iter().map(head).collect();
                     let values: Vec<Vec<f32>> = vs[..=p].iter().map(head).collect();
                     let want = reference(&qs[p][h * 8..h * 8 + 8], &keys, &values);

@@ -46,7 +46,7 @@ impl Matrix {
     /// `x` (`[rows][cols]` in host memory) times the matrix's transpose:
     /// `[rows][matrix rows]`. The CPU's forward pass.
     pub(crate) fn forward_host(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let cols = if rows == 0 { 0 } else { x.len() / rows };
+        let cols = x.len().checked_div(rows).unwrap_or(0);
         let mut out = match self {
             Matrix::Candle(m) => {
                 let t = Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu)?;

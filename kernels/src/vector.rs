@@ -1,6 +1,8 @@
 //! The float loops of a forward pass outside the matrix products: a query against every
 //! key, softmax, the weighted sum of the values, and SwiGLU's `silu(gate) * up`. One
-//! source, compiled twice: for AVX2 with FMA where the CPU has it, and plain. `exp` is
+//! source, compiled twice: for AVX2 with FMA and F16C where the CPU has them, and plain
+//! (the dot product, weighted sum and f16 rounding written out for AVX2,
+//! [`crate::x86_vector`], to the same bits). `exp` is
 //! the engine's own ([`exp`]: IEEE operations only, so it vectorises and gives the same
 //! bits everywhere, where libm's is a call per value whose last bit may vary by build). Every multiply-add is fused (`mul_add`), which is exact however it is done (an
 //! instruction, or libm's `fmaf` on a build for any x86-64), and the order of the sums
@@ -11,28 +13,61 @@ const LANES: usize = 8;
 /// Independent chains of fused multiply-adds in [`dot`].
 const CHAINS: usize = 4;
 
-/// `out[j] = (q . keys[j]) * scale` for each key (`keys`: `[out.len()][q.len()]`).
-pub fn scaled_dots(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
+/// `keys` (or values) as f16 bits, appended to `dst`: rounded to nearest, ties to even,
+/// and every NaN as the one quiet NaN `0x7e00`. An attention cache holds this: half the
+/// bytes a decode step streams through.
+pub fn to_f16(src: &[f32], dst: &mut Vec<u16>) {
     #[cfg(target_arch = "x86_64")]
     if fma() {
-        // SAFETY: this CPU runs AVX2 and FMA.
+        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all three).
+        return unsafe { crate::x86_vector::to_f16(src, dst) };
+    }
+    dst.extend(src.iter().map(|v| f16_bits(*v)));
+}
+
+/// One value as f16 bits (see [`to_f16`]).
+#[inline(always)]
+pub(crate) fn f16_bits(v: f32) -> u16 {
+    if v.is_nan() {
+        0x7e00
+    } else {
+        half::f16::from_f32(v).to_bits()
+    }
+}
+
+/// The value an f16 cache holds for `v` (see [`to_f16`]).
+pub fn round_to_f16(v: f32) -> f32 {
+    f32_of(f16_bits(v))
+}
+
+#[inline(always)]
+fn f32_of(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+/// `out[j] = (q . keys[j]) * scale` for each key (`keys`: f16 bits,
+/// `[out.len()][q.len()]`).
+pub fn scaled_dots(q: &[f32], keys: &[u16], scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fma() {
+        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all three).
         return unsafe { scaled_dots_fma(q, keys, scale, out) };
     }
     scaled_dots_plain(q, keys, scale, out)
 }
 
-/// `out += sum over j of weights[j] * values[j]` (`values`: `[weights.len()][out.len()]`),
-/// each element's sum taken in order of j.
-pub fn add_weighted(weights: &[f32], values: &[f32], out: &mut [f32]) {
+/// `out += sum over j of weights[j] * values[j]` (`values`: f16 bits,
+/// `[weights.len()][out.len()]`), each element's sum taken in order of j.
+pub fn add_weighted(weights: &[f32], values: &[u16], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if fma() {
-        // SAFETY: this CPU runs AVX2 and FMA.
+        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all three).
         return unsafe { add_weighted_fma(weights, values, out) };
     }
     add_weighted_plain(weights, values, out)
 }
 
-/// Whether the kernels in use have AVX2 and FMA (not when `FAI_KERNEL_ISA=scalar`).
+/// Whether the kernels in use have AVX2, FMA and F16C (not when `FAI_KERNEL_ISA=scalar`).
 #[cfg(target_arch = "x86_64")]
 fn fma() -> bool {
     crate::Isa::best() != crate::Isa::Scalar
@@ -43,7 +78,7 @@ fn fma() -> bool {
 pub fn softmax(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if fma() {
-        // SAFETY: this CPU runs AVX2 and FMA.
+        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all three).
         return unsafe { softmax_fma(x) };
     }
     softmax_plain(x)
@@ -53,20 +88,20 @@ pub fn softmax(x: &mut [f32]) {
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if fma() {
-        // SAFETY: this CPU runs AVX2 and FMA.
+        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all three).
         return unsafe { silu_mul_fma(gate, up) };
     }
     silu_mul_plain(gate, up)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn softmax_fma(x: &mut [f32]) {
     softmax_plain(x)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn silu_mul_fma(gate: &mut [f32], up: &[f32]) {
     silu_mul_plain(gate, up)
 }
@@ -140,8 +175,8 @@ pub fn exp(x: f32) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scaled_dots_fma(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scaled_dots_fma(q: &[f32], keys: &[u16], scale: f32, out: &mut [f32]) {
     if q.is_empty() {
         return out.fill(0.0);
     }
@@ -152,14 +187,14 @@ unsafe fn scaled_dots_fma(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) 
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn add_weighted_fma(weights: &[f32], values: &[f32], out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_weighted_fma(weights: &[f32], values: &[u16], out: &mut [f32]) {
     // SAFETY: this function's target features.
     unsafe { crate::x86_vector::add_weighted(weights, values, out) }
 }
 
 #[inline(always)]
-fn scaled_dots_plain(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
+fn scaled_dots_plain(q: &[f32], keys: &[u16], scale: f32, out: &mut [f32]) {
     if q.is_empty() {
         return out.fill(0.0);
     }
@@ -169,21 +204,22 @@ fn scaled_dots_plain(q: &[f32], keys: &[f32], scale: f32, out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn add_weighted_plain(weights: &[f32], values: &[f32], out: &mut [f32]) {
+fn add_weighted_plain(weights: &[f32], values: &[u16], out: &mut [f32]) {
     if out.is_empty() {
         return;
     }
     for (w, value) in weights.iter().zip(values.chunks_exact(out.len())) {
         for (o, x) in out.iter_mut().zip(value) {
-            *o = x.mul_add(*w, *o);
+            *o = f32_of(*x).mul_add(*w, *o);
         }
     }
 }
 
-/// `a . b` over the shorter of the two: [`CHAINS`] independent register-wide partial
-/// sums, added as a tree (a running sum of the lanes would be one long dependency chain).
+/// `a . b` (`b` as f16 bits) over the shorter of the two: [`CHAINS`] independent
+/// register-wide partial sums, added as a tree (a running sum of the lanes would be one
+/// long dependency chain).
 #[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[u16]) -> f32 {
     let mut acc = [[0f32; LANES]; CHAINS];
     let (ca, cb) = (
         a.chunks_exact(LANES * CHAINS),
@@ -193,7 +229,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * f32_of(*y))
         .sum();
     for (xa, xb) in ca.zip(cb) {
         for ((chain, xa), xb) in acc
@@ -202,7 +238,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
             .zip(xb.chunks_exact(LANES))
         {
             for ((s, x), y) in chain.iter_mut().zip(xa).zip(xb) {
-                *s = x.mul_add(*y, *s);
+                *s = x.mul_add(f32_of(*y), *s);
             }
         }
     }
@@ -232,7 +268,8 @@ mod tests {
     fn both_builds_give_the_same_bits() {
         for dim in [1, 7, 32, 33, 64, 100, 128] {
             let q = data(dim, 1);
-            let keys = data(dim * 37, 2);
+            let mut keys = Vec::new();
+            to_f16(&data(dim * 37, 2), &mut keys);
             let (mut fast, mut plain) = (vec![0f32; 37], vec![0f32; 37]);
             scaled_dots(&q, &keys, 0.125, &mut fast);
             scaled_dots_plain(&q, &keys, 0.125, &mut plain);
@@ -303,9 +340,33 @@ mod tests {
     }
 
     #[test]
+    fn both_builds_round_to_f16_alike() {
+        // Every 65,537th bit pattern (all exponents, signs, NaNs and infinities), and
+        // values on and between f16 steps near the normal, subnormal and overflow edges.
+        let mut values: Vec<f32> = (0..=u32::MAX / 65_537)
+            .map(|i| f32::from_bits(i * 65_537))
+            .collect();
+        for base in [6.103_515_6e-5f32, 5.960_464_5e-8, 65_504.0, 1.0] {
+            for k in 0..64 {
+                let v = base * (1.0 + k as f32 / 4096.0);
+                values.extend([v, -v]);
+            }
+        }
+        values.extend([f32::NAN, -f32::NAN, f32::INFINITY, 65_520.0, 1e-10]);
+        let mut fast = Vec::new();
+        to_f16(&values, &mut fast);
+        let plain: Vec<u16> = values.iter().map(|v| f16_bits(*v)).collect();
+        assert_eq!(fast.len(), plain.len());
+        for ((v, a), b) in values.iter().zip(&fast).zip(&plain) {
+            assert_eq!(a, b, "{v:e} ({:#x})", v.to_bits());
+        }
+    }
+
+    #[test]
     fn the_loops_compute_dot_products_and_weighted_sums() {
         let q = [1.0, 2.0, 3.0];
-        let keys = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+        let mut keys = Vec::new();
+        to_f16(&[1.0, 0.0, 0.0, 0.0, 1.0, 1.0], &mut keys);
         let mut out = [0f32; 2];
         scaled_dots(&q, &keys, 0.5, &mut out);
         assert_eq!(out, [0.5, 2.5]);
