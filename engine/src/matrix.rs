@@ -11,7 +11,7 @@
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
-use fai_kernels::{Activations, PackedQ4K, PackedQ4_0};
+use fai_kernels::{Activations, PackedQ4K, PackedQ4_0, PackedQ8_0};
 
 use crate::error::{EngineError, Result};
 
@@ -23,6 +23,8 @@ pub(crate) enum Matrix {
     Q4_0(PackedQ4_0),
     /// Q4_K on an x86 CPU, through the engine's kernel.
     Q4K(PackedQ4K),
+    /// Q8_0 on an x86 CPU, through the engine's kernel.
+    Q8_0(PackedQ8_0),
 }
 
 impl Matrix {
@@ -36,6 +38,9 @@ impl Matrix {
                 }
                 GgmlDType::Q4K => {
                     return Ok(Matrix::Q4K(PackedQ4K::from_gguf(&q.data()?, rows, cols)?))
+                }
+                GgmlDType::Q8_0 => {
+                    return Ok(Matrix::Q8_0(PackedQ8_0::from_gguf(&q.data()?, rows, cols)?))
                 }
                 _ => {}
             }
@@ -58,11 +63,13 @@ impl Matrix {
             }
             Matrix::Q4_0(p) => vec![0f32; rows * p.rows()],
             Matrix::Q4K(p) => vec![0f32; rows * p.rows()],
+            Matrix::Q8_0(p) => vec![0f32; rows * p.rows()],
         };
         let acts = Activations::quantize(x, rows, cols)?;
         match self {
             Matrix::Q4_0(p) => p.matmul(&acts, &mut out)?,
             Matrix::Q4K(p) => p.matmul(&acts, &mut out)?,
+            Matrix::Q8_0(p) => p.matmul(&acts, &mut out)?,
             Matrix::Candle(_) => {}
         }
         Ok(out)
@@ -74,6 +81,7 @@ impl Matrix {
             Matrix::Candle(m) => return Ok(m.forward(x)?),
             Matrix::Q4_0(p) => p.rows(),
             Matrix::Q4K(p) => p.rows(),
+            Matrix::Q8_0(p) => p.rows(),
         };
         let mut shape = x.dims().to_vec();
         let cols = shape.pop().ok_or(EngineError::NoTokens)?;
@@ -84,6 +92,7 @@ impl Matrix {
         match self {
             Matrix::Q4_0(p) => p.matmul(&acts, &mut out)?,
             Matrix::Q4K(p) => p.matmul(&acts, &mut out)?,
+            Matrix::Q8_0(p) => p.matmul(&acts, &mut out)?,
             Matrix::Candle(_) => {}
         }
         shape.push(out_cols);

@@ -7,6 +7,11 @@
 //! candle reads its kernel choice once per process (`MISTRALRS_FORCE_AVX2=1` forces the
 //! AVX2 family), so this test runs a copy of itself with the AVX2 kernels for one side.
 //! On a CPU without AVX512-VNNI both sides use the same kernels, and the test says so.
+//!
+//! Q8_0, Q4_0 and Q4_K matrices now run on the engine's own kernels (`fai-kernels`),
+//! whose instruction sets agree bit for bit (tests/kernel_isa.rs); the copy is told to
+//! use their AVX2 forms too (`FAI_KERNEL_ISA=avx2`), so this test holds whatever
+//! still runs on candle's kernels, and the engine's, to the same rule.
 
 mod common;
 
@@ -67,6 +72,7 @@ fn on_avx2(mode: &str, answers: &std::path::Path, models: &std::path::Path) {
     let status = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
         .env("MISTRALRS_FORCE_AVX2", "1")
+        .env("FAI_KERNEL_ISA", "avx2")
         .env(MODE, mode)
         .env(ANSWERS_FILE, answers)
         .env(MODELS_DIR, models)

@@ -1,31 +1,37 @@
-//! The engine's own CPU matrix kernels, where candle's are slow: 4-bit quantised weights
-//! (GGUF's Q4_0 and Q4_K) times 8-bit quantised activations.
+//! The engine's own CPU kernels: quantised weights (GGUF's Q4_0, Q4_K and Q8_0) times
+//! 8-bit quantised activations, and the float loops of attention and the feed-forward.
 //!
 //! Every instruction set computes the same bits. An output is, per weight row, a sum over
 //! 32-value blocks taken in order: the block's integer dot product (exact in any order),
 //! times the product of the weight's and the activation's scales, added with one fused
-//! multiply-add (Q4_K adds its min term with a second one). The AVX-512 VNNI, AVX2 and scalar kernels all follow that recipe, so a
-//! node on an older CPU and a verifier on a newer one agree exactly (the engine's replay
-//! depends on it), and the tests hold each kernel to the scalar reference bit for bit.
+//! multiply-add (Q4_K adds its min term with a second one). The AVX-512 VNNI, AVX2 and
+//! scalar kernels all follow that recipe, so a node on an older CPU and a verifier on a
+//! newer one agree exactly (the engine's replay depends on it), and the tests hold each
+//! kernel to the scalar reference bit for bit.
 //!
 //! - [`activations`]: input rows quantised to 8 bits per 32-value block.
-//! - [`q4_0`]: Q4_0 weights repacked in tiles of 16 rows, and the matrix product.
-//! - [`q4_k`]: the same for Q4_K (256-weight super-blocks with 6-bit scales and mins).
-//! - [`vector`]: attention's float loops (dot products, weighted sums), compiled for
-//!   AVX2 with FMA where the CPU has it, with the same bits either way.
+//! - [`packed`]: a matrix repacked in tiles of 16 rows, and its product, for any
+//!   [`packed::Format`]; [`q4_0`], [`q4_k`] and [`q8_0`] are the formats (layout,
+//!   scalar reference, x86 kernels).
+//! - [`vector`]: attention's and SwiGLU's float loops, the f16 rounding of the attention
+//!   cache and an `exp`, compiled for AVX2 with FMA and F16C where the CPU has them,
+//!   with the same bits either way.
 //! - [`isa`]: which kernel this CPU runs.
 //!
 //! This is the workspace's one crate with `unsafe` code: SIMD intrinsics (loads from
-//! fixed-size arrays), calls of code compiled for the CPU's features, and the writer through which worker threads fill disjoint parts of
-//! one output. Each block states why it is sound.
+//! fixed-size arrays), calls of code compiled for the CPU's features, and the writer
+//! through which worker threads fill disjoint parts of one output. Each block states why
+//! it is sound.
 
 #[macro_use]
 mod product;
 
 pub mod activations;
 pub mod isa;
+pub mod packed;
 pub mod q4_0;
 pub mod q4_k;
+pub mod q8_0;
 pub mod vector;
 
 #[cfg(target_arch = "x86_64")]
@@ -33,14 +39,18 @@ mod x86_q4_0;
 #[cfg(target_arch = "x86_64")]
 mod x86_q4_k;
 #[cfg(target_arch = "x86_64")]
+mod x86_q8_0;
+#[cfg(target_arch = "x86_64")]
 mod x86_quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86_vector;
 
 pub use activations::Activations;
 pub use isa::Isa;
+pub use packed::Packed;
 pub use q4_0::PackedQ4_0;
 pub use q4_k::PackedQ4K;
+pub use q8_0::PackedQ8_0;
 
 /// Values per quantisation block (weights and activations).
 pub const BLOCK: usize = 32;

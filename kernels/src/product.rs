@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use crate::activations::Activations;
-use crate::q4_0::TILE_ROWS;
+use crate::packed::TILE_ROWS;
 use crate::{KernelError, Threads};
 
 /// A kernel: every activation row times the blocks of one tile, in order; each row's 16

@@ -14,11 +14,9 @@ use half::f16;
 
 use crate::activations::Activations;
 use crate::isa::Isa;
-use crate::product::{self, Kernel, Tiles};
-use crate::{KernelError, Threads, BLOCK};
-
-/// Weight rows per tile.
-pub const TILE_ROWS: usize = 16;
+use crate::packed::{Format, Packed, TILE_ROWS};
+use crate::product::Kernel;
+use crate::BLOCK;
 
 /// Bytes of one GGUF Q4_0 block.
 pub const GGUF_BLOCK_BYTES: usize = 18;
@@ -26,7 +24,7 @@ pub const GGUF_BLOCK_BYTES: usize = 18;
 /// One block of 32 weights for the 16 rows of a tile.
 #[derive(Clone, Copy)]
 #[repr(C)]
-pub(crate) struct TileBlock {
+pub struct TileBlock {
     /// Each row's scale, as f16 bits.
     pub(crate) d: [u16; TILE_ROWS],
     /// `[group (4)][row (16)][4 bytes]`, each byte as in the GGUF block.
@@ -38,110 +36,31 @@ const EMPTY: TileBlock = TileBlock {
     qs: [0x88; 4 * TILE_ROWS * 4],
 };
 
-/// A Q4_0 matrix of `rows` weight rows of `cols` weights, repacked.
-pub struct PackedQ4_0 {
-    rows: usize,
-    cols: usize,
-    blocks: usize,
-    /// `[tile][block]`.
-    tiles: Vec<TileBlock>,
-}
+/// A Q4_0 matrix, repacked.
+pub type PackedQ4_0 = Packed<TileBlock>;
 
-impl std::fmt::Debug for PackedQ4_0 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedQ4_0({} x {})", self.rows, self.cols)
-    }
-}
+impl Format for TileBlock {
+    const NAME: &'static str = "Q4_0";
+    const WEIGHTS: usize = BLOCK;
+    const FILE_BYTES: usize = GGUF_BLOCK_BYTES;
+    const EMPTY: Self = EMPTY;
 
-impl PackedQ4_0 {
-    /// Repacks `rows` rows of `cols` weights from GGUF's Q4_0 bytes (row after row).
-    ///
-    /// Errors: `cols` is not a whole number of blocks, or `data` has the wrong length.
-    pub fn from_gguf(data: &[u8], rows: usize, cols: usize) -> Result<Self, KernelError> {
-        if !cols.is_multiple_of(BLOCK) || cols == 0 {
-            return Err(KernelError::RowLength(cols));
+    fn put_row(&mut self, r: usize, block: &[u8]) {
+        self.d[r] = u16::from_le_bytes([block[0], block[1]]);
+        for (g, four) in block[2..].chunks_exact(4).enumerate() {
+            let at = (g * TILE_ROWS + r) * 4;
+            self.qs[at..at + 4].copy_from_slice(four);
         }
-        let blocks = cols / BLOCK;
-        let expected = rows
-            .checked_mul(blocks)
-            .and_then(|b| b.checked_mul(GGUF_BLOCK_BYTES))
-            .ok_or(KernelError::TooLarge(rows, cols))?;
-        if data.len() != expected {
-            return Err(KernelError::Length {
-                what: "Q4_0 matrix bytes",
-                got: data.len(),
-                expected,
-            });
-        }
-        let row_bytes = blocks * GGUF_BLOCK_BYTES;
-        let tiles = rows.div_ceil(TILE_ROWS);
-        let mut packed = vec![EMPTY; tiles * blocks];
-        for (row, bytes) in data.chunks_exact(row_bytes).enumerate() {
-            let (tile, r) = (row / TILE_ROWS, row % TILE_ROWS);
-            for (b, block) in bytes.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
-                let out = &mut packed[tile * blocks + b];
-                out.d[r] = u16::from_le_bytes([block[0], block[1]]);
-                for (g, four) in block[2..].chunks_exact(4).enumerate() {
-                    let at = (g * TILE_ROWS + r) * 4;
-                    out.qs[at..at + 4].copy_from_slice(four);
-                }
-            }
-        }
-        Ok(PackedQ4_0 {
-            rows,
-            cols,
-            blocks,
-            tiles: packed,
-        })
     }
 
-    /// Weight rows (outputs per activation row).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Weights per row (the activations' width).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Bytes the packed weights take.
-    pub fn bytes(&self) -> usize {
-        self.tiles.len() * std::mem::size_of::<TileBlock>()
-    }
-
-    /// `out[i * rows + j]` = activation row `i` times weight row `j`, on the best kernel
-    /// of this CPU, over candle's CPU worker pool.
-    ///
-    /// Errors: `x` is not `cols` wide, or `out` is not `x.rows() * rows` long.
-    pub fn matmul(&self, x: &Activations, out: &mut [f32]) -> Result<(), KernelError> {
-        self.matmul_on(Isa::best(), Threads::Pool, x, out)
-    }
-
-    /// Like [`PackedQ4_0::matmul`] on the kernel of `isa` (the scalar one when this CPU
-    /// lacks it) and the threads asked for.
-    pub fn matmul_on(
-        &self,
-        isa: Isa,
-        threads: Threads,
-        x: &Activations,
-        out: &mut [f32],
-    ) -> Result<(), KernelError> {
-        let kernel: Kernel<TileBlock> = match isa {
+    fn kernel(isa: Isa) -> Kernel<Self> {
+        match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni if isa.available() => crate::x86_q4_0::avx512,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 if isa.available() => crate::x86_q4_0::avx2,
             _ => reference,
-        };
-        let tiles = Tiles {
-            blocks: &self.tiles,
-            per_tile: self.blocks,
-            rows: self.rows,
-            cols: self.cols,
-        };
-        // SAFETY: `kernel` is the scalar one or one whose instruction set is available.
-        unsafe { product::run(tiles, kernel, threads, x, out) }
+        }
     }
 }
 
@@ -177,6 +96,7 @@ fn reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KernelError;
 
     #[test]
     fn repacking_moves_every_byte_and_pads_the_last_tile() {
@@ -186,11 +106,11 @@ mod tests {
             .map(|i| (i * 7 % 251) as u8)
             .collect();
         let p = PackedQ4_0::from_gguf(&data, rows, 64).unwrap();
-        assert_eq!(p.tiles.len(), 4);
+        assert_eq!(p.tiles().len(), 4);
         for row in 0..rows {
             for b in 0..2 {
                 let src = &data[(row * 2 + b) * GGUF_BLOCK_BYTES..][..GGUF_BLOCK_BYTES];
-                let t = &p.tiles[(row / 16) * 2 + b];
+                let t = &p.tiles()[(row / 16) * 2 + b];
                 let r = row % 16;
                 assert_eq!(t.d[r].to_le_bytes(), [src[0], src[1]]);
                 for j in 0..16 {
@@ -198,7 +118,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(p.tiles[2].d[1], 0, "padding rows have a zero scale");
+        assert_eq!(p.tiles()[2].d[1], 0, "padding rows have a zero scale");
         assert!(matches!(
             PackedQ4_0::from_gguf(&data[1..], rows, 64),
             Err(KernelError::Length { .. })

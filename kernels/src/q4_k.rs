@@ -25,9 +25,9 @@ use half::f16;
 
 use crate::activations::Activations;
 use crate::isa::Isa;
-use crate::product::{self, Kernel, Tiles};
-use crate::q4_0::TILE_ROWS;
-use crate::{KernelError, Threads, BLOCK};
+use crate::packed::{Format, Packed, TILE_ROWS};
+use crate::product::Kernel;
+use crate::BLOCK;
 
 /// Weights per super-block.
 pub const SUPER: usize = 256;
@@ -41,7 +41,7 @@ pub(crate) const SUBS: usize = SUPER / BLOCK;
 /// One super-block of 256 weights for the 16 rows of a tile.
 #[derive(Clone, Copy)]
 #[repr(C)]
-pub(crate) struct TileSuper {
+pub struct TileSuper {
     /// Each row's `d`, as f16 bits.
     pub(crate) d: [u16; TILE_ROWS],
     /// Each row's `dmin`, as f16 bits.
@@ -76,111 +76,37 @@ fn scale_min(j: usize, packed: &[u8]) -> (u8, u8) {
     }
 }
 
-/// A Q4_K matrix of `rows` weight rows of `cols` weights, repacked.
-pub struct PackedQ4K {
-    rows: usize,
-    cols: usize,
-    supers: usize,
-    /// `[tile][super-block]`.
-    tiles: Vec<TileSuper>,
-}
+/// A Q4_K matrix, repacked.
+pub type PackedQ4K = Packed<TileSuper>;
 
-impl std::fmt::Debug for PackedQ4K {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedQ4K({} x {})", self.rows, self.cols)
-    }
-}
+impl Format for TileSuper {
+    const NAME: &'static str = "Q4_K";
+    const WEIGHTS: usize = SUPER;
+    const FILE_BYTES: usize = GGUF_BLOCK_BYTES;
+    const EMPTY: Self = EMPTY;
 
-impl PackedQ4K {
-    /// Repacks `rows` rows of `cols` weights from GGUF's Q4_K bytes (row after row).
-    ///
-    /// Errors: `cols` is not a whole number of super-blocks, or `data` has the wrong
-    /// length.
-    pub fn from_gguf(data: &[u8], rows: usize, cols: usize) -> Result<Self, KernelError> {
-        if !cols.is_multiple_of(SUPER) || cols == 0 {
-            return Err(KernelError::RowLength(cols));
+    fn put_row(&mut self, r: usize, block: &[u8]) {
+        self.d[r] = u16::from_le_bytes([block[0], block[1]]);
+        self.dmin[r] = u16::from_le_bytes([block[2], block[3]]);
+        for s in 0..SUBS {
+            let (scale, min) = scale_min(s, &block[4..16]);
+            self.scales[s][r] = scale;
+            self.mins[s][r] = min;
         }
-        let supers = cols / SUPER;
-        let expected = rows
-            .checked_mul(supers)
-            .and_then(|b| b.checked_mul(GGUF_BLOCK_BYTES))
-            .ok_or(KernelError::TooLarge(rows, cols))?;
-        if data.len() != expected {
-            return Err(KernelError::Length {
-                what: "Q4_K matrix bytes",
-                got: data.len(),
-                expected,
-            });
+        for (cg, four) in block[16..].chunks_exact(4).enumerate() {
+            let at = (cg * TILE_ROWS + r) * 4;
+            self.qs[at..at + 4].copy_from_slice(four);
         }
-        let tiles = rows.div_ceil(TILE_ROWS);
-        let mut packed = vec![EMPTY; tiles * supers];
-        for (row, bytes) in data.chunks_exact(supers * GGUF_BLOCK_BYTES).enumerate() {
-            let (tile, r) = (row / TILE_ROWS, row % TILE_ROWS);
-            for (b, block) in bytes.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
-                let out = &mut packed[tile * supers + b];
-                out.d[r] = u16::from_le_bytes([block[0], block[1]]);
-                out.dmin[r] = u16::from_le_bytes([block[2], block[3]]);
-                for s in 0..SUBS {
-                    let (scale, min) = scale_min(s, &block[4..16]);
-                    out.scales[s][r] = scale;
-                    out.mins[s][r] = min;
-                }
-                for (cg, four) in block[16..].chunks_exact(4).enumerate() {
-                    let at = (cg * TILE_ROWS + r) * 4;
-                    out.qs[at..at + 4].copy_from_slice(four);
-                }
-            }
-        }
-        Ok(PackedQ4K {
-            rows,
-            cols,
-            supers,
-            tiles: packed,
-        })
     }
 
-    /// Weight rows (outputs per activation row).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Weights per row (the activations' width).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// `out[i * rows + j]` = activation row `i` times weight row `j`, on the best kernel
-    /// of this CPU, over candle's CPU worker pool.
-    ///
-    /// Errors: `x` is not `cols` wide, or `out` is not `x.rows() * rows` long.
-    pub fn matmul(&self, x: &Activations, out: &mut [f32]) -> Result<(), KernelError> {
-        self.matmul_on(Isa::best(), Threads::Pool, x, out)
-    }
-
-    /// Like [`PackedQ4K::matmul`] on the kernel of `isa` (the scalar one when this CPU
-    /// lacks it) and the threads asked for.
-    pub fn matmul_on(
-        &self,
-        isa: Isa,
-        threads: Threads,
-        x: &Activations,
-        out: &mut [f32],
-    ) -> Result<(), KernelError> {
-        let kernel: Kernel<TileSuper> = match isa {
+    fn kernel(isa: Isa) -> Kernel<Self> {
+        match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni if isa.available() => crate::x86_q4_k::avx512,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 if isa.available() => crate::x86_q4_k::avx2,
             _ => reference,
-        };
-        let tiles = Tiles {
-            blocks: &self.tiles,
-            per_tile: self.supers,
-            rows: self.rows,
-            cols: self.cols,
-        };
-        // SAFETY: `kernel` is the scalar one or one whose instruction set is available.
-        unsafe { product::run(tiles, kernel, threads, x, out) }
+        }
     }
 }
 
@@ -222,6 +148,7 @@ fn reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KernelError;
 
     #[test]
     fn repacking_moves_every_nibble_byte_and_unpacks_every_scale() {
@@ -230,11 +157,11 @@ mod tests {
             .map(|i| (i * 13 % 251) as u8)
             .collect();
         let p = PackedQ4K::from_gguf(&data, rows, 512).unwrap();
-        assert_eq!(p.tiles.len(), 4);
+        assert_eq!(p.tiles().len(), 4);
         for row in 0..rows {
             for b in 0..2 {
                 let src = &data[(row * 2 + b) * GGUF_BLOCK_BYTES..][..GGUF_BLOCK_BYTES];
-                let t = &p.tiles[(row / 16) * 2 + b];
+                let t = &p.tiles()[(row / 16) * 2 + b];
                 let r = row % 16;
                 assert_eq!(t.d[r].to_le_bytes(), [src[0], src[1]]);
                 assert_eq!(t.dmin[r].to_le_bytes(), [src[2], src[3]]);

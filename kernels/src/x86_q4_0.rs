@@ -13,7 +13,8 @@
 use std::arch::x86_64::*;
 
 use crate::activations::Activations;
-use crate::q4_0::{TileBlock, TILE_ROWS};
+use crate::packed::TILE_ROWS;
+use crate::q4_0::TileBlock;
 
 /// Every activation row times one tile (its blocks in order); hands each row's 16
 /// results to `write`.

@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use crate::activations::Activations;
-use crate::q4_0::TILE_ROWS;
+use crate::packed::TILE_ROWS;
 use crate::q4_k::{TileSuper, SUBS};
 
 /// Every activation row times one tile (its super-blocks in order); hands each row's 16

@@ -1,15 +1,16 @@
-//! The Q4_0 and Q4_K kernels against the scalar reference (bit for bit, on every
+//! The Q4_0, Q4_K and Q8_0 kernels against the scalar reference (bit for bit, on every
 //! instruction set this CPU has) and against the weights' meaning (candle's own
 //! dequantisation).
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use fai_kernels::{Activations, Isa, KernelError, PackedQ4K, PackedQ4_0, Threads};
+use fai_kernels::{Activations, Isa, KernelError, PackedQ4K, PackedQ4_0, PackedQ8_0, Threads};
 
 /// A packed matrix of either kind.
 enum Packed {
     Q4_0(PackedQ4_0),
     Q4K(PackedQ4K),
+    Q8_0(PackedQ8_0),
 }
 
 impl Packed {
@@ -17,6 +18,7 @@ impl Packed {
         match dtype {
             GgmlDType::Q4_0 => Packed::Q4_0(PackedQ4_0::from_gguf(bytes, rows, cols).unwrap()),
             GgmlDType::Q4K => Packed::Q4K(PackedQ4K::from_gguf(bytes, rows, cols).unwrap()),
+            GgmlDType::Q8_0 => Packed::Q8_0(PackedQ8_0::from_gguf(bytes, rows, cols).unwrap()),
             other => panic!("no kernel for {other:?}"),
         }
     }
@@ -25,6 +27,7 @@ impl Packed {
         match self {
             Packed::Q4_0(p) => p.rows(),
             Packed::Q4K(p) => p.rows(),
+            Packed::Q8_0(p) => p.rows(),
         }
     }
 
@@ -38,11 +41,12 @@ impl Packed {
         match self {
             Packed::Q4_0(p) => p.matmul_on(isa, threads, x, out),
             Packed::Q4K(p) => p.matmul_on(isa, threads, x, out),
+            Packed::Q8_0(p) => p.matmul_on(isa, threads, x, out),
         }
     }
 }
 
-const KINDS: [GgmlDType; 2] = [GgmlDType::Q4_0, GgmlDType::Q4K];
+const KINDS: [GgmlDType; 3] = [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q8_0];
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -105,6 +109,9 @@ fn every_instruction_set_computes_the_reference_bits() {
         (GgmlDType::Q4K, 16, 256),
         (GgmlDType::Q4K, 37, 512),
         (GgmlDType::Q4K, 5, 2048),
+        (GgmlDType::Q8_0, 16, 32),
+        (GgmlDType::Q8_0, 37, 96),
+        (GgmlDType::Q8_0, 5, 2048),
     ];
     for (dtype, rows, cols) in shapes {
         let (bytes, _) = weights(&mut rng, dtype, rows, cols, 0.5);
