@@ -57,13 +57,20 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
             _ => 0.99,
         };
         assert!(row.rate() >= floor, "{row:?}");
-        // What an audit plants (decision 0004) is rejected grossly, by any verifier
-        // within the drift bound.
+        // What an audit plants (decision 0004: random tokens) and the forgeries as plain
+        // are rejected grossly, by any verifier within the drift bound. An answer cut
+        // short is always rejected, but not always grossly: where the cut falls at a
+        // position whose end token is within twice the bound of being picked, a verifier
+        // drifting by the bound could see a near-tie there (1 of 110 cases here since the
+        // attention cache holds f16).
         if matches!(
             row.kind,
-            "random-tokens" | "other-model" | "padded-past-end" | "cut-short"
+            "random-tokens" | "other-model" | "padded-past-end"
         ) {
             assert_eq!(row.gross, row.rejected, "{row:?}");
+        }
+        if row.kind == "cut-short" {
+            assert!(row.gross * 50 >= row.rejected * 49, "{row:?}");
         }
     }
     let judged = evaluate(&Judge, &model, &cases).unwrap();
