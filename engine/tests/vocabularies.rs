@@ -3,6 +3,8 @@
 //! a separate tokenizer.json, chat templates with special tokens, and the qwen2
 //! architecture checked against candle-transformers' reference.
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -258,13 +260,7 @@ fn the_qwen2_forward_pass_matches_the_reference() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    assert_eq!(ours.len(), expected.len());
-    let diff = ours
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(diff < 1e-3, "max |diff| {diff}");
+    common::assert_close_to_reference(&ours, &expected);
 }
 
 #[test]
