@@ -35,6 +35,8 @@ pub mod q8_0;
 pub mod vector;
 
 #[cfg(target_arch = "x86_64")]
+mod x86_prefetch;
+#[cfg(target_arch = "x86_64")]
 mod x86_q4_0;
 #[cfg(target_arch = "x86_64")]
 mod x86_q4_k;

@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 use crate::activations::Activations;
 use crate::packed::TILE_ROWS;
 use crate::q4_0::TileBlock;
+use crate::x86_prefetch::prefetch_ahead;
 
 /// Every activation row times one tile (its blocks in order); hands each row's 16
 /// results to `write`.
@@ -42,6 +43,7 @@ fn rows_avx512<const R: usize>(
     let nibble = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, block) in blocks.iter().enumerate() {
+        prefetch_ahead(blocks, b);
         // SAFETY: `qs` is 256 bytes; the loads read bytes 64g..64g + 64 for g < 4.
         let w: [__m512i; 4] = std::array::from_fn(|g| unsafe {
             _mm512_loadu_si512(block.qs.as_ptr().add(64 * g).cast())
@@ -100,6 +102,7 @@ fn rows_avx2<const R: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for (b, block) in blocks.iter().enumerate() {
+        prefetch_ahead(blocks, b);
         for half in 0..2 {
             // SAFETY: `qs` is 256 bytes; the loads read bytes 64g + 32h..64g + 32h + 32
             // for g < 4, h < 2.

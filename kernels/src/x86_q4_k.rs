@@ -8,6 +8,7 @@ use std::arch::x86_64::*;
 use crate::activations::Activations;
 use crate::packed::TILE_ROWS;
 use crate::q4_k::{TileSuper, SUBS};
+use crate::x86_prefetch::prefetch_ahead;
 
 /// Every activation row times one tile (its super-blocks in order); hands each row's 16
 /// results to `write`.
@@ -35,6 +36,7 @@ fn rows_avx512<const R: usize>(
     let nibble = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, sb) in supers.iter().enumerate() {
+        prefetch_ahead(supers, b);
         // SAFETY: `d` and `dmin` are 16 u16 each, the 32 bytes each load reads.
         let (d, dmin) = unsafe {
             (
@@ -107,6 +109,7 @@ fn rows_avx2<const R: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for (b, sb) in supers.iter().enumerate() {
+        prefetch_ahead(supers, b);
         for half in 0..2 {
             // SAFETY: `d` and `dmin` are 16 u16; these read the 8 of rows 8h..8h + 8.
             let (d, dmin) = unsafe {
