@@ -77,6 +77,7 @@ pub(crate) unsafe fn run<B: Sync>(
 }
 
 /// Hands rows `first..first + R` of a kernel's results to `write`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn write_rows<const R: usize>(
     first: usize,
     rows: [[f32; TILE_ROWS]; R],
