@@ -1,13 +1,14 @@
 //! A weight matrix of the forward pass and the kernel that multiplies by it.
 //!
-//! Q4_0 and Q4_K matrices on an x86 CPU go through the engine's own kernels
-//! ([`fai_kernels`]). candle's Q4_0 product there reads each weight block once per
-//! activation row and decodes at about a quarter of the memory bandwidth; its Q4_K one
-//! expands the scales to 6 bits a weight and picks its kernel family by CPU. The engine's
-//! kernels read a tile of 16 weight rows once for up to eight activation rows, stay
-//! within 4.625 bits a weight, and compute the same bits on AVX-512, AVX2 and plain Rust
-//! (so a verifier's CPU never changes a replayed logit). Every other storage type,
-//! device or architecture stays on candle's quantised matmul.
+//! Q8_0, Q4_0 and Q4_K matrices on an x86-64 CPU go through the engine's own kernels
+//! ([`fai_kernels`]). candle's Q4_0 product there read each weight block once per
+//! activation row and decoded at about a quarter of the memory bandwidth, and its kernels
+//! for the other two differ by CPU family (up to 0.15 per logit on a Q8_0 model). The
+//! engine's kernels read a tile of 16 weight rows once for up to eight activation rows,
+//! keep the file's bytes per weight (Q4_K: 4.625 bits against 4.5), and compute the same
+//! bits on AVX-512, AVX2 and plain Rust, so among x86-64 CPUs a verifier's CPU never
+//! changes a replayed logit. Every other storage type (F16, F32, the other K-quants),
+//! device or architecture stays on candle's quantised matmul, and may drift.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};

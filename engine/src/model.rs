@@ -1,5 +1,5 @@
-//! The engine's Llama forward pass, on candle's quantised matmuls (and the engine's own
-//! Q4_0 kernel on x86 CPUs, [`crate::matrix`]).
+//! The engine's Llama forward pass, on candle's quantised matmuls, or on x86-64 CPUs the
+//! engine's own kernels for Q8_0, Q4_0 and Q4_K ([`crate::matrix`]).
 //!
 //! Unlike candle-transformers' `quantized_llama`, [`Llama::forward`] returns the logits of
 //! every position it is given, so a verifier can score a whole claimed output in one

@@ -3,7 +3,7 @@
 //! A block's scale is its largest magnitude over 127; each value becomes the nearest
 //! integer of value / scale (halves away from zero: |value| times 1 / scale, plus 1/2,
 //! truncated, with the value's sign), in -127..=127. The scale stays an
-//! f32 (GGUF's Q8_0 rounds it to f16). Rows are quantised by plain Rust on every CPU, so
+//! f32 (GGUF's Q8_0 rounds it to f16). AVX2 and plain Rust quantise to the same bits, so
 //! every kernel starts from the same integers.
 
 use crate::{KernelError, BLOCK};
@@ -81,7 +81,8 @@ impl Activations {
         self.blocks
     }
 
-    /// Quantised value `j` (0..32) of block `b` of row `row`: for the reference kernel.
+    /// Quantised value `j` (0..32) of block entry `index` (row * blocks + block): for the
+    /// reference kernels.
     pub(crate) fn value(&self, index: usize, j: usize) -> i32 {
         let word = self.words[index][j / 4];
         i32::from(word.to_le_bytes()[j % 4] as i8)
@@ -125,22 +126,36 @@ pub(crate) struct Quantised {
     pub(crate) sum: i32,
 }
 
+/// A block's scale (its largest magnitude / 127) and the factor its values are
+/// multiplied by. A block so small that 1 / scale overflows (largest magnitude under
+/// about 4e-37) counts as zeros: scale 0, all values 0.
+pub(crate) fn scale_and_inverse(amax: f32) -> (f32, f32) {
+    let scale = amax / 127.0;
+    let inverse = 1.0 / scale;
+    if scale != 0.0 && inverse.is_finite() {
+        (scale, inverse)
+    } else if scale.is_infinite() {
+        (scale, 0.0)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 /// One block (the reference): its scale is the largest magnitude / 127, and each value
 /// |v| times 1 / scale, plus 1/2, truncated, with v's sign (round to nearest, halves away
-/// from zero). A NaN is skipped by the maximum.
+/// from zero), in -127..=127. A NaN is skipped by the maximum.
 pub(crate) fn quantize_block(block: &[f32]) -> Quantised {
     let mut amax = 0f32;
     for v in block {
         let a = v.abs();
         amax = if a > amax { a } else { amax };
     }
-    let scale = amax / 127.0;
-    let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let (scale, inverse) = scale_and_inverse(amax);
     let mut q = [0i8; BLOCK];
     let mut sum = 0i32;
     for (q, v) in q.iter_mut().zip(block) {
-        // In 0..=127 for finite input; `as` saturates anything else (NaN gives 0).
-        let magnitude = (v.abs() * inverse + 0.5) as i32;
+        // In 0..=127 (a NaN gives 0; the bound only guards against rounding).
+        let magnitude = ((v.abs() * inverse + 0.5) as i32).min(127);
         *q = if *v < 0.0 { -magnitude } else { magnitude } as i8;
         sum += i32::from(*q);
     }
@@ -202,6 +217,14 @@ mod tests {
         x[64..96].fill(0.0);
         x[100] = f32::NAN;
         x[140] = f32::NEG_INFINITY;
+        // Blocks so small that 1 / scale overflows: zeros on both paths.
+        x[160] = 1e-38;
+        x[161..192].fill(0.0);
+        x[192..224].fill(-3e-37);
+        x[224..256]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32 * 1e-45);
         let n = x.len() / BLOCK;
         let mut fast = (vec![[0; 8]; n], vec![0f32; n], vec![0; n]);
         quantize_rows(&x, &mut fast.0, &mut fast.1, &mut fast.2);

@@ -1,7 +1,7 @@
 //! The engine's own CPU kernels: quantised weights (GGUF's Q4_0, Q4_K and Q8_0) times
 //! 8-bit quantised activations, and the float loops of attention and the feed-forward.
 //!
-//! Every instruction set computes the same bits. An output is, per weight row, a sum over
+//! Every instruction set computes the same bits (NaN payloads aside). An output is, per weight row, a sum over
 //! 32-value blocks taken in order: the block's integer dot product (exact in any order),
 //! times the product of the weight's and the activation's scales, added with one fused
 //! multiply-add (Q4_K adds its min term with a second one). The AVX-512 VNNI, AVX2 and
@@ -19,7 +19,7 @@
 //! - [`isa`]: which kernel this CPU runs.
 //!
 //! This is the workspace's one crate with `unsafe` code: SIMD intrinsics (loads from
-//! fixed-size arrays), calls of code compiled for the CPU's features, and the writer
+//! fixed-size arrays, and from slices within bounds checked first), calls of code compiled for the CPU's features, and the writer
 //! through which worker threads fill disjoint parts of one output. Each block states why
 //! it is sound.
 

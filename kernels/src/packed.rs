@@ -11,20 +11,31 @@ use crate::{KernelError, Threads};
 /// Weight rows per tile.
 pub const TILE_ROWS: usize = 16;
 
-/// A storage type's tile block: 16 rows' worth of one of its blocks.
-pub trait Format: Copy + Send + Sync + 'static {
-    /// The type's name, for errors.
-    const NAME: &'static str;
-    /// Weights per block.
-    const WEIGHTS: usize;
-    /// Bytes of one block in a GGUF file.
-    const FILE_BYTES: usize;
-    /// A block of 16 padding rows (zero scales).
-    const EMPTY: Self;
-    /// Writes row `r` (of 16) of this tile block from its GGUF block.
-    fn put_row(&mut self, r: usize, block: &[u8]);
-    /// The kernel for `isa` when this CPU runs it, else the scalar reference.
-    fn kernel(isa: Isa) -> Kernel<Self>;
+/// A storage type's tile block: 16 rows' worth of one of its blocks. Sealed: only this
+/// crate's formats implement it, since a product runs the kernel a format names as one
+/// this CPU supports.
+pub trait Format: sealed::Tile {}
+
+pub(crate) mod sealed {
+    use super::{Isa, Kernel};
+
+    /// What a format tells [`super::Packed`]; not nameable outside the crate.
+    pub trait Tile: Copy + Send + Sync + 'static {
+        /// The type's name, for errors.
+        const NAME: &'static str;
+        /// Weights per block.
+        const WEIGHTS: usize;
+        /// Bytes of one block in a GGUF file.
+        const FILE_BYTES: usize;
+        /// A block of 16 padding rows (zero scales).
+        const EMPTY: Self;
+        /// Writes row `r` (< 16) of this tile block from its GGUF block
+        /// (`FILE_BYTES` long).
+        fn put_row(&mut self, r: usize, block: &[u8]);
+        /// The kernel for `isa` when this CPU runs it, else the scalar reference: the
+        /// product runs it without checking again.
+        fn kernel(isa: Isa) -> Kernel<Self>;
+    }
 }
 
 /// A matrix of `rows` weight rows of `cols` weights, repacked in tiles of format `F`.

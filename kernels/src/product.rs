@@ -121,9 +121,14 @@ unsafe impl Send for SharedOut<'_> {}
 unsafe impl Sync for SharedOut<'_> {}
 
 impl<'a> SharedOut<'a> {
-    /// `out` must hold exactly `rows * cols` values (checked by the caller).
+    /// `out` must hold exactly `rows * cols` values (the callers check it first; this
+    /// asserts it again, since every write's bounds rest on it).
     pub(crate) fn new(out: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        debug_assert_eq!(Some(out.len()), rows.checked_mul(cols));
+        assert_eq!(
+            Some(out.len()),
+            rows.checked_mul(cols),
+            "output of the wrong size"
+        );
         SharedOut {
             ptr: out.as_mut_ptr(),
             rows,

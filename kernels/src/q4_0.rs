@@ -14,6 +14,7 @@ use half::f16;
 
 use crate::activations::Activations;
 use crate::isa::Isa;
+use crate::packed::sealed::Tile;
 use crate::packed::{Format, Packed, TILE_ROWS};
 use crate::product::Kernel;
 use crate::BLOCK;
@@ -39,7 +40,9 @@ const EMPTY: TileBlock = TileBlock {
 /// A Q4_0 matrix, repacked.
 pub type PackedQ4_0 = Packed<TileBlock>;
 
-impl Format for TileBlock {
+impl Format for TileBlock {}
+
+impl Tile for TileBlock {
     const NAME: &'static str = "Q4_0";
     const WEIGHTS: usize = BLOCK;
     const FILE_BYTES: usize = GGUF_BLOCK_BYTES;

@@ -25,6 +25,7 @@ use half::f16;
 
 use crate::activations::Activations;
 use crate::isa::Isa;
+use crate::packed::sealed::Tile;
 use crate::packed::{Format, Packed, TILE_ROWS};
 use crate::product::Kernel;
 use crate::BLOCK;
@@ -79,7 +80,9 @@ fn scale_min(j: usize, packed: &[u8]) -> (u8, u8) {
 /// A Q4_K matrix, repacked.
 pub type PackedQ4K = Packed<TileSuper>;
 
-impl Format for TileSuper {
+impl Format for TileSuper {}
+
+impl Tile for TileSuper {
     const NAME: &'static str = "Q4_K";
     const WEIGHTS: usize = SUPER;
     const FILE_BYTES: usize = GGUF_BLOCK_BYTES;

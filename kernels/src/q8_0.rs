@@ -15,6 +15,7 @@ use half::f16;
 
 use crate::activations::Activations;
 use crate::isa::Isa;
+use crate::packed::sealed::Tile;
 use crate::packed::{Format, Packed, TILE_ROWS};
 use crate::product::Kernel;
 use crate::BLOCK;
@@ -40,7 +41,9 @@ const EMPTY: TileBlock8 = TileBlock8 {
 /// A Q8_0 matrix, repacked.
 pub type PackedQ8_0 = Packed<TileBlock8>;
 
-impl Format for TileBlock8 {
+impl Format for TileBlock8 {}
+
+impl Tile for TileBlock8 {
     const NAME: &'static str = "Q8_0";
     const WEIGHTS: usize = BLOCK;
     const FILE_BYTES: usize = GGUF_BLOCK_BYTES;

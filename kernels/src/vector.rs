@@ -5,7 +5,7 @@
 //! [`crate::x86_vector`], to the same bits). `exp` is
 //! the engine's own ([`exp`]: IEEE operations only, so it vectorises and gives the same
 //! bits everywhere, where libm's is a call per value whose last bit may vary by build). Every multiply-add is fused (`mul_add`), which is exact however it is done (an
-//! instruction, or libm's `fmaf` on a build for any x86-64), and the order of the sums
+//! instruction, or glibc's or musl's `fmaf` on a build for any x86-64), and the order of the sums
 //! is fixed, so both builds give the same bits; the plain one is just slow.
 
 /// Values of one vector register (AVX, f32).
@@ -220,6 +220,8 @@ fn add_weighted_plain(weights: &[f32], values: &[u16], out: &mut [f32]) {
 /// long dependency chain).
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[u16]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [[0f32; LANES]; CHAINS];
     let (ca, cb) = (
         a.chunks_exact(LANES * CHAINS),

@@ -18,7 +18,7 @@ pub(crate) fn prefetch_ahead<T>(blocks: &[T], b: usize) {
         let p = (block as *const T).cast::<i8>();
         for line in 0..size.div_ceil(64) {
             // SAFETY: a prefetch never faults and reads nothing into the program; the
-            // address lies within `block` or less than a line past its end.
+            // address lies within `block`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line)) };
         }
     }

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::activations::{quantize_block, Quantised};
+use crate::activations::{quantize_block, scale_and_inverse, Quantised};
 
 /// # Safety
 /// The CPU must support AVX2. `block` must hold 32 values (checked).
@@ -33,15 +33,17 @@ pub(crate) unsafe fn block(block: &[f32]) -> Quantised {
     // SAFETY: `lanes` holds the 8 f32 this writes.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
     let amax = lanes.iter().fold(0f32, |m, a| if *a > m { *a } else { m });
-    let scale = amax / 127.0;
-    let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let (scale, inverse) = scale_and_inverse(amax);
     let (inverse, half, zero) = (
         _mm256_set1_ps(inverse),
         _mm256_set1_ps(0.5),
         _mm256_setzero_ps(),
     );
     let q: [__m256i; 4] = std::array::from_fn(|i| {
-        let magnitude = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(abs[i], inverse), half));
+        let magnitude = _mm256_min_epi32(
+            _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(abs[i], inverse), half)),
+            _mm256_set1_epi32(127),
+        );
         let negative = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(v[i], zero));
         _mm256_blendv_epi8(
             magnitude,
@@ -49,7 +51,8 @@ pub(crate) unsafe fn block(block: &[f32]) -> Quantised {
             negative,
         )
     });
-    // Values are in -127..=127: the packs do not saturate. They interleave 128-bit
+    // Values are in -127..=127 (finite inputs, a finite 1 / scale, and the bound): the
+    // packs do not saturate. They interleave 128-bit
     // lanes; the permutation puts the 32 bytes back in order.
     let bytes = _mm256_packs_epi16(
         _mm256_packs_epi32(q[0], q[1]),

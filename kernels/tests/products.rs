@@ -50,8 +50,8 @@ const KINDS: [GgmlDType; 3] = [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q8_0]
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// GGUF Q4_0 bytes of `rows x cols` random weights (candle quantises them), and the
-/// weights they decode to.
+/// GGUF bytes of `rows x cols` random weights stored as `dtype` (candle quantises them),
+/// and the weights they decode to.
 fn weights(
     rng: &mut ChaCha8Rng,
     dtype: GgmlDType,
@@ -77,8 +77,9 @@ fn weights(
 fn activations(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Vec<f32> {
     (0..rows * cols)
         .map(|i| {
-            // Blocks of very different magnitudes, and some exact zeros.
-            let magnitude = [0.01f32, 1.0, 40.0][(i / 32) % 3];
+            // Blocks of very different magnitudes (one so small that it quantises to
+            // zeros), and some exact zeros.
+            let magnitude = [0.01f32, 1.0, 40.0, 1e-38][(i / 32) % 4];
             if i % 97 == 0 {
                 0.0
             } else {
