@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use fai_engine::scheduler::{Event, Scheduler};
-use fai_engine::tiny::ensure_fai_tiny;
+use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
 use fai_engine::{EngineError, FinishReason, GenerateRequest, LoadedModel, SamplingParams};
 
 fn request(input: &str, max_tokens: u32) -> GenerateRequest {
@@ -155,9 +155,20 @@ fn async_code_reads_a_job_as_a_stream() {
 
 #[test]
 fn dropping_a_job_cancels_its_generation() {
-    let (_dir, model) = model();
+    // fai-tiny with a context of 64K positions: the answer asked for takes seconds, not
+    // the tenth of a second 1,900 tokens took (a loaded machine can stall this thread
+    // that long between the first token and the drop, and the job then ends on its own).
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec {
+        name: "fai-tiny-long".into(),
+        context_length: 1 << 16,
+        ..TinySpec::fai_tiny()
+    };
+    let path = dir.path().join("long.gguf");
+    write_gguf(&spec, &path).unwrap();
+    let model = Arc::new(LoadedModel::load(&path, &Device::Cpu).unwrap());
     let scheduler = Scheduler::start(model, 1, 1);
-    let mut job = scheduler.submit(request("a long answer", 1900)).unwrap();
+    let mut job = scheduler.submit(request("a long answer", 60_000)).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
