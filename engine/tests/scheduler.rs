@@ -21,6 +21,25 @@ fn request(input: &str, max_tokens: u32) -> GenerateRequest {
     }
 }
 
+/// Tokens a "long" request asks for: seconds of fai-tiny's time on [`long_model`], so
+/// that no stall of a loaded machine between two steps of a test lets it finish first
+/// (1,900 tokens of the default fai-tiny now take about a tenth of a second).
+const LONG: u32 = 60_000;
+
+/// fai-tiny with a context of 64K positions, for [`LONG`] requests.
+fn long_model() -> (tempfile::TempDir, Arc<LoadedModel>) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinySpec {
+        name: "fai-tiny-long".into(),
+        context_length: 1 << 16,
+        ..TinySpec::fai_tiny()
+    };
+    let path = dir.path().join("long.gguf");
+    write_gguf(&spec, &path).unwrap();
+    let m = LoadedModel::load(&path, &Device::Cpu).unwrap();
+    (dir, Arc::new(m))
+}
+
 fn model() -> (tempfile::TempDir, Arc<LoadedModel>) {
     let dir = tempfile::tempdir().unwrap();
     let m = LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &Device::Cpu).unwrap();
@@ -43,14 +62,14 @@ fn jobs_stream_their_text_and_finish() {
 
 #[test]
 fn a_full_queue_answers_busy_and_cancelled_jobs_end() {
-    let (_dir, model) = model();
+    let (_dir, model) = long_model();
     // One worker decoding one request at a time, room for one waiting request: the third
     // long request cannot fit.
     let scheduler = Scheduler::start_batched(model, 1, 1, 1);
     let mut jobs = Vec::new();
     let mut busy = None;
     for i in 0..3 {
-        match scheduler.submit(request(&format!("long {i}"), 1900)) {
+        match scheduler.submit(request(&format!("long {i}"), LONG)) {
             Ok(job) => jobs.push(job),
             Err(e) => {
                 busy = Some(e);
@@ -78,12 +97,12 @@ fn a_full_queue_answers_busy_and_cancelled_jobs_end() {
 
 #[test]
 fn a_worker_decodes_up_to_its_batch_and_the_queue_holds_the_rest() {
-    let (_dir, model) = model();
+    let (_dir, model) = long_model();
     // One worker decoding two at once, one waiting: the fourth long request is refused.
     let scheduler = Scheduler::start_batched(model, 1, 1, 2);
     // Greedy: fai-tiny's greedy answers run to max_tokens (no early end of text).
     let long = |input: &str| {
-        let mut r = request(input, 1900);
+        let mut r = request(input, LONG);
         r.sampling.temperature = 0.0;
         r
     };
@@ -155,20 +174,9 @@ fn async_code_reads_a_job_as_a_stream() {
 
 #[test]
 fn dropping_a_job_cancels_its_generation() {
-    // fai-tiny with a context of 64K positions: the answer asked for takes seconds, not
-    // the tenth of a second 1,900 tokens took (a loaded machine can stall this thread
-    // that long between the first token and the drop, and the job then ends on its own).
-    let dir = tempfile::tempdir().unwrap();
-    let spec = TinySpec {
-        name: "fai-tiny-long".into(),
-        context_length: 1 << 16,
-        ..TinySpec::fai_tiny()
-    };
-    let path = dir.path().join("long.gguf");
-    write_gguf(&spec, &path).unwrap();
-    let model = Arc::new(LoadedModel::load(&path, &Device::Cpu).unwrap());
+    let (_dir, model) = long_model();
     let scheduler = Scheduler::start(model, 1, 1);
-    let mut job = scheduler.submit(request("a long answer", 60_000)).unwrap();
+    let mut job = scheduler.submit(request("a long answer", LONG)).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
