@@ -224,9 +224,7 @@ impl Projection {
             )))
         })
     }
-}
 
-impl Projection {
     /// The `N` outputs for `x` (`[rows][cols]` in host memory), each `[rows][its width]`.
     fn forward_host<const N: usize>(&self, x: &[f32], rows: usize) -> Result<[Vec<f32>; N]> {
         let outputs: Vec<Vec<f32>> = match self {

@@ -105,8 +105,7 @@ impl Llama {
         let eps = self.config.rms_eps;
         for (l, (layer, host)) in self.layers.iter().zip(hosts).enumerate() {
             let h = rms_norm(&x, &host.attn_norm, eps);
-            let [mut q, mut k, v] = layer.qkv.forward_host::<3>(&h, rows)?;
-            let mut v = v;
+            let [mut q, mut k, mut v] = layer.qkv.forward_host::<3>(&h, rows)?;
             if let Some([bq, bk, bv]) = &host.biases {
                 add_bias(&mut q, bq);
                 add_bias(&mut k, bk);
