@@ -12,7 +12,8 @@
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
-use fai_kernels::{Activations, PackedQ4K, PackedQ4_0, PackedQ8_0};
+use fai_kernels::packed::Format;
+use fai_kernels::{Activations, Packed, PackedQ4K, PackedQ4_0, PackedQ8_0};
 
 use crate::error::{EngineError, Result};
 
@@ -52,31 +53,22 @@ impl Matrix {
     /// `x` (`[rows][cols]` in host memory) times the matrix's transpose:
     /// `[rows][matrix rows]`. The CPU's forward pass.
     pub(crate) fn forward_host(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let cols = x.len().checked_div(rows).unwrap_or(0);
-        let mut out = match self {
+        match self {
             Matrix::Candle(m) => {
+                let cols = x.len().checked_div(rows).unwrap_or(0);
                 let t = Tensor::from_slice(x, (rows, cols), &candle_core::Device::Cpu)?;
-                return Ok(m
-                    .forward(&t)?
+                Ok(m.forward(&t)?
                     .to_dtype(DType::F32)?
                     .flatten_all()?
-                    .to_vec1()?);
+                    .to_vec1()?)
             }
-            Matrix::Q4_0(p) => vec![0f32; rows * p.rows()],
-            Matrix::Q4K(p) => vec![0f32; rows * p.rows()],
-            Matrix::Q8_0(p) => vec![0f32; rows * p.rows()],
-        };
-        let acts = Activations::quantize(x, rows, cols)?;
-        match self {
-            Matrix::Q4_0(p) => p.matmul(&acts, &mut out)?,
-            Matrix::Q4K(p) => p.matmul(&acts, &mut out)?,
-            Matrix::Q8_0(p) => p.matmul(&acts, &mut out)?,
-            Matrix::Candle(_) => {}
+            Matrix::Q4_0(p) => kernel_product(p, x, rows),
+            Matrix::Q4K(p) => kernel_product(p, x, rows),
+            Matrix::Q8_0(p) => kernel_product(p, x, rows),
         }
-        Ok(out)
     }
 
-    /// `x` (`[.., cols]`) times the matrix's transpose: `[.., rows]`, f32 on the CPU.
+    /// `x` (`[.., cols]`) times the matrix's transpose: `[.., rows]` (f32 on the CPU).
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let out_cols = match self {
             Matrix::Candle(m) => return Ok(m.forward(x)?),
@@ -85,18 +77,19 @@ impl Matrix {
             Matrix::Q8_0(p) => p.rows(),
         };
         let mut shape = x.dims().to_vec();
-        let cols = shape.pop().ok_or(EngineError::NoTokens)?;
+        shape.pop().ok_or(EngineError::NoTokens)?;
         let rows = shape.iter().product::<usize>();
         let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let acts = Activations::quantize(&values, rows, cols)?;
-        let mut out = vec![0f32; rows * out_cols];
-        match self {
-            Matrix::Q4_0(p) => p.matmul(&acts, &mut out)?,
-            Matrix::Q4K(p) => p.matmul(&acts, &mut out)?,
-            Matrix::Q8_0(p) => p.matmul(&acts, &mut out)?,
-            Matrix::Candle(_) => {}
-        }
+        let out = self.forward_host(&values, rows)?;
         shape.push(out_cols);
         Ok(Tensor::from_vec(out, shape, x.device())?)
     }
+}
+
+/// `rows` rows of `x` times `p`'s transpose, on the engine's kernel.
+fn kernel_product<F: Format>(p: &Packed<F>, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    let acts = Activations::quantize(x, rows, p.cols())?;
+    let mut out = vec![0f32; rows * p.rows()];
+    p.matmul(&acts, &mut out)?;
+    Ok(out)
 }

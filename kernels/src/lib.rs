@@ -35,7 +35,7 @@ pub mod q8_0;
 pub mod vector;
 
 #[cfg(target_arch = "x86_64")]
-mod x86_prefetch;
+mod x86_common;
 #[cfg(target_arch = "x86_64")]
 mod x86_q4_0;
 #[cfg(target_arch = "x86_64")]

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use crate::activations::Activations;
 use crate::packed::TILE_ROWS;
 use crate::q4_0::TileBlock;
-use crate::x86_prefetch::prefetch_ahead;
+use crate::x86_common::{lanes16, lanes8x2, prefetch_ahead};
 
 /// Every activation row times one tile (its blocks in order); hands each row's 16
 /// results to `write`.
@@ -70,12 +70,7 @@ fn rows_avx512<const R: usize>(
             *acc = _mm512_fmadd_ps(scale, dot, *acc);
         }
     }
-    acc.map(|v| {
-        let mut out = [0f32; TILE_ROWS];
-        // SAFETY: `out` holds the 16 f32 this writes.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
-        out
-    })
+    acc.map(|v| lanes16(v))
 }
 
 /// As [`avx512`], on AVX2.
@@ -135,13 +130,5 @@ fn rows_avx2<const R: usize>(
             }
         }
     }
-    acc.map(|[low, high]| {
-        let mut out = [0f32; TILE_ROWS];
-        // SAFETY: `out` holds 16 f32; each store writes 8 of them.
-        unsafe {
-            _mm256_storeu_ps(out.as_mut_ptr(), low);
-            _mm256_storeu_ps(out.as_mut_ptr().add(8), high);
-        }
-        out
-    })
+    acc.map(|v| lanes8x2(v))
 }

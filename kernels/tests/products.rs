@@ -4,45 +4,24 @@
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use fai_kernels::{Activations, Isa, KernelError, PackedQ4K, PackedQ4_0, PackedQ8_0, Threads};
+use fai_kernels::packed::Format;
+use fai_kernels::{
+    Activations, Isa, KernelError, Packed, PackedQ4K, PackedQ4_0, PackedQ8_0, Threads,
+};
 
-/// A packed matrix of either kind.
-enum Packed {
-    Q4_0(PackedQ4_0),
-    Q4K(PackedQ4K),
-    Q8_0(PackedQ8_0),
-}
+/// A packed matrix's product, whatever its format.
+type Product = Box<dyn Fn(Isa, Threads, &Activations, &mut [f32]) -> Result<(), KernelError>>;
 
-impl Packed {
-    fn new(dtype: GgmlDType, bytes: &[u8], rows: usize, cols: usize) -> Self {
-        match dtype {
-            GgmlDType::Q4_0 => Packed::Q4_0(PackedQ4_0::from_gguf(bytes, rows, cols).unwrap()),
-            GgmlDType::Q4K => Packed::Q4K(PackedQ4K::from_gguf(bytes, rows, cols).unwrap()),
-            GgmlDType::Q8_0 => Packed::Q8_0(PackedQ8_0::from_gguf(bytes, rows, cols).unwrap()),
-            other => panic!("no kernel for {other:?}"),
-        }
+/// The product of `rows x cols` weights stored as `dtype` (GGUF bytes).
+fn packed(dtype: GgmlDType, bytes: &[u8], rows: usize, cols: usize) -> Product {
+    fn boxed<F: Format>(p: Packed<F>) -> Product {
+        Box::new(move |isa, threads, x, out| p.matmul_on(isa, threads, x, out))
     }
-
-    fn rows(&self) -> usize {
-        match self {
-            Packed::Q4_0(p) => p.rows(),
-            Packed::Q4K(p) => p.rows(),
-            Packed::Q8_0(p) => p.rows(),
-        }
-    }
-
-    fn matmul_on(
-        &self,
-        isa: Isa,
-        threads: Threads,
-        x: &Activations,
-        out: &mut [f32],
-    ) -> Result<(), KernelError> {
-        match self {
-            Packed::Q4_0(p) => p.matmul_on(isa, threads, x, out),
-            Packed::Q4K(p) => p.matmul_on(isa, threads, x, out),
-            Packed::Q8_0(p) => p.matmul_on(isa, threads, x, out),
-        }
+    match dtype {
+        GgmlDType::Q4_0 => boxed(PackedQ4_0::from_gguf(bytes, rows, cols).unwrap()),
+        GgmlDType::Q4K => boxed(PackedQ4K::from_gguf(bytes, rows, cols).unwrap()),
+        GgmlDType::Q8_0 => boxed(PackedQ8_0::from_gguf(bytes, rows, cols).unwrap()),
+        other => panic!("no kernel for {other:?}"),
     }
 }
 
@@ -89,9 +68,9 @@ fn activations(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
-fn product(p: &Packed, isa: Isa, threads: Threads, x: &Activations) -> Vec<f32> {
-    let mut out = vec![f32::NAN; x.rows() * p.rows()];
-    p.matmul_on(isa, threads, x, &mut out).unwrap();
+fn product(p: &Product, rows: usize, isa: Isa, threads: Threads, x: &Activations) -> Vec<f32> {
+    let mut out = vec![f32::NAN; x.rows() * rows];
+    p(isa, threads, x, &mut out).unwrap();
     out
 }
 
@@ -116,14 +95,14 @@ fn every_instruction_set_computes_the_reference_bits() {
     ];
     for (dtype, rows, cols) in shapes {
         let (bytes, _) = weights(&mut rng, dtype, rows, cols, 0.5);
-        let p = Packed::new(dtype, &bytes, rows, cols);
+        let p = packed(dtype, &bytes, rows, cols);
         for m in [1, 2, 3, 4, 5, 7, 8, 9, 17] {
             let x = Activations::quantize(&activations(&mut rng, m, cols), m, cols).unwrap();
-            let reference = product(&p, Isa::Scalar, Threads::One, &x);
+            let reference = product(&p, rows, Isa::Scalar, Threads::One, &x);
             assert!(reference.iter().all(|v| v.is_finite()));
             for &isa in &isas {
                 for threads in [Threads::One, Threads::Pool] {
-                    let got = product(&p, isa, threads, &x);
+                    let got = product(&p, rows, isa, threads, &x);
                     let same = got
                         .iter()
                         .zip(&reference)
@@ -149,10 +128,10 @@ fn the_product_is_right_for(dtype: GgmlDType) {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let (rows, cols, m) = (40, 512, 3);
     let (bytes, w) = weights(&mut rng, dtype, rows, cols, 0.3);
-    let p = Packed::new(dtype, &bytes, rows, cols);
+    let p = packed(dtype, &bytes, rows, cols);
     let xs = activations(&mut rng, m, cols);
     let x = Activations::quantize(&xs, m, cols).unwrap();
-    let got = product(&p, Isa::best(), Threads::Pool, &x);
+    let got = product(&p, rows, Isa::best(), Threads::Pool, &x);
     for i in 0..m {
         let row = &xs[i * cols..(i + 1) * cols];
         for j in 0..rows {
