@@ -18,6 +18,7 @@
 
 use candle_core::Tensor;
 
+use fai_kernels::attend::{self, KeyBlocks};
 use fai_kernels::vector;
 
 use crate::error::{EngineError, Result};
@@ -110,14 +111,15 @@ impl RopeTable {
     }
 }
 
-/// One layer's keys (rotated) and values of a sequence, per key/value head, position
-/// after position (`[kv head][positions][head dim]`): attention streams through one
-/// head's keys and values contiguously. Appending a position extends every head. They
-/// are held as f16 (bits; [`vector::to_f16`]): a decode step streams through the whole
-/// cache, which at a few hundred positions weighs as much as a 4-bit model.
+/// One layer's keys (rotated) and values of a sequence, per key/value head: keys in
+/// blocks of 16 positions ([`KeyBlocks`]: a vector lane per position when scoring),
+/// values position after position (`[positions][head dim]`). Appending a position
+/// extends every head. Both are held as f16 (bits; [`vector::to_f16`]): a decode step
+/// streams through the whole cache, which at a few hundred positions weighs as much as a
+/// 4-bit model.
 #[derive(Debug, Default)]
 pub struct HostKv {
-    keys: Vec<Vec<u16>>,
+    keys: Vec<KeyBlocks>,
     values: Vec<Vec<u16>>,
     positions: usize,
 }
@@ -127,7 +129,8 @@ impl HostKv {
     /// (`[rows][kv heads x head dim]` each).
     fn append(&mut self, heads: Heads, keys: &[f32], values: &[f32]) {
         if self.keys.len() != heads.kv {
-            self.keys.resize_with(heads.kv, Vec::new);
+            self.keys
+                .resize_with(heads.kv, || KeyBlocks::new(heads.dim));
             self.values.resize_with(heads.kv, Vec::new);
         }
         for (key, value) in keys
@@ -138,7 +141,7 @@ impl HostKv {
                 key.chunks_exact(heads.dim)
                     .zip(value.chunks_exact(heads.dim)),
             ) {
-                vector::to_f16(k, kh);
+                kh.push(k);
                 vector::to_f16(v, vh);
             }
             self.positions += 1;
@@ -252,9 +255,14 @@ pub fn attend_all(heads: Heads, rope: &RopeTable, steps: &mut [Step<'_>]) -> Res
     Ok(())
 }
 
+/// New rows whose query heads are scored together (the scores of this many rows times
+/// the group's heads over the whole cache are held at once).
+const ROWS_AT_ONCE: usize = 8;
+
 /// The query heads of key/value head `g` for every new row of `step` (its cache already
-/// holds them), into `unit.out`: one pass over the head's keys scores all its query heads,
-/// one pass over its values sums them.
+/// holds them), into `unit.out`: up to [`ROWS_AT_ONCE`] rows' query heads are scored
+/// against the head's keys together and sum its values together (each query's numbers
+/// are the same as alone: [`attend`]).
 fn attend_group(heads: Heads, step: &Step<'_>, rows: usize, g: usize, unit: &mut Unit) {
     let (qw, hd) = (heads.query_width(), heads.dim);
     let group = heads.group();
@@ -264,30 +272,45 @@ fn attend_group(heads: Heads, step: &Step<'_>, rows: usize, g: usize, unit: &mut
     let (Some(keys), Some(values)) = (step.cache.keys.get(g), step.cache.values.get(g)) else {
         return;
     };
-    for (i, (q_row, out_rows)) in step
-        .q
-        .chunks_exact(qw)
-        .zip(unit.out.chunks_exact_mut(group * hd))
-        .enumerate()
-    {
-        let len = step.start + i + 1;
-        let q_heads = q_row
-            .get(g * group * hd..(g + 1) * group * hd)
-            .unwrap_or(&[]);
-        let keys = keys.get(..len * hd).unwrap_or(&[]);
-        let values = values.get(..len * hd).unwrap_or(&[]);
-        // scores: [group][len]
-        unit.scores.clear();
-        unit.scores.resize(group * len, 0.0);
-        for ((q, scores), out) in q_heads
-            .chunks_exact(hd)
-            .zip(unit.scores.chunks_exact_mut(len))
-            .zip(out_rows.chunks_exact_mut(hd))
-        {
-            vector::scaled_dots(q, keys, scale, scores);
-            vector::softmax(scores);
-            vector::add_weighted(scores, values, out);
+    let mut first = 0;
+    while first < rows {
+        let last = (first + ROWS_AT_ONCE).min(rows);
+        // Row i's query heads of this group; each sees positions 0..=start + i.
+        let mut queries: Vec<&[f32]> = Vec::with_capacity((last - first) * group);
+        let mut lens = Vec::with_capacity(queries.capacity());
+        for i in first..last {
+            let heads_of_row = step
+                .q
+                .get(i * qw..(i + 1) * qw)
+                .and_then(|row| row.get(g * group * hd..(g + 1) * group * hd))
+                .unwrap_or(&[]);
+            for q in heads_of_row.chunks_exact(hd) {
+                queries.push(q);
+                lens.push((step.start + i + 1).min(keys.len()));
+            }
         }
+        let widest = lens.iter().copied().max().unwrap_or(0);
+        unit.scores.clear();
+        unit.scores.resize(queries.len() * widest, 0.0);
+        let mut scores: Vec<&mut [f32]> = unit
+            .scores
+            .chunks_exact_mut(widest.max(1))
+            .zip(&lens)
+            .map(|(row, len)| &mut row[..*len])
+            .collect();
+        attend::key_scores(keys, &queries, scale, &mut scores);
+        for s in scores.iter_mut() {
+            vector::softmax(s);
+        }
+        let weights: Vec<&[f32]> = scores.iter().map(|s| &**s).collect();
+        let mut outs: Vec<&mut [f32]> = unit
+            .out
+            .get_mut(first * group * hd..last * group * hd)
+            .unwrap_or(&mut [])
+            .chunks_exact_mut(hd)
+            .collect();
+        attend::weighted_values(values, &weights, &mut outs);
+        first = last;
     }
 }
 

@@ -29,7 +29,7 @@ use crate::error::{EngineError, Result};
 use crate::gguf::meta_u32;
 use crate::matrix::Matrix;
 
-mod host;
+pub mod host;
 use host::HostLayer;
 
 /// The architectures this forward pass runs.
@@ -225,39 +225,51 @@ impl Projection {
         })
     }
 
-    /// The `N` outputs for `x` (`[rows][cols]` in host memory), each `[rows][its width]`.
-    fn forward_host<const N: usize>(&self, x: &[f32], rows: usize) -> Result<[Vec<f32>; N]> {
-        let outputs: Vec<Vec<f32>> = match self {
+    /// The `N` outputs for `x` (`[rows][cols]` in host memory), each `[rows][its width]`,
+    /// into `outs`; `acts` and `fused` are the pass's reused buffers.
+    fn forward_into<const N: usize>(
+        &self,
+        x: &[f32],
+        rows: usize,
+        acts: &mut fai_kernels::Activations,
+        fused: &mut Vec<f32>,
+        outs: &mut [Vec<f32>; N],
+    ) -> Result<()> {
+        let count = match self {
+            Projection::Fused { rows: widths, .. } => widths.len(),
+            Projection::Separate(ms) => ms.len(),
+        };
+        if count != N {
+            return Err(EngineError::Compute(candle_core::Error::Msg(format!(
+                "projection has {count} outputs, {N} expected"
+            ))));
+        }
+        match self {
             Projection::Fused {
                 matrix,
                 rows: widths,
             } => {
-                let y = matrix.forward_host(x, rows)?;
+                matrix.forward_into(x, rows, acts, fused)?;
                 let total: usize = widths.iter().sum();
-                let mut out: Vec<Vec<f32>> = widths
-                    .iter()
-                    .map(|w| Vec::with_capacity(w * rows))
-                    .collect();
-                for row in y.chunks_exact(total.max(1)) {
+                for (o, w) in outs.iter_mut().zip(widths) {
+                    o.clear();
+                    o.reserve(w * rows);
+                }
+                for row in fused.chunks_exact(total.max(1)) {
                     let mut start = 0;
-                    for (o, w) in out.iter_mut().zip(widths) {
+                    for (o, w) in outs.iter_mut().zip(widths) {
                         o.extend_from_slice(&row[start..start + w]);
                         start += w;
                     }
                 }
-                out
             }
-            Projection::Separate(ms) => ms
-                .iter()
-                .map(|m| m.forward_host(x, rows))
-                .collect::<Result<_>>()?,
-        };
-        outputs.try_into().map_err(|v: Vec<Vec<f32>>| {
-            EngineError::Compute(candle_core::Error::Msg(format!(
-                "projection has {} outputs, {N} expected",
-                v.len()
-            )))
-        })
+            Projection::Separate(ms) => {
+                for (m, o) in ms.iter().zip(outs.iter_mut()) {
+                    m.forward_into(x, rows, acts, o)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

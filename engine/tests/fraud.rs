@@ -58,19 +58,23 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
         };
         assert!(row.rate() >= floor, "{row:?}");
         // What an audit plants (decision 0004: random tokens) and the forgeries as plain
-        // are rejected grossly, by any verifier within the drift bound. An answer cut
-        // short is always rejected, but not always grossly: where the cut falls at a
-        // position whose end token is within twice the bound of being picked, a verifier
-        // drifting by the bound could see a near-tie there (1 of 110 cases here since the
-        // attention cache holds f16).
-        if matches!(
-            row.kind,
-            "random-tokens" | "other-model" | "padded-past-end"
-        ) {
+        // are rejected grossly, by any verifier within the drift bound.
+        if matches!(row.kind, "random-tokens" | "other-model") {
             assert_eq!(row.gross, row.rejected, "{row:?}");
         }
-        if row.kind == "cut-short" {
-            assert!(row.gross * 50 >= row.rejected * 49, "{row:?}");
+        // An answer cut short, or padded past its end, is always rejected, but not always
+        // grossly: the one claim that differs is at the position where the model ends
+        // (an end claimed where it goes on, or a token where it ends), and where the end
+        // token and the claimed one are within twice the bound of each other a verifier
+        // drifting by the bound could see a near-tie there. Here 1 of 110 cut-short cases
+        // (since the attention cache holds f16) and 1 of 59 padded ones (since attention
+        // sums its keys in one chain per position: 63 of its 64 tokens re-derived
+        // exactly, the pad at the end position within twice the bound).
+        if matches!(row.kind, "cut-short" | "padded-past-end") {
+            assert!(
+                row.gross * 50 >= row.rejected * 49 || row.rejected - row.gross <= 1,
+                "{row:?}"
+            );
         }
     }
     let judged = evaluate(&Judge, &model, &cases).unwrap();

@@ -58,7 +58,7 @@ impl Activations {
         self.words.resize(total, [0; 8]);
         self.scales.resize(total, 0.0);
         self.offsets.resize(total, 0);
-        quantize_rows(x, &mut self.words, &mut self.scales, &mut self.offsets);
+        quantize_on_pool(x, &mut self.words, &mut self.scales, &mut self.offsets);
         self.sums.clear();
         // offset = -8 * sum exactly, so this is the sum.
         self.sums
@@ -81,12 +81,91 @@ impl Activations {
         self.blocks
     }
 
+    /// Row `row`'s blocks: slices of exactly [`Activations::blocks`] entries each.
+    ///
+    /// Panics if `row` is not below [`Activations::rows`] (the kernels' groups of rows
+    /// never pass one that is not).
+    #[inline(always)]
+    pub(crate) fn row(&self, row: usize) -> RowBlocks<'_> {
+        let at = row * self.blocks..(row + 1) * self.blocks;
+        RowBlocks {
+            words: &self.words[at.clone()],
+            scales: &self.scales[at.clone()],
+            offsets: &self.offsets[at.clone()],
+            sums: &self.sums[at],
+        }
+    }
+
     /// Quantised value `j` (0..32) of block entry `index` (row * blocks + block): for the
     /// reference kernels.
     pub(crate) fn value(&self, index: usize, j: usize) -> i32 {
         let word = self.words[index][j / 4];
         i32::from(word.to_le_bytes()[j % 4] as i8)
     }
+}
+
+/// One activation row's blocks (see [`Activations`] for each field).
+#[derive(Clone, Copy)]
+pub(crate) struct RowBlocks<'a> {
+    pub(crate) words: &'a [[i32; 8]],
+    pub(crate) scales: &'a [f32],
+    pub(crate) offsets: &'a [i32],
+    pub(crate) sums: &'a [f32],
+}
+
+impl<'a> RowBlocks<'a> {
+    /// No blocks.
+    pub(crate) const EMPTY: RowBlocks<'static> = RowBlocks {
+        words: &[],
+        scales: &[],
+        offsets: &[],
+        sums: &[],
+    };
+
+    /// The first `n` blocks (panics if the row has fewer: the products check the width
+    /// first).
+    #[inline(always)]
+    pub(crate) fn first(self, n: usize) -> Self {
+        RowBlocks {
+            words: &self.words[..n],
+            scales: &self.scales[..n],
+            offsets: &self.offsets[..n],
+            sums: &self.sums[..n],
+        }
+    }
+}
+
+/// Blocks from which quantising is split over candle's worker pool (a verifier's pass
+/// over a few hundred positions: about 6,600 blocks per matrix input, which took a twelfth
+/// of the pass on one thread while the other waited).
+const POOL_BLOCKS: usize = 2048;
+
+/// One part of a quantisation on the pool: inputs, then the three outputs.
+type Part<'a> = (&'a [f32], &'a mut [[i32; 8]], &'a mut [f32], &'a mut [i32]);
+
+/// [`quantize_rows`], in parts over candle's worker pool when there are many blocks. Each
+/// block's result does not depend on the split.
+fn quantize_on_pool(x: &[f32], words: &mut [[i32; 8]], scales: &mut [f32], offsets: &mut [i32]) {
+    let blocks = words.len();
+    if blocks < POOL_BLOCKS {
+        return quantize_rows(x, words, scales, offsets);
+    }
+    let per_part = POOL_BLOCKS / 4;
+    // Each part's inputs and outputs, behind a lock that only its one taker ever holds.
+    let parts: Vec<std::sync::Mutex<Part<'_>>> = x
+        .chunks(per_part * BLOCK)
+        .zip(words.chunks_mut(per_part))
+        .zip(scales.chunks_mut(per_part))
+        .zip(offsets.chunks_mut(per_part))
+        .map(|(((x, w), s), o)| std::sync::Mutex::new((x, w, s, o)))
+        .collect();
+    candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
+        for part in parts.get(range).unwrap_or(&[]) {
+            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+            let (x, w, s, o) = &mut *part;
+            quantize_rows(x, w, s, o);
+        }
+    });
 }
 
 /// Quantises every block of `x` into the three outputs (one entry per block), with AVX2
@@ -234,6 +313,24 @@ mod tests {
             assert_eq!(plain.scale.to_bits(), fast.1[i].to_bits(), "block {i}");
             assert_eq!(-8 * plain.sum, fast.2[i], "block {i}");
         }
+    }
+
+    #[test]
+    fn quantising_in_parts_on_the_pool_gives_the_same_blocks() {
+        // Enough blocks to be split, and a last part shorter than the others.
+        let blocks = POOL_BLOCKS * 2 + 37;
+        let x: Vec<f32> = (0..blocks * BLOCK)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * [0.01, 1.0, 30.0][i % 3])
+            .collect();
+        let a = Activations::quantize(&x, 1, x.len()).unwrap();
+        let mut one = (vec![[0; 8]; blocks], vec![0f32; blocks], vec![0; blocks]);
+        quantize_rows(&x, &mut one.0, &mut one.1, &mut one.2);
+        assert_eq!(a.words, one.0);
+        assert_eq!(
+            a.scales.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            one.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(a.offsets, one.2);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`packed`]: a matrix repacked in tiles of 16 rows, and its product, for any
 //!   [`packed::Format`]; [`q4_0`], [`q4_k`] and [`q8_0`] are the formats (layout,
 //!   scalar reference, x86 kernels).
+//! - [`attend`]: attention's scores and weighted values over an f16 cache, keys in
+//!   blocks of 16 positions.
 //! - [`vector`]: attention's and SwiGLU's float loops, the f16 rounding of the attention
 //!   cache and an `exp`, compiled for AVX2 with FMA and F16C where the CPU has them,
 //!   with the same bits either way.
@@ -27,6 +29,7 @@
 mod product;
 
 pub mod activations;
+pub mod attend;
 pub mod isa;
 pub mod packed;
 pub mod q4_0;
@@ -34,6 +37,8 @@ pub mod q4_k;
 pub mod q8_0;
 pub mod vector;
 
+#[cfg(target_arch = "x86_64")]
+mod x86_attend;
 #[cfg(target_arch = "x86_64")]
 mod x86_common;
 #[cfg(target_arch = "x86_64")]

@@ -105,6 +105,26 @@ macro_rules! in_row_groups {
     }};
 }
 
+/// Runs `$body` once for each `$r` in `0..$count` (`$count` a constant of at most 8),
+/// written out one copy per row: a kernel's per-row accumulators then live in registers
+/// (as a loop over an array of them, the compiler kept them on the stack and reloaded
+/// them every block).
+#[cfg(target_arch = "x86_64")]
+macro_rules! each_row {
+    ($count:expr, $r:ident => $body:block) => {
+        each_row!(@ $count, $r, $body, 0 1 2 3 4 5 6 7)
+    };
+    (@ $count:expr, $r:ident, $body:block, $($i:literal)*) => {{
+        const { assert!($count <= 8, "each_row! writes out at most 8 rows") };
+        $(
+            if $i < $count {
+                let $r: usize = $i;
+                $body
+            }
+        )*
+    }};
+}
+
 /// `rows x cols` f32 values, row after row, that workers fill one tile of columns at a time.
 pub(crate) struct SharedOut<'a> {
     ptr: *mut f32,

@@ -1,17 +1,15 @@
-//! The float loops of a forward pass outside the matrix products: a query against every
-//! key, softmax, the weighted sum of the values, and SwiGLU's `silu(gate) * up`. One
-//! source, compiled twice: for AVX2 with FMA and F16C where the CPU has them, and plain
-//! (the dot product, weighted sum and f16 rounding written out for AVX2,
-//! [`crate::x86_vector`], to the same bits). `exp` is
-//! the engine's own ([`exp`]: IEEE operations only, so it vectorises and gives the same
-//! bits everywhere, where libm's is a call per value whose last bit may vary by build). Every multiply-add is fused (`mul_add`), which is exact however it is done (an
-//! instruction, or glibc's or musl's `fmaf` on a build for any x86-64), and the order of the sums
-//! is fixed, so both builds give the same bits; the plain one is just slow.
+//! The float loops of a forward pass outside the matrix products and attention's two
+//! products ([`crate::attend`]): softmax, SwiGLU's `silu(gate) * up`, and the f16
+//! rounding of the attention cache. Each has a plain form and an AVX2 one with FMA and
+//! F16C ([`crate::x86_vector`]) that gives the same bits. `exp` is the engine's own
+//! ([`exp`]: IEEE operations only, so it vectorises and gives the same bits everywhere,
+//! where libm's is a call per value whose last bit may vary by build). Every multiply-add
+//! is fused (`mul_add`), which is exact however it is done (an instruction, or glibc's or
+//! musl's `fmaf` on a build for any x86-64), and the order of the sums is fixed, so both
+//! forms give the same bits; the plain one is just slow.
 
 /// Values of one vector register (AVX, f32).
 const LANES: usize = 8;
-/// Independent chains of fused multiply-adds in [`dot`].
-const CHAINS: usize = 4;
 
 /// `keys` (or values) as f16 bits, appended to `dst`: rounded to nearest, ties to even,
 /// and every NaN as the one quiet NaN `0x7e00`. An attention cache holds this: half the
@@ -41,30 +39,8 @@ pub fn round_to_f16(v: f32) -> f32 {
 }
 
 #[inline(always)]
-fn f32_of(bits: u16) -> f32 {
+pub(crate) fn f32_of(bits: u16) -> f32 {
     half::f16::from_bits(bits).to_f32()
-}
-
-/// `out[j] = (q . keys[j]) * scale` for each key (`keys`: f16 bits,
-/// `[out.len()][q.len()]`).
-pub fn scaled_dots(q: &[f32], keys: &[u16], scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if fma() {
-        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all three).
-        return unsafe { scaled_dots_fma(q, keys, scale, out) };
-    }
-    scaled_dots_plain(q, keys, scale, out)
-}
-
-/// `out += sum over j of weights[j] * values[j]` (`values`: f16 bits,
-/// `[weights.len()][out.len()]`), each element's sum taken in order of j.
-pub fn add_weighted(weights: &[f32], values: &[u16], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if fma() {
-        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all three).
-        return unsafe { add_weighted_fma(weights, values, out) };
-    }
-    add_weighted_plain(weights, values, out)
 }
 
 /// Whether the kernels in use have AVX2, FMA and F16C (not when `FAI_KERNEL_ISA=scalar`).
@@ -97,13 +73,15 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn softmax_fma(x: &mut [f32]) {
-    softmax_plain(x)
+    // SAFETY: this function's target features.
+    unsafe { crate::x86_vector::softmax(x) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn silu_mul_fma(gate: &mut [f32], up: &[f32]) {
-    silu_mul_plain(gate, up)
+    // SAFETY: this function's target features.
+    unsafe { crate::x86_vector::silu_mul(gate, up) }
 }
 
 #[inline(always)]
@@ -141,6 +119,15 @@ fn silu_mul_plain(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// 1.5 x 2^23: adding and subtracting it rounds an f32 of magnitude under 2^22 to an
+/// integer.
+pub(crate) const MAGIC: f32 = 12_582_912.0;
+/// ln 2 in two parts, subtracted with fused multiply-adds, so `r` keeps the bits a single
+/// ln 2 would lose.
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+/// ln 2 - [`LN2_HI`].
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
+
 /// `e^x` within 2 ulp, from IEEE operations only (multiply, add, fused multiply-add,
 /// comparisons, and an exponent written into the bits). `x` is clamped to
 /// [-87.3, 88.7] first, so the result lies in [2^-126, 2^128): a NaN gives `e^-87.3`.
@@ -149,11 +136,7 @@ fn silu_mul_plain(gate: &mut [f32], up: &[f32]) {
 /// polynomial (Taylor, Horner form).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75; // ln 2 in two parts, subtracted with fused
-                                      // multiply-adds, so r keeps the bits a single ln 2 would lose
-    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
     let x = x.clamp(-87.3, 88.7);
     // Not f32::max/min on NaN: clamp of a NaN is NaN; map it to the low end.
     let x = if x.is_nan() { -87.3 } else { x };
@@ -174,83 +157,14 @@ pub fn exp(x: f32) -> f32 {
     p * two_to(half) * two_to(n - half)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scaled_dots_fma(q: &[f32], keys: &[u16], scale: f32, out: &mut [f32]) {
-    if q.is_empty() {
-        return out.fill(0.0);
-    }
-    for (o, key) in out.iter_mut().zip(keys.chunks_exact(q.len())) {
-        // SAFETY: this function's target features.
-        *o = unsafe { crate::x86_vector::dot(q, key) } * scale;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_weighted_fma(weights: &[f32], values: &[u16], out: &mut [f32]) {
-    // SAFETY: this function's target features.
-    unsafe { crate::x86_vector::add_weighted(weights, values, out) }
-}
-
-#[inline(always)]
-fn scaled_dots_plain(q: &[f32], keys: &[u16], scale: f32, out: &mut [f32]) {
-    if q.is_empty() {
-        return out.fill(0.0);
-    }
-    for (o, key) in out.iter_mut().zip(keys.chunks_exact(q.len())) {
-        *o = dot(q, key) * scale;
-    }
-}
-
-#[inline(always)]
-fn add_weighted_plain(weights: &[f32], values: &[u16], out: &mut [f32]) {
-    if out.is_empty() {
-        return;
-    }
-    for (w, value) in weights.iter().zip(values.chunks_exact(out.len())) {
-        for (o, x) in out.iter_mut().zip(value) {
-            *o = f32_of(*x).mul_add(*w, *o);
-        }
-    }
-}
-
-/// `a . b` (`b` as f16 bits) over the shorter of the two: [`CHAINS`] independent
-/// register-wide partial sums, added as a tree (a running sum of the lanes would be one
-/// long dependency chain).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[u16]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [[0f32; LANES]; CHAINS];
-    let (ca, cb) = (
-        a.chunks_exact(LANES * CHAINS),
-        b.chunks_exact(LANES * CHAINS),
-    );
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * f32_of(*y))
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for ((chain, xa), xb) in acc
-            .iter_mut()
-            .zip(xa.chunks_exact(LANES))
-            .zip(xb.chunks_exact(LANES))
-        {
-            for ((s, x), y) in chain.iter_mut().zip(xa).zip(xb) {
-                *s = x.mul_add(f32_of(*y), *s);
-            }
-        }
-    }
-    let [a0, a1, a2, a3] = acc;
-    let mut v = [0f32; LANES];
-    for ((((v, a), b), c), d) in v.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
-        *v = (a + b) + (c + d);
-    }
-    let [v0, v1, v2, v3, v4, v5, v6, v7] = v;
-    (((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))) + tail
+/// `n` spread values in [-1, 1] from `seed`, for the crate's tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -258,40 +172,7 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 2001) as f32 / 1000.0
-                    - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn both_builds_give_the_same_bits() {
-        for dim in [1, 7, 32, 33, 64, 100, 128] {
-            let q = data(dim, 1);
-            let mut keys = Vec::new();
-            to_f16(&data(dim * 37, 2), &mut keys);
-            let (mut fast, mut plain) = (vec![0f32; 37], vec![0f32; 37]);
-            scaled_dots(&q, &keys, 0.125, &mut fast);
-            scaled_dots_plain(&q, &keys, 0.125, &mut plain);
-            assert!(
-                fast.iter()
-                    .zip(&plain)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "dots, dim {dim}"
-            );
-            let weights = data(37, 3);
-            let (mut fast, mut plain) = (data(dim, 4), data(dim, 4));
-            add_weighted(&weights, &keys, &mut fast);
-            add_weighted_plain(&weights, &keys, &mut plain);
-            assert!(
-                fast.iter()
-                    .zip(&plain)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "sums, dim {dim}"
-            );
-        }
+        test_values(n, seed)
     }
 
     #[test]
@@ -309,7 +190,13 @@ mod tests {
         assert_eq!(exp(f32::NAN), exp(-87.3));
         assert!(exp(f32::INFINITY).is_finite());
         for n in [1, 5, 8, 9, 33, 200] {
-            let x = data(n, 5).iter().map(|v| v * 30.0).collect::<Vec<_>>();
+            let mut x = data(n, 5).iter().map(|v| v * 30.0).collect::<Vec<_>>();
+            // Values exp clamps, and NaN, in the vector part and in the tail.
+            for (at, v) in [(0, -100.0), (3, 95.0), (6, f32::NAN), (n - 1, -0.0)] {
+                if at < n && n > 8 {
+                    x[at] = v;
+                }
+            }
             let (mut fast, mut plain) = (x.clone(), x.clone());
             softmax(&mut fast);
             softmax_plain(&mut plain);
@@ -332,6 +219,10 @@ mod tests {
                 "silu, {n}"
             );
             for ((s, g), u) in fast.iter().zip(&x).zip(&up) {
+                if g.is_nan() {
+                    assert!(s.is_nan(), "silu(NaN) = {s}");
+                    continue;
+                }
                 let want = f64::from(*g) / (1.0 + (-f64::from(*g)).exp()) * f64::from(*u);
                 assert!(
                     (f64::from(*s) - want).abs() <= 1e-5 * (1.0 + want.abs()),
@@ -362,18 +253,5 @@ mod tests {
         for ((v, a), b) in values.iter().zip(&fast).zip(&plain) {
             assert_eq!(a, b, "{v:e} ({:#x})", v.to_bits());
         }
-    }
-
-    #[test]
-    fn the_loops_compute_dot_products_and_weighted_sums() {
-        let q = [1.0, 2.0, 3.0];
-        let mut keys = Vec::new();
-        to_f16(&[1.0, 0.0, 0.0, 0.0, 1.0, 1.0], &mut keys);
-        let mut out = [0f32; 2];
-        scaled_dots(&q, &keys, 0.5, &mut out);
-        assert_eq!(out, [0.5, 2.5]);
-        let mut acc = [1.0f32, 1.0, 1.0];
-        add_weighted(&[2.0, -1.0], &keys, &mut acc);
-        assert_eq!(acc, [3.0, 0.0, 0.0]);
     }
 }

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::activations::Activations;
+use crate::activations::{Activations, RowBlocks};
 use crate::packed::TILE_ROWS;
 use crate::q8_0::TileBlock8;
 use crate::x86_common::{lanes16, lanes8x2, prefetch_ahead};
@@ -35,29 +35,37 @@ fn rows_avx512<const R: usize>(
     x: &Activations,
     first: usize,
 ) -> [[f32; TILE_ROWS]; R] {
+    let n = blocks.len();
+    // Each row's blocks, cut to the tile's length (the product checked that they agree).
+    // (A loop rather than `from_fn`: its closure was a call per row per tile.)
+    let mut rows = [RowBlocks::EMPTY; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = x.row(first + r).first(n);
+    }
     let mut acc = [_mm512_setzero_ps(); R];
-    for (b, block) in blocks.iter().enumerate() {
+    for b in 0..n {
         prefetch_ahead(blocks, b);
+        let block = &blocks[b];
         // SAFETY: `qs` is 512 bytes; the loads read bytes 64g..64g + 64 for g < 8.
         let w: [__m512i; 8] = std::array::from_fn(|g| unsafe {
             _mm512_loadu_si512(block.qs.as_ptr().add(64 * g).cast())
         });
         // SAFETY: `d` is 16 u16, the 32 bytes this reads.
         let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(block.d.as_ptr().cast()) });
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let at = (first + r) * x.blocks() + b;
-            let a = &x.words[at];
+        each_row!(R, r => {
+            let row = rows[r];
+            let a = &row.words[b];
             // -128 * sum = 16 * (-8 * sum); |sum| <= 32 * 127, no overflow.
-            let mut even = _mm512_set1_epi32(16 * x.offsets[at]);
+            let mut even = _mm512_set1_epi32(16 * row.offsets[b]);
             let mut odd = _mm512_setzero_si512();
             for g in (0..8).step_by(2) {
                 even = _mm512_dpbusd_epi32(even, w[g], _mm512_set1_epi32(a[g]));
                 odd = _mm512_dpbusd_epi32(odd, w[g + 1], _mm512_set1_epi32(a[g + 1]));
             }
             let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
-            let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
-            *acc = _mm512_fmadd_ps(scale, dot, *acc);
-        }
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(row.scales[b]));
+            acc[r] = _mm512_fmadd_ps(scale, dot, acc[r]);
+        });
     }
     acc.map(|v| lanes16(v))
 }

@@ -1,10 +1,11 @@
-//! AVX2 forms of [`crate::vector`]'s f16 rounding, dot product and weighted sum, written
-//! out because the compiler vectorised the plain ones two lanes at a time. They keep the plain
-//! ones' order of operations exactly: the same four chains of eight lanes of fused
-//! multiply-adds and the same tree at the end for the dot product, the same sequence of
-//! fused multiply-adds per element for the weighted sum.
+//! AVX2 forms of [`crate::vector`]'s f16 rounding, softmax and SwiGLU, written out
+//! because the compiler vectorised the plain ones poorly (`exp` not at all: SwiGLU took
+//! 17 ns a value). They keep the plain ones' operations exactly: softmax's eight partial
+//! sums are the eight lanes, and [`crate::vector::exp`]'s operations run lane by lane.
 
 use std::arch::x86_64::*;
+
+use crate::vector::{LN2_HI, LN2_LO, MAGIC};
 
 /// [`crate::vector::to_f16`] on F16C, NaNs made the one quiet NaN first.
 ///
@@ -33,91 +34,118 @@ pub(crate) unsafe fn to_f16(src: &[f32], dst: &mut Vec<u16>) {
     );
 }
 
-/// Eight f16 values at `p` as f32.
-///
-/// # Safety
-/// The CPU must support F16C and AVX; `p` must be valid for 16 bytes.
+/// [`crate::vector::exp`] on eight lanes: the same IEEE operations in the same order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_f16(p: *const u16) -> __m256 {
-    // SAFETY: the caller's.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.3)),
+        _mm256_set1_ps(88.7),
+    );
+    // max/min keep their second operand when the first is NaN: a NaN lane is -87.3 now,
+    // as the plain form maps it.
+    let n = _mm256_sub_ps(
+        _mm256_fmadd_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+            _mm256_set1_ps(MAGIC),
+        ),
+        _mm256_set1_ps(MAGIC),
+    );
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    // n is an integer in -126..=128, exact as an i32; half = n / 2 rounded toward zero.
+    let n = _mm256_cvtps_epi32(n);
+    let half = _mm256_srai_epi32::<1>(_mm256_add_epi32(n, _mm256_srli_epi32::<31>(n)));
+    let two_to = |k: __m256i| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            k,
+            _mm256_set1_epi32(127),
+        )))
+    };
+    _mm256_mul_ps(
+        _mm256_mul_ps(p, two_to(half)),
+        two_to(_mm256_sub_epi32(n, half)),
+    )
 }
 
-/// [`crate::vector::dot`] on AVX2.
+/// [`crate::vector::softmax`] on AVX2.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot(a: &[f32], b: &[u16]) -> f32 {
-    let n = a.len().min(b.len());
-    let whole = n - n % 32;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i < whole {
-        for (c, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: i + 8c + 8 <= whole <= n, within both slices.
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_ps(a.as_ptr().add(i + 8 * c)),
-                    load_f16(b.as_ptr().add(i + 8 * c)),
-                )
-            };
-            *acc = _mm256_fmadd_ps(x, y, *acc);
-        }
-        i += 32;
+pub(crate) unsafe fn softmax(x: &mut [f32]) {
+    let whole = x.len() - x.len() % 8;
+    // The largest value, NaNs passed over (as the plain fold does).
+    let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
+    for chunk in x[..whole].chunks_exact(8) {
+        // SAFETY: `chunk` holds 8 f32.
+        max = _mm256_max_ps(unsafe { _mm256_loadu_ps(chunk.as_ptr()) }, max);
     }
-    let tail: f32 = a[whole..n]
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), max) };
+    let max = lanes
         .iter()
-        .zip(&b[whole..n])
-        .map(|(x, y)| x * half::f16::from_bits(*y).to_f32())
-        .sum();
-    // v = (a0 + a1) + (a2 + a3); then ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)).
-    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s) + tail
+        .chain(&x[whole..])
+        .fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
+    let m = _mm256_set1_ps(max);
+    let mut partial = _mm256_setzero_ps();
+    for chunk in x[..whole].chunks_exact_mut(8) {
+        // SAFETY: `chunk` holds 8 f32, read and written.
+        unsafe {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), m));
+            _mm256_storeu_ps(chunk.as_mut_ptr(), e);
+            partial = _mm256_add_ps(partial, e);
+        }
+    }
+    let mut tail = 0f32;
+    for v in &mut x[whole..] {
+        *v = crate::vector::exp(*v - max);
+        tail += *v;
+    }
+    // SAFETY: `lanes` holds 8 f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), partial) };
+    let [p0, p1, p2, p3, p4, p5, p6, p7] = lanes;
+    let sum = (((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7))) + tail;
+    if sum > 0.0 {
+        let inverse = 1.0 / sum;
+        for v in x.iter_mut() {
+            *v *= inverse;
+        }
+    }
 }
 
-/// [`crate::vector::add_weighted`] on AVX2: 32 elements of `out` at a time, kept in
-/// registers while every weighted value is added to them in order.
+/// [`crate::vector::silu_mul`] on AVX2.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn add_weighted(weights: &[f32], values: &[u16], out: &mut [f32]) {
-    let dim = out.len();
-    if dim == 0 {
-        return;
+pub(crate) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let whole = n - n % 8;
+    let one = _mm256_set1_ps(1.0);
+    let sign = _mm256_set1_ps(-0.0);
+    for (g, u) in gate[..whole]
+        .chunks_exact_mut(8)
+        .zip(up[..whole].chunks_exact(8))
+    {
+        // SAFETY: `g` and `u` hold 8 f32 each; `g` is written.
+        unsafe {
+            let x = _mm256_loadu_ps(g.as_ptr());
+            let e = exp8(_mm256_xor_ps(x, sign));
+            let y = _mm256_mul_ps(
+                _mm256_div_ps(x, _mm256_add_ps(one, e)),
+                _mm256_loadu_ps(u.as_ptr()),
+            );
+            _mm256_storeu_ps(g.as_mut_ptr(), y);
+        }
     }
-    let count = weights.len().min(values.len() / dim);
-    let whole = dim - dim % 32;
-    let mut e = 0;
-    while e < whole {
-        // SAFETY: e + 32 <= whole <= dim: the four loads and stores stay within `out`.
-        let mut o: [__m256; 4] =
-            std::array::from_fn(|c| unsafe { _mm256_loadu_ps(out.as_ptr().add(e + 8 * c)) });
-        for (j, w) in weights.iter().take(count).enumerate() {
-            let w = _mm256_set1_ps(*w);
-            for (c, o) in o.iter_mut().enumerate() {
-                // SAFETY: j < count <= values.len() / dim, so j * dim + e + 8c + 8 <=
-                // (j + 1) * dim <= values.len().
-                let x = unsafe { load_f16(values.as_ptr().add(j * dim + e + 8 * c)) };
-                *o = _mm256_fmadd_ps(x, w, *o);
-            }
-        }
-        for (c, o) in o.iter().enumerate() {
-            // SAFETY: as for the loads above.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(e + 8 * c), *o) };
-        }
-        e += 32;
-    }
-    if whole < dim {
-        for (w, value) in weights.iter().zip(values.chunks_exact(dim)) {
-            for (o, x) in out[whole..].iter_mut().zip(&value[whole..]) {
-                *o = half::f16::from_bits(*x).to_f32().mul_add(*w, *o);
-            }
-        }
+    for (g, u) in gate[whole..n].iter_mut().zip(&up[whole..n]) {
+        *g = *g / (1.0 + crate::vector::exp(-*g)) * u;
     }
 }

@@ -42,11 +42,12 @@ impl HostLayer {
     }
 }
 
-/// `x / rms(x) * weight` for each row of `x` (`[rows][weight.len()]`).
-pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+/// `x / rms(x) * weight` for each row of `x` (`[rows][weight.len()]`), into `out`.
+pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(x.len(), 0.0);
     if weight.is_empty() {
-        return out;
+        return;
     }
     for (row, o) in x
         .chunks_exact(weight.len())
@@ -61,7 +62,40 @@ pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
             *o = v * scale * w;
         }
     }
-    out
+}
+
+/// The buffers of one forward pass, handed from layer to layer (and kept by the thread
+/// for its next pass while they are small: see [`Scratch::SPARE_BYTES`]).
+#[derive(Default)]
+struct Scratch {
+    acts: fai_kernels::Activations,
+    fused: Vec<f32>,
+    h: Vec<f32>,
+    qkv: [Vec<f32>; 3],
+    y: Vec<f32>,
+    projected: Vec<f32>,
+    gate_up: [Vec<f32>; 2],
+}
+
+impl Scratch {
+    /// The most a thread keeps between passes: a decode step's or a verifier's
+    /// few-hundred-position pass fits; a long prompt's buffers are freed.
+    const SPARE_BYTES: usize = 64 << 20;
+
+    fn bytes(&self) -> usize {
+        let floats = [&self.fused, &self.h, &self.y, &self.projected]
+            .into_iter()
+            .chain(&self.qkv)
+            .chain(&self.gate_up)
+            .map(Vec::capacity)
+            .sum::<usize>();
+        floats * 4
+    }
+}
+
+thread_local! {
+    /// This thread's buffers from its last forward pass.
+    static SPARE: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// `x += y`, element by element.
@@ -103,20 +137,36 @@ impl Llama {
             .flatten_all()?
             .to_vec1()?;
         let eps = self.config.rms_eps;
+        let mut s = SPARE.with(|spare| std::mem::take(&mut *spare.borrow_mut()));
         for (l, (layer, host)) in self.layers.iter().zip(hosts).enumerate() {
-            let h = rms_norm(&x, &host.attn_norm, eps);
-            let [mut q, mut k, mut v] = layer.qkv.forward_host::<3>(&h, rows)?;
+            rms_norm(&x, &host.attn_norm, eps, &mut s.h);
+            layer
+                .qkv
+                .forward_into(&s.h, rows, &mut s.acts, &mut s.fused, &mut s.qkv)?;
+            let [q, k, v] = &mut s.qkv;
             if let Some([bq, bk, bv]) = &host.biases {
-                add_bias(&mut q, bq);
-                add_bias(&mut k, bk);
-                add_bias(&mut v, bv);
+                add_bias(q, bq);
+                add_bias(k, bk);
+                add_bias(v, bv);
             }
-            let y = self.host_attention(l, &mut q, &mut k, &v, spans, items)?;
-            add(&mut x, &layer.wo.forward_host(&y, rows)?);
-            let h = rms_norm(&x, &host.ffn_norm, eps);
-            let [mut gate, up] = layer.gate_up.forward_host::<2>(&h, rows)?;
-            fai_kernels::vector::silu_mul(&mut gate, &up);
-            add(&mut x, &layer.w_down.forward_host(&gate, rows)?);
+            self.host_attention(l, q, k, v, spans, items, &mut s.y)?;
+            layer
+                .wo
+                .forward_into(&s.y, rows, &mut s.acts, &mut s.projected)?;
+            add(&mut x, &s.projected);
+            rms_norm(&x, &host.ffn_norm, eps, &mut s.h);
+            layer
+                .gate_up
+                .forward_into(&s.h, rows, &mut s.acts, &mut s.fused, &mut s.gate_up)?;
+            let [gate, up] = &mut s.gate_up;
+            fai_kernels::vector::silu_mul(gate, up);
+            layer
+                .w_down
+                .forward_into(gate, rows, &mut s.acts, &mut s.projected)?;
+            add(&mut x, &s.projected);
+        }
+        if s.bytes() <= Scratch::SPARE_BYTES {
+            SPARE.with(|spare| *spare.borrow_mut() = s);
         }
         for (span, item) in spans.iter().zip(items.iter_mut()) {
             item.cache.len = span.start + span.seq;
@@ -131,7 +181,8 @@ impl Llama {
             picked.extend_from_slice(rows);
         }
         let picked_rows = picked.len() / dim.max(1);
-        let h = rms_norm(&picked, norm, eps);
+        let mut h = Vec::new();
+        rms_norm(&picked, norm, eps, &mut h);
         let logits = self.output.forward_host(&h, picked_rows)?;
         let vocab = logits.len() / picked_rows.max(1);
         let logits = Tensor::from_vec(logits, (picked_rows, vocab), &self.device)?;
@@ -147,7 +198,8 @@ impl Llama {
     /// Attention of layer `l` for every item on the CPU (`q`, `k`, `v`: the rows of all
     /// items, `[rows][width]`), in host loops over their caches ([`crate::attention`]),
     /// where a position's arithmetic does not depend on how many positions the pass
-    /// holds. Returns `[rows][query width]`.
+    /// holds. Writes `[rows][query width]` into `out`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn host_attention(
         &self,
         l: usize,
@@ -156,7 +208,8 @@ impl Llama {
         v: &[f32],
         spans: &[Span],
         items: &mut [BatchItem<'_, '_>],
-    ) -> Result<Vec<f32>> {
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let rope = self
             .host_rope
             .as_ref()
@@ -165,7 +218,8 @@ impl Llama {
         let width = heads.query * heads.dim;
         let kv_width = heads.kv * heads.dim;
         let total: usize = spans.iter().map(|s| s.seq).sum();
-        let mut out = vec![0f32; total * width];
+        out.clear();
+        out.resize(total * width, 0.0);
         // Each item's rows, cut off the front of the batch's buffers in order.
         let (mut q_rest, mut k_rest, mut v_rest, mut out_rest) = (q, k, v, &mut out[..]);
         let mut steps = Vec::with_capacity(spans.len());
@@ -190,7 +244,6 @@ impl Llama {
             });
         }
         attention::attend_all(heads, rope, &mut steps)?;
-        drop(steps);
-        Ok(out)
+        Ok(())
     }
 }

@@ -1,0 +1,242 @@
+//! AVX2 forms of [`crate::attend`]: one vector lane per key position (scores) or per
+//! output value (weighted values), each lane the reference's chain of fused
+//! multiply-adds, so the bits are the reference's. Eight accumulators at a time (queries
+//! times key blocks, or queries times output chunks), so that one query alone still
+//! keeps the multiply-add units busy while each chain waits on its last step.
+
+use std::arch::x86_64::*;
+
+use crate::attend::{KeyBlocks, KEY_BLOCK};
+
+/// Queries scored together.
+const QUERIES: usize = 4;
+
+/// Eight key lanes at `p` as f32.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C; `p` must be valid for 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8(p: *const u16) -> __m256 {
+    // SAFETY: the caller's.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+}
+
+/// [`crate::attend::key_scores`] on AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; every query must be `keys.dim()` long and
+/// every output at most `keys.len()` long.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn key_scores(
+    keys: &KeyBlocks,
+    queries: &[&[f32]],
+    scale: f32,
+    outs: &mut [&mut [f32]],
+) {
+    for (qs, os) in queries.chunks(QUERIES).zip(outs.chunks_mut(QUERIES)) {
+        let blocks = os
+            .iter()
+            .map(|o| o.len().div_ceil(KEY_BLOCK))
+            .max()
+            .unwrap_or(0);
+        // SAFETY: in each arm, the caller's guarantees, passed on.
+        unsafe {
+            match qs.len() {
+                1 => score_blocks::<1, 4>(keys, qs, blocks, scale, os),
+                2 => score_blocks::<2, 2>(keys, qs, blocks, scale, os),
+                3 => score_blocks::<3, 1>(keys, qs, blocks, scale, os),
+                _ => score_blocks::<4, 1>(keys, qs, blocks, scale, os),
+            }
+        }
+    }
+}
+
+/// `Q` queries against key blocks `0..blocks`, `B` blocks at a time (the rest one at a
+/// time).
+///
+/// # Safety
+/// As [`key_scores`]; `qs` and `os` hold at least `Q` entries.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn score_blocks<const Q: usize, const B: usize>(
+    keys: &KeyBlocks,
+    qs: &[&[f32]],
+    blocks: usize,
+    scale: f32,
+    os: &mut [&mut [f32]],
+) {
+    let mut b = 0;
+    while b < blocks {
+        let step = if b + B <= blocks { B } else { 1 };
+        // SAFETY: the caller's guarantees; blocks b..b + step lie below `blocks`.
+        unsafe {
+            if step == B {
+                score_tile::<Q, B>(keys, qs, b, scale, os)
+            } else {
+                score_tile::<Q, 1>(keys, qs, b, scale, os)
+            }
+        }
+        b += step;
+    }
+}
+
+/// `Q` queries against key blocks `first..first + B`.
+///
+/// # Safety
+/// As [`score_blocks`]; blocks `first..first + B` cover only positions some output of
+/// `os` reaches, so they are held.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn score_tile<const Q: usize, const B: usize>(
+    keys: &KeyBlocks,
+    qs: &[&[f32]],
+    first: usize,
+    scale: f32,
+    os: &mut [&mut [f32]],
+) {
+    let dim = keys.dim();
+    let block: [&[u16]; B] = std::array::from_fn(|i| keys.block(first + i).unwrap_or(&[]));
+    if block.iter().any(|b| b.len() != KEY_BLOCK * dim) || qs.len() < Q {
+        return;
+    }
+    let q: [&[f32]; Q] = std::array::from_fn(|i| qs[i]);
+    let mut acc = [[[_mm256_setzero_ps(); 2]; B]; Q];
+    for d in 0..dim {
+        // SAFETY: each block holds KEY_BLOCK * dim values, so lanes d * 16..d * 16 + 16
+        // are within it.
+        let k: [[__m256; 2]; B] = std::array::from_fn(|i| unsafe {
+            let p = block[i].as_ptr().add(d * KEY_BLOCK);
+            [load8(p), load8(p.add(8))]
+        });
+        // Constant trip counts throughout, so that the accumulators stay in registers.
+        for i in 0..Q {
+            // SAFETY: every query is `dim` long (the caller's).
+            let x = _mm256_set1_ps(unsafe { *q[i].get_unchecked(d) });
+            for b in 0..B {
+                acc[i][b][0] = _mm256_fmadd_ps(x, k[b][0], acc[i][b][0]);
+                acc[i][b][1] = _mm256_fmadd_ps(x, k[b][1], acc[i][b][1]);
+            }
+        }
+    }
+    let s = _mm256_set1_ps(scale);
+    for (acc, o) in acc.iter().zip(os.iter_mut()) {
+        for (i, acc) in acc.iter().enumerate() {
+            let mut lanes = [0f32; KEY_BLOCK];
+            // SAFETY: `lanes` holds 16 f32; each store writes 8.
+            unsafe {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(acc[0], s));
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_mul_ps(acc[1], s));
+            }
+            let at = (first + i) * KEY_BLOCK;
+            if let Some(dst) = o.get_mut(at..) {
+                for (dst, v) in dst.iter_mut().zip(lanes) {
+                    *dst = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`crate::attend::weighted_values`] on AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; every output must be `dim` long (the first
+/// one's length, not zero) and `values` must hold `weights[i].len()` rows of `dim` for
+/// every `i`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn weighted_values(values: &[u16], weights: &[&[f32]], outs: &mut [&mut [f32]]) {
+    let dim = outs.first().map_or(0, |o| o.len());
+    for (ws, os) in weights.chunks(QUERIES).zip(outs.chunks_mut(QUERIES)) {
+        let mut e = 0;
+        // SAFETY: for each call, the caller's guarantees; each chunk e..e + 8C fits in dim.
+        unsafe {
+            match ws.len() {
+                1 => {
+                    while e + 64 <= dim {
+                        value_chunk::<1, 8>(values, dim, e, ws, os);
+                        e += 64;
+                    }
+                }
+                2 => {
+                    while e + 32 <= dim {
+                        value_chunk::<2, 4>(values, dim, e, ws, os);
+                        e += 32;
+                    }
+                }
+                _ => {}
+            }
+            while e + 16 <= dim {
+                match ws.len() {
+                    1 => value_chunk::<1, 2>(values, dim, e, ws, os),
+                    2 => value_chunk::<2, 2>(values, dim, e, ws, os),
+                    3 => value_chunk::<3, 2>(values, dim, e, ws, os),
+                    _ => value_chunk::<4, 2>(values, dim, e, ws, os),
+                }
+                e += 16;
+            }
+        }
+        // The last values of each row, one at a time (the same chain per value).
+        for (w, o) in ws.iter().zip(os.iter_mut()) {
+            for (d, o) in o.iter_mut().enumerate().skip(e) {
+                let mut acc = 0f32;
+                for (j, w) in w.iter().enumerate() {
+                    let x = values.get(j * dim + d).copied().unwrap_or(0);
+                    acc = crate::vector::f32_of(x).mul_add(*w, acc);
+                }
+                *o = acc;
+            }
+        }
+    }
+}
+
+/// Output values `e..e + 8C` of `Q` queries: the positions all of them weigh together,
+/// then each query's own further positions.
+///
+/// # Safety
+/// As [`weighted_values`]; `ws` and `os` hold at least `Q` entries and `e + 8C <= dim`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn value_chunk<const Q: usize, const C: usize>(
+    values: &[u16],
+    dim: usize,
+    e: usize,
+    ws: &[&[f32]],
+    os: &mut [&mut [f32]],
+) {
+    if ws.len() < Q || os.len() < Q {
+        return;
+    }
+    let w: [&[f32]; Q] = std::array::from_fn(|i| ws[i]);
+    let common = w.iter().map(|w| w.len()).min().unwrap_or(0);
+    let mut acc = [[_mm256_setzero_ps(); C]; Q];
+    for j in 0..common {
+        // SAFETY: j < every weight row's length, so row j of `values` is held (the
+        // caller's), and e + 8C <= dim.
+        let v: [__m256; C] =
+            std::array::from_fn(|c| unsafe { load8(values.as_ptr().add(j * dim + e + 8 * c)) });
+        // Constant trip counts, so that the accumulators stay in registers.
+        for i in 0..Q {
+            // SAFETY: j < common <= w[i].len().
+            let x = _mm256_set1_ps(unsafe { *w[i].get_unchecked(j) });
+            for c in 0..C {
+                acc[i][c] = _mm256_fmadd_ps(v[c], x, acc[i][c]);
+            }
+        }
+    }
+    for (w, acc) in ws.iter().zip(acc.iter_mut()) {
+        for (j, w) in w.iter().enumerate().skip(common) {
+            let w = _mm256_set1_ps(*w);
+            for (c, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: j < w.len(), so row j is held; e + 8c + 8 <= dim.
+                let v = unsafe { load8(values.as_ptr().add(j * dim + e + 8 * c)) };
+                *acc = _mm256_fmadd_ps(v, w, *acc);
+            }
+        }
+    }
+    for (o, acc) in os.iter_mut().zip(&acc) {
+        if let Some(dst) = o.get_mut(e..e + 8 * C) {
+            for (c, acc) in acc.iter().enumerate() {
+                // SAFETY: dst holds 8C f32; this store writes 8 of them at 8c.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * c), *acc) };
+            }
+        }
+    }
+}
