@@ -74,6 +74,17 @@ impl RopeTable {
         })
     }
 
+    /// Whether the table reaches position `pos` (an error naming it if not).
+    fn check(&self, pos: usize) -> Result<()> {
+        let end = pos.checked_add(1).and_then(|p| p.checked_mul(self.pairs));
+        match end {
+            Some(end) if end <= self.cos.len() && end <= self.sin.len() => Ok(()),
+            _ => Err(EngineError::Compute(candle_core::Error::Msg(format!(
+                "position {pos} is beyond the rotary table"
+            )))),
+        }
+    }
+
     /// Rotates every head of `row` (heads of `2 * pairs` values) to position `pos`.
     fn rotate(&self, row: &mut [f32], pos: usize) -> Result<()> {
         let beyond = || {
@@ -124,41 +135,16 @@ pub struct HostKv {
     positions: usize,
 }
 
-impl HostKv {
-    /// Appends the already rotated keys and the values of `rows` positions
-    /// (`[rows][kv heads x head dim]` each).
-    fn append(&mut self, heads: Heads, keys: &[f32], values: &[f32]) {
-        if self.keys.len() != heads.kv {
-            self.keys
-                .resize_with(heads.kv, || KeyBlocks::new(heads.dim));
-            self.values.resize_with(heads.kv, Vec::new);
-        }
-        for (key, value) in keys
-            .chunks_exact(heads.kv_width())
-            .zip(values.chunks_exact(heads.kv_width()))
-        {
-            for ((kh, vh), (k, v)) in self.keys.iter_mut().zip(self.values.iter_mut()).zip(
-                key.chunks_exact(heads.dim)
-                    .zip(value.chunks_exact(heads.dim)),
-            ) {
-                kh.push(k);
-                vector::to_f16(v, vh);
-            }
-            self.positions += 1;
-        }
-    }
-}
-
 /// One sequence's part of a host attention step: its new rows (queries and keys
-/// unrotated on entry), its cache and its output rows.
+/// unrotated), its cache and its output rows.
 pub struct Step<'a> {
     pub cache: &'a mut HostKv,
     /// Position of the first new row.
     pub start: usize,
     /// `[rows][query width]`.
-    pub q: &'a mut [f32],
+    pub q: &'a [f32],
     /// `[rows][kv width]`.
-    pub k: &'a mut [f32],
+    pub k: &'a [f32],
     /// `[rows][kv width]`.
     pub v: &'a [f32],
     /// `[rows][query width]`, written.
@@ -166,9 +152,9 @@ pub struct Step<'a> {
 }
 
 impl Step<'_> {
-    /// Checks the shapes, rotates the new queries and keys and appends the new keys and
-    /// values to the cache.
-    fn prepare(&mut self, heads: Heads, rope: &RopeTable) -> Result<usize> {
+    /// Checks the shapes, that the step continues the cache and that the rotary table
+    /// reaches its last position; returns its rows.
+    fn check(&self, heads: Heads, rope: &RopeTable) -> Result<usize> {
         let (qw, kw) = (heads.query_width(), heads.kv_width());
         if qw == 0 || kw == 0 {
             return Err(EngineError::NoTokens);
@@ -190,68 +176,84 @@ impl Step<'_> {
                 self.start
             ))));
         }
-        for (i, (q, k)) in self
-            .q
-            .chunks_exact_mut(qw)
-            .zip(self.k.chunks_exact_mut(kw))
-            .enumerate()
-        {
-            rope.rotate(q, self.start + i)?;
-            rope.rotate(k, self.start + i)?;
+        if rows > 0 {
+            rope.check(self.start + rows - 1)?;
         }
-        self.cache.append(heads, self.k, self.v);
         Ok(rows)
     }
 }
 
-/// Output of one (sequence, key/value head) unit: `[rows][group heads x head dim]`.
-#[derive(Default)]
-struct Unit {
-    out: Vec<f32>,
-    scores: Vec<f32>,
+/// One work item of a step: a sequence's new rows for one key/value head. It rotates
+/// and appends that head's new keys and values to the cache and writes the outputs of
+/// the head's query heads, where they lie in the step's output rows.
+struct Unit<'a> {
+    heads: Heads,
+    /// Which key/value head.
+    g: usize,
+    start: usize,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    keys: &'a mut KeyBlocks,
+    values: &'a mut Vec<u16>,
+    /// Each new row's part of the output: its group's query heads.
+    out: Vec<&'a mut [f32]>,
 }
 
 /// Attention of every step: each sequence's new rows over its cache and themselves
 /// (causal). Runs on candle's CPU worker pool, one work item per sequence and key/value
-/// head, so the two matmul-free halves of a decode step use every core.
+/// head (rotation, the cache's new positions, scores and sums all in the item), so the
+/// two matmul-free halves of a decode step use every core.
 pub fn attend_all(heads: Heads, rope: &RopeTable, steps: &mut [Step<'_>]) -> Result<()> {
     let mut rows = Vec::with_capacity(steps.len());
-    for step in steps.iter_mut() {
-        rows.push(step.prepare(heads, rope)?);
+    for step in steps.iter() {
+        rows.push(step.check(heads, rope)?);
     }
-    let units: Vec<std::sync::Mutex<Unit>> = (0..steps.len() * heads.kv)
-        .map(|_| Default::default())
-        .collect();
-    let shared: &[Step<'_>] = steps;
-    candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
-        for u in range {
-            let (s, g) = (u / heads.kv, u % heads.kv);
-            if let (Some(step), Some(&rows), Some(unit)) =
-                (shared.get(s), rows.get(s), units.get(u))
-            {
-                let mut unit = unit.lock().unwrap_or_else(|e| e.into_inner());
-                attend_group(heads, step, rows, g, &mut unit);
+    let span = heads.group() * heads.dim;
+    let mut units = Vec::with_capacity(steps.len() * heads.kv);
+    for (step, &rows) in steps.iter_mut().zip(&rows) {
+        let cache = &mut *step.cache;
+        if cache.keys.len() != heads.kv {
+            cache
+                .keys
+                .resize_with(heads.kv, || KeyBlocks::new(heads.dim));
+            cache.values.resize_with(heads.kv, Vec::new);
+        }
+        // Each row's output, cut into the spans of the key/value heads' groups.
+        let mut outs: Vec<Vec<&mut [f32]>> =
+            (0..heads.kv).map(|_| Vec::with_capacity(rows)).collect();
+        for row in step.out.chunks_exact_mut(heads.query_width()) {
+            for (o, part) in outs.iter_mut().zip(row.chunks_exact_mut(span)) {
+                o.push(part);
             }
+        }
+        for (g, ((keys, values), out)) in cache
+            .keys
+            .iter_mut()
+            .zip(cache.values.iter_mut())
+            .zip(outs)
+            .enumerate()
+        {
+            units.push(std::sync::Mutex::new(Unit {
+                heads,
+                g,
+                start: step.start,
+                q: step.q,
+                k: step.k,
+                v: step.v,
+                keys,
+                values,
+                out,
+            }));
+        }
+        cache.positions += rows;
+    }
+    candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
+        for unit in units.get(range).unwrap_or(&[]) {
+            let mut unit = unit.lock().unwrap_or_else(|e| e.into_inner());
+            unit.run(rope);
         }
     });
-    // Scatter each unit's heads into its rows of the output.
-    let span = heads.group() * heads.dim;
-    for (u, unit) in units.into_iter().enumerate() {
-        let (s, g) = (u / heads.kv, u % heads.kv);
-        let unit = unit.into_inner().unwrap_or_else(|e| e.into_inner());
-        let Some(step) = steps.get_mut(s) else {
-            continue;
-        };
-        for (row, part) in step
-            .out
-            .chunks_exact_mut(heads.query_width())
-            .zip(unit.out.chunks_exact(span))
-        {
-            if let Some(dst) = row.get_mut(g * span..(g + 1) * span) {
-                dst.copy_from_slice(part);
-            }
-        }
-    }
     Ok(())
 }
 
@@ -259,58 +261,96 @@ pub fn attend_all(heads: Heads, rope: &RopeTable, steps: &mut [Step<'_>]) -> Res
 /// the group's heads over the whole cache are held at once).
 const ROWS_AT_ONCE: usize = 8;
 
-/// The query heads of key/value head `g` for every new row of `step` (its cache already
-/// holds them), into `unit.out`: up to [`ROWS_AT_ONCE`] rows' query heads are scored
-/// against the head's keys together and sum its values together (each query's numbers
-/// are the same as alone: [`attend`]).
-fn attend_group(heads: Heads, step: &Step<'_>, rows: usize, g: usize, unit: &mut Unit) {
-    let (qw, hd) = (heads.query_width(), heads.dim);
-    let group = heads.group();
-    let scale = 1.0 / (hd as f32).sqrt();
-    unit.out.clear();
-    unit.out.resize(rows * group * hd, 0.0);
-    let (Some(keys), Some(values)) = (step.cache.keys.get(g), step.cache.values.get(g)) else {
-        return;
-    };
-    let mut first = 0;
-    while first < rows {
-        let last = (first + ROWS_AT_ONCE).min(rows);
-        // Row i's query heads of this group; each sees positions 0..=start + i.
-        let mut queries: Vec<&[f32]> = Vec::with_capacity((last - first) * group);
-        let mut lens = Vec::with_capacity(queries.capacity());
-        for i in first..last {
-            let heads_of_row = step
-                .q
-                .get(i * qw..(i + 1) * qw)
-                .and_then(|row| row.get(g * group * hd..(g + 1) * group * hd))
-                .unwrap_or(&[]);
-            for q in heads_of_row.chunks_exact(hd) {
-                queries.push(q);
-                lens.push((step.start + i + 1).min(keys.len()));
+/// A worker thread's buffers for [`Unit::run`], kept from item to item.
+#[derive(Default)]
+struct UnitBuffers {
+    /// Rotated query heads, `[rows at once x group][head dim]`.
+    queries: Vec<f32>,
+    /// A rotated key.
+    key: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<UnitBuffers> = std::cell::RefCell::default();
+}
+
+impl Unit<'_> {
+    /// Appends this head's new keys (rotated) and values to the cache, then attends:
+    /// up to [`ROWS_AT_ONCE`] rows' query heads are scored against the head's keys
+    /// together and sum its values together (each query's numbers are the same as alone:
+    /// [`attend`]). Positions were checked against the rotary table first.
+    fn run(&mut self, rope: &RopeTable) {
+        BUFFERS.with(|b| self.run_with(rope, &mut b.borrow_mut()));
+    }
+
+    fn run_with(&mut self, rope: &RopeTable, buf: &mut UnitBuffers) {
+        let h = self.heads;
+        let (qw, kw, hd, group) = (h.query_width(), h.kv_width(), h.dim, h.group());
+        let head = self.g * hd..(self.g + 1) * hd;
+        for (i, (k, v)) in self
+            .k
+            .chunks_exact(kw)
+            .zip(self.v.chunks_exact(kw))
+            .enumerate()
+        {
+            buf.key.clear();
+            buf.key
+                .extend_from_slice(k.get(head.clone()).unwrap_or(&[]));
+            // The position was checked against the table (Step::check).
+            let _ = rope.rotate(&mut buf.key, self.start + i);
+            self.keys.push(&buf.key);
+            vector::to_f16(v.get(head.clone()).unwrap_or(&[]), self.values);
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        let rows = self.out.len();
+        let mut first = 0;
+        while first < rows {
+            let last = (first + ROWS_AT_ONCE).min(rows);
+            // Row i's query heads of this group, rotated; each sees positions
+            // 0..=start + i.
+            buf.queries.clear();
+            let mut lens = Vec::with_capacity((last - first) * group);
+            for i in first..last {
+                let heads_of_row = self
+                    .q
+                    .get(i * qw + self.g * group * hd..i * qw + (self.g + 1) * group * hd)
+                    .unwrap_or(&[]);
+                let at = buf.queries.len();
+                buf.queries.extend_from_slice(heads_of_row);
+                if let Some(row) = buf.queries.get_mut(at..) {
+                    let _ = rope.rotate(row, self.start + i);
+                }
+                lens.extend(std::iter::repeat_n(
+                    (self.start + i + 1).min(self.keys.len()),
+                    heads_of_row.len() / hd.max(1),
+                ));
             }
+            let queries: Vec<&[f32]> = buf.queries.chunks_exact(hd.max(1)).collect();
+            let widest = lens.iter().copied().max().unwrap_or(0);
+            buf.scores.clear();
+            buf.scores.resize(queries.len() * widest, 0.0);
+            let mut scores: Vec<&mut [f32]> = buf
+                .scores
+                .chunks_exact_mut(widest.max(1))
+                .zip(&lens)
+                .map(|(row, len)| &mut row[..*len])
+                .collect();
+            attend::key_scores(self.keys, &queries, scale, &mut scores);
+            for s in scores.iter_mut() {
+                vector::softmax(s);
+            }
+            let weights: Vec<&[f32]> = scores.iter().map(|s| &**s).collect();
+            let mut outs: Vec<&mut [f32]> = self
+                .out
+                .get_mut(first..last)
+                .unwrap_or(&mut [])
+                .iter_mut()
+                .flat_map(|row| row.chunks_exact_mut(hd.max(1)))
+                .collect();
+            attend::weighted_values(self.values, &weights, &mut outs);
+            first = last;
         }
-        let widest = lens.iter().copied().max().unwrap_or(0);
-        unit.scores.clear();
-        unit.scores.resize(queries.len() * widest, 0.0);
-        let mut scores: Vec<&mut [f32]> = unit
-            .scores
-            .chunks_exact_mut(widest.max(1))
-            .zip(&lens)
-            .map(|(row, len)| &mut row[..*len])
-            .collect();
-        attend::key_scores(keys, &queries, scale, &mut scores);
-        for s in scores.iter_mut() {
-            vector::softmax(s);
-        }
-        let weights: Vec<&[f32]> = scores.iter().map(|s| &**s).collect();
-        let mut outs: Vec<&mut [f32]> = unit
-            .out
-            .get_mut(first * group * hd..last * group * hd)
-            .unwrap_or(&mut [])
-            .chunks_exact_mut(hd)
-            .collect();
-        attend::weighted_values(values, &weights, &mut outs);
-        first = last;
     }
 }
 

@@ -12,7 +12,7 @@
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
-use fai_kernels::packed::Format;
+use fai_kernels::packed::{Format, TILE_ROWS};
 use fai_kernels::{Activations, Packed, PackedQ4K, PackedQ4_0, PackedQ8_0};
 
 use crate::error::{EngineError, Result};
@@ -86,6 +86,34 @@ impl Matrix {
         }
     }
 
+    /// As [`Matrix::forward_into`], the output's columns split into consecutive parts of
+    /// `widths` columns, each written straight into its own vector of `outs` (a fused
+    /// projection's outputs, with no copy). Returns false, having done nothing, where the
+    /// engine's kernels do not run this matrix or a part other than the last is not a
+    /// whole number of 16-row tiles wide; the caller then splits a whole product.
+    pub(crate) fn forward_parts(
+        &self,
+        x: &[f32],
+        rows: usize,
+        acts: &mut Activations,
+        widths: &[usize],
+        outs: &mut [Vec<f32>],
+    ) -> Result<bool> {
+        let tiled = widths
+            .split_last()
+            .is_some_and(|(_, rest)| rest.iter().all(|w| w % TILE_ROWS == 0));
+        if !tiled || widths.len() != outs.len() {
+            return Ok(false);
+        }
+        match self {
+            Matrix::Candle(_) => return Ok(false),
+            Matrix::Q4_0(p) => kernel_parts(p, x, rows, acts, widths, outs)?,
+            Matrix::Q4K(p) => kernel_parts(p, x, rows, acts, widths, outs)?,
+            Matrix::Q8_0(p) => kernel_parts(p, x, rows, acts, widths, outs)?,
+        }
+        Ok(true)
+    }
+
     /// `x` (`[.., cols]`) times the matrix's transpose: `[.., rows]` (f32 on the CPU).
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let out_cols = match self {
@@ -102,6 +130,26 @@ impl Matrix {
         shape.push(out_cols);
         Ok(Tensor::from_vec(out, shape, x.device())?)
     }
+}
+
+/// `rows` rows of `x` times `p`'s transpose, on the engine's kernel, into the parts
+/// `outs` (resized to `widths` columns each).
+fn kernel_parts<F: Format>(
+    p: &Packed<F>,
+    x: &[f32],
+    rows: usize,
+    acts: &mut Activations,
+    widths: &[usize],
+    outs: &mut [Vec<f32>],
+) -> Result<()> {
+    acts.requantize(x, rows, p.cols())?;
+    for (o, w) in outs.iter_mut().zip(widths) {
+        o.clear();
+        o.resize(rows * w, 0.0);
+    }
+    let mut parts: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+    p.matmul_parts(acts, &mut parts)?;
+    Ok(())
 }
 
 /// `rows` rows of `x` times `p`'s transpose, on the engine's kernel, into `out`.

@@ -249,6 +249,9 @@ impl Projection {
                 matrix,
                 rows: widths,
             } => {
+                if matrix.forward_parts(x, rows, acts, widths, outs)? {
+                    return Ok(());
+                }
                 matrix.forward_into(x, rows, acts, fused)?;
                 let total: usize = widths.iter().sum();
                 for (o, w) in outs.iter_mut().zip(widths) {

@@ -77,6 +77,8 @@ pub enum KernelError {
     Width { got: usize, expected: usize },
     #[error("a {0} x {1} matrix is too large")]
     TooLarge(usize, usize),
+    #[error("an output part {0} columns wide is not a whole number of 16-row tiles (only the last may be)")]
+    PartWidth(usize),
 }
 
 /// How a product is spread over threads.

@@ -121,6 +121,30 @@ impl<F: Format> Packed<F> {
         x: &Activations,
         out: &mut [f32],
     ) -> Result<(), KernelError> {
+        self.matmul_parts_on(isa, threads, x, &mut [out])
+    }
+
+    /// Like [`Packed::matmul`], the weight rows split into consecutive parts, each its
+    /// own output `[x.rows()][its width]` (a fused projection's outputs, written where
+    /// they lie). Every part but the last must be a whole number of 16-row tiles wide.
+    ///
+    /// Errors: as [`Packed::matmul`], or a part is not a whole number of rows or tiles.
+    pub fn matmul_parts(
+        &self,
+        x: &Activations,
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), KernelError> {
+        self.matmul_parts_on(Isa::best(), Threads::Pool, x, outs)
+    }
+
+    /// [`Packed::matmul_parts`] on the kernel of `isa` and the threads asked for.
+    pub fn matmul_parts_on(
+        &self,
+        isa: Isa,
+        threads: Threads,
+        x: &Activations,
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), KernelError> {
         let tiles = Tiles {
             blocks: &self.tiles,
             per_tile: self.blocks,
@@ -129,6 +153,6 @@ impl<F: Format> Packed<F> {
         };
         // SAFETY: `Format::kernel` gives the scalar kernel or one whose instruction set
         // this CPU runs.
-        unsafe { product::run(tiles, F::kernel(isa), threads, x, out) }
+        unsafe { product::run(tiles, F::kernel(isa), threads, x, outs) }
     }
 }

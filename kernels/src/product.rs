@@ -9,9 +9,11 @@ use crate::activations::Activations;
 use crate::packed::TILE_ROWS;
 use crate::{KernelError, Threads};
 
-/// A kernel: every activation row times the blocks of one tile, in order; each row's 16
-/// results go to the callback. `unsafe`: the x86 ones need their CPU features.
-pub(crate) type Kernel<B> = unsafe fn(&[B], &Activations, &mut dyn FnMut(usize, &[f32; TILE_ROWS]));
+/// A kernel: every activation row times the blocks of one tile, in order; the rows' 16
+/// results each go to the callback, a group of consecutive rows at a time (the first
+/// row's index and the group). `unsafe`: the x86 ones need their CPU features.
+pub(crate) type Kernel<B> =
+    unsafe fn(&[B], &Activations, &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]));
 
 /// A repacked matrix as the driver sees it: `rows x cols` weights in tiles of 16 rows of
 /// `per_tile` blocks each.
@@ -22,10 +24,15 @@ pub(crate) struct Tiles<'m, B> {
     pub(crate) cols: usize,
 }
 
-/// `out[i * rows + j]` = activation row `i` times weight row `j`, each tile of weight rows
-/// handed to one call of `kernel`, over candle's worker pool or this thread.
+/// Activation row `i` times weight row `j`, each tile of weight rows handed to one call
+/// of `kernel`, over candle's worker pool or this thread, into `outs`: the weight rows
+/// split into consecutive parts, part `p` `[x.rows()][its width]` (a fused projection's
+/// outputs, filled where they lie, with no copy afterwards). Every part but the last must
+/// be a whole number of tiles wide, so that no tile spans two.
 ///
-/// Errors: `x` is not `cols` wide, or `out` is not `x.rows() * rows` long.
+/// Errors: `x` is not `cols` wide, the parts do not hold `x.rows() * rows` values in all,
+/// one is not a whole number of rows, or a part other than the last is not a whole
+/// number of tiles wide.
 ///
 /// # Safety
 /// This CPU must run `kernel` (the instruction set it was written for is available).
@@ -34,7 +41,7 @@ pub(crate) unsafe fn run<B: Sync>(
     kernel: Kernel<B>,
     threads: Threads,
     x: &Activations,
-    out: &mut [f32],
+    outs: &mut [&mut [f32]],
 ) -> Result<(), KernelError> {
     if x.width() != m.cols {
         return Err(KernelError::Width {
@@ -46,23 +53,27 @@ pub(crate) unsafe fn run<B: Sync>(
         .rows()
         .checked_mul(m.rows)
         .ok_or(KernelError::TooLarge(x.rows(), m.rows))?;
-    if out.len() != expected {
+    let total: usize = outs.iter().map(|o| o.len()).sum();
+    if total != expected {
         return Err(KernelError::Length {
             what: "output",
-            got: out.len(),
+            got: total,
             expected,
         });
     }
     if expected == 0 {
         return Ok(());
     }
-    let shared = SharedOut::new(out, x.rows(), m.rows);
+    let shared = SharedOut::new(outs, x.rows())?;
     let work = |range: Range<usize>| {
         for tile in range {
             let blocks = &m.blocks[tile * m.per_tile..(tile + 1) * m.per_tile];
-            let mut write = |row: usize, values: &[f32; TILE_ROWS]| {
-                // SAFETY: the pool and the loop below hand each tile to exactly one call.
-                unsafe { shared.write_tile(row, tile, values) }
+            let mut write = |first: usize, rows: &[[f32; TILE_ROWS]]| {
+                for (r, values) in rows.iter().enumerate() {
+                    // SAFETY: the pool and the loop below hand each tile to exactly one
+                    // call.
+                    unsafe { shared.write_tile(first + r, tile, values) }
+                }
             };
             // SAFETY: the caller vouches that this CPU runs `kernel`.
             unsafe { kernel(blocks, x, &mut write) };
@@ -76,16 +87,14 @@ pub(crate) unsafe fn run<B: Sync>(
     Ok(())
 }
 
-/// Hands rows `first..first + R` of a kernel's results to `write`.
+/// Hands rows `first..first + R` of a kernel's results to `write`, in one call.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn write_rows<const R: usize>(
     first: usize,
     rows: [[f32; TILE_ROWS]; R],
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
-    for (r, values) in rows.iter().enumerate() {
-        write(first + r, values);
-    }
+    write(first, &rows);
 }
 
 /// Runs `$rows::<R>(blocks, x, first)` over the activation rows in groups of `$max`
@@ -125,57 +134,93 @@ macro_rules! each_row {
     }};
 }
 
-/// `rows x cols` f32 values, row after row, that workers fill one tile of columns at a time.
-pub(crate) struct SharedOut<'a> {
+/// One part of an output: `rows x cols` f32 values, row after row, holding the columns
+/// of tiles `first_tile..`.
+struct Part {
     ptr: *mut f32,
-    rows: usize,
     cols: usize,
+    first_tile: usize,
+}
+
+/// An output in parts that workers fill one tile of columns at a time.
+pub(crate) struct SharedOut<'a> {
+    parts: Vec<Part>,
+    rows: usize,
     _borrow: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: the pointer comes from a `&'a mut [f32]` held for 'a by this value, and
-// `write_tile` writes only whole tiles of columns; the callers give each tile of columns
-// to exactly one worker, so no two threads ever touch the same value, and none reads.
+// SAFETY: each part's pointer comes from a distinct `&'a mut [f32]` held for 'a by this
+// value, and `write_tile` writes only whole tiles of columns, each within one part; the
+// callers give each tile of columns to exactly one worker, so no two threads ever touch
+// the same value, and none reads.
 unsafe impl Send for SharedOut<'_> {}
 // SAFETY: as above: concurrent calls write disjoint values.
 unsafe impl Sync for SharedOut<'_> {}
 
 impl<'a> SharedOut<'a> {
-    /// `out` must hold exactly `rows * cols` values (the callers check it first; this
-    /// asserts it again, since every write's bounds rest on it).
-    pub(crate) fn new(out: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(
-            Some(out.len()),
-            rows.checked_mul(cols),
-            "output of the wrong size"
-        );
-        SharedOut {
-            ptr: out.as_mut_ptr(),
-            rows,
-            cols,
-            _borrow: PhantomData,
+    /// `outs`: parts of `rows` rows each (`rows` > 0), every one but the last a whole
+    /// number of tiles wide (checked: every write's bounds rest on it).
+    pub(crate) fn new<'b: 'a>(
+        outs: &'a mut [&'b mut [f32]],
+        rows: usize,
+    ) -> Result<Self, KernelError> {
+        let count = outs.len();
+        let mut parts = Vec::with_capacity(count);
+        let mut first_tile = 0usize;
+        for (i, out) in outs.iter_mut().enumerate() {
+            let cols = out.len().checked_div(rows).unwrap_or(0);
+            if cols.checked_mul(rows) != Some(out.len()) {
+                return Err(KernelError::Length {
+                    what: "output part",
+                    got: out.len(),
+                    expected: cols.saturating_add(1).saturating_mul(rows),
+                });
+            }
+            if i + 1 < count && !cols.is_multiple_of(TILE_ROWS) {
+                return Err(KernelError::PartWidth(cols));
+            }
+            parts.push(Part {
+                ptr: out.as_mut_ptr(),
+                cols,
+                first_tile,
+            });
+            first_tile += cols.div_ceil(TILE_ROWS);
         }
+        Ok(SharedOut {
+            parts,
+            rows,
+            _borrow: PhantomData,
+        })
     }
 
     /// Writes the columns of tile `tile` in row `row`: `values[r]` goes to column
-    /// `tile * 16 + r`, for the columns that exist (the last tile may be partial).
+    /// `tile * 16 + r` of the parts laid side by side, for the columns that exist (a
+    /// part's last tile may be partial).
     ///
     /// # Safety
     /// The caller must be the only thread writing tile `tile` through this value (every
     /// product gives each tile of columns to exactly one worker).
     pub(crate) unsafe fn write_tile(&self, row: usize, tile: usize, values: &[f32; TILE_ROWS]) {
-        let first = tile.saturating_mul(TILE_ROWS);
+        let part = self
+            .parts
+            .iter()
+            .rev()
+            .find(|p| p.first_tile <= tile)
+            .expect("tile outside the output");
+        let first = (tile - part.first_tile).saturating_mul(TILE_ROWS);
         assert!(
-            row < self.rows && first < self.cols,
+            row < self.rows && first < part.cols,
             "tile outside the output"
         );
-        let count = (self.cols - first).min(TILE_ROWS);
-        let at = row * self.cols + first;
+        let count = (part.cols - first).min(TILE_ROWS);
+        let at = row * part.cols + first;
         // SAFETY: row < rows and first + count <= cols, so at..at + count lies inside the
-        // rows * cols values `ptr` points to, which live for 'a. Only this worker writes
-        // tile `tile` (this function's contract), so the writes race with nothing; `values` is a separate local array, so the ranges do not overlap.
+        // rows * cols values of this part's slice, which lives for 'a. Only this worker
+        // writes tile `tile` (this function's contract), and a tile lies in one part
+        // (every part but the last is whole tiles wide), so the writes race with nothing;
+        // `values` is a separate local array, so the ranges do not overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), count);
+            std::ptr::copy_nonoverlapping(values.as_ptr(), part.ptr.add(at), count);
         }
     }
 }

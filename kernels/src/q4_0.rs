@@ -73,7 +73,7 @@ impl Tile for TileBlock {
 fn reference(
     blocks: &[TileBlock],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     for i in 0..x.rows() {
         let mut acc = [0f32; TILE_ROWS];
@@ -92,7 +92,7 @@ fn reference(
                 *acc = scale.mul_add(dot as f32, *acc);
             }
         }
-        write(i, &acc);
+        write(i, std::slice::from_ref(&acc));
     }
 }
 

@@ -117,7 +117,7 @@ impl Tile for TileSuper {
 fn reference(
     supers: &[TileSuper],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     for i in 0..x.rows() {
         let mut acc = [0f32; TILE_ROWS];
@@ -144,7 +144,7 @@ fn reference(
                 }
             }
         }
-        write(i, &acc);
+        write(i, std::slice::from_ref(&acc));
     }
 }
 

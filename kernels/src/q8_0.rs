@@ -74,7 +74,7 @@ impl Tile for TileBlock8 {
 fn reference(
     blocks: &[TileBlock8],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     for i in 0..x.rows() {
         let mut acc = [0f32; TILE_ROWS];
@@ -92,7 +92,7 @@ fn reference(
                 *acc = scale.mul_add(dot as f32, *acc);
             }
         }
-        write(i, &acc);
+        write(i, std::slice::from_ref(&acc));
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::activations::Activations;
+use crate::activations::{Activations, RowBlocks};
 use crate::packed::TILE_ROWS;
 use crate::q4_0::TileBlock;
 use crate::x86_common::{lanes16, lanes8x2, prefetch_ahead};
@@ -26,7 +26,7 @@ use crate::x86_common::{lanes16, lanes8x2, prefetch_ahead};
 pub(crate) unsafe fn avx512(
     blocks: &[TileBlock],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     // The row functions need this function's target features, which it has.
     in_row_groups!(rows_avx512, blocks, x, write, [1, 2, 3, 4, 5, 6, 7], 8);
@@ -41,9 +41,16 @@ fn rows_avx512<const R: usize>(
     first: usize,
 ) -> [[f32; TILE_ROWS]; R] {
     let nibble = _mm512_set1_epi8(0x0F);
+    let n = blocks.len();
+    // Each row's blocks, cut to the tile's length (the product checked that they agree).
+    let mut rows = [RowBlocks::EMPTY; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = x.row(first + r).first(n);
+    }
     let mut acc = [_mm512_setzero_ps(); R];
-    for (b, block) in blocks.iter().enumerate() {
+    for b in 0..n {
         prefetch_ahead(blocks, b);
+        let block = &blocks[b];
         // SAFETY: `qs` is 256 bytes; the loads read bytes 64g..64g + 64 for g < 4.
         let w: [__m512i; 4] = std::array::from_fn(|g| unsafe {
             _mm512_loadu_si512(block.qs.as_ptr().add(64 * g).cast())
@@ -52,10 +59,10 @@ fn rows_avx512<const R: usize>(
         let hi = w.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble));
         // SAFETY: `d` is 16 u16, the 32 bytes this reads.
         let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(block.d.as_ptr().cast()) });
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let at = (first + r) * x.blocks() + b;
-            let a = &x.words[at];
-            let mut even = _mm512_set1_epi32(x.offsets[at]);
+        each_row!(R, r => {
+            let row = rows[r];
+            let a = &row.words[b];
+            let mut even = _mm512_set1_epi32(row.offsets[b]);
             let mut odd = _mm512_setzero_si512();
             even = _mm512_dpbusd_epi32(even, lo[0], _mm512_set1_epi32(a[0]));
             odd = _mm512_dpbusd_epi32(odd, lo[1], _mm512_set1_epi32(a[1]));
@@ -66,9 +73,9 @@ fn rows_avx512<const R: usize>(
             even = _mm512_dpbusd_epi32(even, hi[2], _mm512_set1_epi32(a[6]));
             odd = _mm512_dpbusd_epi32(odd, hi[3], _mm512_set1_epi32(a[7]));
             let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
-            let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
-            *acc = _mm512_fmadd_ps(scale, dot, *acc);
-        }
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(row.scales[b]));
+            acc[r] = _mm512_fmadd_ps(scale, dot, acc[r]);
+        });
     }
     acc.map(|v| lanes16(v))
 }
@@ -81,7 +88,7 @@ fn rows_avx512<const R: usize>(
 pub(crate) unsafe fn avx2(
     blocks: &[TileBlock],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     in_row_groups!(rows_avx2, blocks, x, write, [1], 2);
 }

@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::activations::Activations;
+use crate::activations::{Activations, RowBlocks};
 use crate::packed::TILE_ROWS;
 use crate::q4_k::{TileSuper, SUBS};
 use crate::x86_common::{lanes16, lanes8x2, prefetch_ahead};
@@ -19,7 +19,7 @@ use crate::x86_common::{lanes16, lanes8x2, prefetch_ahead};
 pub(crate) unsafe fn avx512(
     supers: &[TileSuper],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     // The row functions need this function's target features, which it has.
     in_row_groups!(rows_avx512, supers, x, write, [1, 2, 3, 4, 5, 6, 7], 8);
@@ -34,6 +34,12 @@ fn rows_avx512<const R: usize>(
     first: usize,
 ) -> [[f32; TILE_ROWS]; R] {
     let nibble = _mm512_set1_epi8(0x0F);
+    // Each row's blocks, cut to the tile's length (the product checked that they agree).
+    let n = supers.len() * SUBS;
+    let mut rows = [RowBlocks::EMPTY; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = x.row(first + r).first(n);
+    }
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, sb) in supers.iter().enumerate() {
         prefetch_ahead(supers, b);
@@ -61,9 +67,10 @@ fn rows_avx512<const R: usize>(
                 )));
                 (q, _mm512_mul_ps(d, scale), _mm512_mul_ps(dmin, min))
             };
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let at = (first + r) * x.blocks() + b * SUBS + s;
-                let a = &x.words[at];
+            let at = b * SUBS + s;
+            each_row!(R, r => {
+                let row = rows[r];
+                let a = &row.words[at];
                 let mut even = _mm512_setzero_si512();
                 let mut odd = _mm512_setzero_si512();
                 for g in (0..8).step_by(2) {
@@ -71,10 +78,11 @@ fn rows_avx512<const R: usize>(
                     odd = _mm512_dpbusd_epi32(odd, q[g + 1], _mm512_set1_epi32(a[g + 1]));
                 }
                 let dot = _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd));
-                let da = _mm512_set1_ps(x.scales[at]);
-                *acc = _mm512_fmadd_ps(_mm512_mul_ps(scale, da), dot, *acc);
-                *acc = _mm512_fnmadd_ps(_mm512_mul_ps(min, da), _mm512_set1_ps(x.sums[at]), *acc);
-            }
+                let da = _mm512_set1_ps(row.scales[at]);
+                acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(scale, da), dot, acc[r]);
+                acc[r] =
+                    _mm512_fnmadd_ps(_mm512_mul_ps(min, da), _mm512_set1_ps(row.sums[at]), acc[r]);
+            });
         }
     }
     acc.map(|v| lanes16(v))
@@ -88,7 +96,7 @@ fn rows_avx512<const R: usize>(
 pub(crate) unsafe fn avx2(
     supers: &[TileSuper],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     in_row_groups!(rows_avx2, supers, x, write, [1], 2);
 }

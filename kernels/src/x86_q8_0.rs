@@ -21,7 +21,7 @@ use crate::x86_common::{lanes16, lanes8x2, prefetch_ahead};
 pub(crate) unsafe fn avx512(
     blocks: &[TileBlock8],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     // The row functions need this function's target features, which it has.
     in_row_groups!(rows_avx512, blocks, x, write, [1, 2, 3, 4, 5, 6, 7], 8);
@@ -78,7 +78,7 @@ fn rows_avx512<const R: usize>(
 pub(crate) unsafe fn avx2(
     blocks: &[TileBlock8],
     x: &Activations,
-    write: &mut dyn FnMut(usize, &[f32; TILE_ROWS]),
+    write: &mut dyn FnMut(usize, &[[f32; TILE_ROWS]]),
 ) {
     in_row_groups!(rows_avx2, blocks, x, write, [1], 2);
 }

@@ -185,3 +185,58 @@ fn wrong_shapes_are_errors() {
         "activation width 512 against 256"
     );
 }
+
+/// A product into parts (a fused projection's outputs) is the whole product's columns,
+/// on every instruction set and both thread modes; parts that would split a tile, or do
+/// not add up, are errors.
+#[test]
+fn a_product_in_parts_is_the_whole_products_columns() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (rows, cols, batch) = (16 + 32 + 7, 64, 5);
+    let (bytes, _) = weights(&mut rng, GgmlDType::Q8_0, rows, cols, 1.0);
+    let p = PackedQ8_0::from_gguf(&bytes, rows, cols).unwrap();
+    let x = Activations::quantize(&activations(&mut rng, batch, cols), batch, cols).unwrap();
+    let mut whole = vec![0.0; batch * rows];
+    p.matmul(&x, &mut whole).unwrap();
+    for isa in Isa::available_all() {
+        for threads in [Threads::Pool, Threads::One] {
+            let widths = [16, 32, 7];
+            let mut parts: Vec<Vec<f32>> =
+                widths.iter().map(|w| vec![f32::NAN; batch * w]).collect();
+            let mut outs: Vec<&mut [f32]> = parts.iter_mut().map(|v| v.as_mut_slice()).collect();
+            p.matmul_parts_on(isa, threads, &x, &mut outs).unwrap();
+            let mut start = 0;
+            for (part, w) in parts.iter().zip(widths) {
+                for r in 0..batch {
+                    let want = &whole[r * rows + start..r * rows + start + w];
+                    let got = &part[r * w..(r + 1) * w];
+                    assert!(
+                        want.iter()
+                            .zip(got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?} {threads:?} row {r} part at {start}"
+                    );
+                }
+                start += w;
+            }
+        }
+    }
+    // A part of 8 columns would put half a tile in each of two parts.
+    let mut a = vec![0.0; batch * 8];
+    let mut b = vec![0.0; batch * (rows - 8)];
+    assert_eq!(
+        p.matmul_parts(&x, &mut [a.as_mut_slice(), b.as_mut_slice()]),
+        Err(KernelError::PartWidth(8))
+    );
+    // Parts that hold a row too few, or a part that is not whole rows.
+    let mut a = vec![0.0; batch * 16];
+    let mut b = vec![0.0; batch * (rows - 17)];
+    assert!(p
+        .matmul_parts(&x, &mut [a.as_mut_slice(), b.as_mut_slice()])
+        .is_err());
+    let mut a = vec![0.0; batch * 16 + 1];
+    let mut b = vec![0.0; batch * (rows - 16) - 1];
+    assert!(p
+        .matmul_parts(&x, &mut [a.as_mut_slice(), b.as_mut_slice()])
+        .is_err());
+}

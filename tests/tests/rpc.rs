@@ -683,6 +683,9 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
     });
 
     // A peg-in: a ledger transaction whose data output carries the amount and the op.
+    // The height is read before it is sent: blocks come every 20 ms, so on a loaded
+    // machine the peg-in can be mined before a height read after the send.
+    let sent_at = height().unwrap();
     let out = cli(
         &[
             "wallet", "peg-in", "2 FAI", "--to", &bob, "--name", "alice", "--json", "--config", c,
@@ -696,7 +699,6 @@ fn a_wallet_is_paid_by_mining_and_sends_through_the_rpc() {
     );
     let pegged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let peg_txid = pegged["txid"].as_str().unwrap().to_string();
-    let sent_at = height().unwrap();
     assert_eq!(pegged["to"], bob.as_str());
     let mined_in = || {
         let tip = height()?;

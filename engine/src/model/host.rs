@@ -49,19 +49,58 @@ pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) 
     if weight.is_empty() {
         return;
     }
-    for (row, o) in x
-        .chunks_exact(weight.len())
-        .zip(out.chunks_exact_mut(weight.len()))
-    {
-        let mut sum2 = 0f32;
-        for v in row {
-            sum2 += v * v;
+    let width = weight.len();
+    by_rows(out, x, width, |out, x| {
+        for (row, o) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+            let scale = 1.0 / (sum_of_squares(row) / width as f32 + eps).sqrt();
+            for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
+                *o = v * scale * w;
+            }
         }
-        let scale = 1.0 / (sum2 / weight.len() as f32 + eps).sqrt();
-        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
-            *o = v * scale * w;
+    });
+}
+
+/// The sum of the squares of `row`, in eight partial sums (lane `i` takes the values at
+/// `i` mod 8) added as a tree, then the tail: a fixed order that vectorises (one running
+/// sum was a chain of additions, each waiting on the last).
+fn sum_of_squares(row: &[f32]) -> f32 {
+    let mut partial = [0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (p, v) in partial.iter_mut().zip(chunk) {
+            *p += v * v;
         }
     }
+    let [p0, p1, p2, p3, p4, p5, p6, p7] = partial;
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    (((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7))) + tail
+}
+
+/// Rows handed to one worker of the pool by [`by_rows`].
+const POOL_ROWS: usize = 16;
+
+/// `f` over consecutive rows of `a` (written) and `b` (read), both `width` wide: on
+/// candle's worker pool in parts of [`POOL_ROWS`] rows when there are several parts (a
+/// verifier's pass over hundreds of positions), else here. Each row's result does not
+/// depend on the split.
+fn by_rows(a: &mut [f32], b: &[f32], width: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    let part = POOL_ROWS * width.max(1);
+    if a.len() <= part {
+        return f(a, b);
+    }
+    // Each part behind a lock that only its one taker ever holds.
+    let parts: Vec<std::sync::Mutex<(&mut [f32], &[f32])>> = a
+        .chunks_mut(part)
+        .zip(b.chunks(part))
+        .map(std::sync::Mutex::new)
+        .collect();
+    candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
+        for part in parts.get(range).unwrap_or(&[]) {
+            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
+            let (a, b) = &mut *part;
+            f(a, b);
+        }
+    });
 }
 
 /// The buffers of one forward pass, handed from layer to layer (and kept by the thread
@@ -96,6 +135,11 @@ impl Scratch {
 thread_local! {
     /// This thread's buffers from its last forward pass.
     static SPARE: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The first `n` values of `rows` and the rest.
+fn cut_rows(rows: &[f32], n: usize) -> Result<(&[f32], &[f32])> {
+    rows.split_at_checked(n).ok_or_else(super::cache_mismatch)
 }
 
 /// `x += y`, element by element.
@@ -153,17 +197,18 @@ impl Llama {
             layer
                 .wo
                 .forward_into(&s.y, rows, &mut s.acts, &mut s.projected)?;
-            add(&mut x, &s.projected);
+            by_rows(&mut x, &s.projected, dim, add);
             rms_norm(&x, &host.ffn_norm, eps, &mut s.h);
             layer
                 .gate_up
                 .forward_into(&s.h, rows, &mut s.acts, &mut s.fused, &mut s.gate_up)?;
             let [gate, up] = &mut s.gate_up;
-            fai_kernels::vector::silu_mul(gate, up);
+            let ff = gate.len() / rows.max(1);
+            by_rows(gate, up, ff, fai_kernels::vector::silu_mul);
             layer
                 .w_down
                 .forward_into(gate, rows, &mut s.acts, &mut s.projected)?;
-            add(&mut x, &s.projected);
+            by_rows(&mut x, &s.projected, dim, add);
         }
         if s.bytes() <= Scratch::SPARE_BYTES {
             SPARE.with(|spare| *spare.borrow_mut() = s);
@@ -203,8 +248,8 @@ impl Llama {
     pub(super) fn host_attention(
         &self,
         l: usize,
-        q: &mut [f32],
-        k: &mut [f32],
+        q: &[f32],
+        k: &[f32],
         v: &[f32],
         spans: &[Span],
         items: &mut [BatchItem<'_, '_>],
@@ -224,11 +269,9 @@ impl Llama {
         let (mut q_rest, mut k_rest, mut v_rest, mut out_rest) = (q, k, v, &mut out[..]);
         let mut steps = Vec::with_capacity(spans.len());
         for (span, item) in spans.iter().zip(items.iter_mut()) {
-            let (q, qr) = super::split_rows(q_rest, span.seq * width)?;
-            let (k, kr) = super::split_rows(k_rest, span.seq * kv_width)?;
-            let (v, vr) = v_rest
-                .split_at_checked(span.seq * kv_width)
-                .ok_or_else(super::cache_mismatch)?;
+            let (q, qr) = cut_rows(q_rest, span.seq * width)?;
+            let (k, kr) = cut_rows(k_rest, span.seq * kv_width)?;
+            let (v, vr) = cut_rows(v_rest, span.seq * kv_width)?;
             let (o, or) = super::split_rows(out_rest, span.seq * width)?;
             (q_rest, k_rest, v_rest, out_rest) = (qr, kr, vr, or);
             let Some(super::LayerKv::Host(cache)) = item.cache.layers.get_mut(l) else {
