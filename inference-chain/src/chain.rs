@@ -10,9 +10,10 @@
 //! unless a later tenure's block builds on one of its blocks. What a block at height h
 //! executes, in order:
 //! 1. settlement of the blocks of its vote window (its parent and up to
-//!    [`VOTE_WINDOW`] − 1 blocks above; votes are revealed in blocks anchored more than
-//!    [`COMMIT_PHASE`] ledger blocks after the voted one's, the blocks before carry
-//!    commitments) whose carried votes reach a majority of their
+//!    [`VOTE_WINDOW`] − 1 blocks above; the blocks anchored up to [`COMMIT_PHASE`]
+//!    ledger blocks after the voted one's carry commitments, and on up to
+//!    [`COMMIT_PHASE_MAX`] while fewer than a majority of the set committed; votes are
+//!    revealed in the blocks after) whose carried votes reach a majority of their
 //!    verifier set with this block's: each inference is paid (90% node, 10% to the
 //!    settled block's producer, rest back to the sender) or refunded with the node's bond
 //!    slashed, reputation is recorded, and that block's producer earns the subsidy; a
@@ -53,7 +54,7 @@ use sha2::{Digest, Sha256};
 
 mod window;
 pub use window::{
-    commit_phase_over, may_commit, DueSettlement, WindowBlock, BUSY_BEHIND, COMMIT_PHASE,
+    may_commit, DueSettlement, WindowBlock, BUSY_BEHIND, COMMIT_PHASE, COMMIT_PHASE_MAX,
     VOTE_WINDOW,
 };
 

@@ -14,8 +14,8 @@ use fai_clarity::{Genesis, GenesisModel, Value, VmConfig};
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{GenerateRequest, LoadedModel, Replay, SamplingParams, Verifier};
 use fai_inference_chain::chain::{
-    escrow_account, BlockError, ChainConfig, InferenceChain, COMMIT_PHASE, INFERENCE_BLOCKS_COLUMN,
-    VOTE_WINDOW,
+    escrow_account, BlockError, ChainConfig, InferenceChain, COMMIT_PHASE, COMMIT_PHASE_MAX,
+    INFERENCE_BLOCKS_COLUMN, VOTE_WINDOW,
 };
 use fai_inference_chain::ops::{build_register, commit_after, Op, RegisterRef};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
@@ -814,14 +814,20 @@ fn inferences_are_verified_voted_and_settled_and_a_reorg_settles_them_once() {
         .iter()
         .map(|v| Vote::new(v, Hash256(x_id), vec![Verdict::Accept]))
         .collect();
-    let committed = w.commit_phase(x_id, &verifiers, &two, 200);
+    let mut committed = w.commit_phase(x_id, &verifiers, &two, 200);
+    // Two of five committed: the phase runs on to its longest before anyone reveals.
+    for _ in COMMIT_PHASE..COMMIT_PHASE_MAX {
+        let anchor = w.win(committed, 200);
+        let b = w.produce(anchor, vec![], vec![], vec![]).unwrap();
+        committed = w.chain.accept(&w.ledger.chain, b).unwrap();
+    }
     let commit = w.commit(committed, 200);
     let next = w.ledger.mine(vec![commit]);
     let next_hash = w.connect(&next);
     let y = w.produce(next_hash, vec![], vec![], two).unwrap();
     let mut y_id = w.chain.accept(&w.ledger.chain, y).unwrap();
     // Open until block x + VOTE_WINDOW: the fee stays in escrow.
-    for _ in (COMMIT_PHASE + 1)..VOTE_WINDOW {
+    for _ in (COMMIT_PHASE_MAX + 1)..VOTE_WINDOW {
         assert_eq!(
             w.balance(&y_id, escrow_account()),
             u128::from(MAX_FEE),
@@ -1833,6 +1839,23 @@ fn random_answer(w: &World, user: &SecretKey, node: &SecretKey, nonce: u64) -> I
     Inference { stub, receipt }
 }
 
+/// A world with five staked verifiers (keys 10 to 14) and a block, the first of a cycle,
+/// carrying one answer of node key 3 to user key 2: the world, the verifiers and the
+/// block's id.
+fn one_answer_before_its_verifiers() -> (World, Vec<SecretKey>, [u8; 32]) {
+    let mut w = world();
+    let (user, node) = (key(2), key(3));
+    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
+    let (_, b1_id) = stake_and_register(&mut w, &verifiers);
+    w.mine_to_next_cycle();
+    let l2 = w.win(b1_id, 200);
+    let b2 = w
+        .produce(l2, vec![], vec![random_answer(&w, &user, &node, 0)], vec![])
+        .unwrap();
+    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
+    (w, verifiers, b2_id)
+}
+
 /// Issue 19's vote window, in two phases (decision 0004). Commitments to the votes on
 /// block N count in blocks N+1 to N+COMMIT_PHASE, the votes themselves (reveals) in the
 /// blocks after, up to N+VOTE_WINDOW: two reveals leave N open (the fee stays in
@@ -1845,16 +1868,8 @@ fn random_answer(w: &World, user: &SecretKey, node: &SecretKey, nonce: u64) -> I
 /// window closes.
 #[test]
 fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_when_it_closes() {
-    let mut w = world();
+    let (mut w, verifiers, b2_id) = one_answer_before_its_verifiers();
     let (user, node) = (key(2), key(3));
-    let verifiers: Vec<SecretKey> = (10..15).map(key).collect();
-    let (_, b1_id) = stake_and_register(&mut w, &verifiers);
-    w.mine_to_next_cycle();
-    let l2 = w.win(b1_id, 200);
-    let b2 = w
-        .produce(l2, vec![], vec![random_answer(&w, &user, &node, 0)], vec![])
-        .unwrap();
-    let b2_id = w.chain.accept(&w.ledger.chain, b2).unwrap();
     let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
     let commit_b2 = |v: &SecretKey| VoteCommit::of(v, &on_b2(v));
     let user_before = w.balance(&b2_id, hash(&user).0);
@@ -1895,9 +1910,7 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
     let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
     let b2_rec = w.chain.block(&b2_id).unwrap().clone();
     let b4_rec = w.chain.block(&b4_id).unwrap().clone();
-    assert!(fai_inference_chain::chain::commit_phase_over(
-        &b2_rec, &b4_rec
-    ));
+    assert!(w.chain.commit_phase_over(&w.ledger.chain, &b2_rec, &b4_rec));
 
     // The verifiers reveal now. A producer that wins the next tenure with a commit
     // naming N+1 (any block anchored below its tenure will do) builds a second N+2,
@@ -2026,6 +2039,106 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
     let anchor = w.win(tip, 200);
     let err = w.produce(anchor, vec![], vec![], vec![late]).unwrap_err();
     assert!(err.to_string().contains("not in the window"), "{err}");
+}
+
+/// Issue 19's burst: ledger blocks come close together (or block N is heavy to replay),
+/// so that only two of N's five verifiers committed by the end of its fixed commit phase
+/// (N's anchor + COMMIT_PHASE). Before, the commitments of the other three were past
+/// the phase: N could never reach a quorum and its window refunded it, the network's work
+/// served for free. Now the phase runs on while the branch carries fewer than a quorum of
+/// commitments, up to COMMIT_PHASE_MAX: the late commitments are carried, the reveals
+/// follow and N settles, paid. Reveals still wait for the phase's end (nobody sees a
+/// verdict while a quorum has not committed), a commitment once a quorum is in is past
+/// the phase (a copier gains nothing), and past COMMIT_PHASE_MAX nothing more counts.
+#[test]
+fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_nothing() {
+    let (mut w, verifiers, b2_id) = one_answer_before_its_verifiers();
+    let (user, node) = (key(2), key(3));
+    let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
+    let commit_b2 = |v: &SecretKey| VoteCommit::of(v, &on_b2(v));
+    let node_before = w.balance(&b2_id, hash(&node).0);
+
+    // The fixed phase: one commitment in N+1, one in N+2 (the other verifiers are
+    // still replaying when the ledger blocks come).
+    let mut tip = b2_id;
+    for v in &verifiers[..2] {
+        let anchor = w.win(tip, 200);
+        let b = w
+            .produce_committing(anchor, vec![commit_b2(v)], vec![])
+            .unwrap();
+        tip = w.chain.accept(&w.ledger.chain, b).unwrap();
+    }
+    let b2_rec = w.chain.block(&b2_id).unwrap().clone();
+    let tip_rec = w.chain.block(&tip).unwrap().clone();
+    assert!(
+        !w.chain
+            .commit_phase_over(&w.ledger.chain, &b2_rec, &tip_rec),
+        "two of five committed: the phase runs on"
+    );
+    // Serving nodes meanwhile refuse new requests as busy: the verifiers are behind.
+    assert!(w.chain.commits_missed(&w.ledger.chain, &tip_rec));
+
+    // N+3, anchored past the fixed phase: no reveal yet, but the late commitments.
+    let l5 = w.win(tip, 200);
+    let err = w
+        .produce(l5, vec![], vec![], vec![on_b2(&verifiers[0])])
+        .unwrap_err();
+    assert!(err.to_string().contains("commit phase"), "{err}");
+    let late: Vec<VoteCommit> = verifiers[2..4].iter().map(commit_b2).collect();
+    let b5 = w.produce_committing(l5, late, vec![]).unwrap();
+    let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
+    let b5_rec = w.chain.block(&b5_id).unwrap().clone();
+    assert!(w.chain.commit_phase_over(&w.ledger.chain, &b2_rec, &b5_rec));
+    assert!(!w.chain.commits_missed(&w.ledger.chain, &b5_rec));
+
+    // A quorum committed: the fifth verifier, which would copy the reveals, is past the
+    // phase; N+4 carries three reveals and settles N, paid.
+    let l6 = w.win(b5_id, 200);
+    let err = w
+        .produce_committing(l6, vec![commit_b2(&verifiers[4])], vec![])
+        .unwrap_err();
+    assert!(err.to_string().contains("past the commit phase"), "{err}");
+    let reveals: Vec<Vote> = verifiers[..3].iter().map(on_b2).collect();
+    let b6 = w.produce(l6, vec![], vec![], reveals).unwrap();
+    let b6_id = w.chain.accept(&w.ledger.chain, b6).unwrap();
+    assert_eq!(w.balance(&b6_id, escrow_account()), 0, "settled");
+    assert!(
+        w.balance(&b6_id, hash(&node).0) > node_before,
+        "the node is paid for what it served"
+    );
+
+    // The phase's limit: a block whose verifiers commit nothing in time is past its
+    // phase at COMMIT_PHASE_MAX, a commitment after that does not count, and serving
+    // nodes see its commitments missed.
+    let l7 = w.win(b6_id, 200);
+    let b7 = w
+        .produce(l7, vec![], vec![random_answer(&w, &user, &node, 1)], vec![])
+        .unwrap();
+    let b7_id = w.chain.accept(&w.ledger.chain, b7).unwrap();
+    let b7_rec = w.chain.block(&b7_id).unwrap().clone();
+    let mut tip = b7_id;
+    for i in 0..COMMIT_PHASE_MAX {
+        let tip_rec = w.chain.block(&tip).unwrap().clone();
+        assert!(
+            !w.chain
+                .commit_phase_over(&w.ledger.chain, &b7_rec, &tip_rec),
+            "{i} blocks after"
+        );
+        let anchor = w.win(tip, 200);
+        let b = w.produce(anchor, vec![], vec![], vec![]).unwrap();
+        tip = w.chain.accept(&w.ledger.chain, b).unwrap();
+    }
+    let tip_rec = w.chain.block(&tip).unwrap().clone();
+    assert!(w
+        .chain
+        .commit_phase_over(&w.ledger.chain, &b7_rec, &tip_rec));
+    assert!(w.chain.commits_missed(&w.ledger.chain, &tip_rec));
+    let on_b7 = Vote::new(&verifiers[0], Hash256(b7_id), vec![Verdict::Accept]);
+    let anchor = w.win(tip, 200);
+    let err = w
+        .produce_committing(anchor, vec![VoteCommit::of(&verifiers[0], &on_b7)], vec![])
+        .unwrap_err();
+    assert!(err.to_string().contains("past the commit phase"), "{err}");
 }
 
 /// A node serves a forged answer and asks to withdraw in the block that carries it; the

@@ -42,7 +42,10 @@ pub const SCHEMA: Schema = Schema {
     // genesis state).
     // 10: served text is stored sealed to the verifiers, and the node registry holds
     // sealing keys (another genesis state).
-    format_version: 10,
+    // 11: a commit phase short of a quorum of commitments runs on (up to
+    // COMMIT_PHASE_MAX ledger blocks), so blocks stored before may hold votes in
+    // places the new rule reads differently.
+    format_version: 11,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -135,7 +138,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 9,
+            format_version: 10,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -147,8 +150,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 9"), "{text}");
-        assert!(text.contains("version 10"), "{text}");
+        assert!(text.contains("format version 10"), "{text}");
+        assert!(text.contains("version 11"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

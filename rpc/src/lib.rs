@@ -650,8 +650,10 @@ fn check_not_busy(st: &fai_node::chain_task::ChainState) -> Result<(), ApiError>
     }
     let spacing = st.ledger.params().target_spacing;
     let why = if st.commits_missed() {
-        "a block's commit phase ended without the commitments of a majority of its verifiers"
-            .to_string()
+        format!(
+            "a majority of a block's verifiers had not committed to their votes {} ledger blocks after it (its commit phase runs on, but new requests would add to their backlog)",
+            fai_inference_chain::chain::COMMIT_PHASE
+        )
     } else {
         format!(
             "the verifiers are {} inference blocks behind (new requests are refused from {}, before the {}-block vote window refunds what was served)",
@@ -807,7 +809,7 @@ async fn check_stub(s: &RpcState, stub: &InferenceStub) -> Result<(), ApiError> 
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex, or instead {\"sealed\": hex} (SealedSubmission): a request sealed to the node that is to serve it (its key from the node registry or /v2/info), which only that node can open; relays forward it unread"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model; for a sealed request, the serving node's events are each a sealed {sealed} event instead, opened in order with the request's reply key", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "busy, with Retry-After: the engine queue is full, or the verifiers are behind: a block's commit phase ended without a majority of its verifiers' commitments, or they are 4 or more inference blocks behind (what is served now might not settle within the vote window)", body = api::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex, or instead {\"sealed\": hex} (SealedSubmission): a request sealed to the node that is to serve it (its key from the node registry or /v2/info), which only that node can open; relays forward it unread"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model; for a sealed request, the serving node's events are each a sealed {sealed} event instead, opened in order with the request's reply key", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "busy, with Retry-After: the engine queue is full, or the verifiers are behind: a majority of a block's verifiers had not committed to their votes 2 ledger blocks after it (its commit phase runs on), or they are 4 or more inference blocks behind (what is served now might not settle within the vote window)", body = api::ErrorBody)))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,

@@ -1,7 +1,8 @@
 //! Votes in a window of blocks, in two phases (decision 0004). The commitments to the
 //! votes on block N count when blocks of its branch anchored at most [`COMMIT_PHASE`]
 //! ledger blocks after N's anchor carry them (blocks N+1 and N+2 when every ledger block
-//! has a tenure); the votes themselves (reveals) when the blocks after, up to
+//! has a tenure), and on up to [`COMMIT_PHASE_MAX`] while the branch carried fewer than a
+//! quorum of them; the votes themselves (reveals) when the blocks after, up to
 //! N+[`VOTE_WINDOW`], carry them, each beside its verifier's commitment carried before.
 //! N settles in the first of those blocks that brings the reveals carried on it to a
 //! quorum of its verifier set; when the window closes (block N+K) without one, its
@@ -43,20 +44,32 @@ pub const VOTE_WINDOW: u32 = 6;
 /// commits in time.
 pub const COMMIT_PHASE: u32 = 2;
 
+/// How many ledger blocks after block N's anchor its commit phase may run on while its
+/// branch carries commitments from fewer than a quorum of N's set (a consensus
+/// constant): ledger blocks that come close together (a burst, or a heavy block to
+/// replay) then leave the verifiers time to judge N instead of refunding it.
+pub const COMMIT_PHASE_MAX: u32 = 4;
+
 /// Whether a block anchored at ledger height `anchor_height` may carry commitments to
-/// votes on `voted` (one of its window): it is in `voted`'s commit phase.
-pub fn may_commit(voted: &BlockRecord, anchor_height: u32) -> bool {
-    anchor_height <= voted.anchor_height.saturating_add(COMMIT_PHASE)
+/// votes on `voted` (one of its window), its branch having carried `carried` of them
+/// for a verifier set of `set_size`: it is in `voted`'s commit phase. That is up to
+/// [`COMMIT_PHASE`] ledger blocks after `voted`'s anchor, and on up to
+/// [`COMMIT_PHASE_MAX`] while fewer than a quorum committed.
+pub fn may_commit(
+    voted: &BlockRecord,
+    anchor_height: u32,
+    carried: usize,
+    set_size: usize,
+) -> bool {
+    let fixed = voted.anchor_height.saturating_add(COMMIT_PHASE);
+    let longest = voted.anchor_height.saturating_add(COMMIT_PHASE_MAX);
+    anchor_height <= fixed
+        || (anchor_height <= longest && set_size > 0 && carried < quorum(set_size))
 }
 
-/// Whether no child of `tip` (a descendant of `voted`) can carry a commitment to a vote
-/// on `voted`: every later block is anchored past its commit phase. When a verifier may
-/// reveal its vote on `voted`.
-pub fn commit_phase_over(voted: &BlockRecord, tip: &BlockRecord) -> bool {
-    !may_commit(voted, tip.anchor_height.saturating_add(1))
-}
-
-const _: () = assert!(COMMIT_PHASE >= 1 && COMMIT_PHASE < VOTE_WINDOW);
+const _: () = assert!(COMMIT_PHASE >= 1 && COMMIT_PHASE <= COMMIT_PHASE_MAX);
+// Reveals need a block after the longest commit phase.
+const _: () = assert!(COMMIT_PHASE_MAX < VOTE_WINDOW);
 
 // Five verifiers (the staking contract's SET-SIZE) on every block of the window fit in a
 // block, votes and commitments alike (with tenures left empty, any block of the window
@@ -153,18 +166,70 @@ impl InferenceChain {
             let set = self.verifier_set(ledger, rec, rec.cycle);
             let settled = !set.is_empty() && carried.len() >= quorum(set.len());
             let depth = u32::try_from(i.saturating_add(1)).unwrap_or(u32::MAX);
+            let committing = may_commit(rec, anchor_height, commits.len(), set.len());
             out.push(WindowBlock {
                 rec,
                 set,
                 commits,
                 carried,
                 depth,
-                committing: may_commit(rec, anchor_height),
+                committing,
                 settled,
                 closes: depth == VOTE_WINDOW,
             });
         }
         out
+    }
+
+    /// Whether no child of `tip` can carry a commitment to a vote on `voted`: when a
+    /// verifier may reveal its vote on `voted`, and a verifier that has not judged it yet
+    /// skips it. On `tip`'s branch, as consensus reckons it (past [`COMMIT_PHASE`], the
+    /// phase runs on while the branch carried fewer than a quorum of commitments); for a
+    /// block off the branch, once the longest phase is over.
+    pub fn commit_phase_over(
+        &self,
+        ledger: &Chainstate,
+        voted: &BlockRecord,
+        tip: &BlockRecord,
+    ) -> bool {
+        // A child's anchor is at least this; a later one only shortens the phase.
+        let child = tip.anchor_height.saturating_add(1);
+        if child <= voted.anchor_height.saturating_add(COMMIT_PHASE) {
+            return false;
+        }
+        if child > voted.anchor_height.saturating_add(COMMIT_PHASE_MAX) {
+            return true;
+        }
+        match self.commits_carried(voted, tip) {
+            Some(carried) => {
+                let set = self.verifier_set(ledger, voted, voted.cycle);
+                !may_commit(voted, child, carried, set.len())
+            }
+            None => false,
+        }
+    }
+
+    /// The commitments to votes on `voted` that the blocks after it up to `tip` carried,
+    /// or None when `voted` is not among `tip`'s last [`VOTE_WINDOW`] ancestors (or `tip`).
+    fn commits_carried(&self, voted: &BlockRecord, tip: &BlockRecord) -> Option<usize> {
+        let mut carried = 0usize;
+        let mut at = Some(tip);
+        for _ in 0..=VOTE_WINDOW {
+            let rec = at?;
+            if rec.id == voted.id {
+                return Some(carried);
+            }
+            let block = rec.block.as_ref()?;
+            carried = carried.saturating_add(
+                block
+                    .commits
+                    .iter()
+                    .filter(|c| c.block.0 == voted.id)
+                    .count(),
+            );
+            at = self.blocks.get(&block.header.parent);
+        }
+        None
     }
 
     /// How far the verifiers are behind on the branch of `tip`: the number of blocks
@@ -191,14 +256,16 @@ impl InferenceChain {
     }
 
     /// Whether a block of the window of `tip` that carries inferences and has not settled
-    /// is past its commit phase without the commitments of a quorum of its set: it will
-    /// be refunded, served for nothing, because its verifiers did not judge it in time.
-    /// A serving node then refuses new requests as busy, as at [`BUSY_BEHIND`].
+    /// is past its fixed commit phase ([`COMMIT_PHASE`]) without the commitments of a
+    /// quorum of its set: its verifiers did not judge it in time. The phase runs on for
+    /// it (to [`COMMIT_PHASE_MAX`]), but a serving node then refuses new requests as busy,
+    /// as at [`BUSY_BEHIND`], so as not to add to their backlog (and past the longest
+    /// phase the block will be refunded, served for nothing).
     pub fn commits_missed(&self, ledger: &Chainstate, tip: &BlockRecord) -> bool {
         let child_anchor = tip.anchor_height.saturating_add(1);
         self.vote_window(ledger, tip, child_anchor).iter().any(|w| {
             !w.settled
-                && !w.committing
+                && child_anchor > w.rec.anchor_height.saturating_add(COMMIT_PHASE)
                 && !w.set.is_empty()
                 && w.inferences() > 0
                 && w.commits.len() < quorum(w.set.len())

@@ -434,7 +434,7 @@ impl ChainState {
             return false;
         };
         self.heights.holds(rec.height, &rec.id)
-            && fai_inference_chain::chain::commit_phase_over(rec, chain.tip(&self.ledger))
+            && chain.commit_phase_over(&self.ledger, rec, chain.tip(&self.ledger))
     }
 
     /// Moves this node's audit of the verifiers on (or plants one), and gossips what that
@@ -470,7 +470,8 @@ impl ChainState {
         let Some(chain) = self.inference.as_ref() else {
             return;
         };
-        let tip = chain.tip(&self.ledger);
+        let ledger = &self.ledger;
+        let tip = chain.tip(ledger);
         let heights = &self.heights;
         let due = self.held_votes.take_due(|vote| {
             let Some(rec) = chain.block(&vote.block.0) else {
@@ -482,7 +483,7 @@ impl ChainState {
             let canonical = heights.holds(rec.height, &rec.id);
             if tip.height >= window_end {
                 Due::Forget
-            } else if canonical && fai_inference_chain::chain::commit_phase_over(rec, tip) {
+            } else if canonical && chain.commit_phase_over(ledger, rec, tip) {
                 Due::Reveal
             } else {
                 Due::Hold

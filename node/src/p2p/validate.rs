@@ -457,7 +457,7 @@ fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         // could otherwise push the recent blocks' votes out of the pool with old ones).
         let tip = chain.tip(ledger);
         let late = match verdicts {
-            None => fai_inference_chain::chain::commit_phase_over(record, tip),
+            None => chain.commit_phase_over(ledger, record, tip),
             Some(_) => {
                 tip.height
                     >= record
@@ -471,7 +471,7 @@ fn gossip_vote(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         // A vote before the commit phase is over here: neither kept nor relayed yet (a
         // copier that has not committed must not see it); it waits, like a vote on a
         // block not here yet, and is taken once this node's branch is past the phase.
-        if verdicts.is_some() && !fai_inference_chain::chain::commit_phase_over(record, tip) {
+        if verdicts.is_some() && !chain.commit_phase_over(ledger, record, tip) {
             return (MessageAcceptance::Ignore, None, true);
         }
         let inferences = record.block.as_ref().map_or(0, |b| b.inferences.len());
