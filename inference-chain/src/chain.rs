@@ -12,8 +12,9 @@
 //! 1. settlement of the blocks of its vote window (its parent and up to
 //!    [`VOTE_WINDOW`] − 1 blocks above; the blocks anchored up to [`COMMIT_PHASE`]
 //!    ledger blocks after the voted one's carry commitments, and on up to
-//!    [`COMMIT_PHASE_MAX`] while fewer than a majority of the set committed; votes are
-//!    revealed in the blocks after) whose carried votes reach a majority of their
+//!    [`COMMIT_PHASE_MAX`] while fewer than a majority of the set committed and the
+//!    branch has a block at every ledger height since; votes are revealed in the blocks
+//!    after) whose carried votes reach a majority of their
 //!    verifier set with this block's: each inference is paid (90% node, 10% to the
 //!    settled block's producer, rest back to the sender) or refunded with the node's bond
 //!    slashed, reputation is recorded, and that block's producer earns the subsidy; a
@@ -54,8 +55,8 @@ use sha2::{Digest, Sha256};
 
 mod window;
 pub use window::{
-    may_commit, DueSettlement, WindowBlock, BUSY_BEHIND, COMMIT_PHASE, COMMIT_PHASE_MAX,
-    VOTE_WINDOW,
+    may_commit, unbroken_run, DueSettlement, WindowBlock, BUSY_BEHIND, COMMIT_PHASE,
+    COMMIT_PHASE_MAX, VOTE_WINDOW,
 };
 
 use crate::block::{InferenceBlock, InferenceHeader};

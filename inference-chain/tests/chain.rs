@@ -2049,7 +2049,9 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
 /// commitments, up to COMMIT_PHASE_MAX: the late commitments are carried, the reveals
 /// follow and N settles, paid. Reveals still wait for the phase's end (nobody sees a
 /// verdict while a quorum has not committed), a commitment once a quorum is in is past
-/// the phase (a copier gains nothing), and past COMMIT_PHASE_MAX nothing more counts.
+/// the phase (a copier gains nothing), also in a block built beside the tip on an older
+/// parent whose branch carried fewer (the run of blocks the phase needs is broken
+/// there), and past COMMIT_PHASE_MAX nothing more counts.
 #[test]
 fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_nothing() {
     let (mut w, verifiers, b2_id) = one_answer_before_its_verifiers();
@@ -2068,6 +2070,7 @@ fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_
             .unwrap();
         tip = w.chain.accept(&w.ledger.chain, b).unwrap();
     }
+    let n2 = tip;
     let b2_rec = w.chain.block(&b2_id).unwrap().clone();
     let tip_rec = w.chain.block(&tip).unwrap().clone();
     assert!(
@@ -2091,8 +2094,18 @@ fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_
     assert!(w.chain.commit_phase_over(&w.ledger.chain, &b2_rec, &b5_rec));
     assert!(!w.chain.commits_missed(&w.ledger.chain, &b5_rec));
 
-    // A quorum committed: the fifth verifier, which would copy the reveals, is past the
-    // phase; N+4 carries three reveals and settles N, paid.
+    // A quorum committed and the verifiers reveal. A producer that wins the next tenure
+    // with a commit naming N+2, whose branch carried only two commitments, builds beside
+    // N+3: its block is not on an unbroken run from the fixed phase's end (nothing at
+    // N's anchor + 3 below it) and cannot carry the copier's commitment.
+    let beside = w.win(n2, 200);
+    let err = w
+        .produce_committing(beside, vec![commit_b2(&verifiers[4])], vec![])
+        .unwrap_err();
+    assert!(err.to_string().contains("past the commit phase"), "{err}");
+
+    // On N+3's branch the fifth verifier, which would copy the reveals, is past the
+    // phase too; N+4 carries three reveals and settles N, paid.
     let l6 = w.win(b5_id, 200);
     let err = w
         .produce_committing(l6, vec![commit_b2(&verifiers[4])], vec![])

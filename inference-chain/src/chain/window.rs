@@ -2,7 +2,8 @@
 //! votes on block N count when blocks of its branch anchored at most [`COMMIT_PHASE`]
 //! ledger blocks after N's anchor carry them (blocks N+1 and N+2 when every ledger block
 //! has a tenure), and on up to [`COMMIT_PHASE_MAX`] while the branch carried fewer than a
-//! quorum of them; the votes themselves (reveals) when the blocks after, up to
+//! quorum of them and holds a block at every ledger height since (see [`may_commit`]);
+//! the votes themselves (reveals) when the blocks after, up to
 //! N+[`VOTE_WINDOW`], carry them, each beside its verifier's commitment carried before.
 //! N settles in the first of those blocks that brings the reveals carried on it to a
 //! quorum of its verifier set; when the window closes (block N+K) without one, its
@@ -14,7 +15,8 @@
 //! an older parent than the tip (its commit names any block anchored below its tenure).
 //! Counted in inference blocks, a producer that won the tenure after N+2 could build on
 //! N+1, after the reveals went out, and carry a copier's commitment at depth 2; anchored
-//! past N's anchor + [`COMMIT_PHASE`], its block can carry none.
+//! past N's anchor + [`COMMIT_PHASE`], its block can carry none unless the phase runs
+//! on, which needs a block at every ledger height since on its own branch.
 //!
 //! A block may carry a commitment or a reveal only on an ancestor inside the window (in
 //! the phase above) that has not settled yet on its branch, from a verifier of that
@@ -39,32 +41,66 @@ use crate::settlement::Settlement;
 pub const VOTE_WINDOW: u32 = 6;
 
 /// How many ledger blocks after block N's anchor the blocks that carry the commitments to
-/// the votes on N may be anchored (the first blocks of its window; a consensus constant).
-/// Two, not one: a verifier whose replay takes longer than one block's spacing still
-/// commits in time.
+/// the votes on N may be anchored whatever they carried before (the first blocks of its
+/// window; a consensus constant). Two, not one: a verifier whose replay takes longer than
+/// one block's spacing still commits in time.
 pub const COMMIT_PHASE: u32 = 2;
 
 /// How many ledger blocks after block N's anchor its commit phase may run on while its
-/// branch carries commitments from fewer than a quorum of N's set (a consensus
-/// constant): ledger blocks that come close together (a burst, or a heavy block to
-/// replay) then leave the verifiers time to judge N instead of refunding it.
+/// branch carries commitments from fewer than a quorum of N's set and has a block at
+/// every ledger height from N's anchor + [`COMMIT_PHASE`] on (a consensus constant):
+/// ledger blocks that come close together (a burst, or a heavy block to replay) then
+/// leave the verifiers time to judge N instead of refunding it.
 pub const COMMIT_PHASE_MAX: u32 = 4;
 
 /// Whether a block anchored at ledger height `anchor_height` may carry commitments to
-/// votes on `voted` (one of its window), its branch having carried `carried` of them
-/// for a verifier set of `set_size`: it is in `voted`'s commit phase. That is up to
-/// [`COMMIT_PHASE`] ledger blocks after `voted`'s anchor, and on up to
-/// [`COMMIT_PHASE_MAX`] while fewer than a quorum committed.
+/// votes on `voted` (one of its window): it is in `voted`'s commit phase. `carried`: the
+/// commitments on `voted` its branch carried, for a verifier set of `set_size`;
+/// `unbroken`: whether the blocks below it hold one block for every ledger height from
+/// `voted`'s anchor + [`COMMIT_PHASE`] to its own anchor - 1 ([`unbroken_run`]). The
+/// phase is up to [`COMMIT_PHASE`] ledger blocks after `voted`'s anchor, and on up to
+/// [`COMMIT_PHASE_MAX`] while fewer than a quorum committed, on an unbroken run.
+///
+/// Why the run must be unbroken: a producer may build on an older parent than the tip.
+/// Without it, once the tip's branch had carried a quorum and the verifiers revealed, a
+/// block anchored at N's anchor + 4 could build on N+2, whose branch carried fewer,
+/// and carry a copier's commitment. With it, that takes a block at every height between,
+/// withheld from the tip's branch: tenures won inside the phase and after, as for a copier
+/// under the fixed phase alone (docs/consensus.md).
 pub fn may_commit(
     voted: &BlockRecord,
     anchor_height: u32,
     carried: usize,
     set_size: usize,
+    unbroken: bool,
 ) -> bool {
     let fixed = voted.anchor_height.saturating_add(COMMIT_PHASE);
     let longest = voted.anchor_height.saturating_add(COMMIT_PHASE_MAX);
     anchor_height <= fixed
-        || (anchor_height <= longest && set_size > 0 && carried < quorum(set_size))
+        || (anchor_height <= longest && unbroken && set_size > 0 && carried < quorum(set_size))
+}
+
+/// Whether `anchors` (those of the blocks below a new block anchored at `anchor_height`,
+/// its parent's first) hold one block for every ledger height from `fixed_end` to
+/// `anchor_height` - 1, with no gap: the parent anchored at `anchor_height` - 1, its
+/// parent at `anchor_height` - 2, and so on down to `fixed_end`. True when
+/// `anchor_height` <= `fixed_end` (nothing to hold).
+pub fn unbroken_run(
+    anchors: impl IntoIterator<Item = u32>,
+    fixed_end: u32,
+    anchor_height: u32,
+) -> bool {
+    let mut anchors = anchors.into_iter();
+    let mut next = anchor_height;
+    while next > fixed_end {
+        // next > fixed_end >= 0, so this does not underflow.
+        let want = next.saturating_sub(1);
+        match anchors.next() {
+            Some(a) if a == want => next = want,
+            _ => return false,
+        }
+    }
+    true
 }
 
 const _: () = assert!(COMMIT_PHASE >= 1 && COMMIT_PHASE <= COMMIT_PHASE_MAX);
@@ -78,8 +114,8 @@ const _: () = assert!((VOTE_WINDOW as u64) * 5 <= crate::block::MAX_BLOCK_VOTES)
 const _: () = assert!((VOTE_WINDOW as u64) * 5 <= crate::block::MAX_BLOCK_COMMITS);
 
 /// From how many blocks behind ([`InferenceChain::votes_behind`]) a serving node refuses
-/// new requests as busy: the first block that could settle (past the commit phase) and
-/// one more, so that what it served before still has the rest of the window to gather
+/// new requests as busy: the first block that could settle (past the fixed commit phase)
+/// and one more, so that what it served before still has the rest of the window to gather
 /// its reveals, which need no more replay.
 pub const BUSY_BEHIND: u32 = COMMIT_PHASE + 2;
 
@@ -166,7 +202,14 @@ impl InferenceChain {
             let set = self.verifier_set(ledger, rec, rec.cycle);
             let settled = !set.is_empty() && carried.len() >= quorum(set.len());
             let depth = u32::try_from(i.saturating_add(1)).unwrap_or(u32::MAX);
-            let committing = may_commit(rec, anchor_height, commits.len(), set.len());
+            let fixed_end = rec.anchor_height.saturating_add(COMMIT_PHASE);
+            let above = recs
+                .get(..i)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| r.anchor_height);
+            let unbroken = unbroken_run(above, fixed_end, anchor_height);
+            let committing = may_commit(rec, anchor_height, commits.len(), set.len(), unbroken);
             out.push(WindowBlock {
                 rec,
                 set,
@@ -181,11 +224,12 @@ impl InferenceChain {
         out
     }
 
-    /// Whether no child of `tip` can carry a commitment to a vote on `voted`: when a
-    /// verifier may reveal its vote on `voted`, and a verifier that has not judged it yet
-    /// skips it. On `tip`'s branch, as consensus reckons it (past [`COMMIT_PHASE`], the
-    /// phase runs on while the branch carried fewer than a quorum of commitments); for a
-    /// block off the branch, once the longest phase is over.
+    /// Whether no block built from now on can carry a commitment to a vote on `voted`
+    /// (short of tenures won and withheld, as for the fixed phase): when a verifier may
+    /// reveal its vote on `voted`, and a verifier that has not judged it yet skips it.
+    /// As consensus reckons it for a child of `tip` (a later block, or one on an older
+    /// parent, could only break the unbroken run the phase needs past [`COMMIT_PHASE`]);
+    /// for a block off `tip`'s branch, once the longest phase is over.
     pub fn commit_phase_over(
         &self,
         ledger: &Chainstate,
@@ -194,30 +238,34 @@ impl InferenceChain {
     ) -> bool {
         // A child's anchor is at least this; a later one only shortens the phase.
         let child = tip.anchor_height.saturating_add(1);
-        if child <= voted.anchor_height.saturating_add(COMMIT_PHASE) {
+        let fixed_end = voted.anchor_height.saturating_add(COMMIT_PHASE);
+        if child <= fixed_end {
             return false;
         }
         if child > voted.anchor_height.saturating_add(COMMIT_PHASE_MAX) {
             return true;
         }
-        match self.commits_carried(voted, tip) {
-            Some(carried) => {
+        match self.branch_down_to(voted, tip) {
+            Some((carried, anchors)) => {
+                let unbroken = unbroken_run(anchors, fixed_end, child);
                 let set = self.verifier_set(ledger, voted, voted.cycle);
-                !may_commit(voted, child, carried, set.len())
+                !may_commit(voted, child, carried, set.len(), unbroken)
             }
             None => false,
         }
     }
 
     /// The commitments to votes on `voted` that the blocks after it up to `tip` carried,
-    /// or None when `voted` is not among `tip`'s last [`VOTE_WINDOW`] ancestors (or `tip`).
-    fn commits_carried(&self, voted: &BlockRecord, tip: &BlockRecord) -> Option<usize> {
+    /// and those blocks' anchors, `tip`'s first; None when `voted` is not among `tip`'s
+    /// last [`VOTE_WINDOW`] ancestors (or `tip`).
+    fn branch_down_to(&self, voted: &BlockRecord, tip: &BlockRecord) -> Option<(usize, Vec<u32>)> {
         let mut carried = 0usize;
+        let mut anchors = Vec::new();
         let mut at = Some(tip);
         for _ in 0..=VOTE_WINDOW {
             let rec = at?;
             if rec.id == voted.id {
-                return Some(carried);
+                return Some((carried, anchors));
             }
             let block = rec.block.as_ref()?;
             carried = carried.saturating_add(
@@ -227,6 +275,7 @@ impl InferenceChain {
                     .filter(|c| c.block.0 == voted.id)
                     .count(),
             );
+            anchors.push(rec.anchor_height);
             at = self.blocks.get(&block.header.parent);
         }
         None
