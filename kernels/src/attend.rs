@@ -17,6 +17,7 @@
 //! and no sum across lanes. Values stay position after position.
 
 use crate::vector::{f32_of, to_f16};
+use crate::Isa;
 
 /// Positions per block of keys.
 pub const KEY_BLOCK: usize = 16;
@@ -93,15 +94,35 @@ impl KeyBlocks {
 /// long (the engine's attention makes them so; longer ones are cut, shorter ones
 /// leave scores unwritten).
 pub fn key_scores(keys: &KeyBlocks, queries: &[&[f32]], scale: f32, outs: &mut [&mut [f32]]) {
+    key_scores_on(Isa::best(), keys, queries, scale, outs)
+}
+
+/// [`key_scores`] on the kernel of `isa` (the reference where this CPU lacks it).
+pub(crate) fn key_scores_on(
+    isa: Isa,
+    keys: &KeyBlocks,
+    queries: &[&[f32]],
+    scale: f32,
+    outs: &mut [&mut [f32]],
+) {
     let fits =
         queries.iter().all(|q| q.len() == keys.dim) && outs.iter().all(|o| o.len() <= keys.len);
     #[cfg(target_arch = "x86_64")]
-    if fits && crate::Isa::best() != crate::Isa::Scalar {
-        // SAFETY: this CPU runs AVX2, FMA and F16C (`Isa::Avx2` and better have all
-        // three); every query is `dim` long and every output within the keys held.
-        return unsafe { crate::x86_attend::key_scores(keys, queries, scale, outs) };
+    if fits && isa.available() {
+        match isa {
+            Isa::Avx512Vnni => {
+                // SAFETY: this CPU runs AVX-512 F (`available`); every query is `dim` long
+                // and every output within the keys held.
+                return unsafe { crate::x86_attend::key_scores_512(keys, queries, scale, outs) };
+            }
+            Isa::Avx2 => {
+                // SAFETY: this CPU runs AVX2, FMA and F16C; as above.
+                return unsafe { crate::x86_attend::key_scores(keys, queries, scale, outs) };
+            }
+            Isa::Scalar => {}
+        }
     }
-    let _ = fits;
+    let _ = (fits, isa);
     key_scores_reference(keys, queries, scale, outs)
 }
 
@@ -127,17 +148,36 @@ pub(crate) fn key_scores_reference(
 /// value_j[d]`, with `values` `[positions][outs[i].len()]` f16 bits. Weights past the
 /// values held are ignored.
 pub fn weighted_values(values: &[u16], weights: &[&[f32]], outs: &mut [&mut [f32]]) {
+    weighted_values_on(Isa::best(), values, weights, outs)
+}
+
+/// [`weighted_values`] on the kernel of `isa` (the reference where this CPU lacks it).
+pub(crate) fn weighted_values_on(
+    isa: Isa,
+    values: &[u16],
+    weights: &[&[f32]],
+    outs: &mut [&mut [f32]],
+) {
     let dim = outs.first().map_or(0, |o| o.len());
     let fits = dim > 0
         && outs.iter().all(|o| o.len() == dim)
         && weights.iter().all(|w| w.len() * dim <= values.len());
     #[cfg(target_arch = "x86_64")]
-    if fits && crate::Isa::best() != crate::Isa::Scalar {
-        // SAFETY: this CPU runs AVX2, FMA and F16C; every output is `dim` long and every
-        // weight has its value row.
-        return unsafe { crate::x86_attend::weighted_values(values, weights, outs) };
+    if fits && isa.available() {
+        match isa {
+            Isa::Avx512Vnni => {
+                // SAFETY: this CPU runs AVX-512 F (`available`); every output is `dim` long
+                // and every weight has its value row.
+                return unsafe { crate::x86_attend::weighted_values_512(values, weights, outs) };
+            }
+            Isa::Avx2 => {
+                // SAFETY: this CPU runs AVX2, FMA and F16C; as above.
+                return unsafe { crate::x86_attend::weighted_values(values, weights, outs) };
+            }
+            Isa::Scalar => {}
+        }
     }
-    let _ = fits;
+    let _ = (fits, isa);
     weighted_values_reference(values, weights, outs)
 }
 
@@ -177,6 +217,12 @@ mod tests {
     /// head sizes that are and are not multiples of the vector chunks.
     #[test]
     fn the_kernels_give_the_references_bits_and_the_formula() {
+        for isa in Isa::available_all() {
+            check_kernels(isa);
+        }
+    }
+
+    fn check_kernels(isa: Isa) {
         for dim in [1, 7, 16, 24, 48, 64, 80, 128] {
             let positions = 53;
             let mut keys = KeyBlocks::new(dim);
@@ -203,7 +249,7 @@ mod tests {
                 {
                     let mut f: Vec<&mut [f32]> =
                         fast.iter_mut().map(|v| v.as_mut_slice()).collect();
-                    key_scores(&keys, &q, 0.125, &mut f);
+                    key_scores_on(isa, &keys, &q, 0.125, &mut f);
                     let mut p: Vec<&mut [f32]> =
                         plain.iter_mut().map(|v| v.as_mut_slice()).collect();
                     key_scores_reference(&keys, &q, 0.125, &mut p);
@@ -213,7 +259,7 @@ mod tests {
                         assert_eq!(
                             x.to_bits(),
                             y.to_bits(),
-                            "score dim {dim} count {count} query {i} key {j}"
+                            "{isa:?} score dim {dim} count {count} query {i} key {j}"
                         );
                         let want: f64 = queries[i]
                             .iter()
@@ -239,7 +285,7 @@ mod tests {
                 {
                     let mut f: Vec<&mut [f32]> =
                         fast.iter_mut().map(|v| v.as_mut_slice()).collect();
-                    weighted_values(&values, &w, &mut f);
+                    weighted_values_on(isa, &values, &w, &mut f);
                     let mut p: Vec<&mut [f32]> =
                         plain.iter_mut().map(|v| v.as_mut_slice()).collect();
                     weighted_values_reference(&values, &w, &mut p);
@@ -249,7 +295,7 @@ mod tests {
                         assert_eq!(
                             x.to_bits(),
                             y.to_bits(),
-                            "value dim {dim} count {count} query {i} value {d}"
+                            "{isa:?} value dim {dim} count {count} query {i} value {d}"
                         );
                         let want: f64 = weights[i]
                             .iter()
