@@ -66,6 +66,12 @@ impl Activations {
         Ok(())
     }
 
+    /// Bytes this value holds on the heap (its buffers' capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.words.capacity() * std::mem::size_of::<[i32; 8]>()
+            + (self.scales.capacity() + self.offsets.capacity() + self.sums.capacity()) * 4
+    }
+
     /// Rows held.
     pub fn rows(&self) -> usize {
         self.rows

@@ -91,8 +91,8 @@ impl KeyBlocks {
 
 /// For each query `i`: `outs[i][j] = (queries[i] . key_j) * scale` for `j <
 /// outs[i].len()`. Each `outs[i]` is at most `keys.len()` long and each query `keys.dim()`
-/// long (the engine's attention makes them so; longer ones are cut, shorter ones
-/// leave scores unwritten).
+/// long, one output per query (the engine's attention makes them so; other shapes take
+/// the scalar reference, which cuts longer ones and leaves the rest unwritten).
 pub fn key_scores(keys: &KeyBlocks, queries: &[&[f32]], scale: f32, outs: &mut [&mut [f32]]) {
     key_scores_on(Isa::best(), keys, queries, scale, outs)
 }
@@ -105,8 +105,9 @@ pub(crate) fn key_scores_on(
     scale: f32,
     outs: &mut [&mut [f32]],
 ) {
-    let fits =
-        queries.iter().all(|q| q.len() == keys.dim) && outs.iter().all(|o| o.len() <= keys.len);
+    let fits = queries.len() == outs.len()
+        && queries.iter().all(|q| q.len() == keys.dim)
+        && outs.iter().all(|o| o.len() <= keys.len);
     #[cfg(target_arch = "x86_64")]
     if fits && isa.available() {
         match isa {
@@ -160,8 +161,11 @@ pub(crate) fn weighted_values_on(
 ) {
     let dim = outs.first().map_or(0, |o| o.len());
     let fits = dim > 0
+        && weights.len() == outs.len()
         && outs.iter().all(|o| o.len() == dim)
-        && weights.iter().all(|w| w.len() * dim <= values.len());
+        && weights
+            .iter()
+            .all(|w| w.len().checked_mul(dim).is_some_and(|n| n <= values.len()));
     #[cfg(target_arch = "x86_64")]
     if fits && isa.available() {
         match isa {
@@ -312,6 +316,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Shapes the engine never passes (more weight rows or queries than outputs, outputs
+    /// longer than the keys, weights longer than the values) take the reference: the same
+    /// numbers, no read past a buffer.
+    #[test]
+    fn shapes_that_do_not_fit_take_the_reference() {
+        let dim = 64;
+        let mut keys = KeyBlocks::new(dim);
+        let mut values = Vec::new();
+        for j in 0..20 {
+            keys.push(&data(dim, j));
+            crate::vector::to_f16(&data(dim, 50 + j), &mut values);
+        }
+        let weights: Vec<Vec<f32>> = (0..2).map(|i| data(20, 9 + i)).collect();
+        let w: Vec<&[f32]> = weights.iter().map(|v| v.as_slice()).collect();
+        let (mut fast, mut plain) = (vec![f32::NAN; dim], vec![f32::NAN; dim]);
+        weighted_values(&values, &w, &mut [fast.as_mut_slice()]);
+        weighted_values_reference(&values, &w, &mut [plain.as_mut_slice()]);
+        assert_eq!(fast, plain);
+        let long = data(25, 3);
+        let (mut fast, mut plain) = (vec![f32::NAN; dim], vec![f32::NAN; dim]);
+        weighted_values(&values, &[long.as_slice()], &mut [fast.as_mut_slice()]);
+        weighted_values_reference(&values, &[long.as_slice()], &mut [plain.as_mut_slice()]);
+        assert_eq!(fast, plain);
+        let queries: Vec<Vec<f32>> = (0..3).map(|i| data(dim, 70 + i)).collect();
+        let q: Vec<&[f32]> = queries.iter().map(|v| v.as_slice()).collect();
+        let (mut fast, mut plain) = (vec![vec![0f32; 25]; 2], vec![vec![0f32; 25]; 2]);
+        let mut f: Vec<&mut [f32]> = fast.iter_mut().map(|v| v.as_mut_slice()).collect();
+        key_scores(&keys, &q, 0.5, &mut f);
+        let mut p: Vec<&mut [f32]> = plain.iter_mut().map(|v| v.as_mut_slice()).collect();
+        key_scores_reference(&keys, &q, 0.5, &mut p);
+        assert_eq!(fast, plain);
     }
 
     #[test]

@@ -420,7 +420,7 @@ fn an_inference_node_produces_blocks_and_a_peg_in_is_credited() {
         Some(""),
         100,
         &[],
-        "[inference]\nproduce = true\nbid = \"0.001 FAI\"\n",
+        "[inference]\nproduce = true\nbid = \"0.001 FAI\"\naudit_every = 0\n",
     );
     // The follower mines too (Alice's coins), ten times slower: the ledger forks rarely,
     // as on a network where block times are long against propagation.
@@ -943,7 +943,9 @@ fn a_served_inference_is_verified_and_settled_on_both_nodes() {
         Some(""),
         400,
         &[],
-        "[inference]\nproduce = true\nstake = \"1 FAI\"\nprice = \"0.01 FAI\"\n",
+        // No audits: a forgery planted by chance (1 in 100 tips by default) would go into
+        // the block beside the inference this test follows.
+        "[inference]\nproduce = true\nstake = \"1 FAI\"\nprice = \"0.01 FAI\"\naudit_every = 0\n",
     );
     let b = start_with(b_port, d, "watcher", Some(&alice), 1000, &[a.address()], "");
     let get = |p: &Peer, path: &str| json(&http(p.node.port, "GET", path, b"").1);

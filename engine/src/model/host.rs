@@ -128,7 +128,7 @@ impl Scratch {
             .chain(&self.gate_up)
             .map(Vec::capacity)
             .sum::<usize>();
-        floats * 4
+        floats * 4 + self.acts.heap_bytes()
     }
 }
 
