@@ -234,7 +234,7 @@ pub fn attend_all(heads: Heads, rope: &RopeTable, steps: &mut [Step<'_>]) -> Res
             .zip(outs)
             .enumerate()
         {
-            units.push(std::sync::Mutex::new(Unit {
+            units.push(Unit {
                 heads,
                 g,
                 start: step.start,
@@ -244,16 +244,11 @@ pub fn attend_all(heads: Heads, rope: &RopeTable, steps: &mut [Step<'_>]) -> Res
                 keys,
                 values,
                 out,
-            }));
+            });
         }
         cache.positions += rows;
     }
-    candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
-        for unit in units.get(range).unwrap_or(&[]) {
-            let mut unit = unit.lock().unwrap_or_else(|e| e.into_inner());
-            unit.run(rope);
-        }
-    });
+    fai_kernels::pool::each_part(units, |unit| unit.run(rope));
     Ok(())
 }
 

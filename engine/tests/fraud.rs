@@ -71,10 +71,7 @@ fn replay_catches_every_kind_of_forgery_and_rejects_no_honest_result() {
         // sums its keys in one chain per position: 63 of its 64 tokens re-derived
         // exactly, the pad at the end position within twice the bound).
         if matches!(row.kind, "cut-short" | "padded-past-end") {
-            assert!(
-                row.gross * 50 >= row.rejected * 49 || row.rejected - row.gross <= 1,
-                "{row:?}"
-            );
+            assert!(row.gross * 50 >= row.rejected * 49, "{row:?}");
         }
     }
     let judged = evaluate(&Judge, &model, &cases).unwrap();

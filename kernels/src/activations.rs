@@ -157,21 +157,14 @@ fn quantize_on_pool(x: &[f32], words: &mut [[i32; 8]], scales: &mut [f32], offse
         return quantize_rows(x, words, scales, offsets);
     }
     let per_part = POOL_BLOCKS / 4;
-    // Each part's inputs and outputs, behind a lock that only its one taker ever holds.
-    let parts: Vec<std::sync::Mutex<Part<'_>>> = x
+    let parts: Vec<Part<'_>> = x
         .chunks(per_part * BLOCK)
         .zip(words.chunks_mut(per_part))
         .zip(scales.chunks_mut(per_part))
         .zip(offsets.chunks_mut(per_part))
-        .map(|(((x, w), s), o)| std::sync::Mutex::new((x, w, s, o)))
+        .map(|(((x, w), s), o)| (x, w, s, o))
         .collect();
-    candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
-        for part in parts.get(range).unwrap_or(&[]) {
-            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-            let (x, w, s, o) = &mut *part;
-            quantize_rows(x, w, s, o);
-        }
-    });
+    crate::pool::each_part(parts, |(x, w, s, o)| quantize_rows(x, w, s, o));
 }
 
 /// Quantises every block of `x` into the three outputs (one entry per block), with AVX2

@@ -318,6 +318,34 @@ mod tests {
         }
     }
 
+    /// Small cases worked by hand, on every instruction set, at a head size the vector
+    /// loops take (16) and one they leave to the scalar tail (3).
+    #[test]
+    fn scores_and_sums_are_the_dot_products_and_weighted_sums() {
+        for dim in [3, 16] {
+            let padded = |v: &[f32]| {
+                let mut row = v.to_vec();
+                row.resize(dim, 0.0);
+                row
+            };
+            let mut keys = KeyBlocks::new(dim);
+            keys.push(&padded(&[1.0, 0.0, 0.0]));
+            keys.push(&padded(&[0.0, 1.0, 1.0]));
+            let mut values = Vec::new();
+            to_f16(&padded(&[1.0, 0.0, 0.0]), &mut values);
+            to_f16(&padded(&[0.0, 1.0, 1.0]), &mut values);
+            let q = padded(&[1.0, 2.0, 3.0]);
+            for isa in Isa::available_all() {
+                let mut out = [9f32; 2];
+                key_scores_on(isa, &keys, &[q.as_slice()], 0.5, &mut [out.as_mut_slice()]);
+                assert_eq!(out, [0.5, 2.5], "{isa:?} dim {dim}");
+                let mut acc = vec![9f32; dim];
+                weighted_values_on(isa, &values, &[&[2.0, -1.0]], &mut [acc.as_mut_slice()]);
+                assert_eq!(acc, padded(&[2.0, -1.0, -1.0]), "{isa:?} dim {dim}");
+            }
+        }
+    }
+
     /// Shapes the engine never passes (more weight rows or queries than outputs, outputs
     /// longer than the keys, weights longer than the values) take the reference: the same
     /// numbers, no read past a buffer.

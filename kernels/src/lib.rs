@@ -32,6 +32,7 @@ pub mod activations;
 pub mod attend;
 pub mod isa;
 pub mod packed;
+pub mod pool;
 pub mod q4_0;
 pub mod q4_k;
 pub mod q8_0;

@@ -88,19 +88,8 @@ fn by_rows(a: &mut [f32], b: &[f32], width: usize, f: impl Fn(&mut [f32], &[f32]
     if a.len() <= part {
         return f(a, b);
     }
-    // Each part behind a lock that only its one taker ever holds.
-    let parts: Vec<std::sync::Mutex<(&mut [f32], &[f32])>> = a
-        .chunks_mut(part)
-        .zip(b.chunks(part))
-        .map(std::sync::Mutex::new)
-        .collect();
-    candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
-        for part in parts.get(range).unwrap_or(&[]) {
-            let mut part = part.lock().unwrap_or_else(|e| e.into_inner());
-            let (a, b) = &mut *part;
-            f(a, b);
-        }
-    });
+    let parts: Vec<(&mut [f32], &[f32])> = a.chunks_mut(part).zip(b.chunks(part)).collect();
+    fai_kernels::pool::each_part(parts, |(a, b)| f(a, b));
 }
 
 /// The buffers of one forward pass, handed from layer to layer (and kept by the thread
