@@ -1067,7 +1067,7 @@ impl InferenceChain {
         };
         // 1. Settlement of the blocks of the window whose votes reach a quorum here, or
         // whose window closes here without one.
-        let window = self.vote_window(ledger, parent, block.header.ledger_height);
+        let window = self.vote_window(ledger, parent, block.header.ledger_height, &anchor);
         for due in Self::due_settlements(&window, &block.commits, &block.votes)? {
             let Some(rec) = window
                 .iter()

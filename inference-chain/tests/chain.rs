@@ -1979,14 +1979,13 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
         on_b2(&verifiers[0]),
         on_b2(&verifiers[2]),
     ];
-    let l6_height = w.chain.tracker().record(&l6).unwrap().ledger_height;
     let carried = w
         .chain
-        .votes_to_carry(&w.ledger.chain, &b5_rec, l6_height, |_| offered.clone());
+        .votes_to_carry(&w.ledger.chain, &b5_rec, &l6, |_| offered.clone());
     assert_eq!(carried, vec![on_b2(&verifiers[2])]);
     assert!(w
         .chain
-        .commits_to_carry(&w.ledger.chain, &b5_rec, l6_height, |_| {
+        .commits_to_carry(&w.ledger.chain, &b5_rec, &l6, |_| {
             vec![commit_b2(copier)]
         })
         .is_empty());
@@ -2041,6 +2040,46 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
     assert!(err.to_string().contains("not in the window"), "{err}");
 }
 
+/// Block N (one answer, [`one_answer_before_its_verifiers`]) through its fixed commit
+/// phase, in which only two of its five verifiers commit (one in N+1, one in N+2): the
+/// world, the verifiers, N's id and N+2's.
+fn two_commitments_in_the_fixed_phase() -> (World, Vec<SecretKey>, [u8; 32], [u8; 32]) {
+    let (mut w, verifiers, b2_id) = one_answer_before_its_verifiers();
+    let mut tip = b2_id;
+    for v in &verifiers[..2] {
+        let anchor = w.win(tip, 200);
+        let on_b2 = Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
+        let b = w
+            .produce_committing(anchor, vec![VoteCommit::of(v, &on_b2)], vec![])
+            .unwrap();
+        tip = w.chain.accept(&w.ledger.chain, b).unwrap();
+    }
+    (w, verifiers, b2_id, tip)
+}
+
+/// The block at `anchor` carrying the first three verifiers' reveals on N settles N:
+/// the escrow is empty and the serving node has more than `node_before`. Its id.
+fn three_reveals_settle_paid(
+    w: &mut World,
+    anchor: Hash256,
+    verifiers: &[SecretKey],
+    n: [u8; 32],
+    node_before: u128,
+) -> [u8; 32] {
+    let reveals: Vec<Vote> = verifiers[..3]
+        .iter()
+        .map(|v| Vote::new(v, Hash256(n), vec![Verdict::Accept]))
+        .collect();
+    let b = w.produce(anchor, vec![], vec![], reveals).unwrap();
+    let id = w.chain.accept(&w.ledger.chain, b).unwrap();
+    assert_eq!(w.balance(&id, escrow_account()), 0, "settled");
+    assert!(
+        w.balance(&id, hash(&key(3)).0) > node_before,
+        "the node is paid for what it served"
+    );
+    id
+}
+
 /// Issue 19's burst: ledger blocks come close together (or block N is heavy to replay),
 /// so that only two of N's five verifiers committed by the end of its fixed commit phase
 /// (N's anchor + COMMIT_PHASE). Before, the commitments of the other three were past
@@ -2054,23 +2093,14 @@ fn votes_are_committed_then_revealed_in_the_window_and_a_block_is_refunded_only_
 /// there), and past COMMIT_PHASE_MAX nothing more counts.
 #[test]
 fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_nothing() {
-    let (mut w, verifiers, b2_id) = one_answer_before_its_verifiers();
+    // The fixed phase: one commitment in N+1, one in N+2 (the other verifiers are
+    // still replaying when the ledger blocks come).
+    let (mut w, verifiers, b2_id, n2) = two_commitments_in_the_fixed_phase();
     let (user, node) = (key(2), key(3));
     let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
     let commit_b2 = |v: &SecretKey| VoteCommit::of(v, &on_b2(v));
     let node_before = w.balance(&b2_id, hash(&node).0);
-
-    // The fixed phase: one commitment in N+1, one in N+2 (the other verifiers are
-    // still replaying when the ledger blocks come).
-    let mut tip = b2_id;
-    for v in &verifiers[..2] {
-        let anchor = w.win(tip, 200);
-        let b = w
-            .produce_committing(anchor, vec![commit_b2(v)], vec![])
-            .unwrap();
-        tip = w.chain.accept(&w.ledger.chain, b).unwrap();
-    }
-    let n2 = tip;
+    let tip = n2;
     let b2_rec = w.chain.block(&b2_id).unwrap().clone();
     let tip_rec = w.chain.block(&tip).unwrap().clone();
     assert!(
@@ -2111,14 +2141,7 @@ fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_
         .produce_committing(l6, vec![commit_b2(&verifiers[4])], vec![])
         .unwrap_err();
     assert!(err.to_string().contains("past the commit phase"), "{err}");
-    let reveals: Vec<Vote> = verifiers[..3].iter().map(on_b2).collect();
-    let b6 = w.produce(l6, vec![], vec![], reveals).unwrap();
-    let b6_id = w.chain.accept(&w.ledger.chain, b6).unwrap();
-    assert_eq!(w.balance(&b6_id, escrow_account()), 0, "settled");
-    assert!(
-        w.balance(&b6_id, hash(&node).0) > node_before,
-        "the node is paid for what it served"
-    );
+    let b6_id = three_reveals_settle_paid(&mut w, l6, &verifiers, b2_id, node_before);
 
     // The phase's limit: a block whose verifiers commit nothing in time is past its
     // phase at COMMIT_PHASE_MAX, a commitment after that does not count, and serving
@@ -2152,6 +2175,48 @@ fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_
         .produce_committing(anchor, vec![VoteCommit::of(&verifiers[0], &on_b7)], vec![])
         .unwrap_err();
     assert!(err.to_string().contains("past the commit phase"), "{err}");
+}
+
+/// `bench network`'s refunds at 1,000 requests: in a burst, a ledger block came 90 ms
+/// after the one before and carried no commit (the producers' next commits were not out
+/// yet), so its sortition elected nobody and no block could be anchored there. That
+/// height broke the run of blocks the phase needs past COMMIT_PHASE: the block after it,
+/// at N's anchor + 4, could not carry the late commitments, and N (927 inferences) was
+/// refunded, served for free. A height that elected nobody is now passed over (no branch
+/// can hold a block there); one that elected a producer whose block the branch lacks
+/// still breaks the run (the copier's block beside the tip, in the test above).
+#[test]
+fn a_ledger_block_that_elects_nobody_does_not_end_a_commit_phase_short_of_a_quorum() {
+    // The fixed phase: one commitment in N+1, one in N+2.
+    let (mut w, verifiers, b2_id, tip) = two_commitments_in_the_fixed_phase();
+    let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
+    let commit_b2 = |v: &SecretKey| VoteCommit::of(v, &on_b2(v));
+    let node_before = w.balance(&b2_id, hash(&key(3)).0);
+    let b2_rec = w.chain.block(&b2_id).unwrap().clone();
+    // N's anchor + 3: a ledger block without a commit, which elects nobody.
+    let empty = w.ledger.mine(vec![]);
+    w.connect(&empty);
+    let tip_rec = w.chain.block(&tip).unwrap().clone();
+    assert!(
+        !w.chain
+            .commit_phase_over(&w.ledger.chain, &b2_rec, &tip_rec),
+        "the verifiers hold their reveals"
+    );
+
+    // N+3 at N's anchor + 4 carries the late commitments (refused before: the run was
+    // broken at + 3), a quorum is in, and N+4's reveals settle N, paid.
+    let l5 = w.win(tip, 200);
+    let late: Vec<VoteCommit> = verifiers[2..4].iter().map(commit_b2).collect();
+    let b5 = w.produce_committing(l5, late, vec![]).unwrap();
+    let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();
+    let b5_rec = w.chain.block(&b5_id).unwrap().clone();
+    assert!(w.chain.commit_phase_over(&w.ledger.chain, &b2_rec, &b5_rec));
+    let l6 = w.win(b5_id, 200);
+    let err = w
+        .produce_committing(l6, vec![commit_b2(&verifiers[4])], vec![])
+        .unwrap_err();
+    assert!(err.to_string().contains("past the commit phase"), "{err}");
+    three_reveals_settle_paid(&mut w, l6, &verifiers, b2_id, node_before);
 }
 
 /// A node serves a forged answer and asks to withdraw in the block that carries it; the

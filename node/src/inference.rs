@@ -45,7 +45,9 @@ pub const SCHEMA: Schema = Schema {
     // 11: a commit phase short of a quorum of commitments runs on (up to
     // COMMIT_PHASE_MAX ledger blocks), so blocks stored before may hold votes in
     // places the new rule reads differently.
-    format_version: 11,
+    // 12: the run of blocks a commit phase needs to run on passes over ledger blocks
+    // that elected nobody.
+    format_version: 12,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -138,7 +140,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 10,
+            format_version: 11,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -150,8 +152,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 10"), "{text}");
-        assert!(text.contains("version 11"), "{text}");
+        assert!(text.contains("format version 11"), "{text}");
+        assert!(text.contains("version 12"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"

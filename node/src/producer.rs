@@ -526,14 +526,14 @@ impl Producer {
         // Every commitment and vote here on a block of the window (in its commit or its
         // reveal phase) that the branch has not carried: the blocks the votes bring to a
         // quorum settle in this one.
-        let Some(anchor_height) = chain.tracker().record(&anchor).map(|r| r.ledger_height) else {
+        if chain.tracker().record(&anchor).is_none() {
             warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: its anchor is unknown");
             return None;
-        };
+        }
         let carried_commits =
-            chain.commits_to_carry(ledger, parent_rec, anchor_height, |id| votes.commits_on(id));
+            chain.commits_to_carry(ledger, parent_rec, &anchor, |id| votes.commits_on(id));
         let carried_votes =
-            chain.votes_to_carry(ledger, parent_rec, anchor_height, |id| votes.votes_on(id));
+            chain.votes_to_carry(ledger, parent_rec, &anchor, |id| votes.votes_on(id));
         let restored = restore_abandoned(chain, ledger, &winner.parent, vm, results);
         // Within the consensus limit on a block's size: the commitments and votes, then VM
         // transactions (a quarter of the block at most), then inferences.

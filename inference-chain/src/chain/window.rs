@@ -2,7 +2,8 @@
 //! votes on block N count when blocks of its branch anchored at most [`COMMIT_PHASE`]
 //! ledger blocks after N's anchor carry them (blocks N+1 and N+2 when every ledger block
 //! has a tenure), and on up to [`COMMIT_PHASE_MAX`] while the branch carried fewer than a
-//! quorum of them and holds a block at every ledger height since (see [`may_commit`]);
+//! quorum of them and holds a block at every ledger height since that elected a producer
+//! (see [`may_commit`]);
 //! the votes themselves (reveals) when the blocks after, up to
 //! N+[`VOTE_WINDOW`], carry them, each beside its verifier's commitment carried before.
 //! N settles in the first of those blocks that brings the reveals carried on it to a
@@ -16,7 +17,8 @@
 //! Counted in inference blocks, a producer that won the tenure after N+2 could build on
 //! N+1, after the reveals went out, and carry a copier's commitment at depth 2; anchored
 //! past N's anchor + [`COMMIT_PHASE`], its block can carry none unless the phase runs
-//! on, which needs a block at every ledger height since on its own branch.
+//! on, which needs a block at every ledger height since that elected a producer on its
+//! own branch.
 //!
 //! A block may carry a commitment or a reveal only on an ancestor inside the window (in
 //! the phase above) that has not settled yet on its branch, from a verifier of that
@@ -48,7 +50,7 @@ pub const COMMIT_PHASE: u32 = 2;
 
 /// How many ledger blocks after block N's anchor its commit phase may run on while its
 /// branch carries commitments from fewer than a quorum of N's set and has a block at
-/// every ledger height from N's anchor + [`COMMIT_PHASE`] on (a consensus constant):
+/// every electing ledger height from N's anchor + [`COMMIT_PHASE`] on (a consensus constant):
 /// ledger blocks that come close together (a burst, or a heavy block to replay) then
 /// leave the verifiers time to judge N instead of refunding it.
 pub const COMMIT_PHASE_MAX: u32 = 4;
@@ -57,7 +59,8 @@ pub const COMMIT_PHASE_MAX: u32 = 4;
 /// votes on `voted` (one of its window): it is in `voted`'s commit phase. `carried`: the
 /// commitments on `voted` its branch carried, for a verifier set of `set_size`;
 /// `unbroken`: whether the blocks below it hold one block for every ledger height from
-/// `voted`'s anchor + [`COMMIT_PHASE`] to its own anchor - 1 ([`unbroken_run`]). The
+/// `voted`'s anchor + [`COMMIT_PHASE`] to its own anchor - 1 that elected a producer
+/// ([`unbroken_run`]). The
 /// phase is up to [`COMMIT_PHASE`] ledger blocks after `voted`'s anchor, and on up to
 /// [`COMMIT_PHASE_MAX`] while fewer than a quorum committed, on an unbroken run.
 ///
@@ -82,23 +85,34 @@ pub fn may_commit(
 
 /// Whether `anchors` (those of the blocks below a new block anchored at `anchor_height`,
 /// its parent's first) hold one block for every ledger height from `fixed_end` to
-/// `anchor_height` - 1, with no gap: the parent anchored at `anchor_height` - 1, its
-/// parent at `anchor_height` - 2, and so on down to `fixed_end`. True when
+/// `anchor_height` - 1 whose sortition elected a producer (`elected`): the parent
+/// anchored at `anchor_height` - 1, its parent at `anchor_height` - 2, and so on down to
+/// `fixed_end`, passing over the heights that elected nobody (no commit reached that
+/// ledger block: no block could be built there, on any branch). True when
 /// `anchor_height` <= `fixed_end` (nothing to hold).
+///
+/// Why the heights without a tenure are passed over: ledger blocks that come close
+/// together often carry no commit (the producers' next commits are not out yet), and
+/// those bursts are what the phase runs on for. A producer building on an older parent
+/// still breaks the run: every block it leaves out of its branch was built at a height
+/// that elected someone.
 pub fn unbroken_run(
     anchors: impl IntoIterator<Item = u32>,
     fixed_end: u32,
     anchor_height: u32,
+    elected: impl Fn(u32) -> bool,
 ) -> bool {
-    let mut anchors = anchors.into_iter();
+    let mut anchors = anchors.into_iter().peekable();
     let mut next = anchor_height;
     while next > fixed_end {
         // next > fixed_end >= 0, so this does not underflow.
         let want = next.saturating_sub(1);
-        match anchors.next() {
-            Some(a) if a == want => next = want,
-            _ => return false,
+        if anchors.peek() == Some(&want) {
+            anchors.next();
+        } else if elected(want) {
+            return false;
         }
+        next = want;
     }
     true
 }
@@ -164,12 +178,15 @@ impl InferenceChain {
     /// The blocks a child of `parent` anchored at ledger height `anchor_height` may carry
     /// votes on, newest first: `parent` and its ancestors up to [`VOTE_WINDOW`] blocks
     /// (genesis, which has no inferences, excluded), with the commitments and votes on
-    /// each that the blocks between carried.
+    /// each that the blocks between carried. `branch`: a ledger block at height
+    /// `anchor_height` - 1 or above on the child's ledger branch (its anchor), which says
+    /// which ledger blocks lie below the child (whose sortitions elected someone).
     pub fn vote_window<'c>(
         &'c self,
         ledger: &Chainstate,
         parent: &'c BlockRecord,
         anchor_height: u32,
+        branch: &Hash256,
     ) -> Vec<WindowBlock<'c>> {
         let mut recs: Vec<&BlockRecord> = Vec::new();
         let mut at = Some(parent);
@@ -208,7 +225,9 @@ impl InferenceChain {
                 .unwrap_or_default()
                 .iter()
                 .map(|r| r.anchor_height);
-            let unbroken = unbroken_run(above, fixed_end, anchor_height);
+            let unbroken = unbroken_run(above, fixed_end, anchor_height, |h| {
+                self.elected(ledger, branch, h)
+            });
             let committing = may_commit(rec, anchor_height, commits.len(), set.len(), unbroken);
             out.push(WindowBlock {
                 rec,
@@ -247,12 +266,25 @@ impl InferenceChain {
         }
         match self.branch_down_to(voted, tip) {
             Some((carried, anchors)) => {
-                let unbroken = unbroken_run(anchors, fixed_end, child);
+                let unbroken = unbroken_run(anchors, fixed_end, child, |h| {
+                    self.elected(ledger, &tip.anchor, h)
+                });
                 let set = self.verifier_set(ledger, voted, voted.cycle);
                 !may_commit(voted, child, carried, set.len(), unbroken)
             }
             None => false,
         }
+    }
+
+    /// Whether the sortition of the ledger block at `height` on `branch`'s ledger branch
+    /// elected a producer (some commit reached it), so that a block could be anchored
+    /// there. A block the tracker has not read counts as electing someone: the run it
+    /// belongs to is then broken, never stretched.
+    fn elected(&self, ledger: &Chainstate, branch: &Hash256, height: u32) -> bool {
+        ledger
+            .ancestor(branch, height)
+            .and_then(|hash| self.tracker.record(&hash))
+            .is_none_or(|r| r.sortition.winner.is_some())
     }
 
     /// The commitments to votes on `voted` that the blocks after it up to `tip` carried,
@@ -288,7 +320,7 @@ impl InferenceChain {
     /// so a serving node refuses new requests well before (`BUSY_BEHIND`).
     pub fn votes_behind(&self, ledger: &Chainstate, tip: &BlockRecord) -> u32 {
         let child_anchor = tip.anchor_height.saturating_add(1);
-        self.vote_window(ledger, tip, child_anchor)
+        self.vote_window(ledger, tip, child_anchor, &tip.anchor)
             .iter()
             .enumerate()
             .filter(|(_, w)| {
@@ -312,13 +344,15 @@ impl InferenceChain {
     /// phase the block will be refunded, served for nothing).
     pub fn commits_missed(&self, ledger: &Chainstate, tip: &BlockRecord) -> bool {
         let child_anchor = tip.anchor_height.saturating_add(1);
-        self.vote_window(ledger, tip, child_anchor).iter().any(|w| {
-            !w.settled
-                && child_anchor > w.rec.anchor_height.saturating_add(COMMIT_PHASE)
-                && !w.set.is_empty()
-                && w.inferences() > 0
-                && w.commits.len() < quorum(w.set.len())
-        })
+        self.vote_window(ledger, tip, child_anchor, &tip.anchor)
+            .iter()
+            .any(|w| {
+                !w.settled
+                    && child_anchor > w.rec.anchor_height.saturating_add(COMMIT_PHASE)
+                    && !w.set.is_empty()
+                    && w.inferences() > 0
+                    && w.commits.len() < quorum(w.set.len())
+            })
     }
 
     /// Checks the commitments and votes a child of the window's top carries (see the
@@ -411,18 +445,21 @@ impl InferenceChain {
         Ok(due)
     }
 
-    /// The commitments from `offered` a child of `parent` anchored at ledger height
-    /// `anchor_height` may carry: for each block of the window in its commit phase, the
-    /// offered commitments to votes on it that the branch has not carried, checked as
-    /// consensus checks them.
+    /// The commitments from `offered` a child of `parent` anchored at ledger block
+    /// `anchor` may carry: for each block of the window in its commit phase, the offered
+    /// commitments to votes on it that the branch has not carried, checked as consensus
+    /// checks them. None for an anchor the ledger does not hold.
     pub fn commits_to_carry(
         &self,
         ledger: &Chainstate,
         parent: &BlockRecord,
-        anchor_height: u32,
+        anchor: &Hash256,
         offered: impl Fn(&Hash256) -> Vec<VoteCommit>,
     ) -> Vec<VoteCommit> {
-        let window = self.vote_window(ledger, parent, anchor_height);
+        let Some(anchor_height) = ledger.entry(anchor).map(|e| e.height) else {
+            return Vec::new();
+        };
+        let window = self.vote_window(ledger, parent, anchor_height, anchor);
         let mut out: Vec<VoteCommit> = Vec::new();
         for w in window.iter().rev().filter(|w| w.committing && !w.settled) {
             for commit in offered(&Hash256(w.rec.id)) {
@@ -443,19 +480,22 @@ impl InferenceChain {
         out
     }
 
-    /// The votes from `offered` a child of `parent` anchored at ledger height
-    /// `anchor_height` may carry: for each block of the window in its reveal phase and not
-    /// settled yet, the offered votes on it that the branch has not carried and whose
-    /// commitment it did, checked as consensus checks them. What a producer puts in its
-    /// block.
+    /// The votes from `offered` a child of `parent` anchored at ledger block `anchor` may
+    /// carry: for each block of the window in its reveal phase and not settled yet, the
+    /// offered votes on it that the branch has not carried and whose commitment it did,
+    /// checked as consensus checks them. What a producer puts in its block. None for an
+    /// anchor the ledger does not hold.
     pub fn votes_to_carry(
         &self,
         ledger: &Chainstate,
         parent: &BlockRecord,
-        anchor_height: u32,
+        anchor: &Hash256,
         offered: impl Fn(&Hash256) -> Vec<Vote>,
     ) -> Vec<Vote> {
-        let window = self.vote_window(ledger, parent, anchor_height);
+        let Some(anchor_height) = ledger.entry(anchor).map(|e| e.height) else {
+            return Vec::new();
+        };
+        let window = self.vote_window(ledger, parent, anchor_height, anchor);
         let mut out: Vec<Vote> = Vec::new();
         for w in window.iter().rev().filter(|w| !w.committing && !w.settled) {
             for vote in offered(&Hash256(w.rec.id)) {
@@ -567,5 +607,37 @@ impl InferenceChain {
             out.push((*outcome, s));
         }
         Ok((t.is_final, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unbroken_run;
+
+    /// The run from height 10 (the fixed phase's end) below a block anchored at 14:
+    /// every height that elected a producer needs its block on the branch; the others
+    /// are passed over, and a block the branch holds at such a height changes nothing.
+    #[test]
+    fn a_run_needs_a_block_at_every_height_that_elected_a_producer() {
+        let all = |_: u32| true;
+        let none_at_12 = |h: u32| h != 12;
+        assert!(unbroken_run([13, 12, 11, 10, 9], 10, 14, all));
+        assert!(unbroken_run([], 10, 10, all), "nothing to hold");
+        assert!(
+            !unbroken_run([13, 11, 10], 10, 14, all),
+            "12 elected, no block"
+        );
+        assert!(unbroken_run([13, 11, 10], 10, 14, none_at_12));
+        assert!(
+            !unbroken_run([13, 11], 10, 14, none_at_12),
+            "10 elected, no block"
+        );
+        assert!(
+            !unbroken_run([11, 10], 10, 14, none_at_12),
+            "an older parent leaves 13 out"
+        );
+        let only_10 = |h: u32| h == 10;
+        assert!(unbroken_run([10, 8], 10, 14, only_10));
+        assert!(!unbroken_run([9, 8], 10, 14, only_10));
     }
 }
