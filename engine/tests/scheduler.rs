@@ -1,12 +1,15 @@
 //! The scheduler: shared model, streamed events, cancellation, and "busy" instead of an
 //! ever-growing queue.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use candle_core::Device;
 use fai_engine::scheduler::{Event, Scheduler};
 use fai_engine::tiny::{ensure_fai_tiny, write_gguf, TinySpec};
-use fai_engine::{EngineError, FinishReason, GenerateRequest, LoadedModel, SamplingParams};
+use fai_engine::{
+    generate, EngineError, FinishReason, GenerateRequest, LoadedModel, SamplingParams,
+};
 
 fn request(input: &str, max_tokens: u32) -> GenerateRequest {
     GenerateRequest {
@@ -25,6 +28,26 @@ fn request(input: &str, max_tokens: u32) -> GenerateRequest {
 /// that no stall of a loaded machine between two steps of a test lets it finish first
 /// (1,900 tokens of the default fai-tiny now take about a tenth of a second).
 const LONG: u32 = 60_000;
+
+/// Prompts whose greedy answers on [`long_model`] do not meet the end-of-text token for
+/// tens of thousands of tokens (`long a` and `a long answer 4` run to 60,000, the others
+/// past 20,000: seconds of work). Most prompts' answers, and sampled ones, meet it within
+/// a few thousand (`long 0`'s greedy answer ends at 2,382 tokens, in 65 ms; `a long
+/// answer` sampled at 0.9 at 127, in 4 ms): tests that raced such answers failed on a
+/// loaded machine. [`long_prompts_run_long`] checks the first stretch of each.
+const LONG_PROMPTS: [&str; 4] = [
+    "long a",
+    "a long answer 4",
+    "a long answer 1",
+    "a long answer 2",
+];
+
+/// The `i`th long request: greedy, [`LONG`] tokens, on [`LONG_PROMPTS`].
+fn long_request(i: usize) -> GenerateRequest {
+    let mut r = request(LONG_PROMPTS[i % LONG_PROMPTS.len()], LONG);
+    r.sampling.temperature = 0.0;
+    r
+}
 
 /// fai-tiny with a context of 64K positions, for [`LONG`] requests.
 fn long_model() -> (tempfile::TempDir, Arc<LoadedModel>) {
@@ -69,7 +92,7 @@ fn a_full_queue_answers_busy_and_cancelled_jobs_end() {
     let mut jobs = Vec::new();
     let mut busy = None;
     for i in 0..3 {
-        match scheduler.submit(request(&format!("long {i}"), LONG)) {
+        match scheduler.submit(long_request(i)) {
             Ok(job) => jobs.push(job),
             Err(e) => {
                 busy = Some(e);
@@ -100,12 +123,6 @@ fn a_worker_decodes_up_to_its_batch_and_the_queue_holds_the_rest() {
     let (_dir, model) = long_model();
     // One worker decoding two at once, one waiting: the fourth long request is refused.
     let scheduler = Scheduler::start_batched(model, 1, 1, 2);
-    // Greedy: fai-tiny's greedy answers run to max_tokens (no early end of text).
-    let long = |input: &str| {
-        let mut r = request(input, LONG);
-        r.sampling.temperature = 0.0;
-        r
-    };
     // Each waits until the worker has taken the one before (the queue holds one).
     let running_at_least = |n: u64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -114,9 +131,9 @@ fn a_worker_decodes_up_to_its_batch_and_the_queue_holds_the_rest() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     };
-    let first = scheduler.submit(long("long 0")).unwrap();
+    let first = scheduler.submit(long_request(0)).unwrap();
     running_at_least(1);
-    let second = scheduler.submit(long("long 1")).unwrap();
+    let second = scheduler.submit(long_request(1)).unwrap();
     running_at_least(2);
     let running = [first, second];
     let waiting = scheduler.submit(request("waits", 5)).unwrap();
@@ -176,7 +193,7 @@ fn async_code_reads_a_job_as_a_stream() {
 fn dropping_a_job_cancels_its_generation() {
     let (_dir, model) = long_model();
     let scheduler = Scheduler::start(model, 1, 1);
-    let mut job = scheduler.submit(request("a long answer", LONG)).unwrap();
+    let mut job = scheduler.submit(long_request(0)).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -189,4 +206,22 @@ fn dropping_a_job_cancels_its_generation() {
     assert!(result.is_ok());
     let stats = scheduler.stats();
     assert_eq!((stats.cancelled, stats.finished, stats.running), (1, 1, 0));
+}
+
+/// The long requests the tests race against are long: none of their greedy answers meets
+/// the end-of-text token in its first 4,000 tokens (a change to the kernels or the model
+/// generator that shortened one would make the tests above race again; pick others then).
+#[test]
+fn long_prompts_run_long() {
+    let (_dir, model) = long_model();
+    for (i, prompt) in LONG_PROMPTS.iter().enumerate() {
+        let mut r = long_request(i);
+        r.sampling.max_tokens = 4_000;
+        let g = generate(&model, &r, &AtomicBool::new(false), |_| {}).unwrap();
+        assert_eq!(
+            (g.finish, g.tokens.len()),
+            (FinishReason::Length, 4_000),
+            "{prompt}"
+        );
+    }
 }
