@@ -34,6 +34,10 @@ pub struct SortitionRecord {
     pub peg_ins: Vec<(Hash160, u64)>,
     /// The verifier set the block's commits had to pay, as this record was read with.
     pub commit_set: Vec<Hash160>,
+    /// Whether any transaction of the block carries a commit op, valid or not: a fact of
+    /// the ledger alone (unlike `sortition.winner`, which depends on the verifier set the
+    /// record was read with). A block without one elects nobody on any reading.
+    pub has_commits: bool,
 }
 
 /// Sortition records of the ledger blocks read so far.
@@ -116,6 +120,10 @@ impl SortitionTracker {
                 read_block(&block, height, &set, lookup)
             };
             let sortition = sortition::run(&seed, &hash.0, &ops.bids);
+            let has_commits = block
+                .transactions
+                .iter()
+                .any(crate::ledger_ops::carries_commit);
             self.records.insert(
                 hash,
                 SortitionRecord {
@@ -126,6 +134,7 @@ impl SortitionTracker {
                     registers: ops.registers,
                     peg_ins: ops.peg_ins,
                     commit_set: set,
+                    has_commits,
                 },
             );
         }

@@ -2179,33 +2179,47 @@ fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_
 
 /// `bench network`'s refunds at 1,000 requests: in a burst, a ledger block came 90 ms
 /// after the one before and carried no commit (the producers' next commits were not out
-/// yet), so its sortition elected nobody and no block could be anchored there. That
-/// height broke the run of blocks the phase needs past COMMIT_PHASE: the block after it,
-/// at N's anchor + 4, could not carry the late commitments, and N (927 inferences) was
-/// refunded, served for free. A height that elected nobody is now passed over (no branch
-/// can hold a block there); one that elected a producer whose block the branch lacks
-/// still breaks the run (the copier's block beside the tip, in the test above).
+/// yet), so it elected nobody and no block could be anchored there. That height broke
+/// the run of blocks the phase needs past COMMIT_PHASE: the block after it could not
+/// carry the late commitments, and N (927 inferences) was refunded, served for free. A
+/// height whose ledger block carries no commit is now passed over (no branch can hold a
+/// block there), in what consensus accepts and in when verifiers reveal; one that elected
+/// a producer whose block the branch lacks still breaks the run (the copier's block
+/// beside the tip, in the test above).
 #[test]
 fn a_ledger_block_that_elects_nobody_does_not_end_a_commit_phase_short_of_a_quorum() {
-    // The fixed phase: one commitment in N+1, one in N+2.
-    let (mut w, verifiers, b2_id, tip) = two_commitments_in_the_fixed_phase();
+    let (mut w, verifiers, b2_id) = one_answer_before_its_verifiers();
     let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
     let commit_b2 = |v: &SecretKey| VoteCommit::of(v, &on_b2(v));
     let node_before = w.balance(&b2_id, hash(&key(3)).0);
     let b2_rec = w.chain.block(&b2_id).unwrap().clone();
-    // N's anchor + 3: a ledger block without a commit, which elects nobody.
+
+    // N+1 at N's anchor + 1 carries one commitment; the ledger block at + 2 carries no
+    // commit (nobody elected); N+2 at + 3, past the fixed phase, carries a second one
+    // (refused before: the run was broken at + 2).
+    let l3 = w.win(b2_id, 200);
+    let b3 = w
+        .produce_committing(l3, vec![commit_b2(&verifiers[0])], vec![])
+        .unwrap();
+    let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
     let empty = w.ledger.mine(vec![]);
     w.connect(&empty);
-    let tip_rec = w.chain.block(&tip).unwrap().clone();
+    let l4 = w.win(b3_id, 200);
+    let b4 = w
+        .produce_committing(l4, vec![commit_b2(&verifiers[1])], vec![])
+        .unwrap();
+    let b4_id = w.chain.accept(&w.ledger.chain, b4).unwrap();
+    // Two of five committed: the verifiers hold their reveals (before, the broken run
+    // ended the phase here and they revealed with a copier free to commit).
+    let b4_rec = w.chain.block(&b4_id).unwrap().clone();
     assert!(
-        !w.chain
-            .commit_phase_over(&w.ledger.chain, &b2_rec, &tip_rec),
-        "the verifiers hold their reveals"
+        !w.chain.commit_phase_over(&w.ledger.chain, &b2_rec, &b4_rec),
+        "the phase runs on past the height that elected nobody"
     );
 
-    // N+3 at N's anchor + 4 carries the late commitments (refused before: the run was
-    // broken at + 3), a quorum is in, and N+4's reveals settle N, paid.
-    let l5 = w.win(tip, 200);
+    // N+3 at + 4 carries the late commitments, a quorum is in, and N+4's reveals settle
+    // N, paid.
+    let l5 = w.win(b4_id, 200);
     let late: Vec<VoteCommit> = verifiers[2..4].iter().map(commit_b2).collect();
     let b5 = w.produce_committing(l5, late, vec![]).unwrap();
     let b5_id = w.chain.accept(&w.ledger.chain, b5).unwrap();

@@ -46,7 +46,7 @@ pub const SCHEMA: Schema = Schema {
     // COMMIT_PHASE_MAX ledger blocks), so blocks stored before may hold votes in
     // places the new rule reads differently.
     // 12: the run of blocks a commit phase needs to run on passes over ledger blocks
-    // that elected nobody.
+    // that carry no commit (they elect nobody).
     format_version: 12,
 };
 

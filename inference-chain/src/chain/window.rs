@@ -85,17 +85,17 @@ pub fn may_commit(
 
 /// Whether `anchors` (those of the blocks below a new block anchored at `anchor_height`,
 /// its parent's first) hold one block for every ledger height from `fixed_end` to
-/// `anchor_height` - 1 whose sortition elected a producer (`elected`): the parent
-/// anchored at `anchor_height` - 1, its parent at `anchor_height` - 2, and so on down to
-/// `fixed_end`, passing over the heights that elected nobody (no commit reached that
-/// ledger block: no block could be built there, on any branch). True when
-/// `anchor_height` <= `fixed_end` (nothing to hold).
+/// `anchor_height` - 1 that may have elected a producer (`elected`: its ledger block
+/// carries a commit): the parent anchored at `anchor_height` - 1, its parent at
+/// `anchor_height` - 2, and so on down to `fixed_end`, passing over the heights whose
+/// ledger block carries no commit (it elects nobody: no block can be built there, on any
+/// branch). True when `anchor_height` <= `fixed_end` (nothing to hold).
 ///
-/// Why the heights without a tenure are passed over: ledger blocks that come close
-/// together often carry no commit (the producers' next commits are not out yet), and
-/// those bursts are what the phase runs on for. A producer building on an older parent
-/// still breaks the run: every block it leaves out of its branch was built at a height
-/// that elected someone.
+/// Why those heights are passed over: ledger blocks that come close together often carry
+/// no commit (the producers' next commits are not out yet), and those bursts are what
+/// the phase runs on for. A producer building on an older parent, on the same ledger
+/// branch, still breaks the run: every block it leaves out of its branch was built at a
+/// height that elected its producer.
 pub fn unbroken_run(
     anchors: impl IntoIterator<Item = u32>,
     fixed_end: u32,
@@ -225,9 +225,13 @@ impl InferenceChain {
                 .unwrap_or_default()
                 .iter()
                 .map(|r| r.anchor_height);
-            let unbroken = unbroken_run(above, fixed_end, anchor_height, |h| {
-                self.elected(ledger, branch, h)
-            });
+            // Only asked within the longest phase: past it nothing may commit, and the
+            // run's heights (each a lookup) are at most COMMIT_PHASE_MAX - COMMIT_PHASE.
+            // A height not read counts as electing: the run is broken, never stretched.
+            let unbroken = anchor_height <= rec.anchor_height.saturating_add(COMMIT_PHASE_MAX)
+                && unbroken_run(above, fixed_end, anchor_height, |h| {
+                    self.may_elect(ledger, branch, h).unwrap_or(true)
+                });
             let committing = may_commit(rec, anchor_height, commits.len(), set.len(), unbroken);
             out.push(WindowBlock {
                 rec,
@@ -266,8 +270,10 @@ impl InferenceChain {
         }
         match self.branch_down_to(voted, tip) {
             Some((carried, anchors)) => {
+                // A height not read counts as electing nobody here: the verifier then
+                // holds its reveal (the safe side), where consensus would break the run.
                 let unbroken = unbroken_run(anchors, fixed_end, child, |h| {
-                    self.elected(ledger, &tip.anchor, h)
+                    self.may_elect(ledger, &tip.anchor, h).unwrap_or(false)
                 });
                 let set = self.verifier_set(ledger, voted, voted.cycle);
                 !may_commit(voted, child, carried, set.len(), unbroken)
@@ -276,15 +282,17 @@ impl InferenceChain {
         }
     }
 
-    /// Whether the sortition of the ledger block at `height` on `branch`'s ledger branch
-    /// elected a producer (some commit reached it), so that a block could be anchored
-    /// there. A block the tracker has not read counts as electing someone: the run it
-    /// belongs to is then broken, never stretched.
-    fn elected(&self, ledger: &Chainstate, branch: &Hash256, height: u32) -> bool {
+    /// Whether the ledger block at `height` on `branch`'s ledger branch may have elected
+    /// a producer, so that a block could be anchored there: whether it carries any commit
+    /// op, valid or not (None when the tracker has not read it; every ancestor of a
+    /// block it read has been read). A fact of the ledger alone: whether a commit there
+    /// won depends on the verifier set a node read it with, which can differ between
+    /// nodes while one syncs, and consensus must not.
+    fn may_elect(&self, ledger: &Chainstate, branch: &Hash256, height: u32) -> Option<bool> {
         ledger
             .ancestor(branch, height)
             .and_then(|hash| self.tracker.record(&hash))
-            .is_none_or(|r| r.sortition.winner.is_some())
+            .map(|r| r.has_commits)
     }
 
     /// The commitments to votes on `voted` that the blocks after it up to `tip` carried,
@@ -448,7 +456,7 @@ impl InferenceChain {
     /// The commitments from `offered` a child of `parent` anchored at ledger block
     /// `anchor` may carry: for each block of the window in its commit phase, the offered
     /// commitments to votes on it that the branch has not carried, checked as consensus
-    /// checks them. None for an anchor the ledger does not hold.
+    /// checks them. Nothing for an anchor the ledger does not hold.
     pub fn commits_to_carry(
         &self,
         ledger: &Chainstate,
@@ -483,7 +491,7 @@ impl InferenceChain {
     /// The votes from `offered` a child of `parent` anchored at ledger block `anchor` may
     /// carry: for each block of the window in its reveal phase and not settled yet, the
     /// offered votes on it that the branch has not carried and whose commitment it did,
-    /// checked as consensus checks them. What a producer puts in its block. None for an
+    /// checked as consensus checks them. What a producer puts in its block. Nothing for an
     /// anchor the ledger does not hold.
     pub fn votes_to_carry(
         &self,
@@ -628,6 +636,7 @@ mod tests {
             "12 elected, no block"
         );
         assert!(unbroken_run([13, 11, 10], 10, 14, none_at_12));
+        assert!(unbroken_run([13, 12, 11, 10], 10, 14, none_at_12));
         assert!(
             !unbroken_run([13, 11], 10, 14, none_at_12),
             "10 elected, no block"
