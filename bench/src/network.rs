@@ -110,6 +110,37 @@ pub struct NetworkReport {
     /// Milliseconds a command queued for its node's chain task during the load, on
     /// average over every node's commands.
     pub chain_queued_ms: f64,
+    /// From the first request sent to the last one served (its receipt).
+    pub sent_seconds: f64,
+    /// Seconds per ledger block on the first node over the run: the pace settlement
+    /// follows (a request settles 3 ledger blocks after its block's anchor at the
+    /// earliest).
+    pub ledger_spacing_s: f64,
+    /// The share of the machine's cores busy (every process: nodes, miners, this
+    /// benchmark) from the first request sent to the end of the wait for the last
+    /// settlement, from /proc/stat; null where it cannot be read. Well under 1: the run
+    /// waited on the ledger's pace, not on the work.
+    pub cpu_busy_share: Option<f64>,
+}
+
+/// The machine's busy and total CPU time so far (all cores, in clock ticks), from the
+/// first line of /proc/stat; None where it cannot be read (not Linux).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total = ticks.iter().take(8).fold(0u64, |a, t| a.saturating_add(*t));
+    // Idle and waiting for input/output.
+    let idle = ticks
+        .get(3)
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(ticks.get(4).copied().unwrap_or(0));
+    Some((total.saturating_sub(idle), total))
 }
 
 /// A node's chain task figures from its `/metrics`: busy seconds, queued seconds and
@@ -375,6 +406,8 @@ fn measure(
         .map(|m| Node::new(&m.rpc))
         .collect::<Result<_, _>>()?;
     let load_before: Vec<(f64, f64, f64)> = all_nodes.iter().map(chain_load).collect();
+    let ledger_height = || node0.info().map(|i| i.ledger.height).ok();
+    let (cpu_before, ledger_before) = (cpu_times(), ledger_height());
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (senders, nonces) = (&senders, &nonces);
@@ -539,6 +572,21 @@ fn measure(
     if let Err(e) = waited {
         bail!("{e}; still open: {}", pending(&ended_at));
     }
+    let (cpu_after, ledger_after) = (cpu_times(), ledger_height());
+    let cpu_busy_share = match (cpu_before, cpu_after) {
+        (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+            Some(busy1.saturating_sub(busy0) as f64 / (total1 - total0) as f64)
+        }
+        _ => None,
+    };
+    let ledger_spacing_s = match (ledger_before, ledger_after) {
+        (Some(h0), Some(h1)) if h1 > h0 => started.elapsed().as_secs_f64() / f64::from(h1 - h0),
+        _ => 0.0,
+    };
+    let sent_seconds = receipts
+        .iter()
+        .map(|(_, _, got)| got.duration_since(started).as_secs_f64())
+        .fold(0.0, f64::max);
     let count = |what: Ending| {
         ended_at
             .iter()
@@ -639,5 +687,23 @@ fn measure(
         settle_p95_blocks,
         chain_busy_share: busiest,
         chain_queued_ms,
+        sent_seconds,
+        ledger_spacing_s,
+        cpu_busy_share,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_times;
+
+    /// On Linux the machine's CPU time reads, busy within total, and never goes back.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn cpu_time_reads_and_grows() {
+        let (busy0, total0) = cpu_times().expect("/proc/stat");
+        assert!(busy0 <= total0 && total0 > 0);
+        let (busy1, total1) = cpu_times().expect("/proc/stat");
+        assert!(busy1 >= busy0 && total1 >= total0 && busy1 <= total1);
+    }
 }
