@@ -156,14 +156,55 @@ fn restore_abandoned(
     restored
 }
 
-/// Whether someone won the sortition at ledger block `tip` and its tenure block is not
-/// here yet.
-fn tenure_block_missing(ledger: &Chainstate, chain: &InferenceChain, tip: &Hash256) -> bool {
-    let won = chain
-        .tracker()
-        .record(tip)
-        .is_some_and(|r| r.sortition.winner.is_some());
-    won && chain.tip(ledger).anchor != *tip
+/// How many ledger blocks below the tip that elected nobody a commit looks through for the
+/// last tenure whose block it should wait for.
+const TENURE_LOOKBACK: usize = 4;
+
+/// The tenure whose block a commit made now should wait for, so as to build on it: the
+/// newest ledger block, from `tip` down through those whose sortition elected nobody (at
+/// most [`TENURE_LOOKBACK`] of them), whose sortition elected someone, when the canonical
+/// inference tip is anchored below it and the winner is not this node (`is_mine`: its own
+/// tenure block is produced before it commits, or never). Looking past `tip` matters in
+/// bursts: a ledger block that carries no commit often follows the one before within
+/// milliseconds, and a commit made on the inference tip as it was then names a parent
+/// older than the tenure block still on its way, so its block is built beside that one
+/// and breaks the run of blocks that block's commit phase may need to run on (its
+/// verifiers' late commitments are not carried, and it is refunded; `bench network`, 800
+/// requests). The awaited ledger block, or None.
+fn tenure_to_await(
+    ledger: &Chainstate,
+    chain: &InferenceChain,
+    tip: &Hash256,
+    is_mine: impl Fn(&Bid) -> bool,
+) -> Option<Hash256> {
+    let mut recent = Vec::with_capacity(TENURE_LOOKBACK.saturating_add(1));
+    let mut at = *tip;
+    for _ in 0..=TENURE_LOOKBACK {
+        let (Some(entry), Some(record)) = (ledger.entry(&at), chain.tracker().record(&at)) else {
+            break;
+        };
+        let won = record.sortition.winner.as_ref().map(&is_mine);
+        recent.push((at, entry.height, won));
+        if entry.height == 0 {
+            break;
+        }
+        at = entry.header.prev;
+    }
+    let heights: Vec<(u32, Option<bool>)> = recent.iter().map(|(_, h, w)| (*h, *w)).collect();
+    let index = awaited_index(&heights, chain.tip(ledger).anchor_height)?;
+    recent.get(index).map(|(hash, _, _)| *hash)
+}
+
+/// [`tenure_to_await`] on `recent` (ledger heights, newest first, each with None when its
+/// sortition elected nobody, else whether it elected this node) and the canonical inference
+/// tip's anchor height: the index of the newest that elected someone, when that is
+/// another node and it is above that anchor.
+fn awaited_index(recent: &[(u32, Option<bool>)], tip_anchor_height: u32) -> Option<usize> {
+    let (index, (height, mine)) = recent
+        .iter()
+        .enumerate()
+        .find(|(_, (_, won))| won.is_some())?;
+    (*height > tip_anchor_height && *mine == Some(false)).then_some(index)
 }
 
 /// What the role needs to know.
@@ -186,9 +227,14 @@ pub struct Producer {
     outbox: Vec<Vec<u8>>,
     /// Whether the lack of a spendable coin was logged already.
     told_unfunded: bool,
-    /// The ledger tip whose commit waits for the tenure block another node won there,
-    /// and since when.
+    /// The ledger tip whose commit waits for the tenure block another node won there (or
+    /// at the last ledger block that elected someone, [`tenure_to_await`]), and since when.
     awaiting: Option<(Hash256, Instant)>,
+    /// The ledger block whose tenure block that commit waits for.
+    awaited: Option<Hash256>,
+    /// The last one whose wait ran out: not waited for again at the ledger blocks after it
+    /// that elect nobody (its block is not coming; each new wait could cost a sortition).
+    gave_up_on: Option<Hash256>,
     /// Where the waits above read the time.
     clock: Arc<dyn Clock>,
 }
@@ -215,6 +261,8 @@ impl Producer {
             outbox: Vec::new(),
             told_unfunded: false,
             awaiting: None,
+            awaited: None,
+            gave_up_on: None,
             clock,
         }
     }
@@ -237,6 +285,7 @@ impl Producer {
         self.find_register(ledger);
         let mut produced = Vec::new();
         self.awaiting = None;
+        self.awaited = None;
         if self.register.is_none() {
             if self.pending_register.is_none() {
                 self.send_register(ledger, mempool);
@@ -309,6 +358,27 @@ impl Producer {
         Ok(block)
     }
 
+    /// Ends the wait for a tenure block that did not come in time, remembering which (it
+    /// is not waited for again); the ledger tip the commit was for.
+    fn give_up(&mut self) -> Option<Hash256> {
+        let (at, _) = self.awaiting.take()?;
+        self.gave_up_on = self.awaited.take();
+        Some(at)
+    }
+
+    /// The ledger block whose tenure block a commit on `tip` waits for
+    /// ([`tenure_to_await`]), unless its wait ran out before.
+    fn must_wait(
+        &self,
+        ledger: &Chainstate,
+        chain: &InferenceChain,
+        tip: &Hash256,
+    ) -> Option<Hash256> {
+        let is_mine =
+            |bid: &Bid| Some(bid.register) == self.register && bid.producer == self.address;
+        tenure_to_await(ledger, chain, tip, is_mine).filter(|a| Some(*a) != self.gave_up_on)
+    }
+
     /// This node's bid, when the sortition at ledger block `anchor` picked it.
     fn winning_bid(&self, chain: &InferenceChain, anchor: &Hash256) -> Option<Bid> {
         chain
@@ -327,8 +397,9 @@ impl Producer {
         mempool: &mut Mempool,
         tip: Hash256,
     ) {
-        if tenure_block_missing(ledger, chain, &tip) {
+        if let Some(anchor) = self.must_wait(ledger, chain, &tip) {
             self.awaiting = Some((tip, self.clock.now()));
+            self.awaited = Some(anchor);
         } else {
             self.commit_now(ledger, chain, mempool, tip);
         }
@@ -344,8 +415,9 @@ impl Producer {
     ) -> bool {
         let tip = ledger.tip_hash();
         match self.awaiting {
-            Some((at, _)) if at == tip && !tenure_block_missing(ledger, chain, &tip) => {
+            Some((at, _)) if at == tip && self.must_wait(ledger, chain, &tip).is_none() => {
                 self.awaiting = None;
+                self.awaited = None;
                 self.commit_now(ledger, chain, mempool, tip)
             }
             _ => false,
@@ -369,7 +441,7 @@ impl Producer {
         chain: &InferenceChain,
         mempool: &mut Mempool,
     ) -> bool {
-        let Some((at, _)) = self.awaiting.take() else {
+        let Some(at) = self.give_up() else {
             return false;
         };
         if at != ledger.tip_hash() {
@@ -743,6 +815,50 @@ mod tests {
         let key = SecretKey::generate();
         let vrf = fai_inference_chain::sortition::vrf_key(&key);
         Producer::new(key, vrf, Vec::new(), Amount::ONE_FAI, clock)
+    }
+
+    /// A commit waits for the last tenure block still to come, also when the ledger blocks
+    /// after it elected nobody (the burst of the refund at 800 requests: ledger 190
+    /// elected a peer, 191 came 10 ms later with no commit, and a commit on the inference
+    /// tip as it was named the block before 190's, built beside it at 192 and broke its
+    /// commit phase's run). It does not wait once that block is the tip, nor past
+    /// TENURE_LOOKBACK blocks of no tenure, nor for its own tenure (produced before it
+    /// commits, or never).
+    #[test]
+    fn a_commit_waits_for_the_last_tenure_block_to_come_past_ledger_blocks_without_one() {
+        let peer = Some(false);
+        // Before: only the newest ledger block's tenure was waited for.
+        assert_eq!(awaited_index(&[(191, None), (190, peer)], 189), Some(1));
+        assert_eq!(awaited_index(&[(191, None), (190, peer)], 190), None);
+        assert_eq!(awaited_index(&[(190, peer)], 189), Some(0));
+        assert_eq!(awaited_index(&[(190, peer)], 190), None);
+        let four_empty = [
+            (194, None),
+            (193, None),
+            (192, None),
+            (191, None),
+            (190, peer),
+        ];
+        assert_eq!(awaited_index(&four_empty, 189), Some(4));
+        assert_eq!(awaited_index(&[(192, None), (191, None)], 189), None);
+        assert_eq!(awaited_index(&[], 189), None);
+        assert_eq!(awaited_index(&[(191, None), (190, Some(true))], 189), None);
+        assert_eq!(awaited_index(&[(190, Some(true))], 189), None);
+    }
+
+    /// A wait that ran out is not started again for the same tenure at the ledger blocks
+    /// after it that elect nobody: the producer remembers the one it gave up on.
+    #[test]
+    fn a_tenure_given_up_on_is_not_waited_for_again() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let mut p = producer(clock.clone());
+        p.awaiting = Some((Hash256([1; 32]), clock.now()));
+        p.awaited = Some(Hash256([9; 32]));
+        assert_eq!(p.give_up(), Some(Hash256([1; 32])));
+        assert_eq!(p.gave_up_on, Some(Hash256([9; 32])));
+        assert_eq!((p.awaiting, p.awaited), (None, None));
+        assert_eq!(p.give_up(), None, "nothing awaited any more");
+        assert_eq!(p.gave_up_on, Some(Hash256([9; 32])));
     }
 
     /// The wait for a peer's tenure block (and, the same way, for the parent's votes) is a
