@@ -224,56 +224,78 @@ fn values_from(e: usize, values: &[u16], dim: usize, ws: &[&[f32]], os: &mut [&m
     }
 }
 
-/// Output values `e..e + 8C` of `Q` queries: the positions all of them weigh together,
-/// then each query's own further positions.
-///
-/// # Safety
-/// As [`weighted_values`]; `ws` and `os` hold at least `Q` entries and `e + 8C <= dim`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn value_chunk<const Q: usize, const C: usize>(
-    values: &[u16],
-    dim: usize,
-    e: usize,
-    ws: &[&[f32]],
-    os: &mut [&mut [f32]],
-) {
-    let Some((w, common)) = weight_group::<Q>(ws, os.len()) else {
-        return;
+/// Writes a value kernel (`$name`, for `$feature`, `$lanes` values a `$vector`
+/// register): output values `e..e + lanes * C` of `Q` queries, the positions all of them
+/// weigh together first, then each query's own further positions. The AVX2 and AVX-512
+/// forms are the same loop on registers of different widths, so one text writes both.
+macro_rules! value_chunk_kernel {
+    ($name:ident, $feature:literal, $vector:ty, $lanes:literal, $zero:ident, $set1:ident,
+     $fmadd:ident, $load:ident, $store:ident) => {
+        /// # Safety
+        #[doc = concat!("The CPU must support ", $feature, "; every row `j` of `values` a weight row")]
+        /// reaches is held (`(j + 1) * dim` values), `ws` and `os` hold at least `Q`
+        #[doc = concat!("entries and `e + ", stringify!($lanes), "C <= dim`.")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name<const Q: usize, const C: usize>(
+            values: &[u16],
+            dim: usize,
+            e: usize,
+            ws: &[&[f32]],
+            os: &mut [&mut [f32]],
+        ) {
+            let Some((w, common)) = weight_group::<Q>(ws, os.len()) else {
+                return;
+            };
+            let mut acc = [[$zero(); C]; Q];
+            for j in 0..common {
+                // SAFETY: j < every weight row's length, so row j of `values` is held
+                // (the caller's), and e + lanes * C <= dim.
+                let v: [$vector; C] = std::array::from_fn(|c| unsafe {
+                    $load(values.as_ptr().add(j * dim + e + $lanes * c))
+                });
+                // Constant trip counts, so that the accumulators stay in registers.
+                for i in 0..Q {
+                    // SAFETY: j < common <= w[i].len().
+                    let x = $set1(unsafe { *w[i].get_unchecked(j) });
+                    for c in 0..C {
+                        acc[i][c] = $fmadd(v[c], x, acc[i][c]);
+                    }
+                }
+            }
+            for (w, acc) in ws.iter().zip(acc.iter_mut()) {
+                for (j, w) in w.iter().enumerate().skip(common) {
+                    let w = $set1(*w);
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: j < w.len(), so row j is held; e + lanes * (c + 1) <= dim.
+                        let v = unsafe { $load(values.as_ptr().add(j * dim + e + $lanes * c)) };
+                        *acc = $fmadd(v, w, *acc);
+                    }
+                }
+            }
+            for (o, acc) in os.iter_mut().zip(&acc) {
+                if let Some(dst) = o.get_mut(e..e + $lanes * C) {
+                    for (c, acc) in acc.iter().enumerate() {
+                        // SAFETY: dst holds lanes * C f32; this store writes `lanes` of them
+                        // at lanes * c.
+                        unsafe { $store(dst.as_mut_ptr().add($lanes * c), *acc) };
+                    }
+                }
+            }
+        }
     };
-    let mut acc = [[_mm256_setzero_ps(); C]; Q];
-    for j in 0..common {
-        // SAFETY: j < every weight row's length, so row j of `values` is held (the
-        // caller's), and e + 8C <= dim.
-        let v: [__m256; C] =
-            std::array::from_fn(|c| unsafe { load8(values.as_ptr().add(j * dim + e + 8 * c)) });
-        // Constant trip counts, so that the accumulators stay in registers.
-        for i in 0..Q {
-            // SAFETY: j < common <= w[i].len().
-            let x = _mm256_set1_ps(unsafe { *w[i].get_unchecked(j) });
-            for c in 0..C {
-                acc[i][c] = _mm256_fmadd_ps(v[c], x, acc[i][c]);
-            }
-        }
-    }
-    for (w, acc) in ws.iter().zip(acc.iter_mut()) {
-        for (j, w) in w.iter().enumerate().skip(common) {
-            let w = _mm256_set1_ps(*w);
-            for (c, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: j < w.len(), so row j is held; e + 8c + 8 <= dim.
-                let v = unsafe { load8(values.as_ptr().add(j * dim + e + 8 * c)) };
-                *acc = _mm256_fmadd_ps(v, w, *acc);
-            }
-        }
-    }
-    for (o, acc) in os.iter_mut().zip(&acc) {
-        if let Some(dst) = o.get_mut(e..e + 8 * C) {
-            for (c, acc) in acc.iter().enumerate() {
-                // SAFETY: dst holds 8C f32; this store writes 8 of them at 8c.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * c), *acc) };
-            }
-        }
-    }
 }
+
+value_chunk_kernel!(
+    value_chunk,
+    "avx2,fma,f16c",
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    load8,
+    _mm256_storeu_ps
+);
 
 /// Queries scored together on AVX-512.
 const QUERIES_512: usize = 8;
@@ -432,53 +454,14 @@ pub(crate) unsafe fn weighted_values_512(
     }
 }
 
-/// As [`value_chunk`], sixteen output values a register.
-///
-/// # Safety
-/// As [`weighted_values_512`]; `ws` and `os` hold at least `Q` entries and
-/// `e + 16C <= dim`.
-#[target_feature(enable = "avx512f")]
-unsafe fn value_chunk_512<const Q: usize, const C: usize>(
-    values: &[u16],
-    dim: usize,
-    e: usize,
-    ws: &[&[f32]],
-    os: &mut [&mut [f32]],
-) {
-    let Some((w, common)) = weight_group::<Q>(ws, os.len()) else {
-        return;
-    };
-    let mut acc = [[_mm512_setzero_ps(); C]; Q];
-    for j in 0..common {
-        // SAFETY: j < every weight row's length, so row j of `values` is held (the
-        // caller's), and e + 16C <= dim.
-        let v: [__m512; C] =
-            std::array::from_fn(|c| unsafe { load16(values.as_ptr().add(j * dim + e + 16 * c)) });
-        // Constant trip counts, so that the accumulators stay in registers.
-        for i in 0..Q {
-            // SAFETY: j < common <= w[i].len().
-            let x = _mm512_set1_ps(unsafe { *w[i].get_unchecked(j) });
-            for c in 0..C {
-                acc[i][c] = _mm512_fmadd_ps(v[c], x, acc[i][c]);
-            }
-        }
-    }
-    for (w, acc) in ws.iter().zip(acc.iter_mut()) {
-        for (j, w) in w.iter().enumerate().skip(common) {
-            let w = _mm512_set1_ps(*w);
-            for (c, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: j < w.len(), so row j is held; e + 16c + 16 <= dim.
-                let v = unsafe { load16(values.as_ptr().add(j * dim + e + 16 * c)) };
-                *acc = _mm512_fmadd_ps(v, w, *acc);
-            }
-        }
-    }
-    for (o, acc) in os.iter_mut().zip(&acc) {
-        if let Some(dst) = o.get_mut(e..e + 16 * C) {
-            for (c, acc) in acc.iter().enumerate() {
-                // SAFETY: dst holds 16C f32; this store writes 16 of them at 16c.
-                unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(16 * c), *acc) };
-            }
-        }
-    }
-}
+value_chunk_kernel!(
+    value_chunk_512,
+    "avx512f",
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    load16,
+    _mm512_storeu_ps
+);
