@@ -29,6 +29,14 @@
 //! over `limit_ratio`. Settle latency is given in seconds from the receipt and in ledger
 //! blocks from the anchor of the inference block carrying the inference to the anchor of
 //! the one settling it.
+//!
+//! A short run is mostly its start and its end (served in a second or two, then settled
+//! ledger blocks later while the cores idle), so the run also gives its steady part
+//! ([`steady`]): the rate at which requests settled from the first settlement to the last
+//! request served, while the network both served and settled, and the same over the
+//! engine and the limit; a run of several thousand requests has one.
+
+mod steady;
 
 use std::path::Path;
 use std::process::Child;
@@ -121,6 +129,32 @@ pub struct NetworkReport {
     /// settlement, from /proc/stat; null where it cannot be read. Well under 1: the run
     /// waited on the ledger's pace, not on the work.
     pub cpu_busy_share: Option<f64>,
+    /// The steady window (from the first settlement to the last request served), in
+    /// seconds; null when the run had none of at least three ledger blocks (all served
+    /// before much settled: a short run).
+    pub steady_seconds: Option<f64>,
+    /// Requests settled with a final verdict per second within the steady window.
+    pub steady_settled_per_sec: Option<f64>,
+    /// `steady_settled_per_sec` over `engine_per_sec`.
+    pub steady_ratio: Option<f64>,
+    /// `steady_ratio` over `limit_ratio`.
+    pub steady_efficiency: Option<f64>,
+    /// The share of the machine's cores busy within the steady window.
+    pub steady_cpu_busy_share: Option<f64>,
+    /// Cores the node processes kept busy within the steady window (every thread: chain
+    /// tasks, verifiers, engines, networking, miners), from /proc; null without a
+    /// window or elsewhere than Linux.
+    pub steady_nodes_cores: Option<f64>,
+    /// Milliseconds of CPU the nodes spent per request settled within the steady window.
+    pub nodes_cpu_ms_per_settled: Option<f64>,
+    /// The inference work in one request, in milliseconds of one core: generating it and
+    /// every verifier replaying it, on the engine alone in this run.
+    pub work_ms_per_inference: f64,
+    /// `work_ms_per_inference` over `nodes_cpu_ms_per_settled`: the share of the nodes'
+    /// CPU time that went to inference work (the rest: signatures, the VM, storage,
+    /// networking, serialisation). Unlike `efficiency`, it does not depend on how long
+    /// the run waited on the ledger.
+    pub work_share: Option<f64>,
 }
 
 /// The machine's busy and total CPU time so far (all cores, in clock ticks), from the
@@ -141,6 +175,35 @@ fn cpu_times() -> Option<(u64, u64)> {
         .unwrap_or(0)
         .saturating_add(ticks.get(4).copied().unwrap_or(0));
     Some((total.saturating_sub(idle), total))
+}
+
+/// Linux's unit of process CPU times in /proc (`sysconf(_SC_CLK_TCK)`): 100 a second
+/// on x86 and ARM, whatever the kernel's own tick.
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds process `pid` used so far, its threads' user and system time together
+/// (fields 14 and 15 of /proc/PID/stat); none where it cannot be read (not Linux, or
+/// gone).
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(cpu_ticks_of(&stat)? as f64 / USER_HZ)
+}
+
+/// User and system ticks of a /proc/PID/stat line.
+fn cpu_ticks_of(stat: &str) -> Option<u64> {
+    // The command name, field 2, is in parentheses and may hold spaces and parentheses:
+    // count from after the last one (field 3 first).
+    let rest = stat.get(stat.rfind(')')?.checked_add(1)?..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field.checked_sub(3)?)?.parse::<u64>().ok();
+    ticks(14)?.checked_add(ticks(15)?)
+}
+
+/// CPU seconds the processes `pids` used so far, together; none if one cannot be read.
+fn processes_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    pids.iter()
+        .map(|p| process_cpu_seconds(*p))
+        .sum::<Option<f64>>()
 }
 
 /// A node's chain task figures from its `/metrics`: busy seconds, queued seconds and
@@ -302,7 +365,8 @@ pub fn network(
             let log = dir.path().join(format!("{}.log", m.name));
             children.push((m.name.clone(), devnet::spawn(&program, m, Some(&log))?));
         }
-        measure(&members, dir.path(), requests, senders, clients)
+        let pids: Vec<u32> = children.iter().map(|(_, c)| c.id()).collect();
+        measure(&members, &pids, dir.path(), requests, senders, clients)
     })();
     devnet::stop(&mut children);
     if keep && outcome.is_ok() {
@@ -321,6 +385,7 @@ pub fn network(
 
 fn measure(
     members: &[Member],
+    pids: &[u32],
     dir: &Path,
     requests: usize,
     sender_count: usize,
@@ -408,6 +473,11 @@ fn measure(
     let load_before: Vec<(f64, f64, f64)> = all_nodes.iter().map(chain_load).collect();
     let ledger_height = || node0.info().map(|i| i.ledger.height).ok();
     let (cpu_before, ledger_before) = (cpu_times(), ledger_height());
+
+    let node_pids = pids.to_vec();
+    let mut watch = steady::TipWatch::start(&first.rpc, cpu_times, move || {
+        processes_cpu_seconds(&node_pids)
+    })?;
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (senders, nonces) = (&senders, &nonces);
@@ -545,12 +615,16 @@ fn measure(
                 continue;
             }
             if let Ok(state) = node0.inference_status(txid) {
+                // Settled when the settling block reached the first node, where the
+                // watch saw it arrive (else now).
+                let mut at = Instant::now();
                 let ending = match state.state.as_str() {
                     "settled" => {
                         if let (Some(b), Some(s)) = (&state.block, &state.settled_in) {
                             if let (Some(from), Some(to)) = (anchor_of(&b.id), anchor_of(&s.id)) {
                                 block_lags.push(f64::from(to.saturating_sub(from)));
                             }
+                            at = watch.seen(&s.id).map_or(at, |seen| seen.min(at));
                         }
                         Some(
                             match (state.is_final == Some(true), state.outcome.as_deref()) {
@@ -564,15 +638,17 @@ fn measure(
                     "dropped" | "failed" => Some(Ending::Dropped),
                     _ => None,
                 };
-                *slot = ending.map(|e| (Instant::now(), e));
+                *slot = ending.map(|e| (at, e));
             }
         }
         ended_at.iter().all(Option::is_some)
     });
+    watch.stop();
     if let Err(e) = waited {
         bail!("{e}; still open: {}", pending(&ended_at));
     }
     let (cpu_after, ledger_after) = (cpu_times(), ledger_height());
+
     let cpu_busy_share = match (cpu_before, cpu_after) {
         (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
             Some(busy1.saturating_sub(busy0) as f64 / (total1 - total0) as f64)
@@ -583,10 +659,12 @@ fn measure(
         (Some(h0), Some(h1)) if h1 > h0 => started.elapsed().as_secs_f64() / f64::from(h1 - h0),
         _ => 0.0,
     };
-    let sent_seconds = receipts
+    let last_served = receipts
         .iter()
-        .map(|(_, _, got)| got.duration_since(started).as_secs_f64())
-        .fold(0.0, f64::max);
+        .map(|(_, _, got)| *got)
+        .max()
+        .unwrap_or(started);
+    let sent_seconds = last_served.duration_since(started).as_secs_f64();
     let count = |what: Ending| {
         ended_at
             .iter()
@@ -655,12 +733,34 @@ fn measure(
     for (r, tokens) in &answers {
         fai_engine::Verifier::verify(&replay, &model, r, tokens)?;
     }
-    let replay_cost_ratio = replay_started.elapsed().as_secs_f64() / engine_seconds.max(1e-9);
+    let replay_seconds = replay_started.elapsed().as_secs_f64();
+    let replay_cost_ratio = replay_seconds / engine_seconds.max(1e-9);
     let replays_per_inference = members.len().min(5);
     let limit_ratio = 1.0 / (1.0 + replays_per_inference as f64 * replay_cost_ratio);
     // Settled with a final verdict; those refunded for want of votes do not count.
     let settled_per_sec = (accepted + rejected + undecided) as f64 / seconds.max(1e-9);
     let engine_per_sec = requests as f64 / engine_seconds.max(1e-9);
+    // The steady part: final settlements from the first one to the last request served,
+    // over three ledger blocks at least.
+    let finals: Vec<Instant> = ended_at
+        .iter()
+        .flatten()
+        .filter(|(_, e)| matches!(e, Ending::Accepted | Ending::Rejected | Ending::Undecided))
+        .map(|(t, _)| *t)
+        .collect();
+    let steady = steady::steady(&finals, last_served, 3.0 * ledger_spacing_s.max(1.0));
+    let steady_ratio = steady.map(|s| s.settled_per_sec / engine_per_sec);
+    // What the nodes spent per final settlement in the steady window (after it, the
+    // nodes also answer this benchmark's status polls), against the inference work in
+    // it: one generation and a replay by every verifier (the engine alone, one thread).
+    let steady_nodes_cpu = steady.and_then(|s| watch.nodes_cpu_between(s.from, s.to));
+    let nodes_cpu_ms_per_settled = steady
+        .zip(steady_nodes_cpu)
+        .filter(|(s, _)| s.settled_per_sec > 0.0)
+        .map(|(s, (cpu, wall))| cpu * 1e3 / (s.settled_per_sec * wall));
+    let work_ms_per_inference = (engine_seconds + replays_per_inference as f64 * replay_seconds)
+        * 1e3
+        / requests.max(1) as f64;
     Ok(NetworkReport {
         nodes: members.len(),
         requests,
@@ -690,12 +790,41 @@ fn measure(
         sent_seconds,
         ledger_spacing_s,
         cpu_busy_share,
+        steady_seconds: steady.map(|s| s.seconds),
+        steady_settled_per_sec: steady.map(|s| s.settled_per_sec),
+        steady_ratio,
+        steady_efficiency: steady_ratio.map(|r| r / limit_ratio),
+        steady_cpu_busy_share: steady.and_then(|s| watch.cpu_busy_between(s.from, s.to)),
+        steady_nodes_cores: steady_nodes_cpu.map(|(cpu, wall)| cpu / wall),
+        nodes_cpu_ms_per_settled,
+        work_ms_per_inference,
+        work_share: nodes_cpu_ms_per_settled.map(|c| work_ms_per_inference / c.max(1e-9)),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::cpu_times;
+    use super::{cpu_ticks_of, cpu_times, process_cpu_seconds};
+
+    /// User plus system ticks are fields 14 and 15, counted past a command name that
+    /// holds spaces and parentheses; a short or garbled line reads as none.
+    #[test]
+    fn process_ticks_read_past_an_odd_command_name() {
+        let line = "4242 (infer (node) 1) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 269 0 0 20 0 9 0 12 0 0";
+        assert_eq!(cpu_ticks_of(line), Some(1000));
+        assert_eq!(cpu_ticks_of("4242 (x) S 1 2 3"), None);
+        assert_eq!(cpu_ticks_of("garbage"), None);
+        assert_eq!(cpu_ticks_of("1 (x) S 1 1 1 0 -1 0 0 0 0 0 ab 2"), None);
+    }
+
+    /// On Linux this process's own CPU time reads and never goes back.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn own_process_time_reads() {
+        let first = process_cpu_seconds(std::process::id()).expect("/proc/self/stat");
+        let second = process_cpu_seconds(std::process::id()).expect("/proc/self/stat");
+        assert!(first >= 0.0 && second >= first);
+    }
 
     /// On Linux the machine's CPU time reads, busy within total, and never goes back.
     #[test]

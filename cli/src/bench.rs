@@ -7,6 +7,10 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use fai_bench as b;
 
+/// `bench network --requests` at most: the dev wallet's 20 FAI cover the max fees of
+/// 10,000 requests and the senders' funding.
+const MAX_NETWORK_REQUESTS: usize = 10_000;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// A local network of N nodes (processes) under a steady load of inference
@@ -15,7 +19,8 @@ pub enum BenchCommand {
         /// Nodes (2 to 8); all mine and stake, the first two serve.
         #[arg(long, default_value_t = 5)]
         nodes: usize,
-        /// Inference transactions sent.
+        /// Inference transactions sent (1 to 10,000; a few thousand give the run a
+        /// steady part).
         #[arg(long, default_value_t = 400)]
         requests: usize,
         /// Wallets the load is signed by (a node keeps 64 waiting inferences per sender).
@@ -334,14 +339,14 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             json,
         } => {
             anyhow::ensure!(
-                (1..=1000).contains(requests),
-                "--requests must be between 1 and 1000"
+                (1..=MAX_NETWORK_REQUESTS).contains(requests),
+                "--requests must be between 1 and {MAX_NETWORK_REQUESTS}"
             );
             let r = b::network::network(*nodes, *requests, *senders, *clients, *keep)?;
             print_report(*json, &r, || {
                 format!(
-                        "network: {:.2} inference transactions settled per second over {} nodes of {} engine threads ({} requests from {} senders, {} at once: {} accepted, {} rejected, {} undecided, {} refunded late, {} refused busy, {} dropped, in {:.1} s; settled {:.1} s / {:.0} blocks after the receipt at the median, {:.1} s / {:.0} blocks at p95); the engine alone: {:.2} per second; ratio {:.3}, limit {:.3} ({} replays at {:.2} of generation each), efficiency {:.2}; busiest chain task busy {:.0}% of the time, a command queued {:.1} ms on average; all served in {:.1} s, a ledger block every {:.2} s, the machine's cores {} busy",
-                        r.settled_per_sec, r.nodes, r.threads_per_node, r.requests, r.senders, r.clients, r.accepted, r.rejected, r.undecided, r.refunded_late, r.refused_busy, r.dropped, r.seconds, r.settle_latency_s, r.settle_p50_blocks, r.settle_p95_s, r.settle_p95_blocks, r.engine_per_sec, r.ratio, r.limit_ratio, r.replays_per_inference, r.replay_cost_ratio, r.efficiency, r.chain_busy_share * 100.0, r.chain_queued_ms, r.sent_seconds, r.ledger_spacing_s, r.cpu_busy_share.map_or("(unknown)".to_string(), |c| format!("{:.0}%", c * 100.0))
+                        "network: {:.2} inference transactions settled per second over {} nodes of {} engine threads ({} requests from {} senders, {} at once: {} accepted, {} rejected, {} undecided, {} refunded late, {} refused busy, {} dropped, in {:.1} s; settled {:.1} s / {:.0} blocks after the receipt at the median, {:.1} s / {:.0} blocks at p95); the engine alone: {:.2} per second; ratio {:.3}, limit {:.3} ({} replays at {:.2} of generation each), efficiency {:.2}; busiest chain task busy {:.0}% of the time, a command queued {:.1} ms on average; all served in {:.1} s, a ledger block every {:.2} s, the machine's cores {} busy{}",
+                        r.settled_per_sec, r.nodes, r.threads_per_node, r.requests, r.senders, r.clients, r.accepted, r.rejected, r.undecided, r.refunded_late, r.refused_busy, r.dropped, r.seconds, r.settle_latency_s, r.settle_p50_blocks, r.settle_p95_s, r.settle_p95_blocks, r.engine_per_sec, r.ratio, r.limit_ratio, r.replays_per_inference, r.replay_cost_ratio, r.efficiency, r.chain_busy_share * 100.0, r.chain_queued_ms, r.sent_seconds, r.ledger_spacing_s, r.cpu_busy_share.map_or("(unknown)".to_string(), |c| format!("{:.0}%", c * 100.0)), steady_text(&r)
                     )
             })?;
             Ok(())
@@ -401,6 +406,29 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The steady part of a `bench network` run and where the nodes' CPU time went, for
+/// the line.
+fn steady_text(r: &b::network::NetworkReport) -> String {
+    let steady = match (r.steady_seconds, r.steady_settled_per_sec, r.steady_ratio, r.steady_efficiency) {
+        (Some(s), Some(per_sec), Some(ratio), Some(eff)) => format!(
+            "; steady over {s:.1} s (first settlement to last served): {per_sec:.1} settled per second, ratio {ratio:.3}, efficiency {eff:.2}, the cores {} busy",
+            r.steady_cpu_busy_share
+                .map_or("(unknown)".to_string(), |c| format!("{:.0}%", c * 100.0))
+        ),
+        _ => "; no steady part (too short a run)".to_string(),
+    };
+    let work = match (r.nodes_cpu_ms_per_settled, r.work_share) {
+        (Some(cpu), Some(share)) => format!(
+            "; the nodes spent {cpu:.2} ms of CPU per request settled, of which the inference work ({:.2} ms: generating it and {} replays) is {:.0}%",
+            r.work_ms_per_inference,
+            r.replays_per_inference,
+            share * 100.0
+        ),
+        _ => String::new(),
+    };
+    format!("{steady}{work}")
 }
 
 /// Prints a benchmark's report: its JSON with `json`, else the line for people.
