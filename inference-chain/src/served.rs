@@ -30,6 +30,13 @@ impl ServedInference {
     /// Whether the text matches the hashes and both signatures verify; the reason if not.
     pub fn check(&self) -> Result<(), &'static str> {
         check_signatures(&self.inference)?;
+        self.check_text()
+    }
+
+    /// Whether the text matches the signed hashes, the signatures being verified already
+    /// (a verifier's text, opened from its payload store, for an inference of a block
+    /// its chain accepted); the reason if not.
+    pub fn check_text(&self) -> Result<(), &'static str> {
         let (stub, receipt) = (&self.inference.stub, &self.inference.receipt);
         if stub.prompt_hash != self.prompt.hash() {
             return Err("the prompt does not match its hash");
@@ -203,6 +210,44 @@ impl SealedServed {
     pub fn open(&self, id: &Hash160, secret: &SealingSecret) -> Result<ServedInference, Unopened> {
         self.check()
             .map_err(|why| Unopened::NotForMe(why.to_string()))?;
+        self.open_unchecked(id, secret)
+    }
+
+    /// [`SealedServed::open`] for `carried`, an inference whose sender's and receipt's
+    /// signatures the caller verified (a verifier's: an inference of a block its chain
+    /// accepted): the text must be for that very inference and signed by its serving
+    /// node (the one signature verified here, of the three `open` verifies), else it
+    /// does not open. A verifier opens the text of every inference it judges; verifying
+    /// the other two again cost it more than the replays of fai-tiny's answers.
+    pub fn open_carried(
+        &self,
+        carried: &Inference,
+        id: &Hash160,
+        secret: &SealingSecret,
+    ) -> Result<ServedInference, Unopened> {
+        if self.inference != *carried {
+            return Err(Unopened::NotForMe(
+                "the sealed text is for another inference".into(),
+            ));
+        }
+        if !carried
+            .receipt
+            .node
+            .verify(&self.signing_digest(), &self.signature)
+        {
+            return Err(Unopened::NotForMe(
+                "the sealed text is not signed by the serving node".into(),
+            ));
+        }
+        self.open_unchecked(id, secret)
+    }
+
+    /// The text, opened, with no signature verified.
+    fn open_unchecked(
+        &self,
+        id: &Hash160,
+        secret: &SealingSecret,
+    ) -> Result<ServedInference, Unopened> {
         let text = self
             .sealed
             .open(id, secret, &text_aad(&self.inference))
@@ -377,6 +422,45 @@ mod tests {
             Err(Unopened::SealersFault(_))
         ));
         assert!(SealedServed::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A verifier opens the text of an inference its chain accepted verifying only the
+    /// serving node's signature of the sealed text: text for another inference, or
+    /// sealed by anyone but the serving node (a relay's swapped answer), does not open
+    /// for it (it abstains: blaming the node would slash it for another's text).
+    #[test]
+    fn text_for_a_carried_inference_opens_only_when_its_node_sealed_it() {
+        let (user, node) = (
+            SecretKey::from_bytes(&[4; 32]).unwrap(),
+            SecretKey::from_bytes(&[5; 32]).unwrap(),
+        );
+        let me = SecretKey::from_bytes(&[10; 32]).unwrap();
+        let (id, secret) = (me.public_key().hash160(), SealingSecret::derive(&me));
+        let to = [(id, secret.public())];
+        let served = served(&user, &node, 0);
+        let carried = served.inference.clone();
+        let sealed = served.seal(&node, &to).unwrap();
+        assert_eq!(
+            sealed.open_carried(&carried, &id, &secret),
+            Ok(served.clone())
+        );
+        // Sealed by a relay (whatever it holds): not the serving node's signature.
+        let relay = SecretKey::from_bytes(&[6; 32]).unwrap();
+        let by_relay = served.seal(&relay, &to).unwrap();
+        assert_eq!(
+            by_relay.open_carried(&carried, &id, &secret),
+            Err(Unopened::NotForMe(
+                "the sealed text is not signed by the serving node".into()
+            ))
+        );
+        // The serving node's text for another of its answers.
+        let other = served_other(&user, &node).seal(&node, &to).unwrap();
+        assert_eq!(
+            other.open_carried(&carried, &id, &secret),
+            Err(Unopened::NotForMe(
+                "the sealed text is for another inference".into()
+            ))
+        );
     }
 
     fn served_other(user: &SecretKey, node: &SecretKey) -> ServedInference {

@@ -128,21 +128,27 @@ pub struct Texts<'a> {
 
 impl Texts<'_> {
     /// The text of `inf`, opened; the refusal if it is not here or does not open (this
-    /// verifier cannot judge: it abstains).
+    /// verifier cannot judge: it abstains). `inf` is an inference of a block the chain
+    /// accepted, whose sender's and receipt's signatures it verified: only the serving
+    /// node's signature of the sealed text is verified here.
     fn open(&self, inf: &Inference) -> Result<ServedInference, Refusal> {
         let sealed = self
             .store
             .sealed(&inf.stub.txid(), &inf.receipt.signing_digest())
             .map_err(|e| Refusal::abstain(e.to_string()))?
             .ok_or_else(|| Refusal::abstain("no text for this answer"))?;
-        sealed.open(&self.me, self.secret).map_err(|why| match why {
-            fai_inference_chain::served::Unopened::NotForMe(why) => {
-                Refusal::abstain(format!("the text held here does not open: {why}"))
-            }
-            fai_inference_chain::served::Unopened::SealersFault(why) => Refusal::reject_grossly(
-                format!("the serving node sealed no answer to judge: {why}"),
-            ),
-        })
+        sealed
+            .open_carried(inf, &self.me, self.secret)
+            .map_err(|why| match why {
+                fai_inference_chain::served::Unopened::NotForMe(why) => {
+                    Refusal::abstain(format!("the text held here does not open: {why}"))
+                }
+                fai_inference_chain::served::Unopened::SealersFault(why) => {
+                    Refusal::reject_grossly(format!(
+                        "the serving node sealed no answer to judge: {why}"
+                    ))
+                }
+            })
     }
 }
 
@@ -163,7 +169,7 @@ pub fn checked(
         )));
     }
     let served = texts.open(inf)?;
-    served.check().map_err(|why| {
+    served.check_text().map_err(|why| {
         Refusal::reject_grossly(format!("the text the serving node sealed: {why}"))
     })?;
     let ServedInference {
