@@ -973,6 +973,10 @@ impl InferenceChain {
         Ok(())
     }
 
+    /// Checks a block's inferences against its parent's state. Whether a model is
+    /// approved and whether a node serves it are read once per model and per node and
+    /// model (each read runs a contract, which the VM loads anew every time: a block of
+    /// a thousand inferences from two nodes read them two thousand times before).
     fn check_inferences(
         &self,
         ledger: &Chainstate,
@@ -981,6 +985,8 @@ impl InferenceChain {
         list: &[Inference],
     ) -> Result<(), BlockError> {
         let mut seen = HashSet::new();
+        let mut approved: HashMap<[u8; 32], bool> = HashMap::new();
+        let mut serving: HashMap<([u8; 20], [u8; 32]), bool> = HashMap::new();
         for inf in list {
             let txid = inf.stub.txid();
             if !seen.insert(txid) {
@@ -996,21 +1002,33 @@ impl InferenceChain {
             if inf.receipt.tokens > s.sampling.max_tokens {
                 return Err(invalid("a receipt claims more tokens than allowed"));
             }
-            let model = Value::buff_from(s.model.to_vec()).map_err(|e| invalid(e.to_string()))?;
-            if self.read(
-                ledger,
-                parent,
-                "model-registry",
-                "is-approved",
-                std::slice::from_ref(&model),
-            )? != Value::Bool(true)
-            {
+            let model = || Value::buff_from(s.model.to_vec()).map_err(|e| invalid(e.to_string()));
+            let is_approved = match approved.get(&s.model) {
+                Some(known) => *known,
+                None => {
+                    let read =
+                        self.read(ledger, parent, "model-registry", "is-approved", &[model()?])?
+                            == Value::Bool(true);
+                    approved.insert(s.model, read);
+                    read
+                }
+            };
+            if !is_approved {
                 return Err(invalid("an inference names a model that is not approved"));
             }
-            let node: Value = self.vm.principal(inf.receipt.node.hash160().0).into();
-            if self.read(ledger, parent, "node-registry", "serves", &[node, model])?
-                != Value::Bool(true)
-            {
+            let node = inf.receipt.node.hash160().0;
+            let serves = match serving.get(&(node, s.model)) {
+                Some(known) => *known,
+                None => {
+                    let who: Value = self.vm.principal(node).into();
+                    let read =
+                        self.read(ledger, parent, "node-registry", "serves", &[who, model()?])?
+                            == Value::Bool(true);
+                    serving.insert((node, s.model), read);
+                    read
+                }
+            };
+            if !serves {
                 return Err(invalid("an inference's node does not serve its model"));
             }
         }

@@ -113,6 +113,55 @@ pub fn read_boot(
         .map(|(v, _)| v)
 }
 
+/// [`serves`] remembered at one state (the inference tip's and the ledger tip's): each
+/// read runs the node registry's contract, which the VM loads anew every time, and a
+/// node checks every result gossiped to it against it (two serving nodes, thousands of
+/// results a block). Forgotten when either tip moves.
+#[derive(Default)]
+pub struct ServesMemo {
+    at: Option<([u8; 32], fai_primitives::Hash256)>,
+    known: std::collections::HashMap<(fai_primitives::Hash160, [u8; 32]), bool>,
+}
+
+/// Pairs of node and model a [`ServesMemo`] holds at most (beyond, it reads).
+const MAX_SERVES_KNOWN: usize = 1024;
+
+impl ServesMemo {
+    /// [`serves`] at the tips as they are now.
+    pub fn serves(
+        &mut self,
+        chain: &InferenceChain,
+        ledger: &Chainstate,
+        node: fai_primitives::Hash160,
+        model: [u8; 32],
+    ) -> bool {
+        let at = (chain.tip(ledger).exec_id, ledger.tip_hash());
+        self.at_state(at, node, model, || serves(chain, ledger, node, model))
+    }
+
+    /// What `read` says of `node` and `model` at state `at`, read once per state.
+    fn at_state(
+        &mut self,
+        at: ([u8; 32], fai_primitives::Hash256),
+        node: fai_primitives::Hash160,
+        model: [u8; 32],
+        read: impl FnOnce() -> bool,
+    ) -> bool {
+        if self.at != Some(at) {
+            self.at = Some(at);
+            self.known.clear();
+        }
+        if let Some(known) = self.known.get(&(node, model)) {
+            return *known;
+        }
+        let read = read();
+        if self.known.len() < MAX_SERVES_KNOWN {
+            self.known.insert((node, model), read);
+        }
+        read
+    }
+}
+
 /// Whether the node registry lists `node` for `model` (registered, not leaving).
 pub fn serves(
     chain: &InferenceChain,
@@ -131,6 +180,36 @@ pub fn serves(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The registry is read once per node, model and state: again for another pair, and
+    /// for every pair once either tip moved (a block may have registered or removed it).
+    #[test]
+    fn whether_a_node_serves_is_read_once_per_state() {
+        use fai_primitives::{Hash160, Hash256};
+        let mut memo = ServesMemo::default();
+        let reads = std::cell::Cell::new(0);
+        let ask = |memo: &mut ServesMemo, at, node: u8, says: bool| {
+            memo.at_state(at, Hash160([node; 20]), [7; 32], || {
+                reads.set(reads.get() + 1);
+                says
+            })
+        };
+        let first = ([1; 32], Hash256([1; 32]));
+        assert!(ask(&mut memo, first, 1, true));
+        assert!(
+            ask(&mut memo, first, 1, false),
+            "remembered at the same state"
+        );
+        assert!(!ask(&mut memo, first, 2, false));
+        assert_eq!(reads.get(), 2);
+        // The ledger tip moved: read again, and the new answer holds.
+        let ledger_moved = ([1; 32], Hash256([2; 32]));
+        assert!(!ask(&mut memo, ledger_moved, 1, false));
+        assert!(!ask(&mut memo, ledger_moved, 1, true));
+        // The inference tip moved.
+        assert!(ask(&mut memo, ([2; 32], Hash256([2; 32])), 1, true));
+        assert_eq!(reads.get(), 4);
+    }
 
     /// An inference database written by a build with other rules is refused with what to
     /// do, not read as if nothing had changed.

@@ -77,6 +77,9 @@ pub struct ChainState {
     pub(crate) heights: fai_inference_chain::canonical::CanonicalIndex,
     /// Whom text served now is sealed to, as read at the canonical tip with this id.
     sealing: Option<([u8; 32], Recipients)>,
+    /// Which nodes serve which models, as read at the tips (what gossiped results are
+    /// checked against).
+    pub(crate) serving: crate::inference::ServesMemo,
 }
 
 /// What a command left to send out.
@@ -111,6 +114,7 @@ impl ChainState {
             commit_added: false,
             canonical: None,
             sealing: None,
+            serving: Default::default(),
             votes_behind: 0,
             commits_missed: false,
             heights: Default::default(),

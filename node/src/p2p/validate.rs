@@ -341,7 +341,7 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
         // Only a registered node serving the model (a bond at stake) gets its results
         // stored and forwarded.
         let node = served.inference.receipt.node.hash160();
-        let serves = crate::inference::serves(chain, ledger, node, stub.model);
+        let serves = s.serving.serves(chain, ledger, node, stub.model);
         if !serves {
             return ignore();
         }
