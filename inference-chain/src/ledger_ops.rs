@@ -20,7 +20,7 @@
 //!   inference address it names; a zero value is no peg-in.
 
 use fai_ledger::{Block, OutputKind, Transaction, Unlock};
-use fai_primitives::Hash160;
+use fai_primitives::{Hash160, Hash256};
 
 use crate::ops::{Op, RegisterRef};
 use crate::sortition::Bid;
@@ -49,6 +49,20 @@ pub fn carries_commit(tx: &Transaction) -> bool {
         OutputKind::PayToKeyHash(_) => None,
     });
     matches!(first_op, Some(Op::Commit { .. }))
+}
+
+/// Whether a transaction of the ledger block at `height` built on `prev` carries a commit
+/// that may elect its producer there: one made on that very parent (a commit mined a
+/// block late names another and is no bid, [`read_block`]) and for a register made
+/// before. Whether it wins depends on more (its register, the verifier set it pays);
+/// this is a fact of the ledger alone, the same on every reading.
+pub fn carries_commit_on(tx: &Transaction, height: u32, prev: &Hash256) -> bool {
+    let first_op = tx.outputs.iter().find_map(|o| match &o.kind {
+        OutputKind::Data(d) => Op::parse(d),
+        OutputKind::PayToKeyHash(_) => None,
+    });
+    matches!(first_op, Some(Op::Commit { register, after, .. })
+        if register.height < height && after == crate::ops::commit_after(prev))
 }
 
 /// The key hash whose signature unlocks a transaction's first input.

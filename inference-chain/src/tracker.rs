@@ -34,9 +34,10 @@ pub struct SortitionRecord {
     pub peg_ins: Vec<(Hash160, u64)>,
     /// The verifier set the block's commits had to pay, as this record was read with.
     pub commit_set: Vec<Hash160>,
-    /// Whether any transaction of the block carries a commit op, valid or not: a fact of
-    /// the ledger alone (unlike `sortition.winner`, which depends on the verifier set the
-    /// record was read with). A block without one elects nobody on any reading.
+    /// Whether a transaction of the block carries a commit op made on its parent, for a
+    /// register made before (`ledger_ops::carries_commit_on`), valid or not otherwise: a
+    /// fact of the ledger alone (unlike `sortition.winner`, which depends on the verifier
+    /// set the record was read with). A block without one elects nobody on any reading.
     pub has_commits: bool,
 }
 
@@ -123,7 +124,7 @@ impl SortitionTracker {
             let has_commits = block
                 .transactions
                 .iter()
-                .any(crate::ledger_ops::carries_commit);
+                .any(|tx| crate::ledger_ops::carries_commit_on(tx, height, &parent));
             self.records.insert(
                 hash,
                 SortitionRecord {

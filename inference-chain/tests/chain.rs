@@ -2188,6 +2188,28 @@ fn a_commit_phase_short_of_a_quorum_runs_on_so_a_burst_of_ledger_blocks_refunds_
 /// beside the tip, in the test above).
 #[test]
 fn a_ledger_block_that_elects_nobody_does_not_end_a_commit_phase_short_of_a_quorum() {
+    commit_phase_runs_on_past(|w, _, _| w.ledger.mine(vec![]));
+}
+
+/// The same refund at 6,000 requests on a loaded machine, twice in one run (1,743
+/// inferences served for free): the ledger block at N's anchor + 2 elected nobody, but it
+/// carried a commit made on the ledger block before the last (a producer's bid, mined a
+/// block late in the burst), and any commit op in it broke the run. A commit that does not
+/// follow its block's parent can elect nobody on any reading (a fact of the ledger
+/// alone), and is passed over like no commit at all.
+#[test]
+fn a_commit_mined_a_ledger_block_late_does_not_end_a_commit_phase_short_of_a_quorum() {
+    commit_phase_runs_on_past(|w, l3, b3_id| {
+        let before_l3 = w.ledger.chain.entry(&l3).unwrap().header.prev;
+        let late = w.commit_on(before_l3, b3_id, 200);
+        w.ledger.mine(vec![late])
+    });
+}
+
+/// N's fixed commit phase ends at a ledger block made by `elects_nobody` (given the
+/// world, N+1's anchor and N+1): one commitment came in time, the others after, and the
+/// phase must run on past that height to a quorum and a paid settlement.
+fn commit_phase_runs_on_past(elects_nobody: impl FnOnce(&mut World, Hash256, [u8; 32]) -> Block) {
     let (mut w, verifiers, b2_id) = one_answer_before_its_verifiers();
     let on_b2 = |v: &SecretKey| Vote::new(v, Hash256(b2_id), vec![Verdict::Accept]);
     let commit_b2 = |v: &SecretKey| VoteCommit::of(v, &on_b2(v));
@@ -2202,8 +2224,10 @@ fn a_ledger_block_that_elects_nobody_does_not_end_a_commit_phase_short_of_a_quor
         .produce_committing(l3, vec![commit_b2(&verifiers[0])], vec![])
         .unwrap();
     let b3_id = w.chain.accept(&w.ledger.chain, b3).unwrap();
-    let empty = w.ledger.mine(vec![]);
-    w.connect(&empty);
+    let nobody = elects_nobody(&mut w, l3, b3_id);
+    let nobody = w.connect(&nobody);
+    let record = w.chain.tracker().record(&nobody).unwrap();
+    assert!(record.sortition.winner.is_none(), "it elects nobody");
     let l4 = w.win(b3_id, 200);
     let b4 = w
         .produce_committing(l4, vec![commit_b2(&verifiers[1])], vec![])

@@ -47,7 +47,9 @@ pub const SCHEMA: Schema = Schema {
     // places the new rule reads differently.
     // 12: the run of blocks a commit phase needs to run on passes over ledger blocks
     // that carry no commit (they elect nobody).
-    format_version: 12,
+    // 13: ... and ledger blocks whose only commits were made on another parent (mined a
+    // block late: they elect nobody either).
+    format_version: 13,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -219,7 +221,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 11,
+            format_version: 12,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -231,8 +233,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 11"), "{text}");
-        assert!(text.contains("version 12"), "{text}");
+        assert!(text.contains("format version 12"), "{text}");
+        assert!(text.contains("version 13"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"
