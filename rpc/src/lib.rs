@@ -132,6 +132,9 @@ pub struct RpcState {
     /// relay replaying it after a failure) would have its answer sealed again under the
     /// same reply key and nonces, and is refused.
     sealed_served: Mutex<SeenRecently>,
+    /// The verifiers this node's last answer was sealed to, as the chain task named
+    /// them: the next answer is sealed to them off the chain task.
+    sealed_to: Arc<Mutex<fai_primitives::seal::Recipients>>,
     /// This node's price per million output tokens: a request whose max fee does not
     /// cover its max tokens at this price is refused.
     pub price: fai_primitives::Amount,
@@ -166,6 +169,7 @@ impl RpcState {
             engines,
             sealing: fai_primitives::seal::SealingSecret::derive(&key),
             sealed_served: Mutex::new(SeenRecently::default()),
+            sealed_to: Arc::default(),
             key,
             price: fai_primitives::Amount::ZERO,
             forge_outputs: false,
@@ -1122,18 +1126,37 @@ fn forged(model: &LoadedModel, mut g: fai_engine::Generation) -> fai_engine::Gen
 /// Seals a served inference's text to the verifiers that will vote on it, keeps the
 /// sealed text for them, puts the inference in the pool for the next block, and gossips
 /// it to the other producers and verifiers. Nothing of the text is kept in the clear.
+///
+/// Sealing (a key agreement per verifier and a signature) is done here, off the chain
+/// task, to the verifiers the chain task named for the last answer; the chain task seals
+/// again only if the set it names now differs (a new tip or cycle).
 fn publish_result(s: &RpcState, served: fai_inference_chain::served::ServedInference) {
     let txid = served.inference.stub.txid();
     let key = s.key.clone();
+    let guess = s.sealed_to.lock().map(|r| r.clone()).unwrap_or_default();
+    let early = if guess.is_empty() {
+        None
+    } else {
+        served.seal(&key, &guess).ok().map(|sealed| (guess, sealed))
+    };
+    let sealed_to = s.sealed_to.clone();
     // Queued before the receipt reaches the buyer: a later query finds it pooled.
     let _ = s.node.chain.run(move |st| {
         let recipients = st.sealing_recipients();
-        let sealed = match served.seal(&key, &recipients) {
-            Ok(sealed) => sealed,
-            Err(e) => {
-                tracing::warn!(target: "infer_node::rpc", %txid, "served inference not sealed: {e}");
-                return;
-            }
+        let sealed = match early {
+            Some((to, sealed)) if to == recipients => sealed,
+            _ => match served.seal(&key, &recipients) {
+                Ok(sealed) => {
+                    if let Ok(mut last) = sealed_to.lock() {
+                        last.clone_from(&recipients);
+                    }
+                    sealed
+                }
+                Err(e) => {
+                    tracing::warn!(target: "infer_node::rpc", %txid, "served inference not sealed: {e}");
+                    return;
+                }
+            },
         };
         if recipients.is_empty() {
             tracing::warn!(target: "infer_node::rpc", %txid, "no verifier has published a sealing key: nobody can check this answer");
