@@ -51,18 +51,31 @@ pub fn carries_commit(tx: &Transaction) -> bool {
     matches!(first_op, Some(Op::Commit { .. }))
 }
 
-/// Whether a transaction of the ledger block at `height` built on `prev` carries a commit
-/// that may elect its producer there: one made on that very parent (a commit mined a
-/// block late names another and is no bid, [`read_block`]) and for a register made
-/// before. Whether it wins depends on more (its register, the verifier set it pays);
-/// this is a fact of the ledger alone, the same on every reading.
-pub fn carries_commit_on(tx: &Transaction, height: u32, prev: &Hash256) -> bool {
+/// Whether a transaction (not the coinbase) of the ledger block at `height` built on
+/// `prev` carries a commit that may elect its producer there, as [`read_block`] reads
+/// bids: made on that very parent (a commit mined a block late names another), for a
+/// register made before and found on this branch (`registers`), by that register's key.
+/// Whether it wins depends on more (the verifier set it must pay, the other bids); this is
+/// a fact of the ledger alone, the same on every reading.
+pub fn carries_commit_on(
+    tx: &Transaction,
+    height: u32,
+    prev: &Hash256,
+    registers: impl Fn(&RegisterRef) -> Option<Register>,
+) -> bool {
     let first_op = tx.outputs.iter().find_map(|o| match &o.kind {
         OutputKind::Data(d) => Op::parse(d),
         OutputKind::PayToKeyHash(_) => None,
     });
-    matches!(first_op, Some(Op::Commit { register, after, .. })
-        if register.height < height && after == crate::ops::commit_after(prev))
+    let Some(Op::Commit {
+        register, after, ..
+    }) = first_op
+    else {
+        return false;
+    };
+    register.height < height
+        && after == crate::ops::commit_after(prev)
+        && registers(&register).is_some_and(|r| committer(tx) == Some(r.address))
 }
 
 /// The key hash whose signature unlocks a transaction's first input.

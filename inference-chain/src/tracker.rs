@@ -34,8 +34,9 @@ pub struct SortitionRecord {
     pub peg_ins: Vec<(Hash160, u64)>,
     /// The verifier set the block's commits had to pay, as this record was read with.
     pub commit_set: Vec<Hash160>,
-    /// Whether a transaction of the block carries a commit op made on its parent, for a
-    /// register made before (`ledger_ops::carries_commit_on`), valid or not otherwise: a
+    /// Whether a transaction of the block carries a commit op made on its parent by a
+    /// register's key for that register, found on this branch
+    /// (`ledger_ops::carries_commit_on`), whether or not it pays the verifier set: a
     /// fact of the ledger alone (unlike `sortition.winner`, which depends on the verifier
     /// set the record was read with). A block without one elects nobody on any reading.
     pub has_commits: bool,
@@ -111,20 +112,19 @@ impl SortitionTracker {
                 .block(&hash)?
                 .ok_or_else(|| ChainError::Corrupt(format!("ledger block {hash} not stored")))?;
             let set = verifiers(height);
-            let ops = {
-                let lookup = |r: &RegisterRef| {
-                    if r.height >= height {
-                        return None;
-                    }
-                    self.register(ledger, &parent, r)
-                };
-                read_block(&block, height, &set, lookup)
+            let lookup = |r: &RegisterRef| {
+                if r.height >= height {
+                    return None;
+                }
+                self.register(ledger, &parent, r)
             };
+            let ops = read_block(&block, height, &set, lookup);
             let sortition = sortition::run(&seed, &hash.0, &ops.bids);
             let has_commits = block
                 .transactions
                 .iter()
-                .any(|tx| crate::ledger_ops::carries_commit_on(tx, height, &parent));
+                .skip(1)
+                .any(|tx| crate::ledger_ops::carries_commit_on(tx, height, &parent, lookup));
             self.records.insert(
                 hash,
                 SortitionRecord {

@@ -2206,6 +2206,36 @@ fn a_commit_mined_a_ledger_block_late_does_not_end_a_commit_phase_short_of_a_quo
     });
 }
 
+/// A commit-shaped transaction by anyone but the register's key (a fee is all it costs)
+/// elects nobody either; counted as a commit, it would cut a phase short at will.
+#[test]
+fn a_commit_by_another_key_does_not_end_a_commit_phase_short_of_a_quorum() {
+    commit_phase_runs_on_past(|w, l3, b3_id| {
+        let other = key(99);
+        let fund = w.ledger.tx(vec![TxOut::pay(units(50_000), hash(&other))]);
+        let op = Op::Commit {
+            register: w.register,
+            parent: b3_id,
+            seed: [0; 32],
+            after: commit_after(&l3),
+        };
+        let forged = testkit::spend(
+            &w.ledger.chain,
+            &[(
+                OutPoint::new(fund.txid(), 0),
+                fund.outputs[0].clone(),
+                other.clone(),
+            )],
+            vec![
+                TxOut::data(units(1_000), op.encode()),
+                TxOut::pay(units(48_000), hash(&other)),
+            ],
+        )
+        .unwrap();
+        w.ledger.mine(vec![fund, forged])
+    });
+}
+
 /// N's fixed commit phase ends at a ledger block made by `elects_nobody` (given the
 /// world, N+1's anchor and N+1): one commitment came in time, the others after, and the
 /// phase must run on past that height to a quorum and a paid settlement.

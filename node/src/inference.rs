@@ -48,7 +48,7 @@ pub const SCHEMA: Schema = Schema {
     // 12: the run of blocks a commit phase needs to run on passes over ledger blocks
     // that carry no commit (they elect nobody).
     // 13: ... and ledger blocks whose only commits were made on another parent (mined a
-    // block late: they elect nobody either).
+    // block late) or by another key than their register's (they elect nobody either).
     format_version: 13,
 };
 
@@ -138,16 +138,17 @@ impl ServesMemo {
         model: [u8; 32],
     ) -> bool {
         let at = (chain.tip(ledger).exec_id, ledger.tip_hash());
-        self.at_state(at, node, model, || serves(chain, ledger, node, model))
+        self.at_state(at, node, model, || read_serves(chain, ledger, node, model))
     }
 
-    /// What `read` says of `node` and `model` at state `at`, read once per state.
+    /// What `read` says of `node` and `model` at state `at`, read once per state; a read
+    /// that failed (none: a storage error) is not remembered, and says no.
     fn at_state(
         &mut self,
         at: ([u8; 32], fai_primitives::Hash256),
         node: fai_primitives::Hash160,
         model: [u8; 32],
-        read: impl FnOnce() -> bool,
+        read: impl FnOnce() -> Option<bool>,
     ) -> bool {
         if self.at != Some(at) {
             self.at = Some(at);
@@ -156,7 +157,9 @@ impl ServesMemo {
         if let Some(known) = self.known.get(&(node, model)) {
             return *known;
         }
-        let read = read();
+        let Some(read) = read() else {
+            return false;
+        };
         if self.known.len() < MAX_SERVES_KNOWN {
             self.known.insert((node, model), read);
         }
@@ -171,12 +174,20 @@ pub fn serves(
     node: fai_primitives::Hash160,
     model: [u8; 32],
 ) -> bool {
-    let Ok(model) = fai_clarity::Value::buff_from(model.to_vec()) else {
-        return false;
-    };
+    read_serves(chain, ledger, node, model).unwrap_or(false)
+}
+
+/// [`serves`], or none when the registry could not be read.
+fn read_serves(
+    chain: &InferenceChain,
+    ledger: &Chainstate,
+    node: fai_primitives::Hash160,
+    model: [u8; 32],
+) -> Option<bool> {
+    let model = fai_clarity::Value::buff_from(model.to_vec()).ok()?;
     let node: fai_clarity::Value = chain.vm().principal(node.0).into();
     read_boot(chain, ledger, "node-registry", "serves", &[node, model])
-        == Some(fai_clarity::Value::Bool(true))
+        .map(|v| v == fai_clarity::Value::Bool(true))
 }
 
 #[cfg(test)]
@@ -190,11 +201,14 @@ mod tests {
         use fai_primitives::{Hash160, Hash256};
         let mut memo = ServesMemo::default();
         let reads = std::cell::Cell::new(0);
-        let ask = |memo: &mut ServesMemo, at, node: u8, says: bool| {
+        let ask_or_fail = |memo: &mut ServesMemo, at, node: u8, says: Option<bool>| {
             memo.at_state(at, Hash160([node; 20]), [7; 32], || {
                 reads.set(reads.get() + 1);
                 says
             })
+        };
+        let ask = |memo: &mut ServesMemo, at, node: u8, says: bool| {
+            ask_or_fail(memo, at, node, Some(says))
         };
         let first = ([1; 32], Hash256([1; 32]));
         assert!(ask(&mut memo, first, 1, true));
@@ -209,8 +223,13 @@ mod tests {
         assert!(!ask(&mut memo, ledger_moved, 1, false));
         assert!(!ask(&mut memo, ledger_moved, 1, true));
         // The inference tip moved.
-        assert!(ask(&mut memo, ([2; 32], Hash256([2; 32])), 1, true));
+        let inference_moved = ([2; 32], Hash256([2; 32]));
+        assert!(ask(&mut memo, inference_moved, 1, true));
         assert_eq!(reads.get(), 4);
+        // A read that failed says no and is not remembered: the next one reads again.
+        assert!(!ask_or_fail(&mut memo, inference_moved, 3, None));
+        assert!(ask(&mut memo, inference_moved, 3, true));
+        assert_eq!(reads.get(), 6);
     }
 
     /// An inference database written by a build with other rules is refused with what to

@@ -57,25 +57,31 @@ impl TipWatch {
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 let now = Instant::now();
-                let tip = node.inference_chain().ok().map(|c| c.tip.id);
+                let (cpu_now, nodes_now) = (cpu(), nodes_cpu());
+                // The tip and the parents not seen yet (read before the lock is taken):
+                // each arrived by now.
+                let known = |id: &str| s.lock().is_ok_and(|seen| seen.blocks.contains_key(id));
+                let mut arrived = Vec::new();
+                let mut at = node.inference_chain().ok().map(|c| c.tip.id);
+                for _ in 0..MAX_WALK {
+                    let Some(id) = at.take() else { break };
+                    if known(&id) {
+                        break;
+                    }
+                    at = node.inference_block(&id).ok().and_then(|b| b.parent);
+                    arrived.push(id);
+                }
                 if let Ok(mut seen) = s.lock() {
                     if seen.cpu.len() < MAX_SAMPLES {
-                        if let Some(t) = cpu() {
+                        if let Some(t) = cpu_now {
                             seen.cpu.push((now, t));
                         }
-                        if let Some(c) = nodes_cpu() {
+                        if let Some(c) = nodes_now {
                             seen.nodes_cpu.push((now, c));
                         }
                     }
-                    // The tip and the parents not seen yet: each arrived by now.
-                    let mut at = tip;
-                    for _ in 0..MAX_WALK {
-                        let Some(id) = at.take() else { break };
-                        if seen.blocks.contains_key(&id) {
-                            break;
-                        }
-                        seen.blocks.insert(id.clone(), now);
-                        at = node.inference_block(&id).ok().and_then(|b| b.parent);
+                    for id in arrived {
+                        seen.blocks.entry(id).or_insert(now);
                     }
                 }
                 std::thread::sleep(POLL);
