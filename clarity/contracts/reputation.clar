@@ -53,8 +53,28 @@
 ;; Records the verdict on the result of inference `tx`, sent by `sender`, served by `node`.
 (define-public (record-result (tx (buff 32)) (sender principal) (node principal)
                               (accepted bool))
-  (let ((r (record-of node)))
+  (begin
     (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
+    (record tx sender node accepted)))
+
+;; Records the verdicts on a settled block's results, in order, as record-result does one
+;; by one (one call per block: the VM loads this contract anew for every call). Fails as
+;; a whole at the first result recorded before.
+(define-public (record-results (results (list 1000 {tx: (buff 32), sender: principal,
+                                                     node: principal, accepted: bool})))
+  (begin
+    (asserts! (is-eq tx-sender CONSENSUS) ERR-NOT-CONSENSUS)
+    (fold record-next results (ok true))))
+
+(define-private (record-next (r {tx: (buff 32), sender: principal, node: principal,
+                                 accepted: bool})
+                             (so-far (response bool uint)))
+  (match so-far
+    done (record (get tx r) (get sender r) (get node r) (get accepted r))
+    failed (err failed)))
+
+(define-private (record (tx (buff 32)) (sender principal) (node principal) (accepted bool))
+  (let ((r (record-of node)))
     (asserts! (map-insert inferences tx {sender: sender, node: node, rated: false}) ERR-EXISTS)
     (map-set records node
              (if accepted

@@ -615,6 +615,64 @@ fn only_the_consensus_slashes_and_slashing_burns_the_bond() {
     );
 }
 
+/// A settled block's verdicts in one call: recorded in order as record-result records
+/// them one by one; only the consensus calls it; a result recorded before fails the whole
+/// call and leaves nothing of it.
+#[test]
+fn reputation_records_a_blocks_results_in_one_call() {
+    let mut r = Repl::new();
+    let (user, node, other) = (account(1), account(2), account(3));
+    let entry = |tx: &str, node: &str, ok: bool| {
+        format!(
+            "{{tx: 0x{}, sender: '{user}, node: '{node}, accepted: {ok}}}",
+            tx.repeat(32)
+        )
+    };
+    let batch = |entries: &[String]| format!("(list {})", entries.join(" "));
+    let three = batch(&[
+        entry("a1", &node, true),
+        entry("a2", &node, false),
+        entry("a3", &other, true),
+    ]);
+    assert_eq!(
+        r.call(&user, "reputation", "record-results", &three),
+        "(err u300)"
+    );
+    assert_eq!(
+        r.call(BOOT, "reputation", "record-results", &three),
+        "(ok true)"
+    );
+    let score =
+        |r: &mut Repl, who: &str| r.call(&user, "reputation", "get-record", &format!("'{who}"));
+    assert!(
+        score(&mut r, &node).contains("(accepted u1)"),
+        "{}",
+        score(&mut r, &node)
+    );
+    assert!(score(&mut r, &node).contains("(rejected u1)"));
+    assert!(score(&mut r, &other).contains("(accepted u1)"));
+    // One recorded before, after a new one: the call fails and the new one is not kept.
+    let again = batch(&[entry("b1", &other, true), entry("a1", &node, true)]);
+    assert_eq!(
+        r.call(BOOT, "reputation", "record-results", &again),
+        "(err u305)"
+    );
+    assert!(
+        score(&mut r, &other).contains("(accepted u1)"),
+        "rolled back"
+    );
+    assert_eq!(
+        r.call(
+            BOOT,
+            "reputation",
+            "record-result",
+            &format!("0x{} '{user} '{other} true", "b1".repeat(32))
+        ),
+        "(ok true)",
+        "b1 was not kept"
+    );
+}
+
 #[test]
 fn reputation_records_results_and_one_rating_per_transaction() {
     let mut r = Repl::new();

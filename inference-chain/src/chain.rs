@@ -145,6 +145,9 @@ struct Audit {
 /// The column of accepted inference blocks: id -> record (see [`BlockRecord`]).
 pub const INFERENCE_BLOCKS_COLUMN: &str = "inference_blocks";
 
+/// Verdicts per call of the reputation contract's `record-results` (its list's bound).
+pub const RECORD_RESULTS_MAX: usize = 1000;
+
 /// How many blocks [`InferenceChain::abandoned_by`] walks down at most.
 pub const MAX_ABANDONED_WALK: usize = 64;
 
@@ -1098,6 +1101,9 @@ impl InferenceChain {
                 continue;
             };
             let (is_final, list) = self.settlements(ledger, rec, &due.votes)?;
+            // The verdicts for the reputation contract, recorded in one call per
+            // RECORD_RESULTS_MAX after the payments.
+            let mut verdicts: Vec<Value> = Vec::new();
             for (inf, (outcome, s)) in pb.inferences.iter().zip(&list) {
                 settled.push(inf.stub.txid());
                 let sender = inf.stub.sender.hash160().0;
@@ -1134,16 +1140,23 @@ impl InferenceChain {
                 }
                 let txid = Value::buff_from(inf.stub.txid().0.to_vec())
                     .map_err(|e| invalid(e.to_string()))?;
-                ops.push(system(
-                    "reputation",
-                    "record-result",
-                    vec![
-                        txid,
-                        self.vm.principal(sender).into(),
-                        node_value,
-                        Value::Bool(*outcome == Outcome::Accepted),
-                    ],
-                ));
+                let field = |name: &str, value: Value| {
+                    clarity::vm::ClarityName::try_from(name.to_string())
+                        .map(|n| (n, value))
+                        .map_err(|e| invalid(e.to_string()))
+                };
+                let tuple = clarity::vm::types::TupleData::from_data(vec![
+                    field("tx", txid)?,
+                    field("sender", self.vm.principal(sender).into())?,
+                    field("node", node_value)?,
+                    field("accepted", Value::Bool(*outcome == Outcome::Accepted))?,
+                ])
+                .map_err(|e| invalid(e.to_string()))?;
+                verdicts.push(Value::from(tuple));
+            }
+            for chunk in verdicts.chunks(RECORD_RESULTS_MAX) {
+                let list = Value::list_from(chunk.to_vec()).map_err(|e| invalid(e.to_string()))?;
+                ops.push(system("reputation", "record-results", vec![list]));
             }
             if is_final {
                 ops.push(BlockOp::Mint {
@@ -1577,4 +1590,14 @@ fn unreachable_record() -> &'static BlockRecord {
         producer: [0; 20],
         block: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A settlement's calls of the reputation contract's `record-results` fit its list.
+    #[test]
+    fn record_results_calls_fit_the_contracts_list() {
+        let bound = format!("(list {} ", super::RECORD_RESULTS_MAX);
+        assert!(fai_clarity::boot::REPUTATION.contains(&bound), "{bound}");
+    }
 }

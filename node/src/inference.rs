@@ -49,7 +49,9 @@ pub const SCHEMA: Schema = Schema {
     // that carry no commit (they elect nobody).
     // 13: ... and ledger blocks whose only commits were made on another parent (mined a
     // block late) or by another key than their register's (they elect nobody either).
-    format_version: 13,
+    // 14: a settled block's verdicts go to the reputation contract in one call
+    // (record-results; another genesis state).
+    format_version: 14,
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
@@ -240,7 +242,7 @@ mod tests {
         let path = dir.path().join("inference");
         std::fs::create_dir_all(&path).unwrap();
         let older = Schema {
-            format_version: 12,
+            format_version: 13,
             ..SCHEMA
         };
         drop(RocksStore::open(&path, older).unwrap());
@@ -252,8 +254,8 @@ mod tests {
             .err()
             .expect("refused");
         let text = format!("{err:#}");
-        assert!(text.contains("format version 12"), "{text}");
-        assert!(text.contains("version 13"), "{text}");
+        assert!(text.contains("format version 13"), "{text}");
+        assert!(text.contains("version 14"), "{text}");
         assert!(
             text.contains("delete") && text.contains("start again"),
             "{text}"
