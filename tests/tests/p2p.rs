@@ -73,7 +73,14 @@ fn start_with(
         node: Node { child, port },
         log,
     };
-    wait_for(&format!("{name}'s RPC"), 60, &|| peer.info().is_some());
+    // A node that did not come up says why in its log (a port taken between the choice
+    // and the bind, say).
+    if !wait(60, &|| peer.info().is_some()) {
+        panic!(
+            "timed out after 60 s waiting for {name}'s RPC on port {port}; its log ends:\n{}",
+            tail(&peer)
+        );
+    }
     peer
 }
 
