@@ -103,8 +103,7 @@ impl TipWatch {
     /// nearest to them; none without two distinct reads in between.
     pub fn cpu_busy_between(&self, from: Instant, to: Instant) -> Option<f64> {
         let seen = self.seen.lock().ok()?;
-        let first = seen.cpu.iter().find(|(t, _)| *t >= from)?;
-        let last = seen.cpu.iter().rev().find(|(t, _)| *t <= to)?;
+        let (first, last) = reads_within(&seen.cpu, from, to)?;
         let ((b0, t0), (b1, t1)) = (first.1, last.1);
         (t1 > t0).then(|| b1.saturating_sub(b0) as f64 / (t1 - t0) as f64)
     }
@@ -113,8 +112,7 @@ impl TipWatch {
     /// and the seconds between those reads; none without two distinct reads in between.
     pub fn nodes_cpu_between(&self, from: Instant, to: Instant) -> Option<(f64, f64)> {
         let seen = self.seen.lock().ok()?;
-        let first = seen.nodes_cpu.iter().find(|(t, _)| *t >= from)?;
-        let last = seen.nodes_cpu.iter().rev().find(|(t, _)| *t <= to)?;
+        let (first, last) = reads_within(&seen.nodes_cpu, from, to)?;
         let wall = last.0.checked_duration_since(first.0)?.as_secs_f64();
         (wall > 0.0).then(|| ((last.1 - first.1).max(0.0), wall))
     }
@@ -126,6 +124,17 @@ impl TipWatch {
             let _ = t.join();
         }
     }
+}
+
+/// The first read at or after `from` and the last at or before `to`.
+fn reads_within<T: Copy>(
+    reads: &[(Instant, T)],
+    from: Instant,
+    to: Instant,
+) -> Option<((Instant, T), (Instant, T))> {
+    let first = reads.iter().find(|(t, _)| *t >= from)?;
+    let last = reads.iter().rev().find(|(t, _)| *t <= to)?;
+    Some((*first, *last))
 }
 
 impl Drop for TipWatch {
