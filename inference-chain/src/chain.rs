@@ -637,8 +637,29 @@ impl InferenceChain {
             .collect()
     }
 
-    /// Reads ledger block `hash` (and its unread ancestors) for the sortitions.
+    /// Reads ledger block `hash` of the active chain (and its unread ancestors) for the
+    /// sortitions ([`InferenceChain::read_ledger_block`]), then reclaims the payload
+    /// store up to its height.
     pub fn on_ledger_block(
+        &mut self,
+        ledger: &Chainstate,
+        hash: &Hash256,
+    ) -> Result<(), BlockError> {
+        self.read_ledger_block(ledger, hash)?;
+        if let (Some(store), Some(entry)) = (&self.payloads, ledger.entry(hash)) {
+            let mut walk = CanonicalWalk::from_tip(self, ledger);
+            store
+                .reclaim(entry.height, |block| walk.holds(block))
+                .map_err(|e| invalid(format!("payload store: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Reads stored ledger block `hash` (and its unread ancestors) for the sortitions,
+    /// whether or not it is on the active chain: a block beside the tip (found at the
+    /// same time as the tip's) has its sortition read too, so that a tenure won there is
+    /// produced, and its block accepted, before the ledger learns which of the two wins.
+    pub fn read_ledger_block(
         &mut self,
         ledger: &Chainstate,
         hash: &Hash256,
@@ -683,12 +704,6 @@ impl InferenceChain {
                     self.retire(&id)?;
                 }
             }
-        }
-        if let (Some(store), Some(entry)) = (&self.payloads, ledger.entry(hash)) {
-            let mut walk = CanonicalWalk::from_tip(self, ledger);
-            store
-                .reclaim(entry.height, |block| walk.holds(block))
-                .map_err(|e| invalid(format!("payload store: {e}")))?;
         }
         Ok(())
     }

@@ -22,6 +22,9 @@
 //!   the branch has not carried (`InferenceChain::votes_to_carry`): a block whose votes
 //!   reach a quorum settles in it. Nothing waits for votes: those that come late go into
 //!   a later block of the window. The commit for the next block follows the tenure.
+//!   A ledger block stored beside the tip at its height (found at the same time as the
+//!   tip, elsewhere) is read too, and a tenure won there is produced as well
+//!   ([`Producer::on_competing_tip`]): the peers that keep that block wait for it.
 
 use fai_inference_chain::block::InferenceBlock;
 use fai_inference_chain::chain::InferenceChain;
@@ -207,6 +210,15 @@ fn awaited_index(recent: &[(u32, Option<bool>)], tip_anchor_height: u32) -> Opti
     (*height > tip_anchor_height && *mine == Some(false)).then_some(index)
 }
 
+/// Where the ledger block a tenure block is anchored in stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Branch {
+    /// The active chain's tip.
+    Active,
+    /// Stored beside the active chain, at the tip's height.
+    Beside,
+}
+
 /// What the role needs to know.
 pub struct Producer {
     key: SecretKey,
@@ -292,9 +304,28 @@ impl Producer {
             }
             return produced;
         }
-        produced.extend(self.produce(ledger, chain, pools, tip));
+        produced.extend(self.produce(ledger, chain, pools, tip, Branch::Active));
         self.commit_after_tenure(ledger, chain, mempool, tip);
         produced
+    }
+
+    /// Reacts to a ledger block stored beside the active chain at the tip's height (two
+    /// blocks found at once; this node keeps the first it saw): when its sortition picked
+    /// this node, the tenure block is produced there too, on the parent the commit named.
+    /// Which of the two the ledger keeps is not known yet; the peers that saw the other
+    /// first wait for this block, and without it that tenure brings no block to their
+    /// branch (the commit phase of the blocks before cannot run on past it, and what they
+    /// served would be refunded). No commit follows: the next commit goes out on the
+    /// active tip, as always.
+    pub fn on_competing_tip(
+        &mut self,
+        ledger: &Chainstate,
+        chain: &mut InferenceChain,
+        pools: Pools<'_>,
+        anchor: Hash256,
+    ) -> Option<InferenceBlock> {
+        self.register.as_ref()?;
+        self.produce(ledger, chain, pools, anchor, Branch::Beside)
     }
 
     /// The address of the node key this producer signs with.
@@ -573,6 +604,7 @@ impl Producer {
         chain: &mut InferenceChain,
         pools: Pools<'_>,
         anchor: Hash256,
+        branch: Branch,
     ) -> Option<InferenceBlock> {
         let winner = self.winning_bid(chain, &anchor)?;
         if self.produced.contains(&anchor) {
@@ -691,8 +723,15 @@ impl Producer {
                     height = block.header.height,
                     id = %hex::encode(id),
                     ledger_height = block.header.ledger_height,
+                    beside_the_tip = branch == Branch::Beside,
                     "inference block produced"
                 );
+                // Beside the active chain, the block does not join the canonical branch:
+                // what it took back from that branch's blocks stays carried there, and
+                // leaves the pools again.
+                if branch == Branch::Beside {
+                    restored.undo(vm, results);
+                }
                 Some(block)
             }
             Err(e) => {

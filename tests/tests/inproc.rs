@@ -1122,3 +1122,130 @@ fn a_node_outside_the_verifier_set_never_holds_a_prompt_or_an_answer_in_the_clea
         }
     }
 }
+
+/// Two ledger blocks at one height, found at the same time: every node keeps the one it
+/// saw first, and the other is stored beside it. The other elects a producer as well, and
+/// its peers that keep it wait for that tenure's block. The producer produces it as soon
+/// as the block beside its tip reaches it, every node accepts it, and once the ledger
+/// moves onto that block the tenure has its block on the branch. Before, the winner had
+/// never had that block as its tip and produced nothing: the tenure brought no block,
+/// which broke the run of blocks a commit phase runs on (`bench network` at 6,000
+/// requests refunded a block of 604 served inferences so).
+#[test]
+fn a_tenure_won_at_a_ledger_block_beside_the_tip_is_produced_and_kept_once_the_ledger_moves_onto_it(
+) {
+    use fai_primitives::Hash160;
+    let (net, _wallets) = ready(false);
+    let parent = net.ledger_tip(0).1;
+    // The first block, with the producers' commits on `parent`.
+    net.advance(SPACING);
+    net.settle();
+    let first = net.mine(0);
+    net.settle();
+    // The same commits in another block on `parent`, paid elsewhere: found at the same
+    // time somewhere else, it reaches every node after `first`.
+    let beside = net
+        .node(0)
+        .chain
+        .call_blocking(move |s| {
+            let block = s.ledger.block(&first).ok().flatten()?;
+            let txs = block.transactions.get(1..)?.to_vec();
+            fai_ledger::testkit::mine_on(&s.ledger, parent, txs, Hash160([7; 20]), None).ok()
+        })
+        .unwrap()
+        .expect("a block beside the tip");
+    let anchor = beside.hash();
+    assert_ne!(anchor, first);
+    let give = |i: usize, block: fai_ledger::Block| {
+        net.node(i)
+            .chain
+            .call_blocking(move |s| s.accept_unrequested_ledger_block(block))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("node {i} refused the block: {e}"))
+    };
+    // To the node that only verifies first, and to the tenure's winner last: the tenure
+    // block it produces at once then finds the ledger block at every peer. (Through
+    // gossip, a tenure block that comes before its ledger block waits for it; handed
+    // over here, it would not.)
+    let winner_of = |i: usize| {
+        net.node(i)
+            .chain
+            .call_blocking(move |s| {
+                let record = s.inference.as_ref()?.tracker().record(&anchor)?;
+                Some(record.sortition.winner.as_ref()?.producer)
+            })
+            .unwrap()
+    };
+    let side = |i: usize| {
+        let outcome = give(i, beside.clone());
+        assert_eq!(outcome, fai_ledger::BlockOutcome::SideBranch, "node {i}");
+    };
+    side(2);
+    let read = winner_of(2);
+    let producer = |i: usize| {
+        net.node(i)
+            .chain
+            .call_blocking(|s| s.producer.as_ref().map(|p| p.address()))
+            .unwrap()
+    };
+    let winner_node = (0..2).find(|i| read.is_some() && producer(*i) == read);
+    for i in [0, 1].into_iter().filter(|i| Some(*i) != winner_node) {
+        side(i);
+    }
+    if let Some(i) = winner_node {
+        side(i);
+    }
+    net.settle();
+    let tenure = |i: usize| {
+        net.node(i)
+            .chain
+            .call_blocking(move |s| {
+                let chain = s.inference.as_ref()?;
+                let ids = chain.tenure_blocks(&anchor);
+                let producers: Vec<Hash160> = ids
+                    .iter()
+                    .filter_map(|id| chain.block(id))
+                    .map(|r| Hash160(r.producer))
+                    .collect();
+                Some(producers)
+            })
+            .unwrap()
+            .unwrap_or_default()
+    };
+    for i in 0..3 {
+        assert_eq!(
+            tenure(i).len(),
+            1,
+            "node {i} does not hold the tenure block won beside the tip"
+        );
+    }
+    // The ledger moves onto the block beside: a block on it, more work.
+    net.advance(SPACING);
+    let next = net
+        .node(0)
+        .chain
+        .call_blocking(move |s| {
+            fai_ledger::testkit::mine_on(&s.ledger, anchor, Vec::new(), Hash160([7; 20]), None).ok()
+        })
+        .unwrap()
+        .expect("a block on the one beside");
+    for i in 0..3 {
+        let outcome = give(i, next.clone());
+        assert_eq!(outcome, fai_ledger::BlockOutcome::TipChanged, "node {i}");
+    }
+    net.settle();
+    let winner = winner_of(0).expect("the block beside the tip elected nobody (no bids in it)");
+    for i in 0..3 {
+        assert_eq!(tenure(i), vec![winner], "node {i}");
+        let tip_anchor = net
+            .node(i)
+            .chain
+            .call_blocking(|s| s.inference.as_ref().map(|c| c.tip(&s.ledger).anchor))
+            .unwrap();
+        assert_eq!(
+            tip_anchor,
+            Some(anchor),
+            "node {i}'s inference tip is not the tenure block won beside"
+        );
+    }
+}

@@ -201,8 +201,9 @@ impl ChainState {
         gossip: bool,
     ) -> Result<BlockOutcome, ChainError> {
         let encoded = gossip.then(|| block.to_bytes());
+        let hash = block.hash();
         let result = self.ledger.accept_block(block, self.clock.unix_now());
-        self.after_ledger_block(result, encoded)
+        self.after_ledger_block(hash, result, encoded)
     }
 
     /// Accepts a ledger block a peer gossiped, which nobody asked for: stored only if its
@@ -212,14 +213,16 @@ impl ChainState {
         &mut self,
         block: Block,
     ) -> Result<BlockOutcome, ChainError> {
+        let hash = block.hash();
         let result = self
             .ledger
             .accept_unrequested_block(block, self.clock.unix_now());
-        self.after_ledger_block(result, None)
+        self.after_ledger_block(hash, result, None)
     }
 
     fn after_ledger_block(
         &mut self,
+        hash: Hash256,
         result: Result<BlockOutcome, ChainError>,
         encoded: Option<Vec<u8>>,
     ) -> Result<BlockOutcome, ChainError> {
@@ -228,7 +231,45 @@ impl ChainState {
         }
         let events = self.ledger.take_events();
         self.on_chain_events(&events);
+        if matches!(result, Ok(BlockOutcome::SideBranch)) {
+            self.on_competing_tip(hash);
+        }
         result
+    }
+
+    /// A ledger block stored beside the active chain: when it stands at the tip's height
+    /// (found at the same time as the tip, and as likely to be kept), the inference
+    /// chain reads its sortition, so that tenure blocks anchored there are accepted and
+    /// relayed before the ledger settles which of the two wins, and the producer
+    /// produces its tenure there if it won it. Lower ones are left alone: the active
+    /// chain has more work already.
+    fn on_competing_tip(&mut self, hash: Hash256) {
+        let Some(height) = self.ledger.entry(&hash).map(|e| e.height) else {
+            return;
+        };
+        if height < self.ledger.height() {
+            return;
+        }
+        let Some(inference) = self.inference.as_mut() else {
+            return;
+        };
+        if let Err(e) = inference.read_ledger_block(&self.ledger, &hash) {
+            warn!(target: "infer_node::inference", "cannot read ledger block {hash} beside the tip: {e}");
+            return;
+        }
+        let Some(producer) = self.producer.as_mut() else {
+            return;
+        };
+        let pools = Pools {
+            vm: &mut self.vm_pool,
+            results: &mut self.results,
+            votes: &self.votes,
+        };
+        let Some(block) = producer.on_competing_tip(&self.ledger, inference, pools, hash) else {
+            return;
+        };
+        self.after_inference_block(&block, true);
+        self.publish(Topic::InferenceBlock, block.to_bytes());
     }
 
     /// Logs and applies changes of the active chain: the inference chain follows, the
