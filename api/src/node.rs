@@ -36,6 +36,10 @@ pub struct NodeInfo {
     /// The node's version.
     pub version: String,
     pub ledger: LedgerSummary,
+    /// The canonical inference tip as of the ledger tip; null when the inference chain
+    /// is not open.
+    #[serde(default)]
+    pub inference: Option<InferenceSummary>,
     /// The node key's address.
     pub address: String,
     /// The X25519 key requests to this node are sealed to (hex).
@@ -59,6 +63,15 @@ pub struct LedgerSummary {
     pub tip: String,
     /// FAI issued so far, in base units.
     pub supply_units: u64,
+}
+
+/// The canonical inference tip, as `/v2/info` shows it (read without waiting for the
+/// chain task; `/v2/inference-chain` has the rest).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct InferenceSummary {
+    pub height: u32,
+    /// Its id (hex).
+    pub tip: String,
 }
 
 /// This node on the p2p network.

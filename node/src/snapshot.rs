@@ -16,6 +16,8 @@ pub struct ChainSnapshot {
     pub supply_units: u64,
     /// The inference tip's height as of the ledger tip.
     pub inference_height: u32,
+    /// That tip's id; None without an inference chain.
+    pub inference_tip: Option<[u8; 32]>,
     pub mempool_txs: usize,
     pub vm_pool_txs: usize,
     /// Served inferences waiting for a block.

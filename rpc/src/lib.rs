@@ -303,7 +303,7 @@ pub fn router(state: Arc<RpcState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, this node's address, peers, sync state, served models, the engine's device and its memory", body = api::NodeInfo)))]
+#[utoipa::path(get, path = "/v2/info", tag = "node", responses((status = 200, description = "network, chain id, version, ledger height, tip and supply issued, the inference tip (height and id), this node's address, peers, sync state, served models, the engine's device and its memory", body = api::NodeInfo)))]
 async fn info(State(s): State<Arc<RpcState>>) -> Json<api::NodeInfo> {
     // From the snapshot: a long command on the chain task does not hold this up.
     let snapshot = s.node.snapshot();
@@ -339,6 +339,10 @@ async fn info(State(s): State<Arc<RpcState>>) -> Json<api::NodeInfo> {
             tip,
             supply_units: supply,
         },
+        inference: snapshot.inference_tip.map(|id| api::InferenceSummary {
+            height: snapshot.inference_height,
+            tip: hex::encode(id),
+        }),
         address: fai_primitives::Address::new(s.network, s.key.public_key().hash160()).to_string(),
         sealing_key: hex::encode(s.sealing.public().0),
         peers,

@@ -180,6 +180,9 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     assert_eq!(layer2["tip"]["id"], layer2["genesis"], "{layer2}");
     assert_eq!(layer2["verifier_set"], serde_json::json!([]), "{layer2}");
     assert_eq!(layer2["liquid_supply_units"], 0, "{layer2}");
+    // `/v2/info` shows the same tip, from the snapshot.
+    assert_eq!(info["inference"]["height"], 0, "{info}");
+    assert_eq!(info["inference"]["tip"], layer2["tip"]["id"], "{info}");
     let (status, body) = http(port, "GET", "/v2/models", b"");
     assert_eq!(status, 200, "{body}");
     let models = json(&body);

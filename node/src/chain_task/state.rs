@@ -142,6 +142,7 @@ impl ChainState {
 
     /// The snapshot readers see without asking the task.
     pub fn snapshot(&self) -> crate::snapshot::ChainSnapshot {
+        let inference_tip = self.inference.as_ref().map(|c| c.tip(&self.ledger));
         crate::snapshot::ChainSnapshot {
             ledger_height: self.ledger.height(),
             ledger_tip: self.ledger.tip_hash(),
@@ -151,10 +152,8 @@ impl ChainState {
                 .map(|e| e.chain_work.to_big_endian())
                 .unwrap_or([0; 32]),
             supply_units: self.ledger.supply().units(),
-            inference_height: self
-                .inference
-                .as_ref()
-                .map_or(0, |c| c.tip(&self.ledger).height),
+            inference_height: inference_tip.map_or(0, |t| t.height),
+            inference_tip: inference_tip.map(|t| t.id),
             mempool_txs: self.mempool.len(),
             vm_pool_txs: self.vm_pool.len(),
             results_waiting: self.results.len(),
