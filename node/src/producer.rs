@@ -167,7 +167,8 @@ const TENURE_LOOKBACK: usize = 4;
 /// newest ledger block, from `tip` down through those whose sortition elected nobody (at
 /// most [`TENURE_LOOKBACK`] of them), whose sortition elected someone, when the canonical
 /// inference tip is anchored below it and the winner is not this node (`is_mine`: its own
-/// tenure block is produced before it commits, or never). Looking past `tip` matters in
+/// tenure block is produced before it commits, or never) nor its tenure contested (two
+/// blocks or more are here: it counts as empty). Looking past `tip` matters in
 /// bursts: a ledger block that carries no commit often follows the one before within
 /// milliseconds, and a commit made on the inference tip as it was then names a parent
 /// older than the tenure block still on its way, so its block is built beside that one
@@ -186,7 +187,15 @@ fn tenure_to_await(
         let (Some(entry), Some(record)) = (ledger.entry(&at), chain.tracker().record(&at)) else {
             break;
         };
-        let won = record.sortition.winner.as_ref().map(&is_mine);
+        // A tenure with two blocks or more is contested and counts as empty: nothing
+        // more is coming, and waiting for it would only hold the commit back (it is
+        // treated as this node's own, which is not waited for either).
+        let contested = chain.tenure_blocks(&at).len() >= 2;
+        let won = record
+            .sortition
+            .winner
+            .as_ref()
+            .map(|bid| contested || is_mine(bid));
         recent.push((at, entry.height, won));
         if entry.height == 0 {
             break;
@@ -199,9 +208,10 @@ fn tenure_to_await(
 }
 
 /// [`tenure_to_await`] on `recent` (ledger heights, newest first, each with None when its
-/// sortition elected nobody, else whether it elected this node) and the canonical inference
-/// tip's anchor height: the index of the newest that elected someone, when that is
-/// another node and it is above that anchor.
+/// sortition elected nobody, else whether its block is not to be waited for: it elected
+/// this node, or the tenure is contested) and the canonical inference tip's anchor height:
+/// the index of the newest that elected someone, when its block is to be waited for and
+/// it is above that anchor.
 fn awaited_index(recent: &[(u32, Option<bool>)], tip_anchor_height: u32) -> Option<usize> {
     let (index, (height, mine)) = recent
         .iter()

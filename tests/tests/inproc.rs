@@ -770,6 +770,7 @@ fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
             });
             if let Ok(Some(anchor)) = made {
                 equivocated = Some((seller, anchor));
+                break;
             }
         }
         if equivocated.is_some() {
@@ -778,6 +779,36 @@ fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
         net.step(step % 3);
     }
     let (producer, anchor) = equivocated.expect("no seller produced a tenure to equivocate on");
+    // The next ledger block carries no commit and elects nobody (as when the commits paid
+    // a verifier set the contest changed): the tenure before it is the contested one,
+    // whose block is not waited for by the other producer's next commit. Before, that
+    // commit waited for it until the wait ran out, which on this clock never comes.
+    let empty = net
+        .node(0)
+        .chain
+        .call_blocking(|s| {
+            let tip = s.ledger.tip_hash();
+            fai_ledger::testkit::mine_on(
+                &s.ledger,
+                tip,
+                Vec::new(),
+                fai_primitives::Hash160([7; 20]),
+                None,
+            )
+            .ok()
+        })
+        .unwrap()
+        .expect("a ledger block without commits");
+    net.advance(SPACING);
+    for i in 0..3 {
+        let block = empty.clone();
+        let outcome = net
+            .node(i)
+            .chain
+            .call_blocking(move |s| s.accept_unrequested_ledger_block(block))
+            .unwrap();
+        assert!(outcome.is_ok(), "node {i}: {outcome:?}");
+    }
     net.settle();
     for i in 0..3 {
         let siblings = net
