@@ -83,6 +83,9 @@ pub struct Pools<'a> {
     pub votes: &'a VotePool,
 }
 
+/// How many of this node's last commits a tenure won beside the tip may name.
+const RECENT_COMMITS: usize = 8;
+
 /// The longest wait of a commit for the tenure block another node won, per second of
 /// the ledger's target spacing.
 const COMMIT_WAIT_MS_PER_SPACING_S: u64 = 600;
@@ -278,6 +281,11 @@ pub struct Producer {
     gave_up_on: Option<Hash256>,
     /// Where the waits above read the time.
     clock: Arc<dyn Clock>,
+    /// The last commits made, as (parent, seed): a tenure won beside the tip is produced
+    /// only for one of them. Such a ledger block's transactions are not validated until
+    /// it joins the active chain, and a forged commit there naming this node's register
+    /// could otherwise set it to work on any parent.
+    committed: std::collections::VecDeque<([u8; 32], [u8; 32])>,
 }
 
 impl Producer {
@@ -305,6 +313,7 @@ impl Producer {
             awaited: None,
             gave_up_on: None,
             clock,
+            committed: Default::default(),
         }
     }
 
@@ -344,8 +353,10 @@ impl Producer {
     /// Which of the two the ledger keeps is not known yet; the peers that saw the other
     /// first wait for this block, and without it that tenure brings no block to their
     /// branch (the commit phase of the blocks before cannot run on past it, and what they
-    /// served would be refunded). No commit follows: the next commit goes out on the
-    /// active tip, as always.
+    /// served would be refunded). Only for a commit this node made (that block's
+    /// transactions are checked only once it joins the active chain), and the pools are
+    /// only read: what the active branch carries stays there. No commit follows: the next
+    /// commit goes out on the active tip, as always.
     pub fn on_competing_tip(
         &mut self,
         ledger: &Chainstate,
@@ -353,7 +364,11 @@ impl Producer {
         pools: Pools<'_>,
         anchor: Hash256,
     ) -> Option<InferenceBlock> {
-        self.register.as_ref()?;
+        let winner = self.winning_bid(chain, &anchor)?;
+        if !self.committed.contains(&(winner.parent, winner.seed)) {
+            warn!(target: "infer_node::producer", %anchor, "a ledger block beside the tip elects this node with a commit it did not make: not producing there");
+            return None;
+        }
         self.produce(ledger, chain, pools, anchor, Branch::Beside)
     }
 
@@ -602,10 +617,11 @@ impl Producer {
             .ok_or("the tip's sortition is unknown")?;
         let proof = self.vrf.prove(&seed).map_err(|e| e.to_string())?;
         let output = fai_vrf::proof_to_hash(&proof).map_err(|e| e.to_string())?;
+        let (parent, seed) = (chain.tip(ledger).id, next_seed(&output));
         let op = Op::Commit {
             register,
-            parent: chain.tip(ledger).id,
-            seed: next_seed(&output),
+            parent,
+            seed,
             after: fai_inference_chain::ops::commit_after(&tip),
         };
         // The verifier set but this node: it does not pay itself (its change comes back
@@ -624,7 +640,12 @@ impl Producer {
             outputs.extend(payees.iter().map(|v| TxOut::pay(each, *v)));
             outputs.push(TxOut::data(Amount::ZERO, op.encode()));
         }
-        self.pay(ledger, mempool, outputs)
+        let txid = self.pay(ledger, mempool, outputs)?;
+        if self.committed.len() >= RECENT_COMMITS {
+            self.committed.pop_front();
+        }
+        self.committed.push_back((parent, seed));
+        Ok(txid)
     }
 
     fn produce(
@@ -667,7 +688,12 @@ impl Producer {
             chain.commits_to_carry(ledger, parent_rec, &anchor, |id| votes.commits_on(id));
         let carried_votes =
             chain.votes_to_carry(ledger, parent_rec, &anchor, |id| votes.votes_on(id));
-        let restored = restore_abandoned(chain, ledger, &winner.parent, vm, results);
+        // Beside the active chain the pools are only read: what the canonical branch
+        // carries stays carried there (and a restore can evict from a full pool).
+        let restored = match branch {
+            Branch::Active => restore_abandoned(chain, ledger, &winner.parent, vm, results),
+            Branch::Beside => Restored::default(),
+        };
         // Within the consensus limit on a block's size: the commitments and votes, then VM
         // transactions (a quarter of the block at most), then inferences.
         let max_bytes = chain.max_block_bytes();
@@ -714,9 +740,11 @@ impl Producer {
                 // transactions if they fail on their own, then the inferences one by
                 // one, dropping those that fail.
                 warn!(target: "infer_node::producer", "a waiting transaction cannot run: {e}");
+                // Beside the active chain, what fails on that branch's state is left in
+                // the pools: it may still run on the active one.
                 let mut last = attempt(&vm_txs, &[]);
                 if last.is_err() && !vm_txs.is_empty() {
-                    for tx in &vm_txs {
+                    for tx in vm_txs.iter().filter(|_| branch == Branch::Active) {
                         vm.remove(&tx.txid());
                     }
                     vm_txs.clear();
@@ -729,7 +757,9 @@ impl Producer {
                         Ok(b) => last = Ok(b),
                         Err(e) => {
                             warn!(target: "infer_node::producer", txid = %inf.stub.txid(), "inference dropped: {e}");
-                            results.remove(&inf.stub.txid());
+                            if branch == Branch::Active {
+                                results.remove(&inf.stub.txid());
+                            }
                             taken.pop();
                         }
                     }
@@ -755,12 +785,6 @@ impl Producer {
                     beside_the_tip = branch == Branch::Beside,
                     "inference block produced"
                 );
-                // Beside the active chain, the block does not join the canonical branch:
-                // what it took back from that branch's blocks stays carried there, and
-                // leaves the pools again.
-                if branch == Branch::Beside {
-                    restored.undo(vm, results);
-                }
                 Some(block)
             }
             Err(e) => {
@@ -914,8 +938,6 @@ mod tests {
         assert_eq!(awaited_index(&[(190, Some(true))], 189), None);
     }
 
-    /// A wait that ran out is not started again for the same tenure at the ledger blocks
-    /// after it that elect nobody: the producer remembers the one it gave up on.
     /// A block holds what its verifiers replay before the commit phase can end: half as
     /// much on one-second blocks, the full 1,000 from two-second blocks on.
     #[test]
@@ -928,6 +950,8 @@ mod tests {
         assert_eq!(max_block_inferences(0), 1);
     }
 
+    /// A wait that ran out is not started again for the same tenure at the ledger blocks
+    /// after it that elect nobody: the producer remembers the one it gave up on.
     #[test]
     fn a_tenure_given_up_on_is_not_waited_for_again() {
         let clock = Arc::new(ManualClock::new(1_700_000_000));

@@ -1154,6 +1154,42 @@ fn a_node_outside_the_verifier_set_never_holds_a_prompt_or_an_answer_in_the_clea
     }
 }
 
+/// A ledger block mined on every node's tip (with the producers' commits on that tip),
+/// and another on the same parent whose transactions `edit` makes of the first's (its
+/// coinbase pays elsewhere): two blocks found at once, the second not handed to any node.
+fn a_tip_and_a_block_beside_it(
+    net: &InProcNet,
+    edit: impl FnOnce(Vec<fai_ledger::Transaction>) -> Vec<fai_ledger::Transaction> + Send + 'static,
+) -> (fai_primitives::Hash256, fai_ledger::Block) {
+    let parent = net.ledger_tip(0).1;
+    net.advance(SPACING);
+    net.settle();
+    let first = net.mine(0);
+    net.settle();
+    let beside = net
+        .node(0)
+        .chain
+        .call_blocking(move |s| {
+            let block = s.ledger.block(&first).ok().flatten()?;
+            let txs = edit(block.transactions.get(1..)?.to_vec());
+            let payout = fai_primitives::Hash160([7; 20]);
+            fai_ledger::testkit::mine_on(&s.ledger, parent, txs, payout, None).ok()
+        })
+        .unwrap()
+        .expect("a block beside the tip");
+    assert_ne!(beside.hash(), first);
+    (first, beside)
+}
+
+/// Hands ledger block `block` to node `i` as gossip brings one nobody asked for.
+fn hand_over(net: &InProcNet, i: usize, block: fai_ledger::Block) -> fai_ledger::BlockOutcome {
+    net.node(i)
+        .chain
+        .call_blocking(move |s| s.accept_unrequested_ledger_block(block))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("node {i} refused the block: {e}"))
+}
+
 /// Two ledger blocks at one height, found at the same time: every node keeps the one it
 /// saw first, and the other is stored beside it. The other elects a producer as well, and
 /// its peers that keep it wait for that tenure's block. The producer produces it as soon
@@ -1167,33 +1203,11 @@ fn a_tenure_won_at_a_ledger_block_beside_the_tip_is_produced_and_kept_once_the_l
 ) {
     use fai_primitives::Hash160;
     let (net, _wallets) = ready(false);
-    let parent = net.ledger_tip(0).1;
-    // The first block, with the producers' commits on `parent`.
-    net.advance(SPACING);
-    net.settle();
-    let first = net.mine(0);
-    net.settle();
-    // The same commits in another block on `parent`, paid elsewhere: found at the same
-    // time somewhere else, it reaches every node after `first`.
-    let beside = net
-        .node(0)
-        .chain
-        .call_blocking(move |s| {
-            let block = s.ledger.block(&first).ok().flatten()?;
-            let txs = block.transactions.get(1..)?.to_vec();
-            fai_ledger::testkit::mine_on(&s.ledger, parent, txs, Hash160([7; 20]), None).ok()
-        })
-        .unwrap()
-        .expect("a block beside the tip");
+    // The same commits in another block on the tip's parent: found at the same time
+    // somewhere else, it reaches every node after the tip.
+    let (_, beside) = a_tip_and_a_block_beside_it(&net, |txs| txs);
     let anchor = beside.hash();
-    assert_ne!(anchor, first);
-    let give = |i: usize, block: fai_ledger::Block| {
-        net.node(i)
-            .chain
-            .call_blocking(move |s| s.accept_unrequested_ledger_block(block))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("node {i} refused the block: {e}"))
-    };
+    let give = |i: usize, block: fai_ledger::Block| hand_over(&net, i, block);
     // To the node that only verifies first, and to the tenure's winner last: the tenure
     // block it produces at once then finds the ledger block at every peer. (Through
     // gossip, a tenure block that comes before its ledger block waits for it; handed
@@ -1277,6 +1291,81 @@ fn a_tenure_won_at_a_ledger_block_beside_the_tip_is_produced_and_kept_once_the_l
             tip_anchor,
             Some(anchor),
             "node {i}'s inference tip is not the tenure block won beside"
+        );
+    }
+}
+
+/// Attack: a ledger block beside the tip carries a commit that names a producer's
+/// register but that the producer never made (here its real commit with another parent:
+/// such a block's transactions are checked only once it joins the active chain, so the
+/// signature does not matter until then). The forged commit wins that block's sortition,
+/// and the producer does not produce there. Before, it built a block on whatever parent
+/// the forgery named, with its pools' transactions, for every such block anyone mined.
+#[test]
+fn a_forged_commit_beside_the_tip_sets_no_producer_to_work() {
+    use fai_inference_chain::ops::Op;
+    use fai_ledger::{OutputKind, TxOut};
+    let (net, _wallets) = ready(false);
+    let genesis = net
+        .node(0)
+        .chain
+        .call_blocking(|s| s.inference.as_ref().map(|c| c.genesis_id()))
+        .unwrap()
+        .expect("an inference chain");
+    let (_, beside) = a_tip_and_a_block_beside_it(&net, move |txs| {
+        let Some(mut forged) = txs
+            .into_iter()
+            .find(fai_inference_chain::ledger_ops::carries_commit)
+        else {
+            return Vec::new();
+        };
+        for out in &mut forged.outputs {
+            let OutputKind::Data(data) = &out.kind else {
+                continue;
+            };
+            if let Some(Op::Commit {
+                register,
+                seed,
+                after,
+                ..
+            }) = Op::parse(data)
+            {
+                let op = Op::Commit {
+                    register,
+                    parent: genesis,
+                    seed,
+                    after,
+                };
+                *out = TxOut::data(out.value, op.encode());
+            }
+        }
+        vec![forged]
+    });
+    let anchor = beside.hash();
+    for i in 0..3 {
+        let outcome = hand_over(&net, i, beside.clone());
+        assert_eq!(outcome, fai_ledger::BlockOutcome::SideBranch, "node {i}");
+    }
+    net.settle();
+    let won = net
+        .node(0)
+        .chain
+        .call_blocking(move |s| {
+            let record = s.inference.as_ref()?.tracker().record(&anchor)?;
+            record.sortition.winner.as_ref().map(|w| w.parent)
+        })
+        .unwrap();
+    assert_eq!(won, Some(genesis), "the forged commit did not win");
+    for i in 0..3 {
+        let blocks = net
+            .node(i)
+            .chain
+            .call_blocking(move |s| s.inference.as_ref().map(|c| c.tenure_blocks(&anchor).len()))
+            .unwrap();
+        assert_eq!(
+            blocks,
+            Some(0),
+            "node {i} holds a block of the forged tenure"
         );
     }
 }

@@ -236,17 +236,18 @@ impl ChainState {
         result
     }
 
-    /// A ledger block stored beside the active chain: when it stands at the tip's height
-    /// (found at the same time as the tip, and as likely to be kept), the inference
+    /// A ledger block stored beside the active chain: when it is the tip's sibling (on
+    /// the same parent, found at the same time, and as likely to be kept), the inference
     /// chain reads its sortition, so that tenure blocks anchored there are accepted and
     /// relayed before the ledger settles which of the two wins, and the producer
-    /// produces its tenure there if it won it. Lower ones are left alone: the active
-    /// chain has more work already.
+    /// produces its tenure there if it won it. Others are left alone: a lower one has
+    /// less work than the active chain, and reading a longer branch would read every
+    /// block of it.
     fn on_competing_tip(&mut self, hash: Hash256) {
-        let Some(height) = self.ledger.entry(&hash).map(|e| e.height) else {
+        let (Some(entry), Ok(tip)) = (self.ledger.entry(&hash), self.ledger.tip()) else {
             return;
         };
-        if height < self.ledger.height() {
+        if entry.header.prev != tip.header.prev || hash == self.ledger.tip_hash() {
             return;
         }
         let Some(inference) = self.inference.as_mut() else {
