@@ -801,13 +801,7 @@ fn an_equivocating_producer_loses_its_bond_and_the_network_stays_one() {
         .expect("a ledger block without commits");
     net.advance(SPACING);
     for i in 0..3 {
-        let block = empty.clone();
-        let outcome = net
-            .node(i)
-            .chain
-            .call_blocking(move |s| s.accept_unrequested_ledger_block(block))
-            .unwrap();
-        assert!(outcome.is_ok(), "node {i}: {outcome:?}");
+        hand_over(&net, i, empty.clone());
     }
     net.settle();
     for i in 0..3 {

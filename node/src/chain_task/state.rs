@@ -247,7 +247,7 @@ impl ChainState {
         let (Some(entry), Ok(tip)) = (self.ledger.entry(&hash), self.ledger.tip()) else {
             return;
         };
-        if entry.header.prev != tip.header.prev || hash == self.ledger.tip_hash() {
+        if entry.header.prev != tip.header.prev {
             return;
         }
         let Some(inference) = self.inference.as_mut() else {
