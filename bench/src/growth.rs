@@ -5,13 +5,19 @@
 //! `ratio` = cost per block after `large` ledger blocks over the cost after `small`
 //! (1.0: flat).
 //!
-//! Each history is built on RocksDB in a temporary directory with the ledger's testkit
-//! (regtest, empty blocks: the first 150 paying the producer's key, the rest another
-//! miner's), then read by a fresh inference chain, as a node restarted on it would. The node's chain state (`ChainState`) then
-//! connects `warmup` blocks, in which the producer registers and starts winning (not
-//! timed), and `measured` more, each carrying the producer's commit: only
-//! `accept_ledger_block` is timed, not the mining. A run whose measured blocks did not
+//! Each history is built on RocksDB in a temporary directory, on regtest: the ledger's
+//! testkit mines the first 150 blocks (paying the producer's key: its coins for commits),
+//! then the node's chain state (`ChainState`) connects the rest one by one, mined by
+//! another key, as on a network where the producer is one node of many: its producer
+//! registers, then commits in every block and wins every tenure, so that the inference
+//! chain grows with the ledger (one inference block per ledger block, less the few of
+//! registration). Then `measured` more blocks, each carrying the producer's commit, are
+//! timed: only `accept_ledger_block`, not the mining. A run whose measured blocks did not
 //! all bring an inference block fails.
+//!
+//! Both chains must grow in the history: a history of empty ledger blocks read by a fresh
+//! inference chain left the contract state's block index short, and hid a walk down the
+//! whole of it on every VM call.
 
 use std::path::Path;
 use std::time::Instant;
@@ -27,12 +33,18 @@ use serde::Serialize;
 /// Blocks of the history the producer itself mined (its coins).
 const OWN_BLOCKS: u32 = 150;
 
+/// Ledger blocks after its coins in which the producer registers and starts winning.
+const WARMUP: u32 = 12;
+
 /// What `bench growth` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct GrowthReport {
     pub small_history: u32,
     pub large_history: u32,
     pub measured_blocks: u32,
+    /// Inference chain heights when the measured blocks began, after each history.
+    pub small_inference_height: u32,
+    pub large_inference_height: u32,
     /// Milliseconds per block (ledger block connected, inference block produced and
     /// accepted) after the short history, and after the long one.
     pub small_ms_per_block: f64,
@@ -58,24 +70,28 @@ fn connect_next(state: &mut ChainState, payout: fai_primitives::Hash160) -> Resu
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Builds a history of `history` ledger blocks in `dir`, then measures; milliseconds per
-/// measured block and the seconds the history took.
-fn per_block_ms(dir: &Path, history: u32, warmup: u32, measured: u32) -> Result<(f64, f64)> {
+/// What one history measured.
+struct Measured {
+    ms_per_block: f64,
+    build_seconds: f64,
+    inference_height: u32,
+}
+
+/// Builds a history of `history` ledger blocks in `dir`, then measures `measured` more.
+fn per_block_ms(dir: &Path, history: u32, measured: u32) -> Result<Measured> {
     let key = SecretKey::generate();
     let payout = key.public_key().hash160();
     let built = Instant::now();
     let mut ledger = fai_node::node::open_chain(dir, Network::Regtest)?;
     let now = fai_node::node::unix_now();
     // The producer mines the first blocks (coins for its commits, mature long before the
-    // end); other miners the rest, as on a network where it is one node of many.
+    // end); other miners the rest.
     let own = history.min(OWN_BLOCKS);
     testkit::extend(&mut ledger, own, payout, now)?;
     let others = SecretKey::generate().public_key().hash160();
-    testkit::extend(&mut ledger, history.saturating_sub(own), others, now)?;
     // The model the producer registers for: fai-tiny, approved from the start on regtest.
     let tiny = fai_node::models::fai_tiny_id(dir)?;
     let chain = fai_node::inference::open(dir, Network::Regtest, &ledger, tiny)?;
-    let build_seconds = built.elapsed().as_secs_f64();
     let mempool = Mempool::new(MempoolConfig {
         max_bytes: 1 << 20,
         min_fee_rate: 1_000,
@@ -93,24 +109,31 @@ fn per_block_ms(dir: &Path, history: u32, warmup: u32, measured: u32) -> Result<
     ));
     let inference_height =
         |s: &ChainState| s.inference.as_ref().map_or(0, |c| c.tip(&s.ledger).height);
-    for _ in 0..warmup {
-        connect_next(&mut state, payout)?;
+    // The rest of the history through the node: the inference chain grows with it.
+    for _ in 0..history.saturating_sub(own).max(WARMUP) {
+        connect_next(&mut state, others)?;
     }
+    let build_seconds = built.elapsed().as_secs_f64();
     let before = inference_height(&state);
     ensure!(
         before > 0,
-        "the producer produced nothing in {warmup} blocks of warm-up"
+        "the producer produced nothing in the history's {} blocks after its coins",
+        history.saturating_sub(own).max(WARMUP)
     );
     let mut seconds = 0.0;
     for _ in 0..measured {
-        seconds += connect_next(&mut state, payout)?;
+        seconds += connect_next(&mut state, others)?;
     }
     let produced = inference_height(&state).saturating_sub(before);
     ensure!(
         produced == measured,
         "{produced} inference blocks in {measured} measured ledger blocks: the producer must win each"
     );
-    Ok((seconds * 1e3 / f64::from(measured.max(1)), build_seconds))
+    Ok(Measured {
+        ms_per_block: seconds * 1e3 / f64::from(measured.max(1)),
+        build_seconds,
+        inference_height: before,
+    })
 }
 
 pub fn growth(small: u32, large: u32, measured: u32) -> Result<GrowthReport> {
@@ -118,22 +141,20 @@ pub fn growth(small: u32, large: u32, measured: u32) -> Result<GrowthReport> {
         (200..=large).contains(&small),
         "--small must be at least 200 and at most --large"
     );
-    // Registration, its block, and a commit: a few blocks; the rest is margin.
-    let warmup = 12;
     let small_dir = tempfile::tempdir()?;
-    let (small_ms, _) =
-        per_block_ms(small_dir.path(), small, warmup, measured).context("the short history")?;
+    let short = per_block_ms(small_dir.path(), small, measured).context("the short history")?;
     drop(small_dir);
     let large_dir = tempfile::tempdir()?;
-    let (large_ms, large_build_seconds) =
-        per_block_ms(large_dir.path(), large, warmup, measured).context("the long history")?;
+    let long = per_block_ms(large_dir.path(), large, measured).context("the long history")?;
     Ok(GrowthReport {
         small_history: small,
         large_history: large,
         measured_blocks: measured,
-        small_ms_per_block: small_ms,
-        large_ms_per_block: large_ms,
-        large_build_seconds,
-        ratio: large_ms / small_ms.max(f64::MIN_POSITIVE),
+        small_inference_height: short.inference_height,
+        large_inference_height: long.inference_height,
+        small_ms_per_block: short.ms_per_block,
+        large_ms_per_block: long.ms_per_block,
+        large_build_seconds: long.build_seconds,
+        ratio: long.ms_per_block / short.ms_per_block.max(f64::MIN_POSITIVE),
     })
 }

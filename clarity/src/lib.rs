@@ -3,7 +3,7 @@
 //!
 //! - [`store`]: contract state in a versioned key space addressed by inference block, so
 //!   state follows the surviving chain across reorganisations and `at-block` reads the
-//!   past.
+//!   past; [`ancestry`]: the chains of block ids such reads look through, cached.
 //! - [`views`]: the ledger seen from contracts (`burn-block-height`,
 //!   `get-burn-block-info?`) and the inference block index (`get-block-info?`).
 //! - [`vm`]: block execution (transfers, deploys, calls, mints, consensus calls) with
@@ -26,6 +26,7 @@
     )
 )]
 
+pub mod ancestry;
 pub mod bench;
 pub mod boot;
 pub mod error;

@@ -11,8 +11,9 @@
 //! Cost: a read is one reverse seek (plus one step per orphaned version of that key above
 //! the answer); a write is one entry per changed key per block; old versions and orphaned
 //! ones stay on disk until pruned (not done yet: the space grows with the number of
-//! writes, as in a MARF). The chain of block ids by height is kept in memory per reading
-//! tip (32 bytes a block).
+//! writes, as in a MARF). The chain of block ids by height is kept in memory for the
+//! tips read last ([`crate::ancestry`]: 32 bytes a block, shared between a block and its
+//! descendants), so that opening a view does not walk the block index down to genesis.
 //!
 //! Writes of the block being executed stay in memory ([`BlockStore`]) and reach the disk
 //! in one atomic batch with the block's index entry when the block is committed.
@@ -31,6 +32,7 @@ use fai_primitives::CodecError;
 use fai_storage::{KeyValueStore, WriteBatch};
 use sha2::{Digest, Sha256};
 
+use crate::ancestry::{Ancestry, AncestryCache};
 use crate::error::{ClarityError, Result};
 
 /// The column of versioned values (data and contract metadata).
@@ -116,6 +118,8 @@ impl BlockInfo {
 #[derive(Clone)]
 pub struct ClarityStore {
     kv: Arc<dyn KeyValueStore>,
+    /// The chains of the tips read last, shared by every clone of this store.
+    ancestry: Arc<AncestryCache>,
 }
 
 fn versioned_prefix(kind: u8, key: &str) -> Vec<u8> {
@@ -146,7 +150,10 @@ fn corrupt(detail: impl Into<String>) -> ClarityError {
 
 impl ClarityStore {
     pub fn new(kv: Arc<dyn KeyValueStore>) -> Self {
-        ClarityStore { kv }
+        ClarityStore {
+            kv,
+            ancestry: Arc::default(),
+        }
     }
 
     /// The index entry of block `id`.
@@ -177,12 +184,17 @@ impl ClarityStore {
         }
     }
 
-    /// The ids of the chain ending at `tip`, by height (genesis first).
-    pub fn chain_to(&self, tip: &[u8; 32]) -> Result<Vec<[u8; 32]>> {
-        let mut ids = Vec::new();
+    /// The ids of the chain ending at `tip`, by height (genesis first): from the cached
+    /// chain nearest below it, with one index read per block above that one.
+    pub fn chain_to(&self, tip: &[u8; 32]) -> Result<Ancestry> {
+        if let Some(chain) = self.ancestry.get(tip) {
+            return Ok(chain);
+        }
+        // Walked from the tip down, until a block on a cached chain (or genesis).
+        let mut above = Vec::new();
         let mut at = *tip;
         let mut expected: Option<u32> = None;
-        loop {
+        let mut chain = loop {
             let info = self
                 .block(&at)?
                 .ok_or_else(|| ClarityError::UnknownBlock(hex::encode(at)))?;
@@ -193,15 +205,21 @@ impl ClarityStore {
                     info.height
                 )));
             }
-            ids.push(at);
+            if let Some(below) = self.ancestry.containing(&at, info.height as usize) {
+                break below;
+            }
+            above.push(at);
             match info.height.checked_sub(1) {
-                None => break,
+                None => break Ancestry::default(),
                 Some(h) => expected = Some(h),
             }
             at = info.parent;
+        };
+        for id in above.into_iter().rev() {
+            chain.push(id);
         }
-        ids.reverse();
-        Ok(ids)
+        self.ancestry.insert(*tip, chain.clone());
+        Ok(chain)
     }
 
     /// The newest version of `key` visible from `chain` at heights up to `max_height`.
@@ -209,7 +227,7 @@ impl ClarityStore {
         &self,
         kind: u8,
         key: &str,
-        chain: &[[u8; 32]],
+        chain: &Ancestry,
         max_height: u32,
     ) -> Result<Option<String>> {
         let prefix = versioned_prefix(kind, key);
@@ -260,7 +278,7 @@ impl ClarityStore {
     /// until [`ClarityStore::commit`]); for the genesis block the parent is none.
     pub fn block_store(&self, info: BlockInfo) -> Result<BlockStore> {
         let chain = if info.height == 0 {
-            Vec::new()
+            Ancestry::default()
         } else {
             let chain = self.chain_to(&info.parent)?;
             if chain.len() != info.height as usize {
@@ -385,7 +403,7 @@ pub struct BlockStore {
     side: clarity::rusqlite::Connection,
     store: ClarityStore,
     /// Ids of the parent chain by height: `chain[h]` for `h < open.height`.
-    chain: Vec<[u8; 32]>,
+    chain: Ancestry,
     open: BlockInfo,
     /// Under `at-block`: the height of the block being read; its chain is a prefix.
     reading: Option<u32>,
@@ -468,7 +486,7 @@ impl ClarityBackingStore for BlockStore {
             self.reading = None;
             return Ok(previous);
         }
-        match self.chain.iter().position(|id| *id == bhh.0) {
+        match self.chain.height_of(&bhh.0) {
             Some(h) => {
                 self.reading = Some(u32::try_from(h).unwrap_or(u32::MAX));
                 Ok(previous)
@@ -539,5 +557,172 @@ impl ClarityBackingStore for BlockStore {
         key: &str,
     ) -> InterpreterResult<Option<String>> {
         self.get_metadata(contract, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fai_storage::{KeyValue, MemoryStore, Schema};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The memory store, counting the block index reads.
+    struct Counting {
+        inner: MemoryStore,
+        index_reads: AtomicUsize,
+    }
+
+    impl KeyValueStore for Counting {
+        fn get(&self, column: &'static str, key: &[u8]) -> fai_storage::Result<Option<Vec<u8>>> {
+            if column == BLOCKS_COLUMN {
+                self.index_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.get(column, key)
+        }
+        fn write(&self, batch: WriteBatch) -> fai_storage::Result<()> {
+            self.inner.write(batch)
+        }
+        fn scan(&self, column: &'static str) -> fai_storage::Result<Vec<KeyValue>> {
+            self.inner.scan(column)
+        }
+        fn scan_back(
+            &self,
+            column: &'static str,
+            prefix: &[u8],
+            upper: &[u8],
+            limit: usize,
+        ) -> fai_storage::Result<Vec<KeyValue>> {
+            self.inner.scan_back(column, prefix, upper, limit)
+        }
+    }
+
+    fn counting() -> Arc<Counting> {
+        let schema = Schema {
+            columns: &[STATE_COLUMN, BLOCKS_COLUMN],
+            format_version: 1,
+        };
+        Arc::new(Counting {
+            inner: MemoryStore::open(schema).unwrap(),
+            index_reads: AtomicUsize::new(0),
+        })
+    }
+
+    fn info(height: u32, tag: u8, parent: [u8; 32]) -> BlockInfo {
+        let mut id = [tag; 32];
+        id[..4].copy_from_slice(&height.to_le_bytes());
+        BlockInfo {
+            id,
+            parent,
+            height,
+            ledger_hash: [0; 32],
+            ledger_height: height,
+            time: 0,
+            vrf_seed: [0; 32],
+            producer: [0; 20],
+            commit_spent: 0,
+            commit_total: 0,
+            reward: 0,
+        }
+    }
+
+    /// Commits `count` blocks above `from` (tagged `tag`), each writing key `k` = its
+    /// height; the last one's info.
+    fn grow(store: &ClarityStore, from: BlockInfo, count: u32, tag: u8) -> BlockInfo {
+        let mut at = from;
+        for _ in 0..count {
+            let next = info(at.height + 1, tag, at.id);
+            let mut view = store.block_store(next).unwrap();
+            view.put_all(vec![("k".into(), next.height.to_string())]);
+            store.commit(view).unwrap();
+            at = next;
+        }
+        at
+    }
+
+    fn read_k(store: &ClarityStore, tip: &BlockInfo) -> Option<String> {
+        let mut view = store
+            .block_store(info(tip.height + 1, 0xee, tip.id))
+            .unwrap();
+        view.get("k")
+    }
+
+    #[test]
+    fn views_on_a_long_chain_do_not_walk_it_down_to_genesis() {
+        let kv = counting();
+        let store = ClarityStore::new(kv.clone());
+        let genesis = info(0, 0x01, [0; 32]);
+        let mut view = store.block_store(genesis).unwrap();
+        view.put_all(vec![("k".into(), "0".into())]);
+        store.commit(view).unwrap();
+        // Growing a chain of 3,000 blocks reads the index about once a block (it was
+        // once per block below each: 4.5 million reads).
+        let tip = grow(&store, genesis, 3_000, 0x0a);
+        let reads = kv.index_reads.swap(0, Ordering::Relaxed);
+        assert!(
+            reads <= 3 * 3_000,
+            "{reads} index reads to build 3,000 blocks"
+        );
+        // A view on the tip, again and again: no walk.
+        for _ in 0..10 {
+            assert_eq!(read_k(&store, &tip).as_deref(), Some("3000"));
+        }
+        let reads = kv.index_reads.swap(0, Ordering::Relaxed);
+        assert!(reads <= 10, "{reads} index reads for ten views on the tip");
+
+        // A fork 20 blocks down: its chain is the cached one's below the fork, and its
+        // reads see its own writes, not the other branch's.
+        let mut fork_base = tip;
+        for _ in 0..20 {
+            fork_base = store.block(&fork_base.parent).unwrap().unwrap();
+        }
+        let _ = kv.index_reads.swap(0, Ordering::Relaxed);
+        let fork = grow(&store, fork_base, 5, 0x0b);
+        assert!(kv.index_reads.swap(0, Ordering::Relaxed) <= 3 * 5 + 25);
+        assert_eq!(read_k(&store, &fork).as_deref(), Some("2985"));
+        assert_eq!(read_k(&store, &tip).as_deref(), Some("3000"));
+        let mut view = store
+            .block_store(info(fork.height + 1, 0xee, fork.id))
+            .unwrap();
+        assert_eq!(
+            view.get_block_at_height(2_980),
+            Some(StacksBlockId(fork_base.id))
+        );
+        let fork_first = info(2_981, 0x0b, fork_base.id);
+        assert_eq!(
+            view.get_block_at_height(2_981),
+            Some(StacksBlockId(fork_first.id))
+        );
+
+        // A store opened afresh on the same database walks the chain once, then not.
+        let reopened = ClarityStore::new(kv.clone());
+        assert_eq!(read_k(&reopened, &tip).as_deref(), Some("3000"));
+        let first = kv.index_reads.swap(0, Ordering::Relaxed);
+        assert!(
+            first > 3_000,
+            "the first view walks the chain: {first} reads"
+        );
+        assert_eq!(read_k(&reopened, &tip).as_deref(), Some("3000"));
+        assert!(kv.index_reads.swap(0, Ordering::Relaxed) <= 1);
+    }
+
+    #[test]
+    fn a_view_reads_each_height_of_its_own_chain() {
+        let store = ClarityStore::new(counting());
+        let genesis = info(0, 0x01, [0; 32]);
+        store.commit(store.block_store(genesis).unwrap()).unwrap();
+        let a = grow(&store, genesis, 2 * crate::ancestry::CHUNK as u32 + 3, 0x0a);
+        let b = grow(&store, genesis, crate::ancestry::CHUNK as u32 + 1, 0x0b);
+        for tip in [a, b] {
+            let chain = store.chain_to(&tip.id).unwrap();
+            assert_eq!(chain.len(), tip.height as usize + 1);
+            let mut at = tip;
+            loop {
+                assert_eq!(chain.get(at.height as usize), Some(&at.id));
+                if at.height == 0 {
+                    break;
+                }
+                at = store.block(&at.parent).unwrap().unwrap();
+            }
+        }
     }
 }

@@ -188,8 +188,8 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             let r = b::growth::growth(*small, *large, *blocks)?;
             print_report(*json, &r, || {
                 format!(
-                    "growth: {:.2} ms per ledger block with its inference block after {} blocks of history, {:.2} ms after {} (built in {:.0} s); ratio {:.2} (goal <= 1.2)",
-                    r.small_ms_per_block, r.small_history, r.large_ms_per_block, r.large_history, r.large_build_seconds, r.ratio
+                    "growth: {:.2} ms per ledger block with its inference block after {} blocks of history (inference height {}), {:.2} ms after {} (inference height {}, built in {:.0} s); ratio {:.2} (goal <= 1.2)",
+                    r.small_ms_per_block, r.small_history, r.small_inference_height, r.large_ms_per_block, r.large_history, r.large_inference_height, r.large_build_seconds, r.ratio
                 )
             })?;
             Ok(())
