@@ -13,6 +13,7 @@ use fai_vrf::{Proof, PROOF_LEN};
 use crate::quorum::{Vote, VoteCommit};
 use crate::types::{merkle_root, Inference, MAX_BLOCK_RECEIPTS};
 use crate::vmtx::SignedVmTx;
+use fai_primitives::sig_cache::verify_cached;
 
 /// The header of an inference block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +74,7 @@ impl InferenceHeader {
     }
 
     pub fn signature_valid(&self) -> bool {
-        self.producer.verify(&self.id(), &self.signature)
+        verify_cached(&self.producer, &self.id(), &self.signature)
     }
 }
 

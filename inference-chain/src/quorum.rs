@@ -18,6 +18,7 @@ use fai_primitives::codec::{Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash160, Hash256, PublicKey, SecretKey, Signature};
 
 use crate::types::MAX_BLOCK_RECEIPTS;
+use fai_primitives::sig_cache::verify_cached;
 
 /// One verifier's judgement of one inference (one byte in a vote: 0 to 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,8 +145,7 @@ impl Vote {
 
     /// Whether the verifier signed this vote.
     pub fn signature_valid(&self) -> bool {
-        self.verifier
-            .verify(&self.signing_digest(), &self.signature)
+        verify_cached(&self.verifier, &self.signing_digest(), &self.signature)
     }
 }
 
@@ -219,8 +219,7 @@ impl VoteCommit {
 
     /// Whether the verifier signed this commitment.
     pub fn signature_valid(&self) -> bool {
-        self.verifier
-            .verify(&self.signing_digest(), &self.signature)
+        verify_cached(&self.verifier, &self.signing_digest(), &self.signature)
     }
 
     /// Whether `vote` is what this commits to (same verifier, block and digest).

@@ -12,6 +12,7 @@ use fai_primitives::seal::{seal_for_many, MultiSealed, SealError, SealingKey, Se
 use fai_primitives::{CodecError, Hash160, Hash256, SecretKey, Signature};
 
 use crate::types::{Inference, Prompt, ResultReceipt, MAX_OUTPUT_TOKENS};
+use fai_primitives::sig_cache::verify_cached;
 
 /// The longest output text a served inference may carry (32,768 tokens of up to 16 bytes).
 pub const MAX_OUTPUT_BYTES: u64 = 512 * 1024;
@@ -192,7 +193,7 @@ impl SealedServed {
         if receipt.tokens > stub.sampling.max_tokens {
             return Err("more tokens than the request allows");
         }
-        if !receipt.node.verify(&self.signing_digest(), &self.signature) {
+        if !verify_cached(&receipt.node, &self.signing_digest(), &self.signature) {
             return Err("the sealed text is not signed by the serving node");
         }
         Ok(())
@@ -230,11 +231,11 @@ impl SealedServed {
                 "the sealed text is for another inference".into(),
             ));
         }
-        if !carried
-            .receipt
-            .node
-            .verify(&self.signing_digest(), &self.signature)
-        {
+        if !verify_cached(
+            &carried.receipt.node,
+            &self.signing_digest(),
+            &self.signature,
+        ) {
             return Err(Unopened::NotForMe(
                 "the sealed text is not signed by the serving node".into(),
             ));
@@ -315,6 +316,36 @@ mod tests {
             output,
             tokens: vec![5, 6, 7],
         }
+    }
+
+    /// Signatures are checked through the process's cache of verified ones: an answer
+    /// whose signatures passed, then changed under the same signatures (a relay raising
+    /// the token count it is paid for, or the fee the sender offered), is refused.
+    #[test]
+    fn an_answer_changed_after_its_signatures_passed_is_refused() {
+        let (user, node) = (
+            SecretKey::from_bytes(&[4; 32]).unwrap(),
+            SecretKey::from_bytes(&[5; 32]).unwrap(),
+        );
+        let s = served(&user, &node, 7);
+        assert_eq!(check_signatures(&s.inference), Ok(()));
+        assert_eq!(check_signatures(&s.inference), Ok(()));
+        let mut more = s.inference.clone();
+        more.receipt.tokens += 1;
+        assert_eq!(
+            check_signatures(&more),
+            Err("the receipt is not signed for this transaction")
+        );
+        let mut raised = s.inference.clone();
+        raised.stub.max_fee = raised
+            .stub
+            .max_fee
+            .checked_add(raised.stub.max_fee)
+            .unwrap();
+        assert_eq!(
+            check_signatures(&raised),
+            Err("the sender's signature does not verify")
+        );
     }
 
     #[test]

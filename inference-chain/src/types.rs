@@ -12,6 +12,7 @@
 //! without the text, and the text can be dropped once the block is settled.
 
 use fai_primitives::codec::{write_len, write_var_bytes, write_vec, Decode, Encode, Reader};
+use fai_primitives::sig_cache::verify_cached;
 use fai_primitives::{Amount, CodecError, Hash256, PublicKey, SecretKey, Signature};
 use sha2::{Digest, Sha256};
 
@@ -225,7 +226,7 @@ impl InferenceStub {
     }
 
     pub fn signature_valid(&self) -> bool {
-        self.sender.verify(&self.signing_digest(), &self.signature)
+        verify_cached(&self.sender, &self.signing_digest(), &self.signature)
     }
 }
 
@@ -319,7 +320,7 @@ impl ResultReceipt {
     }
 
     pub fn signature_valid(&self) -> bool {
-        self.node.verify(&self.signing_digest(), &self.signature)
+        verify_cached(&self.node, &self.signing_digest(), &self.signature)
     }
 
     /// The receipt `key`'s node signs for answering transaction `tx` with `text`, spelled

@@ -9,6 +9,7 @@ use fai_primitives::codec::{write_len, write_var_bytes, Decode, Encode, Reader};
 use fai_primitives::{Amount, CodecError, Hash160, Hash256, PublicKey, SecretKey, Signature};
 
 use crate::block::InferenceHeader;
+use fai_primitives::sig_cache::verify_cached;
 
 pub const MAX_MEMO_BYTES: u64 = 34;
 pub const MAX_NAME_BYTES: u64 = 40;
@@ -315,7 +316,7 @@ impl SignedVmTx {
     }
 
     pub fn signature_valid(&self) -> bool {
-        self.sender.verify(&self.signing_digest(), &self.signature)
+        verify_cached(&self.sender, &self.signing_digest(), &self.signature)
     }
 
     /// The transaction as the VM runs it.

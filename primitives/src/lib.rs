@@ -22,6 +22,7 @@ pub mod hash;
 pub mod keys;
 pub mod network;
 pub mod seal;
+pub mod sig_cache;
 pub mod supply;
 
 pub use address::{Address, AddressError};
