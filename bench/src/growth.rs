@@ -33,9 +33,6 @@ use serde::Serialize;
 /// Blocks of the history the producer itself mined (its coins).
 const OWN_BLOCKS: u32 = 150;
 
-/// Ledger blocks after its coins in which the producer registers and starts winning.
-const WARMUP: u32 = 12;
-
 /// What `bench growth` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct GrowthReport {
@@ -110,7 +107,8 @@ fn per_block_ms(dir: &Path, history: u32, measured: u32) -> Result<Measured> {
     let inference_height =
         |s: &ChainState| s.inference.as_ref().map_or(0, |c| c.tip(&s.ledger).height);
     // The rest of the history through the node: the inference chain grows with it.
-    for _ in 0..history.saturating_sub(own).max(WARMUP) {
+    // At least 50 blocks (`--small` is at least 200): the producer registers and wins.
+    for _ in 0..history.saturating_sub(own) {
         connect_next(&mut state, others)?;
     }
     let build_seconds = built.elapsed().as_secs_f64();
@@ -118,7 +116,7 @@ fn per_block_ms(dir: &Path, history: u32, measured: u32) -> Result<Measured> {
     ensure!(
         before > 0,
         "the producer produced nothing in the history's {} blocks after its coins",
-        history.saturating_sub(own).max(WARMUP)
+        history.saturating_sub(own)
     );
     let mut seconds = 0.0;
     for _ in 0..measured {

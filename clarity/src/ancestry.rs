@@ -11,8 +11,9 @@
 //!   partial chunk, and a copy is cheap.
 //! - [`AncestryCache`]: the ancestries of the few chain tips read last. The ancestry of a
 //!   block not among them is built from the nearest cached one it descends from: one
-//!   index read per block above it (one for a new child of the tip), and a walk to
-//!   genesis only when nothing cached is on its chain (the first read after a start).
+//!   index read per block above it (one for a new child of a cached tip), and a walk to
+//!   genesis only when nothing cached is on its chain (the first read after a start). A
+//!   block on a cached chain reads that chain's prefix and is not kept apart.
 //!
 //! Block ids are hashes of the blocks, so an ancestry never changes: nothing is ever
 //! invalidated, only evicted.
@@ -116,13 +117,15 @@ impl AncestryCache {
         Some(ancestry)
     }
 
-    /// A cached ancestry with `id` at `height`: the chain below `id` is a prefix of it.
+    /// The chain ending at `id` (at `height`), from a cached ancestry that holds it;
+    /// that one becomes the newest (it is the chain being read from).
     pub fn containing(&self, id: &[u8; 32], height: usize) -> Option<Ancestry> {
-        let tips = self.tips.lock().ok()?;
-        tips.iter()
-            .rev()
-            .find(|(_, a)| a.get(height) == Some(id))
-            .map(|(_, a)| a.prefix(height.saturating_add(1)))
+        let mut tips = self.tips.lock().ok()?;
+        let at = tips.iter().rposition(|(_, a)| a.get(height) == Some(id))?;
+        let entry = tips.remove(at);
+        let chain = entry.1.prefix(height.saturating_add(1));
+        tips.push(entry);
+        Some(chain)
     }
 
     /// Keeps `ancestry` as the ancestry of `tip`, the newest; the oldest goes beyond
