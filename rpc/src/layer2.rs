@@ -286,8 +286,17 @@ fn votes_by_block(block: &fai_inference_chain::block::InferenceBlock) -> Vec<api
 pub async fn inference_nodes(
     State(s): State<Arc<RpcState>>,
 ) -> Result<Json<Vec<api::InferenceNode>>, ApiError> {
+    // The list changes only with a block of either chain: while both tips are the ones
+    // it was read at, it is answered again without the chain task (a wallet asks before
+    // every request, and each read waited behind the blocks the task was accepting).
+    let snapshot = s.node.snapshot();
+    let now = (snapshot.ledger_tip, snapshot.inference_tip);
+    if let Some(known) = s.inference_nodes_at(&now) {
+        return Ok(Json(known));
+    }
     let network = s.network;
-    with_chain(&s, move |chain, ledger| {
+    let (at, out) = with_chain(&s, move |chain, ledger| {
+        let at = (ledger.tip_hash(), Some(chain.tip(ledger).id));
         let mut out = Vec::new();
         for (address, models, height) in registered_nodes(chain, ledger) {
             let who = Value::Principal(chain.vm().principal(address.0));
@@ -311,9 +320,11 @@ pub async fn inference_nodes(
                     .map(|k| hex::encode(k.0)),
             });
         }
-        Ok(Json(out))
+        Ok((at, out))
     })
-    .await
+    .await?;
+    s.keep_inference_nodes(at, out.clone());
+    Ok(Json(out))
 }
 
 #[utoipa::path(get, path = "/v2/inference-chain/accounts/{address}", tag = "inference", params(("address" = String, Path, description = "an address of this network")), responses((status = 200, description = "balance, nonce, stake and reputation on the inference layer", body = api::InferenceAccount), (status = 400, description = "not an address of this network", body = api::ErrorBody), (status = 503, description = "the inference chain is not open", body = api::ErrorBody)))]

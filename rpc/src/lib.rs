@@ -147,9 +147,30 @@ pub struct RpcState {
     payloads: Option<fai_inference_chain::payloads::PayloadStore>,
     log: Mutex<InferenceLog>,
     metrics: metrics::Metrics,
+    /// The last `/v2/inference-nodes` answer and the tips (ledger, inference) it was
+    /// read at.
+    inference_nodes: Mutex<Option<(ChainTips, Vec<api::InferenceNode>)>>,
 }
 
+/// A ledger tip and the inference tip as of it (none without an inference chain).
+pub(crate) type ChainTips = (fai_primitives::Hash256, Option<[u8; 32]>);
+
 impl RpcState {
+    /// The `/v2/inference-nodes` answer read at `tips`, if it is the one kept.
+    pub(crate) fn inference_nodes_at(&self, tips: &ChainTips) -> Option<Vec<api::InferenceNode>> {
+        let kept = self.inference_nodes.lock().ok()?;
+        kept.as_ref()
+            .filter(|(at, _)| at == tips)
+            .map(|(_, nodes)| nodes.clone())
+    }
+
+    /// Keeps the `/v2/inference-nodes` answer read at `tips`.
+    pub(crate) fn keep_inference_nodes(&self, tips: ChainTips, nodes: Vec<api::InferenceNode>) {
+        if let Ok(mut kept) = self.inference_nodes.lock() {
+            *kept = Some((tips, nodes));
+        }
+    }
+
     pub fn new(
         node: Arc<Node>,
         network: Network,
@@ -177,6 +198,7 @@ impl RpcState {
             payloads,
             log: Mutex::new(InferenceLog::default()),
             metrics,
+            inference_nodes: Mutex::new(None),
         }
     }
 

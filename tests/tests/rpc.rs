@@ -183,6 +183,25 @@ fn the_rpc_answers_streams_inference_and_refuses_bad_requests_with_json_errors()
     // `/v2/info` shows the same tip, from the snapshot.
     assert_eq!(info["inference"]["height"], 0, "{info}");
     assert_eq!(info["inference"]["tip"], layer2["tip"]["id"], "{info}");
+    // `/v2/inference-nodes` (which a wallet asks before every request) is read once per
+    // pair of tips, then answered again without the chain task: fifty asks cost far
+    // fewer than fifty of its commands.
+    let commands = || {
+        let (status, text) = http(port, "GET", "/metrics", b"");
+        assert_eq!(status, 200);
+        text.lines()
+            .find_map(|l| l.strip_prefix("infer_chain_commands_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("the chain task's command count")
+    };
+    let listed = http(port, "GET", "/v2/inference-nodes", b"");
+    assert_eq!(listed.0, 200, "{}", listed.1);
+    let before = commands();
+    for _ in 0..50 {
+        assert_eq!(http(port, "GET", "/v2/inference-nodes", b""), listed);
+    }
+    let done = commands() - before;
+    assert!(done < 25.0, "{done} chain task commands for 50 asks");
     let (status, body) = http(port, "GET", "/v2/models", b"");
     assert_eq!(status, 200, "{body}");
     let models = json(&body);
