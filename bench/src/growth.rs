@@ -88,7 +88,7 @@ fn per_block_ms(dir: &Path, history: u32, measured: u32) -> Result<Measured> {
     let others = SecretKey::generate().public_key().hash160();
     // The model the producer registers for: fai-tiny, approved from the start on regtest.
     let tiny = fai_node::models::fai_tiny_id(dir)?;
-    let chain = fai_node::inference::open(dir, Network::Regtest, &ledger, tiny)?;
+    let chain = fai_node::inference::open(dir, Network::Regtest, &ledger, tiny, Vec::new())?;
     let mempool = Mempool::new(MempoolConfig {
         max_bytes: 1 << 20,
         min_fee_rate: 1_000,

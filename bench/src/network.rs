@@ -67,9 +67,50 @@ const MAX_REFUSALS: u32 = 120;
 /// Wallets the load is signed by, unless `--senders` says otherwise.
 pub const SENDERS: usize = 8;
 
+/// What `bench network` runs.
+pub struct NetworkOptions {
+    /// Nodes (2 to 8).
+    pub nodes: usize,
+    /// Inference transactions sent.
+    pub requests: usize,
+    /// Wallets the load is signed by.
+    pub senders: usize,
+    /// Requests in flight at once.
+    pub clients: usize,
+    /// The model served and verified: [`MODELS`].
+    pub model: String,
+    /// Keep the nodes' data directories and logs.
+    pub keep: bool,
+}
+
+/// The models a run can serve: the built-in one, or a generated one (byte vocabulary,
+/// Q8_0, random weights) approved at the regtest network's genesis
+/// (`inference.genesis_models`), on which inference costs more against the network's
+/// own costs (signatures, the VM, storage, sealing) than on fai-tiny: `wide` (512 wide, 4
+/// layers) and the `bench engine` shapes `100m` and `100m-gqa`.
+pub const MODELS: [&str; 4] = ["fai-tiny", "wide", "100m", "100m-gqa"];
+
+/// Writes the generated model `model` into `dir`; none for the built-in fai-tiny.
+fn write_model(model: &str, dir: &Path) -> Result<Option<std::path::PathBuf>> {
+    use candle_core::quantized::GgmlDType;
+    use fai_engine::tiny::{write_gguf, TinySpec};
+    let spec = match model {
+        "fai-tiny" => return Ok(None),
+        "wide" => TinySpec::wide(),
+        "100m" | "100m-gqa" => TinySpec::bench_shape(model, GgmlDType::Q8_0)
+            .with_context(|| format!("no benchmark shape {model:?}"))?,
+        _ => bail!("--model {model:?}: use one of {MODELS:?}"),
+    };
+    let path = dir.join(format!("{}.gguf", spec.name));
+    write_gguf(&spec, &path)?;
+    Ok(Some(path))
+}
+
 #[derive(Serialize)]
 pub struct NetworkReport {
     pub nodes: usize,
+    /// The model served: one of [`MODELS`].
+    pub model: String,
     pub requests: usize,
     /// Settled and accepted by the verifiers.
     pub accepted: usize,
@@ -292,8 +333,9 @@ fn nodes_pause(nodes: usize) -> i64 {
 }
 
 /// The nodes' configuration: regtest, about a ledger block a second, two servers, a
-/// funded wallet on the first.
-fn tweak(nodes: usize, i: usize, table: &mut toml::Table) {
+/// funded wallet on the first; a generated model (`model`, its file's path) served,
+/// replayed and approved at genesis by every node.
+fn tweak(nodes: usize, model: Option<&str>, i: usize, table: &mut toml::Table) {
     let mut set = |section: &str, key: &str, value: toml::Value| {
         if let Some(t) = table.get_mut(section).and_then(toml::Value::as_table_mut) {
             t.insert(key.into(), value);
@@ -309,6 +351,14 @@ fn tweak(nodes: usize, i: usize, table: &mut toml::Table) {
         toml::Value::Integer(nodes_pause(nodes)),
     );
     set("inference", "produce", (i < 2).into());
+    if let Some(path) = model {
+        set("engine", "serve", toml::Value::Array(vec![path.into()]));
+        set(
+            "inference",
+            "genesis_models",
+            toml::Value::Array(vec![path.into()]),
+        );
+    }
     if i == 0 {
         set("dev_wallet", "passphrase", PASSPHRASE.into());
         set("dev_wallet", "ledger", "".into());
@@ -327,13 +377,18 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> R
     bail!("timed out after {limit:?} waiting for {what}")
 }
 
-pub fn network(
-    nodes: usize,
-    requests: usize,
-    senders: usize,
-    clients: usize,
-    keep: bool,
-) -> Result<NetworkReport> {
+pub fn network(options: &NetworkOptions) -> Result<NetworkReport> {
+    let NetworkOptions {
+        nodes,
+        requests,
+        senders,
+        clients,
+        ref model,
+        keep,
+    } = *options;
+    if !MODELS.contains(&model.as_str()) {
+        bail!("--model {model:?}: use one of {MODELS:?}");
+    }
     if !(2..=8).contains(&nodes) {
         bail!("--nodes must be between 2 and 8");
     }
@@ -358,7 +413,18 @@ pub fn network(
         rpc_port: free_ports(nodes)?,
         p2p_port: free_ports(nodes)?,
     };
-    let members = devnet::prepare(&o, &|i, table| tweak(nodes, i, table))?;
+    let model_file = write_model(model, dir.path())?;
+    let model_path = match &model_file {
+        Some(path) => Some(
+            path.to_str()
+                .context("the temporary directory's path is not UTF-8")?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let members = devnet::prepare(&o, &|i, table| {
+        tweak(nodes, model_path.as_deref(), i, table)
+    })?;
     let mut children: Vec<(String, Child)> = Vec::new();
     let outcome = (|| {
         for m in &members {
@@ -366,7 +432,15 @@ pub fn network(
             children.push((m.name.clone(), devnet::spawn(&program, m, Some(&log))?));
         }
         let pids: Vec<u32> = children.iter().map(|(_, c)| c.id()).collect();
-        measure(&members, &pids, dir.path(), requests, senders, clients)
+        measure(
+            &members,
+            &pids,
+            dir.path(),
+            (model, model_file.as_deref()),
+            requests,
+            senders,
+            clients,
+        )
     })();
     devnet::stop(&mut children);
     if keep && outcome.is_ok() {
@@ -387,6 +461,7 @@ fn measure(
     members: &[Member],
     pids: &[u32],
     dir: &Path,
+    (model_name, model_file): (&str, Option<&Path>),
     requests: usize,
     sender_count: usize,
     clients: usize,
@@ -728,10 +803,11 @@ fn measure(
 
     // The same requests straight on the engine, one after the other, then their answers
     // replayed as a verifier replays them.
-    let model = fai_engine::LoadedModel::load(
-        &fai_engine::tiny::ensure_fai_tiny(&dir.join("engine-models"))?,
-        &Device::Cpu,
-    )?;
+    let model_path = match model_file {
+        Some(path) => path.to_path_buf(),
+        None => fai_engine::tiny::ensure_fai_tiny(&dir.join("engine-models"))?,
+    };
+    let model = fai_engine::LoadedModel::load(&model_path, &Device::Cpu)?;
     let engine_started = Instant::now();
     let mut answers = Vec::with_capacity(requests);
     for i in 0..requests {
@@ -776,6 +852,7 @@ fn measure(
         / requests.max(1) as f64;
     Ok(NetworkReport {
         nodes: members.len(),
+        model: model_name.to_string(),
         requests,
         accepted,
         rejected,

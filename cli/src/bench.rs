@@ -29,6 +29,10 @@ pub enum BenchCommand {
         /// Requests in flight at once, spread over the two servers.
         #[arg(long, default_value_t = b::network::CLIENTS)]
         clients: usize,
+        /// The model served: fai-tiny, or a generated one approved at genesis (wide,
+        /// 100m, 100m-gqa), on which inference outweighs the network's own costs.
+        #[arg(long, default_value = "fai-tiny")]
+        model: String,
         /// Keep the nodes' data directories and logs (always kept on a failure).
         #[arg(long)]
         keep: bool,
@@ -335,6 +339,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             requests,
             senders,
             clients,
+            model,
             keep,
             json,
         } => {
@@ -342,11 +347,18 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                 (1..=MAX_NETWORK_REQUESTS).contains(requests),
                 "--requests must be between 1 and {MAX_NETWORK_REQUESTS}"
             );
-            let r = b::network::network(*nodes, *requests, *senders, *clients, *keep)?;
+            let r = b::network::network(&b::network::NetworkOptions {
+                nodes: *nodes,
+                requests: *requests,
+                senders: *senders,
+                clients: *clients,
+                model: model.clone(),
+                keep: *keep,
+            })?;
             print_report(*json, &r, || {
                 format!(
-                        "network: {:.2} inference transactions settled per second over {} nodes of {} engine threads ({} requests from {} senders, {} at once: {} accepted, {} rejected, {} undecided, {} refunded late, {} refused busy, {} dropped, in {:.1} s; settled {:.1} s / {:.0} blocks after the receipt at the median, {:.1} s / {:.0} blocks at p95); the engine alone: {:.2} per second; ratio {:.3}, limit {:.3} ({} replays at {:.2} of generation each), efficiency {:.2}; busiest chain task busy {:.0}% of the time, a command queued {:.1} ms on average; all served in {:.1} s, a ledger block every {:.2} s, the machine's cores {} busy{}",
-                        r.settled_per_sec, r.nodes, r.threads_per_node, r.requests, r.senders, r.clients, r.accepted, r.rejected, r.undecided, r.refunded_late, r.refused_busy, r.dropped, r.seconds, r.settle_latency_s, r.settle_p50_blocks, r.settle_p95_s, r.settle_p95_blocks, r.engine_per_sec, r.ratio, r.limit_ratio, r.replays_per_inference, r.replay_cost_ratio, r.efficiency, r.chain_busy_share * 100.0, r.chain_queued_ms, r.sent_seconds, r.ledger_spacing_s, r.cpu_busy_share.map_or("(unknown)".to_string(), |c| format!("{:.0}%", c * 100.0)), steady_text(&r)
+                        "network: {:.2} inference transactions settled per second over {} nodes of {} engine threads on {} ({} requests from {} senders, {} at once: {} accepted, {} rejected, {} undecided, {} refunded late, {} refused busy, {} dropped, in {:.1} s; settled {:.1} s / {:.0} blocks after the receipt at the median, {:.1} s / {:.0} blocks at p95); the engine alone: {:.2} per second; ratio {:.3}, limit {:.3} ({} replays at {:.2} of generation each), efficiency {:.2}; busiest chain task busy {:.0}% of the time, a command queued {:.1} ms on average; all served in {:.1} s, a ledger block every {:.2} s, the machine's cores {} busy{}",
+                        r.settled_per_sec, r.nodes, r.threads_per_node, r.model, r.requests, r.senders, r.clients, r.accepted, r.rejected, r.undecided, r.refunded_late, r.refused_busy, r.dropped, r.seconds, r.settle_latency_s, r.settle_p50_blocks, r.settle_p95_s, r.settle_p95_blocks, r.engine_per_sec, r.ratio, r.limit_ratio, r.replays_per_inference, r.replay_cost_ratio, r.efficiency, r.chain_busy_share * 100.0, r.chain_queued_ms, r.sent_seconds, r.ledger_spacing_s, r.cpu_busy_share.map_or("(unknown)".to_string(), |c| format!("{:.0}%", c * 100.0)), steady_text(&r)
                     )
             })?;
             Ok(())

@@ -104,6 +104,10 @@ pub struct ChainConfig {
     /// The largest block, encoded ([`crate::block::MAX_BLOCK_BYTES`] on every network;
     /// tests lower it).
     pub max_block_bytes: usize,
+    /// The ids of the models a regtest network's configuration approves at genesis
+    /// besides its rules' own ([`ChainConfig::with_genesis_models`]): they enter the
+    /// genesis block's id, so that nodes listing other models share no chain.
+    pub configured_models: Vec<[u8; 32]>,
 }
 
 /// A stored block and what its children need of it.
@@ -326,11 +330,13 @@ impl InferenceChain {
         ledger: &Chainstate,
     ) -> Result<Self, BlockError> {
         let vm = ClarityVm::new(kv.clone(), config.vm.clone());
-        let genesis_id: [u8; 32] = Sha256::new()
+        let mut genesis_hash = Sha256::new()
             .chain_update(b"fai-inference-genesis/v1")
-            .chain_update(config.network.to_string().as_bytes())
-            .finalize()
-            .into();
+            .chain_update(config.network.to_string().as_bytes());
+        for id in &config.configured_models {
+            genesis_hash.update(id);
+        }
+        let genesis_id: [u8; 32] = genesis_hash.finalize().into();
         let anchor = ledger
             .hash_at(0)
             .ok_or_else(|| invalid("the ledger has no genesis"))?;

@@ -56,6 +56,66 @@ impl ChainConfig {
             },
             cycle_length,
             max_block_bytes: crate::block::MAX_BLOCK_BYTES,
+            configured_models: Vec::new(),
         }
+    }
+
+    /// The same with `models` approved from the start as well (a model already approved
+    /// is not approved twice). Only a regtest network takes models from its
+    /// configuration: elsewhere the registry's vote is the only way in, so this refuses.
+    pub fn with_genesis_models(mut self, models: Vec<GenesisModel>) -> Result<Self, String> {
+        if models.is_empty() {
+            return Ok(self);
+        }
+        if self.network != Network::Regtest {
+            return Err(format!(
+                "models approved at genesis by configuration are for regtest only, not {}",
+                self.network
+            ));
+        }
+        for model in models {
+            if self.genesis.models.iter().any(|m| m.id == model.id) {
+                continue;
+            }
+            self.configured_models.push(model.id);
+            self.genesis.models.push(model);
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(id: u8) -> GenesisModel {
+        GenesisModel {
+            id: [id; 32],
+            name: format!("model-{id}"),
+            arch: "llama".into(),
+            context_length: 1024,
+            method: "replay".into(),
+        }
+    }
+
+    #[test]
+    fn only_regtest_approves_models_from_its_configuration() {
+        for network in [Network::Mainnet, Network::Testnet, Network::Devnet] {
+            let err = ChainConfig::for_network(network, [1; 32])
+                .with_genesis_models(vec![model(7)])
+                .unwrap_err();
+            assert!(err.contains("regtest only"), "{err}");
+            // Nothing listed: the network's own genesis.
+            assert!(ChainConfig::for_network(network, [1; 32])
+                .with_genesis_models(Vec::new())
+                .is_ok());
+        }
+        let c = ChainConfig::for_network(Network::Regtest, [1; 32])
+            .with_genesis_models(vec![model(7), model(1), model(7), model(8)])
+            .unwrap();
+        // fai-tiny (id [1; 32]) is approved once, and each configured model once.
+        let ids: Vec<[u8; 32]> = c.genesis.models.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![[1; 32], [7; 32], [8; 32]]);
+        assert_eq!(c.configured_models, vec![[7; 32], [8; 32]]);
     }
 }

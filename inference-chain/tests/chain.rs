@@ -423,6 +423,7 @@ fn config_for(model: &LoadedModel) -> ChainConfig {
         },
         cycle_length: 5,
         max_block_bytes: fai_inference_chain::block::MAX_BLOCK_BYTES,
+        configured_models: Vec::new(),
     }
 }
 
@@ -491,6 +492,50 @@ fn world_with(tweak: impl FnOnce(&mut ChainConfig)) -> World {
         w.connect(&b);
     }
     w
+}
+
+/// A regtest network's configuration may approve models at genesis: they are approved
+/// from the first block, and their ids set the genesis apart, so a node that lists
+/// other models follows none of this network's blocks.
+#[test]
+fn a_model_approved_at_genesis_by_configuration_is_approved_and_sets_the_genesis_apart() {
+    let wide = GenesisModel {
+        id: [7; 32],
+        name: "fai-wide-512".into(),
+        arch: "llama".into(),
+        context_length: 1024,
+        method: "replay".into(),
+    };
+    let with_wide = world_with(|c| {
+        *c = c.clone().with_genesis_models(vec![wide]).unwrap();
+    });
+    let plain = world();
+    assert_ne!(with_wide.chain.genesis_id(), plain.chain.genesis_id());
+    let approved = |w: &World, id: [u8; 32]| {
+        let id = Value::buff_from(id.to_vec()).unwrap();
+        w.read(
+            &w.chain.genesis_id(),
+            "model-registry",
+            "is-approved",
+            &[id],
+        )
+        .to_string()
+    };
+    assert_eq!(approved(&with_wide, [7; 32]), "true");
+    assert_eq!(approved(&plain, [7; 32]), "false");
+    assert_eq!(approved(&with_wide, with_wide.model.id.0), "true");
+    // Listing a model the network approves anyway changes nothing.
+    let tiny = GenesisModel {
+        id: plain.model.id.0,
+        name: "fai-tiny".into(),
+        arch: "llama".into(),
+        context_length: 2048,
+        method: "replay".into(),
+    };
+    let with_tiny = world_with(|c| {
+        *c = c.clone().with_genesis_models(vec![tiny]).unwrap();
+    });
+    assert_eq!(with_tiny.chain.genesis_id(), plain.chain.genesis_id());
 }
 
 /// A second node's inference chain on its own database in `dir`, following `w`'s ledger.

@@ -282,6 +282,11 @@ pub struct InferenceSection {
     /// verifiers that accept it slashed.
     #[serde(default = "default_audit_every")]
     pub audit_every: u32,
+    /// Regtest only: models the inference chain approves at genesis besides fai-tiny,
+    /// each a name in the model store or a GGUF file's path. They enter the genesis
+    /// block's id: every node of the network must list the same ones.
+    #[serde(default)]
+    pub genesis_models: Vec<String>,
 }
 
 fn default_audit_every() -> u32 {
@@ -310,6 +315,7 @@ impl Default for InferenceSection {
             stake: None,
             peg_in: default_peg_in(),
             audit_every: default_audit_every(),
+            genesis_models: Vec::new(),
         }
     }
 }
@@ -604,6 +610,17 @@ impl Config {
                 bail!("engine.serve: a model name has 1 to 128 characters");
             }
         }
+        if !self.inference.genesis_models.is_empty() && self.network() != Network::Regtest {
+            bail!("inference.genesis_models is for regtest only: elsewhere models are approved by the model registry's vote");
+        }
+        if self.inference.genesis_models.len() > 16 {
+            bail!("inference.genesis_models lists at most 16 models");
+        }
+        for name in &self.inference.genesis_models {
+            if name.is_empty() || name.len() > 128 {
+                bail!("inference.genesis_models: a model name has 1 to 128 characters");
+            }
+        }
         if self.inference.bid.units() == 0 {
             bail!("inference.bid must be more than zero");
         }
@@ -753,6 +770,36 @@ mod tests {
         let zero = DEVNET_TOML.replace("threads = 1", "threads = 0");
         assert!(Config::parse(&zero, "x").is_err());
         assert!(Config::parse("not toml [", "x").is_err());
+    }
+
+    #[test]
+    fn models_approved_at_genesis_by_configuration_are_for_regtest_only() {
+        let listed = |text: &str| {
+            text.replace(
+                "[inference]",
+                "[inference]\ngenesis_models = [\"wide.gguf\"]",
+            )
+        };
+        let err = format!(
+            "{:#}",
+            Config::parse(&listed(DEVNET_TOML), "x").unwrap_err()
+        );
+        assert!(
+            err.contains("inference.genesis_models is for regtest only"),
+            "{err}"
+        );
+        let regtest = DEVNET_TOML.replace("network = \"devnet\"", "network = \"regtest\"");
+        let c = Config::parse(&listed(&regtest), "x").unwrap();
+        assert_eq!(c.inference.genesis_models, vec!["wide.gguf"]);
+        let many = regtest.replace(
+            "[inference]",
+            &format!(
+                "[inference]\ngenesis_models = [{}]",
+                vec!["\"m\""; 17].join(", ")
+            ),
+        );
+        let err = format!("{:#}", Config::parse(&many, "x").unwrap_err());
+        assert!(err.contains("at most 16"), "{err}");
     }
 
     #[test]

@@ -171,11 +171,13 @@ pub fn start_on(
     // at genesis of the inference chain on every network but mainnet.
     let loaded = crate::served::LoadedModels::load(&data_dir, &config.engine)?;
     let tiny_id = crate::models::fai_tiny_id(&data_dir)?;
+    let configured = crate::models::genesis_models(&data_dir, &config.inference.genesis_models)?;
     state.inference = Some(crate::inference::open(
         &data_dir,
         network,
         &state.ledger,
         tiny_id,
+        configured,
     )?);
     if config.inference.produce {
         let bid = config.inference.bid;

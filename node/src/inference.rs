@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use fai_clarity::GenesisModel;
 use fai_inference_chain::chain::{ChainConfig, InferenceChain, INFERENCE_BLOCKS_COLUMN};
 use fai_inference_chain::payloads::{PayloadStore, PAYLOADS_COLUMN};
 use fai_ledger::Chainstate;
@@ -55,13 +56,18 @@ pub const SCHEMA: Schema = Schema {
 };
 
 /// Opens (creating at first use) the inference chain in `data_dir` and reads the ledger
-/// up to its tip.
+/// up to its tip. `configured` are the models approved at genesis besides the network's
+/// own (`inference.genesis_models`; regtest only).
 pub fn open(
     data_dir: &Path,
     network: Network,
     ledger: &Chainstate,
     tiny: [u8; 32],
+    configured: Vec<GenesisModel>,
 ) -> Result<InferenceChain> {
+    let config = ChainConfig::for_network(network, tiny)
+        .with_genesis_models(configured)
+        .map_err(|e| anyhow::anyhow!("inference.genesis_models: {e}"))?;
     let path = data_dir.join("inference");
     std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let kv = Arc::new(RocksStore::open(&path, SCHEMA).map_err(|e| {
@@ -81,10 +87,9 @@ pub fn open(
         )
     })?);
     let started = std::time::Instant::now();
-    let mut chain =
-        InferenceChain::open(kv.clone(), ChainConfig::for_network(network, tiny), ledger)
-            .context("cannot open the inference chain")?
-            .with_payloads(PayloadStore::new(kv));
+    let mut chain = InferenceChain::open(kv.clone(), config, ledger)
+        .context("cannot open the inference chain")?
+        .with_payloads(PayloadStore::new(kv));
     chain
         .on_ledger_block(ledger, &ledger.tip_hash())
         .context("cannot read the ledger into the inference chain")?;
@@ -250,7 +255,7 @@ mod tests {
             Arc::new(fai_storage::MemoryStore::open(fai_ledger::chainstate::SCHEMA).unwrap());
         let ledger =
             Chainstate::open(store, fai_ledger::ChainParams::for_network(Network::Devnet)).unwrap();
-        let err = open(dir.path(), Network::Devnet, &ledger, [0; 32])
+        let err = open(dir.path(), Network::Devnet, &ledger, [0; 32], Vec::new())
             .err()
             .expect("refused");
         let text = format!("{err:#}");

@@ -11,6 +11,8 @@ use candle_core::Device;
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{generate, GenerateRequest, LoadedModel, SamplingParams};
 
+use fai_clarity::GenesisModel;
+
 use crate::model_store::{ModelEntry, ModelStore};
 
 /// The folder of model files in a data directory.
@@ -72,6 +74,28 @@ pub fn resolve(data_dir: &Path, model: &str) -> Result<ModelFiles> {
         path,
         tokenizer: None,
     })
+}
+
+/// The models `names` lists (names in the store or GGUF files' paths), as the inference
+/// chain approves them at genesis (`inference.genesis_models`, regtest only): id, name,
+/// architecture and context from each file, checked by replay.
+pub fn genesis_models(data_dir: &Path, names: &[String]) -> Result<Vec<GenesisModel>> {
+    names
+        .iter()
+        .map(|name| {
+            let model = resolve(data_dir, name)
+                .and_then(|files| files.load())
+                .with_context(|| format!("inference.genesis_models: model {name:?}"))?;
+            let config = &model.model.config;
+            Ok(GenesisModel {
+                id: model.id.0,
+                name: model.name.clone(),
+                arch: config.arch.name().to_string(),
+                context_length: u128::try_from(config.context_length).unwrap_or(u128::MAX),
+                method: "replay".into(),
+            })
+        })
+        .collect()
 }
 
 /// Checks the GGUF file at `path` (with `tokenizer`, a tokenizer.json, when given),

@@ -66,6 +66,9 @@ pub struct Setup {
     pub lazy: bool,
     /// `inference.audit_every` (0: no audits).
     pub audit_every: u32,
+    /// A GGUF file the node serves and replays instead of fai-tiny, and approves at
+    /// genesis (`inference.genesis_models`): every node of a network must name the same.
+    pub model: Option<PathBuf>,
 }
 
 /// The wallets' passphrase.
@@ -79,6 +82,31 @@ fn config_text(
     bootstrap: &str,
 ) -> String {
     let bootstrap = crate::toml_list(bootstrap);
+    let roles = crate::roles_toml(
+        setup.produce,
+        setup.stake,
+        setup.wallet.unwrap_or(("", "", "")),
+        PASSPHRASE,
+        crate::Conduct {
+            forge: setup.forge,
+            lazy: setup.lazy,
+            audit_every: setup.audit_every,
+        },
+    );
+    let (engine, roles) = match &setup.model {
+        Some(path) => {
+            let path = format!("{:?}", path.display().to_string());
+            (
+                format!("[engine]\nserve = [{path}]\n"),
+                roles.replacen(
+                    "[inference]\n",
+                    &format!("[inference]\ngenesis_models = [{path}]\n"),
+                    1,
+                ),
+            )
+        }
+        None => (String::new(), roles),
+    };
     format!(
         r#"[p2p]
 listen = "/ip4/127.0.0.1/tcp/{p2p_port}"
@@ -94,19 +122,9 @@ enabled = false
 [rpc]
 listen = "{rpc}"
 
+{engine}
 {roles}"#,
         data = data.display(),
-        roles = crate::roles_toml(
-            setup.produce,
-            setup.stake,
-            setup.wallet.unwrap_or(("", "", "")),
-            PASSPHRASE,
-            crate::Conduct {
-                forge: setup.forge,
-                lazy: setup.lazy,
-                audit_every: setup.audit_every,
-            }
-        ),
     )
 }
 

@@ -581,6 +581,41 @@ fn every_inference_bought_is_final_and_settled_on_every_node() {
     }
 }
 
+/// A regtest network that approves a generated model at genesis
+/// (`inference.genesis_models`) sells, replays and settles inference on it as on
+/// fai-tiny: every answer is on that model, final and paid to the unit.
+#[test]
+fn inferences_on_a_model_approved_at_genesis_by_configuration_settle_and_are_paid() {
+    let models = tempfile::tempdir().unwrap();
+    let spec = fai_engine::tiny::TinySpec::wide();
+    let path = models.path().join("wide.gguf");
+    fai_engine::tiny::write_gguf(&spec, &path).unwrap();
+    let cpu = fai_engine::DeviceChoice::Cpu.open().unwrap();
+    let wide = fai_engine::LoadedModel::load(&path, &cpu).unwrap();
+    let (net, wallets) = ready_with(|_, setup| Setup {
+        model: Some(path.clone()),
+        ..setup
+    });
+    // Each node serves the generated model alone, approved from the start.
+    for i in 0..3 {
+        let models = net.get(i, "/v2/models");
+        assert_eq!(models.as_array().map_or(0, Vec::len), 1, "{models}");
+        assert_eq!(models[0]["id"], wide.id.to_string(), "{models}");
+        assert_eq!(models[0]["approved"], true, "{models}");
+    }
+    let receipts = buy(&net, 4);
+    let settled = settle_all(&net, &receipts);
+    let mut paid = [0u64; 2];
+    for (n, (r, s)) in receipts.iter().zip(&settled).enumerate() {
+        assert_paid(s, units(&r["tokens"]));
+        paid[n % 2] += units(&r["tokens"]);
+    }
+    for (w, paid) in wallets.iter().zip(paid) {
+        assert_eq!(balance(&net, w), WALLET_FUNDS - paid, "{w}");
+    }
+    assert_adds_up(&net, &wallets);
+}
+
 /// Node 1 forges every answer it serves (bob's): each is rejected in a final block, bob
 /// gets every max fee back, node 1 loses three times each fee from its bond and its
 /// reputation says so; alice's answers from node 0 are accepted and paid.
