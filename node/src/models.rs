@@ -8,10 +8,9 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
+use fai_clarity::GenesisModel;
 use fai_engine::tiny::ensure_fai_tiny;
 use fai_engine::{generate, GenerateRequest, LoadedModel, SamplingParams};
-
-use fai_clarity::GenesisModel;
 
 use crate::model_store::{ModelEntry, ModelStore};
 
@@ -78,7 +77,7 @@ pub fn resolve(data_dir: &Path, model: &str) -> Result<ModelFiles> {
 
 /// The models `names` lists (names in the store or GGUF files' paths), as the inference
 /// chain approves them at genesis (`inference.genesis_models`, regtest only): id, name,
-/// architecture and context from each file, checked by replay.
+/// architecture and context from each file, with the `replay` method.
 pub fn genesis_models(data_dir: &Path, names: &[String]) -> Result<Vec<GenesisModel>> {
     names
         .iter()
