@@ -1,7 +1,7 @@
 //! `infer-node bench network`: a local network of N nodes (separate processes on
 //! loopback, regtest with fast blocks) under a steady load of inference transactions on
-//! the built-in model, against the same requests run straight on the engine in the same
-//! run.
+//! the built-in model or a generated one (`--model`, [`MODELS`]), against the same
+//! requests run straight on the engine in the same run.
 //!
 //! Every node mines and stakes (so all of them verify, up to the five largest stakes);
 //! the first two serve the model as inference nodes, and the first funds a dev wallet

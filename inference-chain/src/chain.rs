@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use clarity::vm::types::{PrincipalData, SequenceData, StandardPrincipalData};
-use fai_clarity::{BlockInfo, BlockOp, ClarityVm, Genesis, Value, VmConfig};
+use fai_clarity::{BlockInfo, BlockOp, ClarityVm, Genesis, GenesisModel, Value, VmConfig};
 use fai_ledger::Chainstate;
 use fai_primitives::codec::{Decode, Encode, Reader};
 use fai_primitives::{CodecError, Hash160, Hash256, Network, SecretKey, Signature};
@@ -104,10 +104,11 @@ pub struct ChainConfig {
     /// The largest block, encoded ([`crate::block::MAX_BLOCK_BYTES`] on every network;
     /// tests lower it).
     pub max_block_bytes: usize,
-    /// The ids of the models a regtest network's configuration approves at genesis
-    /// besides its rules' own ([`ChainConfig::with_genesis_models`]): they enter the
-    /// genesis block's id, so that nodes listing other models share no chain.
-    pub configured_models: Vec<[u8; 32]>,
+    /// The models a regtest network's configuration approves at genesis besides its
+    /// rules' own ([`ChainConfig::with_genesis_models`]), in the order of their ids: every
+    /// field of each enters the genesis block's id, so that nodes listing other models,
+    /// or the same files under other names, share no chain.
+    pub configured_models: Vec<GenesisModel>,
 }
 
 /// A stored block and what its children need of it.
@@ -333,14 +334,29 @@ impl InferenceChain {
         let mut genesis_hash = Sha256::new()
             .chain_update(b"fai-inference-genesis/v1")
             .chain_update(config.network.to_string().as_bytes());
-        for id in &config.configured_models {
-            genesis_hash.update(id);
+        for m in &config.configured_models {
+            genesis_hash.update(m.id);
+            for text in [&m.name, &m.arch, &m.method] {
+                genesis_hash.update(u64::try_from(text.len()).unwrap_or(u64::MAX).to_le_bytes());
+                genesis_hash.update(text.as_bytes());
+            }
+            genesis_hash.update(m.context_length.to_le_bytes());
         }
         let genesis_id: [u8; 32] = genesis_hash.finalize().into();
         let anchor = ledger
             .hash_at(0)
             .ok_or_else(|| invalid("the ledger has no genesis"))?;
         if vm.store().block(&genesis_id)?.is_none() {
+            // Blocks stored without this genesis belong to another one: the network's
+            // configured models changed under a data directory that holds a chain.
+            let stored = kv
+                .scan(INFERENCE_BLOCKS_COLUMN)
+                .map_err(|e| invalid(format!("block store: {e}")))?;
+            if !stored.is_empty() {
+                return Err(invalid(
+                    "the stored inference chain has another genesis (were the models approved at genesis changed?)",
+                ));
+            }
             let info = BlockInfo {
                 id: genesis_id,
                 parent: genesis_id,

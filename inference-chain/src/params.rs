@@ -73,11 +73,15 @@ impl ChainConfig {
                 self.network
             ));
         }
+        let mut models = models;
+        // The order listed does not matter: both the approvals and the genesis id take
+        // the models in the order of their ids.
+        models.sort_by_key(|m| m.id);
         for model in models {
             if self.genesis.models.iter().any(|m| m.id == model.id) {
                 continue;
             }
-            self.configured_models.push(model.id);
+            self.configured_models.push(model.clone());
             self.genesis.models.push(model);
         }
         Ok(self)
@@ -111,11 +115,13 @@ mod tests {
                 .is_ok());
         }
         let c = ChainConfig::for_network(Network::Regtest, [1; 32])
-            .with_genesis_models(vec![model(7), model(1), model(7), model(8)])
+            .with_genesis_models(vec![model(8), model(1), model(7), model(8)])
             .unwrap();
-        // fai-tiny (id [1; 32]) is approved once, and each configured model once.
+        // fai-tiny (id [1; 32]) is approved once, and each configured model once, in the
+        // order of their ids.
         let ids: Vec<[u8; 32]> = c.genesis.models.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![[1; 32], [7; 32], [8; 32]]);
-        assert_eq!(c.configured_models, vec![[7; 32], [8; 32]]);
+        let configured: Vec<[u8; 32]> = c.configured_models.iter().map(|m| m.id).collect();
+        assert_eq!(configured, vec![[7; 32], [8; 32]]);
     }
 }

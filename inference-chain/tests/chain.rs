@@ -495,8 +495,8 @@ fn world_with(tweak: impl FnOnce(&mut ChainConfig)) -> World {
 }
 
 /// A regtest network's configuration may approve models at genesis: they are approved
-/// from the first block, and their ids set the genesis apart, so a node that lists
-/// other models follows none of this network's blocks.
+/// from the first block and set the genesis id apart; a list changed under a stored
+/// chain is refused rather than leaving the node on the old one.
 #[test]
 fn a_model_approved_at_genesis_by_configuration_is_approved_and_sets_the_genesis_apart() {
     let wide = GenesisModel {
@@ -507,10 +507,22 @@ fn a_model_approved_at_genesis_by_configuration_is_approved_and_sets_the_genesis
         method: "replay".into(),
     };
     let with_wide = world_with(|c| {
-        *c = c.clone().with_genesis_models(vec![wide]).unwrap();
+        *c = c.clone().with_genesis_models(vec![wide.clone()]).unwrap();
     });
-    let plain = world();
+    let mut plain = world();
     assert_ne!(with_wide.chain.genesis_id(), plain.chain.genesis_id());
+    // The same file under another name is another genesis too.
+    let renamed = GenesisModel {
+        name: "wide-elsewhere".into(),
+        ..wide.clone()
+    };
+    let with_renamed = world_with(|c| {
+        *c = c.clone().with_genesis_models(vec![renamed]).unwrap();
+    });
+    assert_ne!(
+        with_renamed.chain.genesis_id(),
+        with_wide.chain.genesis_id()
+    );
     let approved = |w: &World, id: [u8; 32]| {
         let id = Value::buff_from(id.to_vec()).unwrap();
         w.read(
@@ -536,6 +548,23 @@ fn a_model_approved_at_genesis_by_configuration_is_approved_and_sets_the_genesis
         *c = c.clone().with_genesis_models(vec![tiny]).unwrap();
     });
     assert_eq!(with_tiny.chain.genesis_id(), plain.chain.genesis_id());
+    // A stored chain opened with another list: refused, not followed.
+    let genesis = plain.chain.genesis_id();
+    plain.extend(genesis, 1);
+    let listed = config_for(&plain.model)
+        .with_genesis_models(vec![wide])
+        .unwrap();
+    let err = InferenceChain::open(plain.kv.clone(), listed, &plain.ledger.chain)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("another genesis"), "{err}");
+    InferenceChain::open(
+        plain.kv.clone(),
+        config_for(&plain.model),
+        &plain.ledger.chain,
+    )
+    .unwrap();
 }
 
 /// A second node's inference chain on its own database in `dir`, following `w`'s ledger.

@@ -86,11 +86,22 @@ pub fn genesis_models(data_dir: &Path, names: &[String]) -> Result<Vec<GenesisMo
                 .and_then(|files| files.load())
                 .with_context(|| format!("inference.genesis_models: model {name:?}"))?;
             let config = &model.model.config;
+            // What the model registry takes (string-ascii 64, at most 2^20 tokens).
+            anyhow::ensure!(
+                !model.name.is_empty() && model.name.len() <= 64 && model.name.is_ascii(),
+                "inference.genesis_models: model {name:?} is named {:?}: the registry takes 1 to 64 ASCII characters (set general.name in the file)",
+                model.name
+            );
+            anyhow::ensure!(
+                (1..=1 << 20).contains(&config.context_length),
+                "inference.genesis_models: model {name:?} has a context of {} tokens: the registry takes 1 to 1048576",
+                config.context_length
+            );
             Ok(GenesisModel {
                 id: model.id.0,
                 name: model.name.clone(),
                 arch: config.arch.name().to_string(),
-                context_length: u128::try_from(config.context_length).unwrap_or(u128::MAX),
+                context_length: config.context_length as u128,
                 method: "replay".into(),
             })
         })
