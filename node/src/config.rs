@@ -217,6 +217,11 @@ pub struct TestingSection {
     /// verifiers' audits catch).
     #[serde(default)]
     pub lazy_verifier: bool,
+    /// Count every model's replay at this many microseconds per unit of work instead of
+    /// what the verifier measures (0: measured), so that a test of the replay budgets
+    /// does not depend on how loaded the machine is.
+    #[serde(default)]
+    pub replay_us_per_unit: u64,
 }
 
 /// A wallet for trying the network, made by the node at its first start and funded
@@ -639,6 +644,10 @@ impl Config {
             (self.testing.forge_outputs, "testing.forge_outputs"),
             (self.testing.serve_unfunded, "testing.serve_unfunded"),
             (self.testing.lazy_verifier, "testing.lazy_verifier"),
+            (
+                self.testing.replay_us_per_unit > 0,
+                "testing.replay_us_per_unit",
+            ),
         ] {
             if !on {
                 continue;

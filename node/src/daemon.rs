@@ -179,6 +179,11 @@ pub fn start_on(
         tiny_id,
         configured,
     )?);
+    if config.testing.replay_us_per_unit > 0 {
+        state.replay_costs = Arc::new(crate::replay_cost::ReplayCosts::fixed(
+            config.testing.replay_us_per_unit,
+        ));
+    }
     if config.inference.produce {
         let bid = config.inference.bid;
         let vrf = fai_inference_chain::sortition::vrf_key(&node_key);
@@ -264,6 +269,7 @@ pub fn start_on(
             shutdown: node.shutdown.clone(),
             text: node.clone(),
             lazy: config.testing.lazy_verifier,
+            costs: state.replay_costs.clone(),
         };
         let (handle, thread) =
             crate::verify_service::start(links, node_key.clone(), loaded.models.clone(), payloads)

@@ -28,6 +28,7 @@ pub mod models;
 pub mod node;
 pub mod p2p;
 pub mod producer;
+pub mod replay_cost;
 pub mod result_pool;
 pub mod roles;
 pub mod served;

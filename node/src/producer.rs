@@ -33,6 +33,7 @@ use fai_inference_chain::sortition::next_seed;
 use fai_inference_chain::sortition::Bid;
 use fai_ledger::mempool::Mempool;
 
+use crate::replay_cost::ReplayCosts;
 use crate::result_pool::ResultPool;
 use crate::vm_mempool::VmMempool;
 use crate::vote_pool::VotePool;
@@ -81,6 +82,9 @@ pub struct Pools<'a> {
     pub vm: &'a mut VmMempool,
     pub results: &'a mut ResultPool,
     pub votes: &'a VotePool,
+    /// What the served inferences cost the verifiers to replay (a block's inferences keep
+    /// to a budget of it: `crate::replay_cost`).
+    pub costs: &'a ReplayCosts,
 }
 
 /// How many of this node's last commits a tenure won beside the tip may name.
@@ -92,17 +96,23 @@ const COMMIT_WAIT_MS_PER_SPACING_S: u64 = 600;
 
 /// The served inferences that can go into a block after `vm_txs` in the state `at` (the
 /// parent's exec id): per sender, the run of consecutive nonces from the account's nonce
-/// there past its VM transactions.
+/// there past its VM transactions; within `budget` bytes, the cap on their count, and
+/// the budget of replay time a block's verifiers have ([`crate::replay_cost`]; the first
+/// inference goes in whatever its cost, or one costlier than the budget would never).
 fn select_inferences(
     chain: &InferenceChain,
     ledger: &Chainstate,
     at: &[u8; 32],
     vm_txs: &[SignedVmTx],
     results: &ResultPool,
+    costs: &ReplayCosts,
     budget: usize,
 ) -> Vec<Inference> {
     let tip = *at;
     let limit = max_block_inferences(ledger.params().target_spacing);
+    let mut costs = costs.at(ledger.params().target_spacing);
+    let replay_budget = costs.block_budget();
+    let mut replay = 0u64;
     let mut used = 0usize;
     let mut after_vm: std::collections::HashMap<[u8; 20], u64> = Default::default();
     for tx in vm_txs {
@@ -120,7 +130,8 @@ fn select_inferences(
         };
         for inf in results.run_from(sender, from) {
             used = used.saturating_add(inf.to_bytes().len());
-            if out.len() >= limit || used > budget {
+            replay = replay.saturating_add(costs.cost(&inf.stub.model, inf.receipt.tokens));
+            if out.len() >= limit || used > budget || (replay > replay_budget && !out.is_empty()) {
                 return out;
             }
             out.push(inf);
@@ -677,7 +688,12 @@ impl Producer {
             self.produced.pop_front();
         }
         self.produced.push_back(anchor);
-        let Pools { vm, results, votes } = pools;
+        let Pools {
+            vm,
+            results,
+            votes,
+            costs,
+        } = pools;
         let Some(parent_rec) = chain.block(&winner.parent) else {
             warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: its parent is unknown");
             return None;
@@ -724,6 +740,7 @@ impl Producer {
             &parent_state,
             &vm_txs,
             results,
+            costs,
             max_bytes.saturating_sub(used),
         );
         let mut attempt = |vm_txs: &[SignedVmTx], infs: &[Inference]| {

@@ -31,18 +31,28 @@ pub enum PoolError {
     SenderFull,
 }
 
-/// A nonce held for an inference still being served (no receipt yet).
+/// A nonce held for an inference still being served (no receipt yet), or waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
-    /// Its transaction id and max fee.
-    Serving(Hash256, u64),
+    Serving(Serving),
     Waiting(Hash256),
+}
+
+/// An inference being served: its transaction id, max fee, and the model and most
+/// tokens it may take (what its replay may cost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    pub txid: Hash256,
+    pub max_fee: u64,
+    pub model: [u8; 32],
+    pub max_tokens: u32,
 }
 
 impl Slot {
     fn txid(&self) -> Hash256 {
         match self {
-            Slot::Serving(t, _) | Slot::Waiting(t) => *t,
+            Slot::Serving(s) => s.txid,
+            Slot::Waiting(t) => *t,
         }
     }
 }
@@ -62,14 +72,14 @@ pub struct ResultPool {
 
 impl ResultPool {
     /// Holds `nonce` of `sender` for an inference that is being served, which may cost
-    /// the sender `max_fee`.
+    /// the sender its max fee.
     pub fn reserve(
         &mut self,
         sender: [u8; 20],
         nonce: u64,
-        txid: Hash256,
-        max_fee: u64,
+        serving: Serving,
     ) -> Result<(), PoolError> {
+        let txid = serving.txid;
         let slots = self.by_sender.entry(sender).or_default();
         if let Some(slot) = slots.get(&nonce) {
             return Err(if slot.txid() == txid {
@@ -81,14 +91,14 @@ impl ResultPool {
         if slots.len() >= MAX_PER_SENDER {
             return Err(PoolError::SenderFull);
         }
-        slots.insert(nonce, Slot::Serving(txid, max_fee));
+        slots.insert(nonce, Slot::Serving(serving));
         Ok(())
     }
 
     /// Lets go of a nonce held for an inference that failed.
     pub fn release(&mut self, sender: [u8; 20], nonce: u64, txid: Hash256) {
         if let Some(slots) = self.by_sender.get_mut(&sender) {
-            if matches!(slots.get(&nonce), Some(Slot::Serving(t, _)) if *t == txid) {
+            if matches!(slots.get(&nonce), Some(Slot::Serving(s)) if s.txid == txid) {
                 slots.remove(&nonce);
             }
             if slots.is_empty() {
@@ -107,7 +117,7 @@ impl ResultPool {
         let nonce = inference.stub.nonce;
         let slots = self.by_sender.entry(sender).or_default();
         match slots.get(&nonce) {
-            Some(Slot::Serving(t, _)) if *t == txid => {}
+            Some(Slot::Serving(s)) if s.txid == txid => {}
             Some(_) => return Err(PoolError::NonceTaken { nonce }),
             None if slots.len() >= MAX_PER_SENDER => return Err(PoolError::SenderFull),
             None => {}
@@ -187,7 +197,7 @@ impl ResultPool {
         slots
             .values()
             .map(|slot| match slot {
-                Slot::Serving(_, fee) => u128::from(*fee),
+                Slot::Serving(s) => u128::from(s.max_fee),
                 Slot::Waiting(t) => self
                     .waiting
                     .get(t)
@@ -217,6 +227,39 @@ impl ResultPool {
             nonce = nonce.saturating_add(1);
         }
         out
+    }
+
+    /// The replay work of what a block could take from here, as `cost` (model, output
+    /// tokens) puts it: per sender, the run of held nonces from its account's
+    /// (`account_nonce`), those waiting for a block at the tokens they took, those
+    /// being served at the most they may take. What waits behind a missing nonce is
+    /// not counted: no block can carry it until that nonce is served, and counted, a
+    /// sender holding nonces past a gap it never fills would have every node refuse
+    /// every request as busy.
+    pub fn pending_work(
+        &self,
+        mut account_nonce: impl FnMut([u8; 20]) -> u64,
+        mut cost: impl FnMut(&[u8; 32], u32) -> u64,
+    ) -> u64 {
+        let mut total = 0u64;
+        for (sender, slots) in &self.by_sender {
+            let mut next = account_nonce(*sender);
+            for (nonce, slot) in slots.range(next..) {
+                if *nonce != next {
+                    break;
+                }
+                let work = match slot {
+                    Slot::Serving(s) => cost(&s.model, s.max_tokens),
+                    Slot::Waiting(t) => self
+                        .waiting
+                        .get(t)
+                        .map_or(0, |(_, inf)| cost(&inf.stub.model, inf.receipt.tokens)),
+                };
+                total = total.saturating_add(work);
+                next = next.saturating_add(1);
+            }
+        }
+        total
     }
 
     /// The senders with inferences waiting.
@@ -275,6 +318,16 @@ mod tests {
         }
     }
 
+    /// A hold for `txid` at `max_fee`, on model [9; 32] and at most 10 tokens.
+    fn serving(txid: Hash256, max_fee: u64) -> Serving {
+        Serving {
+            txid,
+            max_fee,
+            model: [9; 32],
+            max_tokens: 10,
+        }
+    }
+
     #[test]
     fn nonces_are_held_while_serving_and_runs_are_consecutive() {
         let (user, node) = (
@@ -286,10 +339,10 @@ mod tests {
         let a = served(&user, &node, 0).inference;
         let b = served(&user, &node, 1).inference;
         let d = served(&user, &node, 3).inference;
-        pool.reserve(sender, 0, a.stub.txid(), 7).unwrap();
+        pool.reserve(sender, 0, serving(a.stub.txid(), 7)).unwrap();
         assert!(pool.holds(sender, 0));
         assert_eq!(
-            pool.reserve(sender, 0, b.stub.txid(), 7),
+            pool.reserve(sender, 0, serving(b.stub.txid(), 7)),
             Err(PoolError::NonceTaken { nonce: 0 })
         );
         assert!(pool.run_from(sender, 0).is_empty(), "still being served");
@@ -307,7 +360,8 @@ mod tests {
         assert!(!pool.contains(&a.stub.txid()) && !pool.contains(&b.stub.txid()));
         assert_eq!(pool.len(), 1);
         // A failed serve lets its nonce go.
-        pool.reserve(sender, 2, Hash256([9; 32]), 7).unwrap();
+        pool.reserve(sender, 2, serving(Hash256([9; 32]), 7))
+            .unwrap();
         pool.release(sender, 2, Hash256([9; 32]));
         assert!(!pool.holds(sender, 2));
     }
@@ -343,19 +397,26 @@ mod tests {
         assert_eq!(order, vec![later.stub.txid(), again.stub.txid()]);
     }
 
-    /// What a sender may still be charged: the max fees of what is being served for it
-    /// and of what waits for a block; a released hold no longer counts.
-    #[test]
-    fn pending_fees_count_served_and_waiting_inferences() {
+    /// A buyer and a node, the buyer's inference at nonce 0 served by the node, the
+    /// buyer's address, and an empty pool.
+    fn buyer_with_one_served() -> (SecretKey, SecretKey, Inference, [u8; 20], ResultPool) {
         let (buyer, node) = (
             SecretKey::from_bytes(&[2; 32]).unwrap(),
             SecretKey::from_bytes(&[3; 32]).unwrap(),
         );
         let a = served(&buyer, &node, 0).inference;
         let sender = a.stub.sender.hash160().0;
-        let mut pool = ResultPool::default();
+        (buyer, node, a, sender, ResultPool::default())
+    }
+
+    /// What a sender may still be charged: the max fees of what is being served for it
+    /// and of what waits for a block; a released hold no longer counts.
+    #[test]
+    fn pending_fees_count_served_and_waiting_inferences() {
+        let (_, _, a, sender, mut pool) = buyer_with_one_served();
         assert_eq!(pool.pending_fees(sender), 0);
-        pool.reserve(sender, 5, Hash256([5; 32]), 300).unwrap();
+        pool.reserve(sender, 5, serving(Hash256([5; 32]), 300))
+            .unwrap();
         pool.add(a.clone()).unwrap();
         let waiting = u128::from(a.stub.max_fee.units());
         assert_eq!(pool.pending_fees(sender), 300 + waiting);
@@ -363,5 +424,34 @@ mod tests {
         assert_eq!(pool.pending_fees(sender), waiting);
         pool.remove(&a.stub.txid());
         assert_eq!(pool.pending_fees(sender), 0);
+    }
+
+    /// The replay work a block could take: what waits at the tokens it took, what is
+    /// being served at its most, from the sender's account nonce on up to the first
+    /// nonce nobody holds; neither once gone.
+    #[test]
+    fn pending_work_counts_the_run_from_the_account_nonce() {
+        let (buyer, node, a, sender, mut pool) = buyer_with_one_served();
+        // 1,000 per token on a's model, 7 per token on the held one's ([9; 32]).
+        let model_a = a.stub.model;
+        let cost = |model: &[u8; 32], tokens: u32| {
+            u64::from(tokens) * if *model == model_a { 1_000 } else { 7 }
+        };
+        let at = |n: u64| move |_: [u8; 20]| n;
+        assert_eq!(pool.pending_work(at(0), cost), 0);
+        pool.reserve(sender, 1, serving(Hash256([5; 32]), 300))
+            .unwrap();
+        assert_eq!(pool.pending_work(at(0), cost), 0, "nonce 0 is missing");
+        assert_eq!(pool.pending_work(at(1), cost), 70);
+        pool.add(a.clone()).unwrap();
+        assert_eq!(pool.pending_work(at(0), cost), 3_000 + 70);
+        // Past a gap (nonce 2), nothing counts.
+        pool.add(served(&buyer, &node, 3).inference).unwrap();
+        assert_eq!(pool.pending_work(at(0), cost), 3_000 + 70);
+        assert_eq!(pool.pending_work(at(3), cost), 3_000);
+        pool.release(sender, 1, Hash256([5; 32]));
+        assert_eq!(pool.pending_work(at(0), cost), 3_000);
+        pool.remove(&a.stub.txid());
+        assert_eq!(pool.pending_work(at(0), cost), 0);
     }
 }

@@ -244,14 +244,36 @@ pub fn batch_verdicts(
     texts: &Texts<'_>,
     inferences: &[Inference],
 ) -> Vec<Result<(), Refusal>> {
+    batch_verdicts_timed(models, texts, inferences).0
+}
+
+/// The time one model's inferences of a block took to judge (their checks and their
+/// replay), and their units of work (`crate::replay_cost::units`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTiming {
+    pub model: [u8; 32],
+    pub units: u64,
+    pub took: std::time::Duration,
+}
+
+/// As [`batch_verdicts`], with the time each model's inferences took (none for a model
+/// with nothing to replay).
+pub fn batch_verdicts_timed(
+    models: &[std::sync::Arc<LoadedModel>],
+    texts: &Texts<'_>,
+    inferences: &[Inference],
+) -> (Vec<Result<(), Refusal>>, Vec<ModelTiming>) {
+    use std::time::{Duration, Instant};
     let mut out: Vec<Result<(), Refusal>> = Vec::with_capacity(inferences.len());
-    // Per model: (where in `out`, what to replay).
+    // Per model: (where in `out`, what to replay), the units and the checks' time.
     let mut cases: Vec<Vec<(usize, ToReplay)>> = models.iter().map(|_| Vec::new()).collect();
+    let mut spent: Vec<(u64, Duration)> = models.iter().map(|_| (0, Duration::ZERO)).collect();
     for (at, inf) in inferences.iter().enumerate() {
-        let Some((model, list)) = models
+        let Some(((model, list), spent)) = models
             .iter()
             .zip(cases.iter_mut())
-            .find(|(m, _)| m.id.0 == inf.stub.model)
+            .zip(spent.iter_mut())
+            .find(|((m, _), _)| m.id.0 == inf.stub.model)
         else {
             out.push(Err(Refusal::abstain(format!(
                 "model {} is not loaded here",
@@ -259,19 +281,27 @@ pub fn batch_verdicts(
             ))));
             continue;
         };
-        match checked(model, texts, inf) {
+        let started = Instant::now();
+        let case = checked(model, texts, inf);
+        spent.1 = spent.1.saturating_add(started.elapsed());
+        match case {
             Ok(case) => {
                 out.push(Ok(()));
                 list.push((at, case));
+                spent.0 = spent
+                    .0
+                    .saturating_add(crate::replay_cost::units(inf.receipt.tokens));
             }
             Err(r) => out.push(Err(r)),
         }
     }
     let replay = Replay::default();
-    for (model, list) in models.iter().zip(&cases) {
+    let mut timings = Vec::new();
+    for ((model, list), (units, checks)) in models.iter().zip(&cases).zip(spent) {
         if list.is_empty() {
             continue;
         }
+        let started = Instant::now();
         let batch: Vec<(&GenerateRequest, &[u32])> = list
             .iter()
             .map(|(_, c)| (&c.request, c.tokens.as_slice()))
@@ -281,8 +311,13 @@ pub fn batch_verdicts(
                 *slot = judged(&replay, stats);
             }
         }
+        timings.push(ModelTiming {
+            model: model.id.0,
+            units,
+            took: checks.saturating_add(started.elapsed()),
+        });
     }
-    out
+    (out, timings)
 }
 
 /// One verdict per inference of `block`, in order.

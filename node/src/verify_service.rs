@@ -12,7 +12,7 @@
 //! and a block whose commit phase ended before its turn is skipped (a vote on it could not
 //! count); without a quorum, their inferences are refunded.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
@@ -26,7 +26,16 @@ use tracing::{debug, info, warn};
 
 use crate::chain_task::{ChainHandle, CountDown};
 use crate::clock::Clock;
-use crate::verify_queue::VerifierHandle;
+use crate::verify_queue::{Offered, VerifierHandle};
+
+/// Takes a block's estimated replay time off the verifier's backlog when its turn ends.
+struct WorkDone<'a>(&'a AtomicU64, u64);
+
+impl Drop for WorkDone<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
+    }
+}
 
 /// Where a verifier asks again for the text of a block it lacks (the network).
 pub trait TextSource: Send + Sync + 'static {
@@ -48,6 +57,9 @@ pub struct Links {
     /// `testing.lazy_verifier` (test builds): accept everything without replaying, the
     /// misbehaviour the verifiers' audits catch.
     pub lazy: bool,
+    /// Where the time each model's replays took is noted (what the producer's blocks and
+    /// the node's admission of requests keep to: `crate::replay_cost`).
+    pub costs: Arc<crate::replay_cost::ReplayCosts>,
 }
 
 /// Starts the verifier thread; it ends when `links.shutdown` is cancelled.
@@ -64,12 +76,67 @@ pub fn start(
         .map(|m| format!("{} ({})", m.name, m.id))
         .collect();
     info!(target: "infer_node::verifier", models = %names.join(", "), "verifier replays inferences on these models");
-    let backlog = handle.backlog_count();
+    let backlog = handle.backlog_counters();
     let stats = handle.stats.clone();
     let thread = std::thread::Builder::new()
         .name("verifier".into())
-        .spawn(move || run(&links, &key, &models, &payloads, rx, &backlog, &stats))?;
+        .spawn(move || {
+            if !links.lazy {
+                calibrate(&models, &links.costs);
+            }
+            run(&links, &key, &models, &payloads, rx, &backlog, &stats)
+        })?;
     Ok((handle, thread))
+}
+
+/// The answers, and their output tokens, that [`calibrate`] replays on each model.
+const CALIBRATION_ANSWERS: usize = 8;
+const CALIBRATION_TOKENS: usize = 16;
+
+/// Replays a few made-up answers on each model, in one batch as a block's are, and notes
+/// the time they took: the first blocks this node builds and the first requests it
+/// admits count a measured replay time, not only the prior (`crate::replay_cost`). Run
+/// on the verifier's thread before its first block; a model that cannot be replayed so
+/// keeps the prior.
+pub fn calibrate(models: &[Arc<LoadedModel>], costs: &crate::replay_cost::ReplayCosts) {
+    let replay = fai_engine::Replay::default();
+    for model in models {
+        let mut tokens: Vec<u32> = model
+            .tokenizer
+            .encode(" a verifier replays the answer it was sent, token after token, and checks each one")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !model.tokenizer.is_end(*t))
+            .collect();
+        tokens.truncate(CALIBRATION_TOKENS);
+        if tokens.is_empty() {
+            continue;
+        }
+        let request = fai_engine::GenerateRequest {
+            system: String::new(),
+            context: Vec::new(),
+            input: "How long does a replay take?".into(),
+            sampling: fai_engine::SamplingParams {
+                max_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+                temperature: 0.0,
+                ..Default::default()
+            },
+        };
+        let batch: Vec<(&fai_engine::GenerateRequest, &[u32])> = (0..CALIBRATION_ANSWERS)
+            .map(|_| (&request, tokens.as_slice()))
+            .collect();
+        let started = std::time::Instant::now();
+        let replayed = replay.measure_batch(model, &batch);
+        let took = started.elapsed();
+        if replayed.iter().all(|r| r.is_ok()) {
+            let each = crate::replay_cost::units(u32::try_from(tokens.len()).unwrap_or(u32::MAX));
+            let units = each.saturating_mul(CALIBRATION_ANSWERS as u64);
+            costs.record_calibration(model.id.0, units, took);
+            info!(target: "infer_node::verifier", model = %model.name, us_per_unit = costs.per_unit(&model.id.0).unwrap_or_default(), "replay time measured");
+        } else {
+            warn!(target: "infer_node::verifier", model = %model.name, "the replay time could not be measured: the first blocks count the prior");
+        }
+    }
 }
 
 /// How long a block's missing text is waited for before this verifier abstains on the
@@ -124,8 +191,8 @@ fn run(
     key: &SecretKey,
     models: &[Arc<LoadedModel>],
     payloads: &PayloadStore,
-    rx: Receiver<(Hash256, InferenceBlock)>,
-    backlog: &AtomicUsize,
+    rx: Receiver<Offered>,
+    backlog: &(Arc<AtomicUsize>, Arc<AtomicU64>),
     stats: &crate::verify_queue::VerifierStats,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
@@ -135,13 +202,15 @@ fn run(
         if links.shutdown.is_cancelled() {
             return;
         }
-        let (id, block) = match rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            Ok(item) => item,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
+        let Offered { id, block, work } =
+            match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(item) => item,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
         // Off the backlog once voted, or however this block's turn ends.
-        let _voted = CountDown(backlog);
+        let _voted = CountDown(&backlog.0);
+        let _judged = WorkDone(&backlog.1, work);
         // Its commit phase is over (this verifier fell behind): a vote could not count,
         // and replaying it would only make the next blocks late too.
         if links
@@ -150,12 +219,11 @@ fn run(
             .unwrap_or(false)
         {
             warn!(target: "infer_node::verifier", block = %id, "block skipped: its commit phase ended before its turn");
-            stats
-                .dropped_blocks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.dropped_blocks.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let started = std::time::Instant::now();
+        let mut replayed: Vec<crate::verifier::ModelTiming> = Vec::new();
         let judged = if links.lazy {
             block.inferences.iter().map(|_| Ok(())).collect()
         } else {
@@ -165,7 +233,13 @@ fn run(
                 me: key.public_key().hash160(),
                 secret: sealing,
             };
-            crate::verifier::batch_verdicts(models, &texts, &block.inferences)
+            let (judged, timings) =
+                crate::verifier::batch_verdicts_timed(models, &texts, &block.inferences);
+            for t in &timings {
+                links.costs.record(t.model, t.units, t.took);
+            }
+            replayed = timings;
+            judged
         };
         stats.note_replayed(block.inferences.len(), started.elapsed());
         let verdicts: Vec<Verdict> = block
@@ -196,11 +270,37 @@ fn run(
             inferences = block.inferences.len(),
             accepted,
             abstained,
+            replay_ms = replayed
+                .iter()
+                .fold(0.0, |ms, t| ms + t.took.as_secs_f64() * 1e3),
+            units = replayed.iter().map(|t| t.units).sum::<u64>(),
             "voted (committed; revealed once the commit phase is over)"
         );
         // On the chain task, ahead of its queue.
         let _ = links
             .chain
             .run_urgent(move |s| s.commit_own_vote(vote, commit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fai_engine::tiny::ensure_fai_tiny;
+
+    /// Before its first block the verifier knows what a replay costs on each model it
+    /// holds, so the first block built and the first requests admitted do not count
+    /// the prior.
+    #[test]
+    fn calibration_measures_every_model_before_the_first_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = fai_engine::DeviceChoice::Cpu.open().unwrap();
+        let model =
+            Arc::new(LoadedModel::load(&ensure_fai_tiny(dir.path()).unwrap(), &cpu).unwrap());
+        let costs = crate::replay_cost::ReplayCosts::default();
+        assert_eq!(costs.per_unit(&model.id.0), None);
+        calibrate(std::slice::from_ref(&model), &costs);
+        let rate = costs.per_unit(&model.id.0).expect("measured");
+        assert!(rate > 0.0 && rate.is_finite(), "{rate}");
     }
 }

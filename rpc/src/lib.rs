@@ -671,26 +671,35 @@ fn check_funds(
     Ok(())
 }
 
-/// 503 with `Retry-After` while the verifiers are behind (`ChainState::verifiers_busy`):
-/// what this node would serve now could not gather its votes within the vote window and
-/// would be refunded, served for nothing. Retry after a block or so.
+/// 503 with `Retry-After` while the verifiers are behind (`ChainState::verifiers_busy`),
+/// or while the replay work waiting for them is more than they judge in
+/// [`fai_node::replay_cost::ADMIT_BLOCKS`] blocks (`ChainState::replay_backlog_full`):
+/// what this node would serve now could not gather its votes within the vote window, or
+/// would push the blocks after it past what their verifiers judge within their commit
+/// phases, and would be refunded, served for nothing. Retry after a block or so.
 fn check_not_busy(st: &fai_node::chain_task::ChainState) -> Result<(), ApiError> {
-    if !st.verifiers_busy() {
-        return Ok(());
-    }
     let spacing = st.ledger.params().target_spacing;
     let why = if st.commits_missed() {
         format!(
             "a majority of a block's verifiers had not committed to their votes {} ledger blocks after it (its commit phase runs on, but new requests would add to their backlog)",
             fai_inference_chain::chain::COMMIT_PHASE
         )
-    } else {
+    } else if st.verifiers_busy() {
         format!(
             "the verifiers are {} inference blocks behind (new requests are refused from {}, before the {}-block vote window refunds what was served)",
             st.votes_behind(),
             fai_inference_chain::chain::BUSY_BEHIND,
             fai_inference_chain::chain::VOTE_WINDOW,
         )
+    } else if st.replay_backlog_full() {
+        let pending = st.pending_replay_us() as f64 / 1e6;
+        let budget = fai_node::replay_cost::block_budget(spacing) as f64 / 1e6;
+        format!(
+            "the inferences served and not yet judged would take the verifiers {pending:.2} s to replay, more than the {} blocks of {budget:.2} s each they judge in time",
+            fai_node::replay_cost::ADMIT_BLOCKS,
+        )
+    } else {
+        return Ok(());
     };
     Err(ApiError::busy(
         spacing,
@@ -839,7 +848,7 @@ async fn check_stub(s: &RpcState, stub: &InferenceStub) -> Result<(), ApiError> 
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex, or instead {\"sealed\": hex} (SealedSubmission): a request sealed to the node that is to serve it (its key from the node registry or /v2/info), which only that node can open; relays forward it unread"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model; for a sealed request, the serving node's events are each a sealed {sealed} event instead, opened in order with the request's reply key", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "busy, with Retry-After: the engine queue is full, or the verifiers are behind: a majority of a block's verifiers had not committed to their votes 2 ledger blocks after it (its commit phase runs on), or they are 4 or more inference blocks behind (what is served now might not settle within the vote window)", body = api::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/inference", tag = "inference", request_body(content = api::TxSubmission, description = "a signed inference transaction in hex, or instead {\"sealed\": hex} (SealedSubmission): a request sealed to the node that is to serve it (its key from the node registry or /v2/info), which only that node can open; relays forward it unread"), responses((status = 200, description = "server-sent events, each's data the JSON of its kind: token {text}, then receipt or error; relayed {node, via, peer or address} first when the request goes to a registered node serving the model; for a sealed request, the serving node's events are each a sealed {sealed} event instead, opened in order with the request's reply key", content_type = "text/event-stream", body = api::InferenceEvent), (status = 400, description = "malformed, badly signed, wrong chain, unserved or unapproved model, a max fee of zero, or expired", body = api::ErrorBody), (status = 402, description = "the sender's balance on the inference layer does not cover this max fee and what its pending inferences and VM transactions may cost", body = api::ErrorBody), (status = 409, description = "already submitted", body = api::ErrorBody), (status = 413, description = "body over rpc.max_body_bytes", body = api::ErrorBody), (status = 503, description = "busy, with Retry-After: the engine queue is full, or the verifiers are behind: a majority of a block's verifiers had not committed to their votes 2 ledger blocks after it (its commit phase runs on), or they are 4 or more inference blocks behind (what is served now might not settle within the vote window), or the inferences served and not yet judged would take the verifiers two blocks' replay budget or more (half the ledger's target spacing each, at the replay times this node's verifier measured)", body = api::ErrorBody)))]
 async fn inference(
     State(s): State<Arc<RpcState>>,
     body: Result<Bytes, BytesRejection>,
@@ -1018,6 +1027,7 @@ async fn serve_here(
     let sender = tx.stub.sender.hash160().0;
     let nonce = tx.stub.nonce;
     let max_fee = tx.stub.max_fee.units();
+    let (model, max_tokens) = (tx.stub.model, tx.stub.sampling.max_tokens);
     // Freed again if the request ends before its answer is pooled (the client went away).
     let held = HeldNonce {
         state: s.clone(),
@@ -1050,9 +1060,13 @@ async fn serve_here(
             if !serve_unfunded {
                 check_funds(st, sender, max_fee)?;
             }
-            st.results
-                .reserve(sender, nonce, txid, max_fee)
-                .map_err(conflict)
+            let serving = fai_node::result_pool::Serving {
+                txid,
+                max_fee,
+                model,
+                max_tokens,
+            };
+            st.results.reserve(sender, nonce, serving).map_err(conflict)
         })
         .await
         .map_err(stopping)?;

@@ -158,6 +158,13 @@ fn verifier_load(m: &mut DescriptorEncoder, node: &Node) -> fmt::Result {
         "Inference blocks waiting for this node's vote (queued or being replayed).",
         u64::try_from(v.backlog()).unwrap_or(u64::MAX),
     )?;
+    let work = ConstGauge::new(v.backlog_work() as f64 / 1e6);
+    work.encode(m.encode_descriptor(
+        "infer_verifier_backlog_replay_seconds",
+        "The estimated replay time of the blocks waiting for this node's vote.",
+        None,
+        work.metric_type(),
+    )?)?;
     counter(
         m,
         "infer_verifier_inferences",

@@ -69,6 +69,8 @@ pub struct Setup {
     /// A GGUF file the node serves and replays instead of fai-tiny, and approves at
     /// genesis (`inference.genesis_models`): every node of a network must name the same.
     pub model: Option<PathBuf>,
+    /// `testing.replay_us_per_unit` (a `test-cheats` build; 0: replays are measured).
+    pub replay_us_per_unit: u64,
 }
 
 /// The wallets' passphrase.
@@ -91,6 +93,7 @@ fn config_text(
             forge: setup.forge,
             lazy: setup.lazy,
             audit_every: setup.audit_every,
+            replay_us_per_unit: setup.replay_us_per_unit,
         },
     );
     let (engine, roles) = match &setup.model {

@@ -80,6 +80,9 @@ pub struct Conduct {
     /// `inference.audit_every`: 0 (no audits, so that nothing but what a test does
     /// moves balances), unless a test audits.
     pub audit_every: u32,
+    /// `testing.replay_us_per_unit`: what every replay is counted at (0: measured; a
+    /// `test-cheats` build otherwise).
+    pub replay_us_per_unit: u64,
 }
 
 /// The `[inference]`, `[dev_wallet]` and `[testing]` sections of a test node's
@@ -96,6 +99,7 @@ pub fn roles_toml(
         forge,
         lazy,
         audit_every,
+        replay_us_per_unit,
     } = conduct;
     let (name, ledger, inference) = wallet;
     let stake = if stake { "1 FAI" } else { "" };
@@ -114,6 +118,7 @@ inference = "{inference}"
 [testing]
 forge_outputs = {forge}
 lazy_verifier = {lazy}
+replay_us_per_unit = {replay_us_per_unit}
 "#
     )
 }

@@ -1003,6 +1003,135 @@ fn a_node_refuses_new_requests_while_the_verifiers_are_behind() {
     }
 }
 
+/// Attack (issue 19): a buyer who sends more than the verifiers can replay within a
+/// block's commit phase gets answers for free: a block too heavy to judge in time is
+/// refunded, however few inferences it holds (104 on a model eight times wider than
+/// fai-tiny were). Every replay here counts at 5 ms per unit of work (an answer of 12
+/// tokens: 16 + 12 units, 140 ms; a regtest block's budget is 0.5 s), whatever the
+/// machine, so the budgets bind on fai-tiny. Before, node 0 served all 20 of alice's
+/// requests with no block to carry them, and the next block carried them all (2.8 s to
+/// replay); now it refuses with 503 once the replay time a block could take is two
+/// blocks' budget (1 s), and each block carries what its verifiers replay in 0.5 s.
+/// Everything served settles. And a second attack on that refusal: bob holds 8
+/// answers past a nonce he never sends (no block can carry them). Counted, they would
+/// have every node refuse everyone as busy, for as long as he likes; they count for
+/// nothing until his missing nonce is served.
+#[cfg(feature = "test-cheats")]
+#[test]
+fn blocks_and_admissions_keep_to_the_replay_time_the_verifiers_have() {
+    const US_PER_UNIT: u64 = 5_000;
+    const BLOCK_BUDGET_US: u64 = 500_000;
+    let (net, _) = ready_with(|_, setup| Setup {
+        replay_us_per_unit: US_PER_UNIT,
+        ..setup
+    });
+    let cost = |receipt: &serde_json::Value| US_PER_UNIT * (16 + units(&receipt["tokens"]));
+    // Bob buys from node 0 at nonces of his choosing.
+    let bob = fai_wallet::keystore::open(
+        net.data_dir(1),
+        "bob",
+        fai_primitives::Network::Regtest,
+        fai_tests::inproc::PASSPHRASE,
+    )
+    .unwrap();
+    let node_0 =
+        fai_api::blocking::Client::new(&format!("http://127.0.0.1:{}", net.rpc_port(0))).unwrap();
+    let bob_buys = |nonce: u64| {
+        let req = fai_wallet::InferRequest {
+            system: String::new(),
+            context: Vec::new(),
+            prompt: format!("Bob's question {nonce}"),
+            model: None,
+            max_fee: fai_primitives::Amount::from_units(MAX_FEE).unwrap(),
+            max_tokens: 12,
+            temperature: 0.0,
+            seed: nonce,
+            nonce,
+        };
+        fai_wallet::infer(&node_0, &bob, &req, |_| {})
+            .map(|a| serde_json::to_value(&a).unwrap())
+            .map_err(|e| format!("{e:#}"))
+    };
+    // Nonces 1 to 8, past his account's 0: 8 x 140 ms, more than two blocks' budget.
+    let mut bobs = Vec::new();
+    for nonce in 1..=8 {
+        bobs.push(bob_buys(nonce).unwrap_or_else(|e| panic!("bob's nonce {nonce}: {e}")));
+        net.settle();
+    }
+    assert!(bobs.iter().map(cost).sum::<u64>() >= 2 * BLOCK_BUDGET_US);
+    let mut receipts = Vec::new();
+    let mut refused = None;
+    for i in 0..20 {
+        match net.cli(0, &Purchase::new(i).args("alice")) {
+            Ok(receipt) => receipts.push(receipt),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        net.settle();
+    }
+    let error = refused.expect("20 requests served with no block to carry them");
+    assert!(error.contains("503") && error.contains("replay"), "{error}");
+    // Admitted while what a block could take was under two blocks' budget (bob's held
+    // answers not counted), refused from there on.
+    let waiting: u64 = receipts.iter().map(cost).sum();
+    let last = receipts.last().map_or(0, cost);
+    assert!(waiting >= 2 * BLOCK_BUDGET_US, "refused at {waiting} us");
+    assert!(
+        waiting - last < 2 * BLOCK_BUDGET_US,
+        "the last one was admitted at {} us",
+        waiting - last
+    );
+    // Bob's missing nonce is refused like any other request now.
+    let first = bob_buys(0).expect_err("bob's nonce 0 was served past the backlog");
+    assert!(first.contains("503"), "{first}");
+    // Once alice's have settled it is served, and his whole run follows.
+    let state = |i: usize, r: &serde_json::Value| net.get(i, &format!("/v2/inference/{}", txid(r)));
+    let mut blocks = 0;
+    while !receipts.iter().all(|r| state(0, r)["state"] == "settled") {
+        net.step(blocks % 3);
+        blocks += 1;
+        assert!(blocks <= 20, "alice's not settled after {blocks} blocks");
+    }
+    receipts.push(bob_buys(0).unwrap_or_else(|e| panic!("bob's nonce 0 was refused: {e}")));
+    receipts.extend(bobs);
+    // Blocks carry them, each within the budget (or a single inference), and every one
+    // settles.
+    let mut blocks = 0;
+    while !receipts
+        .iter()
+        .all(|r| (0..3).all(|i| state(i, r)["state"] == "settled"))
+    {
+        net.step(blocks % 3);
+        blocks += 1;
+        assert!(
+            blocks <= 20,
+            "not every inference settled after {blocks} more blocks"
+        );
+    }
+    let mut carried: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for r in &receipts {
+        let on_0 = state(0, r);
+        assert_eq!(on_0["final"], true, "{on_0}");
+        assert_eq!(on_0["accepted"], true, "{on_0}");
+        let block = on_0["block"]["id"].as_str().unwrap_or_default().to_string();
+        let entry = carried.entry(block).or_default();
+        entry.0 += 1;
+        entry.1 += cost(r);
+    }
+    for (block, (count, work)) in &carried {
+        assert!(
+            *work <= BLOCK_BUDGET_US || *count == 1,
+            "block {block} carries {count} inferences, {work} us of replay"
+        );
+    }
+    assert!(carried.len() >= 5, "{carried:?}");
+    // Nothing waits any more: the node serves again.
+    net.cli(0, &Purchase::new(99).args("alice"))
+        .unwrap_or_else(|e| panic!("refused with nothing waiting: {e}"));
+}
+
 /// A verifier cut off while an inference was served and carried gets its block later, by
 /// sync, without its text: the result gossip passed it by, and only a gossiped block's
 /// sender is asked for text. Before, it waited for text nobody sent and abstained; now it

@@ -23,12 +23,16 @@ use tracing::{info, warn};
 use super::NodeEvent;
 use crate::clock::Clock;
 use crate::producer::{Pools, Producer};
+use crate::replay_cost::ReplayCosts;
 use crate::result_pool::ResultPool;
 use crate::roles::Roles;
 use crate::verify_queue::VerifierHandle;
 use crate::vm_mempool::VmMempool;
 use crate::vote_pool::{Due, HeldVotes, VotePool};
 use fai_network::Topic;
+
+/// Account nonces by sender, read at the canonical tip with this exec id.
+type AccountNonces = ([u8; 32], std::collections::HashMap<[u8; 20], u64>);
 
 /// The state the chain task owns.
 pub struct ChainState {
@@ -52,6 +56,12 @@ pub struct ChainState {
     pub auditor: Option<crate::auditor::Auditor>,
     /// The verifier thread, which votes on the blocks of the sets the node key is in.
     pub verifier: Option<VerifierHandle>,
+    /// What inferences cost to replay, as the verifier measured it: what the blocks the
+    /// producer builds and the requests the node serves keep to (`crate::replay_cost`).
+    pub replay_costs: Arc<ReplayCosts>,
+    /// The account nonces of the senders in the result pool, read at the canonical
+    /// tip with this exec id (what [`ChainState::pending_replay_us`] reads once per tip).
+    account_nonces: std::sync::Mutex<AccountNonces>,
     /// Where the node's waits and block times read the time.
     pub clock: Arc<dyn Clock>,
     /// Messages from the peer-to-peer network that came too early, tried again later.
@@ -106,6 +116,8 @@ impl ChainState {
             roles: None,
             auditor: None,
             verifier: None,
+            replay_costs: Arc::default(),
+            account_nonces: Default::default(),
             clock,
             early: Default::default(),
             outbox: Vec::new(),
@@ -173,6 +185,50 @@ impl ChainState {
     /// served already needs the rest of the vote window to settle.
     pub fn verifiers_busy(&self) -> bool {
         self.votes_behind >= fai_inference_chain::chain::BUSY_BEHIND || self.commits_missed
+    }
+
+    /// The replay time, in microseconds, of the work waiting for the verifiers as this
+    /// node sees it: the inferences served (by any node) that a block could carry now
+    /// (per sender, the run from its account's nonce on the canonical tip), those this
+    /// node is serving in such a run (at their max tokens), and the blocks its own
+    /// verifier has not yet judged ([`crate::replay_cost`]).
+    pub fn pending_replay_us(&self) -> u64 {
+        let judging = self.verifier.as_ref().map_or(0, |v| v.backlog_work());
+        let Some(chain) = self.inference.as_ref() else {
+            return judging;
+        };
+        let tip = chain.tip(&self.ledger).exec_id;
+        let mut costs = self.replay_costs.at(self.ledger.params().target_spacing);
+        let mut nonces = self
+            .account_nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if nonces.0 != tip {
+            *nonces = (tip, Default::default());
+        }
+        let waiting = self.results.pending_work(
+            |sender| {
+                *nonces.1.entry(sender).or_insert_with(|| {
+                    chain
+                        .vm()
+                        .account(&tip, &self.ledger, sender)
+                        .map_or(0, |(_, n)| n)
+                })
+            },
+            |model, tokens| costs.cost(model, tokens),
+        );
+        waiting.saturating_add(judging)
+    }
+
+    /// Whether this node should refuse new inference requests because the replay work
+    /// waiting for the verifiers is [`crate::replay_cost::ADMIT_BLOCKS`] blocks' budget
+    /// or more: what it served now would wait that long for a block, and push the
+    /// blocks after past what their verifiers can judge within their commit phases.
+    pub fn replay_backlog_full(&self) -> bool {
+        !crate::replay_cost::admits(
+            self.pending_replay_us(),
+            self.ledger.params().target_spacing,
+        )
     }
 
     /// Whether a block of the canonical branch is past its commit phase without the
@@ -264,6 +320,7 @@ impl ChainState {
             vm: &mut self.vm_pool,
             results: &mut self.results,
             votes: &self.votes,
+            costs: &self.replay_costs,
         };
         let Some(block) = producer.on_competing_tip(&self.ledger, inference, pools, hash) else {
             return;
@@ -342,6 +399,7 @@ impl ChainState {
                     vm: &mut self.vm_pool,
                     results: &mut self.results,
                     votes: &self.votes,
+                    costs: &self.replay_costs,
                 };
                 produced = producer.on_tip(&self.ledger, inference, &mut self.mempool, pools);
                 for tx in producer.take_outbox() {
@@ -419,7 +477,13 @@ impl ChainState {
             .verifier_set(&self.ledger, record, record.cycle)
             .contains(&verifier.address)
         {
-            verifier.offer(id, block.clone());
+            let mut costs = self.replay_costs.at(self.ledger.params().target_spacing);
+            let work = block
+                .inferences
+                .iter()
+                .map(|i| costs.cost(&i.stub.model, i.receipt.tokens))
+                .fold(0u64, u64::saturating_add);
+            verifier.offer(id, block.clone(), work);
         }
     }
 
