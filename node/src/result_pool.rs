@@ -20,6 +20,9 @@ use fai_primitives::Hash256;
 pub const MAX_PER_SENDER: usize = 64;
 /// Inferences kept in all.
 pub const MAX_TOTAL: usize = 10_000;
+/// The most output tokens an answer still being served counts for in
+/// [`ResultPool::pending_work`] (once served, it counts for those it took).
+pub const SERVING_TOKENS_COUNTED: u32 = 256;
 /// Why the pool does not take an inference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -232,12 +235,16 @@ impl ResultPool {
     /// The replay work of what a block could take from here, as `cost` (model, output
     /// tokens) puts it: per sender, the run of held nonces from its account's
     /// (`account_nonce`), those waiting for a block at the tokens they took, those
-    /// being served at the most they may take. What waits behind a missing nonce is
-    /// not counted: no block can carry it until that nonce is served, and counted, a
-    /// sender holding nonces past a gap it never fills would have every node refuse
-    /// every request as busy.
+    /// being served at the most they may take, up to [`SERVING_TOKENS_COUNTED`]. What
+    /// waits behind a missing nonce or an answer expired for a block at `next_height`
+    /// is not counted: no block can carry it, and counted, a sender holding nonces
+    /// past a gap it never fills (or answers that expire before a block carries them)
+    /// would have every node refuse every request as busy. Nor is a long answer being
+    /// served counted at all its max tokens: one request asking for thousands would
+    /// have the node refuse everyone else while it runs.
     pub fn pending_work(
         &self,
+        next_height: u32,
         mut account_nonce: impl FnMut([u8; 20]) -> u64,
         mut cost: impl FnMut(&[u8; 32], u32) -> u64,
     ) -> u64 {
@@ -249,11 +256,13 @@ impl ResultPool {
                     break;
                 }
                 let work = match slot {
-                    Slot::Serving(s) => cost(&s.model, s.max_tokens),
-                    Slot::Waiting(t) => self
-                        .waiting
-                        .get(t)
-                        .map_or(0, |(_, inf)| cost(&inf.stub.model, inf.receipt.tokens)),
+                    Slot::Serving(s) => cost(&s.model, s.max_tokens.min(SERVING_TOKENS_COUNTED)),
+                    Slot::Waiting(t) => match self.waiting.get(t) {
+                        Some((_, inf)) if inf.stub.expiry >= next_height => {
+                            cost(&inf.stub.model, inf.receipt.tokens)
+                        }
+                        _ => break,
+                    },
                 };
                 total = total.saturating_add(work);
                 next = next.saturating_add(1);
@@ -438,20 +447,32 @@ mod tests {
             u64::from(tokens) * if *model == model_a { 1_000 } else { 7 }
         };
         let at = |n: u64| move |_: [u8; 20]| n;
-        assert_eq!(pool.pending_work(at(0), cost), 0);
+        // Blocks from height 50 on (the test answers expire at 100).
+        let h = 50;
+        assert_eq!(pool.pending_work(h, at(0), cost), 0);
         pool.reserve(sender, 1, serving(Hash256([5; 32]), 300))
             .unwrap();
-        assert_eq!(pool.pending_work(at(0), cost), 0, "nonce 0 is missing");
-        assert_eq!(pool.pending_work(at(1), cost), 70);
+        assert_eq!(pool.pending_work(h, at(0), cost), 0, "nonce 0 is missing");
+        assert_eq!(pool.pending_work(h, at(1), cost), 70);
         pool.add(a.clone()).unwrap();
-        assert_eq!(pool.pending_work(at(0), cost), 3_000 + 70);
+        assert_eq!(pool.pending_work(h, at(0), cost), 3_000 + 70);
         // Past a gap (nonce 2), nothing counts.
         pool.add(served(&buyer, &node, 3).inference).unwrap();
-        assert_eq!(pool.pending_work(at(0), cost), 3_000 + 70);
-        assert_eq!(pool.pending_work(at(3), cost), 3_000);
+        assert_eq!(pool.pending_work(h, at(0), cost), 3_000 + 70);
+        assert_eq!(pool.pending_work(h, at(3), cost), 3_000);
         pool.release(sender, 1, Hash256([5; 32]));
-        assert_eq!(pool.pending_work(at(0), cost), 3_000);
+        assert_eq!(pool.pending_work(h, at(0), cost), 3_000);
+        // Past its expiry, an answer and its run count for nothing.
+        assert_eq!(pool.pending_work(101, at(0), cost), 0);
         pool.remove(&a.stub.txid());
-        assert_eq!(pool.pending_work(at(0), cost), 0);
+        assert_eq!(pool.pending_work(h, at(0), cost), 0);
+        // A long answer being served counts for at most SERVING_TOKENS_COUNTED tokens.
+        let mut long = serving(Hash256([6; 32]), 300);
+        long.max_tokens = 30_000;
+        pool.reserve(sender, 0, long).unwrap();
+        assert_eq!(
+            pool.pending_work(h, at(0), cost),
+            7 * u64::from(SERVING_TOKENS_COUNTED)
+        );
     }
 }

@@ -31,6 +31,9 @@ use crate::vm_mempool::VmMempool;
 use crate::vote_pool::{Due, HeldVotes, VotePool};
 use fai_network::Topic;
 
+/// The most account nonces [`ChainState::pending_replay_us`] keeps between two tips.
+const MAX_CACHED_NONCES: usize = 16_384;
+
 /// Account nonces by sender, read at the canonical tip with this exec id.
 type AccountNonces = ([u8; 32], std::collections::HashMap<[u8; 20], u64>);
 
@@ -197,16 +200,20 @@ impl ChainState {
         let Some(chain) = self.inference.as_ref() else {
             return judging;
         };
-        let tip = chain.tip(&self.ledger).exec_id;
+        let tip_record = chain.tip(&self.ledger);
+        let (tip, next_height) = (tip_record.exec_id, tip_record.height.saturating_add(1));
         let mut costs = self.replay_costs.at(self.ledger.params().target_spacing);
         let mut nonces = self
             .account_nonces
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if nonces.0 != tip {
+        // Read anew at each tip, and bounded while the tip stands still and senders
+        // come and go.
+        if nonces.0 != tip || nonces.1.len() > MAX_CACHED_NONCES {
             *nonces = (tip, Default::default());
         }
         let waiting = self.results.pending_work(
+            next_height,
             |sender| {
                 *nonces.1.entry(sender).or_insert_with(|| {
                     chain
