@@ -94,48 +94,81 @@ const RECENT_COMMITS: usize = 8;
 /// the ledger's target spacing.
 const COMMIT_WAIT_MS_PER_SPACING_S: u64 = 600;
 
-/// The served inferences that can go into a block after `vm_txs` in the state `at` (the
-/// parent's exec id): per sender, the run of consecutive nonces from the account's nonce
-/// there past its VM transactions; within `budget` bytes, the cap on their count, and
-/// the budget of replay time a block's verifiers have ([`crate::replay_cost`]; the first
-/// inference goes in whatever its cost, or one costlier than the budget would never).
+/// What one produced block has room for, beside its votes and VM transactions.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    /// Inferences ([`max_block_inferences`]).
+    inferences: usize,
+    /// Bytes of inferences.
+    bytes: usize,
+    /// Microseconds of the verifiers' replay ([`crate::replay_cost`]).
+    replay_us: u64,
+}
+
+/// The served inferences that go into a block at `height` after `vm_txs`: per sender,
+/// the run of consecutive nonces from its account's (`account_nonce`, in the parent's
+/// state; None: left out) past its VM transactions, up to the first answer expired at
+/// `height`; within `room`, by `cost` (the replay time of one; the first inference goes
+/// in whatever its cost, or one costlier than a block's budget would never).
+///
+/// The runs are taken in turns, one inference of each sender per round, in an order
+/// drawn from `salt` (the tenure's anchor) anew at each block: taken run after run in the
+/// pool's order, the same sender came first block after block, and a buyer who kept a
+/// long run waiting filled every block while the others' answers waited, and expired,
+/// served for nothing. A run ends at its first answer that does not fit (those after it
+/// need it first); the others go on.
 fn select_inferences(
-    chain: &InferenceChain,
-    ledger: &Chainstate,
-    at: &[u8; 32],
-    vm_txs: &[SignedVmTx],
     results: &ResultPool,
-    costs: &ReplayCosts,
-    budget: usize,
+    vm_txs: &[SignedVmTx],
+    mut account_nonce: impl FnMut([u8; 20]) -> Option<u64>,
+    height: u32,
+    salt: &[u8; 32],
+    room: Room,
+    mut cost: impl FnMut(&Inference) -> u64,
 ) -> Vec<Inference> {
-    let tip = *at;
-    let limit = max_block_inferences(ledger.params().target_spacing);
-    let mut costs = costs.at(ledger.params().target_spacing);
-    let replay_budget = costs.block_budget();
-    let mut replay = 0u64;
-    let mut used = 0usize;
     let mut after_vm: std::collections::HashMap<[u8; 20], u64> = Default::default();
     for tx in vm_txs {
         let next = after_vm.entry(tx.sender.hash160().0).or_default();
         *next = (*next).max(tx.nonce.saturating_add(1));
     }
-    let mut out = Vec::new();
+    let mut runs = Vec::new();
     for sender in results.senders() {
-        let from = match after_vm.get(&sender) {
-            Some(n) => *n,
-            None => match chain.vm().account(&tip, ledger, sender) {
-                Ok((_, nonce)) => nonce,
-                Err(_) => continue,
-            },
+        let Some(from) = after_vm
+            .get(&sender)
+            .copied()
+            .or_else(|| account_nonce(sender))
+        else {
+            continue;
         };
-        for inf in results.run_from(sender, from) {
-            used = used.saturating_add(inf.to_bytes().len());
-            replay = replay.saturating_add(costs.cost(&inf.stub.model, inf.receipt.tokens));
-            if out.len() >= limit || used > budget || (replay > replay_budget && !out.is_empty()) {
-                return out;
-            }
-            out.push(inf);
+        let run: Vec<Inference> = results
+            .run_from(sender, from)
+            .into_iter()
+            .take_while(|inf| inf.stub.expiry >= height)
+            .collect();
+        if !run.is_empty() {
+            runs.push((Hash256::sha256d_parts(&[salt, &sender]), run.into_iter()));
         }
+    }
+    runs.sort_by_key(|(order, _)| order.0);
+    let mut runs: Vec<_> = runs.into_iter().map(|(_, run)| run).collect();
+    let (mut out, mut bytes, mut replay) = (Vec::new(), 0usize, 0u64);
+    while !runs.is_empty() && out.len() < room.inferences {
+        runs.retain_mut(|run| {
+            if out.len() >= room.inferences {
+                return true;
+            }
+            let Some(inf) = run.next() else {
+                return false;
+            };
+            let with_bytes = bytes.saturating_add(inf.to_bytes().len());
+            let with_replay = replay.saturating_add(cost(&inf));
+            if with_bytes > room.bytes || (with_replay > room.replay_us && !out.is_empty()) {
+                return false;
+            }
+            (bytes, replay) = (with_bytes, with_replay);
+            out.push(inf);
+            true
+        });
     }
     out
 }
@@ -698,7 +731,7 @@ impl Producer {
             warn!(target: "infer_node::producer", %anchor, "cannot produce the tenure block: its parent is unknown");
             return None;
         };
-        let parent_state = parent_rec.exec_id;
+        let (parent_state, height) = (parent_rec.exec_id, parent_rec.height.saturating_add(1));
         // Every commitment and vote here on a block of the window (in its commit or its
         // reveal phase) that the branch has not carried: the blocks the votes bring to a
         // quorum settle in this one.
@@ -734,14 +767,24 @@ impl Producer {
             .iter()
             .map(|t| t.to_bytes().len())
             .fold(votes_bytes, usize::saturating_add);
+        let spacing = ledger.params().target_spacing;
+        let mut costs = costs.at(spacing);
+        let room = Room {
+            inferences: max_block_inferences(spacing),
+            bytes: max_bytes.saturating_sub(used),
+            replay_us: costs.block_budget(),
+        };
         let inferences = select_inferences(
-            chain,
-            ledger,
-            &parent_state,
-            &vm_txs,
             results,
-            costs,
-            max_bytes.saturating_sub(used),
+            &vm_txs,
+            |sender| {
+                let account = chain.vm().account(&parent_state, ledger, sender);
+                account.ok().map(|(_, nonce)| nonce)
+            },
+            height,
+            anchor.as_bytes(),
+            room,
+            |inf| costs.cost(&inf.stub.model, inf.receipt.tokens),
         );
         let mut attempt = |vm_txs: &[SignedVmTx], infs: &[Inference]| {
             chain.produce(
@@ -1160,5 +1203,138 @@ mod tests {
         let since = clock.now();
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(p.waited(since), Duration::ZERO);
+    }
+
+    /// Buyers 1 to `n`, each with the answers at nonces `0..per_buyer` waiting (the
+    /// ones from `expiring_at` on expiring at height 50, the others at 100), in a pool;
+    /// and the buyers' addresses.
+    fn buyers_waiting(n: u8, per_buyer: u64, expiring_at: u64) -> (ResultPool, Vec<[u8; 20]>) {
+        use crate::result_pool::tests::served_expiring;
+        let node = SecretKey::from_bytes(&[99; 32]).unwrap();
+        let mut pool = ResultPool::default();
+        let mut senders = Vec::new();
+        for b in 1..=n {
+            let buyer = SecretKey::from_bytes(&[b; 32]).unwrap();
+            senders.push(buyer.public_key().hash160().0);
+            for nonce in 0..per_buyer {
+                let expiry = if nonce >= expiring_at { 50 } else { 100 };
+                let served = served_expiring(&buyer, &node, nonce, expiry);
+                pool.add(served.inference).unwrap();
+            }
+        }
+        (pool, senders)
+    }
+
+    /// Room for `inferences` and, at one microsecond each, as many of replay; bytes
+    /// aplenty.
+    fn room_for(inferences: usize) -> Room {
+        Room {
+            inferences: 1_000,
+            bytes: 1 << 20,
+            replay_us: inferences as u64,
+        }
+    }
+
+    fn senders_of(infs: &[Inference]) -> Vec<[u8; 20]> {
+        infs.iter().map(|i| i.stub.sender.hash160().0).collect()
+    }
+
+    /// The nonces of `sender`'s inferences in `infs`, in their order there.
+    fn nonces_of(infs: &[Inference], sender: &[u8; 20]) -> Vec<u64> {
+        infs.iter()
+            .filter(|i| i.stub.sender.hash160().0 == *sender)
+            .map(|i| i.stub.nonce)
+            .collect()
+    }
+
+    /// A block takes the senders' runs in turns, one inference each per round: four
+    /// buyers with 8 answers waiting each and a block with room for 4 carries one of
+    /// each (taken run after run, one buyer's run filled it, block after block, the
+    /// same buyer first in the pool's order); for 6, two of two buyers. Each run stays
+    /// in nonce order.
+    #[test]
+    fn a_block_takes_the_senders_runs_in_turns() {
+        let (pool, senders) = buyers_waiting(4, 8, 8);
+        let select = |room: Room, salt: u8| {
+            select_inferences(&pool, &[], |_| Some(0), 10, &[salt; 32], room, |_| 1)
+        };
+        for salt in 0..8 {
+            let block = select(room_for(4), salt);
+            let mut took = senders_of(&block);
+            took.sort();
+            let mut each = senders.clone();
+            each.sort();
+            assert_eq!(took, each, "salt {salt}: not one of each");
+            let six = select(room_for(6), salt);
+            for sender in &senders {
+                let nonces = nonces_of(&six, sender);
+                assert!(nonces == vec![0] || nonces == vec![0, 1], "{nonces:?}");
+            }
+        }
+        // The count cap holds as the budget does.
+        let capped = Room {
+            inferences: 3,
+            ..room_for(100)
+        };
+        assert_eq!(select(capped, 0).len(), 3);
+        // With room for all, all 32, each run whole and in order.
+        let all = select(room_for(100), 0);
+        assert_eq!(all.len(), 32);
+        for sender in &senders {
+            assert_eq!(nonces_of(&all, sender), (0..8).collect::<Vec<u64>>());
+        }
+    }
+
+    /// Which sender goes first is drawn anew at each block (from its anchor), so no
+    /// buyer is always first: with room for one inference, over 16 anchors each of two
+    /// buyers is taken.
+    #[test]
+    fn the_first_sender_changes_with_the_anchor() {
+        let (pool, senders) = buyers_waiting(2, 4, 4);
+        let firsts: std::collections::HashSet<[u8; 20]> = (0..16u8)
+            .flat_map(|salt| {
+                let block =
+                    select_inferences(&pool, &[], |_| Some(0), 10, &[salt; 32], room_for(1), |_| 1);
+                senders_of(&block)
+            })
+            .collect();
+        assert_eq!(firsts.len(), senders.len());
+    }
+
+    /// A run ends at its first answer expired at the block's height (it would fail the
+    /// block, and what follows it needs its nonce), at the first that does not fit the
+    /// block's bytes, and where its sender's account is not readable; the other runs go
+    /// on. The first inference goes in however much it costs.
+    #[test]
+    fn a_run_ends_at_an_expired_answer_or_one_that_does_not_fit() {
+        // Buyers 1 and 2: nonces 0 and 1 expire at 100, 2 and 3 at 50.
+        let (pool, senders) = buyers_waiting(2, 4, 2);
+        let take = |height: u32, room: Room| {
+            select_inferences(&pool, &[], |_| Some(0), height, &[0; 32], room, |_| 1)
+        };
+        assert_eq!(take(50, room_for(100)).len(), 8);
+        let at_51 = take(51, room_for(100));
+        assert_eq!(at_51.len(), 4);
+        assert!(at_51.iter().all(|i| i.stub.nonce < 2));
+        assert!(take(101, room_for(100)).is_empty());
+        // From nonce 1 on (buyer 1's account past 0), buyer 1's run is 1 alone; an
+        // unreadable account leaves its sender out.
+        let nonces = |s: [u8; 20]| if s == senders[0] { Some(1) } else { None };
+        let partial = select_inferences(&pool, &[], nonces, 51, &[0; 32], room_for(100), |_| 1);
+        assert_eq!(senders_of(&partial), vec![senders[0]]);
+        assert_eq!(partial[0].stub.nonce, 1);
+        // Bytes for three inferences: three go in, whatever the replay budget.
+        let one = take(10, room_for(1))[0].to_bytes().len();
+        let three = take(
+            10,
+            Room {
+                bytes: 3 * one + one / 2,
+                ..room_for(100)
+            },
+        );
+        assert_eq!(three.len(), 3);
+        // A first inference over the whole budget goes in alone.
+        let costly = select_inferences(&pool, &[], |_| Some(0), 10, &[0; 32], room_for(1), |_| 5);
+        assert_eq!(costly.len(), 1);
     }
 }

@@ -127,40 +127,54 @@ impl ReplayCosts {
 
     /// `units` of work on `model` were replayed in `took`, in a block.
     pub fn record(&self, model: [u8; 32], units: u64, took: Duration) {
-        let Some(sample) = per_unit(units, took) else {
-            return;
-        };
-        let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
-        let rate = measured.entry(model).or_insert(Rate {
-            us_per_unit: sample,
-            calibrated: false,
-        });
-        if rate.calibrated {
-            *rate = Rate {
-                us_per_unit: sample,
-                calibrated: false,
-            };
-            return;
-        }
-        let new = if sample > rate.us_per_unit {
-            WEIGHT_UP
-        } else {
-            WEIGHT_DOWN
-        };
-        rate.us_per_unit = rate.us_per_unit * (1.0 - new) + sample * new;
+        self.note(model, units, took, false);
     }
 
     /// `units` of work on `model` were replayed in `took` by a calibration: counted at
     /// [`CALIBRATION_MARGIN`] times that until a block's replay is measured.
     pub fn record_calibration(&self, model: [u8; 32], units: u64, took: Duration) {
+        self.note(model, units, took, true);
+    }
+
+    /// A block's measure replaces a calibration's and moves a block's average (up by
+    /// [`WEIGHT_UP`], down by [`WEIGHT_DOWN`]); a calibration's only sets a model not
+    /// measured yet.
+    fn note(&self, model: [u8; 32], units: u64, took: Duration, calibration: bool) {
         let Some(sample) = per_unit(units, took) else {
             return;
         };
+        let fresh = if calibration {
+            Rate {
+                us_per_unit: sample * CALIBRATION_MARGIN,
+                calibrated: true,
+            }
+        } else {
+            Rate {
+                us_per_unit: sample,
+                calibrated: false,
+            }
+        };
         let mut measured = self.measured.lock().unwrap_or_else(|e| e.into_inner());
-        measured.entry(model).or_insert(Rate {
-            us_per_unit: sample * CALIBRATION_MARGIN,
-            calibrated: true,
-        });
+        let rate = match measured.entry(model) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(fresh);
+                return;
+            }
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        };
+        if calibration {
+            return;
+        }
+        if rate.calibrated {
+            *rate = fresh;
+            return;
+        }
+        let weight = if sample > rate.us_per_unit {
+            WEIGHT_UP
+        } else {
+            WEIGHT_DOWN
+        };
+        rate.us_per_unit = rate.us_per_unit * (1.0 - weight) + sample * weight;
     }
 
     /// The microseconds per unit this node counts for `model`, if known.
@@ -173,13 +187,6 @@ impl ReplayCosts {
             .unwrap_or_else(|e| e.into_inner())
             .get(model)
             .map(|r| r.us_per_unit)
-    }
-
-    /// The estimated replay time, in microseconds, of an answer of `tokens` output
-    /// tokens on `model`; a model not measured here counts at the prior (a block's
-    /// budget over [`PRIOR_PER_BLOCK`]).
-    pub fn cost(&self, model: &[u8; 32], tokens: u32, target_spacing_s: u64) -> u64 {
-        cost_at(self.per_unit(model), tokens, target_spacing_s)
     }
 
     /// A view at one target spacing, for the many estimates one block or check makes.
@@ -200,7 +207,9 @@ pub struct CostsAt<'a> {
 }
 
 impl CostsAt<'_> {
-    /// As [`ReplayCosts::cost`].
+    /// The estimated replay time, in microseconds, of an answer of `tokens` output
+    /// tokens on `model`; a model not measured here counts at the prior (a block's
+    /// budget over [`PRIOR_PER_BLOCK`]).
     pub fn cost(&mut self, model: &[u8; 32], tokens: u32) -> u64 {
         let rate = *self
             .rates
@@ -226,8 +235,8 @@ mod tests {
         let costs = ReplayCosts::default();
         assert_eq!(block_budget(1), 500_000);
         assert_eq!(block_budget(120), 60_000_000);
-        assert_eq!(costs.cost(&MODEL, 1_000, 1), 500_000 / PRIOR_PER_BLOCK);
-        assert_eq!(costs.cost(&MODEL, 0, 1), 500_000 / PRIOR_PER_BLOCK);
+        assert_eq!(costs.at(1).cost(&MODEL, 1_000), 500_000 / PRIOR_PER_BLOCK);
+        assert_eq!(costs.at(1).cost(&MODEL, 0), 500_000 / PRIOR_PER_BLOCK);
     }
 
     #[test]
@@ -236,7 +245,7 @@ mod tests {
         // 100 units in 10 ms: 100 us per unit.
         costs.record(MODEL, 100, Duration::from_millis(10));
         assert_eq!(costs.per_unit(&MODEL), Some(100.0));
-        assert_eq!(costs.cost(&MODEL, 4, 1), 100 * (PROMPT_UNITS + 4));
+        assert_eq!(costs.at(1).cost(&MODEL, 4), 100 * (PROMPT_UNITS + 4));
         // Then 500 us per unit: half of the way.
         costs.record(MODEL, 10, Duration::from_millis(5));
         assert_eq!(costs.per_unit(&MODEL), Some(300.0));
@@ -270,7 +279,7 @@ mod tests {
     fn fixed_costs_ignore_measurements() {
         let costs = ReplayCosts::fixed(3);
         costs.record(MODEL, 1, Duration::from_secs(1));
-        assert_eq!(costs.cost(&MODEL, 4, 1), 3 * (PROMPT_UNITS + 4));
+        assert_eq!(costs.at(1).cost(&MODEL, 4), 3 * (PROMPT_UNITS + 4));
     }
 
     #[test]

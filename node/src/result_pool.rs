@@ -173,6 +173,23 @@ impl ResultPool {
         }
     }
 
+    /// Forgets the waiting answers that expired before a block at `next_height` could
+    /// carry them (the chain only grows past them), and how many: each held its
+    /// sender's nonce, so that the sender could not buy at that nonce again and nothing
+    /// after it could be carried, until the pool was full enough to evict it.
+    pub fn forget_expired(&mut self, next_height: u32) -> usize {
+        let expired: Vec<Hash256> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, inf))| inf.stub.expiry < next_height)
+            .map(|(txid, _)| *txid)
+            .collect();
+        for txid in &expired {
+            self.remove(txid);
+        }
+        expired.len()
+    }
+
     /// Forgets what a sender's account nonce has passed (included elsewhere, or the
     /// nonce went to a VM transaction).
     pub fn prune_sender(&mut self, sender: [u8; 20], account_nonce: u64) {
@@ -278,7 +295,7 @@ impl ResultPool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use fai_inference_chain::served::ServedInference;
     use fai_inference_chain::types::{InferenceStub, Prompt, ResultReceipt, Sampling};
     use fai_primitives::{Amount, SecretKey, Signature};
@@ -286,6 +303,17 @@ mod tests {
     use super::*;
 
     fn served(key: &SecretKey, node: &SecretKey, nonce: u64) -> ServedInference {
+        served_expiring(key, node, nonce, 100)
+    }
+
+    /// `key`'s inference at `nonce`, expiring at inference height `expiry`, served by
+    /// `node` (3 tokens, on model [1; 32]).
+    pub(crate) fn served_expiring(
+        key: &SecretKey,
+        node: &SecretKey,
+        nonce: u64,
+        expiry: u32,
+    ) -> ServedInference {
         let prompt = Prompt {
             input: format!("question {nonce}"),
             ..Prompt::default()
@@ -305,7 +333,7 @@ mod tests {
                 stop: vec![],
             },
             max_fee: Amount::from_units(1_000).unwrap(),
-            expiry: 100,
+            expiry,
             signature: Signature([0; 64]),
         };
         stub.sign(key);
@@ -473,6 +501,36 @@ mod tests {
         assert_eq!(
             pool.pending_work(h, at(0), cost),
             7 * u64::from(SERVING_TOKENS_COUNTED)
+        );
+    }
+
+    /// An answer that expired waiting for a block lets its nonce go: the buyer can buy
+    /// at it again (and what follows can be carried). Before, it held the nonce until
+    /// 10,000 others evicted it.
+    #[test]
+    fn an_expired_answer_frees_its_nonce() {
+        let (buyer, node, _, sender, mut pool) = buyer_with_one_served();
+        let short = served_expiring(&buyer, &node, 0, 50).inference;
+        let long = served_expiring(&buyer, &node, 1, 60).inference;
+        pool.add(short.clone()).unwrap();
+        pool.add(long.clone()).unwrap();
+        let again = serving(Hash256([8; 32]), 5);
+        assert_eq!(
+            pool.reserve(sender, 0, again),
+            Err(PoolError::NonceTaken { nonce: 0 })
+        );
+        // A block at 50 can still carry it.
+        assert_eq!(pool.forget_expired(50), 0);
+        assert!(pool.contains(&short.stub.txid()));
+        assert_eq!(pool.forget_expired(51), 1);
+        assert!(!pool.contains(&short.stub.txid()) && pool.contains(&long.stub.txid()));
+        pool.reserve(sender, 0, again).unwrap();
+        assert_eq!(pool.forget_expired(61), 1);
+        assert_eq!(pool.len(), 0);
+        assert!(pool.order.is_empty());
+        assert!(
+            pool.holds(sender, 0),
+            "a hold for an answer being served stays"
         );
     }
 }

@@ -691,8 +691,8 @@ fn check_not_busy(st: &fai_node::chain_task::ChainState) -> Result<(), ApiError>
             fai_inference_chain::chain::BUSY_BEHIND,
             fai_inference_chain::chain::VOTE_WINDOW,
         )
-    } else if st.replay_backlog_full() {
-        let pending = st.pending_replay_us() as f64 / 1e6;
+    } else if let Some(pending_us) = st.replay_backlog_full() {
+        let pending = pending_us as f64 / 1e6;
         let budget = fai_node::replay_cost::block_budget(spacing) as f64 / 1e6;
         format!(
             "the inferences served and not yet judged would take the verifiers {pending:.2} s to replay, more than the {} blocks of {budget:.2} s each they judge in time",

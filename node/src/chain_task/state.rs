@@ -231,11 +231,11 @@ impl ChainState {
     /// waiting for the verifiers is [`crate::replay_cost::ADMIT_BLOCKS`] blocks' budget
     /// or more: what it served now would wait that long for a block, and push the
     /// blocks after past what their verifiers can judge within their commit phases.
-    pub fn replay_backlog_full(&self) -> bool {
-        !crate::replay_cost::admits(
-            self.pending_replay_us(),
-            self.ledger.params().target_spacing,
-        )
+    /// The waiting work in microseconds when it is too much, else None.
+    pub fn replay_backlog_full(&self) -> Option<u64> {
+        let pending = self.pending_replay_us();
+        (!crate::replay_cost::admits(pending, self.ledger.params().target_spacing))
+            .then_some(pending)
     }
 
     /// Whether a block of the canonical branch is past its commit phase without the
@@ -643,7 +643,7 @@ impl ChainState {
             return;
         };
         let tip = chain.tip(&self.ledger);
-        let (new, exec) = (tip.id, tip.exec_id);
+        let (new, exec, next_height) = (tip.id, tip.exec_id, tip.height.saturating_add(1));
         if self.heights.tip() != Some(&new) {
             self.heights.follow(chain, &new);
         }
@@ -654,6 +654,10 @@ impl ChainState {
         self.commits_missed = chain.commits_missed(&self.ledger, tip);
         let old = self.canonical.replace(new);
         self.reconcile_pools(old, new, exec);
+        let expired = self.results.forget_expired(next_height);
+        if expired > 0 {
+            info!(target: "infer_node::inference", expired, "served answers expired before a block carried them: their nonces are free again");
+        }
         self.reveal_due_votes();
         // After the pools follow the branch: an audit's transactions take the nonces that
         // what came back from a branch left behind holds.
