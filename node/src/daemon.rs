@@ -270,6 +270,7 @@ pub fn start_on(
             text: node.clone(),
             lazy: config.testing.lazy_verifier,
             costs: state.replay_costs.clone(),
+            failed: failed_tx.clone(),
         };
         let (handle, thread) =
             crate::verify_service::start(links, node_key.clone(), loaded.models.clone(), payloads)

@@ -60,6 +60,23 @@ pub struct Links {
     /// Where the time each model's replays took is noted (what the producer's blocks and
     /// the node's admission of requests keep to: `crate::replay_cost`).
     pub costs: Arc<crate::replay_cost::ReplayCosts>,
+    /// Where the thread reports that it died (the node stops: a node that serves and
+    /// mines on without its verifier would miss every vote, and the blocks queued when
+    /// it died would count as waiting replay work for ever, refusing every request).
+    pub failed: tokio::sync::mpsc::UnboundedSender<anyhow::Error>,
+}
+
+/// Reports the verifier thread's panic when dropped while unwinding.
+struct DeathNotice<'a>(&'a tokio::sync::mpsc::UnboundedSender<anyhow::Error>);
+
+impl Drop for DeathNotice<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.send(anyhow::anyhow!(
+                "the verifier thread panicked (its message is in the log above)"
+            ));
+        }
+    }
 }
 
 /// Starts the verifier thread; it ends when `links.shutdown` is cancelled.
@@ -81,6 +98,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("verifier".into())
         .spawn(move || {
+            let _notice = DeathNotice(&links.failed);
             if !links.lazy {
                 calibrate(&models, &links.costs);
             }
@@ -287,6 +305,29 @@ fn run(
 mod tests {
     use super::*;
     use fai_engine::tiny::ensure_fai_tiny;
+
+    /// A verifier thread that panics says so, and the node stops; one that returns
+    /// (at shutdown) says nothing.
+    #[test]
+    fn a_panicking_verifier_thread_stops_the_node() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let died = tx.clone();
+        let thread = std::thread::spawn(move || {
+            let _notice = DeathNotice(&died);
+            panic!("a forward pass failed");
+        });
+        assert!(thread.join().is_err());
+        let report = rx.try_recv().expect("no report of the panic");
+        assert!(report.to_string().contains("verifier thread panicked"));
+        let returned = std::thread::spawn(move || {
+            let _notice = DeathNotice(&tx);
+        });
+        returned.join().unwrap();
+        assert!(
+            rx.try_recv().is_err(),
+            "a thread that returned was reported"
+        );
+    }
 
     /// Before its first block the verifier knows what a replay costs on each model it
     /// holds, so the first block built and the first requests admitted do not count
