@@ -140,14 +140,10 @@ fn select_inferences(
         else {
             continue;
         };
-        let run: Vec<Inference> = results
+        let run = results
             .run_from(sender, from)
-            .into_iter()
-            .take_while(|inf| inf.stub.expiry >= height)
-            .collect();
-        if !run.is_empty() {
-            runs.push((Hash256::sha256d_parts(&[salt, &sender]), run.into_iter()));
-        }
+            .take_while(move |inf| inf.stub.expiry >= height);
+        runs.push((Hash256::sha256d_parts(&[salt, &sender]), run));
     }
     runs.sort_by_key(|(order, _)| order.0);
     let mut runs: Vec<_> = runs.into_iter().map(|(_, run)| run).collect();
@@ -161,12 +157,12 @@ fn select_inferences(
                 return false;
             };
             let with_bytes = bytes.saturating_add(inf.to_bytes().len());
-            let with_replay = replay.saturating_add(cost(&inf));
+            let with_replay = replay.saturating_add(cost(inf));
             if with_bytes > room.bytes || (with_replay > room.replay_us && !out.is_empty()) {
                 return false;
             }
             (bytes, replay) = (with_bytes, with_replay);
-            out.push(inf);
+            out.push(inf.clone());
             true
         });
     }
@@ -1209,20 +1205,25 @@ mod tests {
     /// ones from `expiring_at` on expiring at height 50, the others at 100), in a pool;
     /// and the buyers' addresses.
     fn buyers_waiting(n: u8, per_buyer: u64, expiring_at: u64) -> (ResultPool, Vec<[u8; 20]>) {
+        let mut pool = ResultPool::default();
+        let senders = (1..=n)
+            .map(|b| add_buyer(&mut pool, b, per_buyer, expiring_at))
+            .collect();
+        (pool, senders)
+    }
+
+    /// Adds buyer `b`'s answers at nonces `0..per_buyer` to `pool` (from `expiring_at`
+    /// on expiring at height 50, the others at 100); the buyer's address.
+    fn add_buyer(pool: &mut ResultPool, b: u8, per_buyer: u64, expiring_at: u64) -> [u8; 20] {
         use crate::result_pool::tests::served_expiring;
         let node = SecretKey::from_bytes(&[99; 32]).unwrap();
-        let mut pool = ResultPool::default();
-        let mut senders = Vec::new();
-        for b in 1..=n {
-            let buyer = SecretKey::from_bytes(&[b; 32]).unwrap();
-            senders.push(buyer.public_key().hash160().0);
-            for nonce in 0..per_buyer {
-                let expiry = if nonce >= expiring_at { 50 } else { 100 };
-                let served = served_expiring(&buyer, &node, nonce, expiry);
-                pool.add(served.inference).unwrap();
-            }
+        let buyer = SecretKey::from_bytes(&[b; 32]).unwrap();
+        for nonce in 0..per_buyer {
+            let expiry = if nonce >= expiring_at { 50 } else { 100 };
+            let served = served_expiring(&buyer, &node, nonce, expiry);
+            pool.add(served.inference).unwrap();
         }
-        (pool, senders)
+        buyer.public_key().hash160().0
     }
 
     /// Room for `inferences` and, at one microsecond each, as many of replay; bytes
@@ -1266,10 +1267,14 @@ mod tests {
             each.sort();
             assert_eq!(took, each, "salt {salt}: not one of each");
             let six = select(room_for(6), salt);
+            assert_eq!(six.len(), 6);
+            let mut twos = 0;
             for sender in &senders {
                 let nonces = nonces_of(&six, sender);
                 assert!(nonces == vec![0] || nonces == vec![0, 1], "{nonces:?}");
+                twos += usize::from(nonces.len() == 2);
             }
+            assert_eq!(twos, 2, "salt {salt}");
         }
         // The count cap holds as the budget does.
         let capped = Room {
@@ -1333,6 +1338,38 @@ mod tests {
             },
         );
         assert_eq!(three.len(), 3);
+        // One run ending does not end the others: buyer 3's answers expire from nonce 1
+        // on, buyer 4's at 100; at height 51 buyer 3 gives nonce 0, buyer 4 all four.
+        let mut mixed = ResultPool::default();
+        let three = add_buyer(&mut mixed, 3, 4, 1);
+        let four = add_buyer(&mut mixed, 4, 4, 4);
+        for salt in 0..4u8 {
+            let block = select_inferences(
+                &mixed,
+                &[],
+                |_| Some(0),
+                51,
+                &[salt; 32],
+                room_for(100),
+                |_| 1,
+            );
+            assert_eq!(nonces_of(&block, &three), vec![0], "salt {salt}");
+            assert_eq!(nonces_of(&block, &four), vec![0, 1, 2, 3], "salt {salt}");
+            // Buyer 3's nonce 1 costs more than the budget left: its run ends there,
+            // buyer 4's goes on (2 + 3 = 5 of 6).
+            let dear = |inf: &Inference| {
+                let from_three = inf.stub.sender.hash160().0 == three;
+                if from_three && inf.stub.nonce == 1 {
+                    10
+                } else {
+                    1
+                }
+            };
+            let block =
+                select_inferences(&mixed, &[], |_| Some(0), 10, &[salt; 32], room_for(6), dear);
+            assert_eq!(nonces_of(&block, &three), vec![0], "salt {salt}");
+            assert_eq!(nonces_of(&block, &four), vec![0, 1, 2, 3], "salt {salt}");
+        }
         // A first inference over the whole budget goes in alone.
         let costly = select_inferences(&pool, &[], |_| Some(0), 10, &[0; 32], room_for(1), |_| 5);
         assert_eq!(costly.len(), 1);

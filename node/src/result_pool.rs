@@ -23,6 +23,17 @@ pub const MAX_TOTAL: usize = 10_000;
 /// The most output tokens an answer still being served counts for in
 /// [`ResultPool::pending_work`] (once served, it counts for those it took).
 pub const SERVING_TOKENS_COUNTED: u32 = 256;
+/// Inference heights past its expiry that an answer no block carried is still kept: a
+/// block built beside the tip, or on an older parent than the tip (a commit that named
+/// it), sits lower than the tip and may still carry it.
+pub const EXPIRED_KEPT_HEIGHTS: u32 = 3;
+
+/// Whether an answer expiring at inference height `expiry` is past keeping once the next
+/// block of the canonical branch is at `next_height` ([`EXPIRED_KEPT_HEIGHTS`]).
+pub fn expired_for_good(expiry: u32, next_height: u32) -> bool {
+    expiry.saturating_add(EXPIRED_KEPT_HEIGHTS) < next_height
+}
+
 /// Why the pool does not take an inference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -173,15 +184,16 @@ impl ResultPool {
         }
     }
 
-    /// Forgets the waiting answers that expired before a block at `next_height` could
-    /// carry them (the chain only grows past them), and how many: each held its
-    /// sender's nonce, so that the sender could not buy at that nonce again and nothing
-    /// after it could be carried, until the pool was full enough to evict it.
+    /// Forgets the waiting answers that expired [`EXPIRED_KEPT_HEIGHTS`] before the
+    /// canonical branch's next block at `next_height` (no block near the tip can carry
+    /// them), and how many: each held its sender's nonce, so that the sender could not
+    /// buy at that nonce again and nothing after it could be carried, until the pool was
+    /// full enough to evict it.
     pub fn forget_expired(&mut self, next_height: u32) -> usize {
         let expired: Vec<Hash256> = self
             .waiting
             .iter()
-            .filter(|(_, (_, inf))| inf.stub.expiry < next_height)
+            .filter(|(_, (_, inf))| expired_for_good(inf.stub.expiry, next_height))
             .map(|(txid, _)| *txid)
             .collect();
         for txid in &expired {
@@ -234,19 +246,14 @@ impl ResultPool {
     }
 
     /// The waiting inferences of `sender` from `nonce` on, consecutive, in nonce order.
-    pub fn run_from(&self, sender: [u8; 20], mut nonce: u64) -> Vec<Inference> {
-        let mut out = Vec::new();
-        let Some(slots) = self.by_sender.get(&sender) else {
-            return out;
-        };
-        while let Some(Slot::Waiting(t)) = slots.get(&nonce) {
-            match self.waiting.get(t) {
-                Some((_, inf)) => out.push(inf.clone()),
-                None => break,
+    pub fn run_from(&self, sender: [u8; 20], nonce: u64) -> impl Iterator<Item = &Inference> + '_ {
+        let slots = self.by_sender.get(&sender);
+        std::iter::successors(Some(nonce), |n| n.checked_add(1)).map_while(move |n| {
+            match slots?.get(&n)? {
+                Slot::Waiting(t) => self.waiting.get(t).map(|(_, inf)| inf),
+                Slot::Serving(..) => None,
             }
-            nonce = nonce.saturating_add(1);
-        }
-        out
+        })
     }
 
     /// The replay work of what a block could take from here, as `cost` (model, output
@@ -382,16 +389,15 @@ pub(crate) mod tests {
             pool.reserve(sender, 0, serving(b.stub.txid(), 7)),
             Err(PoolError::NonceTaken { nonce: 0 })
         );
-        assert!(pool.run_from(sender, 0).is_empty(), "still being served");
+        assert!(
+            pool.run_from(sender, 0).next().is_none(),
+            "still being served"
+        );
         pool.add(a.clone()).unwrap();
         pool.add(b.clone()).unwrap();
         pool.add(d).unwrap();
         assert_eq!(pool.add(b.clone()), Err(PoolError::Known(b.stub.txid())));
-        let run: Vec<u64> = pool
-            .run_from(sender, 0)
-            .iter()
-            .map(|i| i.stub.nonce)
-            .collect();
+        let run: Vec<u64> = pool.run_from(sender, 0).map(|i| i.stub.nonce).collect();
         assert_eq!(run, vec![0, 1], "nonce 2 is missing: 3 waits");
         pool.prune_sender(sender, 2);
         assert!(!pool.contains(&a.stub.txid()) && !pool.contains(&b.stub.txid()));
@@ -419,7 +425,7 @@ pub(crate) mod tests {
                 pool.add(served(&user, &node, nonce).inference).unwrap();
             }
             assert_eq!(pool.len(), 40);
-            assert_eq!(pool.run_from(sender, wave * 40).len(), 40);
+            assert_eq!(pool.run_from(sender, wave * 40).count(), 40);
             pool.prune_sender(sender, (wave + 1) * 40);
             assert!(pool.is_empty());
             assert!(pool.order.is_empty(), "{} left", pool.order.len());
@@ -519,13 +525,15 @@ pub(crate) mod tests {
             pool.reserve(sender, 0, again),
             Err(PoolError::NonceTaken { nonce: 0 })
         );
-        // A block at 50 can still carry it.
+        // A block at 50 can still carry it, and one a little below the tip too.
+        let kept = 50 + EXPIRED_KEPT_HEIGHTS;
         assert_eq!(pool.forget_expired(50), 0);
+        assert_eq!(pool.forget_expired(kept), 0);
         assert!(pool.contains(&short.stub.txid()));
-        assert_eq!(pool.forget_expired(51), 1);
+        assert_eq!(pool.forget_expired(kept + 1), 1);
         assert!(!pool.contains(&short.stub.txid()) && pool.contains(&long.stub.txid()));
         pool.reserve(sender, 0, again).unwrap();
-        assert_eq!(pool.forget_expired(61), 1);
+        assert_eq!(pool.forget_expired(61 + EXPIRED_KEPT_HEIGHTS), 1);
         assert_eq!(pool.len(), 0);
         assert!(pool.order.is_empty());
         assert!(

@@ -324,7 +324,14 @@ fn gossip_result(s: &mut ChainState, data: &[u8]) -> GossipOutcome {
                 "result for another chain".into(),
             );
         }
-        let tip = chain.tip(ledger).exec_id;
+        let tip = chain.tip(ledger);
+        // Expired for every block near the tip: the pool would only forget it again (a
+        // late or replayed copy held its sender's nonce, here and wherever it went on).
+        let next_height = tip.height.saturating_add(1);
+        if crate::result_pool::expired_for_good(stub.expiry, next_height) {
+            return ignore();
+        }
+        let tip = tip.exec_id;
         match chain.vm().account(&tip, ledger, stub.sender.hash160().0) {
             // Included already, or its nonce went to another transaction.
             Ok((_, nonce)) if stub.nonce < nonce => return ignore(),
