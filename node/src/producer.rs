@@ -131,8 +131,21 @@ fn select_inferences(
         let next = after_vm.entry(tx.sender.hash160().0).or_default();
         *next = (*next).max(tx.nonce.saturating_add(1));
     }
+    let mut senders: Vec<([u8; 32], [u8; 20])> = results
+        .senders()
+        .into_iter()
+        .map(|sender| (Hash256::sha256d_parts(&[salt, &sender]).0, sender))
+        .collect();
+    senders.sort_unstable();
+    // A sender's account is read only while its run could still get a turn: each run
+    // takes at most one inference a round, so past `room.inferences` of them the rest
+    // would never be reached (reading every sender's account, a VM read each, cost
+    // every block as much as the pool holds senders).
     let mut runs = Vec::new();
-    for sender in results.senders() {
+    for (_, sender) in senders {
+        if runs.len() >= room.inferences {
+            break;
+        }
         let Some(from) = after_vm
             .get(&sender)
             .copied()
@@ -140,13 +153,14 @@ fn select_inferences(
         else {
             continue;
         };
-        let run = results
+        let mut run = results
             .run_from(sender, from)
-            .take_while(move |inf| inf.stub.expiry >= height);
-        runs.push((Hash256::sha256d_parts(&[salt, &sender]), run));
+            .take_while(move |inf| inf.stub.expiry >= height)
+            .peekable();
+        if run.peek().is_some() {
+            runs.push(run);
+        }
     }
-    runs.sort_by_key(|(order, _)| order.0);
-    let mut runs: Vec<_> = runs.into_iter().map(|(_, run)| run).collect();
     let (mut out, mut bytes, mut replay) = (Vec::new(), 0usize, 0u64);
     while !runs.is_empty() && out.len() < room.inferences {
         runs.retain_mut(|run| {
@@ -1276,6 +1290,19 @@ mod tests {
             }
             assert_eq!(twos, 2, "salt {salt}");
         }
+        // Accounts are read only for the runs that could get a turn: with room for 2,
+        // two of the four.
+        let reads = std::cell::Cell::new(0);
+        let counting = |_: [u8; 20]| {
+            reads.set(reads.get() + 1);
+            Some(0)
+        };
+        let capped_two = Room {
+            inferences: 2,
+            ..room_for(100)
+        };
+        let two = select_inferences(&pool, &[], counting, 10, &[0; 32], capped_two, |_| 1);
+        assert_eq!((two.len(), reads.get()), (2, 2));
         // The count cap holds as the budget does.
         let capped = Room {
             inferences: 3,
